@@ -1,0 +1,211 @@
+# stackwatch build. `make` builds build/{libstackagent.so,collectord,stackctl};
+# `make check` runs every test; `make demo` shows a leak report end to end.
+#
+#   make OPTIMIZATION=-O0          debug build
+#   make SANITIZER=address         ASan build of collectord, stackctl and unit tests (build/asan)
+#   make SANITIZER=undefined       UBSan build of everything, the agent too (build/ubsan)
+#   make SANITIZER=thread          TSan build of the agent-core stress test (build/tsan)
+
+OPTIMIZATION ?= -O2
+SANITIZER ?=
+PREFIX ?= /usr/local
+DESTDIR ?=
+CC ?= cc
+PYTHON ?= /usr/bin/python3
+
+WARN = -Wall -Wextra -Wstrict-prototypes -Wno-unused-parameter
+STD = -std=gnu11
+DEBUG = -g
+
+ifeq ($(SANITIZER),)
+BUILD ?= build
+SAN_CFLAGS =
+else ifeq ($(SANITIZER),address)
+BUILD ?= build/asan
+SAN_CFLAGS = -fsanitize=address -fno-omit-frame-pointer
+else ifeq ($(SANITIZER),undefined)
+BUILD ?= build/ubsan
+SAN_CFLAGS = -fsanitize=undefined -fno-sanitize-recover=all
+else ifeq ($(SANITIZER),thread)
+BUILD ?= build/tsan
+SAN_CFLAGS = -fsanitize=thread
+else
+$(error SANITIZER must be address, undefined or thread (got '$(SANITIZER)'))
+endif
+
+GEN = $(BUILD)/gen
+PB_C = $(GEN)/proto/stackwatch.pb-c.c
+PB_H = $(GEN)/proto/stackwatch.pb-c.h
+PB_O = $(BUILD)/obj/pb/stackwatch.pb-c.o
+PB_PIC_O = $(BUILD)/obj/pic/stackwatch.pb-c.o
+
+CFLAGS_COMMON = $(STD) $(WARN) $(OPTIMIZATION) $(DEBUG) $(SAN_CFLAGS) -MMD -MP \
+	-D_GNU_SOURCE -I. -Iproto -I$(GEN)
+AGENT_CFLAGS = $(CFLAGS_COMMON) -fPIC -fvisibility=hidden -ftls-model=initial-exec \
+	-fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc \
+	-DUNW_LOCAL_ONLY
+COLL_CFLAGS = $(CFLAGS_COMMON)
+
+AGENT_LIBS = -lunwind -lprotobuf-c -lpthread -ldl
+COLL_LIBS = -lev -lprotobuf-c -ldw -lelf -lpthread
+CLI_LIBS = -lprotobuf-c
+
+AGENT_SRC = $(wildcard agent/*.c)
+AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c,$(AGENT_SRC))
+CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/json.c
+COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
+COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
+CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c
+PROTO_SRC = proto/frame.c
+
+AGENT_OBJ = $(patsubst %.c,$(BUILD)/obj/pic/%.o,$(AGENT_SRC) $(PROTO_SRC)) $(PB_PIC_O)
+COLL_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(COLL_SRC) $(PROTO_SRC)) $(PB_O)
+CLI_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC) $(PROTO_SRC)) $(PB_O)
+
+TEST_PROGS_SRC = $(wildcard tests/progs/*.c)
+TEST_PROGS = $(patsubst tests/progs/%.c,$(BUILD)/progs/%,$(filter-out tests/progs/lib%.c,$(TEST_PROGS_SRC)))
+TEST_LIBS = $(patsubst tests/progs/%.c,$(BUILD)/progs/%.so,$(filter tests/progs/lib%.c,$(TEST_PROGS_SRC)))
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+UNIT_BINS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+ifeq ($(SANITIZER),address)
+TARGETS = $(BUILD)/collectord $(BUILD)/stackctl
+else ifeq ($(SANITIZER),thread)
+TARGETS = $(BUILD)/tests/tsan_agent_core
+else
+TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
+endif
+
+.PHONY: all deps check check-unit check-integration check-sanitizers check-fuzz demo \
+	progs unit clean install bench fuzz
+all: $(TARGETS)
+
+# ------------------------------------------------------------------ generated protocol
+$(PB_C) $(PB_H): proto/stackwatch.proto
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) $<
+
+$(PB_O): $(PB_C) $(PB_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(COLL_CFLAGS) -Wno-unused-parameter -c $< -o $@
+
+$(PB_PIC_O): $(PB_C) $(PB_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(AGENT_CFLAGS) -c $< -o $@
+
+# ------------------------------------------------------------------ objects
+$(BUILD)/obj/pic/%.o: %.c $(PB_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(AGENT_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c $(PB_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(COLL_CFLAGS) -c $< -o $@
+
+# ------------------------------------------------------------------ programs
+$(BUILD)/libstackagent.so: $(AGENT_OBJ)
+	$(CC) -shared $(SAN_CFLAGS) -Wl,--no-undefined -Wl,-z,now -o $@ $^ $(AGENT_LIBS)
+
+$(BUILD)/collectord: $(COLL_OBJ)
+	$(CC) $(SAN_CFLAGS) -o $@ $^ $(COLL_LIBS)
+
+$(BUILD)/stackctl: $(CLI_OBJ)
+	$(CC) $(SAN_CFLAGS) -o $@ $^ $(CLI_LIBS)
+
+# ------------------------------------------------------------------ tests
+# Test programs: -O0 and no sibling calls so every planted frame stays.
+PROG_CFLAGS = -std=gnu11 -g -O0 -fno-omit-frame-pointer -fno-optimize-sibling-calls \
+	-fno-inline -Wall -Wextra -Wno-unused-result -D_GNU_SOURCE
+
+$(BUILD)/progs/%.so: tests/progs/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -fPIC -shared -o $@ $<
+
+$(BUILD)/progs/%: tests/progs/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -o $@ $< -lpthread -ldl
+
+progs: $(TEST_PROGS) $(TEST_LIBS)
+
+UNIT_AGENT_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(AGENT_CORE_SRC) $(PROTO_SRC)) $(PB_O)
+UNIT_COLL_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(COLL_LIB_SRC) $(PROTO_SRC)) $(PB_O)
+
+# Unit tests link the module under test; test_agent_* link agent code (no
+# interposition), the rest link collector code.
+$(BUILD)/tests/test_agent_%: tests/unit/test_agent_%.c $(UNIT_AGENT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(COLL_CFLAGS) -o $@ $^ -lcmocka $(AGENT_LIBS)
+
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(UNIT_COLL_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(COLL_CFLAGS) -o $@ $^ -lcmocka $(COLL_LIBS)
+
+# TSan: the agent's ring, intern table and flusher under real threads.
+$(BUILD)/tests/tsan_agent_core: tests/tsan/tsan_agent_core.c $(UNIT_AGENT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(COLL_CFLAGS) -o $@ $^ $(AGENT_LIBS)
+
+unit: $(UNIT_BINS)
+
+check-unit: unit
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+# ------------------------------------------------------------------ top-level commands
+deps:
+	@sh scripts/deps.sh
+
+check: deps
+	$(MAKE) all progs unit
+	$(MAKE) check-unit
+	$(MAKE) check-sanitizers
+	$(MAKE) check-fuzz
+	$(MAKE) check-integration
+
+check-integration: all progs
+	$(PYTHON) tests/integration/run.py --build $(BUILD)
+
+check-sanitizers:
+	$(MAKE) SANITIZER=address all unit
+	$(MAKE) SANITIZER=address BUILD=build/asan check-unit
+	$(MAKE) SANITIZER=undefined all progs
+	$(MAKE) SANITIZER=thread all
+	build/tsan/tests/tsan_agent_core
+	$(PYTHON) tests/integration/run.py --build build/ubsan --agent-build build/ubsan \
+		--quick
+	$(PYTHON) tests/integration/run.py --build build/asan --agent-build build \
+		--progs build/progs --quick
+
+FUZZ_CC ?= clang
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. -Iproto -Ibuild/fuzz/gen
+build/fuzz/gen/proto/stackwatch.pb-c.c: proto/stackwatch.proto
+	@mkdir -p build/fuzz/gen
+	protoc-c --c_out=build/fuzz/gen $<
+
+build/fuzz/%: tests/fuzz/%.c build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_SRC) $(PROTO_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< build/fuzz/gen/proto/stackwatch.pb-c.c \
+		$(COLL_LIB_SRC) $(PROTO_SRC) $(COLL_LIBS)
+
+FUZZERS = build/fuzz/fuzz_agent_frames
+fuzz: $(FUZZERS)
+
+check-fuzz: $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do mkdir -p build/fuzz/corpus-$$(basename $$f); \
+		$$f -runs=20000 -max_len=4096 -seed=1 build/fuzz/corpus-$$(basename $$f) tests/fuzz/seeds; done
+
+demo: deps
+	$(MAKE) all progs
+	@sh scripts/demo.sh $(BUILD)
+
+bench: all progs
+	@sh bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
+	install -m 0755 $(BUILD)/collectord $(BUILD)/stackctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(BUILD)/libstackagent.so $(DESTDIR)$(PREFIX)/lib/
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

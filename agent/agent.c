@@ -1,0 +1,144 @@
+/* Process-wide agent state: lifecycle flags, identity, counters; constructor, exit and fork. */
+#include "agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "config.h"
+#include "flush.h"
+#include "hook.h"
+#include "intern.h"
+#include "log.h"
+#include "modmap.h"
+#include "tstate.h"
+#include "unwind.h"
+
+#define INTERN_SLOTS (1u << 17)      /* distinct stacks per process */
+#define INTERN_POOL_PCS (1u << 22)   /* 32 MiB of pcs, reserved, touched on use */
+
+agent_t agent;
+
+static uint64_t new_instance(void)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != sizeof v)
+        v = clock_realtime_ns() ^ ((uint64_t)getpid() << 32) ^ clock_now_ns();
+    return v ? v : 1;
+}
+
+static void read_identity(void)
+{
+    ssize_t n = readlink("/proc/self/exe", agent.exe, sizeof agent.exe - 1);
+    agent.exe[n > 0 ? n : 0] = '\0';
+    agent.cmdline_len = 0;
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t r;
+        while (agent.cmdline_len < sizeof agent.cmdline - 1 &&
+               (r = read(fd, agent.cmdline + agent.cmdline_len,
+                         sizeof agent.cmdline - 1 - agent.cmdline_len)) > 0)
+            agent.cmdline_len += (size_t)r;
+        close(fd);
+    }
+    agent.cmdline[agent.cmdline_len] = '\0';
+}
+
+static void fork_prepare(void)
+{
+    if (agent.enabled && agent.started)
+        modmap_lock();
+}
+
+static void fork_parent(void)
+{
+    if (agent.enabled && agent.started)
+        modmap_unlock();
+}
+
+/* The child keeps nothing of the parent's tracing but the interned stacks
+ * and the module map: no rings, no connection, no thread. It starts on its
+ * first event, so a child that only execs never shows up as a client. */
+static void fork_child(void)
+{
+    if (!agent.enabled || !agent.started)
+        return;
+    modmap_fork_child();
+    intern_fork_child();
+    tstate_fork_child();
+    flush_fork_child();
+    atomic_store(&agent.recording, 0);
+    agent.ppid = agent.pid;
+    agent.pid = getpid();
+    agent.parent_instance = agent.instance;
+    agent.instance = new_instance();
+    agent.start_realtime_ns = clock_realtime_ns();
+    atomic_store(&agent.failed_calls, 0);
+    atomic_store(&agent.unwind_failures, 0);
+    atomic_store(&agent.intern_full, 0);
+    atomic_store(&agent.child_pending, 1);
+}
+
+int agent_child_start(void)
+{
+    int expect = 1;
+    if (!atomic_compare_exchange_strong(&agent.child_pending, &expect, 2))
+        return atomic_load(&agent.recording);
+    int rc = flush_connect();
+    if (flush_start() == 0 && rc == 0)
+        atomic_store(&agent.recording, 1);
+    atomic_store(&agent.child_pending, 0);
+    return atomic_load(&agent.recording);
+}
+
+__attribute__((constructor)) static void agent_start(void)
+{
+    tstate.guard = 1; /* our own start-up allocations are not the app's */
+    hook_resolve();
+    read_identity();
+    log_open(getenv("STACKWATCH_LOG"));
+    cfg_load(agent.exe);
+    agent.enabled = cfg.enabled;
+    if (!agent.enabled)
+        goto out;
+    agent.pid = getpid();
+    agent.ppid = getppid();
+    agent.instance = new_instance();
+    agent.start_realtime_ns = clock_realtime_ns();
+    if (unwind_init() < 0)
+        log_msg("cannot locate the agent's own code; its frames may show in stacks");
+    if (intern_init(INTERN_SLOTS, INTERN_POOL_PCS) < 0 || modmap_init(agent.exe) < 0 ||
+        flush_init() < 0 || tstate_init() < 0) {
+        log_msg("cannot map the agent's tables; not tracing");
+        agent.enabled = 0;
+        goto out;
+    }
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    int rc = flush_connect();
+    if (rc < 0) {
+        log_msg("no collector at %s (%s); running untraced, will connect when one starts",
+                cfg.sock, strerror(-rc));
+        flush_note_unreachable();
+    }
+    if (flush_start() < 0) {
+        log_msg("cannot start the flusher thread; not tracing");
+        agent.enabled = 0;
+        goto out;
+    }
+    if (rc == 0)
+        atomic_store(&agent.recording, 1);
+    agent.started = 1;
+out:
+    tstate.guard = 0;
+}
+
+__attribute__((destructor)) static void agent_stop(void)
+{
+    if (agent.enabled && agent.started)
+        flush_final();
+}

@@ -1,0 +1,37 @@
+/* Process-wide agent state: lifecycle flags, identity, counters; constructor, exit and fork. */
+#ifndef STACKWATCH_AGENT_AGENT_H
+#define STACKWATCH_AGENT_AGENT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define AGENT_EXE_MAX 4096
+#define AGENT_CMDLINE_MAX 4096
+
+typedef struct agent_s {
+    _Atomic int recording;        /* connected and started: hooks record events */
+    _Atomic int child_pending;    /* fork child not started yet: 1 pending, 2 starting */
+    int enabled;                  /* config allows tracing this process */
+    int started;                  /* constructor finished */
+    pid_t pid;                    /* getpid() of this process image */
+    pid_t ppid;                   /* parent pid */
+    uint64_t instance;            /* random per process image (new in a fork child) */
+    uint64_t parent_instance;     /* fork child: the parent's instance */
+    uint64_t start_realtime_ns;   /* when tracing started in this process */
+    char exe[AGENT_EXE_MAX];      /* resolved /proc/self/exe */
+    char cmdline[AGENT_CMDLINE_MAX]; /* NUL-separated argv */
+    size_t cmdline_len;           /* bytes used in cmdline */
+    _Atomic uint64_t failed_calls;    /* allocation calls that failed */
+    _Atomic uint64_t unwind_failures; /* stacks not captured */
+    _Atomic uint64_t intern_full;     /* stacks not interned */
+} agent_t;
+
+extern agent_t agent;
+
+/* Fork child: starts the agent for this process on its first event (connect
+ * and flusher thread). Called from the hook with the guard set. Returns 1 if
+ * the child now records. */
+int agent_child_start(void);
+
+#endif

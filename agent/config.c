@@ -1,0 +1,211 @@
+/* Agent settings from STACKWATCH_* environment variables, parsed once at start. */
+#include "config.h"
+
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+
+cfg_t cfg;
+
+int cfg_parse_size(const char *s, uint64_t *out)
+{
+    if (!s || !*s)
+        return -EINVAL;
+    uint64_t v = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9')
+        return -EINVAL;
+    while (*p >= '0' && *p <= '9') {
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -EINVAL;
+        v = v * 10 + d;
+        p++;
+    }
+    unsigned shift = 0;
+    switch (*p) {
+    case 'k': case 'K': shift = 10; p++; break;
+    case 'm': case 'M': shift = 20; p++; break;
+    case 'g': case 'G': shift = 30; p++; break;
+    default: break;
+    }
+    if (*p == 'b' || *p == 'B')
+        p++;
+    if (*p)
+        return -EINVAL;
+    if (shift && v > (UINT64_MAX >> shift))
+        return -EINVAL;
+    *out = v << shift;
+    return 0;
+}
+
+int cfg_resolve_dir(char *buf, size_t cap)
+{
+    const char *d = getenv("STACKWATCH_DIR");
+    size_t n;
+    if (d && *d) {
+        n = strlen(d);
+        if (n + 1 > cap)
+            return -ENAMETOOLONG;
+        memcpy(buf, d, n + 1);
+    } else if ((d = getenv("XDG_RUNTIME_DIR")) && *d) {
+        n = log_fmt(buf, cap, "%s/stackwatch", d);
+        if (n + 1 >= cap)
+            return -ENAMETOOLONG;
+    } else {
+        n = log_fmt(buf, cap, "/tmp/stackwatch-%u", (unsigned)getuid());
+        if (n + 1 >= cap)
+            return -ENAMETOOLONG;
+    }
+    /* Trailing slashes would double up in socket paths. */
+    while (n > 1 && buf[n - 1] == '/')
+        buf[--n] = '\0';
+    return 0;
+}
+
+int cfg_exe_match(const char *patterns, const char *exe)
+{
+    if (!patterns || !*patterns)
+        return 1;
+    const char *base = strrchr(exe, '/');
+    base = base ? base + 1 : exe;
+    char pat[256];
+    const char *p = patterns;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n > 0 && n < sizeof pat) {
+            memcpy(pat, p, n);
+            pat[n] = '\0';
+            if (fnmatch(pat, exe, 0) == 0 || fnmatch(pat, base, 0) == 0)
+                return 1;
+        }
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+/* Removes our library from LD_PRELOAD in place, so children start without
+ * the agent. Only the constructor calls this, before any thread exists. */
+static void strip_preload(void)
+{
+    extern char **environ;
+    for (char **ep = environ; ep && *ep; ep++) {
+        if (strncmp(*ep, "LD_PRELOAD=", 11) != 0)
+            continue;
+        char *val = *ep + 11, *w = val;
+        const char *r = val;
+        while (*r) {
+            while (*r == ':' || *r == ' ')
+                r++;
+            const char *tok = r;
+            while (*r && *r != ':' && *r != ' ')
+                r++;
+            size_t n = (size_t)(r - tok);
+            if (n == 0)
+                continue;
+            const char *slash = tok;
+            for (const char *q = tok; q < r; q++)
+                if (*q == '/')
+                    slash = q + 1;
+            if ((size_t)(r - slash) >= 13 && strncmp(slash, "libstackagent", 13) == 0)
+                continue;
+            if (w != val)
+                *w++ = ':';
+            memmove(w, tok, n);
+            w += n;
+        }
+        *w = '\0';
+        if (w == val)
+            unsetenv("LD_PRELOAD");
+        return;
+    }
+}
+
+static int parse_bool(const char *name, const char *v, int dflt)
+{
+    if (!v || !*v)
+        return dflt;
+    if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on"))
+        return 1;
+    if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off"))
+        return 0;
+    log_msg("%s=%s is not a boolean (use 1 or 0); using %d", name, v, dflt);
+    return dflt;
+}
+
+void cfg_load(const char *exe)
+{
+    memset(&cfg, 0, sizeof cfg);
+    cfg.enabled = 1;
+    cfg.depth = CFG_DEPTH_DEFAULT;
+    cfg.ring_events = CFG_RING_DEFAULT;
+    cfg.connect_ms = 200;
+    cfg.inherit = 1;
+    memcpy(cfg.sample, "all", 4);
+    cfg.log = getenv("STACKWATCH_LOG");
+
+    if (parse_bool("STACKWATCH_DISABLE", getenv("STACKWATCH_DISABLE"), 0))
+        cfg.enabled = 0;
+    cfg.inherit = parse_bool("STACKWATCH_INHERIT", getenv("STACKWATCH_INHERIT"), 1);
+    if (!cfg.inherit)
+        strip_preload();
+
+    const char *exes = getenv("STACKWATCH_EXE");
+    if (cfg.enabled && exe && !cfg_exe_match(exes, exe))
+        cfg.enabled = 0; /* silently: this is the filter doing its job */
+
+    if (cfg_resolve_dir(cfg.dir, sizeof cfg.dir) < 0) {
+        log_msg("STACKWATCH_DIR is too long (max %zu bytes); not tracing", sizeof cfg.dir - 1);
+        cfg.enabled = 0;
+    }
+    size_t n = log_fmt(cfg.sock, sizeof cfg.sock, "%s/agent.sock", cfg.dir);
+    cfg.sock_ok = n < sizeof(((struct sockaddr_un *)0)->sun_path);
+    if (!cfg.sock_ok && cfg.enabled) {
+        log_msg("socket path %s is too long for a Unix socket (max %zu bytes); not tracing",
+                cfg.sock, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+        cfg.enabled = 0;
+    }
+
+    const char *v = getenv("STACKWATCH_DEPTH");
+    if (v && *v) {
+        uint64_t d;
+        if (cfg_parse_size(v, &d) < 0 || d < 1 || d > CFG_DEPTH_MAX)
+            log_msg("STACKWATCH_DEPTH=%s is not a frame count in 1..%d; using %d", v,
+                    CFG_DEPTH_MAX, CFG_DEPTH_DEFAULT);
+        else
+            cfg.depth = (int)d;
+    }
+
+    v = getenv("STACKWATCH_SAMPLE");
+    if (v && *v && strcmp(v, "all") != 0)
+        log_msg("STACKWATCH_SAMPLE=%s: only 'all' is supported in this version; using all", v);
+
+    v = getenv("STACKWATCH_RING");
+    if (v && *v) {
+        uint64_t r;
+        if (cfg_parse_size(v, &r) < 0 || r < CFG_RING_MIN || r > CFG_RING_MAX ||
+            (r & (r - 1)) != 0)
+            log_msg("STACKWATCH_RING=%s is not a power of two in %u..%u events; using %u", v,
+                    CFG_RING_MIN, CFG_RING_MAX, CFG_RING_DEFAULT);
+        else
+            cfg.ring_events = (uint32_t)r;
+    }
+
+    v = getenv("STACKWATCH_CONNECT_MS");
+    if (v && *v) {
+        uint64_t ms;
+        if (cfg_parse_size(v, &ms) < 0 || ms > 10000)
+            log_msg("STACKWATCH_CONNECT_MS=%s is not a time in 0..10000 ms; using %u", v,
+                    cfg.connect_ms);
+        else
+            cfg.connect_ms = (uint32_t)ms;
+    }
+}

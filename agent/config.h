@@ -1,0 +1,47 @@
+/* Agent settings from STACKWATCH_* environment variables, parsed once at start. */
+#ifndef STACKWATCH_AGENT_CONFIG_H
+#define STACKWATCH_AGENT_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CFG_DEPTH_DEFAULT 32
+#define CFG_DEPTH_MAX 128
+#define CFG_RING_DEFAULT 32768u
+#define CFG_RING_MIN 1024u
+#define CFG_RING_MAX (1u << 22)
+
+typedef struct cfg_s {
+    char dir[256];          /* runtime directory */
+    char sock[280];         /* dir + "/agent.sock" */
+    int sock_ok;            /* sock fits sockaddr_un.sun_path */
+    int depth;              /* frames kept per stack, 1..CFG_DEPTH_MAX */
+    char sample[32];        /* "all" */
+    const char *log;        /* STACKWATCH_LOG as given (NULL: stderr) */
+    uint32_t ring_events;   /* per-thread ring capacity, power of two */
+    int enabled;            /* 0: dormant (disabled, or the exe filter said no) */
+    int inherit;            /* 0: strip the agent from LD_PRELOAD for children */
+    uint32_t connect_ms;    /* how long the constructor waits for the collector */
+} cfg_t;
+
+extern cfg_t cfg;
+
+/* Reads the environment into cfg. A bad value gets one message (through
+ * log_msg, so log_open must come first) and its default. exe is the resolved
+ * executable path used by STACKWATCH_EXE. Runs in the constructor only. */
+void cfg_load(const char *exe);
+
+/* Resolves the runtime directory the way collectord and stackctl do:
+ * STACKWATCH_DIR, else $XDG_RUNTIME_DIR/stackwatch, else /tmp/stackwatch-UID.
+ * Returns 0, or -ENAMETOOLONG when it does not fit cap. */
+int cfg_resolve_dir(char *buf, size_t cap);
+
+/* Parses a decimal count with an optional k/m/g suffix (powers of 1024).
+ * Returns 0 or -EINVAL. Exposed for unit tests. */
+int cfg_parse_size(const char *s, uint64_t *out);
+
+/* Matches exe against a comma-separated list of fnmatch patterns, each tried
+ * on the full path and on the basename. Empty or NULL list matches all. */
+int cfg_exe_match(const char *patterns, const char *exe);
+
+#endif

@@ -1,0 +1,751 @@
+/* The flusher thread: drains all rings, encodes frames, owns the collector connection. */
+#include "flush.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "clock.h"
+#include "config.h"
+#include "fdguard.h"
+#include "frame.h"
+#include "intern.h"
+#include "log.h"
+#include "modmap.h"
+#include "proto/stackwatch.pb-c.h"
+#include "tstate.h"
+
+#define BATCH_MAX 65536u          /* events per EventBatch frame */
+#define RUNS_MAX 4096u            /* rings drained per batch */
+#define DEFS_MAX 2048u            /* StackDefs per frame */
+#define MODS_MAX 16384u           /* Modules per frame (the whole map fits) */
+#define OUT_CAP (FRAME_MAX_AGENT + FRAME_HDR)
+#define PERIOD_MS 10              /* drain at least this often */
+#define WAIT_FULL_NS (50ull * 1000000)      /* producer's bounded wait on a full ring */
+#define STATS_NS (1000ull * 1000000)
+#define BACKOFF_MIN_NS (50ull * 1000000)
+#define BACKOFF_MAX_NS (1000ull * 1000000)
+#define SEND_STALL_NS (10000ull * 1000000)  /* a collector that takes nothing this long is gone */
+#define FINAL_WAIT_MS 2000
+
+typedef struct run_s {
+    uint32_t pos;   /* next event of this run in fl.in */
+    uint32_t end;   /* one past its last event */
+    uint32_t tid;   /* thread of the ring it came from */
+} run_t;
+
+static struct flush_s {
+    pthread_t thr;                /* the flusher */
+    int running;                  /* thread started in this process image */
+    fdguard_t sock;               /* collector connection, -1 when disconnected */
+    fdguard_t evfd;               /* eventfd that wakes the flusher */
+    uint32_t epoch;               /* connection epoch: stacks and modules are resent per epoch */
+    int need_hello;               /* connected, Hello not sent yet */
+    int ever_connected;           /* a connection existed before in this image */
+    uint32_t reconnects;          /* connections after the first */
+    uint64_t backoff_ns;          /* current reconnect back-off */
+    uint64_t next_try_ns;         /* next reconnect attempt */
+    uint64_t lost_since;          /* events discarded since the last disconnect */
+    uint64_t lost_total;          /* events discarded while disconnected, ever */
+    uint64_t disc_ts;             /* when the connection was lost */
+    int told_unreachable;         /* "no collector" was logged */
+    frame_rd_t rd;                /* command frames from the collector */
+    int rd_ok;                    /* rd initialized */
+    uint8_t *out;                 /* encoded frame, OUT_CAP bytes */
+    ev_t *in;                     /* events copied out of the rings */
+    uint32_t nin;                 /* events in in[] */
+    run_t *runs;                  /* one per drained ring */
+    uint32_t nruns;               /* runs in runs[] */
+    int more;                     /* rings still held events when the batch filled */
+    uint32_t *kind, *tid, *stack; /* EventBatch columns */
+    uint64_t *addr, *size;
+    int64_t *tsd;
+    Stackwatch__StackDef *defs;   /* StackDefs being assembled */
+    Stackwatch__StackDef **defp;
+    uint32_t ndefs;
+    int refreshed;                /* module map refreshed during this batch */
+    Stackwatch__Module *mods;     /* Modules being assembled */
+    Stackwatch__Module **modp;
+    uint32_t nmods;
+    uint64_t last_stats_ns;       /* last Stats sent */
+    uint32_t expire_ms;           /* from Welcome */
+    _Atomic int exit_req;         /* flush_final asked for the last drain */
+    _Atomic int exit_done;        /* the flusher finished it */
+} fl = { .sock = { .fd = -1 }, .evfd = { .fd = -1 } };
+
+static void *map_scratch(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int flush_init(void)
+{
+    fl.out = map_scratch(OUT_CAP);
+    fl.in = map_scratch(BATCH_MAX * sizeof(ev_t));
+    fl.runs = map_scratch(RUNS_MAX * sizeof(run_t));
+    fl.kind = map_scratch(BATCH_MAX * sizeof(uint32_t));
+    fl.tid = map_scratch(BATCH_MAX * sizeof(uint32_t));
+    fl.stack = map_scratch(BATCH_MAX * sizeof(uint32_t));
+    fl.addr = map_scratch(BATCH_MAX * sizeof(uint64_t));
+    fl.size = map_scratch(BATCH_MAX * sizeof(uint64_t));
+    fl.tsd = map_scratch(BATCH_MAX * sizeof(int64_t));
+    fl.defs = map_scratch(DEFS_MAX * (sizeof(Stackwatch__StackDef) + sizeof(void *)));
+    fl.mods = map_scratch(MODS_MAX * (sizeof(Stackwatch__Module) + sizeof(void *)));
+    if (!fl.out || !fl.in || !fl.runs || !fl.kind || !fl.tid || !fl.stack || !fl.addr ||
+        !fl.size || !fl.tsd || !fl.defs || !fl.mods)
+        return -ENOMEM;
+    fl.defp = (Stackwatch__StackDef **)(fl.defs + DEFS_MAX);
+    fl.modp = (Stackwatch__Module **)(fl.mods + MODS_MAX);
+    fl.backoff_ns = BACKOFF_MIN_NS;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- connection */
+
+int flush_connect(void)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (!cfg.sock_ok)
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, cfg.sock, strlen(cfg.sock) + 1);
+    uint64_t deadline = clock_now_ns() + (uint64_t)cfg.connect_ms * 1000000;
+    for (;;) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+            return -errno;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+            int rc = fdguard_take(&fl.sock, fd);
+            if (rc < 0)
+                return rc;
+            fl.need_hello = 1;
+            return 0;
+        }
+        int e = errno;
+        close(fd);
+        /* EAGAIN: the listen backlog is full; the collector is busy, not gone. */
+        if (e != EAGAIN || clock_now_ns() >= deadline)
+            return -e;
+        struct timespec ts = { 0, 5 * 1000000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void disconnect(const char *why)
+{
+    if (fl.sock.fd < 0)
+        return;
+    /* Stop recording first: nothing is recorded that cannot be sent. */
+    atomic_store(&agent.recording, 0);
+    fdguard_close(&fl.sock);
+    fl.need_hello = 0;
+    fl.disc_ts = clock_now_ns();
+    fl.lost_since = 0;
+    fl.backoff_ns = BACKOFF_MIN_NS;
+    fl.next_try_ns = fl.disc_ts + fl.backoff_ns;
+    if (fl.rd_ok)
+        fl.rd.start = fl.rd.end = 0;
+    if (!atomic_load(&fl.exit_req))
+        log_msg("lost the collector at %s (%s); not recording until it is back", cfg.sock, why);
+}
+
+static int send_all(const uint8_t *p, size_t n)
+{
+    if (!fdguard_valid(&fl.sock))
+        return -EBADF;
+    uint64_t stall = 0;
+    while (n > 0) {
+        ssize_t w = send(fl.sock.fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            stall = 0;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN) {
+            uint64_t now = clock_now_ns();
+            if (!stall)
+                stall = now;
+            uint64_t limit = atomic_load(&fl.exit_req) ? 1000000000ull : SEND_STALL_NS;
+            if (now - stall > limit)
+                return -ETIMEDOUT;
+            struct pollfd pfd = { .fd = fl.sock.fd, .events = POLLOUT };
+            poll(&pfd, 1, 100);
+            continue;
+        }
+        return w < 0 ? -errno : -EPIPE;
+    }
+    return 0;
+}
+
+/* Encodes and sends one AgentMsg. On failure the connection is dropped. */
+static int send_msg(Stackwatch__AgentMsg *m)
+{
+    if (fl.sock.fd < 0)
+        return -ENOTCONN;
+    size_t n = frame_encode(&m->base, fl.out, OUT_CAP, FRAME_MAX_AGENT);
+    if (n == 0) {
+        log_msg("internal: frame of type %d exceeds %u bytes; dropped", (int)m->msg_case,
+                FRAME_MAX_AGENT);
+        return -EMSGSIZE;
+    }
+    int rc = send_all(fl.out, n);
+    if (rc < 0)
+        disconnect(rc == -ETIMEDOUT ? "send stalled" : strerror(-rc));
+    return rc;
+}
+
+static int send_hello(void)
+{
+    static char *argv[256];
+    size_t argc = 0;
+    for (size_t off = 0; off < agent.cmdline_len && argc < 256;) {
+        argv[argc++] = agent.cmdline + off;
+        off += strlen(agent.cmdline + off) + 1;
+    }
+    Stackwatch__Hello h = STACKWATCH__HELLO__INIT;
+    h.version = PROTO_VERSION;
+    h.pid = (uint32_t)agent.pid;
+    h.ppid = (uint32_t)agent.ppid;
+    h.exe = agent.exe;
+    h.n_argv = argc;
+    h.argv = argv;
+    h.start_realtime_ns = agent.start_realtime_ns;
+    h.instance = agent.instance;
+    h.parent_instance = agent.parent_instance;
+    h.depth = (uint32_t)cfg.depth;
+    h.sample = cfg.sample;
+    h.mono_now_ns = clock_now_ns();
+    h.reconnects = fl.reconnects;
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_HELLO;
+    m.hello = &h;
+    return send_msg(&m);
+}
+
+static int send_gap(void)
+{
+    Stackwatch__Gap g = STACKWATCH__GAP__INIT;
+    g.lost_events = fl.lost_since;
+    g.from_ts = fl.disc_ts;
+    g.to_ts = clock_now_ns();
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_GAP;
+    m.gap = &g;
+    return send_msg(&m);
+}
+
+/* Runs on a fresh connection: Hello (and Gap after a reconnect) go out before
+ * anything else; stacks and modules are resent lazily under the new epoch. */
+static void on_connected(void)
+{
+    fl.epoch++;
+    fl.need_hello = 0;
+    if (send_hello() < 0)
+        return;
+    if (fl.ever_connected && send_gap() < 0)
+        return;
+    if (fl.told_unreachable)
+        log_msg("connected to the collector at %s; recording from now on", cfg.sock);
+    fl.told_unreachable = 0;
+    fl.ever_connected = 1;
+    fl.backoff_ns = BACKOFF_MIN_NS;
+    fl.last_stats_ns = clock_now_ns();
+    atomic_store(&agent.recording, 1);
+}
+
+static void maybe_reconnect(void)
+{
+    uint64_t now = clock_now_ns();
+    if (now < fl.next_try_ns)
+        return;
+    int rc = flush_connect();
+    if (rc == 0) {
+        if (fl.ever_connected)
+            fl.reconnects++;
+        on_connected();
+        return;
+    }
+    fl.backoff_ns = fl.backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : fl.backoff_ns * 2;
+    fl.next_try_ns = now + fl.backoff_ns;
+}
+
+/* ---------------------------------------------------------------- commands */
+
+static void handle_command(const uint8_t *p, uint32_t len)
+{
+    Stackwatch__CollectorMsg *m = stackwatch__collector_msg__unpack(NULL, len, p);
+    if (!m) {
+        log_msg("malformed frame from the collector (%u bytes); ignored", len);
+        return;
+    }
+    switch (m->msg_case) {
+    case STACKWATCH__COLLECTOR_MSG__MSG_WELCOME:
+        fl.expire_ms = m->welcome->expire_ms;
+        if (m->welcome->version != PROTO_VERSION)
+            log_msg("collector speaks protocol %u, this agent %u", m->welcome->version,
+                    PROTO_VERSION);
+        break;
+    case STACKWATCH__COLLECTOR_MSG__MSG_COMMAND:
+        /* FLUSH: the loop drains right after reading commands. ARM and
+         * DISARM are acknowledged by the channel; triggers act on them. */
+        break;
+    default:
+        break;
+    }
+    stackwatch__collector_msg__free_unpacked(m, NULL);
+}
+
+static void read_commands(void)
+{
+    if (!fl.rd_ok) {
+        if (frame_rd_init(&fl.rd, 4096, FRAME_MAX_COMMAND) < 0)
+            return;
+        fl.rd_ok = 1;
+    }
+    for (;;) {
+        size_t avail;
+        uint8_t *sp = frame_rd_space(&fl.rd, &avail);
+        if (!sp) {
+            disconnect("out of memory reading commands");
+            return;
+        }
+        ssize_t r = recv(fl.sock.fd, sp, avail, MSG_DONTWAIT);
+        if (r == 0) {
+            disconnect("the collector closed the connection");
+            return;
+        }
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                disconnect(strerror(errno));
+            return;
+        }
+        frame_rd_commit(&fl.rd, (size_t)r);
+        const uint8_t *payload;
+        uint32_t len;
+        int rc;
+        while ((rc = frame_rd_next(&fl.rd, &payload, &len)) == 1)
+            handle_command(payload, len);
+        if (rc < 0) {
+            disconnect("oversized frame from the collector");
+            return;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- batches */
+
+static void collect_ring(ring_t *r, void *arg)
+{
+    (void)arg;
+    if (fl.nin >= BATCH_MAX || fl.nruns >= RUNS_MAX) {
+        if (ring_count(r))
+            fl.more = 1;
+        return;
+    }
+    const ev_t *a, *b;
+    size_t na, nb;
+    size_t n = ring_peek(r, &a, &na, &b, &nb);
+    if (n == 0)
+        return;
+    size_t room = BATCH_MAX - fl.nin;
+    if (n > room) {
+        n = room;
+        fl.more = 1;
+    }
+    size_t n1 = na < n ? na : n;
+    memcpy(fl.in + fl.nin, a, n1 * sizeof(ev_t));
+    memcpy(fl.in + fl.nin + n1, b, (n - n1) * sizeof(ev_t));
+    ring_consume(r, n);
+    fl.runs[fl.nruns++] = (run_t){ .pos = fl.nin, .end = fl.nin + (uint32_t)n, .tid = r->tid };
+    fl.nin += (uint32_t)n;
+}
+
+static void add_module(const mod_t *md, const char *path, void *arg)
+{
+    (void)arg;
+    if (fl.nmods >= MODS_MAX)
+        return;
+    Stackwatch__Module *m = &fl.mods[fl.nmods];
+    stackwatch__module__init(m);
+    m->id = md->id;
+    m->path = (char *)path;
+    m->bias = md->bias;
+    m->n_ranges = 2 * md->nranges;
+    m->ranges = (uint64_t *)md->ranges;
+    m->build_id.len = md->build_id_len;
+    m->build_id.data = (uint8_t *)md->build_id;
+    m->gen_added = md->gen_added;
+    m->gen_removed = md->gen_removed;
+    fl.modp[fl.nmods++] = m;
+}
+
+/* Sends module records not yet sent in this epoch. */
+static int send_modules(void)
+{
+    fl.nmods = 0;
+    modmap_each_unsent(fl.epoch, add_module, NULL);
+    if (fl.nmods == 0)
+        return 0;
+    Stackwatch__ModuleMap mm = STACKWATCH__MODULE_MAP__INIT;
+    mm.n_modules = fl.nmods;
+    mm.modules = fl.modp;
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_MODULES;
+    m.modules = &mm;
+    return send_msg(&m);
+}
+
+static int send_defs(void)
+{
+    if (fl.ndefs == 0)
+        return 0;
+    if (send_modules() < 0)
+        return -1;
+    Stackwatch__StackDefs sd = STACKWATCH__STACK_DEFS__INIT;
+    sd.n_stacks = fl.ndefs;
+    sd.stacks = fl.defp;
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_STACKS;
+    m.stacks = &sd;
+    fl.ndefs = 0;
+    return send_msg(&m);
+}
+
+/* Queues the StackDef of idx; a pc outside every known module makes the map
+ * refresh once per batch (libc loads NSS/gconv without the app's dlopen). */
+static int add_def(uint32_t idx)
+{
+    const intern_slot_t *s = intern_slot(idx);
+    const uint64_t *pcs = intern_pcs(s);
+    if (!fl.refreshed) {
+        for (uint32_t i = 0; i < s->npcs; i++) {
+            if (!modmap_covers(pcs[i], s->gen)) {
+                modmap_refresh();
+                fl.refreshed = 1;
+                break;
+            }
+        }
+    }
+    Stackwatch__StackDef *d = &fl.defs[fl.ndefs];
+    stackwatch__stack_def__init(d);
+    d->index = idx;
+    d->id = atomic_load_explicit(&((intern_slot_t *)s)->hash, memory_order_relaxed);
+    d->generation = s->gen;
+    d->n_pcs = s->npcs;
+    d->pcs = (uint64_t *)pcs;
+    d->truncated = (s->flags & SLOT_F_TRUNCATED) != 0;
+    fl.defp[fl.ndefs++] = d;
+    if (fl.ndefs == DEFS_MAX)
+        return send_defs();
+    return 0;
+}
+
+/* Min-heap of run indexes keyed by the timestamp of each run's next event. */
+static inline uint64_t run_ts(uint32_t r)
+{
+    return fl.in[fl.runs[r].pos].ts;
+}
+
+static void heap_down(uint32_t *h, uint32_t n, uint32_t i)
+{
+    for (;;) {
+        uint32_t l = 2 * i + 1, m = i;
+        if (l < n && run_ts(h[l]) < run_ts(h[m]))
+            m = l;
+        if (l + 1 < n && run_ts(h[l + 1]) < run_ts(h[m]))
+            m = l + 1;
+        if (m == i)
+            return;
+        uint32_t t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+/* Drains up to BATCH_MAX events, merges them by time and sends them (or
+ * counts them lost when disconnected). Returns the number of events. */
+static uint32_t drain_once(void)
+{
+    fl.nin = fl.nruns = 0;
+    fl.more = 0;
+    tstate_each_ring(collect_ring, NULL);
+    uint32_t n = fl.nin;
+    if (n == 0)
+        return 0;
+    if (fl.sock.fd < 0 || fl.need_hello) {
+        fl.lost_since += n;
+        fl.lost_total += n;
+        return n;
+    }
+    /* Rings are time-ordered each; merge them. */
+    static uint32_t heap[RUNS_MAX];
+    uint32_t hn = fl.nruns;
+    for (uint32_t i = 0; i < hn; i++)
+        heap[i] = i;
+    for (uint32_t i = hn / 2; i-- > 0;)
+        heap_down(heap, hn, i);
+    fl.ndefs = 0;
+    fl.refreshed = 0;
+    uint32_t na = 0;
+    uint64_t prev = run_ts(heap[0]);
+    uint64_t base = prev;
+    for (uint32_t k = 0; k < n; k++) {
+        run_t *r = &fl.runs[heap[0]];
+        const ev_t *e = &fl.in[r->pos];
+        fl.kind[k] = e->kind;
+        fl.addr[k] = e->addr;
+        fl.tsd[k] = (int64_t)(e->ts - prev);
+        prev = e->ts;
+        fl.tid[k] = r->tid;
+        if (e->kind == EV_ALLOC) {
+            fl.size[na] = e->size;
+            fl.stack[na] = e->stack;
+            na++;
+            if (e->stack != INTERN_NONE && intern_take_unsent(e->stack, fl.epoch) &&
+                add_def(e->stack) < 0)
+                return n;
+        }
+        if (++r->pos == r->end)
+            heap[0] = heap[--hn];
+        if (hn)
+            heap_down(heap, hn, 0);
+    }
+    if (send_defs() < 0 || send_modules() < 0)
+        return n;
+    Stackwatch__EventBatch b = STACKWATCH__EVENT_BATCH__INIT;
+    b.ts_base = base;
+    b.n_kind = n;
+    b.kind = fl.kind;
+    b.n_addr = n;
+    b.addr = fl.addr;
+    b.n_ts_delta = n;
+    b.ts_delta = fl.tsd;
+    b.n_tid = n;
+    b.tid = fl.tid;
+    b.n_size = na;
+    b.size = fl.size;
+    b.n_stack = na;
+    b.stack = fl.stack;
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_EVENTS;
+    m.events = &b;
+    send_msg(&m);
+    return n;
+}
+
+static void drain_all(void)
+{
+    /* Bounded rounds: producers faster than the socket must not keep the
+     * flusher from reading commands and sending stats forever. */
+    for (int round = 0; round < 64; round++) {
+        drain_once();
+        if (!fl.more)
+            break;
+    }
+}
+
+static void send_stats(void)
+{
+    Stackwatch__Stats s = STACKWATCH__STATS__INIT;
+    s.dropped = tstate_dropped();
+    s.failed_calls = atomic_load(&agent.failed_calls);
+    s.unwind_failures = atomic_load(&agent.unwind_failures);
+    s.intern_full = atomic_load(&agent.intern_full);
+    s.events = tstate_events();
+    s.threads = tstate_threads();
+    s.ring_bytes = tstate_ring_bytes();
+    s.table_bytes = intern_bytes() + modmap_bytes();
+    s.ring_waits = tstate_waits();
+    s.lost_disconnected = fl.lost_total;
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_STATS;
+    m.stats = &s;
+    send_msg(&m);
+    fl.last_stats_ns = clock_now_ns();
+}
+
+static void send_bye(void)
+{
+    Stackwatch__Goodbye g = STACKWATCH__GOODBYE__INIT;
+    g.ts = clock_now_ns();
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_BYE;
+    m.bye = &g;
+    send_msg(&m);
+}
+
+/* ---------------------------------------------------------------- the thread */
+
+static void wait_events(int timeout_ms)
+{
+    struct pollfd pfd[2];
+    int n = 0;
+    int ev_i = -1, sock_i = -1;
+    if (fl.evfd.fd >= 0) {
+        pfd[n] = (struct pollfd){ .fd = fl.evfd.fd, .events = POLLIN };
+        ev_i = n++;
+    }
+    if (fl.sock.fd >= 0) {
+        pfd[n] = (struct pollfd){ .fd = fl.sock.fd, .events = POLLIN };
+        sock_i = n++;
+    }
+    int rc = poll(pfd, (nfds_t)n, timeout_ms);
+    if (rc <= 0)
+        return;
+    if (ev_i >= 0 && (pfd[ev_i].revents & POLLIN)) {
+        uint64_t v;
+        ssize_t r = read(fl.evfd.fd, &v, sizeof v);
+        (void)r;
+    }
+    if (sock_i >= 0 && fl.sock.fd >= 0 && (pfd[sock_i].revents & (POLLIN | POLLHUP | POLLERR)))
+        read_commands();
+}
+
+static void *flush_main(void *arg)
+{
+    (void)arg;
+    tstate.guard = 1; /* nothing this thread does is recorded */
+    for (;;) {
+        int exiting = atomic_load(&fl.exit_req);
+        if (fl.sock.fd < 0 && !exiting)
+            maybe_reconnect();
+        if (fl.sock.fd >= 0 && fl.need_hello)
+            on_connected();
+        if (modmap_changed())
+            modmap_refresh();
+        if (exiting) {
+            /* Final flush: stop recording, drain everything, say goodbye. */
+            atomic_store(&agent.recording, 0);
+            drain_all();
+            drain_all();
+            if (fl.sock.fd >= 0) {
+                send_stats();
+                send_bye();
+                fdguard_close(&fl.sock);
+            }
+            atomic_store(&fl.exit_done, 1);
+            return NULL;
+        }
+        drain_all();
+        if (fl.sock.fd >= 0 && clock_now_ns() - fl.last_stats_ns >= STATS_NS)
+            send_stats();
+        tstate_reap();
+        wait_events(PERIOD_MS);
+    }
+}
+
+int flush_start(void)
+{
+    if (fl.evfd.fd < 0) {
+        int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd >= 0)
+            fdguard_take(&fl.evfd, fd);
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread inherits a full mask */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256u << 10);
+    int rc = pthread_create(&fl.thr, &attr, flush_main, NULL);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return -rc;
+    fl.running = 1;
+    return 0;
+}
+
+void flush_kick(void)
+{
+    if (fl.evfd.fd < 0)
+        return;
+    uint64_t one = 1;
+    ssize_t w = write(fl.evfd.fd, &one, sizeof one);
+    (void)w;
+}
+
+void flush_push_slow(ring_t *r, const ev_t *ev)
+{
+    atomic_fetch_add_explicit(&r->waits, 1, memory_order_relaxed);
+    flush_kick();
+    uint64_t start = clock_now_ns();
+    for (unsigned i = 0;; i++) {
+        if (ring_try_push(r, ev))
+            return;
+        /* Disconnected (or exiting): the flusher discards; do not wait for it. */
+        if (!atomic_load_explicit(&agent.recording, memory_order_relaxed) || !fl.running)
+            break;
+        if (i < 64) {
+            __builtin_ia32_pause();
+        } else if (i < 128) {
+            sched_yield();
+        } else {
+            struct timespec ts = { 0, 50000 };
+            nanosleep(&ts, NULL);
+            if (clock_now_ns() - start > WAIT_FULL_NS)
+                break;
+        }
+    }
+    atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
+}
+
+void flush_final(void)
+{
+    if (!fl.running || atomic_exchange(&fl.exit_req, 1))
+        return;
+    flush_kick();
+    for (int i = 0; i < FINAL_WAIT_MS && !atomic_load(&fl.exit_done); i++) {
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+void flush_fork_child(void)
+{
+    /* Close our copies: the parent keeps its connection, and an inherited
+     * eventfd would wake the parent's flusher. Never shutdown(): that would
+     * end the parent's connection too. */
+    if (fl.sock.fd >= 0)
+        close(fl.sock.fd);
+    fl.sock.fd = -1;
+    if (fl.evfd.fd >= 0)
+        close(fl.evfd.fd);
+    fl.evfd.fd = -1;
+    /* The parent's flusher may have been inside rd's realloc: abandon it. */
+    fl.rd_ok = 0;
+    fl.rd.buf = NULL;
+    fl.running = 0;
+    fl.need_hello = 0;
+    fl.ever_connected = 0;
+    fl.reconnects = 0;
+    fl.lost_since = fl.lost_total = 0;
+    fl.told_unreachable = 0;
+    fl.backoff_ns = BACKOFF_MIN_NS;
+    fl.next_try_ns = 0;
+    atomic_store(&fl.exit_req, 0);
+    atomic_store(&fl.exit_done, 0);
+}
+
+void flush_note_unreachable(void)
+{
+    fl.told_unreachable = 1;
+}

@@ -1,0 +1,39 @@
+/* The flusher thread: drains all rings, encodes frames, owns the collector connection. */
+#ifndef STACKWATCH_AGENT_FLUSH_H
+#define STACKWATCH_AGENT_FLUSH_H
+
+#include <stdint.h>
+
+#include "ring.h"
+
+/* Maps the flusher's buffers. Returns 0 or -ENOMEM. Constructor only. */
+int flush_init(void);
+
+/* Tries to connect to the collector now (non-blocking connect, retried up to
+ * cfg.connect_ms). Returns 0 or -errno. Not for the malloc path except the
+ * fork child's first event. */
+int flush_connect(void);
+
+/* Starts the flusher thread (all signals blocked, guard set for its life).
+ * Returns 0 or -errno. */
+int flush_start(void);
+
+/* Ring full: waits a bounded time for space while connected, then drops and
+ * counts. Called from the hook with the guard set. */
+void flush_push_slow(ring_t *r, const ev_t *ev);
+
+/* Wakes the flusher (eventfd write). Async-signal-safe. */
+void flush_kick(void);
+
+/* Exit: asks the flusher for a final drain, Stats and Goodbye, and waits for
+ * it a bounded time. Idempotent. */
+void flush_final(void);
+
+/* Records that "no collector" was logged, so a later connection is announced. */
+void flush_note_unreachable(void);
+
+/* Fork child: forgets the parent's connection (closing our copies of its fds,
+ * never shutting them down) and the thread. */
+void flush_fork_child(void);
+
+#endif

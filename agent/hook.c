@@ -1,0 +1,403 @@
+/* The interposed allocation functions and the real ones behind them. */
+#include "hook.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "agent.h"
+#include "clock.h"
+#include "config.h"
+#include "flush.h"
+#include "intern.h"
+#include "modmap.h"
+#include "ring.h"
+#include "tstate.h"
+#include "unwind.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+hook_real_t hook_real;
+
+/* ---------------------------------------------------------------- bootstrap arena */
+
+/* dlsym allocates (and so does ld.so's error path); while the real functions
+ * are unknown those requests are served here. free ignores these addresses,
+ * realloc copies them out. Never reused: 256 KiB is far more than dlsym needs. */
+#define ARENA_SIZE (256u << 10)
+#define ARENA_HDR 16u
+
+static _Alignas(64) unsigned char arena[ARENA_SIZE];
+static _Atomic size_t arena_used;
+
+int hook_arena_owns(const void *p)
+{
+    return (const unsigned char *)p >= arena && (const unsigned char *)p < arena + ARENA_SIZE;
+}
+
+static void *arena_alloc(size_t n, size_t align)
+{
+    if (align < ARENA_HDR)
+        align = ARENA_HDR;
+    if (n > ARENA_SIZE || align > 4096)
+        return NULL;
+    size_t need = n + align + ARENA_HDR;
+    size_t off = atomic_fetch_add_explicit(&arena_used, need, memory_order_relaxed);
+    if (off + need > ARENA_SIZE)
+        return NULL;
+    uintptr_t base = (uintptr_t)(arena + off + ARENA_HDR);
+    uintptr_t p = (base + align - 1) & ~(uintptr_t)(align - 1);
+    ((size_t *)p)[-1] = n; /* size for realloc and malloc_usable_size */
+    return (void *)p;
+}
+
+static size_t arena_size(const void *p)
+{
+    return ((const size_t *)p)[-1];
+}
+
+/* ---------------------------------------------------------------- resolution */
+
+static _Atomic int resolve_state; /* 0 not yet, 1 in progress, 2 done */
+
+int hook_resolve(void)
+{
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&resolve_state, &expect, 1))
+        return expect == 2 ? 0 : -EAGAIN;
+    hook_real_t r;
+    r.malloc = dlsym(RTLD_NEXT, "malloc");
+    r.free = dlsym(RTLD_NEXT, "free");
+    r.calloc = dlsym(RTLD_NEXT, "calloc");
+    r.realloc = dlsym(RTLD_NEXT, "realloc");
+    r.reallocarray = dlsym(RTLD_NEXT, "reallocarray");
+    r.posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
+    r.aligned_alloc = dlsym(RTLD_NEXT, "aligned_alloc");
+    r.memalign = dlsym(RTLD_NEXT, "memalign");
+    r.valloc = dlsym(RTLD_NEXT, "valloc");
+    r.pvalloc = dlsym(RTLD_NEXT, "pvalloc");
+    r.malloc_usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
+    r.dlclose = dlsym(RTLD_NEXT, "dlclose");
+    /* Publish free before malloc: once malloc is non-NULL callers stop using
+     * the arena and will free through free. */
+    hook_real.free = r.free;
+    hook_real.calloc = r.calloc;
+    hook_real.realloc = r.realloc;
+    hook_real.reallocarray = r.reallocarray;
+    hook_real.posix_memalign = r.posix_memalign;
+    hook_real.aligned_alloc = r.aligned_alloc;
+    hook_real.memalign = r.memalign;
+    hook_real.valloc = r.valloc;
+    hook_real.pvalloc = r.pvalloc;
+    hook_real.malloc_usable_size = r.malloc_usable_size;
+    hook_real.dlclose = r.dlclose;
+    atomic_thread_fence(memory_order_release);
+    hook_real.malloc = r.malloc;
+    atomic_store(&resolve_state, 2);
+    return r.malloc && r.free ? 0 : -ENOENT;
+}
+
+/* 1 when the real functions are usable; 0 when the caller must use the arena. */
+static inline int real_ready(void)
+{
+    if (LIKELY(hook_real.malloc != NULL))
+        return 1;
+    hook_resolve();
+    return hook_real.malloc != NULL;
+}
+
+/* ---------------------------------------------------------------- recording */
+
+/* Enters the agent on this thread: 0 when the event must not be recorded
+ * (reentrant call, not recording). On 1 the guard is set and errno saved. */
+static inline int rec_enter(tstate_t *t, int *saved_errno)
+{
+    if (UNLIKELY(t->guard))
+        return 0;
+    if (UNLIKELY(!atomic_load_explicit(&agent.recording, memory_order_relaxed))) {
+        if (LIKELY(!atomic_load_explicit(&agent.child_pending, memory_order_relaxed)))
+            return 0;
+        *saved_errno = errno;
+        t->guard = 1;
+        int ok = agent_child_start();
+        t->guard = 0;
+        errno = *saved_errno;
+        if (!ok)
+            return 0;
+    }
+    *saved_errno = errno;
+    t->guard = 1;
+    return 1;
+}
+
+static inline void rec_leave(tstate_t *t, int saved_errno)
+{
+    t->guard = 0;
+    errno = saved_errno;
+}
+
+static inline void push(tstate_t *t, const ev_t *ev)
+{
+    ring_t *r = t->ring;
+    if (UNLIKELY(!r)) {
+        r = tstate_ring(t);
+        if (!r)
+            return;
+    }
+    if (LIKELY(ring_try_push(r, ev)))
+        return;
+    flush_push_slow(r, ev);
+}
+
+/* Captures the caller's stack and pushes ALLOC. Guard held. */
+static void rec_alloc(tstate_t *t, void *p, size_t size)
+{
+    uint64_t pcs[CFG_DEPTH_MAX];
+    int truncated = 0;
+    int n = unwind_capture(pcs, cfg.depth, &truncated);
+    uint32_t idx = INTERN_NONE;
+    if (UNLIKELY(n <= 0))
+        atomic_fetch_add_explicit(&agent.unwind_failures, 1, memory_order_relaxed);
+    else if (UNLIKELY((idx = intern_stack(pcs, (uint32_t)n, modmap_gen(), truncated)) == INTERN_NONE))
+        atomic_fetch_add_explicit(&agent.intern_full, 1, memory_order_relaxed);
+    ev_t ev = { .ts = clock_now_ns(), .addr = (uint64_t)(uintptr_t)p, .size = size,
+                .stack = idx, .kind = EV_ALLOC };
+    push(t, &ev);
+}
+
+static inline void rec_free_ts(tstate_t *t, void *p, uint64_t ts)
+{
+    ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = 0, .stack = 0, .kind = EV_FREE };
+    push(t, &ev);
+}
+
+static void note_alloc(void *p, size_t size)
+{
+    tstate_t *t = &tstate;
+    int e;
+    if (!rec_enter(t, &e))
+        return;
+    rec_alloc(t, p, size);
+    rec_leave(t, e);
+}
+
+static inline void note_failed(void)
+{
+    if (atomic_load_explicit(&agent.recording, memory_order_relaxed))
+        atomic_fetch_add_explicit(&agent.failed_calls, 1, memory_order_relaxed);
+}
+
+/* ---------------------------------------------------------------- interposers */
+
+EXPORT void *malloc(size_t size)
+{
+    if (UNLIKELY(!real_ready()))
+        return arena_alloc(size, 16);
+    void *p = hook_real.malloc(size);
+    if (LIKELY(p != NULL))
+        note_alloc(p, size);
+    else
+        note_failed();
+    return p;
+}
+
+EXPORT void free(void *p)
+{
+    if (!p || UNLIKELY(hook_arena_owns(p)))
+        return;
+    if (UNLIKELY(!hook_real.free) && !real_ready())
+        return; /* cannot happen for blocks we handed out; never crash */
+    tstate_t *t = &tstate;
+    int e;
+    if (rec_enter(t, &e)) {
+        /* Before the real free: the address may be reused at once. */
+        rec_free_ts(t, p, clock_now_ns());
+        rec_leave(t, e);
+    }
+    hook_real.free(p);
+}
+
+EXPORT void *calloc(size_t n, size_t size)
+{
+    if (UNLIKELY(!real_ready())) {
+        size_t total;
+        if (__builtin_mul_overflow(n, size, &total))
+            return NULL;
+        return arena_alloc(total, 16); /* static memory: already zero */
+    }
+    void *p = hook_real.calloc(n, size);
+    if (LIKELY(p != NULL))
+        note_alloc(p, n * size);
+    else
+        note_failed();
+    return p;
+}
+
+/* realloc and reallocarray: FREE(old) stamped before the call, ALLOC(new)
+ * after it; realloc(p, 0) that frees is a FREE; a failure records nothing. */
+static void *do_realloc(void *old, size_t size, void *(*fn)(void *, size_t, size_t), size_t nmemb,
+                        size_t elem)
+{
+    if (UNLIKELY(!real_ready())) {
+        void *np = arena_alloc(size, 16);
+        if (np && old)
+            memcpy(np, old, arena_size(old) < size ? arena_size(old) : size);
+        return np;
+    }
+    if (UNLIKELY(old && hook_arena_owns(old))) {
+        if (size == 0)
+            return NULL;
+        void *np = hook_real.malloc(size);
+        if (np) {
+            memcpy(np, old, arena_size(old) < size ? arena_size(old) : size);
+            note_alloc(np, size);
+        }
+        return np;
+    }
+    uint64_t ts_free = old ? clock_now_ns() : 0;
+    void *np = fn ? fn(old, nmemb, elem) : hook_real.realloc(old, size);
+    tstate_t *t = &tstate;
+    int e;
+    if (!np) {
+        if (old && size == 0) {
+            if (rec_enter(t, &e)) {
+                rec_free_ts(t, old, ts_free);
+                rec_leave(t, e);
+            }
+        } else {
+            note_failed();
+        }
+        return np;
+    }
+    if (rec_enter(t, &e)) {
+        if (old)
+            rec_free_ts(t, old, ts_free);
+        rec_alloc(t, np, size);
+        rec_leave(t, e);
+    }
+    return np;
+}
+
+EXPORT void *realloc(void *old, size_t size)
+{
+    return do_realloc(old, size, NULL, 0, 0);
+}
+
+static void *call_reallocarray(void *old, size_t nmemb, size_t elem)
+{
+    return hook_real.reallocarray(old, nmemb, elem);
+}
+
+EXPORT void *reallocarray(void *old, size_t nmemb, size_t elem)
+{
+    size_t total;
+    if (__builtin_mul_overflow(nmemb, elem, &total)) {
+        errno = ENOMEM;
+        note_failed();
+        return NULL;
+    }
+    if (real_ready() && !hook_real.reallocarray)
+        return do_realloc(old, total, NULL, 0, 0);
+    return do_realloc(old, total, call_reallocarray, nmemb, elem);
+}
+
+EXPORT int posix_memalign(void **out, size_t align, size_t size)
+{
+    if (UNLIKELY(!real_ready())) {
+        void *p = arena_alloc(size, align);
+        if (!p)
+            return ENOMEM;
+        *out = p;
+        return 0;
+    }
+    int rc = hook_real.posix_memalign(out, align, size);
+    if (rc == 0)
+        note_alloc(*out, size);
+    else
+        note_failed();
+    return rc;
+}
+
+EXPORT void *aligned_alloc(size_t align, size_t size)
+{
+    if (UNLIKELY(!real_ready()))
+        return arena_alloc(size, align);
+    void *p = hook_real.aligned_alloc(align, size);
+    if (p)
+        note_alloc(p, size);
+    else
+        note_failed();
+    return p;
+}
+
+EXPORT void *memalign(size_t align, size_t size)
+{
+    if (UNLIKELY(!real_ready()))
+        return arena_alloc(size, align);
+    void *p = hook_real.memalign(align, size);
+    if (p)
+        note_alloc(p, size);
+    else
+        note_failed();
+    return p;
+}
+
+EXPORT void *valloc(size_t size)
+{
+    if (UNLIKELY(!real_ready()))
+        return arena_alloc(size, 4096);
+    void *p = hook_real.valloc(size);
+    if (p)
+        note_alloc(p, size);
+    else
+        note_failed();
+    return p;
+}
+
+EXPORT void *pvalloc(size_t size)
+{
+    if (UNLIKELY(!real_ready()))
+        return arena_alloc(size, 4096);
+    void *p = hook_real.pvalloc(size);
+    if (p)
+        note_alloc(p, size);
+    else
+        note_failed();
+    return p;
+}
+
+EXPORT size_t malloc_usable_size(void *p)
+{
+    if (!p)
+        return 0;
+    if (hook_arena_owns(p))
+        return arena_size(p);
+    if (!real_ready() || !hook_real.malloc_usable_size)
+        return 0;
+    return hook_real.malloc_usable_size(p);
+}
+
+/* dlclose: the module map is refreshed before and after, so addresses of an
+ * unloaded object keep their meaning for stacks captured before (generation).
+ * dlopen is deliberately not interposed: glibc resolves RUNPATH and the
+ * namespace from dlopen's caller, which would become this library. */
+EXPORT int dlclose(void *handle)
+{
+    if (!real_ready() || !hook_real.dlclose)
+        return -1;
+    tstate_t *t = &tstate;
+    int active = agent.started && agent.enabled && !t->guard;
+    if (active)
+        modmap_before_unload();
+    int rc = hook_real.dlclose(handle);
+    if (active) {
+        int e = errno;
+        modmap_after_unload();
+        errno = e;
+    }
+    return rc;
+}

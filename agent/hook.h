@@ -1,0 +1,32 @@
+/* The interposed allocation functions and the real ones behind them. */
+#ifndef STACKWATCH_AGENT_HOOK_H
+#define STACKWATCH_AGENT_HOOK_H
+
+#include <stddef.h>
+
+typedef struct hook_real_s {
+    void *(*malloc)(size_t);
+    void (*free)(void *);
+    void *(*calloc)(size_t, size_t);
+    void *(*realloc)(void *, size_t);
+    void *(*reallocarray)(void *, size_t, size_t);
+    int (*posix_memalign)(void **, size_t, size_t);
+    void *(*aligned_alloc)(size_t, size_t);
+    void *(*memalign)(size_t, size_t);
+    void *(*valloc)(size_t);
+    void *(*pvalloc)(size_t);
+    size_t (*malloc_usable_size)(void *);
+    int (*dlclose)(void *);
+} hook_real_t;
+
+extern hook_real_t hook_real;
+
+/* Resolves the real functions with dlsym(RTLD_NEXT); allocations made during
+ * the lookup are served from the bootstrap arena. Returns 0, or -ENOENT if
+ * malloc/free could not be found. Idempotent. */
+int hook_resolve(void);
+
+/* 1 if p was handed out by the bootstrap arena. */
+int hook_arena_owns(const void *p);
+
+#endif

@@ -1,0 +1,72 @@
+/* Single-producer single-consumer event ring: one per app thread, drained by the flusher. */
+#ifndef STACKWATCH_AGENT_RING_H
+#define STACKWATCH_AGENT_RING_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum { EV_ALLOC = 0, EV_FREE = 1 };
+
+/* One allocation event; 32 bytes so two share a cache line. */
+typedef struct ev_s {
+    uint64_t ts;     /* clock_now_ns(): after the real allocation, before the real free */
+    uint64_t addr;   /* block address */
+    uint64_t size;   /* EV_ALLOC: requested size; EV_FREE: 0 */
+    uint32_t stack;  /* EV_ALLOC: intern index; EV_FREE: 0 */
+    uint32_t kind;   /* EV_ALLOC or EV_FREE */
+} ev_t;
+
+enum { RING_LIVE = 0, RING_ORPHAN = 1 };
+
+typedef struct ring_s {
+    /* Producer side. head is written only by the owning thread. */
+    _Alignas(64) _Atomic uint64_t head;  /* next slot to write */
+    uint64_t tail_cache;                 /* producer's last view of tail */
+    _Atomic uint64_t dropped;            /* events dropped when full; producer writes */
+    _Atomic uint64_t waits;              /* times the producer waited for space */
+    /* Consumer side. tail is written only by the flusher. */
+    _Alignas(64) _Atomic uint64_t tail;  /* next slot to read */
+    /* Shared, set once at creation (state and next excepted). */
+    _Alignas(64) uint32_t mask;          /* capacity - 1 (capacity a power of two) */
+    uint32_t tid;                        /* kernel tid of the owner */
+    _Atomic int state;                   /* RING_LIVE, or RING_ORPHAN after thread exit */
+    struct ring_s *_Atomic next;         /* registry list link (tstate.c) */
+    size_t map_bytes;                    /* size of the mmap holding this ring */
+    ev_t slots[];                        /* capacity events */
+} ring_t;
+
+/* Maps a ring of cap events (a power of two). Returns NULL on failure.
+ * Uses mmap only: safe inside the malloc hook. */
+ring_t *ring_create(uint32_t cap, uint32_t tid);
+
+/* Unmaps a ring nobody produces into or consumes from any more. */
+void ring_destroy(ring_t *r);
+
+/* Producer: appends ev. Returns 1, or 0 when the ring is full. Lock-free,
+ * no syscall. */
+static inline int ring_try_push(ring_t *r, const ev_t *ev)
+{
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    if (h - r->tail_cache > r->mask) {
+        /* acquire: the consumer finished reading the slots before this tail. */
+        r->tail_cache = atomic_load_explicit(&r->tail, memory_order_acquire);
+        if (h - r->tail_cache > r->mask)
+            return 0;
+    }
+    r->slots[h & r->mask] = *ev;
+    /* release: the slot's contents are visible before the new head. */
+    atomic_store_explicit(&r->head, h + 1, memory_order_release);
+    return 1;
+}
+
+/* Consumer: the readable events as up to two contiguous spans. Returns the total. */
+size_t ring_peek(ring_t *r, const ev_t **a, size_t *na, const ev_t **b, size_t *nb);
+
+/* Consumer: releases the first n events returned by ring_peek. */
+void ring_consume(ring_t *r, size_t n);
+
+/* Events waiting (either side may call; approximate while the producer runs). */
+size_t ring_count(ring_t *r);
+
+#endif

@@ -1,0 +1,187 @@
+/* Per-thread agent state in initial-exec TLS, and the registry of every thread's ring. */
+#include "tstate.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+
+__thread tstate_t tstate __attribute__((tls_model("initial-exec")));
+
+static pthread_key_t ring_key;
+static int key_ok;
+static ring_t *_Atomic ring_list;
+static _Atomic uint64_t reaped_dropped, reaped_waits, reaped_events;
+static _Atomic uint64_t ring_bytes, threads_total;
+static _Atomic int create_failed_logged;
+
+/* TSD destructor: the thread is exiting. Its ring stays mapped and usable:
+ * destructors of other libraries may still free memory on this thread. The
+ * flusher unmaps it once the kernel reports the thread gone. */
+static void ring_orphan(void *p)
+{
+    ring_t *r = p;
+    /* release: everything pushed so far is visible to a flusher that sees ORPHAN. */
+    atomic_store_explicit(&r->state, RING_ORPHAN, memory_order_release);
+}
+
+int tstate_init(void)
+{
+    int rc = pthread_key_create(&ring_key, ring_orphan);
+    key_ok = rc == 0;
+    return -rc;
+}
+
+ring_t *tstate_ring(tstate_t *t)
+{
+    if (t->ring)
+        return t->ring;
+    if (t->no_ring)
+        return NULL;
+    if (!t->tid)
+        t->tid = (uint32_t)syscall(SYS_gettid);
+    ring_t *r = ring_create(cfg.ring_events, t->tid);
+    if (!r) {
+        t->no_ring = 1;
+        if (!atomic_exchange(&create_failed_logged, 1))
+            log_msg("cannot map a %u-event ring (%s); this thread runs untraced",
+                    cfg.ring_events, "mmap failed");
+        return NULL;
+    }
+    ring_t *head = atomic_load_explicit(&ring_list, memory_order_relaxed);
+    do {
+        atomic_store_explicit(&r->next, head, memory_order_relaxed);
+        /* release: the ring's fields are initialized before the flusher can see it. */
+    } while (!atomic_compare_exchange_weak_explicit(&ring_list, &head, r, memory_order_release,
+                                                    memory_order_relaxed));
+    atomic_fetch_add_explicit(&ring_bytes, r->map_bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&threads_total, 1, memory_order_relaxed);
+    t->ring = r;
+    /* pthread_setspecific may calloc for high keys: the guard is set here. */
+    if (key_ok)
+        pthread_setspecific(ring_key, r);
+    return r;
+}
+
+void tstate_each_ring(void (*fn)(ring_t *r, void *arg), void *arg)
+{
+    /* acquire: pairs with the release in tstate_ring. */
+    for (ring_t *r = atomic_load_explicit(&ring_list, memory_order_acquire); r;
+         r = atomic_load_explicit(&r->next, memory_order_acquire))
+        fn(r, arg);
+}
+
+static int thread_gone(uint32_t tid)
+{
+    return syscall(SYS_tgkill, getpid(), (pid_t)tid, 0) < 0 && errno == ESRCH;
+}
+
+/* Only the flusher unlinks; producers only push at the head. Unlinking a
+ * non-head node touches links no producer writes; unlinking the head needs
+ * a CAS because a producer may push concurrently. */
+static void unlink_ring(ring_t *victim)
+{
+    ring_t *head = atomic_load_explicit(&ring_list, memory_order_acquire);
+    if (head == victim) {
+        ring_t *next = atomic_load_explicit(&victim->next, memory_order_relaxed);
+        if (atomic_compare_exchange_strong_explicit(&ring_list, &head, next, memory_order_acq_rel,
+                                                    memory_order_acquire))
+            return;
+    }
+    for (ring_t *p = head; p; p = atomic_load_explicit(&p->next, memory_order_acquire)) {
+        ring_t *n = atomic_load_explicit(&p->next, memory_order_acquire);
+        if (n == victim) {
+            atomic_store_explicit(&p->next, atomic_load_explicit(&victim->next, memory_order_relaxed),
+                                  memory_order_release);
+            return;
+        }
+    }
+}
+
+int tstate_reap(void)
+{
+    int n = 0;
+    ring_t *r = atomic_load_explicit(&ring_list, memory_order_acquire);
+    while (r) {
+        ring_t *next = atomic_load_explicit(&r->next, memory_order_acquire);
+        /* Gone first, then empty: a dying thread may still push until the
+         * kernel has reaped it. */
+        if (atomic_load_explicit(&r->state, memory_order_acquire) == RING_ORPHAN &&
+            thread_gone(r->tid) && ring_count(r) == 0) {
+            unlink_ring(r);
+            atomic_fetch_add(&reaped_dropped, atomic_load(&r->dropped));
+            atomic_fetch_add(&reaped_waits, atomic_load(&r->waits));
+            atomic_fetch_add(&reaped_events, atomic_load(&r->head));
+            atomic_fetch_sub(&ring_bytes, r->map_bytes);
+            ring_destroy(r);
+            n++;
+        }
+        r = next;
+    }
+    return n;
+}
+
+static void sum_ring(ring_t *r, void *arg)
+{
+    uint64_t *s = arg;
+    s[0] += atomic_load_explicit(&r->dropped, memory_order_relaxed);
+    s[1] += atomic_load_explicit(&r->waits, memory_order_relaxed);
+    s[2] += atomic_load_explicit(&r->head, memory_order_relaxed);
+}
+
+uint64_t tstate_events(void)
+{
+    uint64_t s[3] = { 0, 0, 0 };
+    tstate_each_ring(sum_ring, s);
+    return s[2] + atomic_load(&reaped_events);
+}
+
+uint64_t tstate_dropped(void)
+{
+    uint64_t s[3] = { 0, 0, 0 };
+    tstate_each_ring(sum_ring, s);
+    return s[0] + atomic_load(&reaped_dropped);
+}
+
+uint64_t tstate_waits(void)
+{
+    uint64_t s[3] = { 0, 0, 0 };
+    tstate_each_ring(sum_ring, s);
+    return s[1] + atomic_load(&reaped_waits);
+}
+
+uint64_t tstate_ring_bytes(void)
+{
+    return atomic_load(&ring_bytes);
+}
+
+uint64_t tstate_threads(void)
+{
+    return atomic_load(&threads_total);
+}
+
+void tstate_fork_child(void)
+{
+    ring_t *r = atomic_load_explicit(&ring_list, memory_order_relaxed);
+    while (r) {
+        ring_t *next = atomic_load_explicit(&r->next, memory_order_relaxed);
+        ring_destroy(r);
+        r = next;
+    }
+    atomic_store(&ring_list, NULL);
+    atomic_store(&reaped_dropped, 0);
+    atomic_store(&reaped_waits, 0);
+    atomic_store(&reaped_events, 0);
+    atomic_store(&ring_bytes, 0);
+    atomic_store(&threads_total, 0);
+    tstate.ring = NULL;
+    tstate.no_ring = 0;
+    tstate.tid = 0; /* the child has a new tid */
+    if (key_ok)
+        pthread_setspecific(ring_key, NULL);
+}

@@ -1,0 +1,45 @@
+/* Per-thread agent state in initial-exec TLS, and the registry of every thread's ring. */
+#ifndef STACKWATCH_AGENT_TSTATE_H
+#define STACKWATCH_AGENT_TSTATE_H
+
+#include <stdint.h>
+
+#include "ring.h"
+
+typedef struct tstate_s {
+    int guard;       /* reentrancy guard: set while the agent works on this thread */
+    int no_ring;     /* ring creation failed here: pass through, count once */
+    ring_t *ring;    /* this thread's ring, created on its first event */
+    uint32_t tid;    /* kernel tid, cached */
+} tstate_t;
+
+extern __thread tstate_t tstate __attribute__((tls_model("initial-exec")));
+
+/* Creates the pthread key whose destructor orphans a thread's ring. Constructor only. */
+int tstate_init(void);
+
+/* The calling thread's ring, creating and registering it on first use.
+ * Returns NULL if it cannot be created (counted). mmap on first use only. */
+ring_t *tstate_ring(tstate_t *t);
+
+/* Flusher: calls fn on every registered ring. */
+void tstate_each_ring(void (*fn)(ring_t *r, void *arg), void *arg);
+
+/* Flusher: unmaps orphaned rings that are drained and whose thread the kernel
+ * no longer knows; adds their drop counters to the totals. Returns the count. */
+int tstate_reap(void);
+
+/* Sum of drops and waits over live and reaped rings; bytes mapped by rings;
+ * threads ever registered. */
+uint64_t tstate_dropped(void);
+uint64_t tstate_waits(void);
+uint64_t tstate_ring_bytes(void);
+uint64_t tstate_threads(void);
+/* Events ever pushed (ring heads, reaped rings included). */
+uint64_t tstate_events(void);
+
+/* Fork child: forget (and unmap) every inherited ring; the calling thread
+ * starts over. */
+void tstate_fork_child(void);
+
+#endif

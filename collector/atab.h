@@ -1,0 +1,73 @@
+/* Allocation table: live blocks of one client by address, aged in time buckets. */
+#ifndef STACKWATCH_COLLECTOR_ATAB_H
+#define STACKWATCH_COLLECTOR_ATAB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ATAB_NIL 0xffffffffu
+#define ATAB_NB 128u          /* aging buckets in the ring (covers 2x expire) */
+#define ATAB_SIZE_MAX ((1ull << 48) - 1)
+
+enum {
+    ATAB_F_EXPIRED = 1,   /* counted as expired in its stack */
+    ATAB_F_UNCERTAIN = 2, /* allocated before a gap: its free may have been lost */
+};
+
+/* One live block. 40 bytes; with the hash slots ~46 bytes per live block. */
+typedef struct atab_ent_s {
+    uint64_t addr;        /* block address (the key) */
+    uint64_t ts;          /* allocation time, CLOCK_MONOTONIC ns */
+    uint64_t size : 48;   /* requested size */
+    uint64_t flags : 16;  /* ATAB_F_* */
+    uint32_t stack;       /* the client's stack index */
+    uint32_t prev;        /* bucket list neighbours (ATAB_NIL: not in a bucket) */
+    uint32_t next;        /* ... also the free-list link of unused entries */
+} atab_ent_t;
+
+typedef void (*atab_expire_fn)(void *ctx, atab_ent_t *e);
+
+typedef struct atab_s {
+    atab_ent_t *ents;         /* entry storage */
+    uint32_t ents_cap;        /* allocated entries */
+    uint32_t ents_hw;         /* high-water mark of used entries */
+    uint32_t free_head;       /* free-list of released entries */
+    uint32_t live;            /* entries in use */
+    uint32_t *slots;          /* open addressing: entry index or ATAB_NIL */
+    uint32_t slot_mask;       /* slots - 1 */
+    uint64_t expire_ns;       /* age at which a block expires */
+    uint64_t width_ns;        /* bucket width (expire / 64) */
+    uint64_t aged_upto;       /* buckets below this number are processed */
+    uint32_t heads[ATAB_NB];  /* bucket list heads, by bucket number mod ATAB_NB */
+    atab_expire_fn on_expire; /* called once per block as it expires */
+    void *ctx;                /* for on_expire */
+} atab_t;
+
+/* Initializes an empty table aging at expire_ns, starting from now.
+ * Returns 0 or -ENOMEM. */
+int atab_init(atab_t *t, uint64_t expire_ns, uint64_t now, atab_expire_fn fn, void *ctx);
+void atab_free(atab_t *t);
+
+/* The live entry at addr, or NULL. Valid until the next insert or remove. */
+atab_ent_t *atab_find(atab_t *t, uint64_t addr);
+
+/* Inserts a block (addr must not be live). A block already older than the
+ * expire time is expired at once (on_expire is called). Returns the entry
+ * (valid until the next insert/remove) or NULL on allocation failure. */
+atab_ent_t *atab_insert(atab_t *t, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack);
+
+/* Removes a live entry. */
+void atab_remove(atab_t *t, atab_ent_t *e);
+
+/* Expires every block whose age at now reached the expire time, calling
+ * on_expire for each. Cost: the blocks expiring plus at most ATAB_NB buckets.
+ * Returns the number expired. */
+size_t atab_age(atab_t *t, uint64_t now);
+
+/* Calls fn for every live entry. fn must not insert or remove. */
+void atab_each(atab_t *t, void (*fn)(void *ctx, atab_ent_t *e), void *ctx);
+
+/* Bytes held by the table. */
+size_t atab_bytes(const atab_t *t);
+
+#endif

@@ -1,0 +1,17 @@
+/* stackctl's renderings of collectord replies: memleax-shaped text and JSON. */
+#ifndef STACKWATCH_COLLECTOR_CLI_REPORT_H
+#define STACKWATCH_COLLECTOR_CLI_REPORT_H
+
+#include <stdio.h>
+
+#include "proto/stackwatch.pb-c.h"
+
+void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r);
+void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r);
+void cli_clients_text(FILE *f, const Stackwatch__ClientInfo *const *cs, size_t n);
+void cli_clients_json(FILE *f, const Stackwatch__ClientInfo *const *cs, size_t n);
+
+/* "python3 script.py": argv joined by spaces (or exe when argv is empty). */
+void cli_cmdline(char *buf, size_t cap, const Stackwatch__ClientInfo *c);
+
+#endif

@@ -1,0 +1,504 @@
+/* One traced process as collectord sees it: modules, stacks with their statistics, live blocks. */
+#include "client.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sym.h"
+
+static void on_expire(void *ctx, atab_ent_t *e);
+
+client_t *client_new(clients_t *cs, uint32_t pid, uint64_t expire_ns, uint64_t now)
+{
+    client_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->serial = ++cs->next_serial;
+    c->pid = pid;
+    c->expire_ns = expire_ns;
+    c->first_mono = now;
+    c->state = CLIENT_CONNECTED;
+    if (atab_init(&c->atab, expire_ns, now, on_expire, c) < 0 ||
+        reo_init(&c->reo, CLIENT_REO_MAX) < 0) {
+        atab_free(&c->atab);
+        free(c);
+        return NULL;
+    }
+    c->atab_ok = 1;
+    c->next = cs->head;
+    cs->head = c;
+    cs->count++;
+    return c;
+}
+
+client_t *client_find(clients_t *cs, uint32_t pid, uint64_t instance)
+{
+    for (client_t *c = cs->head; c; c = c->next)
+        if (c->pid == pid && c->instance == instance)
+            return c;
+    return NULL;
+}
+
+static char *dup_str(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const char *exe,
+                        char **argv, size_t argc, uint64_t instance, uint64_t parent_instance,
+                        uint64_t start_realtime_ns, uint32_t depth, const char *sample)
+{
+    c->claimed_pid = claimed_pid;
+    c->ppid = ppid;
+    c->instance = instance;
+    c->parent_instance = parent_instance;
+    c->start_realtime_ns = start_realtime_ns;
+    c->depth = depth;
+    free(c->exe);
+    free(c->sample);
+    for (uint32_t i = 0; i < c->argc; i++)
+        free(c->argv[i]);
+    free(c->argv);
+    c->argv = NULL;
+    c->argc = 0;
+    c->exe = dup_str(exe);
+    c->sample = dup_str(sample);
+    if (!c->exe || !c->sample)
+        return -ENOMEM;
+    if (argc > 256)
+        argc = 256;
+    if (argc) {
+        c->argv = calloc(argc, sizeof *c->argv);
+        if (!c->argv)
+            return -ENOMEM;
+        for (size_t i = 0; i < argc; i++) {
+            c->argv[i] = dup_str(argv[i]);
+            if (!c->argv[i])
+                return -ENOMEM;
+            c->argc++;
+        }
+    }
+    return 0;
+}
+
+int client_put_module(client_t *c, uint32_t id, const char *path, uint64_t bias,
+                      const uint64_t *ranges, size_t nranges, const uint8_t *build_id,
+                      size_t build_id_len, uint32_t gen_added, uint32_t gen_removed)
+{
+    if (id >= CLIENT_MAX_MODULES || nranges > 64 || (nranges & 1))
+        return -EINVAL;
+    if (id >= c->mods_cap) {
+        uint32_t ncap = c->mods_cap ? c->mods_cap : 64;
+        while (ncap <= id)
+            ncap *= 2;
+        cmod_t *nm = realloc(c->mods, ncap * sizeof *nm);
+        if (!nm)
+            return -ENOMEM;
+        memset(nm + c->mods_cap, 0, (ncap - c->mods_cap) * sizeof *nm);
+        c->mods = nm;
+        c->mods_cap = ncap;
+    }
+    cmod_t *m = &c->mods[id];
+    char *np = dup_str(path);
+    uint64_t *nr = nranges ? malloc(nranges * sizeof *nr) : NULL;
+    if (!np || (nranges && !nr)) {
+        free(np);
+        free(nr);
+        return -ENOMEM;
+    }
+    free(m->path);
+    free(m->ranges);
+    m->path = np;
+    m->ranges = nr;
+    if (nranges)
+        memcpy(nr, ranges, nranges * sizeof *nr);
+    m->nranges = (uint32_t)(nranges / 2);
+    m->bias = bias;
+    m->build_id_len = build_id_len > sizeof m->build_id ? sizeof m->build_id : (uint32_t)build_id_len;
+    if (m->build_id_len)
+        memcpy(m->build_id, build_id, m->build_id_len);
+    m->gen_added = gen_added;
+    m->gen_removed = gen_removed;
+    return 0;
+}
+
+const cmod_t *client_module_at(const client_t *c, uint64_t pc, uint32_t gen)
+{
+    for (uint32_t i = 0; i < c->mods_cap; i++) {
+        const cmod_t *m = &c->mods[i];
+        if (!m->path || m->gen_added > gen || (m->gen_removed && gen >= m->gen_removed))
+            continue;
+        for (uint32_t r = 0; r < m->nranges; r++)
+            if (pc >= m->ranges[2 * r] && pc < m->ranges[2 * r + 1])
+                return m;
+    }
+    return NULL;
+}
+
+/* The stack record for an agent index, created on first use. */
+static cstack_t *stack_slot(client_t *c, uint32_t index)
+{
+    if (index >= CLIENT_MAX_STACKS)
+        return NULL;
+    if (index >= c->stacks_cap) {
+        uint32_t ncap = c->stacks_cap ? c->stacks_cap : 256;
+        while (ncap <= index)
+            ncap *= 2;
+        cstack_t **ns = realloc(c->stacks, ncap * sizeof *ns);
+        if (!ns)
+            return NULL;
+        memset(ns + c->stacks_cap, 0, (ncap - c->stacks_cap) * sizeof *ns);
+        c->stacks = ns;
+        c->stacks_cap = ncap;
+    }
+    if (!c->stacks[index]) {
+        cstack_t *s = calloc(1, sizeof *s);
+        if (!s)
+            return NULL;
+        s->index = index;
+        s->lt_min = UINT64_MAX;
+        c->stacks[index] = s;
+        c->nstacks++;
+    }
+    return c->stacks[index];
+}
+
+cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t gen,
+                              const uint64_t *pcs, size_t npcs, int truncated, int *err)
+{
+    if (index >= CLIENT_MAX_STACKS || npcs > CLIENT_MAX_PCS) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    cstack_t *s = stack_slot(c, index);
+    if (!s) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    if (s->defined && s->id == id)
+        return s; /* resent after a reconnect */
+    uint64_t *np = npcs ? malloc(npcs * sizeof *np) : NULL;
+    if (npcs && !np) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    if (npcs)
+        memcpy(np, pcs, npcs * sizeof *np);
+    free(s->pcs);
+    sym_release(s->sym);
+    s->sym = NULL;
+    s->sym_state = SYM_NONE;
+    s->pcs = np;
+    s->npcs = (uint32_t)npcs;
+    s->id = id;
+    s->gen = gen;
+    s->truncated = truncated != 0;
+    s->defined = 1;
+    return s;
+}
+
+static void on_expire(void *ctx, atab_ent_t *e)
+{
+    client_t *c = ctx;
+    cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
+    if (!s)
+        return;
+    s->exp_n++;
+    s->exp_b += e->size;
+    if (s->sym_state == SYM_NONE && !s->sym_queued) {
+        if (c->nsymq == c->symq_cap) {
+            uint32_t ncap = c->symq_cap ? c->symq_cap * 2 : 64;
+            uint32_t *nq = realloc(c->symq, ncap * sizeof *nq);
+            if (!nq)
+                return; /* symbolized at query time instead */
+            c->symq = nq;
+            c->symq_cap = ncap;
+        }
+        c->symq[c->nsymq++] = s->index;
+        s->sym_queued = 1;
+    }
+}
+
+/* Accounts a block as freed at ts_free (lifetime ts_free - alloc). */
+static void count_free(client_t *c, cstack_t *s, uint64_t size, uint64_t ts_alloc,
+                       uint64_t ts_free, unsigned flags)
+{
+    c->frees++;
+    if (c->live_n) {
+        c->live_n--;
+        c->live_b -= size <= c->live_b ? size : c->live_b;
+    }
+    if (!s)
+        return;
+    s->free_n++;
+    s->free_b += size;
+    uint64_t lt = ts_free > ts_alloc ? ts_free - ts_alloc : 0;
+    if (lt < s->lt_min)
+        s->lt_min = lt;
+    if (lt > s->lt_max)
+        s->lt_max = lt;
+    s->lt_sum += lt;
+    if (flags & ATAB_F_EXPIRED) {
+        s->fexp_n++;
+        s->fexp_b += size;
+    }
+    if (flags & ATAB_F_UNCERTAIN) {
+        s->unc_n--;
+        s->unc_b -= size;
+    }
+}
+
+static void free_entry(client_t *c, atab_ent_t *e, uint64_t ts)
+{
+    cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
+    count_free(c, s, e->size, e->ts, ts, e->flags);
+    atab_remove(&c->atab, e);
+}
+
+static void bump_ts(client_t *c, uint64_t ts)
+{
+    if (ts > c->max_ts)
+        c->max_ts = ts;
+}
+
+int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack)
+{
+    cstack_t *s = stack_slot(c, stack);
+    if (!s)
+        return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ENOMEM;
+    c->events++;
+    c->allocs++;
+    bump_ts(c, ts);
+    s->alloc_n++;
+    s->alloc_b += size;
+    c->live_n++;
+    c->live_b += size;
+    if (!c->atab_ok) {
+        /* Ended cleanly: table released; keep totals only. */
+        return 0;
+    }
+    reo_rec_t *r = reo_find(&c->reo, addr);
+    if (r && r->free_ts && r->free_ts >= ts) {
+        /* Its free arrived first (another thread's ring was drained earlier). */
+        uint64_t tf = r->free_ts;
+        r->free_ts = 0;
+        if (!r->tomb_hi)
+            reo_remove(&c->reo, r);
+        count_free(c, s, size, ts, tf, 0);
+        return 0;
+    }
+    atab_ent_t *e = atab_find(&c->atab, addr);
+    if (e) {
+        if (e->ts <= ts) {
+            /* The address is reused, so the old block is dead; its free is
+             * still in flight (or was lost). Count it freed now and leave a
+             * tombstone to absorb the late free. */
+            uint64_t lo = e->ts;
+            free_entry(c, e, ts);
+            c->implied_frees++;
+            reo_rec_t *t = reo_get(&c->reo, addr);
+            if (t) {
+                t->tomb_lo = lo;
+                t->tomb_hi = ts;
+                t->due = ts + CLIENT_REORDER_NS;
+            }
+        } else {
+            /* This block is older than the live one at its address: it died
+             * before that one was made. */
+            uint64_t hi = e->ts;
+            count_free(c, s, size, ts, hi, 0);
+            c->implied_frees++;
+            reo_rec_t *t = reo_get(&c->reo, addr);
+            if (t) {
+                t->tomb_lo = ts;
+                t->tomb_hi = hi;
+                t->due = hi + CLIENT_REORDER_NS;
+            }
+            return 0;
+        }
+    }
+    if (!atab_insert(&c->atab, addr, ts, size, stack)) {
+        c->table_full++;
+        c->live_n--;
+        c->live_b -= size;
+        return 0;
+    }
+    return 0;
+}
+
+int client_free(client_t *c, uint64_t addr, uint64_t ts)
+{
+    c->events++;
+    bump_ts(c, ts);
+    if (!c->atab_ok) {
+        c->frees++;
+        return 0;
+    }
+    atab_ent_t *e = atab_find(&c->atab, addr);
+    if (e && e->ts <= ts) {
+        free_entry(c, e, ts);
+        return 0;
+    }
+    reo_rec_t *r = reo_find(&c->reo, addr);
+    if (r && r->tomb_hi && r->tomb_lo <= ts && ts <= r->tomb_hi) {
+        /* The late free of a block already counted as freed. */
+        r->tomb_lo = r->tomb_hi = 0;
+        if (!r->free_ts)
+            reo_remove(&c->reo, r);
+        return 0;
+    }
+    r = reo_get(&c->reo, addr);
+    if (!r) {
+        c->unknown_frees++;
+        return 0;
+    }
+    if (r->free_ts)
+        c->unknown_frees++; /* an older unmatched free at this address */
+    r->free_ts = ts;
+    r->due = ts + CLIENT_REORDER_NS;
+    return 0;
+}
+
+static void mark_uncertain(void *ctx, atab_ent_t *e)
+{
+    client_t *c = ctx;
+    if (e->flags & ATAB_F_UNCERTAIN)
+        return;
+    e->flags |= ATAB_F_UNCERTAIN;
+    cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
+    if (s) {
+        s->unc_n++;
+        s->unc_b += e->size;
+    }
+}
+
+void client_gap(client_t *c, uint64_t lost_events)
+{
+    c->gaps++;
+    c->lost_events += lost_events;
+    if (c->atab_ok)
+        atab_each(&c->atab, mark_uncertain, c);
+}
+
+void client_age(client_t *c, uint64_t now)
+{
+    if (c->frozen || !c->atab_ok)
+        return;
+    atab_age(&c->atab, now);
+    uint64_t horizon = c->max_ts > CLIENT_REORDER_NS ? c->max_ts - CLIENT_REORDER_NS : 0;
+    /* An idle client still gets its records resolved (collector clock). */
+    uint64_t idle = now > 5 * CLIENT_REORDER_NS ? now - 5 * CLIENT_REORDER_NS : 0;
+    if (idle > horizon)
+        horizon = idle;
+    c->unknown_frees += reo_expire(&c->reo, horizon);
+}
+
+static void exit_live(void *ctx, atab_ent_t *e)
+{
+    client_t *c = ctx;
+    cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
+    if (!s)
+        return;
+    s->exit_live_n++;
+    s->exit_live_b += e->size;
+    if (!s->oldest_live_ts || e->ts < s->oldest_live_ts)
+        s->oldest_live_ts = e->ts;
+}
+
+void client_freeze(client_t *c, uint64_t end_ts, int clean)
+{
+    if (c->frozen)
+        return;
+    c->end_ts = end_ts;
+    c->state = clean ? CLIENT_EXITED : CLIENT_LOST;
+    if (c->atab_ok) {
+        atab_age(&c->atab, end_ts);
+        c->unknown_frees += reo_expire(&c->reo, UINT64_MAX);
+        for (uint32_t i = 0; i < c->stacks_cap; i++) {
+            cstack_t *s = c->stacks[i];
+            if (s) {
+                s->exit_live_n = s->exit_live_b = 0;
+                s->oldest_live_ts = 0;
+            }
+        }
+        atab_each(&c->atab, exit_live, c);
+        if (clean) {
+            /* A clean exit never comes back: keep the summaries, not the table. */
+            atab_free(&c->atab);
+            reo_free(&c->reo);
+            c->atab_ok = 0;
+        }
+    }
+    c->frozen = 1;
+}
+
+void client_revive(client_t *c)
+{
+    if (!c->frozen || !c->atab_ok)
+        return;
+    c->frozen = 0;
+    c->state = CLIENT_CONNECTED;
+    c->end_ts = 0;
+    for (uint32_t i = 0; i < c->stacks_cap; i++) {
+        cstack_t *s = c->stacks[i];
+        if (s) {
+            s->exit_live_n = s->exit_live_b = 0;
+            s->oldest_live_ts = 0;
+        }
+    }
+}
+
+void client_destroy(client_t *c)
+{
+    if (c->atab_ok) {
+        atab_free(&c->atab);
+        reo_free(&c->reo);
+    }
+    for (uint32_t i = 0; i < c->stacks_cap; i++) {
+        cstack_t *s = c->stacks[i];
+        if (!s)
+            continue;
+        free(s->pcs);
+        sym_release(s->sym);
+        free(s);
+    }
+    free(c->stacks);
+    free(c->symq);
+    for (uint32_t i = 0; i < c->mods_cap; i++) {
+        free(c->mods[i].path);
+        free(c->mods[i].ranges);
+    }
+    free(c->mods);
+    for (uint32_t i = 0; i < c->argc; i++)
+        free(c->argv[i]);
+    free(c->argv);
+    free(c->exe);
+    free(c->sample);
+    free(c);
+}
+
+void clients_prune(clients_t *cs, uint64_t now)
+{
+    uint32_t ended = 0;
+    client_t **pp = &cs->head;
+    while (*pp) {
+        client_t *c = *pp;
+        if (c->conn || c->state == CLIENT_CONNECTED) {
+            pp = &c->next;
+            continue;
+        }
+        ended++;
+        /* Newest first: the oldest ended clients go first. */
+        int too_many = ended > cs->retain_max;
+        int too_old = cs->retain_ns && c->end_ts && now > c->end_ts &&
+                      now - c->end_ts > cs->retain_ns;
+        if (too_many || too_old) {
+            *pp = c->next;
+            cs->count--;
+            client_destroy(c);
+            continue;
+        }
+        pp = &c->next;
+    }
+}

@@ -1,0 +1,163 @@
+/* One traced process as collectord sees it: modules, stacks with their statistics, live blocks. */
+#ifndef STACKWATCH_COLLECTOR_CLIENT_H
+#define STACKWATCH_COLLECTOR_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "atab.h"
+#include "reo.h"
+
+#define CLIENT_MAX_STACKS (1u << 20)   /* agent indexes above this are a protocol error */
+#define CLIENT_MAX_MODULES 65536u
+#define CLIENT_MAX_PCS 256u
+#define CLIENT_REORDER_NS (1000ull * 1000000)  /* event-time window for late cross-thread events */
+#define CLIENT_REO_MAX (1u << 20)
+
+enum { CLIENT_CONNECTED = 0, CLIENT_EXITED = 1, CLIENT_LOST = 2 };
+enum { SYM_NONE = 0, SYM_PENDING = 1, SYM_DONE = 2 };
+
+struct symres_s;
+struct conn_s;
+
+typedef struct cmod_s {
+    char *path;             /* NULL: slot unused */
+    uint8_t build_id[32];   /* as the agent read it from memory */
+    uint32_t build_id_len;
+    uint64_t bias;          /* load bias */
+    uint64_t *ranges;       /* [start, end) pairs */
+    uint32_t nranges;
+    uint32_t gen_added;     /* valid from this generation */
+    uint32_t gen_removed;   /* gone from this generation (0: loaded) */
+} cmod_t;
+
+typedef struct cstack_s {
+    uint64_t id;            /* fingerprint shown to users */
+    uint32_t index;         /* agent's index (events refer to it) */
+    uint32_t gen;           /* module-map generation */
+    uint64_t *pcs;          /* return addresses, innermost first */
+    uint32_t npcs;
+    uint8_t truncated;      /* cut at the agent's depth */
+    uint8_t defined;        /* StackDef received (events may name it first) */
+    uint8_t sym_state;      /* SYM_NONE / PENDING / DONE */
+    uint8_t sym_queued;     /* in the client's symq */
+    uint64_t alloc_n, alloc_b;      /* allocations */
+    uint64_t free_n, free_b;        /* frees (explicit, matched late, or implied by reuse) */
+    uint64_t exp_n, exp_b;          /* blocks that reached the expire age */
+    uint64_t fexp_n, fexp_b;        /* ... and were freed after that */
+    uint64_t unc_n, unc_b;          /* live blocks from before a gap */
+    uint64_t lt_min, lt_max, lt_sum;/* lifetimes of freed blocks, ns */
+    uint64_t exit_live_n, exit_live_b; /* live when the process ended */
+    uint64_t oldest_live_ts;        /* at the end: oldest live block (0: none) */
+    struct symres_s *sym;           /* symbolized frames (owned) */
+} cstack_t;
+
+typedef struct client_s {
+    uint64_t serial;        /* unique within this collectord run */
+    uint32_t pid;           /* from SO_PEERCRED */
+    uint32_t claimed_pid;   /* what the hello said */
+    uint32_t ppid;
+    char *exe;
+    char **argv;
+    uint32_t argc;
+    uint64_t instance;      /* agent's per-image token */
+    uint64_t parent_instance;
+    uint64_t start_realtime_ns;
+    uint32_t depth;
+    char *sample;
+    int state;              /* CLIENT_* */
+    int said_bye;           /* Goodbye received on the current connection */
+    int frozen;             /* ages frozen at end_ts */
+    uint64_t first_mono;    /* first connection, collector clock */
+    uint64_t end_ts;        /* when it ended (event clock) */
+    uint64_t max_ts;        /* newest event time seen */
+    uint64_t expire_ns;
+    struct conn_s *conn;    /* current agent connection, NULL if none */
+    atab_t atab;            /* live blocks (freed after a clean exit) */
+    int atab_ok;
+    reo_t reo;              /* late-event records */
+    cstack_t **stacks;      /* by agent index */
+    uint32_t stacks_cap;
+    uint32_t nstacks;       /* distinct stacks defined or used */
+    cmod_t *mods;           /* by agent module id */
+    uint32_t mods_cap;
+    uint64_t events, allocs, frees;
+    uint64_t unknown_frees; /* frees of blocks never seen (allocated before tracing) */
+    uint64_t implied_frees; /* blocks whose free was implied by address reuse */
+    uint64_t live_n, live_b;
+    uint32_t gaps;
+    uint64_t lost_events;
+    uint64_t table_full;    /* allocations not tracked: out of memory */
+    uint32_t *symq;         /* stacks that started to expire: symbolize them */
+    uint32_t nsymq, symq_cap;
+    int exec_replaced;      /* a new image of this pid connected: the old one exec'd */
+    /* latest agent Stats */
+    uint64_t a_dropped, a_failed, a_unwind_fail, a_intern_full, a_events, a_threads;
+    uint64_t a_ring_bytes, a_table_bytes, a_waits, a_lost_disc;
+    struct client_s *next;
+} client_t;
+
+typedef struct clients_s {
+    client_t *head;         /* newest first */
+    uint32_t count;
+    uint64_t next_serial;
+    uint32_t retain_max;    /* ended clients kept */
+    uint64_t retain_ns;     /* ... for at most this long */
+} clients_t;
+
+/* Creates a client record for a new agent connection; NULL on ENOMEM. */
+client_t *client_new(clients_t *cs, uint32_t pid, uint64_t expire_ns, uint64_t now);
+
+/* Finds a client by pid and agent instance (a reconnect), or NULL. */
+client_t *client_find(clients_t *cs, uint32_t pid, uint64_t instance);
+
+/* Sets identity fields from a Hello (copies strings). Returns 0 or -ENOMEM. */
+int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const char *exe,
+                        char **argv, size_t argc, uint64_t instance, uint64_t parent_instance,
+                        uint64_t start_realtime_ns, uint32_t depth, const char *sample);
+
+/* Records or updates a module. Returns 0 or -EINVAL/-ENOMEM. */
+int client_put_module(client_t *c, uint32_t id, const char *path, uint64_t bias,
+                      const uint64_t *ranges, size_t nranges, const uint8_t *build_id,
+                      size_t build_id_len, uint32_t gen_added, uint32_t gen_removed);
+
+/* Defines a stack. Returns the stack, NULL with *err set on a bad index/size
+ * (-EINVAL) or ENOMEM. A redefinition (after a reconnect) keeps statistics. */
+cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t gen,
+                              const uint64_t *pcs, size_t npcs, int truncated, int *err);
+
+/* Applies one event in the client's event time. Returns 0 or -EINVAL (bad
+ * stack index) / -ENOMEM. */
+int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack);
+int client_free(client_t *c, uint64_t addr, uint64_t ts);
+
+/* Marks every live block uncertain (events were lost). */
+void client_gap(client_t *c, uint64_t lost_events);
+
+/* Ages the client's blocks to now (collector clock) and resolves late-event
+ * records that are due. Does nothing once frozen. */
+void client_age(client_t *c, uint64_t now);
+
+/* The process ended (or the connection went without Goodbye): ages freeze
+ * at end_ts, live blocks become exit_live. A clean exit releases the table. */
+void client_freeze(client_t *c, uint64_t end_ts, int clean);
+
+/* The connection came back (same instance): unfreeze. */
+void client_revive(client_t *c);
+
+/* The module valid at generation gen containing pc, or NULL. */
+const cmod_t *client_module_at(const client_t *c, uint64_t pc, uint32_t gen);
+
+/* Drops ended clients beyond the retention count or age. */
+void clients_prune(clients_t *cs, uint64_t now);
+
+/* Frees a client record entirely (caller unlinked it). */
+void client_destroy(client_t *c);
+
+/* Live-time statistics of a stack's freed blocks, in ms; 0 if none. */
+static inline uint64_t cstack_lt_avg_ms(const cstack_t *s)
+{
+    return s->free_n ? s->lt_sum / s->free_n / 1000000u : 0;
+}
+
+#endif

@@ -1,0 +1,214 @@
+/* A connection to collectord (agent or stackctl): its watchers, buffers and frame dispatch. */
+#include "conn.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "ctl.h"
+#include "ingest.h"
+#include "srv.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+conn_t *conn_new(srv_t *srv, int fd, int kind)
+{
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    uint32_t max = kind == CONN_AGENT ? FRAME_MAX_AGENT : (1u << 20);
+    if (frame_rd_init(&c->rd, 64u << 10, max) < 0) {
+        free(c);
+        close(fd);
+        return NULL;
+    }
+    c->srv = srv;
+    c->fd = fd;
+    c->kind = kind;
+    struct ucred cr;
+    socklen_t len = sizeof cr;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0) {
+        c->peer_pid = cr.pid;
+        c->peer_uid = cr.uid;
+    }
+    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_io_start(srv->loop, &c->rio);
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    return c;
+}
+
+void conn_close(conn_t *c, const char *reason)
+{
+    srv_t *srv = c->srv;
+    if (reason)
+        srv_log("closing %s connection (pid %d): %s", c->kind == CONN_AGENT ? "agent" : "control",
+                (int)c->peer_pid, reason);
+    ev_io_stop(srv->loop, &c->rio);
+    ev_io_stop(srv->loop, &c->wio);
+    close(c->fd);
+    srv_conn_gone(srv, c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->nconns--;
+    frame_rd_free(&c->rd);
+    free(c->out);
+    free(c);
+}
+
+static int flush_out(conn_t *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            c->out_off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN)
+            return 0;
+        return -errno;
+    }
+    c->out_off = c->out_len = 0;
+    if (c->out_cap > (1u << 20)) {
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
+    return 1;
+}
+
+int conn_send(conn_t *c, const uint8_t *buf, size_t len)
+{
+    size_t pending = c->out_len - c->out_off;
+    if (c->kind == CONN_AGENT && pending + len > CONN_OUT_MAX_AGENT)
+        return -ENOBUFS;
+    if (c->out_off > 0 && c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    if (c->out_len + len > c->out_cap) {
+        if (c->out_off > 0) {
+            memmove(c->out, c->out + c->out_off, pending);
+            c->out_len = pending;
+            c->out_off = 0;
+        }
+        if (c->out_len + len > c->out_cap) {
+            size_t ncap = c->out_cap ? c->out_cap : 4096;
+            while (ncap < c->out_len + len)
+                ncap *= 2;
+            uint8_t *nb = realloc(c->out, ncap);
+            if (!nb)
+                return -ENOMEM;
+            c->out = nb;
+            c->out_cap = ncap;
+        }
+    }
+    memcpy(c->out + c->out_len, buf, len);
+    c->out_len += len;
+    int rc = flush_out(c);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        ev_io_start(c->srv->loop, &c->wio);
+    return 0;
+}
+
+int conn_send_msg(conn_t *c, const void *msg, uint32_t max)
+{
+    const ProtobufCMessage *m = msg;
+    size_t n = frame_size(m);
+    if (n - FRAME_HDR > max)
+        return -EMSGSIZE;
+    uint8_t *buf = malloc(n);
+    if (!buf)
+        return -ENOMEM;
+    size_t w = frame_encode(m, buf, n, max);
+    int rc = w ? conn_send(c, buf, w) : -EMSGSIZE;
+    free(buf);
+    return rc;
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_t *c = container_of(w, conn_t, wio);
+    int rc = flush_out(c);
+    if (rc < 0) {
+        conn_close(c, c->kind == CONN_AGENT ? "write failed" : NULL);
+        return;
+    }
+    if (rc == 1)
+        ev_io_stop(c->srv->loop, &c->wio);
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_t *c = container_of(w, conn_t, rio);
+    size_t budget = CONN_READ_BUDGET;
+    while (budget > 0) {
+        size_t avail;
+        uint8_t *sp = frame_rd_space(&c->rd, &avail);
+        if (!sp) {
+            conn_close(c, "out of memory for its frames");
+            return;
+        }
+        if (avail > budget)
+            avail = budget;
+        ssize_t r = recv(c->fd, sp, avail, MSG_DONTWAIT);
+        if (r == 0) {
+            if (frame_rd_pending(&c->rd) && c->kind == CONN_AGENT)
+                conn_close(c, "connection ended inside a frame");
+            else
+                conn_close(c, NULL);
+            return;
+        }
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return;
+            conn_close(c, strerror(errno));
+            return;
+        }
+        budget -= (size_t)r;
+        frame_rd_commit(&c->rd, (size_t)r);
+        const uint8_t *payload;
+        uint32_t len;
+        int rc;
+        while ((rc = frame_rd_next(&c->rd, &payload, &len)) == 1) {
+            c->frames_in++;
+            c->srv->frames_total++;
+            int hr = c->kind == CONN_AGENT ? ingest_frame(c, payload, len)
+                                           : ctl_request(c, payload, len);
+            if (hr < 0)
+                return; /* the handler closed the connection */
+        }
+        if (rc < 0) {
+            c->srv->bad_frames++;
+            conn_close(c, "frame length exceeds the maximum");
+            return;
+        }
+    }
+    /* Budget used: yield; libev calls again while data is pending. */
+}

@@ -1,0 +1,54 @@
+/* A connection to collectord (agent or stackctl): its watchers, buffers and frame dispatch. */
+#ifndef STACKWATCH_COLLECTOR_CONN_H
+#define STACKWATCH_COLLECTOR_CONN_H
+
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "frame.h"
+
+enum { CONN_AGENT = 1, CONN_CONTROL = 2 };
+
+#define CONN_READ_BUDGET (1u << 20)   /* bytes read per wakeup before yielding to others */
+#define CONN_OUT_MAX_AGENT (4u << 20) /* commands queued to a slow agent before giving up on it */
+
+struct srv_s;
+struct client_s;
+
+typedef struct conn_s {
+    ev_io rio;                /* readable */
+    ev_io wio;                /* writable, active only while output is pending */
+    struct srv_s *srv;
+    int fd;
+    int kind;                 /* CONN_AGENT or CONN_CONTROL */
+    pid_t peer_pid;           /* SO_PEERCRED */
+    uid_t peer_uid;
+    frame_rd_t rd;            /* inbound frames */
+    uint8_t *out;             /* pending output */
+    size_t out_len, out_off, out_cap;
+    int hello_seen;           /* agent: first frame was a Hello */
+    struct client_s *client;  /* agent: the client this connection feeds */
+    void *parked;             /* control: a request waiting for symbolization */
+    uint64_t parked_until;    /* ... its deadline (collector clock, ns) */
+    uint64_t frames_in;       /* frames received */
+    struct conn_s *prev, *next; /* srv's list of connections */
+} conn_t;
+
+/* Wraps an accepted fd. Returns NULL on ENOMEM (fd closed). */
+conn_t *conn_new(struct srv_s *srv, int fd, int kind);
+
+/* Stops every watcher, closes, frees. For an agent connection the client is
+ * frozen (exited after Goodbye, else lost). reason goes to the log for
+ * abnormal closes (NULL: normal). */
+void conn_close(conn_t *c, const char *reason);
+
+/* Queues one encoded frame. Returns 0 or -ENOBUFS when the peer does not read
+ * (the caller closes it) / -ENOMEM. */
+int conn_send(conn_t *c, const uint8_t *buf, size_t len);
+
+/* Encodes and queues a protobuf message as a frame. */
+int conn_send_msg(conn_t *c, const void *msg, uint32_t max);
+
+#endif

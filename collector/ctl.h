@@ -1,0 +1,23 @@
+/* The control socket's requests: ping, clients, leak reports, shutdown. */
+#ifndef STACKWATCH_COLLECTOR_CTL_H
+#define STACKWATCH_COLLECTOR_CTL_H
+
+#include <stdint.h>
+
+#include "conn.h"
+
+struct srv_s;
+
+/* Handles one request frame from stackctl. A report whose stacks are still
+ * being symbolized is parked until they are (or a deadline passes). Returns 0,
+ * or -1 when the connection was closed. */
+int ctl_request(conn_t *c, const uint8_t *p, uint32_t len);
+
+/* Answers parked requests that can be answered now; with deadline_only, only
+ * those whose deadline passed (they get module+offset frames where needed). */
+void ctl_retry_parked(struct srv_s *s, int deadline_only);
+
+/* Releases a parked request of a closing connection. */
+void ctl_forget(conn_t *c);
+
+#endif

@@ -1,0 +1,318 @@
+/* collectord: start (daemonized or -f), stop, status. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli_call.h"
+#include "rundir.h"
+#include "srv.h"
+
+#define EXIT_NOT_RUNNING 3
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: collectord start [--dir DIR] [--expire SECONDS] [-f|--foreground]\n"
+            "                        [--retain N] [--retain-time SECONDS] [--debuginfod]\n"
+            "       collectord stop [--dir DIR]\n"
+            "       collectord status [--dir DIR]\n"
+            "\n"
+            "  --dir DIR            runtime directory (default: $STACKWATCH_DIR,\n"
+            "                       else $XDG_RUNTIME_DIR/stackwatch, else /tmp/stackwatch-UID)\n"
+            "  --expire SECONDS     age at which an unfreed block counts as expired (default 10)\n"
+            "  -f, --foreground     do not daemonize; log to stderr\n"
+            "  --retain N           ended processes kept for queries (default 64)\n"
+            "  --retain-time SECS   ... for at most this long (default 3600)\n"
+            "  --debuginfod         let libdw ask debuginfod servers (DEBUGINFOD_URLS)\n");
+}
+
+static int parse_seconds(const char *s, uint64_t *ns)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || v <= 0 || v > 86400 * 365)
+        return -EINVAL;
+    *ns = (uint64_t)(v * 1e9);
+    return 0;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+/* Reports start-up success or an error to the waiting parent, if any. */
+static void notify(int fd, const char *msg)
+{
+    if (fd < 0)
+        return;
+    ssize_t w = write(fd, msg, strlen(msg));
+    (void)w;
+    close(fd);
+}
+
+static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
+{
+    char err[RUNDIR_MAX + 256];
+    if (rundir_prepare(rd, err, sizeof err) < 0) {
+        fprintf(stderr, "collectord: %s\n", err);
+        return 1;
+    }
+    pid_t other = 0;
+    int probe = rundir_lock_pidfile(rd, &other);
+    if (probe == -EEXIST) {
+        fprintf(stderr, "collectord: already running (pid %d) in %s\n", (int)other, rd->dir);
+        return 1;
+    }
+    if (probe >= 0)
+        close(probe); /* re-taken by the process that will serve */
+
+    int ready = -1;
+    if (!foreground) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0) {
+            perror("collectord: pipe");
+            return 1;
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("collectord: fork");
+            return 1;
+        }
+        if (pid > 0) {
+            close(p[1]);
+            char msg[RUNDIR_MAX + 512];
+            size_t n = 0;
+            ssize_t r;
+            while (n < sizeof msg - 1 && (r = read(p[0], msg + n, sizeof msg - 1 - n)) > 0)
+                n += (size_t)r;
+            msg[n] = '\0';
+            close(p[0]);
+            if (strncmp(msg, "OK ", 3) == 0) {
+                printf("collectord started (pid %s) in %s\n", msg + 3, rd->dir);
+                return 0;
+            }
+            fprintf(stderr, "collectord: %s\n", n ? msg : "the daemon exited during start-up");
+            return 1;
+        }
+        close(p[0]);
+        ready = p[1];
+        setsid();
+        pid = fork();
+        if (pid < 0)
+            _exit(1);
+        if (pid > 0)
+            _exit(0);
+        if (chdir("/") < 0)
+            _exit(1);
+        umask(077);
+        int null = open("/dev/null", O_RDWR);
+        int logfd = open(rd->logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            if (null > 2)
+                close(null);
+        }
+        if (logfd >= 0) {
+            dup2(logfd, 2);
+            if (logfd > 2)
+                close(logfd);
+        }
+    }
+
+    int pidfd = rundir_lock_pidfile(rd, &other);
+    if (pidfd < 0) {
+        if (pidfd == -EEXIST)
+            snprintf(err, sizeof err, "already running (pid %d) in %s", (int)other, rd->dir);
+        else
+            snprintf(err, sizeof err, "cannot lock %s: %s", rd->pidfile, strerror(-pidfd));
+        if (ready >= 0)
+            notify(ready, err);
+        else
+            fprintf(stderr, "collectord: %s\n", err);
+        return 1;
+    }
+    rundir_write_pid(pidfd, getpid());
+    if (!opts->debuginfod)
+        unsetenv("DEBUGINFOD_URLS"); /* libdw would query the network for every miss */
+
+    srv_t s;
+    memset(&s, 0, sizeof s);
+    s.rd = *rd;
+    s.opts = *opts;
+    if (srv_listen(&s, err, sizeof err) < 0) {
+        if (ready >= 0)
+            notify(ready, err);
+        else
+            fprintf(stderr, "collectord: %s\n", err);
+        unlink(rd->pidfile);
+        close(pidfd);
+        return 1;
+    }
+    srv_log("listening in %s (expire %.3fs)", rd->dir, (double)opts->expire_ns / 1e9);
+    if (ready >= 0) {
+        char ok[32];
+        snprintf(ok, sizeof ok, "OK %d", (int)getpid());
+        notify(ready, ok);
+    } else {
+        printf("collectord running in the foreground (pid %d) in %s\n", (int)getpid(), rd->dir);
+        fflush(stdout);
+    }
+    srv_run(&s);
+    srv_log("stopped");
+    unlink(rd->pidfile);
+    close(pidfd);
+    return 0;
+}
+
+static int cmd_status(const rundir_t *rd)
+{
+    Stackwatch__Ping ping = STACKWATCH__PING__INIT;
+    Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
+    req.req_case = STACKWATCH__REQUEST__REQ_PING;
+    req.ping = &ping;
+    Stackwatch__Reply *rep = NULL;
+    int rc = cli_call(rd->control_sock, &req, 5000, &rep);
+    if (rc == 0 && rep->body_case == STACKWATCH__REPLY__BODY_PONG) {
+        printf("collectord running: pid %u, %u client(s), expire %.3fs, dir %s\n", rep->pong->pid,
+               rep->pong->clients, rep->pong->expire_ms / 1000.0, rep->pong->dir);
+        stackwatch__reply__free_unpacked(rep, NULL);
+        return 0;
+    }
+    if (rep)
+        stackwatch__reply__free_unpacked(rep, NULL);
+    pid_t pid = rundir_running_pid(rd);
+    if (pid) {
+        printf("collectord (pid %d) holds %s but does not answer: %s\n", (int)pid, rd->dir,
+               strerror(-rc));
+        return 1;
+    }
+    printf("collectord is not running in %s\n", rd->dir);
+    return EXIT_NOT_RUNNING;
+}
+
+static int cmd_stop(const rundir_t *rd)
+{
+    pid_t pid = rundir_running_pid(rd);
+    if (!pid) {
+        printf("collectord is not running in %s\n", rd->dir);
+        return EXIT_NOT_RUNNING;
+    }
+    Stackwatch__Shutdown sd = STACKWATCH__SHUTDOWN__INIT;
+    Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
+    req.req_case = STACKWATCH__REQUEST__REQ_SHUTDOWN;
+    req.shutdown = &sd;
+    Stackwatch__Reply *rep = NULL;
+    if (cli_call(rd->control_sock, &req, 5000, &rep) == 0)
+        stackwatch__reply__free_unpacked(rep, NULL);
+    else
+        kill(pid, SIGTERM);
+    for (int i = 0; i < 200; i++) {
+        if (!rundir_running_pid(rd)) {
+            printf("collectord stopped (pid %d)\n", (int)pid);
+            return 0;
+        }
+        if (i == 100)
+            kill(pid, SIGTERM);
+        sleep_ms(50);
+    }
+    fprintf(stderr, "collectord: pid %d did not stop within 10 s\n", (int)pid);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    const char *dir = NULL;
+    int foreground = 0;
+    srv_opts_t opts = { .expire_ns = 10ull * 1000000000, .retain_max = 64,
+                        .retain_ns = 3600ull * 1000000000 };
+    static const struct option lopts[] = {
+        { "dir", required_argument, 0, 'd' },
+        { "expire", required_argument, 0, 'e' },
+        { "foreground", no_argument, 0, 'f' },
+        { "retain", required_argument, 0, 'r' },
+        { "retain-time", required_argument, 0, 't' },
+        { "debuginfod", no_argument, 0, 'D' },
+        { "help", no_argument, 0, 'h' },
+        { 0, 0, 0, 0 },
+    };
+    optind = 2;
+    int o;
+    while ((o = getopt_long(argc, argv, "fh", lopts, NULL)) != -1) {
+        switch (o) {
+        case 'd':
+            dir = optarg;
+            break;
+        case 'e':
+            if (parse_seconds(optarg, &opts.expire_ns) < 0) {
+                fprintf(stderr, "collectord: --expire %s: not a positive number of seconds\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'f':
+            foreground = 1;
+            break;
+        case 'r': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 0 || v > 100000) {
+                fprintf(stderr, "collectord: --retain %s: not a count in 0..100000\n", optarg);
+                return 2;
+            }
+            opts.retain_max = (uint32_t)v;
+            break;
+        }
+        case 't':
+            if (parse_seconds(optarg, &opts.retain_ns) < 0) {
+                fprintf(stderr, "collectord: --retain-time %s: not a positive number of seconds\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'D':
+            opts.debuginfod = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "collectord: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    rundir_t rd;
+    char err[RUNDIR_MAX + 256];
+    if (rundir_resolve(&rd, dir, err, sizeof err) < 0) {
+        fprintf(stderr, "collectord: %s\n", err);
+        return 1;
+    }
+    if (!strcmp(cmd, "start"))
+        return cmd_start(&rd, &opts, foreground);
+    if (!strcmp(cmd, "stop"))
+        return cmd_stop(&rd);
+    if (!strcmp(cmd, "status"))
+        return cmd_status(&rd);
+    fprintf(stderr, "collectord: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,310 @@
+/* collectord's event loop: listeners, signals, the aging timer, symbolization results. */
+#include "srv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "sym.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+void srv_log(const char *fmt, ...)
+{
+    char ts[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", &tm);
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s collectord[%d]: %s\n", ts, (int)getpid(), msg);
+    fflush(stderr);
+}
+
+uint64_t srv_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- listening */
+
+static int listen_on(const char *path, char *err, size_t errlen)
+{
+    int live = rundir_probe_socket(path);
+    if (live == 1) {
+        snprintf(err, errlen, "another process is serving %s", path);
+        return -EADDRINUSE;
+    }
+    if (live == 0 && unlink(path) == 0)
+        srv_log("removed stale socket %s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "socket: %s", strerror(e));
+        return -e;
+    }
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    mode_t old = umask(0177); /* the socket file is created 0600 */
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(old);
+    if (rc < 0 || chmod(path, 0600) < 0 || listen(fd, 128) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(e));
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int srv_listen(srv_t *s, char *err, size_t errlen)
+{
+    s->agent_fd = listen_on(s->rd.agent_sock, err, errlen);
+    if (s->agent_fd < 0)
+        return s->agent_fd;
+    s->control_fd = listen_on(s->rd.control_sock, err, errlen);
+    if (s->control_fd < 0) {
+        close(s->agent_fd);
+        unlink(s->rd.agent_sock);
+        return s->control_fd;
+    }
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return 0;
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    srv_t *s = w->data;
+    int kind = w == &s->agent_w ? CONN_AGENT : CONN_CONTROL;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of fds: free the spare, accept and close so the peer
+                 * sees an immediate EOF instead of hanging in the backlog. */
+                srv_log("out of file descriptors; refusing a connection");
+                if (s->spare_fd >= 0) {
+                    close(s->spare_fd);
+                    int tmp = accept(w->fd, NULL, NULL);
+                    if (tmp >= 0)
+                        close(tmp);
+                    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                }
+            }
+            return;
+        }
+        conn_new(s, fd, kind);
+    }
+}
+
+/* ---------------------------------------------------------------- symbolization */
+
+void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st)
+{
+    (void)s;
+    if (st->sym_state != SYM_NONE || !st->defined)
+        return;
+    sym_job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    j->client_serial = c->serial;
+    j->stack_index = st->index;
+    j->pid = c->state == CLIENT_CONNECTED ? c->pid : 0;
+    j->npcs = st->npcs;
+    j->pcs = malloc((st->npcs ? st->npcs : 1) * sizeof *j->pcs);
+    j->pc_mod = malloc((st->npcs ? st->npcs : 1) * sizeof *j->pc_mod);
+    j->mods = calloc(st->npcs ? st->npcs : 1, sizeof *j->mods);
+    if (!j->pcs || !j->pc_mod || !j->mods)
+        goto fail;
+    for (uint32_t i = 0; i < st->npcs; i++) {
+        j->pcs[i] = st->pcs[i];
+        j->pc_mod[i] = -1;
+        const cmod_t *m = client_module_at(c, st->pcs[i], st->gen);
+        if (!m)
+            continue;
+        uint32_t k;
+        for (k = 0; k < j->nmods; k++)
+            if (strcmp(j->mods[k].path, m->path) == 0 && j->mods[k].bias == m->bias)
+                break;
+        if (k == j->nmods) {
+            sym_mod_t *sm = &j->mods[j->nmods];
+            sm->path = strdup(m->path);
+            if (!sm->path)
+                goto fail;
+            memcpy(sm->build_id, m->build_id, m->build_id_len);
+            sm->build_id_len = m->build_id_len;
+            sm->bias = m->bias;
+            sm->lo = m->nranges ? m->ranges[0] : 0;
+            j->nmods++;
+        }
+        j->pc_mod[i] = (int32_t)k;
+    }
+    st->sym_state = SYM_PENDING;
+    sym_submit(j);
+    return;
+fail:
+    sym_job_free(j);
+}
+
+static client_t *client_by_serial(srv_t *s, uint64_t serial)
+{
+    for (client_t *c = s->clients.head; c; c = c->next)
+        if (c->serial == serial)
+            return c;
+    return NULL;
+}
+
+static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    srv_t *s = w->data;
+    sym_job_t *j;
+    while ((j = sym_take_done())) {
+        client_t *c = client_by_serial(s, j->client_serial);
+        cstack_t *st = c && j->stack_index < c->stacks_cap ? c->stacks[j->stack_index] : NULL;
+        if (st && st->sym_state == SYM_PENDING && j->result) {
+            sym_release(st->sym);
+            st->sym = j->result;
+            j->result = NULL;
+            st->sym_state = SYM_DONE;
+        } else if (st && st->sym_state == SYM_PENDING) {
+            st->sym_state = SYM_NONE; /* out of memory: try again at query time */
+        }
+        sym_job_free(j);
+    }
+    ctl_retry_parked(s, 0);
+}
+
+static void sym_wake(void *arg)
+{
+    srv_t *s = arg;
+    ev_async_send(s->loop, &s->sym_async);
+}
+
+/* ---------------------------------------------------------------- timers and signals */
+
+static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    srv_t *s = w->data;
+    uint64_t now = srv_now();
+    for (client_t *c = s->clients.head; c; c = c->next) {
+        client_age(c, now);
+        for (uint32_t i = 0; i < c->nsymq; i++) {
+            uint32_t idx = c->symq[i];
+            if (idx < c->stacks_cap && c->stacks[idx]) {
+                c->stacks[idx]->sym_queued = 0;
+                srv_sym_stack(s, c, c->stacks[idx]);
+            }
+        }
+        c->nsymq = 0;
+    }
+    clients_prune(&s->clients, now);
+    ctl_retry_parked(s, 1);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    srv_t *s = w->data;
+    if (w->signum == SIGHUP) {
+        srv_log("SIGHUP: %u clients, %llu events so far", s->clients.count,
+                (unsigned long long)s->events_total);
+        return;
+    }
+    srv_log("signal %d: stopping", w->signum);
+    srv_stop(s);
+}
+
+void srv_conn_gone(srv_t *s, conn_t *c)
+{
+    (void)s;
+    if (c->kind == CONN_CONTROL) {
+        ctl_forget(c);
+        return;
+    }
+    client_t *cl = c->client;
+    if (!cl || cl->conn != c)
+        return;
+    cl->conn = NULL;
+    int clean = cl->said_bye || cl->exec_replaced;
+    uint64_t end = cl->said_bye && cl->max_ts ? cl->max_ts : srv_now();
+    client_freeze(cl, end, clean);
+}
+
+void srv_stop(srv_t *s)
+{
+    s->stopping = 1;
+    ev_break(s->loop, EVBREAK_ALL);
+}
+
+int srv_run(srv_t *s)
+{
+    s->loop = ev_default_loop(EVFLAG_AUTO);
+    signal(SIGPIPE, SIG_IGN);
+    ev_io_init(&s->agent_w, accept_cb, s->agent_fd, EV_READ);
+    ev_io_init(&s->control_w, accept_cb, s->control_fd, EV_READ);
+    s->agent_w.data = s->control_w.data = s;
+    ev_io_start(s->loop, &s->agent_w);
+    ev_io_start(s->loop, &s->control_w);
+    ev_signal_init(&s->sig_int, signal_cb, SIGINT);
+    ev_signal_init(&s->sig_term, signal_cb, SIGTERM);
+    ev_signal_init(&s->sig_hup, signal_cb, SIGHUP);
+    s->sig_int.data = s->sig_term.data = s->sig_hup.data = s;
+    ev_signal_start(s->loop, &s->sig_int);
+    ev_signal_start(s->loop, &s->sig_term);
+    ev_signal_start(s->loop, &s->sig_hup);
+    /* Aging resolution: a tenth of the expire time, within [20 ms, 1 s]. */
+    double period = (double)s->opts.expire_ns / 1e9 / 10;
+    if (period < 0.02)
+        period = 0.02;
+    if (period > 1.0)
+        period = 1.0;
+    ev_timer_init(&s->age_timer, age_cb, period, period);
+    s->age_timer.data = s;
+    ev_timer_start(s->loop, &s->age_timer);
+    ev_async_init(&s->sym_async, sym_async_cb);
+    s->sym_async.data = s;
+    ev_async_start(s->loop, &s->sym_async);
+    s->clients.retain_max = s->opts.retain_max;
+    s->clients.retain_ns = s->opts.retain_ns;
+    if (sym_start(sym_wake, s) < 0)
+        srv_log("cannot start the symbolizer thread; reports will show module+offset");
+    ev_run(s->loop, 0);
+    /* Graceful stop: close every connection, release the sockets. */
+    while (s->conns)
+        conn_close(s->conns, NULL);
+    sym_stop();
+    close(s->agent_fd);
+    close(s->control_fd);
+    unlink(s->rd.agent_sock);
+    unlink(s->rd.control_sock);
+    while (s->clients.head) {
+        client_t *c = s->clients.head;
+        s->clients.head = c->next;
+        client_destroy(c);
+    }
+    return 0;
+}

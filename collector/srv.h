@@ -1,0 +1,61 @@
+/* collectord's event loop: listeners, signals, the aging timer, symbolization results. */
+#ifndef STACKWATCH_COLLECTOR_SRV_H
+#define STACKWATCH_COLLECTOR_SRV_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "client.h"
+#include "conn.h"
+#include "rundir.h"
+
+typedef struct srv_opts_s {
+    uint64_t expire_ns;       /* --expire */
+    uint32_t retain_max;      /* --retain: ended clients kept */
+    uint64_t retain_ns;       /* --retain-time */
+    int debuginfod;           /* --debuginfod: allow libdw's debuginfod lookups */
+} srv_opts_t;
+
+typedef struct srv_s {
+    struct ev_loop *loop;
+    rundir_t rd;
+    srv_opts_t opts;
+    int agent_fd;             /* listening sockets */
+    int control_fd;
+    int spare_fd;             /* kept open to accept-and-close under EMFILE */
+    ev_io agent_w, control_w;
+    ev_signal sig_int, sig_term, sig_hup;
+    ev_timer age_timer;       /* aging, late-event resolution, retention, parked queries */
+    ev_async sym_async;       /* symbolizer finished jobs */
+    clients_t clients;
+    conn_t *conns;            /* every open connection */
+    uint32_t nconns;
+    uint64_t frames_total;
+    uint64_t events_total;
+    uint64_t bad_frames;      /* connections closed for malformed input */
+    int stopping;
+} srv_t;
+
+/* Log line with a timestamp to stderr (the log file when daemonized). */
+void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* CLOCK_MONOTONIC in ns: the clock agents stamp events with. */
+uint64_t srv_now(void);
+
+/* Binds both sockets (0600) in rd's directory, removing stale ones. Returns
+ * 0 or -errno with a message in err. */
+int srv_listen(srv_t *s, char *err, size_t errlen);
+
+/* Runs the loop until stopped. Returns 0. */
+int srv_run(srv_t *s);
+
+/* Asks the loop to stop after this iteration (graceful). */
+void srv_stop(srv_t *s);
+
+/* Queues symbolization of a stack if not done or pending. */
+void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st);
+
+/* Called by conn_close: forget the connection. */
+void srv_conn_gone(srv_t *s, conn_t *c);
+
+#endif

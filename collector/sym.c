@@ -1,0 +1,423 @@
+/* Symbolization with libdw in a worker thread: function+offset, file:line, module for each pc. */
+#include "sym.h"
+
+#include <elfutils/libdw.h>
+#include <elfutils/libdwelf.h>
+#include <elfutils/libdwfl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CACHE_MAX 256
+
+/* ---------------------------------------------------------------- interned strings */
+
+typedef struct istr_s {
+    struct istr_s *next;
+    uint64_t hash;
+    char s[];
+} istr_t;
+
+static pthread_mutex_t intern_lock = PTHREAD_MUTEX_INITIALIZER;
+static istr_t **itab;
+static size_t itab_mask, itab_used;
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+const char *sym_intern(const char *s)
+{
+    if (!s)
+        return NULL;
+    uint64_t h = str_hash(s);
+    const char *out = NULL;
+    pthread_mutex_lock(&intern_lock);
+    if (!itab) {
+        itab = calloc(1024, sizeof *itab);
+        if (!itab)
+            goto done;
+        itab_mask = 1023;
+    }
+    for (istr_t *e = itab[h & itab_mask]; e; e = e->next)
+        if (e->hash == h && strcmp(e->s, s) == 0) {
+            out = e->s;
+            goto done;
+        }
+    if (itab_used + 1 > itab_mask) {
+        size_t n = (itab_mask + 1) * 2;
+        istr_t **nt = calloc(n, sizeof *nt);
+        if (nt) {
+            for (size_t i = 0; i <= itab_mask; i++)
+                for (istr_t *e = itab[i], *nx; e; e = nx) {
+                    nx = e->next;
+                    e->next = nt[e->hash & (n - 1)];
+                    nt[e->hash & (n - 1)] = e;
+                }
+            free(itab);
+            itab = nt;
+            itab_mask = n - 1;
+        }
+    }
+    size_t len = strlen(s);
+    istr_t *e = malloc(sizeof *e + len + 1);
+    if (!e)
+        goto done;
+    e->hash = h;
+    memcpy(e->s, s, len + 1);
+    e->next = itab[h & itab_mask];
+    itab[h & itab_mask] = e;
+    itab_used++;
+    out = e->s;
+done:
+    pthread_mutex_unlock(&intern_lock);
+    return out;
+}
+
+/* ---------------------------------------------------------------- module cache (worker only) */
+
+typedef struct dmod_s {
+    char *path;
+    uint8_t build_id[32];
+    uint32_t build_id_len;
+    Dwfl *dwfl;            /* NULL: could not be opened (remembered) */
+    Dwfl_Module *mod;
+    uint64_t last_use;
+    const char *why;       /* reason when unusable */
+} dmod_t;
+
+static dmod_t cache[CACHE_MAX];
+static size_t ncache;
+static uint64_t use_clock;
+static char *debuginfo_path;
+
+static const Dwfl_Callbacks dwfl_cbs = {
+    .find_elf = dwfl_build_id_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .section_address = dwfl_offline_section_address,
+    .debuginfo_path = &debuginfo_path,
+};
+
+/* Opens the module's file as the process maps it (/proc/PID/map_files keeps a
+ * replaced or deleted library reachable while the process lives), else by path. */
+static int open_module(const sym_mod_t *m, uint32_t pid)
+{
+    if (pid) {
+        char maps[64];
+        snprintf(maps, sizeof maps, "/proc/%u/maps", pid);
+        FILE *f = fopen(maps, "re");
+        if (f) {
+            char line[4096 + 128];
+            while (fgets(line, sizeof line, f)) {
+                unsigned long lo, hi;
+                if (sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+                    continue;
+                char *p = strchr(line, '/');
+                if (!p)
+                    continue;
+                p[strcspn(p, "\n")] = '\0';
+                if (strcmp(p, m->path) != 0 || m->lo < lo || m->lo >= hi)
+                    continue;
+                char mf[96];
+                snprintf(mf, sizeof mf, "/proc/%u/map_files/%lx-%lx", pid, lo, hi);
+                int fd = open(mf, O_RDONLY | O_CLOEXEC);
+                if (fd >= 0) {
+                    fclose(f);
+                    return fd;
+                }
+                break;
+            }
+            fclose(f);
+        }
+    }
+    return open(m->path, O_RDONLY | O_CLOEXEC);
+}
+
+static int build_id_matches(int fd, const sym_mod_t *m)
+{
+    if (m->build_id_len == 0)
+        return 1;
+    Elf *elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+    if (!elf)
+        return 0;
+    const void *bid = NULL;
+    ssize_t n = dwelf_elf_gnu_build_id(elf, &bid);
+    int ok = n == (ssize_t)m->build_id_len && memcmp(bid, m->build_id, (size_t)n) == 0;
+    elf_end(elf);
+    return ok;
+}
+
+static void dmod_drop(dmod_t *d)
+{
+    if (d->dwfl)
+        dwfl_end(d->dwfl);
+    free(d->path);
+    memset(d, 0, sizeof *d);
+}
+
+static dmod_t *dmod_get(const sym_mod_t *m, uint32_t pid)
+{
+    for (size_t i = 0; i < ncache; i++) {
+        dmod_t *d = &cache[i];
+        if (d->build_id_len == m->build_id_len && strcmp(d->path, m->path) == 0 &&
+            memcmp(d->build_id, m->build_id, m->build_id_len) == 0) {
+            d->last_use = ++use_clock;
+            return d;
+        }
+    }
+    dmod_t *d;
+    if (ncache < CACHE_MAX) {
+        d = &cache[ncache++];
+    } else {
+        d = &cache[0];
+        for (size_t i = 1; i < ncache; i++)
+            if (cache[i].last_use < d->last_use)
+                d = &cache[i];
+        dmod_drop(d);
+    }
+    d->path = strdup(m->path);
+    if (!d->path)
+        return NULL;
+    memcpy(d->build_id, m->build_id, m->build_id_len);
+    d->build_id_len = m->build_id_len;
+    d->last_use = ++use_clock;
+    if (m->path[0] != '/') {
+        d->why = "no file";
+        return d;
+    }
+    int fd = open_module(m, pid);
+    if (fd < 0) {
+        d->why = "cannot open";
+        return d;
+    }
+    if (!build_id_matches(fd, m)) {
+        close(fd);
+        d->why = "build-id mismatch";
+        return d;
+    }
+    Dwfl *dwfl = dwfl_begin(&dwfl_cbs);
+    if (!dwfl) {
+        close(fd);
+        d->why = "libdw";
+        return d;
+    }
+    dwfl_report_begin(dwfl);
+    /* Base 0, relative to p_vaddr: module addresses are the file's own, so
+     * one Dwfl serves every process; callers subtract the load bias. */
+    Dwfl_Module *mod = dwfl_report_elf(dwfl, m->path, m->path, fd, 0, true);
+    dwfl_report_end(dwfl, NULL, NULL);
+    if (!mod) {
+        close(fd);
+        dwfl_end(dwfl);
+        d->why = "not an ELF file";
+        return d;
+    }
+    d->dwfl = dwfl;
+    d->mod = mod;
+    return d;
+}
+
+/* ---------------------------------------------------------------- resolution */
+
+static void frame_module(symframe_t *f, const sym_mod_t *m)
+{
+    f->module = sym_intern(m->path);
+    f->build_id_len = (uint8_t)m->build_id_len;
+    memcpy(f->build_id, m->build_id, m->build_id_len);
+}
+
+symres_t *sym_fallback(const sym_job_t *j)
+{
+    symres_t *r = calloc(1, sizeof *r + j->npcs * sizeof(symframe_t));
+    if (!r)
+        return NULL;
+    r->n = j->npcs;
+    for (uint32_t i = 0; i < j->npcs; i++) {
+        symframe_t *f = &r->f[i];
+        f->addr = j->pcs[i];
+        if (j->pc_mod[i] >= 0)
+            frame_module(f, &j->mods[j->pc_mod[i]]);
+    }
+    return r;
+}
+
+static void resolve_pc(symframe_t *f, const sym_mod_t *m, uint32_t pid)
+{
+    frame_module(f, m);
+    dmod_t *d = dmod_get(m, pid);
+    if (!d || !d->mod)
+        return;
+    /* A return address: the call is the instruction before it. */
+    Dwarf_Addr rel = f->addr - m->bias;
+    Dwarf_Addr q = rel ? rel - 1 : rel;
+    GElf_Off off = 0;
+    GElf_Sym sym;
+    const char *name = dwfl_module_addrinfo(d->mod, q, &off, &sym, NULL, NULL, NULL);
+    if (name) {
+        f->function = sym_intern(name);
+        f->offset = off + (rel ? 1 : 0);
+    }
+    Dwfl_Line *line = dwfl_module_getsrc(d->mod, q);
+    if (line) {
+        int lineno = 0;
+        const char *src = dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL);
+        if (src && lineno > 0) {
+            f->file = sym_intern(src);
+            f->line = (uint32_t)lineno;
+        }
+    }
+}
+
+void sym_resolve_now(sym_job_t *j)
+{
+    symres_t *r = calloc(1, sizeof *r + j->npcs * sizeof(symframe_t));
+    if (!r)
+        return;
+    r->n = j->npcs;
+    for (uint32_t i = 0; i < j->npcs; i++) {
+        r->f[i].addr = j->pcs[i];
+        if (j->pc_mod[i] >= 0 && (uint32_t)j->pc_mod[i] < j->nmods)
+            resolve_pc(&r->f[i], &j->mods[j->pc_mod[i]], j->pid);
+    }
+    j->result = r;
+}
+
+/* ---------------------------------------------------------------- worker */
+
+static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
+static sym_job_t *q_head, *q_tail, *done_head, *done_tail;
+static size_t backlog;
+static int stopping, started;
+static pthread_t worker;
+static void (*wake_fn)(void *);
+static void *wake_arg;
+
+static void *worker_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&q_lock);
+    for (;;) {
+        while (!q_head && !stopping)
+            pthread_cond_wait(&q_cond, &q_lock);
+        if (stopping)
+            break;
+        sym_job_t *j = q_head;
+        q_head = j->next;
+        if (!q_head)
+            q_tail = NULL;
+        pthread_mutex_unlock(&q_lock);
+        j->next = NULL;
+        sym_resolve_now(j);
+        pthread_mutex_lock(&q_lock);
+        if (done_tail)
+            done_tail->next = j;
+        else
+            done_head = j;
+        done_tail = j;
+        if (wake_fn)
+            wake_fn(wake_arg);
+    }
+    pthread_mutex_unlock(&q_lock);
+    return NULL;
+}
+
+int sym_start(void (*wake)(void *arg), void *arg)
+{
+    wake_fn = wake;
+    wake_arg = arg;
+    elf_version(EV_CURRENT);
+    int rc = pthread_create(&worker, NULL, worker_main, NULL);
+    if (rc != 0)
+        return -rc;
+    started = 1;
+    return 0;
+}
+
+void sym_stop(void)
+{
+    if (!started)
+        return;
+    pthread_mutex_lock(&q_lock);
+    stopping = 1;
+    pthread_cond_broadcast(&q_cond);
+    pthread_mutex_unlock(&q_lock);
+    pthread_join(worker, NULL);
+    started = 0;
+    for (sym_job_t *j = q_head, *n; j; j = n) {
+        n = j->next;
+        sym_job_free(j);
+    }
+    for (sym_job_t *j = done_head, *n; j; j = n) {
+        n = j->next;
+        sym_job_free(j);
+    }
+    q_head = q_tail = done_head = done_tail = NULL;
+    backlog = 0;
+    for (size_t i = 0; i < ncache; i++)
+        dmod_drop(&cache[i]);
+    ncache = 0;
+}
+
+void sym_submit(sym_job_t *j)
+{
+    j->next = NULL;
+    pthread_mutex_lock(&q_lock);
+    if (q_tail)
+        q_tail->next = j;
+    else
+        q_head = j;
+    q_tail = j;
+    backlog++;
+    pthread_cond_signal(&q_cond);
+    pthread_mutex_unlock(&q_lock);
+}
+
+sym_job_t *sym_take_done(void)
+{
+    pthread_mutex_lock(&q_lock);
+    sym_job_t *j = done_head;
+    if (j) {
+        done_head = j->next;
+        if (!done_head)
+            done_tail = NULL;
+        backlog--;
+        j->next = NULL;
+    }
+    pthread_mutex_unlock(&q_lock);
+    return j;
+}
+
+size_t sym_backlog(void)
+{
+    pthread_mutex_lock(&q_lock);
+    size_t n = backlog;
+    pthread_mutex_unlock(&q_lock);
+    return n;
+}
+
+void sym_job_free(sym_job_t *j)
+{
+    if (!j)
+        return;
+    for (uint32_t i = 0; i < j->nmods; i++)
+        free(j->mods[i].path);
+    free(j->mods);
+    free(j->pcs);
+    free(j->pc_mod);
+    sym_release(j->result);
+    free(j);
+}
+
+void sym_release(symres_t *r)
+{
+    free(r);
+}

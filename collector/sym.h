@@ -1,0 +1,77 @@
+/* Symbolization with libdw in a worker thread: function+offset, file:line, module for each pc. */
+#ifndef STACKWATCH_COLLECTOR_SYM_H
+#define STACKWATCH_COLLECTOR_SYM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One reported frame. Strings are interned for the daemon's life (never
+ * freed, safe to share between threads once published). */
+typedef struct symframe_s {
+    uint64_t addr;          /* return address as captured */
+    const char *module;     /* module path, NULL if the pc lies in no known module */
+    const char *function;   /* NULL when unknown */
+    uint64_t offset;        /* addr - symbol start, valid with function */
+    const char *file;       /* NULL when unknown */
+    uint32_t line;          /* 0 when unknown */
+    uint8_t is_inline;      /* a frame inlined into the next one */
+    uint8_t build_id_len;
+    uint8_t build_id[32];
+} symframe_t;
+
+typedef struct symres_s {
+    uint32_t n;             /* frames */
+    symframe_t f[];         /* innermost first */
+} symres_t;
+
+/* A module as the job needs it (copied: the client may go away meanwhile). */
+typedef struct sym_mod_s {
+    char *path;
+    uint8_t build_id[32];
+    uint32_t build_id_len;
+    uint64_t bias;
+    uint64_t lo;            /* first mapped address, to find /proc/PID/map_files entry */
+} sym_mod_t;
+
+typedef struct sym_job_s {
+    struct sym_job_s *next;
+    uint64_t client_serial; /* whose stack */
+    uint32_t stack_index;
+    uint32_t pid;           /* to open modules through /proc/PID/map_files while it lives */
+    uint32_t npcs;
+    uint64_t *pcs;
+    int32_t *pc_mod;        /* module index per pc, -1: none */
+    uint32_t nmods;
+    sym_mod_t *mods;
+    symres_t *result;       /* set by the worker */
+} sym_job_t;
+
+/* Starts the worker. wake(arg) is called from the worker thread whenever
+ * finished jobs are ready (e.g. ev_async_send). Returns 0 or -errno. */
+int sym_start(void (*wake)(void *arg), void *arg);
+
+/* Stops and joins the worker; pending jobs are freed. */
+void sym_stop(void);
+
+/* Queues a job (ownership passes to the symbolizer until sym_take_done). */
+void sym_submit(sym_job_t *j);
+
+/* Takes one finished job, or NULL. Loop thread. */
+sym_job_t *sym_take_done(void);
+
+/* Jobs queued or in progress. */
+size_t sym_backlog(void);
+
+/* Frames without DWARF: module + offset for each pc. Never fails except ENOMEM (NULL). */
+symres_t *sym_fallback(const sym_job_t *j);
+
+/* Resolves a job synchronously in the calling thread (tests, fuzzers). */
+void sym_resolve_now(sym_job_t *j);
+
+void sym_job_free(sym_job_t *j);
+void sym_release(symres_t *r);
+
+/* Interns a string for the daemon's life. Thread-safe. NULL in, NULL out. */
+const char *sym_intern(const char *s);
+
+#endif
