@@ -1,4 +1,7 @@
 /* Stack capture with libunwind's unw_backtrace, minus the agent's own frames. */
+#ifndef UNW_LOCAL_ONLY
+#define UNW_LOCAL_ONLY /* the Makefile sets it; unit builds may not */
+#endif
 #include "unwind.h"
 
 #include <errno.h>
