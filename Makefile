@@ -63,7 +63,8 @@ COLL_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(COLL_SRC) $(PROTO_SRC)) $(PB_O)
 CLI_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC) $(PROTO_SRC)) $(PB_O)
 
 TEST_PROGS_SRC = $(wildcard tests/progs/*.c)
-TEST_PROGS = $(patsubst tests/progs/%.c,$(BUILD)/progs/%,$(filter-out tests/progs/lib%.c,$(TEST_PROGS_SRC)))
+TEST_PROGS = $(patsubst tests/progs/%.c,$(BUILD)/progs/%,$(filter-out tests/progs/lib%.c,$(TEST_PROGS_SRC))) \
+	$(patsubst tests/progs/%.cpp,$(BUILD)/progs/%,$(wildcard tests/progs/*.cpp))
 TEST_LIBS = $(patsubst tests/progs/%.c,$(BUILD)/progs/%.so,$(filter tests/progs/lib%.c,$(TEST_PROGS_SRC)))
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BINS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
@@ -114,8 +115,9 @@ $(BUILD)/stackctl: $(CLI_OBJ)
 
 # ------------------------------------------------------------------ tests
 # Test programs: -O0 and no sibling calls so every planted frame stays.
-PROG_CFLAGS = -std=gnu11 -g -O0 -fno-omit-frame-pointer -fno-optimize-sibling-calls \
-	-fno-inline -Wall -Wextra -Wno-unused-result -D_GNU_SOURCE
+PROG_FLAGS = -g -O0 -fno-omit-frame-pointer -fno-optimize-sibling-calls -fno-inline \
+	-Wall -Wextra -Wno-unused-result -Wno-alloc-size-larger-than -D_GNU_SOURCE
+PROG_CFLAGS = -std=gnu11 $(PROG_FLAGS)
 
 $(BUILD)/progs/%.so: tests/progs/%.c
 	@mkdir -p $(dir $@)
@@ -124,6 +126,10 @@ $(BUILD)/progs/%.so: tests/progs/%.c
 $(BUILD)/progs/%: tests/progs/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PROG_CFLAGS) -o $@ $< -lpthread -ldl
+
+$(BUILD)/progs/%: tests/progs/%.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(PROG_FLAGS) -o $@ $< -lpthread
 
 progs: $(TEST_PROGS) $(TEST_LIBS)
 
@@ -148,7 +154,8 @@ $(BUILD)/tests/tsan_agent_core: tests/tsan/tsan_agent_core.c $(UNIT_AGENT_OBJ)
 unit: $(UNIT_BINS)
 
 check-unit: unit
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@fail=""; for t in $(UNIT_BINS); do echo "== $$t"; $$t || fail="$$fail $$t"; done; \
+	if [ -n "$$fail" ]; then echo "FAILED:$$fail"; exit 1; fi
 
 # ------------------------------------------------------------------ top-level commands
 deps:
@@ -181,7 +188,8 @@ build/fuzz/gen/proto/stackwatch.pb-c.c: proto/stackwatch.proto
 	@mkdir -p build/fuzz/gen
 	protoc-c --c_out=build/fuzz/gen $<
 
-build/fuzz/%: tests/fuzz/%.c build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_SRC) $(PROTO_SRC)
+build/fuzz/%: tests/fuzz/%.c build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_SRC) $(PROTO_SRC) \
+		$(wildcard collector/*.h proto/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< build/fuzz/gen/proto/stackwatch.pb-c.c \
 		$(COLL_LIB_SRC) $(PROTO_SRC) $(COLL_LIBS)

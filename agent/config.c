@@ -47,24 +47,30 @@ int cfg_parse_size(const char *s, uint64_t *out)
 int cfg_resolve_dir(char *buf, size_t cap)
 {
     const char *d = getenv("STACKWATCH_DIR");
+    char tmp[512];
     size_t n;
     if (d && *d) {
         n = strlen(d);
         if (n + 1 > cap)
             return -ENAMETOOLONG;
         memcpy(buf, d, n + 1);
-    } else if ((d = getenv("XDG_RUNTIME_DIR")) && *d) {
-        n = log_fmt(buf, cap, "%s/stackwatch", d);
-        if (n + 1 >= cap)
-            return -ENAMETOOLONG;
     } else {
-        n = log_fmt(buf, cap, "/tmp/stackwatch-%u", (unsigned)getuid());
-        if (n + 1 >= cap)
+        const char *x = getenv("XDG_RUNTIME_DIR");
+        if (x && *x)
+            n = log_fmt(tmp, sizeof tmp, "%s/stackwatch", x);
+        else
+            n = log_fmt(tmp, sizeof tmp, "/tmp/stackwatch-%u", (unsigned)getuid());
+        if (n + 1 >= sizeof tmp || n + 1 > cap)
             return -ENAMETOOLONG;
+        memcpy(buf, tmp, n + 1);
     }
     /* Trailing slashes would double up in socket paths. */
     while (n > 1 && buf[n - 1] == '/')
         buf[--n] = '\0';
+    /* ...and so would one inside "XDG/" + "/stackwatch". */
+    for (char *p = buf; *p; p++)
+        while (p[0] == '/' && p[1] == '/')
+            memmove(p, p + 1, strlen(p));
     return 0;
 }
 
@@ -163,7 +169,8 @@ void cfg_load(const char *exe)
         cfg.enabled = 0; /* silently: this is the filter doing its job */
 
     if (cfg_resolve_dir(cfg.dir, sizeof cfg.dir) < 0) {
-        log_msg("STACKWATCH_DIR is too long (max %zu bytes); not tracing", sizeof cfg.dir - 1);
+        log_msg("the runtime directory (STACKWATCH_DIR or XDG_RUNTIME_DIR) is too long "
+                "(max %zu bytes); not tracing", sizeof cfg.dir - 1);
         cfg.enabled = 0;
     }
     size_t n = log_fmt(cfg.sock, sizeof cfg.sock, "%s/agent.sock", cfg.dir);

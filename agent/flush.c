@@ -9,7 +9,9 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <linux/membarrier.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,10 +40,12 @@
 #define SEND_STALL_NS (10000ull * 1000000)  /* a collector that takes nothing this long is gone */
 #define FINAL_WAIT_MS 2000
 
+/* One ring's readable events during a merge, read in place. */
 typedef struct run_s {
-    uint32_t pos;   /* next event of this run in fl.in */
-    uint32_t end;   /* one past its last event */
-    uint32_t tid;   /* thread of the ring it came from */
+    ring_t *r;
+    uint64_t start; /* tail when the batch began */
+    uint64_t pos;   /* next event (ring index) */
+    uint64_t end;   /* head snapshot */
 } run_t;
 
 static struct flush_s {
@@ -62,11 +66,10 @@ static struct flush_s {
     frame_rd_t rd;                /* command frames from the collector */
     int rd_ok;                    /* rd initialized */
     uint8_t *out;                 /* encoded frame, OUT_CAP bytes */
-    ev_t *in;                     /* events copied out of the rings */
-    uint32_t nin;                 /* events in in[] */
-    run_t *runs;                  /* one per drained ring */
+    uint64_t wm;                  /* watermark of the batch being built */
+    run_t *runs;                  /* one per non-empty ring */
     uint32_t nruns;               /* runs in runs[] */
-    int more;                     /* rings still held events when the batch filled */
+    int more;                     /* events before the watermark did not fit the batch */
     uint32_t *kind, *tid, *stack; /* EventBatch columns */
     uint64_t *addr, *size;
     int64_t *tsd;
@@ -93,7 +96,6 @@ static void *map_scratch(size_t bytes)
 int flush_init(void)
 {
     fl.out = map_scratch(OUT_CAP);
-    fl.in = map_scratch(BATCH_MAX * sizeof(ev_t));
     fl.runs = map_scratch(RUNS_MAX * sizeof(run_t));
     fl.kind = map_scratch(BATCH_MAX * sizeof(uint32_t));
     fl.tid = map_scratch(BATCH_MAX * sizeof(uint32_t));
@@ -103,12 +105,15 @@ int flush_init(void)
     fl.tsd = map_scratch(BATCH_MAX * sizeof(int64_t));
     fl.defs = map_scratch(DEFS_MAX * (sizeof(Stackwatch__StackDef) + sizeof(void *)));
     fl.mods = map_scratch(MODS_MAX * (sizeof(Stackwatch__Module) + sizeof(void *)));
-    if (!fl.out || !fl.in || !fl.runs || !fl.kind || !fl.tid || !fl.stack || !fl.addr ||
+    if (!fl.out || !fl.runs || !fl.kind || !fl.tid || !fl.stack || !fl.addr ||
         !fl.size || !fl.tsd || !fl.defs || !fl.mods)
         return -ENOMEM;
     fl.defp = (Stackwatch__StackDef **)(fl.defs + DEFS_MAX);
     fl.modp = (Stackwatch__Module **)(fl.mods + MODS_MAX);
     fl.backoff_ns = BACKOFF_MIN_NS;
+    /* Producers publish "busy" with plain stores when the flusher can force
+     * a barrier on all threads (Linux 4.14+); else they pay a full fence. */
+    ring_asym_fence = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
     return 0;
 }
 
@@ -350,30 +355,29 @@ static void read_commands(void)
 
 /* ---------------------------------------------------------------- batches */
 
+static uint64_t ev_ts_at(const ring_t *r, uint64_t i)
+{
+    return r->slots[i & r->mask].ts;
+}
+
+/* Registers a ring's readable events as a run; a ring that does not fit
+ * the run table pins the watermark at its oldest event instead. */
 static void collect_ring(ring_t *r, void *arg)
 {
     (void)arg;
-    if (fl.nin >= BATCH_MAX || fl.nruns >= RUNS_MAX) {
-        if (ring_count(r))
-            fl.more = 1;
+    uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    /* acquire: pairs with the producer's release of head. */
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+    if (h == t)
         return;
-    }
-    const ev_t *a, *b;
-    size_t na, nb;
-    size_t n = ring_peek(r, &a, &na, &b, &nb);
-    if (n == 0)
-        return;
-    size_t room = BATCH_MAX - fl.nin;
-    if (n > room) {
-        n = room;
+    if (fl.nruns >= RUNS_MAX) {
+        uint64_t first = ev_ts_at(r, t);
+        if (first < fl.wm)
+            fl.wm = first;
         fl.more = 1;
+        return;
     }
-    size_t n1 = na < n ? na : n;
-    memcpy(fl.in + fl.nin, a, n1 * sizeof(ev_t));
-    memcpy(fl.in + fl.nin + n1, b, (n - n1) * sizeof(ev_t));
-    ring_consume(r, n);
-    fl.runs[fl.nruns++] = (run_t){ .pos = fl.nin, .end = fl.nin + (uint32_t)n, .tid = r->tid };
-    fl.nin += (uint32_t)n;
+    fl.runs[fl.nruns++] = (run_t){ .r = r, .start = t, .pos = t, .end = h };
 }
 
 static void add_module(const mod_t *md, const char *path, void *arg)
@@ -457,9 +461,9 @@ static int add_def(uint32_t idx)
 }
 
 /* Min-heap of run indexes keyed by the timestamp of each run's next event. */
-static inline uint64_t run_ts(uint32_t r)
+static inline uint64_t run_ts(uint32_t i)
 {
-    return fl.in[fl.runs[r].pos].ts;
+    return ev_ts_at(fl.runs[i].r, fl.runs[i].pos);
 }
 
 static void heap_down(uint32_t *h, uint32_t n, uint32_t i)
@@ -479,22 +483,59 @@ static void heap_down(uint32_t *h, uint32_t n, uint32_t i)
     }
 }
 
-/* Drains up to BATCH_MAX events, merges them by time and sends them (or
- * counts them lost when disconnected). Returns the number of events. */
-static uint32_t drain_once(void)
+static void pin_busy(ring_t *r, void *arg)
 {
-    fl.nin = fl.nruns = 0;
+    (void)arg;
+    /* acquire: a ring seen idle has its last event visible. */
+    if (atomic_load_explicit(&r->busy, memory_order_acquire)) {
+        uint64_t floor = ring_ts_floor(r);
+        if (floor < fl.wm)
+            fl.wm = floor;
+    }
+}
+
+/* The watermark: every event stamped before it is already in a ring (or
+ * sent). A thread that is busy has an event on the way stamped no earlier
+ * than the last one it pushed; a thread seen idle stamps its next event after
+ * now. The clock is read first, then all threads pass a barrier (membarrier,
+ * or their own fence), then the busy flags are read. */
+static uint64_t watermark(void)
+{
+    fl.wm = clock_now_ns();
+    if (!ring_asym_fence || syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+        /* Our half of the symmetric fence (producers then store seq_cst): a
+         * locked RMW, which ThreadSanitizer understands, unlike a fence. */
+        static _Atomic int fence_word;
+        atomic_fetch_add_explicit(&fence_word, 0, memory_order_seq_cst);
+    }
+    tstate_each_ring(pin_busy, NULL);
+    return fl.wm;
+}
+
+/* Merges the rings' events by time, in place, and sends those stamped before
+ * the watermark, up to BATCH_MAX; only what is sent is consumed, the rest
+ * waits in its ring. The stream leaving the agent is thus in global time
+ * order: a free from one thread never precedes the allocation it frees from
+ * another. With final set the watermark is lifted. Returns events consumed. */
+static uint32_t drain_once(int final)
+{
+    fl.wm = final ? UINT64_MAX : watermark();
+    fl.nruns = 0;
     fl.more = 0;
     tstate_each_ring(collect_ring, NULL);
-    uint32_t n = fl.nin;
-    if (n == 0)
+    if (fl.nruns == 0)
         return 0;
     if (fl.sock.fd < 0 || fl.need_hello) {
+        /* Disconnected: everything readable is discarded and counted. */
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < fl.nruns; i++) {
+            ring_consume(fl.runs[i].r, fl.runs[i].end - fl.runs[i].start);
+            n += (uint32_t)(fl.runs[i].end - fl.runs[i].start);
+        }
         fl.lost_since += n;
         fl.lost_total += n;
         return n;
     }
-    /* Rings are time-ordered each; merge them. */
     static uint32_t heap[RUNS_MAX];
     uint32_t hn = fl.nruns;
     for (uint32_t i = 0; i < hn; i++)
@@ -503,59 +544,78 @@ static uint32_t drain_once(void)
         heap_down(heap, hn, i);
     fl.ndefs = 0;
     fl.refreshed = 0;
-    uint32_t na = 0;
+    uint32_t m = 0, na = 0;
     uint64_t prev = run_ts(heap[0]);
     uint64_t base = prev;
-    for (uint32_t k = 0; k < n; k++) {
+    while (hn > 0) {
         run_t *r = &fl.runs[heap[0]];
-        const ev_t *e = &fl.in[r->pos];
-        fl.kind[k] = e->kind;
-        fl.addr[k] = e->addr;
-        fl.tsd[k] = (int64_t)(e->ts - prev);
+        const ev_t *e = &r->r->slots[r->pos & r->r->mask];
+        if (e->ts >= fl.wm)
+            break; /* everything left is at or past the watermark */
+        if (m == BATCH_MAX) {
+            fl.more = 1;
+            break;
+        }
+        fl.kind[m] = ev_kind(e);
+        fl.addr[m] = e->addr;
+        fl.tsd[m] = (int64_t)(e->ts - prev);
         prev = e->ts;
-        fl.tid[k] = r->tid;
-        if (e->kind == EV_ALLOC) {
+        fl.tid[m] = ev_tid(e);
+        m++;
+        if (ev_kind(e) == EV_ALLOC) {
             fl.size[na] = e->size;
             fl.stack[na] = e->stack;
             na++;
             if (e->stack != INTERN_NONE && intern_take_unsent(e->stack, fl.epoch) &&
                 add_def(e->stack) < 0)
-                return n;
+                break; /* disconnected: counted below */
         }
         if (++r->pos == r->end)
             heap[0] = heap[--hn];
         if (hn)
             heap_down(heap, hn, 0);
     }
-    if (send_defs() < 0 || send_modules() < 0)
-        return n;
+    /* Free the slots read; the producers may reuse them from here on. */
+    for (uint32_t i = 0; i < fl.nruns; i++)
+        if (fl.runs[i].pos != fl.runs[i].start)
+            ring_consume(fl.runs[i].r, fl.runs[i].pos - fl.runs[i].start);
+    if (m == 0)
+        return 0;
+    if (fl.sock.fd < 0 || send_defs() < 0 || send_modules() < 0)
+        goto failed;
     Stackwatch__EventBatch b = STACKWATCH__EVENT_BATCH__INIT;
     b.ts_base = base;
-    b.n_kind = n;
+    b.n_kind = m;
     b.kind = fl.kind;
-    b.n_addr = n;
+    b.n_addr = m;
     b.addr = fl.addr;
-    b.n_ts_delta = n;
+    b.n_ts_delta = m;
     b.ts_delta = fl.tsd;
-    b.n_tid = n;
+    b.n_tid = m;
     b.tid = fl.tid;
     b.n_size = na;
     b.size = fl.size;
     b.n_stack = na;
     b.stack = fl.stack;
-    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
-    m.msg_case = STACKWATCH__AGENT_MSG__MSG_EVENTS;
-    m.events = &b;
-    send_msg(&m);
-    return n;
+    Stackwatch__AgentMsg msg = STACKWATCH__AGENT_MSG__INIT;
+    msg.msg_case = STACKWATCH__AGENT_MSG__MSG_EVENTS;
+    msg.events = &b;
+    if (send_msg(&msg) < 0)
+        goto failed;
+    return m;
+failed:
+    /* The connection dropped with this batch taken off the rings: lost. */
+    fl.lost_since += m;
+    fl.lost_total += m;
+    return m;
 }
 
-static void drain_all(void)
+static void drain_all(int final)
 {
     /* Bounded rounds: producers faster than the socket must not keep the
      * flusher from reading commands and sending stats forever. */
     for (int round = 0; round < 64; round++) {
-        drain_once();
+        drain_once(final);
         if (!fl.more)
             break;
     }
@@ -633,8 +693,7 @@ static void *flush_main(void *arg)
         if (exiting) {
             /* Final flush: stop recording, drain everything, say goodbye. */
             atomic_store(&agent.recording, 0);
-            drain_all();
-            drain_all();
+            drain_all(1);
             if (fl.sock.fd >= 0) {
                 send_stats();
                 send_bye();
@@ -643,7 +702,7 @@ static void *flush_main(void *arg)
             atomic_store(&fl.exit_done, 1);
             return NULL;
         }
-        drain_all();
+        drain_all(0);
         if (fl.sock.fd >= 0 && clock_now_ns() - fl.last_stats_ns >= STATS_NS)
             send_stats();
         tstate_reap();
@@ -686,11 +745,16 @@ void flush_kick(void)
 void flush_push_slow(ring_t *r, const ev_t *ev)
 {
     atomic_fetch_add_explicit(&r->waits, 1, memory_order_relaxed);
+    /* release: the flusher may pin its watermark here, not at our last
+     * pushed event, so it keeps emitting (and freeing) our ring. */
+    atomic_store_explicit(&r->pending_ts, ev->ts, memory_order_release);
     flush_kick();
     uint64_t start = clock_now_ns();
     for (unsigned i = 0;; i++) {
-        if (ring_try_push(r, ev))
+        if (ring_try_push(r, ev)) {
+            atomic_store_explicit(&r->pending_ts, 0, memory_order_relaxed);
             return;
+        }
         /* Disconnected (or exiting): the flusher discards; do not wait for it. */
         if (!atomic_load_explicit(&agent.recording, memory_order_relaxed) || !fl.running)
             break;
@@ -705,6 +769,7 @@ void flush_push_slow(ring_t *r, const ev_t *ev)
                 break;
         }
     }
+    atomic_store_explicit(&r->pending_ts, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
 }
 

@@ -74,7 +74,6 @@ int hook_resolve(void)
     r.free = dlsym(RTLD_NEXT, "free");
     r.calloc = dlsym(RTLD_NEXT, "calloc");
     r.realloc = dlsym(RTLD_NEXT, "realloc");
-    r.reallocarray = dlsym(RTLD_NEXT, "reallocarray");
     r.posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
     r.aligned_alloc = dlsym(RTLD_NEXT, "aligned_alloc");
     r.memalign = dlsym(RTLD_NEXT, "memalign");
@@ -87,7 +86,6 @@ int hook_resolve(void)
     hook_real.free = r.free;
     hook_real.calloc = r.calloc;
     hook_real.realloc = r.realloc;
-    hook_real.reallocarray = r.reallocarray;
     hook_real.posix_memalign = r.posix_memalign;
     hook_real.aligned_alloc = r.aligned_alloc;
     hook_real.memalign = r.memalign;
@@ -140,21 +138,24 @@ static inline void rec_leave(tstate_t *t, int saved_errno)
     errno = saved_errno;
 }
 
-static inline void push(tstate_t *t, const ev_t *ev)
+/* This thread's ring, created on first use; NULL if it cannot be. */
+static inline ring_t *ring_of(tstate_t *t)
 {
     ring_t *r = t->ring;
-    if (UNLIKELY(!r)) {
+    if (UNLIKELY(!r))
         r = tstate_ring(t);
-        if (!r)
-            return;
-    }
+    return r;
+}
+
+static inline void push(ring_t *r, const ev_t *ev)
+{
     if (LIKELY(ring_try_push(r, ev)))
         return;
     flush_push_slow(r, ev);
 }
 
-/* Captures the caller's stack and pushes ALLOC. Guard held. */
-static void rec_alloc(tstate_t *t, void *p, size_t size)
+/* Captures the caller's stack and interns it. Guard held. */
+static uint32_t capture(void)
 {
     uint64_t pcs[CFG_DEPTH_MAX];
     int truncated = 0;
@@ -164,15 +165,22 @@ static void rec_alloc(tstate_t *t, void *p, size_t size)
         atomic_fetch_add_explicit(&agent.unwind_failures, 1, memory_order_relaxed);
     else if (UNLIKELY((idx = intern_stack(pcs, (uint32_t)n, modmap_gen(), truncated)) == INTERN_NONE))
         atomic_fetch_add_explicit(&agent.intern_full, 1, memory_order_relaxed);
-    ev_t ev = { .ts = clock_now_ns(), .addr = (uint64_t)(uintptr_t)p, .size = size,
-                .stack = idx, .kind = EV_ALLOC };
-    push(t, &ev);
+    return idx;
 }
 
-static inline void rec_free_ts(tstate_t *t, void *p, uint64_t ts)
+/* Pushes ALLOC stamped now. Guard held and the ring marked busy. */
+static inline void emit_alloc(tstate_t *t, ring_t *r, void *p, size_t size, uint32_t idx)
 {
-    ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = 0, .stack = 0, .kind = EV_FREE };
-    push(t, &ev);
+    ev_t ev = { .ts = clock_now_ns(), .addr = (uint64_t)(uintptr_t)p, .size = size,
+                .stack = idx, .kind_tid = EV_ALLOC | (t->tid << 1) };
+    push(r, &ev);
+}
+
+static inline void emit_free(tstate_t *t, ring_t *r, void *p, uint64_t ts)
+{
+    ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = 0, .stack = 0,
+                .kind_tid = EV_FREE | (t->tid << 1) };
+    push(r, &ev);
 }
 
 static void note_alloc(void *p, size_t size)
@@ -181,7 +189,13 @@ static void note_alloc(void *p, size_t size)
     int e;
     if (!rec_enter(t, &e))
         return;
-    rec_alloc(t, p, size);
+    ring_t *r = ring_of(t);
+    if (r) {
+        uint32_t idx = capture();
+        ring_busy_begin(r);
+        emit_alloc(t, r, p, size, idx);
+        ring_busy_end(r);
+    }
     rec_leave(t, e);
 }
 
@@ -215,7 +229,12 @@ EXPORT void free(void *p)
     int e;
     if (rec_enter(t, &e)) {
         /* Before the real free: the address may be reused at once. */
-        rec_free_ts(t, p, clock_now_ns());
+        ring_t *r = ring_of(t);
+        if (r) {
+            ring_busy_begin(r);
+            emit_free(t, r, p, clock_now_ns());
+            ring_busy_end(r);
+        }
         rec_leave(t, e);
     }
     hook_real.free(p);
@@ -239,8 +258,7 @@ EXPORT void *calloc(size_t n, size_t size)
 
 /* realloc and reallocarray: FREE(old) stamped before the call, ALLOC(new)
  * after it; realloc(p, 0) that frees is a FREE; a failure records nothing. */
-static void *do_realloc(void *old, size_t size, void *(*fn)(void *, size_t, size_t), size_t nmemb,
-                        size_t elem)
+static void *do_realloc(void *old, size_t size)
 {
     if (UNLIKELY(!real_ready())) {
         void *np = arena_alloc(size, 16);
@@ -258,40 +276,43 @@ static void *do_realloc(void *old, size_t size, void *(*fn)(void *, size_t, size
         }
         return np;
     }
-    uint64_t ts_free = old ? clock_now_ns() : 0;
-    void *np = fn ? fn(old, nmemb, elem) : hook_real.realloc(old, size);
     tstate_t *t = &tstate;
     int e;
-    if (!np) {
-        if (old && size == 0) {
-            if (rec_enter(t, &e)) {
-                rec_free_ts(t, old, ts_free);
-                rec_leave(t, e);
-            }
-        } else {
-            note_failed();
+    int rec = rec_enter(t, &e);
+    ring_t *r = rec ? ring_of(t) : NULL;
+    uint64_t ts_free = 0;
+    if (r && old) {
+        /* Busy from the FREE's timestamp until both events are pushed. */
+        ring_busy_begin(r);
+        ts_free = clock_now_ns();
+    }
+    void *np = hook_real.realloc(old, size);
+    if (r) {
+        if (old && (np || size == 0))
+            emit_free(t, r, old, ts_free); /* moved, in place, or realloc(p, 0) */
+        if (np) {
+            uint32_t idx = capture();
+            if (!old)
+                ring_busy_begin(r);
+            emit_alloc(t, r, np, size, idx);
         }
-        return np;
+        if (old || np)
+            ring_busy_end(r);
     }
-    if (rec_enter(t, &e)) {
-        if (old)
-            rec_free_ts(t, old, ts_free);
-        rec_alloc(t, np, size);
+    if (!np && !(old && size == 0))
+        note_failed();
+    if (rec)
         rec_leave(t, e);
-    }
     return np;
 }
 
 EXPORT void *realloc(void *old, size_t size)
 {
-    return do_realloc(old, size, NULL, 0, 0);
+    return do_realloc(old, size);
 }
 
-static void *call_reallocarray(void *old, size_t nmemb, size_t elem)
-{
-    return hook_real.reallocarray(old, nmemb, elem);
-}
-
+/* glibc's reallocarray calls realloc through the PLT, which would record the
+ * block twice: check the overflow here and go through realloc once. */
 EXPORT void *reallocarray(void *old, size_t nmemb, size_t elem)
 {
     size_t total;
@@ -300,9 +321,7 @@ EXPORT void *reallocarray(void *old, size_t nmemb, size_t elem)
         note_failed();
         return NULL;
     }
-    if (real_ready() && !hook_real.reallocarray)
-        return do_realloc(old, total, NULL, 0, 0);
-    return do_realloc(old, total, call_reallocarray, nmemb, elem);
+    return do_realloc(old, total);
 }
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size)

@@ -23,7 +23,10 @@ static size_t nstrs;
 static char exe_path[4096];
 static uint32_t last_unload_gen;
 static uint32_t refresh_stamp;
-static unsigned long long known_adds, known_subs;
+/* Written under the map lock by any refreshing thread, read lock-free by the
+ * flusher's cheap change check: atomics, relaxed (a stale value only makes
+ * the check refresh once more or once later). */
+static _Atomic unsigned long long known_adds, known_subs;
 static uint32_t first_new;    /* first module added by the refresh in progress */
 
 int modmap_init(const char *exe)
@@ -54,7 +57,10 @@ int modmap_init(const char *exe)
 
 size_t modmap_bytes(void)
 {
-    return nmods * sizeof(mod_t) + nstrs;
+    pthread_mutex_lock(&mm_lock);
+    size_t n = nmods * sizeof(mod_t) + nstrs;
+    pthread_mutex_unlock(&mm_lock);
+    return n;
 }
 
 void modmap_lock(void)
@@ -167,8 +173,8 @@ static int refresh_cb(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)arg;
     if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs) {
-        known_adds = info->dlpi_adds;
-        known_subs = info->dlpi_subs;
+        atomic_store_explicit(&known_adds, info->dlpi_adds, memory_order_relaxed);
+        atomic_store_explicit(&known_subs, info->dlpi_subs, memory_order_relaxed);
     }
     uint64_t lo = UINT64_MAX, hi = 0;
     uint64_t ranges[2 * MOD_MAX_RANGES];
@@ -279,9 +285,11 @@ static int counters_cb(struct dl_phdr_info *info, size_t size, void *arg)
 
 int modmap_changed(void)
 {
-    unsigned long long c[2] = { known_adds, known_subs };
+    unsigned long long a = atomic_load_explicit(&known_adds, memory_order_relaxed);
+    unsigned long long d = atomic_load_explicit(&known_subs, memory_order_relaxed);
+    unsigned long long c[2] = { a, d };
     dl_iterate_phdr(counters_cb, c);
-    return c[0] != known_adds || c[1] != known_subs;
+    return c[0] != a || c[1] != d;
 }
 
 int modmap_covers(uint64_t pc, uint32_t gen)

@@ -3,6 +3,10 @@
 
 #include <sys/mman.h>
 
+#include "clock.h"
+
+int ring_asym_fence;
+
 ring_t *ring_create(uint32_t cap, uint32_t tid)
 {
     if (cap < 2 || (cap & (cap - 1)) != 0)
@@ -16,6 +20,7 @@ ring_t *ring_create(uint32_t cap, uint32_t tid)
     r->mask = cap - 1;
     r->tid = tid;
     r->map_bytes = bytes;
+    r->created_ts = clock_now_ns();
     return r;
 }
 

@@ -10,12 +10,26 @@ enum { EV_ALLOC = 0, EV_FREE = 1 };
 
 /* One allocation event; 32 bytes so two share a cache line. */
 typedef struct ev_s {
-    uint64_t ts;     /* clock_now_ns(): after the real allocation, before the real free */
-    uint64_t addr;   /* block address */
-    uint64_t size;   /* EV_ALLOC: requested size; EV_FREE: 0 */
-    uint32_t stack;  /* EV_ALLOC: intern index; EV_FREE: 0 */
-    uint32_t kind;   /* EV_ALLOC or EV_FREE */
+    uint64_t ts;       /* clock_now_ns(): after the real allocation, before the real free */
+    uint64_t addr;     /* block address */
+    uint64_t size;     /* EV_ALLOC: requested size; EV_FREE: 0 */
+    uint32_t stack;    /* EV_ALLOC: intern index; EV_FREE: 0 */
+    uint32_t kind_tid; /* bit 0: EV_ALLOC/EV_FREE; bits 1-31: kernel tid (pid_max < 2^22) */
 } ev_t;
+
+static inline uint32_t ev_kind(const ev_t *e)
+{
+    return e->kind_tid & 1u;
+}
+
+static inline uint32_t ev_tid(const ev_t *e)
+{
+    return e->kind_tid >> 1;
+}
+
+/* 1 when the flusher issues membarrier(PRIVATE_EXPEDITED) before reading
+ * busy flags, so producers may publish them with plain stores. */
+extern int ring_asym_fence;
 
 enum { RING_LIVE = 0, RING_ORPHAN = 1 };
 
@@ -25,6 +39,8 @@ typedef struct ring_s {
     uint64_t tail_cache;                 /* producer's last view of tail */
     _Atomic uint64_t dropped;            /* events dropped when full; producer writes */
     _Atomic uint64_t waits;              /* times the producer waited for space */
+    _Atomic uint32_t busy;               /* 1 from before an event's timestamp until it is pushed */
+    _Atomic uint64_t pending_ts;         /* ts of an event waiting for space (0: none) */
     /* Consumer side. tail is written only by the flusher. */
     _Alignas(64) _Atomic uint64_t tail;  /* next slot to read */
     /* Shared, set once at creation (state and next excepted). */
@@ -33,6 +49,7 @@ typedef struct ring_s {
     _Atomic int state;                   /* RING_LIVE, or RING_ORPHAN after thread exit */
     struct ring_s *_Atomic next;         /* registry list link (tstate.c) */
     size_t map_bytes;                    /* size of the mmap holding this ring */
+    uint64_t created_ts;                 /* creation time: lower bound of its first event */
     ev_t slots[];                        /* capacity events */
 } ring_t;
 
@@ -42,6 +59,27 @@ ring_t *ring_create(uint32_t cap, uint32_t tid);
 
 /* Unmaps a ring nobody produces into or consumes from any more. */
 void ring_destroy(ring_t *r);
+
+/* Producer: the thread is about to take an event timestamp. The flusher
+ * never sends past the last event of a busy ring, so events of all threads
+ * leave in global time order (see flush.c, watermark). Ordered before the
+ * clock read: by the flusher's membarrier when available (a plain store
+ * here), else by a full fence. */
+static inline void ring_busy_begin(ring_t *r)
+{
+    if (ring_asym_fence) {
+        atomic_store_explicit(&r->busy, 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst); /* compiler order only */
+    } else {
+        atomic_store_explicit(&r->busy, 1, memory_order_seq_cst);
+    }
+}
+
+/* Producer: the event is pushed. release: the push is visible first. */
+static inline void ring_busy_end(ring_t *r)
+{
+    atomic_store_explicit(&r->busy, 0, memory_order_release);
+}
 
 /* Producer: appends ev. Returns 1, or 0 when the ring is full. Lock-free,
  * no syscall. */
@@ -65,6 +103,18 @@ size_t ring_peek(ring_t *r, const ev_t **a, size_t *na, const ev_t **b, size_t *
 
 /* Consumer: releases the first n events returned by ring_peek. */
 void ring_consume(ring_t *r, size_t n);
+
+/* Consumer: a lower bound of the timestamp of any event the producer pushes
+ * from now on: the last pushed event's (a thread's clock never goes back).
+ * That slot stays intact: only the consumer frees slots for reuse. */
+static inline uint64_t ring_ts_floor(ring_t *r)
+{
+    uint64_t p = atomic_load_explicit(&r->pending_ts, memory_order_acquire);
+    if (p)
+        return p; /* waiting on a full ring: its next event is exactly this */
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+    return h ? r->slots[(h - 1) & r->mask].ts : r->created_ts;
+}
 
 /* Events waiting (either side may call; approximate while the producer runs). */
 size_t ring_count(ring_t *r);

@@ -67,6 +67,8 @@ atab_ent_t *atab_find(atab_t *t, uint64_t addr)
 
 static int grow_slots(atab_t *t)
 {
+    if (t->slot_mask >= (1u << 30))
+        return -ENOMEM; /* 2^31 slots would overflow the index type */
     uint32_t n = (t->slot_mask + 1) * 2;
     uint32_t *ns = malloc((size_t)n * sizeof *ns);
     if (!ns)

@@ -67,6 +67,8 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
         fprintf(f, " gaps=%u lost_events=%" PRIu64, c->gaps, c->lost_events);
     if (c->failed_calls)
         fprintf(f, " failed_calls=%" PRIu64, c->failed_calls);
+    if (c->table_full)
+        fprintf(f, " untracked(--max-live)=%" PRIu64, c->table_full);
     if (c->unwind_failures || c->intern_full)
         fprintf(f, " unwind_failures=%" PRIu64 " stack_table_full=%" PRIu64, c->unwind_failures,
                 c->intern_full);
@@ -157,6 +159,9 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_u64(j, "unwind_failures", c->unwind_failures);
     json_u64(j, "stack_table_full", c->intern_full);
     json_u64(j, "agent_bytes", c->agent_bytes);
+    json_u64(j, "late_events", c->late_events);
+    json_u64(j, "table_full", c->table_full);
+    json_u64(j, "implied_frees", c->implied_frees);
     json_u64(j, "duration_ms", c->duration_ms);
     json_u64(j, "start_time_ms", c->start_realtime_ns / 1000000u);
     json_obj_end(j);

@@ -19,6 +19,7 @@ client_t *client_new(clients_t *cs, uint32_t pid, uint64_t expire_ns, uint64_t n
     c->expire_ns = expire_ns;
     c->first_mono = now;
     c->state = CLIENT_CONNECTED;
+    c->max_live = cs->max_live ? cs->max_live : CLIENT_MAX_LIVE;
     if (atab_init(&c->atab, expire_ns, now, on_expire, c) < 0 ||
         reo_init(&c->reo, CLIENT_REO_MAX) < 0) {
         atab_free(&c->atab);
@@ -178,6 +179,10 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
     }
     if (s->defined && s->id == id)
         return s; /* resent after a reconnect */
+    if (c->total_pcs - s->npcs + npcs > CLIENT_MAX_TOTAL_PCS) {
+        *err = -E2BIG;
+        return NULL;
+    }
     uint64_t *np = npcs ? malloc(npcs * sizeof *np) : NULL;
     if (npcs && !np) {
         *err = -ENOMEM;
@@ -185,6 +190,7 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
     }
     if (npcs)
         memcpy(np, pcs, npcs * sizeof *np);
+    c->total_pcs = c->total_pcs - s->npcs + npcs;
     free(s->pcs);
     sym_release(s->sym);
     s->sym = NULL;
@@ -260,6 +266,8 @@ static void bump_ts(client_t *c, uint64_t ts)
 {
     if (ts > c->max_ts)
         c->max_ts = ts;
+    else if (ts < c->max_ts)
+        c->late_events++;
 }
 
 int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack)
@@ -272,12 +280,14 @@ int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_
     bump_ts(c, ts);
     s->alloc_n++;
     s->alloc_b += size;
-    c->live_n++;
-    c->live_b += size;
-    if (!c->atab_ok) {
-        /* Ended cleanly: table released; keep totals only. */
+    if (!c->atab_ok)
+        return 0; /* ended cleanly: the table is gone, totals only */
+    if (c->atab.live >= c->max_live) {
+        c->table_full++; /* counted, not tracked: the per-client cap */
         return 0;
     }
+    c->live_n++;
+    c->live_b += size;
     reo_rec_t *r = reo_find(&c->reo, addr);
     if (r && r->free_ts && r->free_ts >= ts) {
         /* Its free arrived first (another thread's ring was drained earlier). */
@@ -322,7 +332,6 @@ int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_
         c->table_full++;
         c->live_n--;
         c->live_b -= size;
-        return 0;
     }
     return 0;
 }
@@ -408,8 +417,10 @@ static void exit_live(void *ctx, atab_ent_t *e)
 
 void client_freeze(client_t *c, uint64_t end_ts, int clean)
 {
-    if (c->frozen)
+    if (c->frozen) {
+        c->state = clean ? CLIENT_EXITED : c->state;
         return;
+    }
     c->end_ts = end_ts;
     c->state = clean ? CLIENT_EXITED : CLIENT_LOST;
     if (c->atab_ok) {
@@ -488,11 +499,11 @@ void clients_prune(clients_t *cs, uint64_t now)
             pp = &c->next;
             continue;
         }
-        ended++;
-        /* Newest first: the oldest ended clients go first. */
-        int too_many = ended > cs->retain_max;
+        /* Newest first: the oldest ended clients go first. One dropped for
+         * its age does not take a place of the count. */
         int too_old = cs->retain_ns && c->end_ts && now > c->end_ts &&
                       now - c->end_ts > cs->retain_ns;
+        int too_many = !too_old && ++ended > cs->retain_max;
         if (too_many || too_old) {
             *pp = c->next;
             cs->count--;

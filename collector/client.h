@@ -13,6 +13,8 @@
 #define CLIENT_MAX_PCS 256u
 #define CLIENT_REORDER_NS (1000ull * 1000000)  /* event-time window for late cross-thread events */
 #define CLIENT_REO_MAX (1u << 20)
+#define CLIENT_MAX_LIVE (64u << 20)        /* live blocks tracked per client by default */
+#define CLIENT_MAX_TOTAL_PCS (16u << 20)   /* stack frames held per client (128 MiB) */
 
 enum { CLIENT_CONNECTED = 0, CLIENT_EXITED = 1, CLIENT_LOST = 2 };
 enum { SYM_NONE = 0, SYM_PENDING = 1, SYM_DONE = 2 };
@@ -88,6 +90,9 @@ typedef struct client_s {
     uint32_t gaps;
     uint64_t lost_events;
     uint64_t table_full;    /* allocations not tracked: out of memory */
+    uint64_t total_pcs;     /* frames held by its stacks */
+    uint64_t max_live;      /* cap on tracked live blocks */
+    uint64_t late_events;   /* events stamped before one already applied (agent order broken) */
     uint32_t *symq;         /* stacks that started to expire: symbolize them */
     uint32_t nsymq, symq_cap;
     int exec_replaced;      /* a new image of this pid connected: the old one exec'd */
@@ -103,6 +108,7 @@ typedef struct clients_s {
     uint64_t next_serial;
     uint32_t retain_max;    /* ended clients kept */
     uint64_t retain_ns;     /* ... for at most this long */
+    uint64_t max_live;      /* live blocks tracked per client (0: CLIENT_MAX_LIVE) */
 } clients_t;
 
 /* Creates a client record for a new agent connection; NULL on ENOMEM. */
@@ -122,7 +128,7 @@ int client_put_module(client_t *c, uint32_t id, const char *path, uint64_t bias,
                       size_t build_id_len, uint32_t gen_added, uint32_t gen_removed);
 
 /* Defines a stack. Returns the stack, NULL with *err set on a bad index/size
- * (-EINVAL) or ENOMEM. A redefinition (after a reconnect) keeps statistics. */
+ * (-EINVAL), too many frames in all (-E2BIG) or ENOMEM. A redefinition (after a reconnect) keeps statistics. */
 cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t gen,
                               const uint64_t *pcs, size_t npcs, int truncated, int *err);
 

@@ -92,6 +92,9 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->intern_full = c->a_intern_full;
     ci->agent_bytes = c->a_ring_bytes + c->a_table_bytes;
     ci->threads = (uint32_t)c->a_threads;
+    ci->late_events = c->late_events;
+    ci->table_full = c->table_full;
+    ci->implied_frees = c->implied_frees;
     return ci;
 }
 
@@ -278,7 +281,8 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
         }
         free(oldest);
     }
-    qsort(cands, ncand, sizeof *cands, cand_cmp);
+    if (ncand > 1)
+        qsort(cands, ncand, sizeof *cands, cand_cmp);
     if (q->top && ncand > q->top)
         ncand = q->top;
     int pending = 0;

@@ -60,6 +60,11 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     uint32_t pid = c->peer_pid > 0 ? (uint32_t)c->peer_pid : h->pid;
     uint64_t now = srv_now();
     client_t *cl = client_find(&s->clients, pid, h->instance);
+    if (cl && !cl->atab_ok) {
+        /* It said goodbye, yet speaks again (a hostile or confused agent):
+         * the ended record stays as it was; this is a new one. */
+        cl = NULL;
+    }
     if (cl) {
         if (cl->conn && cl->conn != c) {
             conn_t *old = cl->conn;
@@ -113,7 +118,9 @@ static int on_stacks(conn_t *c, const Stackwatch__StackDefs *sd, const char **wh
         int err = 0;
         if (!client_define_stack(c->client, d->index, d->id, d->generation, d->pcs, d->n_pcs,
                                  d->truncated, &err)) {
-            *why = err == -ENOMEM ? "out of memory" : "bad stack definition (index or depth)";
+            *why = err == -ENOMEM ? "out of memory"
+                   : err == -E2BIG ? "too many stack frames for one client"
+                                   : "bad stack definition (index or depth)";
             return err;
         }
     }
@@ -209,11 +216,20 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
     case STACKWATCH__AGENT_MSG__MSG_NOTE:
         break; /* notes are attached by the trigger path */
     case STACKWATCH__AGENT_MSG__MSG_GAP:
+        /* The agent sends one, right after its hello on a reconnect; marking
+         * is a walk over every live block, so more would be a cheap way to
+         * stall the daemon. */
+        if (c->frames_in != 2) {
+            why = "gap is allowed only right after the hello";
+            rc = -EPROTO;
+            break;
+        }
         client_gap(c->client, m->gap->lost_events);
         break;
     case STACKWATCH__AGENT_MSG__MSG_BYE:
         c->client->said_bye = 1;
-        if (m->bye->ts > c->client->max_ts)
+        /* Trust the goodbye's time only as far as our own clock. */
+        if (m->bye->ts > c->client->max_ts && m->bye->ts <= srv_now())
             c->client->max_ts = m->bye->ts;
         break;
     default:

@@ -1,6 +1,7 @@
 /* A small streaming JSON writer (stackctl's --json output). */
 #include "json.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -107,6 +108,7 @@ static void open_c(json_t *j, const char *key, char c)
 {
     member(j, key);
     fputc(c, j->f);
+    assert(j->depth < JSON_MAX_DEPTH && "JSON nesting deeper than JSON_MAX_DEPTH");
     if (j->depth < JSON_MAX_DEPTH) {
         j->count[j->depth] = 0;
         j->depth++;

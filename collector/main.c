@@ -21,6 +21,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: collectord start [--dir DIR] [--expire SECONDS] [-f|--foreground]\n"
             "                        [--retain N] [--retain-time SECONDS] [--debuginfod]\n"
+            "                        [--max-live N]\n"
             "       collectord stop [--dir DIR]\n"
             "       collectord status [--dir DIR]\n"
             "\n"
@@ -30,7 +31,9 @@ static void usage(FILE *f)
             "  -f, --foreground     do not daemonize; log to stderr\n"
             "  --retain N           ended processes kept for queries (default 64)\n"
             "  --retain-time SECS   ... for at most this long (default 3600)\n"
-            "  --debuginfod         let libdw ask debuginfod servers (DEBUGINFOD_URLS)\n");
+            "  --debuginfod         let libdw ask debuginfod servers (DEBUGINFOD_URLS)\n"
+            "  --max-live N         live blocks tracked per process (default 67108864);\n"
+            "                       beyond it allocations are counted, not tracked\n");
 }
 
 static int parse_seconds(const char *s, uint64_t *ns)
@@ -38,7 +41,7 @@ static int parse_seconds(const char *s, uint64_t *ns)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || v <= 0 || v > 86400 * 365)
+    if (errno || end == s || *end || v < 0.001 || v > 86400 * 365)
         return -EINVAL;
     *ns = (uint64_t)(v * 1e9);
     return 0;
@@ -58,6 +61,24 @@ static void notify(int fd, const char *msg)
     ssize_t w = write(fd, msg, strlen(msg));
     (void)w;
     close(fd);
+}
+
+typedef struct ready_s {
+    int fd;              /* the waiting parent's pipe, or -1 in the foreground */
+    const char *dir;
+} ready_t;
+
+static void announce(void *arg)
+{
+    ready_t *r = arg;
+    if (r->fd >= 0) {
+        char ok[32];
+        snprintf(ok, sizeof ok, "OK %d", (int)getpid());
+        notify(r->fd, ok);
+    } else {
+        printf("collectord running in the foreground (pid %d) in %s\n", (int)getpid(), r->dir);
+        fflush(stdout);
+    }
 }
 
 static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
@@ -160,15 +181,8 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
         return 1;
     }
     srv_log("listening in %s (expire %.3fs)", rd->dir, (double)opts->expire_ns / 1e9);
-    if (ready >= 0) {
-        char ok[32];
-        snprintf(ok, sizeof ok, "OK %d", (int)getpid());
-        notify(ready, ok);
-    } else {
-        printf("collectord running in the foreground (pid %d) in %s\n", (int)getpid(), rd->dir);
-        fflush(stdout);
-    }
-    srv_run(&s);
+    ready_t rt = { ready, rd->dir };
+    srv_run(&s, announce, &rt);
     srv_log("stopped");
     unlink(rd->pidfile);
     close(pidfd);
@@ -248,6 +262,7 @@ int main(int argc, char **argv)
         { "retain", required_argument, 0, 'r' },
         { "retain-time", required_argument, 0, 't' },
         { "debuginfod", no_argument, 0, 'D' },
+        { "max-live", required_argument, 0, 'L' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -260,7 +275,7 @@ int main(int argc, char **argv)
             break;
         case 'e':
             if (parse_seconds(optarg, &opts.expire_ns) < 0) {
-                fprintf(stderr, "collectord: --expire %s: not a positive number of seconds\n",
+                fprintf(stderr, "collectord: --expire %s: not a number of seconds >= 0.001\n",
                         optarg);
                 return 2;
             }
@@ -288,6 +303,17 @@ int main(int argc, char **argv)
         case 'D':
             opts.debuginfod = 1;
             break;
+        case 'L': {
+            char *end;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (*end || v < 1 || v > (1ull << 30) || optarg[0] == '-') {
+                fprintf(stderr, "collectord: --max-live %s: not a count in 1..%llu\n", optarg,
+                        1ull << 30);
+                return 2;
+            }
+            opts.max_live = v;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;

@@ -33,10 +33,14 @@ int rundir_resolve(rundir_t *rd, const char *explicit_dir, char *err, size_t err
     }
     while (n > 1 && rd->dir[n - 1] == '/')
         rd->dir[--n] = '\0';
-    snprintf(rd->agent_sock, sizeof rd->agent_sock, "%s/agent.sock", rd->dir);
-    snprintf(rd->control_sock, sizeof rd->control_sock, "%s/control.sock", rd->dir);
-    snprintf(rd->pidfile, sizeof rd->pidfile, "%s/collectord.pid", rd->dir);
-    snprintf(rd->logfile, sizeof rd->logfile, "%s/collectord.log", rd->dir);
+    for (char *p = rd->dir; *p; p++) /* "XDG/" + "/stackwatch" */
+        while (p[0] == '/' && p[1] == '/')
+            memmove(p, p + 1, strlen(p));
+    const char *sep = strcmp(rd->dir, "/") == 0 ? "" : "/";
+    snprintf(rd->agent_sock, sizeof rd->agent_sock, "%s%sagent.sock", rd->dir, sep);
+    snprintf(rd->control_sock, sizeof rd->control_sock, "%s%scontrol.sock", rd->dir, sep);
+    snprintf(rd->pidfile, sizeof rd->pidfile, "%s%scollectord.pid", rd->dir, sep);
+    snprintf(rd->logfile, sizeof rd->logfile, "%s%scollectord.log", rd->dir, sep);
     const char *longest = strlen(rd->agent_sock) > strlen(rd->control_sock) ? rd->agent_sock
                                                                             : rd->control_sock;
     if (strlen(longest) > SUN_MAX) {
@@ -78,7 +82,8 @@ int rundir_prepare(const rundir_t *rd, char *err, size_t errlen)
                  rd->dir, (unsigned)st.st_uid, (unsigned)geteuid());
         return -EPERM;
     }
-    if ((st.st_mode & 077) != 0 && chmod(rd->dir, 0700) < 0) {
+    /* 0700 exactly: mkdir's mode went through the umask. */
+    if ((st.st_mode & 0777) != 0700 && chmod(rd->dir, 0700) < 0) {
         int e = errno;
         snprintf(err, errlen, "runtime directory %s has mode %03o and cannot be made 0700: %s",
                  rd->dir, (unsigned)(st.st_mode & 0777), strerror(e));

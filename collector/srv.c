@@ -159,7 +159,12 @@ void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st)
         j->pc_mod[i] = (int32_t)k;
     }
     st->sym_state = SYM_PENDING;
-    sym_submit(j);
+    if (sym_submit(j) < 0) {
+        /* No worker thread: module+offset frames now, never DWARF on the loop. */
+        st->sym = sym_fallback(j);
+        st->sym_state = st->sym ? SYM_DONE : SYM_NONE;
+        sym_job_free(j);
+    }
     return;
 fail:
     sym_job_free(j);
@@ -249,8 +254,12 @@ void srv_conn_gone(srv_t *s, conn_t *c)
     if (!cl || cl->conn != c)
         return;
     cl->conn = NULL;
+    if (cl->late_events)
+        srv_log("pid %u: %llu events arrived out of time order", cl->pid,
+                (unsigned long long)cl->late_events);
     int clean = cl->said_bye || cl->exec_replaced;
-    uint64_t end = cl->said_bye && cl->max_ts ? cl->max_ts : srv_now();
+    uint64_t now = srv_now();
+    uint64_t end = cl->said_bye && cl->max_ts && cl->max_ts <= now ? cl->max_ts : now;
     client_freeze(cl, end, clean);
 }
 
@@ -260,7 +269,7 @@ void srv_stop(srv_t *s)
     ev_break(s->loop, EVBREAK_ALL);
 }
 
-int srv_run(srv_t *s)
+int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
 {
     s->loop = ev_default_loop(EVFLAG_AUTO);
     signal(SIGPIPE, SIG_IGN);
@@ -290,8 +299,11 @@ int srv_run(srv_t *s)
     ev_async_start(s->loop, &s->sym_async);
     s->clients.retain_max = s->opts.retain_max;
     s->clients.retain_ns = s->opts.retain_ns;
+    s->clients.max_live = s->opts.max_live;
     if (sym_start(sym_wake, s) < 0)
         srv_log("cannot start the symbolizer thread; reports will show module+offset");
+    if (ready)
+        ready(arg);
     ev_run(s->loop, 0);
     /* Graceful stop: close every connection, release the sockets. */
     while (s->conns)

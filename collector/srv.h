@@ -14,6 +14,7 @@ typedef struct srv_opts_s {
     uint32_t retain_max;      /* --retain: ended clients kept */
     uint64_t retain_ns;       /* --retain-time */
     int debuginfod;           /* --debuginfod: allow libdw's debuginfod lookups */
+    uint64_t max_live;        /* --max-live: live blocks tracked per client */
 } srv_opts_t;
 
 typedef struct srv_s {
@@ -46,8 +47,10 @@ uint64_t srv_now(void);
  * 0 or -errno with a message in err. */
 int srv_listen(srv_t *s, char *err, size_t errlen);
 
-/* Runs the loop until stopped. Returns 0. */
-int srv_run(srv_t *s);
+/* Runs the loop until stopped. ready(arg), if set, is called once every
+ * watcher (signals included) is installed, just before the loop starts:
+ * announce readiness there, not earlier. Returns 0. */
+int srv_run(srv_t *s, void (*ready)(void *arg), void *arg);
 
 /* Asks the loop to stop after this iteration (graceful). */
 void srv_stop(srv_t *s);

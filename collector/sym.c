@@ -262,6 +262,14 @@ static void resolve_pc(symframe_t *f, const sym_mod_t *m, uint32_t pid)
     GElf_Sym sym;
     const char *name = dwfl_module_addrinfo(d->mod, q, &off, &sym, NULL, NULL, NULL);
     if (name) {
+        /* "__libc_start_main@@GLIBC_2.34": the version is not part of the name. */
+        char plain[512];
+        const char *at = strchr(name, '@');
+        if (at && (size_t)(at - name) < sizeof plain) {
+            memcpy(plain, name, (size_t)(at - name));
+            plain[at - name] = '\0';
+            name = plain;
+        }
         f->function = sym_intern(name);
         f->offset = off + (rel ? 1 : 0);
     }
@@ -344,14 +352,15 @@ int sym_start(void (*wake)(void *arg), void *arg)
 
 void sym_stop(void)
 {
-    if (!started)
-        return;
-    pthread_mutex_lock(&q_lock);
-    stopping = 1;
-    pthread_cond_broadcast(&q_cond);
-    pthread_mutex_unlock(&q_lock);
-    pthread_join(worker, NULL);
-    started = 0;
+    if (started) {
+        pthread_mutex_lock(&q_lock);
+        stopping = 1;
+        pthread_cond_broadcast(&q_cond);
+        pthread_mutex_unlock(&q_lock);
+        pthread_join(worker, NULL);
+        started = 0;
+    }
+    stopping = 0;
     for (sym_job_t *j = q_head, *n; j; j = n) {
         n = j->next;
         sym_job_free(j);
@@ -367,9 +376,11 @@ void sym_stop(void)
     ncache = 0;
 }
 
-void sym_submit(sym_job_t *j)
+int sym_submit(sym_job_t *j)
 {
     j->next = NULL;
+    if (!started)
+        return -ESRCH;
     pthread_mutex_lock(&q_lock);
     if (q_tail)
         q_tail->next = j;
@@ -379,6 +390,7 @@ void sym_submit(sym_job_t *j)
     backlog++;
     pthread_cond_signal(&q_cond);
     pthread_mutex_unlock(&q_lock);
+    return 0;
 }
 
 sym_job_t *sym_take_done(void)

@@ -53,8 +53,9 @@ int sym_start(void (*wake)(void *arg), void *arg);
 /* Stops and joins the worker; pending jobs are freed. */
 void sym_stop(void);
 
-/* Queues a job (ownership passes to the symbolizer until sym_take_done). */
-void sym_submit(sym_job_t *j);
+/* Queues a job (ownership passes to the symbolizer until sym_take_done).
+ * Returns 0, or -ESRCH when no worker runs (the caller keeps the job). */
+int sym_submit(sym_job_t *j);
 
 /* Takes one finished job, or NULL. Loop thread. */
 sym_job_t *sym_take_done(void);

@@ -85,8 +85,17 @@ static void rd_compact(frame_rd_t *rd)
 
 uint8_t *frame_rd_space(frame_rd_t *rd, size_t *avail)
 {
-    if (rd->start == rd->end)
+    if (rd->start == rd->end) {
         rd->start = rd->end = 0;
+        /* Idle after a big frame: give the memory back. */
+        if (rd->cap > (256u << 10)) {
+            uint8_t *nb = realloc(rd->buf, 64u << 10);
+            if (nb) {
+                rd->buf = nb;
+                rd->cap = 64u << 10;
+            }
+        }
+    }
     if (rd->cap - rd->end < 4096 || rd->start > rd->cap / 2)
         rd_compact(rd);
     /* A known pending frame larger than the buffer: grow to hold it whole. */

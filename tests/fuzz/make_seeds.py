@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""Writes seed inputs for tests/fuzz/fuzz_agent_frames.c into tests/fuzz/seeds/.
+
+Each seed is two harness bytes (flags; chunk size and aging clock) and then
+agent streams: length-prefixed AgentMsg frames as proto/stackwatch.proto and
+proto/frame.h define them, connections separated by SEP. Protobuf is encoded
+by hand so that only the standard library is needed.
+
+    python3 tests/fuzz/make_seeds.py [OUTDIR]
+"""
+import os
+import struct
+import sys
+
+# Harness flags (keep in step with fuzz_agent_frames.c).
+F_HELLO, F_KEEP, F_NEWINST, F_CHUNK, F_AGE, F_NOREAD = 1, 2, 4, 8, 16, 32
+EXP_1MS, EXP_1NS, EXP_1S, EXP_10S = 0 << 6, 1 << 6, 2 << 6, 3 << 6
+AGE_NOW, AGE_EVENT, AGE_FAR, AGE_NONE = 0, 1, 2, 3
+SEP = b"\xffSW\xff"
+
+PROTO_VERSION = 1
+ALLOC, FREE = 0, 1
+INSTANCE = 0x1122334455667788
+
+
+# ---------------------------------------------------------------- protobuf wire format
+
+def varint(v):
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def zigzag(v):
+    return (v << 1) ^ (v >> 63) if v >= 0 else ((-v) << 1) - 1
+
+
+def f_varint(field, v):
+    return varint(field << 3) + varint(v) if v else b""
+
+
+def f_fixed64(field, v):
+    return varint((field << 3) | 1) + struct.pack("<Q", v & ((1 << 64) - 1)) if v else b""
+
+
+def f_bytes(field, b):
+    if isinstance(b, str):
+        b = b.encode()
+    return varint((field << 3) | 2) + varint(len(b)) + b
+
+
+def f_packed(field, values, enc=varint):
+    if not values:
+        return b""
+    body = b"".join(enc(v) for v in values)
+    return f_bytes(field, body)
+
+
+def frame(payload):
+    return struct.pack("<I", len(payload)) + payload
+
+
+def agent_msg(field, body):
+    return frame(f_bytes(field, body))
+
+
+# ---------------------------------------------------------------- messages
+
+def hello(instance=INSTANCE, version=PROTO_VERSION, pid=4242, exe="/usr/bin/demo",
+          argv=("demo", "-v"), parent_instance=0, reconnects=0):
+    b = f_varint(1, version) + f_varint(2, pid) + f_varint(3, 1) + f_bytes(4, exe)
+    b += b"".join(f_bytes(5, a) for a in argv)
+    b += f_varint(6, 1700000000123456789) + f_fixed64(7, instance) + f_varint(8, 64)
+    b += f_bytes(9, "all") + f_varint(10, 5000000000) + f_varint(11, reconnects)
+    b += f_fixed64(12, parent_instance)
+    return agent_msg(1, b)
+
+
+def module(mid, path, bias, ranges, build_id=b"", gen_added=1, gen_removed=0):
+    b = f_varint(1, mid) + f_bytes(2, path) + f_varint(3, bias) + f_packed(4, ranges)
+    if build_id:
+        b += f_bytes(5, build_id)
+    b += f_varint(6, gen_added) + f_varint(7, gen_removed)
+    return b
+
+
+def modules(*mods):
+    return agent_msg(2, b"".join(f_bytes(1, m) for m in mods))
+
+
+def stackdef(index, sid, gen, pcs, truncated=False):
+    return (f_varint(1, index) + f_fixed64(2, sid) + f_varint(3, gen) + f_packed(4, pcs) +
+            f_varint(5, 1 if truncated else 0))
+
+
+def stacks(*defs):
+    return agent_msg(3, b"".join(f_bytes(1, d) for d in defs))
+
+
+def events(evs, ts_base=None):
+    """evs: (kind, addr, ts, tid[, size, stack]) in the order they are sent."""
+    if ts_base is None:
+        ts_base = min(e[2] for e in evs)
+    kinds, addrs, deltas, tids, sizes, stks = [], [], [], [], [], []
+    prev = ts_base
+    for e in evs:
+        kinds.append(e[0])
+        addrs.append(e[1])
+        deltas.append(e[2] - prev)
+        prev = e[2]
+        tids.append(e[3])
+        if e[0] == ALLOC:
+            sizes.append(e[4])
+            stks.append(e[5])
+    b = f_varint(1, ts_base) + f_packed(2, kinds) + f_packed(3, addrs)
+    b += f_packed(4, deltas, lambda v: varint(zigzag(v))) + f_packed(5, tids)
+    b += f_packed(6, sizes) + f_packed(7, stks)
+    return agent_msg(4, b)
+
+
+def raw_events(ts_base, kinds, addrs, deltas, tids, sizes, stks):
+    """An EventBatch with columns exactly as given (for malformed batches)."""
+    b = f_varint(1, ts_base) + f_packed(2, kinds) + f_packed(3, addrs)
+    b += f_packed(4, deltas, lambda v: varint(zigzag(v))) + f_packed(5, tids)
+    b += f_packed(6, sizes) + f_packed(7, stks)
+    return agent_msg(4, b)
+
+
+def stats(dropped=0, failed=3, unwind=1, intern_full=0, evs=100, threads=2):
+    b = (f_varint(1, dropped) + f_varint(2, failed) + f_varint(3, unwind) +
+         f_varint(4, intern_full) + f_varint(5, evs) + f_varint(6, threads) +
+         f_varint(7, 1 << 20) + f_varint(8, 65536) + f_varint(9, 1) + f_varint(10, 0))
+    return agent_msg(5, b)
+
+
+def note(addr, ts, text):
+    return agent_msg(6, f_varint(1, addr) + f_varint(2, ts) + f_bytes(3, text))
+
+
+def gap(lost, from_ts, to_ts):
+    return agent_msg(7, f_varint(1, lost) + f_varint(2, from_ts) + f_varint(3, to_ts))
+
+
+def bye(ts):
+    # An empty Goodbye still selects the oneof member: encode the field even if 0.
+    return agent_msg(8, f_varint(1, ts))
+
+
+# ---------------------------------------------------------------- a plausible process
+
+EXE_BASE = 0x555555554000
+LIBC_BASE = 0x7ffff7d80000
+T0 = 10_000_000_000          # agent CLOCK_MONOTONIC of the first event
+MS = 1_000_000
+
+BUILD_ID = bytes(range(20))
+
+MODS = modules(
+    module(0, "/usr/bin/demo", EXE_BASE, [EXE_BASE, EXE_BASE + 0x3000], BUILD_ID),
+    module(1, "/usr/lib/x86_64-linux-gnu/libc.so.6", LIBC_BASE,
+           [LIBC_BASE, LIBC_BASE + 0x28000, LIBC_BASE + 0x28000, LIBC_BASE + 0x1bd000],
+           bytes(range(100, 120))),
+    module(2, "linux-vdso.so.1", 0x7ffff7fc1000, [0x7ffff7fc1000, 0x7ffff7fc3000]),
+)
+
+STACKS = stacks(
+    stackdef(0, 0xA000000000000001, 1, [EXE_BASE + 0x1149, EXE_BASE + 0x11a0, LIBC_BASE + 0x29d90]),
+    stackdef(1, 0xA000000000000002, 1, [EXE_BASE + 0x1200, LIBC_BASE + 0x29d90]),
+    stackdef(2, 0xA000000000000003, 1, [0xdeadbeef, EXE_BASE + 0x1300] + [EXE_BASE + 0x1400] * 62,
+             truncated=True),
+)
+
+A = 0x5555555592a0  # heap addresses
+B = A + 0x40
+C = A + 0x80
+D = A + 0x100
+
+
+def session_body():
+    """Modules, stacks, events with leaks and frees, stats, a note, a gap, more events."""
+    s = MODS + STACKS
+    s += events([
+        (ALLOC, A, T0 + 1, 100, 32, 0),
+        (ALLOC, B, T0 + 2, 100, 48, 1),
+        (ALLOC, C, T0 + 3, 101, 4096, 2),
+        (FREE, A, T0 + 5, 100),
+        (ALLOC, A, T0 + 6, 101, 16, 0),       # the address reused after its free
+        (ALLOC, D, T0 + 7, 100, 0, 1),        # malloc(0)
+    ])
+    s += stats()
+    s += note(B, T0 + 2, "Traceback (most recent call last):\n  File \"x.py\", line 1\n")
+    s += events([
+        (FREE, B, T0 + 3 * MS, 100),          # freed after it expired (1 ms)
+        (FREE, 0x1234, T0 + 3 * MS + 1, 100), # never seen: allocated before tracing
+        (ALLOC, B, T0 + 4 * MS, 102, 64, 1),
+    ])
+    s += gap(17, T0 + 4 * MS, T0 + 5 * MS)
+    s += events([
+        (FREE, B, T0 + 6 * MS, 102),          # uncertain block freed
+        (ALLOC, B, T0 + 7 * MS, 102, 8, 0),
+        (ALLOC, A + 0x1000, T0 + 2000 * MS, 100, 1 << 20, 2),
+    ])
+    s += stats(evs=112)
+    return s
+
+
+def cross_thread_body():
+    """Per-thread rings deliver out of time order."""
+    t = T0 + 100 * MS
+    s = MODS + STACKS
+    # Thread 2's free of X arrives before thread 1's allocation of it.
+    s += events([(FREE, A, t + 50, 2)])
+    s += events([(ALLOC, A, t + 10, 1, 24, 0)])
+    # Address reuse arrives before the free of the previous owner: implied
+    # free and a tombstone; the late free falls inside it.
+    s += events([(ALLOC, B, t + 100, 1, 40, 1)])
+    s += events([(ALLOC, B, t + 300, 3, 80, 0)])
+    s += events([(FREE, B, t + 200, 1)])
+    # An allocation older than the live block at its address.
+    s += events([(ALLOC, C, t + 500, 1, 8, 0)])
+    s += events([(ALLOC, C, t + 400, 2, 8, 1)])
+    # A free stamped before its allocation, then the real free.
+    s += events([(ALLOC, D, t + 600, 1, 100, 2), (FREE, D, t + 550, 2), (FREE, D, t + 700, 1)])
+    # Unsorted batch with negative deltas, two frees of one unknown address.
+    s += events([(FREE, 0x9000, t + 900, 4), (FREE, 0x9000, t + 800, 5),
+                 (ALLOC, 0x9000, t + 700, 6, 12, 1)], ts_base=t + 900)
+    # A stack used before its StackDef arrives.
+    s += events([(ALLOC, D + 0x100, t + 1000, 1, 5, 7)])
+    s += stacks(stackdef(7, 0xA000000000000007, 2, [EXE_BASE + 0x1500]))
+    # A redefinition of an index with another id (new generation).
+    s += stacks(stackdef(1, 0xB000000000000002, 2, [LIBC_BASE + 0x1234]))
+    s += bye(t + 2000)
+    return s
+
+
+def big_batch_body(n=260):
+    evs = []
+    t = T0
+    for i in range(n):
+        t += 997
+        addr = A + 0x20 * (i % 97)
+        if i % 3 == 2:
+            evs.append((FREE, addr, t, 100 + i % 4))
+        else:
+            evs.append((ALLOC, addr, t, 100 + i % 4, 16 + i, i % 3))
+    return STACKS + events(evs) + bye(t)
+
+
+def write(outdir, name, flags, byte1, *segments):
+    data = bytes([flags, byte1]) + SEP.join(segments)
+    assert len(data) <= 4096, (name, len(data))
+    with open(os.path.join(outdir, name), "wb") as f:
+        f.write(data)
+
+
+def main():
+    outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "seeds")
+    os.makedirs(outdir, exist_ok=True)
+    age_event = AGE_EVENT << 6
+
+    # One clean session, aging on the event clock after the connection.
+    write(outdir, "session_clean", EXP_1MS | F_AGE, age_event,
+          hello() + session_body() + bye(T0 + 3000 * MS))
+    # The same without Goodbye: ended uncleanly (lost), blocks stay as exit_live.
+    write(outdir, "session_lost", EXP_1S | F_AGE, AGE_NOW << 6, hello() + session_body())
+    # Cross-thread reordering.
+    write(outdir, "cross_thread", EXP_1MS | F_AGE, age_event, hello() + cross_thread_body())
+    # Harness-prepended Hello, 7-byte chunks, aging between chunks.
+    write(outdir, "chunked_prehello", EXP_1MS | F_HELLO | F_CHUNK | F_AGE, 6 | age_event,
+          session_body() + bye(T0 + 3000 * MS))
+    # Reconnect of one process image: lost, then revived by the second connection.
+    write(outdir, "reconnect", EXP_1MS | F_HELLO | F_AGE, age_event,
+          session_body(), cross_thread_body())
+    # Reconnect while the first connection is still open: it is replaced.
+    write(outdir, "replace_open", EXP_10S | F_HELLO | F_KEEP, AGE_NOW << 6,
+          MODS + STACKS + events([(ALLOC, A, T0, 1, 8, 0)]),
+          events([(FREE, A, T0 + 5, 1)]) + bye(T0 + 10))
+    # exec: the same pid with new instances, earlier connections left open.
+    write(outdir, "exec_chain", EXP_1MS | F_HELLO | F_NEWINST | F_KEEP | F_AGE, age_event,
+          MODS + STACKS + events([(ALLOC, A, T0, 1, 8, 0)]),
+          MODS + STACKS + events([(ALLOC, B, T0 + 1, 1, 8, 1)]),
+          STACKS + events([(ALLOC, C, T0 + 2, 1, 8, 2)]) + bye(T0 + 3))
+    # A clean exit, then the same instance connects again (a confused or
+    # hostile agent). No aging: clients_prune would drop the first record.
+    write(outdir, "bye_then_again", EXP_1MS, age_event,
+          hello() + MODS + STACKS + events([(ALLOC, A, T0, 1, 8, 0)]) + bye(T0 + 1),
+          hello(reconnects=1) + events([(ALLOC, B, T0 + 2, 1, 8, 0), (FREE, A, T0 + 3, 1)]))
+    # Lost, then an exec of the same pid: the lost image is treated as ended cleanly.
+    write(outdir, "lost_then_exec", EXP_1MS | F_AGE, age_event,
+          hello(instance=1) + MODS + STACKS + events([(ALLOC, A, T0, 1, 8, 0)]),
+          hello(instance=2, exe="/usr/bin/other") + STACKS + bye(T0 + 5))
+    # A fork child naming its parent's instance.
+    write(outdir, "fork_child", EXP_1MS | F_AGE, age_event,
+          hello(instance=10) + STACKS + events([(ALLOC, A, T0, 1, 8, 0)]) + bye(T0 + 1),
+          hello(instance=11, parent_instance=10) + STACKS +
+          events([(FREE, A, T0 + 2, 1)]) + bye(T0 + 3))
+    # Many events in one batch.
+    write(outdir, "big_batch", EXP_1MS | F_HELLO | F_AGE, age_event, big_batch_body())
+    # Extreme clocks and a peer that never reads (the Welcome cannot be sent).
+    write(outdir, "extremes", EXP_1NS | F_HELLO | F_AGE, AGE_FAR << 6,
+          STACKS + events([(ALLOC, A, (1 << 64) - 2, 1, (1 << 63), 0),
+                           (ALLOC, B, 0, 1, (1 << 48), 1), (FREE, B, 1, 1)], ts_base=(1 << 64) - 2) +
+          gap((1 << 64) - 1, 0, (1 << 64) - 1) + bye((1 << 64) - 1))
+    write(outdir, "noread", EXP_1MS | F_HELLO | F_NOREAD, 0, STACKS + bye(T0))
+
+    # Protocol errors, one connection each: every one must close just that connection.
+    bad = [
+        struct.pack("<I", (8 << 20) + 1) + b"xx",                 # length over the maximum
+        hello() + struct.pack("<I", 100) + b"\x0a\x02",          # ends inside a frame
+        hello(version=2),                                         # wrong protocol version
+        hello(instance=0),                                        # no instance token
+        hello() + hello(),                                        # second hello
+        stats(),                                                  # first frame not a hello
+        frame(b"\xff\xff\xff"),                                   # not protobuf
+        hello() + frame(b""),                                     # empty AgentMsg: no member set
+        hello() + raw_events(T0, [0, 1], [A], [0, 1], [1, 1], [8], [0]),  # columns differ
+        hello() + raw_events(T0, [0, 7], [A, B], [0, 1], [1, 1], [8], [0]),  # unknown kind
+        hello() + raw_events(T0, [1], [A], [0], [1], [8], [0]),   # size for no alloc
+        hello() + events([(ALLOC, A, T0, 1, 8, 1 << 20)]),       # stack index out of range
+        hello() + stacks(stackdef(1 << 20, 1, 1, [1])),           # stack index out of range
+        hello() + stacks(stackdef(0, 1, 1, list(range(1, 258)))), # too deep
+        hello() + modules(module(65536, "/x", 0, [0, 1])),       # module id out of range
+        hello() + modules(module(3, "/x", 0, [0, 1, 2])),        # odd range count
+        hello() + modules(module(3, "/x", 0, [], b"\x01" * 40)),  # long build-id (truncated)
+        hello() + modules(module(65535, "", 0, list(range(64)))),  # largest id, 32 ranges
+    ]
+    # The harness takes at most 16 connections per input.
+    write(outdir, "protocol_errors_1", EXP_1MS | F_AGE, age_event, *bad[:9])
+    write(outdir, "protocol_errors_2", EXP_1MS | F_AGE, age_event, *bad[9:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Helpers for stackwatch integration tests: a real collectord in a temp dir,
+real programs under the preloaded agent, stackctl queries, polling waits."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Set by run.py from its arguments.
+BUILD = os.path.join(ROOT, "build")          # collectord, stackctl
+AGENT_BUILD = os.path.join(ROOT, "build")    # libstackagent.so
+PROGS = os.path.join(ROOT, "build", "progs")  # test programs
+
+
+def configure(build, agent_build, progs):
+    global BUILD, AGENT_BUILD, PROGS
+    BUILD, AGENT_BUILD, PROGS = build, agent_build, progs
+
+
+def agent_path():
+    return os.path.join(AGENT_BUILD, "libstackagent.so")
+
+
+def prog(name):
+    return os.path.join(PROGS, name)
+
+
+def wait_until(fn, timeout=15.0, interval=0.05, what="condition"):
+    """Polls fn() until it returns a truthy value; returns it. Raises on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def markers(src, tag="LEAK"):
+    """{name: line} for '@TAG name' comments in a source file of tests/progs."""
+    out = {}
+    path = os.path.join(ROOT, "tests", "progs", src)
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            m = re.search(r"@%s (\w+)" % tag, line)
+            if m:
+                out[m.group(1)] = i
+    return out
+
+
+class Collector:
+    """collectord -f in a private directory; stopped and checked on close."""
+
+    def __init__(self, expire=0.5, extra=(), dirpath=None):
+        self.tmp = tempfile.mkdtemp(prefix="swtest-")
+        self.dir = dirpath or os.path.join(self.tmp, "run")
+        self.logpath = os.path.join(self.tmp, "collectord.log")
+        self.log = open(self.logpath, "w")
+        self.expire = expire
+        cmd = [os.path.join(BUILD, "collectord"), "start", "-f", "--dir", self.dir,
+               "--expire", str(expire)] + list(extra)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        if "running in the foreground" not in line:
+            self.proc.wait(5)
+            raise AssertionError("collectord did not start: %r\n%s" % (line, self.read_log()))
+        self.env = dict(os.environ, STACKWATCH_DIR=self.dir)
+        self.env.pop("DEBUGINFOD_URLS", None)
+
+    def read_log(self):
+        self.log.flush()
+        with open(self.logpath) as f:
+            return f.read()
+
+    def agent_env(self, **kw):
+        env = dict(self.env, LD_PRELOAD=agent_path())
+        for k, v in kw.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+        return env
+
+    def run(self, args, stdin_data=None, timeout=60, **envkw):
+        """Runs a program under the agent to completion. Returns CompletedProcess."""
+        return subprocess.run(args, input=stdin_data if stdin_data is not None else "",
+                              capture_output=True, text=True, timeout=timeout,
+                              env=self.agent_env(**envkw))
+
+    def start(self, args, **envkw):
+        """Starts a program under the agent; it runs until stdin is closed."""
+        return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.agent_env(**envkw))
+
+    def ctl(self, *args, check=True):
+        r = subprocess.run([os.path.join(BUILD, "stackctl"), "--dir", self.dir] + list(args),
+                           capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError("stackctl %s failed (%d): %s" % (args, r.returncode, r.stderr))
+        return r
+
+    def leaks(self, *args):
+        return json.loads(self.ctl("query", "leaks", "--json", *args).stdout)
+
+    def clients(self):
+        return json.loads(self.ctl("query", "clients", "--json").stdout)["clients"]
+
+    def client(self, pid):
+        for c in self.clients():
+            if c["pid"] == pid:
+                return c
+        return None
+
+    def wait_state(self, pid, state, timeout=15):
+        return wait_until(lambda: (self.client(pid) or {}).get("state") == state and
+                          self.client(pid), timeout, what="pid %d to be %s" % (pid, state))
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def close(self):
+        """Stops collectord gracefully; returns its log (asserts a clean exit)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("collectord did not stop on SIGTERM")
+        log = self.read_log()
+        self.log.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        bad = [l for l in log.splitlines()
+               if "ERROR: AddressSanitizer" in l or "ERROR: LeakSanitizer" in l or
+               "runtime error:" in l]
+        if bad or self.proc.returncode not in (0,):
+            raise AssertionError("collectord exited %s with:\n%s" % (self.proc.returncode, log))
+        return log
+
+
+def finish(p, timeout=30):
+    """Closes stdin of a started program and waits for it; returns (rc, out, err)."""
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def stacks_with(report, function, file_suffix=None, line=None, pid=None, depth=None):
+    """Stacks whose frames (first `depth` of them) include function at file:line."""
+    found = []
+    for s in report["stacks"]:
+        if pid is not None and s["pid"] != pid:
+            continue
+        frames = s["frames"][:depth] if depth else s["frames"]
+        for f in frames:
+            if f["function"] != function:
+                continue
+            if file_suffix and not (f["file"] or "").endswith(file_suffix):
+                continue
+            if line is not None and f["line"] != line:
+                continue
+            found.append(s)
+            break
+    return found
+
+
+def first_user_frame(stack, prefixes=("leak_", "noise_", "sem_", "worker_", "dl_", "parent_",
+                                      "child_", "make_")):
+    for f in stack["frames"]:
+        if f["function"] and f["function"].startswith(prefixes):
+            return f
+    return None
+
+
+def raw_connect(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    return s

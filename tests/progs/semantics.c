@@ -1,0 +1,87 @@
+/* The rows of DESIGN.md's event table, one marked call each. Waits for stdin EOF. */
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void *keep[32];
+
+__attribute__((noinline)) void sem_realloc_null(void)
+{
+    keep[0] = realloc(NULL, 2001); /* @ALLOC realloc_null */
+}
+
+__attribute__((noinline)) void sem_realloc_moved(void)
+{
+    void *p = malloc(2002); /* @ALLOC moved_src */
+    memset(p, 1, 2002);
+    void *guard = malloc(64); /* @ALLOC moved_guard */
+    keep[1] = realloc(p, 200003); /* @ALLOC moved_dst */
+    keep[2] = guard;
+}
+
+__attribute__((noinline)) void sem_realloc_inplace(void)
+{
+    void *p = malloc(4004); /* @ALLOC inplace_src */
+    void *q = realloc(p, 1004); /* @ALLOC inplace_dst */
+    keep[3] = q;
+    keep[4] = (void *)(uintptr_t)(p == q); /* 1 when it stayed in place */
+}
+
+__attribute__((noinline)) void sem_realloc_zero(void)
+{
+    void *p = malloc(2005); /* @ALLOC zero_src */
+    void *q = realloc(p, 0);
+    keep[5] = q; /* glibc frees and returns NULL */
+}
+
+__attribute__((noinline)) void sem_realloc_fail(void)
+{
+    void *p = malloc(2006); /* @ALLOC fail_src */
+    void *q = realloc(p, SIZE_MAX / 2);
+    keep[6] = q ? q : p; /* failed: p stays live */
+}
+
+__attribute__((noinline)) void sem_failures(void)
+{
+    void *a = malloc(SIZE_MAX / 2);
+    void *b = calloc(SIZE_MAX / 4, 16);
+    void *c = reallocarray(NULL, SIZE_MAX / 4, 16);
+    void *d = NULL;
+    int rc = posix_memalign(&d, 3, 64); /* EINVAL: not a power of two */
+    void *e = aligned_alloc(64, SIZE_MAX / 2);
+    keep[7] = (void *)(uintptr_t)((a == NULL) + (b == NULL) + (c == NULL) + (rc != 0) +
+                                  (e == NULL));
+}
+
+__attribute__((noinline)) void sem_free_null(void)
+{
+    free(NULL);
+}
+
+__attribute__((noinline)) void sem_malloc_zero(void)
+{
+    keep[8] = malloc(0); /* @ALLOC malloc_zero */
+}
+
+int main(void)
+{
+    sem_realloc_null();
+    sem_realloc_moved();
+    sem_realloc_inplace();
+    sem_realloc_zero();
+    sem_realloc_fail();
+    sem_failures();
+    sem_free_null();
+    sem_malloc_zero();
+    printf("ready inplace=%d failures=%d zero=%s\n", (int)(uintptr_t)keep[4],
+           (int)(uintptr_t)keep[7], keep[5] ? "non-null" : "null");
+    fflush(stdout);
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0)
+        ;
+    return 0;
+}
