@@ -78,7 +78,7 @@ TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
 endif
 
 .PHONY: all deps check check-unit check-integration check-sanitizers check-fuzz demo \
-	progs unit clean install bench fuzz
+	progs unit clean install fuzz
 all: $(TARGETS)
 
 # ------------------------------------------------------------------ generated protocol
@@ -204,9 +204,6 @@ check-fuzz: $(FUZZERS)
 demo: deps
 	$(MAKE) all progs
 	@sh scripts/demo.sh $(BUILD)
-
-bench: all progs
-	@sh bench/run.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
