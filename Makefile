@@ -39,8 +39,10 @@ PB_H = $(GEN)/proto/stackwatch.pb-c.h
 PB_O = $(BUILD)/obj/pb/stackwatch.pb-c.o
 PB_PIC_O = $(BUILD)/obj/pic/stackwatch.pb-c.o
 
+# CPython 3.11's headers (internal ones included) for agent/pyframes.c's layouts.
+PYTHON_INCLUDE ?= /usr/include/python3.11
 CFLAGS_COMMON = $(STD) $(WARN) $(OPTIMIZATION) $(DEBUG) $(SAN_CFLAGS) -MMD -MP \
-	-D_GNU_SOURCE -I. -Iproto -I$(GEN)
+	-D_GNU_SOURCE -I. -Iproto -I$(GEN) -I$(PYTHON_INCLUDE)
 AGENT_CFLAGS = $(CFLAGS_COMMON) -fPIC -fvisibility=hidden -ftls-model=initial-exec \
 	-fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc \
 	-DUNW_LOCAL_ONLY
@@ -55,7 +57,7 @@ AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c,$(AGENT_SRC))
 CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/json.c
 COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
 COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
-CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c
+CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c
 PROTO_SRC = proto/frame.c
 
 AGENT_OBJ = $(patsubst %.c,$(BUILD)/obj/pic/%.o,$(AGENT_SRC) $(PROTO_SRC)) $(PB_PIC_O)

@@ -1,5 +1,8 @@
 /* Process-wide agent state: lifecycle flags, identity, counters; constructor, exit and fork. */
 #include "agent.h"
+#include "arm.h"
+#include "note.h"
+#include "pyframes.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -71,6 +74,8 @@ static void fork_child(void)
     modmap_fork_child();
     intern_fork_child();
     tstate_fork_child();
+    note_fork_child();
+    arm_fork_child();
     flush_fork_child();
     atomic_store(&agent.recording, 0);
     agent.ppid = agent.pid;
@@ -112,8 +117,10 @@ __attribute__((constructor)) static void agent_start(void)
     agent.start_realtime_ns = clock_realtime_ns();
     if (unwind_init() < 0)
         log_msg("cannot locate the agent's own code; its frames may show in stacks");
+    py_init();
     if (intern_init(INTERN_SLOTS, INTERN_POOL_PCS) < 0 || modmap_init(agent.exe) < 0 ||
-        flush_init() < 0 || tstate_init() < 0) {
+        flush_init() < 0 || tstate_init() < 0 || arm_init(INTERN_SLOTS) < 0 ||
+        note_init() < 0) {
         log_msg("cannot map the agent's tables; not tracing");
         agent.enabled = 0;
         goto out;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "arm.h"
 #include "clock.h"
 #include "config.h"
 #include "fdguard.h"
@@ -24,6 +25,8 @@
 #include "intern.h"
 #include "log.h"
 #include "modmap.h"
+#include "note.h"
+#include "pyframes.h"
 #include "proto/stackwatch.pb-c.h"
 #include "tstate.h"
 
@@ -80,6 +83,8 @@ static struct flush_s {
     Stackwatch__Module *mods;     /* Modules being assembled */
     Stackwatch__Module **modp;
     uint32_t nmods;
+    uint32_t notes[NOTE_SLOTS];   /* note slots met in the batch being built */
+    uint32_t nnotes;
     uint64_t last_stats_ns;       /* last Stats sent */
     uint32_t expire_ms;           /* from Welcome */
     _Atomic int exit_req;         /* flush_final asked for the last drain */
@@ -235,6 +240,8 @@ static int send_hello(void)
     h.sample = cfg.sample;
     h.mono_now_ns = clock_now_ns();
     h.reconnects = fl.reconnects;
+    h.python_version = py_version();
+    h.python_status = (char *)py_status();
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_HELLO;
     m.hello = &h;
@@ -304,10 +311,17 @@ static void handle_command(const uint8_t *p, uint32_t len)
             log_msg("collector speaks protocol %u, this agent %u", m->welcome->version,
                     PROTO_VERSION);
         break;
-    case STACKWATCH__COLLECTOR_MSG__MSG_COMMAND:
-        /* FLUSH: the loop drains right after reading commands. ARM and
-         * DISARM are acknowledged by the channel; triggers act on them. */
+    case STACKWATCH__COLLECTOR_MSG__MSG_COMMAND: {
+        const Stackwatch__Command *c = m->command;
+        /* FLUSH needs nothing more: the loop drains right after commands. */
+        if (c->kind == STACKWATCH__COMMAND__KIND__ARM ||
+            c->kind == STACKWATCH__COMMAND__KIND__DISARM) {
+            uint32_t count = c->kind == STACKWATCH__COMMAND__KIND__ARM ? c->count : 0;
+            for (size_t i = 0; i < c->n_stacks; i++)
+                arm_set(c->stacks[i], c->signal, count, c->python, c->quiet);
+        }
         break;
+    }
     default:
         break;
     }
@@ -483,6 +497,65 @@ static void heap_down(uint32_t *h, uint32_t n, uint32_t i)
     }
 }
 
+/* Sends one note as a Note message and frees its slot. */
+static void send_note(note_t *n)
+{
+    static Stackwatch__PyFrame frames[PY_FRAMES_MAX];
+    static Stackwatch__PyFrame *framep[PY_FRAMES_MAX];
+    static char strs[PY_STR_MAX + 2 * PY_FRAMES_MAX + 4];
+    static char text[NOTE_TEXT_MAX + 1];
+    Stackwatch__Note note = STACKWATCH__NOTE__INIT;
+    note.addr = n->addr;
+    note.ts = n->ts;
+    note.stack = n->stack;
+    note.tid = n->tid;
+    note.truncated = n->py.truncated != 0;
+    size_t used = 0;
+    uint32_t nf = n->py.n < PY_FRAMES_MAX ? n->py.n : PY_FRAMES_MAX;
+    for (uint32_t i = 0; i < nf; i++) {
+        Stackwatch__PyFrame *f = &frames[i];
+        stackwatch__py_frame__init(f);
+        /* protobuf-c wants NUL-terminated strings: copy with a NUL each. */
+        uint16_t offs[2] = { n->py.f[i].file, n->py.f[i].func };
+        uint16_t lens[2] = { n->py.f[i].file_len, n->py.f[i].func_len };
+        char *dst[2];
+        for (int k = 0; k < 2; k++) {
+            dst[k] = strs + used;
+            if (offs[k] != UINT16_MAX && (size_t)offs[k] + lens[k] <= sizeof n->py.buf &&
+                used + lens[k] + 1 <= sizeof strs) {
+                memcpy(strs + used, n->py.buf + offs[k], lens[k]);
+                used += lens[k];
+            }
+            strs[used++] = '\0';
+        }
+        f->file = dst[0];
+        f->function = dst[1];
+        f->line = n->py.f[i].line;
+        framep[i] = f;
+    }
+    note.n_python = nf;
+    note.python = framep;
+    uint32_t tl = n->text_len < NOTE_TEXT_MAX ? n->text_len : NOTE_TEXT_MAX;
+    memcpy(text, n->text, tl);
+    text[tl] = '\0';
+    note.text = text;
+    note_release(n);
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_NOTE;
+    m.note = &note;
+    send_msg(&m);
+}
+
+static void release_notes(void)
+{
+    for (uint32_t i = 0; i < fl.nnotes; i++) {
+        note_t *n = note_at(fl.notes[i]);
+        if (n)
+            note_release(n);
+    }
+    fl.nnotes = 0;
+}
+
 static void pin_busy(ring_t *r, void *arg)
 {
     (void)arg;
@@ -529,8 +602,15 @@ static uint32_t drain_once(int final)
         /* Disconnected: everything readable is discarded and counted. */
         uint32_t n = 0;
         for (uint32_t i = 0; i < fl.nruns; i++) {
-            ring_consume(fl.runs[i].r, fl.runs[i].end - fl.runs[i].start);
-            n += (uint32_t)(fl.runs[i].end - fl.runs[i].start);
+            run_t *rn = &fl.runs[i];
+            for (uint64_t k = rn->start; k < rn->end; k++) {
+                const ev_t *e = &rn->r->slots[k & rn->r->mask];
+                note_t *nt = ev_kind(e) == EV_NOTE ? note_at(e->stack) : NULL;
+                if (nt)
+                    note_release(nt);
+            }
+            ring_consume(rn->r, rn->end - rn->start);
+            n += (uint32_t)(rn->end - rn->start);
         }
         fl.lost_since += n;
         fl.lost_total += n;
@@ -544,6 +624,7 @@ static uint32_t drain_once(int final)
         heap_down(heap, hn, i);
     fl.ndefs = 0;
     fl.refreshed = 0;
+    fl.nnotes = 0;
     uint32_t m = 0, na = 0;
     uint64_t prev = run_ts(heap[0]);
     uint64_t base = prev;
@@ -555,6 +636,12 @@ static uint32_t drain_once(int final)
         if (m == BATCH_MAX) {
             fl.more = 1;
             break;
+        }
+        if (ev_kind(e) == EV_NOTE) {
+            /* Sent after this batch: its allocation is in it or before it. */
+            if (fl.nnotes < NOTE_SLOTS)
+                fl.notes[fl.nnotes++] = e->stack;
+            goto next;
         }
         fl.kind[m] = ev_kind(e);
         fl.addr[m] = e->addr;
@@ -570,6 +657,7 @@ static uint32_t drain_once(int final)
                 add_def(e->stack) < 0)
                 break; /* disconnected: counted below */
         }
+    next:
         if (++r->pos == r->end)
             heap[0] = heap[--hn];
         if (hn)
@@ -579,8 +667,15 @@ static uint32_t drain_once(int final)
     for (uint32_t i = 0; i < fl.nruns; i++)
         if (fl.runs[i].pos != fl.runs[i].start)
             ring_consume(fl.runs[i].r, fl.runs[i].pos - fl.runs[i].start);
-    if (m == 0)
+    if (m == 0) {
+        for (uint32_t i = 0; i < fl.nnotes; i++) {
+            note_t *nt = note_at(fl.notes[i]);
+            if (nt)
+                send_note(nt);
+        }
+        fl.nnotes = 0;
         return 0;
+    }
     if (fl.sock.fd < 0 || send_defs() < 0 || send_modules() < 0)
         goto failed;
     Stackwatch__EventBatch b = STACKWATCH__EVENT_BATCH__INIT;
@@ -602,8 +697,15 @@ static uint32_t drain_once(int final)
     msg.events = &b;
     if (send_msg(&msg) < 0)
         goto failed;
+    for (uint32_t i = 0; i < fl.nnotes; i++) {
+        note_t *nt = note_at(fl.notes[i]);
+        if (nt)
+            send_note(nt); /* frees the slot even when the send fails */
+    }
+    fl.nnotes = 0;
     return m;
 failed:
+    release_notes();
     /* The connection dropped with this batch taken off the rings: lost. */
     fl.lost_since += m;
     fl.lost_total += m;
@@ -634,6 +736,8 @@ static void send_stats(void)
     s.table_bytes = intern_bytes() + modmap_bytes();
     s.ring_waits = tstate_waits();
     s.lost_disconnected = fl.lost_total;
+    s.firings = arm_firings();
+    s.notes_dropped = note_dropped();
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_STATS;
     m.stats = &s;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "arm.h"
 #include "clock.h"
 #include "config.h"
 #include "flush.h"
@@ -168,18 +169,34 @@ static uint32_t capture(void)
     return idx;
 }
 
-/* Pushes ALLOC stamped now. Guard held and the ring marked busy. */
-static inline void emit_alloc(tstate_t *t, ring_t *r, void *p, size_t size, uint32_t idx)
+/* Pushes ALLOC stamped now; returns the stamp. Guard held, ring busy. */
+static inline uint64_t emit_alloc(tstate_t *t, ring_t *r, void *p, size_t size, uint32_t idx)
 {
     ev_t ev = { .ts = clock_now_ns(), .addr = (uint64_t)(uintptr_t)p, .size = size,
-                .stack = idx, .kind_tid = EV_ALLOC | (t->tid << 1) };
+                .stack = idx, .kind_tid = EV_ALLOC | (t->tid << EV_TID_SHIFT) };
     push(r, &ev);
+    return ev.ts;
+}
+
+/* After an ALLOC is out: armed stacks fire (rare; one relaxed load when none). */
+static inline void check_armed(tstate_t *t, ring_t *r, uint32_t idx, void *p, size_t size,
+                               uint64_t ts)
+{
+    if (UNLIKELY(atomic_load_explicit(&arm_active, memory_order_relaxed)))
+        arm_on_alloc(t, r, idx, p, size, ts);
+}
+
+/* Before a free: fired blocks get their "free @" line. */
+static inline void check_fired(void *p)
+{
+    if (UNLIKELY(atomic_load_explicit(&arm_fired_live, memory_order_relaxed)))
+        arm_on_free(p);
 }
 
 static inline void emit_free(tstate_t *t, ring_t *r, void *p, uint64_t ts)
 {
     ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = 0, .stack = 0,
-                .kind_tid = EV_FREE | (t->tid << 1) };
+                .kind_tid = EV_FREE | (t->tid << EV_TID_SHIFT) };
     push(r, &ev);
 }
 
@@ -193,8 +210,9 @@ static void note_alloc(void *p, size_t size)
     if (r) {
         uint32_t idx = capture();
         ring_busy_begin(r);
-        emit_alloc(t, r, p, size, idx);
+        uint64_t ts = emit_alloc(t, r, p, size, idx);
         ring_busy_end(r);
+        check_armed(t, r, idx, p, size, ts);
     }
     rec_leave(t, e);
 }
@@ -235,6 +253,7 @@ EXPORT void free(void *p)
             emit_free(t, r, p, clock_now_ns());
             ring_busy_end(r);
         }
+        check_fired(p);
         rec_leave(t, e);
     }
     hook_real.free(p);
@@ -288,16 +307,22 @@ static void *do_realloc(void *old, size_t size)
     }
     void *np = hook_real.realloc(old, size);
     if (r) {
+        uint32_t idx = 0;
+        uint64_t ts = 0;
         if (old && (np || size == 0))
             emit_free(t, r, old, ts_free); /* moved, in place, or realloc(p, 0) */
         if (np) {
-            uint32_t idx = capture();
+            idx = capture();
             if (!old)
                 ring_busy_begin(r);
-            emit_alloc(t, r, np, size, idx);
+            ts = emit_alloc(t, r, np, size, idx);
         }
         if (old || np)
             ring_busy_end(r);
+        if (old && (np || size == 0))
+            check_fired(old);
+        if (np)
+            check_armed(t, r, idx, np, size, ts);
     }
     if (!np && !(old && size == 0))
         note_failed();

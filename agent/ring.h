@@ -6,25 +6,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { EV_ALLOC = 0, EV_FREE = 1 };
+enum { EV_ALLOC = 0, EV_FREE = 1, EV_NOTE = 2 };
+
+#define EV_TID_SHIFT 2
 
 /* One allocation event; 32 bytes so two share a cache line. */
 typedef struct ev_s {
     uint64_t ts;       /* clock_now_ns(): after the real allocation, before the real free */
     uint64_t addr;     /* block address */
     uint64_t size;     /* EV_ALLOC: requested size; EV_FREE: 0 */
-    uint32_t stack;    /* EV_ALLOC: intern index; EV_FREE: 0 */
-    uint32_t kind_tid; /* bit 0: EV_ALLOC/EV_FREE; bits 1-31: kernel tid (pid_max < 2^22) */
+    uint32_t stack;    /* EV_ALLOC: intern index; EV_NOTE: note slot; EV_FREE: 0 */
+    uint32_t kind_tid; /* bits 0-1: EV_*; bits 2-31: kernel tid (pid_max <= 2^22) */
 } ev_t;
 
 static inline uint32_t ev_kind(const ev_t *e)
 {
-    return e->kind_tid & 1u;
+    return e->kind_tid & 3u;
 }
 
 static inline uint32_t ev_tid(const ev_t *e)
 {
-    return e->kind_tid >> 1;
+    return e->kind_tid >> EV_TID_SHIFT;
 }
 
 /* 1 when the flusher issues membarrier(PRIVATE_EXPEDITED) before reading

@@ -12,6 +12,7 @@
 enum {
     ATAB_F_EXPIRED = 1,   /* counted as expired in its stack */
     ATAB_F_UNCERTAIN = 2, /* allocated before a gap: its free may have been lost */
+    ATAB_F_NOTED = 4,     /* has a Python traceback (client's noted map) */
 };
 
 /* One live block. 40 bytes; with the hash slots ~46 bytes per live block. */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "signame.h"
 
 static const Stackwatch__Count zero_count = STACKWATCH__COUNT__INIT;
 
@@ -69,10 +70,43 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
         fprintf(f, " failed_calls=%" PRIu64, c->failed_calls);
     if (c->table_full)
         fprintf(f, " untracked(--max-live)=%" PRIu64, c->table_full);
+    if (c->python_version)
+        fprintf(f, " python=%u.%u.%u", c->python_version >> 24, (c->python_version >> 16) & 0xff,
+                (c->python_version >> 8) & 0xff);
     if (c->unwind_failures || c->intern_full)
         fprintf(f, " unwind_failures=%" PRIu64 " stack_table_full=%" PRIu64, c->unwind_failures,
                 c->intern_full);
     fputc('\n', f);
+}
+
+/* Python tracebacks of a stack, innermost frame first; blamed ones (blocks
+ * still live) come first and say so. */
+static void text_python(FILE *f, const Stackwatch__StackReport *s)
+{
+    for (size_t i = 0; i < s->n_python; i++) {
+        const Stackwatch__PyTraceback *t = s->python[i];
+        const Stackwatch__Count *live = cnt(t->live), *ml = cnt(t->may_leak);
+        fprintf(f, "    Python stack: %u capture(s): may-leak=%" PRIu64 " (%" PRIu64 " bytes), "
+                   "live=%" PRIu64 ", freed=%" PRIu64 "%s\n",
+                t->captures, ml->count, ml->bytes, live->count, t->freed,
+                t->blamed ? "  <- blamed: its blocks stay live"
+                          : "  (not blamed: its blocks are freed)");
+        for (size_t k = 0; k < t->n_frames; k++)
+            fprintf(f, "      File \"%s\", line %u, in %s\n", t->frames[k]->file,
+                    t->frames[k]->line, t->frames[k]->function);
+        if (t->truncated)
+            fputs("      ... (deeper Python frames cut)\n", f);
+        if (t->text && *t->text) {
+            fputs("      from the signal handler:\n", f);
+            const char *p = t->text;
+            while (*p) {
+                const char *nl = strchr(p, '\n');
+                size_t n = nl ? (size_t)(nl - p) : strlen(p);
+                fprintf(f, "        %.*s\n", (int)n, p);
+                p += n + (nl ? 1 : 0);
+            }
+        }
+    }
 }
 
 void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
@@ -121,6 +155,7 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
             fputs("    (stack not captured)\n", f);
         if (s->truncated)
             fputs("    ... (truncated at STACKWATCH_DEPTH)\n", f);
+        text_python(f, s);
     }
 }
 
@@ -162,6 +197,16 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_u64(j, "late_events", c->late_events);
     json_u64(j, "table_full", c->table_full);
     json_u64(j, "implied_frees", c->implied_frees);
+    if (c->python_version) {
+        char v[32];
+        snprintf(v, sizeof v, "%u.%u.%u", c->python_version >> 24,
+                 (c->python_version >> 16) & 0xff, (c->python_version >> 8) & 0xff);
+        json_str(j, "python", v);
+    } else {
+        json_null(j, "python");
+    }
+    json_str(j, "python_status", c->python_status && *c->python_status ? c->python_status : NULL);
+    json_u64(j, "notes", c->notes);
     json_u64(j, "duration_ms", c->duration_ms);
     json_u64(j, "start_time_ms", c->start_realtime_ns / 1000000u);
     json_obj_end(j);
@@ -243,6 +288,112 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
         for (size_t k = 0; k < s->n_frames; k++)
             json_frame(&j, s->frames[k]);
         json_arr_end(&j);
+        json_u64(&j, "armed", s->armed);
+        /* python: one list of {file, function, line} per distinct traceback,
+         * innermost first, blamed first; python_stats: same order, the fate
+         * of each one's blocks. */
+        json_arr_begin(&j, "python");
+        for (size_t k = 0; k < s->n_python; k++) {
+            const Stackwatch__PyTraceback *t = s->python[k];
+            json_arr_begin(&j, NULL);
+            for (size_t i = 0; i < t->n_frames; i++) {
+                json_obj_begin(&j, NULL);
+                json_str(&j, "file", t->frames[i]->file);
+                json_str(&j, "function", t->frames[i]->function);
+                json_u64(&j, "line", t->frames[i]->line);
+                json_obj_end(&j);
+            }
+            json_arr_end(&j);
+        }
+        json_arr_end(&j);
+        json_arr_begin(&j, "python_stats");
+        for (size_t k = 0; k < s->n_python; k++) {
+            const Stackwatch__PyTraceback *t = s->python[k];
+            json_obj_begin(&j, NULL);
+            json_u64(&j, "captures", t->captures);
+            json_count(&j, "live", t->live);
+            json_count(&j, "expired", t->expired);
+            json_count(&j, "may_leak", t->may_leak);
+            json_u64(&j, "freed", t->freed);
+            json_bool(&j, "blamed", t->blamed);
+            json_bool(&j, "truncated", t->truncated);
+            json_str(&j, "text", t->text && *t->text ? t->text : NULL);
+            json_obj_end(&j);
+        }
+        json_arr_end(&j);
+        json_obj_end(&j);
+    }
+    json_arr_end(&j);
+    json_obj_end(&j);
+}
+
+static void rule_desc(char *buf, size_t cap, const Stackwatch__Rule *r)
+{
+    size_t n = 0;
+    char sig[32];
+    if (!empty(r->match))
+        n += (size_t)snprintf(buf + n, cap - n, "--match '%s' ", r->match);
+    if (!empty(r->module) && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "--module '%s' ", r->module);
+    if (r->stack && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "--stack %016" PRIx64 " ", r->stack);
+    if (r->frame >= 0 && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "--frame %d ", r->frame);
+    if (r->min_depth && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "--min-depth %u ", r->min_depth);
+    if (r->pid && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "--pid %u ", r->pid);
+    if (r->signal && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "--signal %s ",
+                              signame_name(r->signal, sig, sizeof sig));
+    if (n < cap)
+        snprintf(buf + n, cap - n, "--count %u", r->count);
+}
+
+void cli_rules_text(FILE *f, const Stackwatch__RuleList *rl)
+{
+    if (rl->n_rules == 0) {
+        fputs("no trigger rules\n", f);
+        return;
+    }
+    fprintf(f, "%-4s %-7s %-7s %s\n", "ID", "ARMED", "FIRED", "RULE");
+    for (size_t i = 0; i < rl->n_rules; i++) {
+        char d[1024];
+        rule_desc(d, sizeof d, rl->rules[i]);
+        fprintf(f, "%-4u %-7u %-7" PRIu64 " %s\n", rl->rules[i]->id, rl->rules[i]->armed,
+                rl->rules[i]->fired, d);
+    }
+}
+
+void cli_rules_json(FILE *f, const Stackwatch__RuleList *rl)
+{
+    json_t j;
+    json_init(&j, f, 1);
+    json_obj_begin(&j, NULL);
+    json_arr_begin(&j, "rules");
+    for (size_t i = 0; i < rl->n_rules; i++) {
+        const Stackwatch__Rule *r = rl->rules[i];
+        char id[17], sig[32];
+        json_obj_begin(&j, NULL);
+        json_u64(&j, "id", r->id);
+        json_str(&j, "match", empty(r->match) ? NULL : r->match);
+        json_str(&j, "module", empty(r->module) ? NULL : r->module);
+        if (r->stack) {
+            snprintf(id, sizeof id, "%016" PRIx64, r->stack);
+            json_str(&j, "stack", id);
+        } else {
+            json_null(&j, "stack");
+        }
+        if (r->frame >= 0)
+            json_u64(&j, "frame", (uint64_t)r->frame);
+        else
+            json_null(&j, "frame");
+        json_u64(&j, "min_depth", r->min_depth);
+        json_u64(&j, "pid", r->pid);
+        json_str(&j, "signal", r->signal ? signame_name(r->signal, sig, sizeof sig) : NULL);
+        json_u64(&j, "count", r->count);
+        json_u64(&j, "armed", r->armed);
+        json_u64(&j, "fired", r->fired);
         json_obj_end(&j);
     }
     json_arr_end(&j);

@@ -11,6 +11,9 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r);
 void cli_clients_text(FILE *f, const Stackwatch__ClientInfo *const *cs, size_t n);
 void cli_clients_json(FILE *f, const Stackwatch__ClientInfo *const *cs, size_t n);
 
+void cli_rules_text(FILE *f, const Stackwatch__RuleList *rl);
+void cli_rules_json(FILE *f, const Stackwatch__RuleList *rl);
+
 /* "python3 script.py": argv joined by spaces (or exe when argv is empty). */
 void cli_cmdline(char *buf, size_t cap, const Stackwatch__ClientInfo *c);
 

@@ -204,6 +204,28 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
     return s;
 }
 
+static int push_u32(uint32_t **v, uint32_t *n, uint32_t *cap, uint32_t x)
+{
+    if (*n == *cap) {
+        uint32_t ncap = *cap ? *cap * 2 : 64;
+        uint32_t *nv = realloc(*v, ncap * sizeof *nv);
+        if (!nv)
+            return -ENOMEM;
+        *v = nv;
+        *cap = ncap;
+    }
+    (*v)[(*n)++] = x;
+    return 0;
+}
+
+static pytb_t *noted_tb(client_t *c, const atab_ent_t *e)
+{
+    uint32_t i;
+    if (!(e->flags & ATAB_F_NOTED) || !amap_get(&c->noted, e->addr, &i) || i >= c->npytbs)
+        return NULL;
+    return &c->pytbs[i];
+}
+
 static void on_expire(void *ctx, atab_ent_t *e)
 {
     client_t *c = ctx;
@@ -212,6 +234,15 @@ static void on_expire(void *ctx, atab_ent_t *e)
         return;
     s->exp_n++;
     s->exp_b += e->size;
+    pytb_t *tb = noted_tb(c, e);
+    if (tb) {
+        tb->exp_n++;
+        tb->exp_b += e->size;
+        tb->may_n++;
+        tb->may_b += e->size;
+    }
+    if (!s->leak_seen && push_u32(&c->leakq, &c->nleakq, &c->leakq_cap, s->index) == 0)
+        s->leak_seen = 1;
     if (s->sym_state == SYM_NONE && !s->sym_queued) {
         if (c->nsymq == c->symq_cap) {
             uint32_t ncap = c->symq_cap ? c->symq_cap * 2 : 64;
@@ -258,6 +289,17 @@ static void count_free(client_t *c, cstack_t *s, uint64_t size, uint64_t ts_allo
 static void free_entry(client_t *c, atab_ent_t *e, uint64_t ts)
 {
     cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
+    pytb_t *tb = noted_tb(c, e);
+    if (tb) {
+        tb->live_n--;
+        tb->live_b -= e->size;
+        if (e->flags & ATAB_F_EXPIRED) {
+            tb->may_n--;
+            tb->may_b -= e->size;
+        }
+        tb->freed++;
+        amap_del(&c->noted, e->addr);
+    }
     count_free(c, s, e->size, e->ts, ts, e->flags);
     atab_remove(&c->atab, e);
 }
@@ -369,6 +411,99 @@ int client_free(client_t *c, uint64_t addr, uint64_t ts)
     return 0;
 }
 
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
+static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, uint32_t nframes,
+                        int truncated, const char *text, uint32_t *index)
+{
+    uint64_t h = fnv(1469598103934665603ULL ^ stack, frames, nframes * sizeof *frames);
+    if (text)
+        h = fnv(h, text, strlen(text));
+    for (uint32_t i = 0; i < c->npytbs; i++)
+        if (c->pytbs[i].hash == h && c->pytbs[i].stack == stack) {
+            *index = i;
+            return &c->pytbs[i];
+        }
+    if (c->npytbs >= CLIENT_MAX_PYTB)
+        return NULL;
+    if (c->npytbs == c->pytbs_cap) {
+        uint32_t ncap = c->pytbs_cap ? c->pytbs_cap * 2 : 16;
+        pytb_t *nt = realloc(c->pytbs, ncap * sizeof *nt);
+        if (!nt)
+            return NULL;
+        c->pytbs = nt;
+        c->pytbs_cap = ncap;
+    }
+    pytb_t *tb = &c->pytbs[c->npytbs];
+    memset(tb, 0, sizeof *tb);
+    if (nframes) {
+        tb->frames = malloc(nframes * sizeof *tb->frames);
+        if (!tb->frames)
+            return NULL;
+        memcpy(tb->frames, frames, nframes * sizeof *frames);
+    }
+    if (text && !(tb->text = strndup(text, CLIENT_PYTB_TEXT_MAX))) {
+        free(tb->frames);
+        return NULL;
+    }
+    tb->stack = stack;
+    tb->hash = h;
+    tb->nframes = nframes;
+    tb->truncated = truncated != 0;
+    *index = c->npytbs++;
+    return tb;
+}
+
+cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
+                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text)
+{
+    c->notes++;
+    cstack_t *s = stack < c->stacks_cap ? c->stacks[stack] : NULL;
+    if (!s)
+        return NULL;
+    if (text && !*text)
+        text = NULL;
+    atab_ent_t *e = c->atab_ok ? atab_find(&c->atab, addr) : NULL;
+    if (e && e->ts != ts)
+        e = NULL; /* the address was reused: this block is gone */
+    pytb_t *have = e ? noted_tb(c, e) : NULL;
+    if (!nframes && text && have) {
+        /* A handler's text for a block whose frames we captured: keep both. */
+        if (!have->text)
+            have->text = strndup(text, CLIENT_PYTB_TEXT_MAX);
+        return s;
+    }
+    if (!nframes && !text)
+        return s; /* a firing with nothing to attach (not Python, GIL not held) */
+    uint32_t idx;
+    pytb_t *tb = pytb_get(c, stack, frames, nframes, truncated, text, &idx);
+    if (!tb)
+        return s;
+    tb->captures++;
+    if (e && !have) {
+        if (amap_put(&c->noted, addr, idx) == 0) {
+            e->flags |= ATAB_F_NOTED;
+            tb->live_n++;
+            tb->live_b += e->size;
+            if (e->flags & ATAB_F_EXPIRED) {
+                tb->exp_n++;
+                tb->exp_b += e->size;
+                tb->may_n++;
+                tb->may_b += e->size;
+            }
+        }
+    } else if (!e) {
+        tb->freed++;
+    }
+    return s;
+}
+
 static void mark_uncertain(void *ctx, atab_ent_t *e)
 {
     client_t *c = ctx;
@@ -438,6 +573,7 @@ void client_freeze(client_t *c, uint64_t end_ts, int clean)
             /* A clean exit never comes back: keep the summaries, not the table. */
             atab_free(&c->atab);
             reo_free(&c->reo);
+            amap_free(&c->noted);
             c->atab_ok = 0;
         }
     }
@@ -476,6 +612,14 @@ void client_destroy(client_t *c)
     }
     free(c->stacks);
     free(c->symq);
+    free(c->leakq);
+    for (uint32_t i = 0; i < c->npytbs; i++) {
+        free(c->pytbs[i].frames);
+        free(c->pytbs[i].text);
+    }
+    free(c->pytbs);
+    amap_free(&c->noted);
+    free(c->python_status);
     for (uint32_t i = 0; i < c->mods_cap; i++) {
         free(c->mods[i].path);
         free(c->mods[i].ranges);

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "amap.h"
 #include "atab.h"
 #include "reo.h"
 
@@ -15,6 +16,10 @@
 #define CLIENT_REO_MAX (1u << 20)
 #define CLIENT_MAX_LIVE (64u << 20)        /* live blocks tracked per client by default */
 #define CLIENT_MAX_TOTAL_PCS (16u << 20)   /* stack frames held per client (128 MiB) */
+#define CLIENT_MAX_PYTB 4096u              /* distinct Python tracebacks per client */
+#define CLIENT_PYTB_TEXT_MAX 8192u
+
+enum { ARM_NONE = 0, ARM_RULE = 1, ARM_PYTHON = 2, ARM_ON_LEAK = 3 };
 
 enum { CLIENT_CONNECTED = 0, CLIENT_EXITED = 1, CLIENT_LOST = 2 };
 enum { SYM_NONE = 0, SYM_PENDING = 1, SYM_DONE = 2 };
@@ -52,7 +57,36 @@ typedef struct cstack_s {
     uint64_t exit_live_n, exit_live_b; /* live when the process ended */
     uint64_t oldest_live_ts;        /* at the end: oldest live block (0: none) */
     struct symres_s *sym;           /* symbolized frames (owned) */
+    uint8_t leak_seen;              /* first may-leak block was queued (leakq) */
+    uint8_t arm_kind;               /* ARM_*: why it is armed in the agent */
+    uint8_t arm_rounds;             /* automatic Python arming rounds so far */
+    uint32_t arm_rule;              /* rule id when ARM_RULE */
+    uint32_t arm_left;              /* firings the agent still has (as far as we know) */
+    uint64_t arm_may_n;             /* may-leak count when last armed */
+    uint64_t fired;                 /* firings reported for it */
 } cstack_t;
+
+typedef struct pyframe_s {
+    const char *file;       /* interned */
+    const char *function;   /* interned */
+    uint32_t line;
+} pyframe_t;
+
+/* One distinct Python traceback seen for a C stack, and the fate of the
+ * blocks allocated under it. */
+typedef struct pytb_s {
+    uint32_t stack;         /* agent stack index */
+    uint64_t hash;          /* of stack and frames (and text) */
+    pyframe_t *frames;      /* innermost first */
+    uint32_t nframes;
+    uint8_t truncated;
+    char *text;             /* from a signal handler (stackwatch_note), or NULL */
+    uint32_t captures;      /* allocations noted with it */
+    uint64_t live_n, live_b;   /* still live (frozen at the end) */
+    uint64_t exp_n, exp_b;     /* expired */
+    uint64_t may_n, may_b;     /* expired and still live: what blames it */
+    uint64_t freed;
+} pytb_t;
 
 typedef struct client_s {
     uint64_t serial;        /* unique within this collectord run */
@@ -96,6 +130,14 @@ typedef struct client_s {
     uint32_t *symq;         /* stacks that started to expire: symbolize them */
     uint32_t nsymq, symq_cap;
     int exec_replaced;      /* a new image of this pid connected: the old one exec'd */
+    uint32_t python_version;/* Py_Version the agent reads frames of (0: none) */
+    char *python_status;
+    uint64_t notes;         /* notes received */
+    pytb_t *pytbs;          /* distinct tracebacks */
+    uint32_t npytbs, pytbs_cap;
+    amap_t noted;           /* block address -> pytbs index */
+    uint32_t *leakq;        /* stacks whose first block just became may-leak */
+    uint32_t nleakq, leakq_cap;
     /* latest agent Stats */
     uint64_t a_dropped, a_failed, a_unwind_fail, a_intern_full, a_events, a_threads;
     uint64_t a_ring_bytes, a_table_bytes, a_waits, a_lost_disc;
@@ -136,6 +178,12 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
  * stack index) / -ENOMEM. */
 int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack);
 int client_free(client_t *c, uint64_t addr, uint64_t ts);
+
+/* A note for the block allocated at addr at ts (its Python traceback and/or
+ * handler text): deduplicated per stack, tied to the block while it lives.
+ * Returns the note's stack (NULL if the stack is unknown). */
+cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
+                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text);
 
 /* Marks every live block uncertain (events were lost). */
 void client_gap(client_t *c, uint64_t lost_events);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -36,9 +37,14 @@ conn_t *conn_new(srv_t *srv, int fd, int kind)
     c->kind = kind;
     struct ucred cr;
     socklen_t len = sizeof cr;
+    c->pidfd = -1;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0) {
         c->peer_pid = cr.pid;
         c->peer_uid = cr.uid;
+        /* Taken now, from the kernel's word for the peer: a signal can only
+         * ever reach this process, even after it exits and its pid is reused. */
+        if (kind == CONN_AGENT && cr.pid > 0)
+            c->pidfd = (int)syscall(SYS_pidfd_open, cr.pid, 0);
     }
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
@@ -60,6 +66,8 @@ void conn_close(conn_t *c, const char *reason)
     ev_io_stop(srv->loop, &c->rio);
     ev_io_stop(srv->loop, &c->wio);
     close(c->fd);
+    if (c->pidfd >= 0)
+        close(c->pidfd);
     srv_conn_gone(srv, c);
     if (c->prev)
         c->prev->next = c->next;

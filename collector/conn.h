@@ -24,6 +24,7 @@ typedef struct conn_s {
     int fd;
     int kind;                 /* CONN_AGENT or CONN_CONTROL */
     pid_t peer_pid;           /* SO_PEERCRED */
+    int pidfd;                /* agent: pidfd_open(peer_pid) at accept; -1 if none */
     uid_t peer_uid;
     frame_rd_t rd;            /* inbound frames */
     uint8_t *out;             /* pending output */

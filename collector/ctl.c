@@ -2,6 +2,7 @@
 #include "ctl.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include "proto/stackwatch.pb-c.h"
 #include "srv.h"
 #include "sym.h"
+#include "trig.h"
 
 #define PARK_NS (30ull * 1000000000)   /* longest a report waits for symbolization */
 
@@ -95,6 +97,9 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->late_events = c->late_events;
     ci->table_full = c->table_full;
     ci->implied_frees = c->implied_frees;
+    ci->python_version = c->python_version;
+    ci->python_status = c->python_status ? c->python_status : (char *)"";
+    ci->notes = c->notes;
     return ci;
 }
 
@@ -195,6 +200,83 @@ static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
     return 0;
 }
 
+static const client_t *sort_client;
+
+/* Blamed: blocks that expired and stay live; after the process ended, any
+ * block it still held. A block captured a moment before its free is live
+ * but not blamed. */
+static int tb_blamed(const client_t *c, const pytb_t *t)
+{
+    return t->may_n > 0 || (c->frozen && t->live_n > 0);
+}
+
+/* Blamed first: most may-leak bytes, then live bytes, then captures. */
+static int tb_cmp(const void *a, const void *b)
+{
+    const pytb_t *x = &sort_client->pytbs[*(const uint32_t *)a];
+    const pytb_t *y = &sort_client->pytbs[*(const uint32_t *)b];
+    int bx = tb_blamed(sort_client, x), by = tb_blamed(sort_client, y);
+    if (bx != by)
+        return bx ? -1 : 1;
+    if (x->may_b != y->may_b)
+        return x->may_b > y->may_b ? -1 : 1;
+    if (x->live_b != y->live_b)
+        return x->live_b > y->live_b ? -1 : 1;
+    if (x->live_n != y->live_n)
+        return x->live_n > y->live_n ? -1 : 1;
+    return x->captures > y->captures ? -1 : x->captures < y->captures;
+}
+
+static int fill_python(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < c->npytbs; i++)
+        n += c->pytbs[i].stack == s->index;
+    if (!n)
+        return 0;
+    uint32_t *idx = ra_alloc(ra, n * sizeof *idx);
+    r->python = ra_alloc(ra, n * sizeof *r->python);
+    if (!idx || !r->python)
+        return -ENOMEM;
+    n = 0;
+    for (uint32_t i = 0; i < c->npytbs; i++)
+        if (c->pytbs[i].stack == s->index)
+            idx[n++] = i;
+    sort_client = c;
+    qsort(idx, n, sizeof *idx, tb_cmp);
+    for (uint32_t k = 0; k < n; k++) {
+        const pytb_t *tb = &c->pytbs[idx[k]];
+        Stackwatch__PyTraceback *pt = ra_alloc(ra, sizeof *pt);
+        if (!pt)
+            return -ENOMEM;
+        stackwatch__py_traceback__init(pt);
+        pt->captures = tb->captures;
+        pt->live = count(ra, tb->live_n, tb->live_b);
+        pt->expired = count(ra, tb->exp_n, tb->exp_b);
+        pt->freed = tb->freed;
+        pt->truncated = tb->truncated;
+        pt->may_leak = count(ra, tb->may_n, tb->may_b);
+        pt->blamed = tb_blamed(c, tb);
+        pt->text = tb->text ? tb->text : (char *)"";
+        if (tb->nframes) {
+            pt->frames = ra_alloc(ra, tb->nframes * sizeof *pt->frames);
+            Stackwatch__PyFrame *fs = ra_alloc(ra, tb->nframes * sizeof *fs);
+            if (!pt->frames || !fs)
+                return -ENOMEM;
+            for (uint32_t i = 0; i < tb->nframes; i++) {
+                stackwatch__py_frame__init(&fs[i]);
+                fs[i].file = (char *)(tb->frames[i].file ? tb->frames[i].file : "");
+                fs[i].function = (char *)(tb->frames[i].function ? tb->frames[i].function : "");
+                fs[i].line = tb->frames[i].line;
+                pt->frames[i] = &fs[i];
+            }
+            pt->n_frames = tb->nframes;
+        }
+        r->python[r->n_python++] = pt;
+    }
+    return 0;
+}
+
 static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, uint64_t now)
 {
     const client_t *c = cd->c;
@@ -223,7 +305,8 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, uint64_
     uint64_t oldest = c->frozen ? s->oldest_live_ts : cd->oldest;
     r->unfreed_max_age_ms = oldest && end > oldest ? (end - oldest) / 1000000u : 0;
     r->truncated = s->truncated;
-    if (fill_frames(ra, c, s, r) < 0)
+    r->armed = s->arm_left;
+    if (fill_frames(ra, c, s, r) < 0 || fill_python(ra, c, s, r) < 0)
         return NULL;
     return r;
 }
@@ -333,6 +416,39 @@ static int send_error(conn_t *c, int err, const char *msg)
     return send_reply(c, &r);
 }
 
+/* Replies with the rules (only rule `only` if non-zero). */
+static int send_rules(conn_t *c, ra_t *ra, srv_t *s, uint32_t only)
+{
+    Stackwatch__RuleList rl = STACKWATCH__RULE_LIST__INIT;
+    rl.rules = ra_alloc(ra, (s->trig.n + 1) * sizeof *rl.rules);
+    if (!rl.rules)
+        return send_error(c, -ENOMEM, "out of memory");
+    for (trig_rule_t *t = s->trig.rules; t; t = t->next) {
+        if (only && t->id != only)
+            continue;
+        Stackwatch__Rule *r = ra_alloc(ra, sizeof *r);
+        if (!r)
+            return send_error(c, -ENOMEM, "out of memory");
+        stackwatch__rule__init(r);
+        r->id = t->id;
+        r->match = t->match ? t->match : (char *)"";
+        r->module = t->module ? t->module : (char *)"";
+        r->stack = t->stack_id;
+        r->frame = t->frame;
+        r->min_depth = t->min_depth;
+        r->pid = t->pid;
+        r->signal = t->sig;
+        r->count = t->count;
+        r->fired = t->fired;
+        r->armed = t->armed;
+        rl.rules[rl.n_rules++] = r;
+    }
+    Stackwatch__Reply rep = STACKWATCH__REPLY__INIT;
+    rep.body_case = STACKWATCH__REPLY__BODY_RULES;
+    rep.rules = &rl;
+    return send_reply(c, &rep);
+}
+
 /* Runs a request. Returns 1 done, 0 parked, -1 connection closed. */
 static int run_request(conn_t *c, Stackwatch__Request *req, int force)
 {
@@ -374,6 +490,48 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             return 0;
         }
         rc = b < 0 ? send_error(c, b, "out of memory building the report") : send_reply(c, &r);
+        break;
+    }
+    case STACKWATCH__REQUEST__REQ_TRIGGER_ADD: {
+        const Stackwatch__Rule *q = req->trigger_add->rule;
+        char err[512] = "";
+        if (!q) {
+            rc = send_error(c, -EINVAL, "trigger add without a rule");
+            break;
+        }
+        int id = trig_add(&s->trig, q->match, q->module, q->stack, q->frame, q->min_depth,
+                          q->pid, q->signal, q->count, err, sizeof err);
+        if (id < 0) {
+            rc = send_error(c, id, err[0] ? err : "cannot add the rule");
+            break;
+        }
+        srv_log("rule %d added (match '%s', module '%s', stack %016llx, pid %u, signal %d, count %u)",
+                id, q->match ? q->match : "", q->module ? q->module : "",
+                (unsigned long long)q->stack, q->pid, q->signal, q->count);
+        srv_trig_scan(s);
+        rc = send_rules(c, &ra, s, (uint32_t)id);
+        break;
+    }
+    case STACKWATCH__REQUEST__REQ_TRIGGER_LIST:
+        rc = send_rules(c, &ra, s, 0);
+        break;
+    case STACKWATCH__REQUEST__REQ_TRIGGER_RM: {
+        uint32_t id = req->trigger_rm->id;
+        if (!trig_get(&s->trig, id)) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "no rule %u", id);
+            rc = send_error(c, -ENOENT, msg);
+            break;
+        }
+        for (client_t *cc = s->clients.head; cc; cc = cc->next)
+            for (uint32_t i = 0; i < cc->stacks_cap; i++) {
+                cstack_t *st = cc->stacks[i];
+                if (st && st->arm_kind == ARM_RULE && st->arm_rule == id)
+                    srv_disarm(s, cc, st);
+            }
+        trig_rm(&s->trig, id);
+        srv_log("rule %u removed", id);
+        rc = send_rules(c, &ra, s, 0);
         break;
     }
     case STACKWATCH__REQUEST__REQ_SHUTDOWN:

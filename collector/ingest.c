@@ -3,12 +3,14 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "client.h"
 #include "frame.h"
 #include "proto/stackwatch.pb-c.h"
 #include "srv.h"
+#include "sym.h"
 
 static int send_welcome(conn_t *c)
 {
@@ -84,6 +86,9 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
         *why = "out of memory";
         return -ENOMEM;
     }
+    cl->python_version = h->python_version;
+    free(cl->python_status);
+    cl->python_status = strdup(h->python_status ? h->python_status : "");
     cl->conn = c;
     cl->said_bye = 0;
     cl->state = CLIENT_CONNECTED;
@@ -116,15 +121,45 @@ static int on_stacks(conn_t *c, const Stackwatch__StackDefs *sd, const char **wh
     for (size_t i = 0; i < sd->n_stacks; i++) {
         const Stackwatch__StackDef *d = sd->stacks[i];
         int err = 0;
-        if (!client_define_stack(c->client, d->index, d->id, d->generation, d->pcs, d->n_pcs,
-                                 d->truncated, &err)) {
+        cstack_t *st = client_define_stack(c->client, d->index, d->id, d->generation, d->pcs,
+                                           d->n_pcs, d->truncated, &err);
+        if (!st) {
             *why = err == -ENOMEM ? "out of memory"
                    : err == -E2BIG ? "too many stack frames for one client"
                                    : "bad stack definition (index or depth)";
             return err;
         }
+        if (c->srv->trig.n) {
+            /* Rules match every stack, present and future. */
+            if (trig_needs_symbols(&c->srv->trig))
+                srv_sym_stack(c->srv, c->client, st);
+            srv_trig_eval(c->srv, c->client, st);
+        }
     }
     return 0;
+}
+
+static void on_note(conn_t *c, const Stackwatch__Note *n)
+{
+    pyframe_t frames[64];
+    uint32_t nf = n->n_python < 64 ? (uint32_t)n->n_python : 64;
+    for (uint32_t i = 0; i < nf; i++) {
+        frames[i].file = sym_intern(n->python[i]->file);
+        frames[i].function = sym_intern(n->python[i]->function);
+        frames[i].line = n->python[i]->line;
+    }
+    cstack_t *st = client_note(c->client, n->addr, n->ts, n->stack, frames, nf,
+                               n->truncated || n->n_python > nf, n->text);
+    if (!st)
+        return;
+    st->fired++;
+    if (st->arm_left)
+        st->arm_left--;
+    if (st->arm_kind == ARM_RULE) {
+        trig_rule_t *r = trig_get(&c->srv->trig, st->arm_rule);
+        if (r)
+            r->fired++;
+    }
 }
 
 static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **why)
@@ -214,7 +249,8 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
         on_stats(c->client, m->stats);
         break;
     case STACKWATCH__AGENT_MSG__MSG_NOTE:
-        break; /* notes are attached by the trigger path */
+        on_note(c, m->note);
+        break;
     case STACKWATCH__AGENT_MSG__MSG_GAP:
         /* The agent sends one, right after its hello on a reconnect; marking
          * is a walk over every live block, so more would be a cheap way to

@@ -13,6 +13,7 @@
 #include "cli_call.h"
 #include "rundir.h"
 #include "srv.h"
+#include "signame.h"
 
 #define EXIT_NOT_RUNNING 3
 
@@ -21,7 +22,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: collectord start [--dir DIR] [--expire SECONDS] [-f|--foreground]\n"
             "                        [--retain N] [--retain-time SECONDS] [--debuginfod]\n"
-            "                        [--max-live N]\n"
+            "                        [--max-live N] [--on-leak SIG] [--python-captures N]\n"
             "       collectord stop [--dir DIR]\n"
             "       collectord status [--dir DIR]\n"
             "\n"
@@ -33,7 +34,13 @@ static void usage(FILE *f)
             "  --retain-time SECS   ... for at most this long (default 3600)\n"
             "  --debuginfod         let libdw ask debuginfod servers (DEBUGINFOD_URLS)\n"
             "  --max-live N         live blocks tracked per process (default 67108864);\n"
-            "                       beyond it allocations are counted, not tracked\n");
+            "                       beyond it allocations are counted, not tracked\n"
+            "  --on-leak SIG        when a stack first becomes may-leak, signal its process\n"
+            "                       (if it handles SIG) and arm the stack to raise SIG in the\n"
+            "                       thread of its next allocation\n"
+            "  --python-captures N  Python tracebacks captured per leaking stack of a Python\n"
+            "                       process with no command given, per round (default 32;\n"
+            "                       up to 4 rounds while none stays live; 0: off)\n");
 }
 
 static int parse_seconds(const char *s, uint64_t *ns)
@@ -254,7 +261,7 @@ int main(int argc, char **argv)
     const char *dir = NULL;
     int foreground = 0;
     srv_opts_t opts = { .expire_ns = 10ull * 1000000000, .retain_max = 64,
-                        .retain_ns = 3600ull * 1000000000 };
+                        .retain_ns = 3600ull * 1000000000, .py_captures = 32 };
     static const struct option lopts[] = {
         { "dir", required_argument, 0, 'd' },
         { "expire", required_argument, 0, 'e' },
@@ -263,6 +270,8 @@ int main(int argc, char **argv)
         { "retain-time", required_argument, 0, 't' },
         { "debuginfod", no_argument, 0, 'D' },
         { "max-live", required_argument, 0, 'L' },
+        { "on-leak", required_argument, 0, 'S' },
+        { "python-captures", required_argument, 0, 'P' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -312,6 +321,27 @@ int main(int argc, char **argv)
                 return 2;
             }
             opts.max_live = v;
+            break;
+        }
+        case 'S': {
+            int sig = signame_parse(optarg);
+            if (sig < 0) {
+                fprintf(stderr, "collectord: --on-leak %s: not a signal (USR1, SIGUSR1 or a "
+                                "number)\n", optarg);
+                return 2;
+            }
+            opts.on_leak_sig = sig;
+            break;
+        }
+        case 'P': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 0 || v > 1000) {
+                fprintf(stderr, "collectord: --python-captures %s: not a count in 0..1000\n",
+                        optarg);
+                return 2;
+            }
+            opts.py_captures = (uint32_t)v;
             break;
         }
         case 'h':

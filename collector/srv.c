@@ -9,11 +9,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ctl.h"
+#include "frame.h"
+#include "proto/stackwatch.pb-c.h"
 #include "sym.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -170,6 +173,167 @@ fail:
     sym_job_free(j);
 }
 
+/* ---------------------------------------------------------------- arming */
+
+static int send_command(client_t *c, Stackwatch__Command__Kind kind, uint32_t idx, int sig,
+                        uint32_t count, int python, int quiet)
+{
+    if (!c->conn)
+        return -ENOTCONN;
+    Stackwatch__Command cmd = STACKWATCH__COMMAND__INIT;
+    cmd.kind = kind;
+    cmd.n_stacks = 1;
+    cmd.stacks = &idx;
+    cmd.signal = sig;
+    cmd.count = count;
+    cmd.python = python;
+    cmd.quiet = quiet;
+    Stackwatch__CollectorMsg m = STACKWATCH__COLLECTOR_MSG__INIT;
+    m.msg_case = STACKWATCH__COLLECTOR_MSG__MSG_COMMAND;
+    m.command = &cmd;
+    int rc = conn_send_msg(c->conn, &m, FRAME_MAX_COMMAND);
+    if (rc < 0)
+        conn_close(c->conn, "cannot queue a command (the agent does not read)");
+    return rc;
+}
+
+int srv_arm(srv_t *s, client_t *c, cstack_t *st, int kind, uint32_t rule, int sig, uint32_t count)
+{
+    (void)s;
+    /* Automatic Python captures are silent; what the user asked for logs. */
+    int rc = send_command(c, STACKWATCH__COMMAND__KIND__ARM, st->index, sig, count,
+                          c->python_version != 0, kind == ARM_PYTHON);
+    if (rc < 0)
+        return rc;
+    st->arm_kind = (uint8_t)kind;
+    st->arm_rule = rule;
+    st->arm_left = count;
+    st->arm_may_n = st->exp_n - st->fexp_n;
+    return 0;
+}
+
+void srv_disarm(srv_t *s, client_t *c, cstack_t *st)
+{
+    (void)s;
+    if (st->arm_kind == ARM_NONE)
+        return;
+    send_command(c, STACKWATCH__COMMAND__KIND__DISARM, st->index, 0, 0, 0, 0);
+    st->arm_kind = ARM_NONE;
+    st->arm_rule = 0;
+    st->arm_left = 0;
+}
+
+void srv_trig_eval(srv_t *s, client_t *c, cstack_t *st)
+{
+    if (!s->trig.n || !c->conn || !st->defined || st->arm_kind == ARM_RULE)
+        return;
+    trig_rule_t *r = trig_match(&s->trig, c, st);
+    if (!r)
+        return;
+    if (srv_arm(s, c, st, ARM_RULE, r->id, r->sig, r->count) == 0) {
+        r->armed++;
+        srv_log("rule %u armed stack %016llx of pid %u (%u firings%s)", r->id,
+                (unsigned long long)st->id, c->pid, r->count, r->sig ? ", with a signal" : "");
+    }
+}
+
+void srv_trig_scan(srv_t *s)
+{
+    int names = trig_needs_symbols(&s->trig);
+    for (client_t *c = s->clients.head; c; c = c->next) {
+        if (!c->conn)
+            continue;
+        for (uint32_t i = 0; i < c->stacks_cap; i++) {
+            cstack_t *st = c->stacks[i];
+            if (!st || !st->defined)
+                continue;
+            if (names && st->sym_state == SYM_NONE)
+                srv_sym_stack(s, c, st); /* evaluated when its frames are in */
+            srv_trig_eval(s, c, st);
+        }
+    }
+}
+
+/* 1 if pid catches sig, from the SigCgt mask in /proc/PID/status. */
+static int catches(pid_t pid, int sig)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    int yes = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long mask;
+        if (sscanf(line, "SigCgt: %llx", &mask) == 1) {
+            yes = sig >= 1 && sig <= 64 && (mask >> (sig - 1)) & 1;
+            break;
+        }
+    }
+    fclose(f);
+    return yes;
+}
+
+int srv_signal(srv_t *s, client_t *c, int sig)
+{
+    (void)s;
+    conn_t *conn = c->conn;
+    if (!conn || conn->pidfd < 0)
+        return -ENOTCONN;
+    if (!catches(conn->peer_pid, sig)) {
+        srv_log("not signalling pid %d with %d: it has no handler (the default action would "
+                "end it)", (int)conn->peer_pid, sig);
+        return -ESRCH;
+    }
+    if (syscall(SYS_pidfd_send_signal, conn->pidfd, sig, NULL, 0) < 0) {
+        int e = errno;
+        srv_log("pidfd_send_signal to pid %d: %s", (int)conn->peer_pid, strerror(e));
+        return -e;
+    }
+    srv_log("signalled pid %d with %d (a stack became may-leak)", (int)conn->peer_pid, sig);
+    return 0;
+}
+
+/* A stack's first block just became may-leak: --on-leak signals and arms it;
+ * for a Python client it is armed for a few captures of the Python line. */
+static void on_first_leak(srv_t *s, client_t *c, cstack_t *st)
+{
+    if (!c->conn || st->arm_kind == ARM_RULE)
+        return;
+    if (s->opts.on_leak_sig) {
+        srv_signal(s, c, s->opts.on_leak_sig);
+        srv_arm(s, c, st, ARM_ON_LEAK, 0, s->opts.on_leak_sig, 1);
+        return;
+    }
+    if (c->python_version && s->opts.py_captures && st->arm_kind == ARM_NONE) {
+        srv_arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures);
+        st->arm_rounds = 1;
+    }
+}
+
+/* Automatic Python captures used up, none of their blocks still live, yet
+ * the stack keeps leaking: the captures hit harmless lines sharing the C
+ * stack. Try again, a few rounds at most. */
+static void rearm_python(srv_t *s, client_t *c)
+{
+    if (!c->conn || !c->python_version || !s->opts.py_captures)
+        return;
+    for (uint32_t i = 0; i < c->stacks_cap; i++) {
+        cstack_t *st = c->stacks[i];
+        if (!st || st->arm_kind != ARM_PYTHON || st->arm_left || st->arm_rounds >= 4)
+            continue;
+        if (st->exp_n - st->fexp_n <= st->arm_may_n)
+            continue;
+        int blamed = 0;
+        for (uint32_t k = 0; k < c->npytbs && !blamed; k++)
+            blamed = c->pytbs[k].stack == st->index && c->pytbs[k].may_n > 0;
+        if (blamed)
+            continue;
+        if (srv_arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures) == 0)
+            st->arm_rounds++;
+    }
+}
+
 static client_t *client_by_serial(srv_t *s, uint64_t serial)
 {
     for (client_t *c = s->clients.head; c; c = c->next)
@@ -192,6 +356,7 @@ static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
             st->sym = j->result;
             j->result = NULL;
             st->sym_state = SYM_DONE;
+            srv_trig_eval(s, c, st);
         } else if (st && st->sym_state == SYM_PENDING) {
             st->sym_state = SYM_NONE; /* out of memory: try again at query time */
         }
@@ -224,6 +389,13 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
             }
         }
         c->nsymq = 0;
+        for (uint32_t i = 0; i < c->nleakq; i++) {
+            uint32_t idx = c->leakq[i];
+            if (idx < c->stacks_cap && c->stacks[idx])
+                on_first_leak(s, c, c->stacks[idx]);
+        }
+        c->nleakq = 0;
+        rearm_python(s, c);
     }
     clients_prune(&s->clients, now);
     ctl_retry_parked(s, 1);
@@ -318,5 +490,6 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
         s->clients.head = c->next;
         client_destroy(c);
     }
+    trig_free(&s->trig);
     return 0;
 }

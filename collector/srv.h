@@ -8,6 +8,7 @@
 #include "client.h"
 #include "conn.h"
 #include "rundir.h"
+#include "trig.h"
 
 typedef struct srv_opts_s {
     uint64_t expire_ns;       /* --expire */
@@ -15,6 +16,8 @@ typedef struct srv_opts_s {
     uint64_t retain_ns;       /* --retain-time */
     int debuginfod;           /* --debuginfod: allow libdw's debuginfod lookups */
     uint64_t max_live;        /* --max-live: live blocks tracked per client */
+    int on_leak_sig;          /* --on-leak SIG: 0 none */
+    uint32_t py_captures;     /* --python-captures: auto-armed captures per leaking stack */
 } srv_opts_t;
 
 typedef struct srv_s {
@@ -29,6 +32,7 @@ typedef struct srv_s {
     ev_timer age_timer;       /* aging, late-event resolution, retention, parked queries */
     ev_async sym_async;       /* symbolizer finished jobs */
     clients_t clients;
+    trig_t trig;              /* trigger rules */
     conn_t *conns;            /* every open connection */
     uint32_t nconns;
     uint64_t frames_total;
@@ -57,6 +61,27 @@ void srv_stop(srv_t *s);
 
 /* Queues symbolization of a stack if not done or pending. */
 void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st);
+
+/* Arms a stack in its (connected) agent: count firings, raising sig (0:
+ * none), capturing Python frames where the client has them. kind is ARM_*.
+ * Returns 0 or -ENOTCONN/-ENOBUFS. */
+int srv_arm(srv_t *s, client_t *c, cstack_t *st, int kind, uint32_t rule, int sig, uint32_t count);
+
+/* Disarms a stack in its agent (if connected) and forgets why it was armed. */
+void srv_disarm(srv_t *s, client_t *c, cstack_t *st);
+
+/* Arms a stack if a trigger rule matches it (after symbolization or
+ * definition). */
+void srv_trig_eval(srv_t *s, client_t *c, cstack_t *st);
+
+/* Evaluates every rule against every stack of connected clients (after a
+ * rule was added), queueing symbolization where names are needed. */
+void srv_trig_scan(srv_t *s);
+
+/* Sends sig to the client's process through the pidfd of its live
+ * connection, only if the process catches sig (/proc/PID/status SigCgt).
+ * Returns 0, -ENOTCONN, -ESRCH (no handler) or -errno. */
+int srv_signal(srv_t *s, client_t *c, int sig);
 
 /* Called by conn_close: forget the connection. */
 void srv_conn_gone(srv_t *s, conn_t *c);

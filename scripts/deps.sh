@@ -3,7 +3,7 @@
 # apt-get update at most. Idempotent: a second run installs nothing.
 set -eu
 PKGS="build-essential pkg-config libunwind-dev libprotobuf-c-dev protobuf-c-compiler
-libev-dev libdw-dev libelf-dev libcmocka-dev python3 python3-numpy clang
+libev-dev libdw-dev libelf-dev libcmocka-dev python3 python3-numpy python3.11-dev clang
 libclang-rt-14-dev elfutils binutils"
 missing=""
 for p in $PKGS; do

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import socket
 import subprocess
 import tempfile
@@ -187,3 +188,72 @@ def raw_connect(path):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
     return s
+
+
+# ---------------------------------------------------------------- raw agent frames
+
+def pb_varint(v):
+    out = b""
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def pb_field(num, wire, payload):
+    key = pb_varint((num << 3) | wire)
+    if wire == 0:
+        return key + pb_varint(payload)
+    if wire == 1:
+        return key + struct.pack("<Q", payload)
+    return key + pb_varint(len(payload)) + payload
+
+
+def frame(body):
+    return struct.pack("<I", len(body)) + body
+
+
+def hello(pid=1, instance=0x1234):
+    """An agent Hello frame claiming pid (the collector must not believe it)."""
+    h = pb_field(1, 0, 1) + pb_field(2, 0, pid) + pb_field(4, 2, b"/fake/exe") + \
+        pb_field(7, 1, instance)
+    return frame(pb_field(1, 2, h))
+
+
+
+
+def packed(values, signed=False):
+    out = b""
+    for v in values:
+        if signed:
+            v = (v << 1) ^ (v >> 63)
+        out += pb_varint(v)
+    return out
+
+
+def stackdefs(index, sid, pcs):
+    d = pb_field(1, 0, index) + pb_field(2, 1, sid) + pb_field(4, 2, packed(pcs))
+    return frame(pb_field(3, 2, pb_field(1, 2, d)))
+
+
+def events(ts_base, evs):
+    """evs: [(kind, addr, ts, size, stack)] with kind 0 alloc / 1 free, in time order."""
+    kinds, addrs, deltas, tids, sizes, stacks = [], [], [], [], [], []
+    prev = ts_base
+    for kind, addr, ts, size, stack in evs:
+        kinds.append(kind)
+        addrs.append(addr)
+        deltas.append(ts - prev)
+        prev = ts
+        tids.append(1)
+        if kind == 0:
+            sizes.append(size)
+            stacks.append(stack)
+    b = pb_field(1, 0, ts_base) + pb_field(2, 2, packed(kinds)) + \
+        pb_field(3, 2, packed(addrs)) + pb_field(4, 2, packed(deltas, True)) + \
+        pb_field(5, 2, packed(tids)) + pb_field(6, 2, packed(sizes)) + \
+        pb_field(7, 2, packed(stacks))
+    return frame(pb_field(4, 2, b))

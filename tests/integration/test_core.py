@@ -6,14 +6,14 @@ import os
 import random
 import signal
 import stat
-import struct
 import subprocess
 import tempfile
 import time
 import unittest
 
 import swtest as sw
-from swtest import Collector, finish, markers, prog, stacks_with, wait_until
+from swtest import Collector, finish, frame, hello, markers, pb_field, pb_varint, prog, \
+    stacks_with, wait_until
 
 LEAK_SIZES = {
     "malloc": 1001, "calloc": 1010, "realloc_null": 1003, "realloc_grow": 100004,
@@ -243,36 +243,6 @@ class NoCollectorTest(unittest.TestCase):
         err = p.stderr.read()
         self.assertIn("lost the collector", err)
         self.assertIn("connected to the collector", err)
-
-
-def pb_varint(v):
-    out = b""
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
-def pb_field(num, wire, payload):
-    key = pb_varint((num << 3) | wire)
-    if wire == 0:
-        return key + pb_varint(payload)
-    if wire == 1:
-        return key + struct.pack("<Q", payload)
-    return key + pb_varint(len(payload)) + payload
-
-
-def frame(body):
-    return struct.pack("<I", len(body)) + body
-
-
-def hello(pid=1, instance=0x1234):
-    h = pb_field(1, 0, 1) + pb_field(2, 0, pid) + pb_field(4, 2, b"/fake/exe") + \
-        pb_field(7, 1, instance)
-    return frame(pb_field(1, 2, h))
 
 
 class HostileInputTest(unittest.TestCase):

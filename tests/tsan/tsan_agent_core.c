@@ -165,7 +165,7 @@ static __attribute__((noinline)) void record(prod_t *p, uint32_t kind, uint64_t 
         t->guard = 0;
         return;
     }
-    ev.kind_tid = kind | (t->tid << 1);
+    ev.kind_tid = kind | (t->tid << EV_TID_SHIFT);
     ring_busy_begin(r); /* as hook.c: busy from before the timestamp until pushed */
     ev.ts = clock_now_ns();
     if (kind == EV_ALLOC)
