@@ -133,6 +133,11 @@ $(BUILD)/progs/%: tests/progs/%.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(PROG_FLAGS) -o $@ $< -lpthread
 
+# It must export its symbols like a real interpreter does.
+$(BUILD)/progs/fake_python: tests/progs/fake_python.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -rdynamic -o $@ $<
+
 progs: $(TEST_PROGS) $(TEST_LIBS)
 
 UNIT_AGENT_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(AGENT_CORE_SRC) $(PROTO_SRC)) $(PB_O)

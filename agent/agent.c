@@ -118,6 +118,8 @@ __attribute__((constructor)) static void agent_start(void)
     if (unwind_init() < 0)
         log_msg("cannot locate the agent's own code; its frames may show in stacks");
     py_init();
+    if (strncmp(py_status(), "CPython version", 15) == 0)
+        log_msg("%s; allocations are traced, Python lines are not", py_status());
     if (intern_init(INTERN_SLOTS, INTERN_POOL_PCS) < 0 || modmap_init(agent.exe) < 0 ||
         flush_init() < 0 || tstate_init() < 0 || arm_init(INTERN_SLOTS) < 0 ||
         note_init() < 0) {

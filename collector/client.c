@@ -419,14 +419,32 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
     return h;
 }
 
+static int same_frames(const pytb_t *t, const pyframe_t *frames, uint32_t n, const char *text)
+{
+    if (t->nframes != n || (!t->text) != (!text) || (text && strcmp(t->text, text) != 0))
+        return 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (t->frames[i].file != frames[i].file || t->frames[i].function != frames[i].function ||
+            t->frames[i].line != frames[i].line)
+            return 0; /* strings are interned: pointers compare */
+    return 1;
+}
+
 static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, uint32_t nframes,
                         int truncated, const char *text, uint32_t *index)
 {
-    uint64_t h = fnv(1469598103934665603ULL ^ stack, frames, nframes * sizeof *frames);
+    /* Field by field: the struct has padding. */
+    uint64_t h = 1469598103934665603ULL ^ stack;
+    for (uint32_t i = 0; i < nframes; i++) {
+        h = fnv(h, &frames[i].file, sizeof frames[i].file);
+        h = fnv(h, &frames[i].function, sizeof frames[i].function);
+        h = fnv(h, &frames[i].line, sizeof frames[i].line);
+    }
     if (text)
         h = fnv(h, text, strlen(text));
     for (uint32_t i = 0; i < c->npytbs; i++)
-        if (c->pytbs[i].hash == h && c->pytbs[i].stack == stack) {
+        if (c->pytbs[i].hash == h && c->pytbs[i].stack == stack &&
+            same_frames(&c->pytbs[i], frames, nframes, text)) {
             *index = i;
             return &c->pytbs[i];
         }
@@ -469,13 +487,14 @@ cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
         return NULL;
     if (text && !*text)
         text = NULL;
-    atab_ent_t *e = c->atab_ok ? atab_find(&c->atab, addr) : NULL;
-    if (e && e->ts != ts)
+    atab_ent_t *e = c->atab_ok && addr ? atab_find(&c->atab, addr) : NULL;
+    if (e && (e->ts != ts || e->stack != stack))
         e = NULL; /* the address was reused: this block is gone */
     pytb_t *have = e ? noted_tb(c, e) : NULL;
-    if (!nframes && text && have) {
-        /* A handler's text for a block whose frames we captured: keep both. */
-        if (!have->text)
+    if (have) {
+        /* One firing per allocation: a second note can only be a handler's
+         * text for a block whose frames we captured. Keep both. */
+        if (!nframes && text && !have->text)
             have->text = strndup(text, CLIENT_PYTB_TEXT_MAX);
         return s;
     }

@@ -27,11 +27,13 @@ int signame_parse(const char *s)
         return -EINVAL;
     char *end;
     long v = strtol(s, &end, 10);
-    if (*end == '\0') {
+    if (*end == '\0' && s[0] >= '0' && s[0] <= '9') {
         if (v < 1 || v > 64 || v == SIGKILL || v == SIGSTOP)
             return -EINVAL;
         return (int)v;
     }
+    if (*end == '\0')
+        return -EINVAL; /* " 10", "+10", "-3" */
     if (strncasecmp(s, "SIG", 3) == 0)
         s += 3;
     for (size_t i = 0; i < sizeof sig_names / sizeof sig_names[0]; i++)

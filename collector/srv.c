@@ -311,9 +311,9 @@ static void on_first_leak(srv_t *s, client_t *c, cstack_t *st)
     }
 }
 
-/* Automatic Python captures used up, none of their blocks still live, yet
- * the stack keeps leaking: the captures hit harmless lines sharing the C
- * stack. Try again, a few rounds at most. */
+/* Automatic Python captures used up, all of their blocks freed, yet the
+ * stack keeps leaking: the captures hit harmless lines sharing the C stack.
+ * Try again, a few rounds at most. */
 static void rearm_python(srv_t *s, client_t *c)
 {
     if (!c->conn || !c->python_version || !s->opts.py_captures)
@@ -324,10 +324,12 @@ static void rearm_python(srv_t *s, client_t *c)
             continue;
         if (st->exp_n - st->fexp_n <= st->arm_may_n)
             continue;
-        int blamed = 0;
-        for (uint32_t k = 0; k < c->npytbs && !blamed; k++)
-            blamed = c->pytbs[k].stack == st->index && c->pytbs[k].may_n > 0;
-        if (blamed)
+        /* A captured block still live may yet expire and blame its line:
+         * wait for that before capturing more. */
+        int waiting = 0;
+        for (uint32_t k = 0; k < c->npytbs && !waiting; k++)
+            waiting = c->pytbs[k].stack == st->index && c->pytbs[k].live_n > 0;
+        if (waiting)
             continue;
         if (srv_arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures) == 0)
             st->arm_rounds++;

@@ -58,19 +58,24 @@ int trig_add(trig_t *t, const char *match, const char *module, uint64_t stack_id
     trig_rule_t *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
-    if (match && (compile(&r->re_match, match, "--match", err, errlen) < 0 ||
-                  !(r->match = strdup(match)))) {
-        free(r);
-        return -EINVAL;
-    }
-    if (module && (compile(&r->re_module, module, "--module", err, errlen) < 0 ||
-                   !(r->module = strdup(module)))) {
-        if (r->match) {
+    int rc;
+    if (match) {
+        if ((rc = compile(&r->re_match, match, "--match", err, errlen)) < 0)
+            goto err;
+        if (!(r->match = strdup(match))) {
             regfree(&r->re_match);
-            free(r->match);
+            rc = -ENOMEM;
+            goto err;
         }
-        free(r);
-        return -EINVAL;
+    }
+    if (module) {
+        if ((rc = compile(&r->re_module, module, "--module", err, errlen)) < 0)
+            goto err;
+        if (!(r->module = strdup(module))) {
+            regfree(&r->re_module);
+            rc = -ENOMEM;
+            goto err;
+        }
     }
     r->id = ++t->next_id;
     r->stack_id = stack_id;
@@ -85,6 +90,13 @@ int trig_add(trig_t *t, const char *match, const char *module, uint64_t stack_id
     *pp = r;
     t->n++;
     return (int)r->id;
+err:
+    if (r->match) {
+        regfree(&r->re_match);
+        free(r->match);
+    }
+    free(r);
+    return rc;
 }
 
 int trig_rm(trig_t *t, uint32_t id)

@@ -74,12 +74,16 @@ def agent_msg(field, body):
 # ---------------------------------------------------------------- messages
 
 def hello(instance=INSTANCE, version=PROTO_VERSION, pid=4242, exe="/usr/bin/demo",
-          argv=("demo", "-v"), parent_instance=0, reconnects=0):
+          argv=("demo", "-v"), parent_instance=0, reconnects=0, python_version=0,
+          python_status=""):
     b = f_varint(1, version) + f_varint(2, pid) + f_varint(3, 1) + f_bytes(4, exe)
     b += b"".join(f_bytes(5, a) for a in argv)
     b += f_varint(6, 1700000000123456789) + f_fixed64(7, instance) + f_varint(8, 64)
     b += f_bytes(9, "all") + f_varint(10, 5000000000) + f_varint(11, reconnects)
     b += f_fixed64(12, parent_instance)
+    b += f_varint(13, python_version)
+    if python_status:
+        b += f_bytes(14, python_status)
     return agent_msg(1, b)
 
 
@@ -144,6 +148,20 @@ def note(addr, ts, text):
     return agent_msg(6, f_varint(1, addr) + f_varint(2, ts) + f_bytes(3, text))
 
 
+def pyframe(file, function, line):
+    return f_bytes(1, file) + f_bytes(2, function) + f_varint(3, line)
+
+
+def pynote(addr, ts, stack, frames=(), text=None, tid=0, truncated=False):
+    """A Note with Python frames (file, function, line), innermost first, and/or text."""
+    b = f_varint(1, addr) + f_varint(2, ts)
+    if text is not None:
+        b += f_bytes(3, text)
+    b += b"".join(f_bytes(4, pyframe(*fr)) for fr in frames)
+    b += f_varint(5, stack) + f_varint(6, tid) + f_varint(7, 1 if truncated else 0)
+    return agent_msg(6, b)
+
+
 def gap(lost, from_ts, to_ts):
     return agent_msg(7, f_varint(1, lost) + f_varint(2, from_ts) + f_varint(3, to_ts))
 
@@ -184,8 +202,10 @@ D = A + 0x100
 
 
 def session_body():
-    """Modules, stacks, events with leaks and frees, stats, a note, a gap, more events."""
-    s = MODS + STACKS
+    """A gap (what a reconnect sends right after its hello; collectord allows
+    it nowhere else), modules, stacks, events with leaks and frees, stats, a
+    note, more events."""
+    s = gap(17, T0 - 5 * MS, T0) + MODS + STACKS
     s += events([
         (ALLOC, A, T0 + 1, 100, 32, 0),
         (ALLOC, B, T0 + 2, 100, 48, 1),
@@ -201,9 +221,8 @@ def session_body():
         (FREE, 0x1234, T0 + 3 * MS + 1, 100), # never seen: allocated before tracing
         (ALLOC, B, T0 + 4 * MS, 102, 64, 1),
     ])
-    s += gap(17, T0 + 4 * MS, T0 + 5 * MS)
     s += events([
-        (FREE, B, T0 + 6 * MS, 102),          # uncertain block freed
+        (FREE, B, T0 + 6 * MS, 102),
         (ALLOC, B, T0 + 7 * MS, 102, 8, 0),
         (ALLOC, A + 0x1000, T0 + 2000 * MS, 100, 1 << 20, 2),
     ])
@@ -251,6 +270,49 @@ def big_batch_body(n=260):
         else:
             evs.append((ALLOC, addr, t, 100 + i % 4, 16 + i, i % 3))
     return STACKS + events(evs) + bye(t)
+
+
+PY_VERSION = 0x030B04F0  # CPython 3.11.4
+PY_A = (("/srv/app/cache.py", "fill", 42), ("/srv/app/main.py", "<module>", 7))
+PY_B = (("/srv/app/cache.py", "fill", 43), ("/srv/app/main.py", "<module>", 7))
+TB_TEXT = "Traceback (most recent call last):\n  File \"/srv/app/cache.py\", line 42, in fill\n"
+
+
+def python_notes_body():
+    """Notes on blocks: deduplicated, distinct, stale, text-only, empty, unknown stacks."""
+    s = MODS + STACKS
+    s += events([
+        (ALLOC, A, T0 + 1, 100, 32, 0),
+        (ALLOC, B, T0 + 2, 100, 48, 0),
+        (ALLOC, C, T0 + 3, 101, 64, 1),
+        (ALLOC, D, T0 + 4, 101, 16, 2),
+    ])
+    s += pynote(A, T0 + 1, 0, PY_A, tid=100)           # ties A to a traceback
+    s += pynote(B, T0 + 2, 0, PY_A, tid=100)           # the same one: deduplicated
+    s += pynote(C, T0 + 3, 1, PY_B, tid=101)           # another stack, another traceback
+    s += pynote(D, T0 + 1, 2, PY_A, tid=101)           # ts of an earlier block at D: freed
+    s += pynote(A, T0 + 1, 0, text=TB_TEXT, tid=100)   # handler text for a noted block
+    s += pynote(D, T0 + 4, 2, text=TB_TEXT, tid=101)   # text-only on a block without frames
+    s += pynote(C, T0 + 3, 1, tid=101)                 # nothing to attach
+    s += pynote(C, T0 + 3, 1, text="", tid=101)        # empty text: nothing either
+    s += pynote(A, T0 + 1, 9, PY_A)                    # stack index never defined
+    s += pynote(A, T0 + 1, (1 << 20) + 5, PY_A)        # stack index out of range
+    s += pynote(0x7777, T0 + 9, 0, PY_B, truncated=True)  # no block there at all
+    s += events([
+        (FREE, B, T0 + 2 * MS, 100),                   # a noted block freed (expired if aged)
+        (ALLOC, A, T0 + 3 * MS, 102, 24, 1),           # reuse: the noted A's free implied
+        (ALLOC, B, T0 + 4 * MS, 100, 8, 0),
+    ])
+    s += pynote(B, T0 + 4 * MS, 0, PY_A)               # the new block at B
+    s += pynote(A, T0 + 3 * MS, 1, PY_B, text=TB_TEXT)  # frames and text together
+    s += events([(FREE, C, T0 + 6 * MS, 101), (FREE, B, T0 + 7 * MS, 100)])
+    return s
+
+
+def many_frames_note():
+    """More Python frames than collectord keeps (64) in one Note."""
+    frames = [("d.py", "r", 100 + i) for i in range(70)]
+    return pynote(A, T0 + 1, 0, frames, tid=100)
 
 
 def write(outdir, name, flags, byte1, *segments):
@@ -309,6 +371,28 @@ def main():
                            (ALLOC, B, 0, 1, (1 << 48), 1), (FREE, B, 1, 1)], ts_base=(1 << 64) - 2) +
           gap((1 << 64) - 1, 0, (1 << 64) - 1) + bye((1 << 64) - 1))
     write(outdir, "noread", EXP_1MS | F_HELLO | F_NOREAD, 0, STACKS + bye(T0))
+
+    # Python notes: a Python client whose noted blocks expire, are freed and reused.
+    write(outdir, "python_notes", EXP_1MS | F_AGE, age_event,
+          hello(python_version=PY_VERSION) + python_notes_body() + bye(T0 + 3000 * MS))
+    # The same in 5-byte chunks with aging in between, lost (no Goodbye), then
+    # a reconnect (its Gap right after the Hello, the only place one is
+    # accepted) whose notes name blocks of the first connection.
+    write(outdir, "python_notes_reconnect", EXP_1MS | F_HELLO | F_CHUNK | F_AGE,
+          4 | age_event,
+          python_notes_body(),
+          gap(3, T0 + 8 * MS, T0 + 9 * MS) + STACKS + pynote(D, T0 + 4, 2, PY_B) +
+          pynote(A, T0 + 3 * MS, 1, text=TB_TEXT) +
+          events([(FREE, D, T0 + 10 * MS, 101)]) + pynote(D, T0 + 4, 2, PY_B) +
+          bye(T0 + 20 * MS))
+    # Many frames in one Note (cut to 64), repeated; aged on the collector clock.
+    write(outdir, "python_many_frames", EXP_10S | F_AGE, AGE_NOW << 6,
+          hello(python_version=PY_VERSION) + STACKS +
+          events([(ALLOC, A, T0 + 1, 100, 32, 0), (ALLOC, B, T0 + 2, 100, 32, 0)]) +
+          many_frames_note() + many_frames_note() +
+          pynote(B, T0 + 2, 0, [("d.py", "r", 100 + i) for i in range(64)],
+                 truncated=True) +
+          bye(T0 + 5))
 
     # Protocol errors, one connection each: every one must close just that connection.
     bad = [

@@ -206,3 +206,23 @@ class PythonLineTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class PythonVersionTest(unittest.TestCase):
+    quick = False
+
+    def test_unknown_version_gets_one_message_and_is_traced(self):
+        col = Collector(expire=0.5)
+        try:
+            r = col.run([sw.prog("fake_python")])
+            self.assertEqual((r.returncode, r.stdout), (0, "ok\n"))
+            lines = [l for l in r.stderr.splitlines() if "not supported for Python frames" in l]
+            self.assertEqual(len(lines), 1, r.stderr)
+            self.assertIn("0x030a08f0", lines[0])
+            c = wait_until(lambda: [c for c in col.clients() if c["exe"].endswith("fake_python")
+                                    and c["state"] == "exited"], what="fake_python traced")[0]
+            self.assertIsNone(c["python"])
+            self.assertIn("not supported", c["python_status"])
+            self.assertGreaterEqual(c["events"], 200)
+        finally:
+            col.close()
