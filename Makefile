@@ -49,12 +49,13 @@ AGENT_CFLAGS = $(CFLAGS_COMMON) -fPIC -fvisibility=hidden -ftls-model=initial-ex
 COLL_CFLAGS = $(CFLAGS_COMMON)
 
 AGENT_LIBS = -lunwind -lprotobuf-c -lpthread -ldl
-COLL_LIBS = -lev -lprotobuf-c -ldw -lelf -lpthread
-CLI_LIBS = -lprotobuf-c
+COLL_LIBS = -lev -lprotobuf-c -ldw -lelf -lpthread -lstdc++ -lm
+CLI_LIBS = -lprotobuf-c -lz
 
 AGENT_SRC = $(wildcard agent/*.c)
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c,$(AGENT_SRC))
-CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/json.c
+CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c \
+	collector/json.c
 COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
 COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
 CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c
@@ -95,6 +96,30 @@ $(PB_O): $(PB_C) $(PB_H)
 $(PB_PIC_O): $(PB_C) $(PB_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(AGENT_CFLAGS) -c $< -o $@
+
+# pprof's profile.proto (package perftools.profiles, from Debian's
+# golang-github-google-pprof-dev), compiled from the installed file: stackctl's
+# --format pprof. The .c comes with the .h, in one protoc-c run.
+PPROF_PROTO ?= /usr/share/gocode/src/github.com/google/pprof/proto/profile.proto
+PPROF_C = $(GEN)/pprof/profile.pb-c.c
+PPROF_H = $(GEN)/pprof/profile.pb-c.h
+PPROF_O = $(BUILD)/obj/pb/profile.pb-c.o
+CLI_OBJ += $(PPROF_O)
+
+$(PPROF_PROTO):
+	@echo "$@ is missing: run 'make deps' (golang-github-google-pprof-dev)" >&2; exit 1
+
+$(PPROF_H): $(PPROF_PROTO)
+	@mkdir -p $(dir $@)
+	protoc-c --proto_path=$(dir $<) --c_out=$(dir $@) $<
+
+$(PPROF_C): $(PPROF_H)
+
+$(PPROF_O): $(PPROF_C) $(PPROF_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(COLL_CFLAGS) -Wno-unused-parameter -c $< -o $@
+
+$(BUILD)/obj/collector/cli_pprof.o: $(PPROF_H)
 
 # ------------------------------------------------------------------ objects
 $(BUILD)/obj/pic/%.o: %.c $(PB_H)
@@ -138,7 +163,38 @@ $(BUILD)/progs/fake_python: tests/progs/fake_python.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PROG_CFLAGS) -rdynamic -o $@ $<
 
-progs: $(TEST_PROGS) $(TEST_LIBS)
+# An inlined allocation site needs the optimizer.
+$(BUILD)/progs/inline_leak: tests/progs/inline_leak.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -g -O2 -Wall -Wextra -o $@ $<
+
+# Two same-size libraries for the dlclose/dlopen address-reuse test.
+$(BUILD)/progs/libreuse_a.so $(BUILD)/progs/libreuse_b.so: $(BUILD)/progs/libreuse_%.so: tests/progs/libreuse.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -fPIC -shared -DWHICH=$* -o $@ $<
+
+# libdlstrip in three forms: stripped to its dynamic symbols; split from its
+# debug info with a .gnu_debuglink; split with the debug file found by build-id.
+$(BUILD)/progs/strip/libdlstrip.so: $(BUILD)/progs/libdlstrip.so
+	@mkdir -p $(dir $@)
+	strip --strip-all -o $@ $<
+$(BUILD)/progs/split/libdlstrip.so: $(BUILD)/progs/libdlstrip.so
+	@mkdir -p $(dir $@)
+	objcopy --only-keep-debug $< $(dir $@)libdlstrip.debug
+	strip --strip-all -o $@ $<
+	objcopy --add-gnu-debuglink=$(dir $@)libdlstrip.debug $@
+$(BUILD)/progs/buildid/libdlstrip.so: $(BUILD)/progs/libdlstrip.so
+	@mkdir -p $(dir $@)
+	strip --strip-all -o $@ $<
+	id=$$(readelf -n $< | sed -n 's/.*Build ID: //p'); \
+	mkdir -p $(dir $@)debug/.build-id/$$(echo $$id | cut -c1-2); \
+	objcopy --only-keep-debug $< $(dir $@)debug/.build-id/$$(echo $$id | cut -c1-2)/$$(echo $$id | cut -c3-).debug
+
+TEST_VARIANTS = $(BUILD)/progs/libreuse_a.so $(BUILD)/progs/libreuse_b.so \
+	$(BUILD)/progs/strip/libdlstrip.so $(BUILD)/progs/split/libdlstrip.so \
+	$(BUILD)/progs/buildid/libdlstrip.so
+
+progs: $(TEST_PROGS) $(filter-out %/libreuse.so,$(TEST_LIBS)) $(TEST_VARIANTS)
 
 UNIT_AGENT_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(AGENT_CORE_SRC) $(PROTO_SRC)) $(PB_O)
 UNIT_COLL_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(COLL_LIB_SRC) $(PROTO_SRC)) $(PB_O)
@@ -153,10 +209,22 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(UNIT_COLL_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ -lcmocka $(COLL_LIBS)
 
+# The HTML report is stackctl's: its test links the renderer and the JSON writer.
+$(BUILD)/tests/test_html: tests/unit/test_html.c $(BUILD)/obj/collector/cli_html.o \
+		$(BUILD)/obj/collector/json.o $(PB_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(COLL_CFLAGS) -o $@ $^ -lcmocka -lprotobuf-c
+
 # TSan: the agent's ring, intern table and flusher under real threads.
 $(BUILD)/tests/tsan_agent_core: tests/tsan/tsan_agent_core.c $(UNIT_AGENT_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ $(AGENT_LIBS)
+
+# cli_pprof.c is stackctl's: its test links it with both generated protocols.
+$(BUILD)/tests/test_pprof: tests/unit/test_pprof.c $(BUILD)/obj/collector/cli_pprof.o $(PPROF_O) \
+		$(PB_O) $(PPROF_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(COLL_CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka -lprotobuf-c -lz
 
 unit: $(UNIT_BINS)
 

@@ -755,6 +755,32 @@ static void send_bye(void)
     send_msg(&m);
 }
 
+/* Ends the connection without losing the Goodbye: closing a Unix socket
+ * with unread data in it (the Welcome, a command) resets the connection, and
+ * the collector would drop what it had not read yet. So: half-close, read
+ * until the collector closes its side (it does on our EOF), bounded. */
+static void linger_close(void)
+{
+    if (!fdguard_valid(&fl.sock))
+        return;
+    shutdown(fl.sock.fd, SHUT_WR);
+    uint64_t deadline = clock_now_ns() + 500ull * 1000000;
+    char buf[4096];
+    for (;;) {
+        ssize_t r = recv(fl.sock.fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+            break;
+        uint64_t now = clock_now_ns();
+        if (now >= deadline)
+            break;
+        if (r < 0) {
+            struct pollfd pfd = { .fd = fl.sock.fd, .events = POLLIN };
+            poll(&pfd, 1, (int)((deadline - now) / 1000000) + 1);
+        }
+    }
+    fdguard_close(&fl.sock);
+}
+
 /* ---------------------------------------------------------------- the thread */
 
 static void wait_events(int timeout_ms)
@@ -801,7 +827,7 @@ static void *flush_main(void *arg)
             if (fl.sock.fd >= 0) {
                 send_stats();
                 send_bye();
-                fdguard_close(&fl.sock);
+                linger_close();
             }
             atomic_store(&fl.exit_done, 1);
             return NULL;

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "cli_call.h"
+#include "cli_html.h"
+#include "cli_pprof.h"
 #include "cli_report.h"
 #include "rundir.h"
 #include "signame.h"
@@ -15,8 +17,12 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: stackctl [--dir DIR] query leaks [--pid PID] [--top N] [--min-bytes B]\n"
-            "                                        [--all] [--json]\n"
+            "usage: stackctl [--dir DIR] query leaks [--pid PID] [--exe GLOB] [--top N]\n"
+            "                 [--min-bytes B] [--class CLASS] [--all] [--by exe]\n"
+            "                 [--since-mark] [--json | --format text|json|folded|pprof]\n"
+            "                 [-o FILE]\n"
+            "       stackctl [--dir DIR] mark [--pid PID]\n"
+            "       stackctl [--dir DIR] report --html FILE [--pid PID] [--exe GLOB] [--top N]\n"
             "       stackctl [--dir DIR] query clients [--json]\n"
             "       stackctl [--dir DIR] trigger add (--match REGEX | --module REGEX |\n"
             "                                         --stack ID --pid PID) [--frame N]\n"
@@ -29,6 +35,14 @@ static void usage(FILE *f)
             "                  largest first; of ended processes also blocks live at exit\n"
             "  query clients   traced processes and their counters\n"
             "  --all           every stack with allocations, not only leaking ones\n"
+            "  --class C       leak, growing, retained, cache or transient\n"
+            "  --by exe        fold the same stack of every process of one executable\n"
+            "  --since-mark    only what was allocated after 'stackctl mark'\n"
+            "  --format        text (memleax's shape), json, folded (flamegraph.pl,\n"
+            "                  weighted by may-leak bytes) or pprof (gzipped profile.proto)\n"
+            "  mark            a baseline: warm up, mark, then query --since-mark\n"
+            "  report --html   one self-contained HTML file: live bytes over time,\n"
+            "                  a flame graph of may-leak bytes, the ranked table\n"
             "  trigger add     arm matching stacks (now and later) in their agent: each of\n"
             "                  the next --count (3) allocations logs 'malloc @ PTR for SIZE',\n"
             "                  records its Python stack, and raises --signal in the\n"
@@ -105,7 +119,8 @@ static int print_rules(const rundir_t *rd, Stackwatch__Request *req, int json)
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
-    int json = 0, all = 0;
+    int json = 0, all = 0, by_exe = 0, since_mark = 0;
+    const char *format = NULL, *outpath = NULL, *klass = NULL, *exe = NULL, *html = NULL;
     uint64_t pid = 0, top = 0, min_bytes = 0, count = 0, min_depth = 0, stack = 0;
     int64_t frame = -1;
     int sig = 0;
@@ -124,6 +139,13 @@ int main(int argc, char **argv)
         { "min-depth", required_argument, 0, 'D' },
         { "signal", required_argument, 0, 'G' },
         { "count", required_argument, 0, 'C' },
+        { "format", required_argument, 0, 'f' },
+        { "output", required_argument, 0, 'o' },
+        { "class", required_argument, 0, 'K' },
+        { "exe", required_argument, 0, 'E' },
+        { "by", required_argument, 0, 'B' },
+        { "since-mark", no_argument, 0, 'Z' },
+        { "html", required_argument, 0, 'H' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -139,18 +161,23 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (argc - optind < 2 ||
-        (strcmp(argv[optind], "query") != 0 && strcmp(argv[optind], "trigger") != 0)) {
+    if (argc - optind < 1) {
         usage(stderr);
         return 2;
     }
     const char *group = argv[optind];
-    const char *what = argv[optind + 1];
+    int one_word = !strcmp(group, "mark") || !strcmp(group, "report");
+    if (!one_word && (argc - optind < 2 ||
+                      (strcmp(group, "query") != 0 && strcmp(group, "trigger") != 0))) {
+        usage(stderr);
+        return 2;
+    }
+    const char *what = one_word ? group : argv[optind + 1];
     /* Options after the subcommand; positional words stay in sub_argv. */
-    int sub_argc = argc - optind - 1;
-    char **sub_argv = argv + optind + 1;
+    int sub_argc = argc - optind - (one_word ? 0 : 1);
+    char **sub_argv = argv + optind + (one_word ? 0 : 1);
     optind = 1;
-    while ((o = getopt_long(sub_argc, sub_argv, "h", lopts, NULL)) != -1) {
+    while ((o = getopt_long(sub_argc, sub_argv, "ho:", lopts, NULL)) != -1) {
         char *end;
         switch (o) {
         case 'd': dir = optarg; break;
@@ -204,6 +231,19 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'f': format = optarg; break;
+        case 'o': outpath = optarg; break;
+        case 'K': klass = optarg; break;
+        case 'E': exe = optarg; break;
+        case 'Z': since_mark = 1; break;
+        case 'H': html = optarg; break;
+        case 'B':
+            if (strcmp(optarg, "exe") != 0) {
+                fprintf(stderr, "stackctl: --by %s: only --by exe is supported\n", optarg);
+                return 2;
+            }
+            by_exe = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -211,6 +251,25 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (json && format && strcmp(format, "json") != 0) {
+        fprintf(stderr, "stackctl: --json and --format %s contradict each other\n", format);
+        return 2;
+    }
+    if (json)
+        format = "json";
+    if (!format)
+        format = "text";
+    if (strcmp(format, "text") && strcmp(format, "json") && strcmp(format, "folded") &&
+        strcmp(format, "pprof")) {
+        fprintf(stderr, "stackctl: --format %s: text, json, folded or pprof\n", format);
+        return 2;
+    }
+    if (klass && strcmp(klass, "leak") && strcmp(klass, "growing") && strcmp(klass, "retained") &&
+        strcmp(klass, "cache") && strcmp(klass, "transient")) {
+        fprintf(stderr, "stackctl: --class %s: leak, growing, retained, cache or transient\n",
+                klass);
+        return 2;
     }
     rundir_t rd;
     char err[RUNDIR_MAX + 256];
@@ -220,6 +279,24 @@ int main(int argc, char **argv)
     }
     Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
     Stackwatch__Reply *rep = NULL;
+    if (!strcmp(group, "mark")) {
+        Stackwatch__Mark mk = STACKWATCH__MARK__INIT;
+        mk.pid = (uint32_t)pid;
+        req.req_case = STACKWATCH__REQUEST__REQ_MARK;
+        req.mark = &mk;
+        if (call(&rd, &req, &rep))
+            return 1;
+        if (rep->body_case != STACKWATCH__REPLY__BODY_CLIENTS) {
+            fprintf(stderr, "stackctl: unexpected reply from collectord\n");
+            return 1;
+        }
+        for (size_t i = 0; i < rep->clients->n_clients; i++)
+            printf("marked pid %u\n", rep->clients->clients[i]->pid);
+        if (rep->clients->n_clients == 0)
+            printf("no connected process to mark\n");
+        stackwatch__reply__free_unpacked(rep, NULL);
+        return 0;
+    }
     if (!strcmp(group, "trigger")) {
         if (!strcmp(what, "add")) {
             if (optind != sub_argc) {
@@ -271,12 +348,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "stackctl: unexpected argument '%s'\n", sub_argv[optind]);
         return 2;
     }
-    if (!strcmp(what, "leaks")) {
+    if (!strcmp(what, "leaks") || !strcmp(group, "report")) {
+        int is_report = !strcmp(group, "report");
+        if (is_report && !html) {
+            fprintf(stderr, "stackctl: report needs --html FILE\n");
+            return 2;
+        }
         Stackwatch__QueryLeaks q = STACKWATCH__QUERY_LEAKS__INIT;
         q.pid = (uint32_t)pid;
-        q.top = (uint32_t)top;
+        q.top = (uint32_t)(top ? top : (is_report ? 20 : 0));
         q.all = all;
         q.min_bytes = min_bytes;
+        q.class_ = (char *)(klass ? klass : "");
+        q.exe = (char *)(exe ? exe : "");
+        q.by_exe = by_exe;
+        q.since_mark = since_mark;
+        q.series = is_report;
+        /* Text and HTML lead with rank; JSON keeps the may-leak order. */
+        q.by_rank = is_report || !strcmp(format, "text");
         req.req_case = STACKWATCH__REQUEST__REQ_LEAKS;
         req.leaks = &q;
         if (call(&rd, &req, &rep))
@@ -285,10 +374,31 @@ int main(int argc, char **argv)
             fprintf(stderr, "stackctl: unexpected reply from collectord\n");
             return 1;
         }
-        if (json)
-            cli_leaks_json(stdout, rep->leaks);
+        const char *path = is_report ? html : outpath;
+        FILE *out = stdout;
+        if (path && strcmp(path, "-") != 0 && !(out = fopen(path, "w"))) {
+            fprintf(stderr, "stackctl: cannot write %s: %s\n", path, strerror(errno));
+            return 1;
+        }
+        int rc = 0;
+        if (is_report)
+            rc = cli_report_html(out, rep->leaks);
+        else if (!strcmp(format, "json"))
+            cli_leaks_json(out, rep->leaks);
+        else if (!strcmp(format, "folded"))
+            cli_leaks_folded(out, rep->leaks);
+        else if (!strcmp(format, "pprof"))
+            rc = cli_leaks_pprof(out, rep->leaks);
         else
-            cli_leaks_text(stdout, rep->leaks);
+            cli_leaks_text(out, rep->leaks);
+        stackwatch__reply__free_unpacked(rep, NULL);
+        if ((fflush(out) != 0 || (out != stdout && fclose(out) != 0)) && rc == 0) {
+            fprintf(stderr, "stackctl: writing %s: %s\n", path ? path : "stdout", strerror(errno));
+            return 1;
+        }
+        if (rc == 0 && path && out != stdout)
+            fprintf(stderr, "stackctl: wrote %s\n", path);
+        return rc < 0 ? 1 : 0;
     } else if (!strcmp(what, "clients")) {
         Stackwatch__QueryClients q = STACKWATCH__QUERY_CLIENTS__INIT;
         req.req_case = STACKWATCH__REQUEST__REQ_CLIENTS;

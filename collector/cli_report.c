@@ -111,8 +111,10 @@ static void text_python(FILE *f, const Stackwatch__StackReport *s)
 
 void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
 {
-    fprintf(f, "stackwatch: %zu process(es), expire %.3fs, sampling %s\n", r->n_clients,
-            r->expire_ms / 1000.0, empty(r->sample) ? "all" : r->sample);
+    fprintf(f, "stackwatch: %zu process(es), expire %.3fs, sampling %s%s%s\n", r->n_clients,
+            r->expire_ms / 1000.0, empty(r->sample) ? "all" : r->sample,
+            r->by_exe ? ", stacks folded by executable" : "",
+            r->since_mark ? ", only blocks allocated after the mark" : "");
     for (size_t i = 0; i < r->n_clients; i++)
         text_client_line(f, r->clients[i]);
     if (r->n_stacks == 0) {
@@ -127,8 +129,20 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
                                 *fe = cnt(s->free_expired), *al = cnt(s->alloc),
                                 *fr = cnt(s->free), *el = cnt(s->exit_live),
                                 *un = cnt(s->uncertain);
-        fprintf(f, "\nCallStack[%016" PRIx64 "]: may-leak=%" PRIu64 " (%" PRIu64 " bytes)  pid %u\n",
+        fprintf(f, "\nCallStack[%016" PRIx64 "]: may-leak=%" PRIu64 " (%" PRIu64 " bytes)  pid %u",
                 s->id, ml->count, ml->bytes, s->pid);
+        if (!empty(s->class_))
+            fprintf(f, "  class=%s confidence=%.2f rank=%.0f growth=%+.0f B/min", s->class_,
+                    s->confidence, s->rank, s->growth_bytes_per_min);
+        fputc('\n', f);
+        if (s->n_pids) {
+            fputs("    processes:", f);
+            for (size_t k = 0; k < s->n_pids; k++)
+                fprintf(f, " %u (may-leak %" PRIu64 ", %" PRIu64 " bytes)%s", s->pids[k]->pid,
+                        cnt(s->pids[k]->may_leak)->count, cnt(s->pids[k]->may_leak)->bytes,
+                        k + 1 < s->n_pids ? "," : "");
+            fputc('\n', f);
+        }
         fprintf(f, "    expired=%" PRIu64 " (%" PRIu64 " bytes), free_expired=%" PRIu64
                    " (%" PRIu64 " bytes)\n",
                 ex->count, ex->bytes, fe->count, fe->bytes);
@@ -149,6 +163,9 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
         else
             fprintf(f, "    freed memory live time: none freed\n");
         fprintf(f, "    un-freed memory live time: max=%" PRIu64 "ms\n", s->unfreed_max_age_ms);
+        if (s->skipped)
+            fprintf(f, "    (%u allocation-wrapper frame%s not shown)\n", s->skipped,
+                    s->skipped == 1 ? "" : "s");
         for (size_t k = 0; k < s->n_frames; k++)
             text_frame(f, s->frames[k]);
         if (s->n_frames == 0)
@@ -207,6 +224,10 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     }
     json_str(j, "python_status", c->python_status && *c->python_status ? c->python_status : NULL);
     json_u64(j, "notes", c->notes);
+    if (c->mark_ms)
+        json_u64(j, "mark_ms", c->mark_ms);
+    else
+        json_null(j, "mark_ms");
     json_u64(j, "duration_ms", c->duration_ms);
     json_u64(j, "start_time_ms", c->start_realtime_ns / 1000000u);
     json_obj_end(j);
@@ -251,6 +272,9 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
     json_obj_begin(&j, NULL);
     json_u64(&j, "expire_ms", r->expire_ms);
     json_str(&j, "sample", empty(r->sample) ? "all" : r->sample);
+    json_u64(&j, "now_ms", r->now_ms);
+    json_bool(&j, "by_exe", r->by_exe);
+    json_bool(&j, "since_mark", r->since_mark);
     json_arr_begin(&j, "clients");
     for (size_t i = 0; i < r->n_clients; i++)
         json_client(&j, r->clients[i]);
@@ -284,6 +308,38 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
         json_obj_end(&j);
         json_u64(&j, "unfreed_max_age_ms", s->unfreed_max_age_ms);
         json_bool(&j, "truncated", s->truncated);
+        json_str(&j, "class", empty(s->class_) ? NULL : s->class_);
+        json_double(&j, "confidence", s->confidence);
+        json_double(&j, "growth_bytes_per_min", s->growth_bytes_per_min);
+        json_double(&j, "rank", s->rank);
+        json_str(&j, "exe", empty(s->exe) ? NULL : s->exe);
+        json_u64(&j, "skipped", s->skipped);
+        if (s->mark_ms)
+            json_u64(&j, "mark_ms", s->mark_ms);
+        if (s->n_pids) {
+            json_arr_begin(&j, "pids");
+            for (size_t k = 0; k < s->n_pids; k++) {
+                json_obj_begin(&j, NULL);
+                json_u64(&j, "pid", s->pids[k]->pid);
+                json_count(&j, "may_leak", s->pids[k]->may_leak);
+                json_count(&j, "live", s->pids[k]->live);
+                json_count(&j, "alloc", s->pids[k]->alloc);
+                json_obj_end(&j);
+            }
+            json_arr_end(&j);
+        }
+        if (s->n_series) {
+            json_arr_begin(&j, "series");
+            for (size_t k = 0; k < s->n_series; k++) {
+                json_obj_begin(&j, NULL);
+                json_u64(&j, "t_ms", s->series[k]->t_ms);
+                json_u64(&j, "live_bytes", s->series[k]->live_bytes);
+                json_u64(&j, "live_count", s->series[k]->live_count);
+                json_u64(&j, "may_leak_bytes", s->series[k]->may_leak_bytes);
+                json_obj_end(&j);
+            }
+            json_arr_end(&j);
+        }
         json_arr_begin(&j, "frames");
         for (size_t k = 0; k < s->n_frames; k++)
             json_frame(&j, s->frames[k]);
@@ -429,4 +485,41 @@ void cli_clients_json(FILE *f, const Stackwatch__ClientInfo *const *cs, size_t n
         json_client(&j, cs[i]);
     json_arr_end(&j);
     json_obj_end(&j);
+}
+
+/* A frame's name for collapsed stacks: no ';' (the separator) or spaces
+ * (the weight follows the last one). */
+static void folded_name(FILE *f, const Stackwatch__Frame *fr)
+{
+    char buf[512];
+    if (!empty(fr->function))
+        snprintf(buf, sizeof buf, "%s%s", fr->function, fr->is_inline ? "[inline]" : "");
+    else if (!empty(fr->module))
+        snprintf(buf, sizeof buf, "%s+0x%" PRIx64,
+                 strrchr(fr->module, '/') ? strrchr(fr->module, '/') + 1 : fr->module,
+                 fr->module_offset);
+    else
+        snprintf(buf, sizeof buf, "0x%" PRIx64, fr->addr);
+    for (char *p = buf; *p; p++)
+        if (*p == ';' || *p == ' ' || *p == '\n')
+            *p = '_';
+    fputs(buf, f);
+}
+
+void cli_leaks_folded(FILE *f, const Stackwatch__LeakReport *r)
+{
+    for (size_t i = 0; i < r->n_stacks; i++) {
+        const Stackwatch__StackReport *s = r->stacks[i];
+        uint64_t w = cnt(s->may_leak)->bytes;
+        if (w == 0)
+            continue;
+        const char *exe = !empty(s->exe) ? s->exe : "?";
+        const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
+        fputs(base, f);
+        for (size_t k = s->n_frames; k-- > 0;) {
+            fputc(';', f);
+            folded_name(f, s->frames[k]);
+        }
+        fprintf(f, " %" PRIu64 "\n", w);
+    }
 }

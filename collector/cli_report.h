@@ -8,6 +8,10 @@
 
 void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r);
 void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r);
+
+/* flamegraph.pl's collapsed stacks, outermost frame first, one line per
+ * stack weighted by its may-leak bytes (stacks with none are left out). */
+void cli_leaks_folded(FILE *f, const Stackwatch__LeakReport *r);
 void cli_clients_text(FILE *f, const Stackwatch__ClientInfo *const *cs, size_t n);
 void cli_clients_json(FILE *f, const Stackwatch__ClientInfo *const *cs, size_t n);
 

@@ -20,6 +20,7 @@ client_t *client_new(clients_t *cs, uint32_t pid, uint64_t expire_ns, uint64_t n
     c->first_mono = now;
     c->state = CLIENT_CONNECTED;
     c->max_live = cs->max_live ? cs->max_live : CLIENT_MAX_LIVE;
+    series_init(&c->series, expire_ns / 4 > 50000000ull ? expire_ns / 4 : 50000000ull);
     if (atab_init(&c->atab, expire_ns, now, on_expire, c) < 0 ||
         reo_init(&c->reo, CLIENT_REO_MAX) < 0) {
         atab_free(&c->atab);
@@ -234,6 +235,8 @@ static void on_expire(void *ctx, atab_ent_t *e)
         return;
     s->exp_n++;
     s->exp_b += e->size;
+    c->may_n++;
+    c->may_b += e->size;
     pytb_t *tb = noted_tb(c, e);
     if (tb) {
         tb->exp_n++;
@@ -279,6 +282,8 @@ static void count_free(client_t *c, cstack_t *s, uint64_t size, uint64_t ts_allo
     if (flags & ATAB_F_EXPIRED) {
         s->fexp_n++;
         s->fexp_b += size;
+        c->may_n--;
+        c->may_b -= size;
     }
     if (flags & ATAB_F_UNCERTAIN) {
         s->unc_n--;
@@ -627,6 +632,7 @@ void client_destroy(client_t *c)
             continue;
         free(s->pcs);
         sym_release(s->sym);
+        free(s->cls);
         free(s);
     }
     free(c->stacks);
@@ -650,6 +656,40 @@ void client_destroy(client_t *c)
     free(c->exe);
     free(c->sample);
     free(c);
+}
+
+void client_classify(client_t *c, uint64_t now)
+{
+    if (c->frozen)
+        return; /* classes freeze with the ages */
+    series_add(&c->series, now, c->live_b, c->live_n, c->may_b);
+    for (uint32_t i = 0; i < c->stacks_cap; i++) {
+        cstack_t *s = c->stacks[i];
+        if (!s || !s->alloc_n)
+            continue;
+        cls_in_t in = { s->exp_n, s->fexp_n, s->exp_n - s->fexp_n, s->exp_b - s->fexp_b,
+                        s->alloc_n - s->free_n, s->alloc_b - s->free_b, s->alloc_n };
+        if (s->exp_n && !s->cls && (s->cls = malloc(sizeof *s->cls)))
+            classify_init(s->cls, now, c->expire_ns, &in);
+        verdict_t v = classify_tick(s->cls, now, c->expire_ns, &in);
+        s->klass = (uint8_t)v.klass;
+        s->confidence = (float)v.confidence;
+        s->growth_per_min = v.growth_per_min;
+    }
+}
+
+void client_mark(client_t *c, uint64_t now)
+{
+    c->mark_ts = now;
+    for (uint32_t i = 0; i < c->stacks_cap; i++) {
+        cstack_t *s = c->stacks[i];
+        if (!s)
+            continue;
+        s->mark_alloc_n = s->alloc_n;
+        s->mark_alloc_b = s->alloc_b;
+        s->mark_free_n = s->free_n;
+        s->mark_free_b = s->free_b;
+    }
 }
 
 void clients_prune(clients_t *cs, uint64_t now)

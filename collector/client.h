@@ -7,6 +7,7 @@
 
 #include "amap.h"
 #include "atab.h"
+#include "classify.h"
 #include "reo.h"
 
 #define CLIENT_MAX_STACKS (1u << 20)   /* agent indexes above this are a protocol error */
@@ -64,6 +65,12 @@ typedef struct cstack_s {
     uint32_t arm_left;              /* firings the agent still has (as far as we know) */
     uint64_t arm_may_n;             /* may-leak count when last armed */
     uint64_t fired;                 /* firings reported for it */
+    cls_t *cls;                     /* classification state (from its first expiry) */
+    uint8_t klass;                  /* CLASS_* as of the last tick */
+    float confidence;               /* 0..1 */
+    double growth_per_min;          /* live bytes per minute */
+    uint64_t mark_alloc_n, mark_alloc_b, mark_free_n, mark_free_b; /* counters at the mark */
+    uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
 } cstack_t;
 
 typedef struct pyframe_s {
@@ -138,6 +145,9 @@ typedef struct client_s {
     amap_t noted;           /* block address -> pytbs index */
     uint32_t *leakq;        /* stacks whose first block just became may-leak */
     uint32_t nleakq, leakq_cap;
+    uint64_t may_n, may_b;  /* expired and still live, all stacks */
+    series_t series;        /* the process's live and may-leak bytes over time */
+    uint64_t mark_ts;       /* baseline (collector clock), 0 none */
     /* latest agent Stats */
     uint64_t a_dropped, a_failed, a_unwind_fail, a_intern_full, a_events, a_threads;
     uint64_t a_ring_bytes, a_table_bytes, a_waits, a_lost_disc;
@@ -201,6 +211,12 @@ void client_revive(client_t *c);
 
 /* The module valid at generation gen containing pc, or NULL. */
 const cmod_t *client_module_at(const client_t *c, uint64_t pc, uint32_t gen);
+
+/* Samples the process and classifies every stack at now (aging tick). */
+void client_classify(client_t *c, uint64_t now);
+
+/* Sets the baseline: later since-mark reports count what comes after now. */
+void client_mark(client_t *c, uint64_t now);
 
 /* Drops ended clients beyond the retention count or age. */
 void clients_prune(clients_t *cs, uint64_t now);

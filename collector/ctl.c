@@ -2,6 +2,9 @@
 #include "ctl.h"
 
 #include <errno.h>
+#include <fnmatch.h>
+#include <stddef.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +16,7 @@
 #include "srv.h"
 #include "sym.h"
 #include "trig.h"
+#include "classify.h"
 
 #define PARK_NS (30ull * 1000000000)   /* longest a report waits for symbolization */
 
@@ -46,6 +50,8 @@ static void ra_free(ra_t *ra)
     ra->blocks = NULL;
     ra->n = ra->cap = 0;
 }
+
+static uint64_t mono_to_ms(uint64_t mono);
 
 static const char *state_name(int st)
 {
@@ -100,67 +106,190 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->python_version = c->python_version;
     ci->python_status = c->python_status ? c->python_status : (char *)"";
     ci->notes = c->notes;
+    ci->mark_ms = c->mark_ts ? mono_to_ms(c->mark_ts) : 0;
     return ci;
 }
 
 /* ---------------------------------------------------------------- leak selection */
 
+/* What one stack contributes to a report: all time, or since its client's
+ * mark (then only blocks allocated after it count). */
+typedef struct fig_s {
+    uint64_t may_n, may_b, exp_n, exp_b, fexp_n, fexp_b;
+    uint64_t alloc_n, alloc_b, free_n, free_b, live_n, live_b;
+    uint64_t exit_n, exit_b, unc_n, unc_b;
+    uint64_t oldest;       /* oldest live block's allocation time, 0 none */
+} fig_t;
+
 typedef struct cand_s {
     client_t *c;
     cstack_t *s;
-    uint64_t oldest;    /* oldest live block's alloc time (0: none) */
+    fig_t f;               /* this stack's figures (summed over the group, by exe) */
+    uint64_t sig;          /* by exe: executable + frames by module offset */
+    uint32_t first;        /* by exe: the group's first member in the member list */
+    uint32_t nmembers;
+    double rank;
 } cand_t;
 
-typedef struct oldest_ctx_s {
-    uint64_t *oldest;   /* by stack index */
+/* Per stack of one client, from one walk over its live blocks. */
+typedef struct walk_s {
+    uint64_t oldest;                     /* any live block */
+    uint64_t m_may_n, m_may_b, m_live_n, m_live_b, m_oldest; /* allocated after the mark */
+} walk_t;
+
+typedef struct walk_ctx_s {
+    walk_t *w;
     uint32_t cap;
-} oldest_ctx_t;
+    uint64_t mark;
+} walk_ctx_t;
 
-static void note_oldest(void *ctx, atab_ent_t *e)
+static void walk_block(void *ctx, atab_ent_t *e)
 {
-    oldest_ctx_t *o = ctx;
-    if (e->stack < o->cap && (o->oldest[e->stack] == 0 || e->ts < o->oldest[e->stack]))
-        o->oldest[e->stack] = e->ts;
+    walk_ctx_t *o = ctx;
+    if (e->stack >= o->cap)
+        return;
+    walk_t *w = &o->w[e->stack];
+    if (!w->oldest || e->ts < w->oldest)
+        w->oldest = e->ts;
+    if (o->mark && e->ts >= o->mark) {
+        w->m_live_n++;
+        w->m_live_b += e->size;
+        if (e->flags & ATAB_F_EXPIRED) {
+            w->m_may_n++;
+            w->m_may_b += e->size;
+        }
+        if (!w->m_oldest || e->ts < w->m_oldest)
+            w->m_oldest = e->ts;
+    }
 }
 
-static uint64_t may_leak_b(const cstack_t *s)
+static void fig_of(fig_t *f, const client_t *c, const cstack_t *s, const walk_t *w, int since)
 {
-    return s->exp_b - s->fexp_b;
+    memset(f, 0, sizeof *f);
+    if (since) {
+        if (!c->mark_ts)
+            return; /* never marked: nothing counts as after the mark */
+        f->may_n = f->exp_n = w ? w->m_may_n : 0;
+        f->may_b = f->exp_b = w ? w->m_may_b : 0;
+        f->live_n = w ? w->m_live_n : 0;
+        f->live_b = w ? w->m_live_b : 0;
+        f->alloc_n = s->alloc_n - s->mark_alloc_n;
+        f->alloc_b = s->alloc_b - s->mark_alloc_b;
+        f->free_n = s->free_n - s->mark_free_n;
+        f->free_b = s->free_b - s->mark_free_b;
+        f->oldest = w ? w->m_oldest : 0;
+        return;
+    }
+    f->may_n = s->exp_n - s->fexp_n;
+    f->may_b = s->exp_b - s->fexp_b;
+    f->exp_n = s->exp_n;
+    f->exp_b = s->exp_b;
+    f->fexp_n = s->fexp_n;
+    f->fexp_b = s->fexp_b;
+    f->alloc_n = s->alloc_n;
+    f->alloc_b = s->alloc_b;
+    f->free_n = s->free_n;
+    f->free_b = s->free_b;
+    f->live_n = s->alloc_n - s->free_n;
+    f->live_b = s->alloc_b - s->free_b;
+    f->exit_n = s->exit_live_n;
+    f->exit_b = s->exit_live_b;
+    f->unc_n = s->unc_n;
+    f->unc_b = s->unc_b;
+    f->oldest = c->frozen ? s->oldest_live_ts : (w ? w->oldest : 0);
 }
+
+static void fig_add(fig_t *a, const fig_t *b)
+{
+    uint64_t *x = (uint64_t *)a;
+    const uint64_t *y = (const uint64_t *)b;
+    for (size_t i = 0; i < offsetof(fig_t, oldest) / sizeof(uint64_t); i++)
+        x[i] += y[i];
+    if (b->oldest && (!a->oldest || b->oldest < a->oldest))
+        a->oldest = b->oldest;
+}
+
+static double rank_of(const cstack_t *s, const fig_t *f)
+{
+    return classify_weight(s->klass) * s->confidence * (double)f->may_b;
+}
+
+static int by_rank;
 
 static int cand_cmp(const void *a, const void *b)
 {
-    const cstack_t *x = ((const cand_t *)a)->s, *y = ((const cand_t *)b)->s;
-    uint64_t kx = may_leak_b(x), ky = may_leak_b(y);
-    if (kx != ky)
-        return kx > ky ? -1 : 1;
-    if (x->exit_live_b != y->exit_live_b)
-        return x->exit_live_b > y->exit_live_b ? -1 : 1;
-    uint64_t lx = x->alloc_b - x->free_b, ly = y->alloc_b - y->free_b;
-    if (lx != ly)
-        return lx > ly ? -1 : 1;
+    const cand_t *ca = a, *cb = b;
+    const fig_t *x = &ca->f, *y = &cb->f;
+    if (by_rank && ca->rank != cb->rank)
+        return ca->rank > cb->rank ? -1 : 1;
+    if (x->may_b != y->may_b)
+        return x->may_b > y->may_b ? -1 : 1;
+    if (x->exit_b != y->exit_b)
+        return x->exit_b > y->exit_b ? -1 : 1;
+    if (x->live_b != y->live_b)
+        return x->live_b > y->live_b ? -1 : 1;
     if (x->alloc_n != y->alloc_n)
         return x->alloc_n > y->alloc_n ? -1 : 1;
-    return x->id < y->id ? -1 : x->id > y->id;
+    return ca->s->id < cb->s->id ? -1 : ca->s->id > cb->s->id;
 }
 
-static int wanted(const Stackwatch__QueryLeaks *q, const client_t *c, const cstack_t *s)
+static int sig_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const cand_t *)a)->sig, y = ((const cand_t *)b)->sig;
+    return x < y ? -1 : x > y;
+}
+
+static int exe_matches(const char *glob, const client_t *c)
+{
+    if (!glob || !*glob)
+        return 1;
+    const char *exe = c->exe ? c->exe : "";
+    const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
+    return fnmatch(glob, exe, 0) == 0 || fnmatch(glob, base, 0) == 0;
+}
+
+static int wanted(const Stackwatch__QueryLeaks *q, int klass, const client_t *c,
+                  const cstack_t *s, const fig_t *f)
 {
     if (!s->defined && s->alloc_n == 0)
         return 0;
-    uint64_t ml_n = s->exp_n - s->fexp_n;
-    if (q->min_bytes && may_leak_b(s) < q->min_bytes)
+    if (klass > 0 && s->klass != klass)
+        return 0;
+    if (q->min_bytes && f->may_b < q->min_bytes)
         return 0;
     if (q->all)
-        return s->alloc_n > 0;
-    return ml_n > 0 || (c->frozen && s->exit_live_n > 0);
+        return f->alloc_n > 0 || f->live_n > 0;
+    return f->may_n > 0 || (c->frozen && f->exit_n > 0);
+}
+
+/* A stack's frames as module + offset: the same in every process of one
+ * executable, whatever ASLR did. */
+static uint64_t stack_sig(const client_t *c, const cstack_t *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    const char *exe = c->exe ? c->exe : "";
+    for (const char *p = exe; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (uint32_t i = 0; i < s->npcs; i++) {
+        const cmod_t *m = client_module_at(c, s->pcs[i], s->gen);
+        uint64_t v = s->pcs[i];
+        if (m) {
+            v -= m->bias;
+            for (const char *p = m->path; *p; p++)
+                h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+        }
+        h = (h ^ v) * 1099511628211ULL;
+    }
+    return h;
 }
 
 /* Frames of a stack: symbolized, or module+offset when not (yet). */
 static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
 {
     const symres_t *sr = s->sym_state == SYM_DONE ? s->sym : NULL;
-    uint32_t n = sr ? sr->n : s->npcs;
+    uint32_t skip = sr && s->skip < sr->n ? s->skip : 0;
+    uint32_t n = sr ? sr->n - skip : s->npcs;
+    r->skipped = skip;
     if (n == 0)
         return 0;
     r->frames = ra_alloc(ra, n * sizeof *r->frames);
@@ -170,7 +299,7 @@ static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
     for (uint32_t i = 0; i < n; i++) {
         Stackwatch__Frame *f = &fs[i];
         stackwatch__frame__init(f);
-        uint64_t pc = sr ? sr->f[i].addr : s->pcs[i];
+        uint64_t pc = sr ? sr->f[skip + i].addr : s->pcs[i];
         f->addr = pc;
         const cmod_t *m = client_module_at(c, pc, s->gen);
         if (m) {
@@ -180,7 +309,7 @@ static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
             f->build_id.len = m->build_id_len;
         }
         if (sr) {
-            const symframe_t *sf = &sr->f[i];
+            const symframe_t *sf = &sr->f[skip + i];
             if (sf->module && !m) {
                 f->module = (char *)sf->module;
             }
@@ -277,24 +406,58 @@ static int fill_python(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
     return 0;
 }
 
-static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, uint64_t now)
+/* Wall-clock offset of the collector's monotonic clock, for plot times. */
+static uint64_t mono_to_ms(uint64_t mono)
+{
+    struct timespec rt, mt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    clock_gettime(CLOCK_MONOTONIC, &mt);
+    int64_t off = ((int64_t)rt.tv_sec - (int64_t)mt.tv_sec) * 1000000000ll +
+                  ((int64_t)rt.tv_nsec - (int64_t)mt.tv_nsec);
+    return (uint64_t)((int64_t)mono + off) / 1000000u;
+}
+
+static int fill_series(ra_t *ra, const series_t *sr, Stackwatch__Sample ***out, size_t *n)
+{
+    if (!sr || !sr->n)
+        return 0;
+    *out = ra_alloc(ra, sr->n * sizeof **out);
+    Stackwatch__Sample *pts = ra_alloc(ra, sr->n * sizeof *pts);
+    if (!*out || !pts)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < sr->n; i++) {
+        stackwatch__sample__init(&pts[i]);
+        pts[i].t_ms = mono_to_ms(sr->pt[i].t);
+        pts[i].live_bytes = sr->pt[i].live_b;
+        pts[i].live_count = sr->pt[i].live_n;
+        pts[i].may_leak_bytes = sr->pt[i].may_b;
+        (*out)[i] = &pts[i];
+    }
+    *n = sr->n;
+    return 0;
+}
+
+static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const cand_t *members,
+                                             const Stackwatch__QueryLeaks *q, uint64_t now)
 {
     const client_t *c = cd->c;
     const cstack_t *s = cd->s;
+    const fig_t *f = &cd->f;
     Stackwatch__StackReport *r = ra_alloc(ra, sizeof *r);
     if (!r)
         return NULL;
     stackwatch__stack_report__init(r);
-    r->id = s->id;
+    r->id = q->by_exe ? cd->sig : s->id;
     r->pid = c->pid;
-    r->may_leak = count(ra, s->exp_n - s->fexp_n, s->exp_b - s->fexp_b);
-    r->expired = count(ra, s->exp_n, s->exp_b);
-    r->free_expired = count(ra, s->fexp_n, s->fexp_b);
-    r->alloc = count(ra, s->alloc_n, s->alloc_b);
-    r->free = count(ra, s->free_n, s->free_b);
-    r->live = count(ra, s->alloc_n - s->free_n, s->alloc_b - s->free_b);
-    r->exit_live = count(ra, s->exit_live_n, s->exit_live_b);
-    r->uncertain = count(ra, s->unc_n, s->unc_b);
+    r->exe = c->exe ? c->exe : (char *)"";
+    r->may_leak = count(ra, f->may_n, f->may_b);
+    r->expired = count(ra, f->exp_n, f->exp_b);
+    r->free_expired = count(ra, f->fexp_n, f->fexp_b);
+    r->alloc = count(ra, f->alloc_n, f->alloc_b);
+    r->free = count(ra, f->free_n, f->free_b);
+    r->live = count(ra, f->live_n, f->live_b);
+    r->exit_live = count(ra, f->exit_n, f->exit_b);
+    r->uncertain = count(ra, f->unc_n, f->unc_b);
     if (s->free_n) {
         r->freed_lt_valid = 1;
         r->freed_lt_min_ms = s->lt_min / 1000000u;
@@ -302,13 +465,62 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, uint64_
         r->freed_lt_avg_ms = cstack_lt_avg_ms(s);
     }
     uint64_t end = c->frozen ? c->end_ts : now;
-    uint64_t oldest = c->frozen ? s->oldest_live_ts : cd->oldest;
-    r->unfreed_max_age_ms = oldest && end > oldest ? (end - oldest) / 1000000u : 0;
+    r->unfreed_max_age_ms = f->oldest && end > f->oldest ? (end - f->oldest) / 1000000u : 0;
     r->truncated = s->truncated;
     r->armed = s->arm_left;
+    /* By exe: the most severe class among the members speaks for the group. */
+    int klass = s->klass;
+    double conf = s->confidence, growth = s->growth_per_min;
+    if (q->by_exe && cd->nmembers > 1) {
+        r->pids = ra_alloc(ra, cd->nmembers * sizeof *r->pids);
+        if (!r->pids)
+            return NULL;
+        growth = 0;
+        for (uint32_t k = cd->first; k < cd->first + cd->nmembers; k++) {
+            const cand_t *m = &members[k];
+            const fig_t mf = m->f; /* the member's own figures */
+            Stackwatch__PidPart *pp = ra_alloc(ra, sizeof *pp);
+            if (!pp)
+                return NULL;
+            stackwatch__pid_part__init(pp);
+            pp->pid = m->c->pid;
+            pp->may_leak = count(ra, mf.may_n, mf.may_b);
+            pp->live = count(ra, mf.live_n, mf.live_b);
+            pp->alloc = count(ra, mf.alloc_n, mf.alloc_b);
+            r->pids[r->n_pids++] = pp;
+            if (classify_weight(m->s->klass) > classify_weight(klass) ||
+                (m->s->klass == klass && m->s->confidence > conf)) {
+                klass = m->s->klass;
+                conf = m->s->confidence;
+            }
+            growth += m->s->growth_per_min;
+        }
+    }
+    r->class_ = (char *)classify_name(klass);
+    r->confidence = conf;
+    r->growth_bytes_per_min = growth;
+    r->rank = cd->rank;
+    if (q->since_mark && c->mark_ts)
+        r->mark_ms = mono_to_ms(c->mark_ts);
+    if (q->series && s->cls && fill_series(ra, &s->cls->series, &r->series, &r->n_series) < 0)
+        return NULL;
     if (fill_frames(ra, c, s, r) < 0 || fill_python(ra, c, s, r) < 0)
         return NULL;
     return r;
+}
+
+static int push_cand(cand_t **cands, size_t *n, size_t *cap, const cand_t *cd)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        cand_t *nc = realloc(*cands, ncap * sizeof *nc);
+        if (!nc)
+            return -ENOMEM;
+        *cands = nc;
+        *cap = ncap;
+    }
+    (*cands)[(*n)++] = *cd;
+    return 0;
 }
 
 /* Builds the leak report. Returns 1 when it is complete, 0 when some selected
@@ -318,52 +530,89 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
 {
     uint64_t now = srv_now();
     size_t ncand = 0, capc = 0;
-    cand_t *cands = NULL;
+    cand_t *cands = NULL, *members = NULL; /* members: by exe, grouped */
     int rc = -ENOMEM;
+    int klass = q->class_ && *q->class_ ? classify_parse(q->class_) : 0;
+    if (klass < 0)
+        return -EINVAL;
     Stackwatch__LeakReport *lr = ra_alloc(ra, sizeof *lr);
     if (!lr)
         return -ENOMEM;
     stackwatch__leak_report__init(lr);
     lr->expire_ms = (uint32_t)(srv->opts.expire_ns / 1000000u);
     lr->sample = (char *)"all";
+    lr->now_ms = mono_to_ms(now);
+    lr->by_exe = q->by_exe;
+    lr->since_mark = q->since_mark;
     size_t nclients = 0;
     for (client_t *c = srv->clients.head; c; c = c->next)
-        if (!q->pid || c->pid == q->pid)
-            nclients++;
+        nclients++;
     lr->clients = ra_alloc(ra, (nclients ? nclients : 1) * sizeof *lr->clients);
     if (!lr->clients)
         goto out;
     for (client_t *c = srv->clients.head; c; c = c->next) {
-        if (q->pid && c->pid != q->pid)
+        if ((q->pid && c->pid != q->pid) || !exe_matches(q->exe, c))
             continue;
-        if (!(lr->clients[lr->n_clients++] = client_info(ra, c, now)))
+        Stackwatch__ClientInfo *ci = client_info(ra, c, now);
+        if (!ci)
             goto out;
-        uint64_t *oldest = NULL;
-        if (!c->frozen && c->atab_ok && c->stacks_cap) {
-            oldest = calloc(c->stacks_cap, sizeof *oldest);
-            if (!oldest)
+        if (q->series && fill_series(ra, &c->series, &ci->series, &ci->n_series) < 0)
+            goto out;
+        lr->clients[lr->n_clients++] = ci;
+        walk_t *w = NULL;
+        if (c->atab_ok && c->stacks_cap && (!c->frozen || q->since_mark)) {
+            w = calloc(c->stacks_cap, sizeof *w);
+            if (!w)
                 goto out;
-            oldest_ctx_t o = { oldest, c->stacks_cap };
-            atab_each(&c->atab, note_oldest, &o);
+            walk_ctx_t o = { w, c->stacks_cap, q->since_mark ? c->mark_ts : 0 };
+            atab_each(&c->atab, walk_block, &o);
         }
         for (uint32_t i = 0; i < c->stacks_cap; i++) {
             cstack_t *s = c->stacks[i];
-            if (!s || !wanted(q, c, s))
+            if (!s)
                 continue;
-            if (ncand == capc) {
-                size_t ncap = capc ? capc * 2 : 64;
-                cand_t *nc = realloc(cands, ncap * sizeof *nc);
-                if (!nc) {
-                    free(oldest);
-                    goto out;
-                }
-                cands = nc;
-                capc = ncap;
+            cand_t cd = { .c = c, .s = s, .nmembers = 1 };
+            fig_of(&cd.f, c, s, w ? &w[i] : NULL, q->since_mark);
+            if (!wanted(q, klass, c, s, &cd.f))
+                continue;
+            cd.rank = rank_of(s, &cd.f);
+            if (q->by_exe)
+                cd.sig = stack_sig(c, s);
+            if (push_cand(&cands, &ncand, &capc, &cd) < 0) {
+                free(w);
+                goto out;
             }
-            cands[ncand++] = (cand_t){ c, s, oldest ? oldest[i] : 0 };
         }
-        free(oldest);
+        free(w);
     }
+    if (q->by_exe && ncand > 0) {
+        /* Equal signatures become one group, its lead carrying the sums;
+         * after sorting, a group's members are contiguous. */
+        qsort(cands, ncand, sizeof *cands, sig_cmp);
+        members = cands;
+        cands = malloc(ncand * sizeof *cands);
+        if (!cands) {
+            cands = members;
+            members = NULL;
+            goto out;
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < ncand;) {
+            size_t j = i + 1;
+            while (j < ncand && members[j].sig == members[i].sig)
+                j++;
+            cands[k] = members[i];
+            cands[k].first = (uint32_t)i;
+            cands[k].nmembers = (uint32_t)(j - i);
+            for (size_t m = i + 1; m < j; m++)
+                fig_add(&cands[k].f, &members[m].f);
+            cands[k].rank = rank_of(cands[k].s, &cands[k].f);
+            k++;
+            i = j;
+        }
+        ncand = k;
+    }
+    by_rank = q->by_rank;
     if (ncand > 1)
         qsort(cands, ncand, sizeof *cands, cand_cmp);
     if (q->top && ncand > q->top)
@@ -384,7 +633,7 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
     if (!lr->stacks)
         goto out;
     for (size_t i = 0; i < ncand; i++) {
-        if (!(lr->stacks[i] = stack_report(ra, &cands[i], now)))
+        if (!(lr->stacks[i] = stack_report(ra, &cands[i], members, q, now)))
             goto out;
         lr->n_stacks++;
     }
@@ -393,6 +642,7 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
     rc = 1;
 out:
     free(cands);
+    free(members);
     return rc;
 }
 
@@ -489,7 +739,31 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             ra_free(&ra);
             return 0;
         }
-        rc = b < 0 ? send_error(c, b, "out of memory building the report") : send_reply(c, &r);
+        rc = b == -EINVAL  ? send_error(c, b, "unknown class (leak, growing, retained, cache, transient)")
+             : b < 0       ? send_error(c, b, "out of memory building the report")
+                           : send_reply(c, &r);
+        break;
+    }
+    case STACKWATCH__REQUEST__REQ_MARK: {
+        /* Replies with the clients marked. */
+        Stackwatch__ClientList cl = STACKWATCH__CLIENT_LIST__INIT;
+        uint64_t now = srv_now();
+        cl.clients = ra_alloc(&ra, (s->clients.count + 1) * sizeof *cl.clients);
+        if (!cl.clients) {
+            rc = send_error(c, -ENOMEM, "out of memory");
+            break;
+        }
+        for (client_t *cc = s->clients.head; cc; cc = cc->next) {
+            if (!cc->conn || (req->mark->pid && cc->pid != req->mark->pid))
+                continue;
+            client_mark(cc, now);
+            if ((cl.clients[cl.n_clients] = client_info(&ra, cc, now)))
+                cl.n_clients++;
+        }
+        srv_log("mark set on %zu client(s)", cl.n_clients);
+        r.body_case = STACKWATCH__REPLY__BODY_CLIENTS;
+        r.clients = &cl;
+        rc = send_reply(c, &r);
         break;
     }
     case STACKWATCH__REQUEST__REQ_TRIGGER_ADD: {

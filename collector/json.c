@@ -164,3 +164,12 @@ void json_hex(json_t *j, const char *key, uint64_t v, int width)
     member(j, key);
     fprintf(j->f, "\"0x%0*" PRIx64 "\"", width, v);
 }
+
+void json_double(json_t *j, const char *key, double v)
+{
+    member(j, key);
+    if (v != v || v > 1e300 || v < -1e300)
+        fputs("null", j->f);
+    else
+        fprintf(j->f, "%.6g", v);
+}

@@ -26,6 +26,7 @@ void json_u64(json_t *j, const char *key, uint64_t v);
 void json_bool(json_t *j, const char *key, int v);
 void json_null(json_t *j, const char *key);
 void json_hex(json_t *j, const char *key, uint64_t v, int width); /* "0x..." string */
+void json_double(json_t *j, const char *key, double v); /* finite, %.6g; else null */
 
 /* Writes s as a JSON string literal: escapes, and invalid UTF-8 as U+FFFD. */
 void json_write_string(FILE *f, const char *s);

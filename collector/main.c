@@ -13,6 +13,8 @@
 #include "cli_call.h"
 #include "rundir.h"
 #include "srv.h"
+#include "sym.h"
+#include "wrap.h"
 #include "signame.h"
 
 #define EXIT_NOT_RUNNING 3
@@ -23,6 +25,7 @@ static void usage(FILE *f)
             "usage: collectord start [--dir DIR] [--expire SECONDS] [-f|--foreground]\n"
             "                        [--retain N] [--retain-time SECONDS] [--debuginfod]\n"
             "                        [--max-live N] [--on-leak SIG] [--python-captures N]\n"
+            "                        [--wrapper REGEX]... [--debug-dir DIR]\n"
             "       collectord stop [--dir DIR]\n"
             "       collectord status [--dir DIR]\n"
             "\n"
@@ -38,6 +41,10 @@ static void usage(FILE *f)
             "  --on-leak SIG        when a stack first becomes may-leak, signal its process\n"
             "                       (if it handles SIG) and arm the stack to raise SIG in the\n"
             "                       thread of its next allocation\n"
+            "  --wrapper REGEX      also hide leading frames whose function matches (allocation\n"
+            "                       wrappers; a built-in list covers new, g_malloc, PyMem_...)\n"
+            "  --debug-dir DIR      also look for separate debug info in DIR (by build-id:\n"
+            "                       DIR/.build-id/xx/rest.debug, or by path/debuglink)\n"
             "  --python-captures N  Python tracebacks captured per leaking stack of a Python\n"
             "                       process with no command given, per round (default 32;\n"
             "                       up to 4 rounds while none stays live; 0: off)\n");
@@ -173,6 +180,8 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
     rundir_write_pid(pidfd, getpid());
     if (!opts->debuginfod)
         unsetenv("DEBUGINFOD_URLS"); /* libdw would query the network for every miss */
+    else if (!getenv("DEBUGINFOD_TIMEOUT"))
+        setenv("DEBUGINFOD_TIMEOUT", "5", 1); /* a short wait per lookup, not 90 s */
 
     srv_t s;
     memset(&s, 0, sizeof s);
@@ -272,6 +281,8 @@ int main(int argc, char **argv)
         { "max-live", required_argument, 0, 'L' },
         { "on-leak", required_argument, 0, 'S' },
         { "python-captures", required_argument, 0, 'P' },
+        { "wrapper", required_argument, 0, 'W' },
+        { "debug-dir", required_argument, 0, 'G' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -344,6 +355,20 @@ int main(int argc, char **argv)
             opts.py_captures = (uint32_t)v;
             break;
         }
+        case 'W': {
+            char err[512];
+            if (wrap_add(optarg, err, sizeof err) < 0) {
+                fprintf(stderr, "collectord: %s\n", err);
+                return 2;
+            }
+            break;
+        }
+        case 'G':
+            if (sym_add_debug_dir(optarg) < 0) {
+                fprintf(stderr, "collectord: --debug-dir %s: too many or too long\n", optarg);
+                return 2;
+            }
+            break;
         case 'h':
             usage(stdout);
             return 0;

@@ -18,6 +18,7 @@
 #include "frame.h"
 #include "proto/stackwatch.pb-c.h"
 #include "sym.h"
+#include "wrap.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
@@ -166,6 +167,7 @@ void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st)
         /* No worker thread: module+offset frames now, never DWARF on the loop. */
         st->sym = sym_fallback(j);
         st->sym_state = st->sym ? SYM_DONE : SYM_NONE;
+        st->skip = 0;
         sym_job_free(j);
     }
     return;
@@ -358,6 +360,7 @@ static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
             st->sym = j->result;
             j->result = NULL;
             st->sym_state = SYM_DONE;
+            st->skip = (uint16_t)wrap_count(st->sym);
             srv_trig_eval(s, c, st);
         } else if (st && st->sym_state == SYM_PENDING) {
             st->sym_state = SYM_NONE; /* out of memory: try again at query time */
@@ -383,6 +386,7 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
     uint64_t now = srv_now();
     for (client_t *c = s->clients.head; c; c = c->next) {
         client_age(c, now);
+        client_classify(c, now);
         for (uint32_t i = 0; i < c->nsymq; i++) {
             uint32_t idx = c->symq[i];
             if (idx < c->stacks_cap && c->stacks[idx]) {
@@ -474,6 +478,7 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
     s->clients.retain_max = s->opts.retain_max;
     s->clients.retain_ns = s->opts.retain_ns;
     s->clients.max_live = s->opts.max_live;
+    wrap_init();
     if (sym_start(sym_wake, s) < 0)
         srv_log("cannot start the symbolizer thread; reports will show module+offset");
     if (ready)
@@ -493,5 +498,6 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
         client_destroy(c);
     }
     trig_free(&s->trig);
+    wrap_free();
     return 0;
 }

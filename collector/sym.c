@@ -4,6 +4,7 @@
 #include <elfutils/libdw.h>
 #include <elfutils/libdwelf.h>
 #include <elfutils/libdwfl.h>
+#include <dwarf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -13,6 +14,9 @@
 #include <unistd.h>
 
 #define CACHE_MAX 256
+
+/* libstdc++'s demangler (collectord links -lstdc++). */
+extern char *__cxa_demangle(const char *mangled, char *buf, size_t *len, int *status);
 
 /* ---------------------------------------------------------------- interned strings */
 
@@ -97,7 +101,25 @@ typedef struct dmod_s {
 static dmod_t cache[CACHE_MAX];
 static size_t ncache;
 static uint64_t use_clock;
-static char *debuginfo_path;
+/* libdw's search path: the module's dir, its .debug/, extra --debug-dir
+ * entries, /usr/lib/debug (each also searched by build-id). */
+static char debuginfo_buf[4096] = ":.debug:/usr/lib/debug";
+static char *debuginfo_path = debuginfo_buf;
+
+int sym_add_debug_dir(const char *dir)
+{
+    size_t have = strlen(debuginfo_buf), add = strlen(dir);
+    if (have + add + 2 > sizeof debuginfo_buf || strchr(dir, ':'))
+        return -EINVAL;
+    /* Before /usr/lib/debug: ":.debug:DIR:/usr/lib/debug". */
+    char tail[] = ":/usr/lib/debug";
+    char *p = strstr(debuginfo_buf, tail);
+    size_t keep = p ? (size_t)(p - debuginfo_buf) : have;
+    char rest[4096];
+    snprintf(rest, sizeof rest, "%s", debuginfo_buf + keep);
+    snprintf(debuginfo_buf + keep, sizeof debuginfo_buf - keep, ":%s%s", dir, rest);
+    return 0;
+}
 
 static const Dwfl_Callbacks dwfl_cbs = {
     .find_elf = dwfl_build_id_find_elf,
@@ -249,52 +271,156 @@ symres_t *sym_fallback(const sym_job_t *j)
     return r;
 }
 
-static void resolve_pc(symframe_t *f, const sym_mod_t *m, uint32_t pid)
+/* Growable frame list of one job. */
+typedef struct fvec_s {
+    symframe_t *f;
+    uint32_t n, cap;
+} fvec_t;
+
+static symframe_t *fvec_push(fvec_t *v)
 {
-    frame_module(f, m);
+    if (v->n == v->cap) {
+        uint32_t ncap = v->cap ? v->cap * 2 : 32;
+        symframe_t *nf = realloc(v->f, ncap * sizeof *nf);
+        if (!nf)
+            return NULL;
+        v->f = nf;
+        v->cap = ncap;
+    }
+    symframe_t *f = &v->f[v->n++];
+    memset(f, 0, sizeof *f);
+    return f;
+}
+
+/* A function name for display: demangled C++, without symbol versions
+ * ("__libc_start_main@@GLIBC_2.34"). Interned. */
+static const char *display_name(const char *name)
+{
+    if (!name)
+        return NULL;
+    char plain[1024];
+    const char *at = strchr(name, '@');
+    if (at && (size_t)(at - name) < sizeof plain) {
+        memcpy(plain, name, (size_t)(at - name));
+        plain[at - name] = '\0';
+        name = plain;
+    }
+    if (name[0] == '_' && name[1] == 'Z') {
+        int status = 0;
+        char *d = __cxa_demangle(name, NULL, NULL, &status);
+        if (d && status == 0) {
+            const char *r = sym_intern(d);
+            free(d);
+            return r;
+        }
+        free(d);
+    }
+    return sym_intern(name);
+}
+
+/* The name of a DWARF function DIE: its linkage name demangled if it has
+ * one (C++), else its name; both looked up through abstract origins. */
+static const char *die_function(Dwarf_Die *die)
+{
+    Dwarf_Attribute a;
+    const char *ln = NULL;
+    if (dwarf_attr_integrate(die, DW_AT_linkage_name, &a) ||
+        dwarf_attr_integrate(die, DW_AT_MIPS_linkage_name, &a))
+        ln = dwarf_formstring(&a);
+    if (ln)
+        return display_name(ln);
+    return sym_intern(dwarf_diename(die));
+}
+
+/* Appends the frames of one pc: the inlined calls innermost first (each at
+ * the file:line where it is, i.e. inside the function inlining it), then the
+ * physical function at the line of the outermost inlined call site. */
+static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid)
+{
     dmod_t *d = dmod_get(m, pid);
+    symframe_t *f = fvec_push(v);
+    if (!f)
+        return;
+    f->addr = pc;
+    frame_module(f, m);
     if (!d || !d->mod)
         return;
     /* A return address: the call is the instruction before it. */
-    Dwarf_Addr rel = f->addr - m->bias;
+    Dwarf_Addr rel = pc - m->bias;
     Dwarf_Addr q = rel ? rel - 1 : rel;
     GElf_Off off = 0;
     GElf_Sym sym;
     const char *name = dwfl_module_addrinfo(d->mod, q, &off, &sym, NULL, NULL, NULL);
-    if (name) {
-        /* "__libc_start_main@@GLIBC_2.34": the version is not part of the name. */
-        char plain[512];
-        const char *at = strchr(name, '@');
-        if (at && (size_t)(at - name) < sizeof plain) {
-            memcpy(plain, name, (size_t)(at - name));
-            plain[at - name] = '\0';
-            name = plain;
+    const char *file = NULL;
+    uint32_t line = 0;
+    Dwfl_Line *dl = dwfl_module_getsrc(d->mod, q);
+    if (dl) {
+        int lineno = 0;
+        const char *src = dwfl_lineinfo(dl, NULL, &lineno, NULL, NULL, NULL);
+        if (src && lineno > 0) {
+            file = sym_intern(src);
+            line = (uint32_t)lineno;
         }
-        f->function = sym_intern(name);
+    }
+    Dwarf_Addr bias = 0;
+    Dwarf_Die *cu = dwfl_module_addrdie(d->mod, q, &bias);
+    Dwarf_Die *scopes = NULL;
+    int ns = cu ? dwarf_getscopes(cu, q - bias, &scopes) : 0;
+    Dwarf_Files *files = NULL;
+    size_t nfiles = 0;
+    if (ns > 0 && dwarf_getsrcfiles(cu, &files, &nfiles) != 0)
+        files = NULL;
+    for (int i = 0; i < ns; i++) {
+        if (dwarf_tag(&scopes[i]) != DW_TAG_inlined_subroutine)
+            continue;
+        /* The slot pushed last becomes this inline frame; a new one follows. */
+        f->function = die_function(&scopes[i]);
+        f->file = file;
+        f->line = line;
+        f->is_inline = 1;
+        Dwarf_Attribute a;
+        Dwarf_Word w;
+        file = NULL;
+        line = 0;
+        if (files && dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_file, &a), &w) == 0)
+            file = sym_intern(dwarf_filesrc(files, w, NULL, NULL));
+        if (dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_line, &a), &w) == 0)
+            line = (uint32_t)w;
+        uint64_t keep_addr = f->addr;
+        symframe_t *nf = fvec_push(v);
+        if (!nf)
+            break;
+        f = nf;
+        f->addr = keep_addr;
+        frame_module(f, m);
+    }
+    free(scopes);
+    if (name) {
+        f->function = display_name(name);
         f->offset = off + (rel ? 1 : 0);
     }
-    Dwfl_Line *line = dwfl_module_getsrc(d->mod, q);
-    if (line) {
-        int lineno = 0;
-        const char *src = dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL);
-        if (src && lineno > 0) {
-            f->file = sym_intern(src);
-            f->line = (uint32_t)lineno;
-        }
-    }
+    f->file = file;
+    f->line = line;
 }
 
 void sym_resolve_now(sym_job_t *j)
 {
-    symres_t *r = calloc(1, sizeof *r + j->npcs * sizeof(symframe_t));
-    if (!r)
-        return;
-    r->n = j->npcs;
+    fvec_t v = { 0 };
     for (uint32_t i = 0; i < j->npcs; i++) {
-        r->f[i].addr = j->pcs[i];
-        if (j->pc_mod[i] >= 0 && (uint32_t)j->pc_mod[i] < j->nmods)
-            resolve_pc(&r->f[i], &j->mods[j->pc_mod[i]], j->pid);
+        if (j->pc_mod[i] >= 0 && (uint32_t)j->pc_mod[i] < j->nmods) {
+            resolve_pc(&v, j->pcs[i], &j->mods[j->pc_mod[i]], j->pid);
+        } else {
+            symframe_t *f = fvec_push(&v);
+            if (f)
+                f->addr = j->pcs[i];
+        }
     }
+    symres_t *r = calloc(1, sizeof *r + v.n * sizeof(symframe_t));
+    if (r) {
+        r->n = v.n;
+        memcpy(r->f, v.f, v.n * sizeof(symframe_t));
+    }
+    free(v.f);
     j->result = r;
 }
 

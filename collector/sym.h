@@ -72,6 +72,10 @@ void sym_resolve_now(sym_job_t *j);
 void sym_job_free(sym_job_t *j);
 void sym_release(symres_t *r);
 
+/* Adds a directory where separate debug info is looked for (by build-id and
+ * by path), before /usr/lib/debug. Call before sym_start. Returns 0 or -EINVAL. */
+int sym_add_debug_dir(const char *dir);
+
 /* Interns a string for the daemon's life. Thread-safe. NULL in, NULL out. */
 const char *sym_intern(const char *s);
 

@@ -146,12 +146,14 @@ static int rule_matches(const trig_rule_t *r, const client_t *c, const cstack_t 
         return 0;
     if (!r->match && !r->module)
         return s->npcs >= r->min_depth;
+    /* The report's frames: allocation wrappers (s->skip) are not counted. */
     const symres_t *sr = s->sym_state == SYM_DONE ? s->sym : NULL;
-    if (!sr || sr->n < r->min_depth)
+    uint32_t skip = sr && s->skip < sr->n ? s->skip : 0;
+    if (!sr || sr->n - skip < r->min_depth)
         return 0;
     if (r->frame >= 0)
-        return (uint32_t)r->frame < sr->n && frame_matches(r, &sr->f[r->frame]);
-    for (uint32_t i = 0; i < sr->n; i++)
+        return (uint32_t)r->frame < sr->n - skip && frame_matches(r, &sr->f[skip + r->frame]);
+    for (uint32_t i = skip; i < sr->n; i++)
         if (frame_matches(r, &sr->f[i]))
             return 1;
     return 0;

@@ -1,0 +1,208 @@
+/* Leak classification: live-bytes time series per stack, windows of the expire time, class and confidence.
+ *
+ * A window is one expire time long. Per stack we remember, per window,
+ * whether more blocks became may-leak (expired and still live) and whether it
+ * allocated at all, plus whether any expired block was ever freed (an
+ * eviction). From that:
+ *  - transient: nothing ever expired;
+ *  - cache: expired blocks get freed later and live bytes stay bounded;
+ *  - growing: expired blocks get freed, yet live bytes trend upward;
+ *  - leak: no expired block was ever freed, more keep expiring while the
+ *    stack keeps allocating;
+ *  - retained: no expired block was ever freed, and none are added (a table
+ *    built at start-up and held).
+ * Once an eviction was seen a stack is never a leak again: caches whose
+ * entries outlive the expire time are the classic false positive. */
+#include "classify.h"
+
+#include <math.h>
+#include <string.h>
+
+void series_init(series_t *s, uint64_t interval_ns)
+{
+    memset(s, 0, sizeof *s);
+    s->interval_ns = interval_ns ? interval_ns : 1;
+}
+
+void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint64_t may_b)
+{
+    if (s->n && t < s->pt[s->n - 1].t + s->interval_ns) {
+        /* Same slot: keep its time, take the newest values. */
+        s->pt[s->n - 1].live_b = live_b;
+        s->pt[s->n - 1].live_n = live_n;
+        s->pt[s->n - 1].may_b = may_b;
+        return;
+    }
+    if (s->n == SERIES_CAP) {
+        /* Halve the resolution: keep every other point (and the newest). */
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < SERIES_CAP; i += 2)
+            s->pt[k++] = s->pt[i];
+        s->n = k;
+        s->interval_ns *= 2;
+    }
+    s->pt[s->n].t = t;
+    s->pt[s->n].live_b = live_b;
+    s->pt[s->n].live_n = live_n;
+    s->pt[s->n].may_b = may_b;
+    s->n++;
+}
+
+double series_slope_per_min(const series_t *s, uint64_t since, double *r2)
+{
+    double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
+    uint64_t t0 = 0;
+    for (uint32_t i = 0; i < s->n; i++) {
+        if (s->pt[i].t < since)
+            continue;
+        if (n == 0)
+            t0 = s->pt[i].t;
+        double x = (double)(s->pt[i].t - t0) / 60e9; /* minutes */
+        double y = (double)s->pt[i].live_b;
+        n++;
+        sx += x;
+        sy += y;
+        sxx += x * x;
+        sxy += x * y;
+        syy += y * y;
+    }
+    if (r2)
+        *r2 = 0;
+    if (n < 3)
+        return 0;
+    double vx = n * sxx - sx * sx, vy = n * syy - sy * sy, cov = n * sxy - sx * sy;
+    if (vx <= 0)
+        return 0;
+    if (r2 && vy > 0)
+        *r2 = cov * cov / (vx * vy);
+    return cov / vx;
+}
+
+void classify_init(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in_t *in)
+{
+    memset(c, 0, sizeof *c);
+    uint64_t step = expire_ns / 4;
+    if (step < 50000000ull)
+        step = 50000000ull;   /* 50 ms */
+    if (step > 5000000000ull)
+        step = 5000000000ull; /* 5 s */
+    series_init(&c->series, step);
+    c->win_start = now;
+    c->win_may_n = in->may_n;
+    c->win_alloc_n = in->alloc_n;
+}
+
+static double cap(double x)
+{
+    return x < 0 ? 0 : x > 0.97 ? 0.97 : x;
+}
+
+verdict_t classify_tick(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in_t *in)
+{
+    verdict_t v = { CLASS_TRANSIENT, 0, 0 };
+    if (!c || in->exp_n == 0) {
+        /* Young blocks still live may yet expire: less sure. */
+        v.confidence = in->live_n ? 0.6 : 0.9;
+        return v;
+    }
+    series_add(&c->series, now, in->live_b, in->live_n, in->may_b);
+    int alloc_last = 0;
+    if (now - c->win_start >= expire_ns) {
+        int grew = in->may_n > c->win_may_n;
+        alloc_last = in->alloc_n > c->win_alloc_n;
+        c->windows++;
+        if (grew) {
+            c->grow_windows++;
+            c->flat_run = 0;
+        } else {
+            c->flat_run++;
+        }
+        if (in->fexp_n > 0)
+            c->evict_windows++;
+        c->win_start = now;
+        c->win_may_n = in->may_n;
+        c->win_alloc_n = in->alloc_n;
+    }
+    int grew_now = in->may_n > c->win_may_n;
+    int alloc_now = in->alloc_n > c->win_alloc_n || alloc_last;
+    uint64_t span = 8 * expire_ns;
+    double r2 = 0;
+    v.growth_per_min = series_slope_per_min(&c->series, now > span ? now - span : 0, &r2);
+
+    if (in->fexp_n > 0) {
+        /* Evictions seen: a cache, unless live bytes clearly climb. A cache
+         * evicts because it is full: its filling up before that is not
+         * growth, so the trend counts from the first eviction on. */
+        if (!c->evict_since)
+            c->evict_since = now;
+        uint64_t since = now > 6 * expire_ns ? now - 6 * expire_ns : 0;
+        if (since < c->evict_since)
+            since = c->evict_since;
+        double g2 = 0;
+        double slope = series_slope_per_min(&c->series, since, &g2);
+        double mean = 0, cnt = 0;
+        for (uint32_t i = 0; i < c->series.n; i++)
+            if (c->series.pt[i].t >= since) {
+                mean += (double)c->series.pt[i].live_b;
+                cnt++;
+            }
+        mean = cnt ? mean / cnt : 0;
+        double minutes = (double)(now - (since ? since : c->series.pt[0].t)) / 60e9;
+        double rise = slope * minutes;
+        if (c->windows >= 2 && g2 > 0.5 && mean > 0 && rise > 0.2 * mean) {
+            v.klass = CLASS_GROWING;
+            v.confidence = cap((0.4 + 0.5 * g2) * (c->windows >= 4 ? 1.0 : 0.85));
+        } else {
+            v.klass = CLASS_CACHE;
+            v.confidence = cap(0.5 + 0.1 * c->evict_windows);
+        }
+        return v;
+    }
+    /* No expired block was ever freed. */
+    if (alloc_now && (grew_now || (c->windows && c->flat_run == 0))) {
+        v.klass = CLASS_LEAK;
+        v.confidence = 1.0 - pow(0.5, (double)(c->grow_windows + (grew_now ? 1 : 0)));
+        if (in->may_n < 3)
+            v.confidence *= 0.8;
+        v.confidence = cap(v.confidence);
+    } else if (c->grow_windows > 0 && c->flat_run <= 2 && alloc_now) {
+        /* A slow leak can skip a window. */
+        v.klass = CLASS_LEAK;
+        v.confidence = cap(0.6 / (1.0 + c->flat_run));
+    } else {
+        v.klass = CLASS_RETAINED;
+        v.confidence = cap(c->windows ? 0.4 + 0.15 * c->flat_run : 0.3);
+    }
+    return v;
+}
+
+const char *classify_name(int klass)
+{
+    switch (klass) {
+    case CLASS_TRANSIENT: return "transient";
+    case CLASS_CACHE: return "cache";
+    case CLASS_RETAINED: return "retained";
+    case CLASS_GROWING: return "growing";
+    case CLASS_LEAK: return "leak";
+    default: return "";
+    }
+}
+
+int classify_parse(const char *name)
+{
+    for (int k = CLASS_TRANSIENT; k <= CLASS_LEAK; k++)
+        if (strcmp(name, classify_name(k)) == 0)
+            return k;
+    return -1;
+}
+
+double classify_weight(int klass)
+{
+    switch (klass) {
+    case CLASS_LEAK: return 1.0;
+    case CLASS_GROWING: return 0.8;
+    case CLASS_RETAINED: return 0.2;
+    case CLASS_CACHE: return 0.1;
+    default: return 0.0;
+    }
+}

@@ -1,0 +1,1385 @@
+/* stackctl report --html: one self-contained page (inline CSS, JS and SVG, no
+ * network fetch) with live bytes over time, a flame graph of may-leak bytes and
+ * the stacks ranked in a table. */
+#include "cli_html.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "json.h"
+
+/* Colours of the top stacks' lines in the chart; the table's swatches match.
+ * The chart draws one line per entry at most. */
+static const char *const html_palette[] = {
+    "#e15759", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#17a2b8", "#c9a227", "#e377c2",
+};
+#define HTML_TOP_LINES (sizeof html_palette / sizeof html_palette[0])
+
+static const Stackwatch__Count zero_count = STACKWATCH__COUNT__INIT;
+
+static const Stackwatch__Count *cnt(const Stackwatch__Count *c)
+{
+    return c ? c : &zero_count;
+}
+
+static int empty(const char *s)
+{
+    return !s || !*s;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *b = path ? strrchr(path, '/') : NULL;
+    return b && b[1] ? b + 1 : (path ? path : "");
+}
+
+/* Writes s as HTML text or attribute value. */
+static void html_esc(FILE *f, const char *s)
+{
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '"': fputs("&quot;", f); break;
+        case '\'': fputs("&#39;", f); break;
+        default: fputc(*s, f); break;
+        }
+    }
+}
+
+/* printf, then html_esc; the text is cut at 8 KiB (paths and a line number pass here). */
+__attribute__((format(printf, 2, 3))) static void html_escf(FILE *f, const char *fmt, ...)
+{
+    char buf[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    html_esc(f, buf);
+}
+
+/* "190.8 KiB", "4 KiB": binary units, one decimal below 100 unless it is 0
+ * (the page's script formats the same way). */
+static const char *fmt_bytes(char *buf, size_t cap, double b)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    size_t u = 0;
+    double a = b < 0 ? -b : b;
+    while (a >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
+        a /= 1024;
+        b /= 1024;
+        u++;
+    }
+    int n = snprintf(buf, cap, u && a < 100 ? "%.1f" : "%.0f", b);
+    if (n >= 2 && (size_t)n < cap && !strcmp(buf + n - 2, ".0"))
+        n -= 2;
+    if (n >= 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, " %s", units[u]);
+    return buf;
+}
+
+/* "19,300". */
+static const char *fmt_count(char *buf, size_t cap, uint64_t n)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%" PRIu64, n);
+    size_t o = 0;
+    for (int i = 0; i < len && o + 2 < cap; i++) {
+        if (i && (len - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* A frame's name: its function, else module+0xoffset, else its address. Returns
+ * fr->function or buf. */
+static const char *frame_name(char *buf, size_t cap, const Stackwatch__Frame *fr)
+{
+    if (!empty(fr->function))
+        return fr->function;
+    if (!empty(fr->module))
+        snprintf(buf, cap, "%s+0x%" PRIx64, base_name(fr->module), fr->module_offset);
+    else
+        snprintf(buf, cap, "0x%" PRIx64, fr->addr);
+    return buf;
+}
+
+/* The first frame with a function name, else the innermost; NULL without frames. */
+static const Stackwatch__Frame *top_frame(const Stackwatch__StackReport *s)
+{
+    for (size_t i = 0; i < s->n_frames; i++)
+        if (!empty(s->frames[i]->function))
+            return s->frames[i];
+    return s->n_frames ? s->frames[0] : NULL;
+}
+
+/* When the top frame lies outside the stack's executable (libc's strndup),
+ * the first named frame inside it (the program's caller), else NULL. */
+static const Stackwatch__Frame *own_caller(const Stackwatch__StackReport *s,
+                                           const Stackwatch__Frame *top)
+{
+    if (!top || empty(s->exe) || empty(top->module) || !strcmp(top->module, s->exe))
+        return NULL;
+    for (size_t i = 0; i < s->n_frames; i++) {
+        const Stackwatch__Frame *fr = s->frames[i];
+        if (fr != top && !empty(fr->function) && !empty(fr->module) && !strcmp(fr->module, s->exe))
+            return fr;
+    }
+    return NULL;
+}
+
+static const Stackwatch__PyTraceback *blamed_python(const Stackwatch__StackReport *s)
+{
+    for (size_t i = 0; i < s->n_python; i++)
+        if (s->python[i]->blamed && s->python[i]->n_frames)
+            return s->python[i];
+    return NULL;
+}
+
+static int has_samples(const Stackwatch__LeakReport *r)
+{
+    for (size_t i = 0; i < r->n_clients; i++)
+        if (r->clients[i]->n_series)
+            return 1;
+    for (size_t i = 0; i < r->n_stacks && i < HTML_TOP_LINES; i++)
+        if (r->stacks[i]->n_series)
+            return 1;
+    return 0;
+}
+
+/* The command line: argv joined by spaces, or exe without argv; cut to cap. */
+static const char *cmd_line(const Stackwatch__ClientInfo *c, char *buf, size_t cap)
+{
+    size_t n = 0;
+    snprintf(buf, cap, "%s", c->exe ? c->exe : "");
+    for (size_t i = 0; i < c->n_argv && n + 1 < cap; i++) {
+        int w = snprintf(buf + n, cap - n, "%s%s", i ? " " : "", c->argv[i]);
+        if (w < 0)
+            break;
+        n += (size_t)w;
+    }
+    return buf;
+}
+
+/* ------------------------------------------------------------------ embedded data */
+
+static void data_series(json_t *j, const char *key, Stackwatch__Sample *const *pts, size_t n,
+                        int stack)
+{
+    json_arr_begin(j, key);
+    for (size_t i = 0; i < n; i++) {
+        json_arr_begin(j, NULL);
+        json_u64(j, NULL, pts[i]->t_ms);
+        json_u64(j, NULL, pts[i]->live_bytes);
+        json_u64(j, NULL, stack ? pts[i]->may_leak_bytes : pts[i]->live_count);
+        json_arr_end(j);
+    }
+    json_arr_end(j);
+}
+
+/* What the script draws from: process and stack series, and each stack's frames
+ * (innermost first) for the flame graph. */
+static void data_json(FILE *f, const Stackwatch__LeakReport *r)
+{
+    json_t j;
+    char buf[512];
+    json_init(&j, f, 0);
+    json_obj_begin(&j, NULL);
+    json_u64(&j, "now_ms", r->now_ms);
+    json_u64(&j, "expire_ms", r->expire_ms);
+    json_bool(&j, "by_exe", r->by_exe);
+    json_arr_begin(&j, "palette");
+    for (size_t i = 0; i < HTML_TOP_LINES; i++)
+        json_str(&j, NULL, html_palette[i]);
+    json_arr_end(&j);
+    json_arr_begin(&j, "procs");
+    for (size_t i = 0; i < r->n_clients; i++) {
+        const Stackwatch__ClientInfo *c = r->clients[i];
+        json_obj_begin(&j, NULL);
+        json_u64(&j, "pid", c->pid);
+        json_str(&j, "exe", base_name(c->exe));
+        data_series(&j, "series", c->series, c->n_series, 0);
+        json_obj_end(&j);
+    }
+    json_arr_end(&j);
+    json_arr_begin(&j, "stacks");
+    for (size_t i = 0; i < r->n_stacks; i++) {
+        const Stackwatch__StackReport *s = r->stacks[i];
+        const Stackwatch__Frame *top = top_frame(s);
+        snprintf(buf, sizeof buf, "%016" PRIx64, s->id);
+        json_obj_begin(&j, NULL);
+        json_str(&j, "id", buf);
+        json_u64(&j, "pid", s->pid);
+        json_str(&j, "exe", base_name(s->exe));
+        json_u64(&j, "ml", cnt(s->may_leak)->bytes);
+        json_u64(&j, "live", cnt(s->live)->bytes);
+        json_str(&j, "label", top ? frame_name(buf, sizeof buf, top) : "(no frames)");
+        const Stackwatch__PyTraceback *tb = blamed_python(s);
+        if (tb)
+            snprintf(buf, sizeof buf, "%s:%u", base_name(tb->frames[0]->file),
+                     tb->frames[0]->line);
+        json_str(&j, "py", tb ? buf : "");
+        data_series(&j, "series", s->series, s->n_series, 1);
+        json_arr_begin(&j, "frames");
+        for (size_t k = 0; k < s->n_frames; k++) {
+            const Stackwatch__Frame *fr = s->frames[k];
+            json_obj_begin(&j, NULL);
+            json_str(&j, "n", frame_name(buf, sizeof buf, fr));
+            json_str(&j, "m", fr->module ? fr->module : "");
+            if (!empty(fr->file))
+                snprintf(buf, sizeof buf, "%s:%u", fr->file, fr->line);
+            else
+                buf[0] = '\0';
+            json_str(&j, "s", buf);
+            json_obj_end(&j);
+        }
+        json_arr_end(&j);
+        json_obj_end(&j);
+    }
+    json_arr_end(&j);
+    json_obj_end(&j);
+}
+
+/* Writes the data block. Inside <script> a "</script" or "<!--" in a string
+ * would end or confuse the element, so every < > & in the JSON (they occur
+ * only inside strings) is written as a \u escape. Returns 0 or -errno. */
+static int html_data(FILE *f, const Stackwatch__LeakReport *r)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m)
+        return -errno;
+    data_json(m, r);
+    if (fclose(m) != 0) { /* a memory stream fails only for want of memory */
+        free(buf);
+        return -ENOMEM;
+    }
+    fputs("<script type=\"application/json\" id=\"sw-data\">", f);
+    for (size_t i = 0; i < len; i++) {
+        switch (buf[i]) {
+        case '<': fputs("\\u003c", f); break;
+        case '>': fputs("\\u003e", f); break;
+        case '&': fputs("\\u0026", f); break;
+        default: fputc(buf[i], f); break;
+        }
+    }
+    fputs("</script>\n", f);
+    free(buf);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ page assets */
+
+static const char html_css[] =
+    ":root{--fg:#1f2630;--muted:#6a7480;--line:#e4e7eb;--panel:#f6f7f9;--hi:#eef3fb}\n"
+    "*{box-sizing:border-box}\n"
+    "body{margin:0;color:var(--fg);background:#fff;font-size:13px;line-height:1.45;\n"
+    "  font-family:system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif}\n"
+    "main{max-width:1400px;margin:0 auto;padding:18px 24px 32px}\n"
+    "h1{font-size:19px;margin:0;font-weight:650}\n"
+    "h1 .sub{font-weight:400;color:var(--muted);font-size:14px;margin-left:6px}\n"
+    ".meta{color:var(--muted);margin-top:2px}\n"
+    ".meta b{color:var(--fg);font-weight:600}\n"
+    ".cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0 10px}\n"
+    ".card{border:1px solid var(--line);border-radius:6px;padding:6px 12px;\n"
+    "  background:var(--panel);min-width:140px}\n"
+    ".card b{display:block;font-size:17px;font-variant-numeric:tabular-nums}\n"
+    ".card span{color:var(--muted);font-size:11.5px}\n"
+    "section{margin-top:20px}\n"
+    "h2{font-size:14.5px;font-weight:650;margin:0 0 6px;display:flex;align-items:baseline;\n"
+    "  gap:10px;flex-wrap:wrap}\n"
+    "h2 small{font-weight:400;color:var(--muted);font-size:12px}\n"
+    ".controls{margin-left:auto;display:flex;gap:4px}\n"
+    "button{font:inherit;font-size:12px;border:1px solid #c8ced6;background:#fff;\n"
+    "  color:var(--fg);border-radius:4px;padding:1px 9px;cursor:pointer}\n"
+    "button:hover{background:var(--panel)}\n"
+    "button.on{background:var(--fg);color:#fff;border-color:var(--fg)}\n"
+    ".mono,code,pre{\n"
+    "  font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace;\n"
+    "  font-size:12px}\n"
+    ".muted{color:var(--muted)}\n"
+    ".small{font-size:11.5px}\n"
+    "table{border-collapse:collapse;width:100%}\n"
+    "th{text-align:left;font-weight:600;color:var(--muted);font-size:11.5px;\n"
+    "  border-bottom:1px solid #cdd3da;padding:4px 8px;white-space:nowrap}\n"
+    "td{padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}\n"
+    ".num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\n"
+    "td.num .small{display:block}\n"
+    "table.procs{width:auto;min-width:60%;margin-bottom:4px}\n"
+    "table.procs td{padding:2px 8px}\n"
+    ".state{font-size:11px;font-weight:600;padding:0 6px;border-radius:8px;background:#e3e7ec}\n"
+    ".st-connected{background:#d9f0e0;color:#1f6b37}.st-lost{background:#f8dcdc;color:#8f2020}\n"
+    ".plot{position:relative;border:1px solid var(--line);border-radius:6px;padding:6px 8px 2px;\n"
+    "  background:#fff}\n"
+    ".plot svg{display:block;width:100%}\n"
+    ".empty{color:var(--muted);margin:18px 10px;font-style:italic}\n"
+    ".legend{display:flex;flex-wrap:wrap;gap:2px 14px;margin:6px 4px 0;font-size:12px}\n"
+    ".legend span{cursor:pointer;white-space:nowrap;user-select:none}\n"
+    ".legend span.off{opacity:.35}\n"
+    ".legend i{display:inline-block;width:18px;height:0;border-top:2.5px solid;margin-right:5px;\n"
+    "  vertical-align:3px}\n"
+    ".legend i.dash{border-top-style:dashed}\n"
+    "svg text{font-family:system-ui,sans-serif;font-size:11px;fill:#5b6470}\n"
+    "svg .grid{stroke:#edf0f3}\n"
+    "svg .axis{stroke:#b8c0ca}\n"
+    "svg .fl text{\n"
+    "  font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace;\n"
+    "  font-size:11px;fill:#222;pointer-events:none}\n"
+    "svg .fl rect{stroke:#fff;stroke-width:.6;cursor:pointer}\n"
+    "svg .fl rect:hover{stroke:#222;stroke-width:1}\n"
+    "svg .fl .dim{opacity:.55}\n"
+    "#stacks tbody.stack>tr.row{cursor:pointer}\n"
+    "#stacks tbody.stack>tr.row:hover,#stacks tbody.stack.hl>tr.row{background:#f4f7fb}\n"
+    "#stacks tbody.open>tr.row{background:var(--hi)}\n"
+    "#stacks tbody.open>tr.row td{border-bottom-color:transparent}\n"
+    "#stacks tr.detail{display:none}\n"
+    "#stacks tbody.open>tr.detail{display:table-row}\n"
+    "#stacks tr.detail>td{background:#fbfcfd;padding:6px 12px 12px 34px;\n"
+    "  border-bottom:1px solid #cdd3da}\n"
+    ".caret{display:inline-block;width:10px;color:var(--muted);transition:transform .1s}\n"
+    "tbody.open .caret{transform:rotate(90deg)}\n"
+    ".sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;\n"
+    "  vertical-align:-1px}\n"
+    ".badge{display:inline-block;padding:0 7px;border-radius:9px;font-size:11px;font-weight:650;\n"
+    "  color:#fff;line-height:17px;white-space:nowrap}\n"
+    ".c-leak{background:#d13b3b}.c-growing{background:#e07b14}.c-retained{background:#8459bd}\n"
+    ".c-cache{background:#2c7cc0}.c-transient{background:#3a9a5a}.c-none{background:#b9c0c8}\n"
+    ".fn{font-weight:600}\n"
+    ".facts{display:flex;flex-wrap:wrap;gap:2px 18px;margin-bottom:6px;font-size:12px}\n"
+    ".facts b{font-weight:600}\n"
+    "table.frames{width:auto;min-width:70%}\n"
+    "table.frames td{padding:1px 8px;border-bottom:none;white-space:nowrap}\n"
+    "table.frames tr:nth-child(odd) td{background:#f3f5f8}\n"
+    ".py{margin-top:8px}\n"
+    ".py .hd{font-size:12px;margin-bottom:2px}\n"
+    ".py pre{margin:0 0 0 8px;white-space:pre-wrap}\n"
+    ".blamed{color:#b32121;font-weight:600}\n"
+    ".tip{position:fixed;z-index:10;pointer-events:none;background:rgba(28,33,40,.94);\n"
+    "  color:#fff;padding:6px 9px;border-radius:5px;font-size:12px;max-width:560px;\n"
+    "  box-shadow:0 2px 8px rgba(0,0,0,.25)}\n"
+    ".tip div{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}\n"
+    ".tip .t{font-weight:600;margin-bottom:2px}\n"
+    ".tip i{display:inline-block;width:10px;height:3px;margin-right:6px;vertical-align:3px}\n"
+    "footer{margin-top:24px;color:var(--muted);font-size:11.5px}\n"
+    ".hint{max-width:300px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}\n"
+    "svg.spark{display:block;margin-top:1px}\n"
+    ".nowrap{white-space:nowrap}\n"
+    ".scroll{overflow-x:auto}\n";
+
+static const char html_js[] =
+    "(function () {\n"
+    "  'use strict';\n"
+    "  try {\n"
+    "    main();\n"
+    "  } catch (e) {\n"
+    "    document.body.dataset.error = String(e && e.stack || e);\n"
+    "    const p = document.createElement('p');\n"
+    "    p.className = 'empty';\n"
+    "    p.textContent = 'The charts could not be drawn: ' + e;\n"
+    "    document.querySelector('main').prepend(p);\n"
+    "  }\n"
+    "\n"
+    "  function main() {\n"
+    "    const D = JSON.parse(document.getElementById('sw-data').textContent);\n"
+    "    const NS = document.getElementById('chart-svg').namespaceURI;\n"
+    "    const tip = document.getElementById('tip');\n"
+    "    const PROC_COLORS = ['#3b4351', '#8c939d', '#9c755f', '#5a6f8c'];\n"
+    "    const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];\n"
+    "    let paths = 0;\n"
+    "\n"
+    "    function svg(name, attrs, parent) {\n"
+    "      const e = document.createElementNS(NS, name);\n"
+    "      for (const k in attrs) e.setAttribute(k, attrs[k]);\n"
+    "      if (parent) parent.appendChild(e);\n"
+    "      return e;\n"
+    "    }\n"
+    "    function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); }\n"
+    "    /* 190.8 KiB, 4 KiB: binary units, one decimal below 100 unless it is 0. */\n"
+    "    function bytes(b) {\n"
+    "      let u = 0;\n"
+    "      while (Math.abs(b) >= 1024 && u < UNITS.length - 1) { b /= 1024; u++; }\n"
+    "      let s = u && Math.abs(b) < 100 ? b.toFixed(1) : String(Math.round(b));\n"
+    "      if (s.slice(-2) === '.0') s = s.slice(0, -2);\n"
+    "      return s + ' ' + UNITS[u];\n"
+    "    }\n"
+    "    function exact(b) { return Math.round(b).toLocaleString('en-US') + ' bytes'; }\n"
+    "    function pad(n) { return (n < 10 ? '0' : '') + n; }\n"
+    "    function hms(t) {\n"
+    "      const d = new Date(t);\n"
+    "      return pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds());\n"
+    "    }\n"
+    "    function showTip(ev, rows) {\n"
+    "      clear(tip);\n"
+    "      rows.forEach(function (r, i) {\n"
+    "        const d = document.createElement('div');\n"
+    "        if (i === 0) d.className = 't';\n"
+    "        if (r.color) {\n"
+    "          const sw = document.createElement('i');\n"
+    "          sw.style.background = r.color;\n"
+    "          d.appendChild(sw);\n"
+    "        }\n"
+    "        d.appendChild(document.createTextNode(r.text !== undefined ? r.text : r));\n"
+    "        tip.appendChild(d);\n"
+    "      });\n"
+    "      tip.hidden = false;\n"
+    "      const w = tip.offsetWidth, h = tip.offsetHeight;\n"
+    "      let x = ev.clientX + 14, y = ev.clientY + 14;\n"
+    "      if (x + w > window.innerWidth - 4) x = Math.max(4, ev.clientX - w - 14);\n"
+    "      if (y + h > window.innerHeight - 4) y = Math.max(4, ev.clientY - h - 14);\n"
+    "      tip.style.left = x + 'px';\n"
+    "      tip.style.top = y + 'px';\n"
+    "    }\n"
+    "    function hideTip() { tip.hidden = true; }\n"
+    "\n"
+    "    /* ------------------------------------------------------------ table */\n"
+    "    const bodies = Array.prototype.slice.call(\n"
+    "      document.querySelectorAll('#stacks tbody.stack'));\n"
+    "    function toggle(tb, open) {\n"
+    "      const on = open === undefined ? !tb.classList.contains('open') : open;\n"
+    "      tb.classList.toggle('open', on);\n"
+    "      tb.querySelector('tr.row').setAttribute('aria-expanded', on ? 'true' : 'false');\n"
+    "    }\n"
+    "    function openStack(i) {\n"
+    "      const tb = bodies[i];\n"
+    "      if (!tb) return;\n"
+    "      toggle(tb, true);\n"
+    "      tb.scrollIntoView({ block: 'nearest' });\n"
+    "    }\n"
+    "    let highlighted = -1;\n"
+    "    bodies.forEach(function (tb) {\n"
+    "      const tr = tb.querySelector('tr.row');\n"
+    "      const i = +tb.dataset.i;\n"
+    "      tr.addEventListener('click', function () { toggle(tb); });\n"
+    "      tr.addEventListener('keydown', function (e) {\n"
+    "        if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); toggle(tb); }\n"
+    "      });\n"
+    "      tr.addEventListener('mouseenter', function () { highlight(i); });\n"
+    "      tr.addEventListener('mouseleave', function () { highlight(-1); });\n"
+    "    });\n"
+    "    /* #s<stack id> in the address opens that stack's row. */\n"
+    "    const want = document.getElementById(decodeURIComponent(location.hash.slice(1)));\n"
+    "    if (want && want.classList.contains('stack')) {\n"
+    "      toggle(want, true);\n"
+    "      want.scrollIntoView();\n"
+    "    }\n"
+    "    const ea = document.getElementById('expand-all');\n"
+    "    const ca = document.getElementById('collapse-all');\n"
+    "    function toggleAll(on) { bodies.forEach(function (b) { toggle(b, on); }); }\n"
+    "    if (ea) ea.addEventListener('click', function () { toggleAll(true); });\n"
+    "    if (ca) ca.addEventListener('click', function () { toggleAll(false); });\n"
+    "\n"
+    "    /* ------------------------------------------------------------ chart */\n"
+    "    const lines = [];\n"
+    "    D.stacks.slice(0, D.palette.length).forEach(function (s, i) {\n"
+    "      if (!s.series.length) return;\n"
+    "      lines.push({ stack: i, color: D.palette[i], dash: null,\n"
+    "        name: '#' + (i + 1) + ' ' + s.label + (s.py ? ' (' + s.py + ')' : ''),\n"
+    "        sub: s.id + ' pid ' + s.pid,\n"
+    "        pts: s.series.map(function (p) { return [p[0], p[1]]; }), off: false });\n"
+    "    });\n"
+    "    D.procs.forEach(function (c, i) {\n"
+    "      if (!c.series.length) return;\n"
+    "      lines.push({ stack: -1, color: PROC_COLORS[i % PROC_COLORS.length], dash: '6 4',\n"
+    "        name: 'pid ' + c.pid + ' ' + c.exe + ' (process total)', sub: '',\n"
+    "        pts: c.series.map(function (p) { return [p[0], p[1]]; }), off: false });\n"
+    "    });\n"
+    "    let logScale = false;\n"
+    "    const chartBox = document.getElementById('chart');\n"
+    "    const chartSvg = document.getElementById('chart-svg');\n"
+    "    const legend = document.getElementById('legend');\n"
+    "\n"
+    "    function niceStep(span, n) {\n"
+    "      const raw = span / n, p = Math.pow(10, Math.floor(Math.log10(raw)));\n"
+    "      const m = raw / p;\n"
+    "      return p * (m <= 1 ? 1 : m <= 2 ? 2 : m <= 2.5 ? 2.5 : m <= 5 ? 5 : 10);\n"
+    "    }\n"
+    "    function linTicks(max) {\n"
+    "      if (max <= 0) max = 1024;\n"
+    "      let u = 1;\n"
+    "      while (max / u >= 1024 && u < Math.pow(1024, 4)) u *= 1024;\n"
+    "      const step = niceStep(max / u, 5) * u;\n"
+    "      const ticks = [];\n"
+    "      for (let v = 0; v < max + step * 0.999; v += step) ticks.push(v);\n"
+    "      return ticks;\n"
+    "    }\n"
+    "    function logTicks(lo, hi) {\n"
+    "      let a = Math.floor(Math.log2(Math.max(lo, 1)) / 2) * 2;\n"
+    "      let b = Math.ceil(Math.log2(Math.max(hi, 2)) / 2) * 2;\n"
+    "      if (b <= a) b = a + 2;\n"
+    "      const every = Math.max(2, Math.ceil((b - a) / 7 / 2) * 2);\n"
+    "      const ticks = [];\n"
+    "      for (let k = a; k <= b; k += every) ticks.push(Math.pow(2, k));\n"
+    "      const last = Math.log2(ticks[ticks.length - 1]);\n"
+    "      if (last < b) ticks.push(Math.pow(2, last + every));\n"
+    "      return ticks;\n"
+    "    }\n"
+    "    const TSTEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,\n"
+    "      21600, 43200, 86400];\n"
+    "    function timeTicks(t0, t1, n) {\n"
+    "      const span = (t1 - t0) / 1000;\n"
+    "      let step = TSTEPS[TSTEPS.length - 1];\n"
+    "      for (let i = 0; i < TSTEPS.length; i++)\n"
+    "        if (span / TSTEPS[i] <= n) { step = TSTEPS[i]; break; }\n"
+    "      step *= 1000;\n"
+    "      const ticks = [];\n"
+    "      for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) ticks.push(t);\n"
+    "      return ticks;\n"
+    "    }\n"
+    "    function nearest(pts, t) {\n"
+    "      let lo = 0, hi = pts.length - 1;\n"
+    "      while (lo < hi) {\n"
+    "        const mid = (lo + hi) >> 1;\n"
+    "        if (pts[mid][0] < t) lo = mid + 1; else hi = mid;\n"
+    "      }\n"
+    "      if (lo > 0 && Math.abs(pts[lo - 1][0] - t) <= Math.abs(pts[lo][0] - t)) lo--;\n"
+    "      return pts[lo];\n"
+    "    }\n"
+    "\n"
+    "    function drawLegend() {\n"
+    "      clear(legend);\n"
+    "      lines.forEach(function (l) {\n"
+    "        const s = document.createElement('span');\n"
+    "        if (l.off) s.className = 'off';\n"
+    "        const i = document.createElement('i');\n"
+    "        i.style.borderTopColor = l.color;\n"
+    "        if (l.dash) i.className = 'dash';\n"
+    "        s.appendChild(i);\n"
+    "        s.appendChild(document.createTextNode(l.name));\n"
+    "        s.title = (l.sub ? l.sub + ': ' : '') + 'click to hide or show';\n"
+    "        s.addEventListener('click', function () {\n"
+    "          l.off = !l.off;\n"
+    "          drawChart();\n"
+    "          drawLegend();\n"
+    "        });\n"
+    "        s.addEventListener('mouseenter', function () {\n"
+    "          highlight(l.stack >= 0 ? l.stack : -2 - lines.indexOf(l));\n"
+    "        });\n"
+    "        s.addEventListener('mouseleave', function () { highlight(-1); });\n"
+    "        legend.appendChild(s);\n"
+    "      });\n"
+    "    }\n"
+    "\n"
+    "    function drawChart() {\n"
+    "      clear(chartSvg);\n"
+    "      const vis = lines.filter(function (l) { return !l.off; });\n"
+    "      if (!lines.length) { chartSvg.style.display = 'none'; return; }\n"
+    "      const W = Math.max(320, chartBox.clientWidth - 16), H = 300;\n"
+    "      const m = { l: 66, r: 18, t: 10, b: 26 };\n"
+    "      chartSvg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);\n"
+    "      chartSvg.setAttribute('height', H);\n"
+    "      let t0 = Infinity, t1 = -Infinity, vmax = 0, vmin = Infinity;\n"
+    "      vis.forEach(function (l) {\n"
+    "        l.pts.forEach(function (p) {\n"
+    "          t0 = Math.min(t0, p[0]); t1 = Math.max(t1, p[0]);\n"
+    "          vmax = Math.max(vmax, p[1]);\n"
+    "          if (p[1] > 0) vmin = Math.min(vmin, p[1]);\n"
+    "        });\n"
+    "      });\n"
+    "      if (!vis.length) { t0 = D.now_ms - 60000; t1 = D.now_ms; }\n"
+    "      /* Up to the report's time, unless the samples ended long before it. */\n"
+    "      if (D.now_ms > t1 && D.now_ms - t1 < (t1 - t0) / 4) t1 = D.now_ms;\n"
+    "      if (t1 - t0 < 2000) t1 = t0 + 2000;\n"
+    "      let yt, y;\n"
+    "      const ph = H - m.t - m.b, pw = W - m.l - m.r;\n"
+    "      if (logScale) {\n"
+    "        yt = logTicks(vmin === Infinity ? 1 : vmin, vmax);\n"
+    "        const a = Math.log2(yt[0]), b = Math.log2(yt[yt.length - 1]);\n"
+    "        y = function (v) {\n"
+    "          return m.t + ph - (Math.log2(Math.max(v, yt[0])) - a) / (b - a) * ph;\n"
+    "        };\n"
+    "      } else {\n"
+    "        yt = linTicks(vmax);\n"
+    "        const top = yt[yt.length - 1];\n"
+    "        y = function (v) { return m.t + ph - v / top * ph; };\n"
+    "      }\n"
+    "      const x = function (t) { return m.l + (t - t0) / (t1 - t0) * pw; };\n"
+    "      yt.forEach(function (v) {\n"
+    "        const yy = Math.round(y(v)) + 0.5;\n"
+    "        svg('line', { x1: m.l, x2: W - m.r, y1: yy, y2: yy, class: 'grid' }, chartSvg);\n"
+    "        const label = svg('text', { x: m.l - 6, y: yy + 4, 'text-anchor': 'end' },\n"
+    "          chartSvg);\n"
+    "        label.textContent = bytes(v);\n"
+    "      });\n"
+    "      timeTicks(t0, t1, Math.max(2, Math.floor(pw / 90))).forEach(function (t) {\n"
+    "        const xx = Math.round(x(t)) + 0.5;\n"
+    "        svg('line', { x1: xx, x2: xx, y1: m.t + ph, y2: m.t + ph + 4, class: 'axis' },\n"
+    "          chartSvg);\n"
+    "        const label = svg('text', { x: xx, y: H - 8, 'text-anchor': 'middle' }, chartSvg);\n"
+    "        label.textContent = hms(t);\n"
+    "      });\n"
+    "      const base = m.t + ph + 0.5;\n"
+    "      svg('line', { x1: m.l, x2: W - m.r, y1: base, y2: base, class: 'axis' }, chartSvg);\n"
+    "      svg('line', { x1: m.l - 0.5, x2: m.l - 0.5, y1: m.t, y2: base, class: 'axis' },\n"
+    "        chartSvg);\n"
+    "      const g = svg('g', {}, chartSvg);\n"
+    "      vis.slice().reverse().forEach(function (l) {\n"
+    "        const d = l.pts.map(function (p, i) {\n"
+    "          return (i ? 'L' : 'M') + x(p[0]).toFixed(1) + ' ' + y(p[1]).toFixed(1);\n"
+    "        }).join('');\n"
+    "        const attrs = { d: d, fill: 'none', stroke: l.color, 'stroke-width': 2,\n"
+    "          'stroke-linejoin': 'round', 'stroke-linecap': 'round', class: 'ln' };\n"
+    "        if (l.dash) attrs['stroke-dasharray'] = l.dash;\n"
+    "        l.el = svg('g', {}, g);\n"
+    "        l.path = svg('path', attrs, l.el);\n"
+    "        paths++;\n"
+    "        if (l.pts.length <= 12)\n"
+    "          l.pts.forEach(function (p) {\n"
+    "            svg('circle', { cx: x(p[0]), cy: y(p[1]), r: 2.5, fill: l.color }, l.el);\n"
+    "          });\n"
+    "        if (l.stack >= 0) {\n"
+    "          const hit = svg('path', { d: d, fill: 'none', stroke: 'transparent',\n"
+    "            'stroke-width': 10,\n"
+    "            style: 'cursor:pointer' }, g);\n"
+    "          hit.addEventListener('click', function () { openStack(l.stack); });\n"
+    "        }\n"
+    "      });\n"
+    "      const cross = svg('line', { y1: m.t, y2: m.t + ph, stroke: '#9aa3ad',\n"
+    "        'stroke-dasharray': '3 3',\n"
+    "        visibility: 'hidden', 'pointer-events': 'none' }, chartSvg);\n"
+    "      const dots = svg('g', { 'pointer-events': 'none' }, chartSvg);\n"
+    "      chartSvg.onmousemove = function (ev) {\n"
+    "        if (!vis.length) return;\n"
+    "        const r = chartSvg.getBoundingClientRect();\n"
+    "        const px = (ev.clientX - r.left) * W / r.width;\n"
+    "        if (px < m.l || px > W - m.r) { chartSvg.onmouseleave(); return; }\n"
+    "        const t = t0 + (px - m.l) / pw * (t1 - t0);\n"
+    "        let best = null;\n"
+    "        vis.forEach(function (l) {\n"
+    "          const p = nearest(l.pts, t);\n"
+    "          if (!best || Math.abs(p[0] - t) < Math.abs(best - t)) best = p[0];\n"
+    "        });\n"
+    "        cross.setAttribute('x1', x(best));\n"
+    "        cross.setAttribute('x2', x(best));\n"
+    "        cross.setAttribute('visibility', 'visible');\n"
+    "        clear(dots);\n"
+    "        const rows = [];\n"
+    "        vis.forEach(function (l) {\n"
+    "          /* Within the line's samples, give or take one sampling step. */\n"
+    "          const n = l.pts.length, first = l.pts[0][0], last = l.pts[n - 1][0];\n"
+    "          const step = n > 1 ? (last - first) / (n - 1) : (t1 - t0) / 50;\n"
+    "          if (best < first - step || best > last + step) return;\n"
+    "          const p = nearest(l.pts, best);\n"
+    "          svg('circle', { cx: x(p[0]), cy: y(p[1]), r: 3.5, fill: '#fff', stroke: l.color,\n"
+    "            'stroke-width': 2 }, dots);\n"
+    "          rows.push({ v: p[1], color: l.color, text: bytes(p[1]) + '  ' + l.name });\n"
+    "        });\n"
+    "        rows.sort(function (a, b) { return b.v - a.v; });\n"
+    "        showTip(ev, [hms(best) + '  live bytes'].concat(rows));\n"
+    "      };\n"
+    "      chartSvg.onmouseleave = function () {\n"
+    "        cross.setAttribute('visibility', 'hidden');\n"
+    "        clear(dots);\n"
+    "        hideTip();\n"
+    "      };\n"
+    "      applyHighlight();\n"
+    "    }\n"
+    "\n"
+    "    function applyHighlight() {\n"
+    "      lines.forEach(function (l, k) {\n"
+    "        if (!l.el) return;\n"
+    "        const me = highlighted === l.stack && l.stack >= 0 || highlighted === -2 - k;\n"
+    "        const dim = highlighted !== -1 && !me;\n"
+    "        l.path.setAttribute('stroke-width', me ? 3.5 : 2);\n"
+    "        l.el.style.opacity = dim ? 0.18 : 1;\n"
+    "      });\n"
+    "    }\n"
+    "    function highlight(i) {\n"
+    "      highlighted = i;\n"
+    "      bodies.forEach(function (tb) { tb.classList.toggle('hl', +tb.dataset.i === i); });\n"
+    "      applyHighlight();\n"
+    "    }\n"
+    "\n"
+    "    document.querySelectorAll('#s-chart button[data-scale]').forEach(function (b) {\n"
+    "      b.addEventListener('click', function () {\n"
+    "        logScale = b.dataset.scale === 'log';\n"
+    "        document.querySelectorAll('#s-chart button[data-scale]').forEach(function (o) {\n"
+    "          o.classList.toggle('on', o === b);\n"
+    "        });\n"
+    "        drawChart();\n"
+    "      });\n"
+    "    });\n"
+    "\n"
+    "    /* ------------------------------------------------------------ flame graph */\n"
+    "    const flameBox = document.getElementById('flame');\n"
+    "    const flameSvg = document.getElementById('flame-svg');\n"
+    "    const flameNote = document.getElementById('flame-note');\n"
+    "    let totalMl = 0;\n"
+    "    D.stacks.forEach(function (s) { totalMl += s.ml; });\n"
+    "    const weightKey = totalMl > 0 ? 'ml' : 'live';\n"
+    "    function newNode(name, parent) {\n"
+    "      return { n: name, v: 0, kids: [], byName: {}, parent: parent, m: '', s: '',\n"
+    "        stacks: 0,\n"
+    "        depth: parent ? parent.depth + 1 : 0 };\n"
+    "    }\n"
+    "    function child(node, name) {\n"
+    "      let c = node.byName[name];\n"
+    "      if (!c) { c = newNode(name, node); node.byName[name] = c; node.kids.push(c); }\n"
+    "      return c;\n"
+    "    }\n"
+    "    const root = newNode('all stacks', null);\n"
+    "    let maxDepth = 0;\n"
+    "    D.stacks.forEach(function (s) {\n"
+    "      const w = s[weightKey];\n"
+    "      if (!(w > 0)) return;\n"
+    "      let node = root;\n"
+    "      node.v += w;\n"
+    "      node = child(node, D.by_exe ? s.exe : s.exe + ' [' + s.pid + ']');\n"
+    "      node.v += w;\n"
+    "      node.stacks++;\n"
+    "      for (let k = s.frames.length - 1; k >= 0; k--) {\n"
+    "        const f = s.frames[k];\n"
+    "        node = child(node, f.n);\n"
+    "        node.v += w;\n"
+    "        node.stacks++;\n"
+    "        if (!node.m) node.m = f.m;\n"
+    "        if (node.s === '') node.s = f.s; else if (node.s !== f.s) node.s = null;\n"
+    "      }\n"
+    "      maxDepth = Math.max(maxDepth, node.depth);\n"
+    "    });\n"
+    "    if (totalMl === 0 && root.v > 0 && flameNote)\n"
+    "      flameNote.textContent = 'no block has expired yet: widths show live bytes instead';\n"
+    "    root.n = 'all stacks: ' + bytes(root.v) + (weightKey === 'ml' ? ' may-leak' : ' live');\n"
+    "    (function sortKids(n) {\n"
+    "      n.kids.sort(function (a, b) { return b.v - a.v || (a.n < b.n ? -1 : 1); });\n"
+    "      n.kids.forEach(sortKids);\n"
+    "    })(root);\n"
+    "    let focus = root;\n"
+    "    const ROW = 19;\n"
+    "    const measure = document.createElement('canvas').getContext('2d');\n"
+    "    function hash(s) {\n"
+    "      let h = 2166136261;\n"
+    "      for (let i = 0; i < s.length; i++) {\n"
+    "        h ^= s.charCodeAt(i);\n"
+    "        h = Math.imul(h, 16777619);\n"
+    "      }\n"
+    "      return h >>> 0;\n"
+    "    }\n"
+    "    function flameColor(n) {\n"
+    "      if (n.depth === 0) return '#c9cfd7';\n"
+    "      if (n.depth === 1) return '#b4bfcc';\n"
+    "      const h = hash(n.n);\n"
+    "      if (!n.kids.length) return 'hsl(' + (h % 12) + ',78%,' + (58 + (h >> 8) % 8) + '%)';\n"
+    "      return 'hsl(' + (12 + h % 38) + ',' + (78 + (h >> 6) % 14) + '%,' +\n"
+    "        (60 + (h >> 12) % 10) + '%)';\n"
+    "    }\n"
+    "    function fit(text, w, cw) {\n"
+    "      const max = Math.floor((w - 8) / cw);\n"
+    "      if (max < 4 && text.length > max) return '';\n"
+    "      return text.length <= max ? text : text.slice(0, max - 1) + '\\u2026';\n"
+    "    }\n"
+    "    function drawFlame() {\n"
+    "      clear(flameSvg);\n"
+    "      if (!root.v) { flameSvg.style.display = 'none'; return; }\n"
+    "      const W = Math.max(320, flameBox.clientWidth - 16);\n"
+    "      const H = (maxDepth + 1) * ROW + 2;\n"
+    "      flameSvg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);\n"
+    "      flameSvg.setAttribute('height', H);\n"
+    "      const g = svg('g', { class: 'fl' }, flameSvg);\n"
+    "      measure.font = '11px ui-monospace,SFMono-Regular,Menlo,Consolas,' +\n"
+    "        'DejaVu Sans Mono,monospace';\n"
+    "      const cw = measure.measureText('MMMMMMMMMM').width / 10 || 6.6;\n"
+    "      const ancestors = new Set();\n"
+    "      for (let a = focus; a; a = a.parent) ancestors.add(a);\n"
+    "      function place(n, x0, scale) {\n"
+    "        const w = n.v * scale;\n"
+    "        if (w < 0.6) return;\n"
+    "        const y = n.depth * ROW;\n"
+    "        const at = 'translate(' + x0.toFixed(2) + ',' + y + ')';\n"
+    "        const cell = svg('g', { transform: at }, g);\n"
+    "        const r = svg('rect', { width: Math.max(w - 0.5, 0.5).toFixed(2), height: ROW - 1,\n"
+    "          fill: flameColor(n), rx: 1.5 }, cell);\n"
+    "        if (ancestors.has(n) && n !== focus) r.setAttribute('class', 'dim');\n"
+    "        paths++;\n"
+    "        const label = fit(n.n, w, cw);\n"
+    "        if (label) svg('text', { x: 4, y: ROW - 6 }, cell).textContent = label;\n"
+    "        r.addEventListener('mousemove', function (ev) {\n"
+    "          const rows = [n.n, bytes(n.v) + '  (' + exact(n.v) + ', ' +\n"
+    "            (100 * n.v / root.v).toFixed(1) + '% of ' +\n"
+    "            (weightKey === 'ml' ? 'may-leak' : 'live') + ')'];\n"
+    "          if (n.s) rows.push(n.s);\n"
+    "          if (n.m) rows.push(n.m);\n"
+    "          if (n.depth > 0) rows.push(n.stacks + ' stack' + (n.stacks === 1 ? '' : 's') +\n"
+    "            ' through here; click to zoom');\n"
+    "          showTip(ev, rows);\n"
+    "        });\n"
+    "        r.addEventListener('mouseleave', hideTip);\n"
+    "        r.addEventListener('click', function () {\n"
+    "          focus = n === focus ? (n.parent || root) : n;\n"
+    "          drawFlame();\n"
+    "        });\n"
+    "        let cx = x0;\n"
+    "        n.kids.forEach(function (k) { place(k, cx, scale); cx += k.v * scale; });\n"
+    "      }\n"
+    "      /* Ancestors of the focus span the full width; the focus fills it. */\n"
+    "      const scale = W / focus.v;\n"
+    "      for (let a = focus.parent; a; a = a.parent) {\n"
+    "        const y = a.depth * ROW;\n"
+    "        const cell = svg('g', { transform: 'translate(0,' + y + ')' }, g);\n"
+    "        const r = svg('rect', { width: W, height: ROW - 1, fill: flameColor(a), rx: 1.5,\n"
+    "          class: 'dim' }, cell);\n"
+    "        const label = fit(a.n, W, cw);\n"
+    "        if (label) svg('text', { x: 4, y: ROW - 6 }, cell).textContent = label;\n"
+    "        const an = a;\n"
+    "        r.addEventListener('click', function () { focus = an; drawFlame(); });\n"
+    "        r.addEventListener('mousemove', function (ev) {\n"
+    "          showTip(ev, [an.n, bytes(an.v) + '; click to zoom out']);\n"
+    "        });\n"
+    "        r.addEventListener('mouseleave', hideTip);\n"
+    "      }\n"
+    "      place(focus, 0, scale);\n"
+    "      const reset = document.getElementById('flame-reset');\n"
+    "      if (reset) reset.disabled = focus === root;\n"
+    "    }\n"
+    "    const fr = document.getElementById('flame-reset');\n"
+    "    if (fr) fr.addEventListener('click', function () { focus = root; drawFlame(); });\n"
+    "\n"
+    "    function drawAll() {\n"
+    "      paths = 0;\n"
+    "      drawChart();\n"
+    "      drawFlame();\n"
+    "      document.body.dataset.paths = String(paths);\n"
+    "    }\n"
+    "    drawLegend();\n"
+    "    drawAll();\n"
+    "    let pending = 0;\n"
+    "    window.addEventListener('resize', function () {\n"
+    "      clearTimeout(pending);\n"
+    "      pending = setTimeout(drawAll, 120);\n"
+    "    });\n"
+    "    document.body.dataset.rendered = '1';\n"
+    "  }\n"
+    "})();\n";
+
+/* ------------------------------------------------------------------ page parts */
+
+static void html_head(FILE *f, const Stackwatch__LeakReport *r)
+{
+    fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+          "<title>stackwatch report",
+          f);
+    for (size_t i = 0; i < r->n_clients && i < 4; i++) {
+        fputs(i ? ", " : ": ", f);
+        html_esc(f, base_name(r->clients[i]->exe));
+    }
+    fprintf(f, "</title>\n<style>\n%s</style>\n"
+               "<noscript><style>#stacks tr.detail{display:table-row}</style></noscript>\n"
+               "</head>\n",
+            html_css);
+}
+
+static void html_header(FILE *f, const Stackwatch__LeakReport *r)
+{
+    char a[512], b[64], when[64] = "";
+    time_t t = (time_t)(r->now_ms / 1000);
+    struct tm tm;
+    if (r->now_ms && localtime_r(&t, &tm))
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S %Z", &tm);
+    uint64_t ml_b = 0, ml_n = 0, live_b = 0, leaks = 0, classified = 0;
+    for (size_t i = 0; i < r->n_stacks; i++) {
+        ml_b += cnt(r->stacks[i]->may_leak)->bytes;
+        ml_n += cnt(r->stacks[i]->may_leak)->count;
+        classified += !empty(r->stacks[i]->class_);
+        if (!empty(r->stacks[i]->class_) &&
+            (!strcmp(r->stacks[i]->class_, "leak") || !strcmp(r->stacks[i]->class_, "growing")))
+            leaks++;
+    }
+    for (size_t i = 0; i < r->n_clients; i++)
+        live_b += cnt(r->clients[i]->live)->bytes;
+
+    fputs("<header>\n<h1>stackwatch leak report", f);
+    if (r->n_clients) {
+        fputs("<span class=\"sub\">", f);
+        for (size_t i = 0; i < r->n_clients && i < 4; i++) {
+            if (i)
+                fputs(", ", f);
+            html_esc(f, base_name(r->clients[i]->exe));
+        }
+        if (r->n_clients > 4)
+            fprintf(f, " and %zu more", r->n_clients - 4);
+        fputs("</span>", f);
+    }
+    fputs("</h1>\n<div class=\"meta\">", f);
+    if (*when)
+        fprintf(f, "made <b>%s</b> &middot; ", when);
+    fprintf(f, "expire time <b>%.3g s</b> &middot; sampling <b>", r->expire_ms / 1000.0);
+    html_esc(f, empty(r->sample) ? "all" : r->sample);
+    fprintf(f, "</b> &middot; <b>%zu</b> process%s &middot; <b>%zu</b> stack%s shown", r->n_clients,
+            r->n_clients == 1 ? "" : "es", r->n_stacks, r->n_stacks == 1 ? "" : "s");
+    if (r->by_exe)
+        fputs(" &middot; stacks folded by executable", f);
+    if (r->since_mark)
+        fputs(" &middot; only blocks allocated after the mark", f);
+    fputs("</div>\n<div class=\"cards\">\n", f);
+    fprintf(f, "<div class=\"card\" title=\"%" PRIu64 " bytes\"><b>%s</b><span>may-leak in %s "
+               "blocks of the stacks shown</span></div>\n",
+            ml_b, fmt_bytes(a, sizeof a, (double)ml_b), fmt_count(b, sizeof b, ml_n));
+    fprintf(f, "<div class=\"card\" title=\"%" PRIu64 " bytes\"><b>%s</b><span>live in the "
+               "processes now</span></div>\n",
+            live_b, fmt_bytes(a, sizeof a, (double)live_b));
+    if (classified || !r->n_stacks)
+        fprintf(f, "<div class=\"card\"><b>%" PRIu64 "</b><span>stacks classified leak or "
+                   "growing</span></div>\n",
+                leaks);
+    else
+        fputs("<div class=\"card\"><b>&ndash;</b><span>stacks not classified yet</span></div>\n",
+              f);
+    if (r->n_stacks) {
+        const Stackwatch__Frame *top = top_frame(r->stacks[0]);
+        const Stackwatch__PyTraceback *tb = blamed_python(r->stacks[0]);
+        fputs("<div class=\"card\"><b class=\"mono\">", f);
+        if (tb)
+            html_escf(f, "%s:%u", base_name(tb->frames[0]->file), tb->frames[0]->line);
+        else
+            html_esc(f, top ? frame_name(a, sizeof a, top) : "(no frames)");
+        fprintf(f, "</b><span>%s the top-ranked stack</span></div>\n",
+                tb ? "Python line behind" : "allocates");
+    }
+    fputs("</div>\n", f);
+    if (r->n_clients) {
+        fputs("<table class=\"procs\">\n<tr><th class=\"num\">pid</th><th>state</th>"
+              "<th>command</th><th class=\"num\">live</th><th class=\"num\">events</th>"
+              "<th>notes</th></tr>\n",
+              f);
+        for (size_t i = 0; i < r->n_clients; i++) {
+            const Stackwatch__ClientInfo *c = r->clients[i];
+            char cmd[2048];
+            fprintf(f, "<tr><td class=\"num mono\">%u</td><td><span class=\"state st-", c->pid);
+            html_esc(f, c->state);
+            fputs("\">", f);
+            html_esc(f, empty(c->state) ? "?" : c->state);
+            fputs("</span></td><td class=\"mono\">", f);
+            html_esc(f, cmd_line(c, cmd, sizeof cmd));
+            fprintf(f, "</td><td class=\"num\" title=\"%" PRIu64 " bytes in %" PRIu64
+                       " blocks\">%s</td><td class=\"num\">%s</td><td class=\"small\">",
+                    cnt(c->live)->bytes, cnt(c->live)->count,
+                    fmt_bytes(a, sizeof a, (double)cnt(c->live)->bytes),
+                    fmt_count(b, sizeof b, c->events));
+            if (c->python_version)
+                fprintf(f, "Python %u.%u.%u ", c->python_version >> 24,
+                        (c->python_version >> 16) & 0xff, (c->python_version >> 8) & 0xff);
+            if (c->dropped)
+                fprintf(f, "<span class=\"blamed\">%" PRIu64 " events dropped</span> ",
+                        c->dropped);
+            if (c->gaps)
+                fprintf(f, "<span class=\"blamed\">%u gap(s), %" PRIu64 " events lost</span> ",
+                        c->gaps, c->lost_events);
+            if (c->table_full)
+                fprintf(f, "<span class=\"blamed\">%" PRIu64 " allocations untracked "
+                           "(--max-live)</span> ",
+                        c->table_full);
+            if (c->unwind_failures)
+                fprintf(f, "%" PRIu64 " unwind failures ", c->unwind_failures);
+            fputs("</td></tr>\n", f);
+        }
+        fputs("</table>\n", f);
+    }
+    fputs("</header>\n", f);
+}
+
+static void html_chart(FILE *f, const Stackwatch__LeakReport *r)
+{
+    int any = has_samples(r);
+    fprintf(f, "<section id=\"s-chart\">\n<h2>Live bytes over time<small>top %zu stacks by rank "
+               "(solid; click a line for its row) and each process&#39;s total (dashed)</small>",
+            HTML_TOP_LINES);
+    if (any)
+        fputs("<span class=\"controls\"><button data-scale=\"lin\" class=\"on\">linear</button>"
+              "<button data-scale=\"log\">log</button></span>",
+              f);
+    fputs("</h2>\n<div id=\"chart\" class=\"plot\"><svg id=\"chart-svg\" role=\"img\" "
+          "aria-label=\"live bytes over time\"></svg>",
+          f);
+    if (!any)
+        fputs("<p class=\"empty\">No samples yet: collectord records live bytes over time "
+              "while the processes run. Make the report again in a while.</p>",
+              f);
+    fputs("</div>\n<div id=\"legend\" class=\"legend\"></div>\n</section>\n", f);
+}
+
+static void html_flame(FILE *f, const Stackwatch__LeakReport *r)
+{
+    uint64_t w = 0;
+    for (size_t i = 0; i < r->n_stacks; i++)
+        w += cnt(r->stacks[i]->may_leak)->bytes + cnt(r->stacks[i]->live)->bytes;
+    fputs("<section id=\"s-flame\">\n<h2>Where the may-leak bytes were allocated<small "
+          "id=\"flame-note\">outermost caller on top, allocation site at the bottom; width "
+          "&prop; bytes; click to zoom</small>",
+          f);
+    if (w)
+        fputs("<span class=\"controls\"><button id=\"flame-reset\">reset zoom</button></span>",
+              f);
+    fputs("</h2>\n<div id=\"flame\" class=\"plot\"><svg id=\"flame-svg\" role=\"img\" "
+          "aria-label=\"flame graph\"></svg>",
+          f);
+    if (!w)
+        fputs("<p class=\"empty\">Nothing to draw: no stack shown holds live or may-leak "
+              "bytes.</p>",
+              f);
+    fputs("</div>\n</section>\n", f);
+}
+
+/* A table cell with bytes and, below, the block count. */
+static void cell_count(FILE *f, const Stackwatch__Count *c)
+{
+    char a[64], b[64];
+    c = cnt(c);
+    fprintf(f, "<td class=\"num\" title=\"%" PRIu64 " bytes in %" PRIu64 " blocks\">%s"
+               "<span class=\"small muted\">%s block%s</span></td>",
+            c->bytes, c->count, fmt_bytes(a, sizeof a, (double)c->bytes),
+            fmt_count(b, sizeof b, c->count), c->count == 1 ? "" : "s");
+}
+
+static void fact(FILE *f, const char *name, const Stackwatch__Count *c)
+{
+    char a[64], b[64];
+    c = cnt(c);
+    fprintf(f, "<span title=\"%" PRIu64 " bytes\">%s <b>%s</b> (%s)</span>", c->bytes, name,
+            fmt_count(b, sizeof b, c->count), fmt_bytes(a, sizeof a, (double)c->bytes));
+}
+
+static void html_frame_src(FILE *f, const Stackwatch__Frame *fr)
+{
+    if (empty(fr->file))
+        return;
+    fputs("<span title=\"", f);
+    html_escf(f, "%s:%u", fr->file, fr->line);
+    fputs("\">", f);
+    html_escf(f, "%s:%u", base_name(fr->file), fr->line);
+    fputs("</span>", f);
+}
+
+/* The detail row of a stack: its figures, frames and Python stacks, spanning
+ * the table's columns. */
+static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns)
+{
+    char a[512];
+    fprintf(f, "<tr class=\"detail\"><td colspan=\"%d\">\n<div class=\"facts\">", columns);
+    fact(f, "expired", s->expired);
+    fact(f, "free_expired", s->free_expired);
+    fact(f, "alloc", s->alloc);
+    fact(f, "free", s->free);
+    if (cnt(s->exit_live)->count)
+        fact(f, "exit_live", s->exit_live);
+    if (cnt(s->uncertain)->count)
+        fact(f, "uncertain", s->uncertain);
+    if (s->freed_lt_valid)
+        fprintf(f, "<span>freed blocks lived <b>%" PRIu64 "</b>&ndash;<b>%" PRIu64 "</b> ms "
+                   "(avg %" PRIu64 ")</span>",
+                s->freed_lt_min_ms, s->freed_lt_max_ms, s->freed_lt_avg_ms);
+    else
+        fputs("<span>none freed</span>", f);
+    fprintf(f, "<span>oldest unfreed <b>%" PRIu64 "</b> ms</span>", s->unfreed_max_age_ms);
+    if (!empty(s->class_))
+        fprintf(f, "<span>rank <b>%.0f</b></span>", s->rank);
+    if (s->armed)
+        fprintf(f, "<span>armed: %u capture(s) left</span>", s->armed);
+    fputs("</div>\n", f);
+    if (s->n_pids) {
+        fputs("<div class=\"facts\">", f);
+        for (size_t k = 0; k < s->n_pids; k++) {
+            const Stackwatch__PidPart *p = s->pids[k];
+            fprintf(f, "<span>pid <b>%u</b>: may-leak %s</span>", p->pid,
+                    fmt_bytes(a, sizeof a, (double)cnt(p->may_leak)->bytes));
+        }
+        fputs("</div>\n", f);
+    }
+    if (s->skipped)
+        fprintf(f, "<div class=\"small muted\">%u allocation-wrapper frame%s not shown</div>\n",
+                s->skipped, s->skipped == 1 ? "" : "s");
+    if (!s->n_frames)
+        fputs("<div class=\"muted\">(stack not captured)</div>\n", f);
+    else
+        fputs("<table class=\"frames\">\n", f);
+    for (size_t k = 0; k < s->n_frames; k++) {
+        const Stackwatch__Frame *fr = s->frames[k];
+        fprintf(f, "<tr><td class=\"muted num\">#%zu</td><td class=\"mono muted\">0x%016" PRIx64
+                   "</td><td class=\"mono\">",
+                k, fr->addr);
+        if (!empty(fr->function)) {
+            fputs("<span class=\"fn\">", f);
+            html_esc(f, fr->function);
+            fprintf(f, "</span>+%" PRIu64, fr->offset);
+        } else {
+            html_esc(f, frame_name(a, sizeof a, fr));
+        }
+        if (fr->is_inline)
+            fputs(" <span class=\"muted\">[inline]</span>", f);
+        fputs("</td><td class=\"mono\">", f);
+        html_frame_src(f, fr);
+        fputs("</td><td class=\"mono muted\" title=\"", f);
+        html_esc(f, fr->module);
+        fputs("\">", f);
+        html_esc(f, base_name(fr->module));
+        fputs("</td></tr>\n", f);
+    }
+    if (s->n_frames)
+        fputs("</table>\n", f);
+    if (s->truncated)
+        fputs("<div class=\"small muted\">&hellip; truncated at STACKWATCH_DEPTH</div>\n", f);
+    for (size_t i = 0; i < s->n_python; i++) {
+        const Stackwatch__PyTraceback *t = s->python[i];
+        fprintf(f, "<div class=\"py\"><div class=\"hd\">Python stack: %u capture%s, may-leak "
+                   "%" PRIu64 " (%s), live %" PRIu64 ", freed %" PRIu64 " &middot; ",
+                t->captures, t->captures == 1 ? "" : "s", cnt(t->may_leak)->count,
+                fmt_bytes(a, sizeof a, (double)cnt(t->may_leak)->bytes), cnt(t->live)->count,
+                t->freed);
+        fputs(t->blamed ? "<span class=\"blamed\">blamed: its blocks stay live</span>"
+                        : "<span class=\"muted\">not blamed: its blocks are freed</span>",
+              f);
+        fputs("</div><pre>", f);
+        for (size_t k = 0; k < t->n_frames; k++) {
+            const Stackwatch__PyFrame *p = t->frames[k];
+            fputs("File &quot;", f);
+            html_esc(f, p->file);
+            fprintf(f, "&quot;, line %u, in ", p->line);
+            html_esc(f, p->function);
+            fputc('\n', f);
+        }
+        if (t->truncated)
+            fputs("&hellip; (deeper Python frames cut)\n", f);
+        if (!empty(t->text)) {
+            fputs("from the signal handler:\n", f);
+            html_esc(f, t->text);
+            fputc('\n', f);
+        }
+        fputs("</pre></div>\n", f);
+    }
+    fputs("</td></tr>\n", f);
+}
+
+/* The "allocated at" cell: the top frame (first with a name), the innermost
+ * frame when the ones below it have no symbols, and the program's own caller
+ * when the top frame lies in a library. */
+static void html_alloc_site(FILE *f, const Stackwatch__StackReport *s)
+{
+    char a[512];
+    const Stackwatch__Frame *top = top_frame(s), *own = own_caller(s, top);
+    fputs("<td class=\"mono\">", f);
+    if (!top) {
+        fputs("<span class=\"muted\">(no frames)</span></td>", f);
+        return;
+    }
+    fputs("<span class=\"fn\">", f);
+    html_esc(f, frame_name(a, sizeof a, top));
+    fputs("</span> <span class=\"small muted\">", f);
+    html_frame_src(f, top);
+    fputs("</span>", f);
+    size_t below = 0;
+    while (below < s->n_frames && s->frames[below] != top)
+        below++;
+    if (below) {
+        frame_name(a, sizeof a, s->frames[0]);
+        fputs("<div class=\"small muted hint\" title=\"innermost: ", f);
+        html_esc(f, a);
+        fprintf(f, "\">calls %zu frame%s without symbols (", below, below == 1 ? "" : "s");
+        html_esc(f, a);
+        fputs(")</div>", f);
+    }
+    if (own) {
+        fputs("<div class=\"small muted hint\">from <span class=\"fn\">", f);
+        html_esc(f, own->function);
+        fputs("</span> ", f);
+        html_frame_src(f, own);
+        fputs("</div>", f);
+    }
+    fputs("</td>", f);
+}
+
+/* Time span of the stacks' series: the sparklines share it. */
+typedef struct span_s {
+    uint64_t t0, t1; /* first and last sample (Unix ms); t0 > t1: none */
+} span_t;
+
+static span_t series_span(const Stackwatch__LeakReport *r)
+{
+    span_t sp = {UINT64_MAX, 0};
+    for (size_t i = 0; i < r->n_stacks; i++)
+        for (size_t k = 0; k < r->stacks[i]->n_series; k++) {
+            uint64_t t = r->stacks[i]->series[k]->t_ms;
+            sp.t0 = t < sp.t0 ? t : sp.t0;
+            sp.t1 = t > sp.t1 ? t : sp.t1;
+        }
+    return sp;
+}
+
+enum { SPARK_W = 96, SPARK_H = 22 }; /* size of a sparkline */
+
+/* Where sample k of s sits in its sparkline. */
+static void spark_xy(const Stackwatch__StackReport *s, size_t k, span_t sp, uint64_t max,
+                     double *x, double *y)
+{
+    double dt = sp.t1 > sp.t0 ? (double)(sp.t1 - sp.t0) : 1;
+    const Stackwatch__Sample *pt = s->series[k];
+    *x = 1 + (double)(pt->t_ms - sp.t0) / dt * (SPARK_W - 2);
+    *y = SPARK_H - 1.5 - (max ? (double)pt->live_bytes / (double)max * (SPARK_H - 4) : 0);
+}
+
+/* Path commands through the samples of s. */
+static void spark_path(FILE *f, const Stackwatch__StackReport *s, span_t sp, uint64_t max)
+{
+    double x, y;
+    for (size_t k = 0; k < s->n_series; k++) {
+        spark_xy(s, k, sp, max, &x, &y);
+        fprintf(f, "%c%.1f %.1f", k ? 'L' : 'M', x, y);
+    }
+}
+
+/* The trend cell: the stack's live bytes over the shared time span, scaled to
+ * its own maximum, as a small inline SVG (drawn without the script). */
+static void html_sparkline(FILE *f, const Stackwatch__StackReport *s, size_t i, span_t sp)
+{
+    char a[64], b[64], c[64];
+    if (!s->n_series) {
+        fputs("<td class=\"muted\">&ndash;</td>", f);
+        return;
+    }
+    uint64_t max = 0;
+    for (size_t k = 0; k < s->n_series; k++)
+        max = s->series[k]->live_bytes > max ? s->series[k]->live_bytes : max;
+    const char *color = i < HTML_TOP_LINES ? html_palette[i] : "#8a94a0";
+    double x0, xn, y;
+    spark_xy(s, 0, sp, max, &x0, &y);
+    spark_xy(s, s->n_series - 1, sp, max, &xn, &y);
+    fprintf(f, "<td><svg class=\"spark\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">"
+               "<title>live %s at first, %s at last, %s at most</title><path d=\"",
+            SPARK_W, SPARK_H, SPARK_W, SPARK_H,
+            fmt_bytes(a, sizeof a, (double)s->series[0]->live_bytes),
+            fmt_bytes(b, sizeof b, (double)s->series[s->n_series - 1]->live_bytes),
+            fmt_bytes(c, sizeof c, (double)max));
+    spark_path(f, s, sp, max);
+    fprintf(f, "L%.1f %d L%.1f %dZ\" fill=\"%s\" fill-opacity=\"0.15\"/><path d=\"", xn,
+            SPARK_H, x0, SPARK_H, color);
+    spark_path(f, s, sp, max);
+    fprintf(f, "\" fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" "
+               "stroke-linejoin=\"round\"/>",
+            color);
+    if (s->n_series == 1)
+        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2\" fill=\"%s\"/>", xn, y, color);
+    fputs("</svg></td>", f);
+}
+
+/* A stack's row and its detail row (frames, Python stacks), in one tbody. py: the
+ * table has the Python line column. */
+static void html_row(FILE *f, const Stackwatch__StackReport *s, size_t i, int py, span_t span)
+{
+    char a[64];
+    fprintf(f, "<tbody class=\"stack\" id=\"s%016" PRIx64 "-%u\" data-i=\"%zu\">\n"
+               "<tr class=\"row\" tabindex=\"0\" aria-expanded=\"false\"><td class=\"num\" "
+               "title=\"rank %.0f (confidence &times; may-leak bytes)\"><span "
+               "class=\"caret\">&#9656;</span> ",
+            s->id, s->pid, i, s->rank);
+    if (i < HTML_TOP_LINES && s->n_series)
+        fprintf(f, "<span class=\"sw\" style=\"background:%s\"></span>", html_palette[i]);
+    fprintf(f, "%zu</td><td class=\"mono\">%016" PRIx64 "</td><td class=\"nowrap\">", i + 1,
+            s->id);
+    if (s->n_pids > 1) {
+        fprintf(f, "<span title=\"");
+        for (size_t k = 0; k < s->n_pids; k++)
+            fprintf(f, "%s%u", k ? ", " : "pids ", s->pids[k]->pid);
+        fprintf(f, "\">%zu processes</span>", s->n_pids);
+    } else {
+        fprintf(f, "pid %u", s->pid);
+    }
+    fputs(" <span class=\"muted\" title=\"", f);
+    html_esc(f, s->exe);
+    fputs("\">", f);
+    html_esc(f, base_name(s->exe));
+    fputs("</span></td><td>", f);
+    if (empty(s->class_)) {
+        fputs("<span class=\"badge c-none\">unclassified</span></td><td class=\"num muted\">"
+              "&ndash;</td>",
+              f);
+    } else {
+        fputs("<span class=\"badge c-", f);
+        html_esc(f, s->class_);
+        fputs("\">", f);
+        html_esc(f, s->class_);
+        fprintf(f, "</span></td><td class=\"num\">%.0f%%</td>", s->confidence * 100);
+    }
+    cell_count(f, s->may_leak);
+    cell_count(f, s->live);
+    double g = s->growth_bytes_per_min;
+    if (g > -0.5 && g < 0.5)
+        fprintf(f, "<td class=\"num muted\">%s</td>", empty(s->class_) ? "&ndash;" : "0");
+    else
+        fprintf(f, "<td class=\"num\">%s%s</td>", g > 0 ? "+" : "", fmt_bytes(a, sizeof a, g));
+    html_sparkline(f, s, i, span);
+    html_alloc_site(f, s);
+    const Stackwatch__PyTraceback *tb = blamed_python(s);
+    if (py)
+        fputs("<td class=\"mono nowrap\">", f);
+    if (tb) {
+        const Stackwatch__PyFrame *p = tb->frames[0];
+        fputs("<span title=\"", f);
+        html_escf(f, "%s:%u in %s", p->file, p->line, p->function);
+        fputs("\">", f);
+        html_escf(f, "%s:%u", base_name(p->file), p->line);
+        fputs(" <span class=\"fn\">", f);
+        html_esc(f, p->function);
+        fputs("</span></span>", f);
+    } else if (s->n_python) {
+        fputs("<span class=\"small muted\">none blamed</span>", f);
+    }
+    fputs(py ? "</td></tr>\n" : "</tr>\n", f);
+    html_detail(f, s, py ? 11 : 10);
+    fputs("</tbody>\n", f);
+}
+
+static void html_table(FILE *f, const Stackwatch__LeakReport *r)
+{
+    fputs("<section id=\"s-table\">\n<h2>Stacks by rank", f);
+    if (!r->n_stacks) {
+        fprintf(f, "</h2>\n<p class=\"empty\">No leaks: no block has stayed allocated longer "
+                   "than the expire time (%.3g s).</p>\n</section>\n",
+                r->expire_ms / 1000.0);
+        return;
+    }
+    fputs("<small>click a row for its frames and Python stacks</small><span "
+          "class=\"controls\"><button id=\"expand-all\">expand all</button><button "
+          "id=\"collapse-all\">collapse all</button></span></h2>\n",
+          f);
+    int py = 0;
+    span_t span = series_span(r);
+    for (size_t i = 0; i < r->n_stacks; i++)
+        py |= r->stacks[i]->n_python > 0;
+    fprintf(f, "<div class=\"scroll\"><table id=\"stacks\">\n<thead><tr><th class=\"num\">#</th>"
+               "<th>stack</th>"
+               "<th>process</th><th>class</th><th class=\"num\">conf.</th>"
+               "<th class=\"num\">may-leak</th><th class=\"num\">live</th>"
+               "<th class=\"num\">growth/min</th><th>trend</th><th>allocated at</th>%s</tr>"
+               "</thead>\n",
+            py ? "<th>Python line</th>" : "");
+    for (size_t i = 0; i < r->n_stacks; i++)
+        html_row(f, r->stacks[i], i, py, span);
+    fputs("</table></div>\n</section>\n", f);
+}
+
+int cli_report_html(FILE *f, const Stackwatch__LeakReport *r)
+{
+    html_head(f, r);
+    fputs("<body>\n<main>\n", f);
+    html_header(f, r);
+    html_chart(f, r);
+    html_flame(f, r);
+    html_table(f, r);
+    fputs("<footer>Made by stackctl report --html. This page is self-contained: it loads "
+          "nothing from the network.</footer>\n</main>\n<div id=\"tip\" class=\"tip\" "
+          "hidden></div>\n",
+          f);
+    int rc = html_data(f, r);
+    if (rc < 0)
+        return rc;
+    fprintf(f, "<script>\n%s</script>\n</body>\n</html>\n", html_js);
+    return ferror(f) ? -EIO : 0;
+}
+
+

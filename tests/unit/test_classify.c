@@ -1,0 +1,257 @@
+/* Unit tests: classification (series, windows, classes) and allocation-wrapper skipping. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "collector/classify.h"
+#include "collector/sym.h"
+#include "collector/wrap.h"
+
+#define MS 1000000ull
+#define EXP (300 * MS)
+
+static void test_series_downsamples_and_keeps_order(void **state)
+{
+    (void)state;
+    series_t s;
+    series_init(&s, 10 * MS);
+    for (uint64_t i = 0; i < 1000; i++)
+        series_add(&s, i * 10 * MS, i * 100, i, 0);
+    assert_true(s.n <= SERIES_CAP);
+    assert_true(s.n >= SERIES_CAP / 2);
+    assert_true(s.interval_ns > 10 * MS); /* coarser after halvings */
+    for (uint32_t i = 1; i < s.n; i++)
+        assert_true(s.pt[i].t > s.pt[i - 1].t);
+    assert_int_equal(s.pt[s.n - 1].live_b, 999 * 100); /* the newest is kept */
+    /* Closer than the interval: the last point's values are replaced. */
+    uint32_t n = s.n;
+    series_add(&s, s.pt[s.n - 1].t + 1, 5, 6, 7);
+    assert_int_equal(s.n, n);
+    assert_int_equal(s.pt[s.n - 1].live_b, 5);
+}
+
+static void test_slope(void **state)
+{
+    (void)state;
+    series_t s;
+    series_init(&s, MS);
+    double r2;
+    assert_true(series_slope_per_min(&s, 0, &r2) == 0); /* no points */
+    for (uint64_t i = 0; i < 60; i++)
+        series_add(&s, i * 1000 * MS, 1000 + i * 10, 0, 0); /* +10 B/s */
+    double slope = series_slope_per_min(&s, 0, &r2);
+    assert_true(slope > 599 && slope < 601);
+    assert_true(r2 > 0.999);
+    series_t f;
+    series_init(&f, MS);
+    for (uint64_t i = 0; i < 30; i++)
+        series_add(&f, i * 1000 * MS, 5000, 0, 0);
+    double flat = series_slope_per_min(&f, 0, NULL);
+    assert_true(flat > -1e-6 && flat < 1e-6); /* rounding only */
+}
+
+/* Simulates a stack tick by tick with the collector's aging period. */
+typedef struct sim_s {
+    cls_t c;
+    int inited;
+    cls_in_t in;
+    uint64_t now;
+} sim_t;
+
+static verdict_t step(sim_t *m)
+{
+    m->now += 30 * MS;
+    if (m->in.exp_n && !m->inited) {
+        classify_init(&m->c, m->now, EXP, &m->in);
+        m->inited = 1;
+    }
+    return classify_tick(m->inited ? &m->c : NULL, m->now, EXP, &m->in);
+}
+
+static void test_transient(void **state)
+{
+    (void)state;
+    sim_t m = { .now = 1000 * MS };
+    m.in.alloc_n = 100;
+    verdict_t v = step(&m);
+    assert_int_equal(v.klass, CLASS_TRANSIENT);
+    assert_true(v.confidence > 0.8);
+    m.in.live_n = 3; /* young blocks still live: less sure */
+    v = step(&m);
+    assert_true(v.confidence < 0.8);
+}
+
+static void test_steady_leak_within_two_expires(void **state)
+{
+    (void)state;
+    sim_t m = { .now = 1000 * MS };
+    uint64_t first = 0, leak_at = 0;
+    for (int t = 0; t < 100; t++) {
+        /* One block per tick; each expires EXP later and is never freed. */
+        m.in.alloc_n++;
+        m.in.live_n++;
+        m.in.live_b += 100;
+        if (m.now >= 1000 * MS + EXP) {
+            m.in.exp_n++;
+            m.in.may_n++;
+            m.in.may_b += 100;
+            if (!first)
+                first = m.now;
+        }
+        verdict_t v = step(&m);
+        if (v.klass == CLASS_LEAK && !leak_at)
+            leak_at = m.now;
+    }
+    assert_true(first && leak_at);
+    assert_true(leak_at - first <= 2 * EXP);
+    verdict_t v = step(&m);
+    assert_int_equal(v.klass, CLASS_LEAK);
+    assert_true(v.confidence > 0.9);
+    assert_true(v.growth_per_min > 0);
+}
+
+static void test_cache_never_leak_after_eviction(void **state)
+{
+    (void)state;
+    sim_t m = { .now = 1000 * MS };
+    int evicted = 0;
+    for (int t = 0; t < 200; t++) {
+        /* 40 entries live ~27 ticks (> EXP); fill-up, then evict one per tick. */
+        m.in.alloc_n++;
+        if (m.in.live_n < 40) {
+            m.in.live_n++;
+            m.in.live_b += 512;
+        } else {
+            evicted = 1;
+            m.in.fexp_n++;
+            m.in.may_n--;
+            m.in.may_b -= 512;
+        }
+        if (t >= 10) {
+            m.in.exp_n++;
+            m.in.may_n++;
+            m.in.may_b += 512;
+        }
+        verdict_t v = step(&m);
+        if (evicted)
+            assert_int_not_equal(v.klass, CLASS_LEAK);
+    }
+    verdict_t v = step(&m);
+    assert_int_equal(v.klass, CLASS_CACHE);
+    assert_true(v.confidence > 0.8);
+}
+
+static void test_growing_with_evictions(void **state)
+{
+    (void)state;
+    sim_t m = { .now = 1000 * MS };
+    for (int t = 0; t < 200; t++) {
+        m.in.alloc_n += 3;
+        m.in.live_n += 1;       /* +3, -2 a tick */
+        m.in.live_b += 128;
+        if (t >= 10) {
+            m.in.exp_n += 3;
+            m.in.fexp_n += 2;   /* expired blocks do get freed */
+            m.in.may_n += 1;
+            m.in.may_b += 128;
+        }
+        step(&m);
+    }
+    verdict_t v = step(&m);
+    assert_int_equal(v.klass, CLASS_GROWING);
+    assert_true(v.growth_per_min > 0);
+}
+
+static void test_retained_startup_table(void **state)
+{
+    (void)state;
+    sim_t m = { .now = 1000 * MS };
+    m.in.alloc_n = 100;
+    m.in.live_n = 100;
+    m.in.live_b = 102400;
+    verdict_t v = { 0 };
+    for (int t = 0; t < 100; t++) {
+        if (t == 12) { /* all expire at once, nothing more ever comes */
+            m.in.exp_n = m.in.may_n = 100;
+            m.in.may_b = 102400;
+        }
+        v = step(&m);
+    }
+    assert_int_equal(v.klass, CLASS_RETAINED);
+    assert_true(v.confidence > 0.8);
+}
+
+static void test_names_and_weights(void **state)
+{
+    (void)state;
+    for (int k = CLASS_TRANSIENT; k <= CLASS_LEAK; k++)
+        assert_int_equal(classify_parse(classify_name(k)), k);
+    assert_int_equal(classify_parse("bogus"), -1);
+    assert_true(classify_weight(CLASS_LEAK) > classify_weight(CLASS_GROWING));
+    assert_true(classify_weight(CLASS_GROWING) > classify_weight(CLASS_RETAINED));
+    assert_true(classify_weight(CLASS_RETAINED) > classify_weight(CLASS_CACHE));
+    assert_true(classify_weight(CLASS_TRANSIENT) == 0);
+}
+
+static symres_t *frames(const char **names, uint32_t n)
+{
+    symres_t *r = calloc(1, sizeof *r + n * sizeof(symframe_t));
+    r->n = n;
+    for (uint32_t i = 0; i < n; i++)
+        r->f[i].function = names[i];
+    return r;
+}
+
+static void test_wrappers(void **state)
+{
+    (void)state;
+    assert_int_equal(wrap_init(), 0);
+    const char *a[] = { "operator new(unsigned long)", "leak_new()", "main" };
+    symres_t *r = frames(a, 3);
+    assert_int_equal(wrap_count(r), 1);
+    free(r);
+    const char *b[] = { "g_malloc0", "g_strdup", "build", "main" };
+    r = frames(b, 4);
+    assert_int_equal(wrap_count(r), 2);
+    free(r);
+    const char *c[] = { "PyMem_RawMalloc", "_PyObject_Malloc", NULL, "PyEval" };
+    r = frames(c, 4);
+    assert_int_equal(wrap_count(r), 2); /* a nameless frame is never a wrapper */
+    free(r);
+    const char *d[] = { "malloc_wrapper_of_mine", "caller" };
+    r = frames(d, 2);
+    assert_int_equal(wrap_count(r), 0);
+    char err[512];
+    assert_int_equal(wrap_add("^malloc_wrapper_of_mine$", err, sizeof err), 0);
+    assert_int_equal(wrap_count(r), 1);
+    free(r);
+    const char *e[] = { "strdup" };
+    r = frames(e, 1);
+    assert_int_equal(wrap_count(r), 0); /* never all frames */
+    free(r);
+    assert_int_equal(wrap_add("(", err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "--wrapper"));
+    wrap_free();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_series_downsamples_and_keeps_order),
+        cmocka_unit_test(test_slope),
+        cmocka_unit_test(test_transient),
+        cmocka_unit_test(test_steady_leak_within_two_expires),
+        cmocka_unit_test(test_cache_never_leak_after_eviction),
+        cmocka_unit_test(test_growing_with_evictions),
+        cmocka_unit_test(test_retained_startup_table),
+        cmocka_unit_test(test_names_and_weights),
+        cmocka_unit_test(test_wrappers),
+    };
+    return cmocka_run_group_tests_name("classify", tests, NULL, NULL);
+}
