@@ -43,7 +43,9 @@ PB_PIC_O = $(BUILD)/obj/pic/stackwatch.pb-c.o
 PYTHON_INCLUDE ?= /usr/include/python3.11
 CFLAGS_COMMON = $(STD) $(WARN) $(OPTIMIZATION) $(DEBUG) $(SAN_CFLAGS) -MMD -MP \
 	-D_GNU_SOURCE -I. -Iproto -I$(GEN) -I$(PYTHON_INCLUDE)
+# Frame pointers in the agent: the frame-pointer unwinder walks through it.
 AGENT_CFLAGS = $(CFLAGS_COMMON) -fPIC -fvisibility=hidden -ftls-model=initial-exec \
+	-fno-omit-frame-pointer \
 	-fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc \
 	-DUNW_LOCAL_ONLY
 COLL_CFLAGS = $(CFLAGS_COMMON)
@@ -190,7 +192,12 @@ $(BUILD)/progs/buildid/libdlstrip.so: $(BUILD)/progs/libdlstrip.so
 	mkdir -p $(dir $@)debug/.build-id/$$(echo $$id | cut -c1-2); \
 	objcopy --only-keep-debug $< $(dir $@)debug/.build-id/$$(echo $$id | cut -c1-2)/$$(echo $$id | cut -c3-).debug
 
-TEST_VARIANTS = $(BUILD)/progs/libreuse_a.so $(BUILD)/progs/libreuse_b.so \
+# libdlleak without frame pointers (rbp a general register): the fp unwinder must refuse it.
+$(BUILD)/progs/nofp/libdlleak.so: tests/progs/libdlleak.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -g -O2 -fomit-frame-pointer -fPIC -shared -o $@ $<
+
+TEST_VARIANTS = $(BUILD)/progs/nofp/libdlleak.so $(BUILD)/progs/libreuse_a.so $(BUILD)/progs/libreuse_b.so \
 	$(BUILD)/progs/strip/libdlstrip.so $(BUILD)/progs/split/libdlstrip.so \
 	$(BUILD)/progs/buildid/libdlstrip.so
 

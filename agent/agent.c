@@ -115,7 +115,7 @@ __attribute__((constructor)) static void agent_start(void)
     agent.ppid = getppid();
     agent.instance = new_instance();
     agent.start_realtime_ns = clock_realtime_ns();
-    if (unwind_init() < 0)
+    if (unwind_init(cfg.unwind, cfg.fp_modules) < 0)
         log_msg("cannot locate the agent's own code; its frames may show in stacks");
     py_init();
     if (strncmp(py_status(), "CPython version", 15) == 0)

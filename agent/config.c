@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "unwind.h"
 
 cfg_t cfg;
 
@@ -205,6 +206,17 @@ void cfg_load(const char *exe)
         else
             cfg.ring_events = (uint32_t)r;
     }
+
+    v = getenv("STACKWATCH_UNWIND");
+    if (v && *v) {
+        if (!strcmp(v, "fp"))
+            cfg.unwind = UNWIND_FP;
+        else if (!strcmp(v, "dwarf"))
+            cfg.unwind = UNWIND_DWARF;
+        else
+            log_msg("STACKWATCH_UNWIND=%s: use fp or dwarf; using dwarf", v);
+    }
+    cfg.fp_modules = getenv("STACKWATCH_FP_MODULES");
 
     v = getenv("STACKWATCH_CONNECT_MS");
     if (v && *v) {

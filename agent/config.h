@@ -22,6 +22,8 @@ typedef struct cfg_s {
     int enabled;            /* 0: dormant (disabled, or the exe filter said no) */
     int inherit;            /* 0: strip the agent from LD_PRELOAD for children */
     uint32_t connect_ms;    /* how long the constructor waits for the collector */
+    int unwind;             /* UNWIND_DWARF or UNWIND_FP (STACKWATCH_UNWIND) */
+    const char *fp_modules; /* STACKWATCH_FP_MODULES: more frame-pointer candidates */
 } cfg_t;
 
 extern cfg_t cfg;

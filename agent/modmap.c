@@ -1,5 +1,6 @@
 /* The module map: loaded ELF objects by generation, found with dl_iterate_phdr only. */
 #include "modmap.h"
+#include "unwind.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -224,6 +225,7 @@ static int refresh_cb(struct dl_phdr_info *info, size_t size, void *arg)
     m->gen_added = last_unload_gen;
     m->path_off = str_add(name);
     read_build_id(m, info);
+    unwind_module_added(name, !info->dlpi_name || !*info->dlpi_name, lo, hi);
     seen[nmods] = refresh_stamp;
     nmods++;
     return 0;
@@ -255,6 +257,7 @@ int modmap_refresh(void)
             bumped = 1;
         }
         m->gen_removed = gen;
+        unwind_module_removed(m->lo, m->hi);
         changed = 1;
     }
     if (bumped) {

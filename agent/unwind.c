@@ -1,29 +1,86 @@
-/* Stack capture with libunwind's unw_backtrace, minus the agent's own frames. */
+/* Stack capture: libunwind's unw_backtrace, or a validated frame-pointer walk with a cached tail.
+ *
+ * The frame-pointer walk (STACKWATCH_UNWIND=fp) follows rbp frame records
+ * only through code known to keep them: the agent itself (built with frame
+ * pointers), and candidate modules (the main executable, STACKWATCH_FP_MODULES)
+ * once their first UNWIND_FP_CHECKS walks matched libunwind exactly. Debian's
+ * libraries do not keep frame pointers: there rbp is a general register, and
+ * a walk would not just stop early but pass bounds checks and produce wrong
+ * callers. So at the first frame outside trusted code the walk hands over to
+ * libunwind, started from a context built from that frame (its pc, the stack
+ * pointer after the call, its rbp). The frames from there on (typically
+ * start_thread or __libc_start_main and a few more) are cached per thread,
+ * keyed by that frame's pc and stack address, and reused while every cached
+ * return-address slot on the stack still holds the cached pc. A module that
+ * fails a check is never walked again; a capture that cannot be walked safely
+ * (a record outside this thread's stack, out of order) falls back to
+ * unw_backtrace. */
 #ifndef UNW_LOCAL_ONLY
 #define UNW_LOCAL_ONLY /* the Makefile sets it; unit builds may not */
 #endif
 #include "unwind.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <link.h>
 #include <libunwind.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <ucontext.h>
+#include <unistd.h>
 
 #include "config.h"
+#include "log.h"
+
+#define TAIL_MAX 48
+#define TAILS 4
+#define WALK_MAX 512
+
+enum { FPM_VERIFY = 0, FPM_TRUSTED = 1, FPM_REFUSED = 2 };
+
+typedef struct fpmod_s {
+    uint64_t lo, hi;           /* executable hull of the module */
+    _Atomic int state;         /* FPM_* */
+    _Atomic uint32_t checks;   /* walks that matched libunwind */
+    char name[96];             /* for the one message */
+} fpmod_t;
+
+/* The frames beyond the last trusted one, as libunwind found them. */
+typedef struct tail_s {
+    uint64_t pc, cfa;          /* key: the hand-over frame's pc and stack address */
+    uint32_t n;                /* pcs[0] is pc itself */
+    uint32_t cut;              /* more frames than TAIL_MAX */
+    uint64_t pcs[TAIL_MAX];
+    uint64_t slot[TAIL_MAX];   /* where pcs[j] is stored on the stack (j >= 1) */
+} tail_t;
+
+typedef struct utls_s {
+    uint64_t stack_hi;         /* top of this thread's stack, 0 unknown */
+    int bounds_tried;
+    uint32_t next;             /* round-robin tail slot */
+    tail_t tails[TAILS];
+} utls_t;
+
+static __thread utls_t ut __attribute__((tls_model("initial-exec")));
 
 static uint64_t self_lo, self_hi;
+static int mode;
+static fpmod_t fpmods[UNWIND_FP_MODULES];
+static _Atomic int nfpmods;
+static _Atomic uint64_t fp_walks, fp_misses;
+
+static const char *fp_globs;
 
 static int find_self(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)size;
-    uint64_t probe = (uint64_t)(uintptr_t)arg;
-    uint64_t lo = UINT64_MAX, hi = 0;
+    uint64_t probe = *(const uint64_t *)arg, lo = UINT64_MAX, hi = 0;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type != PT_LOAD)
             continue;
-        uint64_t s = info->dlpi_addr + ph->p_vaddr;
-        uint64_t e = s + ph->p_memsz;
+        uint64_t s = info->dlpi_addr + ph->p_vaddr, e = s + ph->p_memsz;
         if (s < lo)
             lo = s;
         if (e > hi)
@@ -37,12 +94,45 @@ static int find_self(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-int unwind_init(void)
+int unwind_init(int want, const char *globs)
 {
     /* Per-thread caches: no lock shared between threads on the unwind path. */
     unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
-    dl_iterate_phdr(find_self, (void *)(uintptr_t)&unwind_init);
+    mode = want;
+    fp_globs = globs;
+    uint64_t probe = (uint64_t)(uintptr_t)&unwind_init;
+    dl_iterate_phdr(find_self, &probe);
     return self_hi ? 0 : -ENOENT;
+}
+
+void unwind_module_added(const char *path, int is_exe, uint64_t lo, uint64_t hi)
+{
+    if (mode != UNWIND_FP || hi <= lo || (lo < self_hi && self_lo < hi))
+        return;
+    if (!is_exe && (!fp_globs || !*fp_globs || !cfg_exe_match(fp_globs, path)))
+        return;
+    int n = atomic_load_explicit(&nfpmods, memory_order_relaxed);
+    if (n == UNWIND_FP_MODULES)
+        return;
+    fpmod_t *m = &fpmods[n];
+    m->lo = lo;
+    m->hi = hi;
+    atomic_store_explicit(&m->state, FPM_VERIFY, memory_order_relaxed);
+    atomic_store_explicit(&m->checks, 0, memory_order_relaxed);
+    size_t len = strlen(path);
+    if (len >= sizeof m->name)
+        path += len - (sizeof m->name - 1);
+    memcpy(m->name, path, strlen(path) + 1);
+    /* release: a walker that sees the count sees the entry. */
+    atomic_store_explicit(&nfpmods, n + 1, memory_order_release);
+}
+
+void unwind_module_removed(uint64_t lo, uint64_t hi)
+{
+    int n = atomic_load_explicit(&nfpmods, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (fpmods[i].lo == lo && fpmods[i].hi == hi)
+            atomic_store_explicit(&fpmods[i].state, FPM_REFUSED, memory_order_relaxed);
 }
 
 int unwind_is_self(uint64_t pc)
@@ -50,7 +140,22 @@ int unwind_is_self(uint64_t pc)
     return pc >= self_lo && pc < self_hi;
 }
 
-int unwind_capture(uint64_t *out, int depth, int *truncated)
+void unwind_fp_stats(uint64_t *walks, uint64_t *misses, uint32_t *trusted, uint32_t *refused)
+{
+    *walks = atomic_load(&fp_walks);
+    *misses = atomic_load(&fp_misses);
+    *trusted = *refused = 0;
+    int n = atomic_load_explicit(&nfpmods, memory_order_acquire);
+    for (int i = 0; i < n; i++) {
+        int st = atomic_load(&fpmods[i].state);
+        *trusted += st == FPM_TRUSTED;
+        *refused += st == FPM_REFUSED;
+    }
+}
+
+/* ---------------------------------------------------------------- libunwind */
+
+static int dwarf_capture(uint64_t *out, int depth, int *truncated)
 {
     void *buf[CFG_DEPTH_MAX + UNWIND_SKIP_MAX];
     int want = depth + UNWIND_SKIP_MAX;
@@ -71,4 +176,188 @@ int unwind_capture(uint64_t *out, int depth, int *truncated)
     for (int k = 0; k < kept; k++)
         out[k] = (uint64_t)(uintptr_t)buf[i + k];
     return kept;
+}
+
+/* ---------------------------------------------------------------- frame pointers */
+
+/* Top of this thread's stack: records must lie between our own frame and it. */
+static uint64_t stack_top(void)
+{
+    if (ut.stack_hi || ut.bounds_tried)
+        return ut.stack_hi;
+    ut.bounds_tried = 1;
+    pthread_attr_t attr;
+    /* Reads /proc/self/maps and allocates for the main thread: once per
+     * thread, under the guard. */
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        void *addr;
+        size_t size;
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0)
+            ut.stack_hi = (uint64_t)(uintptr_t)addr + size;
+        pthread_attr_destroy(&attr);
+    }
+    return ut.stack_hi;
+}
+
+/* Newest first: a module loaded where an unloaded one was wins. */
+static int fpmod_of(uint64_t pc)
+{
+    for (int i = atomic_load_explicit(&nfpmods, memory_order_acquire); i-- > 0;)
+        if (pc >= fpmods[i].lo && pc < fpmods[i].hi)
+            return i;
+    return -1;
+}
+
+/* The frames from the hand-over frame (pc, stack pointer after the call,
+ * its rbp) outward, appended to out: from the per-thread cache when every
+ * return-address slot still holds what it held, else from libunwind. */
+static int tail_append(uint64_t pc, uint64_t cfa, uint64_t rbp, uint64_t *out, int n, int depth,
+                       int *truncated)
+{
+    tail_t *t = NULL;
+    for (int i = 0; i < TAILS; i++) {
+        tail_t *e = &ut.tails[i];
+        if (e->n && e->pc == pc && e->cfa == cfa) {
+            uint32_t j = 1;
+            /* The slots lie between cfa and the stack top: mapped, ours. */
+            while (j < e->n && *(const uint64_t *)(uintptr_t)e->slot[j] == e->pcs[j])
+                j++;
+            if (j == e->n) {
+                t = e;
+                break;
+            }
+            e->n = 0; /* stale */
+        }
+    }
+    if (!t) {
+        atomic_fetch_add_explicit(&fp_misses, 1, memory_order_relaxed);
+        t = &ut.tails[ut.next++ % TAILS];
+        t->n = 0;
+        unw_context_t uc;
+        if (unw_getcontext(&uc) != 0)
+            return -1;
+        /* Inside the call instruction, so the right unwind entry is used. */
+        uc.uc_mcontext.gregs[REG_RIP] = (greg_t)(pc - 1);
+        uc.uc_mcontext.gregs[REG_RSP] = (greg_t)cfa;
+        uc.uc_mcontext.gregs[REG_RBP] = (greg_t)rbp;
+        unw_cursor_t cur;
+        if (unw_init_local(&cur, &uc) < 0)
+            return -1;
+        t->pc = pc;
+        t->cfa = cfa;
+        t->pcs[0] = pc;
+        t->slot[0] = 0;
+        uint32_t k = 1;
+        t->cut = 0;
+        while (unw_step(&cur) > 0) {
+            if (k == TAIL_MAX) {
+                t->cut = 1;
+                break;
+            }
+            unw_word_t ip = 0, sp = 0;
+            unw_get_reg(&cur, UNW_REG_IP, &ip);
+            unw_get_reg(&cur, UNW_REG_SP, &sp);
+            if (!ip)
+                break;
+            t->pcs[k] = ip;
+            t->slot[k] = sp - 8; /* the return address sits just below the caller's sp */
+            k++;
+        }
+        t->n = k;
+    }
+    for (uint32_t j = 1; j < t->n; j++) {
+        if (n == depth) {
+            *truncated = 1;
+            return n;
+        }
+        out[n++] = t->pcs[j];
+    }
+    if (t->cut)
+        *truncated = 1;
+    return n;
+}
+
+/* Walks frame records. Returns the frame count, or -1 when the walk is not
+ * safe (the caller falls back to libunwind). *verify is set to the module
+ * whose trust this walk assumed without having earned it yet (-1: none). */
+static int fp_capture(uint64_t *out, int depth, int *truncated, int *verify)
+{
+    uint64_t hi = stack_top();
+    *verify = -1;
+    *truncated = 0;
+    if (!hi)
+        return -1;
+    const uint64_t *fp = (const uint64_t *)__builtin_frame_address(0);
+    int n = 0;
+    for (int steps = 0; steps < WALK_MAX; steps++) {
+        uint64_t f = (uint64_t)(uintptr_t)fp;
+        if ((f & 7) || f + 16 > hi)
+            return -1;
+        uint64_t ra = fp[1], nfp = fp[0];
+        if (unwind_is_self(ra)) {
+            if (nfp <= f)
+                return -1;
+            fp = (const uint64_t *)(uintptr_t)nfp;
+            continue;
+        }
+        if (n == depth) {
+            *truncated = 1;
+            return n;
+        }
+        int m = fpmod_of(ra);
+        int st = m >= 0 ? atomic_load_explicit(&fpmods[m].state, memory_order_relaxed)
+                        : FPM_REFUSED;
+        if (st == FPM_REFUSED) {
+            /* The frame owning ra may not keep rbp: libunwind from here on.
+             * Only worth it after some trusted frames (else unw_backtrace's
+             * own fast path is better). */
+            if (n == 0)
+                return -1;
+            out[n++] = ra;
+            return tail_append(ra, f + 16, nfp, out, n, depth, truncated);
+        }
+        if (st == FPM_VERIFY)
+            *verify = m;
+        out[n++] = ra;
+        if (nfp <= f || (nfp & 7) || nfp + 16 > hi) {
+            /* No further record (the outermost frame): libunwind decides. */
+            return tail_append(ra, f + 16, nfp, out, n, depth, truncated);
+        }
+        fp = (const uint64_t *)(uintptr_t)nfp;
+    }
+    return -1;
+}
+
+int unwind_capture(uint64_t *out, int depth, int *truncated)
+{
+    if (mode != UNWIND_FP)
+        return dwarf_capture(out, depth, truncated);
+    int verify;
+    int n = fp_capture(out, depth, truncated, &verify);
+    if (n < 0)
+        return dwarf_capture(out, depth, truncated);
+    atomic_fetch_add_explicit(&fp_walks, 1, memory_order_relaxed);
+    if (verify < 0)
+        return n;
+    /* Earning trust: this walk must equal libunwind's, frame for frame. */
+    uint64_t ref[CFG_DEPTH_MAX];
+    int rtrunc = 0;
+    int rn = dwarf_capture(ref, depth, &rtrunc);
+    fpmod_t *m = &fpmods[verify];
+    if (rn == n && memcmp(ref, out, (size_t)n * sizeof *out) == 0) {
+        if (atomic_fetch_add(&m->checks, 1) + 1 >= UNWIND_FP_CHECKS) {
+            int expect = FPM_VERIFY;
+            if (atomic_compare_exchange_strong(&m->state, &expect, FPM_TRUSTED))
+                log_msg("walking frame pointers in %s (%d walks matched libunwind)", m->name,
+                        UNWIND_FP_CHECKS);
+        }
+        return n;
+    }
+    int expect = FPM_VERIFY;
+    if (atomic_compare_exchange_strong(&m->state, &expect, FPM_REFUSED))
+        log_msg("not walking frame pointers in %s: a walk differed from libunwind "
+                "(built without frame pointers?)", m->name);
+    memcpy(out, ref, (size_t)rn * sizeof *out);
+    *truncated = rtrunc;
+    return rn;
 }

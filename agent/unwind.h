@@ -1,4 +1,4 @@
-/* Stack capture with libunwind's unw_backtrace, minus the agent's own frames. */
+/* Stack capture: libunwind's unw_backtrace, or a validated frame-pointer walk with a cached tail. */
 #ifndef STACKWATCH_AGENT_UNWIND_H
 #define STACKWATCH_AGENT_UNWIND_H
 
@@ -7,18 +7,37 @@
 /* Frames the agent itself may add above the caller (hook + record path). */
 #define UNWIND_SKIP_MAX 12
 
+enum { UNWIND_DWARF = 0, UNWIND_FP = 1 };
+
+/* Modules whose frame pointers may be walked, at most. */
+#define UNWIND_FP_MODULES 16
+/* Captures compared with libunwind before a module's frame pointers are trusted. */
+#define UNWIND_FP_CHECKS 32
+
 /* Sets libunwind's per-thread cache and finds the agent's own address range.
- * Returns 0 or -errno. Constructor only. */
-int unwind_init(void);
+ * mode is UNWIND_DWARF or UNWIND_FP; with UNWIND_FP the main executable and
+ * modules whose path matches fp_globs (comma-separated fnmatch, may be NULL;
+ * kept, not copied) become frame-pointer candidates as the module map reports
+ * them. Returns 0 or -errno. Constructor only, before modmap_init. */
+int unwind_init(int mode, const char *fp_globs);
+
+/* The module map saw a module load / unload (under its lock: one writer). */
+void unwind_module_added(const char *path, int is_exe, uint64_t lo, uint64_t hi);
+void unwind_module_removed(uint64_t lo, uint64_t hi);
 
 /* Captures up to depth return addresses of the caller, innermost first, into
  * out (room for depth entries), leaving out the agent's frames. Sets
  * *truncated when deeper frames were cut. Returns the number of frames, 0 when
  * nothing could be captured. Safe on the malloc path (no lock, no malloc,
- * given libunwind's per-thread cache). */
+ * given libunwind's per-thread cache; the frame-pointer walk reads only this
+ * thread's stack and touches libunwind on a cache miss). */
 int unwind_capture(uint64_t *out, int depth, int *truncated);
 
 /* 1 if pc lies inside the agent library. */
 int unwind_is_self(uint64_t pc);
+
+/* Frame-pointer walk statistics (for Stats): captures fully walked, tail
+ * cache misses, modules trusted, modules refused. */
+void unwind_fp_stats(uint64_t *walks, uint64_t *misses, uint32_t *trusted, uint32_t *refused);
 
 #endif

@@ -502,3 +502,94 @@ class DaemonTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class FramePointerUnwindTest(unittest.TestCase):
+    """STACKWATCH_UNWIND=fp: the same report as libunwind, exact counts across
+    threads, and a module without frame pointers refused after a walk that
+    differed from libunwind (its frames then come from libunwind)."""
+    quick = True
+
+    def test_same_lines_as_libunwind(self):
+        col = Collector(expire=0.5)
+        try:
+            p = col.start([prog("leaks")], STACKWATCH_UNWIND="fp")
+            self.assertTrue(p.stdout.readline().startswith("ready"))
+            want = set(LEAK_SIZES) | {"strdup"}
+
+            def all_leaks():
+                r = col.leaks("--pid", str(p.pid))
+                got = by_site(r, "leaks.c", pid=p.pid)
+                return got if want <= set(got) else None
+
+            got = wait_until(all_leaks, what="every planted leak under fp")
+            m = markers("leaks.c")
+            for name, size in LEAK_SIZES.items():
+                s = got[name][0]
+                self.assertEqual(len(got[name]), 1, name)
+                self.assertEqual(s["frames"][0]["function"], "leak_" + name)
+                self.assertEqual(s["frames"][0]["line"], m[name])
+                self.assertEqual(s["frames"][1]["function"], "main", name)
+                self.assertEqual(s["may_leak"], {"count": 1, "bytes": size}, name)
+            # malloc called from inside libc (no frame pointers there): the
+            # walk hands over to libunwind, the caller's line is still right.
+            s = got["strdup"][0]
+            self.assertEqual(s["frames"][0]["function"], "leak_strdup")
+            self.assertEqual(s["frames"][0]["line"], m["strdup"])
+            self.assertEqual(s["frames"][1]["function"], "main")
+            rc, _, err = finish(p)
+            self.assertEqual(rc, 0)
+            self.assertRegex(err, r"walking frame pointers in \S*/progs/leaks ")
+        finally:
+            col.close()
+
+    def test_module_without_frame_pointers_refused(self):
+        # Built -O2 -fomit-frame-pointer: dl_leak leaves rbp as main's frame,
+        # so a trusting walk would skip main. Offered as a candidate, its
+        # first walk differs from libunwind and it is refused for good.
+        col = Collector(expire=0.5)
+        try:
+            lib = prog("nofp/libdlleak.so")
+            p = col.start([prog("dlopen_main"), lib], STACKWATCH_UNWIND="fp",
+                          STACKWATCH_FP_MODULES="*/nofp/*")
+            self.assertEqual(p.stdout.readline().strip(), "ready")
+            line = markers("libdlleak.c")["dl_leak"]
+            r = wait_until(lambda: stacks_with(col.leaks("--pid", str(p.pid)), "dl_leak",
+                                               "libdlleak.c", line), what="dlopen leak")
+            self.assertEqual(len(r), 1, "one stack for all three leaks")
+            s = r[0]
+            self.assertEqual([f["function"] for f in s["frames"][:2]], ["dl_leak", "main"])
+            self.assertEqual(s["may_leak"], {"count": 3, "bytes": 3 * 777})
+            rc, _, err = finish(p)
+            self.assertEqual(rc, 0)
+            self.assertRegex(err, r"not walking frame pointers in \S*/nofp/libdlleak\.so")
+        finally:
+            col.close()
+
+    def test_threads_exact_under_fp(self):
+        col = Collector(expire=3)
+        try:
+            rounds = 300
+            p = col.start([prog("threads"), str(rounds)], STACKWATCH_UNWIND="fp")
+            total = 8 * rounds * 64
+            self.assertEqual(p.stdout.readline().strip(), "done %d" % total)
+            line = markers("threads.c", "ALLOC")["worker"]
+
+            def counted():
+                r = col.leaks("--pid", str(p.pid), "--all")
+                ss = stacks_with(r, "worker_alloc", line=line)
+                a = sum(s["alloc"]["count"] for s in ss)
+                f = sum(s["free"]["count"] for s in ss)
+                return ss if ss and a == total and f == total else None
+
+            ss = wait_until(counted, timeout=60, what="all allocs and frees under fp")
+            for s in ss:
+                self.assertEqual(s["live"]["count"], 0)
+                fr = [f["function"] for f in s["frames"]]
+                self.assertEqual(fr[0], "worker_alloc", fr)
+            finish(p)
+            c = col.wait_state(p.pid, "exited")
+            self.assertEqual(c["unknown_frees"], 0)
+            self.assertEqual(c["dropped"], 0)
+        finally:
+            col.close()

@@ -20,6 +20,9 @@ int main(int argc, char **argv)
     void (*noise)(void) = (void (*)(void))dlsym(h, "dl_noise");
     if (!leak || !noise)
         return 1;
+    /* Let the agent's flusher see the new module (it refreshes its map
+     * within its 10 ms period) before the library allocates. */
+    usleep(100 * 1000);
     noise();
     for (int i = 0; i < 3; i++)
         leak(777);

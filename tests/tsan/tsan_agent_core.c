@@ -623,7 +623,7 @@ int main(void)
     int dl_disabled = getenv("TSAN_AGENT_NO_DLCLOSE") != NULL;
     const char *lib = dl_disabled ? NULL : pick_library();
     if (intern_init(INTERN_SLOTS, 1u << 16) < 0 || modmap_init(agent.exe) < 0 ||
-        flush_init() < 0 || tstate_init() < 0 || unwind_init() < 0) {
+        flush_init() < 0 || tstate_init() < 0 || unwind_init(UNWIND_DWARF, NULL) < 0) {
         fprintf(stderr, "tsan_agent_core: agent core initialization failed\n");
         return 1;
     }

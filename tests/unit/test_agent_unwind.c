@@ -33,7 +33,7 @@ static volatile int sink;
 static int group_setup(void **state)
 {
     (void)state;
-    return unwind_init();
+    return unwind_init(UNWIND_DWARF, NULL);
 }
 
 /* What the comparator captured, and with which depth. */
