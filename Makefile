@@ -50,7 +50,7 @@ AGENT_CFLAGS = $(CFLAGS_COMMON) -fPIC -fvisibility=hidden -ftls-model=initial-ex
 	-DUNW_LOCAL_ONLY
 COLL_CFLAGS = $(CFLAGS_COMMON)
 
-AGENT_LIBS = -lunwind -lprotobuf-c -lpthread -ldl
+AGENT_LIBS = -lunwind -lprotobuf-c -lpthread -ldl -lm
 COLL_LIBS = -lev -lprotobuf-c -ldw -lelf -lpthread -lstdc++ -lm
 CLI_LIBS = -lprotobuf-c -lz
 

@@ -3,6 +3,7 @@
 #include "arm.h"
 #include "note.h"
 #include "pyframes.h"
+#include "sample.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -117,6 +118,10 @@ __attribute__((constructor)) static void agent_start(void)
     agent.start_realtime_ns = clock_realtime_ns();
     if (unwind_init(cfg.unwind, cfg.fp_modules) < 0)
         log_msg("cannot locate the agent's own code; its frames may show in stacks");
+    if (sample_init(cfg.sample_bytes) < 0) {
+        log_msg("cannot map the sampled set; recording every allocation");
+        memcpy(cfg.sample, "all", 4);
+    }
     py_init();
     if (strncmp(py_status(), "CPython version", 15) == 0)
         log_msg("%s; allocations are traced, Python lines are not", py_status());

@@ -12,6 +12,7 @@
 #include "agent.h"
 #include "clock.h"
 #include "flush.h"
+#include "intern.h"
 #include "log.h"
 #include "note.h"
 #include "pyframes.h"
@@ -41,6 +42,16 @@ _Atomic uint32_t arm_fired_live;
 
 static armed_t *armed;
 static uint32_t nslots;
+
+/* Call sites (first pc) of the armed stacks, for sampled mode: an unsampled
+ * allocation from one of them is unwound to see whether its stack is armed.
+ * Written by the flusher only (arm_set), read lock-free by the hooks. */
+#define SITES_MAX 64u
+static uint32_t site_idx[SITES_MAX];       /* flusher's list of armed stacks */
+static uint32_t nsite_idx;
+static _Atomic uint64_t sites[SITES_MAX];
+static _Atomic uint32_t nsites;
+static int sites_said;
 static fired_t fired[FIRED_SLOTS];
 static _Atomic uint64_t firings;
 static _Atomic uint64_t refused_mask;   /* signals we refused to raise (said once) */
@@ -62,6 +73,61 @@ int arm_init(uint32_t slots)
     return 0;
 }
 
+static void sites_rebuild(void)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < nsite_idx; i++) {
+        const intern_slot_t *sl = intern_slot(site_idx[i]);
+        if (!sl || sl->npcs == 0)
+            continue;
+        uint64_t pc = intern_pcs(sl)[0];
+        uint32_t k = 0;
+        while (k < n && atomic_load_explicit(&sites[k], memory_order_relaxed) != pc)
+            k++;
+        if (k == n)
+            atomic_store_explicit(&sites[n++], pc, memory_order_relaxed);
+    }
+    /* A reader may see a site list mixing old and new entries for a moment:
+     * at worst one allocation is unwound for nothing or fires only if sampled. */
+    atomic_store_explicit(&nsites, n, memory_order_release);
+}
+
+static void sites_track(uint32_t idx, int on)
+{
+    uint32_t i = 0;
+    while (i < nsite_idx && site_idx[i] != idx)
+        i++;
+    if (on && i == nsite_idx) {
+        if (nsite_idx == SITES_MAX) {
+            if (!sites_said++)
+                log_msg("more than %u stacks armed: in sampled mode the others fire only "
+                        "when sampled", SITES_MAX);
+            return;
+        }
+        site_idx[nsite_idx++] = idx;
+    } else if (!on && i < nsite_idx) {
+        site_idx[i] = site_idx[--nsite_idx];
+    } else {
+        return;
+    }
+    sites_rebuild();
+}
+
+int arm_site(uint64_t pc)
+{
+    uint32_t n = atomic_load_explicit(&nsites, memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++)
+        if (atomic_load_explicit(&sites[i], memory_order_relaxed) == pc)
+            return 1;
+    return 0;
+}
+
+int arm_armed(uint32_t idx)
+{
+    return armed && idx != 0 && idx < nslots &&
+           atomic_load_explicit(&armed[idx].left, memory_order_acquire) > 0;
+}
+
 void arm_set(uint32_t idx, int sig, uint32_t count, int python, int quiet)
 {
     if (!armed || idx == 0 || idx >= nslots)
@@ -79,6 +145,7 @@ void arm_set(uint32_t idx, int sig, uint32_t count, int python, int quiet)
         atomic_fetch_add(&arm_active, 1);
     else if (was > 0 && count == 0)
         atomic_fetch_sub(&arm_active, 1);
+    sites_track(idx, count > 0);
     if (python && !py_version() && !atomic_exchange(&py_said, 1) && py_status()[0])
         log_msg("no Python frames: %s", py_status());
 }
@@ -226,6 +293,8 @@ void arm_fork_child(void)
     }
     atomic_store(&arm_active, 0);
     atomic_store(&firings, 0);
+    nsite_idx = 0;
+    atomic_store(&nsites, 0);
 }
 
 /* ---------------------------------------------------------------- for signal handlers */

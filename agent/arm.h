@@ -21,6 +21,12 @@ int arm_init(uint32_t slots);
  * capturing Python frames if python, logging unless quiet. Disarm with count 0. */
 void arm_set(uint32_t idx, int sig, uint32_t count, int python, int quiet);
 
+/* Hook: 1 when pc is the call site (first frame) of an armed stack. */
+int arm_site(uint64_t pc);
+
+/* Hook: 1 when stack idx is armed with firings left. */
+int arm_armed(uint32_t idx);
+
 /* Hook, guard held, after ALLOC(p) was pushed with timestamp ts: if idx is
  * armed, fire once: log "malloc @ PTR for SIZE", attach a note (Python frames
  * when asked), and raise the signal in this thread if the process handles

@@ -148,6 +148,25 @@ static int parse_bool(const char *name, const char *v, int dflt)
     return dflt;
 }
 
+int cfg_parse_sample(const char *s, uint64_t *out)
+{
+    char buf[32];
+    size_t n = strlen(s);
+    if (n == 0 || n >= sizeof buf)
+        return -EINVAL;
+    memcpy(buf, s, n + 1);
+    /* 512k, 512K, 512kb, 512KiB, 524288, 524288b */
+    if (n > 1 && (buf[n - 1] == 'b' || buf[n - 1] == 'B'))
+        buf[--n] = '\0';
+    if (n > 1 && buf[n - 1] == 'i')
+        buf[--n] = '\0';
+    uint64_t v;
+    if (cfg_parse_size(buf, &v) < 0 || v < 1 || v > (1ull << 40))
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
 void cfg_load(const char *exe)
 {
     memset(&cfg, 0, sizeof cfg);
@@ -193,8 +212,16 @@ void cfg_load(const char *exe)
     }
 
     v = getenv("STACKWATCH_SAMPLE");
-    if (v && *v && strcmp(v, "all") != 0)
-        log_msg("STACKWATCH_SAMPLE=%s: only 'all' is supported in this version; using all", v);
+    if (v && *v && strcmp(v, "all") != 0) {
+        uint64_t b;
+        if (cfg_parse_sample(v, &b) < 0) {
+            log_msg("STACKWATCH_SAMPLE=%s is neither 'all' nor a byte size in 1..1t "
+                    "(like 512k); recording every allocation", v);
+        } else {
+            cfg.sample_bytes = b;
+            log_fmt(cfg.sample, sizeof cfg.sample, "%s", v);
+        }
+    }
 
     v = getenv("STACKWATCH_RING");
     if (v && *v) {

@@ -16,7 +16,8 @@ typedef struct cfg_s {
     char sock[280];         /* dir + "/agent.sock" */
     int sock_ok;            /* sock fits sockaddr_un.sun_path */
     int depth;              /* frames kept per stack, 1..CFG_DEPTH_MAX */
-    char sample[32];        /* "all" */
+    char sample[32];        /* "all", or STACKWATCH_SAMPLE as given */
+    uint64_t sample_bytes;  /* mean bytes between samples; 0: every allocation */
     const char *log;        /* STACKWATCH_LOG as given (NULL: stderr) */
     uint32_t ring_events;   /* per-thread ring capacity, power of two */
     int enabled;            /* 0: dormant (disabled, or the exe filter said no) */
@@ -41,6 +42,10 @@ int cfg_resolve_dir(char *buf, size_t cap);
 /* Parses a decimal count with an optional k/m/g suffix (powers of 1024).
  * Returns 0 or -EINVAL. Exposed for unit tests. */
 int cfg_parse_size(const char *s, uint64_t *out);
+
+/* Parses STACKWATCH_SAMPLE's size: cfg_parse_size's syntax, an optional
+ * trailing b/B/iB, 1 byte .. 1 TiB. Returns 0 or -EINVAL. */
+int cfg_parse_sample(const char *s, uint64_t *out);
 
 /* Matches exe against a comma-separated list of fnmatch patterns, each tried
  * on the full path and on the basename. Empty or NULL list matches all. */

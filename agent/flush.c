@@ -28,7 +28,9 @@
 #include "note.h"
 #include "pyframes.h"
 #include "proto/stackwatch.pb-c.h"
+#include "sample.h"
 #include "tstate.h"
+#include "unwind.h"
 
 #define BATCH_MAX 65536u          /* events per EventBatch frame */
 #define RUNS_MAX 4096u            /* rings drained per batch */
@@ -238,6 +240,7 @@ static int send_hello(void)
     h.parent_instance = agent.parent_instance;
     h.depth = (uint32_t)cfg.depth;
     h.sample = cfg.sample;
+    h.sample_bytes = sample_rate;
     h.mono_now_ns = clock_now_ns();
     h.reconnects = fl.reconnects;
     h.python_version = py_version();
@@ -643,13 +646,15 @@ static uint32_t drain_once(int final)
                 fl.notes[fl.nnotes++] = e->stack;
             goto next;
         }
-        fl.kind[m] = ev_kind(e);
+        uint32_t k = ev_kind(e);
+        /* On the wire: EVENT_ALLOC, EVENT_FREE, EVENT_ALLOC_UNSAMPLED. */
+        fl.kind[m] = k == EV_ALLOC_FORCED ? STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED : k;
         fl.addr[m] = e->addr;
         fl.tsd[m] = (int64_t)(e->ts - prev);
         prev = e->ts;
         fl.tid[m] = ev_tid(e);
         m++;
-        if (ev_kind(e) == EV_ALLOC) {
+        if (k == EV_ALLOC || k == EV_ALLOC_FORCED) {
             fl.size[na] = e->size;
             fl.stack[na] = e->stack;
             na++;
@@ -738,6 +743,10 @@ static void send_stats(void)
     s.lost_disconnected = fl.lost_total;
     s.firings = arm_firings();
     s.notes_dropped = note_dropped();
+    tstate_totals(&s.total_allocs, &s.total_alloc_bytes, &s.total_frees);
+    s.sample_overflow = sample_overflow();
+    s.sample_set_bytes = sample_bytes_mapped();
+    unwind_fp_stats(&s.fp_walks, &s.fp_tail_misses, &s.fp_trusted, &s.fp_refused);
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_STATS;
     m.stats = &s;

@@ -15,12 +15,15 @@
 #include "intern.h"
 #include "modmap.h"
 #include "ring.h"
+#include "sample.h"
 #include "tstate.h"
 #include "unwind.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* The interposer's caller: the allocation's call site, pcs[0] of its stack. */
+#define CALL_SITE() ((uint64_t)(uintptr_t)__builtin_return_address(0))
 
 hook_real_t hook_real;
 
@@ -169,11 +172,13 @@ static uint32_t capture(void)
     return idx;
 }
 
-/* Pushes ALLOC stamped now; returns the stamp. Guard held, ring busy. */
-static inline uint64_t emit_alloc(tstate_t *t, ring_t *r, void *p, size_t size, uint32_t idx)
+/* Pushes ALLOC (kind EV_ALLOC or EV_ALLOC_FORCED) stamped now; returns the
+ * stamp. Guard held, ring busy. */
+static inline uint64_t emit_alloc(tstate_t *t, ring_t *r, void *p, size_t size, uint32_t idx,
+                                  uint32_t kind)
 {
     ev_t ev = { .ts = clock_now_ns(), .addr = (uint64_t)(uintptr_t)p, .size = size,
-                .stack = idx, .kind_tid = EV_ALLOC | (t->tid << EV_TID_SHIFT) };
+                .stack = idx, .kind_tid = kind | (t->tid << EV_TID_SHIFT) };
     push(r, &ev);
     return ev.ts;
 }
@@ -200,20 +205,68 @@ static inline void emit_free(tstate_t *t, ring_t *r, void *p, uint64_t ts)
     push(r, &ev);
 }
 
-static void note_alloc(void *p, size_t size)
+/* Sampled mode: whether an allocation is recorded. A sample point inside it
+ * (it joins the sampled set: its free will be recorded) gives EV_ALLOC; else
+ * a call site of an armed stack asks for the stack, and *forced says the
+ * stack must still be checked (EV_ALLOC_FORCED: tracked for its note and
+ * free, weighted 0 in estimates). Guard held. */
+static inline int sample_pick(tstate_t *t, void *p, size_t size, uint64_t site, int *forced)
+{
+    if (UNLIKELY(sample_take(t, size)))
+        return sample_insert((uint64_t)(uintptr_t)p);
+    if (UNLIKELY(atomic_load_explicit(&arm_active, memory_order_relaxed)) && arm_site(site)) {
+        *forced = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Sampled mode's common case, without entering the agent (no guard, no
+ * errno, no call): a thread with a ring, recording, not reentrant, counts
+ * the allocation; 1 when nothing more is to be done. */
+static inline int sampled_fast(tstate_t *t, ring_t *r, size_t size)
+{
+    if (!sample_rate || UNLIKELY(!r || t->guard) ||
+        UNLIKELY(!atomic_load_explicit(&agent.recording, memory_order_relaxed)))
+        return 0;
+    ring_count_alloc(r, size);
+    t->sample_left -= (int64_t)(size < (1ull << 62) ? size : (1ull << 62));
+    if (LIKELY(t->sample_left > 0) &&
+        LIKELY(!atomic_load_explicit(&arm_active, memory_order_relaxed)))
+        return 1;
+    t->sample_left += (int64_t)(size < (1ull << 62) ? size : (1ull << 62)); /* decided again below */
+    /* Counted again below (single writer: plain load and store). */
+    atomic_store_explicit(&r->n_alloc, atomic_load_explicit(&r->n_alloc, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&r->b_alloc,
+                          atomic_load_explicit(&r->b_alloc, memory_order_relaxed) - size,
+                          memory_order_relaxed);
+    return 0;
+}
+
+static void note_alloc(void *p, size_t size, uint64_t site)
 {
     tstate_t *t = &tstate;
+    if (LIKELY(sampled_fast(t, t->ring, size)))
+        return;
     int e;
     if (!rec_enter(t, &e))
         return;
     ring_t *r = ring_of(t);
     if (r) {
+        ring_count_alloc(r, size);
+        int forced = 0;
+        if (sample_rate && !sample_pick(t, p, size, site, &forced))
+            goto out;
         uint32_t idx = capture();
+        if (UNLIKELY(forced) && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)p)))
+            goto out; /* another stack from the same call site */
         ring_busy_begin(r);
-        uint64_t ts = emit_alloc(t, r, p, size, idx);
+        uint64_t ts = emit_alloc(t, r, p, size, idx, forced ? EV_ALLOC_FORCED : EV_ALLOC);
         ring_busy_end(r);
         check_armed(t, r, idx, p, size, ts);
     }
+out:
     rec_leave(t, e);
 }
 
@@ -231,7 +284,7 @@ EXPORT void *malloc(size_t size)
         return arena_alloc(size, 16);
     void *p = hook_real.malloc(size);
     if (LIKELY(p != NULL))
-        note_alloc(p, size);
+        note_alloc(p, size, CALL_SITE());
     else
         note_failed();
     return p;
@@ -244,14 +297,28 @@ EXPORT void free(void *p)
     if (UNLIKELY(!hook_real.free) && !real_ready())
         return; /* cannot happen for blocks we handed out; never crash */
     tstate_t *t = &tstate;
+    ring_t *fr = t->ring;
+    /* Sampled mode's common case: an unsampled block, nothing fired. */
+    if (sample_rate && LIKELY(fr && !t->guard) &&
+        LIKELY(atomic_load_explicit(&agent.recording, memory_order_relaxed)) &&
+        LIKELY(!atomic_load_explicit(&arm_fired_live, memory_order_relaxed)) &&
+        LIKELY(atomic_load_explicit(&sample_occ[sample_bucket_of((uint64_t)(uintptr_t)p)],
+                                    memory_order_relaxed) == 0)) {
+        ring_count_free(fr);
+        hook_real.free(p);
+        return;
+    }
     int e;
     if (rec_enter(t, &e)) {
         /* Before the real free: the address may be reused at once. */
         ring_t *r = ring_of(t);
         if (r) {
-            ring_busy_begin(r);
-            emit_free(t, r, p, clock_now_ns());
-            ring_busy_end(r);
+            ring_count_free(r);
+            if (!sample_rate || sample_forget((uint64_t)(uintptr_t)p)) {
+                ring_busy_begin(r);
+                emit_free(t, r, p, clock_now_ns());
+                ring_busy_end(r);
+            }
         }
         check_fired(p);
         rec_leave(t, e);
@@ -269,7 +336,7 @@ EXPORT void *calloc(size_t n, size_t size)
     }
     void *p = hook_real.calloc(n, size);
     if (LIKELY(p != NULL))
-        note_alloc(p, n * size);
+        note_alloc(p, n * size, CALL_SITE());
     else
         note_failed();
     return p;
@@ -277,7 +344,7 @@ EXPORT void *calloc(size_t n, size_t size)
 
 /* realloc and reallocarray: FREE(old) stamped before the call, ALLOC(new)
  * after it; realloc(p, 0) that frees is a FREE; a failure records nothing. */
-static void *do_realloc(void *old, size_t size)
+static void *do_realloc(void *old, size_t size, uint64_t site)
 {
     if (UNLIKELY(!real_ready())) {
         void *np = arena_alloc(size, 16);
@@ -291,7 +358,7 @@ static void *do_realloc(void *old, size_t size)
         void *np = hook_real.malloc(size);
         if (np) {
             memcpy(np, old, arena_size(old) < size ? arena_size(old) : size);
-            note_alloc(np, size);
+            note_alloc(np, size, site);
         }
         return np;
     }
@@ -300,28 +367,47 @@ static void *do_realloc(void *old, size_t size)
     int rec = rec_enter(t, &e);
     ring_t *r = rec ? ring_of(t) : NULL;
     uint64_t ts_free = 0;
+    int old_rec = 0; /* FREE(old) is recorded (sampled mode: old was sampled) */
     if (r && old) {
-        /* Busy from the FREE's timestamp until both events are pushed. */
-        ring_busy_begin(r);
-        ts_free = clock_now_ns();
+        /* Out of the sampled set before the address can be reused. */
+        old_rec = !sample_rate || sample_forget((uint64_t)(uintptr_t)old);
+        if (old_rec) {
+            /* Busy from the FREE's timestamp until both events are pushed. */
+            ring_busy_begin(r);
+            ts_free = clock_now_ns();
+        }
     }
     void *np = hook_real.realloc(old, size);
     if (r) {
+        int freed = old && (np || size == 0); /* moved, in place, or realloc(p, 0) */
+        if (old && !freed && old_rec && sample_rate)
+            sample_insert((uint64_t)(uintptr_t)old); /* failed: old lives on, still sampled */
+        if (freed)
+            ring_count_free(r);
+        int forced = 0, new_rec = 0;
         uint32_t idx = 0;
         uint64_t ts = 0;
-        if (old && (np || size == 0))
-            emit_free(t, r, old, ts_free); /* moved, in place, or realloc(p, 0) */
         if (np) {
-            idx = capture();
-            if (!old)
-                ring_busy_begin(r);
-            ts = emit_alloc(t, r, np, size, idx);
+            ring_count_alloc(r, size);
+            new_rec = !sample_rate || sample_pick(t, np, size, site, &forced);
+            if (new_rec) {
+                idx = capture();
+                if (forced && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)np)))
+                    new_rec = 0;
+            }
         }
-        if (old || np)
+        if (freed && old_rec)
+            emit_free(t, r, old, ts_free);
+        if (new_rec) {
+            if (!old_rec)
+                ring_busy_begin(r);
+            ts = emit_alloc(t, r, np, size, idx, forced ? EV_ALLOC_FORCED : EV_ALLOC);
+        }
+        if (old_rec || new_rec)
             ring_busy_end(r);
-        if (old && (np || size == 0))
+        if (freed)
             check_fired(old);
-        if (np)
+        if (new_rec)
             check_armed(t, r, idx, np, size, ts);
     }
     if (!np && !(old && size == 0))
@@ -333,7 +419,7 @@ static void *do_realloc(void *old, size_t size)
 
 EXPORT void *realloc(void *old, size_t size)
 {
-    return do_realloc(old, size);
+    return do_realloc(old, size, CALL_SITE());
 }
 
 /* glibc's reallocarray calls realloc through the PLT, which would record the
@@ -346,7 +432,7 @@ EXPORT void *reallocarray(void *old, size_t nmemb, size_t elem)
         note_failed();
         return NULL;
     }
-    return do_realloc(old, total);
+    return do_realloc(old, total, CALL_SITE());
 }
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size)
@@ -360,7 +446,7 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
     }
     int rc = hook_real.posix_memalign(out, align, size);
     if (rc == 0)
-        note_alloc(*out, size);
+        note_alloc(*out, size, CALL_SITE());
     else
         note_failed();
     return rc;
@@ -372,7 +458,7 @@ EXPORT void *aligned_alloc(size_t align, size_t size)
         return arena_alloc(size, align);
     void *p = hook_real.aligned_alloc(align, size);
     if (p)
-        note_alloc(p, size);
+        note_alloc(p, size, CALL_SITE());
     else
         note_failed();
     return p;
@@ -384,7 +470,7 @@ EXPORT void *memalign(size_t align, size_t size)
         return arena_alloc(size, align);
     void *p = hook_real.memalign(align, size);
     if (p)
-        note_alloc(p, size);
+        note_alloc(p, size, CALL_SITE());
     else
         note_failed();
     return p;
@@ -396,7 +482,7 @@ EXPORT void *valloc(size_t size)
         return arena_alloc(size, 4096);
     void *p = hook_real.valloc(size);
     if (p)
-        note_alloc(p, size);
+        note_alloc(p, size, CALL_SITE());
     else
         note_failed();
     return p;
@@ -408,7 +494,7 @@ EXPORT void *pvalloc(size_t size)
         return arena_alloc(size, 4096);
     void *p = hook_real.pvalloc(size);
     if (p)
-        note_alloc(p, size);
+        note_alloc(p, size, CALL_SITE());
     else
         note_failed();
     return p;

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { EV_ALLOC = 0, EV_FREE = 1, EV_NOTE = 2 };
+enum { EV_ALLOC = 0, EV_FREE = 1, EV_NOTE = 2, EV_ALLOC_FORCED = 3 };
 
 #define EV_TID_SHIFT 2
 
@@ -43,6 +43,8 @@ typedef struct ring_s {
     _Atomic uint64_t waits;              /* times the producer waited for space */
     _Atomic uint32_t busy;               /* 1 from before an event's timestamp until it is pushed */
     _Atomic uint64_t pending_ts;         /* ts of an event waiting for space (0: none) */
+    _Atomic uint64_t n_alloc, b_alloc;   /* every allocation seen, sampled or not */
+    _Atomic uint64_t n_free;             /* every free seen */
     /* Consumer side. tail is written only by the flusher. */
     _Alignas(64) _Atomic uint64_t tail;  /* next slot to read */
     /* Shared, set once at creation (state and next excepted). */
@@ -98,6 +100,22 @@ static inline int ring_try_push(ring_t *r, const ev_t *ev)
     /* release: the slot's contents are visible before the new head. */
     atomic_store_explicit(&r->head, h + 1, memory_order_release);
     return 1;
+}
+
+/* Producer: exact totals (single writer: load and store, no locked RMW). */
+static inline void ring_count_alloc(ring_t *r, uint64_t size)
+{
+    atomic_store_explicit(&r->n_alloc, atomic_load_explicit(&r->n_alloc, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&r->b_alloc,
+                          atomic_load_explicit(&r->b_alloc, memory_order_relaxed) + size,
+                          memory_order_relaxed);
+}
+
+static inline void ring_count_free(ring_t *r)
+{
+    atomic_store_explicit(&r->n_free, atomic_load_explicit(&r->n_free, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
 }
 
 /* Consumer: the readable events as up to two contiguous spans. Returns the total. */

@@ -17,6 +17,7 @@ static pthread_key_t ring_key;
 static int key_ok;
 static ring_t *_Atomic ring_list;
 static _Atomic uint64_t reaped_dropped, reaped_waits, reaped_events;
+static _Atomic uint64_t reaped_allocs, reaped_alloc_bytes, reaped_frees;
 static _Atomic uint64_t ring_bytes, threads_total;
 static _Atomic int create_failed_logged;
 
@@ -117,6 +118,9 @@ int tstate_reap(void)
             atomic_fetch_add(&reaped_dropped, atomic_load(&r->dropped));
             atomic_fetch_add(&reaped_waits, atomic_load(&r->waits));
             atomic_fetch_add(&reaped_events, atomic_load(&r->head));
+            atomic_fetch_add(&reaped_allocs, atomic_load(&r->n_alloc));
+            atomic_fetch_add(&reaped_alloc_bytes, atomic_load(&r->b_alloc));
+            atomic_fetch_add(&reaped_frees, atomic_load(&r->n_free));
             atomic_fetch_sub(&ring_bytes, r->map_bytes);
             ring_destroy(r);
             n++;
@@ -155,6 +159,23 @@ uint64_t tstate_waits(void)
     return s[1] + atomic_load(&reaped_waits);
 }
 
+static void sum_totals(ring_t *r, void *arg)
+{
+    uint64_t *s = arg;
+    s[0] += atomic_load_explicit(&r->n_alloc, memory_order_relaxed);
+    s[1] += atomic_load_explicit(&r->b_alloc, memory_order_relaxed);
+    s[2] += atomic_load_explicit(&r->n_free, memory_order_relaxed);
+}
+
+void tstate_totals(uint64_t *allocs, uint64_t *alloc_bytes, uint64_t *frees)
+{
+    uint64_t s[3] = { 0, 0, 0 };
+    tstate_each_ring(sum_totals, s);
+    *allocs = s[0] + atomic_load(&reaped_allocs);
+    *alloc_bytes = s[1] + atomic_load(&reaped_alloc_bytes);
+    *frees = s[2] + atomic_load(&reaped_frees);
+}
+
 uint64_t tstate_ring_bytes(void)
 {
     return atomic_load(&ring_bytes);
@@ -177,6 +198,9 @@ void tstate_fork_child(void)
     atomic_store(&reaped_dropped, 0);
     atomic_store(&reaped_waits, 0);
     atomic_store(&reaped_events, 0);
+    atomic_store(&reaped_allocs, 0);
+    atomic_store(&reaped_alloc_bytes, 0);
+    atomic_store(&reaped_frees, 0);
     atomic_store(&ring_bytes, 0);
     atomic_store(&threads_total, 0);
     tstate.ring = NULL;

@@ -11,6 +11,9 @@ typedef struct tstate_s {
     int no_ring;     /* ring creation failed here: pass through, count once */
     ring_t *ring;    /* this thread's ring, created on its first event */
     uint32_t tid;    /* kernel tid, cached */
+    int sample_ready;    /* sample_left was drawn */
+    int64_t sample_left; /* bytes until the next sample point (sample.c) */
+    uint64_t rng;        /* xorshift state for the draws, 0 unseeded */
 } tstate_t;
 
 extern __thread tstate_t tstate __attribute__((tls_model("initial-exec")));
@@ -37,6 +40,9 @@ uint64_t tstate_ring_bytes(void);
 uint64_t tstate_threads(void);
 /* Events ever pushed (ring heads, reaped rings included). */
 uint64_t tstate_events(void);
+/* Exact totals of every allocation and free the hooks saw while recording,
+ * sampled or not (per-thread counters, reaped rings included). */
+void tstate_totals(uint64_t *allocs, uint64_t *alloc_bytes, uint64_t *frees);
 
 /* Fork child: forget (and unmap) every inherited ring; the calling thread
  * starts over. */

@@ -13,6 +13,8 @@ enum {
     ATAB_F_EXPIRED = 1,   /* counted as expired in its stack */
     ATAB_F_UNCERTAIN = 2, /* allocated before a gap: its free may have been lost */
     ATAB_F_NOTED = 4,     /* has a Python traceback (client's noted map) */
+    ATAB_F_WUP = 8,       /* sampled client: its estimated count is rounded up */
+    ATAB_F_UNSAMPLED = 16,/* sampled client: recorded only for an armed stack; weight 0 */
 };
 
 /* One live block. 40 bytes; with the hash slots ~46 bytes per live block. */

@@ -70,6 +70,14 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
         fprintf(f, " failed_calls=%" PRIu64, c->failed_calls);
     if (c->table_full)
         fprintf(f, " untracked(--max-live)=%" PRIu64, c->table_full);
+    if (c->sample_bytes) {
+        fprintf(f, "\n      sampled every %" PRIu64 " bytes on average (live, may-leak, alloc and "
+                   "free are estimates); exact totals: allocs=%" PRIu64 " (%" PRIu64
+                   " bytes) frees=%" PRIu64,
+                c->sample_bytes, c->total_allocs, c->total_alloc_bytes, c->total_frees);
+        if (c->sample_overflow)
+            fprintf(f, " samples_dropped=%" PRIu64, c->sample_overflow);
+    }
     if (c->python_version)
         fprintf(f, " python=%u.%u.%u", c->python_version >> 24, (c->python_version >> 16) & 0xff,
                 (c->python_version >> 8) & 0xff);
@@ -129,8 +137,10 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
                                 *fe = cnt(s->free_expired), *al = cnt(s->alloc),
                                 *fr = cnt(s->free), *el = cnt(s->exit_live),
                                 *un = cnt(s->uncertain);
-        fprintf(f, "\nCallStack[%016" PRIx64 "]: may-leak=%" PRIu64 " (%" PRIu64 " bytes)  pid %u",
-                s->id, ml->count, ml->bytes, s->pid);
+        fprintf(f, "\nCallStack[%016" PRIx64 "]: may-leak=%s%" PRIu64 " (%" PRIu64 " bytes)  pid %u",
+                s->id, s->estimate ? "~" : "", ml->count, ml->bytes, s->pid);
+        if (s->estimate)
+            fputs("  (estimated from samples)", f);
         if (!empty(s->class_))
             fprintf(f, "  class=%s confidence=%.2f rank=%.0f growth=%+.0f B/min", s->class_,
                     s->confidence, s->rank, s->growth_bytes_per_min);
@@ -214,6 +224,11 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_u64(j, "late_events", c->late_events);
     json_u64(j, "table_full", c->table_full);
     json_u64(j, "implied_frees", c->implied_frees);
+    json_u64(j, "sample_bytes", c->sample_bytes);
+    json_u64(j, "total_allocs", c->total_allocs);
+    json_u64(j, "total_alloc_bytes", c->total_alloc_bytes);
+    json_u64(j, "total_frees", c->total_frees);
+    json_u64(j, "sample_overflow", c->sample_overflow);
     if (c->python_version) {
         char v[32];
         snprintf(v, sizeof v, "%u.%u.%u", c->python_version >> 24,
@@ -314,6 +329,8 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
         json_double(&j, "rank", s->rank);
         json_str(&j, "exe", empty(s->exe) ? NULL : s->exe);
         json_u64(&j, "skipped", s->skipped);
+        json_bool(&j, "estimate", s->estimate);
+        json_u64(&j, "sample_bytes", s->sample_bytes);
         if (s->mark_ms)
             json_u64(&j, "mark_ms", s->mark_ms);
         if (s->n_pids) {

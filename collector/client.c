@@ -2,6 +2,7 @@
 #include "client.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -233,10 +234,12 @@ static void on_expire(void *ctx, atab_ent_t *e)
     cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
     if (!s)
         return;
-    s->exp_n++;
-    s->exp_b += e->size;
-    c->may_n++;
-    c->may_b += e->size;
+    uint64_t wn, wb;
+    client_weight(c, e->size, e->flags, &wn, &wb);
+    s->exp_n += wn;
+    s->exp_b += wb;
+    c->may_n += wn;
+    c->may_b += wb;
     pytb_t *tb = noted_tb(c, e);
     if (tb) {
         tb->exp_n++;
@@ -264,30 +267,31 @@ static void on_expire(void *ctx, atab_ent_t *e)
 static void count_free(client_t *c, cstack_t *s, uint64_t size, uint64_t ts_alloc,
                        uint64_t ts_free, unsigned flags)
 {
+    uint64_t wn, wb;
+    client_weight(c, size, flags, &wn, &wb);
     c->frees++;
-    if (c->live_n) {
-        c->live_n--;
-        c->live_b -= size <= c->live_b ? size : c->live_b;
-    }
+    c->live_n -= wn <= c->live_n ? wn : c->live_n;
+    c->live_b -= wb <= c->live_b ? wb : c->live_b;
     if (!s)
         return;
-    s->free_n++;
-    s->free_b += size;
+    s->free_n += wn;
+    s->free_b += wb;
     uint64_t lt = ts_free > ts_alloc ? ts_free - ts_alloc : 0;
     if (lt < s->lt_min)
         s->lt_min = lt;
     if (lt > s->lt_max)
         s->lt_max = lt;
     s->lt_sum += lt;
+    s->lt_n++;
     if (flags & ATAB_F_EXPIRED) {
-        s->fexp_n++;
-        s->fexp_b += size;
-        c->may_n--;
-        c->may_b -= size;
+        s->fexp_n += wn;
+        s->fexp_b += wb;
+        c->may_n -= wn <= c->may_n ? wn : c->may_n;
+        c->may_b -= wb <= c->may_b ? wb : c->may_b;
     }
     if (flags & ATAB_F_UNCERTAIN) {
-        s->unc_n--;
-        s->unc_b -= size;
+        s->unc_n -= wn;
+        s->unc_b -= wb;
     }
 }
 
@@ -317,7 +321,37 @@ static void bump_ts(client_t *c, uint64_t ts)
         c->late_events++;
 }
 
-int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack)
+void client_weight(const client_t *c, uint64_t size, unsigned flags, uint64_t *wn, uint64_t *wb)
+{
+    if (flags & ATAB_F_UNSAMPLED) {
+        *wn = *wb = 0;
+        return;
+    }
+    if (!c->sample_bytes || !size) {
+        *wn = 1;
+        *wb = size;
+        return;
+    }
+    double w = 1.0 / -expm1(-(double)size / (double)c->sample_bytes);
+    *wn = (uint64_t)w + ((flags & ATAB_F_WUP) ? 1 : 0);
+    *wb = (uint64_t)llround((double)size * w);
+}
+
+/* Sampled client: round this block's estimated count up with the
+ * probability of its fraction, so that counts stay unbiased in sum. */
+static unsigned round_flag(client_t *c, uint64_t size)
+{
+    if (!c->sample_bytes || !size)
+        return 0;
+    double w = 1.0 / -expm1(-(double)size / (double)c->sample_bytes);
+    double frac = w - (double)(uint64_t)w;
+    c->rng = c->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    double u = (double)(c->rng >> 11) * (1.0 / 9007199254740992.0);
+    return u < frac ? ATAB_F_WUP : 0;
+}
+
+static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack,
+                       unsigned fl)
 {
     cstack_t *s = stack_slot(c, stack);
     if (!s)
@@ -325,16 +359,20 @@ int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_
     c->events++;
     c->allocs++;
     bump_ts(c, ts);
-    s->alloc_n++;
-    s->alloc_b += size;
+    if (!(fl & ATAB_F_UNSAMPLED))
+        fl |= round_flag(c, size);
+    uint64_t wn, wb;
+    client_weight(c, size, fl, &wn, &wb);
+    s->alloc_n += wn;
+    s->alloc_b += wb;
     if (!c->atab_ok)
         return 0; /* ended cleanly: the table is gone, totals only */
     if (c->atab.live >= c->max_live) {
         c->table_full++; /* counted, not tracked: the per-client cap */
         return 0;
     }
-    c->live_n++;
-    c->live_b += size;
+    c->live_n += wn;
+    c->live_b += wb;
     reo_rec_t *r = reo_find(&c->reo, addr);
     if (r && r->free_ts && r->free_ts >= ts) {
         /* Its free arrived first (another thread's ring was drained earlier). */
@@ -342,7 +380,7 @@ int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_
         r->free_ts = 0;
         if (!r->tomb_hi)
             reo_remove(&c->reo, r);
-        count_free(c, s, size, ts, tf, 0);
+        count_free(c, s, size, ts, tf, fl);
         return 0;
     }
     atab_ent_t *e = atab_find(&c->atab, addr);
@@ -364,7 +402,7 @@ int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_
             /* This block is older than the live one at its address: it died
              * before that one was made. */
             uint64_t hi = e->ts;
-            count_free(c, s, size, ts, hi, 0);
+            count_free(c, s, size, ts, hi, fl);
             c->implied_frees++;
             reo_rec_t *t = reo_get(&c->reo, addr);
             if (t) {
@@ -375,12 +413,26 @@ int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_
             return 0;
         }
     }
-    if (!atab_insert(&c->atab, addr, ts, size, stack)) {
+    atab_ent_t *ne = atab_insert(&c->atab, addr, ts, size, stack);
+    if (!ne) {
         c->table_full++;
-        c->live_n--;
-        c->live_b -= size;
+        c->live_n -= wn;
+        c->live_b -= wb;
+    } else {
+        ne->flags |= fl;
     }
     return 0;
+}
+
+int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack)
+{
+    return alloc_flags(c, addr, ts, size, stack, 0);
+}
+
+int client_alloc_unsampled(client_t *c, uint64_t addr, uint64_t ts, uint64_t size,
+                           uint32_t stack)
+{
+    return alloc_flags(c, addr, ts, size, stack, ATAB_F_UNSAMPLED);
 }
 
 int client_free(client_t *c, uint64_t addr, uint64_t ts)
@@ -536,8 +588,10 @@ static void mark_uncertain(void *ctx, atab_ent_t *e)
     e->flags |= ATAB_F_UNCERTAIN;
     cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
     if (s) {
-        s->unc_n++;
-        s->unc_b += e->size;
+        uint64_t wn, wb;
+        client_weight(c, e->size, e->flags, &wn, &wb);
+        s->unc_n += wn;
+        s->unc_b += wb;
     }
 }
 
@@ -568,8 +622,10 @@ static void exit_live(void *ctx, atab_ent_t *e)
     cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
     if (!s)
         return;
-    s->exit_live_n++;
-    s->exit_live_b += e->size;
+    uint64_t wn, wb;
+    client_weight(c, e->size, e->flags, &wn, &wb);
+    s->exit_live_n += wn;
+    s->exit_live_b += wb;
     if (!s->oldest_live_ts || e->ts < s->oldest_live_ts)
         s->oldest_live_ts = e->ts;
 }

@@ -55,6 +55,7 @@ typedef struct cstack_s {
     uint64_t fexp_n, fexp_b;        /* ... and were freed after that */
     uint64_t unc_n, unc_b;          /* live blocks from before a gap */
     uint64_t lt_min, lt_max, lt_sum;/* lifetimes of freed blocks, ns */
+    uint64_t lt_n;                  /* blocks in lt_sum (recorded, not estimated) */
     uint64_t exit_live_n, exit_live_b; /* live when the process ended */
     uint64_t oldest_live_ts;        /* at the end: oldest live block (0: none) */
     struct symres_s *sym;           /* symbolized frames (owned) */
@@ -151,6 +152,10 @@ typedef struct client_s {
     /* latest agent Stats */
     uint64_t a_dropped, a_failed, a_unwind_fail, a_intern_full, a_events, a_threads;
     uint64_t a_ring_bytes, a_table_bytes, a_waits, a_lost_disc;
+    uint64_t a_total_allocs, a_total_alloc_b, a_total_frees; /* exact, sampled or not */
+    uint64_t a_sample_overflow, a_sample_set_bytes, a_fp_walks, a_fp_misses;
+    uint64_t sample_bytes;  /* the agent samples every N bytes on average (0: every block) */
+    uint64_t rng;           /* for the estimates' rounding */
     struct client_s *next;
 } client_t;
 
@@ -187,6 +192,19 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
 /* Applies one event in the client's event time. Returns 0 or -EINVAL (bad
  * stack index) / -ENOMEM. */
 int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack);
+
+/* Sampled mode: an allocation recorded only because its stack is armed.
+ * Tracked like any other (its note, its free) but weighted 0. */
+int client_alloc_unsampled(client_t *c, uint64_t addr, uint64_t ts, uint64_t size,
+                           uint32_t stack);
+
+/* What a block of size with atab flags counts for in counts and bytes: 1 and
+ * size when every allocation is recorded; in a sampled client the estimate
+ * 1/p and size/p, p = 1 - exp(-size / sample_bytes) the chance it was
+ * sampled (the count rounded down, or up with ATAB_F_WUP); 0 for a block
+ * recorded unsampled. */
+void client_weight(const client_t *c, uint64_t size, unsigned flags, uint64_t *wn,
+                   uint64_t *wb);
 int client_free(client_t *c, uint64_t addr, uint64_t ts);
 
 /* A note for the block allocated at addr at ts (its Python traceback and/or
@@ -227,7 +245,7 @@ void client_destroy(client_t *c);
 /* Live-time statistics of a stack's freed blocks, in ms; 0 if none. */
 static inline uint64_t cstack_lt_avg_ms(const cstack_t *s)
 {
-    return s->free_n ? s->lt_sum / s->free_n / 1000000u : 0;
+    return s->lt_n ? s->lt_sum / s->lt_n / 1000000u : 0;
 }
 
 #endif

@@ -98,7 +98,7 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->stacks = c->nstacks;
     ci->unwind_failures = c->a_unwind_fail;
     ci->intern_full = c->a_intern_full;
-    ci->agent_bytes = c->a_ring_bytes + c->a_table_bytes;
+    ci->agent_bytes = c->a_ring_bytes + c->a_table_bytes + c->a_sample_set_bytes;
     ci->threads = (uint32_t)c->a_threads;
     ci->late_events = c->late_events;
     ci->table_full = c->table_full;
@@ -107,6 +107,11 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->python_status = c->python_status ? c->python_status : (char *)"";
     ci->notes = c->notes;
     ci->mark_ms = c->mark_ts ? mono_to_ms(c->mark_ts) : 0;
+    ci->sample_bytes = c->sample_bytes;
+    ci->total_allocs = c->a_total_allocs;
+    ci->total_alloc_bytes = c->a_total_alloc_b;
+    ci->total_frees = c->a_total_frees;
+    ci->sample_overflow = c->a_sample_overflow;
     return ci;
 }
 
@@ -141,6 +146,7 @@ typedef struct walk_ctx_s {
     walk_t *w;
     uint32_t cap;
     uint64_t mark;
+    const client_t *c;
 } walk_ctx_t;
 
 static void walk_block(void *ctx, atab_ent_t *e)
@@ -152,11 +158,13 @@ static void walk_block(void *ctx, atab_ent_t *e)
     if (!w->oldest || e->ts < w->oldest)
         w->oldest = e->ts;
     if (o->mark && e->ts >= o->mark) {
-        w->m_live_n++;
-        w->m_live_b += e->size;
+        uint64_t wn, wb;
+        client_weight(o->c, e->size, e->flags, &wn, &wb);
+        w->m_live_n += wn;
+        w->m_live_b += wb;
         if (e->flags & ATAB_F_EXPIRED) {
-            w->m_may_n++;
-            w->m_may_b += e->size;
+            w->m_may_n += wn;
+            w->m_may_b += wb;
         }
         if (!w->m_oldest || e->ts < w->m_oldest)
             w->m_oldest = e->ts;
@@ -458,7 +466,9 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
     r->live = count(ra, f->live_n, f->live_b);
     r->exit_live = count(ra, f->exit_n, f->exit_b);
     r->uncertain = count(ra, f->unc_n, f->unc_b);
-    if (s->free_n) {
+    r->estimate = c->sample_bytes != 0;
+    r->sample_bytes = c->sample_bytes;
+    if (s->lt_n) {
         r->freed_lt_valid = 1;
         r->freed_lt_min_ms = s->lt_min / 1000000u;
         r->freed_lt_max_ms = s->lt_max / 1000000u;
@@ -487,6 +497,8 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
             pp->may_leak = count(ra, mf.may_n, mf.may_b);
             pp->live = count(ra, mf.live_n, mf.live_b);
             pp->alloc = count(ra, mf.alloc_n, mf.alloc_b);
+            if (m->c->sample_bytes)
+                r->estimate = 1; /* one sampled member makes the sum an estimate */
             r->pids[r->n_pids++] = pp;
             if (classify_weight(m->s->klass) > classify_weight(klass) ||
                 (m->s->klass == klass && m->s->confidence > conf)) {
@@ -559,12 +571,20 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
         if (q->series && fill_series(ra, &c->series, &ci->series, &ci->n_series) < 0)
             goto out;
         lr->clients[lr->n_clients++] = ci;
+        if (c->sample_bytes) {
+            /* "512k" as the agent was given it; mixed rates say so. */
+            const char *mine = c->sample && *c->sample ? c->sample : "sampled";
+            if (!strcmp(lr->sample, "all") || !strcmp(lr->sample, mine))
+                lr->sample = (char *)mine;
+            else
+                lr->sample = (char *)"mixed";
+        }
         walk_t *w = NULL;
         if (c->atab_ok && c->stacks_cap && (!c->frozen || q->since_mark)) {
             w = calloc(c->stacks_cap, sizeof *w);
             if (!w)
                 goto out;
-            walk_ctx_t o = { w, c->stacks_cap, q->since_mark ? c->mark_ts : 0 };
+            walk_ctx_t o = { w, c->stacks_cap, q->since_mark ? c->mark_ts : 0, c };
             atab_each(&c->atab, walk_block, &o);
         }
         for (uint32_t i = 0; i < c->stacks_cap; i++) {

@@ -87,6 +87,8 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
         return -ENOMEM;
     }
     cl->python_version = h->python_version;
+    /* Sampling is per process image: a reconnect says the same. */
+    cl->sample_bytes = h->sample_bytes <= (1ull << 40) ? h->sample_bytes : 0;
     free(cl->python_status);
     cl->python_status = strdup(h->python_status ? h->python_status : "");
     cl->conn = c;
@@ -171,7 +173,8 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
     }
     size_t nalloc = 0;
     for (size_t i = 0; i < n; i++) {
-        if (b->kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC)
+        if (b->kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC ||
+            b->kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED)
             nalloc++;
         else if (b->kind[i] != STACKWATCH__EVENT_KIND__EVENT_FREE) {
             *why = "unknown event kind";
@@ -190,6 +193,9 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
         int rc;
         if (b->kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC) {
             rc = client_alloc(cl, b->addr[i], ts, b->size[ai], b->stack[ai]);
+            ai++;
+        } else if (b->kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED) {
+            rc = client_alloc_unsampled(cl, b->addr[i], ts, b->size[ai], b->stack[ai]);
             ai++;
         } else {
             rc = client_free(cl, b->addr[i], ts);
@@ -215,6 +221,13 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     cl->a_table_bytes = st->table_bytes;
     cl->a_waits = st->ring_waits;
     cl->a_lost_disc = st->lost_disconnected;
+    cl->a_total_allocs = st->total_allocs;
+    cl->a_total_alloc_b = st->total_alloc_bytes;
+    cl->a_total_frees = st->total_frees;
+    cl->a_sample_overflow = st->sample_overflow;
+    cl->a_sample_set_bytes = st->sample_set_bytes;
+    cl->a_fp_walks = st->fp_walks;
+    cl->a_fp_misses = st->fp_tail_misses;
 }
 
 int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)

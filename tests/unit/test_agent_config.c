@@ -131,6 +131,28 @@ static void test_parse_size_bad(void **state)
     assert_int_equal(cfg_parse_size(NULL, &v), -EINVAL);
 }
 
+static void test_parse_sample(void **state)
+{
+    (void)state;
+    static const struct { const char *s; uint64_t v; } ok[] = {
+        { "512k", 512 << 10 }, { "512K", 512 << 10 }, { "512kb", 512 << 10 },
+        { "512KiB", 512 << 10 }, { "524288", 524288 }, { "1", 1 }, { "64b", 64 },
+        { "1m", 1 << 20 }, { "1024g", 1ull << 40 },
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        uint64_t v = 0;
+        assert_int_equal(cfg_parse_sample(ok[i].s, &v), 0);
+        assert_int_equal(v, ok[i].v);
+    }
+    static const char *const bad[] = { "", "0", "0k", "lots", "-5", "2t", "1025g", "b", "ib", "kb",
+                                       "512 k", "all " };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint64_t v = 7;
+        assert_int_equal(cfg_parse_sample(bad[i], &v), -EINVAL);
+        assert_int_equal(v, 7);
+    }
+}
+
 /* ------------------------------------------------------------------ cfg_exe_match */
 
 static void test_exe_match(void **state)
@@ -377,9 +399,16 @@ static void test_load_disable_and_filter(void **state)
     unsetenv("STACKWATCH_EXE");
     setenv("STACKWATCH_SAMPLE", "512k", 1);
     cfg_load("/usr/bin/app");
+    assert_string_equal(cfg.sample, "512k");
+    assert_int_equal(cfg.sample_bytes, 512 << 10);
+    assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 0);
+    setenv("STACKWATCH_SAMPLE", "a lot", 1);
+    cfg_load("/usr/bin/app");
     assert_string_equal(cfg.sample, "all");
+    assert_int_equal(cfg.sample_bytes, 0);
     assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 1);
-    assert_non_null(strstr(logbuf, "STACKWATCH_SAMPLE=512k"));
+    assert_non_null(strstr(logbuf, "STACKWATCH_SAMPLE=a lot is neither"));
+    unsetenv("STACKWATCH_SAMPLE");
 }
 
 static void test_load_bad_dir(void **state)
@@ -468,6 +497,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_parse_size_good),
         T(test_parse_size_bad),
+        T(test_parse_sample),
         T(test_exe_match),
         T(test_resolve_dir),
         T(test_resolve_dir_too_long),

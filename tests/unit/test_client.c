@@ -176,6 +176,56 @@ static void test_alloc_free_counts(void **state)
     assert_int_equal(s1->exp_b, 30);
 }
 
+/* Sampled client: each block stands for 1/p blocks and size/p bytes, the
+ * count rounded at random so that sums are unbiased; frees take off exactly
+ * what the allocation added; unsampled (armed-only) blocks weigh 0. */
+static void test_sampled_weights(void **state)
+{
+    fix_t *f = *state;
+    client_t *c = f->c;
+    c->sample_bytes = 65536;
+    uint64_t wn, wb;
+    client_weight(c, 1 << 30, 0, &wn, &wb); /* p = 1 */
+    assert_int_equal(wn, 1);
+    assert_int_equal(wb, 1 << 30);
+    client_weight(c, 64, 0, &wn, &wb); /* 1/p = 1024.5 */
+    assert_int_equal(wn, 1024);
+    assert_int_equal(wb, 65568);
+    client_weight(c, 64, ATAB_F_WUP, &wn, &wb);
+    assert_int_equal(wn, 1025);
+    client_weight(c, 64, ATAB_F_UNSAMPLED, &wn, &wb);
+    assert_int_equal(wn, 0);
+    assert_int_equal(wb, 0);
+
+    /* 4000 blocks of 64 bytes: counts unbiased (about half round up). */
+    for (uint64_t i = 0; i < 4000; i++)
+        alloc_ok(c, 0x100000 + i * 64, T0 + i, 64, 1);
+    cstack_t *s = stk(c, 1);
+    assert_int_equal(s->alloc_b, 4000 * 65568);
+    double mean = (double)s->alloc_n / 4000;
+    assert_true(mean > 1024.45 && mean < 1024.55);
+    assert_int_equal(c->live_n, s->alloc_n);
+    assert_int_equal(c->live_b, s->alloc_b);
+    for (uint64_t i = 0; i < 4000; i++)
+        free_ok(c, 0x100000 + i * 64, T0 + 10 * MS);
+    assert_int_equal(s->free_n, s->alloc_n);
+    assert_int_equal(s->free_b, s->alloc_b);
+    assert_int_equal(c->live_n, 0);
+    assert_int_equal(c->live_b, 0);
+    assert_int_equal(cstack_lt_avg_ms(s), 9); /* over the 4000 recorded lifetimes */
+
+    /* Unsampled: tracked (found, freed) but counted nowhere. */
+    assert_int_equal(client_alloc_unsampled(c, 0x900000, T0 + 20 * MS, 100, 2), 0);
+    assert_non_null(atab_find(&c->atab, 0x900000));
+    assert_int_equal(stk(c, 2)->alloc_n, 0);
+    client_age(c, FAR);
+    assert_int_equal(stk(c, 2)->exp_n, 0);
+    assert_int_equal(c->may_n, 0);
+    free_ok(c, 0x900000, FAR);
+    assert_int_equal(stk(c, 2)->free_n, 0);
+    assert_null(atab_find(&c->atab, 0x900000));
+}
+
 static void test_bad_stack_index(void **state)
 {
     fix_t *f = *state;
@@ -846,6 +896,7 @@ int main(void)
         T(test_new_and_find),
         T(test_identity_argc_capped),
         T(test_alloc_free_counts),
+        T(test_sampled_weights),
         T(test_bad_stack_index),
         T(test_expired_once_then_freed),
         T(test_alloc_older_than_expire),

@@ -1,0 +1,78 @@
+/* Byte sampling (STACKWATCH_SAMPLE=SIZE): Poisson sampling over allocated bytes, and the set of sampled blocks. */
+#ifndef STACKWATCH_AGENT_SAMPLE_H
+#define STACKWATCH_AGENT_SAMPLE_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "tstate.h"
+
+/* Sampled-set geometry: buckets of 8 addresses (one cache line), no probing
+ * across buckets, a one-byte occupancy count per bucket checked first. */
+#define SAMPLE_BUCKETS (1u << 14)
+#define SAMPLE_WAYS 8u
+
+/* Mean bytes between samples; 0 when every allocation is recorded. */
+extern uint64_t sample_rate;
+
+/* Maps the sampled set when rate > 0. Returns 0 or -ENOMEM (then sampling is
+ * off: the caller says so and records everything). Constructor only. */
+int sample_init(uint64_t rate);
+
+/* The next sample point (geometric over bytes, mean sample_rate); returns 1
+ * when the allocation that crossed the budget is sampled. A thread's first
+ * call draws its first budget and counts the allocation against it. */
+int sample_slow(tstate_t *t);
+
+/* Hook: counts size against this thread's byte budget; 1 when this
+ * allocation is sampled (a sample point fell inside its bytes). */
+static inline int sample_take(tstate_t *t, uint64_t size)
+{
+    t->sample_left -= (int64_t)(size < (1ull << 62) ? size : (1ull << 62));
+    if (__builtin_expect(t->sample_left > 0, 1))
+        return 0;
+    return sample_slow(t);
+}
+
+/* Hook: remembers a sampled block. 0 when its bucket is full (the sample is
+ * dropped and counted: its free could not be recognized). */
+int sample_insert(uint64_t addr);
+
+/* Hook: 1 if addr is a sampled block (and forgets it), else 0. Lock-free; a
+ * load of one byte for most unsampled frees. */
+static inline int sample_forget(uint64_t addr);
+
+/* Samples dropped for a full bucket; blocks in the set now. */
+uint64_t sample_overflow(void);
+uint64_t sample_live(void);
+/* Bytes mapped for the set. */
+uint64_t sample_bytes_mapped(void);
+
+/* Fork child: the parent's sampled blocks are the child's too (same
+ * addresses): the set stays as it is. */
+
+/* ---------------------------------------------------------------- inline part */
+
+typedef struct sample_bucket_s {
+    _Atomic uint64_t addr[SAMPLE_WAYS]; /* 0: empty */
+} sample_bucket_t;
+
+extern sample_bucket_t *sample_set;
+extern _Atomic uint8_t *sample_occ;
+
+static inline uint32_t sample_bucket_of(uint64_t addr)
+{
+    return (uint32_t)((addr * 0x9e3779b97f4a7c15ULL) >> (64 - 14)) & (SAMPLE_BUCKETS - 1);
+}
+
+int sample_forget_slow(uint64_t addr, uint32_t b);
+
+static inline int sample_forget(uint64_t addr)
+{
+    uint32_t b = sample_bucket_of(addr);
+    if (__builtin_expect(atomic_load_explicit(&sample_occ[b], memory_order_relaxed) == 0, 1))
+        return 0;
+    return sample_forget_slow(addr, b);
+}
+
+#endif
