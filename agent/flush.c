@@ -44,6 +44,22 @@
 #define BACKOFF_MAX_NS (1000ull * 1000000)
 #define SEND_STALL_NS (10000ull * 1000000)  /* a collector that takes nothing this long is gone */
 #define FINAL_WAIT_MS 2000
+#define FOLD_SLOTS (2u * BATCH_MAX)      /* address table, half full at most */
+#define FACC_SLOTS 8192u                 /* stacks with folded pairs per batch */
+#define FACC_PROBES 64u
+#define ENC_PREFIX 16u                   /* room for frame header + envelope tag and length */
+#define COL_CAP (BATCH_MAX * 10u + 16u)  /* a packed column: 10 bytes per varint at most */
+
+typedef struct fold_slot_s {
+    uint64_t addr;
+    uint32_t pos;   /* index of the ALLOC in the batch; UINT32_MAX: its pair was folded */
+    uint32_t gen;   /* valid only when equal to fl.fgen */
+} fold_slot_t;
+
+typedef struct fold_acc_s {
+    uint32_t stack, gen;
+    uint64_t n, bytes, lt_sum, lt_min, lt_max;
+} fold_acc_t;
 
 /* One ring's readable events during a merge, read in place. */
 typedef struct run_s {
@@ -75,9 +91,16 @@ static struct flush_s {
     run_t *runs;                  /* one per non-empty ring */
     uint32_t nruns;               /* runs in runs[] */
     int more;                     /* events before the watermark did not fit the batch */
-    uint32_t *kind, *tid, *stack; /* EventBatch columns */
-    uint64_t *addr, *size;
-    int64_t *tsd;
+    uint32_t *kind, *tid, *stack; /* the batch's events, one entry each */
+    uint64_t *addr, *size, *ts;
+    uint8_t *dead;                /* folded away (alloc/free pair inside the batch) */
+    struct fold_slot_s *fslots;   /* address -> its ALLOC in the batch (FOLD_SLOTS) */
+    struct fold_acc_s *facc;      /* stack -> folded pairs (FACC_SLOTS) */
+    uint32_t *facc_used;          /* facc entries in use, in order */
+    uint32_t nfacc;
+    uint32_t fgen;                /* generation stamp of both tables */
+    uint8_t *enc;                 /* hand-encoded EventBatch frame */
+    uint8_t *col;                 /* one packed column being encoded */
     Stackwatch__StackDef *defs;   /* StackDefs being assembled */
     Stackwatch__StackDef **defp;
     uint32_t ndefs;
@@ -109,11 +132,18 @@ int flush_init(void)
     fl.stack = map_scratch(BATCH_MAX * sizeof(uint32_t));
     fl.addr = map_scratch(BATCH_MAX * sizeof(uint64_t));
     fl.size = map_scratch(BATCH_MAX * sizeof(uint64_t));
-    fl.tsd = map_scratch(BATCH_MAX * sizeof(int64_t));
+    fl.ts = map_scratch(BATCH_MAX * sizeof(uint64_t));
+    fl.dead = map_scratch(BATCH_MAX);
+    fl.fslots = map_scratch(FOLD_SLOTS * sizeof(fold_slot_t));
+    fl.facc = map_scratch(FACC_SLOTS * sizeof(fold_acc_t));
+    fl.facc_used = map_scratch(FACC_SLOTS * sizeof(uint32_t));
+    fl.enc = map_scratch(OUT_CAP + ENC_PREFIX);
+    fl.col = map_scratch(COL_CAP);
     fl.defs = map_scratch(DEFS_MAX * (sizeof(Stackwatch__StackDef) + sizeof(void *)));
     fl.mods = map_scratch(MODS_MAX * (sizeof(Stackwatch__Module) + sizeof(void *)));
     if (!fl.out || !fl.runs || !fl.kind || !fl.tid || !fl.stack || !fl.addr ||
-        !fl.size || !fl.tsd || !fl.defs || !fl.mods)
+        !fl.size || !fl.ts || !fl.dead || !fl.fslots || !fl.facc || !fl.facc_used ||
+        !fl.enc || !fl.col || !fl.defs || !fl.mods)
         return -ENOMEM;
     fl.defp = (Stackwatch__StackDef **)(fl.defs + DEFS_MAX);
     fl.modp = (Stackwatch__Module **)(fl.mods + MODS_MAX);
@@ -588,6 +618,218 @@ static uint64_t watermark(void)
     return fl.wm;
 }
 
+/* ---------------------------------------------------------------- folding */
+
+static uint32_t fold_hash(uint64_t addr)
+{
+    return (uint32_t)((addr * 0x9e3779b97f4a7c15ULL) >> 40) & (FOLD_SLOTS - 1);
+}
+
+static fold_acc_t *facc_get(uint32_t stack)
+{
+    uint32_t i = (stack * 0x9e3779b1u) & (FACC_SLOTS - 1);
+    for (uint32_t k = 0; k < FACC_PROBES; k++, i = (i + 1) & (FACC_SLOTS - 1)) {
+        fold_acc_t *a = &fl.facc[i];
+        if (a->gen != fl.fgen) {
+            a->gen = fl.fgen;
+            a->stack = stack;
+            a->n = a->bytes = a->lt_sum = a->lt_max = 0;
+            a->lt_min = UINT64_MAX;
+            fl.facc_used[fl.nfacc++] = i;
+            return a;
+        }
+        if (a->stack == stack)
+            return a;
+    }
+    return NULL; /* crowded: this pair travels as two events */
+}
+
+static int noted_addr(uint64_t addr)
+{
+    for (uint32_t i = 0; i < fl.nnotes; i++) {
+        note_t *nt = note_at(fl.notes[i]);
+        if (nt && nt->addr == addr)
+            return 1;
+    }
+    return 0;
+}
+
+/* Folds the batch's allocations freed within it into per-stack counts: the
+ * collector needs no more of them than their number, bytes and lifetimes
+ * (what its report shows), so the pair is not sent. Not folded: pairs that
+ * lived as long as the expire time (the collector counts those as expired),
+ * blocks with a note, unsampled allocations, anything in sampled mode (each
+ * block there carries its own weight). Marks fl.dead; returns pairs folded. */
+static uint32_t fold_batch(uint32_t m)
+{
+    fl.nfacc = 0;
+    memset(fl.dead, 0, m);
+    uint64_t lim = (uint64_t)fl.expire_ms * 1000000ull;
+    if (!lim || sample_rate || m < 2)
+        return 0;
+    if (++fl.fgen == 0) {
+        memset(fl.fslots, 0, FOLD_SLOTS * sizeof(fold_slot_t));
+        memset(fl.facc, 0, FACC_SLOTS * sizeof(fold_acc_t));
+        fl.fgen = 1;
+    }
+    uint32_t folded = 0;
+    for (uint32_t i = 0; i < m; i++) {
+        uint64_t a = fl.addr[i];
+        uint32_t h = fold_hash(a);
+        fold_slot_t *sl = &fl.fslots[h];
+        while (sl->gen == fl.fgen && sl->addr != a) {
+            h = (h + 1) & (FOLD_SLOTS - 1);
+            sl = &fl.fslots[h];
+        }
+        int have = sl->gen == fl.fgen;
+        if (fl.kind[i] == STACKWATCH__EVENT_KIND__EVENT_FREE) {
+            if (!have || sl->pos == UINT32_MAX)
+                continue;
+            uint32_t j = sl->pos;
+            sl->pos = UINT32_MAX;
+            uint64_t lt = fl.ts[i] - fl.ts[j];
+            fold_acc_t *acc;
+            if (lt >= lim || !(acc = facc_get(fl.stack[j])))
+                continue;
+            acc->n++;
+            acc->bytes += fl.size[j];
+            acc->lt_sum += lt;
+            if (lt < acc->lt_min)
+                acc->lt_min = lt;
+            if (lt > acc->lt_max)
+                acc->lt_max = lt;
+            fl.dead[i] = fl.dead[j] = 1;
+            folded++;
+        } else {
+            /* A new block at the address (an unsampled one is never folded). */
+            sl->addr = a;
+            sl->gen = fl.fgen;
+            sl->pos = fl.kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC &&
+                              !(fl.nnotes && noted_addr(a))
+                          ? i
+                          : UINT32_MAX;
+        }
+    }
+    return folded;
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+static inline uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* Appends a packed repeated field (omitted when empty, as proto3 does). */
+static uint8_t *put_packed(uint8_t *p, uint32_t field, const uint8_t *col, size_t len)
+{
+    if (!len)
+        return p;
+    p = put_varint(p, (uint64_t)field << 3 | 2);
+    p = put_varint(p, len);
+    memcpy(p, col, len);
+    return p + len;
+}
+
+enum { COL_KIND, COL_ADDR, COL_TSD, COL_TID, COL_SIZE, COL_STACK };
+
+/* Encodes one column of the live events of the batch into fl.col. */
+static size_t enc_col(uint32_t m, int which)
+{
+    uint8_t *q = fl.col;
+    uint64_t prev = 0;
+    int first = 1;
+    for (uint32_t i = 0; i < m; i++) {
+        if (fl.dead[i])
+            continue;
+        int alloc = fl.kind[i] != STACKWATCH__EVENT_KIND__EVENT_FREE;
+        switch (which) {
+        case COL_KIND: q = put_varint(q, fl.kind[i]); break;
+        case COL_ADDR: q = put_varint(q, fl.addr[i]); break;
+        case COL_TID: q = put_varint(q, fl.tid[i]); break;
+        case COL_TSD: {
+            int64_t d = first ? 0 : (int64_t)(fl.ts[i] - prev);
+            prev = fl.ts[i];
+            first = 0;
+            q = put_varint(q, ((uint64_t)d << 1) ^ (uint64_t)(d >> 63)); /* zigzag */
+            break;
+        }
+        case COL_SIZE: if (alloc) q = put_varint(q, fl.size[i]); break;
+        case COL_STACK: if (alloc) q = put_varint(q, fl.stack[i]); break;
+        }
+    }
+    return (size_t)(q - fl.col);
+}
+
+enum { FCOL_STACK, FCOL_N, FCOL_BYTES, FCOL_LT_SUM, FCOL_LT_MIN, FCOL_LT_MAX };
+
+static size_t enc_fold_col(int which)
+{
+    uint8_t *q = fl.col;
+    for (uint32_t k = 0; k < fl.nfacc; k++) {
+        const fold_acc_t *a = &fl.facc[fl.facc_used[k]];
+        uint64_t v = which == FCOL_STACK ? a->stack : which == FCOL_N ? a->n
+                   : which == FCOL_BYTES ? a->bytes : which == FCOL_LT_SUM ? a->lt_sum
+                   : which == FCOL_LT_MIN ? a->lt_min : a->lt_max;
+        q = put_varint(q, v);
+    }
+    return (size_t)(q - fl.col);
+}
+
+/* Sends the batch as one EventBatch frame, encoded by hand in one pass per
+ * column (the same bytes protobuf-c would write, without its size pass and
+ * per-field dispatch): columnar, packed varints, timestamps as zigzag
+ * deltas from the first live event's. */
+static int send_batch(uint32_t m)
+{
+    uint8_t *body = fl.enc + ENC_PREFIX, *p = body;
+    uint64_t base = 0;
+    for (uint32_t i = 0; i < m; i++) {
+        if (!fl.dead[i]) {
+            base = fl.ts[i];
+            break;
+        }
+    }
+    if (base) {
+        p = put_varint(p, 1 << 3 | 0);
+        p = put_varint(p, base);
+    }
+    static const uint32_t fields[] = { 2, 3, 4, 5, 6, 7 };
+    static const int cols[] = { COL_KIND, COL_ADDR, COL_TSD, COL_TID, COL_SIZE, COL_STACK };
+    for (int c = 0; c < 6; c++)
+        p = put_packed(p, fields[c], fl.col, enc_col(m, cols[c]));
+    for (int c = 0; c < 6; c++)
+        p = put_packed(p, 8 + (uint32_t)c, fl.col, enc_fold_col(c));
+    size_t blen = (size_t)(p - body);
+    /* Envelope: AgentMsg field 4 (events), length-delimited; then the frame
+     * header, both written right before the body. */
+    uint8_t pre[16], *q = pre + FRAME_HDR;
+    q = put_varint(q, 4 << 3 | 2);
+    q = put_varint(q, blen);
+    size_t plen = (size_t)(q - pre);
+    size_t payload = plen - FRAME_HDR + blen;
+    if (payload > FRAME_MAX_AGENT) {
+        log_msg("internal: event batch of %zu bytes exceeds %u; dropped", payload,
+                FRAME_MAX_AGENT);
+        return -EMSGSIZE;
+    }
+    pre[0] = (uint8_t)payload;
+    pre[1] = (uint8_t)(payload >> 8);
+    pre[2] = (uint8_t)(payload >> 16);
+    pre[3] = (uint8_t)(payload >> 24);
+    uint8_t *start = body - plen;
+    memcpy(start, pre, plen);
+    int rc = send_all(start, plen + blen);
+    if (rc < 0)
+        disconnect(rc == -ETIMEDOUT ? "send stalled" : strerror(-rc));
+    return rc;
+}
+
 /* Merges the rings' events by time, in place, and sends those stamped before
  * the watermark, up to BATCH_MAX; only what is sent is consumed, the rest
  * waits in its ring. The stream leaving the agent is thus in global time
@@ -628,9 +870,7 @@ static uint32_t drain_once(int final)
     fl.ndefs = 0;
     fl.refreshed = 0;
     fl.nnotes = 0;
-    uint32_t m = 0, na = 0;
-    uint64_t prev = run_ts(heap[0]);
-    uint64_t base = prev;
+    uint32_t m = 0;
     while (hn > 0) {
         run_t *r = &fl.runs[heap[0]];
         const ev_t *e = &r->r->slots[r->pos & r->r->mask];
@@ -650,14 +890,12 @@ static uint32_t drain_once(int final)
         /* On the wire: EVENT_ALLOC, EVENT_FREE, EVENT_ALLOC_UNSAMPLED. */
         fl.kind[m] = k == EV_ALLOC_FORCED ? STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED : k;
         fl.addr[m] = e->addr;
-        fl.tsd[m] = (int64_t)(e->ts - prev);
-        prev = e->ts;
+        fl.ts[m] = e->ts;
         fl.tid[m] = ev_tid(e);
+        fl.size[m] = e->size;
+        fl.stack[m] = e->stack;
         m++;
         if (k == EV_ALLOC || k == EV_ALLOC_FORCED) {
-            fl.size[na] = e->size;
-            fl.stack[na] = e->stack;
-            na++;
             if (e->stack != INTERN_NONE && intern_take_unsent(e->stack, fl.epoch) &&
                 add_def(e->stack) < 0)
                 break; /* disconnected: counted below */
@@ -683,24 +921,8 @@ static uint32_t drain_once(int final)
     }
     if (fl.sock.fd < 0 || send_defs() < 0 || send_modules() < 0)
         goto failed;
-    Stackwatch__EventBatch b = STACKWATCH__EVENT_BATCH__INIT;
-    b.ts_base = base;
-    b.n_kind = m;
-    b.kind = fl.kind;
-    b.n_addr = m;
-    b.addr = fl.addr;
-    b.n_ts_delta = m;
-    b.ts_delta = fl.tsd;
-    b.n_tid = m;
-    b.tid = fl.tid;
-    b.n_size = na;
-    b.size = fl.size;
-    b.n_stack = na;
-    b.stack = fl.stack;
-    Stackwatch__AgentMsg msg = STACKWATCH__AGENT_MSG__INIT;
-    msg.msg_case = STACKWATCH__AGENT_MSG__MSG_EVENTS;
-    msg.events = &b;
-    if (send_msg(&msg) < 0)
+    fold_batch(m);
+    if (send_batch(m) < 0)
         goto failed;
     for (uint32_t i = 0; i < fl.nnotes; i++) {
         note_t *nt = note_at(fl.notes[i]);

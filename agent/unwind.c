@@ -279,7 +279,9 @@ static int tail_append(uint64_t pc, uint64_t cfa, uint64_t rbp, uint64_t *out, i
 
 /* Walks frame records. Returns the frame count, or -1 when the walk is not
  * safe (the caller falls back to libunwind). *verify is set to the module
- * whose trust this walk assumed without having earned it yet (-1: none). */
+ * whose trust this walk assumed without having earned it yet (-1: none).
+ * Per frame: two loads, one bounds check and, while the return addresses
+ * stay inside the module of the previous one, one range check. */
 static int fp_capture(uint64_t *out, int depth, int *truncated, int *verify)
 {
     uint64_t hi = stack_top();
@@ -288,44 +290,61 @@ static int fp_capture(uint64_t *out, int depth, int *truncated, int *verify)
     if (!hi)
         return -1;
     const uint64_t *fp = (const uint64_t *)__builtin_frame_address(0);
-    int n = 0;
-    for (int steps = 0; steps < WALK_MAX; steps++) {
-        uint64_t f = (uint64_t)(uintptr_t)fp;
-        if ((f & 7) || f + 16 > hi)
+    uint64_t f = (uint64_t)(uintptr_t)fp, ra, nfp;
+    /* The agent's own frames first (built with frame pointers). */
+    for (int steps = 0;; steps++) {
+        if ((f & 7) || f + 16 > hi || steps == WALK_MAX)
             return -1;
-        uint64_t ra = fp[1], nfp = fp[0];
-        if (unwind_is_self(ra)) {
-            if (nfp <= f)
-                return -1;
-            fp = (const uint64_t *)(uintptr_t)nfp;
-            continue;
-        }
+        ra = fp[1];
+        nfp = fp[0];
+        if (!unwind_is_self(ra))
+            break;
+        if (nfp <= f)
+            return -1;
+        fp = (const uint64_t *)(uintptr_t)nfp;
+        f = nfp;
+    }
+    uint64_t mlo = 0, mhi = 0; /* the module of the last frame: [mlo, mhi), empty */
+    int mst = FPM_REFUSED, mi = -1;
+    int n = 0;
+    for (;;) {
         if (n == depth) {
             *truncated = 1;
             return n;
         }
-        int m = fpmod_of(ra);
-        int st = m >= 0 ? atomic_load_explicit(&fpmods[m].state, memory_order_relaxed)
-                        : FPM_REFUSED;
-        if (st == FPM_REFUSED) {
+        if (ra - mlo >= mhi - mlo) {
+            mi = fpmod_of(ra);
+            if (mi >= 0) {
+                mlo = fpmods[mi].lo;
+                mhi = fpmods[mi].hi;
+                mst = atomic_load_explicit(&fpmods[mi].state, memory_order_relaxed);
+                if (mst == FPM_VERIFY)
+                    *verify = mi;
+            } else {
+                mlo = mhi = 0;
+                mst = FPM_REFUSED;
+            }
+        }
+        out[n++] = ra;
+        if (mst == FPM_REFUSED) {
             /* The frame owning ra may not keep rbp: libunwind from here on.
              * Only worth it after some trusted frames (else unw_backtrace's
              * own fast path is better). */
-            if (n == 0)
+            if (n == 1)
                 return -1;
-            out[n++] = ra;
             return tail_append(ra, f + 16, nfp, out, n, depth, truncated);
         }
-        if (st == FPM_VERIFY)
-            *verify = m;
-        out[n++] = ra;
         if (nfp <= f || (nfp & 7) || nfp + 16 > hi) {
             /* No further record (the outermost frame): libunwind decides. */
             return tail_append(ra, f + 16, nfp, out, n, depth, truncated);
         }
+        if (n >= WALK_MAX)
+            return -1;
         fp = (const uint64_t *)(uintptr_t)nfp;
+        f = nfp;
+        ra = fp[1];
+        nfp = fp[0];
     }
-    return -1;
 }
 
 int unwind_capture(uint64_t *out, int depth, int *truncated)

@@ -429,6 +429,34 @@ int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_
     return alloc_flags(c, addr, ts, size, stack, 0);
 }
 
+int client_fold(client_t *c, uint32_t stack, uint64_t count, uint64_t bytes, uint64_t lt_sum,
+                uint64_t lt_min, uint64_t lt_max)
+{
+    if (count == 0 || count > (1ull << 32) || lt_min > lt_max || bytes / count > ATAB_SIZE_MAX ||
+        lt_max > (1ull << 50) || lt_sum < lt_min || lt_sum / count > lt_max ||
+        (count == 1 && lt_min != lt_max))
+        return -ERANGE;
+    if (c->sample_bytes)
+        return -ERANGE; /* sampled blocks carry their own weights: never folded */
+    cstack_t *s = stack_slot(c, stack);
+    if (!s)
+        return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ENOMEM;
+    c->events += 2 * count;
+    c->allocs += count;
+    c->frees += count;
+    s->alloc_n += count;
+    s->alloc_b += bytes;
+    s->free_n += count;
+    s->free_b += bytes;
+    if (lt_min < s->lt_min)
+        s->lt_min = lt_min;
+    if (lt_max > s->lt_max)
+        s->lt_max = lt_max;
+    s->lt_sum += lt_sum;
+    s->lt_n += count;
+    return 0;
+}
+
 int client_alloc_unsampled(client_t *c, uint64_t addr, uint64_t ts, uint64_t size,
                            uint32_t stack)
 {

@@ -193,6 +193,13 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
  * stack index) / -ENOMEM. */
 int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack);
 
+/* count allocations from stack, freed again within one agent batch: bytes
+ * in all, lifetimes summing to lt_sum within [lt_min, lt_max] ns. Counted
+ * like as many allocs and frees (exact clients only). Returns 0, -EINVAL
+ * (stack index out of range), -ERANGE (impossible figures) or -ENOMEM. */
+int client_fold(client_t *c, uint32_t stack, uint64_t count, uint64_t bytes, uint64_t lt_sum,
+                uint64_t lt_min, uint64_t lt_max);
+
 /* Sampled mode: an allocation recorded only because its stack is armed.
  * Tracked like any other (its note, its free) but weighted 0. */
 int client_alloc_unsampled(client_t *c, uint64_t addr, uint64_t ts, uint64_t size,

@@ -75,7 +75,7 @@ def agent_msg(field, body):
 
 def hello(instance=INSTANCE, version=PROTO_VERSION, pid=4242, exe="/usr/bin/demo",
           argv=("demo", "-v"), parent_instance=0, reconnects=0, python_version=0,
-          python_status=""):
+          python_status="", sample_bytes=0):
     b = f_varint(1, version) + f_varint(2, pid) + f_varint(3, 1) + f_bytes(4, exe)
     b += b"".join(f_bytes(5, a) for a in argv)
     b += f_varint(6, 1700000000123456789) + f_fixed64(7, instance) + f_varint(8, 64)
@@ -84,6 +84,8 @@ def hello(instance=INSTANCE, version=PROTO_VERSION, pid=4242, exe="/usr/bin/demo
     b += f_varint(13, python_version)
     if python_status:
         b += f_bytes(14, python_status)
+    if sample_bytes:
+        b += f_varint(15, sample_bytes)
     return agent_msg(1, b)
 
 
@@ -135,6 +137,31 @@ def raw_events(ts_base, kinds, addrs, deltas, tids, sizes, stks):
     b += f_packed(4, deltas, lambda v: varint(zigzag(v))) + f_packed(5, tids)
     b += f_packed(6, sizes) + f_packed(7, stks)
     return agent_msg(4, b)
+
+
+def folded(ts_base, folds, evs=()):
+    """An EventBatch of folded pairs (stack, count, bytes, lt_sum, lt_min, lt_max)
+    and a few plain events (kind, addr, delta, tid, size, stack)."""
+    b = f_varint(1, ts_base)
+    if evs:
+        b += f_packed(2, [e[0] for e in evs]) + f_packed(3, [e[1] for e in evs])
+        b += f_packed(4, [e[2] for e in evs], lambda v: varint(zigzag(v)))
+        b += f_packed(5, [e[3] for e in evs])
+        b += f_packed(6, [e[4] for e in evs if e[0] != FREE])
+        b += f_packed(7, [e[5] for e in evs if e[0] != FREE])
+    for k in range(6):
+        b += f_packed(8 + k, [f[k] for f in folds])
+    return agent_msg(4, b)
+
+
+def folded_body():
+    """Folded pairs, good and impossible; an unsampled (armed-only) allocation."""
+    s = MODS + STACKS
+    s += folded(T0, [(0, 10, 1000, 50, 2, 9), (1, 1, 16, 3, 3, 3)],
+                [(ALLOC, A, 0, 100, 64, 0), (2, B, 5, 100, 32, 1), (FREE, B, 7, 100, 0, 0)])
+    s += folded(T0 + 100, [(2, 3, 30, 4, 5, 1)])               # min > max: refused
+    s += folded(T0 + 200, [(2, 0, 0, 0, 0, 0)])                # zero count: refused
+    return s
 
 
 def stats(dropped=0, failed=3, unwind=1, intern_full=0, evs=100, threads=2):
@@ -393,6 +420,12 @@ def main():
           pynote(B, T0 + 2, 0, [("d.py", "r", 100 + i) for i in range(64)],
                  truncated=True) +
           bye(T0 + 5))
+
+    # Folded pairs and unsampled allocations, exact and sampled clients.
+    write(outdir, "folded", EXP_1MS | F_AGE, age_event,
+          hello() + folded_body() + bye(T0 + 3000 * MS))
+    write(outdir, "folded_sampled", EXP_1MS | F_HELLO | F_AGE, age_event,
+          hello(sample_bytes=65536, reconnects=1) + folded_body())
 
     # Protocol errors, one connection each: every one must close just that connection.
     bad = [

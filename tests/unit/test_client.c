@@ -226,6 +226,40 @@ static void test_sampled_weights(void **state)
     assert_null(atab_find(&c->atab, 0x900000));
 }
 
+/* Folded pairs count as that many allocations and frees, lifetimes merged;
+ * impossible figures are refused and change nothing. */
+static void test_fold(void **state)
+{
+    fix_t *f = *state;
+    client_t *c = f->c;
+    alloc_ok(c, 0x1000, T0, 10, 3);
+    free_ok(c, 0x1000, T0 + 4 * MS);
+    assert_int_equal(client_fold(c, 3, 5, 500, 10 * MS, 1 * MS, 3 * MS), 0);
+    cstack_t *s = stk(c, 3);
+    assert_int_equal(s->alloc_n, 6);
+    assert_int_equal(s->alloc_b, 510);
+    assert_int_equal(s->free_n, 6);
+    assert_int_equal(s->free_b, 510);
+    assert_int_equal(s->lt_min, 1 * MS);
+    assert_int_equal(s->lt_max, 4 * MS);
+    assert_int_equal(s->lt_n, 6);
+    assert_int_equal(cstack_lt_avg_ms(s), 2); /* 14 ms / 6 */
+    assert_int_equal(c->events, 12);
+    assert_int_equal(c->allocs, 6);
+    assert_int_equal(c->frees, 6);
+    assert_int_equal(c->live_n, 0);
+    assert_int_equal(client_fold(c, 3, 0, 0, 0, 0, 0), -ERANGE);
+    assert_int_equal(client_fold(c, 3, 2, 10, 5, 3, 2), -ERANGE);     /* min > max */
+    assert_int_equal(client_fold(c, 3, 2, 10, 100, 1, 3), -ERANGE);   /* avg > max */
+    assert_int_equal(client_fold(c, 3, 2, UINT64_MAX, 4, 1, 3), -ERANGE);
+    assert_int_equal(client_fold(c, 3, 1, 10, 2, 1, 3), -ERANGE);     /* one pair, two lifetimes */
+    assert_int_equal(client_fold(c, CLIENT_MAX_STACKS, 1, 10, 2, 2, 2), -EINVAL);
+    assert_int_equal(s->alloc_n, 6);
+    assert_int_equal(c->events, 12);
+    c->sample_bytes = 4096;
+    assert_int_equal(client_fold(c, 3, 1, 10, 2, 2, 2), -ERANGE);
+}
+
 static void test_bad_stack_index(void **state)
 {
     fix_t *f = *state;
@@ -897,6 +931,7 @@ int main(void)
         T(test_identity_argc_capped),
         T(test_alloc_free_counts),
         T(test_sampled_weights),
+        T(test_fold),
         T(test_bad_stack_index),
         T(test_expired_once_then_freed),
         T(test_alloc_older_than_expire),
