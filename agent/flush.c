@@ -94,6 +94,7 @@ static struct flush_s {
     uint32_t *kind, *tid, *stack; /* the batch's events, one entry each */
     uint64_t *addr, *size, *ts;
     uint8_t *dead;                /* folded away (alloc/free pair inside the batch) */
+    uint32_t *live;               /* indexes of the events not folded away */
     struct fold_slot_s *fslots;   /* address -> its ALLOC in the batch (FOLD_SLOTS) */
     struct fold_acc_s *facc;      /* stack -> folded pairs (FACC_SLOTS) */
     uint32_t *facc_used;          /* facc entries in use, in order */
@@ -134,6 +135,7 @@ int flush_init(void)
     fl.size = map_scratch(BATCH_MAX * sizeof(uint64_t));
     fl.ts = map_scratch(BATCH_MAX * sizeof(uint64_t));
     fl.dead = map_scratch(BATCH_MAX);
+    fl.live = map_scratch(BATCH_MAX * sizeof(uint32_t));
     fl.fslots = map_scratch(FOLD_SLOTS * sizeof(fold_slot_t));
     fl.facc = map_scratch(FACC_SLOTS * sizeof(fold_acc_t));
     fl.facc_used = map_scratch(FACC_SLOTS * sizeof(uint32_t));
@@ -142,7 +144,7 @@ int flush_init(void)
     fl.defs = map_scratch(DEFS_MAX * (sizeof(Stackwatch__StackDef) + sizeof(void *)));
     fl.mods = map_scratch(MODS_MAX * (sizeof(Stackwatch__Module) + sizeof(void *)));
     if (!fl.out || !fl.runs || !fl.kind || !fl.tid || !fl.stack || !fl.addr ||
-        !fl.size || !fl.ts || !fl.dead || !fl.fslots || !fl.facc || !fl.facc_used ||
+        !fl.size || !fl.ts || !fl.dead || !fl.live || !fl.fslots || !fl.facc || !fl.facc_used ||
         !fl.enc || !fl.col || !fl.defs || !fl.mods)
         return -ENOMEM;
     fl.defp = (Stackwatch__StackDef **)(fl.defs + DEFS_MAX);
@@ -513,21 +515,28 @@ static inline uint64_t run_ts(uint32_t i)
     return ev_ts_at(fl.runs[i].r, fl.runs[i].pos);
 }
 
-static void heap_down(uint32_t *h, uint32_t n, uint32_t i)
+/* Heap entries carry their run's next timestamp: comparisons touch the
+ * heap only, not the rings. */
+typedef struct hent_s {
+    uint64_t ts;
+    uint32_t run;
+} hent_t;
+
+static void heap_down(hent_t *h, uint32_t n, uint32_t i)
 {
+    hent_t x = h[i];
     for (;;) {
-        uint32_t l = 2 * i + 1, m = i;
-        if (l < n && run_ts(h[l]) < run_ts(h[m]))
-            m = l;
-        if (l + 1 < n && run_ts(h[l + 1]) < run_ts(h[m]))
+        uint32_t l = 2 * i + 1, m = l;
+        if (l >= n)
+            break;
+        if (l + 1 < n && h[l + 1].ts < h[l].ts)
             m = l + 1;
-        if (m == i)
-            return;
-        uint32_t t = h[i];
+        if (h[m].ts >= x.ts)
+            break;
         h[i] = h[m];
-        h[m] = t;
         i = m;
     }
+    h[i] = x;
 }
 
 /* Sends one note as a Note message and frees its slot. */
@@ -738,15 +747,14 @@ static uint8_t *put_packed(uint8_t *p, uint32_t field, const uint8_t *col, size_
 
 enum { COL_KIND, COL_ADDR, COL_TSD, COL_TID, COL_SIZE, COL_STACK };
 
-/* Encodes one column of the live events of the batch into fl.col. */
-static size_t enc_col(uint32_t m, int which)
+/* Encodes one column of the live events (indexes live[0..n)) into fl.col. */
+static size_t enc_col(const uint32_t *live, uint32_t n, int which)
 {
     uint8_t *q = fl.col;
     uint64_t prev = 0;
     int first = 1;
-    for (uint32_t i = 0; i < m; i++) {
-        if (fl.dead[i])
-            continue;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = live[k];
         int alloc = fl.kind[i] != STACKWATCH__EVENT_KIND__EVENT_FREE;
         switch (which) {
         case COL_KIND: q = put_varint(q, fl.kind[i]); break;
@@ -788,13 +796,12 @@ static size_t enc_fold_col(int which)
 static int send_batch(uint32_t m)
 {
     uint8_t *body = fl.enc + ENC_PREFIX, *p = body;
-    uint64_t base = 0;
+    uint32_t *live = fl.live, n = 0;
     for (uint32_t i = 0; i < m; i++) {
-        if (!fl.dead[i]) {
-            base = fl.ts[i];
-            break;
-        }
+        live[n] = i;
+        n += !fl.dead[i];
     }
+    uint64_t base = n ? fl.ts[live[0]] : 0;
     if (base) {
         p = put_varint(p, 1 << 3 | 0);
         p = put_varint(p, base);
@@ -802,7 +809,7 @@ static int send_batch(uint32_t m)
     static const uint32_t fields[] = { 2, 3, 4, 5, 6, 7 };
     static const int cols[] = { COL_KIND, COL_ADDR, COL_TSD, COL_TID, COL_SIZE, COL_STACK };
     for (int c = 0; c < 6; c++)
-        p = put_packed(p, fields[c], fl.col, enc_col(m, cols[c]));
+        p = put_packed(p, fields[c], fl.col, enc_col(live, n, cols[c]));
     for (int c = 0; c < 6; c++)
         p = put_packed(p, 8 + (uint32_t)c, fl.col, enc_fold_col(c));
     size_t blen = (size_t)(p - body);
@@ -861,10 +868,12 @@ static uint32_t drain_once(int final)
         fl.lost_total += n;
         return n;
     }
-    static uint32_t heap[RUNS_MAX];
+    static hent_t heap[RUNS_MAX];
     uint32_t hn = fl.nruns;
-    for (uint32_t i = 0; i < hn; i++)
-        heap[i] = i;
+    for (uint32_t i = 0; i < hn; i++) {
+        heap[i].run = i;
+        heap[i].ts = run_ts(i);
+    }
     for (uint32_t i = hn / 2; i-- > 0;)
         heap_down(heap, hn, i);
     fl.ndefs = 0;
@@ -872,7 +881,7 @@ static uint32_t drain_once(int final)
     fl.nnotes = 0;
     uint32_t m = 0;
     while (hn > 0) {
-        run_t *r = &fl.runs[heap[0]];
+        run_t *r = &fl.runs[heap[0].run];
         const ev_t *e = &r->r->slots[r->pos & r->r->mask];
         if (e->ts >= fl.wm)
             break; /* everything left is at or past the watermark */
@@ -903,7 +912,9 @@ static uint32_t drain_once(int final)
     next:
         if (++r->pos == r->end)
             heap[0] = heap[--hn];
-        if (hn)
+        else
+            heap[0].ts = ev_ts_at(r->r, r->pos);
+        if (hn > 1)
             heap_down(heap, hn, 0);
     }
     /* Free the slots read; the producers may reuse them from here on. */
