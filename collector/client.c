@@ -144,27 +144,41 @@ static cstack_t *stack_slot(client_t *c, uint32_t index)
 {
     if (index >= CLIENT_MAX_STACKS)
         return NULL;
+    cstack_t *have = cstack_at(c, index);
+    if (have)
+        return have;
+    uint32_t pi = index >> CLIENT_SPAGE_BITS;
     if (index >= c->stacks_cap) {
-        uint32_t ncap = c->stacks_cap ? c->stacks_cap : 256;
-        while (ncap <= index)
-            ncap *= 2;
-        cstack_t **ns = realloc(c->stacks, ncap * sizeof *ns);
-        if (!ns)
+        uint32_t npages = c->stacks_cap ? c->stacks_cap >> CLIENT_SPAGE_BITS : 4;
+        while ((npages << CLIENT_SPAGE_BITS) <= index)
+            npages *= 2;
+        uint32_t old = c->stacks_cap >> CLIENT_SPAGE_BITS;
+        cstack_t ***np = realloc(c->spage, npages * sizeof *np);
+        if (!np)
             return NULL;
-        memset(ns + c->stacks_cap, 0, (ncap - c->stacks_cap) * sizeof *ns);
-        c->stacks = ns;
-        c->stacks_cap = ncap;
+        memset(np + old, 0, (npages - old) * sizeof *np);
+        c->spage = np;
+        c->stacks_cap = npages << CLIENT_SPAGE_BITS;
     }
-    if (!c->stacks[index]) {
-        cstack_t *s = calloc(1, sizeof *s);
-        if (!s)
+    if (!c->spage[pi] && !(c->spage[pi] = calloc(CLIENT_SPAGE, sizeof **c->spage)))
+        return NULL;
+    if (c->nstacks == c->slist_cap) {
+        uint32_t ncap = c->slist_cap ? c->slist_cap * 2 : 64;
+        cstack_t **nl = realloc(c->slist, ncap * sizeof *nl);
+        if (!nl)
             return NULL;
-        s->index = index;
-        s->lt_min = UINT64_MAX;
-        c->stacks[index] = s;
-        c->nstacks++;
+        c->slist = nl;
+        c->slist_cap = ncap;
     }
-    return c->stacks[index];
+    cstack_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->index = index;
+    s->lt_min = UINT64_MAX;
+    s->pos = c->nstacks;
+    c->slist[c->nstacks++] = s;
+    c->spage[pi][index & (CLIENT_SPAGE - 1)] = s;
+    return s;
 }
 
 cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t gen,
@@ -231,7 +245,7 @@ static pytb_t *noted_tb(client_t *c, const atab_ent_t *e)
 static void on_expire(void *ctx, atab_ent_t *e)
 {
     client_t *c = ctx;
-    cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
+    cstack_t *s = cstack_at(c, e->stack);
     if (!s)
         return;
     uint64_t wn, wb;
@@ -297,7 +311,7 @@ static void count_free(client_t *c, cstack_t *s, uint64_t size, uint64_t ts_allo
 
 static void free_entry(client_t *c, atab_ent_t *e, uint64_t ts)
 {
-    cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
+    cstack_t *s = cstack_at(c, e->stack);
     pytb_t *tb = noted_tb(c, e);
     if (tb) {
         tb->live_n--;
@@ -567,7 +581,7 @@ cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
                       const pyframe_t *frames, uint32_t nframes, int truncated, const char *text)
 {
     c->notes++;
-    cstack_t *s = stack < c->stacks_cap ? c->stacks[stack] : NULL;
+    cstack_t *s = cstack_at(c, stack);
     if (!s)
         return NULL;
     if (text && !*text)
@@ -614,7 +628,7 @@ static void mark_uncertain(void *ctx, atab_ent_t *e)
     if (e->flags & ATAB_F_UNCERTAIN)
         return;
     e->flags |= ATAB_F_UNCERTAIN;
-    cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
+    cstack_t *s = cstack_at(c, e->stack);
     if (s) {
         uint64_t wn, wb;
         client_weight(c, e->size, e->flags, &wn, &wb);
@@ -647,7 +661,7 @@ void client_age(client_t *c, uint64_t now)
 static void exit_live(void *ctx, atab_ent_t *e)
 {
     client_t *c = ctx;
-    cstack_t *s = e->stack < c->stacks_cap ? c->stacks[e->stack] : NULL;
+    cstack_t *s = cstack_at(c, e->stack);
     if (!s)
         return;
     uint64_t wn, wb;
@@ -669,8 +683,8 @@ void client_freeze(client_t *c, uint64_t end_ts, int clean)
     if (c->atab_ok) {
         atab_age(&c->atab, end_ts);
         c->unknown_frees += reo_expire(&c->reo, UINT64_MAX);
-        for (uint32_t i = 0; i < c->stacks_cap; i++) {
-            cstack_t *s = c->stacks[i];
+        for (uint32_t i = 0; i < c->nstacks; i++) {
+            cstack_t *s = c->slist[i];
             if (s) {
                 s->exit_live_n = s->exit_live_b = 0;
                 s->oldest_live_ts = 0;
@@ -695,8 +709,8 @@ void client_revive(client_t *c)
     c->frozen = 0;
     c->state = CLIENT_CONNECTED;
     c->end_ts = 0;
-    for (uint32_t i = 0; i < c->stacks_cap; i++) {
-        cstack_t *s = c->stacks[i];
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
         if (s) {
             s->exit_live_n = s->exit_live_b = 0;
             s->oldest_live_ts = 0;
@@ -710,8 +724,8 @@ void client_destroy(client_t *c)
         atab_free(&c->atab);
         reo_free(&c->reo);
     }
-    for (uint32_t i = 0; i < c->stacks_cap; i++) {
-        cstack_t *s = c->stacks[i];
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
         if (!s)
             continue;
         free(s->pcs);
@@ -719,7 +733,10 @@ void client_destroy(client_t *c)
         free(s->cls);
         free(s);
     }
-    free(c->stacks);
+    for (uint32_t i = 0; i < c->stacks_cap >> CLIENT_SPAGE_BITS; i++)
+        free(c->spage[i]);
+    free(c->spage);
+    free(c->slist);
     free(c->symq);
     free(c->leakq);
     for (uint32_t i = 0; i < c->npytbs; i++) {
@@ -747,8 +764,8 @@ void client_classify(client_t *c, uint64_t now)
     if (c->frozen)
         return; /* classes freeze with the ages */
     series_add(&c->series, now, c->live_b, c->live_n, c->may_b);
-    for (uint32_t i = 0; i < c->stacks_cap; i++) {
-        cstack_t *s = c->stacks[i];
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
         if (!s || !s->alloc_n)
             continue;
         cls_in_t in = { s->exp_n, s->fexp_n, s->exp_n - s->fexp_n, s->exp_b - s->fexp_b,
@@ -765,8 +782,8 @@ void client_classify(client_t *c, uint64_t now)
 void client_mark(client_t *c, uint64_t now)
 {
     c->mark_ts = now;
-    for (uint32_t i = 0; i < c->stacks_cap; i++) {
-        cstack_t *s = c->stacks[i];
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
         if (!s)
             continue;
         s->mark_alloc_n = s->alloc_n;

@@ -72,6 +72,7 @@ typedef struct cstack_s {
     double growth_per_min;          /* live bytes per minute */
     uint64_t mark_alloc_n, mark_alloc_b, mark_free_n, mark_free_b; /* counters at the mark */
     uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
+    uint32_t pos;                   /* its place in the client's slist */
 } cstack_t;
 
 typedef struct pyframe_s {
@@ -120,9 +121,11 @@ typedef struct client_s {
     atab_t atab;            /* live blocks (freed after a clean exit) */
     int atab_ok;
     reo_t reo;              /* late-event records */
-    cstack_t **stacks;      /* by agent index */
-    uint32_t stacks_cap;
-    uint32_t nstacks;       /* distinct stacks defined or used */
+    cstack_t ***spage;      /* by agent index: pages of CLIENT_SPAGE (the agent's
+                             * indexes are hash slots, spread over its table) */
+    uint32_t stacks_cap;    /* agent indexes below this have a page slot */
+    cstack_t **slist;       /* every stack, in order of first use (cstack_t.pos) */
+    uint32_t nstacks, slist_cap; /* distinct stacks defined or used */
     cmod_t *mods;           /* by agent module id */
     uint32_t mods_cap;
     uint64_t events, allocs, frees;
@@ -158,6 +161,18 @@ typedef struct client_s {
     uint64_t rng;           /* for the estimates' rounding */
     struct client_s *next;
 } client_t;
+
+#define CLIENT_SPAGE_BITS 8
+#define CLIENT_SPAGE (1u << CLIENT_SPAGE_BITS)
+
+/* The stack with agent index i, or NULL. */
+static inline cstack_t *cstack_at(const client_t *c, uint32_t i)
+{
+    if (i >= c->stacks_cap)
+        return NULL;
+    cstack_t **pg = c->spage[i >> CLIENT_SPAGE_BITS];
+    return pg ? pg[i & (CLIENT_SPAGE - 1)] : NULL;
+}
 
 typedef struct clients_s {
     client_t *head;         /* newest first */

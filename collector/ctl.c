@@ -152,9 +152,10 @@ typedef struct walk_ctx_s {
 static void walk_block(void *ctx, atab_ent_t *e)
 {
     walk_ctx_t *o = ctx;
-    if (e->stack >= o->cap)
+    const cstack_t *s = cstack_at(o->c, e->stack);
+    if (!s || s->pos >= o->cap)
         return;
-    walk_t *w = &o->w[e->stack];
+    walk_t *w = &o->w[s->pos];
     if (!w->oldest || e->ts < w->oldest)
         w->oldest = e->ts;
     if (o->mark && e->ts >= o->mark) {
@@ -580,15 +581,15 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
                 lr->sample = (char *)"mixed";
         }
         walk_t *w = NULL;
-        if (c->atab_ok && c->stacks_cap && (!c->frozen || q->since_mark)) {
-            w = calloc(c->stacks_cap, sizeof *w);
+        if (c->atab_ok && c->nstacks && (!c->frozen || q->since_mark)) {
+            w = calloc(c->nstacks, sizeof *w);
             if (!w)
                 goto out;
-            walk_ctx_t o = { w, c->stacks_cap, q->since_mark ? c->mark_ts : 0, c };
+            walk_ctx_t o = { w, c->nstacks, q->since_mark ? c->mark_ts : 0, c };
             atab_each(&c->atab, walk_block, &o);
         }
-        for (uint32_t i = 0; i < c->stacks_cap; i++) {
-            cstack_t *s = c->stacks[i];
+        for (uint32_t i = 0; i < c->nstacks; i++) {
+            cstack_t *s = c->slist[i];
             if (!s)
                 continue;
             cand_t cd = { .c = c, .s = s, .nmembers = 1 };
@@ -818,8 +819,8 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             break;
         }
         for (client_t *cc = s->clients.head; cc; cc = cc->next)
-            for (uint32_t i = 0; i < cc->stacks_cap; i++) {
-                cstack_t *st = cc->stacks[i];
+            for (uint32_t i = 0; i < cc->nstacks; i++) {
+                cstack_t *st = cc->slist[i];
                 if (st && st->arm_kind == ARM_RULE && st->arm_rule == id)
                     srv_disarm(s, cc, st);
             }

@@ -245,8 +245,8 @@ void srv_trig_scan(srv_t *s)
     for (client_t *c = s->clients.head; c; c = c->next) {
         if (!c->conn)
             continue;
-        for (uint32_t i = 0; i < c->stacks_cap; i++) {
-            cstack_t *st = c->stacks[i];
+        for (uint32_t i = 0; i < c->nstacks; i++) {
+            cstack_t *st = c->slist[i];
             if (!st || !st->defined)
                 continue;
             if (names && st->sym_state == SYM_NONE)
@@ -320,8 +320,8 @@ static void rearm_python(srv_t *s, client_t *c)
 {
     if (!c->conn || !c->python_version || !s->opts.py_captures)
         return;
-    for (uint32_t i = 0; i < c->stacks_cap; i++) {
-        cstack_t *st = c->stacks[i];
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *st = c->slist[i];
         if (!st || st->arm_kind != ARM_PYTHON || st->arm_left || st->arm_rounds >= 4)
             continue;
         if (st->exp_n - st->fexp_n <= st->arm_may_n)
@@ -354,7 +354,7 @@ static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
     sym_job_t *j;
     while ((j = sym_take_done())) {
         client_t *c = client_by_serial(s, j->client_serial);
-        cstack_t *st = c && j->stack_index < c->stacks_cap ? c->stacks[j->stack_index] : NULL;
+        cstack_t *st = c ? cstack_at(c, j->stack_index) : NULL;
         if (st && st->sym_state == SYM_PENDING && j->result) {
             sym_release(st->sym);
             st->sym = j->result;
@@ -389,16 +389,16 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
         client_classify(c, now);
         for (uint32_t i = 0; i < c->nsymq; i++) {
             uint32_t idx = c->symq[i];
-            if (idx < c->stacks_cap && c->stacks[idx]) {
-                c->stacks[idx]->sym_queued = 0;
-                srv_sym_stack(s, c, c->stacks[idx]);
+            if (idx < c->stacks_cap && cstack_at(c, idx)) {
+                cstack_at(c, idx)->sym_queued = 0;
+                srv_sym_stack(s, c, cstack_at(c, idx));
             }
         }
         c->nsymq = 0;
         for (uint32_t i = 0; i < c->nleakq; i++) {
             uint32_t idx = c->leakq[i];
-            if (idx < c->stacks_cap && c->stacks[idx])
-                on_first_leak(s, c, c->stacks[idx]);
+            if (idx < c->stacks_cap && cstack_at(c, idx))
+                on_first_leak(s, c, cstack_at(c, idx));
         }
         c->nleakq = 0;
         rearm_python(s, c);

@@ -120,10 +120,10 @@ static void age_tick(srv_t *s, int mode)
         client_age(c, now);
         for (uint32_t i = 0; i < c->nsymq; i++) {
             uint32_t idx = c->symq[i];
-            if (idx < c->stacks_cap && c->stacks[idx]) {
-                c->stacks[idx]->sym_queued = 0;
+            if (idx < c->stacks_cap && cstack_at(c, idx)) {
+                cstack_at(c, idx)->sym_queued = 0;
                 /* No worker runs here: module+offset frames, synchronously. */
-                srv_sym_stack(s, c, c->stacks[idx]);
+                srv_sym_stack(s, c, cstack_at(c, idx));
             }
         }
         c->nsymq = 0;
@@ -168,14 +168,15 @@ typedef struct unc_count_s {
 static void count_unc(void *ctx, atab_ent_t *e)
 {
     unc_count_t *u = ctx;
-    if ((e->flags & ATAB_F_UNCERTAIN) && e->stack < u->c->stacks_cap)
-        u->per_stack[e->stack]++;
+    const cstack_t *s = cstack_at(u->c, e->stack);
+    if ((e->flags & ATAB_F_UNCERTAIN) && s)
+        u->per_stack[s->pos]++;
 }
 
 static void check_client(client_t *c)
 {
-    if (!c->atab_ok)
-        return;
+    if (!c->atab_ok || c->sample_bytes)
+        return; /* sampled clients count estimates, not table entries */
     if (c->live_n != c->atab.live) {
         FINDING("client %llu live_n %llu != table entries %u\n", (unsigned long long)c->serial,
                 (unsigned long long)c->live_n, c->atab.live);
@@ -183,15 +184,15 @@ static void check_client(client_t *c)
     if (c->reo.used > c->reo.max)
         FINDING("client %llu reorder records %u over the cap %u\n",
                 (unsigned long long)c->serial, c->reo.used, c->reo.max);
-    if (!c->stacks_cap)
+    if (!c->nstacks)
         return;
-    uint64_t *per = calloc(c->stacks_cap, sizeof *per);
+    uint64_t *per = calloc(c->nstacks, sizeof *per);
     if (!per)
         return;
     unc_count_t u = { c, per };
     atab_each(&c->atab, count_unc, &u);
-    for (uint32_t i = 0; i < c->stacks_cap; i++) {
-        cstack_t *s = c->stacks[i];
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
         if (!s)
             continue;
         if (s->unc_n != per[i] || s->fexp_n > s->exp_n || s->free_n > s->alloc_n) {

@@ -58,8 +58,8 @@ static int teardown(void **state)
 static cstack_t *stk(client_t *c, uint32_t i)
 {
     assert_true(i < c->stacks_cap);
-    assert_non_null(c->stacks[i]);
-    return c->stacks[i];
+    assert_non_null(cstack_at(c, i));
+    return cstack_at(c, i);
 }
 
 static void alloc_ok(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack)
@@ -472,9 +472,9 @@ static void check_one_address_history(client_t *c, uint64_t addr)
     client_age(c, FAR);
     uint64_t an = 0, fn = 0;
     for (uint32_t i = 0; i < c->stacks_cap; i++)
-        if (c->stacks[i]) {
-            an += c->stacks[i]->alloc_n;
-            fn += c->stacks[i]->free_n;
+        if (cstack_at(c, i)) {
+            an += cstack_at(c, i)->alloc_n;
+            fn += cstack_at(c, i)->free_n;
         }
     assert_null(atab_find(&c->atab, addr)); /* else reported as a leak */
     assert_int_equal(c->live_n, 0);
@@ -494,9 +494,9 @@ static void check_consistent_fallback(client_t *c)
     client_age(c, FAR);
     uint64_t an = 0, fn = 0;
     for (uint32_t i = 0; i < c->stacks_cap; i++)
-        if (c->stacks[i]) {
-            an += c->stacks[i]->alloc_n;
-            fn += c->stacks[i]->free_n;
+        if (cstack_at(c, i)) {
+            an += cstack_at(c, i)->alloc_n;
+            fn += cstack_at(c, i)->free_n;
         }
     assert_int_equal(an, 2);
     assert_int_equal(an - fn, c->atab.live);

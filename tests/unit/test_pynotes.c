@@ -135,9 +135,9 @@ static void test_same_frames_dedupe(void **state)
     frames_f(fr);
     alloc_ok(c, A, T0 + 1, 10, 1);
     alloc_ok(c, B, T0 + 2, 20, 1);
-    assert_ptr_equal(note(c, A, T0 + 1, 1, fr, 2, NULL), c->stacks[1]);
+    assert_ptr_equal(note(c, A, T0 + 1, 1, fr, 2, NULL), cstack_at(c, 1));
     frames_f(fr); /* built again, as each Note is */
-    assert_ptr_equal(note(c, B, T0 + 2, 1, fr, 2, NULL), c->stacks[1]);
+    assert_ptr_equal(note(c, B, T0 + 2, 1, fr, 2, NULL), cstack_at(c, 1));
     assert_int_equal(c->notes, 2);
     assert_int_equal(c->npytbs, 1);
     pytb_t *t = &c->pytbs[0];
@@ -226,7 +226,7 @@ static void test_note_ts_mismatch_counts_freed(void **state)
     frames_f(fr);
     alloc_ok(c, A, T0 + 5, 10, 1);
     /* The note is for an earlier block at A: that one is gone. */
-    assert_ptr_equal(note(c, A, T0 + 1, 1, fr, 2, NULL), c->stacks[1]);
+    assert_ptr_equal(note(c, A, T0 + 1, 1, fr, 2, NULL), cstack_at(c, 1));
     assert_int_equal(c->npytbs, 1);
     pytb_t *t = &c->pytbs[0];
     assert_int_equal(t->captures, 1);
@@ -313,7 +313,7 @@ static void test_aging_noted_blocks(void **state)
     assert_int_equal(t->exp_n, 0);
     assert_int_equal(t->may_n, 0);
     client_age(c, past_expiry(c, T0 + 3));
-    assert_int_equal(c->stacks[1]->exp_n, 3);
+    assert_int_equal(cstack_at(c, 1)->exp_n, 3);
     assert_int_equal(t->exp_n, 2);
     assert_int_equal(t->exp_b, 30);
     assert_int_equal(t->may_n, 2);
@@ -351,7 +351,7 @@ static void test_note_after_expiry(void **state)
     frames_f(fr);
     alloc_ok(c, A, T0 + 1, 10, 1);
     client_age(c, past_expiry(c, T0 + 1));
-    assert_int_equal(c->stacks[1]->exp_n, 1);
+    assert_int_equal(cstack_at(c, 1)->exp_n, 1);
     note(c, A, T0 + 1, 1, fr, 2, NULL);
     pytb_t *t = tb_of(c, A);
     assert_non_null(t);
@@ -400,7 +400,7 @@ static void test_text_attaches_to_frames(void **state)
     pytb_t *t = &c->pytbs[0];
     assert_null(t->text);
     const char *txt = "Traceback (most recent call last):\n  File \"x.py\", line 1\n";
-    assert_ptr_equal(note(c, A, T0 + 1, 1, NULL, 0, txt), c->stacks[1]);
+    assert_ptr_equal(note(c, A, T0 + 1, 1, NULL, 0, txt), cstack_at(c, 1));
     assert_int_equal(c->npytbs, 1);
     t = &c->pytbs[0];
     assert_non_null(t->text);
@@ -477,8 +477,8 @@ static void test_empty_note_changes_nothing(void **state)
     frames_f(fr);
     alloc_ok(c, A, T0 + 1, 10, 1);
     alloc_ok(c, B, T0 + 2, 20, 1);
-    assert_ptr_equal(note(c, A, T0 + 1, 1, NULL, 0, NULL), c->stacks[1]);
-    assert_ptr_equal(note(c, A, T0 + 1, 1, fr, 0, ""), c->stacks[1]);
+    assert_ptr_equal(note(c, A, T0 + 1, 1, NULL, 0, NULL), cstack_at(c, 1));
+    assert_ptr_equal(note(c, A, T0 + 1, 1, fr, 0, ""), cstack_at(c, 1));
     assert_int_equal(c->npytbs, 0);
     assert_null(tb_of(c, A));
     assert_int_equal(c->notes, 2);
@@ -616,8 +616,8 @@ static void test_leakq_first_expiry_once(void **state)
     }
     assert_int_equal(saw1, 1);
     assert_int_equal(saw2, 1);
-    assert_int_equal(c->stacks[1]->leak_seen, 1);
-    assert_int_equal(c->stacks[2]->leak_seen, 1);
+    assert_int_equal(cstack_at(c, 1)->leak_seen, 1);
+    assert_int_equal(cstack_at(c, 2)->leak_seen, 1);
 
     /* srv.c drains the queue; later expiries of those stacks do not refill it. */
     c->nleakq = 0;
@@ -625,7 +625,7 @@ static void test_leakq_first_expiry_once(void **state)
     alloc_ok(c, D, t1, 40, 1);
     free_ok(c, A, t1 + 1);
     client_age(c, past_expiry(c, t1));
-    assert_int_equal(c->stacks[1]->exp_n, 3);
+    assert_int_equal(cstack_at(c, 1)->exp_n, 3);
     assert_int_equal(c->nleakq, 0);
 
     /* A stack expiring for the first time later is queued. */
@@ -648,7 +648,7 @@ static void test_leakq_not_for_freed(void **state)
     free_ok(c, A, T0 + E / 2);
     client_age(c, past_expiry(c, T0 + E));
     assert_int_equal(c->nleakq, 0);
-    assert_int_equal(c->stacks[1]->leak_seen, 0);
+    assert_int_equal(cstack_at(c, 1)->leak_seen, 0);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)

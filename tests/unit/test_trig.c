@@ -161,8 +161,8 @@ static int add_ok(fix_t *f, const char *match, const char *module, uint64_t stac
 /* The id of the rule matching client c's stack index, 0 if none. */
 static uint32_t matched(fix_t *f, client_t *c, uint32_t index)
 {
-    assert_true(index < c->stacks_cap && c->stacks[index]);
-    trig_rule_t *r = trig_match(&f->t, c, c->stacks[index]);
+    assert_true(index < c->stacks_cap && cstack_at(c, index));
+    trig_rule_t *r = trig_match(&f->t, c, cstack_at(c, index));
     return r ? r->id : 0;
 }
 
@@ -464,7 +464,7 @@ static void test_stack_id_rule(void **state)
 {
     fix_t *f = *state;
     int r = add_ok(f, NULL, NULL, SID_RAW, -1, 0, PID);
-    assert_int_equal(f->c->stacks[2]->sym_state, SYM_NONE);
+    assert_int_equal(cstack_at(f->c, 2)->sym_state, SYM_NONE);
     assert_int_equal(matched(f, f->c, 2), r);
     assert_int_equal(matched(f, f->c, 0), 0);
     assert_int_equal(matched(f, f->c, 1), 0);
@@ -474,7 +474,7 @@ static void test_stack_id_rule(void **state)
     assert_int_equal(matched(f, f->o, 0), r2);
     assert_int_equal(matched(f, f->c, 0), 0);
     /* Pending symbolization changes nothing for it. */
-    f->c->stacks[2]->sym_state = SYM_PENDING;
+    cstack_at(f->c, 2)->sym_state = SYM_PENDING;
     assert_int_equal(matched(f, f->c, 2), r);
     /* With a name too, both must hold (and the name needs symbols). */
     trig_free(&f->t);
@@ -509,16 +509,16 @@ static void test_unsymbolized_no_name_match(void **state)
     add_ok(f, NULL, ".", 0, -1, 0, 0);
     add_ok(f, ".*", ".*", 0, -1, 0, 0);
     assert_int_equal(matched(f, f->c, 2), 0);
-    f->c->stacks[2]->sym_state = SYM_PENDING;
+    cstack_at(f->c, 2)->sym_state = SYM_PENDING;
     assert_int_equal(matched(f, f->c, 2), 0);
     /* Results not yet published (state not DONE) are not used. */
-    cstack_t *s0 = f->c->stacks[0];
+    cstack_t *s0 = cstack_at(f->c, 0);
     s0->sym_state = SYM_PENDING;
     assert_int_equal(matched(f, f->c, 0), 0);
     s0->sym_state = SYM_DONE;
     assert_int_not_equal(matched(f, f->c, 0), 0);
     /* Symbolized to zero frames, or DONE without a result: no match, no crash. */
-    set_sym(f->c->stacks[2], NULL, 0);
+    set_sym(cstack_at(f->c, 2), NULL, 0);
     assert_int_equal(matched(f, f->c, 2), 0);
     sym_release(s0->sym);
     s0->sym = NULL;
@@ -534,10 +534,10 @@ static void test_stack_redefined(void **state)
     assert_int_equal(matched(f, f->c, 0), r);
     def_stack(f->c, 0, SID_DEEP, 3);
     assert_int_equal(matched(f, f->c, 0), r);
-    assert_int_equal(f->c->stacks[0]->sym_state, SYM_DONE); /* kept */
+    assert_int_equal(cstack_at(f->c, 0)->sym_state, SYM_DONE); /* kept */
     def_stack(f->c, 0, 0xB000000000000009ull, 3);
     assert_int_equal(matched(f, f->c, 0), 0);
-    assert_null(f->c->stacks[0]->sym);                      /* released */
+    assert_null(cstack_at(f->c, 0)->sym);                      /* released */
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
