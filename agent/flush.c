@@ -38,7 +38,7 @@
 #define MODS_MAX 16384u           /* Modules per frame (the whole map fits) */
 #define OUT_CAP (FRAME_MAX_AGENT + FRAME_HDR)
 #define PERIOD_MS 10              /* drain at least this often */
-#define WAIT_FULL_NS (50ull * 1000000)      /* producer's bounded wait on a full ring */
+#define WAIT_STALL_NS (1000ull * 1000000)   /* a full ring the flusher has not touched this long: drop */
 #define STATS_NS (1000ull * 1000000)
 #define BACKOFF_MIN_NS (50ull * 1000000)
 #define BACKOFF_MAX_NS (1000ull * 1000000)
@@ -99,7 +99,9 @@ static struct flush_s {
     struct fold_acc_s *facc;      /* stack -> folded pairs (FACC_SLOTS) */
     uint32_t *facc_used;          /* facc entries in use, in order */
     uint32_t nfacc;
-    uint32_t fgen;                /* generation stamp of both tables */
+    uint32_t fgen;
+    uint32_t max_m;               /* largest batch so far (scratch in use) */
+    size_t max_frame;             /* largest encoded batch so far */                /* generation stamp of both tables */
     uint8_t *enc;                 /* hand-encoded EventBatch frame */
     uint8_t *col;                 /* one packed column being encoded */
     Stackwatch__StackDef *defs;   /* StackDefs being assembled */
@@ -831,6 +833,8 @@ static int send_batch(uint32_t m)
     pre[3] = (uint8_t)(payload >> 24);
     uint8_t *start = body - plen;
     memcpy(start, pre, plen);
+    if (plen + blen > fl.max_frame)
+        fl.max_frame = plen + blen;
     int rc = send_all(start, plen + blen);
     if (rc < 0)
         disconnect(rc == -ETIMEDOUT ? "send stalled" : strerror(-rc));
@@ -932,6 +936,8 @@ static uint32_t drain_once(int final)
     }
     if (fl.sock.fd < 0 || send_defs() < 0 || send_modules() < 0)
         goto failed;
+    if (m > fl.max_m)
+        fl.max_m = m;
     fold_batch(m);
     if (send_batch(m) < 0)
         goto failed;
@@ -979,6 +985,11 @@ static void send_stats(void)
     tstate_totals(&s.total_allocs, &s.total_alloc_bytes, &s.total_frees);
     s.sample_overflow = sample_overflow();
     s.sample_set_bytes = sample_bytes_mapped();
+    /* Columns, live index, fold slots (two per event) and the encoded frame,
+     * as far as batches have used them; the rest is reserved, untouched. */
+    s.scratch_bytes = (uint64_t)fl.max_m * (3 * sizeof(uint32_t) + 3 * sizeof(uint64_t) + 1 +
+                                            sizeof(uint32_t) + 2 * sizeof(fold_slot_t)) +
+                      2 * fl.max_frame;
     unwind_fp_stats(&s.fp_walks, &s.fp_tail_misses, &s.fp_trusted, &s.fp_refused);
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_STATS;
@@ -1121,7 +1132,11 @@ void flush_push_slow(ring_t *r, const ev_t *ev)
      * pushed event, so it keeps emitting (and freeing) our ring. */
     atomic_store_explicit(&r->pending_ts, ev->ts, memory_order_release);
     flush_kick();
+    /* Lossless while connected: wait as long as the flusher makes progress
+     * on this ring (on a loaded machine it may not run for a while); drop
+     * only when it has not freed a slot for WAIT_STALL_NS (stuck). */
     uint64_t start = clock_now_ns();
+    uint64_t seen_tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     for (unsigned i = 0;; i++) {
         if (ring_try_push(r, ev)) {
             atomic_store_explicit(&r->pending_ts, 0, memory_order_relaxed);
@@ -1137,8 +1152,14 @@ void flush_push_slow(ring_t *r, const ev_t *ev)
         } else {
             struct timespec ts = { 0, 50000 };
             nanosleep(&ts, NULL);
-            if (clock_now_ns() - start > WAIT_FULL_NS)
+            uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+            uint64_t now = clock_now_ns();
+            if (tail != seen_tail) {
+                seen_tail = tail;
+                start = now;
+            } else if (now - start > WAIT_STALL_NS) {
                 break;
+            }
         }
     }
     atomic_store_explicit(&r->pending_ts, 0, memory_order_relaxed);

@@ -244,11 +244,10 @@ static inline int sampled_fast(tstate_t *t, ring_t *r, size_t size)
     return 0;
 }
 
-static void note_alloc(void *p, size_t size, uint64_t site)
+/* Out of line: the interposers' fast path stays small (no register saves). */
+__attribute__((noinline)) static void note_alloc_slow(void *p, size_t size, uint64_t site)
 {
     tstate_t *t = &tstate;
-    if (LIKELY(sampled_fast(t, t->ring, size)))
-        return;
     int e;
     if (!rec_enter(t, &e))
         return;
@@ -268,6 +267,14 @@ static void note_alloc(void *p, size_t size, uint64_t site)
     }
 out:
     rec_leave(t, e);
+}
+
+static inline void note_alloc(void *p, size_t size, uint64_t site)
+{
+    tstate_t *t = &tstate;
+    if (LIKELY(sampled_fast(t, t->ring, size)))
+        return;
+    note_alloc_slow(p, size, site);
 }
 
 static inline void note_failed(void)
@@ -290,6 +297,28 @@ EXPORT void *malloc(size_t size)
     return p;
 }
 
+/* free's recording part, out of line (see note_alloc_slow). */
+__attribute__((noinline)) static void free_slow(void *p)
+{
+    tstate_t *t = &tstate;
+    int e;
+    if (rec_enter(t, &e)) {
+        /* Before the real free: the address may be reused at once. */
+        ring_t *r = ring_of(t);
+        if (r) {
+            ring_count_free(r);
+            if (!sample_rate || sample_forget((uint64_t)(uintptr_t)p)) {
+                ring_busy_begin(r);
+                emit_free(t, r, p, clock_now_ns());
+                ring_busy_end(r);
+            }
+        }
+        check_fired(p);
+        rec_leave(t, e);
+    }
+    hook_real.free(p);
+}
+
 EXPORT void free(void *p)
 {
     if (!p || UNLIKELY(hook_arena_owns(p)))
@@ -308,22 +337,7 @@ EXPORT void free(void *p)
         hook_real.free(p);
         return;
     }
-    int e;
-    if (rec_enter(t, &e)) {
-        /* Before the real free: the address may be reused at once. */
-        ring_t *r = ring_of(t);
-        if (r) {
-            ring_count_free(r);
-            if (!sample_rate || sample_forget((uint64_t)(uintptr_t)p)) {
-                ring_busy_begin(r);
-                emit_free(t, r, p, clock_now_ns());
-                ring_busy_end(r);
-            }
-        }
-        check_fired(p);
-        rec_leave(t, e);
-    }
-    hook_real.free(p);
+    free_slow(p);
 }
 
 EXPORT void *calloc(size_t n, size_t size)

@@ -157,7 +157,14 @@ uint32_t intern_count(void)
 
 size_t intern_bytes(void)
 {
-    return mapped;
+    /* What the table holds in memory, not what it reserved (`mapped`):
+     * slots are spread by hash, so each stack may touch a page of the slot
+     * array of its own; pcs fill the pool in order. */
+    size_t slots_mapped = (size_t)(slot_mask + 1) * sizeof(intern_slot_t);
+    size_t touched = (size_t)atomic_load_explicit(&nstacks, memory_order_relaxed) * 4096u;
+    size_t pcs = atomic_load_explicit(&pool_used, memory_order_relaxed) * sizeof(uint64_t);
+    size_t n = (touched < slots_mapped ? touched : slots_mapped) + pcs;
+    return n < mapped ? n : mapped;
 }
 
 void intern_fork_child(void)

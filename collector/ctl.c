@@ -98,7 +98,8 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->stacks = c->nstacks;
     ci->unwind_failures = c->a_unwind_fail;
     ci->intern_full = c->a_intern_full;
-    ci->agent_bytes = c->a_ring_bytes + c->a_table_bytes + c->a_sample_set_bytes;
+    ci->agent_bytes = c->a_ring_bytes + c->a_table_bytes + c->a_sample_set_bytes +
+                      c->a_scratch_bytes;
     ci->threads = (uint32_t)c->a_threads;
     ci->late_events = c->late_events;
     ci->table_full = c->table_full;
