@@ -295,4 +295,29 @@ install: all
 clean:
 	rm -rf build
 
+# ------------------------------------------------------------------ benchmarks
+# Not part of `make check` (bench/README.md). BENCH_ARGS passes options to
+# bench/run.py, e.g. make bench BENCH_ARGS="--runs 3 --only loop --markdown".
+BENCH_ARGS ?=
+.PHONY: bench bench-deps
+bench-deps:
+	@sh scripts/bench-deps.sh
+
+bench: all bench-deps
+	$(PYTHON) bench/run.py --build $(BUILD) $(BENCH_ARGS)
+	$(MAKE) bench-collector
+
+# collectord's ingest rate and memory per live block, driven by a fake agent
+# (bench/collector/README.md). BENCH_COLLECTOR_ARGS passes options to the
+# driver, e.g. make bench-collector BENCH_COLLECTOR_ARGS="--live 1000000".
+BENCH_COLLECTOR_ARGS ?=
+.PHONY: bench-collector
+$(BUILD)/bench/ingest: bench/collector/ingest.c $(PROTO_SRC) proto/frame.h $(PB_O) $(PB_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -MMD -MP,$(COLL_CFLAGS)) -o $@ bench/collector/ingest.c $(PROTO_SRC) \
+		$(PB_O) -lprotobuf-c
+
+bench-collector: $(BUILD)/collectord $(BUILD)/stackctl $(BUILD)/bench/ingest
+	$(PYTHON) bench/collector/run.py --build $(BUILD) $(BENCH_COLLECTOR_ARGS)
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

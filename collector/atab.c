@@ -7,12 +7,6 @@
 
 #define SLOTS_MIN 1024u
 
-static inline uint32_t hash_addr(uint64_t addr, uint32_t mask)
-{
-    /* Fibonacci hashing: malloc addresses share low bits (alignment). */
-    return (uint32_t)((addr * 0x9e3779b97f4a7c15ULL) >> 32) & mask;
-}
-
 int atab_init(atab_t *t, uint64_t expire_ns, uint64_t now, atab_expire_fn fn, void *ctx)
 {
     memset(t, 0, sizeof *t);
@@ -39,6 +33,8 @@ void atab_free(atab_t *t)
     t->ents = NULL;
     t->slots = NULL;
     t->live = t->ents_cap = t->ents_hw = 0;
+    t->free_head = ATAB_NIL;
+    t->hint_ok = 0;
 }
 
 size_t atab_bytes(const atab_t *t)
@@ -48,7 +44,7 @@ size_t atab_bytes(const atab_t *t)
 
 static uint32_t *find_slot(atab_t *t, uint64_t addr)
 {
-    uint32_t i = hash_addr(addr, t->slot_mask);
+    uint32_t i = atab_hash(addr, t->slot_mask);
     for (;;) {
         uint32_t e = t->slots[i];
         if (e == ATAB_NIL || t->ents[e].addr == addr)
@@ -57,12 +53,24 @@ static uint32_t *find_slot(atab_t *t, uint64_t addr)
     }
 }
 
+/* find_slot, answered from the last atab_find when nothing changed since:
+ * client_free and client_alloc look an address up, then remove or insert it. */
+static uint32_t *find_slot_hinted(atab_t *t, uint64_t addr)
+{
+    if (t->hint_ok && t->hint_addr == addr)
+        return &t->slots[t->hint_slot];
+    return find_slot(t, addr);
+}
+
 atab_ent_t *atab_find(atab_t *t, uint64_t addr)
 {
     if (!t->ents)
         return NULL;
-    uint32_t e = *find_slot(t, addr);
-    return e == ATAB_NIL ? NULL : &t->ents[e];
+    uint32_t *s = find_slot(t, addr);
+    t->hint_addr = addr;
+    t->hint_slot = (uint32_t)(s - t->slots);
+    t->hint_ok = 1;
+    return *s == ATAB_NIL ? NULL : &t->ents[*s];
 }
 
 static int grow_slots(atab_t *t)
@@ -79,7 +87,7 @@ static int grow_slots(atab_t *t)
         uint32_t e = t->slots[i];
         if (e == ATAB_NIL)
             continue;
-        uint32_t j = hash_addr(t->ents[e].addr, mask);
+        uint32_t j = atab_hash(t->ents[e].addr, mask);
         while (ns[j] != ATAB_NIL)
             j = (j + 1) & mask;
         ns[j] = e;
@@ -87,6 +95,7 @@ static int grow_slots(atab_t *t)
     free(t->slots);
     t->slots = ns;
     t->slot_mask = mask;
+    t->hint_ok = 0;
     return 0;
 }
 
@@ -110,13 +119,24 @@ static uint32_t alloc_ent(atab_t *t)
     return t->ents_hw++;
 }
 
+/* ts / width_ns. Events come in time order, so the last answer mostly
+ * holds; a 64-bit division costs more than the rest of an insert. */
+static inline uint64_t bucket_of(atab_t *t, uint64_t ts)
+{
+    if (ts - t->b_lo >= t->width_ns) { /* also when ts < b_lo (wraps) */
+        t->b_cur = ts / t->width_ns;
+        t->b_lo = t->b_cur * t->width_ns;
+    }
+    return t->b_cur;
+}
+
 static void bucket_unlink(atab_t *t, uint32_t e)
 {
     atab_ent_t *x = &t->ents[e];
     if (x->prev != ATAB_NIL)
         t->ents[x->prev].next = x->next;
     else /* the list head: insert never clamps, so its bucket follows from ts */
-        t->heads[(x->ts / t->width_ns) % ATAB_NB] = x->next;
+        t->heads[bucket_of(t, x->ts) % ATAB_NB] = x->next;
     if (x->next != ATAB_NIL)
         t->ents[x->next].prev = x->prev;
     x->prev = x->next = ATAB_NIL;
@@ -174,7 +194,7 @@ atab_ent_t *atab_insert(atab_t *t, uint64_t addr, uint64_t ts, uint64_t size, ui
     uint32_t e = alloc_ent(t);
     if (e == ATAB_NIL)
         return NULL;
-    uint64_t b = ts / t->width_ns;
+    uint64_t b = bucket_of(t, ts);
     if (b >= t->aged_upto + ATAB_NB) {
         /* Time moved past what the ring covers since the last aging pass:
          * catch up first (those blocks are due anyway). */
@@ -187,7 +207,8 @@ atab_ent_t *atab_insert(atab_t *t, uint64_t addr, uint64_t ts, uint64_t size, ui
     x->flags = 0;
     x->stack = stack;
     x->prev = x->next = ATAB_NIL;
-    *find_slot(t, addr) = e;
+    *find_slot_hinted(t, addr) = e;
+    t->hint_ok = 0;
     t->live++;
     if (b < t->aged_upto) {
         x->flags |= ATAB_F_EXPIRED;
@@ -209,14 +230,15 @@ void atab_remove(atab_t *t, atab_ent_t *x)
     if (!(x->flags & ATAB_F_EXPIRED))
         bucket_unlink(t, e);
     /* Backward-shift deletion keeps probe chains intact without tombstones. */
-    uint32_t i = (uint32_t)(find_slot(t, x->addr) - t->slots);
+    uint32_t i = (uint32_t)(find_slot_hinted(t, x->addr) - t->slots);
+    t->hint_ok = 0;
     uint32_t j = i;
     for (;;) {
         j = (j + 1) & t->slot_mask;
         uint32_t f = t->slots[j];
         if (f == ATAB_NIL)
             break;
-        uint32_t home = hash_addr(t->ents[f].addr, t->slot_mask);
+        uint32_t home = atab_hash(t->ents[f].addr, t->slot_mask);
         /* Move f back to i unless its home lies cyclically in (i, j]. */
         int in_range = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!in_range) {

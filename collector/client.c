@@ -443,15 +443,21 @@ int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_
     return alloc_flags(c, addr, ts, size, stack, 0);
 }
 
+int client_fold_valid(const client_t *c, uint32_t stack, uint64_t count, uint64_t bytes,
+                      uint64_t lt_sum, uint64_t lt_min, uint64_t lt_max)
+{
+    return count != 0 && count <= (1ull << 32) && lt_min <= lt_max &&
+           bytes / count <= ATAB_SIZE_MAX && lt_max <= (1ull << 50) && lt_sum >= lt_min &&
+           lt_sum / count <= lt_max && (count != 1 || lt_min == lt_max) &&
+           stack < CLIENT_MAX_STACKS &&
+           !c->sample_bytes; /* sampled blocks carry their own weights: never folded */
+}
+
 int client_fold(client_t *c, uint32_t stack, uint64_t count, uint64_t bytes, uint64_t lt_sum,
                 uint64_t lt_min, uint64_t lt_max)
 {
-    if (count == 0 || count > (1ull << 32) || lt_min > lt_max || bytes / count > ATAB_SIZE_MAX ||
-        lt_max > (1ull << 50) || lt_sum < lt_min || lt_sum / count > lt_max ||
-        (count == 1 && lt_min != lt_max))
-        return -ERANGE;
-    if (c->sample_bytes)
-        return -ERANGE; /* sampled blocks carry their own weights: never folded */
+    if (!client_fold_valid(c, stack, count, bytes, lt_sum, lt_min, lt_max))
+        return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ERANGE;
     cstack_t *s = stack_slot(c, stack);
     if (!s)
         return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ENOMEM;
@@ -474,7 +480,8 @@ int client_fold(client_t *c, uint32_t stack, uint64_t count, uint64_t bytes, uin
 int client_alloc_unsampled(client_t *c, uint64_t addr, uint64_t ts, uint64_t size,
                            uint32_t stack)
 {
-    return alloc_flags(c, addr, ts, size, stack, ATAB_F_UNSAMPLED);
+    /* Meaningless from a client recording everything: an allocation. */
+    return alloc_flags(c, addr, ts, size, stack, c->sample_bytes ? ATAB_F_UNSAMPLED : 0);
 }
 
 int client_free(client_t *c, uint64_t addr, uint64_t ts)

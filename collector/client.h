@@ -215,8 +215,14 @@ int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_
 int client_fold(client_t *c, uint32_t stack, uint64_t count, uint64_t bytes, uint64_t lt_sum,
                 uint64_t lt_min, uint64_t lt_max);
 
+/* 1 when client_fold would accept these figures (checked for a whole batch
+ * before any of it is applied). */
+int client_fold_valid(const client_t *c, uint32_t stack, uint64_t count, uint64_t bytes,
+                      uint64_t lt_sum, uint64_t lt_min, uint64_t lt_max);
+
 /* Sampled mode: an allocation recorded only because its stack is armed.
- * Tracked like any other (its note, its free) but weighted 0. */
+ * Tracked like any other (its note, its free) but weighted 0. From a client
+ * that records everything, a plain allocation. */
 int client_alloc_unsampled(client_t *c, uint64_t addr, uint64_t ts, uint64_t size,
                            uint32_t stack);
 

@@ -2,6 +2,7 @@
 #include "ingest.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,75 @@ static void on_note(conn_t *c, const Stackwatch__Note *n)
     }
 }
 
+/* How many events ahead of the one being applied each prefetch stage of
+ * atab.h runs: far enough for a miss to land, near enough to stay cached. */
+#define PF_SLOT 16
+#define PF_CHAIN 8
+#define PF_LINKS 3
+
+/* Prefetching for one validated batch: hints only, the results never change. */
+typedef struct prefetch_s {
+    const Stackwatch__EventBatch *b;
+    const atab_t *t;   /* the client's table, NULL when it has none */
+    size_t ai;         /* index into size/stack of the next allocation at or after i + PF_CHAIN */
+} prefetch_t;
+
+static inline int is_alloc(uint32_t kind)
+{
+    return kind == STACKWATCH__EVENT_KIND__EVENT_ALLOC ||
+           kind == STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED;
+}
+
+/* Always inlined, as in atab.h: GCC drops calls to a function that only
+ * prefetches. */
+ATAB_PF_INLINE void prefetch_stack(const client_t *cl, uint32_t stack, int is_free)
+{
+    const cstack_t *s = cstack_at(cl, stack);
+    if (!s)
+        return;
+    if (is_free) {
+        __builtin_prefetch(&s->free_n, 1);
+        __builtin_prefetch(&s->lt_n, 1);
+    } else {
+        __builtin_prefetch(&s->alloc_n, 1);
+    }
+}
+
+/* The first events get no prefetch; stage 2 starts at event PF_CHAIN. */
+static void prefetch_start(prefetch_t *pf)
+{
+    size_t n = pf->b->n_kind;
+    for (size_t j = 0; j < PF_CHAIN && j < n; j++)
+        pf->ai += is_alloc(pf->b->kind[j]);
+}
+
+/* Before applying event i: stage 1 for i + PF_SLOT, stage 2 (and an
+ * allocation's stack) for i + PF_CHAIN, stage 3 (a free's bucket neighbours
+ * and stack) for i + PF_LINKS. */
+ATAB_PF_INLINE void prefetch_step(prefetch_t *pf, const client_t *cl, size_t i)
+{
+    const Stackwatch__EventBatch *b = pf->b;
+    size_t n = b->n_kind;
+    if (pf->t) {
+        atab_prefetch_free(pf->t);
+        if (i + PF_SLOT < n)
+            atab_prefetch_slot(pf->t, b->addr[i + PF_SLOT]);
+    }
+    size_t j = i + PF_CHAIN;
+    if (j < n) {
+        if (pf->t)
+            atab_prefetch_chain(pf->t, b->addr[j]);
+        if (is_alloc(b->kind[j]))
+            prefetch_stack(cl, b->stack[pf->ai++], 0);
+    }
+    j = i + PF_LINKS;
+    if (pf->t && j < n && b->kind[j] == STACKWATCH__EVENT_KIND__EVENT_FREE) {
+        const atab_ent_t *e = atab_prefetch_links(pf->t, b->addr[j]);
+        if (e)
+            prefetch_stack(cl, e->stack, 1);
+    }
+}
+
 static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **why)
 {
     size_t n = b->n_kind;
@@ -185,10 +255,28 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
         *why = "event batch has sizes for a different number of allocations";
         return -EPROTO;
     }
+    /* Folded pairs are checked before anything is applied: a bad batch
+     * is refused whole. */
+    size_t nf = b->n_fold_stack;
+    if (b->n_fold_count != nf || b->n_fold_bytes != nf || b->n_fold_lt_sum != nf ||
+        b->n_fold_lt_min != nf || b->n_fold_lt_max != nf) {
+        *why = "event batch fold columns differ in length";
+        return -EPROTO;
+    }
+    for (size_t i = 0; i < nf; i++) {
+        if (!client_fold_valid(c->client, b->fold_stack[i], b->fold_count[i], b->fold_bytes[i],
+                               b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i])) {
+            *why = "folded pairs with impossible counts, lifetimes or stack index";
+            return -EPROTO;
+        }
+    }
     client_t *cl = c->client;
     uint64_t ts = b->ts_base;
     size_t ai = 0;
+    prefetch_t pf = { .b = b, .t = cl->atab_ok ? &cl->atab : NULL };
+    prefetch_start(&pf);
     for (size_t i = 0; i < n; i++) {
+        prefetch_step(&pf, cl, i);
         ts += (uint64_t)b->ts_delta[i]; /* wraps harmlessly on nonsense */
         int rc;
         if (b->kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC) {
@@ -205,7 +293,19 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
             return rc;
         }
     }
-    c->srv->events_total += n;
+    uint64_t folded = 0;
+    for (size_t i = 0; i < nf; i++) {
+        int rc = client_fold(cl, b->fold_stack[i], b->fold_count[i], b->fold_bytes[i],
+                             b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i]);
+        if (rc < 0) {
+            *why = rc == -ENOMEM ? "out of memory"
+                 : rc == -EINVAL ? "event names a stack index out of range"
+                                 : "folded pairs with impossible counts or lifetimes";
+            return rc;
+        }
+        folded += 2 * b->fold_count[i];
+    }
+    c->srv->events_total += n + folded;
     return 0;
 }
 
@@ -226,20 +326,249 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     cl->a_total_frees = st->total_frees;
     cl->a_sample_overflow = st->sample_overflow;
     cl->a_sample_set_bytes = st->sample_set_bytes;
+    cl->a_scratch_bytes = st->scratch_bytes;
     cl->a_fp_walks = st->fp_walks;
     cl->a_fp_misses = st->fp_tail_misses;
 }
 
+/* ---------------------------------------------------------------- EventBatch fast path */
+
+/*
+ * protobuf-c's unpack allocates the message and every column, after a
+ * counting pass, for every batch: at millions of events per second that was
+ * the largest cost after the allocation table (bench/collector/README.md).
+ * An AgentMsg that is exactly one EventBatch in canonical form - each field
+ * known, present once, a varint scalar or a packed column of varints - is
+ * decoded here instead, into a buffer kept between frames. Anything else
+ * (unknown or repeated fields, unpacked columns, other field types, overlong
+ * varints or lengths, truncation) is left to protobuf-c, so what is accepted,
+ * what is rejected and how stay exactly as they were. Fields are found
+ * through the generated descriptor: a new varint column needs no change here.
+ */
+
+#define FAST_KEEP (4u << 20) /* scratch kept between frames; a larger one is freed after use */
+#define FAST_COLS 32         /* packed columns one batch can have */
+
+typedef struct fast_col_s {
+    const ProtobufCFieldDescriptor *f;
+    const uint8_t *p, *end; /* its packed varints */
+    size_t n;               /* how many */
+} fast_col_t;
+
+/* The decoded columns of the current frame; one loop thread uses it. */
+static struct {
+    uint8_t *buf;
+    size_t cap;
+} fast_scratch;
+
+/* One varint of at most 10 bytes (protobuf-c's limit) before end, bits above
+ * 64 dropped as protobuf-c does. Returns its length, 0 if there is none. */
+static inline size_t get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+    size_t max = end - p < 10 ? (size_t)(end - p) : 10;
+    uint64_t x = 0;
+    for (size_t i = 0; i < max; i++) {
+        x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *v = x;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* A length prefix as protobuf-c accepts one: at most 5 bytes, at most
+ * INT_MAX, the data within end. Returns the prefix's length, 0 if not. */
+static size_t get_len(const uint8_t *p, const uint8_t *end, size_t *n)
+{
+    uint64_t v;
+    size_t h = get_varint(p, end - p > 5 ? p + 5 : end, &v);
+    if (!h || v > INT_MAX || v > (uint64_t)(end - p) - h)
+        return 0;
+    *n = (size_t)v;
+    return h;
+}
+
+static inline size_t fast_elt_size(ProtobufCType type)
+{
+    return type == PROTOBUF_C_TYPE_UINT32 ? 4 : 8;
+}
+
+/* Stores a varint into a field of type as protobuf-c would. */
+static inline void fast_store(ProtobufCType type, void *dst, uint64_t v)
+{
+    if (type == PROTOBUF_C_TYPE_UINT32)
+        *(uint32_t *)dst = (uint32_t)v;
+    else if (type == PROTOBUF_C_TYPE_SINT64)
+        *(uint64_t *)dst = (v >> 1) ^ (0 - (v & 1)); /* zigzag */
+    else
+        *(uint64_t *)dst = v;
+}
+
+/* Varints in n packed bytes: the bytes without the continuation bit,
+ * counted eight at a time. */
+static size_t fast_count(const uint8_t *p, size_t n)
+{
+    size_t c = n, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        /* one bit per continuation byte, summed into the top byte */
+        c -= (((w >> 7) & 0x0101010101010101ull) * 0x0101010101010101ull) >> 56;
+    }
+    for (; i < n; i++)
+        c -= p[i] >> 7;
+    return c;
+}
+
+/* Decodes a packed column into dst. Returns 0 if a varint is overlong.
+ * Always inlined so that each type gets its own loop. */
+static inline __attribute__((always_inline)) int fast_column_of(const fast_col_t *col,
+                                                               uint8_t *dst, ProtobufCType type)
+{
+    size_t sz = fast_elt_size(type);
+    const uint8_t *p = col->p, *end = col->end;
+    for (size_t k = 0; k < col->n; k++) {
+        uint64_t v = *p;
+        if (v < 0x80) {
+            p++;
+        } else if (end - p >= 10) {
+            /* No bound checks while ten bytes remain. (A branch-free decode
+             * of the whole word measured slower: it makes each element wait
+             * for the previous one's length.) */
+            size_t i = 1;
+            v &= 0x7f;
+            for (; i < 10; i++) {
+                v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+                if (p[i] < 0x80)
+                    break;
+            }
+            if (i == 10)
+                return 0;
+            p += i + 1;
+        } else {
+            size_t h = get_varint(p, end, &v);
+            if (!h)
+                return 0;
+            p += h;
+        }
+        fast_store(type, dst + k * sz, v);
+    }
+    return p == end;
+}
+
+static int fast_column(const fast_col_t *col, uint8_t *dst)
+{
+    switch (col->f->type) {
+    case PROTOBUF_C_TYPE_UINT32:
+        return fast_column_of(col, dst, PROTOBUF_C_TYPE_UINT32);
+    case PROTOBUF_C_TYPE_SINT64:
+        return fast_column_of(col, dst, PROTOBUF_C_TYPE_SINT64);
+    default:
+        return fast_column_of(col, dst, PROTOBUF_C_TYPE_UINT64);
+    }
+}
+
+/* Decodes p[0..len) into *b when it is one canonical EventBatch (above).
+ * Returns 1 with b's columns in fast_scratch, valid until the next call; 0
+ * to leave the frame to protobuf-c. Has no other effect. */
+static int fast_events(const uint8_t *p, uint32_t len, Stackwatch__EventBatch *b)
+{
+    const ProtobufCMessageDescriptor *d = &stackwatch__event_batch__descriptor;
+    const uint8_t *end = p + len;
+    size_t n, h;
+    if (len < 2 || d->n_fields > 64 ||
+        p[0] != (STACKWATCH__AGENT_MSG__MSG_EVENTS << 3 | PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED))
+        return 0;
+    h = get_len(p + 1, end, &n);
+    if (!h || 1 + h + n != len)
+        return 0; /* not the envelope's only field */
+    p += 1 + h;
+    stackwatch__event_batch__init(b);
+    fast_col_t cols[FAST_COLS];
+    size_t ncols = 0, need = 0;
+    uint64_t seen = 0;
+    while (p < end) {
+        uint8_t tag = *p++;
+        if ((tag & 0x80) || tag < 8)
+            return 0; /* a tag beyond field 15, or field 0 */
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, tag >> 3);
+        if (!f || (seen >> (f - d->fields) & 1) ||
+            (f->type != PROTOBUF_C_TYPE_UINT32 && f->type != PROTOBUF_C_TYPE_UINT64 &&
+             f->type != PROTOBUF_C_TYPE_SINT64))
+            return 0;
+        seen |= 1ull << (f - d->fields);
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            if ((tag & 7) != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED || ncols == FAST_COLS)
+                return 0;
+            h = get_len(p, end, &n);
+            if (!h || (n && (p[h + n - 1] & 0x80)))
+                return 0;
+            p += h;
+            fast_col_t *col = &cols[ncols++];
+            col->f = f;
+            col->p = p;
+            col->end = p + n;
+            col->n = fast_count(p, n);
+            need += (col->n * fast_elt_size(f->type) + 7) & ~(size_t)7;
+            p += n;
+        } else if (f->label == PROTOBUF_C_LABEL_NONE && !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)) {
+            uint64_t v;
+            if ((tag & 7) != PROTOBUF_C_WIRE_TYPE_VARINT || !(h = get_varint(p, end, &v)))
+                return 0;
+            p += h;
+            fast_store(f->type, (char *)b + f->offset, v);
+        } else {
+            return 0;
+        }
+    }
+    if (need > fast_scratch.cap) {
+        free(fast_scratch.buf);
+        fast_scratch.cap = 0;
+        fast_scratch.buf = malloc(need);
+        if (!fast_scratch.buf)
+            return 0;
+        fast_scratch.cap = need;
+    }
+    uint8_t *q = fast_scratch.buf;
+    for (size_t i = 0; i < ncols; i++) {
+        const ProtobufCFieldDescriptor *f = cols[i].f;
+        if (!fast_column(&cols[i], q))
+            return 0;
+        *(size_t *)((char *)b + f->quantifier_offset) = cols[i].n;
+        *(void **)((char *)b + f->offset) = cols[i].n ? q : NULL;
+        q += (cols[i].n * fast_elt_size(f->type) + 7) & ~(size_t)7;
+    }
+    return 1;
+}
+
+/* After a frame: a scratch that a very large batch grew is not kept. */
+static void fast_release(void)
+{
+    if (fast_scratch.cap > FAST_KEEP) {
+        free(fast_scratch.buf);
+        fast_scratch.buf = NULL;
+        fast_scratch.cap = 0;
+    }
+}
+
 int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
 {
-    Stackwatch__AgentMsg *m = stackwatch__agent_msg__unpack(NULL, len, p);
+    const char *why = NULL;
+    int rc = 0;
+    Stackwatch__AgentMsg *m = NULL;
+    Stackwatch__EventBatch fast;
+    if (c->hello_seen && fast_events(p, len, &fast)) {
+        rc = on_events(c, &fast, &why);
+        fast_release();
+        goto out;
+    }
+    m = stackwatch__agent_msg__unpack(NULL, len, p);
     if (!m) {
         c->srv->bad_frames++;
         conn_close(c, "malformed frame (not a valid agent message)");
         return -1;
     }
-    const char *why = NULL;
-    int rc = 0;
     if (!c->hello_seen && m->msg_case != STACKWATCH__AGENT_MSG__MSG_HELLO) {
         why = "first frame is not a hello";
         rc = -EPROTO;
@@ -287,7 +616,8 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
         break;
     }
 out:
-    stackwatch__agent_msg__free_unpacked(m, NULL);
+    if (m)
+        stackwatch__agent_msg__free_unpacked(m, NULL);
     if (rc < 0) {
         if (rc == -EPROTO || rc == -EINVAL)
             c->srv->bad_frames++;
