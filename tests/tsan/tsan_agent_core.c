@@ -6,8 +6,8 @@
  * real flusher thread drains, encodes and sends them to a collector stand-in
  * (a reader thread on a Unix socket) that decodes every frame and checks the
  * stream. Small rings (1024 events) keep the full-ring wait busy, and the
- * reader stalls once mid-run so the flusher blocks in send and producers drop
- * after their bounded wait. Short-lived threads orphan their rings for
+ * reader stalls once mid-run, longer than the producers wait without
+ * progress, so the flusher blocks in send and producers drop. Short-lived threads orphan their rings for
  * tstate_reap. A dlopen/dlclose thread refreshes the module map from an app
  * thread the way hook.c's dlclose does, while the flusher checks and
  * refreshes it too.
@@ -77,7 +77,7 @@ agent_t agent;
 #define DL_CYCLES 5              /* dlopen/dlclose rounds (each bumps the generation) */
 #define WATCHDOG_S 170
 #define STALL_AT_PERCENT 10      /* the reader stalls once this much has arrived... */
-#define STALL_MS 300             /* ...for this long, once */
+#define STALL_MS 1600            /* ...for this long, once: past the producers' 1 s no-progress limit */
 
 static uint64_t iters = 200000;
 
@@ -538,7 +538,7 @@ static void *reader_main(void *arg)
              * events, so producers are barely ahead of what arrived: all
              * of them are still running. */
             rd_state.stalled = 1;
-            struct timespec ts = { 0, STALL_MS * 1000000L };
+            struct timespec ts = { STALL_MS / 1000, (STALL_MS % 1000) * 1000000L };
             nanosleep(&ts, NULL);
         }
         if (rc < 0) {
