@@ -985,6 +985,7 @@ static void send_stats(void)
     tstate_totals(&s.total_allocs, &s.total_alloc_bytes, &s.total_frees);
     s.sample_overflow = sample_overflow();
     s.sample_set_bytes = sample_bytes_mapped();
+    s.stack_cache_hits = tstate_cache_hits();
     /* Columns, live index, fold slots (two per event) and the encoded frame,
      * as far as batches have used them; the rest is reserved, untouched. */
     s.scratch_bytes = (uint64_t)fl.max_m * (3 * sizeof(uint32_t) + 3 * sizeof(uint64_t) + 1 +

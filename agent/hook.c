@@ -158,17 +158,78 @@ static inline void push(ring_t *r, const ev_t *ev)
     flush_push_slow(r, ev);
 }
 
-/* Captures the caller's stack and interns it. Guard held. */
-static uint32_t capture(void)
+/* ---------------------------------------------------------------- stack cache */
+
+/* Per thread (in its ring's mapping): captured stacks by call site and the
+ * stack address of its return address. A hit needs the same call site at
+ * the same place, the same module-map generation, and every return address
+ * of the cached stack still in its slot: then the caller's frames are the
+ * same activations as when it was captured, and its interned index is
+ * reused without unwinding or hashing. A loop allocating at a few depths
+ * below a fixed outer stack unwinds each depth once. */
+#define SC_SETS 128u      /* two ways each */
+#define SC_ENTRIES (2 * SC_SETS)
+#define SC_FRAMES 30
+
+typedef struct sc_ent_s {
+    uint64_t ra0, slot0;      /* key: call site, where its return address is */
+    uint32_t gen, idx;        /* module-map generation, interned index */
+    uint32_t n, used;         /* frames (0: empty); last use, for eviction */
+    uint64_t pcs[SC_FRAMES];
+    uint32_t off[SC_FRAMES];  /* where pcs[k] is stored: slot0 + off[k] */
+} sc_ent_t;
+
+_Static_assert(SC_ENTRIES * sizeof(sc_ent_t) <= RING_SCACHE_BYTES, "stack cache too big");
+
+/* Captures the caller's stack and interns it. Guard held, r this thread's ring. */
+static uint32_t capture(ring_t *r)
 {
+    uint64_t ra0 = 0, slot0 = 0;
+    uint32_t gen = modmap_gen();
+    sc_ent_t *ce = NULL;
+    if (LIKELY(r != NULL) && unwind_site(&ra0, &slot0)) {
+        uint64_t h = ra0 ^ (slot0 * 0x9e3779b97f4a7c15ULL);
+        h ^= h >> 31;
+        h *= 0xbf58476d1ce4e5b9ULL;
+        h ^= h >> 29;
+        sc_ent_t *set = &((sc_ent_t *)r->scache)[2 * (h & (SC_SETS - 1))];
+        /* The thread's allocation count is its clock: evict the older way. */
+        uint32_t now = (uint32_t)atomic_load_explicit(&r->n_alloc, memory_order_relaxed);
+        if (set[0].ra0 == ra0 && set[0].slot0 == slot0)
+            ce = &set[0];
+        else if (set[1].ra0 == ra0 && set[1].slot0 == slot0)
+            ce = &set[1];
+        else
+            ce = (int32_t)(set[0].used - set[1].used) <= 0 ? &set[0] : &set[1];
+        ce->used = now;
+        if (ce->n && ce->ra0 == ra0 && ce->slot0 == slot0 && ce->gen == gen &&
+            unwind_still(ce->pcs, slot0, ce->off, (int)ce->n)) {
+            atomic_store_explicit(&r->sc_hits,
+                                  atomic_load_explicit(&r->sc_hits, memory_order_relaxed) + 1,
+                                  memory_order_relaxed); /* single writer */
+            return ce->idx;
+        }
+    }
     uint64_t pcs[CFG_DEPTH_MAX];
     int truncated = 0;
     int n = unwind_capture(pcs, cfg.depth, &truncated);
     uint32_t idx = INTERN_NONE;
     if (UNLIKELY(n <= 0))
         atomic_fetch_add_explicit(&agent.unwind_failures, 1, memory_order_relaxed);
-    else if (UNLIKELY((idx = intern_stack(pcs, (uint32_t)n, modmap_gen(), truncated)) == INTERN_NONE))
+    else if (UNLIKELY((idx = intern_stack(pcs, (uint32_t)n, gen, truncated)) == INTERN_NONE))
         atomic_fetch_add_explicit(&agent.intern_full, 1, memory_order_relaxed);
+    if (ce) {
+        ce->n = 0;
+        if (idx != INTERN_NONE && n <= SC_FRAMES && pcs[0] == ra0 &&
+            unwind_find_slots(pcs, n, slot0, ce->off)) {
+            memcpy(ce->pcs, pcs, (size_t)n * sizeof *pcs);
+            ce->ra0 = ra0;
+            ce->slot0 = slot0;
+            ce->gen = gen;
+            ce->idx = idx;
+            ce->n = (uint32_t)n;
+        }
+    }
     return idx;
 }
 
@@ -257,7 +318,7 @@ __attribute__((noinline)) static void note_alloc_slow(void *p, size_t size, uint
         int forced = 0;
         if (sample_rate && !sample_pick(t, p, size, site, &forced))
             goto out;
-        uint32_t idx = capture();
+        uint32_t idx = capture(r);
         if (UNLIKELY(forced) && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)p)))
             goto out; /* another stack from the same call site */
         ring_busy_begin(r);
@@ -405,7 +466,7 @@ static void *do_realloc(void *old, size_t size, uint64_t site)
             ring_count_alloc(r, size);
             new_rec = !sample_rate || sample_pick(t, np, size, site, &forced);
             if (new_rec) {
-                idx = capture();
+                idx = capture(r);
                 if (forced && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)np)))
                     new_rec = 0;
             }

@@ -11,8 +11,9 @@ ring_t *ring_create(uint32_t cap, uint32_t tid)
 {
     if (cap < 2 || (cap & (cap - 1)) != 0)
         return NULL;
-    size_t bytes = sizeof(ring_t) + (size_t)cap * sizeof(ev_t);
-    bytes = (bytes + 4095) & ~(size_t)4095;
+    size_t ring_part = sizeof(ring_t) + (size_t)cap * sizeof(ev_t);
+    ring_part = (ring_part + 63) & ~(size_t)63;
+    size_t bytes = (ring_part + RING_SCACHE_BYTES + 4095) & ~(size_t)4095;
     void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return NULL;
@@ -20,6 +21,7 @@ ring_t *ring_create(uint32_t cap, uint32_t tid)
     r->mask = cap - 1;
     r->tid = tid;
     r->map_bytes = bytes;
+    r->scache = (char *)m + ring_part;
     r->created_ts = clock_now_ns();
     return r;
 }

@@ -45,6 +45,7 @@ typedef struct ring_s {
     _Atomic uint64_t pending_ts;         /* ts of an event waiting for space (0: none) */
     _Atomic uint64_t n_alloc, b_alloc;   /* every allocation seen, sampled or not */
     _Atomic uint64_t n_free;             /* every free seen */
+    _Atomic uint64_t sc_hits;            /* captures answered by the stack cache */
     /* Consumer side. tail is written only by the flusher. */
     _Alignas(64) _Atomic uint64_t tail;  /* next slot to read */
     /* Shared, set once at creation (state and next excepted). */
@@ -53,9 +54,13 @@ typedef struct ring_s {
     _Atomic int state;                   /* RING_LIVE, or RING_ORPHAN after thread exit */
     struct ring_s *_Atomic next;         /* registry list link (tstate.c) */
     size_t map_bytes;                    /* size of the mmap holding this ring */
+    void *scache;                        /* the owner's stack cache (RING_SCACHE_BYTES, hook.c) */
     uint64_t created_ts;                 /* creation time: lower bound of its first event */
     ev_t slots[];                        /* capacity events */
 } ring_t;
+
+/* Bytes after the slots for the owning thread's stack cache. */
+#define RING_SCACHE_BYTES (100u << 10)
 
 /* Maps a ring of cap events (a power of two). Returns NULL on failure.
  * Uses mmap only: safe inside the malloc hook. */

@@ -17,7 +17,7 @@ static pthread_key_t ring_key;
 static int key_ok;
 static ring_t *_Atomic ring_list;
 static _Atomic uint64_t reaped_dropped, reaped_waits, reaped_events;
-static _Atomic uint64_t reaped_allocs, reaped_alloc_bytes, reaped_frees;
+static _Atomic uint64_t reaped_allocs, reaped_alloc_bytes, reaped_frees, reaped_sc_hits;
 static _Atomic uint64_t ring_bytes, threads_total;
 static _Atomic int create_failed_logged;
 
@@ -121,6 +121,7 @@ int tstate_reap(void)
             atomic_fetch_add(&reaped_allocs, atomic_load(&r->n_alloc));
             atomic_fetch_add(&reaped_alloc_bytes, atomic_load(&r->b_alloc));
             atomic_fetch_add(&reaped_frees, atomic_load(&r->n_free));
+            atomic_fetch_add(&reaped_sc_hits, atomic_load(&r->sc_hits));
             atomic_fetch_sub(&ring_bytes, r->map_bytes);
             ring_destroy(r);
             n++;
@@ -157,6 +158,18 @@ uint64_t tstate_waits(void)
     uint64_t s[3] = { 0, 0, 0 };
     tstate_each_ring(sum_ring, s);
     return s[1] + atomic_load(&reaped_waits);
+}
+
+static void sum_hits(ring_t *r, void *arg)
+{
+    *(uint64_t *)arg += atomic_load_explicit(&r->sc_hits, memory_order_relaxed);
+}
+
+uint64_t tstate_cache_hits(void)
+{
+    uint64_t n = 0;
+    tstate_each_ring(sum_hits, &n);
+    return n + atomic_load(&reaped_sc_hits);
 }
 
 static void sum_totals(ring_t *r, void *arg)
@@ -201,6 +214,7 @@ void tstate_fork_child(void)
     atomic_store(&reaped_allocs, 0);
     atomic_store(&reaped_alloc_bytes, 0);
     atomic_store(&reaped_frees, 0);
+    atomic_store(&reaped_sc_hits, 0);
     atomic_store(&ring_bytes, 0);
     atomic_store(&threads_total, 0);
     tstate.ring = NULL;

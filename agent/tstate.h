@@ -43,6 +43,8 @@ uint64_t tstate_events(void);
 /* Exact totals of every allocation and free the hooks saw while recording,
  * sampled or not (per-thread counters, reaped rings included). */
 void tstate_totals(uint64_t *allocs, uint64_t *alloc_bytes, uint64_t *frees);
+/* Captures answered by the threads' stack caches (hook.c). */
+uint64_t tstate_cache_hits(void);
 
 /* Fork child: forget (and unmap) every inherited ring; the calling thread
  * starts over. */

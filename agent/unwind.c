@@ -57,6 +57,7 @@ typedef struct tail_s {
 
 typedef struct utls_s {
     uint64_t stack_hi;         /* top of this thread's stack, 0 unknown */
+    uint64_t stack_lo;         /* its lowest address */
     int bounds_tried;
     uint32_t next;             /* round-robin tail slot */
     tail_t tails[TAILS];
@@ -192,8 +193,10 @@ static uint64_t stack_top(void)
     if (pthread_getattr_np(pthread_self(), &attr) == 0) {
         void *addr;
         size_t size;
-        if (pthread_attr_getstack(&attr, &addr, &size) == 0)
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+            ut.stack_lo = (uint64_t)(uintptr_t)addr;
             ut.stack_hi = (uint64_t)(uintptr_t)addr + size;
+        }
         pthread_attr_destroy(&attr);
     }
     return ut.stack_hi;
@@ -379,4 +382,54 @@ int unwind_capture(uint64_t *out, int depth, int *truncated)
     memcpy(out, ref, (size_t)rn * sizeof *out);
     *truncated = rtrunc;
     return rn;
+}
+
+/* ---------------------------------------------------------------- stack cache support */
+
+int unwind_site(uint64_t *ra, uint64_t *slot)
+{
+    uint64_t hi = stack_top();
+    const uint64_t *fp = (const uint64_t *)__builtin_frame_address(0);
+    uint64_t f = (uint64_t)(uintptr_t)fp;
+    /* Only on this thread's own stack (not a coroutine's, not sigaltstack). */
+    if (!hi || f < ut.stack_lo || f >= hi)
+        return 0;
+    for (int steps = 0; steps < UNWIND_SKIP_MAX + 4; steps++) {
+        if ((f & 7) || f + 16 > hi)
+            return 0;
+        uint64_t r = fp[1], nfp = fp[0];
+        if (!unwind_is_self(r)) {
+            *ra = r;
+            *slot = f + 8;
+            return 1;
+        }
+        if (nfp <= f)
+            return 0;
+        fp = (const uint64_t *)(uintptr_t)nfp;
+        f = nfp;
+    }
+    return 0;
+}
+
+int unwind_find_slots(const uint64_t *pcs, int n, uint64_t slot0, uint32_t *off)
+{
+    uint64_t hi = stack_top();
+    if (!hi || slot0 < ut.stack_lo || slot0 + 8 > hi || n < 1 ||
+        *(const uint64_t *)(uintptr_t)slot0 != pcs[0])
+        return 0;
+    off[0] = 0;
+    uint64_t a = slot0 + 8, budget = UNWIND_SCAN_MAX;
+    for (int k = 1; k < n; k++) {
+        /* The return address into frame k sits above frame k-1's: the first
+         * word above the previous slot that holds it. */
+        while (a + 8 <= hi && budget && *(const uint64_t *)(uintptr_t)a != pcs[k]) {
+            a += 8;
+            budget--;
+        }
+        if (a + 8 > hi || !budget || a - slot0 > UINT32_MAX)
+            return 0;
+        off[k] = (uint32_t)(a - slot0);
+        a += 8;
+    }
+    return 1;
 }

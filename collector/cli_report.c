@@ -229,6 +229,7 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_u64(j, "total_alloc_bytes", c->total_alloc_bytes);
     json_u64(j, "total_frees", c->total_frees);
     json_u64(j, "sample_overflow", c->sample_overflow);
+    json_u64(j, "stack_cache_hits", c->stack_cache_hits);
     if (c->python_version) {
         char v[32];
         snprintf(v, sizeof v, "%u.%u.%u", c->python_version >> 24,

@@ -113,6 +113,7 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->total_alloc_bytes = c->a_total_alloc_b;
     ci->total_frees = c->a_total_frees;
     ci->sample_overflow = c->a_sample_overflow;
+    ci->stack_cache_hits = c->a_sc_hits;
     return ci;
 }
 

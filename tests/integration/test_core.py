@@ -504,6 +504,47 @@ if __name__ == "__main__":
     unittest.main()
 
 
+class StackCacheTest(unittest.TestCase):
+    """The per-thread stack cache answers a call site at the same stack
+    address from its last capture only while every return address outward
+    is unchanged: two callers of the same shape stay apart."""
+    quick = True
+
+    def test_same_site_same_place_different_callers(self):
+        for unwind in ("dwarf", "fp"):
+            col = Collector(expire=0.5)
+            try:
+                p = col.start([prog("cache_sites")], STACKWATCH_UNWIND=unwind)
+                self.assertEqual(p.stdout.readline().strip(), "ready")
+                m = markers("cache_sites.c")
+
+                def both():
+                    r = col.leaks("--pid", str(p.pid))
+                    ss = stacks_with(r, "cache_site", "cache_sites.c", m["site"])
+                    return ss if len(ss) == 2 else None
+
+                ss = wait_until(both, what="two stacks through one site (%s)" % unwind)
+                got = {}
+                for s in ss:
+                    self.assertEqual(s["alloc"]["count"], 500)
+                    self.assertEqual(s["free"]["count"], 0)
+                    fr = [f["function"] for f in s["frames"][:3]]
+                    self.assertEqual(fr[0], "cache_site", fr)
+                    self.assertEqual(fr[2], "main", fr)
+                    self.assertEqual(s["frames"][1]["line"], m[fr[1]], fr)
+                    got[fr[1]] = s["may_leak"]
+                self.assertEqual(got, {"via_a": {"count": 500, "bytes": 500 * 100},
+                                       "via_b": {"count": 500, "bytes": 500 * 200}})
+                rc, _, _ = finish(p)
+                self.assertEqual(rc, 0)
+                c = col.wait_state(p.pid, "exited")
+                self.assertEqual(c["unknown_frees"], 0)
+                # Runs of 250 from one caller: answered by the cache.
+                self.assertGreater(c["stack_cache_hits"], 900)
+            finally:
+                col.close()
+
+
 class FramePointerUnwindTest(unittest.TestCase):
     """STACKWATCH_UNWIND=fp: the same report as libunwind, exact counts across
     threads, and a module without frame pointers refused after a walk that
@@ -539,7 +580,9 @@ class FramePointerUnwindTest(unittest.TestCase):
             self.assertEqual(s["frames"][1]["function"], "main")
             rc, _, err = finish(p)
             self.assertEqual(rc, 0)
-            self.assertRegex(err, r"walking frame pointers in \S*/progs/leaks ")
+            # Few distinct stacks here (the stack cache answers repeats), so
+            # the program may not have earned trust yet; it must not be refused.
+            self.assertNotIn("not walking frame pointers", err)
         finally:
             col.close()
 
