@@ -22,8 +22,10 @@
 #define EXPORT __attribute__((visibility("default")))
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
-/* The interposer's caller: the allocation's call site, pcs[0] of its stack. */
-#define CALL_SITE() ((uint64_t)(uintptr_t)__builtin_return_address(0))
+/* The interposer's frame record: [saved rbp, return address into the
+ * caller]; the return address is the allocation's call site, pcs[0] of its
+ * stack, and where it is stored keys the stack cache. */
+#define CALL_FRAME() ((const uint64_t *)__builtin_frame_address(0))
 
 hook_real_t hook_real;
 
@@ -181,13 +183,14 @@ typedef struct sc_ent_s {
 
 _Static_assert(SC_ENTRIES * sizeof(sc_ent_t) <= RING_SCACHE_BYTES, "stack cache too big");
 
-/* Captures the caller's stack and interns it. Guard held, r this thread's ring. */
-static uint32_t capture(ring_t *r)
+/* Captures the caller's stack and interns it. Guard held, r this thread's
+ * ring, frame the interposer's frame record. */
+static uint32_t capture(ring_t *r, const uint64_t *frame)
 {
-    uint64_t ra0 = 0, slot0 = 0;
+    uint64_t ra0 = frame[1], slot0 = (uint64_t)(uintptr_t)&frame[1];
     uint32_t gen = modmap_gen();
     sc_ent_t *ce = NULL;
-    if (LIKELY(r != NULL) && unwind_site(&ra0, &slot0)) {
+    if (LIKELY(r != NULL) && unwind_on_stack(slot0)) {
         uint64_t h = ra0 ^ (slot0 * 0x9e3779b97f4a7c15ULL);
         h ^= h >> 31;
         h *= 0xbf58476d1ce4e5b9ULL;
@@ -271,11 +274,12 @@ static inline void emit_free(tstate_t *t, ring_t *r, void *p, uint64_t ts)
  * a call site of an armed stack asks for the stack, and *forced says the
  * stack must still be checked (EV_ALLOC_FORCED: tracked for its note and
  * free, weighted 0 in estimates). Guard held. */
-static inline int sample_pick(tstate_t *t, void *p, size_t size, uint64_t site, int *forced)
+static inline int sample_pick(tstate_t *t, void *p, size_t size, const uint64_t *frame,
+                              int *forced)
 {
     if (UNLIKELY(sample_take(t, size)))
         return sample_insert((uint64_t)(uintptr_t)p);
-    if (UNLIKELY(atomic_load_explicit(&arm_active, memory_order_relaxed)) && arm_site(site)) {
+    if (UNLIKELY(atomic_load_explicit(&arm_active, memory_order_relaxed)) && arm_site(frame[1])) {
         *forced = 1;
         return 1;
     }
@@ -306,7 +310,8 @@ static inline int sampled_fast(tstate_t *t, ring_t *r, size_t size)
 }
 
 /* Out of line: the interposers' fast path stays small (no register saves). */
-__attribute__((noinline)) static void note_alloc_slow(void *p, size_t size, uint64_t site)
+__attribute__((noinline)) static void note_alloc_slow(void *p, size_t size,
+                                                     const uint64_t *frame)
 {
     tstate_t *t = &tstate;
     int e;
@@ -316,9 +321,9 @@ __attribute__((noinline)) static void note_alloc_slow(void *p, size_t size, uint
     if (r) {
         ring_count_alloc(r, size);
         int forced = 0;
-        if (sample_rate && !sample_pick(t, p, size, site, &forced))
+        if (sample_rate && !sample_pick(t, p, size, frame, &forced))
             goto out;
-        uint32_t idx = capture(r);
+        uint32_t idx = capture(r, frame);
         if (UNLIKELY(forced) && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)p)))
             goto out; /* another stack from the same call site */
         ring_busy_begin(r);
@@ -330,12 +335,12 @@ out:
     rec_leave(t, e);
 }
 
-static inline void note_alloc(void *p, size_t size, uint64_t site)
+static inline void note_alloc(void *p, size_t size, const uint64_t *frame)
 {
     tstate_t *t = &tstate;
     if (LIKELY(sampled_fast(t, t->ring, size)))
         return;
-    note_alloc_slow(p, size, site);
+    note_alloc_slow(p, size, frame);
 }
 
 static inline void note_failed(void)
@@ -352,7 +357,7 @@ EXPORT void *malloc(size_t size)
         return arena_alloc(size, 16);
     void *p = hook_real.malloc(size);
     if (LIKELY(p != NULL))
-        note_alloc(p, size, CALL_SITE());
+        note_alloc(p, size, CALL_FRAME());
     else
         note_failed();
     return p;
@@ -411,7 +416,7 @@ EXPORT void *calloc(size_t n, size_t size)
     }
     void *p = hook_real.calloc(n, size);
     if (LIKELY(p != NULL))
-        note_alloc(p, n * size, CALL_SITE());
+        note_alloc(p, n * size, CALL_FRAME());
     else
         note_failed();
     return p;
@@ -419,7 +424,7 @@ EXPORT void *calloc(size_t n, size_t size)
 
 /* realloc and reallocarray: FREE(old) stamped before the call, ALLOC(new)
  * after it; realloc(p, 0) that frees is a FREE; a failure records nothing. */
-static void *do_realloc(void *old, size_t size, uint64_t site)
+static void *do_realloc(void *old, size_t size, const uint64_t *frame)
 {
     if (UNLIKELY(!real_ready())) {
         void *np = arena_alloc(size, 16);
@@ -433,7 +438,7 @@ static void *do_realloc(void *old, size_t size, uint64_t site)
         void *np = hook_real.malloc(size);
         if (np) {
             memcpy(np, old, arena_size(old) < size ? arena_size(old) : size);
-            note_alloc(np, size, site);
+            note_alloc(np, size, frame);
         }
         return np;
     }
@@ -464,9 +469,9 @@ static void *do_realloc(void *old, size_t size, uint64_t site)
         uint64_t ts = 0;
         if (np) {
             ring_count_alloc(r, size);
-            new_rec = !sample_rate || sample_pick(t, np, size, site, &forced);
+            new_rec = !sample_rate || sample_pick(t, np, size, frame, &forced);
             if (new_rec) {
-                idx = capture(r);
+                idx = capture(r, frame);
                 if (forced && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)np)))
                     new_rec = 0;
             }
@@ -494,7 +499,7 @@ static void *do_realloc(void *old, size_t size, uint64_t site)
 
 EXPORT void *realloc(void *old, size_t size)
 {
-    return do_realloc(old, size, CALL_SITE());
+    return do_realloc(old, size, CALL_FRAME());
 }
 
 /* glibc's reallocarray calls realloc through the PLT, which would record the
@@ -507,7 +512,7 @@ EXPORT void *reallocarray(void *old, size_t nmemb, size_t elem)
         note_failed();
         return NULL;
     }
-    return do_realloc(old, total, CALL_SITE());
+    return do_realloc(old, total, CALL_FRAME());
 }
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size)
@@ -521,7 +526,7 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
     }
     int rc = hook_real.posix_memalign(out, align, size);
     if (rc == 0)
-        note_alloc(*out, size, CALL_SITE());
+        note_alloc(*out, size, CALL_FRAME());
     else
         note_failed();
     return rc;
@@ -533,7 +538,7 @@ EXPORT void *aligned_alloc(size_t align, size_t size)
         return arena_alloc(size, align);
     void *p = hook_real.aligned_alloc(align, size);
     if (p)
-        note_alloc(p, size, CALL_SITE());
+        note_alloc(p, size, CALL_FRAME());
     else
         note_failed();
     return p;
@@ -545,7 +550,7 @@ EXPORT void *memalign(size_t align, size_t size)
         return arena_alloc(size, align);
     void *p = hook_real.memalign(align, size);
     if (p)
-        note_alloc(p, size, CALL_SITE());
+        note_alloc(p, size, CALL_FRAME());
     else
         note_failed();
     return p;
@@ -557,7 +562,7 @@ EXPORT void *valloc(size_t size)
         return arena_alloc(size, 4096);
     void *p = hook_real.valloc(size);
     if (p)
-        note_alloc(p, size, CALL_SITE());
+        note_alloc(p, size, CALL_FRAME());
     else
         note_failed();
     return p;
@@ -569,7 +574,7 @@ EXPORT void *pvalloc(size_t size)
         return arena_alloc(size, 4096);
     void *p = hook_real.pvalloc(size);
     if (p)
-        note_alloc(p, size, CALL_SITE());
+        note_alloc(p, size, CALL_FRAME());
     else
         note_failed();
     return p;

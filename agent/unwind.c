@@ -386,29 +386,10 @@ int unwind_capture(uint64_t *out, int depth, int *truncated)
 
 /* ---------------------------------------------------------------- stack cache support */
 
-int unwind_site(uint64_t *ra, uint64_t *slot)
+int unwind_on_stack(uint64_t addr)
 {
     uint64_t hi = stack_top();
-    const uint64_t *fp = (const uint64_t *)__builtin_frame_address(0);
-    uint64_t f = (uint64_t)(uintptr_t)fp;
-    /* Only on this thread's own stack (not a coroutine's, not sigaltstack). */
-    if (!hi || f < ut.stack_lo || f >= hi)
-        return 0;
-    for (int steps = 0; steps < UNWIND_SKIP_MAX + 4; steps++) {
-        if ((f & 7) || f + 16 > hi)
-            return 0;
-        uint64_t r = fp[1], nfp = fp[0];
-        if (!unwind_is_self(r)) {
-            *ra = r;
-            *slot = f + 8;
-            return 1;
-        }
-        if (nfp <= f)
-            return 0;
-        fp = (const uint64_t *)(uintptr_t)nfp;
-        f = nfp;
-    }
-    return 0;
+    return hi && addr >= ut.stack_lo && addr + 8 <= hi && !(addr & 7);
 }
 
 int unwind_find_slots(const uint64_t *pcs, int n, uint64_t slot0, uint32_t *off)

@@ -43,10 +43,9 @@ void unwind_fp_stats(uint64_t *walks, uint64_t *misses, uint32_t *trusted, uint3
 /* Words of stack unwind_find_slots may scan for one capture. */
 #define UNWIND_SCAN_MAX 32768u
 
-/* The first frame outside the agent (found through the agent's own frame
- * records): its return address and the stack address holding it. Returns 0
- * when not on this thread's own stack or not found. */
-int unwind_site(uint64_t *ra, uint64_t *slot);
+/* 1 when addr (8 bytes, aligned) lies on this thread's own stack (not a
+ * coroutine's, not a signal stack). */
+int unwind_on_stack(uint64_t addr);
 
 /* Where each return address of a just-captured stack (pcs[0] stored at
  * slot0) is stored: the first word above the previous one holding it, on
@@ -57,8 +56,8 @@ int unwind_find_slots(const uint64_t *pcs, int n, uint64_t slot0, uint32_t *off)
 
 /* 1 when every slot0 + off[k] (k >= 1) still holds pcs[k]: the frames
  * outward of a frame at the same place are the same activations as when
- * captured. The slots lie between the caller's frame (slot0, from
- * unwind_site) and the top of this thread's stack, so they are mapped. */
+ * captured. The slots lie between the caller's frame (slot0, checked with
+ * unwind_on_stack) and the top of this thread's stack, so they are mapped. */
 static inline int unwind_still(const uint64_t *pcs, uint64_t slot0, const uint32_t *off, int n)
 {
     for (int k = 1; k < n; k++)
