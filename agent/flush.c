@@ -1172,9 +1172,16 @@ void flush_final(void)
     if (!fl.running || atomic_exchange(&fl.exit_req, 1))
         return;
     flush_kick();
-    for (int i = 0; i < FINAL_WAIT_MS && !atomic_load(&fl.exit_done); i++) {
-        struct timespec ts = { 0, 1000000 };
-        nanosleep(&ts, NULL);
+    /* Bounded by FINAL_WAIT_MS; polled finely, the last drain and the
+     * Goodbye usually take well under a millisecond. */
+    uint64_t until = clock_now_ns() + (uint64_t)FINAL_WAIT_MS * 1000000u;
+    for (unsigned i = 0; !atomic_load(&fl.exit_done) && clock_now_ns() < until; i++) {
+        if (i < 32) {
+            sched_yield();
+        } else {
+            struct timespec ts = { 0, 50000 };
+            nanosleep(&ts, NULL);
+        }
     }
 }
 
