@@ -7,13 +7,21 @@
 
 int ring_asym_fence;
 
+static size_t ring_part(uint32_t cap)
+{
+    return (sizeof(ring_t) + (size_t)cap * sizeof(ev_t) + 63) & ~(size_t)63;
+}
+
+size_t ring_map_size(uint32_t cap)
+{
+    return (ring_part(cap) + RING_SCACHE_BYTES + 4095) & ~(size_t)4095;
+}
+
 ring_t *ring_create(uint32_t cap, uint32_t tid)
 {
     if (cap < 2 || (cap & (cap - 1)) != 0)
         return NULL;
-    size_t ring_part = sizeof(ring_t) + (size_t)cap * sizeof(ev_t);
-    ring_part = (ring_part + 63) & ~(size_t)63;
-    size_t bytes = (ring_part + RING_SCACHE_BYTES + 4095) & ~(size_t)4095;
+    size_t bytes = ring_map_size(cap);
     void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return NULL;
@@ -21,7 +29,7 @@ ring_t *ring_create(uint32_t cap, uint32_t tid)
     r->mask = cap - 1;
     r->tid = tid;
     r->map_bytes = bytes;
-    r->scache = (char *)m + ring_part;
+    r->scache = (char *)m + ring_part(cap);
     r->created_ts = clock_now_ns();
     return r;
 }

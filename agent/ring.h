@@ -62,6 +62,9 @@ typedef struct ring_s {
 /* Bytes after the slots for the owning thread's stack cache. */
 #define RING_SCACHE_BYTES (100u << 10)
 
+/* Bytes mapped for a ring of cap events (with the stack cache). */
+size_t ring_map_size(uint32_t cap);
+
 /* Maps a ring of cap events (a power of two). Returns NULL on failure.
  * Uses mmap only: safe inside the malloc hook. */
 ring_t *ring_create(uint32_t cap, uint32_t tid);

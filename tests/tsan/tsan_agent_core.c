@@ -557,7 +557,7 @@ static void *reader_main(void *arg)
 
 static size_t ring_map_bytes(void)
 {
-    return (sizeof(ring_t) + (size_t)RING_EVENTS * sizeof(ev_t) + 4095) & ~(size_t)4095;
+    return ring_map_size(RING_EVENTS);
 }
 
 static void check_eq(const char *what, uint64_t got, uint64_t want)
