@@ -991,7 +991,6 @@ static void send_stats(void)
     s.scratch_bytes = (uint64_t)fl.max_m * (3 * sizeof(uint32_t) + 3 * sizeof(uint64_t) + 1 +
                                             sizeof(uint32_t) + 2 * sizeof(fold_slot_t)) +
                       2 * fl.max_frame;
-    unwind_fp_stats(&s.fp_walks, &s.fp_tail_misses, &s.fp_trusted, &s.fp_refused);
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_STATS;
     m.stats = &s;

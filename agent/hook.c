@@ -269,15 +269,15 @@ static inline void emit_free(tstate_t *t, ring_t *r, void *p, uint64_t ts)
     push(r, &ev);
 }
 
-/* Sampled mode: whether an allocation is recorded. A sample point inside it
- * (it joins the sampled set: its free will be recorded) gives EV_ALLOC; else
- * a call site of an armed stack asks for the stack, and *forced says the
- * stack must still be checked (EV_ALLOC_FORCED: tracked for its note and
- * free, weighted 0 in estimates). Guard held. */
-static inline int sample_pick(tstate_t *t, void *p, size_t size, const uint64_t *frame,
-                              int *forced)
+/* Sampled mode: whether an allocation is recorded, given whether a sample
+ * point fell inside it (sample_take). Sampled: it joins the sampled set (its
+ * free will be recorded) and goes out as EV_ALLOC. Else the call site of an
+ * armed stack asks for the stack, and *forced says it must still be checked
+ * (EV_ALLOC_FORCED: tracked for its note and free, weighted 0 in
+ * estimates). */
+static inline int sample_pick(int sampled, void *p, const uint64_t *frame, int *forced)
 {
-    if (UNLIKELY(sample_take(t, size)))
+    if (UNLIKELY(sampled))
         return sample_insert((uint64_t)(uintptr_t)p);
     if (UNLIKELY(atomic_load_explicit(&arm_active, memory_order_relaxed)) && arm_site(frame[1])) {
         *forced = 1;
@@ -286,32 +286,28 @@ static inline int sample_pick(tstate_t *t, void *p, size_t size, const uint64_t 
     return 0;
 }
 
+/* What the fast path decided for note_alloc_slow. */
+enum { PICK_DECIDE, PICK_SAMPLED, PICK_UNSAMPLED, PICK_DONE };
+
 /* Sampled mode's common case, without entering the agent (no guard, no
  * errno, no call): a thread with a ring, recording, not reentrant, counts
- * the allocation; 1 when nothing more is to be done. */
+ * the allocation and spends its byte budget, once. PICK_DONE when nothing
+ * more is to be done; PICK_DECIDE when the slow path must do all of it. */
 static inline int sampled_fast(tstate_t *t, ring_t *r, size_t size)
 {
     if (!sample_rate || UNLIKELY(!r || t->guard) ||
         UNLIKELY(!atomic_load_explicit(&agent.recording, memory_order_relaxed)))
-        return 0;
+        return PICK_DECIDE;
     ring_count_alloc(r, size);
-    t->sample_left -= (int64_t)(size < (1ull << 62) ? size : (1ull << 62));
-    if (LIKELY(t->sample_left > 0) &&
-        LIKELY(!atomic_load_explicit(&arm_active, memory_order_relaxed)))
-        return 1;
-    t->sample_left += (int64_t)(size < (1ull << 62) ? size : (1ull << 62)); /* decided again below */
-    /* Counted again below (single writer: plain load and store). */
-    atomic_store_explicit(&r->n_alloc, atomic_load_explicit(&r->n_alloc, memory_order_relaxed) - 1,
-                          memory_order_relaxed);
-    atomic_store_explicit(&r->b_alloc,
-                          atomic_load_explicit(&r->b_alloc, memory_order_relaxed) - size,
-                          memory_order_relaxed);
-    return 0;
+    if (UNLIKELY(sample_take(t, size)))
+        return PICK_SAMPLED;
+    return LIKELY(!atomic_load_explicit(&arm_active, memory_order_relaxed)) ? PICK_DONE
+                                                                             : PICK_UNSAMPLED;
 }
 
 /* Out of line: the interposers' fast path stays small (no register saves). */
 __attribute__((noinline)) static void note_alloc_slow(void *p, size_t size,
-                                                     const uint64_t *frame)
+                                                     const uint64_t *frame, int pick)
 {
     tstate_t *t = &tstate;
     int e;
@@ -319,9 +315,12 @@ __attribute__((noinline)) static void note_alloc_slow(void *p, size_t size,
         return;
     ring_t *r = ring_of(t);
     if (r) {
-        ring_count_alloc(r, size);
+        if (pick == PICK_DECIDE) {
+            ring_count_alloc(r, size);
+            pick = sample_rate && sample_take(t, size) ? PICK_SAMPLED : PICK_UNSAMPLED;
+        }
         int forced = 0;
-        if (sample_rate && !sample_pick(t, p, size, frame, &forced))
+        if (sample_rate && !sample_pick(pick == PICK_SAMPLED, p, frame, &forced))
             goto out;
         uint32_t idx = capture(r, frame);
         if (UNLIKELY(forced) && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)p)))
@@ -338,9 +337,10 @@ out:
 static inline void note_alloc(void *p, size_t size, const uint64_t *frame)
 {
     tstate_t *t = &tstate;
-    if (LIKELY(sampled_fast(t, t->ring, size)))
+    int pick = sampled_fast(t, t->ring, size);
+    if (LIKELY(pick == PICK_DONE))
         return;
-    note_alloc_slow(p, size, frame);
+    note_alloc_slow(p, size, frame, pick);
 }
 
 static inline void note_failed(void)
@@ -469,7 +469,7 @@ static void *do_realloc(void *old, size_t size, const uint64_t *frame)
         uint64_t ts = 0;
         if (np) {
             ring_count_alloc(r, size);
-            new_rec = !sample_rate || sample_pick(t, np, size, frame, &forced);
+            new_rec = !sample_rate || sample_pick(sample_take(t, size), np, frame, &forced);
             if (new_rec) {
                 idx = capture(r, frame);
                 if (forced && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)np)))

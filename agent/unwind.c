@@ -69,7 +69,6 @@ static uint64_t self_lo, self_hi;
 static int mode;
 static fpmod_t fpmods[UNWIND_FP_MODULES];
 static _Atomic int nfpmods;
-static _Atomic uint64_t fp_walks, fp_misses;
 
 static const char *fp_globs;
 
@@ -139,19 +138,6 @@ void unwind_module_removed(uint64_t lo, uint64_t hi)
 int unwind_is_self(uint64_t pc)
 {
     return pc >= self_lo && pc < self_hi;
-}
-
-void unwind_fp_stats(uint64_t *walks, uint64_t *misses, uint32_t *trusted, uint32_t *refused)
-{
-    *walks = atomic_load(&fp_walks);
-    *misses = atomic_load(&fp_misses);
-    *trusted = *refused = 0;
-    int n = atomic_load_explicit(&nfpmods, memory_order_acquire);
-    for (int i = 0; i < n; i++) {
-        int st = atomic_load(&fpmods[i].state);
-        *trusted += st == FPM_TRUSTED;
-        *refused += st == FPM_REFUSED;
-    }
 }
 
 /* ---------------------------------------------------------------- libunwind */
@@ -233,7 +219,6 @@ static int tail_append(uint64_t pc, uint64_t cfa, uint64_t rbp, uint64_t *out, i
         }
     }
     if (!t) {
-        atomic_fetch_add_explicit(&fp_misses, 1, memory_order_relaxed);
         t = &ut.tails[ut.next++ % TAILS];
         t->n = 0;
         unw_context_t uc;
@@ -358,7 +343,6 @@ int unwind_capture(uint64_t *out, int depth, int *truncated)
     int n = fp_capture(out, depth, truncated, &verify);
     if (n < 0)
         return dwarf_capture(out, depth, truncated);
-    atomic_fetch_add_explicit(&fp_walks, 1, memory_order_relaxed);
     if (verify < 0)
         return n;
     /* Earning trust: this walk must equal libunwind's, frame for frame. */

@@ -36,10 +36,6 @@ int unwind_capture(uint64_t *out, int depth, int *truncated);
 /* 1 if pc lies inside the agent library. */
 int unwind_is_self(uint64_t pc);
 
-/* Frame-pointer walk statistics (for Stats): captures fully walked, tail
- * cache misses, modules trusted, modules refused. */
-void unwind_fp_stats(uint64_t *walks, uint64_t *misses, uint32_t *trusted, uint32_t *refused);
-
 /* Words of stack unwind_find_slots may scan for one capture. */
 #define UNWIND_SCAN_MAX 32768u
 

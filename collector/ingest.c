@@ -328,8 +328,6 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     cl->a_sample_set_bytes = st->sample_set_bytes;
     cl->a_scratch_bytes = st->scratch_bytes;
     cl->a_sc_hits = st->stack_cache_hits;
-    cl->a_fp_walks = st->fp_walks;
-    cl->a_fp_misses = st->fp_tail_misses;
 }
 
 /* ---------------------------------------------------------------- EventBatch fast path */
