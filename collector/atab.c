@@ -187,7 +187,8 @@ size_t atab_age(atab_t *t, uint64_t now)
     return advance(t, (now - t->expire_ns) / t->width_ns);
 }
 
-atab_ent_t *atab_insert(atab_t *t, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack)
+atab_ent_t *atab_insert_flags(atab_t *t, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack,
+                              unsigned flags)
 {
     if ((uint64_t)t->live + 1 > (uint64_t)(t->slot_mask + 1) * 7 / 10 && grow_slots(t) < 0)
         return NULL;
@@ -204,7 +205,7 @@ atab_ent_t *atab_insert(atab_t *t, uint64_t addr, uint64_t ts, uint64_t size, ui
     x->addr = addr;
     x->ts = ts;
     x->size = size > ATAB_SIZE_MAX ? ATAB_SIZE_MAX : size;
-    x->flags = 0;
+    x->flags = flags & ~(unsigned)ATAB_F_EXPIRED;
     x->stack = stack;
     x->prev = x->next = ATAB_NIL;
     *find_slot_hinted(t, addr) = e;

@@ -59,10 +59,19 @@ void atab_free(atab_t *t);
 /* The live entry at addr, or NULL. Valid until the next insert or remove. */
 atab_ent_t *atab_find(atab_t *t, uint64_t addr);
 
-/* Inserts a block (addr must not be live). A block already older than the
- * expire time is expired at once (on_expire is called). Returns the entry
- * (valid until the next insert/remove) or NULL on allocation failure. */
-atab_ent_t *atab_insert(atab_t *t, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack);
+/* Inserts a block (addr must not be live) with its flags (the caller's
+ * ATAB_F_* other than EXPIRED), set before anything sees the entry: a block
+ * already older than the expire time is expired at once (on_expire is
+ * called). Returns the entry (valid until the next insert/remove) or NULL on
+ * allocation failure. */
+atab_ent_t *atab_insert_flags(atab_t *t, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack,
+                              unsigned flags);
+
+static inline atab_ent_t *atab_insert(atab_t *t, uint64_t addr, uint64_t ts, uint64_t size,
+                                      uint32_t stack)
+{
+    return atab_insert_flags(t, addr, ts, size, stack, 0);
+}
 
 /* Removes a live entry. */
 void atab_remove(atab_t *t, atab_ent_t *e);

@@ -70,6 +70,8 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
         fprintf(f, " failed_calls=%" PRIu64, c->failed_calls);
     if (c->table_full)
         fprintf(f, " untracked(--max-live)=%" PRIu64, c->table_full);
+    if (c->notes_dropped)
+        fprintf(f, " notes_dropped=%" PRIu64, c->notes_dropped);
     if (c->sample_bytes) {
         fprintf(f, "\n      sampled every %" PRIu64 " bytes on average (live, may-leak, alloc and "
                    "free are estimates); exact totals: allocs=%" PRIu64 " (%" PRIu64
@@ -230,6 +232,8 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_u64(j, "total_frees", c->total_frees);
     json_u64(j, "sample_overflow", c->sample_overflow);
     json_u64(j, "stack_cache_hits", c->stack_cache_hits);
+    json_u64(j, "firings", c->firings);
+    json_u64(j, "notes_dropped", c->notes_dropped);
     if (c->python_version) {
         char v[32];
         snprintf(v, sizeof v, "%u.%u.%u", c->python_version >> 24,

@@ -335,6 +335,13 @@ static void bump_ts(client_t *c, uint64_t ts)
         c->late_events++;
 }
 
+/* How many blocks of this size one sample stands for: 1/p, p the chance a
+ * sample point falls inside it. Sampled clients only, size > 0. */
+static double inverse_p(const client_t *c, uint64_t size)
+{
+    return 1.0 / -expm1(-(double)size / (double)c->sample_bytes);
+}
+
 void client_weight(const client_t *c, uint64_t size, unsigned flags, uint64_t *wn, uint64_t *wb)
 {
     if (flags & ATAB_F_UNSAMPLED) {
@@ -346,7 +353,7 @@ void client_weight(const client_t *c, uint64_t size, unsigned flags, uint64_t *w
         *wb = size;
         return;
     }
-    double w = 1.0 / -expm1(-(double)size / (double)c->sample_bytes);
+    double w = inverse_p(c, size);
     *wn = (uint64_t)w + ((flags & ATAB_F_WUP) ? 1 : 0);
     *wb = (uint64_t)llround((double)size * w);
 }
@@ -357,7 +364,7 @@ static unsigned round_flag(client_t *c, uint64_t size)
 {
     if (!c->sample_bytes || !size)
         return 0;
-    double w = 1.0 / -expm1(-(double)size / (double)c->sample_bytes);
+    double w = inverse_p(c, size);
     double frac = w - (double)(uint64_t)w;
     c->rng = c->rng * 6364136223846793005ULL + 1442695040888963407ULL;
     double u = (double)(c->rng >> 11) * (1.0 / 9007199254740992.0);
@@ -427,13 +434,11 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
             return 0;
         }
     }
-    atab_ent_t *ne = atab_insert(&c->atab, addr, ts, size, stack);
-    if (!ne) {
+    /* The weight flags go in with the entry: a late block expires inside. */
+    if (!atab_insert_flags(&c->atab, addr, ts, size, stack, fl)) {
         c->table_full++;
         c->live_n -= wn;
         c->live_b -= wb;
-    } else {
-        ne->flags |= fl;
     }
     return 0;
 }
@@ -449,6 +454,7 @@ int client_fold_valid(const client_t *c, uint32_t stack, uint64_t count, uint64_
     return count != 0 && count <= (1ull << 32) && lt_min <= lt_max &&
            bytes / count <= ATAB_SIZE_MAX && lt_max <= (1ull << 50) && lt_sum >= lt_min &&
            lt_sum / count <= lt_max && (count != 1 || lt_min == lt_max) &&
+           lt_max < c->expire_ns && /* the agent folds only pairs that did not expire */
            stack < CLIENT_MAX_STACKS &&
            !c->sample_bytes; /* sampled blocks carry their own weights: never folded */
 }
@@ -611,7 +617,7 @@ cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
     if (!tb)
         return s;
     tb->captures++;
-    if (e && !have) {
+    if (e) { /* (have is NULL here) */
         if (amap_put(&c->noted, addr, idx) == 0) {
             e->flags |= ATAB_F_NOTED;
             tb->live_n++;

@@ -157,7 +157,7 @@ typedef struct client_s {
     uint64_t a_ring_bytes, a_table_bytes, a_waits, a_lost_disc;
     uint64_t a_total_allocs, a_total_alloc_b, a_total_frees; /* exact, sampled or not */
     uint64_t a_sample_overflow, a_sample_set_bytes, a_scratch_bytes;
-    uint64_t a_sc_hits;
+    uint64_t a_sc_hits, a_firings, a_notes_dropped;
     uint64_t sample_bytes;  /* the agent samples every N bytes on average (0: every block) */
     uint64_t rng;           /* for the estimates' rounding */
     struct client_s *next;

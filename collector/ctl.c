@@ -114,6 +114,8 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->total_frees = c->a_total_frees;
     ci->sample_overflow = c->a_sample_overflow;
     ci->stack_cache_hits = c->a_sc_hits;
+    ci->firings = c->a_firings;
+    ci->notes_dropped = c->a_notes_dropped;
     return ci;
 }
 

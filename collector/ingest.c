@@ -58,6 +58,10 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
         *why = "hello without an instance token";
         return -EPROTO;
     }
+    if (h->sample_bytes > (1ull << 40)) {
+        *why = "hello with a sampling interval over 1 TiB";
+        return -EPROTO;
+    }
     c->hello_seen = 1;
     /* SO_PEERCRED is the truth; the claimed pid is only shown. */
     uint32_t pid = c->peer_pid > 0 ? (uint32_t)c->peer_pid : h->pid;
@@ -67,6 +71,11 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
         /* It said goodbye, yet speaks again (a hostile or confused agent):
          * the ended record stays as it was; this is a new one. */
         cl = NULL;
+    }
+    if (cl && cl->sample_bytes != h->sample_bytes) {
+        /* One process image samples at one rate: its blocks carry weights. */
+        *why = "reconnect with another sampling interval than before";
+        return -EPROTO;
     }
     if (cl) {
         if (cl->conn && cl->conn != c) {
@@ -88,8 +97,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
         return -ENOMEM;
     }
     cl->python_version = h->python_version;
-    /* Sampling is per process image: a reconnect says the same. */
-    cl->sample_bytes = h->sample_bytes <= (1ull << 40) ? h->sample_bytes : 0;
+    cl->sample_bytes = h->sample_bytes; /* per process image (checked above) */
     free(cl->python_status);
     cl->python_status = strdup(h->python_status ? h->python_status : "");
     cl->conn = c;
@@ -243,8 +251,7 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
     }
     size_t nalloc = 0;
     for (size_t i = 0; i < n; i++) {
-        if (b->kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC ||
-            b->kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED)
+        if (is_alloc(b->kind[i]))
             nalloc++;
         else if (b->kind[i] != STACKWATCH__EVENT_KIND__EVENT_FREE) {
             *why = "unknown event kind";
@@ -254,6 +261,12 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
     if (nalloc != b->n_size) {
         *why = "event batch has sizes for a different number of allocations";
         return -EPROTO;
+    }
+    for (size_t i = 0; i < nalloc; i++) {
+        if (b->stack[i] >= CLIENT_MAX_STACKS) {
+            *why = "event names a stack index out of range";
+            return -EPROTO;
+        }
     }
     /* Folded pairs are checked before anything is applied: a bad batch
      * is refused whole. */
@@ -298,9 +311,7 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
         int rc = client_fold(cl, b->fold_stack[i], b->fold_count[i], b->fold_bytes[i],
                              b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i]);
         if (rc < 0) {
-            *why = rc == -ENOMEM ? "out of memory"
-                 : rc == -EINVAL ? "event names a stack index out of range"
-                                 : "folded pairs with impossible counts or lifetimes";
+            *why = "out of memory"; /* the figures were checked above */
             return rc;
         }
         folded += 2 * b->fold_count[i];
@@ -328,6 +339,8 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     cl->a_sample_set_bytes = st->sample_set_bytes;
     cl->a_scratch_bytes = st->scratch_bytes;
     cl->a_sc_hits = st->stack_cache_hits;
+    cl->a_firings = st->firings;
+    cl->a_notes_dropped = st->notes_dropped;
 }
 
 /* ---------------------------------------------------------------- EventBatch fast path */

@@ -388,17 +388,17 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
         client_age(c, now);
         client_classify(c, now);
         for (uint32_t i = 0; i < c->nsymq; i++) {
-            uint32_t idx = c->symq[i];
-            if (idx < c->stacks_cap && cstack_at(c, idx)) {
-                cstack_at(c, idx)->sym_queued = 0;
-                srv_sym_stack(s, c, cstack_at(c, idx));
+            cstack_t *st = cstack_at(c, c->symq[i]);
+            if (st) {
+                st->sym_queued = 0;
+                srv_sym_stack(s, c, st);
             }
         }
         c->nsymq = 0;
         for (uint32_t i = 0; i < c->nleakq; i++) {
-            uint32_t idx = c->leakq[i];
-            if (idx < c->stacks_cap && cstack_at(c, idx))
-                on_first_leak(s, c, cstack_at(c, idx));
+            cstack_t *st = cstack_at(c, c->leakq[i]);
+            if (st)
+                on_first_leak(s, c, st);
         }
         c->nleakq = 0;
         rearm_python(s, c);

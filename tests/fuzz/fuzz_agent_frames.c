@@ -120,7 +120,7 @@ static void age_tick(srv_t *s, int mode)
         client_age(c, now);
         for (uint32_t i = 0; i < c->nsymq; i++) {
             uint32_t idx = c->symq[i];
-            if (idx < c->stacks_cap && cstack_at(c, idx)) {
+            if (cstack_at(c, idx)) {
                 cstack_at(c, idx)->sym_queued = 0;
                 /* No worker runs here: module+offset frames, synchronously. */
                 srv_sym_stack(s, c, cstack_at(c, idx));

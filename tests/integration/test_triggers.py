@@ -78,6 +78,9 @@ class TriggerTest(unittest.TestCase):
         rl = rules(self.col)
         self.assertEqual((rl[0]["fired"], rl[0]["armed"]), (3, 1))
         self.assertEqual(rl[0]["signal"], "SIGUSR1")
+        # The agent's own count arrives with its final Stats.
+        c = self.col.wait_state(p.pid, "exited")
+        self.assertEqual((c["firings"], c["notes_dropped"]), (3, 0))
 
     def test_frame_index_pins_the_match(self):
         p, _ = self.start()

@@ -226,6 +226,32 @@ static void test_sampled_weights(void **state)
     assert_null(atab_find(&c->atab, 0x900000));
 }
 
+/* A sampled block that arrives already past the expire time expires inside
+ * the insert: with its own weight (an unsampled one with none), so that its
+ * free takes off exactly what its expiry added. */
+static void test_sampled_late_block_weights(void **state)
+{
+    fix_t *f = *state;
+    client_t *c = f->c;
+    c->sample_bytes = 65536;
+    client_age(c, T0 + 10 * E);
+    assert_int_equal(client_alloc_unsampled(c, 0x5000, T0, 100, 2), 0);
+    assert_int_equal(stk(c, 2)->exp_n, 0);
+    assert_int_equal(c->may_n, 0);
+    for (uint64_t i = 0; i < 200; i++)
+        alloc_ok(c, 0x10000 + i * 64, T0 + i, 64, 3);
+    cstack_t *s = stk(c, 3);
+    assert_int_equal(s->exp_n, s->alloc_n); /* every one expired at once, same weights */
+    assert_int_equal(c->may_n, s->alloc_n);
+    free_ok(c, 0x5000, T0 + 10 * E);
+    for (uint64_t i = 0; i < 200; i++)
+        free_ok(c, 0x10000 + i * 64, T0 + 10 * E);
+    assert_int_equal(s->fexp_n, s->exp_n);
+    assert_int_equal(s->fexp_b, s->exp_b);
+    assert_int_equal(c->may_n, 0);
+    assert_int_equal(stk(c, 2)->fexp_n, 0);
+}
+
 /* Folded pairs count as that many allocations and frees, lifetimes merged;
  * impossible figures are refused and change nothing. */
 static void test_fold(void **state)
@@ -253,6 +279,7 @@ static void test_fold(void **state)
     assert_int_equal(client_fold(c, 3, 2, 10, 100, 1, 3), -ERANGE);   /* avg > max */
     assert_int_equal(client_fold(c, 3, 2, UINT64_MAX, 4, 1, 3), -ERANGE);
     assert_int_equal(client_fold(c, 3, 1, 10, 2, 1, 3), -ERANGE);     /* one pair, two lifetimes */
+    assert_int_equal(client_fold(c, 3, 1, 10, E, E, E), -ERANGE);     /* lived to expire: not foldable */
     assert_int_equal(client_fold(c, CLIENT_MAX_STACKS, 1, 10, 2, 2, 2), -EINVAL);
     assert_int_equal(s->alloc_n, 6);
     assert_int_equal(c->events, 12);
@@ -932,6 +959,7 @@ int main(void)
         T(test_alloc_free_counts),
         T(test_sampled_weights),
         T(test_fold),
+        T(test_sampled_late_block_weights),
         T(test_bad_stack_index),
         T(test_expired_once_then_freed),
         T(test_alloc_older_than_expire),
