@@ -171,7 +171,7 @@ static inline void push(ring_t *r, const ev_t *ev)
  * below a fixed outer stack unwinds each depth once. */
 #define SC_SETS 128u      /* two ways each */
 #define SC_ENTRIES (2 * SC_SETS)
-#define SC_FRAMES 30
+#define SC_FRAMES CFG_DEPTH_DEFAULT /* a stack cut at the default depth is cached too */
 
 typedef struct sc_ent_s {
     uint64_t ra0, slot0;      /* key: call site, where its return address is */

@@ -60,7 +60,7 @@ typedef struct ring_s {
 } ring_t;
 
 /* Bytes after the slots for the owning thread's stack cache. */
-#define RING_SCACHE_BYTES (100u << 10)
+#define RING_SCACHE_BYTES (104u << 10)
 
 /* Bytes mapped for a ring of cap events (with the stack cache). */
 size_t ring_map_size(uint32_t cap);

@@ -7,11 +7,6 @@
 
 #define REO_MIN 64u
 
-static inline uint32_t reo_hash(uint64_t addr, uint32_t mask)
-{
-    return (uint32_t)((addr * 0x9e3779b97f4a7c15ULL) >> 32) & mask;
-}
-
 int reo_init(reo_t *r, uint32_t max)
 {
     r->slots = calloc(REO_MIN, sizeof *r->slots);

@@ -39,4 +39,10 @@ void reo_remove(reo_t *r, reo_rec_t *rec);
  * the number of pending frees among them (frees of unknown blocks). */
 uint64_t reo_expire(reo_t *r, uint64_t now);
 
+/* Home slot of addr (exposed for tests that build probe chains). */
+static inline uint32_t reo_hash(uint64_t addr, uint32_t mask)
+{
+    return (uint32_t)((addr * 0x9e3779b97f4a7c15ULL) >> 32) & mask;
+}
+
 #endif

@@ -500,9 +500,6 @@ class DaemonTest(unittest.TestCase):
             col.close()
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class StackCacheTest(unittest.TestCase):
     """The per-thread stack cache answers a call site at the same stack
@@ -636,3 +633,7 @@ class FramePointerUnwindTest(unittest.TestCase):
             self.assertEqual(c["dropped"], 0)
         finally:
             col.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

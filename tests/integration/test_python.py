@@ -204,9 +204,6 @@ class PythonLineTest(unittest.TestCase):
         self.assertEqual(rc, 0)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class PythonVersionTest(unittest.TestCase):
     quick = False
@@ -226,3 +223,7 @@ class PythonVersionTest(unittest.TestCase):
             self.assertGreaterEqual(c["events"], 200)
         finally:
             col.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -52,6 +52,7 @@ class SampledLeaksTest(unittest.TestCase):
         self.assertEqual(stacks_with(r, "noise_churn"), [])
         full = self.col.leaks("--pid", str(p.pid), "--all")
         churn = stacks_with(full, "noise_churn", "sampled.c", markers("sampled.c", "NOISE")["churn"])
+        self.assertTrue(churn, "the churn's samples are in the full report")
         for s in churn:
             self.assertEqual(s["live"]["count"], 0)
         text = self.col.ctl("query", "leaks", "--pid", str(p.pid)).stdout

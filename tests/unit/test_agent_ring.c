@@ -48,6 +48,12 @@ static void test_create_fields(void **state)
     assert_null(atomic_load(&r->next));
     assert_int_equal(r->map_bytes % 4096, 0);
     assert_true(r->map_bytes >= sizeof(ring_t) + 1024 * sizeof(ev_t));
+    /* The stack cache lies after the slots, inside the mapping, and is zero. */
+    assert_true((char *)r->scache >= (char *)&r->slots[1024]);
+    assert_true((char *)r->scache + RING_SCACHE_BYTES <= (char *)r + r->map_bytes);
+    assert_int_equal(r->map_bytes, ring_map_size(1024));
+    for (size_t k = 0; k < RING_SCACHE_BYTES; k += 512)
+        assert_int_equal(((unsigned char *)r->scache)[k], 0);
     /* head, tail and the shared fields sit on separate cache lines. */
     assert_true(offsetof(ring_t, tail) - offsetof(ring_t, head) >= 64);
     assert_true(offsetof(ring_t, mask) - offsetof(ring_t, tail) >= 64);
