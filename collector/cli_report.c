@@ -428,6 +428,8 @@ static void rule_desc(char *buf, size_t cap, const Stackwatch__Rule *r)
         n += (size_t)snprintf(buf + n, cap - n, "--min-depth %u ", r->min_depth);
     if (r->pid && n < cap)
         n += (size_t)snprintf(buf + n, cap - n, "--pid %u ", r->pid);
+    if (r->leaking && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "--leaking ");
     if (r->signal && n < cap)
         n += (size_t)snprintf(buf + n, cap - n, "--signal %s ",
                               signame_name(r->signal, sig, sizeof sig));
@@ -478,6 +480,7 @@ void cli_rules_json(FILE *f, const Stackwatch__RuleList *rl)
         json_str(&j, "signal", r->signal ? signame_name(r->signal, sig, sizeof sig) : NULL);
         json_u64(&j, "count", r->count);
         json_u64(&j, "armed", r->armed);
+        json_bool(&j, "leaking", r->leaking);
         json_u64(&j, "fired", r->fired);
         json_obj_end(&j);
     }

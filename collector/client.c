@@ -818,6 +818,7 @@ void client_destroy(client_t *c)
     free(c->slist);
     free(c->symq);
     free(c->leakq);
+    free(c->hotq);
     for (uint32_t i = 0; i < c->npytbs; i++) {
         free(c->pytbs[i].frames);
         free(c->pytbs[i].text);
@@ -854,6 +855,9 @@ void client_classify(client_t *c, uint64_t now)
         if (s->exp_n && !s->cls && (s->cls = malloc(sizeof *s->cls)))
             classify_init(s->cls, now, c->expire_ns, &in);
         verdict_t v = classify_tick(s->cls, now, c->expire_ns, &in);
+        int hot = v.klass == CLASS_LEAK || v.klass == CLASS_GROWING;
+        if (hot && s->klass != CLASS_LEAK && s->klass != CLASS_GROWING)
+            push_u32(&c->hotq, &c->nhotq, &c->hotq_cap, s->index); /* rules see it */
         s->klass = (uint8_t)v.klass;
         s->confidence = (float)v.confidence;
         s->growth_per_min = v.growth_per_min;

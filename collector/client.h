@@ -49,6 +49,8 @@ typedef struct cstack_s {
     uint8_t defined;        /* StackDef received (events may name it first) */
     uint8_t sym_state;      /* SYM_NONE / PENDING / DONE */
     uint8_t sym_queued;     /* in the client's symq */
+    uint8_t sym_urgent;     /* its pending job was moved to the urgent queue */
+    uint8_t sym_redone;     /* a degraded result was resubmitted once */
     uint64_t alloc_n, alloc_b;      /* allocations */
     uint64_t free_n, free_b;        /* frees (explicit, matched late, or implied by reuse) */
     uint64_t exp_n, exp_b;          /* blocks that reached the expire age */
@@ -156,6 +158,8 @@ typedef struct client_s {
     amap_t noted;           /* block address -> pytbs index */
     uint32_t *leakq;        /* stacks whose first block just became may-leak */
     uint32_t nleakq, leakq_cap;
+    uint32_t *hotq;         /* stacks just classified leak or growing */
+    uint32_t nhotq, hotq_cap;
     uint64_t may_n, may_b;  /* expired and still live, all stacks */
     series_t series;        /* the process's live and may-leak bytes over time */
     uint64_t mark_ts;       /* baseline (collector clock), 0 none */
@@ -165,6 +169,7 @@ typedef struct client_s {
     uint64_t a_total_allocs, a_total_alloc_b, a_total_frees; /* exact, sampled or not */
     uint64_t a_sample_overflow, a_sample_set_bytes, a_scratch_bytes;
     uint64_t a_sc_hits, a_firings, a_notes_dropped, a_sites_full;
+    uint32_t rule_armed;    /* stacks armed by trigger rules (for the sampled budget) */
     uint64_t sample_bytes;  /* the agent samples every N bytes on average (0: every block) */
     uint64_t rng;           /* for the estimates' rounding */
     struct client_s *next;

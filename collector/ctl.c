@@ -658,8 +658,17 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
     int pending = 0;
     for (size_t i = 0; i < ncand; i++) {
         cstack_t *s = cands[i].s;
+        if (s->sym_state == SYM_DONE && s->sym && s->sym->degraded && !force &&
+            cands[i].c->state == CLIENT_CONNECTED && !s->sym_redone) {
+            /* A module could not be read then (out of fds?): once more, so
+             * its frames read the same as in the stacks that had it. */
+            s->sym_redone = 1;
+            s->sym_state = SYM_NONE;
+        }
         if (s->sym_state == SYM_NONE)
-            srv_sym_stack(srv, cands[i].c, s);
+            srv_sym_stack(srv, cands[i].c, s, 1); /* a report waits for it: first */
+        else if (s->sym_state == SYM_PENDING && !s->sym_urgent)
+            s->sym_urgent = (uint8_t)sym_promote(cands[i].c->serial, s->index);
         if (s->sym_state == SYM_PENDING)
             pending = 1;
     }
@@ -729,6 +738,7 @@ static int send_rules(conn_t *c, ra_t *ra, srv_t *s, uint32_t only)
         r->count = t->count;
         r->fired = t->fired;
         r->armed = t->armed;
+        r->leaking = t->leaking;
         rl.rules[rl.n_rules++] = r;
     }
     Stackwatch__Reply rep = STACKWATCH__REPLY__INIT;
@@ -817,9 +827,12 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             rc = send_error(c, id, err[0] ? err : "cannot add the rule");
             break;
         }
-        srv_log("rule %d added (match '%s', module '%s', stack %016llx, pid %u, signal %d, count %u)",
+        trig_get(&s->trig, (uint32_t)id)->leaking = q->leaking;
+        srv_log("rule %d added (match '%s', module '%s', stack %016llx, pid %u, signal %d, "
+                "count %u%s)",
                 id, q->match ? q->match : "", q->module ? q->module : "",
-                (unsigned long long)q->stack, q->pid, q->signal, q->count);
+                (unsigned long long)q->stack, q->pid, q->signal, q->count,
+                q->leaking ? ", leaking stacks only" : "");
         srv_trig_scan(s);
         rc = send_rules(c, &ra, s, (uint32_t)id);
         break;

@@ -143,7 +143,7 @@ static int on_stacks(conn_t *c, const Stackwatch__StackDefs *sd, const char **wh
         if (c->srv->trig.n) {
             /* Rules match every stack, present and future. */
             if (trig_needs_symbols(&c->srv->trig))
-                srv_sym_stack(c->srv, c->client, st);
+                srv_sym_stack(c->srv, c->client, st, 0);
             srv_trig_eval(c->srv, c->client, st);
         }
     }
