@@ -308,6 +308,12 @@ static void count_free(client_t *c, cstack_t *s, uint64_t size, uint64_t ts_allo
     s->lt_sum += lt;
     s->lt_n++;
     if (flags & ATAB_F_EXPIRED) {
+        if (s->klass == CLASS_LEAK) {
+            /* An expired block freed: an eviction, so never a leak from
+             * here on, not even until the next tick reclassifies it. */
+            s->klass = CLASS_CACHE;
+            s->confidence = 0.5f;
+        }
         s->fexp_n += wn;
         s->fexp_b += wb;
         c->may_n -= wn <= c->may_n ? wn : c->may_n;

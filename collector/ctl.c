@@ -19,6 +19,7 @@
 #include "classify.h"
 
 #define PARK_NS (30ull * 1000000000)   /* longest a report waits for symbolization */
+#define SYM_REDO_NS (1000ull * 1000000) /* a degraded stack is symbolized again at most this often */
 
 /* All memory of one reply, freed at once. */
 typedef struct ra_s {
@@ -659,10 +660,9 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
     for (size_t i = 0; i < ncand; i++) {
         cstack_t *s = cands[i].s;
         if (s->sym_state == SYM_DONE && s->sym && s->sym->degraded && !force &&
-            cands[i].c->state == CLIENT_CONNECTED && !s->sym_redone) {
-            /* A module could not be read then (out of fds?): once more, so
-             * its frames read the same as in the stacks that had it. */
-            s->sym_redone = 1;
+            now - s->sym_tried >= SYM_REDO_NS) {
+            /* A module could not be read then (out of fds?): again (at most
+             * once a second), so its frames read as in the stacks that had it. */
             s->sym_state = SYM_NONE;
         }
         if (s->sym_state == SYM_NONE)

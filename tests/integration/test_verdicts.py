@@ -282,6 +282,38 @@ class SymbolsAndTriggersTest(unittest.TestCase):
         finally:
             col.close()
 
+    def test_same_frames_when_out_of_file_descriptors(self):
+        """collectord with few fds and many modules (four numpy processes):
+        modules are closed and reopened within its budget, never given up
+        on, so an address reads the same in every stack (before: a module
+        that once failed to open stayed nameless, ~125 addresses per pid
+        differed) and stackctl still gets in."""
+        col = Collector(expire=0.3, nofile=48)
+        procs = []
+        try:
+            leak = col.start([PY, os.path.join(ROOT, "tests", "py", "mask_leak.py")])
+            self.assertEqual(leak.stdout.readline().strip(), "ready")
+            for _ in range(8):
+                procs.append(col.start([PY, "-c", "import sys, numpy; print('ready', flush=True);"
+                                        " sys.stdin.read()"]))
+            for p in procs:
+                self.assertEqual(p.stdout.readline().strip(), "ready")
+            wait_until(lambda: any(s["class"] == "leak" for s in
+                                   col.leaks("--pid", str(leak.pid))["stacks"]),
+                       timeout=60, what="a leak")
+            rep = col.leaks("--all")
+            for p in [leak] + procs:
+                bad = inconsistent_addresses(rep, p.pid)
+                self.assertEqual(bad, {}, list(bad.items())[:2])
+                names = {f["function"] for s in rep["stacks"] if s["pid"] == p.pid
+                         for f in s["frames"]}
+                self.assertIn("_PyEval_EvalFrameDefault", names)
+            finish(leak)
+        finally:
+            for p in procs:
+                finish(p)
+            col.close()
+
     def test_module_trigger_fires_on_a_numpy_leak(self):
         """The README's rule by module, on a numpy leak the repo never saw:
         it fires on the leaking stack and names the leaking Python line."""
