@@ -123,7 +123,7 @@ __attribute__((constructor)) static void agent_start(void)
         memcpy(cfg.sample, "all", 4);
     }
     py_init();
-    if (strncmp(py_status(), "CPython version", 15) == 0)
+    if (strncmp(py_status(), "CPython ", 8) == 0)
         log_msg("%s; allocations are traced, Python lines are not", py_status());
     if (intern_init(INTERN_SLOTS, INTERN_POOL_PCS) < 0 || modmap_init(agent.exe) < 0 ||
         flush_init() < 0 || tstate_init() < 0 || arm_init(INTERN_SLOTS) < 0 ||

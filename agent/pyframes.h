@@ -1,17 +1,28 @@
-/* Python frames of the allocating thread, read synchronously in the hook (CPython 3.11 layouts). */
+/* Python frames of the allocating thread, read synchronously in the hook (CPython 3.11, 3.13, 3.14). */
 #ifndef STACKWATCH_AGENT_PYFRAMES_H
 #define STACKWATCH_AGENT_PYFRAMES_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+struct dl_phdr_info;
+
 #define PY_FRAMES_MAX 48
+
+/* Why a capture has no frames (the wire's Note.py_missing). */
+enum {
+    PY_WHY_NONE = 0,        /* frames were captured */
+    PY_WHY_GIL = 1,         /* this thread does not hold the GIL */
+    PY_WHY_NO_FRAME = 2,    /* it holds the GIL but runs no Python frame */
+    PY_WHY_UNSUPPORTED = 3, /* no interpreter this module can read */
+};
 #define PY_STR_MAX 3072
 
 /* One captured traceback, innermost first. Strings live in buf. */
 typedef struct py_tb_s {
     uint32_t n;                    /* frames */
     uint32_t truncated;            /* more frames than PY_FRAMES_MAX or than buf holds */
+    uint32_t why;                  /* PY_WHY_*: why n is 0 */
     struct {
         uint32_t line;             /* 0 when unknown */
         uint16_t file, file_len;   /* offsets into buf */
@@ -22,10 +33,21 @@ typedef struct py_tb_s {
 } py_tb_t;
 
 /* Looks for a CPython this module can read (in the main program or a library
- * already loaded): Py_Version, _PyRuntime and PyCode_Addr2Line via dlsym.
+ * already loaded): Py_Version, _PyRuntime and PyCode_Type via dlsym.
  * Constructor only (dlsym takes the loader lock). Never fails: without a
  * known interpreter, captures return 0 and py_status() says why. */
 void py_init(void);
+
+/* The module map saw a new object (path resolved): if no interpreter was
+ * found yet and it is a libpython3, look its symbols up in its in-memory
+ * dynamic symbol table and attach (embedding: dlopen + Py_Initialize).
+ * Takes no lock and calls no dlsym: safe on the flusher; not for the malloc
+ * path (it may log). */
+void py_module_added(const struct dl_phdr_info *info, const char *path);
+
+/* The line of code unit `unit` from a 3.11+ location table (n bytes) of a
+ * code object starting at firstlineno; 0 when unknown. Pure. */
+int py_line_at(const uint8_t *table, size_t n, int firstlineno, int unit);
 
 /* Py_Version of the interpreter captures work for, 0 if none. */
 uint32_t py_version(void);
@@ -34,11 +56,10 @@ uint32_t py_version(void);
 const char *py_status(void);
 
 /* Captures the calling thread's Python stack into tb. Only when this thread
- * holds the GIL and its thread state, cframe and current frame are set; it
- * reads interpreter memory, calls PyCode_Addr2Line (which computes without
- * allocating), allocates nothing, takes no lock, runs no Python code and
- * creates no frame objects. Returns the number of frames (0: none now).
- * Safe on the malloc path. */
+ * holds the GIL and has a current frame; it reads interpreter memory and
+ * decodes line numbers itself, allocates nothing, takes no lock, runs no
+ * Python code and creates no frame objects. Returns the number of frames
+ * (0: none now, tb->why says why). Safe on the malloc path. */
 int py_capture(py_tb_t *tb);
 
 #endif
