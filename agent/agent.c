@@ -123,6 +123,8 @@ __attribute__((constructor)) static void agent_start(void)
         memcpy(cfg.sample, "all", 4);
     }
     py_init();
+    if (cfg.py_allocators)
+        hook_pyalloc_enable();
     if (strncmp(py_status(), "CPython ", 8) == 0)
         log_msg("%s; allocations are traced, Python lines are not", py_status());
     if (intern_init(INTERN_SLOTS, INTERN_POOL_PCS) < 0 || modmap_init(agent.exe) < 0 ||

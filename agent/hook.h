@@ -28,4 +28,11 @@ int hook_resolve(void);
 /* 1 if p was handed out by the bootstrap arena. */
 int hook_arena_owns(const void *p);
 
+/* STACKWATCH_PYTHON_ALLOCATORS: hook CPython's mem and object allocator
+ * domains at the first allocation made under the GIL (constructor). */
+void hook_pyalloc_enable(void);
+
+/* 1 once the domain hooks are in place. */
+int hook_pyalloc_installed(void);
+
 #endif

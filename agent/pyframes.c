@@ -71,6 +71,8 @@ typedef struct py_layout_s {
     uint64_t un_state, un_length, un_ascii_size; /* str object */
     const void *code_type;   /* &PyCode_Type */
     const void *rt;          /* &_PyRuntime */
+    void (*mem_get)(int, py_mem_alloc_t *); /* PyMem_GetAllocator */
+    void (*mem_set)(int, py_mem_alloc_t *); /* PyMem_SetAllocator */
 } py_layout_t;
 
 static py_layout_t layout_store;
@@ -278,7 +280,8 @@ static const char *layout_debug(py_layout_t *l, const void *rt, uint32_t version
 /* Installs the layout for an interpreter whose symbols are v (Py_Version),
  * rt (_PyRuntime) and code_type (PyCode_Type); sets status either way.
  * Returns 1 when captures are now possible. Not for the malloc path. */
-static int attach(const unsigned long *v, const void *rt, const void *code_type, const char *from)
+static int attach(const unsigned long *v, const void *rt, const void *code_type, void *mem_get,
+                  void *mem_set)
 {
     if (!v || !rt || !code_type) {
         set_status("not a CPython process (no Py_Version/_PyRuntime)", NULL);
@@ -320,9 +323,10 @@ static int attach(const unsigned long *v, const void *rt, const void *code_type,
     l->version = ver;
     l->code_type = code_type;
     l->rt = rt;
+    l->mem_get = (void (*)(int, py_mem_alloc_t *))mem_get;
+    l->mem_set = (void (*)(int, py_mem_alloc_t *))mem_set;
     atomic_store_explicit(&active, l, memory_order_release);
     status[0] = '\0';
-    (void)from;
     return 1;
 }
 
@@ -333,7 +337,8 @@ void py_init(void)
     void *ct = dlsym(RTLD_DEFAULT, "PyCode_Type");
     if (v || rt)
         atomic_store(&attach_once, 1);
-    attach(v, rt, ct, "start");
+    attach(v, rt, ct, dlsym(RTLD_DEFAULT, "PyMem_GetAllocator"),
+           dlsym(RTLD_DEFAULT, "PyMem_SetAllocator"));
 }
 
 /* ---------------------------------------------------------------- late interpreters */
@@ -411,7 +416,8 @@ void py_module_added(const struct dl_phdr_info *info, const char *path)
     if (!v || !rt)
         return;
     atomic_store(&attach_once, 1);
-    if (attach(v, rt, ct, path))
+    if (attach(v, rt, ct, (void *)dyn_lookup(info, "PyMem_GetAllocator"),
+               (void *)dyn_lookup(info, "PyMem_SetAllocator")))
         log_msg("Python frames: %s loaded later (CPython %u.%u.%u)", base,
                 (unsigned)(*v >> 24), (unsigned)((*v >> 16) & 0xff), (unsigned)((*v >> 8) & 0xff));
     else
@@ -570,6 +576,19 @@ static const void *gil_tstate(const py_layout_t *l, const void *rt, unsigned lon
         interp = rdp(interp, l->is_next);
     }
     return NULL;
+}
+
+void py_mem_api(void (**get)(int, py_mem_alloc_t *), void (**set)(int, py_mem_alloc_t *))
+{
+    const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);
+    *get = l ? l->mem_get : NULL;
+    *set = l ? l->mem_set : NULL;
+}
+
+int py_holds_gil(void)
+{
+    const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);
+    return l && gil_tstate(l, l->rt, (unsigned long)pthread_self()) != NULL;
 }
 
 int py_capture(py_tb_t *tb)

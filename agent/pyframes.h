@@ -49,6 +49,25 @@ void py_module_added(const struct dl_phdr_info *info, const char *path);
  * code object starting at firstlineno; 0 when unknown. Pure. */
 int py_line_at(const uint8_t *table, size_t n, int firstlineno, int unit);
 
+/* CPython's PyMemAllocatorEx (a stable public struct). */
+typedef struct py_mem_alloc_s {
+    void *ctx;
+    void *(*malloc)(void *ctx, size_t size);
+    void *(*calloc)(void *ctx, size_t nelem, size_t elsize);
+    void *(*realloc)(void *ctx, void *ptr, size_t new_size);
+    void (*free)(void *ctx, void *ptr);
+} py_mem_alloc_t;
+
+enum { PY_MEM_DOMAIN_RAW = 0, PY_MEM_DOMAIN_MEM = 1, PY_MEM_DOMAIN_OBJ = 2 };
+
+/* The attached interpreter's PyMem_GetAllocator and PyMem_SetAllocator
+ * (both NULL without one). */
+void py_mem_api(void (**get)(int, py_mem_alloc_t *), void (**set)(int, py_mem_alloc_t *));
+
+/* 1 when the calling thread holds the GIL of the attached interpreter.
+ * Reads memory only: safe on the malloc path. */
+int py_holds_gil(void);
+
 /* Py_Version of the interpreter captures work for, 0 if none. */
 uint32_t py_version(void);
 

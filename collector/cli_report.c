@@ -549,20 +549,24 @@ static void folded_py(FILE *f, const Stackwatch__PyFrame *fr)
 static void folded_line(FILE *f, const Stackwatch__StackReport *s, const char *base,
                         const Stackwatch__PyTraceback *tb, uint64_t w)
 {
+    /* Outermost first: the Python frames follow frames[anchor] (the
+     * interpreter's), or lead when there is none (anchor == n_frames). */
     size_t anchor = cli_py_anchor(s);
     fputs(base, f);
     for (size_t k = s->n_frames + 1; k-- > 0;) {
-        if (k == anchor && tb) {
+        if (k < s->n_frames) {
+            fputc(';', f);
+            folded_name(f, s->frames[k]);
+        }
+        if (k != (anchor < s->n_frames ? anchor : s->n_frames))
+            continue;
+        if (tb) {
             for (size_t q = tb->n_frames; q-- > 0;) {
                 fputc(';', f);
                 folded_py(f, tb->frames[q]);
             }
-        } else if (k == anchor && !empty(s->python_missing)) {
+        } else if (!empty(s->python_missing)) {
             fprintf(f, ";[no_Python_line:%s]", s->python_missing);
-        }
-        if (k < s->n_frames) {
-            fputc(';', f);
-            folded_name(f, s->frames[k]);
         }
     }
     fprintf(f, " %" PRIu64 "\n", w);
