@@ -82,7 +82,7 @@ else
 TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
 endif
 
-.PHONY: all deps check check-unit check-integration check-sanitizers check-fuzz demo \
+.PHONY: all deps check check-unit check-integration check-sanitizers check-fuzz demo pythons check-pythons \
 	progs unit clean install fuzz
 all: $(TARGETS)
 
@@ -252,6 +252,24 @@ check: deps
 
 check-integration: all progs
 	$(PYTHON) tests/integration/run.py --build $(BUILD)
+
+# CPython versions built from Debian's source packages into
+# $${STACKWATCH_PY_CACHE:-~/.cache/stackwatch/pythons} (scripts/build-python.sh;
+# a few minutes each on 2 cores, reused after). `make check` tests the ones
+# built; `make pythons` builds them; `make check-pythons` builds and tests
+# them. A source that cannot be fetched (no network) is a loud skip; a build
+# that fails is a failure.
+PY_VERSIONS ?= 3.13 3.14
+pythons:
+	@for v in $(PY_VERSIONS); do \
+	    sh scripts/build-python.sh $$v; rc=$$?; \
+	    if [ $$rc = 2 ]; then \
+	        echo "*** pythons: CPython $$v: source package not fetchable: NOT BUILT, NOT TESTED ***"; \
+	    elif [ $$rc != 0 ]; then exit 1; fi; \
+	done
+
+check-pythons: all progs pythons
+	$(PYTHON) tests/integration/run.py --build $(BUILD) -k Python3
 
 check-sanitizers:
 	$(MAKE) SANITIZER=address all unit
