@@ -218,7 +218,7 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(UNIT_COLL_OBJ)
 
 # The HTML report is stackctl's: its test links the renderer and the JSON writer.
 $(BUILD)/tests/test_html: tests/unit/test_html.c $(BUILD)/obj/collector/cli_html.o \
-		$(BUILD)/obj/collector/json.o $(PB_O)
+		$(BUILD)/obj/collector/cli_py.o $(BUILD)/obj/collector/json.o $(PB_O)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ -lcmocka -lprotobuf-c
 
@@ -228,8 +228,8 @@ $(BUILD)/tests/tsan_agent_core: tests/tsan/tsan_agent_core.c $(UNIT_AGENT_OBJ)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ $(AGENT_LIBS)
 
 # cli_pprof.c is stackctl's: its test links it with both generated protocols.
-$(BUILD)/tests/test_pprof: tests/unit/test_pprof.c $(BUILD)/obj/collector/cli_pprof.o $(PPROF_O) \
-		$(PB_O) $(PPROF_H)
+$(BUILD)/tests/test_pprof: tests/unit/test_pprof.c $(BUILD)/obj/collector/cli_pprof.o \
+		$(BUILD)/obj/collector/cli_py.o $(PPROF_O) $(PB_O) $(PPROF_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka -lprotobuf-c -lz
 

@@ -49,6 +49,7 @@ typedef struct py_layout_s {
     uint32_t version;        /* Py_Version */
     int gil;                 /* GIL_* */
     uint64_t rt_tstate;      /* 3.11: runtime -> tstate holding the GIL */
+    uint64_t rt_finalizing;  /* runtime -> _finalizing (tstate pointer, 0 until Py_FinalizeEx) */
     uint64_t rt_interp_head; /* 3.13+: runtime -> newest interpreter */
     uint64_t is_next;        /* interpreter -> next */
     uint64_t is_ceval_gil;   /* interpreter -> its GIL (pointer) */
@@ -93,7 +94,7 @@ typedef struct dbg_map_s {
     int owner_skip;          /* first owner value that is not a Python frame */
     uint64_t code_tag;       /* f_executable tag bits */
     uint16_t words;          /* words the table has at least */
-    uint16_t rt_size, rt_interp_head;
+    uint16_t rt_size, rt_finalizing, rt_interp_head;
     uint16_t is_size, is_next, is_ceval_gil, is_gil, is_gil_locked, is_gil_holder;
     uint16_t ts_size, ts_current_frame, ts_thread_id;
     uint16_t fr_size, fr_previous, fr_executable, fr_instr_ptr, fr_owner;
@@ -106,7 +107,7 @@ typedef struct dbg_map_s {
 
 static const dbg_map_t dbg_maps[] = {
     { .minor = 13, .owner_skip = 3, .code_tag = 0, .words = 73,
-      .rt_size = 3, .rt_interp_head = 5,
+      .rt_size = 3, .rt_finalizing = 4, .rt_interp_head = 5,
       .is_size = 6, .is_next = 8, .is_ceval_gil = 14, .is_gil = 15, .is_gil_locked = 17,
       .is_gil_holder = 18,
       .ts_size = 19, .ts_current_frame = 23, .ts_thread_id = 24,
@@ -176,6 +177,8 @@ static void layout_311(py_layout_t *l)
     memset(l, 0, sizeof *l);
     l->gil = GIL_RUNTIME_TSTATE;
     l->rt_tstate = offsetof(_PyRuntimeState, gilstate.tstate_current);
+    _Static_assert(sizeof(((_PyRuntimeState *)0)->_finalizing) == sizeof(uintptr_t), "a word");
+    l->rt_finalizing = offsetof(_PyRuntimeState, _finalizing);
     l->ts_thread_id = offsetof(PyThreadState, thread_id);
     l->ts_cframe = offsetof(PyThreadState, cframe);
     l->ts_frame = offsetof(_PyCFrame, current_frame);
@@ -229,6 +232,7 @@ static const char *layout_debug(py_layout_t *l, const void *rt, uint32_t version
     memset(l, 0, sizeof *l);
     l->gil = GIL_INTERP_HOLDER;
     l->rt_interp_head = w[m->rt_interp_head];
+    l->rt_finalizing = w[m->rt_finalizing];
     l->is_next = w[m->is_next];
     l->is_ceval_gil = w[m->is_ceval_gil];
     /* locked and holder are given within the interpreter's own GIL; the
@@ -259,7 +263,7 @@ static const char *layout_debug(py_layout_t *l, const void *rt, uint32_t version
     l->un_state = w[m->un_state];
     l->un_length = w[m->un_length];
     l->un_ascii_size = w[m->un_ascii_size];
-    int ok = off_ok(l->rt_interp_head, rt_size, 8) && off_ok(l->is_next, is_size, 8) &&
+    int ok = off_ok(l->rt_interp_head, rt_size, 8) && off_ok(l->rt_finalizing, rt_size, 8) && off_ok(l->is_next, is_size, 8) &&
              off_ok(l->is_ceval_gil, is_size, 8) && off_ok(gil_base, is_size, 16) &&
              off_ok(w[m->is_gil_locked], is_size, 4) && off_ok(w[m->is_gil_holder], is_size, 8) &&
              off_ok(l->ts_thread_id, ts_size, 8) && off_ok(l->ts_frame, ts_size, 8) &&
@@ -428,6 +432,15 @@ uint32_t py_version(void)
 {
     const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);
     return l ? l->version : 0;
+}
+
+const _Atomic uintptr_t *py_finalizing_word(void)
+{
+    /* _PyRuntimeState._finalizing: the thread state finalizing the runtime,
+     * set by Py_FinalizeEx after atexit callbacks and thread shutdown. */
+    const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);
+    return l ? (const _Atomic uintptr_t *)(const void *)((const char *)l->rt + l->rt_finalizing)
+             : NULL;
 }
 
 const char *py_status(void)

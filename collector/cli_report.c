@@ -87,6 +87,10 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
     if (c->unwind_failures || c->intern_full)
         fprintf(f, " unwind_failures=%" PRIu64 " stack_table_full=%" PRIu64, c->unwind_failures,
                 c->intern_full);
+    if (c->end_reason && *c->end_reason)
+        fprintf(f, "\n      verdicts as of when it began to end (%s): what it freed tearing "
+                   "down is not counted",
+                c->end_reason);
     fputc('\n', f);
 }
 
@@ -237,6 +241,9 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_u64(j, "stack_cache_hits", c->stack_cache_hits);
     json_u64(j, "firings", c->firings);
     json_u64(j, "notes_dropped", c->notes_dropped);
+    json_str(j, "end_reason", c->end_reason && *c->end_reason ? c->end_reason : NULL);
+    json_u64(j, "after_end", c->after_end);
+    json_u64(j, "armed_sites_full", c->armed_sites_full);
     if (c->python_version) {
         char v[32];
         snprintf(v, sizeof v, "%u.%u.%u", c->python_version >> 24,

@@ -84,7 +84,8 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->exe = c->exe ? c->exe : (char *)"";
     ci->n_argv = c->argc;
     ci->argv = c->argv;
-    ci->state = (char *)state_name(c->state);
+    ci->state = (char *)(c->ending && c->state == CLIENT_CONNECTED ? "ending"
+                                                                  : state_name(c->state));
     ci->events = c->events;
     ci->dropped = c->a_dropped;
     ci->failed_calls = c->a_failed;
@@ -116,6 +117,9 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->stack_cache_hits = c->a_sc_hits;
     ci->firings = c->a_firings;
     ci->notes_dropped = c->a_notes_dropped;
+    ci->end_reason = (char *)c->end_reason;
+    ci->after_end = c->after_end;
+    ci->armed_sites_full = c->a_sites_full;
     return ci;
 }
 
@@ -182,14 +186,23 @@ static void fig_of(fig_t *f, const client_t *c, const cstack_t *s, const walk_t 
     if (since) {
         if (!c->mark_ts)
             return; /* never marked: nothing counts as after the mark */
-        f->may_n = f->exp_n = w ? w->m_may_n : 0;
-        f->may_b = f->exp_b = w ? w->m_may_b : 0;
-        f->live_n = w ? w->m_live_n : 0;
-        f->live_b = w ? w->m_live_b : 0;
         f->alloc_n = s->alloc_n - s->mark_alloc_n;
         f->alloc_b = s->alloc_b - s->mark_alloc_b;
         f->free_n = s->free_n - s->mark_free_n;
         f->free_b = s->free_b - s->mark_free_b;
+        if (c->frozen) {
+            /* Ended: the figures kept at its end (the table may be gone). */
+            f->may_n = f->exp_n = s->mend_may_n;
+            f->may_b = f->exp_b = s->mend_may_b;
+            f->live_n = f->exit_n = s->mend_live_n;
+            f->live_b = f->exit_b = s->mend_live_b;
+            f->oldest = s->mend_oldest;
+            return;
+        }
+        f->may_n = f->exp_n = w ? w->m_may_n : 0;
+        f->may_b = f->exp_b = w ? w->m_may_b : 0;
+        f->live_n = w ? w->m_live_n : 0;
+        f->live_b = w ? w->m_live_b : 0;
         f->oldest = w ? w->m_oldest : 0;
         return;
     }
@@ -609,7 +622,7 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
                 lr->sample = (char *)"mixed";
         }
         walk_t *w = NULL;
-        if (c->atab_ok && c->nstacks && (!c->frozen || q->since_mark)) {
+        if (c->atab_ok && c->nstacks && !c->frozen) {
             w = calloc(c->nstacks, sizeof *w);
             if (!w)
                 goto out;

@@ -310,7 +310,8 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
     uint64_t folded = 0;
     for (size_t i = 0; i < nf; i++) {
         int rc = client_fold(cl, b->fold_stack[i], b->fold_count[i], b->fold_bytes[i],
-                             b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i]);
+                             b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i],
+                             b->ts_base);
         if (rc < 0) {
             *why = "out of memory"; /* the figures were checked above */
             return rc;
@@ -356,6 +357,11 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
             cl->python_status = ps;
         }
     }
+    if (st->armed_sites_full && !cl->a_sites_full)
+        srv_log("pid %u samples allocations: more stacks are armed than its agent watches by "
+                "call site (64); the others fire only when sampled",
+                cl->pid);
+    cl->a_sites_full = st->armed_sites_full;
 }
 
 /* ---------------------------------------------------------------- EventBatch fast path */
@@ -631,6 +637,15 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
         }
         client_gap(c->client, m->gap->lost_events);
         break;
+    case STACKWATCH__AGENT_MSG__MSG_ENDING: {
+        /* Verdicts freeze where the process began to end; a time in our
+         * future (a confused clock) is taken as now. */
+        uint64_t now = srv_now(), ts = m->ending->ts;
+        if (!ts || ts > now)
+            ts = now;
+        client_ending(c->client, ts, m->ending->why);
+        break;
+    }
     case STACKWATCH__AGENT_MSG__MSG_BYE:
         c->client->said_bye = 1;
         /* Trust the goodbye's time only as far as our own clock. */
