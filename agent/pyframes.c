@@ -287,7 +287,7 @@ static const char *layout_debug(py_layout_t *l, const void *rt, uint32_t version
 static int attach(const unsigned long *v, const void *rt, const void *code_type, void *mem_get,
                   void *mem_set)
 {
-    if (!v || !rt || !code_type) {
+    if (!v || !rt) {
         set_status("not a CPython process (no Py_Version/_PyRuntime)", NULL);
         return 0;
     }
@@ -318,6 +318,8 @@ static int attach(const unsigned long *v, const void *rt, const void *code_type,
             return 0;
         }
     }
+    if (!why && !code_type)
+        why = " (no PyCode_Type)";
     if (why) {
         set_status("CPython version ", vs);
         strncat(status, " not supported for Python frames", sizeof status - strlen(status) - 1);

@@ -44,7 +44,8 @@ def libpython(exe, minor):
     return p if os.path.exists(p) else None
 
 
-class _VersionBase(unittest.TestCase):
+class _VersionBase:
+    """Mixed into one unittest.TestCase per interpreter below."""
     quick = False
     minor = None
     exe = None
@@ -185,7 +186,8 @@ class _VersionBase(unittest.TestCase):
 _skipped = []
 for _minor, _exe in sorted(interpreters().items()):
     _name = "Python%sTest" % _minor.replace(".", "")
-    globals()[_name] = type(_name, (_VersionBase,), {"minor": _minor, "exe": _exe})
+    globals()[_name] = type(_name, (_VersionBase, unittest.TestCase),
+                            {"minor": _minor, "exe": _exe})
 for _minor in ("3.13", "3.14"):
     if _minor not in interpreters():
         _skipped.append(_minor)
