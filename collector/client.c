@@ -631,12 +631,15 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
 }
 
 cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
-                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text)
+                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text,
+                      uint32_t py_missing)
 {
     c->notes++;
     cstack_t *s = cstack_at(c, stack);
     if (!s)
         return NULL;
+    if (!nframes && py_missing && py_missing < 4)
+        s->py_missing[py_missing]++;
     if (text && !*text)
         text = NULL;
     atab_ent_t *e = c->atab_ok && addr ? atab_find(&c->atab, addr) : NULL;
@@ -673,6 +676,15 @@ cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
         tb->freed++;
     }
     return s;
+}
+
+void client_python_attached(client_t *c)
+{
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
+        if (s && s->leak_seen && s->arm_kind == ARM_NONE && s->exp_n > s->fexp_n)
+            push_u32(&c->leakq, &c->nleakq, &c->leakq_cap, s->index);
+    }
 }
 
 static void mark_uncertain(void *ctx, atab_ent_t *e)

@@ -383,11 +383,35 @@ static int tb_cmp(const void *a, const void *b)
     return x->captures > y->captures ? -1 : x->captures < y->captures;
 }
 
+/* Why a stack of a Python client has no blamed Python line, in one word
+ * (StackReport.python_missing); "" when it has one or is not Python. */
+static const char *python_missing(const client_t *c, const cstack_t *s, uint32_t ntb, int blamed)
+{
+    static const char *const words[4] = { "", "gil-released", "no-frame", "unsupported" };
+    if (blamed)
+        return "";
+    if (!c->python_version)
+        return c->python_status && strncmp(c->python_status, "CPython", 7) == 0 ? "unsupported"
+                                                                                : "";
+    uint32_t best = 0;
+    for (uint32_t k = 1; k < 4; k++)
+        if (s->py_missing[k] > s->py_missing[best])
+            best = k;
+    if (best)
+        return words[best];
+    return ntb ? "" : "not-captured";
+}
+
 static int fill_python(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
 {
     uint32_t n = 0;
+    int blamed = 0;
     for (uint32_t i = 0; i < c->npytbs; i++)
-        n += c->pytbs[i].stack == s->index;
+        if (c->pytbs[i].stack == s->index) {
+            n++;
+            blamed |= tb_blamed(c, &c->pytbs[i]);
+        }
+    r->python_missing = (char *)python_missing(c, s, n, blamed);
     if (!n)
         return 0;
     uint32_t *idx = ra_alloc(ra, n * sizeof *idx);
