@@ -56,7 +56,7 @@ CLI_LIBS = -lprotobuf-c -lz
 
 AGENT_SRC = $(wildcard agent/*.c)
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c,$(AGENT_SRC))
-CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c collector/cli_py.c \
+CLI_ONLY_SRC = collector/cli.c collector/cli_render.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c collector/cli_py.c \
 	collector/json.c
 COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
 COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
@@ -83,7 +83,7 @@ TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
 endif
 
 .PHONY: all deps check check-unit check-integration check-sanitizers check-fuzz demo pythons check-pythons \
-	progs unit clean install fuzz
+	progs unit clean install fuzz fuzz-long
 all: $(TARGETS)
 
 # ------------------------------------------------------------------ generated protocol
@@ -294,12 +294,46 @@ build/fuzz/%: tests/fuzz/%.c build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_S
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< build/fuzz/gen/proto/stackwatch.pb-c.c \
 		$(COLL_LIB_SRC) $(PROTO_SRC) $(COLL_LIBS)
 
-FUZZERS = build/fuzz/fuzz_agent_frames
+# Every decoder has a target: agent frames and control requests as collectord
+# reads them, collectord's commands as the agent reads them, replies as
+# stackctl reads and renders them. Seeds: tests/fuzz/make_seeds.py.
+build/fuzz/gen/pprof/profile.pb-c.c: $(PPROF_PROTO)
+	@mkdir -p build/fuzz/gen/pprof
+	protoc-c --proto_path=$(dir $<) --c_out=build/fuzz/gen/pprof $<
+
+AGENT_FUZZ_SRC = $(AGENT_CORE_SRC) $(PROTO_SRC)
+build/fuzz/fuzz_agent_commands: tests/fuzz/fuzz_agent_commands.c build/fuzz/gen/proto/stackwatch.pb-c.c \
+		$(AGENT_FUZZ_SRC) $(wildcard agent/*.h proto/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -I$(PYTHON_INCLUDE) -DUNW_LOCAL_ONLY -o $@ $< \
+		build/fuzz/gen/proto/stackwatch.pb-c.c $(AGENT_FUZZ_SRC) $(AGENT_LIBS)
+
+CLI_FUZZ_SRC = $(filter-out collector/cli.c,$(CLI_ONLY_SRC)) collector/signame.c $(PROTO_SRC)
+build/fuzz/fuzz_cli_replies: tests/fuzz/fuzz_cli_replies.c build/fuzz/gen/proto/stackwatch.pb-c.c \
+		build/fuzz/gen/pprof/profile.pb-c.c $(CLI_FUZZ_SRC) $(wildcard collector/*.h proto/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< build/fuzz/gen/proto/stackwatch.pb-c.c \
+		build/fuzz/gen/pprof/profile.pb-c.c $(CLI_FUZZ_SRC) $(CLI_LIBS)
+
+FUZZERS = build/fuzz/fuzz_agent_frames build/fuzz/fuzz_ctl_requests build/fuzz/fuzz_agent_commands \
+	build/fuzz/fuzz_cli_replies
 fuzz: $(FUZZERS)
 
+# A short run of each (seconds), from its seeds; `make fuzz-long` runs each
+# for FUZZ_SECONDS (docs/RELIABILITY.md has the figures of the long runs).
+FUZZ_RUNS ?= 20000
+FUZZ_RUNS_fuzz_ctl_requests ?= 3000
 check-fuzz: $(FUZZERS)
-	@set -e; for f in $(FUZZERS); do mkdir -p build/fuzz/corpus-$$(basename $$f); \
-		$$f -runs=20000 -max_len=4096 -seed=1 build/fuzz/corpus-$$(basename $$f) tests/fuzz/seeds; done
+	@set -e; $(foreach f,$(FUZZERS),n=$(notdir $(f)); echo "== $$n"; mkdir -p build/fuzz/corpus-$$n; \
+		$(f) -runs=$(or $(FUZZ_RUNS_$(notdir $(f))),$(FUZZ_RUNS)) -max_len=16384 -seed=1 \
+		build/fuzz/corpus-$$n tests/fuzz/seeds/$${n#fuzz_};)
+
+FUZZ_SECONDS ?= 1500
+fuzz-long: $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus-$$n; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -print_final_stats=1 \
+		build/fuzz/corpus-$$n tests/fuzz/seeds/$${n#fuzz_} 2>&1 | tee build/fuzz/long-$$n.log; \
+	done
 
 demo: deps
 	$(MAKE) all progs

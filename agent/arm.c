@@ -79,7 +79,11 @@ static void sites_rebuild(void)
     uint32_t n = 0;
     for (uint32_t i = 0; i < nsite_idx; i++) {
         const intern_slot_t *sl = intern_slot(site_idx[i]);
-        if (!sl || sl->npcs == 0)
+        /* collectord names indexes: one never interned (or still being
+         * written by its thread) has no call site to watch. acquire: its
+         * pcs are complete once READY is seen. */
+        if (!sl || atomic_load_explicit(&sl->state, memory_order_acquire) != SLOT_READY ||
+            sl->npcs == 0)
             continue;
         uint64_t pc = intern_pcs(sl)[0];
         uint32_t k = 0;

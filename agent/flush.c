@@ -19,6 +19,7 @@
 #include "agent.h"
 #include "arm.h"
 #include "clock.h"
+#include "cmd.h"
 #include "config.h"
 #include "fdguard.h"
 #include "frame.h"
@@ -114,7 +115,7 @@ static struct flush_s {
     uint32_t notes[NOTE_SLOTS];   /* note slots met in the batch being built */
     uint32_t nnotes;
     uint64_t last_stats_ns;       /* last Stats sent */
-    uint32_t expire_ms;           /* from Welcome */
+    cmd_state_t cmd;              /* what collectord's frames said (Welcome's expire) */
     int end_cap;                  /* this drain stops at agent.end_ts (Ending not sent yet) */
     int end_sent;                 /* the Ending went out on this connection epoch */
     uint32_t end_epoch;           /* ... namely this one */
@@ -338,37 +339,6 @@ static void maybe_reconnect(void)
 
 /* ---------------------------------------------------------------- commands */
 
-static void handle_command(const uint8_t *p, uint32_t len)
-{
-    Stackwatch__CollectorMsg *m = stackwatch__collector_msg__unpack(NULL, len, p);
-    if (!m) {
-        log_msg("malformed frame from the collector (%u bytes); ignored", len);
-        return;
-    }
-    switch (m->msg_case) {
-    case STACKWATCH__COLLECTOR_MSG__MSG_WELCOME:
-        fl.expire_ms = m->welcome->expire_ms;
-        if (m->welcome->version != PROTO_VERSION)
-            log_msg("collector speaks protocol %u, this agent %u", m->welcome->version,
-                    PROTO_VERSION);
-        break;
-    case STACKWATCH__COLLECTOR_MSG__MSG_COMMAND: {
-        const Stackwatch__Command *c = m->command;
-        /* FLUSH needs nothing more: the loop drains right after commands. */
-        if (c->kind == STACKWATCH__COMMAND__KIND__ARM ||
-            c->kind == STACKWATCH__COMMAND__KIND__DISARM) {
-            uint32_t count = c->kind == STACKWATCH__COMMAND__KIND__ARM ? c->count : 0;
-            for (size_t i = 0; i < c->n_stacks; i++)
-                arm_set(c->stacks[i], c->signal, count, c->python, c->quiet);
-        }
-        break;
-    }
-    default:
-        break;
-    }
-    stackwatch__collector_msg__free_unpacked(m, NULL);
-}
-
 static void read_commands(void)
 {
     if (!fl.rd_ok) {
@@ -376,36 +346,15 @@ static void read_commands(void)
             return;
         fl.rd_ok = 1;
     }
-    for (;;) {
-        size_t avail;
-        uint8_t *sp = frame_rd_space(&fl.rd, &avail);
-        if (!sp) {
-            disconnect("out of memory reading commands");
-            return;
-        }
-        ssize_t r = recv(fl.sock.fd, sp, avail, MSG_DONTWAIT);
-        if (r == 0) {
-            disconnect("the collector closed the connection");
-            return;
-        }
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN)
-                disconnect(strerror(errno));
-            return;
-        }
-        frame_rd_commit(&fl.rd, (size_t)r);
-        const uint8_t *payload;
-        uint32_t len;
-        int rc;
-        while ((rc = frame_rd_next(&fl.rd, &payload, &len)) == 1)
-            handle_command(payload, len);
-        if (rc < 0) {
-            disconnect("oversized frame from the collector");
-            return;
-        }
-    }
+    int rc = cmd_read(fl.sock.fd, &fl.rd, &fl.cmd);
+    if (rc == -EPIPE)
+        disconnect("the collector closed the connection");
+    else if (rc == -EMSGSIZE)
+        disconnect("oversized frame from the collector");
+    else if (rc == -ENOMEM)
+        disconnect("out of memory reading commands");
+    else if (rc < 0)
+        disconnect(strerror(-rc));
 }
 
 /* ---------------------------------------------------------------- batches */
@@ -680,7 +629,7 @@ static uint32_t fold_batch(uint32_t m)
 {
     fl.nfacc = 0;
     memset(fl.dead, 0, m);
-    uint64_t lim = (uint64_t)fl.expire_ms * 1000000ull;
+    uint64_t lim = (uint64_t)fl.cmd.expire_ms * 1000000ull;
     if (!lim || sample_rate || m < 2)
         return 0;
     if (++fl.fgen == 0) {

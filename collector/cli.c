@@ -7,8 +7,7 @@
 
 #include "cli_call.h"
 #include "cli_html.h"
-#include "cli_pprof.h"
-#include "cli_report.h"
+#include "cli_render.h"
 #include "rundir.h"
 #include "signame.h"
 
@@ -100,21 +99,25 @@ static int call(const rundir_t *rd, Stackwatch__Request *req, Stackwatch__Reply 
     return 0;
 }
 
+/* Writes the reply in format; an unexpected reply is an error. Frees rep. */
+static int render(Stackwatch__Reply *rep, int want, const char *format, FILE *out)
+{
+    int rc = cli_render(out, rep, want, format);
+    stackwatch__reply__free_unpacked(rep, NULL);
+    if (rc == -EPROTO) {
+        fprintf(stderr, "stackctl: unexpected reply from collectord\n");
+        return 1;
+    }
+    return rc < 0 ? 1 : 0;
+}
+
 static int print_rules(const rundir_t *rd, Stackwatch__Request *req, int json)
 {
     Stackwatch__Reply *rep = NULL;
     if (call(rd, req, &rep))
         return 1;
-    if (rep->body_case != STACKWATCH__REPLY__BODY_RULES) {
-        fprintf(stderr, "stackctl: unexpected reply from collectord\n");
-        stackwatch__reply__free_unpacked(rep, NULL);
+    if (render(rep, CLI_WANT_RULES, json ? "json" : "text", stdout))
         return 1;
-    }
-    if (json)
-        cli_rules_json(stdout, rep->rules);
-    else
-        cli_rules_text(stdout, rep->rules);
-    stackwatch__reply__free_unpacked(rep, NULL);
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
@@ -292,16 +295,9 @@ int main(int argc, char **argv)
         req.mark = &mk;
         if (call(&rd, &req, &rep))
             return 1;
-        if (rep->body_case != STACKWATCH__REPLY__BODY_CLIENTS) {
-            fprintf(stderr, "stackctl: unexpected reply from collectord\n");
+        if (render(rep, CLI_WANT_MARK, "text", stdout))
             return 1;
-        }
-        for (size_t i = 0; i < rep->clients->n_clients; i++)
-            printf("marked pid %u\n", rep->clients->clients[i]->pid);
-        if (rep->clients->n_clients == 0)
-            printf("no connected process to mark\n");
-        stackwatch__reply__free_unpacked(rep, NULL);
-        return 0;
+        return fflush(stdout) == 0 ? 0 : 1;
     }
     if (!strcmp(group, "trigger")) {
         if (!strcmp(what, "add")) {
@@ -377,55 +373,32 @@ int main(int argc, char **argv)
         req.leaks = &q;
         if (call(&rd, &req, &rep))
             return 1;
-        if (rep->body_case != STACKWATCH__REPLY__BODY_LEAKS) {
-            fprintf(stderr, "stackctl: unexpected reply from collectord\n");
-            return 1;
-        }
         const char *path = is_report ? html : outpath;
         FILE *out = stdout;
         if (path && strcmp(path, "-") != 0 && !(out = fopen(path, "w"))) {
             fprintf(stderr, "stackctl: cannot write %s: %s\n", path, strerror(errno));
+            stackwatch__reply__free_unpacked(rep, NULL);
             return 1;
         }
-        int rc = 0;
-        if (is_report)
-            rc = cli_report_html(out, rep->leaks);
-        else if (!strcmp(format, "json"))
-            cli_leaks_json(out, rep->leaks);
-        else if (!strcmp(format, "folded"))
-            cli_leaks_folded(out, rep->leaks);
-        else if (!strcmp(format, "pprof"))
-            rc = cli_leaks_pprof(out, rep->leaks);
-        else
-            cli_leaks_text(out, rep->leaks);
-        stackwatch__reply__free_unpacked(rep, NULL);
+        int rc = render(rep, CLI_WANT_LEAKS, is_report ? "html" : format, out);
         if ((fflush(out) != 0 || (out != stdout && fclose(out) != 0)) && rc == 0) {
             fprintf(stderr, "stackctl: writing %s: %s\n", path ? path : "stdout", strerror(errno));
             return 1;
         }
         if (rc == 0 && path && out != stdout)
             fprintf(stderr, "stackctl: wrote %s\n", path);
-        return rc < 0 ? 1 : 0;
+        return rc;
     } else if (!strcmp(what, "clients")) {
         Stackwatch__QueryClients q = STACKWATCH__QUERY_CLIENTS__INIT;
         req.req_case = STACKWATCH__REQUEST__REQ_CLIENTS;
         req.clients = &q;
         if (call(&rd, &req, &rep))
             return 1;
-        if (rep->body_case != STACKWATCH__REPLY__BODY_CLIENTS) {
-            fprintf(stderr, "stackctl: unexpected reply from collectord\n");
+        if (render(rep, CLI_WANT_CLIENTS, json ? "json" : "text", stdout))
             return 1;
-        }
-        const Stackwatch__ClientInfo *const *cs =
-            (const Stackwatch__ClientInfo *const *)rep->clients->clients;
-        if (json)
-            cli_clients_json(stdout, cs, rep->clients->n_clients);
-        else
-            cli_clients_text(stdout, cs, rep->clients->n_clients);
     } else {
         fprintf(stderr, "stackctl: unknown query '%s' (leaks or clients)\n", what);
         return 2;
     }
-    stackwatch__reply__free_unpacked(rep, NULL);
     return fflush(stdout) == 0 ? 0 : 1;
 }

@@ -18,6 +18,12 @@
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* Read buffers start small (an idle connection costs little) and grow with
+ * what arrives, up to the kind's maximum frame. */
+#define CONN_RD_AGENT (64u << 10)
+#define CONN_RD_CONTROL (4u << 10)
 
 conn_t *conn_new(srv_t *srv, int fd, int kind)
 {
@@ -26,8 +32,8 @@ conn_t *conn_new(srv_t *srv, int fd, int kind)
         close(fd);
         return NULL;
     }
-    uint32_t max = kind == CONN_AGENT ? FRAME_MAX_AGENT : (1u << 20);
-    if (frame_rd_init(&c->rd, 64u << 10, max) < 0) {
+    uint32_t max = kind == CONN_AGENT ? FRAME_MAX_AGENT : CONN_REQUEST_MAX;
+    if (frame_rd_init(&c->rd, kind == CONN_AGENT ? CONN_RD_AGENT : CONN_RD_CONTROL, max) < 0) {
         free(c);
         close(fd);
         return NULL;
@@ -49,6 +55,10 @@ conn_t *conn_new(srv_t *srv, int fd, int kind)
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     ev_io_start(srv->loop, &c->rio);
+    double idle = (double)(srv->opts.idle_ns ? srv->opts.idle_ns : SRV_IDLE_NS) / 1e9;
+    ev_timer_init(&c->idle, conn_idle_cb, idle, idle);
+    ev_timer_start(srv->loop, &c->idle);
+    c->active_ts = srv_now();
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
@@ -65,6 +75,7 @@ void conn_close(conn_t *c, const char *reason)
                 (int)c->peer_pid, reason);
     ev_io_stop(srv->loop, &c->rio);
     ev_io_stop(srv->loop, &c->wio);
+    ev_timer_stop(srv->loop, &c->idle);
     close(c->fd);
     if (c->pidfd >= 0)
         close(c->pidfd);
@@ -88,6 +99,7 @@ static int flush_out(conn_t *c)
                          MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w > 0) {
             c->out_off += (size_t)w;
+            c->active_ts = srv_now();
             continue;
         }
         if (w < 0 && errno == EINTR)
@@ -108,7 +120,7 @@ static int flush_out(conn_t *c)
 int conn_send(conn_t *c, const uint8_t *buf, size_t len)
 {
     size_t pending = c->out_len - c->out_off;
-    if (c->kind == CONN_AGENT && pending + len > CONN_OUT_MAX_AGENT)
+    if (pending + len > (c->kind == CONN_AGENT ? CONN_OUT_MAX_AGENT : CONN_OUT_MAX_CONTROL))
         return -ENOBUFS;
     if (c->out_off > 0 && c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
@@ -154,6 +166,43 @@ int conn_send_msg(conn_t *c, const void *msg, uint32_t max)
     return rc;
 }
 
+/* A control connection is read only while none of its replies waits to be
+ * sent: a client that sends requests and never reads gets one reply queued,
+ * not one per request. */
+static int conn_blocked(const conn_t *c)
+{
+    return c->kind == CONN_CONTROL && c->out_len > c->out_off;
+}
+
+/* Hands every whole frame buffered to its handler, stopping early while the
+ * connection is blocked. Returns 0, or -1 when c was closed. */
+static int conn_dispatch(conn_t *c)
+{
+    const uint8_t *payload;
+    uint32_t len;
+    int rc = 0;
+    while (!conn_blocked(c) && (rc = frame_rd_next(&c->rd, &payload, &len)) == 1) {
+        c->frames_in++;
+        c->srv->frames_total++;
+        if (c->kind == CONN_CONTROL)
+            c->active_ts = srv_now();
+        int hr = c->kind == CONN_AGENT ? ingest_frame(c, payload, len)
+                                       : ctl_request(c, payload, len);
+        if (hr < 0)
+            return -1; /* the handler closed the connection */
+    }
+    if (rc < 0) {
+        c->srv->bad_frames++;
+        conn_close(c, "frame length exceeds the maximum");
+        return -1;
+    }
+    if (c->kind == CONN_AGENT && c->hello_seen && ev_is_active(&c->idle))
+        ev_timer_stop(c->srv->loop, &c->idle); /* an agent may be quiet for hours */
+    if (conn_blocked(c))
+        ev_io_stop(c->srv->loop, &c->rio);
+    return 0;
+}
+
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -164,8 +213,40 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
         conn_close(c, c->kind == CONN_AGENT ? "write failed" : NULL);
         return;
     }
-    if (rc == 1)
+    if (rc == 1) {
         ev_io_stop(c->srv->loop, &c->wio);
+        if (c->kind == CONN_CONTROL && !ev_is_active(&c->rio)) {
+            /* Its reply is out: requests it sent meanwhile, then more. */
+            if (conn_dispatch(c) < 0)
+                return;
+            if (!conn_blocked(c))
+                ev_io_start(c->srv->loop, &c->rio);
+        }
+    }
+}
+
+/* Every opts.idle_ns: an agent still without Hello is closed (then the timer
+ * stops for good at its Hello); a control connection is closed when nothing
+ * happened for that long (no whole request, no byte of a pending reply
+ * taken) unless a request of it is parked (it has its own deadline). */
+static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_t *c = container_of(w, conn_t, idle);
+    srv_t *s = c->srv;
+    uint64_t limit = s->opts.idle_ns ? s->opts.idle_ns : SRV_IDLE_NS;
+    if (c->kind == CONN_AGENT) {
+        if (c->hello_seen)
+            ev_timer_stop(s->loop, &c->idle);
+        else
+            conn_close(c, "no Hello within the idle timeout");
+        return;
+    }
+    if (c->parked || srv_now() - c->active_ts < limit)
+        return;
+    conn_close(c, c->out_len > c->out_off ? "its reply stayed unread past the idle timeout"
+                                          : "no whole request within the idle timeout");
 }
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -201,22 +282,8 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         budget -= (size_t)r;
         frame_rd_commit(&c->rd, (size_t)r);
-        const uint8_t *payload;
-        uint32_t len;
-        int rc;
-        while ((rc = frame_rd_next(&c->rd, &payload, &len)) == 1) {
-            c->frames_in++;
-            c->srv->frames_total++;
-            int hr = c->kind == CONN_AGENT ? ingest_frame(c, payload, len)
-                                           : ctl_request(c, payload, len);
-            if (hr < 0)
-                return; /* the handler closed the connection */
-        }
-        if (rc < 0) {
-            c->srv->bad_frames++;
-            conn_close(c, "frame length exceeds the maximum");
+        if (conn_dispatch(c) < 0 || conn_blocked(c))
             return;
-        }
     }
     /* Budget used: yield; libev calls again while data is pending. */
 }

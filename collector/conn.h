@@ -13,13 +13,17 @@ enum { CONN_AGENT = 1, CONN_CONTROL = 2 };
 
 #define CONN_READ_BUDGET (1u << 20)   /* bytes read per wakeup before yielding to others */
 #define CONN_OUT_MAX_AGENT (4u << 20) /* commands queued to a slow agent before giving up on it */
+#define CONN_OUT_MAX_CONTROL (FRAME_MAX_CONTROL + FRAME_HDR) /* one reply (reading stops meanwhile) */
+#define CONN_REQUEST_MAX (1u << 20)   /* largest request frame from stackctl */
 
 struct srv_s;
 struct client_s;
 
 typedef struct conn_s {
-    ev_io rio;                /* readable */
+    ev_io rio;                /* readable; a control connection's stops while a reply is unsent */
     ev_io wio;                /* writable, active only while output is pending */
+    ev_timer idle;            /* closes a peer that stalls (see conn_idle_cb in conn.c) */
+    uint64_t active_ts;       /* control: last whole request or output progress (collector clock) */
     struct srv_s *srv;
     int fd;
     int kind;                 /* CONN_AGENT or CONN_CONTROL */
@@ -37,7 +41,10 @@ typedef struct conn_s {
     struct conn_s *prev, *next; /* srv's list of connections */
 } conn_t;
 
-/* Wraps an accepted fd. Returns NULL on ENOMEM (fd closed). */
+/* Wraps an accepted fd and starts its idle timer (srv opts.idle_ns): an
+ * agent that sends no Hello in that time, or a control client that sends no
+ * whole request, or leaves a reply unread, that long, is closed. Returns NULL
+ * on ENOMEM (fd closed). */
 conn_t *conn_new(struct srv_s *srv, int fd, int kind);
 
 /* Stops every watcher, closes, frees. For an agent connection the client is

@@ -27,6 +27,7 @@ static void usage(FILE *f)
             "                        [--retain N] [--retain-time SECONDS] [--debuginfod]\n"
             "                        [--max-live N] [--on-leak SIG] [--python-captures N]\n"
             "                        [--wrapper REGEX]... [--debug-dir DIR]\n"
+            "                        [--idle-timeout SECONDS]\n"
             "       collectord stop [--dir DIR]\n"
             "       collectord status [--dir DIR]\n"
             "\n"
@@ -46,6 +47,9 @@ static void usage(FILE *f)
             "                       wrappers; a built-in list covers new, g_malloc, PyMem_...)\n"
             "  --debug-dir DIR      also look for separate debug info in DIR (by build-id:\n"
             "                       DIR/.build-id/xx/rest.debug, or by path/debuglink)\n"
+            "  --idle-timeout SECS  close a connection that sends no Hello (agent) or no whole\n"
+            "                       request (control) within SECS, or leaves a reply unread\n"
+            "                       that long (default 10)\n"
             "  --python-captures N  Python tracebacks captured per leaking stack of a Python\n"
             "                       process with no command given, per round (default 32;\n"
             "                       up to 4 rounds while none stays live; 0: off)\n");
@@ -279,7 +283,8 @@ int main(int argc, char **argv)
     const char *dir = NULL;
     int foreground = 0;
     srv_opts_t opts = { .expire_ns = 10ull * 1000000000, .retain_max = 64,
-                        .retain_ns = 3600ull * 1000000000, .py_captures = 32 };
+                        .retain_ns = 3600ull * 1000000000, .py_captures = 32,
+                        .idle_ns = SRV_IDLE_NS };
     static const struct option lopts[] = {
         { "dir", required_argument, 0, 'd' },
         { "expire", required_argument, 0, 'e' },
@@ -292,6 +297,7 @@ int main(int argc, char **argv)
         { "python-captures", required_argument, 0, 'P' },
         { "wrapper", required_argument, 0, 'W' },
         { "debug-dir", required_argument, 0, 'G' },
+        { "idle-timeout", required_argument, 0, 'I' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -331,6 +337,13 @@ int main(int argc, char **argv)
             break;
         case 'D':
             opts.debuginfod = 1;
+            break;
+        case 'I':
+            if (parse_seconds(optarg, &opts.idle_ns) < 0) {
+                fprintf(stderr, "collectord: --idle-timeout %s: not a number of seconds >= 0.001\n",
+                        optarg);
+                return 2;
+            }
             break;
         case 'L': {
             char *end;

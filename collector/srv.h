@@ -18,7 +18,10 @@ typedef struct srv_opts_s {
     uint64_t max_live;        /* --max-live: live blocks tracked per client */
     int on_leak_sig;          /* --on-leak SIG: 0 none */
     uint32_t py_captures;     /* --python-captures: auto-armed captures per leaking stack */
+    uint64_t idle_ns;         /* --idle-timeout: no Hello / no whole request / reply unread */
 } srv_opts_t;
+
+#define SRV_IDLE_NS (10ull * 1000000000) /* --idle-timeout's default */
 
 typedef struct srv_s {
     struct ev_loop *loop;

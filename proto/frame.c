@@ -108,14 +108,18 @@ uint8_t *frame_rd_space(frame_rd_t *rd, size_t *avail)
     }
     if (want > rd->cap - rd->start) {
         rd_compact(rd);
-        if (want > rd->cap) {
-            uint8_t *nb = realloc(rd->buf, want);
+        if (want > rd->cap && rd->cap - rd->end < 4096) {
+            /* Grow with what arrives (doubling), never to what a length
+             * prefix merely claims: a peer that announces a large frame and
+             * sends little holds little. */
+            size_t ncap = rd->cap * 2 < want ? rd->cap * 2 : want;
+            uint8_t *nb = realloc(rd->buf, ncap);
             if (!nb) {
                 *avail = 0;
                 return NULL;
             }
             rd->buf = nb;
-            rd->cap = want;
+            rd->cap = ncap;
         }
     }
     if (rd->cap == rd->end) {
@@ -199,13 +203,30 @@ int frame_read_one(int fd, uint32_t max, uint8_t **payload, uint32_t *len)
     uint32_t n = get_le32(hdr);
     if (n > max)
         return -EMSGSIZE;
-    uint8_t *p = malloc(n ? n : 1);
+    /* The buffer grows with what arrives, not with what the prefix claims:
+     * a peer that announces 256 MiB and sends nothing costs 64 KiB. */
+    size_t cap = n < (64u << 10) ? (n ? n : 1) : (64u << 10), got = 0;
+    uint8_t *p = malloc(cap);
     if (!p)
         return -ENOMEM;
-    rc = read_full(fd, p, n);
-    if (rc < 0) {
-        free(p);
-        return rc;
+    while (got < n) {
+        if (got == cap) {
+            size_t ncap = cap * 2 < n ? cap * 2 : n;
+            uint8_t *np = realloc(p, ncap);
+            if (!np) {
+                free(p);
+                return -ENOMEM;
+            }
+            p = np;
+            cap = ncap;
+        }
+        size_t want = (n < cap ? n : cap) - got;
+        rc = read_full(fd, p + got, want);
+        if (rc < 0) {
+            free(p);
+            return rc;
+        }
+        got += want;
     }
     *payload = p;
     *len = n;

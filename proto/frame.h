@@ -16,7 +16,7 @@
 
 /* Incremental reader: bytes go in as they arrive, whole frames come out. */
 typedef struct frame_rd_s {
-    uint8_t *buf;   /* heap buffer, grown on demand up to max + FRAME_HDR */
+    uint8_t *buf;   /* heap buffer, grown as bytes arrive, up to max + FRAME_HDR */
     size_t cap;     /* allocated size of buf */
     size_t start;   /* offset of the first unconsumed byte */
     size_t end;     /* offset one past the last received byte */
@@ -35,8 +35,8 @@ int frame_rd_init(frame_rd_t *rd, size_t initial, uint32_t max);
 void frame_rd_free(frame_rd_t *rd);
 
 /* Space to read into: returns a pointer and sets *avail (> 0), growing the
- * buffer when a pending frame needs it. Returns NULL with *avail = 0 only on
- * allocation failure. */
+ * buffer (doubling, as bytes arrive) when a pending frame needs it. Returns
+ * NULL with *avail = 0 only on allocation failure. */
 uint8_t *frame_rd_space(frame_rd_t *rd, size_t *avail);
 
 /* Records that n bytes were written at the pointer frame_rd_space returned. */

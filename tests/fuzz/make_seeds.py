@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes seed inputs for tests/fuzz/fuzz_agent_frames.c into tests/fuzz/seeds/.
+"""Writes seed inputs for tests/fuzz/fuzz_agent_frames.c into tests/fuzz/seeds/agent_frames/.
 
 Each seed is two harness bytes (flags; chunk size and aging clock) and then
 agent streams: length-prefixed AgentMsg frames as proto/stackwatch.proto and
@@ -350,7 +350,7 @@ def write(outdir, name, flags, byte1, *segments):
 
 
 def main():
-    outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "seeds")
+    outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "seeds", "agent_frames")
     os.makedirs(outdir, exist_ok=True)
     age_event = AGE_EVENT << 6
 

@@ -328,7 +328,8 @@ static void test_rd_oversized_prefix(void **state)
     frame_rd_free(&rd);
 }
 
-/* A frame announced larger than the buffer: the reader grows to hold it. */
+/* A frame announced larger than the buffer: the reader grows to hold it,
+ * as its bytes arrive (a prefix alone does not make it allocate). */
 static void test_rd_grows_for_pending_frame(void **state)
 {
     (void)state;
@@ -346,8 +347,10 @@ static void test_rd_grows_for_pending_frame(void **state)
     feed(&rd, f, 10, SIZE_MAX);
     size_t avail;
     assert_non_null(frame_rd_space(&rd, &avail));
-    assert_true(avail >= FRAME_HDR + BIG - 10);
+    assert_true(avail > 0);
+    assert_true(rd.cap <= 8192);
     feed(&rd, f + 10, FRAME_HDR + BIG - 10, 4096);
+    assert_true(rd.cap >= FRAME_HDR + BIG && rd.cap <= FRAME_HDR + BIG + 8192);
     const uint8_t *payload;
     uint32_t len;
     assert_int_equal(frame_rd_next(&rd, &payload, &len), 1);
@@ -355,6 +358,25 @@ static void test_rd_grows_for_pending_frame(void **state)
     assert_memory_equal(payload, f + FRAME_HDR, BIG);
     frame_rd_free(&rd);
     free(f);
+}
+
+/* A peer that announces the largest frame and sends a little of it holds a
+ * buffer the size of what it sent, not of what it announced. */
+static void test_rd_lying_prefix_stays_small(void **state)
+{
+    (void)state;
+    frame_rd_t rd;
+    assert_int_equal(frame_rd_init(&rd, 4096, FRAME_MAX_AGENT), 0);
+    uint8_t hdr[FRAME_HDR] = { (uint8_t)FRAME_MAX_AGENT, (uint8_t)(FRAME_MAX_AGENT >> 8),
+                               (uint8_t)(FRAME_MAX_AGENT >> 16), (uint8_t)(FRAME_MAX_AGENT >> 24) };
+    feed(&rd, hdr, sizeof hdr, SIZE_MAX);
+    static uint8_t chunk[100000];
+    feed(&rd, chunk, sizeof chunk, 1000);
+    const uint8_t *payload;
+    uint32_t len;
+    assert_int_equal(frame_rd_next(&rd, &payload, &len), 0);
+    assert_true(rd.cap <= 2 * (sizeof chunk + FRAME_HDR) + 8192);
+    frame_rd_free(&rd);
 }
 
 static uint8_t *raw_frame(uint32_t n, uint8_t fill)
@@ -533,6 +555,7 @@ int main(void)
         cmocka_unit_test(test_rd_zero_length_frame),
         cmocka_unit_test(test_rd_oversized_prefix),
         cmocka_unit_test(test_rd_grows_for_pending_frame),
+        cmocka_unit_test(test_rd_lying_prefix_stays_small),
         cmocka_unit_test(test_rd_shrinks_after_big_frame),
         cmocka_unit_test(test_rd_shrinks_under_streaming),
         cmocka_unit_test(test_write_all_read_one),
