@@ -896,8 +896,23 @@ void client_mark(client_t *c, uint64_t now)
     }
 }
 
+/* When a client ended for retention: its connection went (collector clock),
+ * else (frozen without one) its end. */
+static uint64_t gone_at(const client_t *c)
+{
+    return c->gone_ts ? c->gone_ts : c->end_ts;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 void clients_prune(clients_t *cs, uint64_t now)
 {
+    /* Aged out first; one dropped for its age does not take a place of the
+     * count. */
     uint32_t ended = 0;
     client_t **pp = &cs->head;
     while (*pp) {
@@ -906,15 +921,60 @@ void clients_prune(clients_t *cs, uint64_t now)
             pp = &c->next;
             continue;
         }
-        /* Newest first: the oldest ended clients go first. One dropped for
-         * its age does not take a place of the count. */
-        int too_old = cs->retain_ns && c->end_ts && now > c->end_ts &&
-                      now - c->end_ts > cs->retain_ns;
-        int too_many = !too_old && ++ended > cs->retain_max;
-        if (too_many || too_old) {
+        if (cs->retain_ns && c->end_ts && now > c->end_ts && now - c->end_ts > cs->retain_ns) {
             *pp = c->next;
             cs->count--;
             client_destroy(c);
+            continue;
+        }
+        ended++;
+        pp = &c->next;
+    }
+    if (ended <= cs->retain_max)
+        return;
+    /* Too many: the ones whose connection went longest ago go, whenever
+     * they started (a process that ran for days and just ended is not
+     * evicted by a burst of short-lived ones). Ties: the oldest started go
+     * first. */
+    uint32_t drop = ended - cs->retain_max;
+    uint64_t *ends = malloc(ended * sizeof *ends);
+    uint64_t cut = UINT64_MAX;
+    uint32_t at_cut = drop;
+    int sorted = ends != NULL;
+    if (sorted) {
+        uint32_t n = 0;
+        for (client_t *c = cs->head; c; c = c->next)
+            if (!c->conn && c->state != CLIENT_CONNECTED)
+                ends[n++] = gone_at(c);
+        qsort(ends, n, sizeof *ends, u64_cmp);
+        cut = ends[drop - 1];
+        at_cut = 0;
+        for (uint32_t i = 0; i < drop; i++)
+            at_cut += ends[i] == cut;
+        free(ends);
+    }
+    /* The list is newest first: ties at the cut are taken from its tail.
+     * Out of memory, every ended client counts as a tie (the oldest started
+     * go). */
+    uint32_t ties = 0;
+    for (client_t *c = cs->head; c; c = c->next)
+        if (!c->conn && c->state != CLIENT_CONNECTED && (!sorted || gone_at(c) == cut))
+            ties++;
+    pp = &cs->head;
+    while (*pp && drop) {
+        client_t *c = *pp;
+        int gone = 0;
+        if (!c->conn && c->state != CLIENT_CONNECTED) {
+            if (sorted && gone_at(c) < cut)
+                gone = 1;
+            else if ((!sorted || gone_at(c) == cut) && ties-- <= at_cut)
+                gone = 1;
+        }
+        if (gone) {
+            *pp = c->next;
+            cs->count--;
+            client_destroy(c);
+            drop--;
             continue;
         }
         pp = &c->next;

@@ -125,6 +125,7 @@ typedef struct client_s {
     uint64_t last_tick;     /* last classification tick (collector clock) */
     uint64_t first_mono;    /* first connection, collector clock */
     uint64_t end_ts;        /* when it ended (event clock) */
+    uint64_t gone_ts;       /* collector clock when its connection went: retention keeps the latest */
     uint64_t max_ts;        /* newest event time seen */
     uint64_t expire_ns;
     struct conn_s *conn;    /* current agent connection, NULL if none */

@@ -482,6 +482,7 @@ void srv_conn_gone(srv_t *s, conn_t *c)
     int clean = cl->said_bye || cl->exec_replaced;
     uint64_t now = srv_now();
     uint64_t end = cl->said_bye && cl->max_ts && cl->max_ts <= now ? cl->max_ts : now;
+    cl->gone_ts = now;
     client_freeze(cl, end, clean);
 }
 

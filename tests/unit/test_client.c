@@ -921,6 +921,34 @@ static void test_prune_count(void **state)
     assert_null(live->next);
 }
 
+/* Retention keeps the clients that ended last, not the ones that started
+ * last: a long-running process that just ended is not evicted by a burst of
+ * short-lived ones that ended before it. */
+static void test_prune_keeps_latest_ended(void **state)
+{
+    clients_t *cs = *state;
+    cs->retain_max = 2;
+    client_t *longrun = ended_client(cs, 1, T0 + 50, 1); /* started first, ended last */
+    client_t *a = ended_client(cs, 2, T0 + 10, 0);
+    client_t *b = ended_client(cs, 3, T0 + 20, 1);
+    client_t *c = ended_client(cs, 4, T0 + 30, 1);
+    clients_prune(cs, T0 + 60);
+    assert_int_equal(cs->count, 2);
+    assert_true(in_list(cs, longrun));
+    assert_true(in_list(cs, c));
+    assert_false(in_list(cs, a));
+    assert_false(in_list(cs, b));
+    /* Ties at the cut: the oldest started goes. */
+    cs->retain_max = 1;
+    client_t *t1 = ended_client(cs, 5, T0 + 55, 1);
+    client_t *t2 = ended_client(cs, 6, T0 + 55, 1);
+    clients_prune(cs, T0 + 60);
+    assert_int_equal(cs->count, 1);
+    assert_ptr_equal(cs->head, t2);
+    assert_null(t2->next);
+    (void)t1;
+}
+
 static void test_prune_age(void **state)
 {
     clients_t *cs = *state;
@@ -982,6 +1010,7 @@ int main(void)
         T(test_put_module_rejects),
         T(test_put_module_and_lookup),
         cmocka_unit_test_setup_teardown(test_prune_count, setup_cs, teardown_cs),
+        cmocka_unit_test_setup_teardown(test_prune_keeps_latest_ended, setup_cs, teardown_cs),
         cmocka_unit_test_setup_teardown(test_prune_age, setup_cs, teardown_cs),
         cmocka_unit_test_setup_teardown(test_prune_aged_out_do_not_count, setup_cs,
                                         teardown_cs),
