@@ -161,7 +161,7 @@ __attribute__((constructor)) static void agent_start(void)
     }
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     int rc = flush_connect();
-    if (rc < 0) {
+    if (rc < 0 && rc != -EPERM) { /* EPERM: flush_connect said why */
         log_msg("no collector at %s (%s); running untraced, will connect when one starts",
                 cfg.sock, strerror(-rc));
         flush_note_unreachable();

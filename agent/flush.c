@@ -85,6 +85,7 @@ static struct flush_s {
     uint64_t lost_total;          /* events discarded while disconnected, ever */
     uint64_t disc_ts;             /* when the connection was lost */
     int told_unreachable;         /* "no collector" was logged */
+    int told_foreign;             /* "runs as another uid" was logged */
     frame_rd_t rd;                /* command frames from the collector */
     int rd_ok;                    /* rd initialized */
     uint8_t *out;                 /* encoded frame, OUT_CAP bytes */
@@ -176,6 +177,22 @@ int flush_connect(void)
         if (fd < 0)
             return -errno;
         if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+            /* Only a collector of this process's user (or root's) gets its
+             * stacks and may arm it: another user could have made the
+             * directory first (/tmp/stackwatch-UID) and listen there. */
+            struct ucred cr;
+            socklen_t clen = sizeof cr;
+            if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &clen) < 0 ||
+                (cr.uid != geteuid() && cr.uid != 0)) {
+                close(fd);
+                if (!fl.told_foreign) {
+                    fl.told_foreign = 1;
+                    log_msg("the collector at %s runs as uid %d, not as this process (uid %u) or "
+                            "root; not connecting to it", cfg.sock,
+                            clen == sizeof cr ? (int)cr.uid : -1, (unsigned)geteuid());
+                }
+                return -EPERM;
+            }
             int rc = fdguard_take(&fl.sock, fd);
             if (rc < 0)
                 return rc;

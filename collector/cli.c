@@ -85,6 +85,11 @@ static int call(const rundir_t *rd, Stackwatch__Request *req, Stackwatch__Reply 
                 rd->dir);
         return 1;
     }
+    if (rc == -EPERM) {
+        fprintf(stderr, "stackctl: the collectord at %s runs as another user; not talking to it\n",
+                rd->control_sock);
+        return 1;
+    }
     if (rc < 0) {
         fprintf(stderr, "stackctl: talking to collectord at %s: %s\n", rd->control_sock,
                 strerror(-rc));

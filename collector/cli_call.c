@@ -16,6 +16,15 @@ int cli_call(const char *path, const Stackwatch__Request *req, int timeout_ms,
     int fd = rundir_connect(path);
     if (fd < 0)
         return fd;
+    /* A collectord of another user (a directory someone else made) gets
+     * neither our queries nor our trigger rules. */
+    struct ucred cr;
+    socklen_t clen = sizeof cr;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &clen) < 0 ||
+        (cr.uid != geteuid() && cr.uid != 0)) {
+        close(fd);
+        return -EPERM;
+    }
     struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);

@@ -156,24 +156,29 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
             _exit(1);
         umask(077);
         int null = open("/dev/null", O_RDWR);
-        int logfd = open(rd->logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        int logfd = open(rd->logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+                         0600);
         if (null >= 0) {
             dup2(null, 0);
             dup2(null, 1);
-            if (null > 2)
-                close(null);
         }
-        if (logfd >= 0) {
-            dup2(logfd, 2);
-            if (logfd > 2)
-                close(logfd);
-        }
+        /* No log (a symlink planted there, say): stderr goes nowhere rather
+         * than holding the caller's terminal or pipe open. */
+        if (logfd >= 0 || null >= 0)
+            dup2(logfd >= 0 ? logfd : null, 2);
+        if (logfd > 2)
+            close(logfd);
+        if (null > 2)
+            close(null);
     }
 
     int pidfd = rundir_lock_pidfile(rd, &other);
     if (pidfd < 0) {
         if (pidfd == -EEXIST)
             snprintf(err, sizeof err, "already running (pid %d) in %s", (int)other, rd->dir);
+        else if (pidfd == -EINVAL)
+            snprintf(err, sizeof err, "%s is not a regular file of yours with one link; "
+                     "refusing to use it (remove it)", rd->pidfile);
         else
             snprintf(err, sizeof err, "cannot lock %s: %s", rd->pidfile, strerror(-pidfd));
         if (ready >= 0)

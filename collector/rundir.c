@@ -105,9 +105,18 @@ static pid_t read_pid(int fd)
 
 int rundir_lock_pidfile(const rundir_t *rd, pid_t *other)
 {
-    int fd = open(rd->pidfile, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int fd = open(rd->pidfile, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0)
         return -errno;
+    /* Planted before the directory was ours alone: a FIFO, a device, a
+     * hard link to someone's file or a file of another user is not
+     * written to. */
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+        st.st_uid != geteuid()) {
+        close(fd);
+        return -EINVAL;
+    }
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         int e = errno;
         if (other)
@@ -129,7 +138,7 @@ int rundir_write_pid(int fd, pid_t pid)
 
 pid_t rundir_running_pid(const rundir_t *rd)
 {
-    int fd = open(rd->pidfile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(rd->pidfile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK); /* a FIFO: no wait */
     if (fd < 0)
         return 0;
     pid_t pid = 0;

@@ -28,7 +28,8 @@ int rundir_prepare(const rundir_t *rd, char *err, size_t errlen);
 
 /* Opens and locks the pid file (flock, non-blocking). Returns the fd (keep it
  * open for the daemon's life), -EEXIST with the running pid in *other when
- * another collectord holds it, or -errno. */
+ * another collectord holds it, -ELOOP for a symlink, -EINVAL for anything but
+ * a regular file of ours with one link (a FIFO, a hard link), or -errno. */
 int rundir_lock_pidfile(const rundir_t *rd, pid_t *other);
 
 /* Writes pid into the locked pid file. Returns 0 or -errno. */

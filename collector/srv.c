@@ -91,6 +91,27 @@ int srv_listen(srv_t *s, char *err, size_t errlen)
     return 0;
 }
 
+/* Only processes of collectord's own user, and root, may talk to it, on
+ * either socket: the directory's 0700 already keeps others out; this holds
+ * even if its mode was loosened or a socket passed on. A refused peer is
+ * closed at once (fd closed here). Returns 1 if allowed. */
+static int peer_allowed(srv_t *s, int fd, int kind)
+{
+    struct ucred cr;
+    socklen_t len = sizeof cr;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 &&
+        (cr.uid == geteuid() || cr.uid == 0))
+        return 1;
+    s->refused++;
+    if (s->refused <= 10 || s->refused % 1000 == 0)
+        srv_log("refused %s connection %llu from uid %d (pid %d): collectord serves uid %u "
+                "and root only", kind == CONN_AGENT ? "an agent" : "a control",
+                (unsigned long long)s->refused, len == sizeof cr ? (int)cr.uid : -1,
+                len == sizeof cr ? (int)cr.pid : -1, (unsigned)geteuid());
+    close(fd);
+    return 0;
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -116,6 +137,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             }
             return;
         }
+        if (!peer_allowed(s, fd, kind))
+            continue;
         conn_new(s, fd, kind);
     }
 }

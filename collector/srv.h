@@ -41,6 +41,7 @@ typedef struct srv_s {
     uint64_t frames_total;
     uint64_t events_total;
     uint64_t bad_frames;      /* connections closed for malformed input */
+    uint64_t refused;         /* connections refused: another user's peer */
     int stopping;
 } srv_t;
 

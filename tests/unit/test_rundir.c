@@ -355,6 +355,57 @@ static void test_pidfile_symlink_refused(void **state)
     assert_int_equal(access(in_base(f, "victim"), F_OK), -1);
 }
 
+/* Planted before the directory was ours alone: neither a FIFO (opening
+ * it must not block either), nor a hard link to another file, nor a
+ * directory is used as the pid file; the other file stays untouched. */
+static void test_pidfile_planted_refused(void **state)
+{
+    fix_t *f = *state;
+    resolve_in_base(f, "pidplant");
+    assert_int_equal(rundir_prepare(&f->rd, f->err, sizeof f->err), 0);
+    assert_int_equal(mkfifo(f->rd.pidfile, 0600), 0);
+    assert_int_equal(rundir_lock_pidfile(&f->rd, NULL), -EINVAL);
+    assert_int_equal(rundir_running_pid(&f->rd), 0); /* returns at once */
+    assert_int_equal(unlink(f->rd.pidfile), 0);
+
+    const char *victim = in_base(f, "victim2");
+    int vfd = open(victim, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(vfd >= 0);
+    assert_int_equal(write(vfd, "precious\n", 9), 9);
+    close(vfd);
+    assert_int_equal(link(victim, f->rd.pidfile), 0);
+    assert_int_equal(rundir_lock_pidfile(&f->rd, NULL), -EINVAL);
+    char buf[16] = { 0 };
+    vfd = open(victim, O_RDONLY);
+    assert_int_equal(read(vfd, buf, sizeof buf - 1), 9);
+    close(vfd);
+    assert_string_equal(buf, "precious\n");
+    assert_int_equal(unlink(f->rd.pidfile), 0);
+
+    assert_int_equal(mkdir(f->rd.pidfile, 0700), 0);
+    assert_true(rundir_lock_pidfile(&f->rd, NULL) < 0);
+    assert_int_equal(rmdir(f->rd.pidfile), 0);
+    int fd = rundir_lock_pidfile(&f->rd, NULL);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+/* A pid file of another user (root planted it, or the directory changed
+ * hands) is not ours to write. */
+static void test_pidfile_other_owner_refused(void **state)
+{
+    fix_t *f = *state;
+    if (geteuid() != 0)
+        skip();
+    resolve_in_base(f, "pidowner");
+    assert_int_equal(rundir_prepare(&f->rd, f->err, sizeof f->err), 0);
+    int fd = open(f->rd.pidfile, O_WRONLY | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(chown(f->rd.pidfile, 65534, 65534), 0);
+    assert_int_equal(rundir_lock_pidfile(&f->rd, NULL), -EINVAL);
+}
+
 /* ------------------------------------------------------------------ sockets */
 
 static int unix_socket_at(const char *path, int do_listen)
@@ -430,6 +481,8 @@ int main(void)
         T(test_prepare_refuses_other_owner),
         T(test_pidfile_lock),
         T(test_pidfile_symlink_refused),
+        T(test_pidfile_planted_refused),
+        T(test_pidfile_other_owner_refused),
         T(test_probe_socket),
         T(test_connect_errors),
     };
