@@ -82,7 +82,7 @@ else
 TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
 endif
 
-.PHONY: all deps check check-unit check-integration check-sanitizers check-fuzz demo pythons check-pythons \
+.PHONY: all deps check check-unit check-integration check-compat soak soak-deps check-sanitizers check-fuzz demo pythons check-pythons \
 	progs unit clean install fuzz fuzz-long
 all: $(TARGETS)
 
@@ -249,9 +249,23 @@ check: deps
 	$(MAKE) check-sanitizers
 	$(MAKE) check-fuzz
 	$(MAKE) check-integration
+	$(MAKE) check-compat
 
 check-integration: all progs
 	$(PYTHON) tests/integration/run.py --build $(BUILD)
+
+# Real Debian programs bare and under the agent (tests/compat/run.py): the
+# quick ones here, all of them (ls -R /usr, redis-server under
+# redis-benchmark) in `make soak`.
+check-compat: all
+	$(PYTHON) tests/compat/run.py --build $(BUILD) --quick
+
+soak-deps:
+	@sh scripts/soak-deps.sh
+
+soak: deps soak-deps
+	$(MAKE) all progs
+	$(PYTHON) tests/compat/run.py --build $(BUILD) --all --markdown
 
 # CPython versions built from Debian's source packages into
 # $${STACKWATCH_PY_CACHE:-~/.cache/stackwatch/pythons} (scripts/build-python.sh;
