@@ -324,6 +324,7 @@ bench-deps:
 bench: all bench-deps
 	$(PYTHON) bench/run.py --build $(BUILD) $(BENCH_ARGS)
 	$(MAKE) bench-collector
+	$(PYTHON) bench/firstq.py --build $(BUILD)
 
 # collectord's ingest rate and memory per live block, driven by a fake agent
 # (bench/collector/README.md). BENCH_COLLECTOR_ARGS passes options to the
