@@ -100,6 +100,65 @@ class RestartTest(unittest.TestCase):
             col.close()
 
 
+def proc_stat(pid):
+    """(cpu seconds, rss KiB) of a process from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/%d/status" % pid) as f:
+        rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+    return cpu, rss
+
+
+class ManyClientsTest(unittest.TestCase):
+    quick = False
+    N = 200
+
+    def test_200_clients_with_planted_leaks(self):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4096)), hard))
+        m = markers("faults.c")
+        col = Collector(expire=0.3, extra=("--retain", str(self.N + 10)))
+        procs = []
+        try:
+            cpu0, _ = proc_stat(col.proc.pid)
+            t0 = time.monotonic()
+            for i in range(self.N):
+                procs.append((col.start([prog("faults"), "many", str(i % 5 + 1)]), i % 5 + 1))
+            for p, k in procs:
+                self.assertEqual(p.stdout.readline().strip(), "done many %d" % k)
+
+            def all_found():
+                rep = col.leaks("--all")
+                got = {}
+                for s in stacks_with(rep, "many_leak", "faults.c", m["many"]):
+                    got[s["pid"]] = (s["alloc"]["count"], s["may_leak"]["count"])
+                want = {p.pid: (k, k) for p, k in procs}
+                return rep if got == want else None
+            rep = wait_until(all_found, timeout=180, what="every planted leak, exact")
+            secs = time.monotonic() - t0
+            cpu1, rss = proc_stat(col.proc.pid)
+            clients = {c["pid"]: c for c in rep["clients"]}
+            for p, _ in procs:
+                c = clients[p.pid]
+                self.assertEqual(c["dropped"], 0, c)
+                self.assertEqual(c["lost_events"], 0, c)
+                self.assertEqual(c["late_events"], 0, c)
+            for p, _ in procs:
+                p.stdin.close()
+            for p, _ in procs:
+                self.assertEqual(p.wait(60), 0)
+            print("\n  %d clients: %.1f s to all leaks exact, collectord %.2f s CPU, RSS %d KiB"
+                  % (self.N, secs, cpu1 - cpu0, rss))
+        finally:
+            for p, _ in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            col.close()
+
+
 class ProgramsTest(unittest.TestCase):
     quick = False
 

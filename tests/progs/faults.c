@@ -14,7 +14,8 @@
  *                            copies, then leak 5 blocks (the agent's socket is gone)
  *   faults sighandler N      a SIGALRM handler that mallocs and frees, N ms of
  *                            itimer at 1 kHz while the main thread allocates
- *   faults setuid            (root) leak 4 blocks, setuid(65534), leak 4 more */
+ *   faults setuid            (root) leak 4 blocks, setuid(65534), leak 4 more
+ *   faults many K            20000 allocations freed, K blocks leaked (many_leak) */
 #include <dirent.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -291,6 +292,26 @@ static int mode_setuid(void)
     return 0;
 }
 
+__attribute__((noinline)) void many_leak(int k)
+{
+    for (int i = 0; i < k; i++)
+        keep(malloc(100 + (size_t)i)); /* @LEAK many */
+}
+
+static int mode_many(int k)
+{
+    void *ring[16] = { 0 };
+    for (int i = 0; i < 20000; i++) {
+        free(ring[i % 16]);
+        ring[i % 16] = malloc(32 + (size_t)(i % 100));
+    }
+    for (int i = 0; i < 16; i++)
+        free(ring[i]);
+    many_leak(k);
+    printf("done many %d\n", k);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *m = argc > 1 ? argv[1] : "";
@@ -312,6 +333,8 @@ int main(int argc, char **argv)
         rc = mode_sighandler(n);
     else if (!strcmp(m, "setuid"))
         rc = mode_setuid();
+    else if (!strcmp(m, "many"))
+        rc = mode_many(n);
     else {
         fprintf(stderr, "usage: faults churn|forks N|threads N|dlopen N LIB|spawn N|closefds|"
                         "sighandler MS|setuid\n");
