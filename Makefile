@@ -165,6 +165,11 @@ $(BUILD)/progs/fake_python: tests/progs/fake_python.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PROG_CFLAGS) -rdynamic -o $@ $<
 
+# Linked against a library whose constructor leaks before the agent starts.
+$(BUILD)/progs/ctor_main: tests/progs/ctor_main.c $(BUILD)/progs/libctorleak.so
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -o $@ $< -L$(BUILD)/progs -lctorleak -Wl,-rpath,$(abspath $(BUILD)/progs)
+
 # An inlined allocation site needs the optimizer.
 $(BUILD)/progs/inline_leak: tests/progs/inline_leak.c
 	@mkdir -p $(dir $@)
@@ -372,6 +377,7 @@ bench-deps:
 bench: all bench-deps
 	$(PYTHON) bench/run.py --build $(BUILD) $(BENCH_ARGS)
 	$(MAKE) bench-collector
+	$(PYTHON) bench/firstq.py --build $(BUILD)
 
 # collectord's ingest rate and memory per live block, driven by a fake agent
 # (bench/collector/README.md). BENCH_COLLECTOR_ARGS passes options to the

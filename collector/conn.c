@@ -58,7 +58,7 @@ conn_t *conn_new(srv_t *srv, int fd, int kind)
     double idle = (double)(srv->opts.idle_ns ? srv->opts.idle_ns : SRV_IDLE_NS) / 1e9;
     ev_timer_init(&c->idle, conn_idle_cb, idle, idle);
     ev_timer_start(srv->loop, &c->idle);
-    c->active_ts = srv_now();
+    c->active_ts = ev_now(c->srv->loop);
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
@@ -99,7 +99,7 @@ static int flush_out(conn_t *c)
                          MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w > 0) {
             c->out_off += (size_t)w;
-            c->active_ts = srv_now();
+            c->active_ts = ev_now(c->srv->loop);
             continue;
         }
         if (w < 0 && errno == EINTR)
@@ -185,7 +185,7 @@ static int conn_dispatch(conn_t *c)
         c->frames_in++;
         c->srv->frames_total++;
         if (c->kind == CONN_CONTROL)
-            c->active_ts = srv_now();
+            c->active_ts = ev_now(c->srv->loop);
         int hr = c->kind == CONN_AGENT ? ingest_frame(c, payload, len)
                                        : ctl_request(c, payload, len);
         if (hr < 0)
@@ -243,7 +243,7 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
             conn_close(c, "no Hello within the idle timeout");
         return;
     }
-    if (c->parked || srv_now() - c->active_ts < limit)
+    if (c->parked || ev_now(s->loop) - c->active_ts < (double)limit / 1e9)
         return;
     conn_close(c, c->out_len > c->out_off ? "its reply stayed unread past the idle timeout"
                                           : "no whole request within the idle timeout");

@@ -23,7 +23,8 @@ typedef struct conn_s {
     ev_io rio;                /* readable; a control connection's stops while a reply is unsent */
     ev_io wio;                /* writable, active only while output is pending */
     ev_timer idle;            /* closes a peer that stalls (see conn_idle_cb in conn.c) */
-    uint64_t active_ts;       /* control: last whole request or output progress (collector clock) */
+    ev_tstamp active_ts;      /* control: last whole request or output progress (libev's
+                               * clock, real time even under --test-clock) */
     struct srv_s *srv;
     int fd;
     int kind;                 /* CONN_AGENT or CONN_CONTROL */

@@ -96,7 +96,9 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     uint64_t end = c->frozen ? c->end_ts : now;
     ci->duration_ms = end > c->first_mono ? (end - c->first_mono) / 1000000u : 0;
     ci->gaps = c->gaps;
-    ci->lost_events = c->lost_events + c->a_lost_disc;
+    /* The gaps' sum here, or the agent's own total (from before this
+     * record existed too, e.g. across a collectord restart): the larger. */
+    ci->lost_events = c->lost_events > c->a_lost_disc ? c->lost_events : c->a_lost_disc;
     ci->stacks = c->nstacks;
     ci->unwind_failures = c->a_unwind_fail;
     ci->intern_full = c->a_intern_full;
@@ -779,12 +781,20 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
     ra_t ra = { 0 };
     int rc;
     switch (req->req_case) {
+    case STACKWATCH__REQUEST__REQ_TICK:
+        if (!srv_clock_is_virtual()) {
+            rc = send_error(c, -EPERM, "tick needs collectord start --test-clock");
+            break;
+        }
+        srv_clock_advance(s, req->tick->advance_ns);
+        __attribute__((fallthrough)); /* answered like a ping */
     case STACKWATCH__REQUEST__REQ_PING: {
         Stackwatch__Pong p = STACKWATCH__PONG__INIT;
         p.pid = (uint32_t)getpid();
         p.clients = s->clients.count;
         p.expire_ms = (uint32_t)(s->opts.expire_ns / 1000000u);
         p.dir = s->rd.dir;
+        p.mono_ns = srv_now();
         r.body_case = STACKWATCH__REPLY__BODY_PONG;
         r.pong = &p;
         return send_reply(c, &r) < 0 ? -1 : 1;

@@ -45,6 +45,8 @@ static void usage(FILE *f)
             "                       thread of its next allocation\n"
             "  --wrapper REGEX      also hide leading frames whose function matches (allocation\n"
             "                       wrappers; a built-in list covers new, g_malloc, PyMem_...)\n"
+            "  --test-clock         (tests) time advances only by Tick requests on the control\n"
+            "                       socket, each running one aging and classification pass\n"
             "  --debug-dir DIR      also look for separate debug info in DIR (by build-id:\n"
             "                       DIR/.build-id/xx/rest.debug, or by path/debuglink)\n"
             "  --idle-timeout SECS  close a connection that sends no Hello (agent) or no whole\n"
@@ -214,6 +216,10 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
         close(pidfd);
         return 1;
     }
+    if (opts->test_clock) {
+        srv_clock_virtual();
+        srv_log("test clock: time advances only by Tick requests");
+    }
     srv_log("listening in %s (expire %.3fs)", rd->dir, (double)opts->expire_ns / 1e9);
     ready_t rt = { ready, rd->dir };
     srv_run(&s, announce, &rt);
@@ -303,6 +309,7 @@ int main(int argc, char **argv)
         { "wrapper", required_argument, 0, 'W' },
         { "debug-dir", required_argument, 0, 'G' },
         { "idle-timeout", required_argument, 0, 'I' },
+        { "test-clock", no_argument, 0, 'T' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -349,6 +356,9 @@ int main(int argc, char **argv)
                         optarg);
                 return 2;
             }
+            break;
+        case 'T':
+            opts.test_clock = 1;
             break;
         case 'L': {
             char *end;

@@ -120,6 +120,7 @@ def ctl_seeds():
     w("chunked", F_CHUNK | F_AGE, leaks(all_=True, series=True) + CLIENTS + PING)
     w("keep_open", F_KEEP, leaks(), trigger_add(match="g_malloc"), CLIENTS)
     w("shutdown", 0, PING + SHUTDOWN + PING)
+    w("tick_without_test_clock", 0, req(20, f_varint(1, 5 * 10**9)) + PING)
     w("garbage", 0, frame(b"\xff\xff\xff") + PING)
     w("empty_request", 0, frame(b"") + PING)
     w("oversized", 0, struct.pack("<I", (1 << 20) + 1) + b"x" * 16)

@@ -5,9 +5,11 @@ short run (never 'transient' once something expired)."""
 import json
 import os
 import re
+import subprocess
 import time
 import unittest
 
+import swtest
 from swtest import ROOT, Collector, finish, markers, prog, stacks_with, wait_until
 
 PY = "/usr/bin/python3"
@@ -136,6 +138,66 @@ class AfterExitTest(unittest.TestCase):
             self.assertEqual(s["exit_live"]["count"], 100)
             self.assertGreater(s["may_leak"]["count"], 0)
             self.assertLessEqual(s["may_leak"]["count"], 100)
+        finally:
+            col.close()
+
+
+class EarlyTest(unittest.TestCase):
+    quick = True
+
+    def test_leak_in_a_library_constructor(self):
+        """A library's constructor runs before the agent's (ld.so orders it
+        first): its allocations start the agent and are traced."""
+        m = markers("libctorleak.c")
+        col = Collector(expire=0.3)
+        try:
+            p = col.start([prog("ctor_main")])
+            self.assertEqual(p.stdout.readline().strip(), "ready 1")
+
+            def found():
+                return stacks_with(col.leaks("--pid", str(p.pid)), "ctor_table",
+                                   "libctorleak.c", m["ctor"])
+            s = wait_until(found, what="the constructor's leak")[0]
+            self.assertEqual(s["alloc"]["count"], 10)
+            self.assertEqual(s["may_leak"]["count"], 10)
+            self.assertEqual(s["may_leak"]["bytes"], 7770)
+            rc, _, err = finish(p)
+            self.assertEqual(rc, 0, err)
+        finally:
+            col.close()
+
+
+class WalkthroughTest(unittest.TestCase):
+    """The README's Python walk-through, as pasted into a shell: the script
+    runs in the background of sh (its stdin is not a terminal it could stop
+    on), queried while it runs and after it ended."""
+    quick = False
+
+    def test_readme_python_walkthrough(self):
+        readme = open(os.path.join(ROOT, "README.md")).read()
+        block = re.search(r"## Python: the line behind.*?```sh\n(.*?)```", readme, re.S).group(1)
+        self.assertIn("/usr/bin/python3 tests/py/mask_leak.py --seconds", block)
+        line = py_marker("mask_leak.py")
+        col = Collector(expire=1)
+        try:
+            # The block's commands with a shorter run; collectord is ours.
+            script = "\n".join(l for l in block.splitlines()
+                                if not l.startswith("collectord"))
+            script = re.sub(r"--seconds \d+", "--seconds 6", script)
+            script = re.sub(r"sleep \d+", "sleep 4", script)
+            script = script.replace("$PWD/build/libstackagent.so", swtest.agent_path())
+            env = dict(col.env, PATH=swtest.BUILD + ":" + os.environ["PATH"])
+            r = subprocess.run(["sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            # Two reports: while it ran and after it ended, same stack, class, line.
+            ids = re.findall(r"CallStack\[([0-9a-f]+)\].*class=(\w+)", r.stdout)
+            self.assertEqual(len(ids), 2, r.stdout)
+            self.assertEqual(ids[0], ids[1], r.stdout)
+            self.assertEqual(ids[1][1], "leak")
+            self.assertEqual(r.stdout.count('mask_leak.py", line %d, in leaky' % line), 2,
+                             r.stdout)
+            self.assertIn("exited", r.stdout)
         finally:
             col.close()
 
