@@ -4,13 +4,53 @@
 #include <errno.h>
 #include <string.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "cli_html.h"
 #include "cli_pprof.h"
 #include "cli_report.h"
 
-int cli_render(FILE *out, const Stackwatch__Reply *rep, int want, const char *format)
+/* Replaces control characters (line breaks, escape sequences) in every
+ * string of m, sub-messages included, with '?'. */
+static void scrub(ProtobufCMessage *m, int depth)
+{
+    if (!m || depth > 16)
+        return;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *fd = &d->fields[i];
+        if (fd->type != PROTOBUF_C_TYPE_STRING && fd->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        char *base = (char *)m + fd->offset;
+        size_t n = 1;
+        void **items = (void **)base;
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(size_t *)((char *)m + fd->quantifier_offset);
+            items = *(void ***)base;
+        } else if (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            if (*(uint32_t *)((char *)m + fd->quantifier_offset) != fd->id)
+                continue;
+        }
+        for (size_t k = 0; items && k < n; k++) {
+            if (fd->type == PROTOBUF_C_TYPE_MESSAGE) {
+                scrub(items[k], depth + 1);
+                continue;
+            }
+            for (unsigned char *p = items[k]; p && *p; p++)
+                if (*p < 0x20 || *p == 0x7f)
+                    *p = '?';
+        }
+    }
+}
+
+int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format)
 {
     int json = format && !strcmp(format, "json");
+    /* Text goes to a terminal: what a traced program chose for its names
+     * (argv, symbols, files) must not move the cursor or fake a line. JSON,
+     * HTML, folded and pprof escape or replace on their own. */
+    if (!format || !strcmp(format, "text"))
+        scrub(&rep->base, 0);
     switch (want) {
     case CLI_WANT_LEAKS: {
         if (rep->body_case != STACKWATCH__REPLY__BODY_LEAKS || !rep->leaks)

@@ -15,9 +15,11 @@ enum {
 };
 
 /* Writes rep (decoded from collectord; every field may be absent or
- * hostile) to out. rep->error is the caller's to report first. Returns 0,
- * -EPROTO when the reply's body is not what want asked for, -EINVAL for an
- * unknown format, or the renderer's -errno (pprof, html). Never frees rep. */
-int cli_render(FILE *out, const Stackwatch__Reply *rep, int want, const char *format);
+ * hostile) to out. For text, control characters in its strings are first
+ * replaced with '?' in place. rep->error is the caller's to report first.
+ * Returns 0, -EPROTO when the reply's body is not what want asked for,
+ * -EINVAL for an unknown format, or the renderer's -errno (pprof, html).
+ * Never frees rep. */
+int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format);
 
 #endif

@@ -524,8 +524,17 @@ void cli_clients_json(FILE *f, const Stackwatch__ClientInfo *const *cs, size_t n
     json_obj_end(&j);
 }
 
-/* A frame's name for collapsed stacks: no ';' (the separator) or spaces
- * (the weight follows the last one). */
+/* Writes s as one collapsed-stack component: ';' (the separator), line
+ * breaks and other control characters (a hostile program names its own
+ * functions, files and executable) become '_', and so do spaces unless
+ * allowed (the weight follows the last space of the line). */
+static void folded_put(FILE *f, const char *s, int spaces)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        fputc(*p == ';' || *p < 0x20 || *p == 0x7f || (*p == ' ' && !spaces) ? '_' : *p, f);
+}
+
+/* A frame's name for collapsed stacks. */
 static void folded_name(FILE *f, const Stackwatch__Frame *fr)
 {
     char buf[512];
@@ -537,21 +546,15 @@ static void folded_name(FILE *f, const Stackwatch__Frame *fr)
                  fr->module_offset);
     else
         snprintf(buf, sizeof buf, "0x%" PRIx64, fr->addr);
-    for (char *p = buf; *p; p++)
-        if (*p == ';' || *p == ' ' || *p == '\n')
-            *p = '_';
-    fputs(buf, f);
+    folded_put(f, buf, 0);
 }
 
-/* A Python frame for collapsed stacks: "leaky.py:27 backtest" (no ';'). */
+/* A Python frame for collapsed stacks: "leaky.py:27 backtest". */
 static void folded_py(FILE *f, const Stackwatch__PyFrame *fr)
 {
     char buf[512];
     cli_py_name(buf, sizeof buf, fr);
-    for (char *p = buf; *p; p++)
-        if (*p == ';' || *p == '\n')
-            *p = '_';
-    fputs(buf, f);
+    folded_put(f, buf, 1);
 }
 
 /* One line: C frames outermost first, with tb's frames (or the word for why
@@ -562,7 +565,7 @@ static void folded_line(FILE *f, const Stackwatch__StackReport *s, const char *b
     /* Outermost first: the Python frames follow frames[anchor] (the
      * interpreter's), or lead when there is none (anchor == n_frames). */
     size_t anchor = cli_py_anchor(s);
-    fputs(base, f);
+    folded_put(f, base, 1);
     for (size_t k = s->n_frames + 1; k-- > 0;) {
         if (k < s->n_frames) {
             fputc(';', f);
@@ -576,7 +579,9 @@ static void folded_line(FILE *f, const Stackwatch__StackReport *s, const char *b
                 folded_py(f, tb->frames[q]);
             }
         } else if (!empty(s->python_missing)) {
-            fprintf(f, ";[no_Python_line:%s]", s->python_missing);
+            fputs(";[no_Python_line:", f);
+            folded_put(f, s->python_missing, 0);
+            fputc(']', f);
         }
     }
     fprintf(f, " %" PRIu64 "\n", w);

@@ -14,10 +14,11 @@
  * in the format into memory.
  *
  * Output checks: JSON is one valid JSON value in valid UTF-8 (a strict
- * parser below); every folded line ends in " <digits>"; the HTML page has as
- * many "</script" and "<!--" as the page itself writes (a hostile name must
- * not end the data block or open a comment); pprof output starts with the
- * gzip magic.
+ * parser below); every folded line ends in " <digits>"; text has no control
+ * character but the line feed (a name must not drive the terminal); the
+ * HTML page has as many "</script" and "<!--" as the page itself writes (a
+ * hostile name must not end the data block or open a comment); pprof output
+ * starts with the gzip magic.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,10 +42,12 @@ static size_t html_scripts = (size_t)-1, html_comments = (size_t)-1;
 static FILE *err_sink;
 static FILE *show; /* STACKWATCH_FUZZ_SHOW=1: the rendered output on the real stderr */
 
+/* On the real stderr (stderr itself points at /dev/null). */
+static FILE *real_err;
 #define FINDING(...)                                   \
     do {                                               \
-        fprintf(stderr, "FINDING: " __VA_ARGS__);      \
-        fflush(stderr);                                \
+        fprintf(real_err, "FINDING: " __VA_ARGS__);    \
+        fflush(real_err);                              \
         __builtin_trap();                              \
     } while (0)
 
@@ -245,7 +248,7 @@ static size_t count_ci(const char *buf, size_t n, const char *needle)
 }
 
 /* Renders rep into memory; returns the output (free it) and its size. */
-static char *render(const Stackwatch__Reply *rep, int want, const char *format, size_t *n, int *rc)
+static char *render(Stackwatch__Reply *rep, int want, const char *format, size_t *n, int *rc)
 {
     char *buf = NULL;
     FILE *f = open_memstream(&buf, n);
@@ -260,6 +263,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
+    real_err = stderr;
     err_sink = fopen("/dev/null", "w");
     if (getenv("STACKWATCH_FUZZ_SHOW"))
         show = stderr;
@@ -337,6 +341,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                !strcmp(format, "json")) {
         check_json(out, n);
     }
+    if (rc == 0 && (!strcmp(format, "text") || want == CLI_WANT_MARK))
+        for (size_t i = 0; i < n; i++)
+            if (((unsigned char)out[i] < 0x20 && out[i] != '\n') || out[i] == 0x7f)
+                FINDING("text output has control character 0x%02x at byte %zu\n",
+                        (unsigned char)out[i], i);
     free(out);
     stackwatch__reply__free_unpacked(rep, NULL);
     return 0;
