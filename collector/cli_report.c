@@ -86,6 +86,11 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
     if (c->unwind_failures || c->intern_full)
         fprintf(f, " unwind_failures=%" PRIu64 " stack_table_full=%" PRIu64, c->unwind_failures,
                 c->intern_full);
+    if (c->restart_gap_ms)
+        fprintf(f, "\n      merged with its report from before a collectord restart (gap %.1fs:"
+                   " blocks from before it are uncertain)", c->restart_gap_ms / 1000.0);
+    else if (c->restored)
+        fputs("\n      from collectord's store (reported before a collectord restart)", f);
     fputc('\n', f);
 }
 
@@ -125,6 +130,12 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
             r->expire_ms / 1000.0, empty(r->sample) ? "all" : r->sample,
             r->by_exe ? ", stacks folded by executable" : "",
             r->since_mark ? ", only blocks allocated after the mark" : "");
+    /* Figures a full table made incomplete come first, not in a client line. */
+    for (size_t i = 0; i < r->n_clients; i++)
+        if (r->clients[i]->table_full)
+            fprintf(f, "warning: pid %u reached --max-live (%" PRIu64 " tracked blocks): %" PRIu64
+                       " allocation(s) were not tracked, so its figures are too low\n",
+                    r->clients[i]->pid, r->clients[i]->max_live, r->clients[i]->table_full);
     for (size_t i = 0; i < r->n_clients; i++)
         text_client_line(f, r->clients[i]);
     if (r->n_stacks == 0) {
@@ -234,6 +245,9 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_u64(j, "stack_cache_hits", c->stack_cache_hits);
     json_u64(j, "firings", c->firings);
     json_u64(j, "notes_dropped", c->notes_dropped);
+    json_bool(j, "restored", c->restored);
+    json_u64(j, "restart_gap_ms", c->restart_gap_ms);
+    json_u64(j, "max_live", c->max_live);
     if (c->python_version) {
         char v[32];
         snprintf(v, sizeof v, "%u.%u.%u", c->python_version >> 24,
@@ -335,6 +349,7 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
         json_str(&j, "exe", empty(s->exe) ? NULL : s->exe);
         json_u64(&j, "skipped", s->skipped);
         json_bool(&j, "estimate", s->estimate);
+        json_bool(&j, "restored", s->restored);
         json_u64(&j, "sample_bytes", s->sample_bytes);
         if (s->mark_ms)
             json_u64(&j, "mark_ms", s->mark_ms);
