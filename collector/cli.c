@@ -11,6 +11,7 @@
 #include "cli_report.h"
 #include "rundir.h"
 #include "signame.h"
+#include "version.h"
 
 #define QUERY_TIMEOUT_MS 120000
 
@@ -30,6 +31,7 @@ static void usage(FILE *f)
             "                                         [--signal SIG] [--count N] [--json]\n"
             "       stackctl [--dir DIR] trigger list [--json]\n"
             "       stackctl [--dir DIR] trigger rm ID\n"
+            "       stackctl --version\n"
             "\n"
             "  query leaks     stacks whose blocks outlived the expire time (may-leak),\n"
             "                  largest first; of ended processes also blocks live at exit\n"
@@ -146,6 +148,7 @@ int main(int argc, char **argv)
         { "by", required_argument, 0, 'B' },
         { "since-mark", no_argument, 0, 'Z' },
         { "html", required_argument, 0, 'H' },
+        { "version", no_argument, 0, 'V' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -153,7 +156,10 @@ int main(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "+h", lopts, NULL)) != -1) {
         if (o == 'd')
             dir = optarg;
-        else if (o == 'h') {
+        else if (o == 'V') {
+            printf("stackctl (stackwatch) %s\n", STACKWATCH_VERSION);
+            return 0;
+        } else if (o == 'h') {
             usage(stdout);
             return 0;
         } else {
@@ -260,6 +266,11 @@ int main(int argc, char **argv)
         format = "json";
     if (!format)
         format = "text";
+    if (!strcmp(format, "html")) {
+        fprintf(stderr, "stackctl: --format html: the HTML report is a command of its own: "
+                        "stackctl report --html FILE\n");
+        return 2;
+    }
     if (strcmp(format, "text") && strcmp(format, "json") && strcmp(format, "folded") &&
         strcmp(format, "pprof")) {
         fprintf(stderr, "stackctl: --format %s: text, json, folded or pprof\n", format);

@@ -766,7 +766,6 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
         const store_rec_t *rec = merged_rec(srv, c);
         if (rec) {
             ci->restart_gap_ms = rec->merged_gap_ms;
-            ci->gaps++;
             ci->restored = 1;
         }
         if (q->series && fill_series(ra, &c->series, &ci->series, &ci->n_series) < 0)

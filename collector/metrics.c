@@ -535,6 +535,21 @@ static int mconn_flush(mconn_t *c)
     return 1;
 }
 
+/* The response is out: half-close and discard what the client still sends
+ * until it closes (closing with unread input would reset the connection and
+ * could destroy the response in flight), for 2 s at most. */
+static void mconn_drain(mconn_t *c)
+{
+    struct ev_loop *loop = c->m->srv->loop;
+    shutdown(c->fd, SHUT_WR);
+    c->writing = 2;
+    ev_io_stop(loop, &c->io);
+    ev_io_set(&c->io, c->fd, EV_READ);
+    ev_io_start(loop, &c->io);
+    c->idle.repeat = 2.0;
+    ev_timer_again(loop, &c->idle);
+}
+
 static void respond(mconn_t *c, int code, const char *ctype, const mbuf_t *body, int head_only)
 {
     const char *reason = code == 200 ? "OK" : code == 400 ? "Bad Request"
@@ -558,8 +573,12 @@ static void respond(mconn_t *c, int code, const char *ctype, const mbuf_t *body,
         return;
     }
     int rc = mconn_flush(c);
-    if (rc != 0) {
+    if (rc < 0) {
         mconn_close(c);
+        return;
+    }
+    if (rc == 1) {
+        mconn_drain(c);
         return;
     }
     ev_io_set(&c->io, c->fd, EV_WRITE);
@@ -603,9 +622,19 @@ static void mconn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     mconn_t *c = container_of(w, mconn_t, io);
-    if (c->writing) {
-        if (mconn_flush(c) != 0)
+    if (c->writing == 2) {
+        char sink[4096];
+        ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
             mconn_close(c);
+        return;
+    }
+    if (c->writing) {
+        int rc = mconn_flush(c);
+        if (rc < 0)
+            mconn_close(c);
+        else if (rc == 1)
+            mconn_drain(c);
         return;
     }
     ev_timer_again(loop, &c->idle);

@@ -34,7 +34,7 @@ typedef struct mconn_s {
     size_t req_len;
     mbuf_t out;               /* the response */
     size_t out_off;
-    int writing;
+    int writing;              /* 0 reading the request, 1 sending, 2 draining after the response */
     struct mconn_s *prev, *next;
 } mconn_t;
 
