@@ -902,8 +902,14 @@ int ctl_client_symbolized(srv_t *s, client_t *c)
         cstack_t *st = c->slist[i];
         if (!st || !st->defined)
             continue;
-        if (st->sym_state == SYM_NONE)
-            srv_sym_stack(s, c, st);
+        if (st->sym_state == SYM_NONE) {
+            /* What a default report shows first; the rest behind queries. */
+            int shown = st->exp_n > st->fexp_n || st->exit_live_n > 0;
+            if (shown)
+                srv_sym_stack(s, c, st);
+            else
+                srv_sym_stack_bg(s, c, st);
+        }
         pending |= st->sym_state == SYM_PENDING;
     }
     return !pending;

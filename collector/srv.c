@@ -122,7 +122,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---------------------------------------------------------------- symbolization */
 
-void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st)
+static void sym_stack(srv_t *s, client_t *c, cstack_t *st, int background)
 {
     (void)s;
     if (st->sym_state != SYM_NONE || !st->defined)
@@ -130,6 +130,7 @@ void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st)
     sym_job_t *j = calloc(1, sizeof *j);
     if (!j)
         return;
+    j->background = (uint8_t)background;
     j->client_serial = c->serial;
     j->stack_index = st->index;
     j->pid = c->state == CLIENT_CONNECTED ? c->pid : 0;
@@ -173,6 +174,16 @@ void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st)
     return;
 fail:
     sym_job_free(j);
+}
+
+void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st)
+{
+    sym_stack(s, c, st, 0);
+}
+
+void srv_sym_stack_bg(srv_t *s, client_t *c, cstack_t *st)
+{
+    sym_stack(s, c, st, 1);
 }
 
 /* ---------------------------------------------------------------- arming */

@@ -79,6 +79,9 @@ void srv_stop(srv_t *s);
 /* Queues symbolization of a stack if not done or pending. */
 void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st);
 
+/* The same behind every other queued stack (a store's, not a query's). */
+void srv_sym_stack_bg(srv_t *s, client_t *c, cstack_t *st);
+
 /* Arms a stack in its (connected) agent: count firings, raising sig (0:
  * none), capturing Python frames where the client has them. kind is ARM_*.
  * Returns 0 or -ENOTCONN/-ENOBUFS. */

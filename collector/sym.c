@@ -429,6 +429,7 @@ void sym_resolve_now(sym_job_t *j)
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
 static sym_job_t *q_head, *q_tail, *done_head, *done_tail;
+static sym_job_t *bg_head, *bg_tail;  /* background jobs: taken when q is empty */
 static size_t backlog;
 static int stopping, started;
 static pthread_t worker;
@@ -440,14 +441,22 @@ static void *worker_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&q_lock);
     for (;;) {
-        while (!q_head && !stopping)
+        while (!q_head && !bg_head && !stopping)
             pthread_cond_wait(&q_cond, &q_lock);
         if (stopping)
             break;
-        sym_job_t *j = q_head;
-        q_head = j->next;
-        if (!q_head)
-            q_tail = NULL;
+        sym_job_t *j;
+        if (q_head) {
+            j = q_head;
+            q_head = j->next;
+            if (!q_head)
+                q_tail = NULL;
+        } else {
+            j = bg_head;
+            bg_head = j->next;
+            if (!bg_head)
+                bg_tail = NULL;
+        }
         pthread_mutex_unlock(&q_lock);
         j->next = NULL;
         sym_resolve_now(j);
@@ -491,6 +500,11 @@ void sym_stop(void)
         n = j->next;
         sym_job_free(j);
     }
+    for (sym_job_t *j = bg_head, *n; j; j = n) {
+        n = j->next;
+        sym_job_free(j);
+    }
+    bg_head = bg_tail = NULL;
     for (sym_job_t *j = done_head, *n; j; j = n) {
         n = j->next;
         sym_job_free(j);
@@ -508,11 +522,13 @@ int sym_submit(sym_job_t *j)
     if (!started)
         return -ESRCH;
     pthread_mutex_lock(&q_lock);
-    if (q_tail)
-        q_tail->next = j;
+    sym_job_t **head = j->background ? &bg_head : &q_head;
+    sym_job_t **tail = j->background ? &bg_tail : &q_tail;
+    if (*tail)
+        (*tail)->next = j;
     else
-        q_head = j;
-    q_tail = j;
+        *head = j;
+    *tail = j;
     backlog++;
     pthread_cond_signal(&q_cond);
     pthread_mutex_unlock(&q_lock);

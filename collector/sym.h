@@ -44,6 +44,7 @@ typedef struct sym_job_s {
     uint32_t nmods;
     sym_mod_t *mods;
     symres_t *result;       /* set by the worker */
+    uint8_t background;     /* run after every other queued job (stores, not queries) */
 } sym_job_t;
 
 /* Starts the worker. wake(arg) is called from the worker thread whenever
