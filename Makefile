@@ -246,6 +246,7 @@ deps:
 check: deps
 	$(MAKE) all progs unit
 	$(MAKE) check-unit
+	$(MAKE) check-install
 	$(MAKE) check-sanitizers
 	$(MAKE) check-fuzz
 	$(MAKE) check-integration
@@ -276,7 +277,7 @@ build/fuzz/%: tests/fuzz/%.c build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_S
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< build/fuzz/gen/proto/stackwatch.pb-c.c \
 		$(COLL_LIB_SRC) $(PROTO_SRC) $(COLL_LIBS)
 
-FUZZERS = build/fuzz/fuzz_agent_frames
+FUZZERS = build/fuzz/fuzz_agent_frames build/fuzz/fuzz_metrics_request build/fuzz/fuzz_store_record
 fuzz: $(FUZZERS)
 
 check-fuzz: $(FUZZERS)
@@ -287,10 +288,55 @@ demo: deps
 	$(MAKE) all progs
 	@sh scripts/demo.sh $(BUILD)
 
+# ------------------------------------------------------------------ install
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: programs, the agent,
+# man pages, the Python helper where Debian's python3 finds it, a systemd
+# user unit and bash completion. make uninstall removes exactly those files.
+VERSION = $(shell sed -n 's/^\#define STACKWATCH_VERSION "\(.*\)"/\1/p' collector/version.h)
+BINDIR = $(PREFIX)/bin
+LIBDIR = $(PREFIX)/lib
+MANDIR = $(PREFIX)/share/man
+UNITDIR = $(PREFIX)/lib/systemd/user
+COMPDIR = $(PREFIX)/share/bash-completion/completions
+# Debian's python3 reads /usr/lib/python3/dist-packages (packages) and
+# /usr/local/lib/python3.X/dist-packages (local installs).
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(PREFIX),/usr)
+PYDIR ?= /usr/lib/python3/dist-packages
+else
+PYDIR ?= $(PREFIX)/lib/python$(PYVER)/dist-packages
+endif
+MANPAGES = collectord.8 stackctl.1 stackwatch.7
+INSTALLED = $(BINDIR)/collectord $(BINDIR)/stackctl $(LIBDIR)/libstackagent.so \
+	$(MANDIR)/man8/collectord.8 $(MANDIR)/man1/stackctl.1 $(MANDIR)/man7/stackwatch.7 \
+	$(PYDIR)/stackwatch.py $(UNITDIR)/collectord.service $(COMPDIR)/stackctl
+SUBST = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
+	-e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@UNITDIR@|$(UNITDIR)|g'
+
+.PHONY: uninstall check-install
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
-	install -m 0755 $(BUILD)/collectord $(BUILD)/stackctl $(DESTDIR)$(PREFIX)/bin/
-	install -m 0755 $(BUILD)/libstackagent.so $(DESTDIR)$(PREFIX)/lib/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(PYDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(COMPDIR)
+	install -m 0755 $(BUILD)/collectord $(BUILD)/stackctl $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BUILD)/libstackagent.so $(DESTDIR)$(LIBDIR)/
+	for m in $(MANPAGES); do s=$${m##*.}; \
+		$(SUBST) docs/man/$$m > $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp && \
+		chmod 0644 $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp && \
+		mv $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp $(DESTDIR)$(MANDIR)/man$$s/$$m; done
+	install -m 0644 python/stackwatch.py $(DESTDIR)$(PYDIR)/stackwatch.py
+	$(SUBST) scripts/collectord.service.in > $(DESTDIR)$(UNITDIR)/collectord.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/collectord.service
+	install -m 0644 scripts/stackctl.bash $(DESTDIR)$(COMPDIR)/stackctl
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+
+# Installs into a temporary DESTDIR and checks what a user gets: the man
+# pages render without warnings, --version, the Python module imports with
+# Debian's python3 path, completion answers, and uninstall leaves nothing.
+check-install: all
+	$(PYTHON) tests/install/check_install.py --build $(BUILD)
 
 clean:
 	rm -rf build
