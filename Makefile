@@ -57,7 +57,7 @@ CLI_LIBS = -lprotobuf-c -lz
 AGENT_SRC = $(wildcard agent/*.c)
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c,$(AGENT_SRC))
 CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c \
-	collector/json.c
+	collector/cli_diff.c collector/json.c
 COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
 COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
 CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c
