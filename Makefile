@@ -271,11 +271,18 @@ build/fuzz/gen/proto/stackwatch.pb-c.c: proto/stackwatch.proto
 	@mkdir -p build/fuzz/gen
 	protoc-c --c_out=build/fuzz/gen $<
 
-build/fuzz/%: tests/fuzz/%.c build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_SRC) $(PROTO_SRC) \
-		$(wildcard collector/*.h proto/*.h)
+# The collector's code is compiled once for every fuzzer (objects under
+# build/fuzz/obj), each target links it with its own harness.
+FUZZ_LIB_SRC = build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_SRC) $(PROTO_SRC)
+FUZZ_LIB_OBJ = $(patsubst %.c,build/fuzz/obj/%.o,$(FUZZ_LIB_SRC))
+build/fuzz/obj/%.o: %.c build/fuzz/gen/proto/stackwatch.pb-c.c $(wildcard collector/*.h proto/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< build/fuzz/gen/proto/stackwatch.pb-c.c \
-		$(COLL_LIB_SRC) $(PROTO_SRC) $(COLL_LIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -c -o $@ $<
+
+.SECONDARY: $(FUZZ_LIB_OBJ)
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_OBJ) $(COLL_LIBS)
 
 FUZZERS = build/fuzz/fuzz_agent_frames build/fuzz/fuzz_metrics_request build/fuzz/fuzz_store_record
 fuzz: $(FUZZERS)
