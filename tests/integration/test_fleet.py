@@ -526,3 +526,85 @@ class CommandLineTest(unittest.TestCase):
             finish(p)
         finally:
             col.close()
+
+
+class DiffTest(unittest.TestCase):
+    quick = True
+
+    def setUp(self):
+        self.col = Collector(expire=0.3, extra=["--state-dir", "none"])
+        self.tmp = tempfile.mkdtemp(prefix="swdiff-")
+
+    def tearDown(self):
+        self.col.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def tick_alloc(self, pid):
+        r = self.col.leaks("--pid", str(pid), "--all")
+        s = [x for x in r["stacks"] if x["frames"] and x["frames"][0]["function"] == "tick_leak"]
+        return s[0]["alloc"]["count"] if s else 0
+
+    def test_between_two_marks(self):
+        p = self.col.start([prog("ticker")])
+        self.assertEqual(p.stdout.readline().strip(), "ticking")
+        line = markers("ticker.c")["tick"]
+        wait_until(lambda: self.tick_alloc(p.pid) > 0, what="first tick")
+        a = os.path.join(self.tmp, "a.snap")
+        b = os.path.join(self.tmp, "b.snap")
+        r = self.col.ctl("mark", "--pid", str(p.pid), "-o", a)
+        self.assertIn("marked pid %d" % p.pid, r.stdout)
+        first = self.tick_alloc(p.pid)
+        wait_until(lambda: self.tick_alloc(p.pid) >= first + 20, what="20 more ticks")
+        self.col.ctl("mark", "--pid", str(p.pid), "-o", b)
+        d = json.loads(self.col.ctl("diff", "--json", a, b).stdout)
+        self.assertEqual(d["from"]["pids"][0]["pid"], p.pid)
+        self.assertEqual(d["stacks"][0]["status"], "grew")
+        top = d["stacks"][0]
+        self.assertEqual(top["frames"][0]["function"], "tick_leak")
+        self.assertEqual(top["frames"][0]["line"], line)
+        # Whole 300-byte blocks, none freed.
+        self.assertGreaterEqual(top["delta"]["live"]["count"], 19)
+        self.assertEqual(top["delta"]["live"]["bytes"], 300 * top["delta"]["live"]["count"])
+        self.assertEqual(top["delta"]["alloc"]["count"], top["delta"]["live"]["count"])
+        self.assertEqual(top["after"]["live"]["count"] - top["before"]["live"]["count"],
+                         top["delta"]["live"]["count"])
+        # The freed noise never grows.
+        noise = markers("ticker.c", "NOISE")["tick"]
+        for s in d["stacks"]:
+            self.assertNotIn(noise, [f["line"] for f in s["frames"]])
+        text = self.col.ctl("diff", a, b).stdout
+        self.assertRegex(text, r"Stack\[[0-9a-f]{16}\]: grew  live \+\d+ bytes")
+        self.assertIn("tick_leak()", text)
+        self.assertIn("ticker.c:%d" % line, text)
+        # Reversed: nothing grew.
+        self.assertIn("no stack grew", self.col.ctl("diff", b, a).stdout)
+        # A file that is not a snapshot.
+        r = self.col.ctl("diff", a, "/etc/hostname", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not a stackctl snapshot", r.stderr)
+        finish(p)
+
+    def test_between_two_pids(self):
+        old = self.col.start([prog("ticker")])
+        self.assertEqual(old.stdout.readline().strip(), "ticking")
+        wait_until(lambda: self.tick_alloc(old.pid) >= 20, what="20 ticks (old)")
+        young = self.col.start([prog("ticker")])
+        self.assertEqual(young.stdout.readline().strip(), "ticking")
+        # Both tick at one rate: the older stays about 20 ahead.
+        wait_until(lambda: self.tick_alloc(young.pid) > 0 and
+                   self.tick_alloc(old.pid) >= self.tick_alloc(young.pid) + 5,
+                   what="the older process ahead by 5 ticks")
+        d = json.loads(self.col.ctl("diff", "--json", str(young.pid), str(old.pid)).stdout)
+        self.assertEqual(d["from"]["label"], "pid %d" % young.pid)
+        tick = [s for s in d["stacks"] if s["frames"][0]["function"] == "tick_leak"]
+        self.assertEqual(len(tick), 1)
+        # Matched across processes (ASLR differs): grew, not new.
+        self.assertEqual(tick[0]["status"], "grew")
+        self.assertGreater(tick[0]["before"]["alloc"]["count"], 0)
+        self.assertEqual(d["counts"]["new"], 0)
+        self.assertEqual(d["counts"]["gone"], 0)
+        finish(young)
+        finish(old)
+        r = self.col.ctl("diff", "999999999", str(old.pid), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no process with pid 999999999", r.stderr)
