@@ -27,6 +27,21 @@
 #define INTERN_POOL_PCS (1u << 22)   /* 32 MiB of pcs, reserved, touched on use */
 
 agent_t agent;
+const _Atomic uintptr_t *agent_py_fin;
+
+void agent_begin_end(const char *why)
+{
+    if (!agent.enabled || !agent.started)
+        return;
+    uint64_t none = 0, ts = clock_now_ns();
+    if (!atomic_compare_exchange_strong(&agent.end_ts, &none, ts))
+        return;
+    atomic_store(&agent.end_why, why);
+    /* After end_ts: a thread that saw recording still on stamps after it,
+     * and the flusher holds such events back until the Ending is out. */
+    atomic_store(&agent.recording, 0);
+    flush_kick();
+}
 
 static uint64_t new_instance(void)
 {
@@ -87,6 +102,7 @@ static void fork_child(void)
     atomic_store(&agent.failed_calls, 0);
     atomic_store(&agent.unwind_failures, 0);
     atomic_store(&agent.intern_full, 0);
+    atomic_store(&agent.end_ts, 0);
     atomic_store(&agent.child_pending, 1);
 }
 
@@ -118,11 +134,15 @@ __attribute__((constructor)) static void agent_start(void)
     agent.start_realtime_ns = clock_realtime_ns();
     if (unwind_init(cfg.unwind, cfg.fp_modules) < 0)
         log_msg("cannot locate the agent's own code; its frames may show in stacks");
+    uint64_t wlo, whi;
+    hook_main_wrapper_range(&wlo, &whi);
+    unwind_hide_range(wlo, whi);
     if (sample_init(cfg.sample_bytes) < 0) {
         log_msg("cannot map the sampled set; recording every allocation");
         memcpy(cfg.sample, "all", 4);
     }
     py_init();
+    agent_py_fin = py_finalizing_word();
     if (strncmp(py_status(), "CPython version", 15) == 0)
         log_msg("%s; allocations are traced, Python lines are not", py_status());
     if (intern_init(INTERN_SLOTS, INTERN_POOL_PCS) < 0 || modmap_init(agent.exe) < 0 ||

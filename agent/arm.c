@@ -16,6 +16,7 @@
 #include "log.h"
 #include "note.h"
 #include "pyframes.h"
+#include "sample.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define FIRED_SLOTS 4096u
@@ -51,7 +52,7 @@ static uint32_t site_idx[SITES_MAX];       /* flusher's list of armed stacks */
 static uint32_t nsite_idx;
 static _Atomic uint64_t sites[SITES_MAX];
 static _Atomic uint32_t nsites;
-static int sites_said;
+static _Atomic uint64_t sites_full; /* armings beyond SITES_MAX in sampled mode */
 static fired_t fired[FIRED_SLOTS];
 static _Atomic uint64_t firings;
 static _Atomic uint64_t refused_mask;   /* signals we refused to raise (said once) */
@@ -98,10 +99,12 @@ static void sites_track(uint32_t idx, int on)
     while (i < nsite_idx && site_idx[i] != idx)
         i++;
     if (on && i == nsite_idx) {
+        if (!sample_rate)
+            return; /* every allocation is recorded: no call site list needed */
         if (nsite_idx == SITES_MAX) {
-            if (!sites_said++)
-                log_msg("more than %u stacks armed: in sampled mode the others fire only "
-                        "when sampled", SITES_MAX);
+            /* Counted for collectord (its log and query clients), never
+             * printed into the program's output. */
+            atomic_fetch_add_explicit(&sites_full, 1, memory_order_relaxed);
             return;
         }
         site_idx[nsite_idx++] = idx;
@@ -284,6 +287,11 @@ uint64_t arm_firings(void)
     return atomic_load(&firings);
 }
 
+uint64_t arm_sites_full(void)
+{
+    return atomic_load(&sites_full);
+}
+
 void arm_fork_child(void)
 {
     if (armed && atomic_load(&arm_active)) {
@@ -295,6 +303,7 @@ void arm_fork_child(void)
     atomic_store(&firings, 0);
     nsite_idx = 0;
     atomic_store(&nsites, 0);
+    atomic_store(&sites_full, 0);
 }
 
 /* ---------------------------------------------------------------- for signal handlers */

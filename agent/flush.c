@@ -115,6 +115,9 @@ static struct flush_s {
     uint32_t nnotes;
     uint64_t last_stats_ns;       /* last Stats sent */
     uint32_t expire_ms;           /* from Welcome */
+    int end_cap;                  /* this drain stops at agent.end_ts (Ending not sent yet) */
+    int end_sent;                 /* the Ending went out on this connection epoch */
+    uint32_t end_epoch;           /* ... namely this one */
     _Atomic int exit_req;         /* flush_final asked for the last drain */
     _Atomic int exit_done;        /* the flusher finished it */
 } fl = { .sock = { .fd = -1 }, .evfd = { .fd = -1 } };
@@ -313,7 +316,8 @@ static void on_connected(void)
     fl.ever_connected = 1;
     fl.backoff_ns = BACKOFF_MIN_NS;
     fl.last_stats_ns = clock_now_ns();
-    atomic_store(&agent.recording, 1);
+    if (!atomic_load(&agent.end_ts))
+        atomic_store(&agent.recording, 1); /* an ending process records no more */
 }
 
 static void maybe_reconnect(void)
@@ -848,7 +852,13 @@ static int send_batch(uint32_t m)
  * another. With final set the watermark is lifted. Returns events consumed. */
 static uint32_t drain_once(int final)
 {
-    fl.wm = final ? UINT64_MAX : watermark();
+    uint64_t wm = final ? UINT64_MAX : watermark();
+    /* The process began to end: what it did before goes out, then the
+     * Ending, then (if anything) what was stamped after. */
+    uint64_t end = atomic_load_explicit(&agent.end_ts, memory_order_acquire);
+    int sent = fl.end_sent && fl.end_epoch == fl.epoch;
+    fl.end_cap = end && !sent && wm > end;
+    fl.wm = fl.end_cap ? end : wm;
     fl.nruns = 0;
     fl.more = 0;
     tstate_each_ring(collect_ring, NULL);
@@ -956,6 +966,23 @@ failed:
     return m;
 }
 
+/* Tells collectord the process began to end, once every event stamped
+ * before that is out (the drain just done stopped there, and all fit). */
+static void send_ending(void)
+{
+    Stackwatch__Ending e = STACKWATCH__ENDING__INIT;
+    e.ts = atomic_load(&agent.end_ts);
+    const char *why = atomic_load(&agent.end_why);
+    e.why = (char *)(why ? why : "");
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_ENDING;
+    m.ending = &e;
+    if (send_msg(&m) == 0) {
+        fl.end_sent = 1;
+        fl.end_epoch = fl.epoch;
+    }
+}
+
 static void drain_all(int final)
 {
     /* Bounded rounds: producers faster than the socket must not keep the
@@ -964,6 +991,11 @@ static void drain_all(int final)
         drain_once(final);
         if (!fl.more)
             break;
+    }
+    if (fl.end_cap && !fl.more && fl.sock.fd >= 0 && !fl.need_hello) {
+        send_ending();
+        if (final)
+            drain_once(final); /* stamped after the end: collectord counts them */
     }
 }
 
@@ -981,6 +1013,7 @@ static void send_stats(void)
     s.ring_waits = tstate_waits();
     s.lost_disconnected = fl.lost_total;
     s.firings = arm_firings();
+    s.armed_sites_full = arm_sites_full();
     s.notes_dropped = note_dropped();
     tstate_totals(&s.total_allocs, &s.total_alloc_bytes, &s.total_frees);
     s.sample_overflow = sample_overflow();

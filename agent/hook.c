@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent.h"
 #include "arm.h"
@@ -87,6 +88,8 @@ int hook_resolve(void)
     r.pvalloc = dlsym(RTLD_NEXT, "pvalloc");
     r.malloc_usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
     r.dlclose = dlsym(RTLD_NEXT, "dlclose");
+    r.exit = dlsym(RTLD_NEXT, "exit");
+    r.libc_start_main = dlsym(RTLD_NEXT, "__libc_start_main");
     /* Publish free before malloc: once malloc is non-NULL callers stop using
      * the arena and will free through free. */
     hook_real.free = r.free;
@@ -99,6 +102,8 @@ int hook_resolve(void)
     hook_real.pvalloc = r.pvalloc;
     hook_real.malloc_usable_size = r.malloc_usable_size;
     hook_real.dlclose = r.dlclose;
+    hook_real.exit = r.exit;
+    hook_real.libc_start_main = r.libc_start_main;
     atomic_thread_fence(memory_order_release);
     hook_real.malloc = r.malloc;
     atomic_store(&resolve_state, 2);
@@ -132,6 +137,15 @@ static inline int rec_enter(tstate_t *t, int *saved_errno)
         errno = *saved_errno;
         if (!ok)
             return 0;
+    }
+    /* A Python process whose interpreter began finalizing is ending: what
+     * it frees now is its teardown (one load per event, Python only). */
+    if (UNLIKELY(agent_py_fin != NULL) &&
+        UNLIKELY(atomic_load_explicit(agent_py_fin, memory_order_relaxed) != 0)) {
+        *saved_errno = errno;
+        agent_begin_end("python finalizing");
+        errno = *saved_errno;
+        return 0;
     }
     *saved_errno = errno;
     t->guard = 1;
@@ -610,4 +624,56 @@ EXPORT int dlclose(void *handle)
         errno = e;
     }
     return rc;
+}
+
+/* ---------------------------------------------------------------- the end of the process */
+
+/* exit() and a return from main begin the end of the process: atexit
+ * handlers, C++ static destructors and library destructors then free what
+ * the program held, and that is teardown, not behaviour (the report keeps
+ * the verdicts of its last live moment). _exit and abort free nothing. */
+EXPORT void exit(int status)
+{
+    agent_begin_end("exit");
+    if (!real_ready() || !hook_real.exit)
+        _exit(status);
+    hook_real.exit(status);
+    __builtin_unreachable();
+}
+
+static int (*app_main)(int, char **, char **);
+
+/* The linker's bounds of the section holding main_then_end. */
+extern const char __start_sw_mainwrap[] __attribute__((visibility("hidden")));
+extern const char __stop_sw_mainwrap[] __attribute__((visibility("hidden")));
+
+void hook_main_wrapper_range(uint64_t *lo, uint64_t *hi)
+{
+    *lo = (uint64_t)(uintptr_t)__start_sw_mainwrap;
+    *hi = (uint64_t)(uintptr_t)__stop_sw_mainwrap;
+}
+
+/* main as the program wrote it, then the start of its end. This frame sits
+ * between main and libc in every stack of the main thread: the unwinder
+ * drops agent frames wherever they are. */
+__attribute__((noinline, section("sw_mainwrap"))) static int main_then_end(int argc, char **argv,
+                                                                          char **envp)
+{
+    int rc = app_main(argc, argv, envp);
+    agent_begin_end("main returned");
+    return rc;
+}
+
+/* glibc calls main from here (the program's _start calls it through the
+ * PLT); libc's own exit after main is not interposable, so main is wrapped. */
+EXPORT int __libc_start_main(int (*main_fn)(int, char **, char **), int argc, char **argv,
+                             void (*init)(void), void (*fini)(void), void (*rtld_fini)(void),
+                             void *stack_end)
+{
+    if (!real_ready() || !hook_real.libc_start_main)
+        _exit(127); /* cannot happen: libc is loaded before any program starts */
+    app_main = main_fn;
+    int wrap = agent.started && agent.enabled;
+    return hook_real.libc_start_main(wrap ? main_then_end : main_fn, argc, argv, init, fini,
+                                     rtld_fini, stack_end);
 }

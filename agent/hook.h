@@ -3,6 +3,7 @@
 #define STACKWATCH_AGENT_HOOK_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct hook_real_s {
     void *(*malloc)(size_t);
@@ -16,6 +17,9 @@ typedef struct hook_real_s {
     void *(*pvalloc)(size_t);
     size_t (*malloc_usable_size)(void *);
     int (*dlclose)(void *);
+    void (*exit)(int) __attribute__((noreturn));
+    int (*libc_start_main)(int (*)(int, char **, char **), int, char **, void (*)(void),
+                           void (*)(void), void (*)(void), void *);
 } hook_real_t;
 
 extern hook_real_t hook_real;
@@ -24,6 +28,9 @@ extern hook_real_t hook_real;
  * the lookup are served from the bootstrap arena. Returns 0, or -ENOENT if
  * malloc/free could not be found. Idempotent. */
 int hook_resolve(void);
+
+/* Where the main wrapper's code is (hidden from stacks). */
+void hook_main_wrapper_range(uint64_t *lo, uint64_t *hi);
 
 /* 1 if p was handed out by the bootstrap arena. */
 int hook_arena_owns(const void *p);

@@ -62,6 +62,14 @@ uint32_t py_version(void)
     return version;
 }
 
+const _Atomic uintptr_t *py_finalizing_word(void)
+{
+    /* _PyRuntimeState._finalizing: the thread state finalizing the runtime,
+     * set by Py_FinalizeEx after atexit callbacks and thread shutdown. */
+    _Static_assert(sizeof runtime->_finalizing == sizeof(uintptr_t), "a word");
+    return runtime ? (const _Atomic uintptr_t *)(const void *)&runtime->_finalizing : NULL;
+}
+
 const char *py_status(void)
 {
     return status;

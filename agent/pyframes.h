@@ -2,6 +2,7 @@
 #ifndef STACKWATCH_AGENT_PYFRAMES_H
 #define STACKWATCH_AGENT_PYFRAMES_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,11 @@ void py_init(void);
 
 /* Py_Version of the interpreter captures work for, 0 if none. */
 uint32_t py_version(void);
+
+/* The interpreter's "finalizing" word (non-zero once Py_FinalizeEx began
+ * tearing the runtime down), or NULL without a known interpreter. Reading it
+ * is one load: safe on the malloc path. */
+const _Atomic uintptr_t *py_finalizing_word(void);
 
 /* Why there is no capture ("" when there is). */
 const char *py_status(void);

@@ -30,7 +30,7 @@ static void usage(FILE *f)
             "       stackctl [--dir DIR] query clients [--json]\n"
             "       stackctl [--dir DIR] trigger add (--match REGEX | --module REGEX |\n"
             "                                         --stack ID --pid PID) [--frame N]\n"
-            "                                         [--min-depth D] [--pid PID]\n"
+            "                                         [--min-depth D] [--pid PID] [--leaking]\n"
             "                                         [--signal SIG] [--count N] [--json]\n"
             "       stackctl [--dir DIR] trigger list [--json]\n"
             "       stackctl [--dir DIR] trigger rm ID\n"
@@ -57,7 +57,9 @@ static void usage(FILE *f)
             "                  records its Python stack, and raises --signal in the\n"
             "                  allocating thread if the process handles it\n"
             "    --match/--module  regex on function names / module paths of the report's\n"
-            "                  frames; --frame N pins the frame index (innermost = 0)\n");
+            "                  frames; --frame N pins the frame index (innermost = 0)\n"
+            "    --leaking     only stacks with may-leak blocks (armed when they first\n"
+            "                  expire), not every matching start-up stack\n");
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
@@ -235,7 +237,7 @@ static int cmd_diff(const rundir_t *rd, int argc, char **argv, uint32_t top, int
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
-    int json = 0, all = 0, by_exe = 0, since_mark = 0;
+    int json = 0, all = 0, by_exe = 0, since_mark = 0, leaking = 0;
     const char *format = NULL, *outpath = NULL, *klass = NULL, *exe = NULL, *html = NULL;
     uint64_t pid = 0, top = 0, min_bytes = 0, count = 0, min_depth = 0, stack = 0;
     int64_t frame = -1;
@@ -253,6 +255,7 @@ int main(int argc, char **argv)
         { "stack", required_argument, 0, 'S' },
         { "frame", required_argument, 0, 'F' },
         { "min-depth", required_argument, 0, 'D' },
+        { "leaking", no_argument, 0, 'L' },
         { "signal", required_argument, 0, 'G' },
         { "count", required_argument, 0, 'C' },
         { "format", required_argument, 0, 'f' },
@@ -337,6 +340,9 @@ int main(int argc, char **argv)
         case 'D':
             if (parse_u64("--min-depth", optarg, &min_depth) < 0)
                 return 2;
+            break;
+        case 'L':
+            leaking = 1;
             break;
         case 'G':
             sig = signame_parse(optarg);
@@ -459,6 +465,7 @@ int main(int argc, char **argv)
             r.pid = (uint32_t)pid;
             r.signal = sig;
             r.count = (uint32_t)count;
+            r.leaking = leaking;
             Stackwatch__TriggerAdd ta = STACKWATCH__TRIGGER_ADD__INIT;
             ta.rule = &r;
             req.req_case = STACKWATCH__REQUEST__REQ_TRIGGER_ADD;

@@ -86,6 +86,10 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
     if (c->unwind_failures || c->intern_full)
         fprintf(f, " unwind_failures=%" PRIu64 " stack_table_full=%" PRIu64, c->unwind_failures,
                 c->intern_full);
+    if (c->end_reason && *c->end_reason)
+        fprintf(f, "\n      verdicts as of when it began to end (%s): what it freed tearing "
+                   "down is not counted",
+                c->end_reason);
     if (c->restart_gap_ms)
         fprintf(f, "\n      merged with its report from before a collectord restart (gap %.1fs:"
                    " blocks from before it are uncertain)", c->restart_gap_ms / 1000.0);
@@ -245,6 +249,9 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_u64(j, "stack_cache_hits", c->stack_cache_hits);
     json_u64(j, "firings", c->firings);
     json_u64(j, "notes_dropped", c->notes_dropped);
+    json_str(j, "end_reason", c->end_reason && *c->end_reason ? c->end_reason : NULL);
+    json_u64(j, "after_end", c->after_end);
+    json_u64(j, "armed_sites_full", c->armed_sites_full);
     json_bool(j, "restored", c->restored);
     json_u64(j, "restart_gap_ms", c->restart_gap_ms);
     json_u64(j, "max_live", c->max_live);
@@ -436,6 +443,8 @@ static void rule_desc(char *buf, size_t cap, const Stackwatch__Rule *r)
         n += (size_t)snprintf(buf + n, cap - n, "--min-depth %u ", r->min_depth);
     if (r->pid && n < cap)
         n += (size_t)snprintf(buf + n, cap - n, "--pid %u ", r->pid);
+    if (r->leaking && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "--leaking ");
     if (r->signal && n < cap)
         n += (size_t)snprintf(buf + n, cap - n, "--signal %s ",
                               signame_name(r->signal, sig, sizeof sig));
@@ -486,6 +495,7 @@ void cli_rules_json(FILE *f, const Stackwatch__RuleList *rl)
         json_str(&j, "signal", r->signal ? signame_name(r->signal, sig, sizeof sig) : NULL);
         json_u64(&j, "count", r->count);
         json_u64(&j, "armed", r->armed);
+        json_bool(&j, "leaking", r->leaking);
         json_u64(&j, "fired", r->fired);
         json_obj_end(&j);
     }

@@ -85,7 +85,8 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->exe = c->exe ? c->exe : (char *)"";
     ci->n_argv = c->argc;
     ci->argv = c->argv;
-    ci->state = (char *)state_name(c->state);
+    ci->state = (char *)(c->ending && c->state == CLIENT_CONNECTED ? "ending"
+                                                                  : state_name(c->state));
     ci->events = c->events;
     ci->dropped = c->a_dropped;
     ci->failed_calls = c->a_failed;
@@ -118,6 +119,9 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->firings = c->a_firings;
     ci->notes_dropped = c->a_notes_dropped;
     ci->max_live = c->max_live;
+    ci->end_reason = (char *)c->end_reason;
+    ci->after_end = c->after_end;
+    ci->armed_sites_full = c->a_sites_full;
     return ci;
 }
 
@@ -191,14 +195,23 @@ static void fig_of(fig_t *f, const client_t *c, const cstack_t *s, const walk_t 
     if (since) {
         if (!c->mark_ts)
             return; /* never marked: nothing counts as after the mark */
-        f->may_n = f->exp_n = w ? w->m_may_n : 0;
-        f->may_b = f->exp_b = w ? w->m_may_b : 0;
-        f->live_n = w ? w->m_live_n : 0;
-        f->live_b = w ? w->m_live_b : 0;
         f->alloc_n = s->alloc_n - s->mark_alloc_n;
         f->alloc_b = s->alloc_b - s->mark_alloc_b;
         f->free_n = s->free_n - s->mark_free_n;
         f->free_b = s->free_b - s->mark_free_b;
+        if (c->frozen) {
+            /* Ended: the figures kept at its end (the table may be gone). */
+            f->may_n = f->exp_n = s->mend_may_n;
+            f->may_b = f->exp_b = s->mend_may_b;
+            f->live_n = f->exit_n = s->mend_live_n;
+            f->live_b = f->exit_b = s->mend_live_b;
+            f->oldest = s->mend_oldest;
+            return;
+        }
+        f->may_n = f->exp_n = w ? w->m_may_n : 0;
+        f->may_b = f->exp_b = w ? w->m_may_b : 0;
+        f->live_n = w ? w->m_live_n : 0;
+        f->live_b = w ? w->m_live_b : 0;
         f->oldest = w ? w->m_oldest : 0;
         return;
     }
@@ -663,7 +676,7 @@ static int client_cands(srv_t *srv, client_t *c, const store_rec_t *rec,
         memcpy(old, src, nold * sizeof *old);
         qsort(old, nold, sizeof *old, id_cmp);
     }
-    if (c->atab_ok && c->nstacks && (!c->frozen || q->since_mark)) {
+    if (c->atab_ok && c->nstacks && !c->frozen) {
         w = calloc(c->nstacks, sizeof *w);
         if (!w)
             goto out;
@@ -865,10 +878,19 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
     int pending = 0;
     for (size_t i = 0; i < ncand; i++) {
         cstack_t *s = cands[i].s;
-        if (!s)
-            continue;
+        if (!s || for_store)
+            continue; /* a store record takes the frames as they are */
+        if (s->sym_state == SYM_DONE && s->sym && s->sym->degraded && !force &&
+            cands[i].c->state == CLIENT_CONNECTED && !s->sym_redone) {
+            /* A module could not be read then (out of fds?): once more, so
+             * its frames read the same as in the stacks that had it. */
+            s->sym_redone = 1;
+            s->sym_state = SYM_NONE;
+        }
         if (s->sym_state == SYM_NONE)
-            srv_sym_stack(srv, cands[i].c, s);
+            srv_sym_stack(srv, cands[i].c, s, 1); /* a report waits for it: first */
+        else if (s->sym_state == SYM_PENDING && !s->sym_urgent)
+            s->sym_urgent = (uint8_t)sym_promote(cands[i].c->serial, s->index);
         if (s->sym_state == SYM_PENDING)
             pending = 1;
     }
@@ -902,14 +924,8 @@ int ctl_client_symbolized(srv_t *s, client_t *c)
         cstack_t *st = c->slist[i];
         if (!st || !st->defined)
             continue;
-        if (st->sym_state == SYM_NONE) {
-            /* What a default report shows first; the rest behind queries. */
-            int shown = st->exp_n > st->fexp_n || st->exit_live_n > 0;
-            if (shown)
-                srv_sym_stack(s, c, st);
-            else
-                srv_sym_stack_bg(s, c, st);
-        }
+        if (st->sym_state == SYM_NONE)
+            srv_sym_stack(s, c, st, 0); /* behind what reports and rules wait for */
         pending |= st->sym_state == SYM_PENDING;
     }
     return !pending;
@@ -1014,6 +1030,7 @@ static int send_rules(conn_t *c, ra_t *ra, srv_t *s, uint32_t only)
         r->count = t->count;
         r->fired = t->fired;
         r->armed = t->armed;
+        r->leaking = t->leaking;
         rl.rules[rl.n_rules++] = r;
     }
     Stackwatch__Reply rep = STACKWATCH__REPLY__INIT;
@@ -1143,9 +1160,12 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             rc = send_error(c, id, err[0] ? err : "cannot add the rule");
             break;
         }
-        srv_log("rule %d added (match '%s', module '%s', stack %016llx, pid %u, signal %d, count %u)",
+        trig_get(&s->trig, (uint32_t)id)->leaking = q->leaking;
+        srv_log("rule %d added (match '%s', module '%s', stack %016llx, pid %u, signal %d, "
+                "count %u%s)",
                 id, q->match ? q->match : "", q->module ? q->module : "",
-                (unsigned long long)q->stack, q->pid, q->signal, q->count);
+                (unsigned long long)q->stack, q->pid, q->signal, q->count,
+                q->leaking ? ", leaking stacks only" : "");
         srv_trig_scan(s);
         rc = send_rules(c, &ra, s, (uint32_t)id);
         break;

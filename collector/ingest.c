@@ -144,7 +144,7 @@ static int on_stacks(conn_t *c, const Stackwatch__StackDefs *sd, const char **wh
         if (c->srv->trig.n) {
             /* Rules match every stack, present and future. */
             if (trig_needs_symbols(&c->srv->trig))
-                srv_sym_stack(c->srv, c->client, st);
+                srv_sym_stack(c->srv, c->client, st, 0);
             srv_trig_eval(c->srv, c->client, st);
         }
     }
@@ -310,7 +310,8 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
     uint64_t folded = 0;
     for (size_t i = 0; i < nf; i++) {
         int rc = client_fold(cl, b->fold_stack[i], b->fold_count[i], b->fold_bytes[i],
-                             b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i]);
+                             b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i],
+                             b->ts_base);
         if (rc < 0) {
             *why = "out of memory"; /* the figures were checked above */
             return rc;
@@ -342,6 +343,11 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     cl->a_sc_hits = st->stack_cache_hits;
     cl->a_firings = st->firings;
     cl->a_notes_dropped = st->notes_dropped;
+    if (st->armed_sites_full && !cl->a_sites_full)
+        srv_log("pid %u samples allocations: more stacks are armed than its agent watches by "
+                "call site (64); the others fire only when sampled",
+                cl->pid);
+    cl->a_sites_full = st->armed_sites_full;
 }
 
 /* ---------------------------------------------------------------- EventBatch fast path */
@@ -617,6 +623,15 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
         }
         client_gap(c->client, m->gap->lost_events);
         break;
+    case STACKWATCH__AGENT_MSG__MSG_ENDING: {
+        /* Verdicts freeze where the process began to end; a time in our
+         * future (a confused clock) is taken as now. */
+        uint64_t now = srv_now(), ts = m->ending->ts;
+        if (!ts || ts > now)
+            ts = now;
+        client_ending(c->client, ts, m->ending->why);
+        break;
+    }
     case STACKWATCH__AGENT_MSG__MSG_BYE:
         c->client->said_bye = 1;
         /* Trust the goodbye's time only as far as our own clock. */

@@ -122,7 +122,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---------------------------------------------------------------- symbolization */
 
-static void sym_stack(srv_t *s, client_t *c, cstack_t *st, int background)
+void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
 {
     (void)s;
     if (st->sym_state != SYM_NONE || !st->defined)
@@ -130,7 +130,6 @@ static void sym_stack(srv_t *s, client_t *c, cstack_t *st, int background)
     sym_job_t *j = calloc(1, sizeof *j);
     if (!j)
         return;
-    j->background = (uint8_t)background;
     j->client_serial = c->serial;
     j->stack_index = st->index;
     j->pid = c->state == CLIENT_CONNECTED ? c->pid : 0;
@@ -164,7 +163,8 @@ static void sym_stack(srv_t *s, client_t *c, cstack_t *st, int background)
         j->pc_mod[i] = (int32_t)k;
     }
     st->sym_state = SYM_PENDING;
-    if (sym_submit(j) < 0) {
+    st->sym_urgent = (uint8_t)(urgent != 0);
+    if (sym_submit(j, urgent) < 0) {
         /* No worker thread: module+offset frames now, never DWARF on the loop. */
         st->sym = sym_fallback(j);
         st->sym_state = st->sym ? SYM_DONE : SYM_NONE;
@@ -174,16 +174,6 @@ static void sym_stack(srv_t *s, client_t *c, cstack_t *st, int background)
     return;
 fail:
     sym_job_free(j);
-}
-
-void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st)
-{
-    sym_stack(s, c, st, 0);
-}
-
-void srv_sym_stack_bg(srv_t *s, client_t *c, cstack_t *st)
-{
-    sym_stack(s, c, st, 1);
 }
 
 /* ---------------------------------------------------------------- arming */
@@ -238,16 +228,34 @@ void srv_disarm(srv_t *s, client_t *c, cstack_t *st)
 
 void srv_trig_eval(srv_t *s, client_t *c, cstack_t *st)
 {
-    if (!s->trig.n || !c->conn || !st->defined || st->arm_kind == ARM_RULE)
+    if (!s->trig.n || !c->conn || !st->defined || st->arm_kind == ARM_RULE || c->ending)
         return;
     trig_rule_t *r = trig_match(&s->trig, c, st);
     if (!r)
         return;
+    if (c->sample_bytes && c->rule_armed >= SRV_SAMPLED_ARM_BUDGET &&
+        st->klass != CLASS_LEAK && st->klass != CLASS_GROWING)
+        return; /* the agent watches few call sites: leaking stacks get them
+                 * (evaluated again when this one is classified a leak) */
     if (srv_arm(s, c, st, ARM_RULE, r->id, r->sig, r->count) == 0) {
         r->armed++;
+        c->rule_armed++;
         srv_log("rule %u armed stack %016llx of pid %u (%u firings%s)", r->id,
                 (unsigned long long)st->id, c->pid, r->count, r->sig ? ", with a signal" : "");
     }
+}
+
+/* Stacks most likely to be what a rule is after come first: leaking ones,
+ * then the busiest. */
+static int by_need(const void *a, const void *b)
+{
+    const cstack_t *x = *(cstack_t *const *)a, *y = *(cstack_t *const *)b;
+    uint64_t mx = x->exp_b - x->fexp_b, my = y->exp_b - y->fexp_b;
+    if (mx != my)
+        return mx > my ? -1 : 1;
+    if (x->alloc_n != y->alloc_n)
+        return x->alloc_n > y->alloc_n ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
 }
 
 void srv_trig_scan(srv_t *s)
@@ -256,13 +264,26 @@ void srv_trig_scan(srv_t *s)
     for (client_t *c = s->clients.head; c; c = c->next) {
         if (!c->conn)
             continue;
+        cstack_t **order = names && c->nstacks ? malloc(c->nstacks * sizeof *order) : NULL;
+        uint32_t n = 0;
         for (uint32_t i = 0; i < c->nstacks; i++) {
             cstack_t *st = c->slist[i];
             if (!st || !st->defined)
                 continue;
-            if (names && st->sym_state == SYM_NONE)
-                srv_sym_stack(s, c, st); /* evaluated when its frames are in */
+            if (names && st->sym_state == SYM_NONE) {
+                if (order)
+                    order[n++] = st;
+                else
+                    srv_sym_stack(s, c, st, 0); /* out of memory: in first-use order */
+                continue; /* evaluated when its frames are in */
+            }
             srv_trig_eval(s, c, st);
+        }
+        if (order) {
+            qsort(order, n, sizeof *order, by_need);
+            for (uint32_t i = 0; i < n; i++)
+                srv_sym_stack(s, c, order[i], order[i]->exp_n > order[i]->fexp_n);
+            free(order);
         }
     }
 }
@@ -311,7 +332,10 @@ int srv_signal(srv_t *s, client_t *c, int sig)
  * for a Python client it is armed for a few captures of the Python line. */
 static void on_first_leak(srv_t *s, client_t *c, cstack_t *st)
 {
-    if (!c->conn || st->arm_kind == ARM_RULE)
+    /* Rules deferred by the sampled budget see it now (or once its frames
+     * are in). */
+    srv_trig_eval(s, c, st);
+    if (!c->conn || st->arm_kind == ARM_RULE || c->ending)
         return;
     if (s->opts.on_leak_sig) {
         srv_signal(s, c, s->opts.on_leak_sig);
@@ -505,7 +529,7 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
             cstack_t *st = cstack_at(c, c->symq[i]);
             if (st) {
                 st->sym_queued = 0;
-                srv_sym_stack(s, c, st);
+                srv_sym_stack(s, c, st, 0);
             }
         }
         c->nsymq = 0;
@@ -515,6 +539,14 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
                 on_first_leak(s, c, st);
         }
         c->nleakq = 0;
+        for (uint32_t i = 0; i < c->nhotq; i++) {
+            /* Just became a leak: --leaking rules see it now (or once its
+             * frames are in). */
+            cstack_t *st = cstack_at(c, c->hotq[i]);
+            if (st)
+                srv_trig_eval(s, c, st);
+        }
+        c->nhotq = 0;
         rearm_python(s, c);
     }
     clients_prune(&s->clients, now);

@@ -77,10 +77,11 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg);
 void srv_stop(srv_t *s);
 
 /* Queues symbolization of a stack if not done or pending. */
-void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st);
+void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent);
 
-/* The same behind every other queued stack (a store's, not a query's). */
-void srv_sym_stack_bg(srv_t *s, client_t *c, cstack_t *st);
+/* A sampled client's agent watches 64 call sites for armed stacks: past
+ * this many rule-armed stacks, only leaking ones are armed. */
+#define SRV_SAMPLED_ARM_BUDGET 48
 
 /* Arms a stack in its (connected) agent: count firings, raising sig (0:
  * none), capturing Python frames where the client has them. kind is ARM_*.

@@ -88,14 +88,28 @@ done:
 
 /* ---------------------------------------------------------------- module cache (worker only) */
 
+/* Resolved frames by file-relative pc, per module: a pc is resolved once
+ * (DWARF scopes and line tables are the slow part) and every stack of every
+ * process that has it shows the same frames. */
+typedef struct fcache_s {
+    uint64_t *keys;        /* rel pc + 1; 0: empty slot */
+    uint32_t *first;       /* its frames: pool[first .. first + count) */
+    uint16_t *count;
+    uint32_t cap, used;    /* slots (a power of two), in use */
+    symframe_t *pool;
+    uint32_t npool, pool_cap;
+} fcache_t;
+
 typedef struct dmod_s {
     char *path;
     uint8_t build_id[32];
     uint32_t build_id_len;
-    Dwfl *dwfl;            /* NULL: could not be opened (remembered) */
+    Dwfl *dwfl;            /* NULL: could not be opened (remembered unless passing) */
     Dwfl_Module *mod;
     uint64_t last_use;
     const char *why;       /* reason when unusable */
+    int retry;             /* the failure may pass (no fd, say): try again next time */
+    fcache_t fc;
 } dmod_t;
 
 static dmod_t cache[CACHE_MAX];
@@ -177,22 +191,115 @@ static int build_id_matches(int fd, const sym_mod_t *m)
     return ok;
 }
 
+static void fcache_free(fcache_t *fc)
+{
+    free(fc->keys);
+    free(fc->first);
+    free(fc->count);
+    free(fc->pool);
+    memset(fc, 0, sizeof *fc);
+}
+
+static uint32_t fc_slot(const fcache_t *fc, uint64_t key)
+{
+    uint64_t h = key * 0x9e3779b97f4a7c15ULL;
+    uint32_t i = (uint32_t)(h >> 32) & (fc->cap - 1);
+    while (fc->keys[i] && fc->keys[i] != key)
+        i = (i + 1) & (fc->cap - 1);
+    return i;
+}
+
+/* The cached frames of rel, or NULL (*n = 0). */
+static const symframe_t *fcache_get(const fcache_t *fc, uint64_t rel, uint32_t *n)
+{
+    *n = 0;
+    if (!fc->cap)
+        return NULL;
+    uint32_t i = fc_slot(fc, rel + 1);
+    if (!fc->keys[i])
+        return NULL;
+    *n = fc->count[i];
+    return &fc->pool[fc->first[i]];
+}
+
+/* Remembers frames f[0..n) for rel. Out of memory: not cached (resolved
+ * again next time, to the same result). */
+static void fcache_put(fcache_t *fc, uint64_t rel, const symframe_t *f, uint32_t n)
+{
+    if (!n || n > UINT16_MAX)
+        return;
+    if ((fc->used + 1) * 4 > fc->cap * 3) {
+        uint32_t ncap = fc->cap ? fc->cap * 2 : 256;
+        fcache_t nf = *fc;
+        nf.keys = calloc(ncap, sizeof *nf.keys);
+        nf.first = malloc(ncap * sizeof *nf.first);
+        nf.count = malloc(ncap * sizeof *nf.count);
+        if (!nf.keys || !nf.first || !nf.count) {
+            free(nf.keys);
+            free(nf.first);
+            free(nf.count);
+            return;
+        }
+        nf.cap = ncap;
+        for (uint32_t i = 0; i < fc->cap; i++) {
+            if (!fc->keys[i])
+                continue;
+            uint32_t j = fc_slot(&nf, fc->keys[i]);
+            nf.keys[j] = fc->keys[i];
+            nf.first[j] = fc->first[i];
+            nf.count[j] = fc->count[i];
+        }
+        free(fc->keys);
+        free(fc->first);
+        free(fc->count);
+        fc->keys = nf.keys;
+        fc->first = nf.first;
+        fc->count = nf.count;
+        fc->cap = ncap;
+    }
+    if (fc->npool + n > fc->pool_cap) {
+        uint32_t ncap = fc->pool_cap ? fc->pool_cap : 256;
+        while (ncap < fc->npool + n)
+            ncap *= 2;
+        symframe_t *np = realloc(fc->pool, ncap * sizeof *np);
+        if (!np)
+            return;
+        fc->pool = np;
+        fc->pool_cap = ncap;
+    }
+    uint32_t i = fc_slot(fc, rel + 1);
+    if (fc->keys[i])
+        return; /* already there */
+    memcpy(&fc->pool[fc->npool], f, n * sizeof *f);
+    fc->keys[i] = rel + 1;
+    fc->first[i] = fc->npool;
+    fc->count[i] = (uint16_t)n;
+    fc->npool += n;
+    fc->used++;
+}
+
 static void dmod_drop(dmod_t *d)
 {
     if (d->dwfl)
         dwfl_end(d->dwfl);
     free(d->path);
+    fcache_free(&d->fc);
     memset(d, 0, sizeof *d);
 }
+
+static dmod_t *dmod_open(dmod_t *d, const sym_mod_t *m, uint32_t pid);
 
 static dmod_t *dmod_get(const sym_mod_t *m, uint32_t pid)
 {
     for (size_t i = 0; i < ncache; i++) {
         dmod_t *d = &cache[i];
-        if (d->build_id_len == m->build_id_len && strcmp(d->path, m->path) == 0 &&
+        if (d->path && d->build_id_len == m->build_id_len && strcmp(d->path, m->path) == 0 &&
             memcmp(d->build_id, m->build_id, m->build_id_len) == 0) {
             d->last_use = ++use_clock;
-            return d;
+            if (!d->retry)
+                return d;
+            dmod_drop(d); /* a failure that may have passed: open it again */
+            return dmod_open(d, m, pid);
         }
     }
     dmod_t *d;
@@ -205,6 +312,11 @@ static dmod_t *dmod_get(const sym_mod_t *m, uint32_t pid)
                 d = &cache[i];
         dmod_drop(d);
     }
+    return dmod_open(d, m, pid);
+}
+
+static dmod_t *dmod_open(dmod_t *d, const sym_mod_t *m, uint32_t pid)
+{
     d->path = strdup(m->path);
     if (!d->path)
         return NULL;
@@ -217,6 +329,9 @@ static dmod_t *dmod_get(const sym_mod_t *m, uint32_t pid)
     }
     int fd = open_module(m, pid);
     if (fd < 0) {
+        /* Gone for good (deleted, replaced, process ended) or, when out of
+         * file descriptors or memory, for now: then it is tried again. */
+        d->retry = errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == EINTR;
         d->why = "cannot open";
         return d;
     }
@@ -335,16 +450,46 @@ static const char *die_function(Dwarf_Die *die)
 /* Appends the frames of one pc: the inlined calls innermost first (each at
  * the file:line where it is, i.e. inside the function inlining it), then the
  * physical function at the line of the outermost inlined call site. */
-static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid)
+static void resolve_pc_dwarf(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t *d);
+
+static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid, int *degraded)
 {
     dmod_t *d = dmod_get(m, pid);
+    if (d && d->mod) {
+        uint32_t n;
+        const symframe_t *cf = fcache_get(&d->fc, pc - m->bias, &n);
+        if (cf) {
+            for (uint32_t i = 0; i < n; i++) {
+                symframe_t *f = fvec_push(v);
+                if (!f)
+                    return;
+                *f = cf[i];
+                f->addr = pc;
+            }
+            return;
+        }
+        uint32_t first = v->n;
+        resolve_pc_dwarf(v, pc, m, d);
+        if (v->n > first)
+            fcache_put(&d->fc, pc - m->bias, &v->f[first], v->n - first);
+        return;
+    }
+    if (!d || d->retry)
+        *degraded = 1; /* may resolve later: the stack is done again when asked */
     symframe_t *f = fvec_push(v);
     if (!f)
         return;
     f->addr = pc;
     frame_module(f, m);
-    if (!d || !d->mod)
+}
+
+static void resolve_pc_dwarf(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t *d)
+{
+    symframe_t *f = fvec_push(v);
+    if (!f)
         return;
+    f->addr = pc;
+    frame_module(f, m);
     /* A return address: the call is the instruction before it. */
     Dwarf_Addr rel = pc - m->bias;
     Dwarf_Addr q = rel ? rel - 1 : rel;
@@ -406,9 +551,10 @@ static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid)
 void sym_resolve_now(sym_job_t *j)
 {
     fvec_t v = { 0 };
+    int degraded = 0;
     for (uint32_t i = 0; i < j->npcs; i++) {
         if (j->pc_mod[i] >= 0 && (uint32_t)j->pc_mod[i] < j->nmods) {
-            resolve_pc(&v, j->pcs[i], &j->mods[j->pc_mod[i]], j->pid);
+            resolve_pc(&v, j->pcs[i], &j->mods[j->pc_mod[i]], j->pid, &degraded);
         } else {
             symframe_t *f = fvec_push(&v);
             if (f)
@@ -418,6 +564,7 @@ void sym_resolve_now(sym_job_t *j)
     symres_t *r = calloc(1, sizeof *r + v.n * sizeof(symframe_t));
     if (r) {
         r->n = v.n;
+        r->degraded = (uint8_t)degraded;
         memcpy(r->f, v.f, v.n * sizeof(symframe_t));
     }
     free(v.f);
@@ -428,8 +575,9 @@ void sym_resolve_now(sym_job_t *j)
 
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
-static sym_job_t *q_head, *q_tail, *done_head, *done_tail;
-static sym_job_t *bg_head, *bg_tail;  /* background jobs: taken when q is empty */
+/* Two queues: urgent (a report or a rule waits for it) before the rest
+ * (eager symbolization of stacks that began to expire). */
+static sym_job_t *u_head, *u_tail, *q_head, *q_tail, *done_head, *done_tail;
 static size_t backlog;
 static int stopping, started;
 static pthread_t worker;
@@ -441,21 +589,21 @@ static void *worker_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&q_lock);
     for (;;) {
-        while (!q_head && !bg_head && !stopping)
+        while (!u_head && !q_head && !stopping)
             pthread_cond_wait(&q_cond, &q_lock);
         if (stopping)
             break;
         sym_job_t *j;
-        if (q_head) {
+        if (u_head) {
+            j = u_head;
+            u_head = j->next;
+            if (!u_head)
+                u_tail = NULL;
+        } else {
             j = q_head;
             q_head = j->next;
             if (!q_head)
                 q_tail = NULL;
-        } else {
-            j = bg_head;
-            bg_head = j->next;
-            if (!bg_head)
-                bg_tail = NULL;
         }
         pthread_mutex_unlock(&q_lock);
         j->next = NULL;
@@ -500,39 +648,67 @@ void sym_stop(void)
         n = j->next;
         sym_job_free(j);
     }
-    for (sym_job_t *j = bg_head, *n; j; j = n) {
+    for (sym_job_t *j = u_head, *n; j; j = n) {
         n = j->next;
         sym_job_free(j);
     }
-    bg_head = bg_tail = NULL;
     for (sym_job_t *j = done_head, *n; j; j = n) {
         n = j->next;
         sym_job_free(j);
     }
-    q_head = q_tail = done_head = done_tail = NULL;
+    q_head = q_tail = u_head = u_tail = done_head = done_tail = NULL;
     backlog = 0;
     for (size_t i = 0; i < ncache; i++)
         dmod_drop(&cache[i]);
     ncache = 0;
 }
 
-int sym_submit(sym_job_t *j)
+static void push_tail(sym_job_t **head, sym_job_t **tail, sym_job_t *j)
 {
     j->next = NULL;
-    if (!started)
-        return -ESRCH;
-    pthread_mutex_lock(&q_lock);
-    sym_job_t **head = j->background ? &bg_head : &q_head;
-    sym_job_t **tail = j->background ? &bg_tail : &q_tail;
     if (*tail)
         (*tail)->next = j;
     else
         *head = j;
     *tail = j;
+}
+
+int sym_submit(sym_job_t *j, int urgent)
+{
+    j->next = NULL;
+    if (!started)
+        return -ESRCH;
+    pthread_mutex_lock(&q_lock);
+    if (urgent)
+        push_tail(&u_head, &u_tail, j);
+    else
+        push_tail(&q_head, &q_tail, j);
     backlog++;
     pthread_cond_signal(&q_cond);
     pthread_mutex_unlock(&q_lock);
     return 0;
+}
+
+int sym_promote(uint64_t client_serial, uint32_t stack_index)
+{
+    int moved = 0;
+    pthread_mutex_lock(&q_lock);
+    sym_job_t *prev = NULL;
+    for (sym_job_t *j = q_head; j; prev = j, j = j->next) {
+        if (j->client_serial != client_serial || j->stack_index != stack_index)
+            continue;
+        if (prev)
+            prev->next = j->next;
+        else
+            q_head = j->next;
+        if (q_tail == j)
+            q_tail = prev;
+        push_tail(&u_head, &u_tail, j);
+        moved = 1;
+        break;
+    }
+    pthread_mutex_unlock(&q_lock);
+    return moved;
 }
 
 sym_job_t *sym_take_done(void)
