@@ -82,10 +82,13 @@ def main():
         sp = run([PY, "-c", "import sys; print('\\n'.join(sys.path))"]).stdout.split()
         check(pydir in sp, "%s is on Debian python3's path" % pydir)
         r = run([PY, "-c", "import stackwatch; print(stackwatch.__file__); "
-                 "assert callable(stackwatch.install)"],
+                 "print(stackwatch.__version__); assert callable(stackwatch.install)"],
                 env=dict(os.environ, PYTHONPATH=dest + pydir), cwd="/")
-        check(r.returncode == 0 and r.stdout.strip().startswith(dest + pydir),
+        out = r.stdout.split()
+        check(r.returncode == 0 and out[0].startswith(dest + pydir),
               "import stackwatch from the installed file (%s)" % r.stderr.strip()[-200:])
+        check(out[1:] == [version], "stackwatch.__version__ %s is collectord's %s" %
+              (out[1:], version))
 
         unit = open(os.path.join(root, "lib", "systemd", "user", "collectord.service")).read()
         check("ExecStart=%s/bin/collectord start --foreground" % PREFIX in unit and
