@@ -156,10 +156,14 @@ static size_t pair_up(const Stackwatch__LeakReport *a, const Stackwatch__LeakRep
         *out = NULL;
         return 0;
     }
-    memcpy(sa, a->stacks, na * sizeof *sa);
-    memcpy(sb, b->stacks, nb * sizeof *sb);
-    qsort(sa, na, sizeof *sa, by_id);
-    qsort(sb, nb, sizeof *sb, by_id);
+    if (na)
+        memcpy(sa, a->stacks, na * sizeof *sa);
+    if (nb)
+        memcpy(sb, b->stacks, nb * sizeof *sb);
+    if (na > 1)
+        qsort(sa, na, sizeof *sa, by_id);
+    if (nb > 1)
+        qsort(sb, nb, sizeof *sb, by_id);
     for (size_t i = 0, j = 0; i < na || j < nb;) {
         dpair_t *d = &p[n++];
         if (j == nb || (i < na && sa[i]->id < sb[j]->id))

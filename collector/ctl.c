@@ -673,8 +673,10 @@ static int client_cands(srv_t *srv, client_t *c, const store_rec_t *rec,
         used = calloc(nold ? nold : 1, 1);
         if (!old || !used)
             goto out;
-        memcpy(old, src, nold * sizeof *old);
-        qsort(old, nold, sizeof *old, id_cmp);
+        if (nold) {
+            memcpy(old, src, nold * sizeof *old);
+            qsort(old, nold, sizeof *old, id_cmp);
+        }
     }
     if (c->atab_ok && c->nstacks && !c->frozen) {
         w = calloc(c->nstacks, sizeof *w);
