@@ -523,6 +523,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "stackctl: unexpected reply from collectord\n");
             return 1;
         }
+        if (pid && rep->leaks->n_clients == 0)
+            fprintf(stderr, "stackctl: pid %llu runs but has not connected to collectord (yet): "
+                            "was it started with LD_PRELOAD=.../libstackagent.so?\n",
+                    (unsigned long long)pid);
         const char *path = is_report ? html : outpath;
         FILE *out = stdout;
         if (path && strcmp(path, "-") != 0 && !(out = fopen(path, "w"))) {

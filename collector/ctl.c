@@ -2,6 +2,7 @@
 #include "ctl.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fnmatch.h>
 #include <stddef.h>
 #include <time.h>
@@ -733,6 +734,12 @@ out:
     return rc;
 }
 
+/* 1 if a process with this pid exists on the host (traced or not). */
+static int pid_alive(uint32_t pid)
+{
+    return pid <= INT32_MAX && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
 /* 1 when a stored record is served as a process of its own: read at start
  * and not taken over by a reconnected agent. */
 static int rec_served(const store_rec_t *r)
@@ -841,8 +848,8 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
                 goto out;
         }
     }
-    if (q->pid && lr->n_clients == 0) {
-        rc = -ESRCH;
+    if (q->pid && lr->n_clients == 0 && !pid_alive(q->pid)) {
+        rc = -ESRCH; /* a running process may connect any moment: an empty report */
         goto out;
     }
     if (q->by_exe && ncand > 0) {
@@ -1137,7 +1144,7 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
                 cl.n_clients++;
             ctl_store_client(s, cc, 1); /* the mark survives a collectord restart */
         }
-        if (req->mark->pid && !known) {
+        if (req->mark->pid && !known && !pid_alive(req->mark->pid)) {
             char msg[160];
             snprintf(msg, sizeof msg, "no process with pid %u is known", req->mark->pid);
             rc = send_error(c, -ESRCH, msg);

@@ -507,6 +507,12 @@ class CommandLineTest(unittest.TestCase):
             r = col.ctl("mark", "--pid", "999999999", check=False)
             self.assertEqual(r.returncode, 1)
             self.assertIn("no process with pid 999999999 is known", r.stderr)
+            # A process that runs but is not (yet) traced: an empty report and a hint.
+            r = col.ctl("query", "leaks", "--pid", str(os.getpid()), "--json", check=False)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout)["clients"], [])
+            self.assertIn("pid %d runs but has not connected to collectord (yet)" % os.getpid(),
+                          r.stderr)
             r = col.ctl("query", "leaks", "--format", "html", check=False)
             self.assertEqual(r.returncode, 2)
             self.assertIn("stackctl report --html FILE", r.stderr)
