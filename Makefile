@@ -56,7 +56,7 @@ CLI_LIBS = -lprotobuf-c -lz
 
 AGENT_SRC = $(wildcard agent/*.c)
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c,$(AGENT_SRC))
-CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c \
+CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c collector/cli_py.c \
 	collector/cli_diff.c collector/json.c
 COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
 COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
@@ -82,7 +82,7 @@ else
 TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
 endif
 
-.PHONY: all deps check check-unit check-integration check-sanitizers check-fuzz demo \
+.PHONY: all deps check check-unit check-integration check-sanitizers check-fuzz demo pythons check-pythons \
 	progs unit clean install fuzz
 all: $(TARGETS)
 
@@ -218,7 +218,7 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(UNIT_COLL_OBJ)
 
 # The HTML report is stackctl's: its test links the renderer and the JSON writer.
 $(BUILD)/tests/test_html: tests/unit/test_html.c $(BUILD)/obj/collector/cli_html.o \
-		$(BUILD)/obj/collector/json.o $(PB_O)
+		$(BUILD)/obj/collector/cli_py.o $(BUILD)/obj/collector/json.o $(PB_O)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ -lcmocka -lprotobuf-c
 
@@ -228,8 +228,8 @@ $(BUILD)/tests/tsan_agent_core: tests/tsan/tsan_agent_core.c $(UNIT_AGENT_OBJ)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ $(AGENT_LIBS)
 
 # cli_pprof.c is stackctl's: its test links it with both generated protocols.
-$(BUILD)/tests/test_pprof: tests/unit/test_pprof.c $(BUILD)/obj/collector/cli_pprof.o $(PPROF_O) \
-		$(PB_O) $(PPROF_H)
+$(BUILD)/tests/test_pprof: tests/unit/test_pprof.c $(BUILD)/obj/collector/cli_pprof.o \
+		$(BUILD)/obj/collector/cli_py.o $(PPROF_O) $(PB_O) $(PPROF_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka -lprotobuf-c -lz
 
@@ -253,6 +253,24 @@ check: deps
 
 check-integration: all progs
 	$(PYTHON) tests/integration/run.py --build $(BUILD)
+
+# CPython versions built from Debian's source packages into
+# $${STACKWATCH_PY_CACHE:-~/.cache/stackwatch/pythons} (scripts/build-python.sh;
+# a few minutes each on 2 cores, reused after). `make check` tests the ones
+# built; `make pythons` builds them; `make check-pythons` builds and tests
+# them. A source that cannot be fetched (no network) is a loud skip; a build
+# that fails is a failure.
+PY_VERSIONS ?= 3.13 3.14
+pythons:
+	@for v in $(PY_VERSIONS); do \
+	    sh scripts/build-python.sh $$v; rc=$$?; \
+	    if [ $$rc = 2 ]; then \
+	        echo "*** pythons: CPython $$v: source package not fetchable: NOT BUILT, NOT TESTED ***"; \
+	    elif [ $$rc != 0 ]; then exit 1; fi; \
+	done
+
+check-pythons: all progs pythons
+	$(PYTHON) tests/integration/run.py --build $(BUILD) -k Python3
 
 check-sanitizers:
 	$(MAKE) SANITIZER=address all unit
@@ -359,6 +377,7 @@ bench-deps:
 bench: all bench-deps
 	$(PYTHON) bench/run.py --build $(BUILD) $(BENCH_ARGS)
 	$(MAKE) bench-collector
+	$(PYTHON) bench/firstq.py --build $(BUILD)
 
 # collectord's ingest rate and memory per live block, driven by a fake agent
 # (bench/collector/README.md). BENCH_COLLECTOR_ARGS passes options to the

@@ -142,8 +142,15 @@ __attribute__((constructor)) static void agent_start(void)
         memcpy(cfg.sample, "all", 4);
     }
     py_init();
-    agent_py_fin = py_finalizing_word();
-    if (strncmp(py_status(), "CPython version", 15) == 0)
+    if (cfg.py_allocators)
+        hook_pyalloc_enable();
+    /* Its finalizing is the end of the process only when the interpreter is
+     * the program: an embedding program may finalize Python and run on. */
+    const char *base = strrchr(agent.exe, '/');
+    base = base ? base + 1 : agent.exe;
+    if (strncmp(base, "python", 6) == 0)
+        agent_py_fin = py_finalizing_word();
+    if (strncmp(py_status(), "CPython ", 8) == 0)
         log_msg("%s; allocations are traced, Python lines are not", py_status());
     if (intern_init(INTERN_SLOTS, INTERN_POOL_PCS) < 0 || modmap_init(agent.exe) < 0 ||
         flush_init() < 0 || tstate_init() < 0 || arm_init(INTERN_SLOTS) < 0 ||

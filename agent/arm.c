@@ -263,6 +263,7 @@ void arm_on_alloc(tstate_t *t, ring_t *r, uint32_t idx, void *ptr, size_t size, 
         n->text_len = 0;
         n->py.n = 0;
         n->py.truncated = 0;
+        n->py.why = PY_WHY_NONE;
         if (a->python)
             py_capture(&n->py);
         push_note(t, r, n, slot);
@@ -349,6 +350,7 @@ EXPORT int stackwatch_note(uint64_t addr, const char *text)
         n->tid = t->tid;
         n->py.n = 0;
         n->py.truncated = 0;
+        n->py.why = PY_WHY_NONE;
         push_note(t, r, n, slot);
         rc = 0;
     }

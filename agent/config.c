@@ -198,6 +198,8 @@ void cfg_load(const char *exe)
     if (parse_bool("STACKWATCH_DISABLE", getenv("STACKWATCH_DISABLE"), 0))
         cfg.enabled = 0;
     cfg.inherit = parse_bool("STACKWATCH_INHERIT", getenv("STACKWATCH_INHERIT"), 1);
+    cfg.py_allocators = parse_bool("STACKWATCH_PYTHON_ALLOCATORS",
+                                   getenv("STACKWATCH_PYTHON_ALLOCATORS"), 0);
     if (!cfg.inherit)
         strip_preload();
 

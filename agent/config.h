@@ -25,6 +25,7 @@ typedef struct cfg_s {
     uint32_t connect_ms;    /* how long the constructor waits for the collector */
     int unwind;             /* UNWIND_DWARF or UNWIND_FP (STACKWATCH_UNWIND) */
     const char *fp_modules; /* STACKWATCH_FP_MODULES: more frame-pointer candidates */
+    int py_allocators;      /* STACKWATCH_PYTHON_ALLOCATORS: hook CPython's mem/object domains */
 } cfg_t;
 
 extern cfg_t cfg;

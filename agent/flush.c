@@ -583,6 +583,7 @@ static void send_note(note_t *n)
     }
     note.n_python = nf;
     note.python = framep;
+    note.py_missing = nf ? STACKWATCH__PY_MISSING__PY_MISSING_NONE : (Stackwatch__PyMissing)n->py.why;
     uint32_t tl = n->text_len < NOTE_TEXT_MAX ? n->text_len : NOTE_TEXT_MAX;
     memcpy(text, n->text, tl);
     text[tl] = '\0';
@@ -1019,6 +1020,8 @@ static void send_stats(void)
     s.sample_overflow = sample_overflow();
     s.sample_set_bytes = sample_bytes_mapped();
     s.stack_cache_hits = tstate_cache_hits();
+    s.python_version = py_version();
+    s.python_status = (char *)py_status();
     /* Columns, live index, fold slots (two per event) and the encoded frame,
      * as far as batches have used them; the rest is reserved, untouched. */
     s.scratch_bytes = (uint64_t)fl.max_m * (3 * sizeof(uint32_t) + 3 * sizeof(uint64_t) + 1 +

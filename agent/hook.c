@@ -14,7 +14,9 @@
 #include "config.h"
 #include "flush.h"
 #include "intern.h"
+#include "log.h"
 #include "modmap.h"
+#include "pyframes.h"
 #include "ring.h"
 #include "sample.h"
 #include "tstate.h"
@@ -319,6 +321,12 @@ static inline int sampled_fast(tstate_t *t, ring_t *r, size_t size)
                                                                              : PICK_UNSAMPLED;
 }
 
+static void pyalloc_try_install(void);
+
+/* STACKWATCH_PYTHON_ALLOCATORS: 0 off, 1 wanted (not yet installed), 2
+ * installed, 3 given up. */
+static _Atomic int pyalloc_state;
+
 /* Out of line: the interposers' fast path stays small (no register saves). */
 __attribute__((noinline)) static void note_alloc_slow(void *p, size_t size,
                                                      const uint64_t *frame, int pick)
@@ -327,6 +335,8 @@ __attribute__((noinline)) static void note_alloc_slow(void *p, size_t size,
     int e;
     if (!rec_enter(t, &e))
         return;
+    if (UNLIKELY(atomic_load_explicit(&pyalloc_state, memory_order_relaxed) == 1))
+        pyalloc_try_install();
     ring_t *r = ring_of(t);
     if (r) {
         if (pick == PICK_DECIDE) {
@@ -603,6 +613,184 @@ EXPORT size_t malloc_usable_size(void *p)
     if (!real_ready() || !hook_real.malloc_usable_size)
         return 0;
     return hook_real.malloc_usable_size(p);
+}
+
+/* ---------------------------------------------------------------- CPython's allocator domains */
+
+/* With STACKWATCH_PYTHON_ALLOCATORS=1 the agent chains itself in front of
+ * CPython's "mem" and "object" domains (PyMem_Malloc, PyObject_Malloc and
+ * friends), whose blocks of 512 bytes or less come from pymalloc's arenas
+ * and never reach malloc. The "raw" domain is malloc itself and already
+ * seen. The previous allocator runs with this thread's guard set, so a block
+ * pymalloc passes on to malloc is recorded once, here, with the PyObject_*
+ * call in its stack. Each domain has its own functions (ctx is not relied
+ * on: a reader must never pair one domain's ctx with another's function).
+ * A block allocated before the hooks and freed after them is an unknown
+ * free, counted as such. */
+static py_mem_alloc_t pa_prev[3];
+
+static void *pa_malloc(int d, size_t n, const uint64_t *frame)
+{
+    tstate_t *t = &tstate;
+    if (t->guard)
+        return pa_prev[d].malloc(pa_prev[d].ctx, n);
+    t->guard = 1;
+    void *p = pa_prev[d].malloc(pa_prev[d].ctx, n);
+    t->guard = 0;
+    if (p)
+        note_alloc(p, n, frame);
+    return p;
+}
+
+static void *pa_calloc(int d, size_t k, size_t n, const uint64_t *frame)
+{
+    tstate_t *t = &tstate;
+    if (t->guard)
+        return pa_prev[d].calloc(pa_prev[d].ctx, k, n);
+    t->guard = 1;
+    void *p = pa_prev[d].calloc(pa_prev[d].ctx, k, n);
+    t->guard = 0;
+    if (p)
+        note_alloc(p, k * n, frame);
+    return p;
+}
+
+/* FREE(p), stamped before the block goes back (the address may be reused
+ * at once), as free does; the ring is busy from the stamp on (watermark). */
+static void pa_note_free(void *p)
+{
+    tstate_t *t = &tstate;
+    int e;
+    if (!rec_enter(t, &e))
+        return;
+    ring_t *r = ring_of(t);
+    if (r) {
+        ring_count_free(r);
+        if (!sample_rate || sample_forget((uint64_t)(uintptr_t)p)) {
+            ring_busy_begin(r);
+            emit_free(t, r, p, clock_now_ns());
+            ring_busy_end(r);
+        }
+    }
+    check_fired(p);
+    rec_leave(t, e);
+}
+
+static void pa_free(int d, void *p)
+{
+    tstate_t *t = &tstate;
+    if (!p || t->guard) {
+        pa_prev[d].free(pa_prev[d].ctx, p);
+        return;
+    }
+    pa_note_free(p);
+    t->guard = 1;
+    pa_prev[d].free(pa_prev[d].ctx, p);
+    t->guard = 0;
+}
+
+/* As realloc: FREE(old) stamped before the call and ALLOC(new) when it
+ * succeeds; nothing when it fails (CPython's realloc(p, 0) allocates). */
+static void *pa_realloc(int d, void *old, size_t n, const uint64_t *frame)
+{
+    tstate_t *t = &tstate;
+    int e;
+    if (!old)
+        return pa_malloc(d, n, frame); /* realloc(NULL, n) allocates */
+    if (!rec_enter(t, &e))
+        return pa_prev[d].realloc(pa_prev[d].ctx, old, n);
+    /* Guard held: what the previous allocator does is not recorded again.
+     * The ring is busy from FREE(old)'s stamp until it is pushed. */
+    ring_t *r = ring_of(t);
+    int old_rec = r && (!sample_rate || sample_forget((uint64_t)(uintptr_t)old));
+    uint64_t ts = 0;
+    if (old_rec) {
+        ring_busy_begin(r);
+        ts = clock_now_ns();
+    }
+    void *np = pa_prev[d].realloc(pa_prev[d].ctx, old, n);
+    if (r && np) {
+        ring_count_free(r);
+        if (old_rec)
+            emit_free(t, r, old, ts);
+    } else if (old_rec && sample_rate) {
+        sample_insert((uint64_t)(uintptr_t)old); /* failed: old lives on, still sampled */
+    }
+    if (old_rec)
+        ring_busy_end(r);
+    if (np)
+        check_fired(old);
+    rec_leave(t, e);
+    if (np)
+        note_alloc(np, n, frame);
+    return np;
+}
+
+#define PA_DOMAIN(D, NAME)                                                                         \
+    static void *pa_##NAME##_malloc(void *ctx, size_t n)                                           \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        return pa_malloc(D, n, CALL_FRAME());                                                      \
+    }                                                                                              \
+    static void *pa_##NAME##_calloc(void *ctx, size_t k, size_t n)                                 \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        return pa_calloc(D, k, n, CALL_FRAME());                                                   \
+    }                                                                                              \
+    static void *pa_##NAME##_realloc(void *ctx, void *p, size_t n)                                 \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        return pa_realloc(D, p, n, CALL_FRAME());                                                  \
+    }                                                                                              \
+    static void pa_##NAME##_free(void *ctx, void *p)                                               \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        pa_free(D, p);                                                                             \
+    }
+PA_DOMAIN(PY_MEM_DOMAIN_MEM, mem)
+PA_DOMAIN(PY_MEM_DOMAIN_OBJ, obj)
+
+void hook_pyalloc_enable(void)
+{
+    atomic_store(&pyalloc_state, 1);
+}
+
+int hook_pyalloc_installed(void)
+{
+    return atomic_load(&pyalloc_state) == 2;
+}
+
+/* Guard held, in an allocation: installs the domain hooks once this thread
+ * holds the GIL of an interpreter the agent reads (pre-initialization, which
+ * resets the allocators, is over then; and no other thread can be inside a
+ * mem/object allocation, which needs the GIL, while the structs are
+ * swapped). PyMem_SetAllocator copies a struct (3.13: under a PyMutex no
+ * allocation path holds); it allocates nothing. */
+static void pyalloc_try_install(void)
+{
+    void (*get)(int, py_mem_alloc_t *), (*set)(int, py_mem_alloc_t *);
+    py_mem_api(&get, &set);
+    if (!get || !set) {
+        if (!py_version())
+            return; /* no interpreter yet (it may be loaded later) */
+        atomic_store(&pyalloc_state, 3);
+        log_msg("STACKWATCH_PYTHON_ALLOCATORS: no PyMem_SetAllocator; not hooking");
+        return;
+    }
+    if (!py_holds_gil())
+        return;
+    get(PY_MEM_DOMAIN_MEM, &pa_prev[PY_MEM_DOMAIN_MEM]);
+    get(PY_MEM_DOMAIN_OBJ, &pa_prev[PY_MEM_DOMAIN_OBJ]);
+    if (!pa_prev[1].malloc || !pa_prev[1].free || !pa_prev[2].malloc || !pa_prev[2].free) {
+        atomic_store(&pyalloc_state, 3);
+        return;
+    }
+    py_mem_alloc_t mem = { NULL, pa_mem_malloc, pa_mem_calloc, pa_mem_realloc, pa_mem_free };
+    py_mem_alloc_t obj = { NULL, pa_obj_malloc, pa_obj_calloc, pa_obj_realloc, pa_obj_free };
+    set(PY_MEM_DOMAIN_MEM, &mem);
+    set(PY_MEM_DOMAIN_OBJ, &obj);
+    atomic_store(&pyalloc_state, 2);
+    log_msg("STACKWATCH_PYTHON_ALLOCATORS: CPython's mem and object domains are traced");
 }
 
 /* dlclose: the module map is refreshed before and after, so addresses of an

@@ -35,4 +35,11 @@ void hook_main_wrapper_range(uint64_t *lo, uint64_t *hi);
 /* 1 if p was handed out by the bootstrap arena. */
 int hook_arena_owns(const void *p);
 
+/* STACKWATCH_PYTHON_ALLOCATORS: hook CPython's mem and object allocator
+ * domains at the first allocation made under the GIL (constructor). */
+void hook_pyalloc_enable(void);
+
+/* 1 once the domain hooks are in place. */
+int hook_pyalloc_installed(void);
+
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli_py.h"
 #include "json.h"
 
 /* Colours of the top stacks' lines in the chart; the table's swatches match.
@@ -227,8 +228,31 @@ static void data_json(FILE *f, const Stackwatch__LeakReport *r)
                      tb->frames[0]->line);
         json_str(&j, "py", tb ? buf : "");
         data_series(&j, "series", s->series, s->n_series, 1);
+        /* The blamed Python frames (of the top traceback) go after the
+         * interpreter frame they run under, marked by module "[python]". */
+        size_t anchor = cli_py_anchor(s);
         json_arr_begin(&j, "frames");
-        for (size_t k = 0; k < s->n_frames; k++) {
+        for (size_t k = 0; k <= s->n_frames; k++) {
+            if (k == anchor && tb) {
+                for (size_t q = 0; q < tb->n_frames; q++) {
+                    const Stackwatch__PyFrame *pf = tb->frames[q];
+                    json_obj_begin(&j, NULL);
+                    json_str(&j, "n", cli_py_name(buf, sizeof buf, pf));
+                    json_str(&j, "m", "[python]");
+                    snprintf(buf, sizeof buf, "%s:%u", pf->file ? pf->file : "", pf->line);
+                    json_str(&j, "s", buf);
+                    json_obj_end(&j);
+                }
+            } else if (k == anchor && !empty(s->python_missing)) {
+                json_obj_begin(&j, NULL);
+                snprintf(buf, sizeof buf, "[no Python line: %s]", s->python_missing);
+                json_str(&j, "n", buf);
+                json_str(&j, "m", "[python]");
+                json_str(&j, "s", "");
+                json_obj_end(&j);
+            }
+            if (k == s->n_frames)
+                break;
             const Stackwatch__Frame *fr = s->frames[k];
             json_obj_begin(&j, NULL);
             json_str(&j, "n", frame_name(buf, sizeof buf, fr));
@@ -773,6 +797,7 @@ static const char html_js[] =
     "    function flameColor(n) {\n"
     "      if (n.depth === 0) return '#c9cfd7';\n"
     "      if (n.depth === 1) return '#b4bfcc';\n"
+    "      if (n.m === '[python]') return 'hsl(' + (205 + hash(n.n) % 20) + ',62%,66%)';\n"
     "      const h = hash(n.n);\n"
     "      if (!n.kids.length) return 'hsl(' + (h % 12) + ',78%,' + (58 + (h >> 8) % 8) + '%)';\n"
     "      return 'hsl(' + (12 + h % 38) + ',' + (78 + (h >> 6) % 14) + '%,' +\n"
@@ -1354,6 +1379,10 @@ static void html_row(FILE *f, const Stackwatch__StackReport *s, size_t i, int py
         fputs(" <span class=\"fn\">", f);
         html_esc(f, p->function);
         fputs("</span></span>", f);
+    } else if (!empty(s->python_missing)) {
+        fputs("<span class=\"small muted\">none: ", f);
+        html_esc(f, s->python_missing);
+        fputs("</span>", f);
     } else if (s->n_python) {
         fputs("<span class=\"small muted\">none blamed</span>", f);
     }
@@ -1378,7 +1407,7 @@ static void html_table(FILE *f, const Stackwatch__LeakReport *r)
     int py = 0;
     span_t span = series_span(r);
     for (size_t i = 0; i < r->n_stacks; i++)
-        py |= r->stacks[i]->n_python > 0;
+        py |= r->stacks[i]->n_python > 0 || !empty(r->stacks[i]->python_missing);
     fprintf(f, "<div class=\"scroll\"><table id=\"stacks\">\n<thead><tr><th class=\"num\">#</th>"
                "<th>stack</th>"
                "<th>process</th><th>class</th><th class=\"num\">conf.</th>"

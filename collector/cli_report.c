@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "cli_py.h"
 #include "json.h"
 #include "signame.h"
 
@@ -200,6 +201,8 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
         if (s->truncated)
             fputs("    ... (truncated at STACKWATCH_DEPTH)\n", f);
         text_python(f, s);
+        if (!empty(s->python_missing))
+            fprintf(f, "    Python line: none (%s)\n", s->python_missing);
     }
 }
 
@@ -389,6 +392,8 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
             json_frame(&j, s->frames[k]);
         json_arr_end(&j);
         json_u64(&j, "armed", s->armed);
+        /* Why a Python client's stack has no blamed line, in one word. */
+        json_str(&j, "python_missing", !empty(s->python_missing) ? s->python_missing : NULL);
         /* python: one list of {file, function, line} per distinct traceback,
          * innermost first, blamed first; python_stats: same order, the fate
          * of each one's blocks. */
@@ -553,6 +558,45 @@ static void folded_name(FILE *f, const Stackwatch__Frame *fr)
     fputs(buf, f);
 }
 
+/* A Python frame for collapsed stacks: "leaky.py:27 backtest" (no ';'). */
+static void folded_py(FILE *f, const Stackwatch__PyFrame *fr)
+{
+    char buf[512];
+    cli_py_name(buf, sizeof buf, fr);
+    for (char *p = buf; *p; p++)
+        if (*p == ';' || *p == '\n')
+            *p = '_';
+    fputs(buf, f);
+}
+
+/* One line: C frames outermost first, with tb's frames (or the word for why
+ * there are none) after the interpreter frame they run under. */
+static void folded_line(FILE *f, const Stackwatch__StackReport *s, const char *base,
+                        const Stackwatch__PyTraceback *tb, uint64_t w)
+{
+    /* Outermost first: the Python frames follow frames[anchor] (the
+     * interpreter's), or lead when there is none (anchor == n_frames). */
+    size_t anchor = cli_py_anchor(s);
+    fputs(base, f);
+    for (size_t k = s->n_frames + 1; k-- > 0;) {
+        if (k < s->n_frames) {
+            fputc(';', f);
+            folded_name(f, s->frames[k]);
+        }
+        if (k != (anchor < s->n_frames ? anchor : s->n_frames))
+            continue;
+        if (tb) {
+            for (size_t q = tb->n_frames; q-- > 0;) {
+                fputc(';', f);
+                folded_py(f, tb->frames[q]);
+            }
+        } else if (!empty(s->python_missing)) {
+            fprintf(f, ";[no_Python_line:%s]", s->python_missing);
+        }
+    }
+    fprintf(f, " %" PRIu64 "\n", w);
+}
+
 void cli_leaks_folded(FILE *f, const Stackwatch__LeakReport *r)
 {
     for (size_t i = 0; i < r->n_stacks; i++) {
@@ -562,11 +606,17 @@ void cli_leaks_folded(FILE *f, const Stackwatch__LeakReport *r)
             continue;
         const char *exe = !empty(s->exe) ? s->exe : "?";
         const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
-        fputs(base, f);
-        for (size_t k = s->n_frames; k-- > 0;) {
-            fputc(';', f);
-            folded_name(f, s->frames[k]);
+        /* One line per blamed traceback, the stack's bytes split among them. */
+        const Stackwatch__PyTraceback *tbs[16];
+        size_t ntb = cli_py_blamed(s, tbs, 16);
+        if (!ntb) {
+            folded_line(f, s, base, NULL, w);
+            continue;
         }
-        fprintf(f, " %" PRIu64 "\n", w);
+        for (size_t t = 0; t < ntb; t++) {
+            uint64_t part = cli_py_share(w, tbs, ntb, t);
+            if (part)
+                folded_line(f, s, base, tbs[t], part);
+        }
     }
 }

@@ -308,6 +308,12 @@ static void count_free(client_t *c, cstack_t *s, uint64_t size, uint64_t ts_allo
     s->lt_sum += lt;
     s->lt_n++;
     if (flags & ATAB_F_EXPIRED) {
+        if (s->klass == CLASS_LEAK) {
+            /* An expired block freed: an eviction, so never a leak from
+             * here on, not even until the next tick reclassifies it. */
+            s->klass = CLASS_CACHE;
+            s->confidence = 0.5f;
+        }
         s->fexp_n += wn;
         s->fexp_b += wb;
         c->may_n -= wn <= c->may_n ? wn : c->may_n;
@@ -625,12 +631,15 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
 }
 
 cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
-                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text)
+                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text,
+                      uint32_t py_missing)
 {
     c->notes++;
     cstack_t *s = cstack_at(c, stack);
     if (!s)
         return NULL;
+    if (!nframes && py_missing && py_missing < 4)
+        s->py_missing[py_missing]++;
     if (text && !*text)
         text = NULL;
     atab_ent_t *e = c->atab_ok && addr ? atab_find(&c->atab, addr) : NULL;
@@ -667,6 +676,15 @@ cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
         tb->freed++;
     }
     return s;
+}
+
+void client_python_attached(client_t *c)
+{
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
+        if (s && s->leak_seen && s->arm_kind == ARM_NONE && s->exp_n > s->fexp_n)
+            push_u32(&c->leakq, &c->nleakq, &c->leakq_cap, s->index);
+    }
 }
 
 static void mark_uncertain(void *ctx, atab_ent_t *e)

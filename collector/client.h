@@ -50,7 +50,7 @@ typedef struct cstack_s {
     uint8_t sym_state;      /* SYM_NONE / PENDING / DONE */
     uint8_t sym_queued;     /* in the client's symq */
     uint8_t sym_urgent;     /* its pending job was moved to the urgent queue */
-    uint8_t sym_redone;     /* a degraded result was resubmitted once */
+    uint64_t sym_tried;     /* when it was last submitted (collector clock) */
     uint64_t alloc_n, alloc_b;      /* allocations */
     uint64_t free_n, free_b;        /* frees (explicit, matched late, or implied by reuse) */
     uint64_t exp_n, exp_b;          /* blocks that reached the expire age */
@@ -68,6 +68,7 @@ typedef struct cstack_s {
     uint32_t arm_left;              /* firings the agent still has (as far as we know) */
     uint64_t arm_may_n;             /* may-leak count when last armed */
     uint64_t fired;                 /* firings reported for it */
+    uint32_t py_missing[4];         /* captures without Python frames, by PY_MISSING_* */
     cls_t *cls;                     /* classification state (from its first expiry) */
     uint8_t klass;                  /* CLASS_* as of the last tick */
     float confidence;               /* 0..1 */
@@ -253,7 +254,12 @@ int client_free(client_t *c, uint64_t addr, uint64_t ts);
  * handler text): deduplicated per stack, tied to the block while it lives.
  * Returns the note's stack (NULL if the stack is unknown). */
 cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
-                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text);
+                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text,
+                      uint32_t py_missing);
+
+/* A CPython was found in the client after its hello (embedding): stacks
+ * already may-leak go back on the leak queue, to be armed for captures. */
+void client_python_attached(client_t *c);
 
 /* Marks every live block uncertain (events were lost). */
 void client_gap(client_t *c, uint64_t lost_events);

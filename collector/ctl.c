@@ -21,6 +21,7 @@
 #include "store.h"
 
 #define PARK_NS (30ull * 1000000000)   /* longest a report waits for symbolization */
+#define SYM_REDO_NS (1000ull * 1000000) /* a degraded stack is symbolized again at most this often */
 
 /* All memory of one reply, freed at once. */
 typedef struct ra_s {
@@ -393,11 +394,35 @@ static int tb_cmp(const void *a, const void *b)
     return x->captures > y->captures ? -1 : x->captures < y->captures;
 }
 
+/* Why a stack of a Python client has no blamed Python line, in one word
+ * (StackReport.python_missing); "" when it has one or is not Python. */
+static const char *python_missing(const client_t *c, const cstack_t *s, uint32_t ntb, int blamed)
+{
+    static const char *const words[4] = { "", "gil-released", "no-frame", "unsupported" };
+    if (blamed)
+        return "";
+    if (!c->python_version)
+        return c->python_status && strncmp(c->python_status, "CPython", 7) == 0 ? "unsupported"
+                                                                                : "";
+    uint32_t best = 0;
+    for (uint32_t k = 1; k < 4; k++)
+        if (s->py_missing[k] > s->py_missing[best])
+            best = k;
+    if (best)
+        return words[best];
+    return ntb ? "" : "not-captured";
+}
+
 static int fill_python(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
 {
     uint32_t n = 0;
+    int blamed = 0;
     for (uint32_t i = 0; i < c->npytbs; i++)
-        n += c->pytbs[i].stack == s->index;
+        if (c->pytbs[i].stack == s->index) {
+            n++;
+            blamed |= tb_blamed(c, &c->pytbs[i]);
+        }
+    r->python_missing = (char *)python_missing(c, s, n, blamed);
     if (!n)
         return 0;
     uint32_t *idx = ra_alloc(ra, n * sizeof *idx);
@@ -890,10 +915,9 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
         if (!s || for_store)
             continue; /* a store record takes the frames as they are */
         if (s->sym_state == SYM_DONE && s->sym && s->sym->degraded && !force &&
-            cands[i].c->state == CLIENT_CONNECTED && !s->sym_redone) {
-            /* A module could not be read then (out of fds?): once more, so
-             * its frames read the same as in the stacks that had it. */
-            s->sym_redone = 1;
+            now - s->sym_tried >= SYM_REDO_NS) {
+            /* A module could not be read then (out of fds?): again (at most
+             * once a second), so its frames read as in the stacks that had it. */
             s->sym_state = SYM_NONE;
         }
         if (s->sym_state == SYM_NONE)

@@ -161,7 +161,8 @@ static void on_note(conn_t *c, const Stackwatch__Note *n)
         frames[i].line = n->python[i]->line;
     }
     cstack_t *st = client_note(c->client, n->addr, n->ts, n->stack, frames, nf,
-                               n->truncated || n->n_python > nf, n->text);
+                               n->truncated || n->n_python > nf, n->text,
+                               (uint32_t)n->py_missing);
     if (!st)
         return;
     st->fired++;
@@ -343,6 +344,20 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     cl->a_sc_hits = st->stack_cache_hits;
     cl->a_firings = st->firings;
     cl->a_notes_dropped = st->notes_dropped;
+    /* An interpreter the agent found after its hello (dlopen'd libpython). */
+    if (st->python_version && st->python_version != cl->python_version) {
+        int was = cl->python_version != 0;
+        cl->python_version = st->python_version;
+        if (!was)
+            client_python_attached(cl);
+    }
+    if (st->python_status && strcmp(st->python_status, cl->python_status ? cl->python_status : "")) {
+        char *ps = strdup(st->python_status);
+        if (ps) {
+            free(cl->python_status);
+            cl->python_status = ps;
+        }
+    }
     if (st->armed_sites_full && !cl->a_sites_full)
         srv_log("pid %u samples allocations: more stacks are armed than its agent watches by "
                 "call site (64); the others fire only when sampled",

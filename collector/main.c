@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -198,6 +199,14 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
     else if (!getenv("DEBUGINFOD_TIMEOUT"))
         setenv("DEBUGINFOD_TIMEOUT", "5", 1); /* a short wait per lookup, not 90 s */
 
+    /* One fd per agent, control client and open module: take what the hard
+     * limit allows (up to 64 Ki) rather than the usual soft 1024. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 && rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max < 65536 ? rl.rlim_max : 65536;
+        rl.rlim_cur = want;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     srv_t s;
     memset(&s, 0, sizeof s);
     s.rd = *rd;

@@ -164,6 +164,7 @@ void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
     }
     st->sym_state = SYM_PENDING;
     st->sym_urgent = (uint8_t)(urgent != 0);
+    st->sym_tried = srv_now();
     if (sym_submit(j, urgent) < 0) {
         /* No worker thread: module+offset frames now, never DWARF on the loop. */
         st->sym = sym_fallback(j);

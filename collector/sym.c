@@ -8,12 +8,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define CACHE_MAX 256
 
 /* libstdc++'s demangler (collectord links -lstdc++). */
 extern char *__cxa_demangle(const char *mangled, char *buf, size_t *len, int *status);
@@ -100,23 +100,30 @@ typedef struct fcache_s {
     uint32_t npool, pool_cap;
 } fcache_t;
 
+/* A module: its identity, its resolved frames, and (while it has a place
+ * in the budget of open files) its libdw handle. */
 typedef struct dmod_s {
-    char *path;
+    char *path;            /* NULL: slot unused */
     uint8_t build_id[32];
     uint32_t build_id_len;
-    Dwfl *dwfl;            /* NULL: could not be opened (remembered unless passing) */
+    Dwfl *dwfl;            /* open handle, NULL when closed or unusable */
     Dwfl_Module *mod;
     uint64_t last_use;
-    const char *why;       /* reason when unusable */
-    int retry;             /* the failure may pass (no fd, say): try again next time */
-    fcache_t fc;
+    const char *why;       /* reason when unusable for good */
+    int retry;             /* closed, or failed for a reason that may pass: open again */
+    fcache_t fc;           /* kept when the handle is closed */
 } dmod_t;
 
+#define CACHE_MAX 1024     /* modules remembered (their frames) */
 static dmod_t cache[CACHE_MAX];
 static size_t ncache;
 static uint64_t use_clock;
-/* libdw's search path: the module's dir, its .debug/, extra --debug-dir
- * entries, /usr/lib/debug (each also searched by build-id). */
+/* Open libdw handles at most: each holds the module's file and maybe its
+ * separate debug file open; the rest of the fds are collectord's clients'. */
+static size_t open_max = 64, nopen;
+/* A module file opened at or above this fd means few are left for
+ * connections: it is closed again (and an open module with it). */
+static int fd_ceiling = 1 << 30;
 static char debuginfo_buf[4096] = ":.debug:/usr/lib/debug";
 static char *debuginfo_path = debuginfo_buf;
 
@@ -278,73 +285,119 @@ static void fcache_put(fcache_t *fc, uint64_t rel, const symframe_t *f, uint32_t
     fc->used++;
 }
 
+static void dmod_close(dmod_t *d)
+{
+    if (d->dwfl) {
+        dwfl_end(d->dwfl);
+        nopen--;
+    }
+    d->dwfl = NULL;
+    d->mod = NULL;
+}
+
 static void dmod_drop(dmod_t *d)
 {
-    if (d->dwfl)
-        dwfl_end(d->dwfl);
+    dmod_close(d);
     free(d->path);
     fcache_free(&d->fc);
     memset(d, 0, sizeof *d);
 }
 
-static dmod_t *dmod_open(dmod_t *d, const sym_mod_t *m, uint32_t pid);
-
-static dmod_t *dmod_get(const sym_mod_t *m, uint32_t pid)
+/* The module's entry (identity and frames), made on first use; NULL on ENOMEM. */
+static dmod_t *dmod_get(const sym_mod_t *m)
 {
     for (size_t i = 0; i < ncache; i++) {
         dmod_t *d = &cache[i];
         if (d->path && d->build_id_len == m->build_id_len && strcmp(d->path, m->path) == 0 &&
             memcmp(d->build_id, m->build_id, m->build_id_len) == 0) {
             d->last_use = ++use_clock;
-            if (!d->retry)
-                return d;
-            dmod_drop(d); /* a failure that may have passed: open it again */
-            return dmod_open(d, m, pid);
+            return d;
         }
     }
-    dmod_t *d;
-    if (ncache < CACHE_MAX) {
+    dmod_t *d = NULL;
+    for (size_t i = 0; i < ncache && !d; i++)
+        if (!cache[i].path)
+            d = &cache[i];
+    if (!d && ncache < CACHE_MAX)
         d = &cache[ncache++];
-    } else {
+    if (!d) {
         d = &cache[0];
         for (size_t i = 1; i < ncache; i++)
             if (cache[i].last_use < d->last_use)
                 d = &cache[i];
         dmod_drop(d);
     }
-    return dmod_open(d, m, pid);
-}
-
-static dmod_t *dmod_open(dmod_t *d, const sym_mod_t *m, uint32_t pid)
-{
     d->path = strdup(m->path);
     if (!d->path)
         return NULL;
     memcpy(d->build_id, m->build_id, m->build_id_len);
     d->build_id_len = m->build_id_len;
     d->last_use = ++use_clock;
+    d->retry = 1; /* not opened yet */
+    return d;
+}
+
+/* Opens the module's handle if it has none and none failed for good,
+ * closing the least recently used open one past the budget. Returns 1 when
+ * d->mod is usable. */
+static int dmod_open(dmod_t *d, const sym_mod_t *m, uint32_t pid)
+{
+    if (d->mod)
+        return 1;
+    if (!d->retry)
+        return 0;
     if (m->path[0] != '/') {
+        d->retry = 0;
         d->why = "no file";
-        return d;
+        return 0;
+    }
+    while (nopen >= open_max) {
+        dmod_t *lru = NULL;
+        for (size_t i = 0; i < ncache; i++)
+            if (cache[i].dwfl && &cache[i] != d && (!lru || cache[i].last_use < lru->last_use))
+                lru = &cache[i];
+        if (!lru)
+            break;
+        dmod_close(lru);
+        lru->retry = 1; /* its frames stay; reopened when a new pc needs it */
     }
     int fd = open_module(m, pid);
+    while (fd >= fd_ceiling) {
+        /* fds are allocated lowest first: this one says few are left for
+         * connections. Close an open module and try again; with none left
+         * to close, try this one again later. */
+        close(fd);
+        dmod_t *lru = NULL;
+        for (size_t i = 0; i < ncache; i++)
+            if (cache[i].dwfl && &cache[i] != d && (!lru || cache[i].last_use < lru->last_use))
+                lru = &cache[i];
+        if (!lru) {
+            d->retry = 1;
+            return 0;
+        }
+        dmod_close(lru);
+        lru->retry = 1;
+        fd = open_module(m, pid);
+    }
     if (fd < 0) {
         /* Gone for good (deleted, replaced, process ended) or, when out of
          * file descriptors or memory, for now: then it is tried again. */
         d->retry = errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == EINTR;
         d->why = "cannot open";
-        return d;
+        return 0;
     }
+    d->retry = 0;
     if (!build_id_matches(fd, m)) {
         close(fd);
         d->why = "build-id mismatch";
-        return d;
+        return 0;
     }
     Dwfl *dwfl = dwfl_begin(&dwfl_cbs);
     if (!dwfl) {
         close(fd);
+        d->retry = 1;
         d->why = "libdw";
-        return d;
+        return 0;
     }
     dwfl_report_begin(dwfl);
     /* Base 0, relative to p_vaddr: module addresses are the file's own, so
@@ -355,11 +408,12 @@ static dmod_t *dmod_open(dmod_t *d, const sym_mod_t *m, uint32_t pid)
         close(fd);
         dwfl_end(dwfl);
         d->why = "not an ELF file";
-        return d;
+        return 0;
     }
     d->dwfl = dwfl;
     d->mod = mod;
-    return d;
+    nopen++;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- resolution */
@@ -454,8 +508,8 @@ static void resolve_pc_dwarf(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t 
 
 static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid, int *degraded)
 {
-    dmod_t *d = dmod_get(m, pid);
-    if (d && d->mod) {
+    dmod_t *d = dmod_get(m);
+    if (d) {
         uint32_t n;
         const symframe_t *cf = fcache_get(&d->fc, pc - m->bias, &n);
         if (cf) {
@@ -468,11 +522,13 @@ static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid,
             }
             return;
         }
-        uint32_t first = v->n;
-        resolve_pc_dwarf(v, pc, m, d);
-        if (v->n > first)
-            fcache_put(&d->fc, pc - m->bias, &v->f[first], v->n - first);
-        return;
+        if (dmod_open(d, m, pid)) {
+            uint32_t first = v->n;
+            resolve_pc_dwarf(v, pc, m, d);
+            if (v->n > first)
+                fcache_put(&d->fc, pc - m->bias, &v->f[first], v->n - first);
+            return;
+        }
     }
     if (!d || d->retry)
         *degraded = 1; /* may resolve later: the stack is done again when asked */
@@ -626,6 +682,19 @@ int sym_start(void (*wake)(void *arg), void *arg)
     wake_fn = wake;
     wake_arg = arg;
     elf_version(EV_CURRENT);
+    /* Open modules: up to a third of the fds left after a reserve for
+     * connections, within [4, 256]; more modules are closed and reopened. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        rlim_t room = rl.rlim_cur > 160 ? (rl.rlim_cur - 128) / 3 : 4;
+        open_max = room < 4 ? 4 : room > 256 ? 256 : (size_t)room;
+        rlim_t reserve = rl.rlim_cur / 4 > 16 ? rl.rlim_cur / 4 : 16;
+        if (reserve > 256)
+            reserve = 256;
+        fd_ceiling = rl.rlim_cur > reserve ? (int)(rl.rlim_cur - reserve) : 0;
+    } else {
+        open_max = 256;
+    }
     int rc = pthread_create(&worker, NULL, worker_main, NULL);
     if (rc != 0)
         return -rc;

@@ -5,9 +5,11 @@ short run (never 'transient' once something expired)."""
 import json
 import os
 import re
+import subprocess
 import time
 import unittest
 
+import swtest
 from swtest import ROOT, Collector, finish, markers, prog, stacks_with, wait_until
 
 PY = "/usr/bin/python3"
@@ -136,6 +138,41 @@ class AfterExitTest(unittest.TestCase):
             self.assertEqual(s["exit_live"]["count"], 100)
             self.assertGreater(s["may_leak"]["count"], 0)
             self.assertLessEqual(s["may_leak"]["count"], 100)
+        finally:
+            col.close()
+
+
+class WalkthroughTest(unittest.TestCase):
+    """The README's Python walk-through, as pasted into a shell: the script
+    runs in the background of sh (its stdin is not a terminal it could stop
+    on), queried while it runs and after it ended."""
+    quick = False
+
+    def test_readme_python_walkthrough(self):
+        readme = open(os.path.join(ROOT, "README.md")).read()
+        block = re.search(r"## Python: the line behind.*?```sh\n(.*?)```", readme, re.S).group(1)
+        self.assertIn("/usr/bin/python3 tests/py/mask_leak.py --seconds", block)
+        line = py_marker("mask_leak.py")
+        col = Collector(expire=1)
+        try:
+            # The block's commands with a shorter run; collectord is ours.
+            script = "\n".join(l for l in block.splitlines()
+                                if not l.startswith("collectord"))
+            script = re.sub(r"--seconds \d+", "--seconds 6", script)
+            script = re.sub(r"sleep \d+", "sleep 4", script)
+            script = script.replace("$PWD/build/libstackagent.so", swtest.agent_path())
+            env = dict(col.env, PATH=swtest.BUILD + ":" + os.environ["PATH"])
+            r = subprocess.run(["sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            # Two reports: while it ran and after it ended, same stack, class, line.
+            ids = re.findall(r"CallStack\[([0-9a-f]+)\].*class=(\w+)", r.stdout)
+            self.assertEqual(len(ids), 2, r.stdout)
+            self.assertEqual(ids[0], ids[1], r.stdout)
+            self.assertEqual(ids[1][1], "leak")
+            self.assertEqual(r.stdout.count('mask_leak.py", line %d, in leaky' % line), 2,
+                             r.stdout)
+            self.assertIn("exited", r.stdout)
         finally:
             col.close()
 
@@ -280,6 +317,38 @@ class SymbolsAndTriggersTest(unittest.TestCase):
             self.assertIn("_PyEval_EvalFrameDefault", names)
             finish(p)
         finally:
+            col.close()
+
+    def test_same_frames_when_out_of_file_descriptors(self):
+        """collectord with few fds and many modules (four numpy processes):
+        modules are closed and reopened within its budget, never given up
+        on, so an address reads the same in every stack (before: a module
+        that once failed to open stayed nameless, ~125 addresses per pid
+        differed) and stackctl still gets in."""
+        col = Collector(expire=0.3, nofile=48)
+        procs = []
+        try:
+            leak = col.start([PY, os.path.join(ROOT, "tests", "py", "mask_leak.py")])
+            self.assertEqual(leak.stdout.readline().strip(), "ready")
+            for _ in range(8):
+                procs.append(col.start([PY, "-c", "import sys, numpy; print('ready', flush=True);"
+                                        " sys.stdin.read()"]))
+            for p in procs:
+                self.assertEqual(p.stdout.readline().strip(), "ready")
+            wait_until(lambda: any(s["class"] == "leak" for s in
+                                   col.leaks("--pid", str(leak.pid))["stacks"]),
+                       timeout=60, what="a leak")
+            rep = col.leaks("--all")
+            for p in [leak] + procs:
+                bad = inconsistent_addresses(rep, p.pid)
+                self.assertEqual(bad, {}, list(bad.items())[:2])
+                names = {f["function"] for s in rep["stacks"] if s["pid"] == p.pid
+                         for f in s["frames"]}
+                self.assertIn("_PyEval_EvalFrameDefault", names)
+            finish(leak)
+        finally:
+            for p in procs:
+                finish(p)
             col.close()
 
     def test_module_trigger_fires_on_a_numpy_leak(self):
