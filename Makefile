@@ -165,6 +165,11 @@ $(BUILD)/progs/fake_python: tests/progs/fake_python.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PROG_CFLAGS) -rdynamic -o $@ $<
 
+# Linked against a library whose constructor leaks before the agent starts.
+$(BUILD)/progs/ctor_main: tests/progs/ctor_main.c $(BUILD)/progs/libctorleak.so
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -o $@ $< -L$(BUILD)/progs -lctorleak -Wl,-rpath,$(abspath $(BUILD)/progs)
+
 # An inlined allocation site needs the optimizer.
 $(BUILD)/progs/inline_leak: tests/progs/inline_leak.c
 	@mkdir -p $(dir $@)

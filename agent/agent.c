@@ -118,8 +118,19 @@ int agent_child_start(void)
     return atomic_load(&agent.recording);
 }
 
-__attribute__((constructor)) static void agent_start(void)
+/* 0 not started, 1 starting, 2 done (whatever came of it). */
+_Atomic int agent_init_state;
+
+/* Starts the agent once: from its constructor, or earlier from the first
+ * allocation of a library whose constructor runs before ours (ld.so runs
+ * the initializers of a program's libraries before the preloaded one's
+ * when they do not depend on it). */
+static void agent_init(void)
 {
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&agent_init_state, &expect, 1))
+        return;
+    int guard = tstate.guard;
     tstate.guard = 1; /* our own start-up allocations are not the app's */
     hook_resolve();
     read_identity();
@@ -175,7 +186,22 @@ __attribute__((constructor)) static void agent_start(void)
         atomic_store(&agent.recording, 1);
     agent.started = 1;
 out:
-    tstate.guard = 0;
+    atomic_store(&agent_init_state, 2);
+    tstate.guard = guard;
+}
+
+__attribute__((constructor)) static void agent_start(void)
+{
+    agent_init();
+}
+
+int agent_early_start(void)
+{
+    /* Only the first caller starts it; any other thread meanwhile (none at
+     * process start) records nothing until it is done. */
+    if (atomic_load(&agent_init_state) == 0)
+        agent_init();
+    return atomic_load(&agent.recording);
 }
 
 __attribute__((destructor)) static void agent_stop(void)

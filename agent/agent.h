@@ -36,6 +36,14 @@ extern agent_t agent;
  * the child now records. */
 int agent_child_start(void);
 
+/* 0 until the agent started (2: done, 1: starting). */
+extern _Atomic int agent_init_state;
+
+/* Called from a hook before the agent's constructor ran (another library's
+ * constructor allocating first): starts the agent now, with this thread's
+ * guard set by the caller. Returns 1 if it records. */
+int agent_early_start(void);
+
 /* The process begins to end (exit() called, main returned, the interpreter
  * finalizing): from now on it tears itself down, and what it frees is not
  * its behaviour. Stops recording, remembers when and why (why must be a

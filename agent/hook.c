@@ -130,11 +130,15 @@ static inline int rec_enter(tstate_t *t, int *saved_errno)
     if (UNLIKELY(t->guard))
         return 0;
     if (UNLIKELY(!atomic_load_explicit(&agent.recording, memory_order_relaxed))) {
-        if (LIKELY(!atomic_load_explicit(&agent.child_pending, memory_order_relaxed)))
+        int child = atomic_load_explicit(&agent.child_pending, memory_order_relaxed);
+        int early = !child && atomic_load_explicit(&agent_init_state, memory_order_relaxed) == 0;
+        if (LIKELY(!child && !early))
             return 0;
+        /* A fork child's first event, or an allocation before the agent's
+         * constructor ran (a library constructor first): start now. */
         *saved_errno = errno;
         t->guard = 1;
-        int ok = agent_child_start();
+        int ok = child ? agent_child_start() : agent_early_start();
         t->guard = 0;
         errno = *saved_errno;
         if (!ok)

@@ -1080,12 +1080,20 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
     ra_t ra = { 0 };
     int rc;
     switch (req->req_case) {
+    case STACKWATCH__REQUEST__REQ_TICK:
+        if (!srv_clock_is_virtual()) {
+            rc = send_error(c, -EPERM, "tick needs collectord start --test-clock");
+            break;
+        }
+        srv_clock_advance(s, req->tick->advance_ns);
+        __attribute__((fallthrough)); /* answered like a ping */
     case STACKWATCH__REQUEST__REQ_PING: {
         Stackwatch__Pong p = STACKWATCH__PONG__INIT;
         p.pid = (uint32_t)getpid();
         p.clients = s->clients.count;
         p.expire_ms = (uint32_t)(s->opts.expire_ns / 1000000u);
         p.dir = s->rd.dir;
+        p.mono_ns = srv_now();
         r.body_case = STACKWATCH__REPLY__BODY_PONG;
         r.pong = &p;
         return send_reply(c, &r) < 0 ? -1 : 1;

@@ -59,6 +59,8 @@ static void usage(FILE *f)
             "                       thread of its next allocation\n"
             "  --wrapper REGEX      also hide leading frames whose function matches (allocation\n"
             "                       wrappers; a built-in list covers new, g_malloc, PyMem_...)\n"
+            "  --test-clock         (tests) time advances only by Tick requests on the control\n"
+            "                       socket, each running one aging and classification pass\n"
             "  --debug-dir DIR      also look for separate debug info in DIR (by build-id:\n"
             "                       DIR/.build-id/xx/rest.debug, or by path/debuglink)\n"
             "  --python-captures N  Python tracebacks captured per leaking stack of a Python\n"
@@ -232,6 +234,10 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
         close(pidfd);
         return 1;
     }
+    if (opts->test_clock) {
+        srv_clock_virtual();
+        srv_log("test clock: time advances only by Tick requests");
+    }
     srv_log("listening in %s (expire %.3fs)", rd->dir, (double)opts->expire_ns / 1e9);
     if (s.metrics.fd >= 0) {
         srv_log("metrics on %s%s/metrics", s.metrics.unix_path[0] ? "unix:" : "http://",
@@ -351,6 +357,7 @@ int main(int argc, char **argv)
         { "metrics-clients", required_argument, 0, 'C' },
         { "state-dir", required_argument, 0, 'A' },
         { "version", no_argument, 0, 'V' },
+        { "test-clock", no_argument, 0, 'K' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -390,6 +397,9 @@ int main(int argc, char **argv)
             break;
         case 'D':
             opts.debuginfod = 1;
+            break;
+        case 'K':
+            opts.test_clock = 1;
             break;
         case 'L': {
             char *end;

@@ -12,6 +12,14 @@
 #include "rundir.h"
 #include "trig.h"
 
+/* Test clock (collectord start --test-clock): srv_now() then returns a
+ * time that only Tick requests advance (srv_clock_advance, which also runs
+ * the aging and classification pass); the aging timer does not run. Event
+ * times are the agents' own: a test that drives the clock sends its events
+ * with the times it chose (a fake agent). */
+void srv_clock_virtual(void);
+int srv_clock_is_virtual(void);
+
 typedef struct srv_opts_s {
     uint64_t expire_ns;       /* --expire */
     uint32_t retain_max;      /* --retain: ended clients kept */
@@ -24,6 +32,7 @@ typedef struct srv_opts_s {
     uint32_t metrics_top;     /* --metrics-top: stacks exported per process */
     uint32_t metrics_clients; /* --metrics-clients: processes exported */
     const char *state_dir;    /* --state-dir, NULL: no store */
+    int test_clock;           /* --test-clock: time advances only by Tick requests */
 } srv_opts_t;
 
 /* An ended client whose report waits for symbolization before it is stored. */
@@ -112,5 +121,11 @@ void srv_restore_client(srv_t *s, client_t *c);
 
 /* Called by conn_close: forget the connection. */
 void srv_conn_gone(srv_t *s, conn_t *c);
+
+/* One aging and classification pass at srv_now() (the aging timer's). */
+void srv_tick(srv_t *s);
+
+/* Test clock: advances it by ns and runs srv_tick. */
+void srv_clock_advance(srv_t *s, uint64_t ns);
 
 #endif

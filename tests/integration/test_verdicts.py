@@ -142,6 +142,31 @@ class AfterExitTest(unittest.TestCase):
             col.close()
 
 
+class EarlyTest(unittest.TestCase):
+    quick = True
+
+    def test_leak_in_a_library_constructor(self):
+        """A library's constructor runs before the agent's (ld.so orders it
+        first): its allocations start the agent and are traced."""
+        m = markers("libctorleak.c")
+        col = Collector(expire=0.3)
+        try:
+            p = col.start([prog("ctor_main")])
+            self.assertEqual(p.stdout.readline().strip(), "ready 1")
+
+            def found():
+                return stacks_with(col.leaks("--pid", str(p.pid)), "ctor_table",
+                                   "libctorleak.c", m["ctor"])
+            s = wait_until(found, what="the constructor's leak")[0]
+            self.assertEqual(s["alloc"]["count"], 10)
+            self.assertEqual(s["may_leak"]["count"], 10)
+            self.assertEqual(s["may_leak"]["bytes"], 7770)
+            rc, _, err = finish(p)
+            self.assertEqual(rc, 0, err)
+        finally:
+            col.close()
+
+
 class WalkthroughTest(unittest.TestCase):
     """The README's Python walk-through, as pasted into a shell: the script
     runs in the background of sh (its stdin is not a terminal it could stop
