@@ -83,6 +83,7 @@ static struct flush_s {
     uint64_t lost_since;          /* events discarded since the last disconnect */
     uint64_t lost_total;          /* events discarded while disconnected, ever */
     uint64_t disc_ts;             /* when the connection was lost */
+    uint64_t offline_at_disc;     /* tstate_offline() then */
     int told_unreachable;         /* "no collector" was logged */
     frame_rd_t rd;                /* command frames from the collector */
     int rd_ok;                    /* rd initialized */
@@ -201,6 +202,7 @@ static void disconnect(const char *why)
     fl.need_hello = 0;
     fl.disc_ts = clock_now_ns();
     fl.lost_since = 0;
+    fl.offline_at_disc = tstate_offline();
     fl.backoff_ns = BACKOFF_MIN_NS;
     fl.next_try_ns = fl.disc_ts + fl.backoff_ns;
     if (fl.rd_ok)
@@ -291,7 +293,8 @@ static int send_hello(void)
 static int send_gap(void)
 {
     Stackwatch__Gap g = STACKWATCH__GAP__INIT;
-    g.lost_events = fl.lost_since;
+    /* Discarded from the rings, and not recorded while away. */
+    g.lost_events = fl.lost_since + (tstate_offline() - fl.offline_at_disc);
     g.from_ts = fl.disc_ts;
     g.to_ts = clock_now_ns();
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
@@ -1012,7 +1015,7 @@ static void send_stats(void)
     s.ring_bytes = tstate_ring_bytes();
     s.table_bytes = intern_bytes() + modmap_bytes();
     s.ring_waits = tstate_waits();
-    s.lost_disconnected = fl.lost_total;
+    s.lost_disconnected = fl.lost_total + tstate_offline();
     s.firings = arm_firings();
     s.armed_sites_full = arm_sites_full();
     s.notes_dropped = note_dropped();

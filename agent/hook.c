@@ -158,6 +158,17 @@ static inline int rec_enter(tstate_t *t, int *saved_errno)
     return 1;
 }
 
+/* rec_enter said no: if only because no collector is connected now (not a
+ * reentrant call, not before the start or after the end), the event is
+ * counted, so the gap after the reconnect says how much was missed. */
+static inline void count_offline(const tstate_t *t)
+{
+    ring_t *r = t->ring;
+    if (UNLIKELY(r != NULL) && !t->guard && agent.started &&
+        !atomic_load_explicit(&agent.end_ts, memory_order_relaxed))
+        ring_count_offline(r);
+}
+
 static inline void rec_leave(tstate_t *t, int saved_errno)
 {
     t->guard = 0;
@@ -337,8 +348,10 @@ __attribute__((noinline)) static void note_alloc_slow(void *p, size_t size,
 {
     tstate_t *t = &tstate;
     int e;
-    if (!rec_enter(t, &e))
+    if (!rec_enter(t, &e)) {
+        count_offline(t);
         return;
+    }
     if (UNLIKELY(atomic_load_explicit(&pyalloc_state, memory_order_relaxed) == 1))
         pyalloc_try_install();
     ring_t *r = ring_of(t);
@@ -409,6 +422,8 @@ __attribute__((noinline)) static void free_slow(void *p)
         }
         check_fired(p);
         rec_leave(t, e);
+    } else {
+        count_offline(t);
     }
     hook_real.free(p);
 }
@@ -473,6 +488,8 @@ static void *do_realloc(void *old, size_t size, const uint64_t *frame)
     tstate_t *t = &tstate;
     int e;
     int rec = rec_enter(t, &e);
+    if (!rec)
+        count_offline(t); /* one event, whatever realloc does */
     ring_t *r = rec ? ring_of(t) : NULL;
     uint64_t ts_free = 0;
     int old_rec = 0; /* FREE(old) is recorded (sampled mode: old was sampled) */

@@ -98,7 +98,9 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     uint64_t end = c->frozen ? c->end_ts : now;
     ci->duration_ms = end > c->first_mono ? (end - c->first_mono) / 1000000u : 0;
     ci->gaps = c->gaps;
-    ci->lost_events = c->lost_events + c->a_lost_disc;
+    /* The gaps' sum here, or the agent's own total (from before this
+     * record existed too, e.g. across a collectord restart): the larger. */
+    ci->lost_events = c->lost_events > c->a_lost_disc ? c->lost_events : c->a_lost_disc;
     ci->stacks = c->nstacks;
     ci->unwind_failures = c->a_unwind_fail;
     ci->intern_full = c->a_intern_full;

@@ -33,7 +33,7 @@ def prog(name):
     return os.path.join(PROGS, name)
 
 
-def wait_until(fn, timeout=15.0, interval=0.05, what="condition"):
+def wait_until(fn, timeout=30.0, interval=0.05, what="condition"):
     """Polls fn() until it returns a truthy value; returns it. Raises on timeout."""
     deadline = time.monotonic() + timeout
     last = None
