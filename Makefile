@@ -56,8 +56,8 @@ CLI_LIBS = -lprotobuf-c -lz
 
 AGENT_SRC = $(wildcard agent/*.c)
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c,$(AGENT_SRC))
-CLI_ONLY_SRC = collector/cli.c collector/cli_render.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c collector/cli_py.c \
-	collector/json.c
+CLI_ONLY_SRC = collector/cli.c collector/cli_render.c collector/cli_report.c collector/cli_pprof.c \
+	collector/cli_html.c collector/cli_py.c collector/cli_diff.c collector/json.c
 COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
 COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
 CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c
@@ -251,6 +251,7 @@ deps:
 check: deps
 	$(MAKE) all progs unit
 	$(MAKE) check-unit
+	$(MAKE) check-install
 	$(MAKE) check-sanitizers
 	$(MAKE) check-fuzz
 	$(MAKE) check-integration
@@ -307,11 +308,18 @@ build/fuzz/gen/proto/stackwatch.pb-c.c: proto/stackwatch.proto
 	@mkdir -p build/fuzz/gen
 	protoc-c --c_out=build/fuzz/gen $<
 
-build/fuzz/%: tests/fuzz/%.c build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_SRC) $(PROTO_SRC) \
-		$(wildcard collector/*.h proto/*.h)
+# The collector's code is compiled once for every fuzzer (objects under
+# build/fuzz/obj), each target links it with its own harness.
+FUZZ_LIB_SRC = build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_SRC) $(PROTO_SRC)
+FUZZ_LIB_OBJ = $(patsubst %.c,build/fuzz/obj/%.o,$(FUZZ_LIB_SRC))
+build/fuzz/obj/%.o: %.c build/fuzz/gen/proto/stackwatch.pb-c.c $(wildcard collector/*.h proto/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< build/fuzz/gen/proto/stackwatch.pb-c.c \
-		$(COLL_LIB_SRC) $(PROTO_SRC) $(COLL_LIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -c -o $@ $<
+
+.SECONDARY: $(FUZZ_LIB_OBJ)
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_OBJ) $(COLL_LIBS)
 
 # Every decoder has a target: agent frames and control requests as collectord
 # reads them, collectord's commands as the agent reads them, replies as
@@ -335,7 +343,7 @@ build/fuzz/fuzz_cli_replies: tests/fuzz/fuzz_cli_replies.c build/fuzz/gen/proto/
 		build/fuzz/gen/pprof/profile.pb-c.c $(CLI_FUZZ_SRC) $(CLI_LIBS)
 
 FUZZERS = build/fuzz/fuzz_agent_frames build/fuzz/fuzz_ctl_requests build/fuzz/fuzz_agent_commands \
-	build/fuzz/fuzz_cli_replies
+	build/fuzz/fuzz_cli_replies build/fuzz/fuzz_metrics_request build/fuzz/fuzz_store_record
 fuzz: $(FUZZERS)
 
 # A short run of each (seconds), from its seeds; `make fuzz-long` runs each
@@ -358,10 +366,55 @@ demo: deps
 	$(MAKE) all progs
 	@sh scripts/demo.sh $(BUILD)
 
+# ------------------------------------------------------------------ install
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: programs, the agent,
+# man pages, the Python helper where Debian's python3 finds it, a systemd
+# user unit and bash completion. make uninstall removes exactly those files.
+VERSION = $(shell sed -n 's/^\#define STACKWATCH_VERSION "\(.*\)"/\1/p' collector/version.h)
+BINDIR = $(PREFIX)/bin
+LIBDIR = $(PREFIX)/lib
+MANDIR = $(PREFIX)/share/man
+UNITDIR = $(PREFIX)/lib/systemd/user
+COMPDIR = $(PREFIX)/share/bash-completion/completions
+# Debian's python3 reads /usr/lib/python3/dist-packages (packages) and
+# /usr/local/lib/python3.X/dist-packages (local installs).
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(PREFIX),/usr)
+PYDIR ?= /usr/lib/python3/dist-packages
+else
+PYDIR ?= $(PREFIX)/lib/python$(PYVER)/dist-packages
+endif
+MANPAGES = collectord.8 stackctl.1 stackwatch.7
+INSTALLED = $(BINDIR)/collectord $(BINDIR)/stackctl $(LIBDIR)/libstackagent.so \
+	$(MANDIR)/man8/collectord.8 $(MANDIR)/man1/stackctl.1 $(MANDIR)/man7/stackwatch.7 \
+	$(PYDIR)/stackwatch.py $(UNITDIR)/collectord.service $(COMPDIR)/stackctl
+SUBST = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
+	-e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@UNITDIR@|$(UNITDIR)|g'
+
+.PHONY: uninstall check-install
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
-	install -m 0755 $(BUILD)/collectord $(BUILD)/stackctl $(DESTDIR)$(PREFIX)/bin/
-	install -m 0755 $(BUILD)/libstackagent.so $(DESTDIR)$(PREFIX)/lib/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(PYDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(COMPDIR)
+	install -m 0755 $(BUILD)/collectord $(BUILD)/stackctl $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BUILD)/libstackagent.so $(DESTDIR)$(LIBDIR)/
+	for m in $(MANPAGES); do s=$${m##*.}; \
+		$(SUBST) docs/man/$$m > $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp && \
+		chmod 0644 $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp && \
+		mv $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp $(DESTDIR)$(MANDIR)/man$$s/$$m; done
+	install -m 0644 python/stackwatch.py $(DESTDIR)$(PYDIR)/stackwatch.py
+	$(SUBST) scripts/collectord.service.in > $(DESTDIR)$(UNITDIR)/collectord.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/collectord.service
+	install -m 0644 scripts/stackctl.bash $(DESTDIR)$(COMPDIR)/stackctl
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+
+# Installs into a temporary DESTDIR and checks what a user gets: the man
+# pages render without warnings, --version, the Python module imports with
+# Debian's python3 path, completion answers, and uninstall leaves nothing.
+check-install: all
+	$(PYTHON) tests/install/check_install.py --build $(BUILD)
 
 clean:
 	rm -rf build

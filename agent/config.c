@@ -75,13 +75,30 @@ int cfg_resolve_dir(char *buf, size_t cap)
     return 0;
 }
 
+const char *cfg_exe_check(const char *patterns)
+{
+    if (!patterns || !*patterns)
+        return NULL;
+    for (const char *p = patterns;;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == 0)
+            return "an empty pattern (two commas, or one at an end)";
+        if (n >= CFG_EXE_PATTERN_MAX)
+            return "a pattern longer than 255 bytes";
+        if (!e)
+            return NULL;
+        p = e + 1;
+    }
+}
+
 int cfg_exe_match(const char *patterns, const char *exe)
 {
     if (!patterns || !*patterns)
         return 1;
     const char *base = strrchr(exe, '/');
     base = base ? base + 1 : exe;
-    char pat[256];
+    char pat[CFG_EXE_PATTERN_MAX];
     const char *p = patterns;
     while (*p) {
         const char *e = strchr(p, ',');
@@ -187,6 +204,11 @@ void cfg_load(const char *exe)
         strip_preload();
 
     const char *exes = getenv("STACKWATCH_EXE");
+    const char *why = cfg_exe_check(exes);
+    if (why) {
+        log_msg("STACKWATCH_EXE=%s: %s; tracing every program", exes, why);
+        exes = NULL;
+    }
     if (cfg.enabled && exe && !cfg_exe_match(exes, exe))
         cfg.enabled = 0; /* silently: this is the filter doing its job */
 

@@ -52,4 +52,10 @@ int cfg_parse_sample(const char *s, uint64_t *out);
  * on the full path and on the basename. Empty or NULL list matches all. */
 int cfg_exe_match(const char *patterns, const char *exe);
 
+#define CFG_EXE_PATTERN_MAX 256 /* bytes of one STACKWATCH_EXE pattern, NUL included */
+
+/* NULL when STACKWATCH_EXE's value is usable (or unset), else why not: an
+ * empty pattern, or one too long. Safe in the constructor (no allocation). */
+const char *cfg_exe_check(const char *patterns);
+
 #endif

@@ -91,6 +91,11 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
         fprintf(f, "\n      verdicts as of when it began to end (%s): what it freed tearing "
                    "down is not counted",
                 c->end_reason);
+    if (c->restart_gap_ms)
+        fprintf(f, "\n      merged with its report from before a collectord restart (gap %.1fs:"
+                   " blocks from before it are uncertain)", c->restart_gap_ms / 1000.0);
+    else if (c->restored)
+        fputs("\n      from collectord's store (reported before a collectord restart)", f);
     fputc('\n', f);
 }
 
@@ -130,6 +135,12 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
             r->expire_ms / 1000.0, empty(r->sample) ? "all" : r->sample,
             r->by_exe ? ", stacks folded by executable" : "",
             r->since_mark ? ", only blocks allocated after the mark" : "");
+    /* Figures a full table made incomplete come first, not in a client line. */
+    for (size_t i = 0; i < r->n_clients; i++)
+        if (r->clients[i]->table_full)
+            fprintf(f, "warning: pid %u reached --max-live (%" PRIu64 " tracked blocks): %" PRIu64
+                       " allocation(s) were not tracked, so its figures are too low\n",
+                    r->clients[i]->pid, r->clients[i]->max_live, r->clients[i]->table_full);
     for (size_t i = 0; i < r->n_clients; i++)
         text_client_line(f, r->clients[i]);
     if (r->n_stacks == 0) {
@@ -244,6 +255,9 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_str(j, "end_reason", c->end_reason && *c->end_reason ? c->end_reason : NULL);
     json_u64(j, "after_end", c->after_end);
     json_u64(j, "armed_sites_full", c->armed_sites_full);
+    json_bool(j, "restored", c->restored);
+    json_u64(j, "restart_gap_ms", c->restart_gap_ms);
+    json_u64(j, "max_live", c->max_live);
     if (c->python_version) {
         char v[32];
         snprintf(v, sizeof v, "%u.%u.%u", c->python_version >> 24,
@@ -345,6 +359,7 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
         json_str(&j, "exe", empty(s->exe) ? NULL : s->exe);
         json_u64(&j, "skipped", s->skipped);
         json_bool(&j, "estimate", s->estimate);
+        json_bool(&j, "restored", s->restored);
         json_u64(&j, "sample_bytes", s->sample_bytes);
         if (s->mark_ms)
             json_u64(&j, "mark_ms", s->mark_ms);

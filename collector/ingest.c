@@ -105,6 +105,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     cl->state = CLIENT_CONNECTED;
     c->client = cl;
     mark_exec(s, cl);
+    srv_restore_client(s, cl);
     if (send_welcome(c) < 0) {
         *why = "cannot send welcome";
         return -EIO;

@@ -7,6 +7,8 @@
 
 #include "client.h"
 #include "conn.h"
+#include "metrics.h"
+#include "store.h"
 #include "rundir.h"
 #include "trig.h"
 
@@ -26,11 +28,21 @@ typedef struct srv_opts_s {
     uint64_t max_live;        /* --max-live: live blocks tracked per client */
     int on_leak_sig;          /* --on-leak SIG: 0 none */
     uint32_t py_captures;     /* --python-captures: auto-armed captures per leaking stack */
-    uint64_t idle_ns;         /* --idle-timeout: no Hello / no whole request / reply unread */
+    const char *metrics_addr; /* --metrics ADDR, NULL: off */
+    uint32_t metrics_top;     /* --metrics-top: stacks exported per process */
+    uint32_t metrics_clients; /* --metrics-clients: processes exported */
+    const char *state_dir;    /* --state-dir, NULL: no store */
     int test_clock;           /* --test-clock: time advances only by Tick requests */
+    uint64_t idle_ns;         /* --idle-timeout: no Hello / no whole request / reply unread */
 } srv_opts_t;
 
 #define SRV_IDLE_NS (10ull * 1000000000) /* --idle-timeout's default */
+
+/* An ended client whose report waits for symbolization before it is stored. */
+typedef struct srv_save_s {
+    uint64_t serial;          /* the client */
+    uint64_t deadline;        /* store it by then whatever is symbolized (collector clock) */
+} srv_save_t;
 
 typedef struct srv_s {
     struct ev_loop *loop;
@@ -52,6 +64,11 @@ typedef struct srv_s {
     uint64_t bad_frames;      /* connections closed for malformed input */
     uint64_t refused;         /* connections refused: another user's peer */
     int stopping;
+    store_t store;            /* ended processes' reports on disk (store.on: enabled) */
+    srv_save_t *saves;        /* clients whose report is to be stored */
+    uint32_t nsaves, saves_cap;
+    uint64_t next_prune;      /* when the store's retention runs next (collector clock) */
+    metrics_t metrics;        /* --metrics endpoint (metrics.fd < 0: off) */
 } srv_t;
 
 /* Log line with a timestamp to stderr (the log file when daemonized). */
@@ -99,6 +116,12 @@ void srv_trig_scan(srv_t *s);
  * connection, only if the process catches sig (/proc/PID/status SigCgt).
  * Returns 0, -ENOTCONN, -ESRCH (no handler) or -errno. */
 int srv_signal(srv_t *s, client_t *c, int sig);
+
+/* A new client from a hello: if the store kept a snapshot of the same
+ * process image (pid + agent instance) before a collectord restart, the
+ * client takes it over (reports merge it, the gap is shown) and its mark is
+ * restored. */
+void srv_restore_client(srv_t *s, client_t *c);
 
 /* Called by conn_close: forget the connection. */
 void srv_conn_gone(srv_t *s, conn_t *c);
