@@ -223,14 +223,17 @@ static int cmd_diff(const rundir_t *rd, int argc, char **argv, uint32_t top, int
             stackwatch__leak_report__free_unpacked(sa, NULL);
         return 1;
     }
-    const Stackwatch__LeakReport *a = ra ? ra->leaks : sa, *b = rb ? rb->leaks : sb;
+    Stackwatch__LeakReport *a = ra ? ra->leaks : sa, *b = rb ? rb->leaks : sb;
     char la[300], lb[300];
     snprintf(la, sizeof la, "%s%s", ra ? "pid " : "", argv[0]);
     snprintf(lb, sizeof lb, "%s%s", rb ? "pid " : "", argv[1]);
     if (json)
         cli_diff_json(stdout, a, b, la, lb, top);
-    else
+    else {
+        cli_scrub(&a->base); /* a terminal's text: see cli_render */
+        cli_scrub(&b->base);
         cli_diff_text(stdout, a, b, la, lb, top);
+    }
     if (ra)
         stackwatch__reply__free_unpacked(ra, NULL);
     if (rb)

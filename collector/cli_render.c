@@ -12,7 +12,7 @@
 
 /* Replaces control characters (line breaks, escape sequences) in every
  * string of m, sub-messages included, with '?'. */
-static void scrub(ProtobufCMessage *m, int depth)
+static void scrub_at(ProtobufCMessage *m, int depth)
 {
     if (!m || depth > 16)
         return;
@@ -33,7 +33,7 @@ static void scrub(ProtobufCMessage *m, int depth)
         }
         for (size_t k = 0; items && k < n; k++) {
             if (fd->type == PROTOBUF_C_TYPE_MESSAGE) {
-                scrub(items[k], depth + 1);
+                scrub_at(items[k], depth + 1);
                 continue;
             }
             for (unsigned char *p = items[k]; p && *p; p++)
@@ -43,6 +43,11 @@ static void scrub(ProtobufCMessage *m, int depth)
     }
 }
 
+void cli_scrub(ProtobufCMessage *m)
+{
+    scrub_at(m, 0);
+}
+
 int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format)
 {
     int json = format && !strcmp(format, "json");
@@ -50,7 +55,7 @@ int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format)
      * (argv, symbols, files) must not move the cursor or fake a line. JSON,
      * HTML, folded and pprof escape or replace on their own. */
     if (!format || !strcmp(format, "text"))
-        scrub(&rep->base, 0);
+        cli_scrub(&rep->base);
     switch (want) {
     case CLI_WANT_LEAKS: {
         if (rep->body_case != STACKWATCH__REPLY__BODY_LEAKS || !rep->leaks)

@@ -22,4 +22,9 @@ enum {
  * Never frees rep. */
 int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format);
 
+/* Replaces control characters in every string of m (sub-messages included)
+ * with '?': for text meant for a terminal (what a traced program named its
+ * functions, files and argv must not drive it). */
+void cli_scrub(ProtobufCMessage *m);
+
 #endif
