@@ -71,7 +71,7 @@ def leaks(pid=0, top=0, all_=False, min_bytes=0, klass="", exe="", by_exe=False,
     return req(1, b)
 
 
-def rule(match="", module="", stack=0, frame_=0, min_depth=0, pid=0, signal=0, count=0,
+def rule(match="", module="", stack=0, frame_=-1, min_depth=0, pid=0, signal=0, count=0,
          leaking=False):
     b = b""
     if match:
