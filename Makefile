@@ -52,15 +52,16 @@ COLL_CFLAGS = $(CFLAGS_COMMON)
 
 AGENT_LIBS = -lunwind -lprotobuf-c -lpthread -ldl -lm
 COLL_LIBS = -lev -lprotobuf-c -ldw -lelf -lpthread -lstdc++ -lm
-CLI_LIBS = -lprotobuf-c -lz
+CLI_LIBS = -lprotobuf-c -lz -lelf
 
 AGENT_SRC = $(wildcard agent/*.c)
-AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c,$(AGENT_SRC))
+AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_SRC))
 CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c \
-	collector/json.c
+	collector/json.c collector/cli_attach.c collector/inject.c collector/elfsym.c
 COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
 COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
-CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c
+CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c \
+	collector/procmaps.c collector/tracee.c
 PROTO_SRC = proto/frame.c
 
 AGENT_OBJ = $(patsubst %.c,$(BUILD)/obj/pic/%.o,$(AGENT_SRC) $(PROTO_SRC)) $(PB_PIC_O)
@@ -154,7 +155,7 @@ $(BUILD)/progs/%.so: tests/progs/%.c
 
 $(BUILD)/progs/%: tests/progs/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(PROG_CFLAGS) -o $@ $< -lpthread -ldl
+	$(CC) $(PROG_CFLAGS) -o $@ $< -lpthread -ldl -lm
 
 $(BUILD)/progs/%: tests/progs/%.cpp
 	@mkdir -p $(dir $@)

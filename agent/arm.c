@@ -1,5 +1,6 @@
 /* Armed stacks: what the agent does on the next allocations from a stack collectord asked about. */
 #include "arm.h"
+#include "region.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -68,6 +69,7 @@ int arm_init(uint32_t slots)
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return -ENOMEM;
+    region_add(p, (size_t)slots * sizeof(armed_t));
     armed = p;
     nslots = slots;
     return 0;

@@ -1,5 +1,6 @@
 /* Stack interning: a lock-free table from stack fingerprint to a small index sent once per connection. */
 #include "intern.h"
+#include "region.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -34,6 +35,8 @@ int intern_init(uint32_t nslots, size_t pool_pcs)
         munmap(s, sb);
         return -ENOMEM;
     }
+    region_add(s, sb);
+    region_add(p, pb);
     slots = s;
     slot_mask = nslots - 1;
     pool = p;

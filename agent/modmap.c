@@ -1,5 +1,6 @@
 /* The module map: loaded ELF objects by generation, found with dl_iterate_phdr only. */
 #include "modmap.h"
+#include "region.h"
 #include "unwind.h"
 
 #include <errno.h>
@@ -43,6 +44,8 @@ int modmap_init(const char *exe)
         munmap(m, mb);
         return -ENOMEM;
     }
+    region_add(m, mb);
+    region_add(s, STR_CAP);
     mods = m;
     seen = (uint32_t *)(mods + MOD_CAP);
     strs = s;

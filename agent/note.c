@@ -1,5 +1,6 @@
 /* Notes: data attached to one allocation (its Python traceback, a handler's text), in a fixed pool. */
 #include "note.h"
+#include "region.h"
 
 #include <errno.h>
 #include <sys/mman.h>
@@ -14,6 +15,7 @@ int note_init(void)
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return -ENOMEM;
+    region_add(p, NOTE_SLOTS * sizeof(note_t));
     pool = p;
     return 0;
 }

@@ -17,6 +17,7 @@
  * distinct slots. A full bucket (8 sampled blocks at one hash) drops the
  * sample, counted. */
 #include "sample.h"
+#include "region.h"
 
 #include <errno.h>
 #include <math.h>
@@ -38,6 +39,7 @@ int sample_init(uint64_t rate)
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return -ENOMEM;
+    region_add(p, set + SAMPLE_BUCKETS);
     sample_set = p;
     sample_occ = (_Atomic uint8_t *)((char *)p + set);
     sample_rate = rate;

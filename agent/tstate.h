@@ -46,6 +46,10 @@ void tstate_totals(uint64_t *allocs, uint64_t *alloc_bytes, uint64_t *frees);
 /* Captures answered by the threads' stack caches (hook.c). */
 uint64_t tstate_cache_hits(void);
 
+/* A new session after a detach (attach mode, no flusher running): drops
+ * whatever events a stray call left in the rings and zeroes the counters. */
+void tstate_discard(void);
+
 /* Fork child: forget (and unmap) every inherited ring; the calling thread
  * starts over. */
 void tstate_fork_child(void);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_attach.h"
 #include "cli_call.h"
 #include "cli_html.h"
 #include "cli_pprof.h"
@@ -30,6 +31,8 @@ static void usage(FILE *f)
             "                                         [--signal SIG] [--count N] [--json]\n"
             "       stackctl [--dir DIR] trigger list [--json]\n"
             "       stackctl [--dir DIR] trigger rm ID\n"
+            "       stackctl [--dir DIR] attach PID [--agent PATH] [--timeout MS]\n"
+            "       stackctl [--dir DIR] detach PID [--timeout MS]\n"
             "\n"
             "  query leaks     stacks whose blocks outlived the expire time (may-leak),\n"
             "                  largest first; of ended processes also blocks live at exit\n"
@@ -48,7 +51,10 @@ static void usage(FILE *f)
             "                  records its Python stack, and raises --signal in the\n"
             "                  allocating thread if the process handles it\n"
             "    --match/--module  regex on function names / module paths of the report's\n"
-            "                  frames; --frame N pins the frame index (innermost = 0)\n");
+            "                  frames; --frame N pins the frame index (innermost = 0)\n"
+            "  attach PID      trace a running process from now on (ptrace: same user or\n"
+            "                  root); settings from this shell's STACKWATCH_* variables\n"
+            "  detach PID      stop tracing it; the process runs on\n");
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
@@ -124,7 +130,8 @@ int main(int argc, char **argv)
     uint64_t pid = 0, top = 0, min_bytes = 0, count = 0, min_depth = 0, stack = 0;
     int64_t frame = -1;
     int sig = 0;
-    const char *match = NULL, *module = NULL;
+    const char *match = NULL, *module = NULL, *agent = NULL;
+    uint64_t timeout_ms = 60000;
     static const struct option lopts[] = {
         { "dir", required_argument, 0, 'd' },
         { "json", no_argument, 0, 'j' },
@@ -146,6 +153,8 @@ int main(int argc, char **argv)
         { "by", required_argument, 0, 'B' },
         { "since-mark", no_argument, 0, 'Z' },
         { "html", required_argument, 0, 'H' },
+        { "agent", required_argument, 0, 'A' },
+        { "timeout", required_argument, 0, 'T' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -166,7 +175,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *group = argv[optind];
-    int one_word = !strcmp(group, "mark") || !strcmp(group, "report");
+    int one_word = !strcmp(group, "mark") || !strcmp(group, "report") ||
+                   !strcmp(group, "attach") || !strcmp(group, "detach");
     if (!one_word && (argc - optind < 2 ||
                       (strcmp(group, "query") != 0 && strcmp(group, "trigger") != 0))) {
         usage(stderr);
@@ -176,7 +186,7 @@ int main(int argc, char **argv)
     /* Options after the subcommand; positional words stay in sub_argv. */
     int sub_argc = argc - optind - (one_word ? 0 : 1);
     char **sub_argv = argv + optind + (one_word ? 0 : 1);
-    optind = 1;
+    optind = 0; /* 0: GNU getopt starts over (and permutes again: "attach PID --agent X") */
     while ((o = getopt_long(sub_argc, sub_argv, "ho:", lopts, NULL)) != -1) {
         char *end;
         switch (o) {
@@ -237,6 +247,14 @@ int main(int argc, char **argv)
         case 'E': exe = optarg; break;
         case 'Z': since_mark = 1; break;
         case 'H': html = optarg; break;
+        case 'A': agent = optarg; break;
+        case 'T':
+            if (parse_u64("--timeout", optarg, &timeout_ms) < 0 || timeout_ms == 0 ||
+                timeout_ms > 3600000) {
+                fprintf(stderr, "stackctl: --timeout wants 1..3600000 ms\n");
+                return 2;
+            }
+            break;
         case 'B':
             if (strcmp(optarg, "exe") != 0) {
                 fprintf(stderr, "stackctl: --by %s: only --by exe is supported\n", optarg);
@@ -296,6 +314,19 @@ int main(int argc, char **argv)
             printf("no connected process to mark\n");
         stackwatch__reply__free_unpacked(rep, NULL);
         return 0;
+    }
+    if (!strcmp(group, "attach") || !strcmp(group, "detach")) {
+        uint64_t tpid;
+        if (sub_argc - optind != 1 || parse_u64(group, sub_argv[optind], &tpid) < 0 ||
+            tpid == 0 || tpid > 0x7fffffff) {
+            fprintf(stderr, "stackctl: usage: stackctl %s PID\n", group);
+            return 2;
+        }
+        cli_attach_opts_t ao = { .agent = agent, .timeout_ms = (int)timeout_ms,
+                                 .wait_ms = 10000 };
+        fflush(stdout);
+        return !strcmp(group, "attach") ? cli_attach(&rd, (pid_t)tpid, &ao)
+                                        : cli_detach(&rd, (pid_t)tpid, &ao);
     }
     if (!strcmp(group, "trigger")) {
         if (!strcmp(what, "add")) {

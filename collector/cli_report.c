@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
 
 #include "json.h"
 #include "signame.h"
@@ -33,6 +34,14 @@ void cli_cmdline(char *buf, size_t cap, const Stackwatch__ClientInfo *c)
 static int empty(const char *s)
 {
     return !s || !*s;
+}
+
+void cli_time(char *buf, size_t cap, uint64_t unix_ms)
+{
+    time_t t = (time_t)(unix_ms / 1000u);
+    struct tm tm;
+    if (!localtime_r(&t, &tm) || !strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm))
+        snprintf(buf, cap, "%" PRIu64 " ms", unix_ms);
 }
 
 static void text_frame(FILE *f, const Stackwatch__Frame *fr)
@@ -87,6 +96,13 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
         fprintf(f, " unwind_failures=%" PRIu64 " stack_table_full=%" PRIu64, c->unwind_failures,
                 c->intern_full);
     fputc('\n', f);
+    if (c->attached) {
+        char when[64];
+        cli_time(when, sizeof when, c->start_realtime_ns / 1000000u);
+        fprintf(f, "      tracking started at attach time (%s): blocks allocated before are "
+                   "unknown (their frees count as unknown_frees)%s\n",
+                when, !strcmp(c->state, "detached") ? "; stopped at detach" : "");
+    }
 }
 
 /* Python tracebacks of a stack, innermost frame first; blamed ones (blocks
@@ -162,9 +178,10 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
                    " bytes)\n",
                 al->count, al->bytes, fr->count, fr->bytes);
         if (el->count)
-            fprintf(f, "    exit_live=%" PRIu64 " (%" PRIu64 " bytes) still allocated when the "
-                       "process ended\n",
-                    el->count, el->bytes);
+            fprintf(f, "    exit_live=%" PRIu64 " (%" PRIu64 " bytes) still allocated when %s\n",
+                    el->count, el->bytes,
+                    s->state && !strcmp(s->state, "detached") ? "tracking stopped (detach)"
+                                                              : "the process ended");
         if (un->count)
             fprintf(f, "    uncertain=%" PRIu64 " (%" PRIu64 " bytes) allocated before lost events\n",
                     un->count, un->bytes);
@@ -250,6 +267,7 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
         json_null(j, "mark_ms");
     json_u64(j, "duration_ms", c->duration_ms);
     json_u64(j, "start_time_ms", c->start_realtime_ns / 1000000u);
+    json_bool(j, "attached", c->attached);
     json_obj_end(j);
 }
 

@@ -22,7 +22,7 @@
 
 enum { ARM_NONE = 0, ARM_RULE = 1, ARM_PYTHON = 2, ARM_ON_LEAK = 3 };
 
-enum { CLIENT_CONNECTED = 0, CLIENT_EXITED = 1, CLIENT_LOST = 2 };
+enum { CLIENT_CONNECTED = 0, CLIENT_EXITED = 1, CLIENT_LOST = 2, CLIENT_DETACHED = 3 };
 enum { SYM_NONE = 0, SYM_PENDING = 1, SYM_DONE = 2 };
 
 struct symres_s;
@@ -112,6 +112,9 @@ typedef struct client_s {
     char *sample;
     int state;              /* CLIENT_* */
     int said_bye;           /* Goodbye received on the current connection */
+    int said_detach;        /* ... and it said "detached" (stackctl detach) */
+    int attached;           /* stackctl attach: tracking started at start_realtime_ns */
+    uint32_t flusher_tid;   /* the agent's own thread (a scan leaves it running) */
     int frozen;             /* ages frozen at end_ts */
     uint64_t first_mono;    /* first connection, collector clock */
     uint64_t end_ts;        /* when it ended (event clock) */

@@ -58,6 +58,7 @@ static const char *state_name(int st)
     switch (st) {
     case CLIENT_CONNECTED: return "connected";
     case CLIENT_EXITED: return "exited";
+    case CLIENT_DETACHED: return "detached";
     default: return "lost";
     }
 }
@@ -116,6 +117,7 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->stack_cache_hits = c->a_sc_hits;
     ci->firings = c->a_firings;
     ci->notes_dropped = c->a_notes_dropped;
+    ci->attached = c->attached;
     return ci;
 }
 
@@ -463,6 +465,7 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
     r->id = q->by_exe ? cd->sig : s->id;
     r->pid = c->pid;
     r->exe = c->exe ? c->exe : (char *)"";
+    r->state = (char *)state_name(c->state);
     r->may_leak = count(ra, f->may_n, f->may_b);
     r->expired = count(ra, f->exp_n, f->exp_b);
     r->free_expired = count(ra, f->fexp_n, f->fexp_b);

@@ -439,6 +439,8 @@ void srv_conn_gone(srv_t *s, conn_t *c)
     uint64_t now = srv_now();
     uint64_t end = cl->said_bye && cl->max_ts && cl->max_ts <= now ? cl->max_ts : now;
     client_freeze(cl, end, clean);
+    if (clean && cl->said_detach)
+        cl->state = CLIENT_DETACHED; /* the process runs on, untraced */
 }
 
 void srv_stop(srv_t *s)
