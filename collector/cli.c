@@ -1,5 +1,6 @@
 /* stackctl: queries to a running collectord. */
 #include <errno.h>
+#include <fnmatch.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +21,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: stackctl [--dir DIR] query leaks [--pid PID] [--exe GLOB] [--top N]\n"
             "                 [--min-bytes B] [--class CLASS] [--all] [--by exe]\n"
-            "                 [--since-mark] [--json | --format text|json|folded|pprof]\n"
+            "                 [--since-mark] [--reachability]\n"
+            "                 [--json | --format text|json|folded|pprof]\n"
             "                 [-o FILE]\n"
             "       stackctl [--dir DIR] mark [--pid PID]\n"
             "       stackctl [--dir DIR] report --html FILE [--pid PID] [--exe GLOB] [--top N]\n"
@@ -33,6 +35,7 @@ static void usage(FILE *f)
             "       stackctl [--dir DIR] trigger rm ID\n"
             "       stackctl [--dir DIR] attach PID [--agent PATH] [--timeout MS]\n"
             "       stackctl [--dir DIR] detach PID [--timeout MS]\n"
+            "       stackctl [--dir DIR] scan PID [--json]\n"
             "\n"
             "  query leaks     stacks whose blocks outlived the expire time (may-leak),\n"
             "                  largest first; of ended processes also blocks live at exit\n"
@@ -54,7 +57,10 @@ static void usage(FILE *f)
             "                  frames; --frame N pins the frame index (innermost = 0)\n"
             "  attach PID      trace a running process from now on (ptrace: same user or\n"
             "                  root); settings from this shell's STACKWATCH_* variables\n"
-            "  detach PID      stop tracing it; the process runs on\n");
+            "  detach PID      stop tracing it; the process runs on\n"
+            "  scan PID        reachability: stop the process for a moment, copy its memory,\n"
+            "                  find which live blocks no pointer chain reaches (lost)\n"
+            "  --reachability  scan every process of the report first (query leaks)\n");
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
@@ -122,10 +128,59 @@ static int print_rules(const rundir_t *rd, Stackwatch__Request *req, int json)
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
+/* --reachability: a scan of each connected process the report covers
+ * first. A process that cannot be scanned is said so, the report goes on.
+ * Returns 0, or -1 when collectord cannot be asked at all. */
+static int scan_before(const rundir_t *rd, uint32_t pid, const char *exe)
+{
+    Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
+    Stackwatch__QueryClients qc = STACKWATCH__QUERY_CLIENTS__INIT;
+    req.req_case = STACKWATCH__REQUEST__REQ_CLIENTS;
+    req.clients = &qc;
+    Stackwatch__Reply *rep = NULL;
+    if (call(rd, &req, &rep))
+        return -1;
+    uint32_t pids[1024];
+    size_t n = 0;
+    for (size_t i = 0; rep->body_case == STACKWATCH__REPLY__BODY_CLIENTS &&
+                       i < rep->clients->n_clients && n < 1024; i++) {
+        const Stackwatch__ClientInfo *c = rep->clients->clients[i];
+        if (strcmp(c->state, "connected") != 0 || (pid && c->pid != pid))
+            continue;
+        if (exe && *exe) {
+            const char *base = strrchr(c->exe, '/') ? strrchr(c->exe, '/') + 1 : c->exe;
+            if (fnmatch(exe, c->exe, 0) != 0 && fnmatch(exe, base, 0) != 0)
+                continue;
+        }
+        pids[n++] = c->pid;
+    }
+    stackwatch__reply__free_unpacked(rep, NULL);
+    if (pid && n == 0)
+        fprintf(stderr, "stackctl: pid %u is not connected: no reachability scan\n", pid);
+    for (size_t i = 0; i < n; i++) {
+        Stackwatch__Request sr = STACKWATCH__REQUEST__INIT;
+        Stackwatch__Scan sc = STACKWATCH__SCAN__INIT;
+        sc.pid = pids[i];
+        sr.req_case = STACKWATCH__REQUEST__REQ_SCAN;
+        sr.scan = &sc;
+        Stackwatch__Reply *r = NULL;
+        int rc = cli_call(rd->control_sock, &sr, QUERY_TIMEOUT_MS * 5, &r);
+        if (rc < 0) {
+            fprintf(stderr, "stackctl: scan of pid %u: %s\n", pids[i], strerror(-rc));
+            continue;
+        }
+        if (r->error)
+            fprintf(stderr, "stackctl: %s\n", r->message && *r->message ? r->message
+                                                                       : strerror(-r->error));
+        stackwatch__reply__free_unpacked(r, NULL);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
-    int json = 0, all = 0, by_exe = 0, since_mark = 0;
+    int json = 0, all = 0, by_exe = 0, since_mark = 0, reach = 0;
     const char *format = NULL, *outpath = NULL, *klass = NULL, *exe = NULL, *html = NULL;
     uint64_t pid = 0, top = 0, min_bytes = 0, count = 0, min_depth = 0, stack = 0;
     int64_t frame = -1;
@@ -155,6 +210,7 @@ int main(int argc, char **argv)
         { "html", required_argument, 0, 'H' },
         { "agent", required_argument, 0, 'A' },
         { "timeout", required_argument, 0, 'T' },
+        { "reachability", no_argument, 0, 'R' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -176,7 +232,8 @@ int main(int argc, char **argv)
     }
     const char *group = argv[optind];
     int one_word = !strcmp(group, "mark") || !strcmp(group, "report") ||
-                   !strcmp(group, "attach") || !strcmp(group, "detach");
+                   !strcmp(group, "attach") || !strcmp(group, "detach") ||
+                   !strcmp(group, "scan");
     if (!one_word && (argc - optind < 2 ||
                       (strcmp(group, "query") != 0 && strcmp(group, "trigger") != 0))) {
         usage(stderr);
@@ -248,6 +305,7 @@ int main(int argc, char **argv)
         case 'Z': since_mark = 1; break;
         case 'H': html = optarg; break;
         case 'A': agent = optarg; break;
+        case 'R': reach = 1; break;
         case 'T':
             if (parse_u64("--timeout", optarg, &timeout_ms) < 0 || timeout_ms == 0 ||
                 timeout_ms > 3600000) {
@@ -314,6 +372,30 @@ int main(int argc, char **argv)
             printf("no connected process to mark\n");
         stackwatch__reply__free_unpacked(rep, NULL);
         return 0;
+    }
+    if (!strcmp(group, "scan")) {
+        uint64_t tpid;
+        if (sub_argc - optind != 1 || parse_u64(group, sub_argv[optind], &tpid) < 0 ||
+            tpid == 0 || tpid > 0x7fffffff) {
+            fprintf(stderr, "stackctl: usage: stackctl scan PID [--json]\n");
+            return 2;
+        }
+        Stackwatch__Scan sc = STACKWATCH__SCAN__INIT;
+        sc.pid = (uint32_t)tpid;
+        req.req_case = STACKWATCH__REQUEST__REQ_SCAN;
+        req.scan = &sc;
+        if (call(&rd, &req, &rep))
+            return 1;
+        if (rep->body_case != STACKWATCH__REPLY__BODY_SCAN) {
+            fprintf(stderr, "stackctl: unexpected reply from collectord\n");
+            return 1;
+        }
+        if (json)
+            cli_scan_json(stdout, rep->scan);
+        else
+            cli_scan_text(stdout, rep->scan);
+        stackwatch__reply__free_unpacked(rep, NULL);
+        return fflush(stdout) == 0 ? 0 : 1;
     }
     if (!strcmp(group, "attach") || !strcmp(group, "detach")) {
         uint64_t tpid;
@@ -385,6 +467,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "stackctl: report needs --html FILE\n");
             return 2;
         }
+        if (reach && scan_before(&rd, (uint32_t)pid, exe) < 0)
+            return 1;
         Stackwatch__QueryLeaks q = STACKWATCH__QUERY_LEAKS__INIT;
         q.pid = (uint32_t)pid;
         q.top = (uint32_t)(top ? top : (is_report ? 20 : 0));

@@ -19,6 +19,10 @@ void cli_clients_json(FILE *f, const Stackwatch__ClientInfo *const *cs, size_t n
 void cli_rules_text(FILE *f, const Stackwatch__RuleList *rl);
 void cli_rules_json(FILE *f, const Stackwatch__RuleList *rl);
 
+/* A scan's summary: text, and JSON (one object). */
+void cli_scan_text(FILE *f, const Stackwatch__ScanResult *r);
+void cli_scan_json(FILE *f, const Stackwatch__ScanResult *r);
+
 /* Local time of a Unix time in ms, "2026-11-24 10:11:12". */
 void cli_time(char *buf, size_t cap, uint64_t unix_ms);
 

@@ -619,6 +619,9 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
         }
         client_gap(c->client, m->gap->lost_events);
         break;
+    case STACKWATCH__AGENT_MSG__MSG_SCAN:
+        srv_scan_reply(c->srv, c->client, m->scan);
+        break;
     case STACKWATCH__AGENT_MSG__MSG_BYE:
         c->client->said_bye = 1;
         c->client->said_detach = m->bye->detached;
