@@ -183,6 +183,7 @@ typedef struct client_s {
     uint64_t sample_bytes;  /* the agent samples every N bytes on average (0: every block) */
     struct scan_job_s *scan;/* the reachability scan in progress, if any */
     int scan_state;         /* SCAN_ST_*: what it waits for */
+    int scan_allowed;       /* the agent was asked to allow ptrace (SCAN_BEGIN) */
     uint64_t scan_token;    /* its token in the agent's commands and replies */
     uint64_t scan_deadline; /* collector clock: give up after */
     uint32_t scan_busy;     /* from the agent's reply: threads stopped in a hook */

@@ -319,10 +319,12 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         c->scan_msg[0] = '\0';
         c->scan_loop_ns += loop_cpu_ns() - cpu0;
         si->cpu_us = (j->cpu_ns + c->scan_loop_ns) / 1000u;
-        srv_log("pid %u: scan of %llu live blocks: %llu unreachable (%llu bytes); paused %.1f ms, "
-                "%.1f ms in all", c->pid, (unsigned long long)si->blocks_n,
-                (unsigned long long)si->unreach_n, (unsigned long long)si->unreach_b,
-                si->pause_us / 1000.0, si->dur_us / 1000.0);
+        srv_log("pid %u: scan of %llu live blocks: %llu unreachable (%llu bytes); paused %.1f ms "
+                "(stop %.1f, sync %.1f, copy %.1f of %.1f MiB, %.1f of it reading), %.1f ms in all",
+                c->pid, (unsigned long long)si->blocks_n, (unsigned long long)si->unreach_n,
+                (unsigned long long)si->unreach_b, si->pause_us / 1000.0, j->stop_ns / 1e6,
+                j->sync_ns / 1e6, j->copy_ns / 1e6, j->read_bytes / 1048576.0,
+                j->read_ns / 1e6, si->dur_us / 1000.0);
     } else {
         c->scan_err = err ? err : (j && j->err ? j->err : -EIO);
         snprintf(c->scan_msg, sizeof c->scan_msg, "%s",
@@ -334,9 +336,19 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
     c->scan_state = SCAN_ST_NONE;
     c->scan = NULL;
     scan_job_free(j);
-    send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_END);
+    if (c->scan_allowed)
+        send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_END);
+    c->scan_allowed = 0;
     c->scan_seq++;
     ctl_retry_parked(s, 0);
+}
+
+static int heap_roots(const client_t *c)
+{
+    /* The table does not hold every live block: untracked blocks may hold
+     * the only pointer to tracked ones. */
+    return c->attached || c->sample_bytes || c->gaps || c->lost_events || c->table_full ||
+           c->a_lost_disc || c->a_dropped;
 }
 
 int srv_scan_start(srv_t *s, client_t *c, char *err, size_t errlen)
@@ -358,25 +370,23 @@ int srv_scan_start(srv_t *s, client_t *c, char *err, size_t errlen)
     static uint64_t serial;
     uint64_t tok = (srv_now() << 16) ^ ++serial ^ ((uint64_t)c->pid << 40);
     c->scan_token = tok;
-    c->scan_state = SCAN_ST_BEGIN;
-    c->scan_deadline = srv_now() + SCAN_AGENT_NS;
     c->scan_loop_ns = 0;
     c->scan_busy = 0;
-    int rc = send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_BEGIN);
-    if (rc < 0) {
-        snprintf(err, errlen, "cannot reach the agent of pid %u", c->pid);
-        return rc; /* conn_close has ended the scan (srv_scan_abort) */
+    c->scan_allowed = 0;
+    /* Straight to the worker: the agent is asked to allow ptrace only if
+     * Yama refuses it (SCAN_NEED_TRACER), so a program's own
+     * PR_SET_PTRACER setting is not touched when it need not be. */
+    c->scan = scan_job_start((pid_t)c->pid, (pid_t)c->flusher_tid, heap_roots(c),
+                             c->atab_ok ? c->atab.live : 0, scan_wake, s);
+    if (!c->scan) {
+        snprintf(err, errlen, "cannot start the scan thread");
+        return -ENOMEM;
     }
+    c->scan_state = SCAN_ST_FREEZE;
+    c->scan_deadline = srv_now() + SCAN_AGENT_NS + 10ull * 1000000000;
     return 0;
 }
 
-static int heap_roots(const client_t *c)
-{
-    /* The table does not hold every live block: untracked blocks may hold
-     * the only pointer to tracked ones. */
-    return c->attached || c->sample_bytes || c->gaps || c->lost_events || c->table_full ||
-           c->a_lost_disc || c->a_dropped;
-}
 
 typedef struct snap_ctx_s {
     scan_ent_t *v;
@@ -398,12 +408,7 @@ void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
         if (r->ptracer < 0)
             srv_log("pid %u: the agent could not allow the scan (PR_SET_PTRACER: %s)", c->pid,
                     strerror(-r->ptracer));
-        c->scan = scan_job_start((pid_t)c->pid, (pid_t)c->flusher_tid, heap_roots(c), scan_wake,
-                                 s);
-        if (!c->scan) {
-            scan_finish(s, c, -ENOMEM, "cannot start the scan thread");
-            return;
-        }
+        scan_job_retry(c->scan);
         c->scan_state = SCAN_ST_FREEZE;
         c->scan_deadline = srv_now() + SCAN_AGENT_NS + 10ull * 1000000000;
     } else if (r->phase == 2 && c->scan_state == SCAN_ST_SYNC) {
@@ -411,11 +416,10 @@ void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
         /* Every event of the frozen threads is in: the table is the
          * process's heap as of now. */
         size_t n = c->atab_ok ? c->atab.live : 0;
-        snap_ctx_t sc = { malloc((n ? n : 1) * sizeof(scan_ent_t)), 0, n };
+        snap_ctx_t sc = { scan_job_snap_buf(c->scan, n), 0, n };
         size_t npairs = r->n_regions / 2;
         uint64_t *reg = malloc((npairs ? npairs : 1) * 2 * sizeof *reg);
         if (!sc.v || !reg) {
-            free(sc.v);
             free(reg);
             scan_job_abort(c->scan, "out of memory for the snapshot");
             return;
@@ -460,7 +464,12 @@ static void scan_async_cb(struct ev_loop *loop, ev_async *w, int revents)
         if (!c->scan)
             continue;
         int st = atomic_load(&c->scan->stage);
-        if (st == SCAN_FROZEN && c->scan_state == SCAN_ST_FREEZE) {
+        if (st == SCAN_NEED_TRACER && c->scan_state == SCAN_ST_FREEZE) {
+            c->scan_state = SCAN_ST_BEGIN;
+            c->scan_allowed = 1;
+            c->scan_deadline = srv_now() + SCAN_AGENT_NS;
+            send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_BEGIN);
+        } else if (st == SCAN_FROZEN && c->scan_state == SCAN_ST_FREEZE) {
             c->scan_state = SCAN_ST_SYNC;
             c->scan_deadline = srv_now() + SCAN_AGENT_NS;
             if (send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_SYNC) < 0)
