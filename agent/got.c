@@ -149,6 +149,26 @@ static int slot_ok(const mod_view_t *m, uint64_t a)
     return 0;
 }
 
+/* 1 when addr, inside the module, is a lazy-binding PLT stub (what a
+ * JUMP_SLOT holds until its first call): push $index, or endbr64 then push.
+ * A module's own allocator function would not start like that, so an entry
+ * bound to it is never taken for one. */
+static int plt_stub(const mod_view_t *m, uint64_t addr)
+{
+    for (int i = 0; i < m->phnum; i++) {
+        const ElfW(Phdr) *ph = &m->phdr[i];
+        uint64_t s = m->bias + ph->p_vaddr, e = s + ph->p_memsz;
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || addr < s || addr + 5 > e)
+            continue;
+        const uint8_t *p = (const uint8_t *)(uintptr_t)addr;
+        if (p[0] == 0x68)
+            return 1;
+        return addr + 9 <= e && p[0] == 0xf3 && p[1] == 0x0f && p[2] == 0x1e && p[3] == 0xfa &&
+               p[4] == 0x68;
+    }
+    return 0;
+}
+
 /* Writes v at the entry a: directly on a writable page, through mprotect on
  * a protected RELRO page. Returns 0 or -errno. */
 static int slot_write(const mod_view_t *m, uint64_t a, uint64_t v)
@@ -213,8 +233,9 @@ static int do_reloc(const mod_view_t *m, const ElfW(Rela) *r, const ElfW(Sym) *s
         }
         return 0; /* ours, but not our doing: leave it */
     }
-    /* Bound to the real function, or lazily bound: the module's PLT stub. */
-    if (cur != tg[k].real && !(cur >= m->lo && cur < m->hi))
+    /* Bound to the real function, or not bound yet: the module's PLT stub. */
+    if (cur != tg[k].real && !(type == R_X86_64_JUMP_SLOT && cur >= m->lo && cur < m->hi &&
+                               plt_stub(m, cur)))
         return 0;
     if (!s) {
         if (nslots == GOT_MAX) {
