@@ -307,6 +307,14 @@ bench-deps:
 bench: all bench-deps
 	$(PYTHON) bench/run.py --build $(BUILD) $(BENCH_ARGS)
 	$(MAKE) bench-collector
+	$(MAKE) bench-scan
+
+# The reachability scan on a process with N live blocks (bench/README.md,
+# "Reachability scan"). BENCH_SCAN_ARGS passes options, e.g. --blocks 1000000.
+BENCH_SCAN_ARGS ?=
+.PHONY: bench-scan
+bench-scan: $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
+	$(PYTHON) bench/scan/run.py --build $(BUILD) $(BENCH_SCAN_ARGS)
 
 # collectord's ingest rate and memory per live block, driven by a fake agent
 # (bench/collector/README.md). BENCH_COLLECTOR_ARGS passes options to the

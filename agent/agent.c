@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "config.h"
 #include "flush.h"
+#include "got.h"
 #include "hook.h"
 #include "intern.h"
 #include "log.h"
@@ -63,6 +64,7 @@ static int fork_locked; /* the prepare handler took the lock */
 
 static void fork_prepare(void)
 {
+    got_fork_prepare();
     fork_locked = tracing();
     if (fork_locked)
         modmap_lock();
@@ -72,6 +74,7 @@ static void fork_parent(void)
 {
     if (fork_locked)
         modmap_unlock();
+    got_fork_parent();
 }
 
 /* The child keeps nothing of the parent's tracing but the interned stacks
@@ -79,6 +82,7 @@ static void fork_parent(void)
  * first event, so a child that only execs never shows up as a client. */
 static void fork_child(void)
 {
+    got_fork_child();
     if (fork_locked)
         modmap_fork_child();
     if (!tracing())

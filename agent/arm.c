@@ -1,6 +1,5 @@
 /* Armed stacks: what the agent does on the next allocations from a stack collectord asked about. */
 #include "arm.h"
-#include "region.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -17,6 +16,7 @@
 #include "log.h"
 #include "note.h"
 #include "pyframes.h"
+#include "region.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define FIRED_SLOTS 4096u

@@ -1,17 +1,16 @@
 /* The flusher thread: drains all rings, encodes frames, owns the collector connection. */
 #include "flush.h"
-#include "region.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <string.h>
 #include <fcntl.h>
+#include <string.h>
 #include <sys/eventfd.h>
-#include <sys/prctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <linux/membarrier.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -32,6 +31,7 @@
 #include "note.h"
 #include "pyframes.h"
 #include "proto/stackwatch.pb-c.h"
+#include "region.h"
 #include "sample.h"
 #include "tstate.h"
 #include "unwind.h"

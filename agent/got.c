@@ -463,6 +463,21 @@ int got_restore(void)
     return n;
 }
 
+void got_fork_prepare(void)
+{
+    pthread_mutex_lock(&got_lock);
+}
+
+void got_fork_parent(void)
+{
+    pthread_mutex_unlock(&got_lock);
+}
+
+void got_fork_child(void)
+{
+    pthread_mutex_init(&got_lock, NULL);
+}
+
 uint32_t got_entries(void)
 {
     return nslots;

@@ -37,6 +37,12 @@ void got_refresh(void);
  * the entries written back. */
 int got_restore(void);
 
+/* fork: the prepare handler takes the table's lock (a dlopen in another
+ * thread may hold it), parent and child release it. */
+void got_fork_prepare(void);
+void got_fork_parent(void);
+void got_fork_child(void);
+
 /* Entries patched now, and modules they are in. */
 uint32_t got_entries(void);
 uint32_t got_modules(void);

@@ -2,19 +2,19 @@
 #include "hook.h"
 
 #include <dlfcn.h>
-#include <link.h>
-#include <unistd.h>
 #include <errno.h>
+#include <link.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent.h"
 #include "arm.h"
-#include "got.h"
 #include "clock.h"
 #include "config.h"
 #include "flush.h"
+#include "got.h"
 #include "intern.h"
 #include "modmap.h"
 #include "ring.h"

@@ -1,11 +1,12 @@
 /* Stack interning: a lock-free table from stack fingerprint to a small index sent once per connection. */
 #include "intern.h"
-#include "region.h"
 
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
+
+#include "region.h"
 
 #define MAX_PROBES 128
 #define DEAD_HASH (~(uint64_t)0)

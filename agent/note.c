@@ -1,9 +1,10 @@
 /* Notes: data attached to one allocation (its Python traceback, a handler's text), in a fixed pool. */
 #include "note.h"
-#include "region.h"
 
 #include <errno.h>
 #include <sys/mman.h>
+
+#include "region.h"
 
 static note_t *pool;
 static _Atomic uint32_t cursor;

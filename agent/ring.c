@@ -1,10 +1,10 @@
 /* Single-producer single-consumer event ring: one per app thread, drained by the flusher. */
 #include "ring.h"
-#include "region.h"
 
 #include <sys/mman.h>
 
 #include "clock.h"
+#include "region.h"
 
 int ring_asym_fence;
 

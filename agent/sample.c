@@ -17,12 +17,13 @@
  * distinct slots. A full bucket (8 sampled blocks at one hash) drops the
  * sample, counted. */
 #include "sample.h"
-#include "region.h"
 
 #include <errno.h>
 #include <math.h>
 #include <sys/mman.h>
 #include <time.h>
+
+#include "region.h"
 
 uint64_t sample_rate;
 sample_bucket_t *sample_set;

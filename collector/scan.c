@@ -274,10 +274,45 @@ static void img_read(pid_t pid, img_t *m)
     }
 }
 
-static int ent_cmp(const void *a, const void *b)
+/* Sorts the snapshot by address: LSD radix sort on 16-bit digits of
+ * addr / 16 (blocks are 16-byte aligned; user addresses fit 48 bits), a
+ * digit skipped when every block shares it. qsort took ~0.5 s for a million
+ * blocks on the test VM. Returns 0 or -ENOMEM. */
+static int sort_snap(scan_ent_t *a, size_t n)
 {
-    const scan_ent_t *x = a, *y = b;
-    return x->addr < y->addr ? -1 : x->addr > y->addr;
+    if (n < 2)
+        return 0;
+    scan_ent_t *tmp = malloc(n * sizeof *tmp);
+    uint32_t *cnt = malloc(65536 * sizeof *cnt);
+    if (!tmp || !cnt) {
+        free(tmp);
+        free(cnt);
+        return -ENOMEM;
+    }
+    scan_ent_t *src = a, *dst = tmp;
+    for (int shift = 4; shift < 64; shift += 16) {
+        memset(cnt, 0, 65536 * sizeof *cnt);
+        for (size_t i = 0; i < n; i++)
+            cnt[(src[i].addr >> shift) & 0xffff]++;
+        if (cnt[(src[0].addr >> shift) & 0xffff] == n)
+            continue; /* one digit for all: nothing to do */
+        uint32_t sum = 0;
+        for (size_t d = 0; d < 65536; d++) {
+            uint32_t c = cnt[d];
+            cnt[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[cnt[(src[i].addr >> shift) & 0xffff]++] = src[i];
+        scan_ent_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a)
+        memcpy(a, src, n * sizeof *a);
+    free(tmp);
+    free(cnt);
+    return 0;
 }
 
 static int skipped_mapping(const maps_ent_t *e)
@@ -450,8 +485,10 @@ static void *worker(void *arg)
     uint64_t t_go = trc_now_ns();
     j->pause_ns = t_go - tr.stop_ns;
     j->copy_ns = t_go - t_snap;
+    uint64_t t_mark = t_go;
     /* ---- marking, the process running again */
-    qsort(j->snap, j->nsnap, sizeof *j->snap, ent_cmp);
+    if (sort_snap(j->snap, j->nsnap) < 0)
+        goto nomem;
     blk = malloc((j->nsnap ? j->nsnap : 1) * sizeof *blk);
     marked = malloc(j->nsnap ? j->nsnap : 1);
     heap = malloc((j->nsnap + 2) * sizeof *heap);
@@ -461,13 +498,16 @@ static void *worker(void *arg)
     for (size_t i = 0; i < maps.n; i++)
         if (!strcmp(maps.e[i].path, "[heap]"))
             brk = (reach_rng_t){ maps.e[i].lo, maps.e[i].hi };
+    ext.r = malloc((j->nsnap ? j->nsnap : 1) * sizeof *ext.r);
+    if (!ext.r)
+        goto nomem;
+    ext.cap = j->nsnap;
     for (size_t i = 0; i < j->nsnap; i++) {
-        blk[i] = (reach_blk_t){ j->snap[i].addr, j->snap[i].size };
-        if (rv_add(&ext, j->snap[i].addr, j->snap[i].addr + (j->snap[i].size ? j->snap[i].size
-                                                                              : 1)) < 0)
-            goto nomem;
+        const scan_ent_t *e = &j->snap[i];
+        blk[i] = (reach_blk_t){ e->addr, e->size };
+        ext.r[i] = (reach_rng_t){ e->addr, e->addr + (e->size ? e->size : 1) };
     }
-    ext.n = reach_rng_normalize(ext.r, ext.n);
+    ext.n = reach_rng_normalize(ext.r, j->nsnap); /* sorted already: one pass */
     reach_img_t im = { img.runs, img.n };
     size_t nheap = reach_heap_areas(&im, blk, j->nsnap, brk, vmas.r, vmas.n, heap);
     nheap = reach_rng_normalize(heap, nheap);
@@ -493,6 +533,7 @@ static void *worker(void *arg)
     for (size_t i = 0; i < j->nsnap; i++)
         j->snap[i].reach = marked[i];
     j->root_bytes = st.root_bytes;
+    j->mark_ns = trc_now_ns() - t_mark;
     j->dur_ns = trc_now_ns() - j->t_start;
     j->cpu_ns = thread_cpu_ns() - cpu0;
     set_stage(j, SCAN_DONE);

@@ -50,6 +50,7 @@ typedef struct scan_job_s {
     uint64_t sync_ns;           /* ... the agent's last events and the snapshot */
     uint64_t copy_ns;           /* ... copying the memory (read_ns of it in process_vm_readv) */
     uint64_t read_ns;
+    uint64_t mark_ns;           /* after the release: sorting, heap areas, marking */
     uint64_t dur_ns;            /* the worker's whole run */
     uint64_t cpu_ns;            /* the worker's CPU time */
     uint64_t read_bytes;        /* copied out of the process */

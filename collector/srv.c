@@ -320,11 +320,12 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         c->scan_loop_ns += loop_cpu_ns() - cpu0;
         si->cpu_us = (j->cpu_ns + c->scan_loop_ns) / 1000u;
         srv_log("pid %u: scan of %llu live blocks: %llu unreachable (%llu bytes); paused %.1f ms "
-                "(stop %.1f, sync %.1f, copy %.1f of %.1f MiB, %.1f of it reading), %.1f ms in all",
+                "(stop %.1f, sync %.1f, copy %.1f of %.1f MiB, %.1f of it reading), marking %.1f ms, "
+                "%.1f ms in all",
                 c->pid, (unsigned long long)si->blocks_n, (unsigned long long)si->unreach_n,
                 (unsigned long long)si->unreach_b, si->pause_us / 1000.0, j->stop_ns / 1e6,
                 j->sync_ns / 1e6, j->copy_ns / 1e6, j->read_bytes / 1048576.0,
-                j->read_ns / 1e6, si->dur_us / 1000.0);
+                j->read_ns / 1e6, j->mark_ns / 1e6, si->dur_us / 1000.0);
     } else {
         c->scan_err = err ? err : (j && j->err ? j->err : -EIO);
         snprintf(c->scan_msg, sizeof c->scan_msg, "%s",

@@ -55,6 +55,12 @@ static int setup(void **state)
 
 static hook_target_t tg[1];
 
+#ifdef __SANITIZE_ADDRESS__
+#define LIBC_STRDUP_MALLOCS 0
+#else
+#define LIBC_STRDUP_MALLOCS 1
+#endif
+
 /* libc's strdup, called through a pointer: the compiler turns a direct call
  * on a literal into malloc + memcpy of its own. */
 static char *(*volatile libc_strdup)(const char *) = strdup;
@@ -91,10 +97,10 @@ static void test_patch_restore(void **state)
     assert_int_equal(counted, before + 1);
     free(p);
     /* libc's calls to malloc go through its GOT too (strdup): the RELRO page
-     * was made writable for the write. */
+     * was made writable for the write. (ASan intercepts strdup itself.) */
     before = counted;
     char *s = libc_strdup("through libc's GOT");
-    assert_int_equal(counted, before + 1);
+    assert_int_equal(counted, before + LIBC_STRDUP_MALLOCS);
     free(s);
     /* A second pass changes nothing. */
     got_refresh();

@@ -168,7 +168,7 @@ static void test_holes(void **state)
     assert_int_equal(st.scanned_bytes, 0x2000 + 0x10);
 }
 
-/* Many blocks marked through a chain: the filter and the search. */
+/* Many blocks marked through a chain: the granule index at scale. */
 static void test_many_blocks(void **state)
 {
     (void)state;
@@ -200,6 +200,45 @@ static void test_many_blocks(void **state)
     free(m);
     free(b);
     free(mk);
+}
+
+/* A block spanning granules (64 KiB): interior pointers into its later
+ * granules, one into a granule where another block starts after it. */
+static void test_large_blocks(void **state)
+{
+    (void)state;
+    uint64_t lo = 0x7e0000000000ull;
+    size_t bytes = 4u << 20;
+    uint8_t *m = calloc(1, bytes);
+    assert_non_null(m);
+    reach_blk_t b[] = {
+        { lo + 0x100, 0x30000 },           /* 0: granules 0..3, ends at lo+0x30100 */
+        { lo + 0x30200, 0x100 },           /* 1: starts in granule 3, after 0's end */
+        { lo + 0x40000, 0x200000 },        /* 2: granules 4..35 */
+        { lo + 0x240000, 0x10 },           /* 3 */
+        { lo + 0x250000, 0x10 },           /* 4: nothing points to it */
+    };
+    reach_run_t run = { lo, lo + bytes, m };
+    reach_img_t im = { &run, 1 };
+    /* 0 <- a register pointing into its granule 2; 0 -> 1 from its last word */
+    uint64_t regs[] = { lo + 0x28000, lo + 0x40000 + 0x1ffff8 };
+    uint64_t v = lo + 0x30200 + 0x80;
+    memcpy(m + 0x100 + 0x30000 - 8, &v, 8);
+    /* 2's last word -> 3; a word just past 0's end (in 0's last granule,
+     * before 1 starts) points at nothing */
+    v = lo + 0x240000;
+    memcpy(m + 0x40000 + 0x200000 - 8, &v, 8);
+    v = lo + 0x30100;
+    memcpy(m + 0x200, &v, 8); /* inside 0: scanned, points into the gap */
+    uint8_t mk[5];
+    reach_stats_t st;
+    assert_int_equal(reach_mark(&im, b, 5, NULL, 0, regs, 2, mk, &st), 0);
+    assert_int_equal(mk[0], 1);
+    assert_int_equal(mk[1], 1);
+    assert_int_equal(mk[2], 1); /* a pointer 31 granules into it */
+    assert_int_equal(mk[3], 1);
+    assert_int_equal(mk[4], 0);
+    free(m);
 }
 
 /* glibc's layouts: an mmap'd chunk, another arena's heap, the main heap;
@@ -259,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_no_roots_nothing_marked),
         cmocka_unit_test(test_holes),
         cmocka_unit_test(test_many_blocks),
+        cmocka_unit_test(test_large_blocks),
         cmocka_unit_test(test_heap_areas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
