@@ -5,6 +5,7 @@ cycles and blocks kept on a list, preloaded and attached; a multi-threaded
 process keeps running through repeated scans; errors are clear."""
 
 import json
+import os
 import re
 import unittest
 
@@ -114,6 +115,12 @@ class ReachTest(unittest.TestCase):
         self.assertIn("unreachable=5 (15005 bytes) reachable=0 (0 bytes)", text)
         self.assertIn("unreachable=0 (0 bytes) reachable=7 (21056 bytes)", text)
         self.assertIn("reachability scan at", text)
+        html = os.path.join(self.col.tmp, "r.html")
+        self.col.ctl("report", "--html", html, "--pid", str(pid))
+        with open(html) as f:
+            page = f.read()
+        self.assertIn("unreachable (lost) <b>5</b>", page)
+        self.assertIn("reachable <b>7</b>", page)
         # Freed since the scan: a block no longer counts.
         p.stdin.close()
         self.assertEqual(p.wait(30), 0)
