@@ -56,8 +56,8 @@ CLI_LIBS = -lprotobuf-c -lz -lelf
 
 AGENT_SRC = $(wildcard agent/*.c)
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_SRC))
-CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c \
-	collector/json.c collector/cli_attach.c collector/inject.c collector/elfsym.c
+CLI_ONLY_SRC = collector/cli.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c collector/cli_py.c \
+	collector/cli_diff.c collector/json.c collector/cli_attach.c collector/inject.c collector/elfsym.c
 COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
 COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
 CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c \
@@ -83,7 +83,7 @@ else
 TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
 endif
 
-.PHONY: all deps check check-unit check-integration check-sanitizers check-fuzz demo \
+.PHONY: all deps check check-unit check-integration check-sanitizers check-fuzz demo pythons check-pythons \
 	progs unit clean install fuzz
 all: $(TARGETS)
 
@@ -166,6 +166,11 @@ $(BUILD)/progs/fake_python: tests/progs/fake_python.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PROG_CFLAGS) -rdynamic -o $@ $<
 
+# Linked against a library whose constructor leaks before the agent starts.
+$(BUILD)/progs/ctor_main: tests/progs/ctor_main.c $(BUILD)/progs/libctorleak.so
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -o $@ $< -L$(BUILD)/progs -lctorleak -Wl,-rpath,$(abspath $(BUILD)/progs)
+
 # An inlined allocation site needs the optimizer.
 $(BUILD)/progs/inline_leak: tests/progs/inline_leak.c
 	@mkdir -p $(dir $@)
@@ -219,7 +224,7 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(UNIT_COLL_OBJ)
 
 # The HTML report is stackctl's: its test links the renderer and the JSON writer.
 $(BUILD)/tests/test_html: tests/unit/test_html.c $(BUILD)/obj/collector/cli_html.o \
-		$(BUILD)/obj/collector/json.o $(PB_O)
+		$(BUILD)/obj/collector/cli_py.o $(BUILD)/obj/collector/json.o $(PB_O)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ -lcmocka -lprotobuf-c
 
@@ -229,8 +234,8 @@ $(BUILD)/tests/tsan_agent_core: tests/tsan/tsan_agent_core.c $(UNIT_AGENT_OBJ)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ $(AGENT_LIBS)
 
 # cli_pprof.c is stackctl's: its test links it with both generated protocols.
-$(BUILD)/tests/test_pprof: tests/unit/test_pprof.c $(BUILD)/obj/collector/cli_pprof.o $(PPROF_O) \
-		$(PB_O) $(PPROF_H)
+$(BUILD)/tests/test_pprof: tests/unit/test_pprof.c $(BUILD)/obj/collector/cli_pprof.o \
+		$(BUILD)/obj/collector/cli_py.o $(PPROF_O) $(PB_O) $(PPROF_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka -lprotobuf-c -lz
 
@@ -247,12 +252,31 @@ deps:
 check: deps
 	$(MAKE) all progs unit
 	$(MAKE) check-unit
+	$(MAKE) check-install
 	$(MAKE) check-sanitizers
 	$(MAKE) check-fuzz
 	$(MAKE) check-integration
 
 check-integration: all progs
 	$(PYTHON) tests/integration/run.py --build $(BUILD)
+
+# CPython versions built from Debian's source packages into
+# $${STACKWATCH_PY_CACHE:-~/.cache/stackwatch/pythons} (scripts/build-python.sh;
+# a few minutes each on 2 cores, reused after). `make check` tests the ones
+# built; `make pythons` builds them; `make check-pythons` builds and tests
+# them. A source that cannot be fetched (no network) is a loud skip; a build
+# that fails is a failure.
+PY_VERSIONS ?= 3.13 3.14
+pythons:
+	@for v in $(PY_VERSIONS); do \
+	    sh scripts/build-python.sh $$v; rc=$$?; \
+	    if [ $$rc = 2 ]; then \
+	        echo "*** pythons: CPython $$v: source package not fetchable: NOT BUILT, NOT TESTED ***"; \
+	    elif [ $$rc != 0 ]; then exit 1; fi; \
+	done
+
+check-pythons: all progs pythons
+	$(PYTHON) tests/integration/run.py --build $(BUILD) -k Python3
 
 check-sanitizers:
 	$(MAKE) SANITIZER=address all unit
@@ -271,13 +295,20 @@ build/fuzz/gen/proto/stackwatch.pb-c.c: proto/stackwatch.proto
 	@mkdir -p build/fuzz/gen
 	protoc-c --c_out=build/fuzz/gen $<
 
-build/fuzz/%: tests/fuzz/%.c build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_SRC) $(PROTO_SRC) \
-		$(wildcard collector/*.h proto/*.h)
+# The collector's code is compiled once for every fuzzer (objects under
+# build/fuzz/obj), each target links it with its own harness.
+FUZZ_LIB_SRC = build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_SRC) $(PROTO_SRC)
+FUZZ_LIB_OBJ = $(patsubst %.c,build/fuzz/obj/%.o,$(FUZZ_LIB_SRC))
+build/fuzz/obj/%.o: %.c build/fuzz/gen/proto/stackwatch.pb-c.c $(wildcard collector/*.h proto/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< build/fuzz/gen/proto/stackwatch.pb-c.c \
-		$(COLL_LIB_SRC) $(PROTO_SRC) $(COLL_LIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -c -o $@ $<
 
-FUZZERS = build/fuzz/fuzz_agent_frames
+.SECONDARY: $(FUZZ_LIB_OBJ)
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_OBJ) $(COLL_LIBS)
+
+FUZZERS = build/fuzz/fuzz_agent_frames build/fuzz/fuzz_metrics_request build/fuzz/fuzz_store_record
 fuzz: $(FUZZERS)
 
 check-fuzz: $(FUZZERS)
@@ -288,10 +319,55 @@ demo: deps
 	$(MAKE) all progs
 	@sh scripts/demo.sh $(BUILD)
 
+# ------------------------------------------------------------------ install
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: programs, the agent,
+# man pages, the Python helper where Debian's python3 finds it, a systemd
+# user unit and bash completion. make uninstall removes exactly those files.
+VERSION = $(shell sed -n 's/^\#define STACKWATCH_VERSION "\(.*\)"/\1/p' collector/version.h)
+BINDIR = $(PREFIX)/bin
+LIBDIR = $(PREFIX)/lib
+MANDIR = $(PREFIX)/share/man
+UNITDIR = $(PREFIX)/lib/systemd/user
+COMPDIR = $(PREFIX)/share/bash-completion/completions
+# Debian's python3 reads /usr/lib/python3/dist-packages (packages) and
+# /usr/local/lib/python3.X/dist-packages (local installs).
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(PREFIX),/usr)
+PYDIR ?= /usr/lib/python3/dist-packages
+else
+PYDIR ?= $(PREFIX)/lib/python$(PYVER)/dist-packages
+endif
+MANPAGES = collectord.8 stackctl.1 stackwatch.7
+INSTALLED = $(BINDIR)/collectord $(BINDIR)/stackctl $(LIBDIR)/libstackagent.so \
+	$(MANDIR)/man8/collectord.8 $(MANDIR)/man1/stackctl.1 $(MANDIR)/man7/stackwatch.7 \
+	$(PYDIR)/stackwatch.py $(UNITDIR)/collectord.service $(COMPDIR)/stackctl
+SUBST = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
+	-e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@UNITDIR@|$(UNITDIR)|g'
+
+.PHONY: uninstall check-install
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
-	install -m 0755 $(BUILD)/collectord $(BUILD)/stackctl $(DESTDIR)$(PREFIX)/bin/
-	install -m 0755 $(BUILD)/libstackagent.so $(DESTDIR)$(PREFIX)/lib/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(PYDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(COMPDIR)
+	install -m 0755 $(BUILD)/collectord $(BUILD)/stackctl $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BUILD)/libstackagent.so $(DESTDIR)$(LIBDIR)/
+	for m in $(MANPAGES); do s=$${m##*.}; \
+		$(SUBST) docs/man/$$m > $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp && \
+		chmod 0644 $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp && \
+		mv $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp $(DESTDIR)$(MANDIR)/man$$s/$$m; done
+	install -m 0644 python/stackwatch.py $(DESTDIR)$(PYDIR)/stackwatch.py
+	$(SUBST) scripts/collectord.service.in > $(DESTDIR)$(UNITDIR)/collectord.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/collectord.service
+	install -m 0644 scripts/stackctl.bash $(DESTDIR)$(COMPDIR)/stackctl
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+
+# Installs into a temporary DESTDIR and checks what a user gets: the man
+# pages render without warnings, --version, the Python module imports with
+# Debian's python3 path, completion answers, and uninstall leaves nothing.
+check-install: all
+	$(PYTHON) tests/install/check_install.py --build $(BUILD)
 
 clean:
 	rm -rf build
@@ -307,6 +383,7 @@ bench-deps:
 bench: all bench-deps
 	$(PYTHON) bench/run.py --build $(BUILD) $(BENCH_ARGS)
 	$(MAKE) bench-collector
+	$(PYTHON) bench/firstq.py --build $(BUILD)
 	$(MAKE) bench-scan
 
 # The reachability scan on a process with N live blocks (bench/README.md,

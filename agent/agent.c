@@ -28,6 +28,21 @@
 #define INTERN_POOL_PCS (1u << 22)   /* 32 MiB of pcs, reserved, touched on use */
 
 agent_t agent;
+const _Atomic uintptr_t *agent_py_fin;
+
+void agent_begin_end(const char *why)
+{
+    if (!agent.enabled || !agent.started)
+        return;
+    uint64_t none = 0, ts = clock_now_ns();
+    if (!atomic_compare_exchange_strong(&agent.end_ts, &none, ts))
+        return;
+    atomic_store(&agent.end_why, why);
+    /* After end_ts: a thread that saw recording still on stamps after it,
+     * and the flusher holds such events back until the Ending is out. */
+    atomic_store(&agent.recording, 0);
+    flush_kick();
+}
 
 static uint64_t new_instance(void)
 {
@@ -101,6 +116,7 @@ static void fork_child(void)
     atomic_store(&agent.failed_calls, 0);
     atomic_store(&agent.unwind_failures, 0);
     atomic_store(&agent.intern_full, 0);
+    atomic_store(&agent.end_ts, 0);
     atomic_store(&agent.child_pending, 1);
 }
 
@@ -115,6 +131,9 @@ int agent_child_start(void)
     atomic_store(&agent.child_pending, 0);
     return atomic_load(&agent.recording);
 }
+
+/* 0 not started, 1 starting, 2 done (whatever came of it). */
+_Atomic int agent_init_state;
 
 void agent_new_session(void)
 {
@@ -141,12 +160,23 @@ int agent_setup(const char *list)
     agent_new_session();
     if (unwind_init(cfg.unwind, cfg.fp_modules) < 0)
         log_msg("cannot locate the agent's own code; its frames may show in stacks");
+    uint64_t wlo, whi;
+    hook_main_wrapper_range(&wlo, &whi);
+    unwind_hide_range(wlo, whi);
     if (sample_init(cfg.sample_bytes) < 0) {
         log_msg("cannot map the sampled set; recording every allocation");
         memcpy(cfg.sample, "all", 4);
     }
     py_init();
-    if (strncmp(py_status(), "CPython version", 15) == 0)
+    if (cfg.py_allocators)
+        hook_pyalloc_enable();
+    /* Its finalizing is the end of the process only when the interpreter is
+     * the program: an embedding program may finalize Python and run on. */
+    const char *base = strrchr(agent.exe, '/');
+    base = base ? base + 1 : agent.exe;
+    if (strncmp(base, "python", 6) == 0)
+        agent_py_fin = py_finalizing_word();
+    if (strncmp(py_status(), "CPython ", 8) == 0)
         log_msg("%s; allocations are traced, Python lines are not", py_status());
     if (intern_init(INTERN_SLOTS, INTERN_POOL_PCS) < 0 || modmap_init(agent.exe) < 0 ||
         flush_init() < 0 || tstate_init() < 0 || arm_init(INTERN_SLOTS) < 0 ||
@@ -167,8 +197,17 @@ static int named_in_preload(void)
     return p && strstr(p, "libstackagent") != NULL;
 }
 
-__attribute__((constructor)) static void agent_start(void)
+/* Starts the agent once: from its constructor, or earlier from the first
+ * allocation of a library whose constructor runs before ours (ld.so runs
+ * the initializers of a program's libraries before the preloaded one's
+ * when they do not depend on it). Loaded with dlopen (stackctl attach), it
+ * only notes that and waits for stackwatch_attach. */
+static void agent_init(void)
 {
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&agent_init_state, &expect, 1))
+        return;
+    int guard = tstate.guard;
     tstate.guard = 1; /* our own start-up allocations are not the app's */
     hook_resolve();
     if (!hook_interposing()) {
@@ -201,7 +240,22 @@ __attribute__((constructor)) static void agent_start(void)
         atomic_store(&agent.recording, 1);
     agent.started = 1;
 out:
-    tstate.guard = 0;
+    atomic_store(&agent_init_state, 2);
+    tstate.guard = guard;
+}
+
+__attribute__((constructor)) static void agent_start(void)
+{
+    agent_init();
+}
+
+int agent_early_start(void)
+{
+    /* Only the first caller starts it; any other thread meanwhile (none at
+     * process start) records nothing until it is done. */
+    if (atomic_load(&agent_init_state) == 0)
+        agent_init();
+    return atomic_load(&agent.recording);
 }
 
 __attribute__((destructor)) static void agent_stop(void)

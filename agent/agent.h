@@ -35,6 +35,8 @@ typedef struct agent_s {
     _Atomic uint64_t failed_calls;    /* allocation calls that failed */
     _Atomic uint64_t unwind_failures; /* stacks not captured */
     _Atomic uint64_t intern_full;     /* stacks not interned */
+    _Atomic uint64_t end_ts;          /* when the process began to end (0: not yet) */
+    const char *_Atomic end_why;      /* why: "exit", "main returned", "python finalizing" */
 } agent_t;
 
 extern agent_t agent;
@@ -52,5 +54,24 @@ void agent_new_session(void);
  * and flusher thread). Called from the hook with the guard set. Returns 1 if
  * the child now records. */
 int agent_child_start(void);
+
+/* 0 until the agent started (2: done, 1: starting). */
+extern _Atomic int agent_init_state;
+
+/* Called from a hook before the agent's constructor ran (another library's
+ * constructor allocating first): starts the agent now, with this thread's
+ * guard set by the caller. Returns 1 if it records. */
+int agent_early_start(void);
+
+/* The process begins to end (exit() called, main returned, the interpreter
+ * finalizing): from now on it tears itself down, and what it frees is not
+ * its behaviour. Stops recording, remembers when and why (why must be a
+ * string literal), wakes the flusher to tell collectord. Once per process
+ * image; never allocates; safe in the hooks (no lock; one write(2)). */
+void agent_begin_end(const char *why);
+
+/* The interpreter's finalizing word while a known CPython runs (NULL
+ * otherwise); the hooks check it. */
+extern const _Atomic uintptr_t *agent_py_fin;
 
 #endif

@@ -17,6 +17,7 @@
 #include "note.h"
 #include "pyframes.h"
 #include "region.h"
+#include "sample.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define FIRED_SLOTS 4096u
@@ -52,7 +53,7 @@ static uint32_t site_idx[SITES_MAX];       /* flusher's list of armed stacks */
 static uint32_t nsite_idx;
 static _Atomic uint64_t sites[SITES_MAX];
 static _Atomic uint32_t nsites;
-static int sites_said;
+static _Atomic uint64_t sites_full; /* armings beyond SITES_MAX in sampled mode */
 static fired_t fired[FIRED_SLOTS];
 static _Atomic uint64_t firings;
 static _Atomic uint64_t refused_mask;   /* signals we refused to raise (said once) */
@@ -100,10 +101,12 @@ static void sites_track(uint32_t idx, int on)
     while (i < nsite_idx && site_idx[i] != idx)
         i++;
     if (on && i == nsite_idx) {
+        if (!sample_rate)
+            return; /* every allocation is recorded: no call site list needed */
         if (nsite_idx == SITES_MAX) {
-            if (!sites_said++)
-                log_msg("more than %u stacks armed: in sampled mode the others fire only "
-                        "when sampled", SITES_MAX);
+            /* Counted for collectord (its log and query clients), never
+             * printed into the program's output. */
+            atomic_fetch_add_explicit(&sites_full, 1, memory_order_relaxed);
             return;
         }
         site_idx[nsite_idx++] = idx;
@@ -262,6 +265,7 @@ void arm_on_alloc(tstate_t *t, ring_t *r, uint32_t idx, void *ptr, size_t size, 
         n->text_len = 0;
         n->py.n = 0;
         n->py.truncated = 0;
+        n->py.why = PY_WHY_NONE;
         if (a->python)
             py_capture(&n->py);
         push_note(t, r, n, slot);
@@ -286,6 +290,11 @@ uint64_t arm_firings(void)
     return atomic_load(&firings);
 }
 
+uint64_t arm_sites_full(void)
+{
+    return atomic_load(&sites_full);
+}
+
 void arm_fork_child(void)
 {
     if (armed && atomic_load(&arm_active)) {
@@ -297,6 +306,7 @@ void arm_fork_child(void)
     atomic_store(&firings, 0);
     nsite_idx = 0;
     atomic_store(&nsites, 0);
+    atomic_store(&sites_full, 0);
 }
 
 /* ---------------------------------------------------------------- for signal handlers */
@@ -342,6 +352,7 @@ EXPORT int stackwatch_note(uint64_t addr, const char *text)
         n->tid = t->tid;
         n->py.n = 0;
         n->py.truncated = 0;
+        n->py.why = PY_WHY_NONE;
         push_note(t, r, n, slot);
         rc = 0;
     }

@@ -37,6 +37,10 @@ void arm_on_alloc(tstate_t *t, ring_t *r, uint32_t idx, void *p, size_t size, ui
 void arm_on_free(void *p);
 
 /* Firings so far (for Stats). */
+/* Sampled mode: stacks armed beyond the call-site list (they fire only when
+ * sampled). */
+uint64_t arm_sites_full(void);
+
 uint64_t arm_firings(void);
 
 /* Fork child: the parent's arming is not the child's; fired blocks are. */

@@ -100,13 +100,30 @@ int cfg_resolve_dir(char *buf, size_t cap)
     return 0;
 }
 
+const char *cfg_exe_check(const char *patterns)
+{
+    if (!patterns || !*patterns)
+        return NULL;
+    for (const char *p = patterns;;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == 0)
+            return "an empty pattern (two commas, or one at an end)";
+        if (n >= CFG_EXE_PATTERN_MAX)
+            return "a pattern longer than 255 bytes";
+        if (!e)
+            return NULL;
+        p = e + 1;
+    }
+}
+
 int cfg_exe_match(const char *patterns, const char *exe)
 {
     if (!patterns || !*patterns)
         return 1;
     const char *base = strrchr(exe, '/');
     base = base ? base + 1 : exe;
-    char pat[256];
+    char pat[CFG_EXE_PATTERN_MAX];
     const char *p = patterns;
     while (*p) {
         const char *e = strchr(p, ',');
@@ -222,11 +239,18 @@ static void cfg_read(const char *exe, int attached)
     if (parse_bool("STACKWATCH_DISABLE", cfg_get("STACKWATCH_DISABLE"), 0))
         cfg.enabled = 0;
     cfg.inherit = parse_bool("STACKWATCH_INHERIT", cfg_get("STACKWATCH_INHERIT"), 1);
+    cfg.py_allocators = parse_bool("STACKWATCH_PYTHON_ALLOCATORS",
+                                   cfg_get("STACKWATCH_PYTHON_ALLOCATORS"), 0);
     /* Attached, children never get the agent: there is no LD_PRELOAD to strip. */
     if (!cfg.inherit && !attached)
         strip_preload();
 
     const char *exes = attached ? NULL : cfg_get("STACKWATCH_EXE");
+    const char *why = cfg_exe_check(exes);
+    if (why) {
+        log_msg("STACKWATCH_EXE=%s: %s; tracing every program", exes, why);
+        exes = NULL;
+    }
     if (cfg.enabled && exe && !cfg_exe_match(exes, exe))
         cfg.enabled = 0; /* silently: this is the filter doing its job */
 

@@ -25,6 +25,7 @@ typedef struct cfg_s {
     uint32_t connect_ms;    /* how long the constructor waits for the collector */
     int unwind;             /* UNWIND_DWARF or UNWIND_FP (STACKWATCH_UNWIND) */
     const char *fp_modules; /* STACKWATCH_FP_MODULES: more frame-pointer candidates */
+    int py_allocators;      /* STACKWATCH_PYTHON_ALLOCATORS: hook CPython's mem/object domains */
 } cfg_t;
 
 extern cfg_t cfg;
@@ -60,5 +61,11 @@ int cfg_parse_sample(const char *s, uint64_t *out);
 /* Matches exe against a comma-separated list of fnmatch patterns, each tried
  * on the full path and on the basename. Empty or NULL list matches all. */
 int cfg_exe_match(const char *patterns, const char *exe);
+
+#define CFG_EXE_PATTERN_MAX 256 /* bytes of one STACKWATCH_EXE pattern, NUL included */
+
+/* NULL when STACKWATCH_EXE's value is usable (or unset), else why not: an
+ * empty pattern, or one too long. Safe in the constructor (no allocation). */
+const char *cfg_exe_check(const char *patterns);
 
 #endif

@@ -87,6 +87,7 @@ static struct flush_s {
     uint64_t lost_since;          /* events discarded since the last disconnect */
     uint64_t lost_total;          /* events discarded while disconnected, ever */
     uint64_t disc_ts;             /* when the connection was lost */
+    uint64_t offline_at_disc;     /* tstate_offline() then */
     int told_unreachable;         /* "no collector" was logged */
     frame_rd_t rd;                /* command frames from the collector */
     int rd_ok;                    /* rd initialized */
@@ -119,6 +120,9 @@ static struct flush_s {
     uint32_t nnotes;
     uint64_t last_stats_ns;       /* last Stats sent */
     uint32_t expire_ms;           /* from Welcome */
+    int end_cap;                  /* this drain stops at agent.end_ts (Ending not sent yet) */
+    int end_sent;                 /* the Ending went out on this connection epoch */
+    uint32_t end_epoch;           /* ... namely this one */
     _Atomic int exit_req;         /* flush_final asked for the last drain */
     _Atomic int exit_done;        /* the flusher finished it */
     uint32_t self_tid;            /* the flusher's kernel tid (in the Hello) */
@@ -210,6 +214,7 @@ static void disconnect(const char *why)
     fl.need_hello = 0;
     fl.disc_ts = clock_now_ns();
     fl.lost_since = 0;
+    fl.offline_at_disc = tstate_offline();
     fl.backoff_ns = BACKOFF_MIN_NS;
     fl.next_try_ns = fl.disc_ts + fl.backoff_ns;
     if (fl.rd_ok)
@@ -302,7 +307,8 @@ static int send_hello(void)
 static int send_gap(void)
 {
     Stackwatch__Gap g = STACKWATCH__GAP__INIT;
-    g.lost_events = fl.lost_since;
+    /* Discarded from the rings, and not recorded while away. */
+    g.lost_events = fl.lost_since + (tstate_offline() - fl.offline_at_disc);
     g.from_ts = fl.disc_ts;
     g.to_ts = clock_now_ns();
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
@@ -327,7 +333,8 @@ static void on_connected(void)
     fl.ever_connected = 1;
     fl.backoff_ns = BACKOFF_MIN_NS;
     fl.last_stats_ns = clock_now_ns();
-    atomic_store(&agent.recording, 1);
+    if (!atomic_load(&agent.end_ts))
+        atomic_store(&agent.recording, 1); /* an ending process records no more */
 }
 
 static void maybe_reconnect(void)
@@ -677,6 +684,7 @@ static void send_note(note_t *n)
     }
     note.n_python = nf;
     note.python = framep;
+    note.py_missing = nf ? STACKWATCH__PY_MISSING__PY_MISSING_NONE : (Stackwatch__PyMissing)n->py.why;
     uint32_t tl = n->text_len < NOTE_TEXT_MAX ? n->text_len : NOTE_TEXT_MAX;
     memcpy(text, n->text, tl);
     text[tl] = '\0';
@@ -946,7 +954,13 @@ static int send_batch(uint32_t m)
  * another. With final set the watermark is lifted. Returns events consumed. */
 static uint32_t drain_once(int final)
 {
-    fl.wm = final ? UINT64_MAX : watermark();
+    uint64_t wm = final ? UINT64_MAX : watermark();
+    /* The process began to end: what it did before goes out, then the
+     * Ending, then (if anything) what was stamped after. */
+    uint64_t end = atomic_load_explicit(&agent.end_ts, memory_order_acquire);
+    int sent = fl.end_sent && fl.end_epoch == fl.epoch;
+    fl.end_cap = end && !sent && wm > end;
+    fl.wm = fl.end_cap ? end : wm;
     fl.nruns = 0;
     fl.more = 0;
     tstate_each_ring(collect_ring, NULL);
@@ -1054,6 +1068,23 @@ failed:
     return m;
 }
 
+/* Tells collectord the process began to end, once every event stamped
+ * before that is out (the drain just done stopped there, and all fit). */
+static void send_ending(void)
+{
+    Stackwatch__Ending e = STACKWATCH__ENDING__INIT;
+    e.ts = atomic_load(&agent.end_ts);
+    const char *why = atomic_load(&agent.end_why);
+    e.why = (char *)(why ? why : "");
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_ENDING;
+    m.ending = &e;
+    if (send_msg(&m) == 0) {
+        fl.end_sent = 1;
+        fl.end_epoch = fl.epoch;
+    }
+}
+
 static void drain_all(int final)
 {
     /* Bounded rounds: producers faster than the socket must not keep the
@@ -1062,6 +1093,11 @@ static void drain_all(int final)
         drain_once(final);
         if (!fl.more)
             break;
+    }
+    if (fl.end_cap && !fl.more && fl.sock.fd >= 0 && !fl.need_hello) {
+        send_ending();
+        if (final)
+            drain_once(final); /* stamped after the end: collectord counts them */
     }
 }
 
@@ -1077,13 +1113,16 @@ static void send_stats(void)
     s.ring_bytes = tstate_ring_bytes();
     s.table_bytes = intern_bytes() + modmap_bytes();
     s.ring_waits = tstate_waits();
-    s.lost_disconnected = fl.lost_total;
+    s.lost_disconnected = fl.lost_total + tstate_offline();
     s.firings = arm_firings();
+    s.armed_sites_full = arm_sites_full();
     s.notes_dropped = note_dropped();
     tstate_totals(&s.total_allocs, &s.total_alloc_bytes, &s.total_frees);
     s.sample_overflow = sample_overflow();
     s.sample_set_bytes = sample_bytes_mapped();
     s.stack_cache_hits = tstate_cache_hits();
+    s.python_version = py_version();
+    s.python_status = (char *)py_status();
     /* Columns, live index, fold slots (two per event) and the encoded frame,
      * as far as batches have used them; the rest is reserved, untouched. */
     s.scratch_bytes = (uint64_t)fl.max_m * (3 * sizeof(uint32_t) + 3 * sizeof(uint64_t) + 1 +

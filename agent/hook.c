@@ -16,7 +16,9 @@
 #include "flush.h"
 #include "got.h"
 #include "intern.h"
+#include "log.h"
 #include "modmap.h"
+#include "pyframes.h"
 #include "ring.h"
 #include "sample.h"
 #include "tstate.h"
@@ -90,6 +92,8 @@ int hook_resolve(void)
     r.pvalloc = dlsym(RTLD_NEXT, "pvalloc");
     r.malloc_usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
     r.dlclose = dlsym(RTLD_NEXT, "dlclose");
+    r.exit = dlsym(RTLD_NEXT, "exit");
+    r.libc_start_main = dlsym(RTLD_NEXT, "__libc_start_main");
     r.dlopen = dlsym(RTLD_NEXT, "dlopen");
     /* Publish free before malloc: once malloc is non-NULL callers stop using
      * the arena and will free through free. */
@@ -103,6 +107,8 @@ int hook_resolve(void)
     hook_real.pvalloc = r.pvalloc;
     hook_real.malloc_usable_size = r.malloc_usable_size;
     hook_real.dlclose = r.dlclose;
+    hook_real.exit = r.exit;
+    hook_real.libc_start_main = r.libc_start_main;
     hook_real.dlopen = r.dlopen;
     atomic_thread_fence(memory_order_release);
     hook_real.malloc = r.malloc;
@@ -135,6 +141,8 @@ int hook_resolve_global(void)
     r.malloc_usable_size = global_def("malloc_usable_size");
     r.dlclose = global_def("dlclose");
     r.dlopen = global_def("dlopen");
+    r.exit = global_def("exit");
+    r.libc_start_main = global_def("__libc_start_main");
     real_reallocarray = global_def("reallocarray");
     if (!r.malloc || !r.free || !r.calloc || !r.realloc || !r.dlopen)
         return -ENOENT;
@@ -163,19 +171,43 @@ static inline int rec_enter(tstate_t *t, int *saved_errno)
     if (UNLIKELY(t->guard))
         return 0;
     if (UNLIKELY(!atomic_load_explicit(&agent.recording, memory_order_relaxed))) {
-        if (LIKELY(!atomic_load_explicit(&agent.child_pending, memory_order_relaxed)))
+        int child = atomic_load_explicit(&agent.child_pending, memory_order_relaxed);
+        int early = !child && atomic_load_explicit(&agent_init_state, memory_order_relaxed) == 0;
+        if (LIKELY(!child && !early))
             return 0;
+        /* A fork child's first event, or an allocation before the agent's
+         * constructor ran (a library constructor first): start now. */
         *saved_errno = errno;
         t->guard = 1;
-        int ok = agent_child_start();
+        int ok = child ? agent_child_start() : agent_early_start();
         t->guard = 0;
         errno = *saved_errno;
         if (!ok)
             return 0;
     }
+    /* A Python process whose interpreter began finalizing is ending: what
+     * it frees now is its teardown (one load per event, Python only). */
+    if (UNLIKELY(agent_py_fin != NULL) &&
+        UNLIKELY(atomic_load_explicit(agent_py_fin, memory_order_relaxed) != 0)) {
+        *saved_errno = errno;
+        agent_begin_end("python finalizing");
+        errno = *saved_errno;
+        return 0;
+    }
     *saved_errno = errno;
     t->guard = 1;
     return 1;
+}
+
+/* rec_enter said no: if only because no collector is connected now (not a
+ * reentrant call, not before the start or after the end), the event is
+ * counted, so the gap after the reconnect says how much was missed. */
+static inline void count_offline(const tstate_t *t)
+{
+    ring_t *r = t->ring;
+    if (UNLIKELY(r != NULL) && !t->guard && agent.started &&
+        !atomic_load_explicit(&agent.end_ts, memory_order_relaxed))
+        ring_count_offline(r);
 }
 
 static inline void rec_leave(tstate_t *t, int saved_errno)
@@ -345,14 +377,24 @@ static inline int sampled_fast(tstate_t *t, ring_t *r, size_t size)
                                                                              : PICK_UNSAMPLED;
 }
 
+static void pyalloc_try_install(void);
+
+/* STACKWATCH_PYTHON_ALLOCATORS: 0 off, 1 wanted (not yet installed), 2
+ * installed, 3 given up. */
+static _Atomic int pyalloc_state;
+
 /* Out of line: the interposers' fast path stays small (no register saves). */
 __attribute__((noinline)) static void note_alloc_slow(void *p, size_t size,
                                                      const uint64_t *frame, int pick)
 {
     tstate_t *t = &tstate;
     int e;
-    if (!rec_enter(t, &e))
+    if (!rec_enter(t, &e)) {
+        count_offline(t);
         return;
+    }
+    if (UNLIKELY(atomic_load_explicit(&pyalloc_state, memory_order_relaxed) == 1))
+        pyalloc_try_install();
     ring_t *r = ring_of(t);
     if (r) {
         if (pick == PICK_DECIDE) {
@@ -421,6 +463,8 @@ __attribute__((noinline)) static void free_slow(void *p)
         }
         check_fired(p);
         rec_leave(t, e);
+    } else {
+        count_offline(t);
     }
     hook_real.free(p);
 }
@@ -485,6 +529,8 @@ static void *do_realloc(void *old, size_t size, const uint64_t *frame)
     tstate_t *t = &tstate;
     int e;
     int rec = rec_enter(t, &e);
+    if (!rec)
+        count_offline(t); /* one event, whatever realloc does */
     ring_t *r = rec ? ring_of(t) : NULL;
     uint64_t ts_free = 0;
     int old_rec = 0; /* FREE(old) is recorded (sampled mode: old was sampled) */
@@ -631,6 +677,184 @@ EXPORT size_t malloc_usable_size(void *p)
     return hook_real.malloc_usable_size(p);
 }
 
+/* ---------------------------------------------------------------- CPython's allocator domains */
+
+/* With STACKWATCH_PYTHON_ALLOCATORS=1 the agent chains itself in front of
+ * CPython's "mem" and "object" domains (PyMem_Malloc, PyObject_Malloc and
+ * friends), whose blocks of 512 bytes or less come from pymalloc's arenas
+ * and never reach malloc. The "raw" domain is malloc itself and already
+ * seen. The previous allocator runs with this thread's guard set, so a block
+ * pymalloc passes on to malloc is recorded once, here, with the PyObject_*
+ * call in its stack. Each domain has its own functions (ctx is not relied
+ * on: a reader must never pair one domain's ctx with another's function).
+ * A block allocated before the hooks and freed after them is an unknown
+ * free, counted as such. */
+static py_mem_alloc_t pa_prev[3];
+
+static void *pa_malloc(int d, size_t n, const uint64_t *frame)
+{
+    tstate_t *t = &tstate;
+    if (t->guard)
+        return pa_prev[d].malloc(pa_prev[d].ctx, n);
+    t->guard = 1;
+    void *p = pa_prev[d].malloc(pa_prev[d].ctx, n);
+    t->guard = 0;
+    if (p)
+        note_alloc(p, n, frame);
+    return p;
+}
+
+static void *pa_calloc(int d, size_t k, size_t n, const uint64_t *frame)
+{
+    tstate_t *t = &tstate;
+    if (t->guard)
+        return pa_prev[d].calloc(pa_prev[d].ctx, k, n);
+    t->guard = 1;
+    void *p = pa_prev[d].calloc(pa_prev[d].ctx, k, n);
+    t->guard = 0;
+    if (p)
+        note_alloc(p, k * n, frame);
+    return p;
+}
+
+/* FREE(p), stamped before the block goes back (the address may be reused
+ * at once), as free does; the ring is busy from the stamp on (watermark). */
+static void pa_note_free(void *p)
+{
+    tstate_t *t = &tstate;
+    int e;
+    if (!rec_enter(t, &e))
+        return;
+    ring_t *r = ring_of(t);
+    if (r) {
+        ring_count_free(r);
+        if (!sample_rate || sample_forget((uint64_t)(uintptr_t)p)) {
+            ring_busy_begin(r);
+            emit_free(t, r, p, clock_now_ns());
+            ring_busy_end(r);
+        }
+    }
+    check_fired(p);
+    rec_leave(t, e);
+}
+
+static void pa_free(int d, void *p)
+{
+    tstate_t *t = &tstate;
+    if (!p || t->guard) {
+        pa_prev[d].free(pa_prev[d].ctx, p);
+        return;
+    }
+    pa_note_free(p);
+    t->guard = 1;
+    pa_prev[d].free(pa_prev[d].ctx, p);
+    t->guard = 0;
+}
+
+/* As realloc: FREE(old) stamped before the call and ALLOC(new) when it
+ * succeeds; nothing when it fails (CPython's realloc(p, 0) allocates). */
+static void *pa_realloc(int d, void *old, size_t n, const uint64_t *frame)
+{
+    tstate_t *t = &tstate;
+    int e;
+    if (!old)
+        return pa_malloc(d, n, frame); /* realloc(NULL, n) allocates */
+    if (!rec_enter(t, &e))
+        return pa_prev[d].realloc(pa_prev[d].ctx, old, n);
+    /* Guard held: what the previous allocator does is not recorded again.
+     * The ring is busy from FREE(old)'s stamp until it is pushed. */
+    ring_t *r = ring_of(t);
+    int old_rec = r && (!sample_rate || sample_forget((uint64_t)(uintptr_t)old));
+    uint64_t ts = 0;
+    if (old_rec) {
+        ring_busy_begin(r);
+        ts = clock_now_ns();
+    }
+    void *np = pa_prev[d].realloc(pa_prev[d].ctx, old, n);
+    if (r && np) {
+        ring_count_free(r);
+        if (old_rec)
+            emit_free(t, r, old, ts);
+    } else if (old_rec && sample_rate) {
+        sample_insert((uint64_t)(uintptr_t)old); /* failed: old lives on, still sampled */
+    }
+    if (old_rec)
+        ring_busy_end(r);
+    if (np)
+        check_fired(old);
+    rec_leave(t, e);
+    if (np)
+        note_alloc(np, n, frame);
+    return np;
+}
+
+#define PA_DOMAIN(D, NAME)                                                                         \
+    static void *pa_##NAME##_malloc(void *ctx, size_t n)                                           \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        return pa_malloc(D, n, CALL_FRAME());                                                      \
+    }                                                                                              \
+    static void *pa_##NAME##_calloc(void *ctx, size_t k, size_t n)                                 \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        return pa_calloc(D, k, n, CALL_FRAME());                                                   \
+    }                                                                                              \
+    static void *pa_##NAME##_realloc(void *ctx, void *p, size_t n)                                 \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        return pa_realloc(D, p, n, CALL_FRAME());                                                  \
+    }                                                                                              \
+    static void pa_##NAME##_free(void *ctx, void *p)                                               \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        pa_free(D, p);                                                                             \
+    }
+PA_DOMAIN(PY_MEM_DOMAIN_MEM, mem)
+PA_DOMAIN(PY_MEM_DOMAIN_OBJ, obj)
+
+void hook_pyalloc_enable(void)
+{
+    atomic_store(&pyalloc_state, 1);
+}
+
+int hook_pyalloc_installed(void)
+{
+    return atomic_load(&pyalloc_state) == 2;
+}
+
+/* Guard held, in an allocation: installs the domain hooks once this thread
+ * holds the GIL of an interpreter the agent reads (pre-initialization, which
+ * resets the allocators, is over then; and no other thread can be inside a
+ * mem/object allocation, which needs the GIL, while the structs are
+ * swapped). PyMem_SetAllocator copies a struct (3.13: under a PyMutex no
+ * allocation path holds); it allocates nothing. */
+static void pyalloc_try_install(void)
+{
+    void (*get)(int, py_mem_alloc_t *), (*set)(int, py_mem_alloc_t *);
+    py_mem_api(&get, &set);
+    if (!get || !set) {
+        if (!py_version())
+            return; /* no interpreter yet (it may be loaded later) */
+        atomic_store(&pyalloc_state, 3);
+        log_msg("STACKWATCH_PYTHON_ALLOCATORS: no PyMem_SetAllocator; not hooking");
+        return;
+    }
+    if (!py_holds_gil())
+        return;
+    get(PY_MEM_DOMAIN_MEM, &pa_prev[PY_MEM_DOMAIN_MEM]);
+    get(PY_MEM_DOMAIN_OBJ, &pa_prev[PY_MEM_DOMAIN_OBJ]);
+    if (!pa_prev[1].malloc || !pa_prev[1].free || !pa_prev[2].malloc || !pa_prev[2].free) {
+        atomic_store(&pyalloc_state, 3);
+        return;
+    }
+    py_mem_alloc_t mem = { NULL, pa_mem_malloc, pa_mem_calloc, pa_mem_realloc, pa_mem_free };
+    py_mem_alloc_t obj = { NULL, pa_obj_malloc, pa_obj_calloc, pa_obj_realloc, pa_obj_free };
+    set(PY_MEM_DOMAIN_MEM, &mem);
+    set(PY_MEM_DOMAIN_OBJ, &obj);
+    atomic_store(&pyalloc_state, 2);
+    log_msg("STACKWATCH_PYTHON_ALLOCATORS: CPython's mem and object domains are traced");
+}
+
 /* dlclose: the module map is refreshed before and after, so addresses of an
  * unloaded object keep their meaning for stacks captured before (generation).
  * dlopen is deliberately not interposed: glibc resolves RUNPATH and the
@@ -652,6 +876,58 @@ EXPORT int dlclose(void *handle)
     return rc;
 }
 
+/* ---------------------------------------------------------------- the end of the process */
+
+/* exit() and a return from main begin the end of the process: atexit
+ * handlers, C++ static destructors and library destructors then free what
+ * the program held, and that is teardown, not behaviour (the report keeps
+ * the verdicts of its last live moment). _exit and abort free nothing. */
+EXPORT void exit(int status)
+{
+    agent_begin_end("exit");
+    if (!real_ready() || !hook_real.exit)
+        _exit(status);
+    hook_real.exit(status);
+    __builtin_unreachable();
+}
+
+static int (*app_main)(int, char **, char **);
+
+/* The linker's bounds of the section holding main_then_end. */
+extern const char __start_sw_mainwrap[] __attribute__((visibility("hidden")));
+extern const char __stop_sw_mainwrap[] __attribute__((visibility("hidden")));
+
+void hook_main_wrapper_range(uint64_t *lo, uint64_t *hi)
+{
+    *lo = (uint64_t)(uintptr_t)__start_sw_mainwrap;
+    *hi = (uint64_t)(uintptr_t)__stop_sw_mainwrap;
+}
+
+/* main as the program wrote it, then the start of its end. This frame sits
+ * between main and libc in every stack of the main thread: the unwinder
+ * drops agent frames wherever they are. */
+__attribute__((noinline, section("sw_mainwrap"))) static int main_then_end(int argc, char **argv,
+                                                                          char **envp)
+{
+    int rc = app_main(argc, argv, envp);
+    agent_begin_end("main returned");
+    return rc;
+}
+
+/* glibc calls main from here (the program's _start calls it through the
+ * PLT); libc's own exit after main is not interposable, so main is wrapped. */
+EXPORT int __libc_start_main(int (*main_fn)(int, char **, char **), int argc, char **argv,
+                             void (*init)(void), void (*fini)(void), void (*rtld_fini)(void),
+                             void *stack_end)
+{
+    if (!real_ready() || !hook_real.libc_start_main)
+        _exit(127); /* cannot happen: libc is loaded before any program starts */
+    app_main = main_fn;
+    int wrap = agent.started && agent.enabled;
+    return hook_real.libc_start_main(wrap ? main_then_end : main_fn, argc, argv, init, fini,
+                                     rtld_fini, stack_end);
+}
+
 /* ---------------------------------------------------------------- attach mode */
 
 /* The interposers under names that bind inside the agent: a reference to
@@ -670,6 +946,7 @@ SELF(valloc);
 SELF(pvalloc);
 SELF(malloc_usable_size);
 SELF(dlclose);
+SELF(exit);
 
 /* Where the agent and libc are in the link map (load order). */
 typedef struct order_s {
@@ -830,7 +1107,7 @@ __attribute__((noinline)) static void *hook_dlopen(const char *file, int mode)
 
 const hook_target_t *hook_targets(int *n)
 {
-    static hook_target_t t[13];
+    static hook_target_t t[14];
 #define T(i, nm, fn, rl) t[i] = (hook_target_t){ nm, (uint64_t)(uintptr_t)(fn), (uint64_t)(uintptr_t)(rl) }
     T(0, "malloc", hook_self_malloc, hook_real.malloc);
     T(1, "free", hook_self_free, hook_real.free);
@@ -845,7 +1122,8 @@ const hook_target_t *hook_targets(int *n)
     T(10, "malloc_usable_size", hook_self_malloc_usable_size, hook_real.malloc_usable_size);
     T(11, "dlclose", hook_self_dlclose, hook_real.dlclose);
     T(12, "dlopen", hook_dlopen, hook_real.dlopen);
+    T(13, "exit", hook_self_exit, hook_real.exit); /* the end of the process begins */
 #undef T
-    *n = 13;
+    *n = 14;
     return t;
 }

@@ -17,6 +17,9 @@ typedef struct hook_real_s {
     void *(*pvalloc)(size_t);
     size_t (*malloc_usable_size)(void *);
     int (*dlclose)(void *);
+    void (*exit)(int) __attribute__((noreturn));
+    int (*libc_start_main)(int (*)(int, char **, char **), int, char **, void (*)(void),
+                           void (*)(void), void (*)(void), void *);
     void *(*dlopen)(const char *, int);
 } hook_real_t;
 
@@ -27,9 +30,18 @@ extern hook_real_t hook_real;
  * malloc/free could not be found. Idempotent. */
 int hook_resolve(void);
 
+/* Where the main wrapper's code is (hidden from stacks). */
+void hook_main_wrapper_range(uint64_t *lo, uint64_t *hi);
+
 /* 1 if p was handed out by the bootstrap arena. */
 int hook_arena_owns(const void *p);
 
+/* STACKWATCH_PYTHON_ALLOCATORS: hook CPython's mem and object allocator
+ * domains at the first allocation made under the GIL (constructor). */
+void hook_pyalloc_enable(void);
+
+/* 1 once the domain hooks are in place. */
+int hook_pyalloc_installed(void);
 /* 1 when the program's malloc is the agent's (LD_PRELOAD), 0 when calls are
  * bound elsewhere (the agent was loaded with dlopen, or the program brings
  * its own allocator). Constructor only (dlsym). */

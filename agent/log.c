@@ -133,15 +133,28 @@ void log_open(const char *spec)
         fdguard_dup(&log_g, 2);
     } else if (strncmp(spec, "fd:", 3) == 0) {
         int fd = 0;
-        for (const char *p = spec + 3; *p >= '0' && *p <= '9'; p++)
+        const char *p = spec + 3;
+        for (; *p >= '0' && *p <= '9' && fd < (1 << 20); p++)
             fd = fd * 10 + (*p - '0');
-        fdguard_dup(&log_g, fd);
+        if (p == spec + 3 || *p) {
+            fdguard_dup(&log_g, 2);
+            log_msg("STACKWATCH_LOG=%s is not fd:N (a descriptor number); writing to stderr",
+                    spec);
+        } else if (fdguard_dup(&log_g, fd) < 0) {
+            fdguard_dup(&log_g, 2);
+            log_msg("STACKWATCH_LOG=%s: descriptor %d is not open; writing to stderr", spec,
+                    fd);
+        }
     } else if (strcmp(spec, "none") != 0) {
         int fd = open(spec, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-        if (fd >= 0)
+        if (fd >= 0) {
             fdguard_take(&log_g, fd);
-        else
+        } else {
+            int e = errno;
             fdguard_dup(&log_g, 2);
+            log_msg("STACKWATCH_LOG=%s: cannot open it (%s); writing to stderr", spec,
+                    strerror(e));
+        }
     }
     errno = saved;
 }

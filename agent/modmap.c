@@ -1,5 +1,6 @@
 /* The module map: loaded ELF objects by generation, found with dl_iterate_phdr only. */
 #include "modmap.h"
+#include "pyframes.h"
 #include "region.h"
 #include "unwind.h"
 
@@ -229,6 +230,7 @@ static int refresh_cb(struct dl_phdr_info *info, size_t size, void *arg)
     m->path_off = str_add(name);
     read_build_id(m, info);
     unwind_module_added(name, !info->dlpi_name || !*info->dlpi_name, lo, hi);
+    py_module_added(info, name);
     seen[nmods] = refresh_stamp;
     nmods++;
     return 0;

@@ -46,6 +46,7 @@ typedef struct ring_s {
     _Atomic uint64_t n_alloc, b_alloc;   /* every allocation seen, sampled or not */
     _Atomic uint64_t n_free;             /* every free seen */
     _Atomic uint64_t sc_hits;            /* captures answered by the stack cache */
+    _Atomic uint64_t offline;            /* events not recorded: no collector connected */
     /* Consumer side. tail is written only by the flusher. */
     _Alignas(64) _Atomic uint64_t tail;  /* next slot to read */
     /* Shared, set once at creation (state and next excepted). */
@@ -123,6 +124,14 @@ static inline void ring_count_alloc(ring_t *r, uint64_t size)
                           memory_order_relaxed);
     atomic_store_explicit(&r->b_alloc,
                           atomic_load_explicit(&r->b_alloc, memory_order_relaxed) + size,
+                          memory_order_relaxed);
+}
+
+/* An event made while no collector is connected: not recorded, counted
+ * (single writer, like the totals). */
+static inline void ring_count_offline(ring_t *r)
+{
+    atomic_store_explicit(&r->offline, atomic_load_explicit(&r->offline, memory_order_relaxed) + 1,
                           memory_order_relaxed);
 }
 

@@ -21,6 +21,7 @@ static int key_ok;
 static ring_t *_Atomic ring_list;
 static _Atomic uint64_t reaped_dropped, reaped_waits, reaped_events;
 static _Atomic uint64_t reaped_allocs, reaped_alloc_bytes, reaped_frees, reaped_sc_hits;
+static _Atomic uint64_t reaped_offline;
 static _Atomic uint64_t ring_bytes, threads_total;
 static _Atomic int create_failed_logged;
 
@@ -126,6 +127,7 @@ int tstate_reap(void)
             atomic_fetch_add(&reaped_alloc_bytes, atomic_load(&r->b_alloc));
             atomic_fetch_add(&reaped_frees, atomic_load(&r->n_free));
             atomic_fetch_add(&reaped_sc_hits, atomic_load(&r->sc_hits));
+            atomic_fetch_add(&reaped_offline, atomic_load(&r->offline));
             atomic_fetch_sub(&ring_bytes, r->map_bytes);
             ring_destroy(r);
             n++;
@@ -193,6 +195,18 @@ void tstate_totals(uint64_t *allocs, uint64_t *alloc_bytes, uint64_t *frees)
     *frees = s[2] + atomic_load(&reaped_frees);
 }
 
+static void sum_offline(ring_t *r, void *arg)
+{
+    *(uint64_t *)arg += atomic_load_explicit(&r->offline, memory_order_relaxed);
+}
+
+uint64_t tstate_offline(void)
+{
+    uint64_t n = 0;
+    tstate_each_ring(sum_offline, &n);
+    return n + atomic_load(&reaped_offline);
+}
+
 uint64_t tstate_ring_bytes(void)
 {
     return atomic_load(&ring_bytes);
@@ -242,6 +256,7 @@ void tstate_fork_child(void)
     atomic_store(&reaped_alloc_bytes, 0);
     atomic_store(&reaped_frees, 0);
     atomic_store(&reaped_sc_hits, 0);
+    atomic_store(&reaped_offline, 0);
     atomic_store(&ring_bytes, 0);
     atomic_store(&threads_total, 0);
     tstate.ring = NULL;

@@ -43,6 +43,9 @@ uint64_t tstate_events(void);
 /* Exact totals of every allocation and free the hooks saw while recording,
  * sampled or not (per-thread counters, reaped rings included). */
 void tstate_totals(uint64_t *allocs, uint64_t *alloc_bytes, uint64_t *frees);
+
+/* Events made while no collector was connected (not recorded), ever. */
+uint64_t tstate_offline(void);
 /* Captures answered by the threads' stack caches (hook.c). */
 uint64_t tstate_cache_hits(void);
 

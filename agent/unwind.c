@@ -76,6 +76,18 @@ void unwind_thread_set(void *mem)
 }
 
 static uint64_t self_lo, self_hi;
+static uint64_t hide_lo, hide_hi; /* agent code that runs app code: never a frame of its stacks */
+
+void unwind_hide_range(uint64_t lo, uint64_t hi)
+{
+    hide_lo = lo;
+    hide_hi = hi;
+}
+
+static inline int unwind_is_hidden(uint64_t pc)
+{
+    return pc - hide_lo < hide_hi - hide_lo;
+}
 static int mode;
 static fpmod_t fpmods[UNWIND_FP_MODULES];
 static _Atomic int nfpmods;
@@ -172,15 +184,13 @@ static int dwarf_capture(uint64_t *out, int depth, int *truncated)
     int i = 0;
     while (i < n && unwind_is_self((uint64_t)(uintptr_t)buf[i]))
         i++;
-    int kept = n - i;
-    if (kept > depth) {
-        kept = depth;
-        *truncated = 1;
-    } else if (n == want) {
-        *truncated = 1; /* the buffer filled up: there may be more */
-    }
-    for (int k = 0; k < kept; k++)
-        out[k] = (uint64_t)(uintptr_t)buf[i + k];
+    /* Further out, the agent's main wrapper (hook.c) is not the app's. */
+    int kept = 0;
+    for (; i < n && kept < depth; i++)
+        if (!unwind_is_hidden((uint64_t)(uintptr_t)buf[i]))
+            out[kept++] = (uint64_t)(uintptr_t)buf[i];
+    if (i < n || n == want)
+        *truncated = 1; /* cut at depth, or the buffer filled up: there may be more */
     return kept;
 }
 
@@ -275,6 +285,8 @@ static int tail_append(uint64_t pc, uint64_t cfa, uint64_t rbp, uint64_t *out, i
         t->n = k;
     }
     for (uint32_t j = 1; j < t->n; j++) {
+        if (unwind_is_hidden(t->pcs[j]))
+            continue; /* the agent's main wrapper */
         if (n == depth) {
             *truncated = 1;
             return n;
@@ -341,6 +353,8 @@ static int fp_capture(uint64_t *out, int depth, int *truncated, int *verify)
              * own fast path is better). */
             if (n == 1)
                 return -1;
+            if (unwind_is_hidden(ra))
+                n--; /* the agent's main wrapper (hook.c): not the app's frame */
             return tail_append(ra, f + 16, nfp, out, n, depth, truncated);
         }
         if (nfp <= f || (nfp & 7) || nfp + 16 > hi) {

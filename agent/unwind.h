@@ -49,6 +49,10 @@ int unwind_self_range(uint64_t *lo, uint64_t *hi);
 /* 1 if pc lies inside the agent library. */
 int unwind_is_self(uint64_t pc);
 
+/* Code in [lo, hi) runs the app's code (the main wrapper): its frames are
+ * dropped wherever they are in a stack. Set once at start. */
+void unwind_hide_range(uint64_t lo, uint64_t hi);
+
 /* Words of stack unwind_find_slots may scan for one capture. */
 #define UNWIND_SCAN_MAX 32768u
 

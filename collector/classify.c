@@ -11,8 +11,13 @@
  *    stack keeps allocating;
  *  - retained: no expired block was ever freed, and none are added (a table
  *    built at start-up and held).
- * Once an eviction was seen a stack is never a leak again: caches whose
- * entries outlive the expire time are the classic false positive. */
+ * The whole history counts, not the last few windows: a leak that grew for
+ * a while, paused and grew again (step growth) stays a leak through its
+ * pauses; a single sustained run of growth stays a leak while the pause is
+ * short against it. Retained is for blocks that expired in one go and were
+ * never added to. Once an eviction was seen a stack is never a leak again:
+ * caches whose entries outlive the expire time are the classic false
+ * positive. */
 #include "classify.h"
 
 #include <math.h>
@@ -97,79 +102,134 @@ static double cap(double x)
     return x < 0 ? 0 : x > 0.97 ? 0.97 : x;
 }
 
+/* A growth run ends after this many closed windows without growth. */
+#define EPISODE_GAP 2
+/* A single run of growth of at least SUSTAINED windows, then flat: still a
+ * leak (paused) until it has been flat PAUSE_RATIO times as long as it grew,
+ * and at least PAUSE_MIN windows; then retained. */
+#define SUSTAINED 3
+#define PAUSE_RATIO 10
+#define PAUSE_MIN 4
+
+/* Closes the current window at now. */
+static void close_window(cls_t *c, uint64_t now, const cls_in_t *in)
+{
+    int grew = in->may_n > c->win_may_n;
+    c->windows++;
+    if (grew) {
+        if (!c->first_grow)
+            c->first_grow = c->win_start;
+        if (c->grow_windows == 0 || c->flat_run >= EPISODE_GAP) {
+            c->episodes++; /* a new run of growth */
+            c->ep_windows = 0;
+            c->ep_start = c->win_start;
+        }
+        c->grow_windows++;
+        c->ep_windows++;
+        c->ep_end = now;
+        c->flat_run = 0;
+    } else {
+        c->flat_run++;
+    }
+    if (in->fexp_n > 0)
+        c->evict_windows++;
+    c->win_start = now;
+    c->win_may_n = in->may_n;
+    c->win_alloc_n = in->alloc_n;
+}
+
+/* With evictions: a cache, unless live bytes clearly climb. A cache evicts
+ * because it is full: its filling up before that is not growth, so the
+ * trend counts from the first eviction on, over the whole time since. */
+static verdict_t evicting(cls_t *c, uint64_t now)
+{
+    verdict_t v = { CLASS_CACHE, 0, 0 };
+    if (!c->evict_since)
+        c->evict_since = now;
+    uint64_t since = c->evict_since;
+    double g2 = 0;
+    double slope = series_slope_per_min(&c->series, since, &g2);
+    double mean = 0, cnt = 0;
+    for (uint32_t i = 0; i < c->series.n; i++)
+        if (c->series.pt[i].t >= since) {
+            mean += (double)c->series.pt[i].live_b;
+            cnt++;
+        }
+    mean = cnt ? mean / cnt : 0;
+    double minutes = (double)(now - since) / 60e9;
+    double rise = slope * minutes;
+    v.growth_per_min = slope;
+    if (c->windows >= 2 && g2 > 0.5 && mean > 0 && rise > 0.2 * mean) {
+        v.klass = CLASS_GROWING;
+        v.confidence = cap((0.4 + 0.5 * g2) * (c->windows >= 4 ? 1.0 : 0.85));
+    } else {
+        v.confidence = cap(0.5 + 0.1 * c->evict_windows);
+    }
+    return v;
+}
+
 verdict_t classify_tick(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in_t *in)
 {
     verdict_t v = { CLASS_TRANSIENT, 0, 0 };
-    if (!c || in->exp_n == 0) {
+    if (in->exp_n == 0) {
         /* Young blocks still live may yet expire: less sure. */
         v.confidence = in->live_n ? 0.6 : 0.9;
+        return v;
+    }
+    if (!c) {
+        /* Something expired (so never transient), but no state to judge by. */
+        v.klass = in->fexp_n ? CLASS_CACHE : CLASS_RETAINED;
+        v.confidence = 0.3;
         return v;
     }
     series_add(&c->series, now, in->live_b, in->live_n, in->may_b);
     int alloc_last = 0;
     if (now - c->win_start >= expire_ns) {
-        int grew = in->may_n > c->win_may_n;
         alloc_last = in->alloc_n > c->win_alloc_n;
-        c->windows++;
-        if (grew) {
-            c->grow_windows++;
-            c->flat_run = 0;
-        } else {
-            c->flat_run++;
-        }
-        if (in->fexp_n > 0)
-            c->evict_windows++;
-        c->win_start = now;
-        c->win_may_n = in->may_n;
-        c->win_alloc_n = in->alloc_n;
+        close_window(c, now, in);
     }
+    if (in->fexp_n > 0)
+        return evicting(c, now);
+
+    /* No expired block was ever freed. The whole history counts: growth
+     * over the stack's life (from its first expiry), runs of growth and
+     * pauses between them. */
+    v.growth_per_min = series_slope_per_min(&c->series, 0, NULL);
     int grew_now = in->may_n > c->win_may_n;
     int alloc_now = in->alloc_n > c->win_alloc_n || alloc_last;
-    uint64_t span = 8 * expire_ns;
-    double r2 = 0;
-    v.growth_per_min = series_slope_per_min(&c->series, now > span ? now - span : 0, &r2);
-
-    if (in->fexp_n > 0) {
-        /* Evictions seen: a cache, unless live bytes clearly climb. A cache
-         * evicts because it is full: its filling up before that is not
-         * growth, so the trend counts from the first eviction on. */
-        if (!c->evict_since)
-            c->evict_since = now;
-        uint64_t since = now > 6 * expire_ns ? now - 6 * expire_ns : 0;
-        if (since < c->evict_since)
-            since = c->evict_since;
-        double g2 = 0;
-        double slope = series_slope_per_min(&c->series, since, &g2);
-        double mean = 0, cnt = 0;
-        for (uint32_t i = 0; i < c->series.n; i++)
-            if (c->series.pt[i].t >= since) {
-                mean += (double)c->series.pt[i].live_b;
-                cnt++;
-            }
-        mean = cnt ? mean / cnt : 0;
-        double minutes = (double)(now - (since ? since : c->series.pt[0].t)) / 60e9;
-        double rise = slope * minutes;
-        if (c->windows >= 2 && g2 > 0.5 && mean > 0 && rise > 0.2 * mean) {
-            v.klass = CLASS_GROWING;
-            v.confidence = cap((0.4 + 0.5 * g2) * (c->windows >= 4 ? 1.0 : 0.85));
-        } else {
-            v.klass = CLASS_CACHE;
-            v.confidence = cap(0.5 + 0.1 * c->evict_windows);
-        }
-        return v;
-    }
-    /* No expired block was ever freed. */
+    /* Growth in the open window continues the current run. */
+    int cont = grew_now && c->grow_windows && c->flat_run < EPISODE_GAP;
+    uint32_t run_windows = c->ep_windows + (cont ? 1 : 0);
+    uint64_t flat_ns = !grew_now && c->ep_end && now > c->ep_end ? now - c->ep_end : 0;
+    uint64_t span = c->ep_end > c->ep_start ? c->ep_end - c->ep_start : expire_ns;
+    uint64_t pause_max = PAUSE_RATIO * span;
+    if (pause_max < PAUSE_MIN * expire_ns)
+        pause_max = PAUSE_MIN * expire_ns;
     if (alloc_now && (grew_now || (c->windows && c->flat_run == 0))) {
+        /* Growing now, from blocks it keeps allocating. */
         v.klass = CLASS_LEAK;
         v.confidence = 1.0 - pow(0.5, (double)(c->grow_windows + (grew_now ? 1 : 0)));
         if (in->may_n < 3)
             v.confidence *= 0.8;
         v.confidence = cap(v.confidence);
+    } else if (c->episodes >= 2 || (grew_now && c->grow_windows && c->flat_run >= EPISODE_GAP)) {
+        /* Step growth: it grew, stopped, and grew again. A leak through
+         * its pauses. */
+        uint32_t eps = c->episodes + (grew_now && c->flat_run >= EPISODE_GAP ? 1 : 0);
+        v.klass = CLASS_LEAK;
+        v.confidence = cap(0.6 + 0.1 * eps);
+    } else if (run_windows >= SUSTAINED && flat_ns < pause_max) {
+        /* One sustained run of growth, paused: no held table grows for
+         * that long, but we grow less sure as the pause lasts. */
+        v.klass = CLASS_LEAK;
+        v.confidence = cap(0.8 - 0.3 * (double)flat_ns / (double)pause_max);
     } else if (c->grow_windows > 0 && c->flat_run <= 2 && alloc_now) {
         /* A slow leak can skip a window. */
         v.klass = CLASS_LEAK;
         v.confidence = cap(0.6 / (1.0 + c->flat_run));
     } else {
+        /* Expired at once and held: allocated in one go (start-up tables,
+         * singletons, lazily built ones), nothing added since. */
         v.klass = CLASS_RETAINED;
         v.confidence = cap(c->windows ? 0.4 + 0.15 * c->flat_run : 0.3);
     }

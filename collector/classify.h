@@ -39,6 +39,10 @@ typedef struct cls_s {
     uint32_t windows;              /* closed windows */
     uint32_t evict_windows;        /* closed windows since evictions were first seen */
     uint64_t evict_since;          /* when the first eviction was seen (0: none yet) */
+    uint32_t episodes;             /* growth runs with allocations (separated by >= 2 flat windows) */
+    uint32_t ep_windows;           /* growth windows with allocations in the current run */
+    uint64_t ep_start, ep_end;     /* the current run: first window's start, last window's end */
+    uint64_t first_grow;           /* start of the first window in which may-leak grew */
 } cls_t;
 
 /* The verdict for a stack. */

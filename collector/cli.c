@@ -8,11 +8,13 @@
 
 #include "cli_attach.h"
 #include "cli_call.h"
+#include "cli_diff.h"
 #include "cli_html.h"
 #include "cli_pprof.h"
 #include "cli_report.h"
 #include "rundir.h"
 #include "signame.h"
+#include "version.h"
 
 #define QUERY_TIMEOUT_MS 120000
 
@@ -24,15 +26,18 @@ static void usage(FILE *f)
             "                 [--since-mark] [--reachability]\n"
             "                 [--json | --format text|json|folded|pprof]\n"
             "                 [-o FILE]\n"
-            "       stackctl [--dir DIR] mark [--pid PID]\n"
+            "       stackctl [--dir DIR] mark [--pid PID] [-o FILE]\n"
+            "       stackctl [--dir DIR] snapshot [--pid PID] -o FILE\n"
+            "       stackctl [--dir DIR] diff [--top N] [--json] FROM TO\n"
             "       stackctl [--dir DIR] report --html FILE [--pid PID] [--exe GLOB] [--top N]\n"
             "       stackctl [--dir DIR] query clients [--json]\n"
             "       stackctl [--dir DIR] trigger add (--match REGEX | --module REGEX |\n"
             "                                         --stack ID --pid PID) [--frame N]\n"
-            "                                         [--min-depth D] [--pid PID]\n"
+            "                                         [--min-depth D] [--pid PID] [--leaking]\n"
             "                                         [--signal SIG] [--count N] [--json]\n"
             "       stackctl [--dir DIR] trigger list [--json]\n"
             "       stackctl [--dir DIR] trigger rm ID\n"
+            "       stackctl --version\n"
             "       stackctl [--dir DIR] attach PID [--agent PATH] [--timeout MS]\n"
             "       stackctl [--dir DIR] detach PID [--timeout MS]\n"
             "       stackctl [--dir DIR] scan PID [--json]\n"
@@ -46,7 +51,11 @@ static void usage(FILE *f)
             "  --since-mark    only what was allocated after 'stackctl mark'\n"
             "  --format        text (memleax's shape), json, folded (flamegraph.pl,\n"
             "                  weighted by may-leak bytes) or pprof (gzipped profile.proto)\n"
-            "  mark            a baseline: warm up, mark, then query --since-mark\n"
+            "  mark            a baseline: warm up, mark, then query --since-mark;\n"
+            "                  -o FILE also writes a snapshot at the mark\n"
+            "  snapshot        every stack as it is now, to FILE, for diff\n"
+            "  diff FROM TO    which stacks grew: each a PID (asked now) or a snapshot\n"
+            "                  FILE; stacks matched by executable and frames\n"
             "  report --html   one self-contained HTML file: live bytes over time,\n"
             "                  a flame graph of may-leak bytes, the ranked table\n"
             "  trigger add     arm matching stacks (now and later) in their agent: each of\n"
@@ -55,6 +64,8 @@ static void usage(FILE *f)
             "                  allocating thread if the process handles it\n"
             "    --match/--module  regex on function names / module paths of the report's\n"
             "                  frames; --frame N pins the frame index (innermost = 0)\n"
+            "    --leaking     only stacks with may-leak blocks (armed when they first\n"
+            "                  expire), not every matching start-up stack\n"
             "  attach PID      trace a running process from now on (ptrace: same user or\n"
             "                  root); settings from this shell's STACKWATCH_* variables\n"
             "  detach PID      stop tracing it; the process runs on\n"
@@ -177,10 +188,118 @@ static int scan_before(const rundir_t *rd, uint32_t pid, const char *exe)
     return 0;
 }
 
+
+/* Every stack of pid (0: all) as it is now, stacks keyed by executable and
+ * frames (by exe). NULL on failure (said). */
+static Stackwatch__Reply *query_snapshot(const rundir_t *rd, uint32_t pid)
+{
+    Stackwatch__QueryLeaks q = STACKWATCH__QUERY_LEAKS__INIT;
+    q.pid = pid;
+    q.all = 1;
+    q.by_exe = 1;
+    q.class_ = (char *)"";
+    q.exe = (char *)"";
+    Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
+    req.req_case = STACKWATCH__REQUEST__REQ_LEAKS;
+    req.leaks = &q;
+    Stackwatch__Reply *rep = NULL;
+    if (call(rd, &req, &rep))
+        return NULL;
+    if (rep->body_case != STACKWATCH__REPLY__BODY_LEAKS) {
+        fprintf(stderr, "stackctl: unexpected reply from collectord\n");
+        stackwatch__reply__free_unpacked(rep, NULL);
+        return NULL;
+    }
+    return rep;
+}
+
+static int cmd_snapshot(const rundir_t *rd, uint32_t pid, const char *path)
+{
+    Stackwatch__Reply *rep = query_snapshot(rd, pid);
+    if (!rep)
+        return 1;
+    FILE *f = strcmp(path, "-") ? fopen(path, "wb") : stdout;
+    if (!f) {
+        fprintf(stderr, "stackctl: cannot write %s: %s\n", path, strerror(errno));
+        stackwatch__reply__free_unpacked(rep, NULL);
+        return 1;
+    }
+    int rc = cli_snapshot_write(f, rep->leaks);
+    size_t nst = rep->leaks->n_stacks;
+    stackwatch__reply__free_unpacked(rep, NULL);
+    if ((fflush(f) != 0 || (f != stdout && fclose(f) != 0)) && rc == 0)
+        rc = -errno;
+    if (rc < 0) {
+        fprintf(stderr, "stackctl: writing %s: %s\n", path, strerror(-rc));
+        return 1;
+    }
+    if (f != stdout)
+        fprintf(stderr, "stackctl: wrote %s (%zu stack(s))\n", path, nst);
+    return 0;
+}
+
+/* One side of a diff: a pid (all digits) asked of collectord now, or a
+ * snapshot file. Sets *rep (to free) or *snap. Returns 0 or 1 (said). */
+static int diff_side(const rundir_t *rd, const char *arg, Stackwatch__Reply **rep,
+                     Stackwatch__LeakReport **snap)
+{
+    *rep = NULL;
+    *snap = NULL;
+    size_t digits = strspn(arg, "0123456789");
+    if (digits && !arg[digits] && digits < 11) {
+        *rep = query_snapshot(rd, (uint32_t)strtoul(arg, NULL, 10));
+        return *rep ? 0 : 1;
+    }
+    char why[4200];
+    *snap = cli_snapshot_read(arg, why, sizeof why);
+    if (!*snap) {
+        fprintf(stderr, "stackctl: %s\n", why);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_diff(const rundir_t *rd, int argc, char **argv, uint32_t top, int json)
+{
+    if (argc != 2) {
+        fprintf(stderr, "stackctl: usage: stackctl diff [--top N] [--json] FROM TO "
+                        "(each a PID or a snapshot FILE)\n");
+        return 2;
+    }
+    Stackwatch__Reply *ra, *rb;
+    Stackwatch__LeakReport *sa, *sb;
+    if (diff_side(rd, argv[0], &ra, &sa))
+        return 1;
+    if (diff_side(rd, argv[1], &rb, &sb)) {
+        if (ra)
+            stackwatch__reply__free_unpacked(ra, NULL);
+        if (sa)
+            stackwatch__leak_report__free_unpacked(sa, NULL);
+        return 1;
+    }
+    const Stackwatch__LeakReport *a = ra ? ra->leaks : sa, *b = rb ? rb->leaks : sb;
+    char la[300], lb[300];
+    snprintf(la, sizeof la, "%s%s", ra ? "pid " : "", argv[0]);
+    snprintf(lb, sizeof lb, "%s%s", rb ? "pid " : "", argv[1]);
+    if (json)
+        cli_diff_json(stdout, a, b, la, lb, top);
+    else
+        cli_diff_text(stdout, a, b, la, lb, top);
+    if (ra)
+        stackwatch__reply__free_unpacked(ra, NULL);
+    if (rb)
+        stackwatch__reply__free_unpacked(rb, NULL);
+    if (sa)
+        stackwatch__leak_report__free_unpacked(sa, NULL);
+    if (sb)
+        stackwatch__leak_report__free_unpacked(sb, NULL);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
-    int json = 0, all = 0, by_exe = 0, since_mark = 0, reach = 0;
+    int json = 0, all = 0, by_exe = 0, since_mark = 0, leaking = 0, reach = 0;
     const char *format = NULL, *outpath = NULL, *klass = NULL, *exe = NULL, *html = NULL;
     uint64_t pid = 0, top = 0, min_bytes = 0, count = 0, min_depth = 0, stack = 0;
     int64_t frame = -1;
@@ -199,6 +318,7 @@ int main(int argc, char **argv)
         { "stack", required_argument, 0, 'S' },
         { "frame", required_argument, 0, 'F' },
         { "min-depth", required_argument, 0, 'D' },
+        { "leaking", no_argument, 0, 'L' },
         { "signal", required_argument, 0, 'G' },
         { "count", required_argument, 0, 'C' },
         { "format", required_argument, 0, 'f' },
@@ -208,6 +328,7 @@ int main(int argc, char **argv)
         { "by", required_argument, 0, 'B' },
         { "since-mark", no_argument, 0, 'Z' },
         { "html", required_argument, 0, 'H' },
+        { "version", no_argument, 0, 'V' },
         { "agent", required_argument, 0, 'A' },
         { "timeout", required_argument, 0, 'T' },
         { "reachability", no_argument, 0, 'R' },
@@ -218,7 +339,10 @@ int main(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "+h", lopts, NULL)) != -1) {
         if (o == 'd')
             dir = optarg;
-        else if (o == 'h') {
+        else if (o == 'V') {
+            printf("stackctl (stackwatch) %s\n", STACKWATCH_VERSION);
+            return 0;
+        } else if (o == 'h') {
             usage(stdout);
             return 0;
         } else {
@@ -232,6 +356,7 @@ int main(int argc, char **argv)
     }
     const char *group = argv[optind];
     int one_word = !strcmp(group, "mark") || !strcmp(group, "report") ||
+                   !strcmp(group, "snapshot") || !strcmp(group, "diff") ||
                    !strcmp(group, "attach") || !strcmp(group, "detach") ||
                    !strcmp(group, "scan");
     if (!one_word && (argc - optind < 2 ||
@@ -283,6 +408,9 @@ int main(int argc, char **argv)
         case 'D':
             if (parse_u64("--min-depth", optarg, &min_depth) < 0)
                 return 2;
+            break;
+        case 'L':
+            leaking = 1;
             break;
         case 'G':
             sig = signame_parse(optarg);
@@ -336,6 +464,11 @@ int main(int argc, char **argv)
         format = "json";
     if (!format)
         format = "text";
+    if (!strcmp(format, "html")) {
+        fprintf(stderr, "stackctl: --format html: the HTML report is a command of its own: "
+                        "stackctl report --html FILE\n");
+        return 2;
+    }
     if (strcmp(format, "text") && strcmp(format, "json") && strcmp(format, "folded") &&
         strcmp(format, "pprof")) {
         fprintf(stderr, "stackctl: --format %s: text, json, folded or pprof\n", format);
@@ -355,6 +488,20 @@ int main(int argc, char **argv)
     }
     Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
     Stackwatch__Reply *rep = NULL;
+    if (!strcmp(group, "diff"))
+        return cmd_diff(&rd, sub_argc - optind, sub_argv + optind, (uint32_t)top, json);
+    if (!strcmp(group, "snapshot") && !outpath) {
+        fprintf(stderr, "stackctl: snapshot needs -o FILE\n");
+        return 2;
+    }
+    if (!strcmp(group, "snapshot") || (!strcmp(group, "mark") && outpath)) {
+        if (optind != sub_argc) {
+            fprintf(stderr, "stackctl: unexpected argument '%s'\n", sub_argv[optind]);
+            return 2;
+        }
+    }
+    if (!strcmp(group, "snapshot"))
+        return cmd_snapshot(&rd, (uint32_t)pid, outpath);
     if (!strcmp(group, "mark")) {
         Stackwatch__Mark mk = STACKWATCH__MARK__INIT;
         mk.pid = (uint32_t)pid;
@@ -371,6 +518,8 @@ int main(int argc, char **argv)
         if (rep->clients->n_clients == 0)
             printf("no connected process to mark\n");
         stackwatch__reply__free_unpacked(rep, NULL);
+        if (outpath)
+            return cmd_snapshot(&rd, (uint32_t)pid, outpath);
         return 0;
     }
     if (!strcmp(group, "scan")) {
@@ -430,6 +579,7 @@ int main(int argc, char **argv)
             r.pid = (uint32_t)pid;
             r.signal = sig;
             r.count = (uint32_t)count;
+            r.leaking = leaking;
             Stackwatch__TriggerAdd ta = STACKWATCH__TRIGGER_ADD__INIT;
             ta.rule = &r;
             req.req_case = STACKWATCH__REQUEST__REQ_TRIGGER_ADD;
@@ -489,6 +639,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "stackctl: unexpected reply from collectord\n");
             return 1;
         }
+        if (pid && rep->leaks->n_clients == 0)
+            fprintf(stderr, "stackctl: pid %llu runs but has not connected to collectord (yet): "
+                            "was it started with LD_PRELOAD=.../libstackagent.so?\n",
+                    (unsigned long long)pid);
         const char *path = is_report ? html : outpath;
         FILE *out = stdout;
         if (path && strcmp(path, "-") != 0 && !(out = fopen(path, "w"))) {

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli_py.h"
 #include "json.h"
 
 /* Colours of the top stacks' lines in the chart; the table's swatches match.
@@ -227,8 +228,31 @@ static void data_json(FILE *f, const Stackwatch__LeakReport *r)
                      tb->frames[0]->line);
         json_str(&j, "py", tb ? buf : "");
         data_series(&j, "series", s->series, s->n_series, 1);
+        /* The blamed Python frames (of the top traceback) go after the
+         * interpreter frame they run under, marked by module "[python]". */
+        size_t anchor = cli_py_anchor(s);
         json_arr_begin(&j, "frames");
-        for (size_t k = 0; k < s->n_frames; k++) {
+        for (size_t k = 0; k <= s->n_frames; k++) {
+            if (k == anchor && tb) {
+                for (size_t q = 0; q < tb->n_frames; q++) {
+                    const Stackwatch__PyFrame *pf = tb->frames[q];
+                    json_obj_begin(&j, NULL);
+                    json_str(&j, "n", cli_py_name(buf, sizeof buf, pf));
+                    json_str(&j, "m", "[python]");
+                    snprintf(buf, sizeof buf, "%s:%u", pf->file ? pf->file : "", pf->line);
+                    json_str(&j, "s", buf);
+                    json_obj_end(&j);
+                }
+            } else if (k == anchor && !empty(s->python_missing)) {
+                json_obj_begin(&j, NULL);
+                snprintf(buf, sizeof buf, "[no Python line: %s]", s->python_missing);
+                json_str(&j, "n", buf);
+                json_str(&j, "m", "[python]");
+                json_str(&j, "s", "");
+                json_obj_end(&j);
+            }
+            if (k == s->n_frames)
+                break;
             const Stackwatch__Frame *fr = s->frames[k];
             json_obj_begin(&j, NULL);
             json_str(&j, "n", frame_name(buf, sizeof buf, fr));
@@ -724,33 +748,41 @@ static const char html_js[] =
     "      if (!c) { c = newNode(name, node); node.byName[name] = c; node.kids.push(c); }\n"
     "      return c;\n"
     "    }\n"
-    "    const root = newNode('all stacks', null);\n"
-    "    let maxDepth = 0;\n"
-    "    D.stacks.forEach(function (s) {\n"
-    "      const w = s[weightKey];\n"
-    "      if (!(w > 0)) return;\n"
-    "      let node = root;\n"
-    "      node.v += w;\n"
-    "      node = child(node, D.by_exe ? s.exe : s.exe + ' [' + s.pid + ']');\n"
-    "      node.v += w;\n"
-    "      node.stacks++;\n"
-    "      for (let k = s.frames.length - 1; k >= 0; k--) {\n"
-    "        const f = s.frames[k];\n"
-    "        node = child(node, f.n);\n"
+    "    /* Top-down: outermost caller first (the flame graph); bottom-up:\n"
+    "     * the allocation site first, its callers below (heaptrack's toggle). */\n"
+    "    function buildTree(bottomUp) {\n"
+    "      const r = newNode('all stacks', null);\n"
+    "      let depthMax = 0;\n"
+    "      D.stacks.forEach(function (s) {\n"
+    "        const w = s[weightKey];\n"
+    "        if (!(w > 0)) return;\n"
+    "        let node = r;\n"
+    "        node.v += w;\n"
+    "        node = child(node, D.by_exe ? s.exe : s.exe + ' [' + s.pid + ']');\n"
     "        node.v += w;\n"
     "        node.stacks++;\n"
-    "        if (!node.m) node.m = f.m;\n"
-    "        if (node.s === '') node.s = f.s; else if (node.s !== f.s) node.s = null;\n"
-    "      }\n"
-    "      maxDepth = Math.max(maxDepth, node.depth);\n"
-    "    });\n"
+    "        const nf = s.frames.length;\n"
+    "        for (let i = 0; i < nf; i++) {\n"
+    "          const f = s.frames[bottomUp ? i : nf - 1 - i];\n"
+    "          node = child(node, f.n);\n"
+    "          node.v += w;\n"
+    "          node.stacks++;\n"
+    "          if (!node.m) node.m = f.m;\n"
+    "          if (node.s === '') node.s = f.s; else if (node.s !== f.s) node.s = null;\n"
+    "        }\n"
+    "        depthMax = Math.max(depthMax, node.depth);\n"
+    "      });\n"
+    "      r.n = 'all stacks: ' + bytes(r.v) + (weightKey === 'ml' ? ' may-leak' : ' live');\n"
+    "      (function sortKids(n) {\n"
+    "        n.kids.sort(function (a, b) { return b.v - a.v || (a.n < b.n ? -1 : 1); });\n"
+    "        n.kids.forEach(sortKids);\n"
+    "      })(r);\n"
+    "      return { root: r, maxDepth: depthMax };\n"
+    "    }\n"
+    "    const trees = { td: buildTree(false), bu: buildTree(true) };\n"
+    "    let root = trees.td.root, maxDepth = trees.td.maxDepth;\n"
     "    if (totalMl === 0 && root.v > 0 && flameNote)\n"
     "      flameNote.textContent = 'no block has expired yet: widths show live bytes instead';\n"
-    "    root.n = 'all stacks: ' + bytes(root.v) + (weightKey === 'ml' ? ' may-leak' : ' live');\n"
-    "    (function sortKids(n) {\n"
-    "      n.kids.sort(function (a, b) { return b.v - a.v || (a.n < b.n ? -1 : 1); });\n"
-    "      n.kids.forEach(sortKids);\n"
-    "    })(root);\n"
     "    let focus = root;\n"
     "    const ROW = 19;\n"
     "    const measure = document.createElement('canvas').getContext('2d');\n"
@@ -765,6 +797,7 @@ static const char html_js[] =
     "    function flameColor(n) {\n"
     "      if (n.depth === 0) return '#c9cfd7';\n"
     "      if (n.depth === 1) return '#b4bfcc';\n"
+    "      if (n.m === '[python]') return 'hsl(' + (205 + hash(n.n) % 20) + ',62%,66%)';\n"
     "      const h = hash(n.n);\n"
     "      if (!n.kids.length) return 'hsl(' + (h % 12) + ',78%,' + (58 + (h >> 8) % 8) + '%)';\n"
     "      return 'hsl(' + (12 + h % 38) + ',' + (78 + (h >> 6) % 14) + '%,' +\n"
@@ -840,6 +873,23 @@ static const char html_js[] =
     "    }\n"
     "    const fr = document.getElementById('flame-reset');\n"
     "    if (fr) fr.addEventListener('click', function () { focus = root; drawFlame(); });\n"
+    "    const orderNotes = { td: 'top-down: outermost caller on top, allocation site at the ' +\n"
+    "      'bottom; width \\u221d bytes; click to zoom', bu: 'bottom-up: allocation site on ' +\n"
+    "      'top, its callers below; width \\u221d bytes; click to zoom' };\n"
+    "    function setOrder(o) {\n"
+    "      root = trees[o].root;\n"
+    "      maxDepth = trees[o].maxDepth;\n"
+    "      focus = root;\n"
+    "      document.querySelectorAll('#s-flame button[data-order]').forEach(function (b) {\n"
+    "        b.classList.toggle('on', b.dataset.order === o);\n"
+    "      });\n"
+    "      if (flameNote && totalMl > 0) flameNote.textContent = orderNotes[o];\n"
+    "      document.body.dataset.flameOrder = o;\n"
+    "    }\n"
+    "    document.querySelectorAll('#s-flame button[data-order]').forEach(function (b) {\n"
+    "      b.addEventListener('click', function () { setOrder(b.dataset.order); drawFlame(); });\n"
+    "    });\n"
+    "    setOrder(location.hash === '#bottom-up' ? 'bu' : 'td');\n"
     "\n"
     "    function drawAll() {\n"
     "      paths = 0;\n"
@@ -1015,7 +1065,10 @@ static void html_flame(FILE *f, const Stackwatch__LeakReport *r)
           "&prop; bytes; click to zoom</small>",
           f);
     if (w)
-        fputs("<span class=\"controls\"><button id=\"flame-reset\">reset zoom</button></span>",
+        fputs("<span class=\"controls\"><button data-order=\"td\" class=\"on\" title=\"outermost "
+              "caller on top\">top-down</button><button data-order=\"bu\" title=\"allocation "
+              "site on top, callers below\">bottom-up</button> <button id=\"flame-reset\">reset "
+              "zoom</button></span>",
               f);
     fputs("</h2>\n<div id=\"flame\" class=\"plot\"><svg id=\"flame-svg\" role=\"img\" "
           "aria-label=\"flame graph\"></svg>",
@@ -1331,6 +1384,10 @@ static void html_row(FILE *f, const Stackwatch__StackReport *s, size_t i, int py
         fputs(" <span class=\"fn\">", f);
         html_esc(f, p->function);
         fputs("</span></span>", f);
+    } else if (!empty(s->python_missing)) {
+        fputs("<span class=\"small muted\">none: ", f);
+        html_esc(f, s->python_missing);
+        fputs("</span>", f);
     } else if (s->n_python) {
         fputs("<span class=\"small muted\">none blamed</span>", f);
     }
@@ -1355,7 +1412,7 @@ static void html_table(FILE *f, const Stackwatch__LeakReport *r)
     int py = 0;
     span_t span = series_span(r);
     for (size_t i = 0; i < r->n_stacks; i++)
-        py |= r->stacks[i]->n_python > 0;
+        py |= r->stacks[i]->n_python > 0 || !empty(r->stacks[i]->python_missing);
     fprintf(f, "<div class=\"scroll\"><table id=\"stacks\">\n<thead><tr><th class=\"num\">#</th>"
                "<th>stack</th>"
                "<th>process</th><th>class</th><th class=\"num\">conf.</th>"

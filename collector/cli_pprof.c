@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "cli_py.h"
 #include "pprof/profile.pb-c.h"
 
 /* Sample values, in this order, in every Sample. */
@@ -510,20 +511,51 @@ static Perftools__Profiles__Label *pp_label(pprof_t *p, const char *key, int64_t
     return l;
 }
 
-/* One Sample of a stack: its locations innermost first (one per physical
- * frame, see pp_location), the four values, and labels pid (num), class,
- * exe and stack_id (str) where known. NULL on failure. */
-static Perftools__Profiles__Sample *pp_sample(pprof_t *p, const Stackwatch__StackReport *s)
+/* The Location of a Python frame: in the mapping "[python]" (which marks
+ * Python frames), address 0, one Line of a Function named after the Python
+ * function in its .py file. Returns 0 on failure. */
+static uint64_t pp_py_location(pprof_t *p, const Stackwatch__PyFrame *pf)
 {
+    Stackwatch__Frame fr = STACKWATCH__FRAME__INIT;
+    Stackwatch__Frame *frp = &fr;
+    fr.module = (char *)"[python]";
+    fr.function = pf->function && *pf->function ? pf->function : (char *)"?";
+    fr.file = pf->file ? pf->file : (char *)"";
+    fr.line = pf->line;
+    return pp_location(p, &frp, 1);
+}
+
+/* One Sample of a stack: its locations innermost first (one per physical
+ * frame, see pp_location) with the Python frames of tb (if any) after the
+ * interpreter frame they run under, the four values (the part of tbs[t]
+ * among ntb blamed tracebacks), and labels pid (num), class, exe, stack_id
+ * and python_missing (str) where known. NULL on failure. */
+static Perftools__Profiles__Sample *pp_sample(pprof_t *p, const Stackwatch__StackReport *s,
+                                              const Stackwatch__PyTraceback *const *tbs,
+                                              size_t ntb, size_t t)
+{
+    const Stackwatch__PyTraceback *tb = ntb ? tbs[t] : NULL;
+    size_t anchor = cli_py_anchor(s);
     Perftools__Profiles__Sample *sm = pp_alloc(p, sizeof *sm);
-    uint64_t *ids = pp_alloc(p, (s->n_frames ? s->n_frames : 1) * sizeof *ids);
+    uint64_t *ids = pp_alloc(p, (s->n_frames + (tb ? tb->n_frames : 0) + 1) * sizeof *ids);
     int64_t *v = pp_alloc(p, PP_NVALUES * sizeof *v);
-    Perftools__Profiles__Label **lb = pp_alloc(p, 4 * sizeof *lb);
+    Perftools__Profiles__Label **lb = pp_alloc(p, 5 * sizeof *lb);
     if (!sm || !ids || !v || !lb)
         return NULL;
     perftools__profiles__sample__init(sm);
     size_t nids = 0;
-    for (size_t i = 0; i < s->n_frames;) {
+    for (size_t i = 0; i <= s->n_frames;) {
+        if (i == anchor && tb) {
+            for (size_t q = 0; q < tb->n_frames; q++) {
+                uint64_t id = pp_py_location(p, tb->frames[q]);
+                if (id == 0)
+                    return NULL;
+                ids[nids++] = id;
+            }
+            tb = NULL;
+        }
+        if (i == s->n_frames)
+            break;
         /* Inline frames precede the physical frame they were inlined into
          * and carry its address. is_inline, not the address alone, ends a
          * group: direct recursion repeats one return address in
@@ -538,10 +570,10 @@ static Perftools__Profiles__Sample *pp_sample(pprof_t *p, const Stackwatch__Stac
         ids[nids++] = id;
         i = j + 1;
     }
-    v[PP_MAY_LEAK_N] = pp_i64(cnt(s->may_leak)->count);
-    v[PP_MAY_LEAK_B] = pp_i64(cnt(s->may_leak)->bytes);
-    v[PP_LIVE_N] = pp_i64(cnt(s->live)->count);
-    v[PP_LIVE_B] = pp_i64(cnt(s->live)->bytes);
+    v[PP_MAY_LEAK_N] = pp_i64(cli_py_share(cnt(s->may_leak)->count, tbs, ntb, t));
+    v[PP_MAY_LEAK_B] = pp_i64(cli_py_share(cnt(s->may_leak)->bytes, tbs, ntb, t));
+    v[PP_LIVE_N] = pp_i64(cli_py_share(cnt(s->live)->count, tbs, ntb, t));
+    v[PP_LIVE_B] = pp_i64(cli_py_share(cnt(s->live)->bytes, tbs, ntb, t));
     size_t nlb = 0;
     if (s->pid)
         lb[nlb++] = pp_label(p, "pid", 0, s->pid);
@@ -550,6 +582,8 @@ static Perftools__Profiles__Sample *pp_sample(pprof_t *p, const Stackwatch__Stac
     if (!empty(s->exe))
         lb[nlb++] = pp_label(p, "exe", pp_str(p, s->exe), 0);
     lb[nlb++] = pp_label(p, "stack_id", pp_strf(p, "%016" PRIx64, s->id), 0);
+    if (!empty(s->python_missing))
+        lb[nlb++] = pp_label(p, "python_missing", pp_str(p, s->python_missing), 0);
     if (p->err)
         return NULL;
     sm->location_id = ids;
@@ -697,7 +731,15 @@ int cli_leaks_pprof(FILE *f, const Stackwatch__LeakReport *r)
     Perftools__Profiles__Profile prof = PERFTOOLS__PROFILES__PROFILE__INIT;
     Perftools__Profiles__ValueType *vt = pp_alloc(&p, PP_NVALUES * sizeof *vt);
     Perftools__Profiles__ValueType **vtp = pp_alloc(&p, PP_NVALUES * sizeof *vtp);
-    Perftools__Profiles__Sample **samples = pp_alloc(&p, (r->n_stacks + 1) * sizeof *samples);
+    /* One sample per stack, or per blamed Python traceback of it. */
+    enum { TB_MAX = 16 };
+    size_t nsamples = 0;
+    for (size_t i = 0; i < r->n_stacks; i++) {
+        const Stackwatch__PyTraceback *tbs[TB_MAX];
+        size_t ntb = cli_py_blamed(r->stacks[i], tbs, TB_MAX);
+        nsamples += ntb ? ntb : 1;
+    }
+    Perftools__Profiles__Sample **samples = pp_alloc(&p, (nsamples + 1) * sizeof *samples);
     int rc;
     /* string_table[0] must be "". */
     if (pp_grow(&p, &p.strs, &p.capstrs, 0, sizeof *p.strs) < 0 || !vt || !vtp || !samples)
@@ -712,11 +754,16 @@ int cli_leaks_pprof(FILE *f, const Stackwatch__LeakReport *r)
     prof.sample_type = vtp;
     prof.n_sample_type = PP_NVALUES;
     prof.default_sample_type = vt[PP_MAY_LEAK_B].type;
-    for (size_t i = 0; i < r->n_stacks; i++)
-        if (!(samples[i] = pp_sample(&p, r->stacks[i])))
-            goto err;
+    size_t ns = 0;
+    for (size_t i = 0; i < r->n_stacks; i++) {
+        const Stackwatch__PyTraceback *tbs[TB_MAX];
+        size_t ntb = cli_py_blamed(r->stacks[i], tbs, TB_MAX);
+        for (size_t t = 0; t < (ntb ? ntb : 1); t++)
+            if (!(samples[ns++] = pp_sample(&p, r->stacks[i], tbs, ntb, t)))
+                goto err;
+    }
     prof.sample = samples;
-    prof.n_sample = r->n_stacks;
+    prof.n_sample = ns;
     prof.comment = pp_comments(&p, r, &prof.n_comment);
     prof.time_nanos = pp_i64(r->now_ms > INT64_MAX / 1000000 ? UINT64_MAX : r->now_ms * 1000000);
     if (p.err)

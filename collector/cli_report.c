@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli_py.h"
 #include "json.h"
 #include "signame.h"
 
@@ -95,6 +96,15 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
     if (c->unwind_failures || c->intern_full)
         fprintf(f, " unwind_failures=%" PRIu64 " stack_table_full=%" PRIu64, c->unwind_failures,
                 c->intern_full);
+    if (c->end_reason && *c->end_reason)
+        fprintf(f, "\n      verdicts as of when it began to end (%s): what it freed tearing "
+                   "down is not counted",
+                c->end_reason);
+    if (c->restart_gap_ms)
+        fprintf(f, "\n      merged with its report from before a collectord restart (gap %.1fs:"
+                   " blocks from before it are uncertain)", c->restart_gap_ms / 1000.0);
+    else if (c->restored)
+        fputs("\n      from collectord's store (reported before a collectord restart)", f);
     fputc('\n', f);
     if (c->scan) {
         const Stackwatch__ScanResult *sr = c->scan;
@@ -151,6 +161,12 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
             r->expire_ms / 1000.0, empty(r->sample) ? "all" : r->sample,
             r->by_exe ? ", stacks folded by executable" : "",
             r->since_mark ? ", only blocks allocated after the mark" : "");
+    /* Figures a full table made incomplete come first, not in a client line. */
+    for (size_t i = 0; i < r->n_clients; i++)
+        if (r->clients[i]->table_full)
+            fprintf(f, "warning: pid %u reached --max-live (%" PRIu64 " tracked blocks): %" PRIu64
+                       " allocation(s) were not tracked, so its figures are too low\n",
+                    r->clients[i]->pid, r->clients[i]->max_live, r->clients[i]->table_full);
     for (size_t i = 0; i < r->n_clients; i++)
         text_client_line(f, r->clients[i]);
     if (r->n_stacks == 0) {
@@ -218,6 +234,8 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
         if (s->truncated)
             fputs("    ... (truncated at STACKWATCH_DEPTH)\n", f);
         text_python(f, s);
+        if (!empty(s->python_missing))
+            fprintf(f, "    Python line: none (%s)\n", s->python_missing);
     }
 }
 
@@ -313,6 +331,12 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_u64(j, "stack_cache_hits", c->stack_cache_hits);
     json_u64(j, "firings", c->firings);
     json_u64(j, "notes_dropped", c->notes_dropped);
+    json_str(j, "end_reason", c->end_reason && *c->end_reason ? c->end_reason : NULL);
+    json_u64(j, "after_end", c->after_end);
+    json_u64(j, "armed_sites_full", c->armed_sites_full);
+    json_bool(j, "restored", c->restored);
+    json_u64(j, "restart_gap_ms", c->restart_gap_ms);
+    json_u64(j, "max_live", c->max_live);
     if (c->python_version) {
         char v[32];
         snprintf(v, sizeof v, "%u.%u.%u", c->python_version >> 24,
@@ -427,6 +451,7 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
         json_str(&j, "exe", empty(s->exe) ? NULL : s->exe);
         json_u64(&j, "skipped", s->skipped);
         json_bool(&j, "estimate", s->estimate);
+        json_bool(&j, "restored", s->restored);
         json_u64(&j, "sample_bytes", s->sample_bytes);
         if (s->mark_ms)
             json_u64(&j, "mark_ms", s->mark_ms);
@@ -459,6 +484,8 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
             json_frame(&j, s->frames[k]);
         json_arr_end(&j);
         json_u64(&j, "armed", s->armed);
+        /* Why a Python client's stack has no blamed line, in one word. */
+        json_str(&j, "python_missing", !empty(s->python_missing) ? s->python_missing : NULL);
         /* python: one list of {file, function, line} per distinct traceback,
          * innermost first, blamed first; python_stats: same order, the fate
          * of each one's blocks. */
@@ -513,6 +540,8 @@ static void rule_desc(char *buf, size_t cap, const Stackwatch__Rule *r)
         n += (size_t)snprintf(buf + n, cap - n, "--min-depth %u ", r->min_depth);
     if (r->pid && n < cap)
         n += (size_t)snprintf(buf + n, cap - n, "--pid %u ", r->pid);
+    if (r->leaking && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "--leaking ");
     if (r->signal && n < cap)
         n += (size_t)snprintf(buf + n, cap - n, "--signal %s ",
                               signame_name(r->signal, sig, sizeof sig));
@@ -563,6 +592,7 @@ void cli_rules_json(FILE *f, const Stackwatch__RuleList *rl)
         json_str(&j, "signal", r->signal ? signame_name(r->signal, sig, sizeof sig) : NULL);
         json_u64(&j, "count", r->count);
         json_u64(&j, "armed", r->armed);
+        json_bool(&j, "leaking", r->leaking);
         json_u64(&j, "fired", r->fired);
         json_obj_end(&j);
     }
@@ -620,6 +650,45 @@ static void folded_name(FILE *f, const Stackwatch__Frame *fr)
     fputs(buf, f);
 }
 
+/* A Python frame for collapsed stacks: "leaky.py:27 backtest" (no ';'). */
+static void folded_py(FILE *f, const Stackwatch__PyFrame *fr)
+{
+    char buf[512];
+    cli_py_name(buf, sizeof buf, fr);
+    for (char *p = buf; *p; p++)
+        if (*p == ';' || *p == '\n')
+            *p = '_';
+    fputs(buf, f);
+}
+
+/* One line: C frames outermost first, with tb's frames (or the word for why
+ * there are none) after the interpreter frame they run under. */
+static void folded_line(FILE *f, const Stackwatch__StackReport *s, const char *base,
+                        const Stackwatch__PyTraceback *tb, uint64_t w)
+{
+    /* Outermost first: the Python frames follow frames[anchor] (the
+     * interpreter's), or lead when there is none (anchor == n_frames). */
+    size_t anchor = cli_py_anchor(s);
+    fputs(base, f);
+    for (size_t k = s->n_frames + 1; k-- > 0;) {
+        if (k < s->n_frames) {
+            fputc(';', f);
+            folded_name(f, s->frames[k]);
+        }
+        if (k != (anchor < s->n_frames ? anchor : s->n_frames))
+            continue;
+        if (tb) {
+            for (size_t q = tb->n_frames; q-- > 0;) {
+                fputc(';', f);
+                folded_py(f, tb->frames[q]);
+            }
+        } else if (!empty(s->python_missing)) {
+            fprintf(f, ";[no_Python_line:%s]", s->python_missing);
+        }
+    }
+    fprintf(f, " %" PRIu64 "\n", w);
+}
+
 void cli_leaks_folded(FILE *f, const Stackwatch__LeakReport *r)
 {
     for (size_t i = 0; i < r->n_stacks; i++) {
@@ -629,11 +698,17 @@ void cli_leaks_folded(FILE *f, const Stackwatch__LeakReport *r)
             continue;
         const char *exe = !empty(s->exe) ? s->exe : "?";
         const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
-        fputs(base, f);
-        for (size_t k = s->n_frames; k-- > 0;) {
-            fputc(';', f);
-            folded_name(f, s->frames[k]);
+        /* One line per blamed traceback, the stack's bytes split among them. */
+        const Stackwatch__PyTraceback *tbs[16];
+        size_t ntb = cli_py_blamed(s, tbs, 16);
+        if (!ntb) {
+            folded_line(f, s, base, NULL, w);
+            continue;
         }
-        fprintf(f, " %" PRIu64 "\n", w);
+        for (size_t t = 0; t < ntb; t++) {
+            uint64_t part = cli_py_share(w, tbs, ntb, t);
+            if (part)
+                folded_line(f, s, base, tbs[t], part);
+        }
     }
 }

@@ -3,12 +3,17 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sym.h"
 
 static void on_expire(void *ctx, atab_ent_t *e);
+
+/* Events of a frozen client (its process ended, or began to end) are
+ * counted, never applied: the report is the one it had at its end. */
+#define UNLIKELY_FROZEN(c) __builtin_expect((c)->frozen, 0)
 
 client_t *client_new(clients_t *cs, uint32_t pid, uint64_t expire_ns, uint64_t now)
 {
@@ -290,6 +295,11 @@ static void count_free(client_t *c, cstack_t *s, uint64_t size, uint64_t ts_allo
         return;
     s->free_n += wn;
     s->free_b += wb;
+    if (ts_free < c->mark_ts) {
+        /* Stamped before the mark, arrived after it: part of the baseline. */
+        s->mark_free_n += wn;
+        s->mark_free_b += wb;
+    }
     uint64_t lt = ts_free > ts_alloc ? ts_free - ts_alloc : 0;
     if (lt < s->lt_min)
         s->lt_min = lt;
@@ -298,6 +308,12 @@ static void count_free(client_t *c, cstack_t *s, uint64_t size, uint64_t ts_allo
     s->lt_sum += lt;
     s->lt_n++;
     if (flags & ATAB_F_EXPIRED) {
+        if (s->klass == CLASS_LEAK) {
+            /* An expired block freed: an eviction, so never a leak from
+             * here on, not even until the next tick reclassifies it. */
+            s->klass = CLASS_CACHE;
+            s->confidence = 0.5f;
+        }
         s->fexp_n += wn;
         s->fexp_b += wb;
         c->may_n -= wn <= c->may_n ? wn : c->may_n;
@@ -377,6 +393,10 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
     cstack_t *s = stack_slot(c, stack);
     if (!s)
         return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ENOMEM;
+    if (UNLIKELY_FROZEN(c)) {
+        c->after_end++; /* the process is ending: its teardown is not its behaviour */
+        return 0;
+    }
     c->events++;
     c->allocs++;
     bump_ts(c, ts);
@@ -386,6 +406,11 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
     client_weight(c, size, fl, &wn, &wb);
     s->alloc_n += wn;
     s->alloc_b += wb;
+    if (ts < c->mark_ts) {
+        /* Stamped before the mark, arrived after it: part of the baseline. */
+        s->mark_alloc_n += wn;
+        s->mark_alloc_b += wb;
+    }
     if (!c->atab_ok)
         return 0; /* ended cleanly: the table is gone, totals only */
     if (c->atab.live >= c->max_live) {
@@ -460,13 +485,17 @@ int client_fold_valid(const client_t *c, uint32_t stack, uint64_t count, uint64_
 }
 
 int client_fold(client_t *c, uint32_t stack, uint64_t count, uint64_t bytes, uint64_t lt_sum,
-                uint64_t lt_min, uint64_t lt_max)
+                uint64_t lt_min, uint64_t lt_max, uint64_t ts)
 {
     if (!client_fold_valid(c, stack, count, bytes, lt_sum, lt_min, lt_max))
         return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ERANGE;
     cstack_t *s = stack_slot(c, stack);
     if (!s)
         return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ENOMEM;
+    if (UNLIKELY_FROZEN(c)) {
+        c->after_end += 2 * count;
+        return 0;
+    }
     c->events += 2 * count;
     c->allocs += count;
     c->frees += count;
@@ -474,6 +503,13 @@ int client_fold(client_t *c, uint32_t stack, uint64_t count, uint64_t bytes, uin
     s->alloc_b += bytes;
     s->free_n += count;
     s->free_b += bytes;
+    if (ts < c->mark_ts) {
+        /* A batch that began before the mark: its pairs are the baseline's. */
+        s->mark_alloc_n += count;
+        s->mark_alloc_b += bytes;
+        s->mark_free_n += count;
+        s->mark_free_b += bytes;
+    }
     if (lt_min < s->lt_min)
         s->lt_min = lt_min;
     if (lt_max > s->lt_max)
@@ -492,6 +528,10 @@ int client_alloc_unsampled(client_t *c, uint64_t addr, uint64_t ts, uint64_t siz
 
 int client_free(client_t *c, uint64_t addr, uint64_t ts)
 {
+    if (UNLIKELY_FROZEN(c)) {
+        c->after_end++;
+        return 0;
+    }
     c->events++;
     bump_ts(c, ts);
     if (!c->atab_ok) {
@@ -591,12 +631,15 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
 }
 
 cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
-                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text)
+                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text,
+                      uint32_t py_missing)
 {
     c->notes++;
     cstack_t *s = cstack_at(c, stack);
     if (!s)
         return NULL;
+    if (!nframes && py_missing && py_missing < 4)
+        s->py_missing[py_missing]++;
     if (text && !*text)
         text = NULL;
     atab_ent_t *e = c->atab_ok && addr ? atab_find(&c->atab, addr) : NULL;
@@ -633,6 +676,15 @@ cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
         tb->freed++;
     }
     return s;
+}
+
+void client_python_attached(client_t *c)
+{
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
+        if (s && s->leak_seen && s->arm_kind == ARM_NONE && s->exp_n > s->fexp_n)
+            push_u32(&c->leakq, &c->nleakq, &c->leakq_cap, s->index);
+    }
 }
 
 static void mark_uncertain(void *ctx, atab_ent_t *e)
@@ -683,52 +735,84 @@ static void exit_live(void *ctx, atab_ent_t *e)
     s->exit_live_b += wb;
     if (!s->oldest_live_ts || e->ts < s->oldest_live_ts)
         s->oldest_live_ts = e->ts;
+    if (c->mark_ts && e->ts >= c->mark_ts) {
+        /* Since-mark figures outlive the table (a clean exit releases it). */
+        s->mend_live_n += wn;
+        s->mend_live_b += wb;
+        if (e->flags & ATAB_F_EXPIRED) {
+            s->mend_may_n += wn;
+            s->mend_may_b += wb;
+        }
+        if (!s->mend_oldest || e->ts < s->mend_oldest)
+            s->mend_oldest = e->ts;
+    }
 }
 
-void client_freeze(client_t *c, uint64_t end_ts, int clean)
+static void clear_end_figures(client_t *c)
 {
-    if (c->frozen) {
-        c->state = clean ? CLIENT_EXITED : c->state;
-        return;
-    }
-    c->end_ts = end_ts;
-    c->state = clean ? CLIENT_EXITED : CLIENT_LOST;
-    if (c->atab_ok) {
-        atab_age(&c->atab, end_ts);
-        c->unknown_frees += reo_expire(&c->reo, UINT64_MAX);
-        for (uint32_t i = 0; i < c->nstacks; i++) {
-            cstack_t *s = c->slist[i];
-            if (s) {
-                s->exit_live_n = s->exit_live_b = 0;
-                s->oldest_live_ts = 0;
-            }
-        }
-        atab_each(&c->atab, exit_live, c);
-        if (clean) {
-            /* A clean exit never comes back: keep the summaries, not the table. */
-            atab_free(&c->atab);
-            reo_free(&c->reo);
-            amap_free(&c->noted);
-            c->atab_ok = 0;
-        }
-    }
-    c->frozen = 1;
-}
-
-void client_revive(client_t *c)
-{
-    if (!c->frozen || !c->atab_ok)
-        return;
-    c->frozen = 0;
-    c->state = CLIENT_CONNECTED;
-    c->end_ts = 0;
     for (uint32_t i = 0; i < c->nstacks; i++) {
         cstack_t *s = c->slist[i];
         if (s) {
             s->exit_live_n = s->exit_live_b = 0;
             s->oldest_live_ts = 0;
+            s->mend_may_n = s->mend_may_b = s->mend_live_n = s->mend_live_b = 0;
+            s->mend_oldest = 0;
         }
     }
+}
+
+/* Freezes ages and classes at end_ts (once). */
+static void freeze_at(client_t *c, uint64_t end_ts)
+{
+    c->end_ts = end_ts;
+    if (c->atab_ok) {
+        atab_age(&c->atab, end_ts);
+        c->unknown_frees += reo_expire(&c->reo, UINT64_MAX);
+        clear_end_figures(c);
+        atab_each(&c->atab, exit_live, c);
+    }
+    /* A last verdict with what expired by the end: a stack whose blocks
+     * expired after the last tick is not left "transient". Never at a time
+     * before a tick already taken (the end can be stamped before it). */
+    client_classify(c, end_ts > c->last_tick ? end_ts : c->last_tick);
+    c->frozen = 1;
+}
+
+void client_freeze(client_t *c, uint64_t end_ts, int clean)
+{
+    if (!c->frozen)
+        freeze_at(c, c->ending && c->end_ts ? c->end_ts : end_ts);
+    if (clean)
+        c->state = CLIENT_EXITED;
+    else if (c->state == CLIENT_CONNECTED)
+        c->state = CLIENT_LOST; /* gone without its Goodbye */
+    if (clean && c->atab_ok) {
+        /* A clean exit never comes back: keep the summaries, not the table. */
+        atab_free(&c->atab);
+        reo_free(&c->reo);
+        amap_free(&c->noted);
+        c->atab_ok = 0;
+    }
+}
+
+void client_ending(client_t *c, uint64_t ts, const char *why)
+{
+    if (c->ending)
+        return;
+    c->ending = 1;
+    snprintf(c->end_reason, sizeof c->end_reason, "%s", why && *why ? why : "ending");
+    if (!c->frozen)
+        freeze_at(c, ts);
+}
+
+void client_revive(client_t *c)
+{
+    if (!c->frozen || !c->atab_ok || c->ending)
+        return;
+    c->frozen = 0;
+    c->state = CLIENT_CONNECTED;
+    c->end_ts = 0;
+    clear_end_figures(c);
 }
 
 void client_destroy(client_t *c)
@@ -752,6 +836,7 @@ void client_destroy(client_t *c)
     free(c->slist);
     free(c->symq);
     free(c->leakq);
+    free(c->hotq);
     for (uint32_t i = 0; i < c->npytbs; i++) {
         free(c->pytbs[i].frames);
         free(c->pytbs[i].text);
@@ -776,6 +861,8 @@ void client_classify(client_t *c, uint64_t now)
 {
     if (c->frozen)
         return; /* classes freeze with the ages */
+    if (now > c->last_tick)
+        c->last_tick = now;
     series_add(&c->series, now, c->live_b, c->live_n, c->may_b);
     for (uint32_t i = 0; i < c->nstacks; i++) {
         cstack_t *s = c->slist[i];
@@ -786,6 +873,9 @@ void client_classify(client_t *c, uint64_t now)
         if (s->exp_n && !s->cls && (s->cls = malloc(sizeof *s->cls)))
             classify_init(s->cls, now, c->expire_ns, &in);
         verdict_t v = classify_tick(s->cls, now, c->expire_ns, &in);
+        int hot = v.klass == CLASS_LEAK || v.klass == CLASS_GROWING;
+        if (hot && s->klass != CLASS_LEAK && s->klass != CLASS_GROWING)
+            push_u32(&c->hotq, &c->nhotq, &c->hotq_cap, s->index); /* rules see it */
         s->klass = (uint8_t)v.klass;
         s->confidence = (float)v.confidence;
         s->growth_per_min = v.growth_per_min;

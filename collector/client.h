@@ -68,6 +68,8 @@ typedef struct cstack_s {
     uint8_t defined;        /* StackDef received (events may name it first) */
     uint8_t sym_state;      /* SYM_NONE / PENDING / DONE */
     uint8_t sym_queued;     /* in the client's symq */
+    uint8_t sym_urgent;     /* its pending job was moved to the urgent queue */
+    uint64_t sym_tried;     /* when it was last submitted (collector clock) */
     uint64_t alloc_n, alloc_b;      /* allocations */
     uint64_t free_n, free_b;        /* frees (explicit, matched late, or implied by reuse) */
     uint64_t exp_n, exp_b;          /* blocks that reached the expire age */
@@ -85,11 +87,15 @@ typedef struct cstack_s {
     uint32_t arm_left;              /* firings the agent still has (as far as we know) */
     uint64_t arm_may_n;             /* may-leak count when last armed */
     uint64_t fired;                 /* firings reported for it */
+    uint32_t py_missing[4];         /* captures without Python frames, by PY_MISSING_* */
     cls_t *cls;                     /* classification state (from its first expiry) */
     uint8_t klass;                  /* CLASS_* as of the last tick */
     float confidence;               /* 0..1 */
     double growth_per_min;          /* live bytes per minute */
     uint64_t mark_alloc_n, mark_alloc_b, mark_free_n, mark_free_b; /* counters at the mark */
+    uint64_t mend_may_n, mend_may_b;   /* at the end: expired and live, allocated after the mark */
+    uint64_t mend_live_n, mend_live_b; /* at the end: live, allocated after the mark */
+    uint64_t mend_oldest;              /* at the end: oldest of those (0: none) */
     uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
     uint32_t pos;                   /* its place in the client's slist */
 } cstack_t;
@@ -135,6 +141,10 @@ typedef struct client_s {
     int attached;           /* stackctl attach: tracking started at start_realtime_ns */
     uint32_t flusher_tid;   /* the agent's own thread (a scan leaves it running) */
     int frozen;             /* ages frozen at end_ts */
+    int ending;             /* it said it began to end (Ending): frozen for good */
+    char end_reason[32];    /* ... and why ("exit", "python finalizing", ...) */
+    uint64_t after_end;     /* events stamped after the end: counted, not applied */
+    uint64_t last_tick;     /* last classification tick (collector clock) */
     uint64_t first_mono;    /* first connection, collector clock */
     uint64_t end_ts;        /* when it ended (event clock) */
     uint64_t max_ts;        /* newest event time seen */
@@ -171,6 +181,8 @@ typedef struct client_s {
     amap_t noted;           /* block address -> pytbs index */
     uint32_t *leakq;        /* stacks whose first block just became may-leak */
     uint32_t nleakq, leakq_cap;
+    uint32_t *hotq;         /* stacks just classified leak or growing */
+    uint32_t nhotq, hotq_cap;
     uint64_t may_n, may_b;  /* expired and still live, all stacks */
     series_t series;        /* the process's live and may-leak bytes over time */
     uint64_t mark_ts;       /* baseline (collector clock), 0 none */
@@ -179,7 +191,8 @@ typedef struct client_s {
     uint64_t a_ring_bytes, a_table_bytes, a_waits, a_lost_disc;
     uint64_t a_total_allocs, a_total_alloc_b, a_total_frees; /* exact, sampled or not */
     uint64_t a_sample_overflow, a_sample_set_bytes, a_scratch_bytes;
-    uint64_t a_sc_hits, a_firings, a_notes_dropped;
+    uint64_t a_sc_hits, a_firings, a_notes_dropped, a_sites_full;
+    uint32_t rule_armed;    /* stacks armed by trigger rules (for the sampled budget) */
     uint64_t sample_bytes;  /* the agent samples every N bytes on average (0: every block) */
     struct scan_job_s *scan;/* the reachability scan in progress, if any */
     int scan_state;         /* SCAN_ST_*: what it waits for */
@@ -244,11 +257,12 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
 int client_alloc(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack);
 
 /* count allocations from stack, freed again within one agent batch: bytes
- * in all, lifetimes summing to lt_sum within [lt_min, lt_max] ns. Counted
- * like as many allocs and frees (exact clients only). Returns 0, -EINVAL
- * (stack index out of range), -ERANGE (impossible figures) or -ENOMEM. */
+ * in all, lifetimes summing to lt_sum within [lt_min, lt_max] ns, the batch
+ * starting at ts. Counted like as many allocs and frees (exact clients
+ * only). Returns 0, -EINVAL (stack index out of range), -ERANGE (impossible
+ * figures) or -ENOMEM. */
 int client_fold(client_t *c, uint32_t stack, uint64_t count, uint64_t bytes, uint64_t lt_sum,
-                uint64_t lt_min, uint64_t lt_max);
+                uint64_t lt_min, uint64_t lt_max, uint64_t ts);
 
 /* 1 when client_fold would accept these figures (checked for a whole batch
  * before any of it is applied). */
@@ -274,7 +288,12 @@ int client_free(client_t *c, uint64_t addr, uint64_t ts);
  * handler text): deduplicated per stack, tied to the block while it lives.
  * Returns the note's stack (NULL if the stack is unknown). */
 cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
-                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text);
+                      const pyframe_t *frames, uint32_t nframes, int truncated, const char *text,
+                      uint32_t py_missing);
+
+/* A CPython was found in the client after its hello (embedding): stacks
+ * already may-leak go back on the leak queue, to be armed for captures. */
+void client_python_attached(client_t *c);
 
 /* Marks every live block uncertain (events were lost). */
 void client_gap(client_t *c, uint64_t lost_events);
@@ -284,10 +303,18 @@ void client_gap(client_t *c, uint64_t lost_events);
 void client_age(client_t *c, uint64_t now);
 
 /* The process ended (or the connection went without Goodbye): ages freeze
- * at end_ts, live blocks become exit_live. A clean exit releases the table. */
+ * at end_ts, classes get a last tick there, live blocks become exit_live,
+ * since-mark figures are kept per stack. A clean exit releases the table.
+ * Once frozen, later events are counted (after_end), never applied. */
 void client_freeze(client_t *c, uint64_t end_ts, int clean);
 
-/* The connection came back (same instance): unfreeze. */
+/* The process said it began to end at ts (exit, main returned, interpreter
+ * finalizing): freezes there for good; the connection stays for the last
+ * frames. why is copied (truncated). */
+void client_ending(client_t *c, uint64_t ts, const char *why);
+
+/* The connection came back (same instance): unfreeze, unless it had said
+ * it was ending. */
 void client_revive(client_t *c);
 
 /* The module valid at generation gen containing pc, or NULL. */

@@ -2,6 +2,7 @@
 #include "ctl.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fnmatch.h>
 #include <stddef.h>
 #include <time.h>
@@ -17,8 +18,10 @@
 #include "sym.h"
 #include "trig.h"
 #include "classify.h"
+#include "store.h"
 
 #define PARK_NS (30ull * 1000000000)   /* longest a report waits for symbolization */
+#define SYM_REDO_NS (1000ull * 1000000) /* a degraded stack is symbolized again at most this often */
 
 /* All memory of one reply, freed at once. */
 typedef struct ra_s {
@@ -114,7 +117,8 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->exe = c->exe ? c->exe : (char *)"";
     ci->n_argv = c->argc;
     ci->argv = c->argv;
-    ci->state = (char *)state_name(c->state);
+    ci->state = (char *)(c->ending && c->state == CLIENT_CONNECTED ? "ending"
+                                                                  : state_name(c->state));
     ci->events = c->events;
     ci->dropped = c->a_dropped;
     ci->failed_calls = c->a_failed;
@@ -124,7 +128,9 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     uint64_t end = c->frozen ? c->end_ts : now;
     ci->duration_ms = end > c->first_mono ? (end - c->first_mono) / 1000000u : 0;
     ci->gaps = c->gaps;
-    ci->lost_events = c->lost_events + c->a_lost_disc;
+    /* The gaps' sum here, or the agent's own total (from before this
+     * record existed too, e.g. across a collectord restart): the larger. */
+    ci->lost_events = c->lost_events > c->a_lost_disc ? c->lost_events : c->a_lost_disc;
     ci->stacks = c->nstacks;
     ci->unwind_failures = c->a_unwind_fail;
     ci->intern_full = c->a_intern_full;
@@ -146,6 +152,10 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->stack_cache_hits = c->a_sc_hits;
     ci->firings = c->a_firings;
     ci->notes_dropped = c->a_notes_dropped;
+    ci->max_live = c->max_live;
+    ci->end_reason = (char *)c->end_reason;
+    ci->after_end = c->after_end;
+    ci->armed_sites_full = c->a_sites_full;
     ci->attached = c->attached;
     if (c->scan_ok && !(ci->scan = scan_result(ra, c)))
         return NULL;
@@ -165,8 +175,15 @@ typedef struct fig_s {
 } fig_t;
 
 typedef struct cand_s {
-    client_t *c;
-    cstack_t *s;
+    client_t *c;           /* NULL for a stored process's stack */
+    cstack_t *s;           /* NULL for a stack known only from the store */
+    const Stackwatch__StackReport *arch; /* the stored stack (alone, or merged into s) */
+    const Stackwatch__ClientInfo *aci;   /* the stored process, when c is NULL */
+    uint64_t id;           /* stack id */
+    uint32_t pid;
+    uint64_t sample_bytes;
+    int klass;             /* CLASS_* */
+    double conf, growth;
     fig_t f;               /* this stack's figures (summed over the group, by exe) */
     uint64_t sig;          /* by exe: executable + frames by module offset */
     uint32_t first;        /* by exe: the group's first member in the member list */
@@ -228,14 +245,23 @@ static void fig_of(fig_t *f, const client_t *c, const cstack_t *s, const walk_t 
     if (since) {
         if (!c->mark_ts)
             return; /* never marked: nothing counts as after the mark */
-        f->may_n = f->exp_n = w ? w->m_may_n : 0;
-        f->may_b = f->exp_b = w ? w->m_may_b : 0;
-        f->live_n = w ? w->m_live_n : 0;
-        f->live_b = w ? w->m_live_b : 0;
         f->alloc_n = s->alloc_n - s->mark_alloc_n;
         f->alloc_b = s->alloc_b - s->mark_alloc_b;
         f->free_n = s->free_n - s->mark_free_n;
         f->free_b = s->free_b - s->mark_free_b;
+        if (c->frozen) {
+            /* Ended: the figures kept at its end (the table may be gone). */
+            f->may_n = f->exp_n = s->mend_may_n;
+            f->may_b = f->exp_b = s->mend_may_b;
+            f->live_n = f->exit_n = s->mend_live_n;
+            f->live_b = f->exit_b = s->mend_live_b;
+            f->oldest = s->mend_oldest;
+            return;
+        }
+        f->may_n = f->exp_n = w ? w->m_may_n : 0;
+        f->may_b = f->exp_b = w ? w->m_may_b : 0;
+        f->live_n = w ? w->m_live_n : 0;
+        f->live_b = w ? w->m_live_b : 0;
         f->oldest = w ? w->m_oldest : 0;
         return;
     }
@@ -274,12 +300,13 @@ static void fig_add(fig_t *a, const fig_t *b)
         a->oldest = b->oldest;
 }
 
-static double rank_of(const cstack_t *s, const fig_t *f)
+static double rank_of(const cand_t *cd)
 {
-    return classify_weight(s->klass) * s->confidence * (double)f->may_b;
+    return classify_weight(cd->klass) * cd->conf * (double)cd->f.may_b;
 }
 
 static int by_rank;
+static int for_store; /* building a record for the store: exe signatures wanted */
 
 static int cand_cmp(const void *a, const void *b)
 {
@@ -295,7 +322,9 @@ static int cand_cmp(const void *a, const void *b)
         return x->live_b > y->live_b ? -1 : 1;
     if (x->alloc_n != y->alloc_n)
         return x->alloc_n > y->alloc_n ? -1 : 1;
-    return ca->s->id < cb->s->id ? -1 : ca->s->id > cb->s->id;
+    if (ca->id != cb->id)
+        return ca->id < cb->id ? -1 : 1;
+    return ca->pid < cb->pid ? -1 : ca->pid > cb->pid;
 }
 
 static int sig_cmp(const void *a, const void *b)
@@ -313,18 +342,16 @@ static int exe_matches(const char *glob, const client_t *c)
     return fnmatch(glob, exe, 0) == 0 || fnmatch(glob, base, 0) == 0;
 }
 
-static int wanted(const Stackwatch__QueryLeaks *q, int klass, const client_t *c,
-                  const cstack_t *s, const fig_t *f)
+static int wanted(const Stackwatch__QueryLeaks *q, int klass, const cand_t *cd, int ended)
 {
-    if (!s->defined && s->alloc_n == 0)
-        return 0;
-    if (klass > 0 && s->klass != klass)
+    const fig_t *f = &cd->f;
+    if (klass > 0 && cd->klass != klass)
         return 0;
     if (q->min_bytes && f->may_b < q->min_bytes)
         return 0;
     if (q->all)
         return f->alloc_n > 0 || f->live_n > 0;
-    return f->may_n > 0 || (c->frozen && f->exit_n > 0);
+    return f->may_n > 0 || (ended && f->exit_n > 0);
 }
 
 /* A stack's frames as module + offset: the same in every process of one
@@ -421,11 +448,35 @@ static int tb_cmp(const void *a, const void *b)
     return x->captures > y->captures ? -1 : x->captures < y->captures;
 }
 
+/* Why a stack of a Python client has no blamed Python line, in one word
+ * (StackReport.python_missing); "" when it has one or is not Python. */
+static const char *python_missing(const client_t *c, const cstack_t *s, uint32_t ntb, int blamed)
+{
+    static const char *const words[4] = { "", "gil-released", "no-frame", "unsupported" };
+    if (blamed)
+        return "";
+    if (!c->python_version)
+        return c->python_status && strncmp(c->python_status, "CPython", 7) == 0 ? "unsupported"
+                                                                                : "";
+    uint32_t best = 0;
+    for (uint32_t k = 1; k < 4; k++)
+        if (s->py_missing[k] > s->py_missing[best])
+            best = k;
+    if (best)
+        return words[best];
+    return ntb ? "" : "not-captured";
+}
+
 static int fill_python(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
 {
     uint32_t n = 0;
+    int blamed = 0;
     for (uint32_t i = 0; i < c->npytbs; i++)
-        n += c->pytbs[i].stack == s->index;
+        if (c->pytbs[i].stack == s->index) {
+            n++;
+            blamed |= tb_blamed(c, &c->pytbs[i]);
+        }
+    r->python_missing = (char *)python_missing(c, s, n, blamed);
     if (!n)
         return 0;
     uint32_t *idx = ra_alloc(ra, n * sizeof *idx);
@@ -502,6 +553,25 @@ static int fill_series(ra_t *ra, const series_t *sr, Stackwatch__Sample ***out, 
     return 0;
 }
 
+/* A stored stack's figures; with as_uncertain its live blocks (whose fate
+ * after the collectord restart is unknown) count as uncertain too. */
+static void fig_of_report(fig_t *f, const Stackwatch__StackReport *r, int as_uncertain)
+{
+    memset(f, 0, sizeof *f);
+    f->may_n = r->may_leak->count, f->may_b = r->may_leak->bytes;
+    f->exp_n = r->expired->count, f->exp_b = r->expired->bytes;
+    f->fexp_n = r->free_expired->count, f->fexp_b = r->free_expired->bytes;
+    f->alloc_n = r->alloc->count, f->alloc_b = r->alloc->bytes;
+    f->free_n = r->free->count, f->free_b = r->free->bytes;
+    f->live_n = r->live->count, f->live_b = r->live->bytes;
+    f->exit_n = r->exit_live->count, f->exit_b = r->exit_live->bytes;
+    f->unc_n = r->uncertain->count, f->unc_b = r->uncertain->bytes;
+    if (as_uncertain) {
+        f->unc_n += f->live_n;
+        f->unc_b += f->live_b;
+    }
+}
+
 static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const cand_t *members,
                                              const Stackwatch__QueryLeaks *q, uint64_t now)
 {
@@ -511,16 +581,51 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
     Stackwatch__StackReport *r = ra_alloc(ra, sizeof *r);
     if (!r)
         return NULL;
-    stackwatch__stack_report__init(r);
-    r->id = q->by_exe ? cd->sig : s->id;
-    r->pid = c->pid;
-    r->exe = c->exe ? c->exe : (char *)"";
-    r->state = (char *)state_name(c->state);
-    if (c->scan_ok && !c->frozen) {
-        r->scanned = 1;
-        r->unreachable = count(ra, f->un_n, f->un_b);
-        r->reachable = count(ra, f->re_n, f->re_b);
+    if (!s) {
+        /* Known only from the store: its report as kept, figures as merged. */
+        *r = *cd->arch;
+        r->restored = 1;
+        if (!q->series) {
+            r->n_series = 0;
+            r->series = NULL;
+        }
+        r->n_pids = 0;
+        r->pids = NULL;
+        if (c) {
+            r->pid = c->pid;
+            r->exe = c->exe ? c->exe : (char *)"";
+        }
+    } else {
+        stackwatch__stack_report__init(r);
+        r->id = s->id;
+        r->pid = c->pid;
+        r->exe = c->exe ? c->exe : (char *)"";
+        r->estimate = c->sample_bytes != 0;
+        r->sample_bytes = c->sample_bytes;
+        r->restored = cd->arch != NULL;
+        if (s->lt_n) {
+            r->freed_lt_valid = 1;
+            r->freed_lt_min_ms = s->lt_min / 1000000u;
+            r->freed_lt_max_ms = s->lt_max / 1000000u;
+            r->freed_lt_avg_ms = cstack_lt_avg_ms(s);
+        }
+        uint64_t end = c->frozen ? c->end_ts : now;
+        r->unfreed_max_age_ms = f->oldest && end > f->oldest ? (end - f->oldest) / 1000000u : 0;
+        if (cd->arch && cd->arch->unfreed_max_age_ms > r->unfreed_max_age_ms)
+            r->unfreed_max_age_ms = cd->arch->unfreed_max_age_ms;
+        r->truncated = s->truncated;
+        r->armed = s->arm_left;
+        r->exe_sig = cd->sig;
+        if (c->scan_ok && !c->frozen) {
+            r->scanned = 1;
+            r->unreachable = count(ra, f->un_n, f->un_b);
+            r->reachable = count(ra, f->re_n, f->re_b);
+        }
     }
+    if (c)
+        r->state = (char *)state_name(c->state);
+    if (q->by_exe)
+        r->id = cd->sig;
     r->may_leak = count(ra, f->may_n, f->may_b);
     r->expired = count(ra, f->exp_n, f->exp_b);
     r->free_expired = count(ra, f->fexp_n, f->fexp_b);
@@ -529,25 +634,14 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
     r->live = count(ra, f->live_n, f->live_b);
     r->exit_live = count(ra, f->exit_n, f->exit_b);
     r->uncertain = count(ra, f->unc_n, f->unc_b);
-    r->estimate = c->sample_bytes != 0;
-    r->sample_bytes = c->sample_bytes;
-    if (s->lt_n) {
-        r->freed_lt_valid = 1;
-        r->freed_lt_min_ms = s->lt_min / 1000000u;
-        r->freed_lt_max_ms = s->lt_max / 1000000u;
-        r->freed_lt_avg_ms = cstack_lt_avg_ms(s);
-    }
-    uint64_t end = c->frozen ? c->end_ts : now;
-    r->unfreed_max_age_ms = f->oldest && end > f->oldest ? (end - f->oldest) / 1000000u : 0;
-    r->truncated = s->truncated;
-    r->armed = s->arm_left;
     /* By exe: the most severe class among the members speaks for the group. */
-    int klass = s->klass;
-    double conf = s->confidence, growth = s->growth_per_min;
+    int klass = cd->klass;
+    double conf = cd->conf, growth = cd->growth;
     if (q->by_exe && cd->nmembers > 1) {
         r->pids = ra_alloc(ra, cd->nmembers * sizeof *r->pids);
         if (!r->pids)
             return NULL;
+        r->n_pids = 0;
         growth = 0;
         for (uint32_t k = cd->first; k < cd->first + cd->nmembers; k++) {
             const cand_t *m = &members[k];
@@ -556,31 +650,50 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
             if (!pp)
                 return NULL;
             stackwatch__pid_part__init(pp);
-            pp->pid = m->c->pid;
+            pp->pid = m->pid;
             pp->may_leak = count(ra, mf.may_n, mf.may_b);
             pp->live = count(ra, mf.live_n, mf.live_b);
             pp->alloc = count(ra, mf.alloc_n, mf.alloc_b);
-            if (m->c->sample_bytes)
+            if (m->sample_bytes)
                 r->estimate = 1; /* one sampled member makes the sum an estimate */
             r->pids[r->n_pids++] = pp;
-            if (classify_weight(m->s->klass) > classify_weight(klass) ||
-                (m->s->klass == klass && m->s->confidence > conf)) {
-                klass = m->s->klass;
-                conf = m->s->confidence;
+            if (classify_weight(m->klass) > classify_weight(klass) ||
+                (m->klass == klass && m->conf > conf)) {
+                klass = m->klass;
+                conf = m->conf;
             }
-            growth += m->s->growth_per_min;
+            growth += m->growth;
         }
     }
     r->class_ = (char *)classify_name(klass);
     r->confidence = conf;
     r->growth_bytes_per_min = growth;
     r->rank = cd->rank;
+    if (!s)
+        return r;
     if (q->since_mark && c->mark_ts)
         r->mark_ms = mono_to_ms(c->mark_ts);
     if (q->series && s->cls && fill_series(ra, &s->cls->series, &r->series, &r->n_series) < 0)
         return NULL;
     if (fill_frames(ra, c, s, r) < 0 || fill_python(ra, c, s, r) < 0)
         return NULL;
+    if (cd->arch && !r->n_frames) {
+        r->n_frames = cd->arch->n_frames;
+        r->frames = cd->arch->frames;
+    }
+    if (cd->arch && cd->arch->n_python) {
+        /* Python tracebacks from before the restart follow the live ones. */
+        size_t n = r->n_python + cd->arch->n_python;
+        Stackwatch__PyTraceback **py = ra_alloc(ra, n * sizeof *py);
+        if (!py)
+            return NULL;
+        for (size_t i = 0; i < r->n_python; i++)
+            py[i] = r->python[i];
+        for (size_t i = 0; i < cd->arch->n_python; i++)
+            py[r->n_python + i] = cd->arch->python[i];
+        r->python = py;
+        r->n_python = n;
+    }
     return r;
 }
 
@@ -598,10 +711,134 @@ static int push_cand(cand_t **cands, size_t *n, size_t *cap, const cand_t *cd)
     return 0;
 }
 
-/* Builds the leak report. Returns 1 when it is complete, 0 when some selected
- * stack is still being symbolized (and force is not set), -ENOMEM. */
+/* The store's record a live client took over after a collectord restart. */
+static const store_rec_t *merged_rec(srv_t *srv, const client_t *c)
+{
+    for (uint32_t i = 0; i < srv->store.n; i++)
+        if (srv->store.recs[i].merged_serial == c->serial && srv->store.recs[i].sp)
+            return &srv->store.recs[i];
+    return NULL;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+    const Stackwatch__StackReport *x = *(Stackwatch__StackReport *const *)a;
+    const Stackwatch__StackReport *y = *(Stackwatch__StackReport *const *)b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void cand_from_report(cand_t *cd, const Stackwatch__StackReport *r, int as_uncertain)
+{
+    cd->arch = r;
+    cd->id = r->id;
+    cd->pid = r->pid;
+    cd->sample_bytes = r->sample_bytes;
+    int k = classify_parse(r->class_);
+    cd->klass = k > 0 ? k : CLASS_NONE;
+    cd->conf = r->confidence;
+    cd->growth = r->growth_bytes_per_min;
+    cd->sig = r->exe_sig;
+    fig_of_report(&cd->f, r, as_uncertain);
+}
+
+/* The client's candidates: its live stacks, merged by id with what a
+ * collectord before a restart knew of it (rec). */
+static int client_cands(srv_t *srv, client_t *c, const store_rec_t *rec,
+                        const Stackwatch__QueryLeaks *q, int klass, cand_t **cands,
+                        size_t *ncand, size_t *capc)
+{
+    walk_t *w = NULL;
+    Stackwatch__StackReport **old = NULL;
+    uint8_t *used = NULL;
+    size_t nold = 0;
+    int rc = -ENOMEM;
+    (void)srv;
+    if (rec) {
+        nold = q->since_mark ? rec->sp->n_since_mark : rec->sp->n_stacks;
+        Stackwatch__StackReport **src = q->since_mark ? rec->sp->since_mark : rec->sp->stacks;
+        old = malloc((nold ? nold : 1) * sizeof *old);
+        used = calloc(nold ? nold : 1, 1);
+        if (!old || !used)
+            goto out;
+        if (nold) {
+            memcpy(old, src, nold * sizeof *old);
+            qsort(old, nold, sizeof *old, id_cmp);
+        }
+    }
+    if (c->atab_ok && c->nstacks && !c->frozen) {
+        w = calloc(c->nstacks, sizeof *w);
+        if (!w)
+            goto out;
+        walk_ctx_t o = { w, c->nstacks, q->since_mark ? c->mark_ts : 0, c };
+        atab_each(&c->atab, walk_block, &o);
+    }
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
+        if (!s)
+            continue;
+        cand_t cd = { .c = c, .s = s, .nmembers = 1, .id = s->id, .pid = c->pid,
+                      .sample_bytes = c->sample_bytes, .klass = s->klass,
+                      .conf = s->confidence, .growth = s->growth_per_min };
+        fig_of(&cd.f, c, s, w ? &w[i] : NULL, q->since_mark);
+        if (nold) {
+            Stackwatch__StackReport key = { .id = s->id }, *kp = &key;
+            Stackwatch__StackReport **hit = bsearch(&kp, old, nold, sizeof *old, id_cmp);
+            if (hit) {
+                fig_t of;
+                fig_of_report(&of, *hit, 1);
+                fig_add(&cd.f, &of);
+                cd.arch = *hit;
+                used[hit - old] = 1;
+            }
+        }
+        if (!s->defined && s->alloc_n == 0 && !cd.arch)
+            continue;
+        if (!wanted(q, klass, &cd, c->frozen))
+            continue;
+        cd.rank = rank_of(&cd);
+        cd.sig = q->by_exe || for_store ? stack_sig(c, s) : 0;
+        if (push_cand(cands, ncand, capc, &cd) < 0)
+            goto out;
+    }
+    for (size_t i = 0; i < nold; i++) {
+        if (used[i])
+            continue;
+        cand_t cd = { .c = c, .nmembers = 1 };
+        cand_from_report(&cd, old[i], 1);
+        cd.pid = c->pid;
+        if (!wanted(q, klass, &cd, c->frozen))
+            continue;
+        cd.rank = rank_of(&cd);
+        if (push_cand(cands, ncand, capc, &cd) < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    free(w);
+    free(old);
+    free(used);
+    return rc;
+}
+
+/* 1 if a process with this pid exists on the host (traced or not). */
+static int pid_alive(uint32_t pid)
+{
+    return pid <= INT32_MAX && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+/* 1 when a stored record is served as a process of its own: read at start
+ * and not taken over by a reconnected agent. */
+static int rec_served(const store_rec_t *r)
+{
+    return r->sp && !r->merged_serial;
+}
+
+/* Builds the leak report (of one client only, when only is set). Returns 1
+ * when it is complete, 0 when some selected stack is still being symbolized
+ * (and force is not set), -ENOMEM, -EINVAL (unknown class) or -ESRCH (--pid
+ * names no known process). */
 static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, ra_t *ra,
-                       Stackwatch__Reply *reply)
+                       Stackwatch__Reply *reply, client_t *only)
 {
     uint64_t now = srv_now();
     size_t ncand = 0, capc = 0;
@@ -622,15 +859,23 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
     size_t nclients = 0;
     for (client_t *c = srv->clients.head; c; c = c->next)
         nclients++;
+    nclients += srv->store.n;
     lr->clients = ra_alloc(ra, (nclients ? nclients : 1) * sizeof *lr->clients);
     if (!lr->clients)
         goto out;
     for (client_t *c = srv->clients.head; c; c = c->next) {
+        if (only && c != only)
+            continue;
         if ((q->pid && c->pid != q->pid) || !exe_matches(q->exe, c))
             continue;
         Stackwatch__ClientInfo *ci = client_info(ra, c, now);
         if (!ci)
             goto out;
+        const store_rec_t *rec = merged_rec(srv, c);
+        if (rec) {
+            ci->restart_gap_ms = rec->merged_gap_ms;
+            ci->restored = 1;
+        }
         if (q->series && fill_series(ra, &c->series, &ci->series, &ci->n_series) < 0)
             goto out;
         lr->clients[lr->n_clients++] = ci;
@@ -642,31 +887,56 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
             else
                 lr->sample = (char *)"mixed";
         }
-        walk_t *w = NULL;
-        if (c->atab_ok && c->nstacks && (!c->frozen || q->since_mark)) {
-            w = calloc(c->nstacks, sizeof *w);
-            if (!w)
-                goto out;
-            walk_ctx_t o = { w, c->nstacks, q->since_mark ? c->mark_ts : 0, c };
-            atab_each(&c->atab, walk_block, &o);
-        }
-        for (uint32_t i = 0; i < c->nstacks; i++) {
-            cstack_t *s = c->slist[i];
-            if (!s)
+        if (client_cands(srv, c, rec, q, klass, &cands, &ncand, &capc) < 0)
+            goto out;
+    }
+    /* Processes known only from the store (they ended before a restart). */
+    for (uint32_t i = 0; i < srv->store.n && !only; i++) {
+        const store_rec_t *rec = &srv->store.recs[i];
+        if (!rec_served(rec))
+            continue;
+        Stackwatch__ClientInfo *ci = rec->sp->client;
+        if (q->pid && ci->pid != q->pid)
+            continue;
+        if (q->exe && *q->exe) {
+            const char *base = strrchr(ci->exe, '/') ? strrchr(ci->exe, '/') + 1 : ci->exe;
+            if (fnmatch(q->exe, ci->exe, 0) != 0 && fnmatch(q->exe, base, 0) != 0)
                 continue;
-            cand_t cd = { .c = c, .s = s, .nmembers = 1 };
-            fig_of(&cd.f, c, s, w ? &w[i] : NULL, q->since_mark);
-            if (!wanted(q, klass, c, s, &cd.f))
-                continue;
-            cd.rank = rank_of(s, &cd.f);
-            if (q->by_exe)
-                cd.sig = stack_sig(c, s);
-            if (push_cand(&cands, &ncand, &capc, &cd) < 0) {
-                free(w);
-                goto out;
-            }
         }
-        free(w);
+        Stackwatch__ClientInfo *cc = ra_alloc(ra, sizeof *cc);
+        if (!cc)
+            goto out;
+        *cc = *ci;
+        cc->restored = 1;
+        if (rec->snapshot)
+            cc->state = (char *)"lost"; /* it ran when collectord stopped and never came back */
+        if (!q->series) {
+            cc->n_series = 0;
+            cc->series = NULL;
+        }
+        lr->clients[lr->n_clients++] = cc;
+        if (cc->sample_bytes) {
+            const char *mine = cc->sample_bytes ? "sampled" : "all";
+            if (strcmp(lr->sample, "all") != 0 && strcmp(lr->sample, mine) != 0)
+                lr->sample = (char *)"mixed";
+            else if (!strcmp(lr->sample, "all"))
+                lr->sample = (char *)mine;
+        }
+        size_t n = q->since_mark ? rec->sp->n_since_mark : rec->sp->n_stacks;
+        Stackwatch__StackReport **src = q->since_mark ? rec->sp->since_mark : rec->sp->stacks;
+        for (size_t k = 0; k < n; k++) {
+            cand_t cd = { .aci = ci, .nmembers = 1 };
+            cand_from_report(&cd, src[k], 0);
+            if (!wanted(q, klass, &cd, 1))
+                continue;
+            cd.rank = rank_of(&cd);
+            if (push_cand(&cands, &ncand, &capc, &cd) < 0)
+                goto out;
+        }
+    }
+    if (q->pid && lr->n_clients == 0 && !pid_alive(q->pid)) {
+        rc = -ESRCH; /* a running process may connect any moment: an empty report */
+        goto out;
     }
     if (q->by_exe && ncand > 0) {
         /* Equal signatures become one group, its lead carrying the sums;
@@ -689,7 +959,7 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
             cands[k].nmembers = (uint32_t)(j - i);
             for (size_t m = i + 1; m < j; m++)
                 fig_add(&cands[k].f, &members[m].f);
-            cands[k].rank = rank_of(cands[k].s, &cands[k].f);
+            cands[k].rank = rank_of(&cands[k]);
             k++;
             i = j;
         }
@@ -703,8 +973,18 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
     int pending = 0;
     for (size_t i = 0; i < ncand; i++) {
         cstack_t *s = cands[i].s;
+        if (!s || for_store)
+            continue; /* a store record takes the frames as they are */
+        if (s->sym_state == SYM_DONE && s->sym && s->sym->degraded && !force &&
+            now - s->sym_tried >= SYM_REDO_NS) {
+            /* A module could not be read then (out of fds?): again (at most
+             * once a second), so its frames read as in the stacks that had it. */
+            s->sym_state = SYM_NONE;
+        }
         if (s->sym_state == SYM_NONE)
-            srv_sym_stack(srv, cands[i].c, s);
+            srv_sym_stack(srv, cands[i].c, s, 1); /* a report waits for it: first */
+        else if (s->sym_state == SYM_PENDING && !s->sym_urgent)
+            s->sym_urgent = (uint8_t)sym_promote(cands[i].c->serial, s->index);
         if (s->sym_state == SYM_PENDING)
             pending = 1;
     }
@@ -726,6 +1006,76 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
 out:
     free(cands);
     free(members);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the store */
+
+int ctl_client_symbolized(srv_t *s, client_t *c)
+{
+    int pending = 0;
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *st = c->slist[i];
+        if (!st || !st->defined)
+            continue;
+        if (st->sym_state == SYM_NONE)
+            srv_sym_stack(s, c, st, 0); /* behind what reports and rules wait for */
+        pending |= st->sym_state == SYM_PENDING;
+    }
+    return !pending;
+}
+
+int ctl_store_client(srv_t *s, client_t *c, int snapshot)
+{
+    if (!s->store.on)
+        return -ENOTCONN;
+    ra_t ra = { 0 };
+    Stackwatch__Reply all = STACKWATCH__REPLY__INIT, since = STACKWATCH__REPLY__INIT;
+    Stackwatch__QueryLeaks q = STACKWATCH__QUERY_LEAKS__INIT;
+    q.all = 1;
+    q.series = 1;
+    q.by_rank = 0;
+    for_store = 1;
+    int rc = build_leaks(s, &q, 1, &ra, &all, c);
+    if (rc == 1 && c->mark_ts) {
+        q.since_mark = 1;
+        q.series = 0;
+        rc = build_leaks(s, &q, 1, &ra, &since, c);
+    }
+    for_store = 0;
+    if (rc != 1 || !all.leaks || all.leaks->n_clients != 1) {
+        ra_free(&ra);
+        return rc < 0 ? rc : -ENOMEM;
+    }
+    Stackwatch__StoredProcess sp = STACKWATCH__STORED_PROCESS__INIT;
+    sp.client = all.leaks->clients[0];
+    sp.client->n_series = 0; /* the process series is re-sent below */
+    sp.client->series = NULL;
+    Stackwatch__Sample **pts = NULL;
+    size_t npts = 0;
+    if (fill_series(&ra, &c->series, &pts, &npts) == 0) {
+        sp.client->series = pts;
+        sp.client->n_series = npts;
+    }
+    sp.n_stacks = all.leaks->n_stacks;
+    sp.stacks = all.leaks->stacks;
+    if (since.leaks) {
+        sp.n_since_mark = since.leaks->n_stacks;
+        sp.since_mark = since.leaks->stacks;
+    }
+    sp.instance = c->instance;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sp.end_realtime_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if (c->frozen) {
+        uint64_t nowm = srv_now();
+        uint64_t ago = nowm > c->end_ts ? nowm - c->end_ts : 0;
+        sp.end_realtime_ns -= ago < sp.end_realtime_ns ? ago : 0;
+    }
+    sp.snapshot = snapshot;
+    sp.expire_ms = (uint32_t)(s->opts.expire_ns / 1000000u);
+    rc = store_write(&s->store, &sp);
+    ra_free(&ra);
     return rc;
 }
 
@@ -774,6 +1124,7 @@ static int send_rules(conn_t *c, ra_t *ra, srv_t *s, uint32_t only)
         r->count = t->count;
         r->fired = t->fired;
         r->armed = t->armed;
+        r->leaking = t->leaking;
         rl.rules[rl.n_rules++] = r;
     }
     Stackwatch__Reply rep = STACKWATCH__REPLY__INIT;
@@ -846,12 +1197,20 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
     ra_t ra = { 0 };
     int rc;
     switch (req->req_case) {
+    case STACKWATCH__REQUEST__REQ_TICK:
+        if (!srv_clock_is_virtual()) {
+            rc = send_error(c, -EPERM, "tick needs collectord start --test-clock");
+            break;
+        }
+        srv_clock_advance(s, req->tick->advance_ns);
+        __attribute__((fallthrough)); /* answered like a ping */
     case STACKWATCH__REQUEST__REQ_PING: {
         Stackwatch__Pong p = STACKWATCH__PONG__INIT;
         p.pid = (uint32_t)getpid();
         p.clients = s->clients.count;
         p.expire_ms = (uint32_t)(s->opts.expire_ns / 1000000u);
         p.dir = s->rd.dir;
+        p.mono_ns = srv_now();
         r.body_case = STACKWATCH__REPLY__BODY_PONG;
         r.pong = &p;
         return send_reply(c, &r) < 0 ? -1 : 1;
@@ -868,17 +1227,47 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             if ((cl.clients[cl.n_clients] = client_info(&ra, cc, now)))
                 cl.n_clients++;
         r.body_case = STACKWATCH__REPLY__BODY_CLIENTS;
+        if (s->store.n) {
+            /* Then the processes known only from the store. */
+            Stackwatch__ClientInfo **all = ra_alloc(&ra, (cl.n_clients + s->store.n) *
+                                                             sizeof *all);
+            if (!all) {
+                rc = send_error(c, -ENOMEM, "out of memory");
+                break;
+            }
+            memcpy(all, cl.clients, cl.n_clients * sizeof *all);
+            cl.clients = all;
+            for (uint32_t i = 0; i < s->store.n; i++) {
+                const store_rec_t *rec = &s->store.recs[i];
+                if (!rec_served(rec))
+                    continue;
+                Stackwatch__ClientInfo *ci = ra_alloc(&ra, sizeof *ci);
+                if (!ci)
+                    break;
+                *ci = *rec->sp->client;
+                ci->restored = 1;
+                ci->n_series = 0;
+                ci->series = NULL;
+                if (rec->snapshot)
+                    ci->state = (char *)"lost";
+                cl.clients[cl.n_clients++] = ci;
+            }
+        }
         r.clients = &cl;
         rc = send_reply(c, &r);
         break;
     }
     case STACKWATCH__REQUEST__REQ_LEAKS: {
-        int b = build_leaks(s, req->leaks, force, &ra, &r);
+        int b = build_leaks(s, req->leaks, force, &ra, &r, NULL);
         if (b == 0) {
             ra_free(&ra);
             return 0;
         }
+        char msg[160];
+        snprintf(msg, sizeof msg, "no process with pid %u is known (never traced, or ended "
+                 "beyond --retain/--retain-time)", req->leaks->pid);
         rc = b == -EINVAL  ? send_error(c, b, "unknown class (leak, growing, retained, cache, transient)")
+             : b == -ESRCH ? send_error(c, b, msg)
              : b < 0       ? send_error(c, b, "out of memory building the report")
                            : send_reply(c, &r);
         break;
@@ -892,12 +1281,23 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             rc = send_error(c, -ENOMEM, "out of memory");
             break;
         }
+        int known = 0;
         for (client_t *cc = s->clients.head; cc; cc = cc->next) {
-            if (!cc->conn || (req->mark->pid && cc->pid != req->mark->pid))
+            if (req->mark->pid && cc->pid != req->mark->pid)
+                continue;
+            known = 1;
+            if (!cc->conn)
                 continue;
             client_mark(cc, now);
             if ((cl.clients[cl.n_clients] = client_info(&ra, cc, now)))
                 cl.n_clients++;
+            ctl_store_client(s, cc, 1); /* the mark survives a collectord restart */
+        }
+        if (req->mark->pid && !known && !pid_alive(req->mark->pid)) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "no process with pid %u is known", req->mark->pid);
+            rc = send_error(c, -ESRCH, msg);
+            break;
         }
         srv_log("mark set on %zu client(s)", cl.n_clients);
         r.body_case = STACKWATCH__REPLY__BODY_CLIENTS;
@@ -918,9 +1318,12 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             rc = send_error(c, id, err[0] ? err : "cannot add the rule");
             break;
         }
-        srv_log("rule %d added (match '%s', module '%s', stack %016llx, pid %u, signal %d, count %u)",
+        trig_get(&s->trig, (uint32_t)id)->leaking = q->leaking;
+        srv_log("rule %d added (match '%s', module '%s', stack %016llx, pid %u, signal %d, "
+                "count %u%s)",
                 id, q->match ? q->match : "", q->module ? q->module : "",
-                (unsigned long long)q->stack, q->pid, q->signal, q->count);
+                (unsigned long long)q->stack, q->pid, q->signal, q->count,
+                q->leaking ? ", leaking stacks only" : "");
         srv_trig_scan(s);
         rc = send_rules(c, &ra, s, (uint32_t)id);
         break;

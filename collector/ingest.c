@@ -108,6 +108,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     cl->state = CLIENT_CONNECTED;
     c->client = cl;
     mark_exec(s, cl);
+    srv_restore_client(s, cl);
     if (send_welcome(c) < 0) {
         *why = "cannot send welcome";
         return -EIO;
@@ -146,7 +147,7 @@ static int on_stacks(conn_t *c, const Stackwatch__StackDefs *sd, const char **wh
         if (c->srv->trig.n) {
             /* Rules match every stack, present and future. */
             if (trig_needs_symbols(&c->srv->trig))
-                srv_sym_stack(c->srv, c->client, st);
+                srv_sym_stack(c->srv, c->client, st, 0);
             srv_trig_eval(c->srv, c->client, st);
         }
     }
@@ -163,7 +164,8 @@ static void on_note(conn_t *c, const Stackwatch__Note *n)
         frames[i].line = n->python[i]->line;
     }
     cstack_t *st = client_note(c->client, n->addr, n->ts, n->stack, frames, nf,
-                               n->truncated || n->n_python > nf, n->text);
+                               n->truncated || n->n_python > nf, n->text,
+                               (uint32_t)n->py_missing);
     if (!st)
         return;
     st->fired++;
@@ -312,7 +314,8 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
     uint64_t folded = 0;
     for (size_t i = 0; i < nf; i++) {
         int rc = client_fold(cl, b->fold_stack[i], b->fold_count[i], b->fold_bytes[i],
-                             b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i]);
+                             b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i],
+                             b->ts_base);
         if (rc < 0) {
             *why = "out of memory"; /* the figures were checked above */
             return rc;
@@ -344,6 +347,25 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     cl->a_sc_hits = st->stack_cache_hits;
     cl->a_firings = st->firings;
     cl->a_notes_dropped = st->notes_dropped;
+    /* An interpreter the agent found after its hello (dlopen'd libpython). */
+    if (st->python_version && st->python_version != cl->python_version) {
+        int was = cl->python_version != 0;
+        cl->python_version = st->python_version;
+        if (!was)
+            client_python_attached(cl);
+    }
+    if (st->python_status && strcmp(st->python_status, cl->python_status ? cl->python_status : "")) {
+        char *ps = strdup(st->python_status);
+        if (ps) {
+            free(cl->python_status);
+            cl->python_status = ps;
+        }
+    }
+    if (st->armed_sites_full && !cl->a_sites_full)
+        srv_log("pid %u samples allocations: more stacks are armed than its agent watches by "
+                "call site (64); the others fire only when sampled",
+                cl->pid);
+    cl->a_sites_full = st->armed_sites_full;
 }
 
 /* ---------------------------------------------------------------- EventBatch fast path */
@@ -619,6 +641,15 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
         }
         client_gap(c->client, m->gap->lost_events);
         break;
+    case STACKWATCH__AGENT_MSG__MSG_ENDING: {
+        /* Verdicts freeze where the process began to end; a time in our
+         * future (a confused clock) is taken as now. */
+        uint64_t now = srv_now(), ts = m->ending->ts;
+        if (!ts || ts > now)
+            ts = now;
+        client_ending(c->client, ts, m->ending->why);
+        break;
+    }
     case STACKWATCH__AGENT_MSG__MSG_SCAN:
         srv_scan_reply(c->srv, c->client, m->scan);
         break;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +17,8 @@
 #include "sym.h"
 #include "wrap.h"
 #include "signame.h"
+#include "store.h"
+#include "version.h"
 
 #define EXIT_NOT_RUNNING 3
 
@@ -26,15 +29,28 @@ static void usage(FILE *f)
             "                        [--retain N] [--retain-time SECONDS] [--debuginfod]\n"
             "                        [--max-live N] [--on-leak SIG] [--python-captures N]\n"
             "                        [--wrapper REGEX]... [--debug-dir DIR]\n"
+            "                        [--metrics ADDR] [--metrics-top N] [--metrics-clients N]\n"
+            "                        [--state-dir DIR|none]\n"
             "       collectord stop [--dir DIR]\n"
             "       collectord status [--dir DIR]\n"
+            "       collectord --version\n"
             "\n"
             "  --dir DIR            runtime directory (default: $STACKWATCH_DIR,\n"
             "                       else $XDG_RUNTIME_DIR/stackwatch, else /tmp/stackwatch-UID)\n"
             "  --expire SECONDS     age at which an unfreed block counts as expired (default 10)\n"
             "  -f, --foreground     do not daemonize; log to stderr\n"
-            "  --retain N           ended processes kept for queries (default 64)\n"
+            "  --retain N           ended processes kept for queries (default 64), in memory\n"
+            "                       and in the store\n"
             "  --retain-time SECS   ... for at most this long (default 3600)\n"
+            "  --state-dir DIR      where ended processes' reports are stored so they survive a\n"
+            "                       restart (default: DIR/state with --dir or STACKWATCH_DIR,\n"
+            "                       else $XDG_STATE_HOME/stackwatch, else\n"
+            "                       ~/.local/state/stackwatch); 'none': keep nothing on disk\n"
+            "  --metrics ADDR       serve Prometheus/OpenMetrics text at http://ADDR/metrics:\n"
+            "                       HOST:PORT (127.0.0.1:9464; port 0 picks one) or a Unix\n"
+            "                       socket path\n"
+            "  --metrics-top N      stacks exported per process, by rank (default 10)\n"
+            "  --metrics-clients N  running processes exported (default 64)\n"
             "  --debuginfod         let libdw ask debuginfod servers (DEBUGINFOD_URLS)\n"
             "  --max-live N         live blocks tracked per process (default 67108864);\n"
             "                       beyond it allocations are counted, not tracked\n"
@@ -43,6 +59,8 @@ static void usage(FILE *f)
             "                       thread of its next allocation\n"
             "  --wrapper REGEX      also hide leading frames whose function matches (allocation\n"
             "                       wrappers; a built-in list covers new, g_malloc, PyMem_...)\n"
+            "  --test-clock         (tests) time advances only by Tick requests on the control\n"
+            "                       socket, each running one aging and classification pass\n"
             "  --debug-dir DIR      also look for separate debug info in DIR (by build-id:\n"
             "                       DIR/.build-id/xx/rest.debug, or by path/debuglink)\n"
             "  --python-captures N  Python tracebacks captured per leaking stack of a Python\n"
@@ -97,7 +115,7 @@ static void announce(void *arg)
 
 static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
 {
-    char err[RUNDIR_MAX + 256];
+    char err[RUNDIR_MAX + 512];
     if (rundir_prepare(rd, err, sizeof err) < 0) {
         fprintf(stderr, "collectord: %s\n", err);
         return 1;
@@ -183,10 +201,30 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
     else if (!getenv("DEBUGINFOD_TIMEOUT"))
         setenv("DEBUGINFOD_TIMEOUT", "5", 1); /* a short wait per lookup, not 90 s */
 
+    /* One fd per agent, control client and open module: take what the hard
+     * limit allows (up to 64 Ki) rather than the usual soft 1024. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 && rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max < 65536 ? rl.rlim_max : 65536;
+        rl.rlim_cur = want;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     srv_t s;
     memset(&s, 0, sizeof s);
     s.rd = *rd;
     s.opts = *opts;
+    s.metrics.fd = -1;
+    s.metrics.top = opts->metrics_top;
+    s.metrics.max_clients = opts->metrics_clients;
+    if (opts->metrics_addr && metrics_listen(&s.metrics, opts->metrics_addr, err, sizeof err) < 0) {
+        if (ready >= 0)
+            notify(ready, err);
+        else
+            fprintf(stderr, "collectord: %s\n", err);
+        unlink(rd->pidfile);
+        close(pidfd);
+        return 1;
+    }
     if (srv_listen(&s, err, sizeof err) < 0) {
         if (ready >= 0)
             notify(ready, err);
@@ -196,7 +234,31 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
         close(pidfd);
         return 1;
     }
+    if (opts->test_clock) {
+        srv_clock_virtual();
+        srv_log("test clock: time advances only by Tick requests");
+    }
     srv_log("listening in %s (expire %.3fs)", rd->dir, (double)opts->expire_ns / 1e9);
+    if (s.metrics.fd >= 0) {
+        srv_log("metrics on %s%s/metrics", s.metrics.unix_path[0] ? "unix:" : "http://",
+                s.metrics.bound);
+        /* Where a port picked by the kernel (:0) can be read back. */
+        char path[RUNDIR_MAX + 32];
+        snprintf(path, sizeof path, "%s/metrics.addr", rd->dir);
+        FILE *f = fopen(path, "we");
+        if (f) {
+            fprintf(f, "%s\n", s.metrics.bound);
+            fclose(f);
+        }
+    }
+    if (opts->state_dir) {
+        if (store_open(&s.store, opts->state_dir, opts->retain_max, opts->retain_ns, err,
+                       sizeof err) < 0)
+            srv_log("store: %s; ended reports will not survive a restart", err);
+        else
+            srv_log("store: %s (%u report(s) read back, %llu set aside)", opts->state_dir,
+                    store_count(&s.store), (unsigned long long)s.store.set_aside);
+    }
     ready_t rt = { ready, rd->dir };
     srv_run(&s, announce, &rt);
     srv_log("stopped");
@@ -262,6 +324,10 @@ static int cmd_stop(const rundir_t *rd)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "--version")) {
+        printf("collectord (stackwatch) %s\n", STACKWATCH_VERSION);
+        return 0;
+    }
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -270,7 +336,10 @@ int main(int argc, char **argv)
     const char *dir = NULL;
     int foreground = 0;
     srv_opts_t opts = { .expire_ns = 10ull * 1000000000, .retain_max = 64,
-                        .retain_ns = 3600ull * 1000000000, .py_captures = 32 };
+                        .retain_ns = 3600ull * 1000000000, .py_captures = 32,
+                        .metrics_top = METRICS_TOP_DEFAULT,
+                        .metrics_clients = METRICS_CLIENTS_DEFAULT };
+    const char *state_dir = NULL;
     static const struct option lopts[] = {
         { "dir", required_argument, 0, 'd' },
         { "expire", required_argument, 0, 'e' },
@@ -283,6 +352,12 @@ int main(int argc, char **argv)
         { "python-captures", required_argument, 0, 'P' },
         { "wrapper", required_argument, 0, 'W' },
         { "debug-dir", required_argument, 0, 'G' },
+        { "metrics", required_argument, 0, 'M' },
+        { "metrics-top", required_argument, 0, 'T' },
+        { "metrics-clients", required_argument, 0, 'C' },
+        { "state-dir", required_argument, 0, 'A' },
+        { "version", no_argument, 0, 'V' },
+        { "test-clock", no_argument, 0, 'K' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -322,6 +397,9 @@ int main(int argc, char **argv)
             break;
         case 'D':
             opts.debuginfod = 1;
+            break;
+        case 'K':
+            opts.test_clock = 1;
             break;
         case 'L': {
             char *end;
@@ -369,6 +447,38 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'M':
+            if (!*optarg) {
+                fprintf(stderr, "collectord: --metrics wants HOST:PORT or a socket path\n");
+                return 2;
+            }
+            opts.metrics_addr = optarg;
+            break;
+        case 'T':
+        case 'C': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || !*optarg || v < 0 || v > 1000) {
+                fprintf(stderr, "collectord: --metrics-%s %s: not a count in 0..1000\n",
+                        o == 'T' ? "top" : "clients", optarg);
+                return 2;
+            }
+            if (o == 'T')
+                opts.metrics_top = (uint32_t)v;
+            else
+                opts.metrics_clients = (uint32_t)v;
+            break;
+        }
+        case 'A':
+            if (!*optarg) {
+                fprintf(stderr, "collectord: --state-dir wants a directory or 'none'\n");
+                return 2;
+            }
+            state_dir = optarg;
+            break;
+        case 'V':
+            printf("collectord (stackwatch) %s\n", STACKWATCH_VERSION);
+            return 0;
         case 'h':
             usage(stdout);
             return 0;
@@ -386,6 +496,30 @@ int main(int argc, char **argv)
     if (rundir_resolve(&rd, dir, err, sizeof err) < 0) {
         fprintf(stderr, "collectord: %s\n", err);
         return 1;
+    }
+    /* The store: a private collectord (--dir, STACKWATCH_DIR) keeps its own
+     * beside its sockets; the user's default one is in the XDG state dir.
+     * Relative paths are made absolute before the daemon leaves the cwd. */
+    static char sdir[2 * RUNDIR_MAX + 64], maddr[2 * RUNDIR_MAX + 2], fallback[RUNDIR_MAX + 8];
+    char cwd[RUNDIR_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        snprintf(cwd, sizeof cwd, "/");
+    if (state_dir && !strcmp(state_dir, "none"))
+        sdir[0] = '\0';
+    else if (state_dir && state_dir[0] != '/')
+        snprintf(sdir, sizeof sdir, "%s/%s", cwd, state_dir);
+    else if (state_dir)
+        snprintf(sdir, sizeof sdir, "%s", state_dir);
+    else if (dir || getenv("STACKWATCH_DIR"))
+        snprintf(sdir, sizeof sdir, "%s/state", rd.dir);
+    else {
+        snprintf(fallback, sizeof fallback, "%s/state", rd.dir);
+        store_default_dir(sdir, sizeof sdir, fallback);
+    }
+    opts.state_dir = sdir[0] ? sdir : NULL;
+    if (opts.metrics_addr && opts.metrics_addr[0] == '.') {
+        snprintf(maddr, sizeof maddr, "%s/%s", cwd, opts.metrics_addr);
+        opts.metrics_addr = maddr;
     }
     if (!strcmp(cmd, "start"))
         return cmd_start(&rd, &opts, foreground);

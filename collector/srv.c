@@ -39,8 +39,26 @@ void srv_log(const char *fmt, ...)
     fflush(stderr);
 }
 
+/* --test-clock: collectord's "now" is driven by Tick requests (tests),
+ * starting where the real clock was; the aging timer is not started. */
+static int virt_clock;
+static uint64_t virt_now;
+
+void srv_clock_virtual(void)
+{
+    virt_now = srv_now();
+    virt_clock = 1;
+}
+
+int srv_clock_is_virtual(void)
+{
+    return virt_clock;
+}
+
 uint64_t srv_now(void)
 {
+    if (virt_clock)
+        return virt_now;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
@@ -123,7 +141,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---------------------------------------------------------------- symbolization */
 
-void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st)
+void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
 {
     (void)s;
     if (st->sym_state != SYM_NONE || !st->defined)
@@ -164,7 +182,9 @@ void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st)
         j->pc_mod[i] = (int32_t)k;
     }
     st->sym_state = SYM_PENDING;
-    if (sym_submit(j) < 0) {
+    st->sym_urgent = (uint8_t)(urgent != 0);
+    st->sym_tried = srv_now();
+    if (sym_submit(j, urgent) < 0) {
         /* No worker thread: module+offset frames now, never DWARF on the loop. */
         st->sym = sym_fallback(j);
         st->sym_state = st->sym ? SYM_DONE : SYM_NONE;
@@ -228,16 +248,34 @@ void srv_disarm(srv_t *s, client_t *c, cstack_t *st)
 
 void srv_trig_eval(srv_t *s, client_t *c, cstack_t *st)
 {
-    if (!s->trig.n || !c->conn || !st->defined || st->arm_kind == ARM_RULE)
+    if (!s->trig.n || !c->conn || !st->defined || st->arm_kind == ARM_RULE || c->ending)
         return;
     trig_rule_t *r = trig_match(&s->trig, c, st);
     if (!r)
         return;
+    if (c->sample_bytes && c->rule_armed >= SRV_SAMPLED_ARM_BUDGET &&
+        st->klass != CLASS_LEAK && st->klass != CLASS_GROWING)
+        return; /* the agent watches few call sites: leaking stacks get them
+                 * (evaluated again when this one is classified a leak) */
     if (srv_arm(s, c, st, ARM_RULE, r->id, r->sig, r->count) == 0) {
         r->armed++;
+        c->rule_armed++;
         srv_log("rule %u armed stack %016llx of pid %u (%u firings%s)", r->id,
                 (unsigned long long)st->id, c->pid, r->count, r->sig ? ", with a signal" : "");
     }
+}
+
+/* Stacks most likely to be what a rule is after come first: leaking ones,
+ * then the busiest. */
+static int by_need(const void *a, const void *b)
+{
+    const cstack_t *x = *(cstack_t *const *)a, *y = *(cstack_t *const *)b;
+    uint64_t mx = x->exp_b - x->fexp_b, my = y->exp_b - y->fexp_b;
+    if (mx != my)
+        return mx > my ? -1 : 1;
+    if (x->alloc_n != y->alloc_n)
+        return x->alloc_n > y->alloc_n ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
 }
 
 /* ---------------------------------------------------------------- reachability scans */
@@ -501,13 +539,26 @@ void srv_trig_scan(srv_t *s)
     for (client_t *c = s->clients.head; c; c = c->next) {
         if (!c->conn)
             continue;
+        cstack_t **order = names && c->nstacks ? malloc(c->nstacks * sizeof *order) : NULL;
+        uint32_t n = 0;
         for (uint32_t i = 0; i < c->nstacks; i++) {
             cstack_t *st = c->slist[i];
             if (!st || !st->defined)
                 continue;
-            if (names && st->sym_state == SYM_NONE)
-                srv_sym_stack(s, c, st); /* evaluated when its frames are in */
+            if (names && st->sym_state == SYM_NONE) {
+                if (order)
+                    order[n++] = st;
+                else
+                    srv_sym_stack(s, c, st, 0); /* out of memory: in first-use order */
+                continue; /* evaluated when its frames are in */
+            }
             srv_trig_eval(s, c, st);
+        }
+        if (order) {
+            qsort(order, n, sizeof *order, by_need);
+            for (uint32_t i = 0; i < n; i++)
+                srv_sym_stack(s, c, order[i], order[i]->exp_n > order[i]->fexp_n);
+            free(order);
         }
     }
 }
@@ -556,7 +607,10 @@ int srv_signal(srv_t *s, client_t *c, int sig)
  * for a Python client it is armed for a few captures of the Python line. */
 static void on_first_leak(srv_t *s, client_t *c, cstack_t *st)
 {
-    if (!c->conn || st->arm_kind == ARM_RULE)
+    /* Rules deferred by the sampled budget see it now (or once its frames
+     * are in). */
+    srv_trig_eval(s, c, st);
+    if (!c->conn || st->arm_kind == ARM_RULE || c->ending)
         return;
     if (s->opts.on_leak_sig) {
         srv_signal(s, c, s->opts.on_leak_sig);
@@ -632,14 +686,127 @@ static void sym_wake(void *arg)
     ev_async_send(s->loop, &s->sym_async);
 }
 
+static void save_due(srv_t *s, int force);
+
+/* Before a graceful stop: ended reports waiting for symbols are stored as
+ * they are, and every running process gets a snapshot its agent's
+ * reconnect will be merged with. */
+static void store_all(srv_t *s)
+{
+    if (!s->store.on)
+        return;
+    save_due(s, 1);
+    uint32_t n = 0;
+    for (client_t *c = s->clients.head; c; c = c->next)
+        if (c->state == CLIENT_CONNECTED && ctl_store_client(s, c, 1) == 0)
+            n++;
+    if (n)
+        srv_log("store: kept %u running process(es) for their reconnect", n);
+}
+
 /* ---------------------------------------------------------------- timers and signals */
+
+/* ---------------------------------------------------------------- the store */
+
+#define SAVE_WAIT_NS (30ull * 1000000000) /* longest an ended report waits for symbols */
+
+static uint64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void save_queue(srv_t *s, client_t *c)
+{
+    if (!s->store.on)
+        return;
+    if (s->nsaves == s->saves_cap) {
+        uint32_t ncap = s->saves_cap ? s->saves_cap * 2 : 16;
+        srv_save_t *ns = realloc(s->saves, ncap * sizeof *ns);
+        if (!ns) {
+            ctl_store_client(s, c, 0); /* now, with the frames as they are */
+            return;
+        }
+        s->saves = ns;
+        s->saves_cap = ncap;
+    }
+    s->saves[s->nsaves++] = (srv_save_t){ c->serial, srv_now() + SAVE_WAIT_NS };
+    ctl_client_symbolized(s, c);
+}
+
+/* Stores the ended reports whose frames are symbolized (all of them with
+ * force, or past their deadline). */
+static void save_due(srv_t *s, int force)
+{
+    uint64_t now = srv_now();
+    for (uint32_t i = 0; i < s->nsaves;) {
+        client_t *c = client_by_serial(s, s->saves[i].serial);
+        if (c && c->state == CLIENT_CONNECTED) {
+            /* It came back (a reconnect of the same image): stored when it ends. */
+            s->saves[i] = s->saves[--s->nsaves];
+            continue;
+        }
+        if (c && !force && now < s->saves[i].deadline && !ctl_client_symbolized(s, c)) {
+            i++;
+            continue;
+        }
+        if (c)
+            ctl_store_client(s, c, 0);
+        s->saves[i] = s->saves[--s->nsaves];
+    }
+    if (s->store.on && now >= s->next_prune) {
+        /* A taken-over snapshot whose client is gone from memory is only a file now. */
+        for (uint32_t i = 0; i < s->store.n; i++) {
+            store_rec_t *r = &s->store.recs[i];
+            if (r->merged_serial && !client_by_serial(s, r->merged_serial)) {
+                if (r->sp)
+                    stackwatch__stored_process__free_unpacked(r->sp, NULL);
+                r->sp = NULL;
+                r->merged_serial = 0;
+            }
+        }
+        store_prune(&s->store, realtime_ns());
+        s->next_prune = now + 10ull * 1000000000;
+    }
+}
+
+void srv_restore_client(srv_t *s, client_t *c)
+{
+    store_rec_t *r = s->store.on ? store_find_snapshot(&s->store, c->pid, c->instance) : NULL;
+    if (!r)
+        return;
+    uint64_t now = realtime_ns();
+    r->merged_serial = c->serial;
+    r->merged_gap_ms = now > r->end_ns ? (now - r->end_ns) / 1000000u : 0;
+    uint64_t mark_ms = r->sp->client->mark_ms;
+    if (mark_ms && !c->mark_ts) {
+        /* The mark in this boot's monotonic clock; before it: the very start. */
+        int64_t off = (int64_t)(now / 1000000u) - (int64_t)mark_ms;
+        int64_t mono = (int64_t)srv_now() - off * 1000000;
+        c->mark_ts = mono > 0 ? (uint64_t)mono : 1;
+    }
+    srv_log("pid %u reconnected after a collectord restart: merged with its report of %llu "
+            "ms ago", c->pid, (unsigned long long)r->merged_gap_ms);
+}
 
 static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    srv_t *s = w->data;
+    srv_tick(w->data);
+}
+
+void srv_clock_advance(srv_t *s, uint64_t ns)
+{
+    virt_now += ns;
+    srv_tick(s);
+}
+
+void srv_tick(srv_t *s)
+{
     uint64_t now = srv_now();
+    save_due(s, 0);
     for (client_t *c = s->clients.head; c; c = c->next) {
         client_age(c, now);
         client_classify(c, now);
@@ -647,7 +814,7 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
             cstack_t *st = cstack_at(c, c->symq[i]);
             if (st) {
                 st->sym_queued = 0;
-                srv_sym_stack(s, c, st);
+                srv_sym_stack(s, c, st, 0);
             }
         }
         c->nsymq = 0;
@@ -657,6 +824,14 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
                 on_first_leak(s, c, st);
         }
         c->nleakq = 0;
+        for (uint32_t i = 0; i < c->nhotq; i++) {
+            /* Just became a leak: --leaking rules see it now (or once its
+             * frames are in). */
+            cstack_t *st = cstack_at(c, c->hotq[i]);
+            if (st)
+                srv_trig_eval(s, c, st);
+        }
+        c->nhotq = 0;
         rearm_python(s, c);
     }
     scan_check_deadlines(s, now);
@@ -699,6 +874,8 @@ void srv_conn_gone(srv_t *s, conn_t *c)
     client_freeze(cl, end, clean);
     if (clean && cl->said_detach)
         cl->state = CLIENT_DETACHED; /* the process runs on, untraced */
+    if (!s->stopping)
+        save_queue(s, cl);
 }
 
 void srv_stop(srv_t *s)
@@ -733,7 +910,8 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
         period = 1.0;
     ev_timer_init(&s->age_timer, age_cb, period, period);
     s->age_timer.data = s;
-    ev_timer_start(s->loop, &s->age_timer);
+    if (!virt_clock)
+        ev_timer_start(s->loop, &s->age_timer); /* else Tick requests age */
     ev_async_init(&s->sym_async, sym_async_cb);
     s->sym_async.data = s;
     ev_async_start(s->loop, &s->sym_async);
@@ -748,8 +926,11 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
         srv_log("cannot start the symbolizer thread; reports will show module+offset");
     if (ready)
         ready(arg);
+    metrics_start(&s->metrics, s, s->loop);
     ev_run(s->loop, 0);
-    /* Graceful stop: close every connection, release the sockets. */
+    /* Graceful stop: store what is to be kept, close every connection, release the sockets. */
+    store_all(s);
+    metrics_stop(&s->metrics);
     while (s->conns)
         conn_close(s->conns, NULL);
     sym_stop();
@@ -770,5 +951,7 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
     ev_loop_destroy(s->loop);
     trig_free(&s->trig);
     wrap_free();
+    store_close(&s->store);
+    free(s->saves);
     return 0;
 }

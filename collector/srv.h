@@ -8,8 +8,18 @@
 #include "client.h"
 #include "proto/stackwatch.pb-c.h"
 #include "conn.h"
+#include "metrics.h"
+#include "store.h"
 #include "rundir.h"
 #include "trig.h"
+
+/* Test clock (collectord start --test-clock): srv_now() then returns a
+ * time that only Tick requests advance (srv_clock_advance, which also runs
+ * the aging and classification pass); the aging timer does not run. Event
+ * times are the agents' own: a test that drives the clock sends its events
+ * with the times it chose (a fake agent). */
+void srv_clock_virtual(void);
+int srv_clock_is_virtual(void);
 
 typedef struct srv_opts_s {
     uint64_t expire_ns;       /* --expire */
@@ -19,7 +29,18 @@ typedef struct srv_opts_s {
     uint64_t max_live;        /* --max-live: live blocks tracked per client */
     int on_leak_sig;          /* --on-leak SIG: 0 none */
     uint32_t py_captures;     /* --python-captures: auto-armed captures per leaking stack */
+    const char *metrics_addr; /* --metrics ADDR, NULL: off */
+    uint32_t metrics_top;     /* --metrics-top: stacks exported per process */
+    uint32_t metrics_clients; /* --metrics-clients: processes exported */
+    const char *state_dir;    /* --state-dir, NULL: no store */
+    int test_clock;           /* --test-clock: time advances only by Tick requests */
 } srv_opts_t;
+
+/* An ended client whose report waits for symbolization before it is stored. */
+typedef struct srv_save_s {
+    uint64_t serial;          /* the client */
+    uint64_t deadline;        /* store it by then whatever is symbolized (collector clock) */
+} srv_save_t;
 
 typedef struct srv_s {
     struct ev_loop *loop;
@@ -41,6 +62,11 @@ typedef struct srv_s {
     uint64_t events_total;
     uint64_t bad_frames;      /* connections closed for malformed input */
     int stopping;
+    store_t store;            /* ended processes' reports on disk (store.on: enabled) */
+    srv_save_t *saves;        /* clients whose report is to be stored */
+    uint32_t nsaves, saves_cap;
+    uint64_t next_prune;      /* when the store's retention runs next (collector clock) */
+    metrics_t metrics;        /* --metrics endpoint (metrics.fd < 0: off) */
 } srv_t;
 
 /* Log line with a timestamp to stderr (the log file when daemonized). */
@@ -62,7 +88,11 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg);
 void srv_stop(srv_t *s);
 
 /* Queues symbolization of a stack if not done or pending. */
-void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st);
+void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent);
+
+/* A sampled client's agent watches 64 call sites for armed stacks: past
+ * this many rule-armed stacks, only leaking ones are armed. */
+#define SRV_SAMPLED_ARM_BUDGET 48
 
 /* Arms a stack in its (connected) agent: count firings, raising sig (0:
  * none), capturing Python frames where the client has them. kind is ARM_*.
@@ -85,6 +115,12 @@ void srv_trig_scan(srv_t *s);
  * Returns 0, -ENOTCONN, -ESRCH (no handler) or -errno. */
 int srv_signal(srv_t *s, client_t *c, int sig);
 
+/* A new client from a hello: if the store kept a snapshot of the same
+ * process image (pid + agent instance) before a collectord restart, the
+ * client takes it over (reports merge it, the gap is shown) and its mark is
+ * restored. */
+void srv_restore_client(srv_t *s, client_t *c);
+
 /* Starts a reachability scan of a connected client (SCAN_BEGIN to its
  * agent; the rest follows its replies). Returns 0, or -errno with a
  * sentence in err: not connected (-ENOTCONN), an agent without scan support
@@ -100,5 +136,11 @@ void srv_scan_abort(srv_t *s, client_t *c, const char *why);
 
 /* Called by conn_close: forget the connection. */
 void srv_conn_gone(srv_t *s, conn_t *c);
+
+/* One aging and classification pass at srv_now() (the aging timer's). */
+void srv_tick(srv_t *s);
+
+/* Test clock: advances it by ns and runs srv_tick. */
+void srv_clock_advance(srv_t *s, uint64_t ns);
 
 #endif

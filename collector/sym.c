@@ -8,12 +8,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define CACHE_MAX 256
 
 /* libstdc++'s demangler (collectord links -lstdc++). */
 extern char *__cxa_demangle(const char *mangled, char *buf, size_t *len, int *status);
@@ -88,21 +88,42 @@ done:
 
 /* ---------------------------------------------------------------- module cache (worker only) */
 
+/* Resolved frames by file-relative pc, per module: a pc is resolved once
+ * (DWARF scopes and line tables are the slow part) and every stack of every
+ * process that has it shows the same frames. */
+typedef struct fcache_s {
+    uint64_t *keys;        /* rel pc + 1; 0: empty slot */
+    uint32_t *first;       /* its frames: pool[first .. first + count) */
+    uint16_t *count;
+    uint32_t cap, used;    /* slots (a power of two), in use */
+    symframe_t *pool;
+    uint32_t npool, pool_cap;
+} fcache_t;
+
+/* A module: its identity, its resolved frames, and (while it has a place
+ * in the budget of open files) its libdw handle. */
 typedef struct dmod_s {
-    char *path;
+    char *path;            /* NULL: slot unused */
     uint8_t build_id[32];
     uint32_t build_id_len;
-    Dwfl *dwfl;            /* NULL: could not be opened (remembered) */
+    Dwfl *dwfl;            /* open handle, NULL when closed or unusable */
     Dwfl_Module *mod;
     uint64_t last_use;
-    const char *why;       /* reason when unusable */
+    const char *why;       /* reason when unusable for good */
+    int retry;             /* closed, or failed for a reason that may pass: open again */
+    fcache_t fc;           /* kept when the handle is closed */
 } dmod_t;
 
+#define CACHE_MAX 1024     /* modules remembered (their frames) */
 static dmod_t cache[CACHE_MAX];
 static size_t ncache;
 static uint64_t use_clock;
-/* libdw's search path: the module's dir, its .debug/, extra --debug-dir
- * entries, /usr/lib/debug (each also searched by build-id). */
+/* Open libdw handles at most: each holds the module's file and maybe its
+ * separate debug file open; the rest of the fds are collectord's clients'. */
+static size_t open_max = 64, nopen;
+/* A module file opened at or above this fd means few are left for
+ * connections: it is closed again (and an open module with it). */
+static int fd_ceiling = 1 << 30;
 static char debuginfo_buf[4096] = ":.debug:/usr/lib/debug";
 static char *debuginfo_path = debuginfo_buf;
 
@@ -177,28 +198,129 @@ static int build_id_matches(int fd, const sym_mod_t *m)
     return ok;
 }
 
+static void fcache_free(fcache_t *fc)
+{
+    free(fc->keys);
+    free(fc->first);
+    free(fc->count);
+    free(fc->pool);
+    memset(fc, 0, sizeof *fc);
+}
+
+static uint32_t fc_slot(const fcache_t *fc, uint64_t key)
+{
+    uint64_t h = key * 0x9e3779b97f4a7c15ULL;
+    uint32_t i = (uint32_t)(h >> 32) & (fc->cap - 1);
+    while (fc->keys[i] && fc->keys[i] != key)
+        i = (i + 1) & (fc->cap - 1);
+    return i;
+}
+
+/* The cached frames of rel, or NULL (*n = 0). */
+static const symframe_t *fcache_get(const fcache_t *fc, uint64_t rel, uint32_t *n)
+{
+    *n = 0;
+    if (!fc->cap)
+        return NULL;
+    uint32_t i = fc_slot(fc, rel + 1);
+    if (!fc->keys[i])
+        return NULL;
+    *n = fc->count[i];
+    return &fc->pool[fc->first[i]];
+}
+
+/* Remembers frames f[0..n) for rel. Out of memory: not cached (resolved
+ * again next time, to the same result). */
+static void fcache_put(fcache_t *fc, uint64_t rel, const symframe_t *f, uint32_t n)
+{
+    if (!n || n > UINT16_MAX)
+        return;
+    if ((fc->used + 1) * 4 > fc->cap * 3) {
+        uint32_t ncap = fc->cap ? fc->cap * 2 : 256;
+        fcache_t nf = *fc;
+        nf.keys = calloc(ncap, sizeof *nf.keys);
+        nf.first = malloc(ncap * sizeof *nf.first);
+        nf.count = malloc(ncap * sizeof *nf.count);
+        if (!nf.keys || !nf.first || !nf.count) {
+            free(nf.keys);
+            free(nf.first);
+            free(nf.count);
+            return;
+        }
+        nf.cap = ncap;
+        for (uint32_t i = 0; i < fc->cap; i++) {
+            if (!fc->keys[i])
+                continue;
+            uint32_t j = fc_slot(&nf, fc->keys[i]);
+            nf.keys[j] = fc->keys[i];
+            nf.first[j] = fc->first[i];
+            nf.count[j] = fc->count[i];
+        }
+        free(fc->keys);
+        free(fc->first);
+        free(fc->count);
+        fc->keys = nf.keys;
+        fc->first = nf.first;
+        fc->count = nf.count;
+        fc->cap = ncap;
+    }
+    if (fc->npool + n > fc->pool_cap) {
+        uint32_t ncap = fc->pool_cap ? fc->pool_cap : 256;
+        while (ncap < fc->npool + n)
+            ncap *= 2;
+        symframe_t *np = realloc(fc->pool, ncap * sizeof *np);
+        if (!np)
+            return;
+        fc->pool = np;
+        fc->pool_cap = ncap;
+    }
+    uint32_t i = fc_slot(fc, rel + 1);
+    if (fc->keys[i])
+        return; /* already there */
+    memcpy(&fc->pool[fc->npool], f, n * sizeof *f);
+    fc->keys[i] = rel + 1;
+    fc->first[i] = fc->npool;
+    fc->count[i] = (uint16_t)n;
+    fc->npool += n;
+    fc->used++;
+}
+
+static void dmod_close(dmod_t *d)
+{
+    if (d->dwfl) {
+        dwfl_end(d->dwfl);
+        nopen--;
+    }
+    d->dwfl = NULL;
+    d->mod = NULL;
+}
+
 static void dmod_drop(dmod_t *d)
 {
-    if (d->dwfl)
-        dwfl_end(d->dwfl);
+    dmod_close(d);
     free(d->path);
+    fcache_free(&d->fc);
     memset(d, 0, sizeof *d);
 }
 
-static dmod_t *dmod_get(const sym_mod_t *m, uint32_t pid)
+/* The module's entry (identity and frames), made on first use; NULL on ENOMEM. */
+static dmod_t *dmod_get(const sym_mod_t *m)
 {
     for (size_t i = 0; i < ncache; i++) {
         dmod_t *d = &cache[i];
-        if (d->build_id_len == m->build_id_len && strcmp(d->path, m->path) == 0 &&
+        if (d->path && d->build_id_len == m->build_id_len && strcmp(d->path, m->path) == 0 &&
             memcmp(d->build_id, m->build_id, m->build_id_len) == 0) {
             d->last_use = ++use_clock;
             return d;
         }
     }
-    dmod_t *d;
-    if (ncache < CACHE_MAX) {
+    dmod_t *d = NULL;
+    for (size_t i = 0; i < ncache && !d; i++)
+        if (!cache[i].path)
+            d = &cache[i];
+    if (!d && ncache < CACHE_MAX)
         d = &cache[ncache++];
-    } else {
+    if (!d) {
         d = &cache[0];
         for (size_t i = 1; i < ncache; i++)
             if (cache[i].last_use < d->last_use)
@@ -211,25 +333,71 @@ static dmod_t *dmod_get(const sym_mod_t *m, uint32_t pid)
     memcpy(d->build_id, m->build_id, m->build_id_len);
     d->build_id_len = m->build_id_len;
     d->last_use = ++use_clock;
+    d->retry = 1; /* not opened yet */
+    return d;
+}
+
+/* Opens the module's handle if it has none and none failed for good,
+ * closing the least recently used open one past the budget. Returns 1 when
+ * d->mod is usable. */
+static int dmod_open(dmod_t *d, const sym_mod_t *m, uint32_t pid)
+{
+    if (d->mod)
+        return 1;
+    if (!d->retry)
+        return 0;
     if (m->path[0] != '/') {
+        d->retry = 0;
         d->why = "no file";
-        return d;
+        return 0;
+    }
+    while (nopen >= open_max) {
+        dmod_t *lru = NULL;
+        for (size_t i = 0; i < ncache; i++)
+            if (cache[i].dwfl && &cache[i] != d && (!lru || cache[i].last_use < lru->last_use))
+                lru = &cache[i];
+        if (!lru)
+            break;
+        dmod_close(lru);
+        lru->retry = 1; /* its frames stay; reopened when a new pc needs it */
     }
     int fd = open_module(m, pid);
-    if (fd < 0) {
-        d->why = "cannot open";
-        return d;
+    while (fd >= fd_ceiling) {
+        /* fds are allocated lowest first: this one says few are left for
+         * connections. Close an open module and try again; with none left
+         * to close, try this one again later. */
+        close(fd);
+        dmod_t *lru = NULL;
+        for (size_t i = 0; i < ncache; i++)
+            if (cache[i].dwfl && &cache[i] != d && (!lru || cache[i].last_use < lru->last_use))
+                lru = &cache[i];
+        if (!lru) {
+            d->retry = 1;
+            return 0;
+        }
+        dmod_close(lru);
+        lru->retry = 1;
+        fd = open_module(m, pid);
     }
+    if (fd < 0) {
+        /* Gone for good (deleted, replaced, process ended) or, when out of
+         * file descriptors or memory, for now: then it is tried again. */
+        d->retry = errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == EINTR;
+        d->why = "cannot open";
+        return 0;
+    }
+    d->retry = 0;
     if (!build_id_matches(fd, m)) {
         close(fd);
         d->why = "build-id mismatch";
-        return d;
+        return 0;
     }
     Dwfl *dwfl = dwfl_begin(&dwfl_cbs);
     if (!dwfl) {
         close(fd);
+        d->retry = 1;
         d->why = "libdw";
-        return d;
+        return 0;
     }
     dwfl_report_begin(dwfl);
     /* Base 0, relative to p_vaddr: module addresses are the file's own, so
@@ -240,11 +408,12 @@ static dmod_t *dmod_get(const sym_mod_t *m, uint32_t pid)
         close(fd);
         dwfl_end(dwfl);
         d->why = "not an ELF file";
-        return d;
+        return 0;
     }
     d->dwfl = dwfl;
     d->mod = mod;
-    return d;
+    nopen++;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- resolution */
@@ -335,16 +504,48 @@ static const char *die_function(Dwarf_Die *die)
 /* Appends the frames of one pc: the inlined calls innermost first (each at
  * the file:line where it is, i.e. inside the function inlining it), then the
  * physical function at the line of the outermost inlined call site. */
-static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid)
+static void resolve_pc_dwarf(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t *d);
+
+static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid, int *degraded)
 {
-    dmod_t *d = dmod_get(m, pid);
+    dmod_t *d = dmod_get(m);
+    if (d) {
+        uint32_t n;
+        const symframe_t *cf = fcache_get(&d->fc, pc - m->bias, &n);
+        if (cf) {
+            for (uint32_t i = 0; i < n; i++) {
+                symframe_t *f = fvec_push(v);
+                if (!f)
+                    return;
+                *f = cf[i];
+                f->addr = pc;
+            }
+            return;
+        }
+        if (dmod_open(d, m, pid)) {
+            uint32_t first = v->n;
+            resolve_pc_dwarf(v, pc, m, d);
+            if (v->n > first)
+                fcache_put(&d->fc, pc - m->bias, &v->f[first], v->n - first);
+            return;
+        }
+    }
+    if (!d || d->retry)
+        *degraded = 1; /* may resolve later: the stack is done again when asked */
     symframe_t *f = fvec_push(v);
     if (!f)
         return;
     f->addr = pc;
     frame_module(f, m);
-    if (!d || !d->mod)
+}
+
+static void resolve_pc_dwarf(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t *d)
+{
+    symframe_t *f = fvec_push(v);
+    if (!f)
         return;
+    f->addr = pc;
+    frame_module(f, m);
     /* A return address: the call is the instruction before it. */
     Dwarf_Addr rel = pc - m->bias;
     Dwarf_Addr q = rel ? rel - 1 : rel;
@@ -406,9 +607,10 @@ static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid)
 void sym_resolve_now(sym_job_t *j)
 {
     fvec_t v = { 0 };
+    int degraded = 0;
     for (uint32_t i = 0; i < j->npcs; i++) {
         if (j->pc_mod[i] >= 0 && (uint32_t)j->pc_mod[i] < j->nmods) {
-            resolve_pc(&v, j->pcs[i], &j->mods[j->pc_mod[i]], j->pid);
+            resolve_pc(&v, j->pcs[i], &j->mods[j->pc_mod[i]], j->pid, &degraded);
         } else {
             symframe_t *f = fvec_push(&v);
             if (f)
@@ -418,6 +620,7 @@ void sym_resolve_now(sym_job_t *j)
     symres_t *r = calloc(1, sizeof *r + v.n * sizeof(symframe_t));
     if (r) {
         r->n = v.n;
+        r->degraded = (uint8_t)degraded;
         memcpy(r->f, v.f, v.n * sizeof(symframe_t));
     }
     free(v.f);
@@ -428,7 +631,9 @@ void sym_resolve_now(sym_job_t *j)
 
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
-static sym_job_t *q_head, *q_tail, *done_head, *done_tail;
+/* Two queues: urgent (a report or a rule waits for it) before the rest
+ * (eager symbolization of stacks that began to expire). */
+static sym_job_t *u_head, *u_tail, *q_head, *q_tail, *done_head, *done_tail;
 static size_t backlog;
 static int stopping, started;
 static pthread_t worker;
@@ -440,14 +645,22 @@ static void *worker_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&q_lock);
     for (;;) {
-        while (!q_head && !stopping)
+        while (!u_head && !q_head && !stopping)
             pthread_cond_wait(&q_cond, &q_lock);
         if (stopping)
             break;
-        sym_job_t *j = q_head;
-        q_head = j->next;
-        if (!q_head)
-            q_tail = NULL;
+        sym_job_t *j;
+        if (u_head) {
+            j = u_head;
+            u_head = j->next;
+            if (!u_head)
+                u_tail = NULL;
+        } else {
+            j = q_head;
+            q_head = j->next;
+            if (!q_head)
+                q_tail = NULL;
+        }
         pthread_mutex_unlock(&q_lock);
         j->next = NULL;
         sym_resolve_now(j);
@@ -469,6 +682,19 @@ int sym_start(void (*wake)(void *arg), void *arg)
     wake_fn = wake;
     wake_arg = arg;
     elf_version(EV_CURRENT);
+    /* Open modules: up to a third of the fds left after a reserve for
+     * connections, within [4, 256]; more modules are closed and reopened. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        rlim_t room = rl.rlim_cur > 160 ? (rl.rlim_cur - 128) / 3 : 4;
+        open_max = room < 4 ? 4 : room > 256 ? 256 : (size_t)room;
+        rlim_t reserve = rl.rlim_cur / 4 > 16 ? rl.rlim_cur / 4 : 16;
+        if (reserve > 256)
+            reserve = 256;
+        fd_ceiling = rl.rlim_cur > reserve ? (int)(rl.rlim_cur - reserve) : 0;
+    } else {
+        open_max = 256;
+    }
     int rc = pthread_create(&worker, NULL, worker_main, NULL);
     if (rc != 0)
         return -rc;
@@ -491,32 +717,67 @@ void sym_stop(void)
         n = j->next;
         sym_job_free(j);
     }
+    for (sym_job_t *j = u_head, *n; j; j = n) {
+        n = j->next;
+        sym_job_free(j);
+    }
     for (sym_job_t *j = done_head, *n; j; j = n) {
         n = j->next;
         sym_job_free(j);
     }
-    q_head = q_tail = done_head = done_tail = NULL;
+    q_head = q_tail = u_head = u_tail = done_head = done_tail = NULL;
     backlog = 0;
     for (size_t i = 0; i < ncache; i++)
         dmod_drop(&cache[i]);
     ncache = 0;
 }
 
-int sym_submit(sym_job_t *j)
+static void push_tail(sym_job_t **head, sym_job_t **tail, sym_job_t *j)
+{
+    j->next = NULL;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
+int sym_submit(sym_job_t *j, int urgent)
 {
     j->next = NULL;
     if (!started)
         return -ESRCH;
     pthread_mutex_lock(&q_lock);
-    if (q_tail)
-        q_tail->next = j;
+    if (urgent)
+        push_tail(&u_head, &u_tail, j);
     else
-        q_head = j;
-    q_tail = j;
+        push_tail(&q_head, &q_tail, j);
     backlog++;
     pthread_cond_signal(&q_cond);
     pthread_mutex_unlock(&q_lock);
     return 0;
+}
+
+int sym_promote(uint64_t client_serial, uint32_t stack_index)
+{
+    int moved = 0;
+    pthread_mutex_lock(&q_lock);
+    sym_job_t *prev = NULL;
+    for (sym_job_t *j = q_head; j; prev = j, j = j->next) {
+        if (j->client_serial != client_serial || j->stack_index != stack_index)
+            continue;
+        if (prev)
+            prev->next = j->next;
+        else
+            q_head = j->next;
+        if (q_tail == j)
+            q_tail = prev;
+        push_tail(&u_head, &u_tail, j);
+        moved = 1;
+        break;
+    }
+    pthread_mutex_unlock(&q_lock);
+    return moved;
 }
 
 sym_job_t *sym_take_done(void)

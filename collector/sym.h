@@ -21,6 +21,7 @@ typedef struct symframe_s {
 
 typedef struct symres_s {
     uint32_t n;             /* frames */
+    uint8_t degraded;       /* a module could not be read for a reason that may pass */
     symframe_t f[];         /* innermost first */
 } symres_t;
 
@@ -53,9 +54,14 @@ int sym_start(void (*wake)(void *arg), void *arg);
 /* Stops and joins the worker; pending jobs are freed. */
 void sym_stop(void);
 
-/* Queues a job (ownership passes to the symbolizer until sym_take_done).
- * Returns 0, or -ESRCH when no worker runs (the caller keeps the job). */
-int sym_submit(sym_job_t *j);
+/* Queues a job (ownership passes to the symbolizer until sym_take_done),
+ * urgent ones (a report or a rule waits) before the others. Returns 0, or
+ * -ESRCH when no worker runs (the caller keeps the job). */
+int sym_submit(sym_job_t *j, int urgent);
+
+/* Moves a queued, not yet started job of that stack to the urgent queue.
+ * Returns 1 if it did, 0 if there was none waiting. O(queued jobs). */
+int sym_promote(uint64_t client_serial, uint32_t stack_index);
 
 /* Takes one finished job, or NULL. Loop thread. */
 sym_job_t *sym_take_done(void);

@@ -142,6 +142,8 @@ static int rule_matches(const trig_rule_t *r, const client_t *c, const cstack_t 
 {
     if (r->pid && r->pid != c->pid)
         return 0;
+    if (r->leaking && s->klass != CLASS_LEAK && s->klass != CLASS_GROWING)
+        return 0; /* not (yet) a leak: evaluated again when it becomes one */
     if (r->stack_id && r->stack_id != s->id)
         return 0;
     if (!r->match && !r->module)

@@ -24,6 +24,7 @@ typedef struct trig_rule_s {
     uint32_t count;          /* firings per stack */
     uint64_t fired;          /* firings reported (notes received) */
     uint32_t armed;          /* stacks armed by this rule */
+    int leaking;             /* only stacks with may-leak blocks */
     struct trig_rule_s *next;
 } trig_rule_t;
 

@@ -26,6 +26,7 @@ import threading
 import traceback
 
 __all__ = ["install", "last_fire"]
+__version__ = "0.9.0"  # kept equal to collector/version.h (make check-install compares)
 
 _lib = None
 

@@ -5,7 +5,7 @@ set -eu
 PKGS="build-essential pkg-config libunwind-dev libprotobuf-c-dev protobuf-c-compiler
 libev-dev libdw-dev libelf-dev libcmocka-dev python3 python3-numpy python3.11-dev clang
 libclang-rt-14-dev elfutils binutils zlib1g-dev golang-github-google-pprof-dev golang-go
-chromium"
+chromium libffi-dev xz-utils prometheus man-db groff-base mandoc"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -123,7 +123,7 @@ static void age_tick(srv_t *s, int mode)
             if (cstack_at(c, idx)) {
                 cstack_at(c, idx)->sym_queued = 0;
                 /* No worker runs here: module+offset frames, synchronously. */
-                srv_sym_stack(s, c, cstack_at(c, idx));
+                srv_sym_stack(s, c, cstack_at(c, idx), 0);
             }
         }
         c->nsymq = 0;

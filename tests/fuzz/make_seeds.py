@@ -86,7 +86,7 @@ def hello(instance=INSTANCE, version=PROTO_VERSION, pid=4242, exe="/usr/bin/demo
         b += f_bytes(14, python_status)
     if sample_bytes:
         b += f_varint(15, sample_bytes)
-    b += f_varint(16, 1 if attached else 0) + f_varint(17, flusher_tid)
+    b += f_varint(30, 1 if attached else 0) + f_varint(31, flusher_tid)
     return agent_msg(1, b)
 
 
@@ -196,14 +196,14 @@ def gap(lost, from_ts, to_ts):
 
 def bye(ts, detached=False):
     # An empty Goodbye still selects the oneof member: encode the field even if 0.
-    return agent_msg(8, f_varint(1, ts) + f_varint(2, 1 if detached else 0))
+    return agent_msg(8, f_varint(1, ts) + f_varint(30, 1 if detached else 0))
 
 
 def scan_reply(token, phase, watermark=0, regions=(), busy=0, ptracer=0):
     """A ScanReply no scan asked for (collectord ignores it)."""
     b = f_fixed64(1, token) + f_varint(2, phase) + f_varint(3, watermark)
     b += f_packed(4, list(regions)) + f_varint(5, busy) + f_varint(6, ptracer & ((1 << 64) - 1))
-    return agent_msg(9, b)
+    return agent_msg(30, b)
 
 
 # ---------------------------------------------------------------- a plausible process

@@ -33,7 +33,7 @@ def prog(name):
     return os.path.join(PROGS, name)
 
 
-def wait_until(fn, timeout=15.0, interval=0.05, what="condition"):
+def wait_until(fn, timeout=30.0, interval=0.05, what="condition"):
     """Polls fn() until it returns a truthy value; returns it. Raises on timeout."""
     deadline = time.monotonic() + timeout
     last = None
@@ -92,7 +92,7 @@ def markers(src, tag="LEAK"):
 class Collector:
     """collectord -f in a private directory; stopped and checked on close."""
 
-    def __init__(self, expire=0.5, extra=(), dirpath=None):
+    def __init__(self, expire=0.5, extra=(), dirpath=None, nofile=None):
         self.tmp = tempfile.mkdtemp(prefix="swtest-")
         self.dir = dirpath or os.path.join(self.tmp, "run")
         self.logpath = os.path.join(self.tmp, "collectord.log")
@@ -100,7 +100,12 @@ class Collector:
         self.expire = expire
         cmd = [os.path.join(BUILD, "collectord"), "start", "-f", "--dir", self.dir,
                "--expire", str(expire)] + list(extra)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        def limit():
+            if nofile:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     preexec_fn=limit if nofile else None)
         line = self.proc.stdout.readline()
         if "running in the foreground" not in line:
             self.proc.wait(5)

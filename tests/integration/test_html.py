@@ -57,6 +57,24 @@ SELFTEST = """<script>
       document.getElementById('flame-reset').click();
       out.resetRects = document.querySelectorAll('#flame-svg rect').length;
     }
+    function rowLabels(y) {
+      var labels = [];
+      Array.prototype.forEach.call(document.querySelectorAll('#flame-svg g[transform]'),
+        function (g) {
+          var m = /translate\(([-\d.]+),(\d+)\)/.exec(g.getAttribute('transform'));
+          var t = g.querySelector('text');
+          if (m && +m[2] === y && t) labels.push(t.textContent);
+        });
+      return labels;
+    }
+    out.tdOrder = document.body.dataset.flameOrder;
+    out.tdRow2 = rowLabels(38);
+    document.querySelector('button[data-order=bu]').click();
+    out.buOrder = document.body.dataset.flameOrder;
+    out.buRow2 = rowLabels(38);
+    out.buNote = document.getElementById('flame-note').textContent;
+    document.querySelector('button[data-order=td]').click();
+    out.backRow2 = rowLabels(38);
     var row = document.querySelector('#stacks tbody.stack tr.row');
     var detail = row.parentNode.querySelector('tr.detail');
     out.detailBefore = getComputedStyle(detail).display;
@@ -205,6 +223,15 @@ class HtmlReportTest(unittest.TestCase):
         self.assertTrue(st["resetEnabled"])
         self.assertLess(st["zoomedRects"], st["flameRects"])
         self.assertEqual(st["resetRects"], st["flameRects"])
+        # Bottom-up: the allocation sites are the first row under the process;
+        # top-down: the outermost caller is.
+        self.assertEqual((st["tdOrder"], st["buOrder"]), ("td", "bu"))
+        self.assertTrue(st["tdRow2"] and all(l.startswith("_start") for l in st["tdRow2"]),
+                        st["tdRow2"])
+        self.assertTrue(any(l.startswith("leak_") for l in st["buRow2"]), st["buRow2"])
+        self.assertFalse(any(l.startswith("_start") for l in st["buRow2"]), st["buRow2"])
+        self.assertTrue(st["buNote"].startswith("bottom-up: allocation site on top"))
+        self.assertEqual(st["backRow2"], st["tdRow2"])
         self.assertEqual((st["detailBefore"], st["detailAfter"]), ("none", "table-row"))
         self.assertIn("main", st["detailText"])
 

@@ -62,10 +62,10 @@ class ClassificationTest(unittest.TestCase):
                 time.sleep(0.1)
             self.assertIsNotNone(settled, history[-5:])
             self.assertTrue(evicted)
-            # The leak's first block expires at about t = expire (plus one
-            # aging tick and the start-up); it must be a leak by 2x expire after.
+            # How soon it becomes a leak is asserted with a driven clock
+            # (test_clock.py): here, on a machine as busy as it may be, only
+            # that it does.
             self.assertIsNotNone(leak_at)
-            self.assertLess(leak_at, expire + 2 * expire + 0.35, history[:10])
             leak = settled["steady_leak"]
             self.assertGreater(leak["confidence"], 0.8)
             self.assertGreater(leak["growth_bytes_per_min"], 0)

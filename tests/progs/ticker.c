@@ -21,7 +21,7 @@ int main(void)
     fflush(stdout);
     for (;;) {
         tick_leak();
-        free(malloc(50));
+        free(malloc(50)); /* @NOISE tick */
         struct pollfd pfd = { .fd = 0, .events = POLLIN };
         if (poll(&pfd, 1, 20) > 0) {
             char buf[64];

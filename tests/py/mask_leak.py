@@ -1,9 +1,12 @@
 """The write-up's leak: numpy boolean-mask subscripts, one line keeping its
 result forever, one line (same C stack) dropping it. Optional worker thread.
-Runs until stdin reaches EOF.   usage: mask_leak.py [thread]"""
+Runs until stdin reaches EOF, or for N seconds with --seconds N (then stdin
+is not read: fine in the background of a shell).
+usage: mask_leak.py [thread] [--seconds N]"""
 import select
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -31,7 +34,18 @@ def work(stop):
 
 def main():
     stop = threading.Event()
-    if len(sys.argv) > 1 and sys.argv[1] == "thread":
+    if "--seconds" in sys.argv:
+        seconds = float(sys.argv[sys.argv.index("--seconds") + 1])
+        a = np.arange(20000, dtype=np.float64)
+        mask = a % 3 == 0
+        end = time.monotonic() + seconds
+        print("running for %g s" % seconds, flush=True)
+        while time.monotonic() < end:
+            for _ in range(20):
+                harmless(a, mask)
+            leaky(a, mask)
+            time.sleep(0.01)
+    elif len(sys.argv) > 1 and sys.argv[1] == "thread":
         t = threading.Thread(target=work, args=(stop,), name="worker")
         t.start()
         print("ready", flush=True)

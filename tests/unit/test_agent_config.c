@@ -491,6 +491,84 @@ static void test_inherit_strips_preload(void **state)
     assert_non_null(strstr(logbuf, "STACKWATCH_INHERIT=nope"));
 }
 
+/* ------------------------------------------------------------------ bad STACKWATCH_EXE, STACKWATCH_LOG */
+
+static void test_bad_exe_filter(void **state)
+{
+    (void)state;
+    char logbuf[4096];
+    assert_null(cfg_exe_check(NULL));
+    assert_null(cfg_exe_check(""));
+    assert_null(cfg_exe_check("python3*,myserver"));
+    assert_non_null(cfg_exe_check("python3*,"));
+    assert_non_null(cfg_exe_check(",app"));
+    assert_non_null(cfg_exe_check("a,,b"));
+    char longpat[300];
+    memset(longpat, 'x', sizeof longpat - 1);
+    longpat[sizeof longpat - 1] = '\0';
+    assert_non_null(cfg_exe_check(longpat));
+    longpat[256] = '\0';
+    assert_non_null(cfg_exe_check(longpat)); /* 256 bytes */
+    longpat[255] = '\0';
+    assert_null(cfg_exe_check(longpat));     /* 255: the longest */
+
+    /* One message, and the default (every program) is used. */
+    setenv("STACKWATCH_EXE", "other,,python*", 1);
+    cfg_load("/usr/bin/app");
+    assert_int_equal(cfg.enabled, 1);
+    assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 1);
+    assert_non_null(strstr(logbuf, "STACKWATCH_EXE=other,,python*: an empty pattern"));
+    assert_non_null(strstr(logbuf, "tracing every program"));
+}
+
+/* Runs log_open(spec) with stderr sent to a file; returns what was written
+ * there (the fallback's message) in buf, and reopens the test's log. */
+static int log_open_capture(const char *spec, char *buf, size_t cap)
+{
+    char errpath[] = "/tmp/sw_test_config_err.XXXXXX";
+    int efd = mkstemp(errpath);
+    assert_true(efd >= 0);
+    int saved = dup(2);
+    dup2(efd, 2);
+    log_open(spec);
+    int fd = log_fd();
+    log_msg("probe");
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(efd, buf, cap - 1, 0);
+    close(efd);
+    unlink(errpath);
+    buf[n > 0 ? n : 0] = '\0';
+    log_open(log_path);
+    return fd;
+}
+
+static void test_bad_log_spec(void **state)
+{
+    (void)state;
+    char buf[4096];
+    log_open_capture("fd:abc", buf, sizeof buf);
+    assert_non_null(strstr(buf, "STACKWATCH_LOG=fd:abc is not fd:N (a descriptor number); "
+                                "writing to stderr\n"));
+    assert_non_null(strstr(buf, "probe\n")); /* and the log does go to stderr */
+    log_open_capture("fd:", buf, sizeof buf);
+    assert_non_null(strstr(buf, "STACKWATCH_LOG=fd: is not fd:N"));
+    log_open_capture("fd:987", buf, sizeof buf);
+    assert_non_null(strstr(buf, "STACKWATCH_LOG=fd:987: descriptor 987 is not open; "
+                                "writing to stderr"));
+    log_open_capture("/nonexistent-dir/x.log", buf, sizeof buf);
+    assert_non_null(strstr(buf, "STACKWATCH_LOG=/nonexistent-dir/x.log: cannot open it (No "
+                                "such file or directory); writing to stderr"));
+    /* Good values say nothing. */
+    log_open_capture("none", buf, sizeof buf);
+    assert_string_equal(buf, "");
+    log_open_capture("stderr", buf, sizeof buf);
+    assert_null(strstr(buf, "STACKWATCH_LOG"));
+    assert_non_null(strstr(buf, "probe"));
+    log_open_capture("fd:2", buf, sizeof buf);
+    assert_null(strstr(buf, "STACKWATCH_LOG"));
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup(f, test_setup)
@@ -508,6 +586,8 @@ int main(void)
         T(test_load_disable_and_filter),
         T(test_load_bad_dir),
         T(test_inherit_strips_preload),
+        T(test_bad_exe_filter),
+        T(test_bad_log_spec),
     };
 #undef T
     return cmocka_run_group_tests_name("agent_config", tests, group_setup, group_teardown);

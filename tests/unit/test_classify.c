@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -187,6 +188,107 @@ static void test_retained_startup_table(void **state)
     assert_true(v.confidence > 0.8);
 }
 
+/* Runs a leak that allocates one block per tick while `on(t)`, never frees,
+ * with blocks expiring EXP after allocation; returns the verdict per tick. */
+typedef int (*phase_fn)(int t);
+
+static void run_pattern(sim_t *m, phase_fn on, int ticks, verdict_t *out)
+{
+    /* Allocation tick of every block (to expire them EXP later). */
+    static uint64_t born[4096];
+    int nborn = 0, nexp = 0;
+    for (int t = 0; t < ticks; t++) {
+        if (on(t) && nborn < 4096) {
+            born[nborn++] = m->now + 30 * MS;
+            m->in.alloc_n++;
+            m->in.live_n++;
+            m->in.live_b += 1000;
+        }
+        while (nexp < nborn && born[nexp] + EXP <= m->now + 30 * MS) {
+            nexp++;
+            m->in.exp_n++;
+            m->in.may_n++;
+            m->in.may_b += 1000;
+        }
+        out[t] = step(m);
+        if (getenv("CLS_DEBUG"))
+            fprintf(stderr, "t=%d exp=%lu class=%d conf=%.2f ep=%u epw=%u flat=%u\n", t, (unsigned long)m->in.exp_n, out[t].klass, out[t].confidence, m->c.episodes, m->c.ep_windows, m->c.flat_run);
+    }
+}
+
+/* The issue's leak: 3 s on, 6 s off, three times, at a 1 s expire; here
+ * in expire times (10 ticks): 3 on, 6 off. */
+static int bursty(int t)
+{
+    return t < 270 && (t % 90) < 30;
+}
+
+static void test_bursty_leak_stays_leak_through_pauses(void **state)
+{
+    (void)state;
+    sim_t m = { .now = 1000 * MS };
+    static verdict_t v[400];
+    run_pattern(&m, bursty, 400, v);
+    int first = -1;
+    for (int t = 0; t < 400; t++) {
+        if (first < 0 && v[t].klass == CLASS_LEAK)
+            first = t;
+        if (first >= 0) /* through its pauses and after */
+            assert_int_equal(v[t].klass, CLASS_LEAK);
+    }
+    assert_true(first >= 0 && first < 30); /* during the first burst */
+    /* After three bursts: step growth, a leak for good. */
+    assert_true(v[399].confidence >= 0.8);
+    assert_true(v[399].growth_per_min > 0);
+}
+
+/* One block every 3.3 expire times: a leak that skips windows. */
+static int slow(int t)
+{
+    return t % 33 == 0;
+}
+
+static void test_slow_leak_is_a_leak(void **state)
+{
+    (void)state;
+    sim_t m = { .now = 1000 * MS };
+    static verdict_t v[400];
+    run_pattern(&m, slow, 400, v);
+    for (int t = 200; t < 400; t++)
+        assert_int_equal(v[t].klass, CLASS_LEAK);
+}
+
+/* One sustained run, then a long pause: a leak while the pause is short
+ * against the run, retained once it is far longer (a long start-up). */
+static int one_run(int t)
+{
+    return t < 40;
+}
+
+static void test_single_run_then_long_pause(void **state)
+{
+    (void)state;
+    sim_t m = { .now = 1000 * MS };
+    static verdict_t v[800];
+    run_pattern(&m, one_run, 800, v);
+    for (int t = 12; t < 400; t++) /* from its second tick with an expired block */
+        assert_int_equal(v[t].klass, CLASS_LEAK);
+    assert_int_equal(v[799].klass, CLASS_RETAINED);
+}
+
+/* Nothing expired, ever: transient; something expired: never transient,
+ * even without classification state. */
+static void test_transient_only_without_expiry(void **state)
+{
+    (void)state;
+    cls_in_t in = { .exp_n = 2, .may_n = 2, .may_b = 200, .live_n = 2, .alloc_n = 2 };
+    verdict_t v = classify_tick(NULL, 1000 * MS, EXP, &in);
+    assert_int_not_equal(v.klass, CLASS_TRANSIENT);
+    in.exp_n = in.may_n = in.may_b = 0;
+    v = classify_tick(NULL, 1000 * MS, EXP, &in);
+    assert_int_equal(v.klass, CLASS_TRANSIENT);
+}
+
 static void test_names_and_weights(void **state)
 {
     (void)state;
@@ -250,6 +352,10 @@ int main(void)
         cmocka_unit_test(test_cache_never_leak_after_eviction),
         cmocka_unit_test(test_growing_with_evictions),
         cmocka_unit_test(test_retained_startup_table),
+        cmocka_unit_test(test_bursty_leak_stays_leak_through_pauses),
+        cmocka_unit_test(test_slow_leak_is_a_leak),
+        cmocka_unit_test(test_single_run_then_long_pause),
+        cmocka_unit_test(test_transient_only_without_expiry),
         cmocka_unit_test(test_names_and_weights),
         cmocka_unit_test(test_wrappers),
     };

@@ -92,7 +92,7 @@ static void free_ok(client_t *c, uint64_t addr, uint64_t ts)
 static cstack_t *note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
                       const pyframe_t *fr, uint32_t n, const char *text)
 {
-    return client_note(c, addr, ts, stack, fr, n, 0, text);
+    return client_note(c, addr, ts, stack, fr, n, 0, text, 0);
 }
 
 /* The pytb tied to the live block at addr, or NULL. */
