@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,13 +147,30 @@ static int img_alloc(img_t *m)
     return 0;
 }
 
+/* MemAvailable from /proc/meminfo, bytes (0: unknown). */
+static uint64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f)
+        return 0;
+    char line[128];
+    uint64_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %" SCNu64 " kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb * 1024;
+}
+
 /* Before the process is stopped: a buffer for about what the copy will
- * need (pages that exist in its private writable mappings, plus a margin). */
-static void img_prepare(img_t *m, pid_t pid)
+ * need (pages that exist in its private writable mappings, plus a margin).
+ * Returns 0, or -E2BIG when that is more than half the memory available
+ * (a scan must not take collectord, or the machine, down), -ENOMEM. */
+static int img_prepare(img_t *m, pid_t pid, char *err, size_t errlen)
 {
     maps_t mp;
     if (maps_read(&mp, pid) < 0)
-        return;
+        return 0; /* said when the worker reads it again */
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/pagemap", (int)pid);
     int pm = open(path, O_RDONLY | O_CLOEXEC);
@@ -179,8 +197,20 @@ static void img_prepare(img_t *m, pid_t pid)
     free(ent);
     maps_free(&mp);
     total += total / 8 + (4u << 20);
+    uint64_t avail = mem_available();
+    if (avail && total > avail / 2) {
+        snprintf(err, errlen, "the copy would take %.1f GiB, more than half the %.1f GiB of "
+                              "memory available: not scanned",
+                 total / 1073741824.0, avail / 1073741824.0);
+        return -E2BIG;
+    }
     m->buf = populated(total);
     m->map_len = m->buf ? total : 0;
+    if (!m->buf) {
+        snprintf(err, errlen, "cannot map %.1f MiB for the copy", total / 1048576.0);
+        return -ENOMEM;
+    }
+    return 0;
 }
 
 static void img_free(img_t *m)
@@ -352,13 +382,17 @@ static void *worker(void *arg)
     uint64_t *vals = NULL;
     int pm = -1, frozen = 0;
     /* Buffers first, while the process runs. */
-    img_prepare(&img, j->pid);
+    int rc = img_prepare(&img, j->pid, err, sizeof err);
+    if (rc < 0) {
+        fail(j, rc, err);
+        goto out;
+    }
     if (j->live_hint) {
         size_t cap = j->live_hint + j->live_hint / 4 + 1024;
         j->snap = populated(cap * sizeof *j->snap);
         j->snap_cap = j->snap ? cap : 0;
     }
-    int rc = trc_freeze(&tr, j->pid, j->skip, 1000, err, sizeof err);
+    rc = trc_freeze(&tr, j->pid, j->skip, 1000, err, sizeof err);
     if (rc == -EPERM && trc_yama_scope() == 1) {
         /* Only an ancestor may trace it: ask its agent to allow us. */
         set_stage(j, SCAN_NEED_TRACER);
