@@ -52,15 +52,17 @@ COLL_CFLAGS = $(CFLAGS_COMMON)
 
 AGENT_LIBS = -lunwind -lprotobuf-c -lpthread -ldl -lm
 COLL_LIBS = -lev -lprotobuf-c -ldw -lelf -lpthread -lstdc++ -lm
-CLI_LIBS = -lprotobuf-c -lz
+CLI_LIBS = -lprotobuf-c -lz -lelf
 
 AGENT_SRC = $(wildcard agent/*.c)
-AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c,$(AGENT_SRC))
+AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_SRC))
 CLI_ONLY_SRC = collector/cli.c collector/cli_render.c collector/cli_report.c collector/cli_pprof.c \
-	collector/cli_html.c collector/cli_py.c collector/cli_diff.c collector/json.c
+	collector/cli_html.c collector/cli_py.c collector/cli_diff.c collector/json.c collector/cli_attach.c \
+	collector/inject.c collector/elfsym.c
 COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
 COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
-CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c
+CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c \
+	collector/procmaps.c collector/tracee.c
 PROTO_SRC = proto/frame.c
 
 AGENT_OBJ = $(patsubst %.c,$(BUILD)/obj/pic/%.o,$(AGENT_SRC) $(PROTO_SRC)) $(PB_PIC_O)
@@ -154,7 +156,7 @@ $(BUILD)/progs/%.so: tests/progs/%.c
 
 $(BUILD)/progs/%: tests/progs/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(PROG_CFLAGS) -o $@ $< -lpthread -ldl
+	$(CC) $(PROG_CFLAGS) -o $@ $< -lpthread -ldl -lm
 
 $(BUILD)/progs/%: tests/progs/%.cpp
 	@mkdir -p $(dir $@)
@@ -335,7 +337,8 @@ build/fuzz/fuzz_agent_commands: tests/fuzz/fuzz_agent_commands.c build/fuzz/gen/
 	$(FUZZ_CC) $(FUZZ_FLAGS) -I$(PYTHON_INCLUDE) -DUNW_LOCAL_ONLY -o $@ $< \
 		build/fuzz/gen/proto/stackwatch.pb-c.c $(AGENT_FUZZ_SRC) $(AGENT_LIBS)
 
-CLI_FUZZ_SRC = $(filter-out collector/cli.c,$(CLI_ONLY_SRC)) collector/signame.c $(PROTO_SRC)
+CLI_FUZZ_SRC = collector/cli_render.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c \
+	collector/cli_py.c collector/json.c collector/signame.c $(PROTO_SRC)
 build/fuzz/fuzz_cli_replies: tests/fuzz/fuzz_cli_replies.c build/fuzz/gen/proto/stackwatch.pb-c.c \
 		build/fuzz/gen/pprof/profile.pb-c.c $(CLI_FUZZ_SRC) $(wildcard collector/*.h proto/*.h)
 	@mkdir -p $(dir $@)
@@ -431,6 +434,14 @@ bench: all bench-deps
 	$(PYTHON) bench/run.py --build $(BUILD) $(BENCH_ARGS)
 	$(MAKE) bench-collector
 	$(PYTHON) bench/firstq.py --build $(BUILD)
+	$(MAKE) bench-scan
+
+# The reachability scan on a process with N live blocks (bench/README.md,
+# "Reachability scan"). BENCH_SCAN_ARGS passes options, e.g. --blocks 1000000.
+BENCH_SCAN_ARGS ?=
+.PHONY: bench-scan
+bench-scan: $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
+	$(PYTHON) bench/scan/run.py --build $(BUILD) $(BENCH_SCAN_ARGS)
 
 # collectord's ingest rate and memory per live block, driven by a fake agent
 # (bench/collector/README.md). BENCH_COLLECTOR_ARGS passes options to the

@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "config.h"
 #include "flush.h"
+#include "got.h"
 #include "hook.h"
 #include "intern.h"
 #include "log.h"
@@ -68,16 +69,27 @@ static void read_identity(void)
     agent.cmdline[agent.cmdline_len] = '\0';
 }
 
+static int tracing(void)
+{
+    return agent.enabled && agent.started &&
+           (agent.mode == AGENT_PRELOADED || agent.mode == AGENT_ATTACHED);
+}
+
+static int fork_locked; /* the prepare handler took the lock */
+
 static void fork_prepare(void)
 {
-    if (agent.enabled && agent.started)
+    got_fork_prepare();
+    fork_locked = tracing();
+    if (fork_locked)
         modmap_lock();
 }
 
 static void fork_parent(void)
 {
-    if (agent.enabled && agent.started)
+    if (fork_locked)
         modmap_unlock();
+    got_fork_parent();
 }
 
 /* The child keeps nothing of the parent's tracing but the interned stacks
@@ -85,9 +97,11 @@ static void fork_parent(void)
  * first event, so a child that only execs never shows up as a client. */
 static void fork_child(void)
 {
-    if (!agent.enabled || !agent.started)
+    got_fork_child();
+    if (fork_locked)
+        modmap_fork_child();
+    if (!tracing())
         return;
-    modmap_fork_child();
     intern_fork_child();
     tstate_fork_child();
     note_fork_child();
@@ -121,28 +135,29 @@ int agent_child_start(void)
 /* 0 not started, 1 starting, 2 done (whatever came of it). */
 _Atomic int agent_init_state;
 
-/* Starts the agent once: from its constructor, or earlier from the first
- * allocation of a library whose constructor runs before ours (ld.so runs
- * the initializers of a program's libraries before the preloaded one's
- * when they do not depend on it). */
-static void agent_init(void)
+void agent_new_session(void)
 {
-    int expect = 0;
-    if (!atomic_compare_exchange_strong(&agent_init_state, &expect, 1))
-        return;
-    int guard = tstate.guard;
-    tstate.guard = 1; /* our own start-up allocations are not the app's */
-    hook_resolve();
-    read_identity();
-    log_open(getenv("STACKWATCH_LOG"));
-    cfg_load(agent.exe);
-    agent.enabled = cfg.enabled;
-    if (!agent.enabled)
-        goto out;
     agent.pid = getpid();
     agent.ppid = getppid();
     agent.instance = new_instance();
+    agent.parent_instance = 0;
     agent.start_realtime_ns = clock_realtime_ns();
+}
+
+int agent_setup(const char *list)
+{
+    if (agent.set_up)
+        return -EALREADY;
+    read_identity();
+    log_open(list ? cfg_list_get(list, "STACKWATCH_LOG") : getenv("STACKWATCH_LOG"));
+    if (list)
+        cfg_load_list(agent.exe, list);
+    else
+        cfg_load(agent.exe);
+    agent.enabled = cfg.enabled;
+    if (!agent.enabled)
+        return -ECANCELED;
+    agent_new_session();
     if (unwind_init(cfg.unwind, cfg.fp_modules) < 0)
         log_msg("cannot locate the agent's own code; its frames may show in stacks");
     uint64_t wlo, whi;
@@ -168,9 +183,48 @@ static void agent_init(void)
         note_init() < 0) {
         log_msg("cannot map the agent's tables; not tracing");
         agent.enabled = 0;
-        goto out;
+        return -ENOMEM;
     }
     pthread_atfork(fork_prepare, fork_parent, fork_child);
+    agent.set_up = 1;
+    return 0;
+}
+
+/* LD_PRELOAD names the agent (by its file name). */
+static int named_in_preload(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+    return p && strstr(p, "libstackagent") != NULL;
+}
+
+/* Starts the agent once: from its constructor, or earlier from the first
+ * allocation of a library whose constructor runs before ours (ld.so runs
+ * the initializers of a program's libraries before the preloaded one's
+ * when they do not depend on it). Loaded with dlopen (stackctl attach), it
+ * only notes that and waits for stackwatch_attach. */
+static void agent_init(void)
+{
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&agent_init_state, &expect, 1))
+        return;
+    int guard = tstate.guard;
+    tstate.guard = 1; /* our own start-up allocations are not the app's */
+    hook_resolve();
+    if (!hook_interposing()) {
+        /* Loaded with dlopen (stackctl attach calls stackwatch_attach next),
+         * or preloaded into a program whose malloc is its own. */
+        agent.mode = AGENT_DORMANT;
+        if (named_in_preload()) {
+            log_open(getenv("STACKWATCH_LOG"));
+            log_msg("malloc here is not the agent's (the program brings its own allocator?); "
+                    "not tracing from the start: stackctl attach %d can trace it",
+                    (int)getpid());
+        }
+        goto out;
+    }
+    agent.mode = AGENT_PRELOADED;
+    if (agent_setup(NULL) < 0)
+        goto out;
     int rc = flush_connect();
     if (rc < 0 && rc != -EPERM) { /* EPERM: flush_connect said why */
         log_msg("no collector at %s (%s); running untraced, will connect when one starts",
@@ -206,6 +260,6 @@ int agent_early_start(void)
 
 __attribute__((destructor)) static void agent_stop(void)
 {
-    if (agent.enabled && agent.started)
+    if (tracing())
         flush_final();
 }

@@ -9,11 +9,21 @@
 #define AGENT_EXE_MAX 4096
 #define AGENT_CMDLINE_MAX 4096
 
+/* How the agent came into the process. */
+enum {
+    AGENT_DORMANT = 0,    /* loaded with dlopen (or not interposing): waits for stackwatch_attach */
+    AGENT_PRELOADED = 1,  /* LD_PRELOAD: the dynamic linker bound the program's calls to it */
+    AGENT_ATTACHED = 2,   /* stackctl attach: the program's GOT entries lead to it */
+    AGENT_DETACHED = 3,   /* stackctl detach: entries restored, flusher stopped */
+};
+
 typedef struct agent_s {
     _Atomic int recording;        /* connected and started: hooks record events */
+    int mode;                     /* AGENT_*; changes only in the constructor, attach, detach */
     _Atomic int child_pending;    /* fork child not started yet: 1 pending, 2 starting */
     int enabled;                  /* config allows tracing this process */
-    int started;                  /* constructor finished */
+    int started;                  /* tracing started (constructor or attach finished) */
+    int set_up;                   /* agent_setup succeeded: tables mapped */
     pid_t pid;                    /* getpid() of this process image */
     pid_t ppid;                   /* parent pid */
     uint64_t instance;            /* random per process image (new in a fork child) */
@@ -30,6 +40,15 @@ typedef struct agent_s {
 } agent_t;
 
 extern agent_t agent;
+
+/* Everything but the connection and the flusher: identity, settings (from
+ * the environment, or from stackctl attach's list when list is not NULL),
+ * tables. Returns 0, or -errno with the reason logged. Once per process. */
+int agent_setup(const char *list);
+
+/* A new identity for a new tracing session of this process (attach):
+ * instance, pid, start time. */
+void agent_new_session(void);
 
 /* Fork child: starts the agent for this process on its first event (connect
  * and flusher thread). Called from the hook with the guard set. Returns 1 if

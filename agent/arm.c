@@ -16,6 +16,7 @@
 #include "log.h"
 #include "note.h"
 #include "pyframes.h"
+#include "region.h"
 #include "sample.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -69,6 +70,7 @@ int arm_init(uint32_t slots)
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return -ENOMEM;
+    region_add(p, (size_t)slots * sizeof(armed_t));
     armed = p;
     nslots = slots;
     return 0;

@@ -6,7 +6,6 @@
 
 #include "arm.h"
 #include "log.h"
-#include "proto/stackwatch.pb-c.h"
 
 void cmd_handle(const uint8_t *p, uint32_t len, cmd_state_t *st)
 {
@@ -31,6 +30,11 @@ void cmd_handle(const uint8_t *p, uint32_t len, cmd_state_t *st)
             uint32_t count = c->kind == STACKWATCH__COMMAND__KIND__ARM ? c->count : 0;
             for (size_t i = 0; i < c->n_stacks; i++)
                 arm_set(c->stacks[i], c->signal, count, c->python, c->quiet);
+        } else if ((c->kind == STACKWATCH__COMMAND__KIND__SCAN_BEGIN ||
+                    c->kind == STACKWATCH__COMMAND__KIND__SCAN_SYNC ||
+                    c->kind == STACKWATCH__COMMAND__KIND__SCAN_END) &&
+                   st->on_scan) {
+            st->on_scan(c, st->arg);
         }
         break;
     }

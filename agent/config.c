@@ -13,6 +13,31 @@
 
 cfg_t cfg;
 
+static const char *env_get(const char *name)
+{
+    return getenv(name);
+}
+
+/* Where settings come from: the environment, or stackctl attach's list. */
+static const char *(*cfg_get)(const char *name) = env_get;
+static const char *attach_env;   /* "NAME=value\0...\0\0" from stackctl attach */
+
+const char *cfg_list_get(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p; p += strlen(p) + 1)
+        if (strncmp(p, name, n) == 0 && p[n] == '=')
+            return p + n + 1;
+    return NULL;
+}
+
+static const char *attach_get(const char *name)
+{
+    return cfg_list_get(attach_env, name);
+}
+
+static void cfg_read(const char *exe, int attached);
+
 int cfg_parse_size(const char *s, uint64_t *out)
 {
     if (!s || !*s)
@@ -47,7 +72,7 @@ int cfg_parse_size(const char *s, uint64_t *out)
 
 int cfg_resolve_dir(char *buf, size_t cap)
 {
-    const char *d = getenv("STACKWATCH_DIR");
+    const char *d = cfg_get("STACKWATCH_DIR");
     char tmp[512];
     size_t n;
     if (d && *d) {
@@ -56,7 +81,7 @@ int cfg_resolve_dir(char *buf, size_t cap)
             return -ENAMETOOLONG;
         memcpy(buf, d, n + 1);
     } else {
-        const char *x = getenv("XDG_RUNTIME_DIR");
+        const char *x = cfg_get("XDG_RUNTIME_DIR");
         if (x && *x)
             n = log_fmt(tmp, sizeof tmp, "%s/stackwatch", x);
         else
@@ -186,6 +211,22 @@ int cfg_parse_sample(const char *s, uint64_t *out)
 
 void cfg_load(const char *exe)
 {
+    cfg_get = env_get;
+    attach_env = NULL;
+    cfg_read(exe, 0);
+}
+
+void cfg_load_list(const char *exe, const char *list)
+{
+    attach_env = list;
+    cfg_get = attach_get;
+    cfg_read(exe, 1);
+    cfg_get = env_get;
+    attach_env = NULL;
+}
+
+static void cfg_read(const char *exe, int attached)
+{
     memset(&cfg, 0, sizeof cfg);
     cfg.enabled = 1;
     cfg.depth = CFG_DEPTH_DEFAULT;
@@ -193,17 +234,18 @@ void cfg_load(const char *exe)
     cfg.connect_ms = 200;
     cfg.inherit = 1;
     memcpy(cfg.sample, "all", 4);
-    cfg.log = getenv("STACKWATCH_LOG");
+    cfg.log = cfg_get("STACKWATCH_LOG");
 
-    if (parse_bool("STACKWATCH_DISABLE", getenv("STACKWATCH_DISABLE"), 0))
+    if (parse_bool("STACKWATCH_DISABLE", cfg_get("STACKWATCH_DISABLE"), 0))
         cfg.enabled = 0;
-    cfg.inherit = parse_bool("STACKWATCH_INHERIT", getenv("STACKWATCH_INHERIT"), 1);
+    cfg.inherit = parse_bool("STACKWATCH_INHERIT", cfg_get("STACKWATCH_INHERIT"), 1);
     cfg.py_allocators = parse_bool("STACKWATCH_PYTHON_ALLOCATORS",
-                                   getenv("STACKWATCH_PYTHON_ALLOCATORS"), 0);
-    if (!cfg.inherit)
+                                   cfg_get("STACKWATCH_PYTHON_ALLOCATORS"), 0);
+    /* Attached, children never get the agent: there is no LD_PRELOAD to strip. */
+    if (!cfg.inherit && !attached)
         strip_preload();
 
-    const char *exes = getenv("STACKWATCH_EXE");
+    const char *exes = attached ? NULL : cfg_get("STACKWATCH_EXE");
     const char *why = cfg_exe_check(exes);
     if (why) {
         log_msg("STACKWATCH_EXE=%s: %s; tracing every program", exes, why);
@@ -225,7 +267,7 @@ void cfg_load(const char *exe)
         cfg.enabled = 0;
     }
 
-    const char *v = getenv("STACKWATCH_DEPTH");
+    const char *v = cfg_get("STACKWATCH_DEPTH");
     if (v && *v) {
         uint64_t d;
         if (cfg_parse_size(v, &d) < 0 || d < 1 || d > CFG_DEPTH_MAX)
@@ -235,7 +277,7 @@ void cfg_load(const char *exe)
             cfg.depth = (int)d;
     }
 
-    v = getenv("STACKWATCH_SAMPLE");
+    v = cfg_get("STACKWATCH_SAMPLE");
     if (v && *v && strcmp(v, "all") != 0) {
         uint64_t b;
         if (cfg_parse_sample(v, &b) < 0) {
@@ -247,7 +289,7 @@ void cfg_load(const char *exe)
         }
     }
 
-    v = getenv("STACKWATCH_RING");
+    v = cfg_get("STACKWATCH_RING");
     if (v && *v) {
         uint64_t r;
         if (cfg_parse_size(v, &r) < 0 || r < CFG_RING_MIN || r > CFG_RING_MAX ||
@@ -258,7 +300,7 @@ void cfg_load(const char *exe)
             cfg.ring_events = (uint32_t)r;
     }
 
-    v = getenv("STACKWATCH_UNWIND");
+    v = cfg_get("STACKWATCH_UNWIND");
     if (v && *v) {
         if (!strcmp(v, "fp"))
             cfg.unwind = UNWIND_FP;
@@ -267,9 +309,9 @@ void cfg_load(const char *exe)
         else
             log_msg("STACKWATCH_UNWIND=%s: use fp or dwarf; using dwarf", v);
     }
-    cfg.fp_modules = getenv("STACKWATCH_FP_MODULES");
+    cfg.fp_modules = cfg_get("STACKWATCH_FP_MODULES");
 
-    v = getenv("STACKWATCH_CONNECT_MS");
+    v = cfg_get("STACKWATCH_CONNECT_MS");
     if (v && *v) {
         uint64_t ms;
         if (cfg_parse_size(v, &ms) < 0 || ms > 10000)

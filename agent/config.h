@@ -35,6 +35,16 @@ extern cfg_t cfg;
  * executable path used by STACKWATCH_EXE. Runs in the constructor only. */
 void cfg_load(const char *exe);
 
+/* cfg_load for stackctl attach: the settings come from list
+ * ("NAME=value\0NAME=value\0\0", the STACKWATCH_* variables of stackctl's
+ * environment and the collector's directory), not from the environment.
+ * STACKWATCH_EXE and STACKWATCH_INHERIT do not apply. list is read during
+ * the call only. */
+void cfg_load_list(const char *exe, const char *list);
+
+/* The value of name in such a list, or NULL. */
+const char *cfg_list_get(const char *list, const char *name);
+
 /* Resolves the runtime directory the way collectord and stackctl do:
  * STACKWATCH_DIR, else $XDG_RUNTIME_DIR/stackwatch, else /tmp/stackwatch-UID.
  * Returns 0, or -ENAMETOOLONG when it does not fit cap. */

@@ -6,9 +6,11 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <linux/membarrier.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -22,6 +24,7 @@
 #include "cmd.h"
 #include "config.h"
 #include "fdguard.h"
+#include "got.h"
 #include "frame.h"
 #include "intern.h"
 #include "log.h"
@@ -29,6 +32,7 @@
 #include "note.h"
 #include "pyframes.h"
 #include "proto/stackwatch.pb-c.h"
+#include "region.h"
 #include "sample.h"
 #include "tstate.h"
 #include "unwind.h"
@@ -123,13 +127,21 @@ static struct flush_s {
     uint32_t end_epoch;           /* ... namely this one */
     _Atomic int exit_req;         /* flush_final asked for the last drain */
     _Atomic int exit_done;        /* the flusher finished it */
+    uint32_t self_tid;            /* the flusher's kernel tid (in the Hello) */
+    void *own_stack;              /* its stack, registered as the agent's memory */
+    int bye_detached;             /* the Goodbye says "detached" (stackctl detach) */
+    int stuck;                    /* a detach could not stop the flusher */
+    int ptracer_set;              /* SCAN_BEGIN set PR_SET_PTRACER */
 } fl = { .sock = { .fd = -1 }, .evfd = { .fd = -1 } };
 
 static void *map_scratch(size_t bytes)
 {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED)
+        return NULL;
+    region_add(p, bytes);
+    return p;
 }
 
 int flush_init(void)
@@ -302,6 +314,8 @@ static int send_hello(void)
     h.reconnects = fl.reconnects;
     h.python_version = py_version();
     h.python_status = (char *)py_status();
+    h.attached = agent.mode == AGENT_ATTACHED;
+    h.flusher_tid = fl.self_tid;
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_HELLO;
     m.hello = &h;
@@ -359,6 +373,93 @@ static void maybe_reconnect(void)
 
 /* ---------------------------------------------------------------- commands */
 
+static void drain_all(int final);
+
+/* Yama's kernel.yama.ptrace_scope, -1 without Yama. */
+static int yama_scope(void)
+{
+    int fd = open("/proc/sys/kernel/yama/ptrace_scope", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    char c = 0;
+    ssize_t r = read(fd, &c, 1);
+    close(fd);
+    return r == 1 && c >= '0' && c <= '9' ? c - '0' : -1;
+}
+
+static void send_scan_reply(Stackwatch__ScanReply *sr)
+{
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_SCAN;
+    m.scan = sr;
+    send_msg(&m);
+}
+
+static void count_busy(ring_t *r, void *arg)
+{
+    /* acquire: pairs with the producer's release in ring_busy_end. */
+    if (atomic_load_explicit(&r->busy, memory_order_acquire))
+        (*(uint32_t *)arg)++;
+}
+
+/* The collector's reachability scan. SCAN_BEGIN: under Yama scope 1 only
+ * an ancestor may ptrace us, so the collector is allowed for the scan
+ * (PR_SET_PTRACER; SCAN_END takes it back). SCAN_SYNC: the application's
+ * threads are frozen, so a drain sends every event they made; the reply
+ * says up to when, and lists the agent's own memory. */
+static void handle_scan(const Stackwatch__Command *c)
+{
+    static uint64_t pairs[2 * (REGION_MAX + 4)];
+    Stackwatch__ScanReply sr = STACKWATCH__SCAN_REPLY__INIT;
+    sr.token = c->token;
+    switch (c->kind) {
+    case STACKWATCH__COMMAND__KIND__SCAN_BEGIN:
+        sr.phase = 1;
+        if (yama_scope() == 1 && c->tracer_pid > 0) {
+            if (prctl(PR_SET_PTRACER, (unsigned long)c->tracer_pid, 0, 0, 0) == 0) {
+                fl.ptracer_set = 1;
+                sr.ptracer = 1;
+            } else {
+                sr.ptracer = -errno;
+            }
+        }
+        send_scan_reply(&sr);
+        break;
+    case STACKWATCH__COMMAND__KIND__SCAN_SYNC: {
+        sr.phase = 2;
+        drain_all(0);
+        sr.watermark = fl.wm;
+        tstate_each_ring(count_busy, &sr.busy_threads);
+        size_t n = region_collect(pairs, REGION_MAX);
+        uint64_t lo, hi;
+        if (unwind_self_range(&lo, &hi) == 0) {
+            pairs[2 * n] = lo;
+            pairs[2 * n + 1] = hi;
+            n++;
+        }
+        sr.n_regions = 2 * n;
+        sr.regions = pairs;
+        send_scan_reply(&sr);
+        break;
+    }
+    case STACKWATCH__COMMAND__KIND__SCAN_END:
+        if (fl.ptracer_set) {
+            prctl(PR_SET_PTRACER, 0, 0, 0, 0);
+            fl.ptracer_set = 0;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* cmd.c hands the scan commands over: they need the flusher's drain. */
+static void on_scan(const Stackwatch__Command *c, void *arg)
+{
+    (void)arg;
+    handle_scan(c);
+}
+
 static void read_commands(void)
 {
     if (!fl.rd_ok) {
@@ -366,6 +467,7 @@ static void read_commands(void)
             return;
         fl.rd_ok = 1;
     }
+    fl.cmd.on_scan = on_scan;
     int rc = cmd_read(fl.sock.fd, &fl.rd, &fl.cmd);
     if (rc == -EPIPE)
         disconnect("the collector closed the connection");
@@ -1007,6 +1109,7 @@ static void send_bye(void)
 {
     Stackwatch__Goodbye g = STACKWATCH__GOODBYE__INIT;
     g.ts = clock_now_ns();
+    g.detached = fl.bye_detached;
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_BYE;
     m.bye = &g;
@@ -1066,18 +1169,39 @@ static void wait_events(int timeout_ms)
         read_commands();
 }
 
+/* The flusher's own stack is the agent's memory (a scan leaves it out). */
+static void stack_register(void)
+{
+    pthread_attr_t a;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return;
+    void *lo;
+    size_t n;
+    if (pthread_attr_getstack(&a, &lo, &n) == 0) {
+        fl.own_stack = lo;
+        region_add(lo, n);
+    }
+    pthread_attr_destroy(&a);
+}
+
 static void *flush_main(void *arg)
 {
     (void)arg;
     tstate.guard = 1; /* nothing this thread does is recorded */
+    fl.self_tid = (uint32_t)syscall(SYS_gettid);
+    /* A name to tell it apart: stackctl attach never borrows it, top shows it. */
+    prctl(PR_SET_NAME, (unsigned long)"stackwatch", 0, 0, 0);
+    stack_register();
     for (;;) {
         int exiting = atomic_load(&fl.exit_req);
         if (fl.sock.fd < 0 && !exiting)
             maybe_reconnect();
         if (fl.sock.fd >= 0 && fl.need_hello)
             on_connected();
-        if (modmap_changed())
+        if (modmap_changed()) {
             modmap_refresh();
+            got_refresh(); /* attached: modules loaded without our dlopen hook */
+        }
         if (exiting) {
             /* Final flush: stop recording, drain everything, say goodbye. */
             atomic_store(&agent.recording, 0);
@@ -1087,6 +1211,13 @@ static void *flush_main(void *arg)
                 send_bye();
                 linger_close();
             }
+            if (fl.ptracer_set) {
+                prctl(PR_SET_PTRACER, 0, 0, 0, 0);
+                fl.ptracer_set = 0;
+            }
+            if (fl.own_stack)
+                region_del(fl.own_stack);
+            fl.own_stack = NULL;
             atomic_store(&fl.exit_done, 1);
             return NULL;
         }
@@ -1187,6 +1318,45 @@ void flush_final(void)
             nanosleep(&ts, NULL);
         }
     }
+}
+
+int flush_detach(void)
+{
+    if (!fl.running)
+        return 0;
+    fl.bye_detached = 1;
+    flush_final();
+    if (!atomic_load(&fl.exit_done)) {
+        fl.stuck = 1;
+        return -ETIMEDOUT;
+    }
+    /* Ready for another session (stackwatch_attach again). */
+    fl.running = 0;
+    fl.bye_detached = 0;
+    fl.need_hello = 0;
+    fl.ever_connected = 0;
+    fl.reconnects = 0;
+    fl.lost_since = fl.lost_total = 0;
+    fl.told_unreachable = 0;
+    fl.backoff_ns = BACKOFF_MIN_NS;
+    fl.next_try_ns = 0;
+    if (fl.rd_ok)
+        fl.rd.start = fl.rd.end = 0;
+    fdguard_close(&fl.sock);
+    atomic_store(&fl.exit_req, 0);
+    atomic_store(&fl.exit_done, 0);
+    return 0;
+}
+
+int flush_stuck(void)
+{
+    return fl.stuck;
+}
+
+void flush_disconnect(void)
+{
+    fdguard_close(&fl.sock);
+    fl.need_hello = 0;
 }
 
 void flush_fork_child(void)

@@ -29,6 +29,18 @@ void flush_kick(void);
  * it a bounded time. Idempotent. */
 void flush_final(void);
 
+/* stackctl detach: the last drain, Stats and a Goodbye saying "detached",
+ * then the flusher ends and the connection closes; flush_start may run
+ * again. Returns 0, or -ETIMEDOUT when the flusher did not finish in time
+ * (it is then left alone for good: flush_stuck). */
+int flush_detach(void);
+
+/* 1 after a detach whose flusher did not stop. */
+int flush_stuck(void);
+
+/* Closes the connection flush_connect opened (attach failed after it). */
+void flush_disconnect(void);
+
 /* Records that "no collector" was logged, so a later connection is announced. */
 void flush_note_unreachable(void);
 

@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "clock.h"
 #include "config.h"
 #include "flush.h"
+#include "got.h"
 #include "intern.h"
 #include "log.h"
 #include "modmap.h"
@@ -92,6 +94,7 @@ int hook_resolve(void)
     r.dlclose = dlsym(RTLD_NEXT, "dlclose");
     r.exit = dlsym(RTLD_NEXT, "exit");
     r.libc_start_main = dlsym(RTLD_NEXT, "__libc_start_main");
+    r.dlopen = dlsym(RTLD_NEXT, "dlopen");
     /* Publish free before malloc: once malloc is non-NULL callers stop using
      * the arena and will free through free. */
     hook_real.free = r.free;
@@ -106,10 +109,48 @@ int hook_resolve(void)
     hook_real.dlclose = r.dlclose;
     hook_real.exit = r.exit;
     hook_real.libc_start_main = r.libc_start_main;
+    hook_real.dlopen = r.dlopen;
     atomic_thread_fence(memory_order_release);
     hook_real.malloc = r.malloc;
     atomic_store(&resolve_state, 2);
     return r.malloc && r.free ? 0 : -ENOENT;
+}
+
+/* What the program's references to name resolve to: the definition, never
+ * the program's own PLT stub (got_definition). */
+static void *global_def(const char *name)
+{
+    return (void *)(uintptr_t)got_definition(name, (uint64_t)(uintptr_t)dlsym(RTLD_DEFAULT, name),
+                                             NULL);
+}
+
+static void *real_reallocarray;
+
+int hook_resolve_global(void)
+{
+    hook_real_t r;
+    r.malloc = global_def("malloc");
+    r.free = global_def("free");
+    r.calloc = global_def("calloc");
+    r.realloc = global_def("realloc");
+    r.posix_memalign = global_def("posix_memalign");
+    r.aligned_alloc = global_def("aligned_alloc");
+    r.memalign = global_def("memalign");
+    r.valloc = global_def("valloc");
+    r.pvalloc = global_def("pvalloc");
+    r.malloc_usable_size = global_def("malloc_usable_size");
+    r.dlclose = global_def("dlclose");
+    r.dlopen = global_def("dlopen");
+    r.exit = global_def("exit");
+    r.libc_start_main = global_def("__libc_start_main");
+    real_reallocarray = global_def("reallocarray");
+    if (!r.malloc || !r.free || !r.calloc || !r.realloc || !r.dlopen)
+        return -ENOENT;
+    /* Nothing calls the interposers before the GOT is patched, which comes
+     * after this: plain stores do. */
+    hook_real = r;
+    atomic_store(&resolve_state, 2);
+    return 0;
 }
 
 /* 1 when the real functions are usable; 0 when the caller must use the arena. */
@@ -885,4 +926,204 @@ EXPORT int __libc_start_main(int (*main_fn)(int, char **, char **), int argc, ch
     int wrap = agent.started && agent.enabled;
     return hook_real.libc_start_main(wrap ? main_then_end : main_fn, argc, argv, init, fini,
                                      rtld_fini, stack_end);
+}
+
+/* ---------------------------------------------------------------- attach mode */
+
+/* The interposers under names that bind inside the agent: a reference to
+ * `malloc` from the agent's own code goes through its GOT to whatever the
+ * process resolves malloc to (libc's, when the agent was loaded with dlopen). */
+#define SELF(fn) extern __typeof(fn) hook_self_##fn __attribute__((alias(#fn), copy(fn), visibility("hidden")))
+SELF(malloc);
+SELF(free);
+SELF(calloc);
+SELF(realloc);
+SELF(reallocarray);
+SELF(posix_memalign);
+SELF(aligned_alloc);
+SELF(memalign);
+SELF(valloc);
+SELF(pvalloc);
+SELF(malloc_usable_size);
+SELF(dlclose);
+SELF(exit);
+
+/* Where the agent and libc are in the link map (load order). */
+typedef struct order_s {
+    int i, self, libc;
+} order_t;
+
+static int order_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    order_t *o = arg;
+    uint64_t me = (uint64_t)(uintptr_t)hook_self_malloc;
+    for (int k = 0; k < info->dlpi_phnum; k++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[k];
+        uint64_t s = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && me >= s && me < s + ph->p_memsz && o->self < 0)
+            o->self = o->i;
+    }
+    const char *b = info->dlpi_name ? strrchr(info->dlpi_name, '/') : NULL;
+    b = b ? b + 1 : info->dlpi_name;
+    if (b && !strncmp(b, "libc.so", 7) && o->libc < 0)
+        o->libc = o->i;
+    o->i++;
+    return 0;
+}
+
+int hook_interposing(void)
+{
+    if (dlsym(RTLD_DEFAULT, "malloc") == (void *)hook_self_malloc)
+        return 1;
+    /* dlsym can answer with a non-PIE program's own PLT stub (see
+     * got_definition), so look at the load order instead: the dynamic
+     * linker binds calls to the first definition in the global scope, and a
+     * library loaded before libc (preloaded, or needed by the program) comes
+     * first; one loaded with dlopen comes after. */
+    order_t o = { 0, -1, -1 };
+    dl_iterate_phdr(order_cb, &o);
+    return o.self >= 0 && o.libc >= 0 && o.self < o.libc;
+}
+
+/* dlopen's directory search for a name without a slash (DT_RPATH,
+ * DT_RUNPATH of the caller) depends on who calls it, and through the GOT
+ * that is now this library (which has neither). When the plain call fails,
+ * the caller's own run path is tried, $ORIGIN expanded. */
+typedef struct rp_find_s {
+    uint64_t pc;             /* the caller's return address */
+    const char *runpath;     /* DT_RUNPATH, else DT_RPATH, of its module */
+    char origin[4096];       /* the module's directory */
+} rp_find_t;
+
+static int rp_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    rp_find_t *f = arg;
+    const ElfW(Dyn) *dyn = NULL;
+    int hit = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uint64_t s = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && f->pc >= s && f->pc < s + ph->p_memsz)
+            hit = 1;
+        if (ph->p_type == PT_DYNAMIC)
+            dyn = (const ElfW(Dyn) *)(info->dlpi_addr + ph->p_vaddr);
+    }
+    if (!hit)
+        return 0;
+    if (!dyn)
+        return 1;
+    uint64_t strtab = 0, rp = 0, rpath = 0;
+    int has_rp = 0, has_rpath = 0;
+    for (; dyn->d_tag != DT_NULL; dyn++) {
+        if (dyn->d_tag == DT_STRTAB)
+            strtab = dyn->d_un.d_ptr;
+        else if (dyn->d_tag == DT_RUNPATH)
+            rp = dyn->d_un.d_val, has_rp = 1;
+        else if (dyn->d_tag == DT_RPATH)
+            rpath = dyn->d_un.d_val, has_rpath = 1;
+    }
+    if (!strtab || (!has_rp && !has_rpath))
+        return 1;
+    if (strtab < info->dlpi_addr)
+        strtab += info->dlpi_addr; /* not relocated in place */
+    f->runpath = (const char *)(uintptr_t)(strtab + (has_rp ? rp : rpath));
+    const char *name = info->dlpi_name && *info->dlpi_name ? info->dlpi_name : agent.exe;
+    const char *slash = strrchr(name, '/');
+    size_t n = slash ? (size_t)(slash - name) : 0;
+    if (n >= sizeof f->origin)
+        n = 0;
+    memcpy(f->origin, name, n);
+    f->origin[n] = '\0';
+    return 1;
+}
+
+static void *dlopen_runpath(uint64_t caller, const char *file, int mode)
+{
+    rp_find_t f = { .pc = caller };
+    dl_iterate_phdr(rp_cb, &f);
+    if (!f.runpath)
+        return NULL;
+    char path[4096];
+    for (const char *p = f.runpath; *p;) {
+        const char *e = strchr(p, ':');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        size_t k = 0;
+        for (size_t i = 0; i < len && k + 1 < sizeof path;) {
+            if (!strncmp(p + i, "$ORIGIN", 7) || !strncmp(p + i, "${ORIGIN}", 9)) {
+                size_t ol = strlen(f.origin);
+                if (k + ol + 1 >= sizeof path)
+                    break;
+                memcpy(path + k, f.origin, ol);
+                k += ol;
+                i += p[i + 1] == '{' ? 9 : 7;
+            } else {
+                path[k++] = p[i++];
+            }
+        }
+        size_t fl = strlen(file);
+        if (k > 0 && k + 1 + fl + 1 <= sizeof path) {
+            path[k++] = '/';
+            memcpy(path + k, file, fl + 1);
+            if (access(path, F_OK) == 0) {
+                void *h = hook_real.dlopen(path, mode);
+                if (h)
+                    return h;
+            }
+        }
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return NULL;
+}
+
+/* Attach mode's dlopen (through the GOT only; never exported, see dlclose):
+ * modules it loads get their allocator entries patched before the caller
+ * can use them. */
+__attribute__((noinline)) static void *hook_dlopen(const char *file, int mode)
+{
+    uint64_t caller = (uint64_t)(uintptr_t)__builtin_return_address(0);
+    void *h = hook_real.dlopen(file, mode);
+    if (!h && file && !strchr(file, '/')) {
+        void *h2 = dlopen_runpath(caller, file, mode);
+        if (h2) {
+            h = h2;
+            (void)dlerror(); /* the first attempt's error is not the caller's */
+        }
+    }
+    if (h) {
+        int e = errno;
+        tstate_t *t = &tstate;
+        int g = t->guard;
+        t->guard = 1;
+        got_refresh();
+        t->guard = g;
+        errno = e;
+    }
+    return h;
+}
+
+const hook_target_t *hook_targets(int *n)
+{
+    static hook_target_t t[14];
+#define T(i, nm, fn, rl) t[i] = (hook_target_t){ nm, (uint64_t)(uintptr_t)(fn), (uint64_t)(uintptr_t)(rl) }
+    T(0, "malloc", hook_self_malloc, hook_real.malloc);
+    T(1, "free", hook_self_free, hook_real.free);
+    T(2, "calloc", hook_self_calloc, hook_real.calloc);
+    T(3, "realloc", hook_self_realloc, hook_real.realloc);
+    T(4, "reallocarray", hook_self_reallocarray, real_reallocarray);
+    T(5, "posix_memalign", hook_self_posix_memalign, hook_real.posix_memalign);
+    T(6, "aligned_alloc", hook_self_aligned_alloc, hook_real.aligned_alloc);
+    T(7, "memalign", hook_self_memalign, hook_real.memalign);
+    T(8, "valloc", hook_self_valloc, hook_real.valloc);
+    T(9, "pvalloc", hook_self_pvalloc, hook_real.pvalloc);
+    T(10, "malloc_usable_size", hook_self_malloc_usable_size, hook_real.malloc_usable_size);
+    T(11, "dlclose", hook_self_dlclose, hook_real.dlclose);
+    T(12, "dlopen", hook_dlopen, hook_real.dlopen);
+    T(13, "exit", hook_self_exit, hook_real.exit); /* the end of the process begins */
+#undef T
+    *n = 14;
+    return t;
 }

@@ -20,6 +20,7 @@ typedef struct hook_real_s {
     void (*exit)(int) __attribute__((noreturn));
     int (*libc_start_main)(int (*)(int, char **, char **), int, char **, void (*)(void),
                            void (*)(void), void (*)(void), void *);
+    void *(*dlopen)(const char *, int);
 } hook_real_t;
 
 extern hook_real_t hook_real;
@@ -41,5 +42,25 @@ void hook_pyalloc_enable(void);
 
 /* 1 once the domain hooks are in place. */
 int hook_pyalloc_installed(void);
+/* 1 when the program's malloc is the agent's (LD_PRELOAD), 0 when calls are
+ * bound elsewhere (the agent was loaded with dlopen, or the program brings
+ * its own allocator). Constructor only (dlsym). */
+int hook_interposing(void);
+
+/* Attach mode: the real functions become what the program's own references
+ * resolve to (dlsym(RTLD_DEFAULT)), whatever the agent's own dependencies
+ * say. Returns 0, or -ENOENT without malloc/free. Not for the malloc path. */
+int hook_resolve_global(void);
+
+/* One function the GOT patcher redirects: the name programs call, the
+ * interposer, and the real function behind it. */
+typedef struct hook_target_s {
+    const char *name;
+    uint64_t mine;    /* the agent's function */
+    uint64_t real;    /* what the program's references resolve to */
+} hook_target_t;
+
+/* The functions attach mode redirects (after hook_resolve_global). Sets *n. */
+const hook_target_t *hook_targets(int *n);
 
 #endif

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "region.h"
+
 #define MAX_PROBES 128
 #define DEAD_HASH (~(uint64_t)0)
 
@@ -34,6 +36,8 @@ int intern_init(uint32_t nslots, size_t pool_pcs)
         munmap(s, sb);
         return -ENOMEM;
     }
+    region_add(s, sb);
+    region_add(p, pb);
     slots = s;
     slot_mask = nslots - 1;
     pool = p;

@@ -1,6 +1,7 @@
 /* The module map: loaded ELF objects by generation, found with dl_iterate_phdr only. */
 #include "modmap.h"
 #include "pyframes.h"
+#include "region.h"
 #include "unwind.h"
 
 #include <errno.h>
@@ -44,6 +45,8 @@ int modmap_init(const char *exe)
         munmap(m, mb);
         return -ENOMEM;
     }
+    region_add(m, mb);
+    region_add(s, STR_CAP);
     mods = m;
     seen = (uint32_t *)(mods + MOD_CAP);
     strs = s;

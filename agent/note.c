@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <sys/mman.h>
 
+#include "region.h"
+
 static note_t *pool;
 static _Atomic uint32_t cursor;
 static _Atomic uint64_t dropped;
@@ -14,6 +16,7 @@ int note_init(void)
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return -ENOMEM;
+    region_add(p, NOTE_SLOTS * sizeof(note_t));
     pool = p;
     return 0;
 }

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include "clock.h"
+#include "region.h"
 
 int ring_asym_fence;
 
@@ -14,7 +15,7 @@ static size_t ring_part(uint32_t cap)
 
 size_t ring_map_size(uint32_t cap)
 {
-    return (ring_part(cap) + RING_SCACHE_BYTES + 4095) & ~(size_t)4095;
+    return (ring_part(cap) + RING_SCACHE_BYTES + RING_UWT_BYTES + 4095) & ~(size_t)4095;
 }
 
 ring_t *ring_create(uint32_t cap, uint32_t tid)
@@ -25,19 +26,23 @@ ring_t *ring_create(uint32_t cap, uint32_t tid)
     void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return NULL;
+    region_add(m, bytes);
     ring_t *r = m; /* mmap memory is zeroed: head = tail = 0, state LIVE */
     r->mask = cap - 1;
     r->tid = tid;
     r->map_bytes = bytes;
     r->scache = (char *)m + ring_part(cap);
+    r->uwt = (char *)r->scache + RING_SCACHE_BYTES;
     r->created_ts = clock_now_ns();
     return r;
 }
 
 void ring_destroy(ring_t *r)
 {
-    if (r)
+    if (r) {
+        region_del(r);
         munmap(r, r->map_bytes);
+    }
 }
 
 size_t ring_peek(ring_t *r, const ev_t **a, size_t *na, const ev_t **b, size_t *nb)

@@ -56,12 +56,18 @@ typedef struct ring_s {
     struct ring_s *_Atomic next;         /* registry list link (tstate.c) */
     size_t map_bytes;                    /* size of the mmap holding this ring */
     void *scache;                        /* the owner's stack cache (RING_SCACHE_BYTES, hook.c) */
+    void *uwt;                           /* the owner's unwinder state (RING_UWT_BYTES, unwind.c) */
     uint64_t created_ts;                 /* creation time: lower bound of its first event */
     ev_t slots[];                        /* capacity events */
 } ring_t;
 
 /* Bytes after the slots for the owning thread's stack cache. */
 #define RING_SCACHE_BYTES (104u << 10)
+/* Bytes after the stack cache for the owning thread's unwinder state: kept
+ * out of TLS so that the agent's static TLS stays small enough for dlopen
+ * (stackctl attach): glibc reserves only ~1.5 KiB of static TLS for
+ * libraries loaded later. */
+#define RING_UWT_BYTES 4096u
 
 /* Bytes mapped for a ring of cap events (with the stack cache). */
 size_t ring_map_size(uint32_t cap);

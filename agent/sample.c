@@ -23,6 +23,8 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "region.h"
+
 uint64_t sample_rate;
 sample_bucket_t *sample_set;
 _Atomic uint8_t *sample_occ;
@@ -38,6 +40,7 @@ int sample_init(uint64_t rate)
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return -ENOMEM;
+    region_add(p, set + SAMPLE_BUCKETS);
     sample_set = p;
     sample_occ = (_Atomic uint8_t *)((char *)p + set);
     sample_rate = rate;

@@ -10,6 +10,9 @@
 
 #include "config.h"
 #include "log.h"
+#include "unwind.h"
+
+_Static_assert(RING_UWT_BYTES >= UNWIND_THREAD_BYTES, "ring too small for the unwinder state");
 
 __thread tstate_t tstate __attribute__((tls_model("initial-exec")));
 
@@ -64,6 +67,7 @@ ring_t *tstate_ring(tstate_t *t)
     atomic_fetch_add_explicit(&ring_bytes, r->map_bytes, memory_order_relaxed);
     atomic_fetch_add_explicit(&threads_total, 1, memory_order_relaxed);
     t->ring = r;
+    unwind_thread_set(r->uwt);
     /* pthread_setspecific may calloc for high keys: the guard is set here. */
     if (key_ok)
         pthread_setspecific(ring_key, r);
@@ -213,6 +217,29 @@ uint64_t tstate_threads(void)
     return atomic_load(&threads_total);
 }
 
+static void discard_ring(ring_t *r, void *arg)
+{
+    (void)arg;
+    ring_consume(r, ring_count(r));
+    atomic_store_explicit(&r->n_alloc, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->b_alloc, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->n_free, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->dropped, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->waits, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->sc_hits, 0, memory_order_relaxed);
+}
+
+void tstate_discard(void)
+{
+    tstate_each_ring(discard_ring, NULL);
+    atomic_store(&reaped_dropped, 0);
+    atomic_store(&reaped_waits, 0);
+    atomic_store(&reaped_allocs, 0);
+    atomic_store(&reaped_alloc_bytes, 0);
+    atomic_store(&reaped_frees, 0);
+    atomic_store(&reaped_sc_hits, 0);
+}
+
 void tstate_fork_child(void)
 {
     ring_t *r = atomic_load_explicit(&ring_list, memory_order_relaxed);
@@ -235,6 +262,7 @@ void tstate_fork_child(void)
     tstate.ring = NULL;
     tstate.no_ring = 0;
     tstate.tid = 0; /* the child has a new tid */
+    unwind_thread_set(NULL); /* it was in an unmapped ring */
     if (key_ok)
         pthread_setspecific(ring_key, NULL);
 }

@@ -49,6 +49,10 @@ uint64_t tstate_offline(void);
 /* Captures answered by the threads' stack caches (hook.c). */
 uint64_t tstate_cache_hits(void);
 
+/* A new session after a detach (attach mode, no flusher running): drops
+ * whatever events a stray call left in the rings and zeroes the counters. */
+void tstate_discard(void);
+
 /* Fork child: forget (and unmap) every inherited ring; the calling thread
  * starts over. */
 void tstate_fork_child(void);

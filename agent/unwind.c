@@ -63,7 +63,17 @@ typedef struct utls_s {
     tail_t tails[TAILS];
 } utls_t;
 
-static __thread utls_t ut __attribute__((tls_model("initial-exec")));
+/* This thread's state lives in its ring's mapping (RING_UWT_BYTES): only
+ * the pointer is in TLS (see ring.h). NULL until the thread has a ring:
+ * then there is no frame-pointer walk and no stack cache, only libunwind. */
+static __thread utls_t *utp __attribute__((tls_model("initial-exec")));
+
+_Static_assert(sizeof(utls_t) <= UNWIND_THREAD_BYTES, "unwinder state too big");
+
+void unwind_thread_set(void *mem)
+{
+    utp = mem;
+}
 
 static uint64_t self_lo, self_hi;
 static uint64_t hide_lo, hide_hi; /* agent code that runs app code: never a frame of its stacks */
@@ -147,6 +157,15 @@ void unwind_module_removed(uint64_t lo, uint64_t hi)
             atomic_store_explicit(&fpmods[i].state, FPM_REFUSED, memory_order_relaxed);
 }
 
+int unwind_self_range(uint64_t *lo, uint64_t *hi)
+{
+    if (!self_hi)
+        return -ENOENT;
+    *lo = self_lo;
+    *hi = self_hi;
+    return 0;
+}
+
 int unwind_is_self(uint64_t pc)
 {
     return pc >= self_lo && pc < self_hi;
@@ -180,9 +199,11 @@ static int dwarf_capture(uint64_t *out, int depth, int *truncated)
 /* Top of this thread's stack: records must lie between our own frame and it. */
 static uint64_t stack_top(void)
 {
-    if (ut.stack_hi || ut.bounds_tried)
-        return ut.stack_hi;
-    ut.bounds_tried = 1;
+    if (!utp)
+        return 0;
+    if (utp->stack_hi || utp->bounds_tried)
+        return utp->stack_hi;
+    utp->bounds_tried = 1;
     pthread_attr_t attr;
     /* Reads /proc/self/maps and allocates for the main thread: once per
      * thread, under the guard. */
@@ -190,12 +211,12 @@ static uint64_t stack_top(void)
         void *addr;
         size_t size;
         if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
-            ut.stack_lo = (uint64_t)(uintptr_t)addr;
-            ut.stack_hi = (uint64_t)(uintptr_t)addr + size;
+            utp->stack_lo = (uint64_t)(uintptr_t)addr;
+            utp->stack_hi = (uint64_t)(uintptr_t)addr + size;
         }
         pthread_attr_destroy(&attr);
     }
-    return ut.stack_hi;
+    return utp->stack_hi;
 }
 
 /* Newest first: a module loaded where an unloaded one was wins. */
@@ -215,7 +236,7 @@ static int tail_append(uint64_t pc, uint64_t cfa, uint64_t rbp, uint64_t *out, i
 {
     tail_t *t = NULL;
     for (int i = 0; i < TAILS; i++) {
-        tail_t *e = &ut.tails[i];
+        tail_t *e = &utp->tails[i];
         if (e->n && e->pc == pc && e->cfa == cfa) {
             uint32_t j = 1;
             /* The slots lie between cfa and the stack top: mapped, ours. */
@@ -229,7 +250,7 @@ static int tail_append(uint64_t pc, uint64_t cfa, uint64_t rbp, uint64_t *out, i
         }
     }
     if (!t) {
-        t = &ut.tails[ut.next++ % TAILS];
+        t = &utp->tails[utp->next++ % TAILS];
         t->n = 0;
         unw_context_t uc;
         if (unw_getcontext(&uc) != 0)
@@ -387,13 +408,13 @@ int unwind_capture(uint64_t *out, int depth, int *truncated)
 int unwind_on_stack(uint64_t addr)
 {
     uint64_t hi = stack_top();
-    return hi && addr >= ut.stack_lo && addr + 8 <= hi && !(addr & 7);
+    return hi && addr >= utp->stack_lo && addr + 8 <= hi && !(addr & 7);
 }
 
 int unwind_find_slots(const uint64_t *pcs, int n, uint64_t slot0, uint32_t *off)
 {
     uint64_t hi = stack_top();
-    if (!hi || slot0 < ut.stack_lo || slot0 + 8 > hi || n < 1 ||
+    if (!hi || slot0 < utp->stack_lo || slot0 + 8 > hi || n < 1 ||
         *(const uint64_t *)(uintptr_t)slot0 != pcs[0])
         return 0;
     off[0] = 0;

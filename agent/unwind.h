@@ -25,6 +25,15 @@ int unwind_init(int mode, const char *fp_globs);
 void unwind_module_added(const char *path, int is_exe, uint64_t lo, uint64_t hi);
 void unwind_module_removed(uint64_t lo, uint64_t hi);
 
+/* Bytes of per-thread unwinder state (the caller provides them, zeroed). */
+#define UNWIND_THREAD_BYTES 4096
+
+/* Gives the calling thread its unwinder state (UNWIND_THREAD_BYTES of
+ * zeroed memory that outlives the thread's captures), or NULL to take it
+ * away. Without it only libunwind is used (no frame-pointer walk, no stack
+ * cache). Safe on the malloc path. */
+void unwind_thread_set(void *mem);
+
 /* Captures up to depth return addresses of the caller, innermost first, into
  * out (room for depth entries), leaving out the agent's frames. Sets
  * *truncated when deeper frames were cut. Returns the number of frames, 0 when
@@ -32,6 +41,10 @@ void unwind_module_removed(uint64_t lo, uint64_t hi);
  * given libunwind's per-thread cache; the frame-pointer walk reads only this
  * thread's stack and touches libunwind on a cache miss). */
 int unwind_capture(uint64_t *out, int depth, int *truncated);
+
+/* The agent library's address range [lo, hi). Returns 0, or -ENOENT before
+ * unwind_init found it. */
+int unwind_self_range(uint64_t *lo, uint64_t *hi);
 
 /* 1 if pc lies inside the agent library. */
 int unwind_is_self(uint64_t pc);

@@ -15,6 +15,8 @@ enum {
     ATAB_F_NOTED = 4,     /* has a Python traceback (client's noted map) */
     ATAB_F_WUP = 8,       /* sampled client: its estimated count is rounded up */
     ATAB_F_UNSAMPLED = 16,/* sampled client: recorded only for an armed stack; weight 0 */
+    ATAB_F_SCANNED = 32,  /* live during the last reachability scan */
+    ATAB_F_UNREACH = 64,  /* ... and no chain from a root reached it (lost) */
 };
 
 /* One live block. 40 bytes; with the hash slots ~46 bytes per live block. */

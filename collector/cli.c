@@ -1,14 +1,17 @@
 /* stackctl: queries to a running collectord. */
 #include <errno.h>
+#include <fnmatch.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_attach.h"
 #include "cli_call.h"
 #include "cli_diff.h"
 #include "cli_html.h"
 #include "cli_render.h"
+#include "cli_report.h"
 #include "rundir.h"
 #include "signame.h"
 #include "version.h"
@@ -20,7 +23,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: stackctl [--dir DIR] query leaks [--pid PID] [--exe GLOB] [--top N]\n"
             "                 [--min-bytes B] [--class CLASS] [--all] [--by exe]\n"
-            "                 [--since-mark] [--json | --format text|json|folded|pprof]\n"
+            "                 [--since-mark] [--reachability]\n"
+            "                 [--json | --format text|json|folded|pprof]\n"
             "                 [-o FILE]\n"
             "       stackctl [--dir DIR] mark [--pid PID] [-o FILE]\n"
             "       stackctl [--dir DIR] snapshot [--pid PID] -o FILE\n"
@@ -34,6 +38,9 @@ static void usage(FILE *f)
             "       stackctl [--dir DIR] trigger list [--json]\n"
             "       stackctl [--dir DIR] trigger rm ID\n"
             "       stackctl --version\n"
+            "       stackctl [--dir DIR] attach PID [--agent PATH] [--timeout MS]\n"
+            "       stackctl [--dir DIR] detach PID [--timeout MS]\n"
+            "       stackctl [--dir DIR] scan PID [--json]\n"
             "\n"
             "  query leaks     stacks whose blocks outlived the expire time (may-leak),\n"
             "                  largest first; of ended processes also blocks live at exit\n"
@@ -58,7 +65,13 @@ static void usage(FILE *f)
             "    --match/--module  regex on function names / module paths of the report's\n"
             "                  frames; --frame N pins the frame index (innermost = 0)\n"
             "    --leaking     only stacks with may-leak blocks (armed when they first\n"
-            "                  expire), not every matching start-up stack\n");
+            "                  expire), not every matching start-up stack\n"
+            "  attach PID      trace a running process from now on (ptrace: same user or\n"
+            "                  root); settings from this shell's STACKWATCH_* variables\n"
+            "  detach PID      stop tracing it; the process runs on\n"
+            "  scan PID        reachability: stop the process for a moment, copy its memory,\n"
+            "                  find which live blocks no pointer chain reaches (lost)\n"
+            "  --reachability  scan every process of the report first (query leaks)\n");
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
@@ -134,6 +147,56 @@ static int print_rules(const rundir_t *rd, Stackwatch__Request *req, int json)
         return 1;
     return fflush(stdout) == 0 ? 0 : 1;
 }
+
+/* --reachability: a scan of each connected process the report covers
+ * first. A process that cannot be scanned is said so, the report goes on.
+ * Returns 0, or -1 when collectord cannot be asked at all. */
+static int scan_before(const rundir_t *rd, uint32_t pid, const char *exe)
+{
+    Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
+    Stackwatch__QueryClients qc = STACKWATCH__QUERY_CLIENTS__INIT;
+    req.req_case = STACKWATCH__REQUEST__REQ_CLIENTS;
+    req.clients = &qc;
+    Stackwatch__Reply *rep = NULL;
+    if (call(rd, &req, &rep))
+        return -1;
+    uint32_t pids[1024];
+    size_t n = 0;
+    for (size_t i = 0; rep->body_case == STACKWATCH__REPLY__BODY_CLIENTS &&
+                       i < rep->clients->n_clients && n < 1024; i++) {
+        const Stackwatch__ClientInfo *c = rep->clients->clients[i];
+        if (strcmp(c->state, "connected") != 0 || (pid && c->pid != pid))
+            continue;
+        if (exe && *exe) {
+            const char *base = strrchr(c->exe, '/') ? strrchr(c->exe, '/') + 1 : c->exe;
+            if (fnmatch(exe, c->exe, 0) != 0 && fnmatch(exe, base, 0) != 0)
+                continue;
+        }
+        pids[n++] = c->pid;
+    }
+    stackwatch__reply__free_unpacked(rep, NULL);
+    if (pid && n == 0)
+        fprintf(stderr, "stackctl: pid %u is not connected: no reachability scan\n", pid);
+    for (size_t i = 0; i < n; i++) {
+        Stackwatch__Request sr = STACKWATCH__REQUEST__INIT;
+        Stackwatch__Scan sc = STACKWATCH__SCAN__INIT;
+        sc.pid = pids[i];
+        sr.req_case = STACKWATCH__REQUEST__REQ_SCAN;
+        sr.scan = &sc;
+        Stackwatch__Reply *r = NULL;
+        int rc = cli_call(rd->control_sock, &sr, QUERY_TIMEOUT_MS * 5, &r);
+        if (rc < 0) {
+            fprintf(stderr, "stackctl: scan of pid %u: %s\n", pids[i], strerror(-rc));
+            continue;
+        }
+        if (r->error)
+            fprintf(stderr, "stackctl: %s\n", r->message && *r->message ? r->message
+                                                                       : strerror(-r->error));
+        stackwatch__reply__free_unpacked(r, NULL);
+    }
+    return 0;
+}
+
 
 /* Every stack of pid (0: all) as it is now, stacks keyed by executable and
  * frames (by exe). NULL on failure (said). */
@@ -248,12 +311,13 @@ static int cmd_diff(const rundir_t *rd, int argc, char **argv, uint32_t top, int
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
-    int json = 0, all = 0, by_exe = 0, since_mark = 0, leaking = 0;
+    int json = 0, all = 0, by_exe = 0, since_mark = 0, leaking = 0, reach = 0;
     const char *format = NULL, *outpath = NULL, *klass = NULL, *exe = NULL, *html = NULL;
     uint64_t pid = 0, top = 0, min_bytes = 0, count = 0, min_depth = 0, stack = 0;
     int64_t frame = -1;
     int sig = 0;
-    const char *match = NULL, *module = NULL;
+    const char *match = NULL, *module = NULL, *agent = NULL;
+    uint64_t timeout_ms = 60000;
     static const struct option lopts[] = {
         { "dir", required_argument, 0, 'd' },
         { "json", no_argument, 0, 'j' },
@@ -277,6 +341,9 @@ int main(int argc, char **argv)
         { "since-mark", no_argument, 0, 'Z' },
         { "html", required_argument, 0, 'H' },
         { "version", no_argument, 0, 'V' },
+        { "agent", required_argument, 0, 'A' },
+        { "timeout", required_argument, 0, 'T' },
+        { "reachability", no_argument, 0, 'R' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -301,7 +368,9 @@ int main(int argc, char **argv)
     }
     const char *group = argv[optind];
     int one_word = !strcmp(group, "mark") || !strcmp(group, "report") ||
-                   !strcmp(group, "snapshot") || !strcmp(group, "diff");
+                   !strcmp(group, "snapshot") || !strcmp(group, "diff") ||
+                   !strcmp(group, "attach") || !strcmp(group, "detach") ||
+                   !strcmp(group, "scan");
     if (!one_word && (argc - optind < 2 ||
                       (strcmp(group, "query") != 0 && strcmp(group, "trigger") != 0))) {
         usage(stderr);
@@ -311,7 +380,7 @@ int main(int argc, char **argv)
     /* Options after the subcommand; positional words stay in sub_argv. */
     int sub_argc = argc - optind - (one_word ? 0 : 1);
     char **sub_argv = argv + optind + (one_word ? 0 : 1);
-    optind = 1;
+    optind = 0; /* 0: GNU getopt starts over (and permutes again: "attach PID --agent X") */
     while ((o = getopt_long(sub_argc, sub_argv, "ho:", lopts, NULL)) != -1) {
         char *end;
         switch (o) {
@@ -375,6 +444,15 @@ int main(int argc, char **argv)
         case 'E': exe = optarg; break;
         case 'Z': since_mark = 1; break;
         case 'H': html = optarg; break;
+        case 'A': agent = optarg; break;
+        case 'R': reach = 1; break;
+        case 'T':
+            if (parse_u64("--timeout", optarg, &timeout_ms) < 0 || timeout_ms == 0 ||
+                timeout_ms > 3600000) {
+                fprintf(stderr, "stackctl: --timeout wants 1..3600000 ms\n");
+                return 2;
+            }
+            break;
         case 'B':
             if (strcmp(optarg, "exe") != 0) {
                 fprintf(stderr, "stackctl: --by %s: only --by exe is supported\n", optarg);
@@ -449,6 +527,45 @@ int main(int argc, char **argv)
             return cmd_snapshot(&rd, (uint32_t)pid, outpath);
         return fflush(stdout) == 0 ? 0 : 1;
     }
+    if (!strcmp(group, "scan")) {
+        uint64_t tpid;
+        if (sub_argc - optind != 1 || parse_u64(group, sub_argv[optind], &tpid) < 0 ||
+            tpid == 0 || tpid > 0x7fffffff) {
+            fprintf(stderr, "stackctl: usage: stackctl scan PID [--json]\n");
+            return 2;
+        }
+        Stackwatch__Scan sc = STACKWATCH__SCAN__INIT;
+        sc.pid = (uint32_t)tpid;
+        req.req_case = STACKWATCH__REQUEST__REQ_SCAN;
+        req.scan = &sc;
+        if (call(&rd, &req, &rep))
+            return 1;
+        if (rep->body_case != STACKWATCH__REPLY__BODY_SCAN) {
+            fprintf(stderr, "stackctl: unexpected reply from collectord\n");
+            return 1;
+        }
+        if (json) {
+            cli_scan_json(stdout, rep->scan);
+        } else {
+            cli_scrub(&rep->base); /* a terminal's text: see cli_render */
+            cli_scan_text(stdout, rep->scan);
+        }
+        stackwatch__reply__free_unpacked(rep, NULL);
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
+    if (!strcmp(group, "attach") || !strcmp(group, "detach")) {
+        uint64_t tpid;
+        if (sub_argc - optind != 1 || parse_u64(group, sub_argv[optind], &tpid) < 0 ||
+            tpid == 0 || tpid > 0x7fffffff) {
+            fprintf(stderr, "stackctl: usage: stackctl %s PID\n", group);
+            return 2;
+        }
+        cli_attach_opts_t ao = { .agent = agent, .timeout_ms = (int)timeout_ms,
+                                 .wait_ms = 10000 };
+        fflush(stdout);
+        return !strcmp(group, "attach") ? cli_attach(&rd, (pid_t)tpid, &ao)
+                                        : cli_detach(&rd, (pid_t)tpid, &ao);
+    }
     if (!strcmp(group, "trigger")) {
         if (!strcmp(what, "add")) {
             if (optind != sub_argc) {
@@ -507,6 +624,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "stackctl: report needs --html FILE\n");
             return 2;
         }
+        if (reach && scan_before(&rd, (uint32_t)pid, exe) < 0)
+            return 1;
         Stackwatch__QueryLeaks q = STACKWATCH__QUERY_LEAKS__INIT;
         q.pid = (uint32_t)pid;
         q.top = (uint32_t)(top ? top : (is_report ? 20 : 0));

@@ -1116,6 +1116,11 @@ static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns)
 {
     char a[512];
     fprintf(f, "<tr class=\"detail\"><td colspan=\"%d\">\n<div class=\"facts\">", columns);
+    if (s->scanned) {
+        /* Reachability, from the process's last scan. */
+        fact(f, "unreachable (lost)", s->unreachable);
+        fact(f, "reachable", s->reachable);
+    }
     fact(f, "expired", s->expired);
     fact(f, "free_expired", s->free_expired);
     fact(f, "alloc", s->alloc);

@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli_py.h"
 #include "json.h"
@@ -34,6 +35,14 @@ void cli_cmdline(char *buf, size_t cap, const Stackwatch__ClientInfo *c)
 static int empty(const char *s)
 {
     return !s || !*s;
+}
+
+void cli_time(char *buf, size_t cap, uint64_t unix_ms)
+{
+    time_t t = (time_t)(unix_ms / 1000u);
+    struct tm tm;
+    if (!localtime_r(&t, &tm) || !strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm))
+        snprintf(buf, cap, "%" PRIu64 " ms", unix_ms);
 }
 
 static void text_frame(FILE *f, const Stackwatch__Frame *fr)
@@ -97,6 +106,23 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
     else if (c->restored)
         fputs("\n      from collectord's store (reported before a collectord restart)", f);
     fputc('\n', f);
+    if (c->scan) {
+        const Stackwatch__ScanResult *sr = c->scan;
+        char when[64];
+        cli_time(when, sizeof when, sr->time_ms);
+        fprintf(f, "      reachability scan at %s: %" PRIu64 " live blocks, unreachable=%" PRIu64
+                   " (%" PRIu64 " bytes); process paused %.1f ms%s\n",
+                when, cnt(sr->blocks)->count, cnt(sr->unreachable)->count,
+                cnt(sr->unreachable)->bytes, sr->pause_us / 1000.0,
+                sr->heap_roots ? " (heap outside tracked blocks counted as roots)" : "");
+    }
+    if (c->attached) {
+        char when[64];
+        cli_time(when, sizeof when, c->start_realtime_ns / 1000000u);
+        fprintf(f, "      tracking started at attach time (%s): blocks allocated before are "
+                   "unknown (their frees count as unknown_frees)%s\n",
+                when, !strcmp(c->state, "detached") ? "; stopped at detach" : "");
+    }
 }
 
 /* Python tracebacks of a stack, innermost frame first; blamed ones (blocks
@@ -171,6 +197,12 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
                         k + 1 < s->n_pids ? "," : "");
             fputc('\n', f);
         }
+        if (s->scanned)
+            fprintf(f, "    unreachable=%s%" PRIu64 " (%" PRIu64 " bytes) reachable=%s%" PRIu64
+                       " (%" PRIu64 " bytes)  as of the reachability scan\n",
+                    s->estimate ? "~" : "", cnt(s->unreachable)->count,
+                    cnt(s->unreachable)->bytes, s->estimate ? "~" : "",
+                    cnt(s->reachable)->count, cnt(s->reachable)->bytes);
         fprintf(f, "    expired=%" PRIu64 " (%" PRIu64 " bytes), free_expired=%" PRIu64
                    " (%" PRIu64 " bytes)\n",
                 ex->count, ex->bytes, fe->count, fe->bytes);
@@ -178,9 +210,10 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
                    " bytes)\n",
                 al->count, al->bytes, fr->count, fr->bytes);
         if (el->count)
-            fprintf(f, "    exit_live=%" PRIu64 " (%" PRIu64 " bytes) still allocated when the "
-                       "process ended\n",
-                    el->count, el->bytes);
+            fprintf(f, "    exit_live=%" PRIu64 " (%" PRIu64 " bytes) still allocated when %s\n",
+                    el->count, el->bytes,
+                    s->state && !strcmp(s->state, "detached") ? "tracking stopped (detach)"
+                                                              : "the process ended");
         if (un->count)
             fprintf(f, "    uncertain=%" PRIu64 " (%" PRIu64 " bytes) allocated before lost events\n",
                     un->count, un->bytes);
@@ -213,6 +246,52 @@ static void json_count(json_t *j, const char *key, const Stackwatch__Count *c)
     json_u64(j, "count", c->count);
     json_u64(j, "bytes", c->bytes);
     json_obj_end(j);
+}
+
+static void cli_scan_json_obj(json_t *j, const char *key, const Stackwatch__ScanResult *r)
+{
+    json_obj_begin(j, key);
+    json_u64(j, "pid", r->pid);
+    json_u64(j, "time_ms", r->time_ms);
+    json_u64(j, "pause_us", r->pause_us);
+    json_u64(j, "duration_us", r->duration_us);
+    json_u64(j, "cpu_us", r->cpu_us);
+    json_u64(j, "threads", r->threads);
+    json_count(j, "blocks", r->blocks);
+    json_count(j, "reachable", r->reachable);
+    json_count(j, "unreachable", r->unreachable);
+    json_u64(j, "root_bytes", r->root_bytes);
+    json_u64(j, "read_bytes", r->read_bytes);
+    json_bool(j, "heap_roots", r->heap_roots);
+    json_u64(j, "busy_threads", r->busy_threads);
+    json_str(j, "note", empty(r->note) ? NULL : r->note);
+    json_obj_end(j);
+}
+
+void cli_scan_json(FILE *f, const Stackwatch__ScanResult *r)
+{
+    json_t j;
+    json_init(&j, f, 1);
+    cli_scan_json_obj(&j, NULL, r);
+    fputc('\n', f);
+}
+
+void cli_scan_text(FILE *f, const Stackwatch__ScanResult *r)
+{
+    const Stackwatch__Count *b = cnt(r->blocks), *u = cnt(r->unreachable), *re = cnt(r->reachable);
+    fprintf(f, "pid %u: scanned %" PRIu64 " live blocks (%" PRIu64 " bytes) in %.1f ms; the "
+               "process was paused %.1f ms (%u threads)\n",
+            r->pid, b->count, b->bytes, r->duration_us / 1000.0, r->pause_us / 1000.0, r->threads);
+    fprintf(f, "    unreachable (lost): %" PRIu64 " blocks (%" PRIu64 " bytes)\n", u->count, u->bytes);
+    fprintf(f, "    reachable:          %" PRIu64 " blocks (%" PRIu64 " bytes)\n", re->count,
+            re->bytes);
+    fprintf(f, "    %.1f MiB copied, %.1f MiB of roots scanned, collectord CPU %.1f ms\n",
+            r->read_bytes / 1048576.0, r->root_bytes / 1048576.0, r->cpu_us / 1000.0);
+    if (r->busy_threads)
+        fprintf(f, "    %u thread(s) were stopped inside an allocation (its block may be "
+                   "missing)\n", r->busy_threads);
+    if (!empty(r->note))
+        fprintf(f, "    %s\n", r->note);
 }
 
 static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
@@ -274,6 +353,11 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
         json_null(j, "mark_ms");
     json_u64(j, "duration_ms", c->duration_ms);
     json_u64(j, "start_time_ms", c->start_realtime_ns / 1000000u);
+    json_bool(j, "attached", c->attached);
+    if (c->scan)
+        cli_scan_json_obj(j, "scan", c->scan);
+    else
+        json_null(j, "scan");
     json_obj_end(j);
 }
 
@@ -339,6 +423,14 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
         json_count(&j, "live", s->live);
         json_count(&j, "exit_live", s->exit_live);
         json_count(&j, "uncertain", s->uncertain);
+        if (s->scanned) {
+            json_count(&j, "unreachable", s->unreachable);
+            json_count(&j, "reachable", s->reachable);
+        } else {
+            json_null(&j, "unreachable");
+            json_null(&j, "reachable");
+        }
+        json_str(&j, "state", empty(s->state) ? NULL : s->state);
         json_obj_begin(&j, "freed_live_time_ms");
         if (s->freed_lt_valid) {
             json_u64(&j, "min", s->freed_lt_min_ms);

@@ -22,11 +22,30 @@
 
 enum { ARM_NONE = 0, ARM_RULE = 1, ARM_PYTHON = 2, ARM_ON_LEAK = 3 };
 
-enum { CLIENT_CONNECTED = 0, CLIENT_EXITED = 1, CLIENT_LOST = 2 };
+enum { CLIENT_CONNECTED = 0, CLIENT_EXITED = 1, CLIENT_LOST = 2, CLIENT_DETACHED = 3 };
 enum { SYM_NONE = 0, SYM_PENDING = 1, SYM_DONE = 2 };
 
 struct symres_s;
 struct conn_s;
+struct scan_job_s;
+
+/* A reachability scan's summary (the last one that finished). */
+typedef struct scan_info_s {
+    uint64_t time_ms;       /* when (Unix ms) */
+    uint64_t pause_us;      /* the process's threads were stopped this long */
+    uint64_t dur_us;        /* the whole scan */
+    uint64_t cpu_us;        /* collectord CPU (worker and loop) */
+    uint32_t threads;       /* threads stopped */
+    uint32_t busy_threads;  /* stopped inside a hook: their event was not out */
+    uint64_t blocks_n, blocks_b;    /* live tracked blocks scanned */
+    uint64_t reach_n, reach_b;      /* reachable */
+    uint64_t unreach_n, unreach_b;  /* unreachable: lost */
+    uint64_t root_bytes;    /* scanned as roots */
+    uint64_t read_bytes;    /* copied out of the process */
+    int heap_roots;         /* heap outside tracked blocks counted as roots */
+} scan_info_t;
+
+enum { SCAN_ST_NONE = 0, SCAN_ST_BEGIN, SCAN_ST_FREEZE, SCAN_ST_SYNC, SCAN_ST_READ };
 
 typedef struct cmod_s {
     char *path;             /* NULL: slot unused */
@@ -118,6 +137,9 @@ typedef struct client_s {
     char *sample;
     int state;              /* CLIENT_* */
     int said_bye;           /* Goodbye received on the current connection */
+    int said_detach;        /* ... and it said "detached" (stackctl detach) */
+    int attached;           /* stackctl attach: tracking started at start_realtime_ns */
+    uint32_t flusher_tid;   /* the agent's own thread (a scan leaves it running) */
     int frozen;             /* ages frozen at end_ts */
     int ending;             /* it said it began to end (Ending): frozen for good */
     char end_reason[32];    /* ... and why ("exit", "python finalizing", ...) */
@@ -173,6 +195,18 @@ typedef struct client_s {
     uint64_t a_sc_hits, a_firings, a_notes_dropped, a_sites_full;
     uint32_t rule_armed;    /* stacks armed by trigger rules (for the sampled budget) */
     uint64_t sample_bytes;  /* the agent samples every N bytes on average (0: every block) */
+    struct scan_job_s *scan;/* the reachability scan in progress, if any */
+    int scan_state;         /* SCAN_ST_*: what it waits for */
+    int scan_allowed;       /* the agent was asked to allow ptrace (SCAN_BEGIN) */
+    uint64_t scan_token;    /* its token in the agent's commands and replies */
+    uint64_t scan_deadline; /* collector clock: give up after */
+    uint32_t scan_busy;     /* from the agent's reply: threads stopped in a hook */
+    uint64_t scan_loop_ns;  /* loop CPU it took (snapshot and results) */
+    uint64_t scan_seq;      /* scans finished, well or not */
+    int scan_err;           /* the last one's error (0: ok) */
+    char scan_msg[512];     /* ... and why */
+    int scan_ok;            /* scan_last is valid */
+    scan_info_t scan_last;  /* the last scan that worked */
     uint64_t rng;           /* for the estimates' rounding */
     struct client_s *next;
 } client_t;

@@ -38,6 +38,7 @@ typedef struct conn_s {
     struct client_s *client;  /* agent: the client this connection feeds */
     void *parked;             /* control: a request waiting for symbolization */
     uint64_t parked_until;    /* ... its deadline (collector clock, ns) */
+    uint64_t parked_tag;      /* ... what it waits for (a scan: the client's scan_seq to reach) */
     uint64_t frames_in;       /* frames received */
     struct conn_s *prev, *next; /* srv's list of connections */
 } conn_t;

@@ -61,6 +61,7 @@ static const char *state_name(int st)
     switch (st) {
     case CLIENT_CONNECTED: return "connected";
     case CLIENT_EXITED: return "exited";
+    case CLIENT_DETACHED: return "detached";
     default: return "lost";
     }
 }
@@ -74,6 +75,35 @@ static Stackwatch__Count *count(ra_t *ra, uint64_t n, uint64_t b)
     c->count = n;
     c->bytes = b;
     return c;
+}
+
+static Stackwatch__ScanResult *scan_result(ra_t *ra, const client_t *c)
+{
+    const scan_info_t *si = &c->scan_last;
+    Stackwatch__ScanResult *r = ra_alloc(ra, sizeof *r);
+    if (!r)
+        return NULL;
+    stackwatch__scan_result__init(r);
+    r->pid = c->pid;
+    r->time_ms = si->time_ms;
+    r->pause_us = si->pause_us;
+    r->duration_us = si->dur_us;
+    r->cpu_us = si->cpu_us;
+    r->threads = si->threads;
+    r->blocks = count(ra, si->blocks_n, si->blocks_b);
+    r->reachable = count(ra, si->reach_n, si->reach_b);
+    r->unreachable = count(ra, si->unreach_n, si->unreach_b);
+    r->root_bytes = si->root_bytes;
+    r->read_bytes = si->read_bytes;
+    r->heap_roots = si->heap_roots;
+    r->busy_threads = si->busy_threads;
+    r->note = (char *)(si->heap_roots
+                           ? "tracking is incomplete (attached, sampled or events lost): the "
+                             "heap outside tracked blocks counted as roots, so unreachable is "
+                             "a lower bound"
+                           : "roots: registers, stacks, module data, other writable memory; "
+                             "the malloc heap only through chains from them");
+    return r;
 }
 
 static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t now)
@@ -126,6 +156,9 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->end_reason = (char *)c->end_reason;
     ci->after_end = c->after_end;
     ci->armed_sites_full = c->a_sites_full;
+    ci->attached = c->attached;
+    if (c->scan_ok && !(ci->scan = scan_result(ra, c)))
+        return NULL;
     return ci;
 }
 
@@ -137,6 +170,7 @@ typedef struct fig_s {
     uint64_t may_n, may_b, exp_n, exp_b, fexp_n, fexp_b;
     uint64_t alloc_n, alloc_b, free_n, free_b, live_n, live_b;
     uint64_t exit_n, exit_b, unc_n, unc_b;
+    uint64_t un_n, un_b, re_n, re_b;  /* the last scan: unreachable / reachable, still live */
     uint64_t oldest;       /* oldest live block's allocation time, 0 none */
 } fig_t;
 
@@ -160,6 +194,7 @@ typedef struct cand_s {
 /* Per stack of one client, from one walk over its live blocks. */
 typedef struct walk_s {
     uint64_t oldest;                     /* any live block */
+    uint64_t un_n, un_b, re_n, re_b;     /* live blocks the last scan found unreachable / reachable */
     uint64_t m_may_n, m_may_b, m_live_n, m_live_b, m_oldest; /* allocated after the mark */
 } walk_t;
 
@@ -179,6 +214,17 @@ static void walk_block(void *ctx, atab_ent_t *e)
     walk_t *w = &o->w[s->pos];
     if (!w->oldest || e->ts < w->oldest)
         w->oldest = e->ts;
+    if (e->flags & ATAB_F_SCANNED) {
+        uint64_t wn, wb;
+        client_weight(o->c, e->size, e->flags, &wn, &wb);
+        if (e->flags & ATAB_F_UNREACH) {
+            w->un_n += wn;
+            w->un_b += wb;
+        } else {
+            w->re_n += wn;
+            w->re_b += wb;
+        }
+    }
     if (o->mark && e->ts >= o->mark) {
         uint64_t wn, wb;
         client_weight(o->c, e->size, e->flags, &wn, &wb);
@@ -235,6 +281,12 @@ static void fig_of(fig_t *f, const client_t *c, const cstack_t *s, const walk_t 
     f->exit_b = s->exit_live_b;
     f->unc_n = s->unc_n;
     f->unc_b = s->unc_b;
+    if (w) {
+        f->un_n = w->un_n;
+        f->un_b = w->un_b;
+        f->re_n = w->re_n;
+        f->re_b = w->re_b;
+    }
     f->oldest = c->frozen ? s->oldest_live_ts : (w ? w->oldest : 0);
 }
 
@@ -564,7 +616,14 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
         r->truncated = s->truncated;
         r->armed = s->arm_left;
         r->exe_sig = cd->sig;
+        if (c->scan_ok && !c->frozen) {
+            r->scanned = 1;
+            r->unreachable = count(ra, f->un_n, f->un_b);
+            r->reachable = count(ra, f->re_n, f->re_b);
+        }
     }
+    if (c)
+        r->state = (char *)state_name(c->state);
     if (q->by_exe)
         r->id = cd->sig;
     r->may_leak = count(ra, f->may_n, f->may_b);
@@ -1074,6 +1133,62 @@ static int send_rules(conn_t *c, ra_t *ra, srv_t *s, uint32_t only)
     return send_reply(c, &rep);
 }
 
+/* The newest connected client of pid, or NULL. */
+static client_t *connected_client(srv_t *s, uint32_t pid)
+{
+    for (client_t *c = s->clients.head; c; c = c->next)
+        if (c->pid == pid && c->conn && c->state == CLIENT_CONNECTED)
+            return c;
+    return NULL;
+}
+
+#define SCAN_PARK_NS (600ull * 1000000000)   /* a scan's reply waits at most this */
+
+/* Scan: starts the scan on the first run and parks; answers when the
+ * client's scan count has moved past the one started (conn->parked_tag). */
+static int run_scan(conn_t *c, const Stackwatch__Scan *q, int force, ra_t *ra)
+{
+    srv_t *s = c->srv;
+    char msg[600];
+    client_t *cl = connected_client(s, q->pid);
+    if (!c->parked_tag) {
+        if (!cl) {
+            snprintf(msg, sizeof msg, "pid %u is not a connected client (run it under the agent, "
+                                      "or stackctl attach it first)", q->pid);
+            return send_error(c, -ESRCH, msg) < 0 ? -1 : 1;
+        }
+        if (cl->scan_state == SCAN_ST_NONE) {
+            int rc = srv_scan_start(s, cl, msg, sizeof msg);
+            if (rc < 0)
+                return send_error(c, rc, msg) < 0 ? -1 : 1;
+        }
+        c->parked_tag = cl->scan_seq + 1;
+        uint64_t t = q->timeout_ms ? (uint64_t)q->timeout_ms * 1000000u : SCAN_PARK_NS;
+        c->parked_until = srv_now() + t;
+        return 0;
+    }
+    /* The client may have ended (then it is no longer "connected"). */
+    for (cl = s->clients.head; cl; cl = cl->next)
+        if (cl->pid == q->pid && cl->scan_seq >= c->parked_tag)
+            break;
+    if (!cl) {
+        if (!force)
+            return 0;
+        snprintf(msg, sizeof msg, "the scan of pid %u did not finish in time", q->pid);
+        return send_error(c, -ETIMEDOUT, msg) < 0 ? -1 : 1;
+    }
+    if (cl->scan_err) {
+        snprintf(msg, sizeof msg, "scan of pid %u: %s", q->pid, cl->scan_msg);
+        return send_error(c, cl->scan_err, msg) < 0 ? -1 : 1;
+    }
+    Stackwatch__Reply r = STACKWATCH__REPLY__INIT;
+    r.body_case = STACKWATCH__REPLY__BODY_SCAN;
+    r.scan = scan_result(ra, cl);
+    if (!r.scan)
+        return send_error(c, -ENOMEM, "out of memory") < 0 ? -1 : 1;
+    return send_reply(c, &r) < 0 ? -1 : 1;
+}
+
 /* Runs a request. Returns 1 done, 0 parked, -1 connection closed. */
 static int run_request(conn_t *c, Stackwatch__Request *req, int force)
 {
@@ -1235,6 +1350,11 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
         rc = send_rules(c, &ra, s, 0);
         break;
     }
+    case STACKWATCH__REQUEST__REQ_SCAN: {
+        int sr = run_scan(c, req->scan, force, &ra);
+        ra_free(&ra);
+        return sr;
+    }
     case STACKWATCH__REQUEST__REQ_SHUTDOWN:
         srv_log("stop requested over the control socket");
         rc = send_reply(c, &r);
@@ -1260,10 +1380,13 @@ int ctl_request(conn_t *c, const uint8_t *p, uint32_t len)
         conn_close(c, "malformed request");
         return -1;
     }
+    c->parked_tag = 0;
+    c->parked_until = 0;
     int rc = run_request(c, req, 0);
     if (rc == 0) {
         c->parked = req;
-        c->parked_until = srv_now() + PARK_NS;
+        if (!c->parked_until)
+            c->parked_until = srv_now() + PARK_NS;
         return 0;
     }
     stackwatch__request__free_unpacked(req, NULL);

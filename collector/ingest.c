@@ -102,6 +102,9 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     cl->python_status = strdup(h->python_status ? h->python_status : "");
     cl->conn = c;
     cl->said_bye = 0;
+    cl->said_detach = 0;
+    cl->attached = h->attached;
+    cl->flusher_tid = h->flusher_tid;
     cl->state = CLIENT_CONNECTED;
     c->client = cl;
     mark_exec(s, cl);
@@ -647,8 +650,12 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
         client_ending(c->client, ts, m->ending->why);
         break;
     }
+    case STACKWATCH__AGENT_MSG__MSG_SCAN:
+        srv_scan_reply(c->srv, c->client, m->scan);
+        break;
     case STACKWATCH__AGENT_MSG__MSG_BYE:
         c->client->said_bye = 1;
+        c->client->said_detach = m->bye->detached;
         /* Trust the goodbye's time only as far as our own clock. */
         if (m->bye->ts > c->client->max_ts && m->bye->ts <= srv_now())
             c->client->max_ts = m->bye->ts;

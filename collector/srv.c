@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "scan.h"
 #include "frame.h"
 #include "proto/stackwatch.pb-c.h"
 #include "sym.h"
@@ -298,6 +299,261 @@ static int by_need(const void *a, const void *b)
     if (x->alloc_n != y->alloc_n)
         return x->alloc_n > y->alloc_n ? -1 : 1;
     return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* ---------------------------------------------------------------- reachability scans */
+
+#define SCAN_AGENT_NS (5ull * 1000000000)    /* the agent answers a SCAN_* within this */
+#define SCAN_READ_NS (300ull * 1000000000)   /* copy and mark, for the largest process */
+
+static uint64_t loop_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int send_scan_cmd(client_t *c, Stackwatch__Command__Kind kind)
+{
+    if (!c->conn)
+        return -ENOTCONN;
+    Stackwatch__Command cmd = STACKWATCH__COMMAND__INIT;
+    cmd.kind = kind;
+    cmd.token = c->scan_token;
+    cmd.tracer_pid = (uint32_t)getpid();
+    Stackwatch__CollectorMsg m = STACKWATCH__COLLECTOR_MSG__INIT;
+    m.msg_case = STACKWATCH__COLLECTOR_MSG__MSG_COMMAND;
+    m.command = &cmd;
+    int rc = conn_send_msg(c->conn, &m, FRAME_MAX_COMMAND);
+    if (rc < 0)
+        conn_close(c->conn, "cannot queue a command (the agent does not read)");
+    return rc;
+}
+
+/* Worker thread: wake the loop. */
+static void scan_wake(void *arg)
+{
+    srv_t *s = arg;
+    ev_async_send(s->loop, &s->scan_async);
+}
+
+/* The scan is over, well or not: results into the table, the agent told,
+ * waiting requests answered. */
+static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
+{
+    scan_job_t *j = c->scan;
+    uint64_t cpu0 = loop_cpu_ns();
+    if (j && atomic_load(&j->stage) == SCAN_DONE && !err && c->atab_ok) {
+        scan_info_t *si = &c->scan_last;
+        memset(si, 0, sizeof *si);
+        for (size_t i = 0; i < j->nsnap; i++) {
+            const scan_ent_t *e = &j->snap[i];
+            atab_ent_t *a = atab_find(&c->atab, e->addr);
+            uint64_t wn, wb;
+            client_weight(c, e->size, a ? a->flags : 0, &wn, &wb);
+            si->blocks_n += wn;
+            si->blocks_b += wb;
+            if (e->reach) {
+                si->reach_n += wn;
+                si->reach_b += wb;
+            } else {
+                si->unreach_n += wn;
+                si->unreach_b += wb;
+            }
+            if (!a || a->ts != e->ts)
+                continue; /* freed since (or another block at the address) */
+            a->flags = (a->flags & ~(uint64_t)(ATAB_F_SCANNED | ATAB_F_UNREACH)) |
+                       ATAB_F_SCANNED | (e->reach ? 0 : ATAB_F_UNREACH);
+        }
+        struct timespec rt;
+        clock_gettime(CLOCK_REALTIME, &rt);
+        si->time_ms = (uint64_t)rt.tv_sec * 1000u + (uint64_t)rt.tv_nsec / 1000000u;
+        si->pause_us = j->pause_ns / 1000u;
+        si->dur_us = j->dur_ns / 1000u;
+        si->threads = j->threads;
+        si->busy_threads = c->scan_busy;
+        si->root_bytes = j->root_bytes;
+        si->read_bytes = j->read_bytes;
+        si->heap_roots = j->heap_roots;
+        c->scan_ok = 1;
+        c->scan_err = 0;
+        c->scan_msg[0] = '\0';
+        c->scan_loop_ns += loop_cpu_ns() - cpu0;
+        si->cpu_us = (j->cpu_ns + c->scan_loop_ns) / 1000u;
+        srv_log("pid %u: scan of %llu live blocks: %llu unreachable (%llu bytes); paused %.1f ms "
+                "(stop %.1f, sync %.1f, copy %.1f of %.1f MiB, %.1f of it reading), marking %.1f ms, "
+                "%.1f ms in all",
+                c->pid, (unsigned long long)si->blocks_n, (unsigned long long)si->unreach_n,
+                (unsigned long long)si->unreach_b, si->pause_us / 1000.0, j->stop_ns / 1e6,
+                j->sync_ns / 1e6, j->copy_ns / 1e6, j->read_bytes / 1048576.0,
+                j->read_ns / 1e6, j->mark_ns / 1e6, si->dur_us / 1000.0);
+    } else {
+        c->scan_err = err ? err : (j && j->err ? j->err : -EIO);
+        snprintf(c->scan_msg, sizeof c->scan_msg, "%s",
+                 msg ? msg : (j && j->msg[0] ? j->msg : !c->atab_ok ? "the process ended "
+                                                                     "during the scan"
+                                                                   : "the scan failed"));
+        srv_log("pid %u: scan failed: %s", c->pid, c->scan_msg);
+    }
+    c->scan_state = SCAN_ST_NONE;
+    c->scan = NULL;
+    scan_job_free(j);
+    if (c->scan_allowed)
+        send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_END);
+    c->scan_allowed = 0;
+    c->scan_seq++;
+    ctl_retry_parked(s, 0);
+}
+
+static int heap_roots(const client_t *c)
+{
+    /* The table does not hold every live block: untracked blocks may hold
+     * the only pointer to tracked ones. */
+    return c->attached || c->sample_bytes || c->gaps || c->lost_events || c->table_full ||
+           c->a_lost_disc || c->a_dropped;
+}
+
+int srv_scan_start(srv_t *s, client_t *c, char *err, size_t errlen)
+{
+    (void)s;
+    if (!c->conn || c->state != CLIENT_CONNECTED) {
+        snprintf(err, errlen, "pid %u is not connected", c->pid);
+        return -ENOTCONN;
+    }
+    if (!c->flusher_tid) {
+        snprintf(err, errlen, "the agent of pid %u does not support scans (an older agent?)",
+                 c->pid);
+        return -ENOTSUP;
+    }
+    if (c->scan_state != SCAN_ST_NONE) {
+        snprintf(err, errlen, "a scan of pid %u is running", c->pid);
+        return -EBUSY;
+    }
+    static uint64_t serial;
+    uint64_t tok = (srv_now() << 16) ^ ++serial ^ ((uint64_t)c->pid << 40);
+    c->scan_token = tok;
+    c->scan_loop_ns = 0;
+    c->scan_busy = 0;
+    c->scan_allowed = 0;
+    /* Straight to the worker: the agent is asked to allow ptrace only if
+     * Yama refuses it (SCAN_NEED_TRACER), so a program's own
+     * PR_SET_PTRACER setting is not touched when it need not be. */
+    c->scan = scan_job_start((pid_t)c->pid, (pid_t)c->flusher_tid, heap_roots(c),
+                             c->atab_ok ? c->atab.live : 0, scan_wake, s);
+    if (!c->scan) {
+        snprintf(err, errlen, "cannot start the scan thread");
+        return -ENOMEM;
+    }
+    c->scan_state = SCAN_ST_FREEZE;
+    c->scan_deadline = srv_now() + SCAN_AGENT_NS + 10ull * 1000000000;
+    return 0;
+}
+
+
+typedef struct snap_ctx_s {
+    scan_ent_t *v;
+    size_t n, cap;
+} snap_ctx_t;
+
+static void snap_one(void *ctx, atab_ent_t *e)
+{
+    snap_ctx_t *s = ctx;
+    if (s->n < s->cap)
+        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0 };
+}
+
+void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
+{
+    if (!c || c->scan_state == SCAN_ST_NONE || r->token != c->scan_token)
+        return; /* a late answer to a scan given up */
+    if (r->phase == 1 && c->scan_state == SCAN_ST_BEGIN) {
+        if (r->ptracer < 0)
+            srv_log("pid %u: the agent could not allow the scan (PR_SET_PTRACER: %s)", c->pid,
+                    strerror(-r->ptracer));
+        scan_job_retry(c->scan);
+        c->scan_state = SCAN_ST_FREEZE;
+        c->scan_deadline = srv_now() + SCAN_AGENT_NS + 10ull * 1000000000;
+    } else if (r->phase == 2 && c->scan_state == SCAN_ST_SYNC) {
+        uint64_t cpu0 = loop_cpu_ns();
+        /* Every event of the frozen threads is in: the table is the
+         * process's heap as of now. */
+        size_t n = c->atab_ok ? c->atab.live : 0;
+        snap_ctx_t sc = { scan_job_snap_buf(c->scan, n), 0, n };
+        size_t npairs = r->n_regions / 2;
+        uint64_t *reg = malloc((npairs ? npairs : 1) * 2 * sizeof *reg);
+        if (!sc.v || !reg) {
+            free(reg);
+            scan_job_abort(c->scan, "out of memory for the snapshot");
+            return;
+        }
+        if (n)
+            atab_each(&c->atab, snap_one, &sc);
+        size_t k = 0;
+        for (size_t i = 0; i < npairs; i++)
+            if (r->regions[2 * i] < r->regions[2 * i + 1]) {
+                reg[2 * k] = r->regions[2 * i];
+                reg[2 * k + 1] = r->regions[2 * i + 1];
+                k++;
+            }
+        c->scan_busy = r->busy_threads;
+        scan_job_snapshot(c->scan, sc.v, sc.n, reg, k);
+        c->scan_state = SCAN_ST_READ;
+        c->scan_deadline = srv_now() + SCAN_READ_NS;
+        c->scan_loop_ns += loop_cpu_ns() - cpu0;
+    }
+}
+
+void srv_scan_abort(srv_t *s, client_t *c, const char *why)
+{
+    if (c->scan_state == SCAN_ST_NONE)
+        return;
+    if (!c->scan) {
+        scan_finish(s, c, -ECANCELED, why);
+        return;
+    }
+    scan_job_abort(c->scan, why);
+    /* The worker ends SCAN_FAILED and wakes the loop (scan_async_cb). */
+}
+
+static void scan_async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    srv_t *s = w->data;
+    client_t *next;
+    for (client_t *c = s->clients.head; c; c = next) {
+        next = c->next;
+        if (!c->scan)
+            continue;
+        int st = atomic_load(&c->scan->stage);
+        if (st == SCAN_NEED_TRACER && c->scan_state == SCAN_ST_FREEZE) {
+            c->scan_state = SCAN_ST_BEGIN;
+            c->scan_allowed = 1;
+            c->scan_deadline = srv_now() + SCAN_AGENT_NS;
+            send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_BEGIN);
+        } else if (st == SCAN_FROZEN && c->scan_state == SCAN_ST_FREEZE) {
+            c->scan_state = SCAN_ST_SYNC;
+            c->scan_deadline = srv_now() + SCAN_AGENT_NS;
+            if (send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_SYNC) < 0)
+                continue; /* conn_close aborted it */
+        } else if (st == SCAN_DONE || st == SCAN_FAILED) {
+            scan_finish(s, c, 0, NULL);
+        }
+    }
+}
+
+/* Age timer: scans whose agent or worker is overdue are given up. */
+static void scan_check_deadlines(srv_t *s, uint64_t now)
+{
+    for (client_t *c = s->clients.head; c; c = c->next) {
+        if (c->scan_state == SCAN_ST_NONE || now < c->scan_deadline)
+            continue;
+        c->scan_deadline = UINT64_MAX; /* once */
+        srv_scan_abort(s, c, c->scan_state == SCAN_ST_READ
+                                 ? "the scan took too long"
+                                 : "the agent did not answer (its flusher may wait for a lock "
+                                   "that a stopped thread holds)");
+    }
 }
 
 void srv_trig_scan(srv_t *s)
@@ -601,6 +857,7 @@ void srv_tick(srv_t *s)
         c->nhotq = 0;
         rearm_python(s, c);
     }
+    scan_check_deadlines(s, now);
     clients_prune(&s->clients, now);
     ctl_retry_parked(s, 1);
 }
@@ -633,11 +890,14 @@ void srv_conn_gone(srv_t *s, conn_t *c)
     if (cl->late_events)
         srv_log("pid %u: %llu events arrived out of time order", cl->pid,
                 (unsigned long long)cl->late_events);
+    srv_scan_abort(s, cl, "the process went away during the scan");
     int clean = cl->said_bye || cl->exec_replaced;
     uint64_t now = srv_now();
     uint64_t end = cl->said_bye && cl->max_ts && cl->max_ts <= now ? cl->max_ts : now;
     cl->gone_ts = now;
     client_freeze(cl, end, clean);
+    if (clean && cl->said_detach)
+        cl->state = CLIENT_DETACHED; /* the process runs on, untraced */
     if (!s->stopping)
         save_queue(s, cl);
 }
@@ -650,7 +910,9 @@ void srv_stop(srv_t *s)
 
 int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
 {
-    s->loop = ev_default_loop(EVFLAG_AUTO);
+    /* Not the default loop: that one reaps children with waitpid(-1) on
+     * SIGCHLD, which would take the ptrace stops a scan worker waits for. */
+    s->loop = ev_loop_new(EVFLAG_AUTO);
     signal(SIGPIPE, SIG_IGN);
     ev_io_init(&s->agent_w, accept_cb, s->agent_fd, EV_READ);
     ev_io_init(&s->control_w, accept_cb, s->control_fd, EV_READ);
@@ -677,6 +939,9 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
     ev_async_init(&s->sym_async, sym_async_cb);
     s->sym_async.data = s;
     ev_async_start(s->loop, &s->sym_async);
+    ev_async_init(&s->scan_async, scan_async_cb);
+    s->scan_async.data = s;
+    ev_async_start(s->loop, &s->scan_async);
     s->clients.retain_max = s->opts.retain_max;
     s->clients.retain_ns = s->opts.retain_ns;
     s->clients.max_live = s->opts.max_live;
@@ -700,8 +965,14 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
     while (s->clients.head) {
         client_t *c = s->clients.head;
         s->clients.head = c->next;
+        if (c->scan) {
+            scan_job_abort(c->scan, "collectord is stopping");
+            scan_job_free(c->scan); /* the worker lets the process go first */
+            c->scan = NULL;
+        }
         client_destroy(c);
     }
+    ev_loop_destroy(s->loop);
     trig_free(&s->trig);
     wrap_free();
     store_close(&s->store);

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "client.h"
+#include "proto/stackwatch.pb-c.h"
 #include "conn.h"
 #include "metrics.h"
 #include "store.h"
@@ -55,6 +56,7 @@ typedef struct srv_s {
     ev_signal sig_int, sig_term, sig_hup;
     ev_timer age_timer;       /* aging, late-event resolution, retention, parked queries */
     ev_async sym_async;       /* symbolizer finished jobs */
+    ev_async scan_async;      /* a scan worker moved on */
     clients_t clients;
     trig_t trig;              /* trigger rules */
     conn_t *conns;            /* every open connection */
@@ -122,6 +124,19 @@ int srv_signal(srv_t *s, client_t *c, int sig);
  * client takes it over (reports merge it, the gap is shown) and its mark is
  * restored. */
 void srv_restore_client(srv_t *s, client_t *c);
+
+/* Starts a reachability scan of a connected client (SCAN_BEGIN to its
+ * agent; the rest follows its replies). Returns 0, or -errno with a
+ * sentence in err: not connected (-ENOTCONN), an agent without scan support
+ * (-ENOTSUP), a scan already running (-EBUSY). */
+int srv_scan_start(srv_t *s, client_t *c, char *err, size_t errlen);
+
+/* The agent answered a SCAN_* command. */
+void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r);
+
+/* Gives up a client's scan (disconnect, shutdown): the worker lets the
+ * process go; the scan ends failed. */
+void srv_scan_abort(srv_t *s, client_t *c, const char *why);
 
 /* Called by conn_close: forget the connection. */
 void srv_conn_gone(srv_t *s, conn_t *c);

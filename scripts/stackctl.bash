@@ -8,7 +8,7 @@ _stackctl()
     cword=$COMP_CWORD
 
     case $prev in
-        --dir|--html|-o|--output)
+        --dir|--html|-o|--output|--agent)
             COMPREPLY=($(compgen -f -- "$cur"))
             return ;;
         --format)
@@ -27,7 +27,7 @@ _stackctl()
             COMPREPLY=($(compgen -W "$(stackctl query clients 2>/dev/null |
                 awk 'NR > 1 && $1 ~ /^[0-9]+$/ { print $1 }')" -- "$cur"))
             return ;;
-        --top|--min-bytes|--exe|--match|--module|--stack|--frame|--min-depth|--count)
+        --top|--min-bytes|--exe|--match|--module|--stack|--frame|--min-depth|--count|--timeout)
             return ;;
     esac
 
@@ -37,7 +37,7 @@ _stackctl()
         w=${words[i]}
         case $w in
             --dir|--pid|--top|--min-bytes|--exe|--class|--format|--by|-o|--output|--html|\
-            --match|--module|--stack|--frame|--min-depth|--signal|--count)
+            --match|--module|--stack|--frame|--min-depth|--signal|--count|--agent|--timeout)
                 ((i++)) ;;
             -*) ;;
             *) cmd+=("$w") ;;
@@ -47,7 +47,7 @@ _stackctl()
     local opts=""
     case "${cmd[0]} ${cmd[1]}" in
         " ")
-            COMPREPLY=($(compgen -W "query mark snapshot diff report trigger --dir --version --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "query mark snapshot diff report trigger attach detach scan --dir --version --help" -- "$cur"))
             return ;;
         "query ")
             COMPREPLY=($(compgen -W "leaks clients" -- "$cur"))
@@ -56,7 +56,7 @@ _stackctl()
             COMPREPLY=($(compgen -W "add list rm" -- "$cur"))
             return ;;
         "query leaks")
-            opts="--pid --exe --top --min-bytes --class --all --by --since-mark --json --format -o" ;;
+            opts="--pid --exe --top --min-bytes --class --all --by --since-mark --reachability --json --format -o" ;;
         "query clients"|"trigger list")
             opts="--json" ;;
         "trigger add")
@@ -65,6 +65,19 @@ _stackctl()
             opts="--pid -o" ;;
         snapshot*)
             opts="--pid -o" ;;
+        attach*)
+            if [[ $cur != -* ]]; then
+                COMPREPLY=($(compgen -W "$(ps -u "$(id -u)" -o pid= 2>/dev/null)" -- "$cur"))
+                return
+            fi
+            opts="--agent --timeout" ;;
+        detach*|scan*)
+            if [[ $cur != -* ]]; then
+                COMPREPLY=($(compgen -W "$(stackctl query clients 2>/dev/null |
+                    awk 'NR > 1 && $1 ~ /^[0-9]+$/ && $3 == "connected" { print $1 }')" -- "$cur"))
+                return
+            fi
+            opts="--timeout --json" ;;
         report*)
             opts="--html --pid --exe --top" ;;
         diff*)

@@ -10,7 +10,8 @@
  * The agent's real command path runs: the bytes are written into one end of
  * a socketpair and cmd_read() (agent/cmd.c, what the flusher calls when its
  * socket is readable) frames them with frame_rd_* and hands each frame to
- * cmd_handle(), which decodes it and calls arm_set() for ARM/DISARM. The
+ * cmd_handle(), which decodes it and calls arm_set() for ARM/DISARM (scan
+ * commands go to a stub: in the library the flusher runs them). The
  * agent core (arm, intern, log, ...) is linked as it is in the library,
  * without interposition and without the flusher thread. A few stacks are
  * interned at start, so call-site tracking (sampled mode, F_SAMPLED) finds
@@ -58,6 +59,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         fflush(stderr);                                \
         __builtin_trap();                              \
     } while (0)
+
+/* Scan commands go to the flusher in the library; here they are counted. */
+static uint64_t scans;
+
+static void on_scan(const Stackwatch__Command *c, void *arg)
+{
+    (void)arg;
+    if (c->kind != STACKWATCH__COMMAND__KIND__SCAN_BEGIN &&
+        c->kind != STACKWATCH__COMMAND__KIND__SCAN_SYNC &&
+        c->kind != STACKWATCH__COMMAND__KIND__SCAN_END)
+        FINDING("on_scan called for command kind %d\n", (int)c->kind);
+    scans++;
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -109,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t max = (flags & F_SMALLMAX) ? 64 : FRAME_MAX_COMMAND;
     if (frame_rd_init(&rd, 4096, max) < 0)
         abort();
-    cmd_state_t st = { 0 };
+    cmd_state_t st = { .on_scan = on_scan };
     size_t off = 0;
     int rc = 0;
     unsigned stalls = 0;

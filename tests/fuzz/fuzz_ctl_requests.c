@@ -27,6 +27,9 @@
  * between connections (new rules meet freshly classified stacks). With
  * F_KEEP connections stay open until the end.
  *
+ * The fake agents' Hellos carry no flusher thread id, so a Scan request is
+ * refused (ENOTSUP) before anything could be ptraced.
+ *
  * The symbolizer thread is not started: stacks without frames get
  * module+offset at once (sym_fallback), as collectord does without a worker.
  */

@@ -75,7 +75,7 @@ def agent_msg(field, body):
 
 def hello(instance=INSTANCE, version=PROTO_VERSION, pid=4242, exe="/usr/bin/demo",
           argv=("demo", "-v"), parent_instance=0, reconnects=0, python_version=0,
-          python_status="", sample_bytes=0):
+          python_status="", sample_bytes=0, attached=False, flusher_tid=0):
     b = f_varint(1, version) + f_varint(2, pid) + f_varint(3, 1) + f_bytes(4, exe)
     b += b"".join(f_bytes(5, a) for a in argv)
     b += f_varint(6, 1700000000123456789) + f_fixed64(7, instance) + f_varint(8, 64)
@@ -86,6 +86,7 @@ def hello(instance=INSTANCE, version=PROTO_VERSION, pid=4242, exe="/usr/bin/demo
         b += f_bytes(14, python_status)
     if sample_bytes:
         b += f_varint(15, sample_bytes)
+    b += f_varint(30, 1 if attached else 0) + f_varint(31, flusher_tid)
     return agent_msg(1, b)
 
 
@@ -193,9 +194,16 @@ def gap(lost, from_ts, to_ts):
     return agent_msg(7, f_varint(1, lost) + f_varint(2, from_ts) + f_varint(3, to_ts))
 
 
-def bye(ts):
+def bye(ts, detached=False):
     # An empty Goodbye still selects the oneof member: encode the field even if 0.
-    return agent_msg(8, f_varint(1, ts))
+    return agent_msg(8, f_varint(1, ts) + f_varint(30, 1 if detached else 0))
+
+
+def scan_reply(token, phase, watermark=0, regions=(), busy=0, ptracer=0):
+    """A ScanReply no scan asked for (collectord ignores it)."""
+    b = f_fixed64(1, token) + f_varint(2, phase) + f_varint(3, watermark)
+    b += f_packed(4, list(regions)) + f_varint(5, busy) + f_varint(6, ptracer & ((1 << 64) - 1))
+    return agent_msg(30, b)
 
 
 # ---------------------------------------------------------------- a plausible process
@@ -398,6 +406,13 @@ def main():
                            (ALLOC, B, 0, 1, (1 << 48), 1), (FREE, B, 1, 1)], ts_base=(1 << 64) - 2) +
           gap((1 << 64) - 1, 0, (1 << 64) - 1) + bye((1 << 64) - 1))
     write(outdir, "noread", EXP_1MS | F_HELLO | F_NOREAD, 0, STACKS + bye(T0))
+    # An attached session (stackctl attach) that detaches; scan replies nobody
+    # asked for, odd regions and a negative ptracer among them.
+    write(outdir, "attached_detach", EXP_1MS | F_AGE, age_event,
+          hello(attached=True, flusher_tid=4243) + session_body() +
+          scan_reply(7, 1, ptracer=-1) +
+          scan_reply(7, 2, T0, [A, A + 64, 5, 3, 0xffffffffffff], busy=2) +
+          scan_reply(0, 9) + bye(T0 + 3000 * MS, detached=True))
 
     # Python notes: a Python client whose noted blocks expire, are freed and reused.
     write(outdir, "python_notes", EXP_1MS | F_AGE, age_event,

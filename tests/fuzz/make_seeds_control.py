@@ -160,6 +160,8 @@ def command_seeds():
     w("oversized", 0, 0, struct.pack("<I", FRAME_MAX_COMMAND + 1) + b"\0" * 8)
     w("truncated", 0, 0, command(ARM, [1], count=1)[:6])
     w("unknown_kind", 0, 0, command(77, [1, 2], count=1) + frame(msg(9, b"")))
+    # Scan commands (the flusher runs them; the fuzzer's stub counts them).
+    w("scan_commands", 0, 0, command(30, [1]) + command(31) + command(32) + command(ARM, [2], count=1))
 
 
 # ---------------------------------------------------------------- replies (cli_replies)

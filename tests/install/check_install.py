@@ -75,6 +75,8 @@ def main():
                 env=dict(os.environ, MANPATH=mandir, MANWIDTH="80", LC_ALL="C.UTF-8"))
         check("stackctl diff" in r.stdout.replace("\u2010", "-") or "diff" in r.stdout,
               "man stackctl documents diff")
+        check("attach" in r.stdout and "detach" in r.stdout and "reachability" in r.stdout,
+              "man stackctl documents attach, detach and scan")
 
         # The Python helper, where Debian's python3 looks for local installs.
         pyver = run([PY, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
@@ -102,8 +104,11 @@ def main():
                       (comp, " ".join("'%s'" % w for w in words), len(words) - 1))
             return run(["bash", "-c", script]).stdout.split()
         check(complete("stackctl", "") == ["query", "mark", "snapshot", "diff", "report",
-                                           "trigger", "--dir", "--version", "--help"],
+                                           "trigger", "attach", "detach", "scan", "--dir",
+                                           "--version", "--help"],
               "completion: commands")
+        check(complete("stackctl", "attach", "--") == ["--agent", "--timeout"],
+              "completion: attach options")
         check(complete("stackctl", "query", "le") == ["leaks"], "completion: query leaks")
         check(complete("stackctl", "--dir", "/tmp", "query", "leaks", "--cl") == ["--class"],
               "completion: options after --dir DIR")

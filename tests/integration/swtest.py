@@ -46,6 +46,37 @@ def wait_until(fn, timeout=30.0, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def ptrace_scope():
+    """kernel.yama.ptrace_scope, or 0 without Yama."""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def ptrace_skip_reason():
+    """Why attach/scan tests cannot run here, or None. Scope 1 is handled: the
+    targets allow any tracer of their uid (PR_SET_PTRACER_ANY), as a program
+    may; scopes 2 and 3 need root or nothing can."""
+    scope = ptrace_scope()
+    if scope == 3:
+        return "kernel.yama.ptrace_scope is 3: ptrace is disabled on this machine"
+    if scope == 2 and os.geteuid() != 0:
+        return "kernel.yama.ptrace_scope is 2: only root may ptrace"
+    return None
+
+
+def _allow_any_tracer():
+    """preexec_fn: under Yama scope 1 only ancestors may ptrace; the test's
+    stackctl and collectord are not the target's ancestors."""
+    if ptrace_scope() == 1:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PTRACER = 0x59616D61
+        libc.prctl(PR_SET_PTRACER, ctypes.c_ulong(-1 & 0xFFFFFFFFFFFFFFFF), 0, 0, 0)
+
+
 def markers(src, tag="LEAK"):
     """{name: line} for '@TAG name' comments in a source file of tests/progs."""
     out = {}
@@ -106,6 +137,38 @@ class Collector:
         """Starts a program under the agent; it runs until stdin is closed."""
         return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=self.agent_env(**envkw))
+
+    def start_plain(self, args, env=None):
+        """Starts a program WITHOUT the agent (for stackctl attach); it runs
+        until stdin is closed. Under Yama scope 1 it lets any process of its
+        uid trace it."""
+        e = dict(self.env)
+        e.pop("LD_PRELOAD", None)
+        if env:
+            e.update(env)
+        return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=e,
+                                preexec_fn=_allow_any_tracer)
+
+    def attach(self, pid, check=True, **envkw):
+        """stackctl attach PID with STACKWATCH_* settings from envkw."""
+        env = dict(self.env)
+        for k, v in envkw.items():
+            env[k] = str(v)
+        r = subprocess.run([os.path.join(BUILD, "stackctl"), "--dir", self.dir, "attach",
+                            str(pid), "--agent", agent_path()],
+                           capture_output=True, text=True, timeout=120, env=env)
+        if check and r.returncode != 0:
+            raise AssertionError("stackctl attach %d failed (%d): %s%s" %
+                                 (pid, r.returncode, r.stdout, r.stderr))
+        return r
+
+    def detach(self, pid, check=True):
+        r = self.ctl("detach", str(pid), check=False)
+        if check and r.returncode != 0:
+            raise AssertionError("stackctl detach %d failed (%d): %s%s" %
+                                 (pid, r.returncode, r.stdout, r.stderr))
+        return r
 
     def ctl(self, *args, check=True):
         r = subprocess.run([os.path.join(BUILD, "stackctl"), "--dir", self.dir] + list(args),

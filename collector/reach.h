@@ -1,0 +1,67 @@
+/* Reachability: a conservative pointer scan from roots through live blocks, over a copy of a process's memory. */
+#ifndef STACKWATCH_COLLECTOR_REACH_H
+#define STACKWATCH_COLLECTOR_REACH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* An address range [lo, hi). */
+typedef struct reach_rng_s {
+    uint64_t lo, hi;
+} reach_rng_t;
+
+/* Bytes copied out of the process: [lo, hi) at data. */
+typedef struct reach_run_s {
+    uint64_t lo, hi;
+    const uint8_t *data;
+} reach_run_t;
+
+/* The copy: runs sorted by address, not overlapping. Memory not in a run
+ * (pages never touched, not read) reads as zeros. */
+typedef struct reach_img_s {
+    const reach_run_t *runs;
+    size_t n;
+} reach_img_t;
+
+/* A live tracked block. Blocks are sorted by address. */
+typedef struct reach_blk_s {
+    uint64_t addr, size;
+} reach_blk_t;
+
+/* Sorts and merges ranges in place (empty ones dropped). Returns the count. */
+size_t reach_rng_normalize(reach_rng_t *r, size_t n);
+
+/* out = a minus b (both normalized); out has room for na + nb ranges.
+ * Returns the count. */
+size_t reach_rng_sub(const reach_rng_t *a, size_t na, const reach_rng_t *b, size_t nb,
+                     reach_rng_t *out);
+
+/* The copied bytes at [addr, addr + len) if one run holds them all, else NULL. */
+const uint8_t *reach_img_at(const reach_img_t *img, uint64_t addr, size_t len);
+
+/* The ranges of the malloc heap that hold the blocks (appended to out, room
+ * for nb + 1 ranges; returns how many): glibc's main heap (the [heap]
+ * mapping, `brk`), the heap of another arena (64 MiB aligned; its size from
+ * the heap_info at its start), or an mmap'd chunk (its mapping, from the
+ * chunk header). Where a header does not make sense (another allocator),
+ * the whole mapping holding the block (from vmas, normalized). */
+size_t reach_heap_areas(const reach_img_t *img, const reach_blk_t *b, size_t nb,
+                        reach_rng_t brk, const reach_rng_t *vmas, size_t nvmas, reach_rng_t *out);
+
+typedef struct reach_stats_s {
+    uint64_t root_bytes;     /* bytes of roots scanned */
+    uint64_t scanned_bytes;  /* bytes of blocks scanned */
+    uint64_t marked;         /* blocks found reachable */
+} reach_stats_t;
+
+/* Marks the blocks reachable from the roots: the words of the root ranges
+ * and the values in vals (registers). A word points to a block when it lies
+ * in [addr, addr + size) (an interior pointer counts, as in LeakSanitizer; a
+ * block of size 0 only at its address). Words are 8-byte aligned. A marked
+ * block's words are scanned in turn. Sets marked[i] to 1 or 0. Returns 0 or
+ * -ENOMEM. */
+int reach_mark(const reach_img_t *img, const reach_blk_t *b, size_t nb, const reach_rng_t *roots,
+               size_t nroots, const uint64_t *vals, size_t nvals, uint8_t *marked,
+               reach_stats_t *st);
+
+#endif

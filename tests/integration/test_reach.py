@@ -1,0 +1,205 @@
+"""Reachability scans (stackctl scan, query leaks --reachability): collectord
+freezes a live process, copies its memory and finds which live blocks no
+chain of pointers from a root reaches. Exact counts for lost blocks, lost
+cycles and blocks kept on a list, preloaded and attached; a multi-threaded
+process keeps running through repeated scans; errors are clear."""
+
+import json
+import os
+import re
+import unittest
+
+import swtest as sw
+from swtest import Collector, markers, prog, wait_until
+
+SKIP = sw.ptrace_skip_reason()
+
+
+def ready_pid(p):
+    m = re.match(r"ready (\d+)", p.stdout.readline())
+    if not m:
+        raise AssertionError("no ready line")
+    return int(m.group(1))
+
+
+def ask(p, cmd):
+    p.stdin.write(cmd + "\n")
+    p.stdin.flush()
+    line = p.stdout.readline()
+    if line.strip() != "ok":
+        raise AssertionError("%s: %r" % (cmd, line))
+
+
+def by_line(report, pid, src="reach.c"):
+    """{marker name: stack} for stacks allocated at a marked line of src."""
+    lines = {v: k for k, v in markers(src).items()}
+    out = {}
+    for s in report["stacks"]:
+        if s["pid"] != pid:
+            continue
+        for f in s["frames"]:
+            if (f["file"] or "").endswith(src) and f["line"] in lines:
+                out[lines[f["line"]]] = s
+                break
+    return out
+
+
+@unittest.skipIf(SKIP, SKIP)
+class ReachTest(unittest.TestCase):
+    quick = True
+
+    def setUp(self):
+        self.col = Collector(expire=0.5)
+        self.procs = []
+
+    def tearDown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for f in (p.stdin, p.stdout, p.stderr):
+                if f:
+                    f.close()
+        self.col.close()
+
+    def scan(self, pid):
+        r = self.col.ctl("scan", str(pid), "--json")
+        return json.loads(r.stdout)
+
+    def plant(self, p):
+        ask(p, "lose 5")
+        ask(p, "cycle 3")
+        ask(p, "keep 7")
+
+    def check_kinds(self, pid, rep, kept_n=7):
+        got = by_line(rep, pid)
+        for name in ("lost", "cycle", "cycle2", "kept"):
+            self.assertIn(name, got, name)
+        lost, c1, c2, kept = got["lost"], got["cycle"], got["cycle2"], got["kept"]
+        self.assertEqual(lost["unreachable"], {"count": 5, "bytes": 5 * 3001})
+        self.assertEqual(lost["reachable"], {"count": 0, "bytes": 0})
+        # A cycle no root reaches is lost, both halves.
+        self.assertEqual(c1["unreachable"], {"count": 3, "bytes": 3 * 3003})
+        self.assertEqual(c2["unreachable"], {"count": 3, "bytes": 3 * 3003})
+        self.assertEqual(c1["reachable"]["count"] + c2["reachable"]["count"], 0)
+        # Kept on a list whose head is a global: reachable, every one.
+        self.assertEqual(kept["reachable"], {"count": kept_n, "bytes": kept_n * 3008})
+        self.assertEqual(kept["unreachable"], {"count": 0, "bytes": 0})
+        # Still may-leak by age all of them: reachability says which are lost.
+        self.assertEqual(kept["may_leak"]["count"], kept_n)
+        self.assertEqual(lost["may_leak"]["count"], 5)
+
+    def wait_expired(self, pid):
+        """Until the planted blocks are may-leak (so query leaks lists them)."""
+        wait_until(lambda: len(by_line(self.col.leaks("--pid", str(pid)), pid)) >= 4,
+                   what="the planted blocks to expire")
+
+    def test_lost_and_reachable_exact_preloaded(self):
+        p = self.col.start([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        self.plant(p)
+        self.wait_expired(pid)
+        s = self.scan(pid)
+        self.assertEqual(s["pid"], pid)
+        self.assertFalse(s["heap_roots"])  # preloaded from the start: every block tracked
+        self.assertEqual(s["unreachable"]["count"], 5 + 6)
+        self.assertEqual(s["threads"], 1)
+        self.assertGreater(s["pause_us"], 0)
+        self.assertGreater(s["read_bytes"], 0)
+        rep = self.col.leaks("--pid", str(pid))
+        self.check_kinds(pid, rep)
+        c = [x for x in rep["clients"] if x["pid"] == pid][0]
+        self.assertEqual(c["scan"]["unreachable"]["count"], 11)
+        text = self.col.ctl("query", "leaks", "--pid", str(pid)).stdout
+        self.assertIn("unreachable=5 (15005 bytes) reachable=0 (0 bytes)", text)
+        self.assertIn("unreachable=0 (0 bytes) reachable=7 (21056 bytes)", text)
+        self.assertIn("reachability scan at", text)
+        html = os.path.join(self.col.tmp, "r.html")
+        self.col.ctl("report", "--html", html, "--pid", str(pid))
+        with open(html) as f:
+            page = f.read()
+        self.assertIn("unreachable (lost) <b>5</b>", page)
+        self.assertIn("reachable <b>7</b>", page)
+        # Freed since the scan: a block no longer counts.
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        self.assertEqual(p.stdout.read().strip(), "done kept=7 errors=0")
+
+    def test_query_leaks_reachability_scans_first(self):
+        p = self.col.start([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        self.plant(p)
+        self.wait_expired(pid)
+        rep = json.loads(self.col.ctl("query", "leaks", "--pid", str(pid), "--json",
+                                      "--reachability").stdout)
+        self.check_kinds(pid, rep)
+        # Planted after the scan: not scanned yet, not counted either way.
+        ask(p, "lose 2")
+        rep = wait_until(lambda: (lambda r: r if by_line(r, pid)["lost"]["may_leak"]["count"] == 7
+                                  else None)(self.col.leaks("--pid", str(pid))),
+                         what="the two new blocks to expire")
+        self.assertEqual(by_line(rep, pid)["lost"]["unreachable"]["count"], 5)
+        self.assertEqual(by_line(rep, pid)["lost"]["may_leak"]["count"], 7)
+        rep = json.loads(self.col.ctl("query", "leaks", "--pid", str(pid), "--json",
+                                      "--reachability").stdout)
+        self.assertEqual(by_line(rep, pid)["lost"]["unreachable"]["count"], 7)
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+
+    def test_attached_process(self):
+        p = self.col.start_plain([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        self.col.attach(pid)
+        self.plant(p)
+        self.wait_expired(pid)
+        s = self.scan(pid)
+        # Blocks from before the attach are untracked: the heap outside
+        # tracked blocks counts as roots (said so); counts stay exact here.
+        self.assertTrue(s["heap_roots"])
+        self.check_kinds(pid, self.col.leaks("--pid", str(pid)))
+        self.col.detach(pid)
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        self.assertEqual(p.stdout.read().strip(), "done kept=7 errors=0")
+
+    def test_multithreaded_process_keeps_running(self):
+        p = self.col.start([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        ask(p, "spin 6")
+        self.plant(p)
+        self.wait_expired(pid)
+        for i in range(5):
+            # The blocks kept last round are may-leak (listed) once expired.
+            rep = wait_until(lambda: (lambda r: r if by_line(r, pid)["kept"]["may_leak"]["count"]
+                                      == 7 + i else None)(self.col.leaks("--pid", str(pid))),
+                             what="round %d's block to expire" % i)
+            s = self.scan(pid)
+            self.assertEqual(s["threads"], 7)  # main and six spinning; not the agent's
+            rep = self.col.leaks("--pid", str(pid))
+            self.check_kinds(pid, rep, kept_n=7 + i)
+            ask(p, "keep 1")  # still answering between scans
+        # The spinning threads checked every block they wrote: no corruption.
+        p.stdin.close()
+        self.assertEqual(p.wait(60), 0)
+        self.assertEqual(p.stdout.read().strip(), "done kept=12 errors=0")
+
+    def test_errors(self):
+        r = self.col.ctl("scan", "1", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("pid 1 is not a connected client", r.stderr)
+        r = self.col.ctl("scan", "x", check=False)
+        self.assertEqual(r.returncode, 2)
+        # An ended process cannot be scanned.
+        p = self.col.start([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        self.col.wait_state(pid, "exited")
+        r = self.col.ctl("scan", str(pid), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not a connected client", r.stderr)

@@ -1,0 +1,90 @@
+/* A program started without the agent, for stackctl attach: it allocates
+ * before anything is attached, then obeys commands read from stdin, one per
+ * line, blocking in read() in between (so the attach finds it inside a
+ * system call). Answers every command with "ok" (or the figure asked for).
+ *
+ *   leak N        N blocks of 4242 bytes from leak_after_attach(), kept
+ *   churn N       N blocks allocated and freed at once (never a leak)
+ *   free-pre      frees the PRE blocks allocated at start
+ *   sleep MS      nanosleep (so an attach can find it there)
+ *
+ * Exits 0 at EOF, printing "done". The integration tests find "@LEAK name"
+ * markers here. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PRE 100
+
+static void *pre[PRE];
+static void **kept;
+static size_t nkept, capkept;
+
+__attribute__((noinline)) void *leak_pre(void)
+{
+    return malloc(100 + 1); /* allocated before any attach */
+}
+
+__attribute__((noinline)) void leak_after_attach(void)
+{
+    void *p = malloc(4242); /* @LEAK after_attach */
+    memset(p, 7, 4242);
+    if (nkept == capkept) {
+        capkept = capkept ? 2 * capkept : 64;
+        kept = realloc(kept, capkept * sizeof *kept); /* @LEAK kept_array */
+    }
+    kept[nkept++] = p;
+}
+
+__attribute__((noinline)) void churn_once(size_t n)
+{
+    char *p = malloc(n);
+    p[0] = 1;
+    free(p);
+}
+
+int main(void)
+{
+    for (int i = 0; i < PRE; i++)
+        pre[i] = leak_pre();
+    printf("ready %d\n", (int)getpid());
+    fflush(stdout);
+    char line[128];
+    /* read(2) directly: the attach finds this thread inside the call. */
+    size_t have = 0;
+    for (;;) {
+        ssize_t r = read(0, line + have, sizeof line - 1 - have);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+        line[have] = '\0';
+        char *nl;
+        while ((nl = strchr(line, '\n'))) {
+            *nl = '\0';
+            long n = 0;
+            if (sscanf(line, "leak %ld", &n) == 1) {
+                for (long i = 0; i < n; i++)
+                    leak_after_attach();
+            } else if (sscanf(line, "churn %ld", &n) == 1) {
+                for (long i = 0; i < n; i++)
+                    churn_once(64 + (size_t)(i % 512));
+            } else if (!strcmp(line, "free-pre")) {
+                for (int i = 0; i < PRE; i++) {
+                    free(pre[i]);
+                    pre[i] = NULL;
+                }
+            } else if (sscanf(line, "sleep %ld", &n) == 1) {
+                struct timespec ts = { n / 1000, (n % 1000) * 1000000L };
+                nanosleep(&ts, NULL);
+            }
+            printf("ok\n");
+            fflush(stdout);
+            have -= (size_t)(nl + 1 - line);
+            memmove(line, nl + 1, have + 1);
+        }
+    }
+    printf("done %zu\n", nkept);
+    return 0;
+}

@@ -1,0 +1,305 @@
+/* Unit tests of reachability marking: ranges, the copy, chains from roots, cycles, interior pointers, heap areas. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "collector/reach.h"
+
+/* A fake address space: one run at BASE, words written by address. */
+#define BASE 0x10000000ull
+#define SPAN (1u << 20)
+
+static uint8_t mem[SPAN];
+
+static void put(uint64_t addr, uint64_t v)
+{
+    assert_true(addr >= BASE && addr + 8 <= BASE + SPAN);
+    memcpy(mem + (addr - BASE), &v, 8);
+}
+
+static reach_run_t one_run = { BASE, BASE + SPAN, mem };
+static const reach_img_t img = { &one_run, 1 };
+
+static void test_ranges(void **state)
+{
+    (void)state;
+    reach_rng_t r[] = { { 50, 60 }, { 10, 20 }, { 15, 30 }, { 30, 35 }, { 70, 70 }, { 40, 45 } };
+    size_t n = reach_rng_normalize(r, 6);
+    assert_int_equal(n, 3);
+    assert_true(r[0].lo == 10 && r[0].hi == 35);
+    assert_true(r[1].lo == 40 && r[1].hi == 45);
+    assert_true(r[2].lo == 50 && r[2].hi == 60);
+    reach_rng_t b[] = { { 0, 12 }, { 20, 22 }, { 34, 41 }, { 55, 100 } };
+    reach_rng_t out[8];
+    size_t m = reach_rng_sub(r, n, b, 4, out);
+    /* [12,20) [22,34) [41,45) [50,55) */
+    assert_int_equal(m, 4);
+    assert_true(out[0].lo == 12 && out[0].hi == 20);
+    assert_true(out[1].lo == 22 && out[1].hi == 34);
+    assert_true(out[2].lo == 41 && out[2].hi == 45);
+    assert_true(out[3].lo == 50 && out[3].hi == 55);
+    /* Nothing to take away: a copy. */
+    assert_int_equal(reach_rng_sub(r, n, b, 0, out), 3);
+    /* Everything taken away. */
+    reach_rng_t all = { 0, 1000 };
+    assert_int_equal(reach_rng_sub(r, n, &all, 1, out), 0);
+}
+
+static void test_img_at(void **state)
+{
+    (void)state;
+    static uint8_t a[4096], b[4096];
+    reach_run_t runs[] = { { 0x1000, 0x2000, a }, { 0x3000, 0x4000, b } };
+    reach_img_t im = { runs, 2 };
+    assert_ptr_equal(reach_img_at(&im, 0x1000, 8), a);
+    assert_ptr_equal(reach_img_at(&im, 0x1ff8, 8), a + 0xff8);
+    assert_null(reach_img_at(&im, 0x1ffc, 8)); /* crosses the end */
+    assert_null(reach_img_at(&im, 0x2000, 8)); /* a hole: not copied */
+    assert_ptr_equal(reach_img_at(&im, 0x3010, 8), b + 0x10);
+    assert_null(reach_img_at(&im, 0x4000, 1));
+    assert_null(reach_img_at(&im, 0x0, 1));
+}
+
+/* Blocks at BASE + 0x10000 on, 0x100 apart, 0x80 bytes each; roots at
+ * BASE..BASE+0x1000. */
+#define BLK(i) (BASE + 0x10000 + (uint64_t)(i) * 0x100)
+#define NB 12
+
+static void blocks(reach_blk_t *b)
+{
+    for (int i = 0; i < NB; i++)
+        b[i] = (reach_blk_t){ BLK(i), 0x80 };
+    b[11].size = 0; /* malloc(0) */
+}
+
+static void test_chains_cycles_interior(void **state)
+{
+    (void)state;
+    memset(mem, 0, sizeof mem);
+    reach_blk_t b[NB];
+    blocks(b);
+    /* root -> 0 -> 1 -> 2 (a chain); root -> interior of 3 */
+    put(BASE + 0x08, BLK(0));
+    put(BLK(0) + 0x40, BLK(1));
+    put(BLK(1) + 0x78, BLK(2));          /* the block's last word */
+    put(BASE + 0x10, BLK(3) + 0x7f);     /* interior: the last byte */
+    /* 4 <-> 5: a cycle no root reaches */
+    put(BLK(4), BLK(5));
+    put(BLK(5), BLK(4));
+    /* root -> one past the end of 6: not a pointer into it */
+    put(BASE + 0x18, BLK(6) + 0x80);
+    /* 7: only in a register */
+    uint64_t regs[] = { 0, BLK(7) + 8, 42 };
+    /* 8: pointed to by an unaligned word only */
+    memcpy(mem + 0x21, &(uint64_t){ BLK(8) }, 8);
+    /* 9: pointed to from outside the roots (a word the scan does not read) */
+    put(BASE + 0x2000, BLK(9));
+    /* 10: pointed to from 2's padding beyond its size (not scanned) */
+    put(BLK(2) + 0x80, BLK(10));
+    /* 11: malloc(0), pointed at exactly; a pointer one byte in would not */
+    put(BASE + 0x28, BLK(11));
+    reach_rng_t roots[] = { { BASE, BASE + 0x1000 } };
+    uint8_t mk[NB];
+    reach_stats_t st;
+    assert_int_equal(reach_mark(&img, b, NB, roots, 1, regs, 3, mk, &st), 0);
+    uint8_t want[NB] = { 1, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 1 };
+    for (int i = 0; i < NB; i++)
+        assert_int_equal(mk[i], want[i]);
+    assert_int_equal(st.marked, 6);
+    assert_int_equal(st.root_bytes, 0x1000);
+    /* Blocks scanned: 0..3 (0x80 each) and 7; 11 has no bytes. */
+    assert_int_equal(st.scanned_bytes, 5 * 0x80);
+}
+
+static void test_no_roots_nothing_marked(void **state)
+{
+    (void)state;
+    memset(mem, 0, sizeof mem);
+    reach_blk_t b[NB];
+    blocks(b);
+    for (int i = 0; i + 1 < NB; i++)
+        put(BLK(i), BLK(i + 1)); /* a long chain, no root */
+    uint8_t mk[NB];
+    reach_stats_t st;
+    assert_int_equal(reach_mark(&img, b, NB, NULL, 0, NULL, 0, mk, &st), 0);
+    for (int i = 0; i < NB; i++)
+        assert_int_equal(mk[i], 0);
+    /* ...and one root at its start reaches all of it. */
+    uint64_t r = BLK(0);
+    assert_int_equal(reach_mark(&img, b, NB, NULL, 0, &r, 1, mk, &st), 0);
+    for (int i = 0; i < NB; i++)
+        assert_int_equal(mk[i], 1);
+    assert_int_equal(reach_mark(&img, b, 0, NULL, 0, &r, 1, mk, &st), 0);
+}
+
+/* A block whose middle page was never touched (not copied): the words
+ * before and after the hole are scanned, the hole reads as zeros. */
+static void test_holes(void **state)
+{
+    (void)state;
+    static uint8_t p1[4096], p3[4096], roots_mem[64];
+    memset(p1, 0, sizeof p1);
+    memset(p3, 0, sizeof p3);
+    memset(roots_mem, 0, sizeof roots_mem);
+    reach_run_t runs[] = { { 0x100000, 0x100040, roots_mem },
+                           { 0x200000, 0x201000, p1 },
+                           { 0x202000, 0x203000, p3 },
+                           { 0x300000, 0x300040, NULL } };
+    static uint8_t tail[64];
+    runs[3].data = tail;
+    reach_img_t im = { runs, 4 };
+    reach_blk_t b[] = { { 0x200000, 0x3000 }, { 0x300000, 0x10 }, { 0x300020, 0x10 } };
+    uint64_t v = 0x200000;
+    memcpy(roots_mem, &v, 8);
+    v = 0x300000;
+    memcpy(p3 + 0xff8, &v, 8); /* the block's last word, after the hole */
+    reach_rng_t roots[] = { { 0x100000, 0x100040 } };
+    uint8_t mk[3];
+    reach_stats_t st;
+    assert_int_equal(reach_mark(&im, b, 3, roots, 1, NULL, 0, mk, &st), 0);
+    assert_int_equal(mk[0], 1);
+    assert_int_equal(mk[1], 1);
+    assert_int_equal(mk[2], 0);
+    assert_int_equal(st.scanned_bytes, 0x2000 + 0x10);
+}
+
+/* Many blocks marked through a chain: the granule index at scale. */
+static void test_many_blocks(void **state)
+{
+    (void)state;
+    size_t n = 200000;
+    uint64_t lo = 0x7f0000000000ull;
+    size_t bytes = n * 32;
+    uint8_t *m = calloc(1, bytes + 64);
+    assert_non_null(m);
+    reach_blk_t *b = malloc(n * sizeof *b);
+    for (size_t i = 0; i < n; i++) {
+        b[i] = (reach_blk_t){ lo + i * 32, 24 };
+        /* even blocks chain to the next even one; odd ones are lost */
+        if (i % 2 == 0 && i + 2 < n) {
+            uint64_t nx = lo + (i + 2) * 32 + 8; /* interior */
+            memcpy(m + i * 32, &nx, 8);
+        }
+    }
+    reach_run_t run = { lo, lo + bytes, m };
+    reach_img_t im = { &run, 1 };
+    uint64_t r = lo;
+    uint8_t *mk = malloc(n);
+    reach_stats_t st;
+    assert_int_equal(reach_mark(&im, b, n, NULL, 0, &r, 1, mk, &st), 0);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += mk[i] != (i % 2 == 0);
+    assert_int_equal(bad, 0);
+    assert_int_equal(st.marked, n / 2);
+    free(m);
+    free(b);
+    free(mk);
+}
+
+/* A block spanning granules (64 KiB): interior pointers into its later
+ * granules, one into a granule where another block starts after it. */
+static void test_large_blocks(void **state)
+{
+    (void)state;
+    uint64_t lo = 0x7e0000000000ull;
+    size_t bytes = 4u << 20;
+    uint8_t *m = calloc(1, bytes);
+    assert_non_null(m);
+    reach_blk_t b[] = {
+        { lo + 0x100, 0x30000 },           /* 0: granules 0..3, ends at lo+0x30100 */
+        { lo + 0x30200, 0x100 },           /* 1: starts in granule 3, after 0's end */
+        { lo + 0x40000, 0x200000 },        /* 2: granules 4..35 */
+        { lo + 0x240000, 0x10 },           /* 3 */
+        { lo + 0x250000, 0x10 },           /* 4: nothing points to it */
+    };
+    reach_run_t run = { lo, lo + bytes, m };
+    reach_img_t im = { &run, 1 };
+    /* 0 <- a register pointing into its granule 2; 0 -> 1 from its last word */
+    uint64_t regs[] = { lo + 0x28000, lo + 0x40000 + 0x1ffff8 };
+    uint64_t v = lo + 0x30200 + 0x80;
+    memcpy(m + 0x100 + 0x30000 - 8, &v, 8);
+    /* 2's last word -> 3; a word just past 0's end (in 0's last granule,
+     * before 1 starts) points at nothing */
+    v = lo + 0x240000;
+    memcpy(m + 0x40000 + 0x200000 - 8, &v, 8);
+    v = lo + 0x30100;
+    memcpy(m + 0x200, &v, 8); /* inside 0: scanned, points into the gap */
+    uint8_t mk[5];
+    reach_stats_t st;
+    assert_int_equal(reach_mark(&im, b, 5, NULL, 0, regs, 2, mk, &st), 0);
+    assert_int_equal(mk[0], 1);
+    assert_int_equal(mk[1], 1);
+    assert_int_equal(mk[2], 1); /* a pointer 31 granules into it */
+    assert_int_equal(mk[3], 1);
+    assert_int_equal(mk[4], 0);
+    free(m);
+}
+
+/* glibc's layouts: an mmap'd chunk, another arena's heap, the main heap;
+ * something else falls back to its whole mapping. */
+static void test_heap_areas(void **state)
+{
+    (void)state;
+    const uint64_t H = 64ull << 20;
+    static uint8_t mm[8192], arena[8192], other[4096];
+    memset(mm, 0, sizeof mm);
+    memset(arena, 0, sizeof arena);
+    memset(other, 0, sizeof other);
+    uint64_t mm_lo = 0x7f0000100000ull;       /* an mmap'd chunk's mapping */
+    uint64_t hb = 0x7f0004000000ull;          /* 64 MiB aligned: an arena heap */
+    uint64_t oth = 0x7f0009000000ull;         /* another allocator's mapping */
+    assert_int_equal(hb & (H - 1), 0);
+    reach_run_t runs[] = { { mm_lo, mm_lo + 8192, mm }, { hb, hb + 8192, arena },
+                           { oth, oth + 4096, other } };
+    reach_img_t im = { runs, 3 };
+    /* mmap'd chunk at the mapping's start: prev_size 0, size 8192|IS_MMAPPED */
+    uint64_t v = 0;
+    memcpy(mm, &v, 8);
+    v = 8192 | 2;
+    memcpy(mm + 8, &v, 8);
+    /* arena heap: heap_info {ar_ptr, prev, size = 8192, mprotect_size};
+     * a chunk with NON_MAIN_ARENA at +0x40 */
+    v = 8192;
+    memcpy(arena + 16, &v, 8);
+    v = 0x100 | 4 | 1;
+    memcpy(arena + 0x40 + 8, &v, 8);
+    /* the other one: a header that means nothing */
+    v = 0x1234567;
+    memcpy(other + 0x100 - 8, &v, 8);
+    reach_blk_t b[] = { { 0x5000000, 32 },                 /* in brk */
+                        { mm_lo + 16, 5000 },              /* the mmap'd chunk */
+                        { hb + 0x50, 0xf0 },               /* the arena */
+                        { hb + 0x200, 0x10 },              /* same arena: no second area */
+                        { oth + 0x100, 16 } };             /* fallback */
+    reach_rng_t brk = { 0x4000000, 0x6000000 };
+    reach_rng_t vmas[] = { { 0x4000000, 0x6000000 }, { mm_lo, mm_lo + 8192 },
+                           { hb, hb + (1u << 20) }, { oth - 4096, oth + 8192 } };
+    reach_rng_t out[8];
+    size_t n = reach_heap_areas(&im, b, 5, brk, vmas, 4, out);
+    assert_int_equal(n, 4);
+    assert_true(out[0].lo == brk.lo && out[0].hi == brk.hi);
+    assert_true(out[1].lo == mm_lo && out[1].hi == mm_lo + 8192);
+    assert_true(out[2].lo == hb && out[2].hi == hb + 8192); /* its size, not the VMA */
+    assert_true(out[3].lo == oth - 4096 && out[3].hi == oth + 8192);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_img_at),
+        cmocka_unit_test(test_chains_cycles_interior),
+        cmocka_unit_test(test_no_roots_nothing_marked),
+        cmocka_unit_test(test_holes),
+        cmocka_unit_test(test_many_blocks),
+        cmocka_unit_test(test_large_blocks),
+        cmocka_unit_test(test_heap_areas),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
