@@ -1,5 +1,6 @@
 /* The flusher thread: drains all rings, encodes frames, owns the collector connection. */
 #include "flush.h"
+#include "creds.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -1189,10 +1190,12 @@ static void *flush_main(void *arg)
     (void)arg;
     tstate.guard = 1; /* nothing this thread does is recorded */
     fl.self_tid = (uint32_t)syscall(SYS_gettid);
+    creds_set_flusher((int)fl.self_tid);
     /* A name to tell it apart: stackctl attach never borrows it, top shows it. */
     prctl(PR_SET_NAME, (unsigned long)"stackwatch", 0, 0, 0);
     stack_register();
     for (;;) {
+        creds_apply_pending();
         int exiting = atomic_load(&fl.exit_req);
         if (fl.sock.fd < 0 && !exiting)
             maybe_reconnect();
@@ -1361,6 +1364,7 @@ void flush_disconnect(void)
 
 void flush_fork_child(void)
 {
+    creds_set_flusher(0); /* the parent's flusher is not ours */
     /* Close our copies: the parent keeps its connection, and an inherited
      * eventfd would wake the parent's flusher. Never shutdown(): that would
      * end the parent's connection too. */

@@ -268,6 +268,23 @@ class ProgramsTest(unittest.TestCase):
         finally:
             col.close()
 
+    @unittest.skipUnless(os.geteuid() == 0, "setpriv needs root")
+    def test_setpriv_keeps_capabilities_on_one_thread(self):
+        """setpriv (like libcap-ng's capng_change_id) keeps capabilities
+        across setuid on its own thread: the agent's flusher thread must do
+        the same, or glibc's set*id broadcast fails on it and aborts."""
+        col = Collector(expire=0.3)
+        try:
+            r = col.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "id",
+                         "-u"])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(r.stdout.strip(), "65534")
+            c = wait_until(lambda: [x for x in col.clients() if "setpriv" in x["cmdline"]],
+                           what="setpriv as a client")
+            self.assertEqual(c[0]["dropped"], 0)
+        finally:
+            col.close()
+
     @unittest.skipUnless(os.geteuid() == 0, "setuid needs root")
     def test_setuid(self):
         m = markers("faults.c")

@@ -1,0 +1,120 @@
+/* Per-thread credentials the program sets on one thread, mirrored on the flusher thread.
+ *
+ * Capabilities and the keep-capabilities flag belong to a thread, but glibc
+ * applies set*id() to every thread of the process (its SIGSETXID broadcast)
+ * and aborts it when one thread fails. A program that keeps its capabilities
+ * across setuid on its own thread only (setpriv, libcap-ng's
+ * capng_change_id: prctl(PR_SET_KEEPCAPS), setresuid, capset, setresgid)
+ * would have the agent's flusher thread, which did none of that, fail the
+ * setresgid: the program aborted. So the agent's capset and
+ * prctl(PR_SET_KEEPCAPS) pass the same call on to the flusher, which makes
+ * it on itself before the caller returns (bounded wait). */
+#include "creds.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <linux/capability.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "flush.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define MIRROR_WAIT_NS (1000ull * 1000000) /* the caller waits this long at most */
+
+enum { OP_NONE, OP_KEEPCAPS, OP_CAPSET };
+
+static struct {
+    _Atomic uint32_t req, done;            /* request number and the last one applied */
+    int op;
+    unsigned long arg;
+    struct __user_cap_header_struct hdr;
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+} mirror;
+
+static _Atomic int flusher_tid;
+
+void creds_set_flusher(int tid)
+{
+    atomic_store(&flusher_tid, tid);
+}
+
+void creds_apply_pending(void)
+{
+    uint32_t req = atomic_load_explicit(&mirror.req, memory_order_acquire);
+    if (req == atomic_load_explicit(&mirror.done, memory_order_relaxed))
+        return;
+    if (mirror.op == OP_KEEPCAPS) {
+        syscall(SYS_prctl, PR_SET_KEEPCAPS, mirror.arg, 0, 0, 0);
+    } else if (mirror.op == OP_CAPSET) {
+        struct __user_cap_header_struct h = mirror.hdr;
+        h.pid = 0; /* this thread */
+        syscall(SYS_capset, &h, mirror.data);
+    }
+    /* release: the caller sees the call made. */
+    atomic_store_explicit(&mirror.done, req, memory_order_release);
+}
+
+/* Runs the filled-in mirror request on the flusher and waits for it. The
+ * caller is not the flusher; calls are serialized by the program (they are
+ * made on one thread). */
+static void mirror_now(void)
+{
+    uint32_t req = atomic_load(&mirror.req) + 1;
+    atomic_store_explicit(&mirror.req, req, memory_order_release);
+    flush_kick();
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned i = 0; atomic_load_explicit(&mirror.done, memory_order_acquire) != req; i++) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((uint64_t)(t.tv_sec - t0.tv_sec) * 1000000000ull + (uint64_t)t.tv_nsec -
+                (uint64_t)t0.tv_nsec > MIRROR_WAIT_NS)
+            return; /* a stalled flusher: the program's own call stands */
+        struct timespec nap = { 0, i < 100 ? 20000 : 1000000 };
+        nanosleep(&nap, NULL);
+    }
+}
+
+static int mirror_wanted(void)
+{
+    int f = atomic_load(&flusher_tid);
+    return f && f != (int)syscall(SYS_gettid);
+}
+
+EXPORT int prctl(int option, ...)
+{
+    va_list ap;
+    va_start(ap, option);
+    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+    va_end(ap);
+    long rc = syscall(SYS_prctl, option, a2, a3, a4, a5);
+    if (rc == 0 && option == PR_SET_KEEPCAPS && mirror_wanted()) {
+        int e = errno;
+        mirror.op = OP_KEEPCAPS;
+        mirror.arg = a2;
+        mirror_now();
+        errno = e;
+    }
+    return (int)rc;
+}
+
+EXPORT int capset(cap_user_header_t hdr, const cap_user_data_t data)
+{
+    long rc = syscall(SYS_capset, hdr, data);
+    if (rc == 0 && hdr && data && (hdr->pid == 0 || hdr->pid == (int)syscall(SYS_gettid)) &&
+        hdr->version == _LINUX_CAPABILITY_VERSION_3 && mirror_wanted()) {
+        int e = errno;
+        mirror.op = OP_CAPSET;
+        mirror.hdr = *hdr;
+        memcpy(mirror.data, data, sizeof mirror.data);
+        mirror_now();
+        errno = e;
+    }
+    return (int)rc;
+}
