@@ -3,7 +3,9 @@
  * Input layout:
  *
  *   byte 0   flags, F_* below
- *   byte 1   chunk size - 1 (with F_CHUNK)
+ *   byte 1   chunk size - 1 (with F_CHUNK); at least 1/64 of the stream,
+ *            so a long input costs tens of round trips, not one per byte
+ *            (frames still arrive cut at arbitrary points)
  *   rest     the byte stream collectord sends on one agent connection
  *            (length-prefixed CollectorMsg frames, proto/frame.h)
  *
@@ -112,6 +114,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t chunk = (size_t)data[1] + 1;
     data += 2;
     size -= 2;
+    if (chunk < size / 64)
+        chunk = size / 64;
     sample_rate = (flags & F_SAMPLED) ? 512u << 10 : 0;
 
     int fds[2];
