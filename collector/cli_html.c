@@ -1190,9 +1190,8 @@ static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns)
                 t->captures, t->captures == 1 ? "" : "s", cnt(t->may_leak)->count,
                 fmt_bytes(a, sizeof a, (double)cnt(t->may_leak)->bytes), cnt(t->live)->count,
                 t->freed);
-        fputs(t->blamed ? "<span class=\"blamed\">blamed: its blocks stay live</span>"
-                        : "<span class=\"muted\">not blamed: its blocks are freed</span>",
-              f);
+        fprintf(f, "<span class=\"%s\">%s</span>", t->blamed ? "blamed" : "muted",
+                cli_py_verdict(t));
         fputs("</div><pre>", f);
         for (size_t k = 0; k < t->n_frames; k++) {
             const Stackwatch__PyFrame *p = t->frames[k];

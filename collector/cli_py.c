@@ -36,6 +36,15 @@ size_t cli_py_blamed(const Stackwatch__StackReport *s, const Stackwatch__PyTrace
     return n;
 }
 
+const char *cli_py_verdict(const Stackwatch__PyTraceback *t)
+{
+    if (t->blamed)
+        return "blamed: its blocks stay live";
+    if (t->live && t->live->count)
+        return "not blamed yet: its live blocks are younger than the expire time";
+    return "not blamed: its blocks are freed";
+}
+
 static uint64_t weight(const Stackwatch__PyTraceback *t)
 {
     if (t->may_leak && t->may_leak->bytes)

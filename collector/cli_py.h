@@ -24,6 +24,13 @@ size_t cli_py_blamed(const Stackwatch__StackReport *s, const Stackwatch__PyTrace
 uint64_t cli_py_share(uint64_t total, const Stackwatch__PyTraceback *const *tbs, size_t n,
                       size_t i);
 
+/* Why a traceback is or is not blamed, in a few words: blamed (its
+ * blocks expired and stay live, or the process ended holding them);
+ * "not blamed yet" (some of its blocks are live but none has outlived the
+ * expire time: a capture made when the stack turned may-leak is young, so
+ * the verdict waits one expire time); "not blamed" (its blocks are freed). */
+const char *cli_py_verdict(const Stackwatch__PyTraceback *t);
+
 /* "leaky.py:27 backtest" (file's base name, line, function) into buf. */
 const char *cli_py_name(char *buf, size_t cap, const Stackwatch__PyFrame *fr);
 

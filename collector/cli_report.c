@@ -133,10 +133,9 @@ static void text_python(FILE *f, const Stackwatch__StackReport *s)
         const Stackwatch__PyTraceback *t = s->python[i];
         const Stackwatch__Count *live = cnt(t->live), *ml = cnt(t->may_leak);
         fprintf(f, "    Python stack: %u capture(s): may-leak=%" PRIu64 " (%" PRIu64 " bytes), "
-                   "live=%" PRIu64 ", freed=%" PRIu64 "%s\n",
+                   "live=%" PRIu64 ", freed=%" PRIu64 "%s%s%s\n",
                 t->captures, ml->count, ml->bytes, live->count, t->freed,
-                t->blamed ? "  <- blamed: its blocks stay live"
-                          : "  (not blamed: its blocks are freed)");
+                t->blamed ? "  <- " : "  (", cli_py_verdict(t), t->blamed ? "" : ")");
         for (size_t k = 0; k < t->n_frames; k++)
             fprintf(f, "      File \"%s\", line %u, in %s\n", t->frames[k]->file,
                     t->frames[k]->line, t->frames[k]->function);

@@ -449,12 +449,18 @@ static int tb_cmp(const void *a, const void *b)
 }
 
 /* Why a stack of a Python client has no blamed Python line, in one word
- * (StackReport.python_missing); "" when it has one or is not Python. */
-static const char *python_missing(const client_t *c, const cstack_t *s, uint32_t ntb, int blamed)
+ * (StackReport.python_missing); "" when it has one or is not Python.
+ * "pending": tracebacks were captured and some of their blocks are live,
+ * but none has outlived the expire time yet (captures start when a stack
+ * turns may-leak, so its first verdict comes one expire time later). */
+static const char *python_missing(const client_t *c, const cstack_t *s, uint32_t ntb, int blamed,
+                                  int pending)
 {
     static const char *const words[4] = { "", "gil-released", "no-frame", "unsupported" };
     if (blamed)
         return "";
+    if (pending)
+        return "pending";
     if (!c->python_version)
         return c->python_status && strncmp(c->python_status, "CPython", 7) == 0 ? "unsupported"
                                                                                 : "";
@@ -464,19 +470,22 @@ static const char *python_missing(const client_t *c, const cstack_t *s, uint32_t
             best = k;
     if (best)
         return words[best];
-    return ntb ? "" : "not-captured";
+    /* Captures whose blocks were all freed, on a stack with may-leak
+     * blocks: the leaking blocks' line is still to be captured. */
+    return !ntb || s->exp_n > s->fexp_n ? "not-captured" : "";
 }
 
 static int fill_python(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
 {
     uint32_t n = 0;
-    int blamed = 0;
+    int blamed = 0, pending = 0;
     for (uint32_t i = 0; i < c->npytbs; i++)
         if (c->pytbs[i].stack == s->index) {
             n++;
             blamed |= tb_blamed(c, &c->pytbs[i]);
+            pending |= c->pytbs[i].live_n > 0;
         }
-    r->python_missing = (char *)python_missing(c, s, n, blamed);
+    r->python_missing = (char *)python_missing(c, s, n, blamed, pending);
     if (!n)
         return 0;
     uint32_t *idx = ra_alloc(ra, n * sizeof *idx);

@@ -197,6 +197,80 @@ class DrivenClockTest(unittest.TestCase):
         finally:
             col.close()
 
+    def test_python_line_pending_then_blamed(self):
+        """A traceback captured for a live block is "not blamed yet" (word
+        pending) until the block outlives the expire time, then blamed; one
+        whose block was freed is not blamed: a stack with may-leak blocks then
+        says not-captured, a transient one says nothing."""
+        col = Collector(expire=EXPIRE / 1e9, extra=("--test-clock",))
+        try:
+            ctl = Control(col)
+            t0 = ctl.tick(0)
+            a = raw_connect(os.path.join(col.dir, "agent.sock"))
+            h = pb_field(1, 0, 1) + pb_field(2, 0, 1) + pb_field(4, 2, b"/usr/bin/python3.11") + \
+                pb_field(7, 1, 0x5EED2) + pb_field(13, 0, 0x030B02F0)
+            a.sendall(frame(pb_field(1, 2, h)))
+            a.sendall(stackdefs(1, 0xC0DE0001, [0x400100, 0x401000]))
+            a.sendall(stackdefs(2, 0xC0DE0002, [0x400200, 0x401000]))
+            a.sendall(stackdefs(3, 0xC0DE0003, [0x400300, 0x401000]))
+
+            def note(addr, ts, stack, line):
+                f = pb_field(1, 2, b"/srv/backtest.py") + pb_field(2, 2, b"signal_step") + \
+                    pb_field(3, 0, line)
+                n = pb_field(1, 0, addr) + pb_field(2, 0, ts) + pb_field(4, 2, f) + \
+                    pb_field(5, 0, stack) + pb_field(6, 0, 1)
+                a.sendall(frame(pb_field(6, 2, n)))
+
+            # Stack 1: an old block (no note) and a young one with its note.
+            # Stack 2: a block with a note, freed at once. Stack 3: an old
+            # block (no note) and a young one with its note, freed.
+            a.sendall(events(t0, [(0, 0x1000, t0 + 1000, 64, 1), (0, 0x4000, t0 + 2000, 16, 3)]))
+            ctl.tick(EXPIRE + TICK)  # the old block is past the expire time
+            t1 = t0 + EXPIRE + TICK
+            a.sendall(events(t1, [(0, 0x2000, t1 + 1000, 64, 1), (0, 0x3000, t1 + 2000, 32, 2),
+                                  (1, 0x3000, t1 + 3000, 0, 0), (0, 0x5000, t1 + 4000, 16, 3),
+                                  (1, 0x5000, t1 + 5000, 0, 0)]))
+            note(0x2000, t1 + 1000, 1, 27)
+            note(0x3000, t1 + 2000, 2, 31)
+            note(0x5000, t1 + 4000, 3, 40)
+            pid = os.getpid()
+            wait_until(lambda: any(c["pid"] == pid and c["notes"] >= 3 and c["events"] >= 7
+                                   for c in col.clients()),
+                       timeout=30, what="the events and notes to be applied")
+            ctl.tick(TICK)
+
+            def stack(idx):
+                rep = col.leaks("--pid", str(pid), "--all")
+                return [s for s in rep["stacks"] if int(s["id"], 16) == 0xC0DE0000 + idx][0]
+
+            s1, s2, s3 = stack(1), stack(2), stack(3)
+            self.assertEqual(s1["may_leak"]["count"], 1, s1)
+            self.assertEqual(len(s1["python"]), 1, s1)
+            self.assertFalse(s1["python_stats"][0]["blamed"], s1)
+            self.assertEqual(s1["python_missing"], "pending", s1)
+            self.assertFalse(s2["python_stats"][0]["blamed"], s2)
+            self.assertEqual(s2["class"], "transient", s2)
+            self.assertIsNone(s2["python_missing"], s2)
+            self.assertEqual(s3["may_leak"]["count"], 1, s3)
+            self.assertFalse(s3["python_stats"][0]["blamed"], s3)
+            self.assertEqual(s3["python_missing"], "not-captured", s3)
+            text = col.ctl("query", "leaks", "--pid", str(pid), "--all").stdout
+            self.assertIn("(not blamed yet: its live blocks are younger than the expire time)",
+                          text)
+            self.assertIn("(not blamed: its blocks are freed)", text)
+            self.assertIn("Python line: none (pending)", text)
+            # One expire time later the young block has expired: blamed.
+            for _ in range(EXPIRE // TICK + 1):
+                ctl.tick(TICK)
+            s1 = stack(1)
+            self.assertEqual(s1["may_leak"]["count"], 2, s1)
+            self.assertTrue(s1["python_stats"][0]["blamed"], s1)
+            self.assertEqual(s1["python"][0][0]["line"], 27, s1)
+            self.assertEqual(s1.get("python_missing"), None, s1)
+            a.close()
+        finally:
+            col.close()
+
     def test_tick_refused_without_test_clock(self):
         col = Collector(expire=0.3)
         try:

@@ -287,9 +287,16 @@ static void test_python_line(void **state)
     blamed.frames = fp;
     blamed.n_frames = 2;
     blamed.blamed = 1;
-    Stackwatch__PyTraceback *tbs[2] = {&freed, &blamed};
+    /* Live but young: not blamed yet, and not called freed. */
+    Stackwatch__PyTraceback young = STACKWATCH__PY_TRACEBACK__INIT;
+    Stackwatch__Count young_live = STACKWATCH__COUNT__INIT;
+    young_live.count = 3;
+    young.live = &young_live;
+    young.frames = fp;
+    young.n_frames = 1;
+    Stackwatch__PyTraceback *tbs[3] = {&freed, &blamed, &young};
     t.s.python = tbs;
-    t.s.n_python = 2;
+    t.s.n_python = 3;
     Stackwatch__StackReport *sp = &t.s;
     Stackwatch__LeakReport r;
     report_init(&r, &sp, 1);
@@ -299,6 +306,7 @@ static void test_python_line(void **state)
                                  "mask_leak.py:18 <span class=\"fn\">leaky</span>"));
     assert_non_null(strstr(html, "blamed: its blocks stay live"));
     assert_non_null(strstr(html, "not blamed: its blocks are freed"));
+    assert_non_null(strstr(html, "not blamed yet: its live blocks are younger than the expire time"));
     assert_non_null(strstr(html, "File &quot;/work/tests/py/mask_leak.py&quot;, line 49, in main"));
     assert_non_null(strstr(html, "colspan=\"11\""));
     free(html);
