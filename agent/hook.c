@@ -95,6 +95,7 @@ int hook_resolve(void)
     r.exit = dlsym(RTLD_NEXT, "exit");
     r.libc_start_main = dlsym(RTLD_NEXT, "__libc_start_main");
     r.dlopen = dlsym(RTLD_NEXT, "dlopen");
+    r.getattr = dlsym(RTLD_NEXT, "pthread_getattr_np");
     /* Publish free before malloc: once malloc is non-NULL callers stop using
      * the arena and will free through free. */
     hook_real.free = r.free;
@@ -110,6 +111,7 @@ int hook_resolve(void)
     hook_real.exit = r.exit;
     hook_real.libc_start_main = r.libc_start_main;
     hook_real.dlopen = r.dlopen;
+    hook_real.getattr = r.getattr;
     atomic_thread_fence(memory_order_release);
     hook_real.malloc = r.malloc;
     atomic_store(&resolve_state, 2);
@@ -891,6 +893,29 @@ EXPORT void exit(int status)
     __builtin_unreachable();
 }
 
+/* ---------------------------------------------------------------- pthread_getattr_np */
+
+/* glibc's pthread_getattr_np holds the thread's lock while it reallocs
+ * (its cpuset buffer; /proc/self/maps for the main thread). When that
+ * realloc is the thread's first allocation, the hook asks for the thread's
+ * stack bounds (unwind.c), with pthread_getattr_np: the same lock, a
+ * self-deadlock (CPython 3.14 calls it first thing in every new thread,
+ * Rust's thread start does too). Inside it, the hook does without the
+ * bounds (they are asked again at the next allocation). */
+EXPORT int pthread_getattr_np(pthread_t th, pthread_attr_t *attr)
+{
+    int (*real)(pthread_t, pthread_attr_t *) = hook_real.getattr;
+    if (!real) {
+        real = (int (*)(pthread_t, pthread_attr_t *))dlsym(RTLD_NEXT, "pthread_getattr_np");
+        if (!real)
+            return ENOSYS;
+    }
+    tstate.in_getattr++;
+    int rc = real(th, attr);
+    tstate.in_getattr--;
+    return rc;
+}
+
 static int (*app_main)(int, char **, char **);
 
 /* The linker's bounds of the section holding main_then_end. */
@@ -947,6 +972,7 @@ SELF(pvalloc);
 SELF(malloc_usable_size);
 SELF(dlclose);
 SELF(exit);
+SELF(pthread_getattr_np);
 
 /* Where the agent and libc are in the link map (load order). */
 typedef struct order_s {
@@ -1107,7 +1133,7 @@ __attribute__((noinline)) static void *hook_dlopen(const char *file, int mode)
 
 const hook_target_t *hook_targets(int *n)
 {
-    static hook_target_t t[14];
+    static hook_target_t t[15];
 #define T(i, nm, fn, rl) t[i] = (hook_target_t){ nm, (uint64_t)(uintptr_t)(fn), (uint64_t)(uintptr_t)(rl) }
     T(0, "malloc", hook_self_malloc, hook_real.malloc);
     T(1, "free", hook_self_free, hook_real.free);
@@ -1123,7 +1149,8 @@ const hook_target_t *hook_targets(int *n)
     T(11, "dlclose", hook_self_dlclose, hook_real.dlclose);
     T(12, "dlopen", hook_dlopen, hook_real.dlopen);
     T(13, "exit", hook_self_exit, hook_real.exit); /* the end of the process begins */
+    T(14, "pthread_getattr_np", hook_self_pthread_getattr_np, hook_real.getattr);
 #undef T
-    *n = 14;
+    *n = 15;
     return t;
 }

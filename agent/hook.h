@@ -2,6 +2,7 @@
 #ifndef STACKWATCH_AGENT_HOOK_H
 #define STACKWATCH_AGENT_HOOK_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +22,7 @@ typedef struct hook_real_s {
     int (*libc_start_main)(int (*)(int, char **, char **), int, char **, void (*)(void),
                            void (*)(void), void (*)(void), void *);
     void *(*dlopen)(const char *, int);
+    int (*getattr)(pthread_t, pthread_attr_t *); /* pthread_getattr_np */
 } hook_real_t;
 
 extern hook_real_t hook_real;

@@ -117,6 +117,22 @@ static const dbg_map_t dbg_maps[] = {
       .ob_type = 45,
       .by_size = 64, .by_ob_size = 65, .by_ob_sval = 66,
       .un_size = 67, .un_state = 68, .un_length = 69, .un_ascii_size = 70 },
+    /* 3.14: the interpreter's GIL block gains code_object_generation and
+     * tlbc_generation, the frame stackpointer and tlbc_index, the code
+     * object co_tlbc, and set/float/long/gc/generator/debugger sections
+     * come in; owners 3 (interpreter) and 4 (C stack) are shims;
+     * f_executable is a _PyStackRef whose low 2 bits are tags. */
+    { .minor = 14, .owner_skip = 3, .code_tag = 3, .words = 95,
+      .rt_size = 3, .rt_finalizing = 4, .rt_interp_head = 5,
+      .is_size = 6, .is_next = 8, .is_ceval_gil = 15, .is_gil = 16, .is_gil_locked = 18,
+      .is_gil_holder = 19,
+      .ts_size = 22, .ts_current_frame = 26, .ts_thread_id = 27,
+      .fr_size = 31, .fr_previous = 32, .fr_executable = 33, .fr_instr_ptr = 34, .fr_owner = 36,
+      .co_size = 39, .co_filename = 40, .co_name = 41, .co_qualname = 42, .co_linetable = 43,
+      .co_firstlineno = 44, .co_code_adaptive = 48,
+      .ob_type = 51,
+      .by_size = 74, .by_ob_size = 75, .by_ob_sval = 76,
+      .un_size = 77, .un_state = 78, .un_length = 79, .un_ascii_size = 80 },
 };
 
 /* Fixed facts of the default (GIL) build of 3.11 to 3.14 on 64-bit Linux,
@@ -309,7 +325,7 @@ static int attach(const unsigned long *v, const void *rt, const void *code_type,
     } else {
         const char *e = layout_debug(l, rt, ver);
         if (!e)
-            why = " (not verified: 3.11 and 3.13 are)";
+            why = " (not verified: 3.11, 3.13 and 3.14 are)";
         else if (*e) {
             set_status("CPython ", vs);
             strncat(status, ": ", sizeof status - strlen(status) - 1);

@@ -8,10 +8,11 @@
 
 typedef struct tstate_s {
     int guard;       /* reentrancy guard: set while the agent works on this thread */
-    int no_ring;     /* ring creation failed here: pass through, count once */
+    uint8_t no_ring; /* ring creation failed here: pass through, count once */
+    uint8_t sample_ready; /* sample_left was drawn */
+    uint8_t in_getattr;   /* inside the program's pthread_getattr_np (hook.c) */
     ring_t *ring;    /* this thread's ring, created on its first event */
     uint32_t tid;    /* kernel tid, cached */
-    int sample_ready;    /* sample_left was drawn */
     int64_t sample_left; /* bytes until the next sample point (sample.c) */
     uint64_t rng;        /* xorshift state for the draws, 0 unseeded */
 } tstate_t;

@@ -32,6 +32,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "tstate.h"
 
 #define TAIL_MAX 48
 #define TAILS 4
@@ -203,6 +204,10 @@ static uint64_t stack_top(void)
         return 0;
     if (utp->stack_hi || utp->bounds_tried)
         return utp->stack_hi;
+    /* Inside the program's own pthread_getattr_np, which holds the lock
+     * that ours would take (hook.c): no bounds this time. */
+    if (tstate.in_getattr)
+        return 0;
     utp->bounds_tried = 1;
     pthread_attr_t attr;
     /* Reads /proc/self/maps and allocates for the main thread: once per

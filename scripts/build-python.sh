@@ -12,9 +12,12 @@
 # trixie, forky and sid; the newest listed version whose files the mirror
 # serves is used, and only its upstream tarball (no Debian patches).
 #
-# Exit status: 0 built or reused; 2 the source could not be fetched (no
-# network, no such package: the caller reports a skip); 1 anything else
-# (a build failure is a real failure).
+# When the source is listed but not served, Debian's binary packages are
+# unpacked instead (binary_fallback below).
+#
+# Exit status: 0 built (or unpacked) or reused; 2 neither source nor
+# binaries could be fetched (no network, no such package: the caller reports
+# a skip); 1 anything else (a build failure is a real failure).
 set -eu
 
 CACHE=${STACKWATCH_PY_CACHE:-$HOME/.cache/stackwatch/pythons}
@@ -40,6 +43,58 @@ STAMP="$PREFIX/.stackwatch-built"
 APT="$CACHE/apt"
 
 say() { echo "build-python[$MINOR]: $*"; }
+
+# When the mirror lists the source package but does not serve its files
+# (python3.14 in 2026: every pool file 404), Debian's binary packages of the
+# same suites are the next best: python$MINOR with its standard library and
+# headers, unpacked into $PREFIX with the C library they were built against
+# (newer than the host's), the interpreter's ELF interpreter and run path
+# pointed at that C library with patchelf. It is Debian's build, not ours:
+# static libpython in the executable, no --enable-shared libpython used. The
+# stamp says so.
+binary_fallback() {
+    command -v patchelf >/dev/null 2>&1 || { say "patchelf not installed (make deps)"; return 2; }
+    BIN="$CACHE/apt-bin"
+    mkdir -p "$BIN/lists/partial" "$BIN/sources" "$BIN/cache/archives/partial" "$BIN/debs"
+    for suite in trixie forky sid; do echo "deb $MIRROR $suite main"; done \
+        > "$BIN/sources/stackwatch-bin.list"
+    set -- -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$BIN/sources" \
+        -o Dir::State::Lists="$BIN/lists" -o Dir::Cache="$BIN/cache" \
+        -o Dir::State::status=/dev/null -o APT::Sandbox::User=root \
+        -o Acquire::Retries=2 -o Acquire::http::Timeout=30 -o APT::Architecture=amd64
+    fresh=$(find "$BIN/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -n 1)
+    if [ -z "$fresh" ]; then
+        say "apt-get update (private binary lists in $BIN)"
+        apt-get "$@" update >"$BIN/update.log" 2>&1 || {
+            say "cannot reach the Debian archive (see $BIN/update.log)"; return 2; }
+    fi
+    v=$(apt-cache "$@" policy "python$MINOR-minimal" 2>/dev/null | sed -n 's/^ *Candidate: //p')
+    if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+        say "no binary package python$MINOR-minimal either"; return 2
+    fi
+    pkgs="python$MINOR-minimal libpython$MINOR-minimal libpython$MINOR-stdlib libpython$MINOR
+          libpython$MINOR-dev libc6 libffi8 libexpat1 zlib1g"
+    rm -f "$BIN/debs"/*.deb
+    (cd "$BIN/debs" && apt-get "$@" download $pkgs >"$BIN/download.log" 2>&1) || {
+        say "binary packages not served either ($(grep -m1 '^E:' "$BIN/download.log"))"; return 2; }
+    rm -rf "$PREFIX"
+    mkdir -p "$PREFIX/bin"
+    for d in "$BIN/debs"/*.deb; do dpkg-deb -x "$d" "$PREFIX" || return 1; done
+    lib="$PREFIX/usr/lib/x86_64-linux-gnu"
+    ld="$lib/ld-linux-x86-64.so.2"
+    [ -e "$ld" ] || ld="$PREFIX/lib64/ld-linux-x86-64.so.2"
+    exe="$PREFIX/usr/bin/python$MINOR"
+    patchelf --set-interpreter "$ld" --force-rpath \
+        --set-rpath "$lib:$PREFIX/lib/x86_64-linux-gnu" "$exe" || return 1
+    ln -sf "../usr/bin/python$MINOR" "$PREFIX/bin/python$MINOR"
+    "$PREFIX/bin/python$MINOR" -c 'import ctypes, threading, sysconfig, sys; print(sys.version)' \
+        >/dev/null || { say "the unpacked interpreter does not run"; return 1; }
+    libc=$(dpkg-deb -f "$BIN/debs"/libc6_*.deb Version)
+    echo "${v%-*} (Debian binary packages $v with libc6 $libc; the source was not served)" \
+        > "$STAMP"
+    say "unpacked Debian's python$MINOR $v (libc6 $libc) into $PREFIX"
+    return 0
+}
 
 if [ -f "$STAMP" ] && [ -x "$PREFIX/bin/python$MINOR" ]; then
     say "reusing $(cat "$STAMP") in $PREFIX"
@@ -85,7 +140,9 @@ for v in $versions; do
     say "$PKG=$v: not served ($(grep -m1 '^E:' "$APT/source.log" 2>/dev/null || echo no tarball))"
 done
 if [ -z "$got" ]; then
-    say "no listed version of $PKG could be fetched"; exit 2
+    say "no listed version of $PKG could be fetched as source"
+    binary_fallback
+    exit $?
 fi
 say "building CPython $got from $(basename "$tarball") into $PREFIX (-j$JOBS)"
 

@@ -6,6 +6,7 @@ signal handler that mallocs, setuid). No crash, no deadlock, no false leak."""
 import os
 import re
 import signal
+import threading
 import subprocess
 import time
 import unittest
@@ -203,6 +204,35 @@ class ProgramsTest(unittest.TestCase):
             self.assertEqual(rc, 0, err)
             c = col.wait_state(p.pid, "exited")
             self.assertEqual(c["dropped"], 0)
+        finally:
+            col.close()
+
+    def test_thread_whose_first_allocation_is_in_pthread_getattr_np(self):
+        """glibc's pthread_getattr_np reallocs while it holds the thread's
+        lock; when that is the thread's first allocation the hook must not
+        ask for the same thread's stack bounds (it deadlocked: CPython 3.14
+        and Rust threads start this way)."""
+        m = markers("faults.c")
+        col = Collector(expire=0.3)
+        try:
+            p = col.start([prog("faults"), "getattr", "20"])
+            got = []
+            t = threading.Thread(target=lambda: got.append(p.stdout.readline().strip()),
+                                 daemon=True)
+            t.start()
+            t.join(60)
+            if t.is_alive():
+                p.kill()
+                self.fail("the program hung (a thread deadlocked in pthread_getattr_np)")
+            self.assertEqual(got, ["done getattr 20"])
+            ss = wait_until(lambda: [s for s in stacks_with(col.leaks("--pid", str(p.pid)),
+                                                            "getattr_leak", "faults.c",
+                                                            m["getattr"])
+                                     if s["may_leak"]["count"] == 20],
+                            what="the 20 leaks at their line")
+            self.assertEqual(len(ss), 1)
+            rc, _, err = finish(p)
+            self.assertEqual(rc, 0, err)
         finally:
             col.close()
 

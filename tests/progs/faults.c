@@ -164,6 +164,40 @@ static int mode_threads(int n)
     return 0;
 }
 
+/* A thread whose first allocation happens inside pthread_getattr_np (glibc
+ * reallocs its cpuset buffer holding the thread's lock), as CPython 3.14 and
+ * Rust do at thread start; then a leak. */
+__attribute__((noinline)) void getattr_leak(void)
+{
+    keep(malloc(123)); /* @LEAK getattr */
+}
+
+static void *getattr_thread(void *arg)
+{
+    pthread_attr_t a;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+        void *lo;
+        size_t sz;
+        if (pthread_attr_getstack(&a, &lo, &sz) == 0 && sz)
+            __atomic_add_fetch((int *)arg, 1, __ATOMIC_RELAXED);
+        pthread_attr_destroy(&a);
+    }
+    getattr_leak();
+    return NULL;
+}
+
+static int mode_getattr(int n)
+{
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, getattr_thread, &ok) == 0)
+            pthread_join(t, NULL);
+    }
+    printf("done getattr %d\n", ok);
+    return 0;
+}
+
 static int mode_dlopen(int n, const char *lib)
 {
     int ok = 0;
@@ -333,11 +367,13 @@ int main(int argc, char **argv)
         rc = mode_sighandler(n);
     else if (!strcmp(m, "setuid"))
         rc = mode_setuid();
+    else if (!strcmp(m, "getattr"))
+        rc = mode_getattr(n);
     else if (!strcmp(m, "many"))
         rc = mode_many(n);
     else {
         fprintf(stderr, "usage: faults churn|forks N|threads N|dlopen N LIB|spawn N|closefds|"
-                        "sighandler MS|setuid\n");
+                        "sighandler MS|setuid|getattr N\n");
         return 2;
     }
     fflush(stdout);
