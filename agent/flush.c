@@ -266,6 +266,7 @@ static int send_all(const uint8_t *p, size_t n)
                 return -ETIMEDOUT;
             struct pollfd pfd = { .fd = fl.sock.fd, .events = POLLOUT };
             poll(&pfd, 1, 100);
+            creds_apply_pending(); /* a program's capset waits for us meanwhile */
             continue;
         }
         return w < 0 ? -errno : -EPIPE;
@@ -1199,12 +1200,15 @@ static void *flush_main(void *arg)
         int exiting = atomic_load(&fl.exit_req);
         if (fl.sock.fd < 0 && !exiting)
             maybe_reconnect();
+        creds_apply_pending();
         if (fl.sock.fd >= 0 && fl.need_hello)
             on_connected();
+        creds_apply_pending();
         if (modmap_changed()) {
             modmap_refresh();
             got_refresh(); /* attached: modules loaded without our dlopen hook */
         }
+        creds_apply_pending();
         if (exiting) {
             /* Final flush: stop recording, drain everything, say goodbye. */
             atomic_store(&agent.recording, 0);
