@@ -281,7 +281,7 @@ soak: deps soak-deps
 # built; `make pythons` builds them; `make check-pythons` builds and tests
 # them. A source that cannot be fetched (no network) is a loud skip; a build
 # that fails is a failure.
-PY_VERSIONS ?= 3.13 3.14
+PY_VERSIONS ?= 3.13 3.14 3.15
 pythons:
 	@for v in $(PY_VERSIONS); do \
 	    sh scripts/build-python.sh $$v; rc=$$?; \

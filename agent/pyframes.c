@@ -1,4 +1,4 @@
-/* Python frames of the allocating thread, read synchronously in the hook (CPython 3.11, 3.13, 3.14).
+/* Python frames of the allocating thread, read synchronously in the hook (CPython 3.11, 3.13-3.15).
  *
  * The one place that knows CPython's internal structures. Every version is
  * read through one table of offsets (py_layout_t):
@@ -88,7 +88,7 @@ static char status[200];
 /* Where a minor version's _Py_DebugOffsets keeps the fields used here: the
  * index of each 8-byte word in the table (word 0 is the cookie, 1 the
  * version, 2 free_threaded). From CPython's Include/internal/
- * pycore_runtime.h (3.13) and pycore_debug_offsets.h (3.14). */
+ * pycore_runtime.h (3.13) and pycore_debug_offsets.h (3.14, 3.15). */
 typedef struct dbg_map_s {
     uint32_t minor;
     int owner_skip;          /* first owner value that is not a Python frame */
@@ -133,6 +133,21 @@ static const dbg_map_t dbg_maps[] = {
       .ob_type = 51,
       .by_size = 74, .by_ob_size = 75, .by_ob_sval = 76,
       .un_size = 77, .un_state = 78, .un_length = 79, .un_ascii_size = 80 },
+    /* 3.15: the thread state gains base_frame, last_profiled_frame(_seq)
+     * before thread_id and exception fields after; an err_stackitem and a
+     * heap type section, more type/unicode/gc fields. The C-stack owner is
+     * gone (3 is the interpreter's shim). */
+    { .minor = 15, .owner_skip = 3, .code_tag = 3, .words = 111,
+      .rt_size = 3, .rt_finalizing = 4, .rt_interp_head = 5,
+      .is_size = 6, .is_next = 8, .is_ceval_gil = 15, .is_gil = 16, .is_gil_locked = 18,
+      .is_gil_holder = 19,
+      .ts_size = 22, .ts_current_frame = 26, .ts_thread_id = 30,
+      .fr_size = 39, .fr_previous = 40, .fr_executable = 41, .fr_instr_ptr = 42, .fr_owner = 44,
+      .co_size = 47, .co_filename = 48, .co_name = 49, .co_qualname = 50, .co_linetable = 51,
+      .co_firstlineno = 52, .co_code_adaptive = 56,
+      .ob_type = 59,
+      .by_size = 86, .by_ob_size = 87, .by_ob_sval = 88,
+      .un_size = 89, .un_state = 90, .un_length = 91, .un_ascii_size = 92 },
 };
 
 /* Fixed facts of the default (GIL) build of 3.11 to 3.14 on 64-bit Linux,
@@ -325,7 +340,7 @@ static int attach(const unsigned long *v, const void *rt, const void *code_type,
     } else {
         const char *e = layout_debug(l, rt, ver);
         if (!e)
-            why = " (not verified: 3.11, 3.13 and 3.14 are)";
+            why = " (not verified: 3.11, 3.13, 3.14 and 3.15 are)";
         else if (*e) {
             set_status("CPython ", vs);
             strncat(status, ": ", sizeof status - strlen(status) - 1);

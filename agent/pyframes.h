@@ -1,4 +1,4 @@
-/* Python frames of the allocating thread, read synchronously in the hook (CPython 3.11, 3.13, 3.14). */
+/* Python frames of the allocating thread, read synchronously in the hook (CPython 3.11, 3.13-3.15). */
 #ifndef STACKWATCH_AGENT_PYFRAMES_H
 #define STACKWATCH_AGENT_PYFRAMES_H
 

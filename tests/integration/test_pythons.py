@@ -1,4 +1,4 @@
-"""Every supported interpreter: Debian's CPython 3.11 and the 3.13/3.14 that
+"""Every supported interpreter: Debian's CPython 3.11 and the 3.13/3.14/3.15 that
 scripts/build-python.sh built into its cache (`make check-pythons` builds
 them; versions not built are skipped, and say so). The same leaking script
 (tests/py/versions_leak.py) through ctypes.PyDLL and through a C extension
@@ -25,7 +25,7 @@ from test_python import blamed_lines, py_markers, script
 def interpreters():
     """{minor: python executable} of what is there to test."""
     out = {"3.11": "/usr/bin/python3.11"}
-    for minor in ("3.13", "3.14"):
+    for minor in ("3.13", "3.14", "3.15"):
         r = subprocess.run([os.path.join(ROOT, "scripts", "build-python.sh"), "--path", minor],
                            stdout=subprocess.PIPE, text=True)
         if r.returncode == 0 and r.stdout.strip():
@@ -209,7 +209,7 @@ for _minor, _exe in sorted(interpreters().items()):
     _name = "Python%sTest" % _minor.replace(".", "")
     globals()[_name] = type(_name, (_VersionBase, unittest.TestCase),
                             {"minor": _minor, "exe": _exe})
-for _minor in ("3.13", "3.14"):
+for _minor in ("3.13", "3.14", "3.15"):
     if _minor not in interpreters():
         _skipped.append(_minor)
 if _skipped:
