@@ -3,7 +3,9 @@
  * Input layout (all of it is what agents send, plus two harness bytes):
  *
  *   byte 0   flags, F_* below
- *   byte 1   bits 0-5: chunk size - 1 (with F_CHUNK); bits 6-7: aging clock (AGE_*)
+ *   byte 1   bits 0-5: chunk size - 1 (with F_CHUNK), at least 1/64 of the
+ *            input (tens of loop rounds per input, not one per byte);
+ *            bits 6-7: aging clock (AGE_*)
  *   rest     the byte stream of one or more agent connections, separated by
  *            SEP (at most MAX_SEGS connections; later separators are data)
  *
@@ -279,6 +281,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int age_mode = data[1] >> 6;
     data += 2;
     size -= 2;
+    if (chunk < size / 64)
+        chunk = size / 64;
 
     srv_t srv;
     memset(&srv, 0, sizeof srv);
