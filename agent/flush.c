@@ -1327,6 +1327,20 @@ void flush_final(void)
     }
 }
 
+/* A fresh connection state: no session, no reconnect history (after a
+ * detach, or in a fork child). */
+static void session_reset(void)
+{
+    fl.need_hello = 0;
+    fl.ever_connected = 0;
+    fl.reconnects = 0;
+    fl.lost_since = fl.lost_total = 0;
+    fl.told_unreachable = 0;
+    fl.backoff_ns = BACKOFF_MIN_NS;
+    fl.next_try_ns = 0;
+}
+
+
 int flush_detach(void)
 {
     if (!fl.running)
@@ -1340,13 +1354,7 @@ int flush_detach(void)
     /* Ready for another session (stackwatch_attach again). */
     fl.running = 0;
     fl.bye_detached = 0;
-    fl.need_hello = 0;
-    fl.ever_connected = 0;
-    fl.reconnects = 0;
-    fl.lost_since = fl.lost_total = 0;
-    fl.told_unreachable = 0;
-    fl.backoff_ns = BACKOFF_MIN_NS;
-    fl.next_try_ns = 0;
+    session_reset();
     if (fl.rd_ok)
         fl.rd.start = fl.rd.end = 0;
     fdguard_close(&fl.sock);
@@ -1382,13 +1390,7 @@ void flush_fork_child(void)
     fl.rd_ok = 0;
     fl.rd.buf = NULL;
     fl.running = 0;
-    fl.need_hello = 0;
-    fl.ever_connected = 0;
-    fl.reconnects = 0;
-    fl.lost_since = fl.lost_total = 0;
-    fl.told_unreachable = 0;
-    fl.backoff_ns = BACKOFF_MIN_NS;
-    fl.next_try_ns = 0;
+    session_reset();
     atomic_store(&fl.exit_req, 0);
     atomic_store(&fl.exit_done, 0);
 }

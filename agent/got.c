@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "modmap.h"
 #include "region.h"
 
 #define GOT_MAX 65536u
@@ -83,47 +84,15 @@ int got_init(const hook_target_t *targets, int n)
 }
 
 /* The protection of the page at addr per /proc/self/maps (PROT_* bits),
- * or -1 if it is not mapped or the file cannot be read. Stack buffer only. */
+ * or -1 if it is not mapped or the file cannot be read. No malloc. */
 static int page_prot(uint64_t addr)
 {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char line[4096 + 64];
+    if (modmap_maps_line(addr, line, sizeof line) < 0 || line[0] != ' ' || !line[1] ||
+        !line[2] || !line[3])
         return -1;
-    char buf[8192];
-    size_t have = 0;
-    int prot = -1;
-    for (;;) {
-        ssize_t r = read(fd, buf + have, sizeof buf - 1 - have);
-        if (r <= 0)
-            break;
-        have += (size_t)r;
-        buf[have] = '\0';
-        char *line = buf, *nl;
-        while ((nl = memchr(line, '\n', have - (size_t)(line - buf)))) {
-            *nl = '\0';
-            uint64_t lo = 0, hi = 0;
-            char *p = line;
-            while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))
-                lo = lo * 16 + (uint64_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10), p++;
-            if (*p == '-')
-                p++;
-            while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))
-                hi = hi * 16 + (uint64_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10), p++;
-            if (addr >= lo && addr < hi && p[0] == ' ' && p[1] && p[2] && p[3]) {
-                prot = (p[1] == 'r' ? PROT_READ : 0) | (p[2] == 'w' ? PROT_WRITE : 0) |
-                       (p[3] == 'x' ? PROT_EXEC : 0);
-                goto out;
-            }
-            line = nl + 1;
-        }
-        have -= (size_t)(line - buf);
-        memmove(buf, line, have);
-        if (have == sizeof buf - 1)
-            have = 0;
-    }
-out:
-    close(fd);
-    return prot;
+    return (line[1] == 'r' ? PROT_READ : 0) | (line[2] == 'w' ? PROT_WRITE : 0) |
+           (line[3] == 'x' ? PROT_EXEC : 0);
 }
 
 /* One module as the pass sees it. */

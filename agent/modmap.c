@@ -95,13 +95,14 @@ static uint32_t str_add(const char *s)
     return off;
 }
 
-/* The path of the file mapped at addr, from /proc/self/maps, for objects
- * whose dlpi_name is relative. Reads with a stack buffer; no malloc. */
-static int path_from_maps(uint64_t addr, char *out, size_t cap)
+int modmap_maps_line(uint64_t addr, char *out, size_t cap)
 {
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0 || cap == 0) {
+        if (fd >= 0)
+            close(fd);
         return -1;
+    }
     char buf[8192];
     size_t have = 0;
     int found = -1;
@@ -123,14 +124,12 @@ static int path_from_maps(uint64_t addr, char *out, size_t cap)
             while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))
                 hi = hi * 16 + (uint64_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10), p++;
             if (addr >= lo && addr < hi) {
-                char *slash = strchr(p, '/');
-                if (slash) {
-                    size_t n = strlen(slash);
-                    if (n < cap) {
-                        memcpy(out, slash, n + 1);
-                        found = 0;
-                    }
-                }
+                size_t n = strlen(p);
+                if (n >= cap)
+                    n = cap - 1;
+                memcpy(out, p, n);
+                out[n] = '\0';
+                found = 0;
                 goto out;
             }
             line = nl + 1;
@@ -143,6 +142,21 @@ static int path_from_maps(uint64_t addr, char *out, size_t cap)
 out:
     close(fd);
     return found;
+}
+
+/* The path of the file mapped at addr, for objects whose dlpi_name is
+ * relative. No malloc. */
+static int path_from_maps(uint64_t addr, char *out, size_t cap)
+{
+    char line[4096 + 64];
+    if (modmap_maps_line(addr, line, sizeof line) < 0)
+        return -1;
+    char *slash = strchr(line, '/');
+    size_t n = slash ? strlen(slash) : 0;
+    if (!slash || n >= cap)
+        return -1;
+    memcpy(out, slash, n + 1);
+    return 0;
 }
 
 static void read_build_id(mod_t *m, struct dl_phdr_info *info)

@@ -35,6 +35,12 @@ static inline uint32_t modmap_gen(void)
 
 /* Maps storage and records the initial set. exe is the main program's path
  * (dl_iterate_phdr names it ""). Returns 0 or -ENOMEM. Constructor only. */
+/* The rest of /proc/self/maps' line for the mapping that holds addr (from
+ * the space after "lo-hi": " perms offset dev inode path") into out, cut
+ * at cap. 0, or -1 if nothing maps addr or the file cannot be read. Stack
+ * buffers only, no malloc (callable from the hooks' paths). */
+int modmap_maps_line(uint64_t addr, char *out, size_t cap);
+
 int modmap_init(const char *exe);
 
 /* Re-reads the loaded objects: new ones are added, missing ones marked
