@@ -4,7 +4,7 @@
 #   make OPTIMIZATION=-O0          debug build
 #   make SANITIZER=address         ASan build of collectord, stackctl and unit tests (build/asan)
 #   make SANITIZER=undefined       UBSan build of everything, the agent too (build/ubsan)
-#   make SANITIZER=thread          TSan build of the agent-core stress test (build/tsan)
+#   make SANITIZER=thread          TSan build of the agent-core stress test and the ring test (build/tsan)
 
 OPTIMIZATION ?= -O2
 SANITIZER ?=
@@ -79,7 +79,7 @@ UNIT_BINS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ifeq ($(SANITIZER),address)
 TARGETS = $(BUILD)/collectord $(BUILD)/stackctl
 else ifeq ($(SANITIZER),thread)
-TARGETS = $(BUILD)/tests/tsan_agent_core
+TARGETS = $(BUILD)/tests/tsan_agent_core $(BUILD)/tests/test_agent_ring
 else
 TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
 endif
@@ -299,6 +299,7 @@ check-sanitizers:
 	$(MAKE) SANITIZER=undefined all progs
 	$(MAKE) SANITIZER=thread all
 	build/tsan/tests/tsan_agent_core
+	build/tsan/tests/test_agent_ring
 	$(PYTHON) tests/integration/run.py --build build/ubsan --agent-build build/ubsan \
 		--quick
 	$(PYTHON) tests/integration/run.py --build build/asan --agent-build build \

@@ -64,6 +64,9 @@ size_t ring_peek(ring_t *r, const ev_t **a, size_t *na, const ev_t **b, size_t *
 void ring_consume(ring_t *r, size_t n)
 {
     uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    if (n == 0)
+        return;
+    r->tail_ts = r->slots[(t + n - 1) & r->mask].ts; /* before the slot is freed */
     /* release: our reads of the slots happen before the producer may reuse them. */
     atomic_store_explicit(&r->tail, t + n, memory_order_release);
 }

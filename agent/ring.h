@@ -49,6 +49,7 @@ typedef struct ring_s {
     _Atomic uint64_t offline;            /* events not recorded: no collector connected */
     /* Consumer side. tail is written only by the flusher. */
     _Alignas(64) _Atomic uint64_t tail;  /* next slot to read */
+    uint64_t tail_ts;                    /* ts of the event before tail (flusher only) */
     /* Shared, set once at creation (state and next excepted). */
     _Alignas(64) uint32_t mask;          /* capacity - 1 (capacity a power of two) */
     uint32_t tid;                        /* kernel tid of the owner */
@@ -149,14 +150,19 @@ void ring_consume(ring_t *r, size_t n);
 
 /* Consumer: a lower bound of the timestamp of any event the producer pushes
  * from now on: the last pushed event's (a thread's clock never goes back).
- * That slot stays intact: only the consumer frees slots for reuse. */
+ * An unconsumed slot stays intact (only the consumer frees slots); a consumed
+ * one may already hold a newer event, so for an empty ring the timestamp is
+ * the one ring_consume kept. */
 static inline uint64_t ring_ts_floor(ring_t *r)
 {
     uint64_t p = atomic_load_explicit(&r->pending_ts, memory_order_acquire);
     if (p)
         return p; /* waiting on a full ring: its next event is exactly this */
+    uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
     uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
-    return h ? r->slots[(h - 1) & r->mask].ts : r->created_ts;
+    if (h != t)
+        return r->slots[(h - 1) & r->mask].ts;
+    return t ? r->tail_ts : r->created_ts;
 }
 
 /* Events waiting (either side may call; approximate while the producer runs). */

@@ -245,6 +245,88 @@ static void test_spsc_threads(void **state)
     ring_destroy(s.r);
 }
 
+/* ------------------------------------------------------------------ ts floor */
+
+/* The floor of an empty ring: its creation time, then the last consumed
+ * event's timestamp (kept by ring_consume), never a slot's contents. */
+static void test_ts_floor_empty(void **state)
+{
+    (void)state;
+    ring_t *r = ring_create(4, 1);
+    assert_non_null(r);
+    assert_int_equal(ring_ts_floor(r), r->created_ts);
+    for (uint64_t i = 1; i <= 3; i++) {
+        ev_t e = ev_n(100 + i);
+        assert_true(ring_try_push(r, &e));
+    }
+    assert_int_equal(ring_ts_floor(r), 103); /* the last pushed, unconsumed */
+    ring_consume(r, 2);
+    assert_int_equal(ring_ts_floor(r), 103);
+    ring_consume(r, 1);
+    assert_int_equal(ring_ts_floor(r), 103); /* empty: the kept timestamp */
+    /* A consumed slot that the producer overwrites does not move the floor
+     * of what the consumer saw: slot (3 - 1) & 3 is reused by event 7. */
+    for (uint64_t i = 4; i <= 7; i++) {
+        ev_t e = ev_n(100 + i);
+        assert_true(ring_try_push(r, &e));
+    }
+    assert_int_equal(ring_ts_floor(r), 107);
+    ring_consume(r, 4);
+    assert_int_equal(ring_ts_floor(r), 107);
+    ring_consume(r, 0);
+    assert_int_equal(ring_ts_floor(r), 107);
+    ring_destroy(r);
+}
+
+#define FLOOR_EVENTS 1000000u
+
+static void *floor_producer(void *arg)
+{
+    ring_t *r = arg;
+    for (uint64_t i = 1; i <= FLOOR_EVENTS;) {
+        ev_t e = ev_n(i);
+        if (ring_try_push(r, &e))
+            i++;
+    }
+    return NULL;
+}
+
+/* The flusher's use: right after consuming everything, the floor. On a ring
+ * of 2 the producer reuses a consumed slot at once: reading the floor from
+ * that slot is a data race (ThreadSanitizer, which this test is built for in
+ * check-sanitizers, reports it) and can return a newer event's timestamp,
+ * even one not yet pushed. */
+static void test_ts_floor_threads(void **state)
+{
+    (void)state;
+    ring_t *r = ring_create(2, 1);
+    assert_non_null(r);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, floor_producer, r), 0);
+    uint64_t got = 0, ahead = 0, floor;
+    while (got < FLOOR_EVENTS) {
+        const ev_t *a, *b;
+        size_t na, nb;
+        size_t n = ring_peek(r, &a, &na, &b, &nb);
+        for (size_t i = 0; i < n; i++) {
+            const ev_t *e = i < na ? &a[i] : &b[i - na];
+            if (e->ts != got + i + 1)
+                ahead++;
+        }
+        ring_consume(r, n);
+        got += n;
+        floor = ring_ts_floor(r);
+        /* Event k has ts k: the floor names an event already pushed (before
+         * the first, it is the ring's creation time). */
+        if (got > 0 && floor > atomic_load_explicit(&r->head, memory_order_acquire))
+            ahead++;
+    }
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(ahead, 0);
+    assert_int_equal(ring_ts_floor(r), FLOOR_EVENTS);
+    ring_destroy(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +336,8 @@ int main(void)
         cmocka_unit_test(test_peek_spans_wrap),
         cmocka_unit_test(test_peek_empty_at_wrap),
         cmocka_unit_test(test_spsc_threads),
+        cmocka_unit_test(test_ts_floor_empty),
+        cmocka_unit_test(test_ts_floor_threads),
     };
     return cmocka_run_group_tests_name("agent_ring", tests, NULL, NULL);
 }
