@@ -45,6 +45,7 @@
 #include "collector/conn.h"
 #include "collector/srv.h"
 #include "frame.h"
+#include "fuzz_segs.h"
 #include "proto/stackwatch.pb-c.h"
 
 enum {
@@ -59,8 +60,6 @@ enum {
 
 enum { AGE_NOW = 0, AGE_EVENT = 1, AGE_FAR = 2, AGE_NONE = 3 };
 
-#define SEP "\xffSW\xff"
-#define SEP_LEN 4
 #define MAX_SEGS 16
 #define INSTANCE_BASE 0x5357465a00000000ull /* "SWFZ" */
 #define PUMP_MAX 4096 /* loop iterations without progress before calling it a hang */
@@ -298,20 +297,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     int peers[MAX_SEGS];
     unsigned npeers = 0;
-    size_t off = 0;
-    for (unsigned seg = 0; seg < MAX_SEGS; seg++) {
-        size_t end = size;
-        if (seg + 1 < MAX_SEGS) {
-            const uint8_t *sep = memmem(data + off, size - off, SEP, SEP_LEN);
-            if (sep)
-                end = (size_t)(sep - data);
-        }
-        int peer = run_segment(&srv, data + off, end - off, flags, chunk, age_mode, seg);
+    fuzz_seg_t segs[MAX_SEGS];
+    unsigned nsegs = fuzz_split(data, size, segs, MAX_SEGS);
+    for (unsigned seg = 0; seg < nsegs; seg++) {
+        int peer = run_segment(&srv, segs[seg].p, segs[seg].n, flags, chunk, age_mode, seg);
         if (peer >= 0)
             peers[npeers++] = peer;
-        if (end == size)
-            break;
-        off = end + SEP_LEN;
     }
 
     /* What is still open ends without EOF: collectord shutting down. */

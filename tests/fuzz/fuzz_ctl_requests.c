@@ -51,6 +51,7 @@
 #include "collector/sym.h"
 #include "collector/wrap.h"
 #include "frame.h"
+#include "fuzz_segs.h"
 #include "proto/stackwatch.pb-c.h"
 
 enum {
@@ -60,8 +61,6 @@ enum {
     F_MARK = 8,  /* a mark set on every client before the requests */
 };
 
-#define SEP "\xffSW\xff"
-#define SEP_LEN 4
 #define MAX_SEGS 8
 #define PUMP_MAX 4096
 #define NSTACKS 6
@@ -616,22 +615,19 @@ static int input_reads_only(const uint8_t *data, size_t size, unsigned flags)
 {
     if (flags & (F_AGE | F_MARK))
         return 0;
-    size_t off = 0;
-    for (unsigned seg = 0; seg < MAX_SEGS; seg++) {
-        size_t end = size;
-        if (seg + 1 < MAX_SEGS) {
-            const uint8_t *sep = memmem(data + off, size - off, SEP, SEP_LEN);
-            if (sep)
-                end = (size_t)(sep - data);
-        }
-        for (size_t q = off; end - q >= FRAME_HDR;) {
-            uint32_t len = (uint32_t)data[q] | (uint32_t)data[q + 1] << 8 |
-                           (uint32_t)data[q + 2] << 16 | (uint32_t)data[q + 3] << 24;
+    fuzz_seg_t segs[MAX_SEGS];
+    unsigned nsegs = fuzz_split(data, size, segs, MAX_SEGS);
+    for (unsigned seg = 0; seg < nsegs; seg++) {
+        const uint8_t *d = segs[seg].p;
+        size_t end = segs[seg].n;
+        for (size_t q = 0; end - q >= FRAME_HDR;) {
+            uint32_t len = (uint32_t)d[q] | (uint32_t)d[q + 1] << 8 | (uint32_t)d[q + 2] << 16 |
+                           (uint32_t)d[q + 3] << 24;
             if (len > FRAME_MAX_CONTROL)
                 break; /* the connection is closed here */
             if (end - q - FRAME_HDR < len)
                 break; /* never whole: never run */
-            Stackwatch__Request *req = stackwatch__request__unpack(NULL, len, data + q + FRAME_HDR);
+            Stackwatch__Request *req = stackwatch__request__unpack(NULL, len, d + q + FRAME_HDR);
             if (!req)
                 break; /* "malformed request": closed */
             int ro = req->req_case == STACKWATCH__REQUEST__REQ_PING ||
@@ -643,9 +639,6 @@ static int input_reads_only(const uint8_t *data, size_t size, unsigned flags)
                 return 0;
             q += FRAME_HDR + len;
         }
-        if (end == size)
-            break;
-        off = end + SEP_LEN;
     }
     return 1;
 }
@@ -687,20 +680,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     int keep[MAX_SEGS];
     unsigned nkeep = 0;
-    size_t off = 0;
-    for (unsigned seg = 0; seg < MAX_SEGS; seg++) {
-        size_t end = size;
-        if (seg + 1 < MAX_SEGS) {
-            const uint8_t *sep = memmem(data + off, size - off, SEP, SEP_LEN);
-            if (sep)
-                end = (size_t)(sep - data);
-        }
-        run_segment(s, data + off, end - off, flags, chunk, keep, &nkeep);
+    fuzz_seg_t segs[MAX_SEGS];
+    unsigned nsegs = fuzz_split(data, size, segs, MAX_SEGS);
+    for (unsigned seg = 0; seg < nsegs; seg++) {
+        run_segment(s, segs[seg].p, segs[seg].n, flags, chunk, keep, &nkeep);
         if (flags & F_AGE)
             age_tick(s, srv_now() + seg * EXPIRE_NS);
-        if (end == size)
-            break;
-        off = end + SEP_LEN;
     }
 
     if (st == &kept) {
