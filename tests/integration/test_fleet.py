@@ -5,8 +5,10 @@ conventions of collectord and stackctl."""
 
 import json
 import os
+import re
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -305,6 +307,15 @@ class AlertRulesTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
 
+def process_runs(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def comparable(report):
     """A report's stacks without what legitimately changes with the clock."""
     out = []
@@ -488,6 +499,43 @@ class StoreTest(unittest.TestCase):
         a = [x for x in again["stacks"] if x["id"] == tick["id"]][0]
         self.assertEqual(a["alloc"], e["alloc"])
         self.assertEqual(a["uncertain"], e["uncertain"])
+
+    def test_fifo_in_the_store_neither_hangs_start_nor_fools_stop(self):
+        """Issue 17.5: a FIFO named like a record made `collectord start`
+        wait forever (the store opened it blocking). It is set aside like a
+        corrupt record; `stop` says stopped only once the daemon has ended."""
+        reports = os.path.join(self.state, "reports")
+        os.makedirs(reports, mode=0o700)
+        fifo = os.path.join(reports, "p7-00000000000000ee.swr")
+        os.mkfifo(fifo, 0o600)
+        cd = os.path.join(sw.BUILD, "collectord")
+        try:
+            try:
+                r = subprocess.run([cd, "start", "--dir", self.run_dir, "--state-dir",
+                                    self.state], capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                self.fail("collectord start still waits after 60 s (a FIFO in the store)")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            pid = int(re.search(r"started \(pid (\d+)\)", r.stdout).group(1))
+            with open(os.path.join(self.run_dir, "collectord.log")) as f:
+                log = f.read()
+            self.assertRegex(log, r"store: \S*/p7-00000000000000ee\.swr: not a regular file; "
+                                  r"set aside as \S*\.swr\.corrupt")
+            self.assertTrue(stat.S_ISFIFO(os.lstat(fifo + ".corrupt").st_mode))
+            # The store still keeps what ends.
+            env = dict(os.environ, LD_PRELOAD=sw.agent_path(), STACKWATCH_DIR=self.run_dir)
+            p = subprocess.run([prog("plain")], env=env, capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(p.returncode, 7, p.stderr)
+            wait_until(lambda: [n for n in self.reports() if n.endswith(".swr")],
+                       what="the ended report in the store")
+            stop = subprocess.run([cd, "stop", "--dir", self.run_dir], capture_output=True,
+                                  text=True, timeout=60)
+            self.assertEqual(stop.returncode, 0, stop.stderr)
+            self.assertIn("collectord stopped (pid %d)" % pid, stop.stdout)
+            self.assertFalse(process_runs(pid), "stop said stopped; pid %d still runs" % pid)
+        finally:
+            subprocess.run([cd, "stop", "--dir", self.run_dir], capture_output=True, timeout=60)
 
 
 class CommandLineTest(unittest.TestCase):
