@@ -3,6 +3,7 @@ Prometheus scraping it), the store that keeps ended reports across a
 collectord restart (and merges a reconnecting agent), command-line
 conventions of collectord and stackctl."""
 
+import errno
 import json
 import os
 import re
@@ -536,6 +537,66 @@ class StoreTest(unittest.TestCase):
             self.assertFalse(process_runs(pid), "stop said stopped; pid %d still runs" % pid)
         finally:
             subprocess.run([cd, "stop", "--dir", self.run_dir], capture_output=True, timeout=60)
+
+    def test_reports_that_met_a_full_disk_are_written_later(self):
+        """Issue 17.6a: an ended report whose write failed with ENOSPC was
+        dropped (3 of 3 lost, even at a graceful stop with space back). The
+        store on a small tmpfs, filled up: written once there is room, by
+        the later retry or at the graceful stop."""
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        os.makedirs(self.state, mode=0o700)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "swtest-store",
+                            self.state], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        filler = os.path.join(self.state, "filler")
+
+        def fill():
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                while True:
+                    os.write(fd, b"\0" * 4096)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+            finally:
+                os.close(fd)
+
+        def refused(col):
+            return set(re.findall(r"cannot write \S*/p(\d+)-\S*: No space left on device",
+                                  col.read_log()))
+
+        def ended(col, n):
+            before = refused(col)
+            for _ in range(n):
+                r = col.run([prog("plain")])
+                self.assertEqual(r.returncode, 7, r.stderr)
+            wait_until(lambda: len(refused(col) - before) == n,
+                       what="the reports of %d processes refused for want of space" % n)
+
+        try:
+            col = self.start()
+            fill()
+            ended(col, 3)
+            self.assertEqual(self.reports(), [])
+            os.unlink(filler)
+            # Tried again later, without a stop.
+            wait_until(lambda: len(self.reports()) == 3, timeout=60,
+                       what="the 3 reports written once there is room")
+            fill()
+            ended(col, 3)
+            os.unlink(filler)
+            # At the graceful stop at the latest.
+            log, col = self.restart()
+            self.assertEqual(len(self.reports()), 6, log)
+            cl = col.clients()
+            self.assertEqual(len(cl), 6, cl)
+            self.assertTrue(all(c["state"] == "exited" and c["restored"] for c in cl), cl)
+        finally:
+            if self.col:
+                self.col.close()
+                self.col = None
+            subprocess.run(["umount", "-l", self.state], capture_output=True)
 
 
 class CommandLineTest(unittest.TestCase):
