@@ -101,7 +101,10 @@ int cli_find(const rundir_t *rd, int own_only, int timeout_ms, cli_daemon_t *d)
     int from_kernel = 1;
     socklen_t plen = sizeof d->pidfd;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &d->pidfd, &plen) < 0) {
-        d->pidfd = (int)syscall(SYS_pidfd_open, cr.pid, 0);
+        /* A kernel without it (before 6.5); any other error (ESRCH: the
+         * process that listened is gone) leaves no pidfd at all. */
+        d->pidfd = errno == ENOPROTOOPT || errno == EINVAL
+                       ? (int)syscall(SYS_pidfd_open, cr.pid, 0) : -1;
         from_kernel = 0;
     }
     Stackwatch__Ping ping = STACKWATCH__PING__INIT;

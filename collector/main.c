@@ -334,21 +334,32 @@ static int say_foreign_dir(const rundir_t *rd, uid_t owner, const char *lead)
     return 1;
 }
 
-static int cmd_status(const rundir_t *rd)
+/* What stop and status start with: the directory checked as start checks
+ * it, then the daemon looked for (cli_find, our uid only; *rc its result,
+ * d to close). Returns -1 to go on, else the exit status (said). */
+static int look(const rundir_t *rd, const char *lead, cli_daemon_t *d, int *rc)
 {
     char err[RUNDIR_MAX + 256];
     uid_t owner = 0;
-    int rc = rundir_inspect(rd, &owner, err, sizeof err);
-    if (rc == -ENOENT) {
+    int r = rundir_inspect(rd, &owner, err, sizeof err);
+    if (r == -ENOENT) {
         printf("collectord is not running in %s\n", rd->dir);
         return EXIT_NOT_RUNNING;
     }
-    if (rc == -EPERM)
-        return say_foreign_dir(rd, owner, "");
-    if (rc < 0)
-        return say_not_ours(rd, rc, NULL, err);
+    if (r == -EPERM)
+        return say_foreign_dir(rd, owner, lead);
+    if (r < 0)
+        return say_not_ours(rd, r, NULL, err);
+    *rc = cli_find(rd, 1, 5000, d);
+    return -1;
+}
+
+static int cmd_status(const rundir_t *rd)
+{
     cli_daemon_t d;
-    rc = cli_find(rd, 1, 5000, &d);
+    int rc, st = look(rd, "", &d, &rc);
+    if (st >= 0)
+        return st;
     cli_daemon_close(&d);
     if (rc < 0)
         return say_not_ours(rd, rc, &d, NULL);
@@ -386,19 +397,10 @@ static int wait_gone(int pidfd, int ms)
  * Success is said only once that process has ended. */
 static int cmd_stop(const rundir_t *rd)
 {
-    char err[RUNDIR_MAX + 256];
-    uid_t owner = 0;
-    int rc = rundir_inspect(rd, &owner, err, sizeof err);
-    if (rc == -ENOENT) {
-        printf("collectord is not running in %s\n", rd->dir);
-        return EXIT_NOT_RUNNING;
-    }
-    if (rc == -EPERM)
-        return say_foreign_dir(rd, owner, "refusing to stop anything: ");
-    if (rc < 0)
-        return say_not_ours(rd, rc, NULL, err);
     cli_daemon_t d;
-    rc = cli_find(rd, 1, 5000, &d);
+    int rc, st = look(rd, "refusing to stop anything: ", &d, &rc);
+    if (st >= 0)
+        return st;
     if (rc < 0 && !(rc == -ETIMEDOUT && d.pidfd >= 0)) {
         cli_daemon_close(&d);
         return say_not_ours(rd, rc, &d, NULL);
@@ -416,9 +418,9 @@ static int cmd_stop(const rundir_t *rd)
         }
     }
     if (d.pidfd < 0) {
-        /* A kernel without pidfds: no way to tell the daemon has ended. */
-        fprintf(stderr, "collectord: %s pid %d to stop, but this kernel gives no pidfd to "
-                "see it end (not signalled)\n", asked ? "asked" : "could not ask", (int)d.pid);
+        /* No pidfd (a kernel without them): no way to tell the daemon ended. */
+        fprintf(stderr, "collectord: %s pid %d to stop, but have no pidfd of it to see it "
+                "end (not signalled)\n", asked ? "asked" : "could not ask", (int)d.pid);
         cli_daemon_close(&d);
         return 1;
     }
