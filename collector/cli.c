@@ -493,11 +493,8 @@ int main(int argc, char **argv)
         return 2;
     }
     rundir_t rd;
-    char err[RUNDIR_MAX + 256];
-    if (rundir_resolve(&rd, dir, err, sizeof err) < 0) {
-        fprintf(stderr, "stackctl: %s\n", err);
+    if (cli_resolve_dir(&rd, dir, "stackctl") < 0)
         return 1;
-    }
     Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
     Stackwatch__Reply *rep = NULL;
     if (!strcmp(group, "diff"))

@@ -312,19 +312,15 @@ static void client_state(const rundir_t *rd, pid_t pid, char *state, size_t len,
     stackwatch__reply__free_unpacked(rep, NULL);
 }
 
+/* The pid of the collectord answering in rd (cli_find: the socket's own
+ * word for it, confirmed by its ping). Returns 0 or -errno. */
 static int collector_pid(const rundir_t *rd, pid_t *pid)
 {
-    Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
-    Stackwatch__Ping p = STACKWATCH__PING__INIT;
-    req.req_case = STACKWATCH__REQUEST__REQ_PING;
-    req.ping = &p;
-    Stackwatch__Reply *rep = NULL;
-    int rc = cli_call(rd->control_sock, &req, 5000, &rep);
-    if (rc < 0)
-        return rc;
-    *pid = rep->body_case == STACKWATCH__REPLY__BODY_PONG ? (pid_t)rep->pong->pid : 0;
-    stackwatch__reply__free_unpacked(rep, NULL);
-    return 0;
+    cli_daemon_t d;
+    int rc = cli_find(rd, 0, 5000, &d);
+    cli_daemon_close(&d);
+    *pid = rc == 0 ? d.pid : 0;
+    return rc;
 }
 
 static int wait_state(const rundir_t *rd, pid_t pid, const char *want, int ms)

@@ -38,17 +38,30 @@ static const char *base_name(const char *path)
     return b && b[1] ? b + 1 : (path ? path : "");
 }
 
-/* Writes s as HTML text or attribute value. */
+/* Writes s as HTML text or attribute value. A traced program names its own
+ * files and symbols: control characters (ESC, BEL, line breaks...) are
+ * shown as their Unicode pictures (U+2400 + c, DEL as U+2421) and C1
+ * controls (U+0080-U+009F) as U+FFFD, never written raw. */
 static void html_esc(FILE *f, const char *s)
 {
-    for (; s && *s; s++) {
-        switch (*s) {
+    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+        switch (*p) {
         case '&': fputs("&amp;", f); break;
         case '<': fputs("&lt;", f); break;
         case '>': fputs("&gt;", f); break;
         case '"': fputs("&quot;", f); break;
         case '\'': fputs("&#39;", f); break;
-        default: fputc(*s, f); break;
+        default:
+            if (*p < 0x20)
+                fprintf(f, "&#x%X;", 0x2400u + *p);
+            else if (*p == 0x7f)
+                fputs("&#x2421;", f);
+            else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+                fputs("&#xFFFD;", f);
+                p++;
+            } else
+                fputc(*p, f);
+            break;
         }
     }
 }
@@ -273,7 +286,8 @@ static void data_json(FILE *f, const Stackwatch__LeakReport *r)
 
 /* Writes the data block. Inside <script> a "</script" or "<!--" in a string
  * would end or confuse the element, so every < > & in the JSON (they occur
- * only inside strings) is written as a \u escape. Returns 0 or -errno. */
+ * only inside strings) is written as a \u escape, and so are DEL and the C1
+ * controls (the JSON writer escapes C0 ones). Returns 0 or -errno. */
 static int html_data(FILE *f, const Stackwatch__LeakReport *r)
 {
     char *buf = NULL;
@@ -292,7 +306,15 @@ static int html_data(FILE *f, const Stackwatch__LeakReport *r)
         case '<': fputs("\\u003c", f); break;
         case '>': fputs("\\u003e", f); break;
         case '&': fputs("\\u0026", f); break;
-        default: fputc(buf[i], f); break;
+        case 0x7f: fputs("\\u007f", f); break; /* json.c escapes C0 controls */
+        default:
+            if ((unsigned char)buf[i] == 0xc2 && i + 1 < len &&
+                (unsigned char)buf[i + 1] >= 0x80 && (unsigned char)buf[i + 1] <= 0x9f) {
+                fprintf(f, "\\u%04x", (unsigned char)buf[i + 1]); /* a C1 control */
+                i++;
+            } else
+                fputc(buf[i], f);
+            break;
         }
     }
     fputs("</script>\n", f);

@@ -2,12 +2,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,12 +82,6 @@ static int parse_seconds(const char *s, uint64_t *ns)
         return -EINVAL;
     *ns = (uint64_t)(v * 1e9);
     return 0;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-    nanosleep(&ts, NULL);
 }
 
 /* Reports start-up success or an error to the waiting parent, if any. */
@@ -275,58 +271,176 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
     return 0;
 }
 
-static int cmd_status(const rundir_t *rd)
+/* Says what rd's directory holds when no collectord of ours can be asked
+ * there (rc from rundir_inspect or cli_find, d as cli_find left it) and
+ * returns the exit status: EXIT_NOT_RUNNING when nothing runs there, 1
+ * when something does that is not ours to use, or on an error. */
+static int say_not_ours(const rundir_t *rd, int rc, const cli_daemon_t *d, const char *err)
 {
-    Stackwatch__Ping ping = STACKWATCH__PING__INIT;
-    Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
-    req.req_case = STACKWATCH__REQUEST__REQ_PING;
-    req.ping = &ping;
-    Stackwatch__Reply *rep = NULL;
-    int rc = cli_call(rd->control_sock, &req, 5000, &rep);
-    if (rc == 0 && rep->body_case == STACKWATCH__REPLY__BODY_PONG) {
-        printf("collectord running: pid %u, %u client(s), expire %.3fs, dir %s\n", rep->pong->pid,
-               rep->pong->clients, rep->pong->expire_ms / 1000.0, rep->pong->dir);
-        stackwatch__reply__free_unpacked(rep, NULL);
-        return 0;
-    }
-    if (rep)
-        stackwatch__reply__free_unpacked(rep, NULL);
-    pid_t pid = rundir_running_pid(rd);
-    if (pid) {
-        printf("collectord (pid %d) holds %s but does not answer: %s\n", (int)pid, rd->dir,
-               strerror(-rc));
-        return 1;
-    }
-    printf("collectord is not running in %s\n", rd->dir);
-    return EXIT_NOT_RUNNING;
-}
-
-static int cmd_stop(const rundir_t *rd)
-{
-    pid_t pid = rundir_running_pid(rd);
-    if (!pid) {
+    switch (rc) {
+    case -ENOENT:
+    case -ECONNREFUSED: {
+        pid_t claimed = rundir_running_pid(rd);
+        if (claimed) {
+            /* A pid written in a file is no collectord to talk to or signal. */
+            fprintf(stderr, "collectord: nothing answers on %s, yet %s is locked (it names pid "
+                    "%d): a collectord starting, or stuck before listening; not signalled\n",
+                    rd->control_sock, rd->pidfile, (int)claimed);
+            return 1;
+        }
         printf("collectord is not running in %s\n", rd->dir);
         return EXIT_NOT_RUNNING;
     }
-    Stackwatch__Shutdown sd = STACKWATCH__SHUTDOWN__INIT;
-    Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
-    req.req_case = STACKWATCH__REQUEST__REQ_SHUTDOWN;
-    req.shutdown = &sd;
-    Stackwatch__Reply *rep = NULL;
-    if (cli_call(rd->control_sock, &req, 5000, &rep) == 0)
-        stackwatch__reply__free_unpacked(rep, NULL);
-    else
-        kill(pid, SIGTERM);
-    for (int i = 0; i < 200; i++) {
-        if (!rundir_running_pid(rd)) {
-            printf("collectord stopped (pid %d)\n", (int)pid);
-            return 0;
-        }
-        if (i == 100)
-            kill(pid, SIGTERM);
-        sleep_ms(50);
+    case -EPERM:
+        fprintf(stderr, "collectord: %s is served by uid %u (pid %d), not by you (uid %u): "
+                "another user's collectord\n", rd->control_sock, (unsigned)d->uid, (int)d->pid,
+                (unsigned)geteuid());
+        return 1;
+    case -ETIMEDOUT:
+        fprintf(stderr, "collectord: the collectord in %s (pid %d) does not answer: %s\n",
+                rd->dir, (int)d->pid, strerror(-rc));
+        return 1;
+    case -ESRCH:
+        fprintf(stderr, "collectord: the listener on %s (pid %d) answers with another pid: "
+                "not a collectord to trust\n", rd->control_sock, (int)d->pid);
+        return 1;
+    default:
+        if (err && *err)
+            fprintf(stderr, "collectord: %s\n", err);
+        else
+            fprintf(stderr, "collectord: cannot ask the collectord in %s: %s\n", rd->dir,
+                    strerror(-rc));
+        return 1;
     }
-    fprintf(stderr, "collectord: pid %d did not stop within 10 s\n", (int)pid);
+}
+
+/* The directory is not ours: says who owns it and, where we can see, who
+ * listens in it; nothing there is used or signalled. Returns 1. */
+static int say_foreign_dir(const rundir_t *rd, uid_t owner, const char *lead)
+{
+    cli_daemon_t d;
+    int rc = cli_find(rd, 1, 5000, &d); /* refuses another uid before sending anything */
+    cli_daemon_close(&d);
+    char found[128];
+    if (rc == -EPERM)
+        snprintf(found, sizeof found, "a collectord of uid %u (pid %d) runs there, not yours",
+                 (unsigned)d.uid, (int)d.pid);
+    else if (rc == -ENOENT || rc == -ECONNREFUSED)
+        snprintf(found, sizeof found, "no collectord listens there");
+    else
+        snprintf(found, sizeof found, "whether a collectord runs there is not yours to see");
+    fprintf(stderr, "collectord: %s%s is owned by uid %u, not by you (uid %u); %s\n", lead,
+            rd->dir, (unsigned)owner, (unsigned)geteuid(), found);
+    return 1;
+}
+
+/* What stop and status start with: the directory checked as start checks
+ * it, then the daemon looked for (cli_find, our uid only; *rc its result,
+ * d to close). Returns -1 to go on, else the exit status (said). */
+static int look(const rundir_t *rd, const char *lead, cli_daemon_t *d, int *rc)
+{
+    char err[RUNDIR_MAX + 256];
+    uid_t owner = 0;
+    int r = rundir_inspect(rd, &owner, err, sizeof err);
+    if (r == -ENOENT) {
+        printf("collectord is not running in %s\n", rd->dir);
+        return EXIT_NOT_RUNNING;
+    }
+    if (r == -EPERM)
+        return say_foreign_dir(rd, owner, lead);
+    if (r < 0)
+        return say_not_ours(rd, r, NULL, err);
+    *rc = cli_find(rd, 1, 5000, d);
+    return -1;
+}
+
+static int cmd_status(const rundir_t *rd)
+{
+    cli_daemon_t d;
+    int rc, st = look(rd, "", &d, &rc);
+    if (st >= 0)
+        return st;
+    cli_daemon_close(&d);
+    if (rc < 0)
+        return say_not_ours(rd, rc, &d, NULL);
+    printf("collectord running: pid %d, %u client(s), expire %.3fs, dir %s\n", (int)d.pid,
+           d.clients, d.expire_ms / 1000.0, d.dir);
+    return 0;
+}
+
+/* Waits up to ms for the process behind pidfd to end. 1: it ended, 0: not
+ * yet, -errno. */
+static int wait_gone(int pidfd, int ms)
+{
+    struct pollfd p = { .fd = pidfd, .events = POLLIN };
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long spent = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        int r = poll(&p, 1, spent >= ms ? 0 : (int)(ms - spent));
+        if (r > 0)
+            return 1;
+        if (r == 0)
+            return 0;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+#define STOP_WAIT_MS 10000 /* for a graceful stop (stores every report) */
+#define TERM_WAIT_MS 5000  /* then after SIGTERM */
+
+/* Stops only a collectord verified through the kernel: in a directory of
+ * ours, the listener on its control socket of our uid, named by a pidfd
+ * (the socket's SO_PEERPIDFD, or by its pid once it answered as that pid).
+ * Success is said only once that process has ended. */
+static int cmd_stop(const rundir_t *rd)
+{
+    cli_daemon_t d;
+    int rc, st = look(rd, "refusing to stop anything: ", &d, &rc);
+    if (st >= 0)
+        return st;
+    if (rc < 0 && !(rc == -ETIMEDOUT && d.pidfd >= 0)) {
+        cli_daemon_close(&d);
+        return say_not_ours(rd, rc, &d, NULL);
+    }
+    int asked = 0;
+    if (rc == 0) {
+        Stackwatch__Shutdown sd = STACKWATCH__SHUTDOWN__INIT;
+        Stackwatch__Request req = STACKWATCH__REQUEST__INIT;
+        req.req_case = STACKWATCH__REQUEST__REQ_SHUTDOWN;
+        req.shutdown = &sd;
+        Stackwatch__Reply *rep = NULL;
+        if (cli_exchange(d.fd, &req, 5000, &rep) == 0) {
+            stackwatch__reply__free_unpacked(rep, NULL);
+            asked = 1;
+        }
+    }
+    if (d.pidfd < 0) {
+        /* No pidfd (a kernel without them): no way to tell the daemon ended. */
+        fprintf(stderr, "collectord: %s pid %d to stop, but have no pidfd of it to see it "
+                "end (not signalled)\n", asked ? "asked" : "could not ask", (int)d.pid);
+        cli_daemon_close(&d);
+        return 1;
+    }
+    int gone = asked ? wait_gone(d.pidfd, STOP_WAIT_MS) : 0;
+    int termed = 0;
+    if (gone == 0) {
+        if (!asked)
+            fprintf(stderr, "collectord: pid %d does not answer; sending SIGTERM\n", (int)d.pid);
+        if (syscall(SYS_pidfd_send_signal, d.pidfd, SIGTERM, NULL, 0) == 0)
+            termed = 1;
+        gone = wait_gone(d.pidfd, TERM_WAIT_MS);
+    }
+    pid_t pid = d.pid;
+    cli_daemon_close(&d);
+    if (gone == 1) {
+        printf("collectord stopped (pid %d)%s\n", (int)pid, termed ? " after SIGTERM" : "");
+        return 0;
+    }
+    fprintf(stderr, "collectord: pid %d did not stop within %d s; it still runs\n", (int)pid,
+            ((asked ? STOP_WAIT_MS : 0) + TERM_WAIT_MS) / 1000);
     return 1;
 }
 
@@ -508,11 +622,8 @@ int main(int argc, char **argv)
         return 2;
     }
     rundir_t rd;
-    char err[RUNDIR_MAX + 256];
-    if (rundir_resolve(&rd, dir, err, sizeof err) < 0) {
-        fprintf(stderr, "collectord: %s\n", err);
+    if (cli_resolve_dir(&rd, dir, "collectord") < 0)
         return 1;
-    }
     /* The store: a private collectord (--dir, STACKWATCH_DIR) keeps its own
      * beside its sockets; the user's default one is in the XDG state dir.
      * Relative paths are made absolute before the daemon leaves the cwd. */

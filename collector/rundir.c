@@ -53,19 +53,20 @@ int rundir_resolve(rundir_t *rd, const char *explicit_dir, char *err, size_t err
     return 0;
 }
 
-int rundir_prepare(const rundir_t *rd, char *err, size_t errlen)
+int rundir_inspect(const rundir_t *rd, uid_t *owner, char *err, size_t errlen)
 {
-    if (mkdir(rd->dir, 0700) < 0 && errno != EEXIST) {
-        int e = errno;
-        snprintf(err, errlen, "cannot create runtime directory %s: %s", rd->dir, strerror(e));
-        return -e;
-    }
     struct stat st;
     if (lstat(rd->dir, &st) < 0) {
         int e = errno;
-        snprintf(err, errlen, "cannot inspect runtime directory %s: %s", rd->dir, strerror(e));
+        if (e == ENOENT)
+            snprintf(err, errlen, "runtime directory %s does not exist", rd->dir);
+        else
+            snprintf(err, errlen, "cannot inspect runtime directory %s: %s", rd->dir,
+                     strerror(e));
         return -e;
     }
+    if (owner)
+        *owner = st.st_uid;
     if (S_ISLNK(st.st_mode)) {
         snprintf(err, errlen, "runtime directory %s is a symbolic link; refusing to use it",
                  rd->dir);
@@ -76,12 +77,30 @@ int rundir_prepare(const rundir_t *rd, char *err, size_t errlen)
         return -ENOTDIR;
     }
     if (st.st_uid != geteuid()) {
-        snprintf(err, errlen,
-                 "runtime directory %s is owned by uid %u, not by you (uid %u); "
-                 "choose another with --dir or STACKWATCH_DIR",
+        snprintf(err, errlen, "runtime directory %s is owned by uid %u, not by you (uid %u)",
                  rd->dir, (unsigned)st.st_uid, (unsigned)geteuid());
         return -EPERM;
     }
+    return 0;
+}
+
+int rundir_prepare(const rundir_t *rd, char *err, size_t errlen)
+{
+    if (mkdir(rd->dir, 0700) < 0 && errno != EEXIST) {
+        int e = errno;
+        snprintf(err, errlen, "cannot create runtime directory %s: %s", rd->dir, strerror(e));
+        return -e;
+    }
+    int rc = rundir_inspect(rd, NULL, err, errlen);
+    if (rc == -EPERM) {
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n, "; choose another with --dir or STACKWATCH_DIR");
+    }
+    if (rc < 0)
+        return rc;
+    struct stat st;
+    if (stat(rd->dir, &st) < 0)
+        return -errno;
     /* 0700 exactly: mkdir's mode went through the umask. */
     if ((st.st_mode & 0777) != 0700 && chmod(rd->dir, 0700) < 0) {
         int e = errno;

@@ -21,6 +21,13 @@ typedef struct rundir_s {
  * path does not fit sockaddr_un. */
 int rundir_resolve(rundir_t *rd, const char *explicit_dir, char *err, size_t errlen);
 
+/* Checks the directory without creating it: 0 for a real directory (not a
+ * symlink) owned by our effective uid; else -ENOENT (absent), -ELOOP
+ * (symlink), -ENOTDIR, -EPERM (another owner, in *owner if set) or -errno,
+ * with a sentence naming the directory in err. What start, stop and status
+ * all require before they touch anything in it. */
+int rundir_inspect(const rundir_t *rd, uid_t *owner, char *err, size_t errlen);
+
 /* Creates the directory 0700 if missing; refuses one that is not a directory,
  * is a symlink or is owned by another user; tightens a too-open mode of our
  * own. Returns 0 or -errno with a message in err. */
@@ -35,7 +42,9 @@ int rundir_lock_pidfile(const rundir_t *rd, pid_t *other);
 /* Writes pid into the locked pid file. Returns 0 or -errno. */
 int rundir_write_pid(int fd, pid_t pid);
 
-/* Pid of the collectord holding the pid file lock, 0 if none. */
+/* The number written in the pid file while someone holds its lock, 0 if
+ * nobody does. Only what the file claims: for messages, never a pid to
+ * signal (anyone who could write the directory could have written it). */
 pid_t rundir_running_pid(const rundir_t *rd);
 
 /* A socket file at path: 1 if something accepts connections on it, 0 if it

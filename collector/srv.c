@@ -732,6 +732,7 @@ static void store_all(srv_t *s)
 /* ---------------------------------------------------------------- the store */
 
 #define SAVE_WAIT_NS (30ull * 1000000000) /* longest an ended report waits for symbols */
+#define SAVE_RETRY_NS (5ull * 1000000000) /* first wait after a failed write */
 
 static uint64_t realtime_ns(void)
 {
@@ -754,29 +755,46 @@ static void save_queue(srv_t *s, client_t *c)
         s->saves = ns;
         s->saves_cap = ncap;
     }
-    s->saves[s->nsaves++] = (srv_save_t){ c->serial, srv_now() + SAVE_WAIT_NS };
+    s->saves[s->nsaves++] = (srv_save_t){ c->serial, srv_now() + SAVE_WAIT_NS, c->pid, 0 };
     ctl_client_symbolized(s, c);
 }
 
 /* Stores the ended reports whose frames are symbolized (all of them with
- * force, or past their deadline). */
+ * force, or past their deadline). A write that failed for a cause that may
+ * pass (ENOSPC, EDQUOT, EIO...) stays queued and is tried again after
+ * SAVE_RETRY_NS, doubling up to 32 times that, and at a graceful stop. */
 static void save_due(srv_t *s, int force)
 {
     uint64_t now = srv_now();
     for (uint32_t i = 0; i < s->nsaves;) {
-        client_t *c = client_by_serial(s, s->saves[i].serial);
+        srv_save_t *sv = &s->saves[i];
+        client_t *c = client_by_serial(s, sv->serial);
         if (c && c->state == CLIENT_CONNECTED) {
             /* It came back (a reconnect of the same image): stored when it ends. */
-            s->saves[i] = s->saves[--s->nsaves];
+            *sv = s->saves[--s->nsaves];
             continue;
         }
-        if (c && !force && now < s->saves[i].deadline && !ctl_client_symbolized(s, c)) {
+        if (c && !force && now < sv->deadline && (sv->failed || !ctl_client_symbolized(s, c))) {
             i++;
             continue;
         }
-        if (c)
-            ctl_store_client(s, c, 0);
-        s->saves[i] = s->saves[--s->nsaves];
+        int rc = c ? ctl_store_client(s, c, 0) : -ESRCH;
+        if (rc < 0 && c && !force && rc != -EFBIG && rc != -ENOTCONN) {
+            sv->failed++;
+            sv->deadline = now + (SAVE_RETRY_NS << (sv->failed < 6 ? sv->failed - 1 : 5));
+            if (sv->failed == 1)
+                srv_log("store: pid %u's report will be written again later (and at a "
+                        "graceful stop)", sv->pid);
+            i++;
+            continue;
+        }
+        if (sv->failed && rc == 0)
+            srv_log("store: pid %u's report written after %u failed attempt(s)", sv->pid,
+                    sv->failed);
+        else if (sv->failed)
+            srv_log("store: pid %u's report is not stored: %s", sv->pid,
+                    c ? "the last attempt failed too" : "no longer kept in memory (--retain)");
+        *sv = s->saves[--s->nsaves];
     }
     if (s->store.on && now >= s->next_prune) {
         /* A taken-over snapshot whose client is gone from memory is only a file now. */

@@ -42,7 +42,11 @@ typedef struct srv_opts_s {
 /* An ended client whose report waits for symbolization before it is stored. */
 typedef struct srv_save_s {
     uint64_t serial;          /* the client */
-    uint64_t deadline;        /* store it by then whatever is symbolized (collector clock) */
+    uint64_t deadline;        /* store it by then whatever is symbolized (collector clock);
+                               * after a failed write: when to try again */
+    uint32_t pid;             /* the client's, for the log once it is gone */
+    uint32_t failed;          /* writes that failed (a full disk): tried again later, and at a
+                               * graceful stop */
 } srv_save_t;
 
 typedef struct srv_s {

@@ -150,6 +150,30 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+/* A directory of the store: ours, and (nofollow) not a symlink itself. The
+ * state directory may be reached through one (a home on another disk).
+ * Returns 0 or -errno with a message in err. */
+static int check_dir(const char *path, int nofollow, char *err, size_t errlen)
+{
+    struct stat sb;
+    if ((nofollow ? lstat(path, &sb) : stat(path, &sb)) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot inspect %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not a directory%s; refusing to use it", path,
+                 S_ISLNK(sb.st_mode) ? " (a symbolic link)" : "");
+        return -ENOTDIR;
+    }
+    if (sb.st_uid != geteuid()) {
+        snprintf(err, errlen, "%s is owned by uid %u, not by you (uid %u); refusing to use it",
+                 path, (unsigned)sb.st_uid, (unsigned)geteuid());
+        return -EPERM;
+    }
+    return 0;
+}
+
 static void rec_name(char *out, size_t cap, uint32_t pid, uint64_t instance)
 {
     snprintf(out, cap, "p%u-%016" PRIx64 ".swr", pid, instance);
@@ -192,22 +216,53 @@ static void rec_drop(store_t *st, uint32_t i, int unlink_file)
     st->recs[i] = st->recs[--st->n];
 }
 
-/* Reads the whole file (bounded). Returns 0 or -errno. */
-static int read_file(const char *path, uint8_t **buf, size_t *len)
+/* Opens a store file of ours for reading: never waits (a FIFO planted
+ * there would block open and read), follows no symlink, and takes only a
+ * regular file owned by our effective uid. Returns the fd with *sb filled,
+ * or -errno with *why set. */
+static int open_regular(const char *path, struct stat *sb, const char **why)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return -errno;
-    struct stat sb;
-    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size > STORE_MAX_FILE) {
-        int e = !S_ISREG(sb.st_mode) ? EINVAL : EFBIG;
-        close(fd);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        *why = e == ELOOP ? "a symbolic link" : strerror(e);
         return -e;
+    }
+    int rc = 0;
+    if (fstat(fd, sb) < 0) {
+        rc = -errno;
+        *why = strerror(-rc);
+    } else if (!S_ISREG(sb->st_mode)) {
+        rc = -EINVAL;
+        *why = "not a regular file";
+    } else if (sb->st_uid != geteuid()) {
+        rc = -EPERM;
+        *why = "owned by another user";
+    }
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* Reads the whole file (bounded). Returns 0, or -errno with *why set. */
+static int read_file(const char *path, uint8_t **buf, size_t *len, const char **why)
+{
+    struct stat sb;
+    int fd = open_regular(path, &sb, why);
+    if (fd < 0)
+        return fd;
+    if (sb.st_size > STORE_MAX_FILE) {
+        close(fd);
+        *why = "larger than a record can be";
+        return -EFBIG;
     }
     size_t n = (size_t)sb.st_size, got = 0;
     uint8_t *p = malloc(n ? n : 1);
     if (!p) {
         close(fd);
+        *why = "out of memory";
         return -ENOMEM;
     }
     while (got < n) {
@@ -241,12 +296,14 @@ static int load_one(store_t *st, const char *name)
     snprintf(path, sizeof path, "%s/reports/%s", st->dir, name);
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc = read_file(path, &buf, &len);
+    const char *why = NULL;
+    int rc = read_file(path, &buf, &len, &why);
     if (rc < 0) {
-        set_aside(st, path, strerror(-rc));
+        if (rc == -ENOMEM)
+            return rc;
+        set_aside(st, path, why);
         return 0;
     }
-    const char *why = NULL;
     Stackwatch__StoredProcess *sp = store_decode(buf, len, &why);
     free(buf);
     if (!sp) {
@@ -302,12 +359,27 @@ int store_open(store_t *st, const char *dir, uint32_t retain_max, uint64_t retai
         snprintf(err, errlen, "cannot create %s: %s", path, strerror(-rc));
         return rc;
     }
+    rc = check_dir(st->dir, 0, err, errlen);
+    if (rc == 0)
+        rc = check_dir(path, 1, err, errlen);
+    if (rc < 0)
+        return rc;
     snprintf(path, sizeof path, "%s/store.lock", st->dir);
-    st->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (st->lockfd < 0) {
+    st->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    struct stat sb;
+    if (st->lockfd < 0 || fstat(st->lockfd, &sb) < 0) {
         rc = -errno;
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(-rc));
+        if (st->lockfd >= 0)
+            close(st->lockfd);
+        st->lockfd = -1;
         return rc;
+    }
+    if (!S_ISREG(sb.st_mode) || sb.st_uid != geteuid()) {
+        snprintf(err, errlen, "%s is not a regular file of yours; refusing to use it", path);
+        close(st->lockfd);
+        st->lockfd = -1;
+        return -EINVAL;
     }
     if (flock(st->lockfd, LOCK_EX | LOCK_NB) < 0) {
         rc = -errno;
@@ -397,7 +469,10 @@ int store_write(store_t *st, const Stackwatch__StoredProcess *sp)
     snprintf(path, sizeof path, "%s/reports/%s", st->dir, name);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int rc = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    /* Made anew, never opened as found: whatever sits at the name (a FIFO
+     * would block the loop, a symlink redirect the write) goes first. */
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {
         rc = -errno;
         goto err;

@@ -3,10 +3,13 @@ Prometheus scraping it), the store that keeps ended reports across a
 collectord restart (and merges a reconnecting agent), command-line
 conventions of collectord and stackctl."""
 
+import errno
 import json
 import os
+import re
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -305,6 +308,15 @@ class AlertRulesTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
 
+def process_runs(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def comparable(report):
     """A report's stacks without what legitimately changes with the clock."""
     out = []
@@ -488,6 +500,103 @@ class StoreTest(unittest.TestCase):
         a = [x for x in again["stacks"] if x["id"] == tick["id"]][0]
         self.assertEqual(a["alloc"], e["alloc"])
         self.assertEqual(a["uncertain"], e["uncertain"])
+
+    def test_fifo_in_the_store_neither_hangs_start_nor_fools_stop(self):
+        """Issue 17.5: a FIFO named like a record made `collectord start`
+        wait forever (the store opened it blocking). It is set aside like a
+        corrupt record; `stop` says stopped only once the daemon has ended."""
+        reports = os.path.join(self.state, "reports")
+        os.makedirs(reports, mode=0o700)
+        fifo = os.path.join(reports, "p7-00000000000000ee.swr")
+        os.mkfifo(fifo, 0o600)
+        cd = os.path.join(sw.BUILD, "collectord")
+        try:
+            try:
+                r = subprocess.run([cd, "start", "--dir", self.run_dir, "--state-dir",
+                                    self.state], capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                self.fail("collectord start still waits after 60 s (a FIFO in the store)")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            pid = int(re.search(r"started \(pid (\d+)\)", r.stdout).group(1))
+            with open(os.path.join(self.run_dir, "collectord.log")) as f:
+                log = f.read()
+            self.assertRegex(log, r"store: \S*/p7-00000000000000ee\.swr: not a regular file; "
+                                  r"set aside as \S*\.swr\.corrupt")
+            self.assertTrue(stat.S_ISFIFO(os.lstat(fifo + ".corrupt").st_mode))
+            # The store still keeps what ends.
+            env = dict(os.environ, LD_PRELOAD=sw.agent_path(), STACKWATCH_DIR=self.run_dir)
+            p = subprocess.run([prog("plain")], env=env, capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(p.returncode, 7, p.stderr)
+            wait_until(lambda: [n for n in self.reports() if n.endswith(".swr")],
+                       what="the ended report in the store")
+            stop = subprocess.run([cd, "stop", "--dir", self.run_dir], capture_output=True,
+                                  text=True, timeout=60)
+            self.assertEqual(stop.returncode, 0, stop.stderr)
+            self.assertIn("collectord stopped (pid %d)" % pid, stop.stdout)
+            self.assertFalse(process_runs(pid), "stop said stopped; pid %d still runs" % pid)
+        finally:
+            subprocess.run([cd, "stop", "--dir", self.run_dir], capture_output=True, timeout=60)
+
+    def test_reports_that_met_a_full_disk_are_written_later(self):
+        """Issue 17.6a: an ended report whose write failed with ENOSPC was
+        dropped (3 of 3 lost, even at a graceful stop with space back). The
+        store on a small tmpfs, filled up: written once there is room, by
+        the later retry or at the graceful stop."""
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        os.makedirs(self.state, mode=0o700)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "swtest-store",
+                            self.state], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        filler = os.path.join(self.state, "filler")
+
+        def fill():
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                while True:
+                    os.write(fd, b"\0" * 4096)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+            finally:
+                os.close(fd)
+
+        def refused(col):
+            return set(re.findall(r"cannot write \S*/p(\d+)-\S*: No space left on device",
+                                  col.read_log()))
+
+        def ended(col, n):
+            before = refused(col)
+            for _ in range(n):
+                r = col.run([prog("plain")])
+                self.assertEqual(r.returncode, 7, r.stderr)
+            wait_until(lambda: len(refused(col) - before) == n,
+                       what="the reports of %d processes refused for want of space" % n)
+
+        try:
+            col = self.start()
+            fill()
+            ended(col, 3)
+            self.assertEqual(self.reports(), [])
+            os.unlink(filler)
+            # Tried again later, without a stop.
+            wait_until(lambda: len(self.reports()) == 3, timeout=60,
+                       what="the 3 reports written once there is room")
+            fill()
+            ended(col, 3)
+            os.unlink(filler)
+            # At the graceful stop at the latest.
+            log, col = self.restart()
+            self.assertEqual(len(self.reports()), 6, log)
+            cl = col.clients()
+            self.assertEqual(len(cl), 6, cl)
+            self.assertTrue(all(c["state"] == "exited" and c["restored"] for c in cl), cl)
+        finally:
+            if self.col:
+                self.col.close()
+                self.col = None
+            subprocess.run(["umount", "-l", self.state], capture_output=True)
 
 
 class CommandLineTest(unittest.TestCase):

@@ -257,6 +257,25 @@ class HtmlReportTest(unittest.TestCase):
         rc, _, _ = finish(p)
         self.assertEqual(rc, 0)
 
+    def test_control_characters_in_names_are_escaped(self):
+        """Issue 17.6c: a traced program chooses its executable's name and
+        argv; ESC and BEL in them reached the page raw (a terminal that
+        `cat`s the file obeys them; HTML forbids them)."""
+        exe = os.path.join(self.tmp, "pl\x1b[31mai\x07n")
+        shutil.copy(prog("plain"), exe)
+        r = self.col.run([exe, "\x1b]0;pwned\x07"])
+        self.assertEqual(r.returncode, 7, r.stderr)
+        wait_until(lambda: [c for c in self.col.clients() if c["state"] == "exited"],
+                   what="the program's end")
+        path, _ = self.report("ctl.html")
+        with open(path, "rb") as f:
+            raw = f.read()
+        bad = sorted({b for b in raw if (b < 0x20 and b not in b"\n") or b == 0x7f})
+        self.assertEqual(bad, [], "raw control bytes in the page")
+        page = raw.decode("utf-8")
+        self.assertIn("pl&#x241B;[31mai&#x2407;n", page)
+        self.assertIn("&#x241B;]0;pwned&#x2407;", page)
+
     def test_empty_report_renders(self):
         path, page = self.report("empty.html")
         self.assert_self_contained(page)

@@ -162,6 +162,61 @@ static void test_strings_escaped(void **state)
     free(html);
 }
 
+/* A traced program chooses its names: escape sequences (ESC, BEL), line
+ * breaks, DEL and C1 controls in a function, an executable or a Python
+ * file never reach the page raw, neither as text nor in the data block. */
+static void test_control_characters_escaped(void **state)
+{
+    (void)state;
+    tstack_t t;
+    tstack_init(&t, 0x1234, "evil\033[31m\ared", "two\nlines\177");
+    t.s.exe = "/tmp/\033]0;title\a/app\xc2\x9b";
+    Stackwatch__PyFrame pf = STACKWATCH__PY_FRAME__INIT;
+    pf.file = "x\033.py";
+    pf.function = "f\r";
+    pf.line = 3;
+    Stackwatch__PyFrame *pfp = &pf;
+    Stackwatch__PyTraceback tb = STACKWATCH__PY_TRACEBACK__INIT;
+    tb.frames = &pfp;
+    tb.n_frames = 1;
+    tb.blamed = 1;
+    Stackwatch__PyTraceback *tbp = &tb;
+    t.s.python = &tbp;
+    t.s.n_python = 1;
+    Stackwatch__ClientInfo c = STACKWATCH__CLIENT_INFO__INIT;
+    c.pid = 4242;
+    c.exe = t.s.exe;
+    c.state = "exited\a";
+    char *argv[] = { "app", "--x=\033[2J" };
+    c.argv = argv;
+    c.n_argv = 2;
+    Stackwatch__ClientInfo *cp = &c;
+    Stackwatch__StackReport *sp = &t.s;
+    Stackwatch__LeakReport r;
+    report_init(&r, &sp, 1);
+    r.clients = &cp;
+    r.n_clients = 1;
+    char *html = render(&r);
+
+    for (const unsigned char *p = (const unsigned char *)html; *p; p++) {
+        if ((*p < 0x20 && *p != '\n') || *p == 0x7f)
+            fail_msg("raw control character 0x%02x at byte %zu", *p, (size_t)(p - (const unsigned char *)html));
+        if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+            fail_msg("raw C1 control at byte %zu", (size_t)(p - (const unsigned char *)html));
+    }
+    /* Shown as their pictures: ESC U+241B, BEL U+2407, LF U+240A, DEL U+2421. */
+    assert_non_null(strstr(html, "evil&#x241B;[31m&#x2407;red"));
+    assert_non_null(strstr(html, "two&#x240A;lines&#x2421;"));
+    assert_non_null(strstr(html, "app&#xFFFD;"));
+    assert_non_null(strstr(html, "x&#x241B;.py"));
+    char *data = data_block(html);
+    assert_non_null(strstr(data, "evil\\u001b[31m\\u0007red"));
+    assert_non_null(strstr(data, "lines\\u007f"));
+    assert_non_null(strstr(data, "app\\u009b"));
+    free(data);
+    free(html);
+}
+
 static void test_series_and_table(void **state)
 {
     (void)state;
@@ -327,6 +382,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strings_escaped),
+        cmocka_unit_test(test_control_characters_escaped),
         cmocka_unit_test(test_series_and_table),
         cmocka_unit_test(test_no_samples_yet),
         cmocka_unit_test(test_empty_report),

@@ -303,6 +303,30 @@ static void test_prepare_refuses_other_owner(void **state)
     assert_non_null(strstr(f->err, f->rd.dir));
 }
 
+/* What stop and status look at: nothing is created, and each refusal says
+ * why (with the owner of another user's directory). */
+static void test_inspect_creates_nothing(void **state)
+{
+    fix_t *f = *state;
+    resolve_in_base(f, "absent");
+    uid_t owner = 12345;
+    assert_int_equal(rundir_inspect(&f->rd, &owner, f->err, sizeof f->err), -ENOENT);
+    assert_non_null(strstr(f->err, f->rd.dir));
+    assert_int_equal(access(f->rd.dir, F_OK), -1);
+    assert_int_equal(mkdir(f->rd.dir, 0755), 0);
+    assert_int_equal(chmod(f->rd.dir, 0755), 0);
+    assert_int_equal(rundir_inspect(&f->rd, &owner, f->err, sizeof f->err), 0);
+    assert_int_equal(owner, geteuid());
+    assert_int_equal(mode_of(f->rd.dir) & 07777, 0755); /* only start tightens it */
+    if (geteuid() != 0)
+        return; /* the rest needs chown to another user */
+    assert_int_equal(chown(f->rd.dir, 65534, 65534), 0);
+    f->err[0] = '\0';
+    assert_int_equal(rundir_inspect(&f->rd, &owner, f->err, sizeof f->err), -EPERM);
+    assert_int_equal(owner, 65534);
+    assert_non_null(strstr(f->err, "is owned by uid 65534, not by you (uid 0)"));
+}
+
 /* ------------------------------------------------------------------ pid file */
 
 static void test_pidfile_lock(void **state)
@@ -479,6 +503,7 @@ int main(void)
         T(test_prepare_refuses_regular_file),
         T(test_prepare_missing_parent),
         T(test_prepare_refuses_other_owner),
+        T(test_inspect_creates_nothing),
         T(test_pidfile_lock),
         T(test_pidfile_symlink_refused),
         T(test_pidfile_planted_refused),

@@ -345,6 +345,58 @@ static void test_unusable_dir(void **state)
     assert_non_null(strstr(err, "cannot create"));
 }
 
+/* Files that are not records of ours: a FIFO (opening it blocking would
+ * wait forever: SIGALRM ends the test instead), a symlink, a FIFO at the
+ * name a write goes through, a FIFO as the lock. None blocks, none is
+ * followed. */
+static void test_planted_files(void **state)
+{
+    (void)state;
+    char err[512], ls[2048], path[512];
+    store_t st;
+    alarm(20);
+    assert_int_equal(store_open(&st, tmpdir, 10, 3600 * SEC, err, sizeof err), 0);
+    store_close(&st);
+    snprintf(path, sizeof path, "%s/reports/p1-0000000000000001.swr", tmpdir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    char victim[512];
+    snprintf(victim, sizeof victim, "%s/victim", tmpdir);
+    FILE *f = fopen(victim, "w");
+    assert_non_null(f);
+    fputs("precious\n", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/reports/p2-0000000000000002.swr", tmpdir);
+    assert_int_equal(symlink(victim, path), 0);
+    assert_int_equal(store_open(&st, tmpdir, 10, 3600 * SEC, err, sizeof err), 0);
+    assert_int_equal(store_count(&st), 0);
+    assert_int_equal(st.set_aside, 2);
+    listing(ls, sizeof ls);
+    assert_string_equal(ls, "p1-0000000000000001.swr.corrupt p2-0000000000000002.swr.corrupt");
+    /* The temporary name of the next write, planted: made anew. */
+    rec_t r;
+    rec_init(&r, 3, 3, now_ns());
+    snprintf(path, sizeof path, "%s/reports/p3-0000000000000003.swr.tmp", tmpdir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(store_write(&st, &r.sp), 0);
+    listing(ls, sizeof ls);
+    assert_string_equal(ls, "p1-0000000000000001.swr.corrupt p2-0000000000000002.swr.corrupt "
+                            "p3-0000000000000003.swr");
+    store_close(&st);
+    f = fopen(victim, "r");
+    assert_non_null(f);
+    char line[32] = "";
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_string_equal(line, "precious\n");
+    /* The lock file a FIFO: refused, not waited on. */
+    snprintf(path, sizeof path, "%s/store.lock", tmpdir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(store_open(&st, tmpdir, 10, 3600 * SEC, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "not a regular file"));
+    alarm(0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +407,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retention, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_lookup, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_unusable_dir, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_planted_files, dir_setup, dir_teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
