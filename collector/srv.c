@@ -376,6 +376,7 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         si->read_bytes = j->read_bytes;
         si->heap_roots = j->heap_roots;
         c->scan_ok = 1;
+        client_end_scanned(c); /* scanned after main returned: the ended report keeps it */
         c->scan_err = 0;
         c->scan_msg[0] = '\0';
         c->scan_loop_ns += loop_cpu_ns() - cpu0;

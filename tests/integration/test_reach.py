@@ -7,6 +7,8 @@ process keeps running through repeated scans; errors are clear."""
 import json
 import os
 import re
+import shutil
+import tempfile
 import unittest
 
 import swtest as sw
@@ -125,6 +127,75 @@ class ReachTest(unittest.TestCase):
         p.stdin.close()
         self.assertEqual(p.wait(30), 0)
         self.assertEqual(p.stdout.read().strip(), "done kept=7 errors=0")
+
+    def ended_figures(self, pid):
+        """The ended process's report: the last scan's verdicts are kept
+        (issue 19.4c: they were null once the process had ended)."""
+        rep = self.col.leaks("--pid", str(pid))
+        got = by_line(rep, pid)
+        self.assertEqual(got["lost"]["unreachable"], {"count": 5, "bytes": 5 * 3001})
+        self.assertEqual(got["lost"]["reachable"], {"count": 0, "bytes": 0})
+        self.assertEqual(got["kept"]["reachable"], {"count": 7, "bytes": 7 * 3008})
+        self.assertEqual(got["kept"]["unreachable"], {"count": 0, "bytes": 0})
+        self.assertEqual(got["cycle"]["unreachable"]["count"], 3)
+        text = self.col.ctl("query", "leaks", "--pid", str(pid)).stdout
+        self.assertIn("unreachable=5 (15005 bytes) reachable=0 (0 bytes)", text)
+        self.assertIn("unreachable=0 (0 bytes) reachable=7 (21056 bytes)", text)
+
+    def test_scan_verdicts_kept_after_exit(self):
+        p = self.col.start([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        self.plant(p)
+        self.wait_expired(pid)
+        self.assertEqual(self.scan(pid)["unreachable"]["count"], 11)
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        self.col.wait_state(pid, "exited")
+        self.ended_figures(pid)
+
+    def test_scan_after_main_returned_is_in_the_ended_report(self):
+        hold = os.path.join(self.col.tmp, "hold")
+        p = self.col.start([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        self.plant(p)
+        ask(p, "hold " + hold)
+        self.wait_expired(pid)
+        p.stdin.close()
+        self.assertEqual(p.stdout.readline().strip(), "done kept=7 errors=0")
+        self.assertEqual(p.stdout.readline().strip(), "held")
+        self.col.wait_state(pid, "ending")
+        # Scanned while ending: main has returned, the blocks are live.
+        self.assertEqual(self.scan(pid)["unreachable"]["count"], 11)
+        open(hold, "w").close()
+        self.assertEqual(p.wait(30), 0)
+        self.col.wait_state(pid, "exited")
+        self.ended_figures(pid)
+
+    def test_scan_verdicts_survive_a_restart(self):
+        """Kept in the store: a collectord restarted afterwards reports them."""
+        tmp = tempfile.mkdtemp(prefix="swreach-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        run, state = os.path.join(tmp, "run"), os.path.join(tmp, "state")
+        self.col.close()
+        self.col = Collector(expire=0.5, dirpath=run, extra=["--state-dir", state])
+        p = self.col.start([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        self.plant(p)
+        self.wait_expired(pid)
+        self.assertEqual(self.scan(pid)["unreachable"]["count"], 11)
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        self.col.wait_state(pid, "exited")
+        reports = os.path.join(state, "reports")
+        wait_until(lambda: os.path.isdir(reports) and os.listdir(reports),
+                   what="the report in the store")
+        self.col.close()
+        self.col = Collector(expire=0.5, dirpath=run, extra=["--state-dir", state])
+        self.assertTrue(self.col.client(pid)["restored"])
+        self.ended_figures(pid)
 
     def test_query_leaks_reachability_scans_first(self):
         p = self.col.start([prog("reach")])
