@@ -125,6 +125,14 @@ int unwind_init(int want, const char *globs)
     fp_globs = globs;
     uint64_t probe = (uint64_t)(uintptr_t)&unwind_init;
     dl_iterate_phdr(find_self, &probe);
+    /* libunwind makes its per-thread cache's pthread key at its first
+     * backtrace: now, while keys are few. Made later (a program that
+     * created 32 keys first), each thread's first backtrace would calloc
+     * glibc's second-level pthread_setspecific array inside the agent,
+     * untracked, and a program's own value stored there (key >= 32) would
+     * sit where no scan looks: its block called lost (issue 19.4a). */
+    void *warm[2];
+    unw_backtrace(warm, 2);
     return self_hi ? 0 : -ENOENT;
 }
 

@@ -197,6 +197,27 @@ class ReachTest(unittest.TestCase):
         self.assertTrue(self.col.client(pid)["restored"])
         self.ended_figures(pid)
 
+    def test_high_pthread_key_values_are_reachable(self):
+        """A value of a pthread key >= 32 lives in glibc's calloc'd
+        second-level array: reachable, as valgrind and LSan say (issue 19.4a:
+        the agent's own first backtrace made that array untracked when the
+        program had made 32 keys first, and the block was called lost)."""
+        p = self.col.start([prog("tsdkeys")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        wait_until(lambda: len(by_line(self.col.leaks("--pid", str(pid)), pid,
+                                       "tsdkeys.c")) >= 3,
+                   what="the planted blocks to expire")
+        s = self.scan(pid)
+        self.assertEqual(s["unreachable"], {"count": 1, "bytes": 3012})
+        got = by_line(self.col.leaks("--pid", str(pid)), pid, "tsdkeys.c")
+        self.assertEqual(got["tsd_lost"]["unreachable"], {"count": 1, "bytes": 3012})
+        self.assertEqual(got["tsd_main"]["reachable"], {"count": 1, "bytes": 3010})
+        self.assertEqual(got["tsd_worker"]["reachable"], {"count": 1, "bytes": 3011})
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        self.assertEqual(p.stdout.read().strip(), "done 1")
+
     def test_query_leaks_reachability_scans_first(self):
         p = self.col.start([prog("reach")])
         self.procs.append(p)

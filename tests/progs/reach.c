@@ -29,6 +29,12 @@ typedef struct node_s {
 } node_t;
 
 static node_t *head;
+static uint64_t kept;
+static _Atomic int stop;
+static _Atomic long errors;
+static pthread_t threads[64];
+static int nthreads;
+
 static char hold_path[100];
 
 /* Runs after main returned: the process is ending, its blocks still live. */
@@ -39,11 +45,6 @@ static void hold(void)
     for (int i = 0; i < 12000 && access(hold_path, F_OK) != 0; i++)
         usleep(10000);
 }
-static uint64_t kept;
-static _Atomic int stop;
-static _Atomic long errors;
-static pthread_t threads[64];
-static int nthreads;
 
 __attribute__((noinline)) void lose_one(uint64_t i)
 {
