@@ -218,6 +218,42 @@ class ReachTest(unittest.TestCase):
         self.assertEqual(p.wait(30), 0)
         self.assertEqual(p.stdout.read().strip(), "done 1")
 
+    def dead_threads_run(self, *args):
+        p = self.col.start([prog("deadthreads"), "100"] + list(args))
+        self.procs.append(p)
+        pid = ready_pid(p)
+        wait_until(lambda: len(by_line(self.col.leaks("--pid", str(pid)), pid,
+                                       "deadthreads.c")) >= 2 + len(args),
+                   what="the planted blocks to expire")
+        s = self.scan(pid)
+        got = by_line(self.col.leaks("--pid", str(pid)), pid, "deadthreads.c")
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        return s, got
+
+    def test_blocks_lost_by_threads_that_ended(self):
+        """100 threads each leave the only pointer to a block in their stack
+        and end: valgrind and LSan call all 100 lost; glibc keeps the dead
+        stacks for reuse, and their stale words used to keep 4 of them
+        "reachable" (issue 19.4b). The TCB at a cached stack's top still
+        counts (glibc's own blocks for those threads stay reachable)."""
+        s, got = self.dead_threads_run()
+        self.assertEqual(got["dead"]["unreachable"], {"count": 100, "bytes": 100 * 2001})
+        self.assertEqual(got["kept"]["reachable"], {"count": 1, "bytes": 2002})
+        self.assertEqual(s["unreachable"], {"count": 100, "bytes": 100 * 2001})
+
+    def test_a_thread_on_a_cached_stack_is_a_root_again(self):
+        """A thread started on a cached stack that never allocates (so the
+        agent does not know it) keeps the only pointer to a block: reachable,
+        never lost. (Its live frames may hold a dead thread's words, as they
+        would under valgrind.)"""
+        s, got = self.dead_threads_run("hold")
+        self.assertEqual(got["held"]["reachable"], {"count": 1, "bytes": 2003})
+        self.assertEqual(got["held"]["unreachable"], {"count": 0, "bytes": 0})
+        dead = got["dead"]
+        self.assertEqual(dead["unreachable"]["count"] + dead["reachable"]["count"], 100)
+        self.assertGreaterEqual(dead["unreachable"]["count"], 90)
+
     def test_query_leaks_reachability_scans_first(self):
         p = self.col.start([prog("reach")])
         self.procs.append(p)
