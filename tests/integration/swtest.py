@@ -4,6 +4,7 @@ real programs under the preloaded agent, stackctl queries, polling waits."""
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import struct
@@ -217,6 +218,57 @@ class Collector:
         if bad or self.proc.returncode not in (0,):
             raise AssertionError("collectord exited %s with:\n%s" % (self.proc.returncode, log))
         return log
+
+
+def ask(p, command, timeout=30):
+    """Sends one command line to a started test program (tests/progs) and
+    returns its one-line answer; raises if none comes within timeout."""
+    p.stdin.write(command + "\n")
+    p.stdin.flush()
+    ready, _, _ = select.select([p.stdout], [], [], timeout)
+    if not ready:
+        raise AssertionError("no answer to %r within %.0fs" % (command, timeout))
+    return p.stdout.readline().strip()
+
+
+def ticks(p):
+    """How many times tests/progs/ticker has leaked its tick block so far."""
+    words = ask(p, "count").split()
+    if words[:1] != ["ticks"]:
+        raise AssertionError("ticker answered %r to count" % words)
+    return int(words[1])
+
+
+def wait_ticks(p, n, what="the ticker to run on"):
+    """Waits until the ticker has ticked n more times than now."""
+    first = ticks(p)
+
+    def more():
+        t = ticks(p)
+        return t if t >= first + n else None
+    return wait_until(more, interval=0.02, what=what)
+
+
+def wait_output(p, text, stream="stderr", timeout=30):
+    """Reads a started program's stderr (or stdout) as it comes until text
+    has appeared; returns all read so far. What is read is kept in
+    p.seen[stream]: add it to what finish() returns later."""
+    seen = p.__dict__.setdefault("seen", {})
+    f = getattr(p, stream)
+    fd = f.fileno()
+    deadline = time.monotonic() + timeout
+    while text not in seen.get(stream, ""):
+        left = deadline - time.monotonic()
+        ready = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
+        if not ready:
+            raise AssertionError("timed out after %.1fs waiting for %r on %s (read: %r)" %
+                                 (timeout, text, stream, seen.get(stream, "")))
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError("%s ended without %r (read: %r)" %
+                                 (stream, text, seen.get(stream, "")))
+        seen[stream] = seen.get(stream, "") + chunk.decode(errors="replace")
+    return seen[stream]
 
 
 def finish(p, timeout=30):
