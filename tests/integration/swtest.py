@@ -249,26 +249,43 @@ def wait_ticks(p, n, what="the ticker to run on"):
     return wait_until(more, interval=0.02, what=what)
 
 
-def wait_output(p, text, stream="stderr", timeout=30):
-    """Reads a started program's stderr (or stdout) as it comes until text
-    has appeared; returns all read so far. What is read is kept in
-    p.seen[stream]: add it to what finish() returns later."""
+def wait_output(p, want, stream="stderr", timeout=30):
+    """Reads a started program's stderr (or stdout) as it comes until want
+    (a text, or a function of everything read so far) is met; returns all
+    read so far. Raw reads, as finish() does: lines an earlier readline()
+    buffered are not seen. What is read is kept in p.seen[stream]: add it to
+    what finish() returns later."""
     seen = p.__dict__.setdefault("seen", {})
-    f = getattr(p, stream)
-    fd = f.fileno()
+    seen.setdefault(stream, "")
+    met = want if callable(want) else (lambda text: want in text)
+    fd = getattr(p, stream).fileno()
     deadline = time.monotonic() + timeout
-    while text not in seen.get(stream, ""):
+    while True:
+        ended = False
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                ended = True
+                break
+            seen[stream] += chunk.decode(errors="replace")
+        if met(seen[stream]):
+            return seen[stream]
+        if ended:
+            raise AssertionError("%s ended before %r (read: %r)" %
+                                 (stream, want, seen[stream][-2000:]))
         left = deadline - time.monotonic()
-        ready = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
-        if not ready:
+        if left <= 0:
             raise AssertionError("timed out after %.1fs waiting for %r on %s (read: %r)" %
-                                 (timeout, text, stream, seen.get(stream, "")))
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            raise AssertionError("%s ended without %r (read: %r)" %
-                                 (stream, text, seen.get(stream, "")))
-        seen[stream] = seen.get(stream, "") + chunk.decode(errors="replace")
-    return seen[stream]
+                                 (timeout, want, stream, seen[stream][-2000:]))
+        select.select([fd], [], [], left)
+
+
+def wait_lines(p, pattern, n, stream="stdout", timeout=30):
+    """Waits until a started program has printed n more lines matching
+    pattern (a regex) than it has so far: proof that it ran on that long."""
+    count = lambda text: len(re.findall(pattern, text, re.M))
+    first = count(wait_output(p, lambda text: True, stream))
+    return wait_output(p, lambda text: count(text) >= first + n, stream, timeout)
 
 
 def finish(p, timeout=30):
