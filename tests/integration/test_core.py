@@ -230,7 +230,7 @@ class NoCollectorTest(unittest.TestCase):
         mark = markers("ticker.c")["mark"]
         col = Collector(expire=0.3, dirpath=d)
         try:
-            col.wait_state(p.pid, "connected", timeout=10)
+            col.wait_state(p.pid, "connected", timeout=30)
             wait_until(lambda: stacks_with(col.leaks("--pid", str(p.pid)), "tick_leak",
                                            line=line), what="ticker leak")
         finally:
@@ -241,7 +241,7 @@ class NoCollectorTest(unittest.TestCase):
         self.assertIsNone(p.poll())
         col = Collector(expire=0.3, dirpath=d)
         try:
-            col.wait_state(p.pid, "connected", timeout=10)
+            col.wait_state(p.pid, "connected", timeout=30)
             # The new collectord merges its stored report of this process: a
             # tick leak in it shows nothing of the new connection. Events
             # applied show the agent records again; an allocation made after
