@@ -1256,11 +1256,16 @@ int flush_start(void)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256u << 10);
+    /* From here on the program's capset/PR_SET_KEEPCAPS are mirrored to the
+     * new thread even before it runs and says its tid. */
+    creds_set_flusher(CREDS_FLUSHER_STARTING);
     int rc = pthread_create(&fl.thr, &attr, flush_main, NULL);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0)
+    if (rc != 0) {
+        creds_set_flusher(0);
         return -rc;
+    }
     fl.running = 1;
     return 0;
 }
