@@ -48,9 +48,110 @@ client_t *client_find(clients_t *cs, uint32_t pid, uint64_t instance)
     return NULL;
 }
 
-static char *dup_str(const char *s)
+/* s cut to at most max bytes, at a UTF-8 character boundary. */
+static char *dup_cap(const char *s, size_t max)
 {
-    return strdup(s ? s : "");
+    if (!s)
+        s = "";
+    size_t n = strnlen(s, max + 1);
+    if (n > max) {
+        n = max;
+        while (n && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    return strndup(s, n);
+}
+
+/* String bytes count against the process's budget (CPROC_STR_MAX). */
+static int str_fits(const client_t *c, uint64_t add, uint64_t drop)
+{
+    if (!c->proc)
+        return 1;
+    return c->proc->str - drop + add <= CPROC_STR_MAX;
+}
+
+static void str_charge(client_t *c, uint64_t add, uint64_t drop)
+{
+    c->str_bytes = c->str_bytes - drop + add;
+    if (c->proc)
+        c->proc->str = c->proc->str - drop + add;
+}
+
+static uint64_t ident_bytes(const client_t *c)
+{
+    uint64_t n = 0;
+    if (c->exe)
+        n += strlen(c->exe) + 1;
+    if (c->sample)
+        n += strlen(c->sample) + 1;
+    for (uint32_t i = 0; i < c->argc; i++)
+        n += strlen(c->argv[i]) + 1;
+    return n;
+}
+
+cproc_t *cproc_get(clients_t *cs, uint32_t pid, uint64_t start)
+{
+    for (cproc_t *p = cs->procs; p; p = p->next)
+        if (p->pid == pid && p->start == start)
+            return p;
+    cproc_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->pid = pid;
+    p->start = start;
+    p->owner = cs;
+    p->next = cs->procs;
+    cs->procs = p;
+    return p;
+}
+
+void cproc_ref(cproc_t *p)
+{
+    p->refs++;
+}
+
+void cproc_unref(cproc_t *p)
+{
+    if (!p || --p->refs)
+        return;
+    for (cproc_t **pp = &p->owner->procs; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    free(p);
+}
+
+void client_set_proc(client_t *c, cproc_t *p)
+{
+    if (c->proc || !p)
+        return;
+    cproc_ref(p);
+    p->clients++;
+    c->proc = p;
+    p->live += c->live_acct;
+    p->pcs += c->total_pcs;
+    p->str += c->str_bytes;
+}
+
+/* The table's live blocks as the process's limit sees them. */
+static void live_sync(client_t *c)
+{
+    uint64_t now = c->atab_ok ? c->atab.live : 0;
+    if (c->proc)
+        c->proc->live = c->proc->live - c->live_acct + now;
+    c->live_acct = now;
+}
+
+void client_set_status(client_t *c, const char *status)
+{
+    char *ps = dup_cap(status, CLIENT_STR_MAX);
+    if (!ps)
+        return;
+    uint64_t old = c->python_status ? strlen(c->python_status) + 1 : 0;
+    free(c->python_status);
+    c->python_status = ps;
+    str_charge(c, strlen(ps) + 1, old);
 }
 
 int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const char *exe,
@@ -63,6 +164,7 @@ int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const 
     c->parent_instance = parent_instance;
     c->start_realtime_ns = start_realtime_ns;
     c->depth = depth;
+    uint64_t old = ident_bytes(c);
     free(c->exe);
     free(c->sample);
     for (uint32_t i = 0; i < c->argc; i++)
@@ -70,8 +172,9 @@ int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const 
     free(c->argv);
     c->argv = NULL;
     c->argc = 0;
-    c->exe = dup_str(exe);
-    c->sample = dup_str(sample);
+    str_charge(c, 0, old);
+    c->exe = dup_cap(exe, CLIENT_STR_MAX);
+    c->sample = dup_cap(sample, CLIENT_SAMPLE_MAX);
     if (!c->exe || !c->sample)
         return -ENOMEM;
     if (argc > 256)
@@ -80,13 +183,19 @@ int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const 
         c->argv = calloc(argc, sizeof *c->argv);
         if (!c->argv)
             return -ENOMEM;
-        for (size_t i = 0; i < argc; i++) {
-            c->argv[i] = dup_str(argv[i]);
+        /* The command line is cut at CLIENT_ARGV_MAX bytes in all. */
+        size_t left = CLIENT_ARGV_MAX;
+        for (size_t i = 0; i < argc && left; i++) {
+            c->argv[i] = dup_cap(argv[i], left - 1);
             if (!c->argv[i])
                 return -ENOMEM;
+            left -= strlen(c->argv[i]) + 1;
             c->argc++;
         }
     }
+    /* Identity strings are bounded above and always kept (charged even past
+     * the process's budget, which then refuses modules and notes). */
+    str_charge(c, ident_bytes(c), 0);
     return 0;
 }
 
@@ -108,7 +217,13 @@ int client_put_module(client_t *c, uint32_t id, const char *path, uint64_t bias,
         c->mods_cap = ncap;
     }
     cmod_t *m = &c->mods[id];
-    char *np = dup_str(path);
+    char *np = dup_cap(path, CLIENT_STR_MAX);
+    uint64_t add = np ? strlen(np) + 1 : 0, drop = m->path ? strlen(m->path) + 1 : 0;
+    if (np && !str_fits(c, add, drop)) {
+        free(np);
+        c->str_refused++;
+        return -E2BIG;
+    }
     uint64_t *nr = nranges ? malloc(nranges * sizeof *nr) : NULL;
     if (!np || (nranges && !nr)) {
         free(np);
@@ -117,6 +232,7 @@ int client_put_module(client_t *c, uint32_t id, const char *path, uint64_t bias,
     }
     free(m->path);
     free(m->ranges);
+    str_charge(c, add, drop);
     m->path = np;
     m->ranges = nr;
     if (nranges)
@@ -200,7 +316,8 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
     }
     if (s->defined && s->id == id)
         return s; /* resent after a reconnect */
-    if (c->total_pcs - s->npcs + npcs > CLIENT_MAX_TOTAL_PCS) {
+    uint64_t held = c->proc ? c->proc->pcs : c->total_pcs;
+    if (held - s->npcs + npcs > CLIENT_MAX_TOTAL_PCS) {
         *err = -E2BIG;
         return NULL;
     }
@@ -212,6 +329,8 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
     if (npcs)
         memcpy(np, pcs, npcs * sizeof *np);
     c->total_pcs = c->total_pcs - s->npcs + npcs;
+    if (c->proc)
+        c->proc->pcs = c->proc->pcs - s->npcs + npcs;
     free(s->pcs);
     sym_release(s->sym);
     s->sym = NULL;
@@ -413,8 +532,9 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
     }
     if (!c->atab_ok)
         return 0; /* ended cleanly: the table is gone, totals only */
-    if (c->atab.live >= c->max_live) {
-        c->table_full++; /* counted, not tracked: the per-client cap */
+    live_sync(c);
+    if ((c->proc ? c->proc->live : c->atab.live) >= c->max_live) {
+        c->table_full++; /* counted, not tracked: the per-process cap */
         return 0;
     }
     c->live_n += wn;
@@ -602,6 +722,14 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
         }
     if (c->npytbs >= CLIENT_MAX_PYTB)
         return NULL;
+    uint64_t bytes = nframes * sizeof *frames + (text ? strnlen(text, CLIENT_PYTB_TEXT_MAX) + 1 : 0);
+    for (uint32_t i = 0; i < nframes; i++)
+        bytes += (frames[i].file ? strlen(frames[i].file) : 0) +
+                 (frames[i].function ? strlen(frames[i].function) : 0);
+    if (!str_fits(c, bytes, 0)) {
+        c->str_refused++;
+        return NULL;
+    }
     if (c->npytbs == c->pytbs_cap) {
         uint32_t ncap = c->pytbs_cap ? c->pytbs_cap * 2 : 16;
         pytb_t *nt = realloc(c->pytbs, ncap * sizeof *nt);
@@ -622,6 +750,7 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
         free(tb->frames);
         return NULL;
     }
+    str_charge(c, bytes, 0);
     tb->stack = stack;
     tb->hash = h;
     tb->nframes = nframes;
@@ -649,8 +778,11 @@ cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
     if (have) {
         /* One firing per allocation: a second note can only be a handler's
          * text for a block whose frames we captured. Keep both. */
-        if (!nframes && text && !have->text)
-            have->text = strndup(text, CLIENT_PYTB_TEXT_MAX);
+        if (!nframes && text && !have->text) {
+            size_t tl = strnlen(text, CLIENT_PYTB_TEXT_MAX) + 1;
+            if (str_fits(c, tl, 0) && (have->text = strndup(text, CLIENT_PYTB_TEXT_MAX)))
+                str_charge(c, tl, 0);
+        }
         return s;
     }
     if (!nframes && !text)
@@ -712,6 +844,7 @@ void client_gap(client_t *c, uint64_t lost_events)
 
 void client_age(client_t *c, uint64_t now)
 {
+    live_sync(c); /* frees since its last allocation lower the process's count */
     if (c->frozen || !c->atab_ok)
         return;
     atab_age(&c->atab, now);
@@ -792,6 +925,7 @@ void client_freeze(client_t *c, uint64_t end_ts, int clean)
         reo_free(&c->reo);
         amap_free(&c->noted);
         c->atab_ok = 0;
+        live_sync(c);
     }
 }
 
@@ -820,6 +954,14 @@ void client_destroy(client_t *c)
     if (c->atab_ok) {
         atab_free(&c->atab);
         reo_free(&c->reo);
+    }
+    if (c->proc) {
+        cproc_t *p = c->proc;
+        p->live -= c->live_acct;
+        p->pcs -= c->total_pcs;
+        p->str -= c->str_bytes;
+        p->clients--;
+        cproc_unref(p);
     }
     for (uint32_t i = 0; i < c->nstacks; i++) {
         cstack_t *s = c->slist[i];
