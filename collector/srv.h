@@ -35,7 +35,11 @@ typedef struct srv_opts_s {
     const char *state_dir;    /* --state-dir, NULL: no store */
     int test_clock;           /* --test-clock: time advances only by Tick requests */
     uint64_t idle_ns;         /* --idle-timeout: no Hello / no whole request / reply unread */
+    uint64_t reply_max;       /* --max-reply: a reply is cut to this many bytes (0: SRV_REPLY_MAX) */
 } srv_opts_t;
+
+/* Largest reply to stackctl: within the frame limit with room to spare. */
+#define SRV_REPLY_MAX ((uint64_t)FRAME_MAX_CONTROL - (1u << 20))
 
 #define SRV_IDLE_NS (10ull * 1000000000) /* --idle-timeout's default */
 
