@@ -585,6 +585,7 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
         c->live_n -= wn;
         c->live_b -= wb;
     }
+    live_sync(c);
     return 0;
 }
 
