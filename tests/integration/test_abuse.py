@@ -200,8 +200,11 @@ class ProtocolAbuseTest(unittest.TestCase):
         liars = []
         for i in range(32):
             s = self.connect(self.agent_sock)
-            s.sendall(hello(instance=0xAC00 + i) + struct.pack("<I", FRAME_MAX_AGENT) +
-                      b"\0" * (256 << 10))
+            try:  # one process gets 16 agent connections: the rest are refused
+                s.sendall(hello(instance=0xAC00 + i) + struct.pack("<I", FRAME_MAX_AGENT) +
+                          b"\0" * (256 << 10))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
             liars.append(s)
         wait_until(lambda: self.col.ctl("query", "clients", "--json").returncode == 0,
                    what="a query while 32 frames are half sent")
@@ -270,24 +273,32 @@ class ProtocolAbuseTest(unittest.TestCase):
         self.col.ctl("trigger", "add", "--stack", "%x" % 0xDEAF, "--pid", str(os.getpid()))
         note_rss()
 
-        # 1000 idle connections: 600 agents that said Hello and stay quiet,
-        # 400 that never say anything (closed after the idle timeout).
+        # 1000 idle connections from this one process: 600 agents that say
+        # Hello and stay quiet, 400 that never say anything. One process keeps
+        # 16 agent connections open (2 are: the slowloris that finished its
+        # Hello and the deaf agent); the rest are refused at once, and the
+        # silent ones it kept are closed after the idle timeout.
         t0 = time.monotonic()
         hellos = []
         for i in range(600):
             s = self.connect(self.agent_sock)
-            s.sendall(hello(instance=0xB0000 + i))
+            try:
+                s.sendall(hello(instance=0xB0000 + i))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
             hellos.append(s)
         bare = [self.connect(self.agent_sock) for _ in range(400)]
         wait_until(lambda: len([c for c in self.col.clients() if c["exe"] == "/fake/exe" and
-                                c["state"] == "connected"]) >= 600,
-                   timeout=60, what="600 idle agents listed")
+                                c["state"] == "connected"]) >= 16,
+                   timeout=60, what="16 idle agents of this process listed")
         with_idle = rss_kib(self.pid)
         note_rss()
-        self.figure("rss with 1000 idle connections (KiB)", with_idle)
+        self.figure("rss with 1000 idle connections of one process (KiB)", with_idle)
         self.figure("1000 connections opened in (s)", round(time.monotonic() - t0, 1))
+        self.assertEqual(len([c for c in self.col.clients() if c["exe"] == "/fake/exe" and
+                              c["state"] == "connected"]), 16)
         self.assertTrue(all(closed_by_peer(s, IDLE * 10 + 30) for s in bare[:20]))
-        for s in hellos[:20]:
+        for s in hellos[:14]:
             s.setblocking(False)
             try:
                 self.assertNotEqual(s.recv(65536), b"")  # its Welcome, not EOF
