@@ -132,6 +132,32 @@ void client_set_proc(client_t *c, cproc_t *p)
     p->live += c->live_acct;
     p->pcs += c->total_pcs;
     p->str += c->str_bytes;
+    p->stacks += c->nstacks;
+    p->reo += c->reo_acct;
+}
+
+/* The late-event records as the process's limit sees them. */
+static void reo_sync(client_t *c)
+{
+    uint64_t now = c->atab_ok ? c->reo.used : 0;
+    if (c->proc)
+        c->proc->reo = c->proc->reo - c->reo_acct + now;
+    c->reo_acct = now;
+}
+
+/* reo_get within the process's share of records. */
+static reo_rec_t *reo_get_c(client_t *c, uint64_t addr)
+{
+    reo_sync(c);
+    if (c->proc && c->proc->reo >= CLIENT_REO_MAX) {
+        reo_rec_t *r = reo_find(&c->reo, addr);
+        if (r)
+            return r;
+        return NULL;
+    }
+    reo_rec_t *r = reo_get(&c->reo, addr);
+    reo_sync(c);
+    return r;
 }
 
 /* The table's live blocks as the process's limit sees them. */
@@ -261,6 +287,16 @@ const cmod_t *client_module_at(const client_t *c, uint64_t pc, uint32_t gen)
 }
 
 /* The stack record for an agent index, created on first use. */
+/* Why stack_slot gave NULL. */
+static int slot_err(const client_t *c, uint32_t index)
+{
+    if (index >= CLIENT_MAX_STACKS)
+        return -EINVAL;
+    if (c->proc && c->proc->stacks >= CLIENT_MAX_STACKS)
+        return -E2BIG;
+    return -ENOMEM;
+}
+
 static cstack_t *stack_slot(client_t *c, uint32_t index)
 {
     if (index >= CLIENT_MAX_STACKS)
@@ -268,6 +304,8 @@ static cstack_t *stack_slot(client_t *c, uint32_t index)
     cstack_t *have = cstack_at(c, index);
     if (have)
         return have;
+    if (c->proc && c->proc->stacks >= CLIENT_MAX_STACKS)
+        return NULL; /* the process's instance tokens share the cap */
     uint32_t pi = index >> CLIENT_SPAGE_BITS;
     if (index >= c->stacks_cap) {
         uint32_t npages = c->stacks_cap ? c->stacks_cap >> CLIENT_SPAGE_BITS : 4;
@@ -298,6 +336,8 @@ static cstack_t *stack_slot(client_t *c, uint32_t index)
     s->lt_min = UINT64_MAX;
     s->pos = c->nstacks;
     c->slist[c->nstacks++] = s;
+    if (c->proc)
+        c->proc->stacks++;
     c->spage[pi][index & (CLIENT_SPAGE - 1)] = s;
     return s;
 }
@@ -311,7 +351,7 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
     }
     cstack_t *s = stack_slot(c, index);
     if (!s) {
-        *err = -ENOMEM;
+        *err = slot_err(c, index);
         return NULL;
     }
     if (s->defined && s->id == id)
@@ -511,7 +551,7 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
 {
     cstack_t *s = stack_slot(c, stack);
     if (!s)
-        return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ENOMEM;
+        return slot_err(c, stack);
     if (UNLIKELY_FROZEN(c)) {
         c->after_end++; /* the process is ending: its teardown is not its behaviour */
         return 0;
@@ -558,7 +598,7 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
             uint64_t lo = e->ts;
             free_entry(c, e, ts);
             c->implied_frees++;
-            reo_rec_t *t = reo_get(&c->reo, addr);
+            reo_rec_t *t = reo_get_c(c, addr);
             if (t) {
                 t->tomb_lo = lo;
                 t->tomb_hi = ts;
@@ -570,7 +610,7 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
             uint64_t hi = e->ts;
             count_free(c, s, size, ts, hi, fl);
             c->implied_frees++;
-            reo_rec_t *t = reo_get(&c->reo, addr);
+            reo_rec_t *t = reo_get_c(c, addr);
             if (t) {
                 t->tomb_lo = ts;
                 t->tomb_hi = hi;
@@ -612,7 +652,7 @@ int client_fold(client_t *c, uint32_t stack, uint64_t count, uint64_t bytes, uin
         return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ERANGE;
     cstack_t *s = stack_slot(c, stack);
     if (!s)
-        return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ENOMEM;
+        return slot_err(c, stack);
     if (UNLIKELY_FROZEN(c)) {
         c->after_end += 2 * count;
         return 0;
@@ -672,7 +712,7 @@ int client_free(client_t *c, uint64_t addr, uint64_t ts)
             reo_remove(&c->reo, r);
         return 0;
     }
-    r = reo_get(&c->reo, addr);
+    r = reo_get_c(c, addr);
     if (!r) {
         c->unknown_frees++;
         return 0;
@@ -846,6 +886,7 @@ void client_gap(client_t *c, uint64_t lost_events)
 void client_age(client_t *c, uint64_t now)
 {
     live_sync(c); /* frees since its last allocation lower the process's count */
+    reo_sync(c);
     if (c->frozen || !c->atab_ok)
         return;
     atab_age(&c->atab, now);
@@ -927,6 +968,7 @@ void client_freeze(client_t *c, uint64_t end_ts, int clean)
         amap_free(&c->noted);
         c->atab_ok = 0;
         live_sync(c);
+        reo_sync(c);
     }
 }
 
@@ -961,6 +1003,8 @@ void client_destroy(client_t *c)
         p->live -= c->live_acct;
         p->pcs -= c->total_pcs;
         p->str -= c->str_bytes;
+        p->stacks -= c->nstacks;
+        p->reo -= c->reo_acct;
         p->clients--;
         cproc_unref(p);
     }

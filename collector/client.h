@@ -50,6 +50,9 @@ typedef struct cproc_s {
     uint64_t live;           /* tracked live blocks, as its clients last reported them */
     uint64_t pcs;            /* stack frames held by its clients */
     uint64_t str;            /* string bytes held by its clients */
+    uint64_t stacks;         /* stacks its clients hold (CLIENT_MAX_STACKS in all) */
+    uint64_t reo;            /* late-event records, as its clients last reported them
+                              * (CLIENT_REO_MAX in all) */
     struct clients_s *owner; /* the list it is on */
     struct cproc_s *next;
 } cproc_t;
@@ -236,6 +239,7 @@ typedef struct client_s {
     uint64_t rng;           /* for the estimates' rounding */
     cproc_t *proc;          /* the verified process (NULL: none known, per-client limits) */
     uint64_t live_acct;     /* atab.live as last added to proc->live */
+    uint64_t reo_acct;      /* reo.used as last added to proc->reo */
     uint64_t str_bytes;     /* string bytes it holds (charged to proc->str) */
     uint64_t str_refused;   /* strings (modules, notes) not kept: over the process's budget */
     struct client_s *next;

@@ -144,7 +144,7 @@ static int on_stacks(conn_t *c, const Stackwatch__StackDefs *sd, const char **wh
                                            d->n_pcs, d->truncated, &err);
         if (!st) {
             *why = err == -ENOMEM ? "out of memory"
-                   : err == -E2BIG ? "too many stack frames for one client"
+                   : err == -E2BIG ? "too many stacks or stack frames for one process"
                                    : "bad stack definition (index or depth)";
             return err;
         }
@@ -325,7 +325,9 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
             rc = client_free(cl, b->addr[i], ts);
         }
         if (rc < 0) {
-            *why = rc == -ENOMEM ? "out of memory" : "event names a stack index out of range";
+            *why = rc == -ENOMEM ? "out of memory"
+                   : rc == -E2BIG ? "too many stacks for one process"
+                                  : "event names a stack index out of range";
             return rc;
         }
     }
@@ -335,7 +337,8 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
                              b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i],
                              b->ts_base);
         if (rc < 0) {
-            *why = "out of memory"; /* the figures were checked above */
+            /* the figures were checked above */
+            *why = rc == -E2BIG ? "too many stacks for one process" : "out of memory";
             return rc;
         }
         folded += 2 * b->fold_count[i];

@@ -207,11 +207,21 @@ static void test_process_shares_limits(void **state)
     assert_int_equal(client_free(a, 0x1000, T0 + 100), 0);
     client_age(a, T0 + 200);
     assert_int_equal(p->live, 9);
+    /* Late-event records (frees of blocks not seen yet) too. */
+    for (uint64_t i = 0; i < CLIENT_REO_MAX; i++)
+        assert_int_equal(client_free(a, 0x100000000ull + i * 16, T0 + 300), 0);
+    assert_int_equal(p->reo, CLIENT_REO_MAX);
+    uint64_t unknown = b->unknown_frees;
+    assert_int_equal(client_free(b, 0x900000000ull, T0 + 300), 0);
+    assert_int_equal(b->unknown_frees, unknown + 1); /* counted, not remembered */
+    assert_int_equal(b->reo.used, 0);
     /* The record goes when its last connection and client do. */
     destroy_all(cs);
     assert_ptr_equal(cs->procs, p);
     assert_int_equal(p->live, 0);
     assert_int_equal(p->str, 0);
+    assert_int_equal(p->reo, 0);
+    assert_int_equal(p->stacks, 0);
     cproc_unref(p);
     assert_null(cs->procs);
 }
