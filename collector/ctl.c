@@ -1160,7 +1160,8 @@ static void fit_reply(srv_t *s, Stackwatch__Reply *r, char *note, size_t notelen
     }
     if (!r->error)
         r->message = note;
-    srv_log("%s", note);
+    static srv_throttle_t log_cut;
+    srv_log_throttled(&log_cut, "%s", note);
 }
 
 static int send_reply(conn_t *c, Stackwatch__Reply *r)
