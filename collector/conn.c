@@ -93,8 +93,6 @@ conn_t *conn_new(srv_t *srv, int fd, int kind)
             srv_log_throttled(&srv->log_many, "too many connections from pid %d (%u %s "
                               "connections open); refusing one", (int)c->peer_pid,
                               CPROC_CONNS_MAX, kind == CONN_AGENT ? "agent" : "control");
-            if (!p->refs)
-                cproc_unref((cproc_ref(p), p));
             if (c->pidfd >= 0)
                 close(c->pidfd);
             frame_rd_free(&c->rd);
