@@ -123,6 +123,8 @@ static int call(const rundir_t *rd, Stackwatch__Request *req, Stackwatch__Reply 
         stackwatch__reply__free_unpacked(*rep, NULL);
         return 1;
     }
+    if ((*rep)->message && *(*rep)->message) /* a note with an answer: a cut reply */
+        fprintf(stderr, "stackctl: note: %s\n", (*rep)->message);
     return 0;
 }
 

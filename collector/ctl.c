@@ -1096,8 +1096,84 @@ int ctl_store_client(srv_t *s, client_t *c, int snapshot)
 
 /* ---------------------------------------------------------------- requests */
 
+/* Bytes an element of a repeated message field takes in its parent. */
+static size_t elem_size(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    size_t len = 1;
+    for (size_t v = n; v >= 0x80; v >>= 7)
+        len++;
+    return 1 + len + n;
+}
+
+/* Keeps the first elements of list that fit budget; returns their bytes. */
+static size_t keep_fitting(void **list, size_t *n, size_t budget)
+{
+    size_t used = 0, i = 0;
+    for (; i < *n; i++) {
+        size_t e = elem_size(list[i]);
+        if (used + e > budget)
+            break;
+        used += e;
+    }
+    *n = i;
+    return used;
+}
+
+static size_t list_size(void **list, size_t n)
+{
+    size_t t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += elem_size(list[i]);
+    return t;
+}
+
+/* A reply larger than --max-reply is cut, never refused: stacks (ranked
+ * first to last) and processes are kept from the top while they fit, and
+ * the reply's message says what was left out. note is the message's
+ * storage. */
+static void fit_reply(srv_t *s, Stackwatch__Reply *r, char *note, size_t notelen)
+{
+    uint64_t max = s->opts.reply_max ? s->opts.reply_max : SRV_REPLY_MAX;
+    size_t size = protobuf_c_message_get_packed_size(&r->base);
+    if (size <= max)
+        return;
+    size_t room = 512; /* the note */
+    if (r->body_case == STACKWATCH__REPLY__BODY_LEAKS) {
+        Stackwatch__LeakReport *l = r->leaks;
+        size_t nc = l->n_clients, ns = l->n_stacks;
+        size_t cs = list_size((void **)l->clients, nc), ss = list_size((void **)l->stacks, ns);
+        size_t fixed = size - cs - ss + room;
+        size_t budget = max > fixed ? max - fixed : 0;
+        /* The processes get at most half when the stacks need the rest. */
+        size_t cb = cs <= budget / 2 || cs + ss <= budget ? cs : budget / 2;
+        if (cs > cb)
+            cb = keep_fitting((void **)l->clients, &l->n_clients, cb);
+        keep_fitting((void **)l->stacks, &l->n_stacks, budget - cb);
+        snprintf(note, notelen, "reply cut to fit %llu bytes (--max-reply): %zu of %zu stacks "
+                 "and %zu of %zu processes shown (narrow it with --pid, --top or --exe)",
+                 (unsigned long long)max, l->n_stacks, ns, l->n_clients, nc);
+    } else if (r->body_case == STACKWATCH__REPLY__BODY_CLIENTS) {
+        Stackwatch__ClientList *l = r->clients;
+        size_t nc = l->n_clients;
+        size_t cs = list_size((void **)l->clients, nc);
+        size_t fixed = size - cs + room;
+        keep_fitting((void **)l->clients, &l->n_clients, max > fixed ? max - fixed : 0);
+        snprintf(note, notelen, "reply cut to fit %llu bytes (--max-reply): %zu of %zu "
+                 "processes shown", (unsigned long long)max, l->n_clients, nc);
+    } else {
+        return;
+    }
+    if (!r->error)
+        r->message = note;
+    static srv_throttle_t log_cut;
+    srv_log_throttled(&log_cut, "%s", note);
+}
+
 static int send_reply(conn_t *c, Stackwatch__Reply *r)
 {
+    char note[512];
+    fit_reply(c->srv, r, note, sizeof note);
     int rc = conn_send_msg(c, r, FRAME_MAX_CONTROL);
     if (rc < 0) {
         conn_close(c, "cannot send the reply");

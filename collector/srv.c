@@ -39,6 +39,45 @@ void srv_log(const char *fmt, ...)
     fflush(stderr);
 }
 
+static uint64_t real_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void srv_log_throttled(srv_throttle_t *t, const char *fmt, ...)
+{
+    uint64_t now = real_now();
+    if (t->last_ns && now - t->last_ns < SRV_LOG_EVERY_NS) {
+        t->held++;
+        return;
+    }
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (t->held)
+        srv_log("%s (and %llu more times in the last %.0f s)", msg, (unsigned long long)t->held,
+                (double)(now - t->last_ns) / 1e9);
+    else
+        srv_log("%s", msg);
+    t->last_ns = now;
+    t->held = 0;
+}
+
+void srv_log_flush(srv_throttle_t *t, const char *what)
+{
+    uint64_t now = real_now();
+    if (!t->held || now - t->last_ns < SRV_LOG_EVERY_NS)
+        return;
+    srv_log("%s %llu more times in the last %.0f s", what, (unsigned long long)t->held,
+            (double)(now - t->last_ns) / 1e9);
+    t->last_ns = now;
+    t->held = 0;
+}
+
 /* --test-clock: collectord's "now" is driven by Tick requests (tests),
  * starting where the real clock was; the aging timer is not started. */
 static int virt_clock;
@@ -145,7 +184,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EMFILE || errno == ENFILE) {
                 /* Out of fds: free the spare, accept and close so the peer
                  * sees an immediate EOF instead of hanging in the backlog. */
-                srv_log("out of file descriptors; refusing a connection");
+                srv_log_throttled(&s->log_nofd, "out of file descriptors; refusing a connection");
                 if (s->spare_fd >= 0) {
                     close(s->spare_fd);
                     int tmp = accept(w->fd, NULL, NULL);
@@ -847,7 +886,10 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    srv_tick(w->data);
+    srv_t *s = w->data;
+    srv_log_flush(&s->log_nofd, "out of file descriptors: refused a connection");
+    srv_log_flush(&s->log_many, "too many connections from one process: refused one");
+    srv_tick(s);
 }
 
 void srv_clock_advance(srv_t *s, uint64_t ns)
