@@ -51,7 +51,8 @@ static void run_usage(FILE *f)
             "  report of PROGRAM and its children on stderr when it ends.\n"
             "  --expire S    a private collectord's expire time (default 1 s)\n"
             "  --sample R    STACKWATCH_SAMPLE for the program (e.g. 512k)\n"
-            "  --top N       at most N stacks in the report\n"
+            "  --top N       at most N stacks in the report (default 10 in text, 20 in\n"
+            "                HTML, all in JSON; 0: all)\n"
             "  --json        the report as JSON; --html FILE: an HTML report to FILE\n"
             "  -o FILE       the report to FILE instead of stderr\n"
             "  --fail-on C   exit 23 when a stack of class C (leak, growing) or an\n"
@@ -487,7 +488,7 @@ static int report(run_t *r, uint32_t top, int json, const char *html, const char
         fprintf(stderr, "stackctl: run: %d process(es) of the run still run; their part of the "
                         "report is as of now\n", live);
     Stackwatch__QueryLeaks q = STACKWATCH__QUERY_LEAKS__INIT;
-    q.top = r->shared ? 0 : (html && !top ? 20 : top);
+    q.top = 0; /* the run's own stacks are counted and cut here */
     q.class_ = (char *)"";
     q.exe = (char *)"";
     q.series = html != NULL;
@@ -506,7 +507,7 @@ static int report(run_t *r, uint32_t top, int json, const char *html, const char
         return -1;
     }
     kept_t k;
-    filter_report(r, rep->leaks, html && !top ? 20 : top, &k);
+    filter_report(r, rep->leaks, top, &k);
     /* Classes are judged on every stack of the run, not only those shown. */
     int found = found_classes(rep->leaks, k.ours);
     int fail = 0;
@@ -529,6 +530,9 @@ static int report(run_t *r, uint32_t top, int json, const char *html, const char
         } else if (!fail && path && out != stderr) {
             fprintf(stderr, "stackctl: wrote %s\n", path);
         }
+        if (!fail && k.ours > rep->leaks->n_stacks)
+            fprintf(stderr, "stackctl: run: %zu more stack(s) not shown (--top 0 shows all)\n",
+                    k.ours - rep->leaks->n_stacks);
     }
     restore_report(rep->leaks, &k);
     stackwatch__reply__free_unpacked(rep, NULL);
@@ -556,7 +560,7 @@ static int parse_fail_on(const char *s, int *bits)
 int cli_run(const char *dir, int argc, char **argv)
 {
     const char *expire = NULL, *sample = NULL, *html = NULL, *outpath = NULL, *agent_opt = NULL;
-    int json = 0, fail_on = 0;
+    int json = 0, fail_on = 0, top_given = 0;
     uint32_t top = 0;
     static const struct option lopts[] = {
         { "expire", required_argument, 0, 'e' },
@@ -595,6 +599,7 @@ int cli_run(const char *dir, int argc, char **argv)
                 return CLI_RUN_EXIT_FAILED;
             }
             top = (uint32_t)v;
+            top_given = 1;
             break;
         }
         case 'j': json = 1; break;
@@ -625,6 +630,8 @@ int cli_run(const char *dir, int argc, char **argv)
         fprintf(stderr, "stackctl: run: --html FILE is the output: no -o with it\n");
         return CLI_RUN_EXIT_FAILED;
     }
+    if (!top_given && !json)
+        top = html ? 20 : 10; /* the text report leads with the 10 first by rank */
     char **prog = argv + optind;
     char agent[PATH_MAX], err[1024];
     if (cli_agent_file(agent_opt, agent, sizeof agent, err, sizeof err) < 0) {
