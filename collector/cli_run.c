@@ -315,7 +315,13 @@ static void scan_ours(run_t *r)
         sr.req_case = STACKWATCH__REQUEST__REQ_SCAN;
         sr.scan = &sc;
         Stackwatch__Reply *rep = NULL;
-        if (cli_call(r->rd.control_sock, &sr, RUN_QUERY_MS * 5, &rep) == 0)
+        int rc = cli_call(r->rd.control_sock, &sr, RUN_QUERY_MS * 5, &rep);
+        if (rc < 0)
+            fprintf(stderr, "stackctl: run: scan of pid %u: %s\n", r->pids[i], strerror(-rc));
+        else if (rep->error && rep->error != -ESRCH)
+            fprintf(stderr, "stackctl: run: scan of pid %u: %s\n", r->pids[i],
+                    rep->message && *rep->message ? rep->message : strerror(-rep->error));
+        if (rc == 0)
             stackwatch__reply__free_unpacked(rep, NULL);
     }
 }
@@ -510,6 +516,13 @@ static int report(run_t *r, uint32_t top, int json, const char *html, const char
     filter_report(r, rep->leaks, top, &k);
     /* Classes are judged on every stack of the run, not only those shown. */
     int found = found_classes(rep->leaks, k.ours);
+    /* A process's last scan, kept after it ended (its stacks then no longer
+     * carry the scan's counts). */
+    for (size_t i = 0; i < rep->leaks->n_clients; i++) {
+        const Stackwatch__ClientInfo *c = rep->leaks->clients[i];
+        if (c->scan && c->scan->unreachable && c->scan->unreachable->count > 0)
+            found |= FAIL_UNREACHABLE;
+    }
     int fail = 0;
     FILE *out = stderr;
     const char *path = html ? html : outpath;
