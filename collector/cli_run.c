@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -128,6 +129,7 @@ static int start_private(run_t *r, const char *expire)
         fprintf(stderr, "stackctl: run: cannot open %s: %s\n", r->rd.logfile, strerror(errno));
         return -1;
     }
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "stackctl: run: fork: %s\n", strerror(errno));
@@ -136,6 +138,10 @@ static int start_private(run_t *r, const char *expire)
     }
     if (pid == 0) {
         setpgid(0, 0);
+        /* A stackctl killed outright leaves no daemon behind. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
         int null = open("/dev/null", O_RDWR);
         if (null >= 0)
             dup2(null, 0);
@@ -381,6 +387,9 @@ static int run_program(run_t *r, char **argv, const char *agent, const char *sam
         _exit(e == ENOENT ? CLI_RUN_EXIT_NOTFOUND : CLI_RUN_EXIT_NOEXEC);
     }
     close(ep[1]);
+    /* A closed stderr must not kill us before the exit status is passed on
+     * (the program keeps its own SIGPIPE: set after the fork). */
+    signal(SIGPIPE, SIG_IGN);
     r->prog = pid;
     r->pids[0] = (uint32_t)pid;
     r->npids = 1;

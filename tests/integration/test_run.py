@@ -98,8 +98,20 @@ class RunTest(unittest.TestCase):
         self.env.pop("STACKWATCH_DIR", None)
         self.env.pop("LD_PRELOAD", None)
         self.env.pop("DEBUGINFOD_URLS", None)
+        self.procs = []
 
     def tearDown(self):
+        # What a failed test left running: stackctl run (its private
+        # collectord follows it: PR_SET_PDEATHSIG), then the program.
+        for p in self.procs:
+            if isinstance(p, int):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            elif p.poll() is None:
+                p.kill()
+                p.communicate()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def stackctl(self):
@@ -206,8 +218,10 @@ class RunTest(unittest.TestCase):
         p = subprocess.Popen([self.stackctl()] + list(pre) + ["run"] + list(args) + ["--"] +
                              list(prog_args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=self.env)
+        self.procs.append(p)
         first = p.stdout.readline().split()
         self.assertEqual(first[0], "ready", p.stderr.read() if not first else first)
+        self.procs.append(int(first[1]))
         return p, int(first[1])
 
     def test_signals_and_stdin_forwarded(self):
@@ -271,9 +285,9 @@ class RunTest(unittest.TestCase):
     # ------------------------------------------------------------ a collectord already running
     def test_uses_the_running_collectord(self):
         col = Collector(expire=0.3)
+        # Another traced program of the user's, leaking too: not the run's.
+        other = col.start([prog("short_leak"), "100000"])
         try:
-            # Another traced program of the user's, leaking too: not the run's.
-            other = col.start([prog("short_leak"), "100000"])
             wait_until(lambda: col.client(other.pid), what="the other program to connect")
             out = os.path.join(self.tmp, "r.json")
             r = self.run_cmd(["--json", "-o", out, "--fail-on", "leak"],
@@ -294,9 +308,11 @@ class RunTest(unittest.TestCase):
             r = self.run_cmd(["--fail-on", "leak"], [prog("short_leak"), "0"],
                              pre=["--dir", col.dir])
             self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        finally:
             other.kill()
             other.wait()
-        finally:
+            for f in (other.stdin, other.stdout, other.stderr):
+                f.close()
             col.close()
         self.assertEqual(os.listdir(self.xdg), [])
 
@@ -311,8 +327,10 @@ class RunTest(unittest.TestCase):
                               "-c", "trap 'exit 0' TERM; echo ready 0; %s" % prog("reach")],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=self.env)
+        self.procs.append(p)
         self.assertEqual(p.stdout.readline().split(), ["ready", "0"])
         reach = int(p.stdout.readline().split()[1])  # reach's own "ready PID"
+        self.procs.append(reach)
         line = p.stderr.readline()
         rundir = line.split(" in ", 1)[1].split(" (", 1)[0]
         p.stdin.write("lose 5\n")
