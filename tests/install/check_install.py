@@ -77,6 +77,9 @@ def main():
               "man stackctl documents diff")
         check("attach" in r.stdout and "detach" in r.stdout and "reachability" in r.stdout,
               "man stackctl documents attach, detach and scan")
+        check("--fail-on" in r.stdout.replace("\u2010", "-") and "128+N" in r.stdout and
+              "stackwatch_limit_leaks" in r.stdout,
+              "man stackctl documents run, its exit statuses and the pytest plugin")
 
         # The Python helper, where Debian's python3 looks for local installs.
         pyver = run([PY, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
