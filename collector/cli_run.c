@@ -27,7 +27,7 @@
 #define RUN_STOP_MS 10000    /* for a private collectord to stop when asked */
 #define RUN_MAX_PIDS 4096
 
-enum { FAIL_LEAK = 1, FAIL_GROWING = 2, FAIL_UNREACHABLE = 4 };
+enum { FAIL_LEAK = 1, FAIL_GROWING = 2, FAIL_UNREACHABLE = 4, NOT_TRACED = 8 };
 
 typedef struct run_s {
     rundir_t rd;
@@ -59,7 +59,8 @@ static void run_usage(FILE *f)
             "  --fail-on C   exit 23 when a stack of class C (leak, growing) or an\n"
             "                unreachable block is found (and the program exited 0)\n"
             "  exit status: the program's; 128+N if signal N killed it; 23 (--fail-on);\n"
-            "  125 when the run itself failed; 126/127 program not executable/not found\n");
+            "  125 when the run itself failed (with --fail-on: also when nothing was\n"
+            "  traced); 126/127 program not executable/not found\n");
 }
 
 static uint64_t realtime_ns(void)
@@ -325,7 +326,7 @@ static void scan_ours(run_t *r)
         if (rc < 0)
             fprintf(stderr, "stackctl: run: scan of pid %u: %s\n", r->pids[i], strerror(-rc));
         else if (rep->error && rep->error != -ESRCH)
-            fprintf(stderr, "stackctl: run: scan of pid %u: %s\n", r->pids[i],
+            fprintf(stderr, "stackctl: run: %s\n",
                     rep->message && *rep->message ? rep->message : strerror(-rep->error));
         if (rc == 0)
             stackwatch__reply__free_unpacked(rep, NULL);
@@ -532,6 +533,12 @@ static int report(run_t *r, uint32_t top, int json, const char *html, const char
         if (c->scan && c->scan->unreachable && c->scan->unreachable->count > 0)
             found |= FAIL_UNREACHABLE;
     }
+    if (rep->leaks->n_clients == 0)
+        found |= NOT_TRACED;
+    if (rep->leaks->n_clients == 0)
+        fprintf(stderr, "stackctl: run: the program never connected to collectord (a static "
+                        "binary, a setuid one, or excluded by STACKWATCH_EXE or "
+                        "STACKWATCH_DISABLE?)\n");
     int fail = 0;
     FILE *out = stderr;
     const char *path = html ? html : outpath;
@@ -707,6 +714,11 @@ int cli_run(const char *dir, int argc, char **argv)
         return code; /* the program's own failure (or it did not run) says most */
     if (found < 0)
         return CLI_RUN_EXIT_FAILED;
+    if (fail_on && (found & NOT_TRACED)) {
+        fprintf(stderr, "stackctl: run: --fail-on: nothing was traced, nothing to judge; exit %d\n",
+                CLI_RUN_EXIT_FAILED);
+        return CLI_RUN_EXIT_FAILED;
+    }
     if (found & fail_on) {
         fprintf(stderr, "stackctl: run: --fail-on:%s%s%s found; exit %d\n",
                 found & fail_on & FAIL_LEAK ? " leak" : "",

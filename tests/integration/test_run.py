@@ -190,6 +190,14 @@ class RunTest(unittest.TestCase):
         r = self.run_cmd([], [os.path.join(self.tmp, "no-such-program")])
         self.assertEqual(r.returncode, 127, r.stderr)
         self.assertIn("cannot execute", r.stderr)
+        # A gate that saw nothing traced cannot pass: 125 (without --fail-on, 0).
+        self.env["STACKWATCH_DISABLE"] = "1"
+        r = self.run_cmd(["--fail-on", "leak"], [prog("short_leak"), "0"])
+        self.assertEqual(r.returncode, 125, r.stderr)
+        self.assertIn("the program never connected", r.stderr)
+        r = self.run_cmd([], [prog("short_leak"), "0"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        del self.env["STACKWATCH_DISABLE"]
         noexec = self.script("noexec.sh", "#!/bin/sh\nexit 0\n")
         r = self.run_cmd([], [noexec])
         self.assertEqual(r.returncode, 126, r.stderr)
