@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-__all__ = ["parse_size"]
+__all__ = ["parse_size", "describe"]
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20,
           "MB": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
@@ -53,6 +53,29 @@ def _fmt(n):
         if n >= size:
             return "%.1f %s" % (n / size, unit)
     return "%d B" % n
+
+
+def describe(total, left, limit):
+    """The failure text of a test over its limit: the stacks that hold most."""
+    lines = ["stackwatch: the test left %s live in %d stack(s), more than its limit "
+             "of %s:" % (_fmt(total), len(left), _fmt(limit))]
+    for nbytes, count, st in left[:5]:
+        lines.append("  %s in %d block(s), stack %s:" % (_fmt(nbytes), count, st.get("id")))
+        # Its Python traceback when the agent caught one (innermost first).
+        for tb in (st.get("python") or [])[:1]:
+            for fr in (tb if isinstance(tb, list) else [])[:3]:
+                lines.append("      %s:%s in %s" % (fr.get("file"), fr.get("line"),
+                                                   fr.get("function")))
+        shown = 0
+        for fr in st.get("frames") or []:
+            if shown == 4:
+                break
+            if fr.get("function"):
+                where = "%s:%s" % (fr.get("file"), fr.get("line")) if fr.get("file") else \
+                    (fr.get("module") or "")
+                lines.append("      %s  %s" % (fr["function"], where))
+                shown += 1
+    return "\n".join(lines)
 
 
 def _agent_path():
@@ -192,25 +215,8 @@ class _Plugin:
         total, left, limit = got
         if limit is None or total <= limit:
             return
-        lines = ["stackwatch: the test left %s live (%d block stack(s)), more than its limit "
-                 "of %s:" % (_fmt(total), len(left), _fmt(limit))]
-        for nbytes, count, st in left[:5]:
-            lines.append("  %s in %d block(s), stack %s:" % (_fmt(nbytes), count, st.get("id")))
-            for py in (st.get("python") or [])[:1]:
-                for fr in (py.get("frames") or [])[:3]:
-                    lines.append("      %s:%s %s" % (fr.get("file"), fr.get("line"),
-                                                    fr.get("function")))
-            shown = 0
-            for fr in st.get("frames") or []:
-                if shown == 4:
-                    break
-                if fr.get("function"):
-                    where = "%s:%s" % (fr.get("file"), fr.get("line")) if fr.get("file") else \
-                        (fr.get("module") or "")
-                    lines.append("      %s  %s" % (fr["function"], where))
-                    shown += 1
         rep.outcome = "failed"
-        rep.longrepr = "\n".join(lines)
+        rep.longrepr = describe(total, left, limit)
 
     def pytest_report_header(self, config):
         if self.why_off:

@@ -410,8 +410,8 @@ class PytestPluginTest(unittest.TestCase):
         self.assertIn("PASSED test_suite.py::test_clean_with_a_limit", r.stdout)
         self.assertIn("PASSED test_suite.py::test_clean", r.stdout)
         self.assertIn("1 failed, 2 passed", r.stdout)
-        self.assertRegex(r.stdout, r"the test left 4\.\d MiB live .* more than its limit of "
-                                   r"1\.0 MiB")
+        self.assertRegex(r.stdout, r"the test left 4\.\d MiB live in \d+ stack\(s\), more than "
+                                   r"its limit of 1\.0 MiB")
         self.assertIn("_PyBytes_FromSize", r.stdout)  # the stack that left it
         # The summary: the leaking test first, with its bytes.
         summary = r.stdout.split("= stackwatch =")[1]
@@ -421,6 +421,24 @@ class PytestPluginTest(unittest.TestCase):
         r = self.pytest("-k", "not leaky")
         self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-2000:])
         self.assertIn("2 passed", r.stdout)
+
+    def test_failure_text_with_a_python_traceback(self):
+        # A stack whose Python traceback the agent caught (JSON: a list of
+        # tracebacks, each a list of frames, innermost first).
+        code = textwrap.dedent("""
+            import stackwatch_pytest as p
+            st = {"id": "ab12", "python": [[{"file": "t.py", "function": "grow", "line": 7},
+                                            {"file": "t.py", "function": "test_x", "line": 9}]],
+                  "frames": [{"function": "malloc_site", "file": "ext.c", "line": 3}]}
+            print(p.describe(3 << 20, [(3 << 20, 3, st)], 1 << 20))
+            print(p.parse_size("1 MB"), p.parse_size("512 KB"), p.parse_size(100))
+        """)
+        r = subprocess.run([PY, "-c", code], capture_output=True, text=True, env=self.env,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("3.0 MiB in 3 block(s), stack ab12:\n      t.py:7 in grow\n"
+                      "      t.py:9 in test_x\n      malloc_site  ext.c:3", r.stdout)
+        self.assertTrue(r.stdout.endswith("1048576 524288 100\n"), r.stdout)
 
     def test_without_the_agent_it_says_so(self):
         r = subprocess.run([PY, "-m", "pytest", "-p", "stackwatch", "-p", "no:cacheprovider",
