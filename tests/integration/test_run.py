@@ -152,6 +152,16 @@ class RunTest(unittest.TestCase):
         self.assertEqual(leak[0]["class"], "leak")
         self.assertEqual([c["state"] for c in rep["clients"]], ["exited"])
         self.assertPrivateGone()
+        # The HTML report, to a file.
+        html = os.path.join(self.tmp, "r.html")
+        r = self.run_cmd(["--expire", "0.3", "--html", html], [prog("short_leak"), "300"])
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertIn("stackctl: wrote %s" % html, r.stderr)
+        with open(html) as f:
+            page = f.read()
+        self.assertTrue(page.lstrip().lower().startswith("<!doctype html"), page[:100])
+        self.assertIn("keep_block", page)
+        self.assertPrivateGone()
 
         # The CI gate: the same program with --fail-on leak exits 23 ...
         r = self.run_cmd(["--expire", "0.3", "--fail-on", "leak"], [prog("short_leak"), "300"])
