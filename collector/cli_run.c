@@ -410,6 +410,12 @@ static int run_program(run_t *r, char **argv, const char *agent, const char *sam
         pid_t w = waitpid(pid, &status, WNOHANG);
         if (w == pid)
             break;
+        if (w < 0 && errno != EINTR) {
+            fprintf(stderr, "stackctl: run: waiting for pid %d: %s\n", (int)pid, strerror(errno));
+            sigprocmask(SIG_SETMASK, &old, NULL);
+            *code = CLI_RUN_EXIT_FAILED;
+            return -1;
+        }
         siginfo_t si;
         int sig = sigwaitinfo(&set, &si);
         if (sig < 0 || sig == SIGCHLD)
@@ -667,6 +673,9 @@ int cli_run(const char *dir, int argc, char **argv)
         fprintf(stderr, "stackctl: run: %s\n", err);
         return CLI_RUN_EXIT_FAILED;
     }
+    /* An ignored SIGCHLD (inherited) would reap the program for the
+     * kernel, and its status would be lost. */
+    signal(SIGCHLD, SIG_DFL);
     static run_t r; /* large (pid set, paths): not on the stack */
     memset(&r, 0, sizeof r);
     if (cli_resolve_dir(&r.rd, dir, "stackctl: run") < 0)

@@ -189,6 +189,11 @@ class RunTest(unittest.TestCase):
         r = self.run_cmd(["--expire", "0.3", "--fail-on", "leak"],
                          ["sh", "-c", "%s 300; exit 5" % prog("short_leak")])
         self.assertEqual(r.returncode, 5, r.stderr[-2000:])
+        # Started with SIGCHLD ignored (inherited), the status still comes through.
+        r = subprocess.run([self.stackctl(), "run", "--", "sh", "-c", "exit 9"], env=self.env,
+                           capture_output=True, text=True, timeout=120,
+                           preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+        self.assertEqual(r.returncode, 9, r.stderr[-2000:])
         # Killed by a signal: 128 + N.
         r = self.run_cmd([], [PY, "-c", "import os; os.abort()"])
         self.assertEqual(r.returncode, 128 + signal.SIGABRT, r.stderr[-2000:])
