@@ -14,6 +14,8 @@ fails when it leaves more than that (B, KB, MB, GB: powers of 1024), like
 pytest-memray's limit_leaks. What counts is what the agent sees: malloc and
 friends (Python objects above 512 bytes, C extensions, ctypes), not memory
 inside pymalloc's arenas; allocations of child processes are not counted.
+The wait after a test covers the test's own thread (its last allocation is
+awaited in collectord); other threads' allocations count once they arrive.
 
 Without the agent (not run under `stackctl run` or with LD_PRELOAD), the
 plugin says so once and measures nothing. Standard library and pytest only;
