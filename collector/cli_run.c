@@ -420,10 +420,12 @@ static int run_program(run_t *r, char **argv, const char *agent, const char *sam
         int sig = sigwaitinfo(&set, &si);
         if (sig < 0 || sig == SIGCHLD)
             continue;
-        /* A terminal's Ctrl-C or Ctrl-\ reached the program already (the
-         * same foreground process group); one sent to us is passed on. The
-         * program is our child, not yet reaped: its pid is still its own. */
-        if (si.si_code == SI_KERNEL && (sig == SIGINT || sig == SIGQUIT || sig == SIGWINCH))
+        /* A terminal's Ctrl-C, Ctrl-\, resize or hangup reached the program
+         * already (the same foreground process group); one sent to us is
+         * passed on. The program is our child, not yet reaped: its pid is
+         * still its own. */
+        if (si.si_code == SI_KERNEL &&
+            (sig == SIGINT || sig == SIGQUIT || sig == SIGWINCH || sig == SIGHUP))
             continue;
         if ((fail_on & FAIL_UNREACHABLE) && is_terminating(sig))
             scan_ours(r);
