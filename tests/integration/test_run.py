@@ -274,6 +274,62 @@ class RunTest(unittest.TestCase):
         self.assertIn("stackwatch: 1 process(es)", err)
         self.assertPrivateGone()
 
+    def test_terminal_ctrl_c_is_not_passed_twice(self):
+        # stackctl run on a terminal (a pty, stackctl the session leader and
+        # the foreground group): Ctrl-C reaches the program from the
+        # terminal; stackctl, which gets it too, must not send another.
+        import fcntl
+        import select
+        import termios
+        path = self.script("count.py", textwrap.dedent("""
+            import os, signal, sys
+            # The wakeup fd gets a byte per delivery (the Python handler
+            # may run once for two).
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            signal.set_wakeup_fd(w)
+            def on(sig, frame):
+                print("got 1", flush=True)
+            signal.signal(signal.SIGINT, on)
+            print("ready", flush=True)
+            while sys.stdin.readline().strip() != "count":
+                pass
+            os.set_blocking(r, False)
+            print("count", len(os.read(r, 64)), flush=True)
+        """))
+        master, slave = os.openpty()
+
+        def controlling_tty():
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        p = subprocess.Popen([self.stackctl(), "run", "--", PY, path], stdin=slave, stdout=slave,
+                             stderr=subprocess.PIPE, preexec_fn=controlling_tty, env=self.env)
+        self.procs.append(p)
+        os.close(slave)
+        seen = b""
+
+        def read_until(what, timeout=60):
+            nonlocal seen
+            deadline = time.monotonic() + timeout
+            while what not in seen:
+                left = deadline - time.monotonic()
+                self.assertGreater(left, 0, "no %r on the terminal: %r" % (what, seen))
+                if select.select([master], [], [], left)[0]:
+                    seen += os.read(master, 4096)
+        try:
+            read_until(b"ready")
+            os.write(master, b"\x03")
+            read_until(b"got 1")
+            os.write(master, b"count\n")
+            read_until(b"count 1\r\n")
+            err = p.communicate(timeout=60)[1].decode()
+        finally:
+            os.close(master)
+        self.assertNotIn(b"got 2", seen)
+        self.assertEqual(p.returncode, 0, err[-2000:])
+        self.assertIn("stackwatch: 1 process(es)", err)
+        self.assertPrivateGone()
+
     def test_query_works_while_it_runs(self):
         path = self.script("wait.py", PY_WAIT)
         p, pid = self.start([], [PY, path, "plain"])
