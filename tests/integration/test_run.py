@@ -345,6 +345,23 @@ class RunTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, err)
         self.assertFalse(os.path.exists(rundir))
 
+    def test_killed_stackctl_leaves_no_collectord(self):
+        path = self.script("wait.py", PY_WAIT)
+        p, pid = self.start([], [PY, path, "plain"])
+        line = p.stderr.readline()
+        rundir = line.split(" in ", 1)[1].split(" (", 1)[0]
+
+        def status():
+            return subprocess.run([os.path.join(sw.BUILD, "collectord"), "status", "--dir",
+                                   rundir], capture_output=True, text=True, timeout=60,
+                                  env=self.env).returncode
+        self.assertEqual(status(), 0)
+        p.kill()  # SIGKILL: no clean-up of its own
+        p.communicate(timeout=60)
+        wait_until(lambda: status() == 3, 30, what="the private collectord to end")
+        os.kill(pid, signal.SIGKILL)  # the program runs on, untraced: ours to end
+        shutil.rmtree(rundir, ignore_errors=True)
+
     # ------------------------------------------------------------ children
     def test_forked_child_included(self):
         path = self.script("fork.py", PY_FORK)
