@@ -723,6 +723,44 @@ void client_age(client_t *c, uint64_t now)
     c->unknown_frees += reo_expire(&c->reo, horizon);
 }
 
+/* The last scan's verdict on a block live at the end: it outlives the table. */
+static void end_scanned(const client_t *c, cstack_t *s, const atab_ent_t *e, uint64_t wn,
+                        uint64_t wb)
+{
+    if (!(e->flags & ATAB_F_SCANNED))
+        return;
+    if (e->flags & ATAB_F_UNREACH) {
+        s->end_un_n += wn;
+        s->end_un_b += wb;
+    } else {
+        s->end_re_n += wn;
+        s->end_re_b += wb;
+    }
+}
+
+static void end_scanned_ent(void *ctx, atab_ent_t *e)
+{
+    client_t *c = ctx;
+    cstack_t *s = cstack_at(c, e->stack);
+    if (!s)
+        return;
+    uint64_t wn, wb;
+    client_weight(c, e->size, e->flags, &wn, &wb);
+    end_scanned(c, s, e, wn, wb);
+}
+
+void client_end_scanned(client_t *c)
+{
+    if (!c->frozen || !c->atab_ok)
+        return;
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
+        if (s)
+            s->end_un_n = s->end_un_b = s->end_re_n = s->end_re_b = 0;
+    }
+    atab_each(&c->atab, end_scanned_ent, c);
+}
+
 static void exit_live(void *ctx, atab_ent_t *e)
 {
     client_t *c = ctx;
@@ -735,6 +773,7 @@ static void exit_live(void *ctx, atab_ent_t *e)
     s->exit_live_b += wb;
     if (!s->oldest_live_ts || e->ts < s->oldest_live_ts)
         s->oldest_live_ts = e->ts;
+    end_scanned(c, s, e, wn, wb);
     if (c->mark_ts && e->ts >= c->mark_ts) {
         /* Since-mark figures outlive the table (a clean exit releases it). */
         s->mend_live_n += wn;
@@ -757,6 +796,7 @@ static void clear_end_figures(client_t *c)
             s->oldest_live_ts = 0;
             s->mend_may_n = s->mend_may_b = s->mend_live_n = s->mend_live_b = 0;
             s->mend_oldest = 0;
+            s->end_un_n = s->end_un_b = s->end_re_n = s->end_re_b = 0;
         }
     }
 }

@@ -96,6 +96,8 @@ typedef struct cstack_s {
     uint64_t mend_may_n, mend_may_b;   /* at the end: expired and live, allocated after the mark */
     uint64_t mend_live_n, mend_live_b; /* at the end: live, allocated after the mark */
     uint64_t mend_oldest;              /* at the end: oldest of those (0: none) */
+    uint64_t end_un_n, end_un_b;       /* at the end: live, the last scan found unreachable */
+    uint64_t end_re_n, end_re_b;       /* at the end: live, the last scan found reachable */
     uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
     uint32_t pos;                   /* its place in the client's slist */
 } cstack_t;
@@ -302,6 +304,10 @@ void client_gap(client_t *c, uint64_t lost_events);
 /* Ages the client's blocks to now (collector clock) and resolves late-event
  * records that are due. Does nothing once frozen. */
 void client_age(client_t *c, uint64_t now);
+
+/* A scan finished after the process began to end (its table still here):
+ * the end figures take its verdicts. */
+void client_end_scanned(client_t *c);
 
 /* The process ended (or the connection went without Goodbye): ages freeze
  * at end_ts, classes get a last tick there, live blocks become exit_live,

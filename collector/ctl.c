@@ -281,7 +281,13 @@ static void fig_of(fig_t *f, const client_t *c, const cstack_t *s, const walk_t 
     f->exit_b = s->exit_live_b;
     f->unc_n = s->unc_n;
     f->unc_b = s->unc_b;
-    if (w) {
+    if (c->frozen) {
+        /* Ended: the last scan's verdicts on what was live at the end. */
+        f->un_n = s->end_un_n;
+        f->un_b = s->end_un_b;
+        f->re_n = s->end_re_n;
+        f->re_b = s->end_re_b;
+    } else if (w) {
         f->un_n = w->un_n;
         f->un_b = w->un_b;
         f->re_n = w->re_n;
@@ -625,7 +631,7 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
         r->truncated = s->truncated;
         r->armed = s->arm_left;
         r->exe_sig = cd->sig;
-        if (c->scan_ok && !c->frozen) {
+        if (c->scan_ok && (!c->frozen || !q->since_mark)) {
             r->scanned = 1;
             r->unreachable = count(ra, f->un_n, f->un_b);
             r->reachable = count(ra, f->re_n, f->re_b);

@@ -305,6 +305,7 @@ static int by_need(const void *a, const void *b)
 
 #define SCAN_AGENT_NS (5ull * 1000000000)    /* the agent answers a SCAN_* within this */
 #define SCAN_READ_NS (300ull * 1000000000)   /* copy and mark, for the largest process */
+#define SCAN_DEAD_MAX 1024u                  /* dead threads' frames taken from one reply */
 
 static uint64_t loop_cpu_ns(void)
 {
@@ -376,6 +377,7 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         si->read_bytes = j->read_bytes;
         si->heap_roots = j->heap_roots;
         c->scan_ok = 1;
+        client_end_scanned(c); /* scanned after main returned: the ended report keeps it */
         c->scan_err = 0;
         c->scan_msg[0] = '\0';
         c->scan_loop_ns += loop_cpu_ns() - cpu0;
@@ -479,8 +481,10 @@ void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
          * process's heap as of now. */
         size_t n = c->atab_ok ? c->atab.live : 0;
         snap_ctx_t sc = { scan_job_snap_buf(c->scan, n), 0, n };
-        size_t npairs = r->n_regions / 2;
-        uint64_t *reg = malloc((npairs ? npairs : 1) * 2 * sizeof *reg);
+        size_t npairs = r->n_regions / 2, ndead = r->n_dead_stacks / 3;
+        if (ndead > SCAN_DEAD_MAX)
+            ndead = SCAN_DEAD_MAX;
+        uint64_t *reg = malloc((2 * npairs + 3 * ndead + 2) * sizeof *reg);
         if (!sc.v || !reg) {
             free(reg);
             scan_job_abort(c->scan, "out of memory for the snapshot");
@@ -495,8 +499,16 @@ void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
                 reg[2 * k + 1] = r->regions[2 * i + 1];
                 k++;
             }
+        size_t kd = 0;
+        for (size_t i = 0; i < ndead; i++) {
+            const uint64_t *d = &r->dead_stacks[3 * i];
+            if (d[0] < d[1] && d[1] <= d[2]) {
+                memcpy(&reg[2 * k + 3 * kd], d, 3 * sizeof *d);
+                kd++;
+            }
+        }
         c->scan_busy = r->busy_threads;
-        scan_job_snapshot(c->scan, sc.v, sc.n, reg, k);
+        scan_job_snapshot(c->scan, sc.v, sc.n, reg, k, kd);
         c->scan_state = SCAN_ST_READ;
         c->scan_deadline = srv_now() + SCAN_READ_NS;
         c->scan_loop_ns += loop_cpu_ns() - cpu0;
