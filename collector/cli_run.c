@@ -454,6 +454,12 @@ static void filter_report(const run_t *r, Stackwatch__LeakReport *lr, uint32_t t
             if (is_ours(r, c->pid, c->start_realtime_ns)) {
                 lr->clients[i] = lr->clients[n];
                 lr->clients[n++] = c;
+            } else if (has_pid(r, c->pid)) {
+                /* Stacks name a pid only: an earlier process collectord
+                 * still keeps under the same pid cannot be told apart. */
+                fprintf(stderr, "stackctl: run: pid %u was also an earlier process's that "
+                                "collectord keeps: its stacks may be mixed into the report\n",
+                        c->pid);
             }
         }
         lr->n_clients = n;
@@ -541,12 +547,12 @@ static int report(run_t *r, uint32_t top, int json, const char *html, const char
         if (c->scan && c->scan->unreachable && c->scan->unreachable->count > 0)
             found |= FAIL_UNREACHABLE;
     }
-    if (rep->leaks->n_clients == 0)
+    if (rep->leaks->n_clients == 0) {
         found |= NOT_TRACED;
-    if (rep->leaks->n_clients == 0)
         fprintf(stderr, "stackctl: run: the program never connected to collectord (a static "
                         "binary, a setuid one, or excluded by STACKWATCH_EXE or "
                         "STACKWATCH_DISABLE?)\n");
+    }
     int fail = 0;
     FILE *out = stderr;
     const char *path = html ? html : outpath;
