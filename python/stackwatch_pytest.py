@@ -152,7 +152,13 @@ class _Plugin:
 
     def measure(self, item):
         """A mark, the test's call, then its live blocks since the mark."""
-        self._ctl("mark", "--pid", self.pid)
+        # Marked only once this process is connected (a mark on nothing
+        # would make the query count everything since the start).
+        deadline = time.monotonic() + _WAIT_S
+        while ("marked pid %s" % self.pid) not in self._ctl("mark", "--pid", self.pid).decode():
+            if time.monotonic() > deadline:
+                raise RuntimeError("this process is not connected to collectord")
+            time.sleep(0.01)
         yield
         # The sentinel is this thread's last allocation: once collectord
         # has it, it has every earlier one of this thread (one ring, in order).
