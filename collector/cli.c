@@ -39,7 +39,7 @@ static void usage(FILE *f)
             "       stackctl [--dir DIR] trigger list [--json]\n"
             "       stackctl [--dir DIR] trigger rm ID\n"
             "       stackctl [--dir DIR] run [--expire S] [--sample R] [--top N]\n"
-            "                 [--json | --html FILE] [-o FILE]\n"
+            "                 [--json | --html FILE] [-o FILE] [--agent PATH]\n"
             "                 [--fail-on leak|growing|unreachable] -- PROGRAM ARGS...\n"
             "       stackctl --version\n"
             "       stackctl [--dir DIR] attach PID [--agent PATH] [--timeout MS]\n"
