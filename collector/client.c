@@ -907,6 +907,10 @@ static void end_scanned(const client_t *c, cstack_t *s, const atab_ent_t *e, uin
     if (e->flags & ATAB_F_UNREACH) {
         s->end_un_n += wn;
         s->end_un_b += wb;
+        if (e->flags & ATAB_F_INDIRECT) {
+            s->end_ind_n += wn;
+            s->end_ind_b += wb;
+        }
     } else {
         s->end_re_n += wn;
         s->end_re_b += wb;
@@ -930,8 +934,10 @@ void client_end_scanned(client_t *c)
         return;
     for (uint32_t i = 0; i < c->nstacks; i++) {
         cstack_t *s = c->slist[i];
-        if (s)
+        if (s) {
             s->end_un_n = s->end_un_b = s->end_re_n = s->end_re_b = 0;
+            s->end_ind_n = s->end_ind_b = 0;
+        }
     }
     atab_each(&c->atab, end_scanned_ent, c);
 }
@@ -972,6 +978,7 @@ static void clear_end_figures(client_t *c)
             s->mend_may_n = s->mend_may_b = s->mend_live_n = s->mend_live_b = 0;
             s->mend_oldest = 0;
             s->end_un_n = s->end_un_b = s->end_re_n = s->end_re_b = 0;
+            s->end_ind_n = s->end_ind_b = 0;
         }
     }
 }
@@ -1061,6 +1068,7 @@ void client_destroy(client_t *c)
         free(c->spage[i]);
     free(c->spage);
     free(c->slist);
+    free(c->scan_own);
     free(c->symq);
     free(c->leakq);
     free(c->hotq);

@@ -69,10 +69,22 @@ typedef struct scan_info_s {
     uint64_t blocks_n, blocks_b;    /* live tracked blocks scanned */
     uint64_t reach_n, reach_b;      /* reachable */
     uint64_t unreach_n, unreach_b;  /* unreachable: lost */
+    uint64_t indirect_n, indirect_b; /* of those, lost through other lost blocks only */
     uint64_t root_bytes;    /* scanned as roots */
     uint64_t read_bytes;    /* copied out of the process */
     int heap_roots;         /* heap outside tracked blocks counted as roots */
 } scan_info_t;
+
+/* Who owns a stack's indirectly lost blocks (the last scan): blocks of
+ * stack whose direct owner was allocated at stack owner. Client's stack
+ * indexes. */
+typedef struct scan_own_s {
+    uint32_t stack, owner;
+    uint64_t n, b;
+} scan_own_t;
+
+/* Owner stacks kept per stack (the largest). */
+#define SCAN_OWNERS_MAX 3
 
 enum { SCAN_ST_NONE = 0, SCAN_ST_BEGIN, SCAN_ST_FREEZE, SCAN_ST_SYNC, SCAN_ST_READ };
 
@@ -126,6 +138,7 @@ typedef struct cstack_s {
     uint64_t mend_live_n, mend_live_b; /* at the end: live, allocated after the mark */
     uint64_t mend_oldest;              /* at the end: oldest of those (0: none) */
     uint64_t end_un_n, end_un_b;       /* at the end: live, the last scan found unreachable */
+    uint64_t end_ind_n, end_ind_b;     /* ... of those, lost indirectly */
     uint64_t end_re_n, end_re_b;       /* at the end: live, the last scan found reachable */
     uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
     uint32_t pos;                   /* its place in the client's slist */
@@ -238,6 +251,8 @@ typedef struct client_s {
     char scan_msg[512];     /* ... and why */
     int scan_ok;            /* scan_last is valid */
     scan_info_t scan_last;  /* the last scan that worked */
+    scan_own_t *scan_own;   /* its owners, by stack then largest first */
+    size_t nscan_own;
     uint64_t rng;           /* for the estimates' rounding */
     cproc_t *proc;          /* the verified process (NULL: none known, per-client limits) */
     uint64_t live_acct;     /* atab.live as last added to proc->live */

@@ -93,6 +93,7 @@ static Stackwatch__ScanResult *scan_result(ra_t *ra, const client_t *c)
     r->blocks = count(ra, si->blocks_n, si->blocks_b);
     r->reachable = count(ra, si->reach_n, si->reach_b);
     r->unreachable = count(ra, si->unreach_n, si->unreach_b);
+    r->indirect = count(ra, si->indirect_n, si->indirect_b);
     r->root_bytes = si->root_bytes;
     r->read_bytes = si->read_bytes;
     r->heap_roots = si->heap_roots;
@@ -171,6 +172,7 @@ typedef struct fig_s {
     uint64_t alloc_n, alloc_b, free_n, free_b, live_n, live_b;
     uint64_t exit_n, exit_b, unc_n, unc_b;
     uint64_t un_n, un_b, re_n, re_b;  /* the last scan: unreachable / reachable, still live */
+    uint64_t ind_n, ind_b;            /* ... of unreachable, lost indirectly */
     uint64_t oldest;       /* oldest live block's allocation time, 0 none */
 } fig_t;
 
@@ -195,6 +197,7 @@ typedef struct cand_s {
 typedef struct walk_s {
     uint64_t oldest;                     /* any live block */
     uint64_t un_n, un_b, re_n, re_b;     /* live blocks the last scan found unreachable / reachable */
+    uint64_t ind_n, ind_b;               /* ... of unreachable, lost indirectly */
     uint64_t m_may_n, m_may_b, m_live_n, m_live_b, m_oldest; /* allocated after the mark */
 } walk_t;
 
@@ -220,6 +223,10 @@ static void walk_block(void *ctx, atab_ent_t *e)
         if (e->flags & ATAB_F_UNREACH) {
             w->un_n += wn;
             w->un_b += wb;
+            if (e->flags & ATAB_F_INDIRECT) {
+                w->ind_n += wn;
+                w->ind_b += wb;
+            }
         } else {
             w->re_n += wn;
             w->re_b += wb;
@@ -287,11 +294,15 @@ static void fig_of(fig_t *f, const client_t *c, const cstack_t *s, const walk_t 
         f->un_b = s->end_un_b;
         f->re_n = s->end_re_n;
         f->re_b = s->end_re_b;
+        f->ind_n = s->end_ind_n;
+        f->ind_b = s->end_ind_b;
     } else if (w) {
         f->un_n = w->un_n;
         f->un_b = w->un_b;
         f->re_n = w->re_n;
         f->re_b = w->re_b;
+        f->ind_n = w->ind_n;
+        f->ind_b = w->ind_b;
     }
     f->oldest = c->frozen ? s->oldest_live_ts : (w ? w->oldest : 0);
 }
@@ -587,6 +598,41 @@ static void fig_of_report(fig_t *f, const Stackwatch__StackReport *r, int as_unc
     }
 }
 
+/* The stacks owning s's indirectly lost blocks, as the last scan found them. */
+static int fill_owners(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
+{
+    /* The client's owner table is sorted by stack index: its run for s. */
+    size_t lo = 0, hi = c->nscan_own;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->scan_own[mid].stack < s->index)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t n = 0;
+    while (lo + n < c->nscan_own && c->scan_own[lo + n].stack == s->index)
+        n++;
+    if (!n)
+        return 0;
+    r->owners = ra_alloc(ra, n * sizeof *r->owners);
+    if (!r->owners)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const scan_own_t *o = &c->scan_own[lo + i];
+        const cstack_t *os = cstack_at(c, o->owner);
+        Stackwatch__StackOwner *x = ra_alloc(ra, sizeof *x);
+        if (!x || !os)
+            return os ? -1 : 0;
+        stackwatch__stack_owner__init(x);
+        x->stack = os->id;
+        if (!(x->blocks = count(ra, o->n, o->b)))
+            return -1;
+        r->owners[r->n_owners++] = x;
+    }
+    return 0;
+}
+
 static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const cand_t *members,
                                              const Stackwatch__QueryLeaks *q, uint64_t now)
 {
@@ -635,6 +681,10 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
             r->scanned = 1;
             r->unreachable = count(ra, f->un_n, f->un_b);
             r->reachable = count(ra, f->re_n, f->re_b);
+            r->unreachable_direct = count(ra, f->un_n - f->ind_n, f->un_b - f->ind_b);
+            r->unreachable_indirect = count(ra, f->ind_n, f->ind_b);
+            if (f->ind_n && fill_owners(ra, c, s, r) < 0)
+                return NULL;
         }
     }
     if (c)

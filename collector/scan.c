@@ -404,6 +404,7 @@ static void *worker(void *arg)
     reach_rng_t *tmp = NULL, *heap = NULL, *roots = NULL;
     reach_blk_t *blk = NULL;
     uint8_t *marked = NULL;
+    uint32_t *own = NULL;
     uint64_t *vals = NULL;
     int pm = -1, frozen = 0;
     /* Buffers first, while the process runs. */
@@ -597,8 +598,13 @@ static void *worker(void *arg)
     reach_stats_t st;
     if (reach_mark(&im, blk, j->nsnap, roots, nr, vals, nvals, marked, &st) < 0)
         goto nomem;
-    for (size_t i = 0; i < j->nsnap; i++)
+    own = malloc((j->nsnap ? j->nsnap : 1) * sizeof *own);
+    if (!own || reach_owners(&im, blk, j->nsnap, marked, own) < 0)
+        goto nomem;
+    for (size_t i = 0; i < j->nsnap; i++) {
         j->snap[i].reach = marked[i];
+        j->snap[i].owner = marked[i] ? (uint32_t)i : own[i];
+    }
     j->root_bytes = st.root_bytes;
     j->mark_ns = trc_now_ns() - t_mark;
     j->dur_ns = trc_now_ns() - j->t_start;
@@ -624,6 +630,7 @@ out:
     free(roots);
     free(blk);
     free(marked);
+    free(own);
     free(vals);
     return NULL;
 }

@@ -15,6 +15,8 @@ typedef struct scan_ent_s {
     uint64_t ts;        /* allocation time: the same block, not a later one at addr */
     uint32_t stack;     /* the client's stack index */
     uint32_t reach;     /* worker: 1 reachable, 0 not */
+    uint32_t owner;     /* worker, when lost: the snapshot index of the block lost
+                         * directly that owns it (itself when it is that block) */
 } scan_ent_t;
 
 enum { SCAN_RUNNING = 0, SCAN_FROZEN = 1, SCAN_DONE = 2, SCAN_FAILED = 3, SCAN_NEED_TRACER = 4 };

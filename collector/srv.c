@@ -377,6 +377,86 @@ static void scan_wake(void *arg)
     ev_async_send(s->loop, &s->scan_async);
 }
 
+/* The owners of indirectly lost blocks, gathered over a scan's snapshot. */
+typedef struct owners_s {
+    scan_own_t *v;
+    size_t n, cap;
+    int oom;
+} owners_t;
+
+static void owners_add(owners_t *o, uint32_t stack, uint32_t owner, uint64_t n, uint64_t b)
+{
+    if (o->n && o->v[o->n - 1].stack == stack && o->v[o->n - 1].owner == owner) {
+        o->v[o->n - 1].n += n; /* the common case: a run of one owner's blocks */
+        o->v[o->n - 1].b += b;
+        return;
+    }
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? 2 * o->cap : 256;
+        scan_own_t *v = realloc(o->v, cap * sizeof *v);
+        if (!v) {
+            o->oom = 1;
+            return;
+        }
+        o->v = v;
+        o->cap = cap;
+    }
+    o->v[o->n++] = (scan_own_t){ stack, owner, n, b };
+}
+
+static int own_by_pair(const void *a, const void *b)
+{
+    const scan_own_t *x = a, *y = b;
+    if (x->stack != y->stack)
+        return x->stack < y->stack ? -1 : 1;
+    return x->owner < y->owner ? -1 : x->owner > y->owner;
+}
+
+static int own_by_size(const void *a, const void *b)
+{
+    const scan_own_t *x = a, *y = b;
+    if (x->stack != y->stack)
+        return x->stack < y->stack ? -1 : 1;
+    if (x->b != y->b)
+        return x->b > y->b ? -1 : 1;
+    return x->owner < y->owner ? -1 : x->owner > y->owner;
+}
+
+/* Merges the pairs, keeps the SCAN_OWNERS_MAX largest owners of each stack
+ * as the client's (replacing the last scan's); takes o's memory. */
+static void owners_keep(owners_t *o, client_t *c)
+{
+    free(c->scan_own);
+    c->scan_own = NULL;
+    c->nscan_own = 0;
+    if (o->oom || !o->n) {
+        if (o->oom)
+            srv_log("pid %u: out of memory for the owners of lost blocks", c->pid);
+        free(o->v);
+        return;
+    }
+    qsort(o->v, o->n, sizeof *o->v, own_by_pair);
+    size_t k = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        if (k && o->v[k - 1].stack == o->v[i].stack && o->v[k - 1].owner == o->v[i].owner) {
+            o->v[k - 1].n += o->v[i].n;
+            o->v[k - 1].b += o->v[i].b;
+        } else {
+            o->v[k++] = o->v[i];
+        }
+    }
+    qsort(o->v, k, sizeof *o->v, own_by_size);
+    size_t m = 0, run = 0;
+    for (size_t i = 0; i < k; i++) {
+        run = i && o->v[i].stack == o->v[i - 1].stack ? run + 1 : 0;
+        if (run < SCAN_OWNERS_MAX)
+            o->v[m++] = o->v[i];
+    }
+    scan_own_t *v = realloc(o->v, m * sizeof *v);
+    c->scan_own = v ? v : o->v;
+    c->nscan_own = m;
+}
+
 /* The scan is over, well or not: results into the table, the agent told,
  * waiting requests answered. */
 static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
@@ -386,11 +466,13 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
     if (j && atomic_load(&j->stage) == SCAN_DONE && !err && c->atab_ok) {
         scan_info_t *si = &c->scan_last;
         memset(si, 0, sizeof *si);
+        owners_t ow = { 0 };
         for (size_t i = 0; i < j->nsnap; i++) {
             const scan_ent_t *e = &j->snap[i];
             atab_ent_t *a = atab_find(&c->atab, e->addr);
             uint64_t wn, wb;
             client_weight(c, e->size, a ? a->flags : 0, &wn, &wb);
+            int indirect = !e->reach && e->owner != i && e->owner < j->nsnap;
             si->blocks_n += wn;
             si->blocks_b += wb;
             if (e->reach) {
@@ -400,11 +482,18 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
                 si->unreach_n += wn;
                 si->unreach_b += wb;
             }
+            if (indirect) {
+                si->indirect_n += wn;
+                si->indirect_b += wb;
+                owners_add(&ow, e->stack, j->snap[e->owner].stack, wn, wb);
+            }
             if (!a || a->ts != e->ts)
                 continue; /* freed since (or another block at the address) */
-            a->flags = (a->flags & ~(uint64_t)(ATAB_F_SCANNED | ATAB_F_UNREACH)) |
-                       ATAB_F_SCANNED | (e->reach ? 0 : ATAB_F_UNREACH);
+            a->flags = (a->flags & ~(uint64_t)(ATAB_F_SCANNED | ATAB_F_UNREACH | ATAB_F_INDIRECT)) |
+                       ATAB_F_SCANNED | (e->reach ? 0 : ATAB_F_UNREACH) |
+                       (indirect ? ATAB_F_INDIRECT : 0);
         }
+        owners_keep(&ow, c);
         struct timespec rt;
         clock_gettime(CLOCK_REALTIME, &rt);
         si->time_ms = (uint64_t)rt.tv_sec * 1000u + (uint64_t)rt.tv_nsec / 1000000u;
@@ -500,7 +589,7 @@ static void snap_one(void *ctx, atab_ent_t *e)
 {
     snap_ctx_t *s = ctx;
     if (s->n < s->cap)
-        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0 };
+        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0 };
 }
 
 void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)

@@ -138,6 +138,10 @@ class ReachTest(unittest.TestCase):
         self.assertEqual(got["kept"]["reachable"], {"count": 7, "bytes": 7 * 3008})
         self.assertEqual(got["kept"]["unreachable"], {"count": 0, "bytes": 0})
         self.assertEqual(got["cycle"]["unreachable"]["count"], 3)
+        # Direct and indirect, and the owner, kept too (issue 19.1).
+        self.assertEqual(got["cycle"]["unreachable_direct"]["count"], 3)
+        self.assertEqual(got["cycle2"]["unreachable_indirect"]["count"], 3)
+        self.assertEqual([o["stack"] for o in got["cycle2"]["owners"]], [got["cycle"]["id"]])
         text = self.col.ctl("query", "leaks", "--pid", str(pid)).stdout
         self.assertIn("unreachable=5 (15005 bytes) reachable=0 (0 bytes)", text)
         self.assertIn("unreachable=0 (0 bytes) reachable=7 (21056 bytes)", text)
