@@ -1363,6 +1363,40 @@ int flush_detach(void)
     return 0;
 }
 
+static void count_inside(ring_t *r, void *arg)
+{
+    /* acquire: pairs with the release in ring_inside_end / ring_busy_end. */
+    if (atomic_load_explicit(&r->inside, memory_order_acquire) ||
+        atomic_load_explicit(&r->busy, memory_order_acquire))
+        (*(int *)arg)++;
+}
+
+int flush_quiesce(int timeout_ms)
+{
+    atomic_store(&agent.recording, 0);
+    /* Every thread passes a barrier: one that set inside (or busy) before
+     * it read recording is seen inside below; one that did after reads 0
+     * and backs off. */
+    if (!ring_asym_fence || syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+        atomic_thread_fence(memory_order_seq_cst);
+    uint64_t until = clock_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    for (;;) {
+        int n = 0;
+        tstate_each_ring(count_inside, &n);
+        if (!n)
+            return 0;
+        if (clock_now_ns() >= until)
+            return -EBUSY;
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+void flush_close_fds(void)
+{
+    fdguard_close(&fl.evfd);
+}
+
 int flush_stuck(void)
 {
     return fl.stuck;

@@ -190,6 +190,37 @@ class AttachTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(out.strip(), "ok threads=8 errors=0 rounds>0=8")
 
+    def test_detach_leaves_the_fd_set_as_before_attach(self):
+        # Every fd the agent opened (its eventfd, log fd, the unwinder's
+        # pipe, the connection) is closed at detach: /proc/PID/fd after the
+        # detach equals the set before the attach, session after session.
+        p = self.plain([prog("attach_target")])
+        pid = ready_pid(p)
+
+        def fds():
+            out = {}
+            d = "/proc/%d/fd" % pid
+            for n in os.listdir(d):
+                try:
+                    out[int(n)] = os.readlink(os.path.join(d, n))
+                except FileNotFoundError:
+                    pass
+            return out
+
+        before = fds()
+        for i in range(3):
+            self.col.attach(pid)
+            ask(p, "leak 5")
+            ask(p, "churn 50")
+            wait_until(lambda: (self.col.client(pid) or {}).get("events", 0) >= 5,
+                       what="events in session %d" % i)
+            self.assertNotEqual(fds(), before)  # the agent's fds while attached
+            self.col.detach(pid)
+            self.assertEqual(self.col.client(pid)["state"], "detached")
+            self.assertEqual(fds(), before, "session %d" % i)
+        rc, out, err = finish(p)
+        self.assertEqual(rc, 0, err)
+
     def test_errors(self):
         r = self.col.ctl("attach", "12ab", check=False)
         self.assertEqual(r.returncode, 2)  # not a pid
