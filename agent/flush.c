@@ -50,6 +50,8 @@
 #define BACKOFF_MAX_NS (1000ull * 1000000)
 #define SEND_STALL_NS (10000ull * 1000000)  /* a collector that takes nothing this long is gone */
 #define FINAL_WAIT_MS 2000
+/* A detach: sends may stall up to SEND_STALL_NS each; a longer wait leaves the flusher stuck. */
+#define DETACH_WAIT_MS 25000
 #define FOLD_SLOTS (2u * BATCH_MAX)      /* address table, half full at most */
 #define FACC_SLOTS 8192u                 /* stacks with folded pairs per batch */
 #define FACC_PROBES 64u
@@ -261,7 +263,11 @@ static int send_all(const uint8_t *p, size_t n)
             uint64_t now = clock_now_ns();
             if (!stall)
                 stall = now;
-            uint64_t limit = atomic_load(&fl.exit_req) ? 1000000000ull : SEND_STALL_NS;
+            /* An ending process waits a second at most; a detach (the
+             * process runs on) waits out a stall as a running agent does,
+             * so its Goodbye gets through a busy collector. */
+            uint64_t limit = atomic_load(&fl.exit_req) && !fl.bye_detached ? 1000000000ull
+                                                                          : SEND_STALL_NS;
             if (now - stall > limit)
                 return -ETIMEDOUT;
             struct pollfd pfd = { .fd = fl.sock.fd, .events = POLLOUT };
@@ -318,6 +324,7 @@ static int send_hello(void)
     h.python_status = (char *)py_status();
     h.attached = agent.mode == AGENT_ATTACHED;
     h.flusher_tid = fl.self_tid;
+    h.previous_session = agent.previous_session;
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_HELLO;
     m.hello = &h;
@@ -1309,19 +1316,20 @@ void flush_push_slow(ring_t *r, const ev_t *ev)
     atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
 }
 
-void flush_final(void)
+static void final_wait(int ms)
 {
     if (!fl.running || atomic_exchange(&fl.exit_req, 1))
         return;
     flush_kick();
-    /* Bounded by FINAL_WAIT_MS; polled finely, the last drain and the
-     * Goodbye usually take well under a millisecond. */
-    uint64_t until = clock_now_ns() + (uint64_t)FINAL_WAIT_MS * 1000000u;
+    /* Bounded by ms; polled finely, the last drain and the Goodbye
+     * usually take well under a millisecond. */
+    uint64_t until = clock_now_ns() + (uint64_t)ms * 1000000u;
     for (unsigned i = 0; !atomic_load(&fl.exit_done) && clock_now_ns() < until; i++) {
         if (i < 32) {
             sched_yield();
         } else {
-            struct timespec ts = { 0, 50000 };
+            /* Finely for the usual case, coarsely through a long stall. */
+            struct timespec ts = { 0, i < 20000 ? 50000 : 2000000 };
             nanosleep(&ts, NULL);
         }
     }
@@ -1341,12 +1349,17 @@ static void session_reset(void)
 }
 
 
+void flush_final(void)
+{
+    final_wait(FINAL_WAIT_MS);
+}
+
 int flush_detach(void)
 {
     if (!fl.running)
         return 0;
     fl.bye_detached = 1;
-    flush_final();
+    final_wait(DETACH_WAIT_MS);
     if (!atomic_load(&fl.exit_done)) {
         fl.stuck = 1;
         return -ETIMEDOUT;

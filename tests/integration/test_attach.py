@@ -9,8 +9,10 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -54,6 +56,18 @@ def program_stacks(report, pid, src):
     """Stacks with a frame in the test program's source."""
     return [s for s in report["stacks"] if s["pid"] == pid and
             any((f["file"] or "").endswith(src) for f in s["frames"])]
+
+
+def fd_set(pid):
+    """{fd: what it names} of a process (/proc/PID/fd)."""
+    out = {}
+    d = "/proc/%d/fd" % pid
+    for n in os.listdir(d):
+        try:
+            out[int(n)] = os.readlink(os.path.join(d, n))
+        except FileNotFoundError:
+            pass
+    return out
 
 
 @unittest.skipIf(SKIP, SKIP)
@@ -173,6 +187,7 @@ class AttachTest(unittest.TestCase):
     def test_eight_threads_ten_attach_detach_rounds(self):
         p = self.plain([prog("attach_threads")])
         pid = ready_pid(p)
+        before = fd_set(pid)
         for i in range(10):
             r = self.col.attach(pid)
             self.assertIn("attached to pid %d" % pid, r.stdout)
@@ -182,6 +197,8 @@ class AttachTest(unittest.TestCase):
             r = self.col.detach(pid)
             self.assertIn("detached", r.stdout)
             self.assertEqual(self.col.client(pid)["state"], "detached")
+            # Eight busy threads: none is inside the agent long, its fds go.
+            self.assertEqual(fd_set(pid), before, "round %d" % i)
         sessions = [c for c in self.col.clients() if c["pid"] == pid]
         self.assertEqual(len(sessions), 10)
         self.assertTrue(all(c["state"] == "detached" and c["attached"] and c["events"] > 0
@@ -198,14 +215,7 @@ class AttachTest(unittest.TestCase):
         pid = ready_pid(p)
 
         def fds():
-            out = {}
-            d = "/proc/%d/fd" % pid
-            for n in os.listdir(d):
-                try:
-                    out[int(n)] = os.readlink(os.path.join(d, n))
-                except FileNotFoundError:
-                    pass
-            return out
+            return fd_set(pid)
 
         before = fds()
         for i in range(3):
@@ -220,6 +230,53 @@ class AttachTest(unittest.TestCase):
             self.assertEqual(fds(), before, "session %d" % i)
         rc, out, err = finish(p)
         self.assertEqual(rc, 0, err)
+
+    def test_detach_under_a_stalling_collector_is_detached_quickly(self):
+        # collectord stopped most of the time (1.5 s of every 1.6 s) while
+        # two threads churn at full speed: the detach's last drain meets a send stall
+        # longer than a second. The session of the process (alive, running
+        # on) must be listed as detached, never exited or lost, each cycle,
+        # and stackctl detach must not wait out its 10 s for it.
+        p = self.plain([prog("attach_churn")])
+        pid = ready_pid(p)
+        col = self.col.proc
+        stop = threading.Event()
+
+        def stutter():
+            while not stop.is_set():
+                os.kill(col.pid, signal.SIGSTOP)
+                stop.wait(1.5)
+                os.kill(col.pid, signal.SIGCONT)
+                stop.wait(0.1)
+
+        times = []
+        for i in range(3):
+            self.col.attach(pid)
+            wait_until(lambda: (self.col.client(pid) or {}).get("events", 0) > 0,
+                       what="events in session %d" % i)
+            t = threading.Thread(target=stutter)
+            stop.clear()
+            t.start()
+            try:
+                # Let the socket fill while collectord is stopped.
+                time.sleep(0.5)
+                t0 = time.monotonic()
+                r = self.col.detach(pid)
+                times.append(round(time.monotonic() - t0, 2))
+            finally:
+                stop.set()
+                t.join()
+                os.kill(col.pid, signal.SIGCONT)
+            self.assertIn("detached", r.stdout)
+            self.assertNotIn("does not list", r.stderr)
+            states = [c["state"] for c in self.col.clients() if c["pid"] == pid]
+            self.assertEqual(states, ["detached"] * (i + 1), (states, times))
+        # Each within two stop periods or so, far from the 10 s wait of old
+        # (the bound allows for a loaded machine).
+        self.assertLess(max(times), 9.0, times)
+        rc, out, err = finish(p)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), "ok errors=0")
 
     def test_errors(self):
         r = self.col.ctl("attach", "12ab", check=False)
