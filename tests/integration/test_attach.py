@@ -58,6 +58,15 @@ def program_stacks(report, pid, src):
             any((f["file"] or "").endswith(src) for f in s["frames"])]
 
 
+def tracer(pid):
+    """TracerPid of a process's main thread (0: none)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    return 0
+
+
 def fd_set(pid):
     """{fd: what it names} of a process (/proc/PID/fd)."""
     out = {}
@@ -349,6 +358,62 @@ class AttachTest(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
         p.stdin.close()
         self.assertEqual(p.wait(30), 0)
+
+
+@unittest.skipIf(SKIP, SKIP)
+class LostGoodbyeTest(unittest.TestCase):
+    quick = False
+
+    def test_next_session_marks_the_one_before_detached(self):
+        # collectord stopped longer than the agent waits out a send stall
+        # (10 s): the detach's Goodbye is lost, the session ends "lost".
+        # The process runs on; its next session names that one as its
+        # previous, and collectord lists it as detached (not exited, as if
+        # the process had exec'd).
+        col = Collector(expire=0.5)
+        p = col.start_plain([prog("attach_churn")])
+        try:
+            pid = ready_pid(p)
+            col.attach(pid)
+            wait_until(lambda: (col.client(pid) or {}).get("events", 0) > 0, what="events")
+            # Stopped once stackctl detach has asked collectord whether it
+            # runs and holds the process (ptrace): the detach's last drain
+            # meets a collectord that takes nothing for 11.5 s.
+            # First a backlog: collectord stopped for a second while the
+            # program churns (its socket and the agent's rings fill).
+            os.kill(col.proc.pid, signal.SIGSTOP)
+            time.sleep(1.0)
+            os.kill(col.proc.pid, signal.SIGCONT)
+            d = subprocess.Popen([os.path.join(sw.BUILD, "stackctl"), "--dir", col.dir, "detach",
+                                  str(pid)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+            try:
+                wait_until(lambda: tracer(pid) != 0, timeout=30, interval=0.0005,
+                           what="stackctl to hold the process")
+                os.kill(col.proc.pid, signal.SIGSTOP)
+                time.sleep(11.5)
+            finally:
+                os.kill(col.proc.pid, signal.SIGCONT)
+            out, err = d.communicate(timeout=120)
+            r = subprocess.CompletedProcess(d.args, d.returncode, out, err)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            ended = wait_until(lambda: [c["state"] for c in col.clients() if c["pid"] == pid
+                                        and c["state"] != "connected"],
+                               what="the first session to end")
+            self.assertEqual(ended, ["lost"], (r.stdout, r.stderr))  # the Goodbye was lost
+            col.attach(pid)
+            wait_until(lambda: (col.client(pid) or {}).get("state") == "connected",
+                       what="the second session")
+            states = sorted(c["state"] for c in col.clients() if c["pid"] == pid)
+            self.assertEqual(states, ["connected", "detached"])
+            col.detach(pid)
+            states = [c["state"] for c in col.clients() if c["pid"] == pid]
+            self.assertEqual(states, ["detached", "detached"])
+        finally:
+            rc, out, err = finish(p)
+            col.close()
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), "ok errors=0")
 
 
 @unittest.skipIf(SKIP, SKIP)
