@@ -241,47 +241,44 @@ class AttachTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
 
     def test_detach_under_a_stalling_collector_is_detached_quickly(self):
-        # collectord stopped most of the time (1.5 s of every 1.6 s) while
-        # two threads churn at full speed: the detach's last drain meets a send stall
-        # longer than a second. The session of the process (alive, running
-        # on) must be listed as detached, never exited or lost, each cycle,
-        # and stackctl detach must not wait out its 10 s for it.
+        # Two threads churn at full speed; collectord is stopped for a
+        # second (a backlog builds in the socket and the agent's rings),
+        # then again for 2.5 s once stackctl detach holds the process: the
+        # detach's last drain meets a send stall longer than the second an
+        # ending process waits. The process runs on: each session must be
+        # listed as detached (never lost or exited), cycle after cycle, and
+        # stackctl detach must not wait out its 10 s for it.
         p = self.plain([prog("attach_churn")])
         pid = ready_pid(p)
         col = self.col.proc
-        stop = threading.Event()
-
-        def stutter():
-            while not stop.is_set():
-                os.kill(col.pid, signal.SIGSTOP)
-                stop.wait(1.5)
-                os.kill(col.pid, signal.SIGCONT)
-                stop.wait(0.1)
-
         times = []
         for i in range(3):
             self.col.attach(pid)
             wait_until(lambda: (self.col.client(pid) or {}).get("events", 0) > 0,
                        what="events in session %d" % i)
-            t = threading.Thread(target=stutter)
-            stop.clear()
-            t.start()
+            os.kill(col.pid, signal.SIGSTOP)
+            time.sleep(1.0)
+            os.kill(col.pid, signal.SIGCONT)
+            t0 = time.monotonic()
+            d = subprocess.Popen([os.path.join(sw.BUILD, "stackctl"), "--dir", self.col.dir,
+                                  "detach", str(pid)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
             try:
-                # Let the socket fill while collectord is stopped.
-                time.sleep(0.5)
-                t0 = time.monotonic()
-                r = self.col.detach(pid)
-                times.append(round(time.monotonic() - t0, 2))
+                wait_until(lambda: tracer(pid) != 0, timeout=30, interval=0.0005,
+                           what="stackctl to hold the process")
+                os.kill(col.pid, signal.SIGSTOP)
+                time.sleep(2.5)
             finally:
-                stop.set()
-                t.join()
                 os.kill(col.pid, signal.SIGCONT)
-            self.assertIn("detached", r.stdout)
-            self.assertNotIn("does not list", r.stderr)
+            out, err = d.communicate(timeout=120)
+            times.append(round(time.monotonic() - t0, 2))
+            self.assertEqual(d.returncode, 0, err)
+            self.assertIn("detached", out)
+            self.assertNotIn("does not list", err, times)
             states = [c["state"] for c in self.col.clients() if c["pid"] == pid]
             self.assertEqual(states, ["detached"] * (i + 1), (states, times))
-        # Each within two stop periods or so, far from the 10 s wait of old
-        # (the bound allows for a loaded machine).
+        # Each about the 2.5 s stop, far from the 10 s wait of old (the
+        # bound allows for a loaded machine).
         self.assertLess(max(times), 9.0, times)
         rc, out, err = finish(p)
         self.assertEqual(rc, 0, err)
