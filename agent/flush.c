@@ -1277,6 +1277,15 @@ void flush_kick(void)
 
 void flush_push_slow(ring_t *r, const ev_t *ev)
 {
+    /* Not recording (disconnected, ending, detached): the flusher discards,
+     * so no wait and no kick. Looked at after the caller set busy: a detach
+     * that stored 0 and then found this ring not busy knows no kick of it
+     * reaches the eventfd it closes. */
+    if (!atomic_load_explicit(&agent.recording, memory_order_relaxed) || !fl.running) {
+        if (!ring_try_push(r, ev))
+            atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
+        return;
+    }
     atomic_fetch_add_explicit(&r->waits, 1, memory_order_relaxed);
     /* release: the flusher may pin its watermark here, not at our last
      * pushed event, so it keeps emitting (and freeing) our ring. */
