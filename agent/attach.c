@@ -137,6 +137,10 @@ EXPORT int stackwatch_attach(const char *list, char *msg, size_t msglen)
 fail:
     if (agent.mode != AGENT_DETACHED)
         agent.mode = first ? AGENT_DORMANT : AGENT_DETACHED;
+    /* Nothing of the agent runs (no flusher, nothing patched): the fds it
+     * opened for this attach go, as at a detach. */
+    flush_close_fds();
+    log_close();
 out:
     t->guard = guard;
     return rc;
