@@ -47,6 +47,9 @@ static void connect_to(void)
     strcpy(sa.sun_path, sock_path);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
         _exit(3);
+    /* As an agent does (its Hello): data waiting must not read as a gone peer. */
+    if (write(fd, "hello", 5) != 5)
+        _exit(4);
 }
 
 /* The pid a pidfd names ("Pid:" in its fdinfo; -1 once it ended), or -2. */
