@@ -137,6 +137,9 @@ _Atomic int agent_init_state;
 
 void agent_new_session(void)
 {
+    /* Attached again after a detach (the same process image): the session
+     * before ended with that detach. */
+    agent.previous_session = agent.mode == AGENT_DETACHED ? agent.instance : 0;
     agent.pid = getpid();
     agent.ppid = getppid();
     agent.instance = new_instance();
