@@ -307,6 +307,12 @@ static uint32_t capture(ring_t *r, const uint64_t *frame)
             return ce->idx;
         }
     }
+    if (UNLIKELY(atomic_load_explicit(&tstate_fork_gate, memory_order_relaxed)) &&
+        (!r || r->tid != tstate_fork_gate_tid)) {
+        /* Another thread is forking: no libunwind now (see tstate.h). */
+        atomic_fetch_add_explicit(&agent.unwind_failures, 1, memory_order_relaxed);
+        return INTERN_NONE;
+    }
     uint64_t pcs[CFG_DEPTH_MAX];
     int truncated = 0;
     int n = unwind_capture(pcs, cfg.depth, &truncated);
