@@ -180,6 +180,11 @@ $(BUILD)/progs/inline2_leak: tests/progs/inline2_leak.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -g -O2 -Wall -Wextra -o $@ $< -lpthread
 
+# A real leak of Debian's libevent (test_oracle): linked with it.
+$(BUILD)/progs/evhttp_autofree: tests/progs/evhttp_autofree.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -o $@ $< -levent
+
 # Two same-size libraries for the dlclose/dlopen address-reuse test.
 $(BUILD)/progs/libreuse_a.so $(BUILD)/progs/libreuse_b.so: $(BUILD)/progs/libreuse_%.so: tests/progs/libreuse.c
 	@mkdir -p $(dir $@)
