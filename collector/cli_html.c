@@ -1153,6 +1153,17 @@ static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns)
                     s->owners[k]->stack, s->pid, s->owners[k]->stack);
             fact(f, "", s->owners[k]->blocks);
         }
+        for (size_t k = 0; k < s->n_kept_by; k++) {
+            const Stackwatch__RetentionPath *p = s->kept_by[k];
+            fputs("<span>kept by <b>", f);
+            html_esc(f, p->root);
+            fputs("</b>", f);
+            for (size_t h = 0; h < p->n_via; h++)
+                fprintf(f, " &rarr; <a href=\"#s%016" PRIx64 "-%u\">CallStack[%016" PRIx64 "]</a>",
+                        p->via[h], s->pid, p->via[h]);
+            fprintf(f, " &rarr; these blocks (%" PRIu64 " of %" PRIu64 " sampled)</span>", p->blocks,
+                    p->sampled);
+        }
     }
     fact(f, "expired", s->expired);
     fact(f, "free_expired", s->free_expired);

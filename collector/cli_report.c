@@ -187,6 +187,23 @@ static void text_alloc_site(FILE *f, const Stackwatch__StackReport *s)
 
 /* A stack's lost blocks split as valgrind and LSan do: direct, and
  * indirect with the stacks whose direct blocks own them. */
+/* Why a stack's reachable may-leak blocks are kept: root -> ... -> them. */
+static void text_kept_by(FILE *f, const Stackwatch__LeakReport *r, const Stackwatch__StackReport *s)
+{
+    for (size_t k = 0; k < s->n_kept_by; k++) {
+        const Stackwatch__RetentionPath *p = s->kept_by[k];
+        fprintf(f, "    kept by: %s%s", p->root, p->cut ? " -> ..." : "");
+        for (size_t h = 0; h < p->n_via; h++) {
+            const Stackwatch__StackReport *hs = stack_in(r, p->via[h]);
+            fprintf(f, " -> CallStack[%016" PRIx64 "]", p->via[h]);
+            if (hs)
+                text_alloc_site(f, hs);
+        }
+        fprintf(f, " -> these blocks (%" PRIu64 " of %" PRIu64 " sampled)\n", p->blocks,
+                p->sampled);
+    }
+}
+
 static void text_owners(FILE *f, const Stackwatch__LeakReport *r, const Stackwatch__StackReport *s)
 {
     const Stackwatch__Count *d = cnt(s->unreachable_direct), *in = cnt(s->unreachable_indirect);
@@ -262,6 +279,7 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
                     cnt(s->unreachable)->bytes, s->estimate ? "~" : "",
                     cnt(s->reachable)->count, cnt(s->reachable)->bytes);
             text_owners(f, r, s);
+            text_kept_by(f, r, s);
         }
         fprintf(f, "    expired=%" PRIu64 " (%" PRIu64 " bytes), free_expired=%" PRIu64
                    " (%" PRIu64 " bytes)\n",
@@ -492,6 +510,24 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
             json_count(&j, "unreachable_direct", s->unreachable_direct);
             json_count(&j, "unreachable_indirect", s->unreachable_indirect);
             json_count(&j, "owns", s->owns);
+            json_arr_begin(&j, "kept_by");
+            for (size_t k = 0; k < s->n_kept_by; k++) {
+                const Stackwatch__RetentionPath *p = s->kept_by[k];
+                json_obj_begin(&j, NULL);
+                json_str(&j, "root", p->root);
+                json_arr_begin(&j, "via");
+                for (size_t h = 0; h < p->n_via; h++) {
+                    char vid[17];
+                    snprintf(vid, sizeof vid, "%016" PRIx64, p->via[h]);
+                    json_str(&j, NULL, vid);
+                }
+                json_arr_end(&j);
+                json_u64(&j, "blocks", p->blocks);
+                json_u64(&j, "sampled", p->sampled);
+                json_bool(&j, "cut", p->cut);
+                json_obj_end(&j);
+            }
+            json_arr_end(&j);
             json_arr_begin(&j, "owners");
             for (size_t k = 0; k < s->n_owners; k++) {
                 char oid[17];
@@ -508,6 +544,7 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
             json_null(&j, "unreachable_direct");
             json_null(&j, "unreachable_indirect");
             json_null(&j, "owns");
+            json_null(&j, "kept_by");
             json_null(&j, "owners");
         }
         json_str(&j, "state", empty(s->state) ? NULL : s->state);

@@ -1069,6 +1069,10 @@ void client_destroy(client_t *c)
     free(c->spage);
     free(c->slist);
     free(c->scan_own);
+    free(c->scan_paths);
+    for (size_t i = 0; i < c->nscan_labels; i++)
+        free(c->scan_labels[i]);
+    free(c->scan_labels);
     free(c->symq);
     free(c->leakq);
     free(c->hotq);

@@ -86,6 +86,24 @@ typedef struct scan_own_s {
 /* Owner stacks kept per stack (the largest). */
 #define SCAN_OWNERS_MAX 3
 
+/* Why a stack's reachable may-leak blocks are kept (the last scan): the
+ * most common shortest chain from a root, as the stacks of the blocks on it
+ * (root side first; a run of one stack counted once) and the root in words. */
+#define SCAN_PATH_HOPS 8
+#define SCAN_PATHS_MAX 2    /* kept per stack */
+typedef struct scan_path_s {
+    uint32_t stack;
+    uint32_t nhops;
+    uint32_t hop[SCAN_PATH_HOPS];
+    uint8_t cut;            /* longer than SCAN_PATH_HOPS: the root-side hops shown */
+    const char *root;       /* the scan's label (c->scan_labels) */
+    uint64_t n, b;          /* sampled blocks of the stack kept this way */
+    uint64_t of_n;          /* blocks of the stack sampled (up to SCAN_PATH_SAMPLES) */
+} scan_path_t;
+
+/* Reachable may-leak blocks of one stack whose chains are followed. */
+#define SCAN_PATH_SAMPLES 64
+
 enum { SCAN_ST_NONE = 0, SCAN_ST_BEGIN, SCAN_ST_FREEZE, SCAN_ST_SYNC, SCAN_ST_READ };
 
 typedef struct cmod_s {
@@ -255,6 +273,10 @@ typedef struct client_s {
     scan_info_t scan_last;  /* the last scan that worked */
     scan_own_t *scan_own;   /* its owners, by stack then largest first */
     size_t nscan_own;
+    scan_path_t *scan_paths; /* why reachable may-leak blocks are kept, by stack */
+    size_t nscan_paths;
+    char **scan_labels;     /* the roots those name */
+    size_t nscan_labels;
     uint64_t rng;           /* for the estimates' rounding */
     cproc_t *proc;          /* the verified process (NULL: none known, per-client limits) */
     uint64_t live_acct;     /* atab.live as last added to proc->live */

@@ -674,6 +674,46 @@ static int fill_owners(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
     return 0;
 }
 
+/* Why s's reachable may-leak blocks are kept, as the last scan found. */
+static int fill_paths(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
+{
+    size_t lo = 0, hi = c->nscan_paths;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->scan_paths[mid].stack < s->index)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t n = 0;
+    while (lo + n < c->nscan_paths && c->scan_paths[lo + n].stack == s->index)
+        n++;
+    if (!n)
+        return 0;
+    r->kept_by = ra_alloc(ra, n * sizeof *r->kept_by);
+    if (!r->kept_by)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const scan_path_t *p = &c->scan_paths[lo + i];
+        Stackwatch__RetentionPath *x = ra_alloc(ra, sizeof *x);
+        if (!x)
+            return -1;
+        stackwatch__retention_path__init(x);
+        x->root = (char *)p->root;
+        x->blocks = p->n;
+        x->sampled = p->of_n;
+        x->cut = p->cut;
+        if (p->nhops && !(x->via = ra_alloc(ra, p->nhops * sizeof *x->via)))
+            return -1;
+        for (uint32_t k = 0; k < p->nhops; k++) {
+            const cstack_t *hs = cstack_at(c, p->hop[k]);
+            x->via[x->n_via++] = hs ? hs->id : 0;
+        }
+        r->kept_by[r->n_kept_by++] = x;
+    }
+    return 0;
+}
+
 static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const cand_t *members,
                                              const Stackwatch__QueryLeaks *q, uint64_t now)
 {
@@ -726,6 +766,8 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
             r->unreachable_indirect = count(ra, f->ind_n, f->ind_b);
             r->owns = count(ra, cd->owns_n, cd->owns_b);
             if (f->ind_n && fill_owners(ra, c, s, r) < 0)
+                return NULL;
+            if (f->re_n && fill_paths(ra, c, s, r) < 0)
                 return NULL;
         }
     }

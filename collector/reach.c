@@ -192,6 +192,11 @@ typedef struct mk_s {
     uint8_t *marked;
     uint32_t *stack;    /* blocks to scan */
     size_t top;
+    uint32_t *parent;   /* reach_mark_paths: per block, who marked it (NULL: not kept) */
+    uint64_t *via;      /* ... and the word's address (a root's, or in the parent) */
+    uint32_t src;       /* the block being scanned, or REACH_PARENT_ROOT */
+    uint64_t at;        /* the address of the word being looked at */
+    size_t head;        /* the queue: m.stack[head..top) */
     uint32_t *owner;    /* reach_owners: per block */
     uint32_t leader;    /* reach_owners: the clique being walked */
     uint32_t cur;       /* reach_owners: the block being scanned */
@@ -255,6 +260,10 @@ static inline void mark_word(mk_t *m, uint64_t w)
     if (i < 0 || m->marked[i])
         return;
     m->marked[i] = 1;
+    if (m->parent) {
+        m->parent[i] = m->src;
+        m->via[i] = m->at;
+    }
     m->stack[m->top++] = (uint32_t)i;
 }
 
@@ -314,6 +323,7 @@ each_word(mk_t *m, uint64_t lo, uint64_t hi, void (*fn)(mk_t *m, uint64_t w))
         for (uint64_t a = s; a + 8 <= e; a += 8) {
             uint64_t w;
             memcpy(&w, run->data + (a - run->lo), 8);
+            m->at = a;
             fn(m, w);
         }
         if (e > s)
@@ -333,23 +343,36 @@ int reach_mark(const reach_img_t *img, const reach_blk_t *b, size_t nb, const re
                size_t nroots, const uint64_t *vals, size_t nvals, uint8_t *marked,
                reach_stats_t *st)
 {
+    return reach_mark_paths(img, b, nb, roots, nroots, vals, nvals, marked, st, NULL, NULL);
+}
+
+int reach_mark_paths(const reach_img_t *img, const reach_blk_t *b, size_t nb,
+                     const reach_rng_t *roots, size_t nroots, const uint64_t *vals, size_t nvals,
+                     uint8_t *marked, reach_stats_t *st, uint32_t *parent, uint64_t *via)
+{
     memset(st, 0, sizeof *st);
     memset(marked, 0, nb);
     if (!nb)
         return 0;
-    mk_t m = { .img = img, .b = b, .nb = nb, .marked = marked };
+    mk_t m = { .img = img, .b = b, .nb = nb, .marked = marked, .parent = parent, .via = via };
     m.stack = malloc(nb * sizeof *m.stack);
     if (!m.stack || gran_build(&m) < 0) {
         free(m.stack);
         free(m.g);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < nvals; i++)
+    m.src = REACH_PARENT_ROOT;
+    for (size_t i = 0; i < nvals; i++) {
+        m.at = REACH_VIA_REG | i;
         mark_word(&m, vals[i]);
+    }
     for (size_t i = 0; i < nroots; i++)
         st->root_bytes += scan_range(&m, roots[i].lo, roots[i].hi);
-    while (m.top) {
-        uint32_t i = m.stack[--m.top];
+    /* Breadth first (a queue): the first to mark a block is on a shortest
+     * chain from a root. */
+    while (m.head < m.top) {
+        uint32_t i = m.stack[m.head++];
+        m.src = i;
         st->scanned_bytes += scan_range(&m, b[i].addr, b[i].addr + b[i].size);
     }
     for (size_t i = 0; i < nb; i++)

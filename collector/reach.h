@@ -64,6 +64,17 @@ int reach_mark(const reach_img_t *img, const reach_blk_t *b, size_t nb, const re
                size_t nroots, const uint64_t *vals, size_t nvals, uint8_t *marked,
                reach_stats_t *st);
 
+/* reach_mark that also says why each marked block is reachable, on a
+ * shortest chain (marking goes breadth first): parent[i] is the block whose
+ * word first pointed to block i, or REACH_PARENT_ROOT; via[i] the address
+ * of that word (in a root range, or in the parent block), or
+ * REACH_VIA_REG | k for vals[k]. Unmarked blocks' entries are not set. */
+#define REACH_PARENT_ROOT UINT32_MAX
+#define REACH_VIA_REG (1ull << 63)
+int reach_mark_paths(const reach_img_t *img, const reach_blk_t *b, size_t nb,
+                     const reach_rng_t *roots, size_t nroots, const uint64_t *vals, size_t nvals,
+                     uint8_t *marked, reach_stats_t *st, uint32_t *parent, uint64_t *via);
+
 /* Not lost: reach_owners' owner for a marked block. */
 #define REACH_OWNER_NONE (UINT32_MAX - 1)
 

@@ -36,6 +36,7 @@
 
 #include "procmaps.h"
 #include "reach.h"
+#include "rootname.h"
 #include "tracee.h"
 
 #define PAGE 4096ull
@@ -404,7 +405,10 @@ static void *worker(void *arg)
     reach_rng_t *tmp = NULL, *heap = NULL, *roots = NULL;
     reach_blk_t *blk = NULL;
     uint8_t *marked = NULL;
-    uint32_t *own = NULL;
+    uint32_t *own = NULL, *parent = NULL;
+    uint64_t *via = NULL, *sps = NULL;
+    pid_t *tids = NULL;
+    rootname_t *names = NULL;
     uint64_t *vals = NULL;
     int pm = -1, frozen = 0;
     /* Buffers first, while the process runs. */
@@ -542,11 +546,17 @@ static void *worker(void *arg)
     vals = malloc((tr.n ? tr.n : 1) * wpr * sizeof *vals);
     if (!vals)
         goto nomem;
-    size_t nvals = 0;
+    size_t nvals = 0, nthr = 0;
+    tids = malloc((tr.n ? tr.n : 1) * sizeof *tids);
+    sps = malloc((tr.n ? tr.n : 1) * sizeof *sps);
+    if (!tids || !sps)
+        goto nomem;
     for (size_t t = 0; t < tr.n; t++)
         if (tr.t[t].stopped) {
             memcpy(vals + nvals, &tr.t[t].regs, wpr * 8);
             nvals += wpr;
+            tids[nthr] = tr.t[t].tid; /* for naming roots: register k is thread k / wpr's */
+            sps[nthr++] = tr.t[t].regs.rsp;
         }
     trc_release(&tr);
     frozen = 0;
@@ -596,8 +606,26 @@ static void *worker(void *arg)
     free(roots);
     roots = r2;
     reach_stats_t st;
-    if (reach_mark(&im, blk, j->nsnap, roots, nr, vals, nvals, marked, &st) < 0)
+    parent = malloc((j->nsnap ? j->nsnap : 1) * sizeof *parent);
+    via = malloc((j->nsnap ? j->nsnap : 1) * sizeof *via);
+    if (!parent || !via ||
+        reach_mark_paths(&im, blk, j->nsnap, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
         goto nomem;
+    /* Why each reachable block is: its parent, or the root named in words. */
+    names = rootname_new(&maps, j->pid, tids, sps, nthr, wpr);
+    if (!names)
+        goto nomem;
+    for (size_t i = 0; i < j->nsnap; i++) {
+        j->snap[i].parent = marked[i] ? parent[i] : SCAN_PARENT_ROOT;
+        j->snap[i].label = UINT32_MAX;
+        if (marked[i] && parent[i] == REACH_PARENT_ROOT) {
+            long l = rootname_label(names, via[i]);
+            if (l < 0)
+                goto nomem;
+            j->snap[i].label = (uint32_t)l;
+        }
+    }
+    j->labels = rootname_take(names, &j->nlabels);
     own = malloc((j->nsnap ? j->nsnap : 1) * sizeof *own);
     if (!own || reach_owners(&im, blk, j->nsnap, marked, own) < 0)
         goto nomem;
@@ -632,6 +660,11 @@ out:
     free(marked);
     free(own);
     free(vals);
+    free(tids);
+    free(sps);
+    free(parent);
+    free(via);
+    rootname_free(names);
     return NULL;
 }
 
@@ -722,5 +755,8 @@ void scan_job_free(scan_job_t *j)
     pthread_cond_destroy(&j->cv);
     snap_release(j);
     free(j->regions);
+    for (size_t i = 0; i < j->nlabels; i++)
+        free(j->labels[i]);
+    free(j->labels);
     free(j);
 }

@@ -17,7 +17,14 @@ typedef struct scan_ent_s {
     uint32_t reach;     /* worker: 1 reachable, 0 not */
     uint32_t owner;     /* worker, when lost: the snapshot index of the block lost
                          * directly that owns it (itself when it is that block) */
+    uint32_t parent;    /* worker, when reachable: the snapshot index of the block
+                         * whose word first reached it (a shortest chain), or
+                         * SCAN_PARENT_ROOT; then label is its root's index in
+                         * the job's labels */
+    uint32_t label;
 } scan_ent_t;
+
+#define SCAN_PARENT_ROOT UINT32_MAX
 
 enum { SCAN_RUNNING = 0, SCAN_FROZEN = 1, SCAN_DONE = 2, SCAN_FAILED = 3, SCAN_NEED_TRACER = 4 };
 
@@ -42,6 +49,8 @@ typedef struct scan_job_s {
     uint64_t *regions;          /* the agent's memory: [start, end) pairs */
     size_t nregions;
     size_t ndead;               /* after them: dead threads' stacks (lo, frames_hi, hi) */
+    char **labels;              /* worker: what each root is, in words (malloc'd) */
+    size_t nlabels;
     uint32_t dead_left_out;     /* of those, left out of the roots */
     /* worker -> loop */
     _Atomic int stage;          /* SCAN_* */

@@ -457,6 +457,138 @@ static void owners_keep(owners_t *o, client_t *c)
     c->nscan_own = m;
 }
 
+/* Why reachable may-leak blocks are kept: one chain per block (its parents
+ * up to the root), gathered, the most common per stack kept. */
+typedef struct paths_s {
+    scan_path_t *v;
+    size_t n, cap;
+    int oom;
+} paths_t;
+
+static void path_of(const scan_job_t *j, size_t i, scan_path_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->stack = j->snap[i].stack;
+    uint32_t chain[64], n = 0, last = p->stack;
+    size_t x = i;
+    /* Outward from the block; runs of one stack (a list's links) once. */
+    while (j->snap[x].parent != SCAN_PARENT_ROOT && j->snap[x].parent < j->nsnap && n < 64) {
+        x = j->snap[x].parent;
+        if (j->snap[x].stack != last)
+            chain[n++] = last = j->snap[x].stack;
+    }
+    uint32_t lab = j->snap[x].parent == SCAN_PARENT_ROOT ? j->snap[x].label : UINT32_MAX;
+    p->root = lab < j->nlabels ? j->labels[lab] : "a chain longer than 64 blocks";
+    p->cut = n > SCAN_PATH_HOPS;
+    p->nhops = n > SCAN_PATH_HOPS ? SCAN_PATH_HOPS : n;
+    for (uint32_t k = 0; k < p->nhops; k++)
+        p->hop[k] = chain[n - 1 - k]; /* root side first */
+}
+
+static int path_same(const scan_path_t *a, const scan_path_t *b)
+{
+    return a->stack == b->stack && a->root == b->root && a->nhops == b->nhops &&
+           !memcmp(a->hop, b->hop, a->nhops * sizeof *a->hop);
+}
+
+static int path_by_key(const void *x, const void *y)
+{
+    const scan_path_t *a = x, *b = y;
+    if (a->stack != b->stack)
+        return a->stack < b->stack ? -1 : 1;
+    if (a->root != b->root)
+        return (uintptr_t)a->root < (uintptr_t)b->root ? -1 : 1;
+    if (a->nhops != b->nhops)
+        return a->nhops < b->nhops ? -1 : 1;
+    return memcmp(a->hop, b->hop, a->nhops * sizeof *a->hop);
+}
+
+static int path_by_count(const void *x, const void *y)
+{
+    const scan_path_t *a = x, *b = y;
+    if (a->stack != b->stack)
+        return a->stack < b->stack ? -1 : 1;
+    if (a->n != b->n)
+        return a->n > b->n ? -1 : 1;
+    return path_by_key(x, y);
+}
+
+static void paths_add(paths_t *ps, const scan_job_t *j, size_t i, uint64_t n, uint64_t b)
+{
+    scan_path_t p;
+    path_of(j, i, &p);
+    p.n = n;
+    p.b = b;
+    if (ps->n && path_same(&ps->v[ps->n - 1], &p)) {
+        ps->v[ps->n - 1].n += n;
+        ps->v[ps->n - 1].b += b;
+        return;
+    }
+    if (ps->n == ps->cap) {
+        size_t cap = ps->cap ? 2 * ps->cap : 256;
+        scan_path_t *v = realloc(ps->v, cap * sizeof *v);
+        if (!v) {
+            ps->oom = 1;
+            return;
+        }
+        ps->v = v;
+        ps->cap = cap;
+    }
+    ps->v[ps->n++] = p;
+}
+
+/* Merges equal chains, keeps the SCAN_PATHS_MAX most common per stack as
+ * the client's, with the scan's labels (taken from the job). */
+static void paths_keep(paths_t *ps, client_t *c, scan_job_t *j)
+{
+    free(c->scan_paths);
+    for (size_t i = 0; i < c->nscan_labels; i++)
+        free(c->scan_labels[i]);
+    free(c->scan_labels);
+    c->scan_paths = NULL;
+    c->nscan_paths = 0;
+    c->scan_labels = j->labels;
+    c->nscan_labels = j->nlabels;
+    j->labels = NULL;
+    j->nlabels = 0;
+    if (ps->oom || !ps->n) {
+        if (ps->oom)
+            srv_log("pid %u: out of memory for the retention paths", c->pid);
+        free(ps->v);
+        return;
+    }
+    qsort(ps->v, ps->n, sizeof *ps->v, path_by_key);
+    size_t k = 0;
+    for (size_t i = 0; i < ps->n; i++) {
+        if (k && path_same(&ps->v[k - 1], &ps->v[i])) {
+            ps->v[k - 1].n += ps->v[i].n;
+            ps->v[k - 1].b += ps->v[i].b;
+        } else {
+            ps->v[k++] = ps->v[i];
+        }
+    }
+    qsort(ps->v, k, sizeof *ps->v, path_by_count);
+    for (size_t i = 0, first = 0; i <= k; i++) {
+        if (i < k && ps->v[i].stack == ps->v[first].stack)
+            continue;
+        uint64_t of = 0; /* a stack's samples: all its chains */
+        for (size_t x = first; x < i; x++)
+            of += ps->v[x].n;
+        for (size_t x = first; x < i; x++)
+            ps->v[x].of_n = of;
+        first = i;
+    }
+    size_t m = 0, run = 0;
+    for (size_t i = 0; i < k; i++) {
+        run = i && ps->v[i].stack == ps->v[i - 1].stack ? run + 1 : 0;
+        if (run < SCAN_PATHS_MAX)
+            ps->v[m++] = ps->v[i];
+    }
+    scan_path_t *v = realloc(ps->v, (m ? m : 1) * sizeof *v);
+    c->scan_paths = v ? v : ps->v;
+    c->nscan_paths = m;
+}
+
 /* The scan is over, well or not: results into the table, the agent told,
  * waiting requests answered. */
 static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
@@ -467,6 +599,13 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         scan_info_t *si = &c->scan_last;
         memset(si, 0, sizeof *si);
         owners_t ow = { 0 };
+        paths_t ps = { 0 };
+        size_t sampled_cap = c->stacks_cap;
+        uint8_t *sampled = calloc(sampled_cap ? sampled_cap : 1, 1); /* per stack index */
+        if (!sampled) {
+            sampled_cap = 0;
+            ps.oom = 1;
+        }
         for (size_t i = 0; i < j->nsnap; i++) {
             const scan_ent_t *e = &j->snap[i];
             atab_ent_t *a = atab_find(&c->atab, e->addr);
@@ -489,11 +628,18 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
             }
             if (!a || a->ts != e->ts)
                 continue; /* freed since (or another block at the address) */
+            if (e->reach && (a->flags & ATAB_F_EXPIRED) && e->stack < sampled_cap &&
+                sampled[e->stack] < SCAN_PATH_SAMPLES) {
+                sampled[e->stack]++;
+                paths_add(&ps, j, i, 1, e->size); /* reachable, yet may leak: why kept? */
+            }
             a->flags = (a->flags & ~(uint64_t)(ATAB_F_SCANNED | ATAB_F_UNREACH | ATAB_F_INDIRECT)) |
                        ATAB_F_SCANNED | (e->reach ? 0 : ATAB_F_UNREACH) |
                        (indirect ? ATAB_F_INDIRECT : 0);
         }
         owners_keep(&ow, c);
+        paths_keep(&ps, c, j);
+        free(sampled);
         struct timespec rt;
         clock_gettime(CLOCK_REALTIME, &rt);
         si->time_ms = (uint64_t)rt.tv_sec * 1000u + (uint64_t)rt.tv_nsec / 1000000u;
@@ -589,7 +735,7 @@ static void snap_one(void *ctx, atab_ent_t *e)
 {
     snap_ctx_t *s = ctx;
     if (s->n < s->cap)
-        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0 };
+        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0, 0, 0 };
 }
 
 void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)

@@ -258,6 +258,40 @@ class ReachTest(unittest.TestCase):
         self.assertEqual(dead["unreachable"]["count"] + dead["reachable"]["count"], 100)
         self.assertGreaterEqual(dead["unreachable"]["count"], 90)
 
+    def test_retention_paths_of_reachable_leaks(self):
+        """Why a reachable may-leak stack is kept (issue 19.2): the shortest
+        chain from a root, the root named (a global from the symbol table,
+        a thread's stack) and the stacks of the blocks in between."""
+        p = self.col.start([prog("retain")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        wait_until(lambda: len(by_line(self.col.leaks("--pid", str(pid)), pid, "retain.c")) >= 4,
+                   what="the tables to expire")
+        self.scan(pid)
+        got = by_line(self.col.leaks("--pid", str(pid)), pid, "retain.c")
+        table, buckets = got["table"]["id"], got["buckets"]["id"]
+        self.assertEqual(got["session"]["kept_by"],
+                         [{"root": "g_sessions in retain", "via": [table, buckets],
+                           "blocks": 40, "sampled": 40, "cut": False}])
+        self.assertEqual(got["buckets"]["kept_by"][0]["via"], [table])
+        self.assertEqual(got["table"]["kept_by"][0]["root"], "g_sessions in retain")
+        self.assertEqual(got["note"]["kept_by"],
+                         [{"root": "stack of thread %d (main)" % pid, "via": [],
+                           "blocks": 6, "sampled": 6, "cut": False}])
+        text = self.col.ctl("query", "leaks", "--pid", str(pid)).stdout
+        m = markers("retain.c")
+        self.assertIn("kept by: g_sessions in retain -> CallStack[%s] at make_table "
+                      "(tests/progs/retain.c:%d) -> CallStack[%s] at make_table "
+                      "(tests/progs/retain.c:%d) -> these blocks (40 of 40 sampled)"
+                      % (table, m["table"], buckets, m["buckets"]), text)
+        html = os.path.join(self.col.tmp, "k.html")
+        self.col.ctl("report", "--html", html, "--pid", str(pid))
+        with open(html) as f:
+            self.assertIn('kept by <b>g_sessions in retain</b> &rarr; <a href="#s%s-%d">'
+                          % (table, pid), f.read())
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+
     def test_query_leaks_reachability_scans_first(self):
         p = self.col.start([prog("reach")])
         self.procs.append(p)

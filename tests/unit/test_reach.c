@@ -370,6 +370,40 @@ static void test_owners_long_chain(void **state)
     free(own);
 }
 
+/* Why a block is reachable: the first word found on a shortest chain. */
+static void test_paths(void **state)
+{
+    (void)state;
+    memset(mem, 0, sizeof mem);
+    /* Blocks 0..4 at BASE + 0x1000 * (k + 1), 64 bytes; roots at BASE.
+     * root word 0 -> A(0); A -> B(1) at A+16; B -> C(2); root word 1 -> C
+     * (so C's shortest chain is the root's); register -> D(3); E(4) lost. */
+    reach_blk_t b[5];
+    for (int k = 0; k < 5; k++)
+        b[k] = (reach_blk_t){ BASE + 0x1000u * (k + 1), 64 };
+    put(BASE, b[0].addr + 8);
+    put(BASE + 8, b[2].addr);
+    put(b[0].addr + 16, b[1].addr);
+    put(b[1].addr + 40, b[2].addr + 4);
+    reach_rng_t roots[] = { { BASE, BASE + 16 } };
+    uint64_t regs[] = { 7, b[3].addr };
+    uint8_t mk[5];
+    uint32_t parent[5];
+    uint64_t via[5];
+    reach_stats_t st;
+    assert_int_equal(reach_mark_paths(&img, b, 5, roots, 1, regs, 2, mk, &st, parent, via), 0);
+    static const uint8_t want[5] = { 1, 1, 1, 1, 0 };
+    assert_memory_equal(mk, want, 5);
+    assert_int_equal(parent[0], REACH_PARENT_ROOT);
+    assert_true(via[0] == BASE);
+    assert_int_equal(parent[1], 0);
+    assert_true(via[1] == b[0].addr + 16);
+    assert_int_equal(parent[2], REACH_PARENT_ROOT); /* not through B: one hop */
+    assert_true(via[2] == BASE + 8);
+    assert_int_equal(parent[3], REACH_PARENT_ROOT);
+    assert_true(via[3] == (REACH_VIA_REG | 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_large_blocks),
         cmocka_unit_test(test_heap_areas),
         cmocka_unit_test(test_owners),
+        cmocka_unit_test(test_paths),
         cmocka_unit_test(test_owners_long_chain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
