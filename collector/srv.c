@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -674,6 +675,10 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
     c->scan_state = SCAN_ST_NONE;
     c->scan = NULL;
     scan_job_free(j);
+    /* The scan's working memory (its copy aside, which is unmapped) came
+     * from the worker's malloc arena: hand the free pages back now, or
+     * collectord keeps the peak of its largest scan (issue 19.6). */
+    malloc_trim(0);
     if (c->scan_allowed)
         send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_END);
     c->scan_allowed = 0;
