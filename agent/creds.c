@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <linux/capability.h>
+#include <linux/seccomp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include "flush.h"
+#include "hook.h"
 
 #define EXPORT __attribute__((visibility("default")))
 /* The caller waits this long at most. Giving up means the program's next
@@ -99,6 +101,13 @@ EXPORT int prctl(int option, ...)
     unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
     unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
     va_end(ap);
+    if (option == PR_SET_SECCOMP && a2 == SECCOMP_MODE_STRICT) {
+        /* The thread goes untraced for good (hook.c). */
+        int g = hook_strict_begin();
+        long rc = hook_raw_syscall6(SYS_prctl, option, (long)a2, (long)a3, (long)a4, (long)a5, 0);
+        hook_strict_end(g, rc);
+        return (int)rc;
+    }
     long rc = syscall(SYS_prctl, option, a2, a3, a4, a5);
     if (rc == 0 && option == PR_SET_KEEPCAPS && mirror_wanted()) {
         int e = errno;

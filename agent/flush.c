@@ -2,11 +2,15 @@
 #include "flush.h"
 #include "creds.h"
 
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -14,6 +18,7 @@
 #include <sys/prctl.h>
 #include <linux/membarrier.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
@@ -27,6 +32,7 @@
 #include "fdguard.h"
 #include "got.h"
 #include "frame.h"
+#include "hook.h"
 #include "intern.h"
 #include "log.h"
 #include "modmap.h"
@@ -133,6 +139,8 @@ static struct flush_s {
     int bye_detached;             /* the Goodbye says "detached" (stackctl detach) */
     int stuck;                    /* a detach could not stop the flusher */
     int ptracer_set;              /* SCAN_BEGIN set PR_SET_PTRACER */
+    sigset_t app_mask;            /* the starting thread's signal mask (flush_start) */
+    const int *nptl_nthreads;     /* glibc's count of live pthreads, NULL if unknown */
 } fl = { .sock = { .fd = -1 }, .evfd = { .fd = -1 } };
 
 static void *map_scratch(size_t bytes)
@@ -1171,6 +1179,136 @@ static void wait_events(int timeout_ms)
         read_commands();
 }
 
+/* ---------------------------------------------------------------- the last thread */
+
+/* Reads /proc/self/task/<tid>/stat. Returns what follows the name (from
+ * the state letter on), or NULL; ENOENT in *gone. */
+static const char *task_stat(pid_t tid, char *buf, size_t cap, int *gone)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    *gone = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *gone = errno == ENOENT;
+        return NULL;
+    }
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n <= 0)
+        return NULL;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold anything, even ')' */
+    return p && p[1] == ' ' && p[2] ? p + 2 : NULL;
+}
+
+/* The state letter of thread tid of this process ('X' gone, '?' unknown). */
+static char task_state(pid_t tid)
+{
+    char buf[1024];
+    int gone;
+    const char *p = task_stat(tid, buf, sizeof buf, &gone);
+    return p ? p[0] : gone ? 'X' : '?';
+}
+
+/* The status a thread that exited passed to SYS_exit (field 52 of its
+ * stat, in waitpid's form), 0 if unknown. */
+static int task_exit_status(pid_t tid)
+{
+    char buf[1024];
+    int gone;
+    const char *p = task_stat(tid, buf, sizeof buf, &gone);
+    for (int field = 3; p && field < 52; field++) {
+        p = strchr(p, ' ');
+        if (p)
+            p++;
+    }
+    return p ? (atoi(p) >> 8) & 0xff : 0;
+}
+
+/* 1 when every thread of the process but the flusher has exited: then
+ * nothing keeps the process alive but us, and without the agent it would
+ * have ended. One stat(2) per call while three threads or more exist (the
+ * directory's link count is 2 + threads; only the group leader lingers as a
+ * zombie, so with three at least one more is alive); with two or fewer, the
+ * others' states are read (a leader that exited stays listed as 'Z'). 0 when
+ * /proc cannot tell. */
+static int others_gone(void)
+{
+    struct stat st;
+    if (stat("/proc/self/task", &st) < 0 || st.st_nlink < 3)
+        return 0;
+    if (st.st_nlink - 2 > 2)
+        return 0;
+    int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char buf[1024];
+    int seen_other = 0, alive = 0, ok = 1;
+    for (;;) {
+        long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
+        if (n < 0)
+            ok = 0;
+        if (n <= 0)
+            break;
+        for (long off = 0; off < n && !alive;) {
+            struct dirent64 *d = (struct dirent64 *)(buf + off);
+            off += d->d_reclen;
+            if (d->d_name[0] < '0' || d->d_name[0] > '9')
+                continue;
+            pid_t tid = (pid_t)atoi(d->d_name);
+            if ((uint32_t)tid == fl.self_tid)
+                continue;
+            seen_other = 1;
+            char c = task_state(tid);
+            if (c != 'Z' && c != 'X' && c != 'x')
+                alive = 1; /* running, sleeping, stopped, traced, or unknown */
+        }
+        if (alive)
+            break;
+    }
+    close(fd);
+    return ok && !alive && seen_other;
+}
+
+/* All the program's threads are gone: the process ends now, as it would
+ * have without the flusher. What is pending goes out first (the Ending says
+ * "last thread exited"). Then, if the last of them left through glibc's
+ * thread exit (pthread_exit, or a return from its start routine), glibc
+ * would have seen the thread count reach zero and called exit(0), so we do
+ * (atexit handlers, stdio flushed, with the mask the program started with);
+ * if some exited with a bare SYS_exit (glibc still counts it), the kernel
+ * would have ended the process when the last one went, with that thread's
+ * status: we leave with a bare SYS_exit too, with the status the group
+ * leader exited with (the one thread whose status the kernel keeps; the
+ * last one in the common case of a single-threaded program, such as one in
+ * seccomp strict mode, which can only leave that way). Never returns. */
+static void end_as_last_thread(void)
+{
+    agent_begin_end("last thread exited");
+    atomic_store(&fl.exit_req, 1); /* sends bounded as at exit */
+    atomic_store(&agent.recording, 0);
+    drain_all(1);
+    if (fl.sock.fd >= 0) {
+        send_stats();
+        send_bye();
+        linger_close();
+    }
+    fdguard_close(&fl.evfd);
+    atomic_store(&fl.exit_done, 1); /* our destructor's flush_final returns at once */
+    int via_glibc = !fl.nptl_nthreads ||
+                    atomic_load_explicit((_Atomic int *)fl.nptl_nthreads, memory_order_acquire) <= 1;
+    if (via_glibc) {
+        pthread_sigmask(SIG_SETMASK, &fl.app_mask, NULL);
+        if (hook_real.exit)
+            hook_real.exit(0);
+        exit(0);
+    }
+    int status = task_exit_status(getpid());
+    for (;;)
+        syscall(SYS_exit, status);
+}
+
 /* The flusher's own stack is the agent's memory (a scan leaves it out). */
 static void stack_register(void)
 {
@@ -1228,6 +1366,8 @@ static void *flush_main(void *arg)
             atomic_store(&fl.exit_done, 1);
             return NULL;
         }
+        if (others_gone())
+            end_as_last_thread();
         drain_all(0);
         if (fl.sock.fd >= 0 && clock_now_ns() - fl.last_stats_ns >= STATS_NS)
             send_stats();
@@ -1243,9 +1383,15 @@ int flush_start(void)
         if (fd >= 0)
             fdguard_take(&fl.evfd, fd);
     }
+    if (!fl.nptl_nthreads) {
+        /* glibc's own count of its threads (GLIBC_PRIVATE; NULL elsewhere):
+         * read only, to end as glibc would when we are the last thread. */
+        fl.nptl_nthreads = dlvsym(RTLD_DEFAULT, "__nptl_nthreads", "GLIBC_PRIVATE");
+    }
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread inherits a full mask */
+    fl.app_mask = old;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
