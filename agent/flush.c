@@ -51,6 +51,7 @@
 #define OUT_CAP (FRAME_MAX_AGENT + FRAME_HDR)
 #define PERIOD_MS 10              /* drain at least this often */
 #define WAIT_STALL_NS (1000ull * 1000000)   /* a full ring the flusher has not touched this long: drop */
+#define WAIT_SEND_STALL_NS (50ull * 1000000) /* ... this long while its send is stalled: drop */
 #define STATS_NS (1000ull * 1000000)
 #define BACKOFF_MIN_NS (50ull * 1000000)
 #define BACKOFF_MAX_NS (1000ull * 1000000)
@@ -141,6 +142,7 @@ static struct flush_s {
     int ptracer_set;              /* SCAN_BEGIN set PR_SET_PTRACER */
     sigset_t app_mask;            /* the starting thread's signal mask (flush_start) */
     const int *nptl_nthreads;     /* glibc's count of live pthreads, NULL if unknown */
+    _Atomic int send_stalled;     /* a send is waiting for collectord to read (producers look) */
 } fl = { .sock = { .fd = -1 }, .evfd = { .fd = -1 } };
 
 static void *map_scratch(size_t bytes)
@@ -260,6 +262,8 @@ static int send_all(const uint8_t *p, size_t n)
         if (w > 0) {
             p += w;
             n -= (size_t)w;
+            if (stall)
+                atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
             stall = 0;
             continue;
         }
@@ -267,18 +271,27 @@ static int send_all(const uint8_t *p, size_t n)
             continue;
         if (w < 0 && errno == EAGAIN) {
             uint64_t now = clock_now_ns();
-            if (!stall)
+            if (!stall) {
                 stall = now;
+                /* Producers on a full ring now wait WAIT_SEND_STALL_NS at most. */
+                atomic_store_explicit(&fl.send_stalled, 1, memory_order_relaxed);
+            }
             uint64_t limit = atomic_load(&fl.exit_req) ? 1000000000ull : SEND_STALL_NS;
-            if (now - stall > limit)
+            if (now - stall > limit) {
+                atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
                 return -ETIMEDOUT;
+            }
             struct pollfd pfd = { .fd = fl.sock.fd, .events = POLLOUT };
             poll(&pfd, 1, 100);
             creds_apply_pending(); /* a program's capset waits for us meanwhile */
             continue;
         }
+        if (stall)
+            atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
         return w < 0 ? -errno : -EPIPE;
     }
+    if (stall)
+        atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
     return 0;
 }
 
@@ -1416,16 +1429,24 @@ void flush_kick(void)
 
 void flush_push_slow(ring_t *r, const ev_t *ev)
 {
+    /* A drop just happened on this ring and the flusher has freed nothing
+     * since: drop at once, without waiting again. A frozen collectord so
+     * costs each thread one bounded wait per stall, not one per event. */
+    uint64_t tail0 = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    if (r->dropping && tail0 == r->drop_tail)
+        goto drop;
+    r->dropping = 0;
     atomic_fetch_add_explicit(&r->waits, 1, memory_order_relaxed);
     /* release: the flusher may pin its watermark here, not at our last
      * pushed event, so it keeps emitting (and freeing) our ring. */
     atomic_store_explicit(&r->pending_ts, ev->ts, memory_order_release);
     flush_kick();
-    /* Lossless while connected: wait as long as the flusher makes progress
-     * on this ring (on a loaded machine it may not run for a while); drop
-     * only when it has not freed a slot for WAIT_STALL_NS (stuck). */
+    /* Lossless while connected and the flusher runs: wait for space (on a
+     * loaded machine the flusher may not run for a while), but never past
+     * WAIT_STALL_NS, nor past WAIT_SEND_STALL_NS while the flusher itself
+     * waits for collectord to read (stopped, or too slow): then drop and
+     * count. Any progress of the flusher frees a slot and ends the wait. */
     uint64_t start = clock_now_ns();
-    uint64_t seen_tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     for (unsigned i = 0;; i++) {
         if (ring_try_push(r, ev)) {
             atomic_store_explicit(&r->pending_ts, 0, memory_order_relaxed);
@@ -1441,17 +1462,17 @@ void flush_push_slow(ring_t *r, const ev_t *ev)
         } else {
             struct timespec ts = { 0, 50000 };
             nanosleep(&ts, NULL);
-            uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-            uint64_t now = clock_now_ns();
-            if (tail != seen_tail) {
-                seen_tail = tail;
-                start = now;
-            } else if (now - start > WAIT_STALL_NS) {
+            uint64_t waited = clock_now_ns() - start;
+            if (waited > WAIT_STALL_NS ||
+                (waited > WAIT_SEND_STALL_NS &&
+                 atomic_load_explicit(&fl.send_stalled, memory_order_relaxed)))
                 break;
-            }
         }
     }
     atomic_store_explicit(&r->pending_ts, 0, memory_order_relaxed);
+    r->dropping = 1;
+    r->drop_tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+drop:
     atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
 }
 

@@ -208,12 +208,27 @@ static inline int rec_enter(tstate_t *t, int *saved_errno)
 /* rec_enter said no: if only because no collector is connected now (not a
  * reentrant call, not before the start or after the end), the event is
  * counted, so the gap after the reconnect says how much was missed. */
-static inline void count_offline(const tstate_t *t)
+static inline void count_offline(tstate_t *t)
 {
+    if (t->guard || !agent.started || atomic_load_explicit(&agent.end_ts, memory_order_relaxed))
+        return;
     ring_t *r = t->ring;
-    if (UNLIKELY(r != NULL) && !t->guard && agent.started &&
-        !atomic_load_explicit(&agent.end_ts, memory_order_relaxed))
-        ring_count_offline(r);
+    if (UNLIKELY(r == NULL)) {
+        /* A thread whose first event comes while no collector is
+         * connected: its ring (where the count lives) is made now, as it
+         * would be on a recorded first event, else what it does until the
+         * reconnect is missing from every count. */
+        if (t->no_ring)
+            return;
+        int e = errno;
+        t->guard = 1;
+        r = tstate_ring(t);
+        t->guard = 0;
+        errno = e;
+        if (!r)
+            return;
+    }
+    ring_count_offline(r);
 }
 
 static inline void rec_leave(tstate_t *t, int saved_errno)

@@ -79,9 +79,14 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     }
     if (cl) {
         if (cl->conn && cl->conn != c) {
+            /* The agent gave up on the old connection (a send that stalled,
+             * collectord stopped meanwhile) and counted as sent what it
+             * wrote there: apply that first, then close it. Detached from
+             * the client first, so its end does not end the client. */
             conn_t *old = cl->conn;
             cl->conn = NULL;
-            conn_close(old, "replaced by a new connection of the same process");
+            if (conn_drain(old, CONN_DRAIN_MAX) == 0)
+                conn_close(old, "replaced by a new connection of the same process");
         }
         client_revive(cl);
     } else {

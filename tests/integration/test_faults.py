@@ -4,6 +4,7 @@ thread churn, dlopen/dlclose, posix_spawn/vfork, daemons closing every fd, a
 signal handler that mallocs, setuid). No crash, no deadlock, no false leak."""
 
 import os
+import queue
 import re
 import signal
 import threading
@@ -96,6 +97,88 @@ class RestartTest(unittest.TestCase):
                              c)
             self.assertGreater(c["dropped"] + c["lost_events"], 0, c)
         finally:
+            if col.proc.poll() is None:
+                col.proc.send_signal(signal.SIGCONT)
+            col.close()
+
+
+class FrozenCollectorTest(unittest.TestCase):
+    """Issue 17.3: collectord stopped (SIGSTOP) under a 2-thread churn. Before,
+    every full ring waited 1 s per event while the flusher's send stalled
+    (a round of 0.6M events took the whole stop: 11 s for a 10 s stop), and
+    events the agent had written before a "send stalled" reconnect were
+    thrown away by collectord (the new connection replaced the old one
+    unread): applied + dropped + lost fell short of the events made."""
+    quick = False
+    ROUND = 300000   # allocations (and frees) per thread per round
+    BOUND = 20.0     # a round under a frozen collectord, seconds (bare: ~0.3 s)
+
+    def test_frozen_collector_bounded_and_accounted(self):
+        col = Collector(expire=0.3)
+        p = None
+        try:
+            p = col.start([prog("stallchurn"), "2", str(self.ROUND)], STACKWATCH_RING=1024)
+            lines, errs = queue.Queue(), []
+            threading.Thread(target=lambda: [lines.put(l) for l in p.stdout], daemon=True).start()
+            threading.Thread(target=lambda: [errs.append(l) for l in p.stderr],
+                             daemon=True).start()
+
+            def line(timeout):
+                try:
+                    return lines.get(timeout=timeout).strip()
+                except queue.Empty:
+                    return None
+
+            def round_s(timeout):
+                p.stdin.write("go\n")
+                p.stdin.flush()
+                got = line(timeout)
+                self.assertIsNotNone(got, "a round did not finish within %.0f s with "
+                                     "collectord stopped" % timeout)
+                return int(got.split()[1]) / 1000.0
+
+            self.assertEqual(line(30), "ready")
+            col.wait_state(p.pid, "connected")
+            bare = round_s(60)
+            col.proc.send_signal(signal.SIGSTOP)
+            try:
+                # First round: the rings fill, the flusher's send stalls.
+                frozen = [round_s(self.BOUND)]
+                # Go on until the agent gives up on the connection ("send
+                # stalled", after 10 s) and then some: it reconnects (the
+                # stopped collectord's backlog takes the connection) and
+                # writes there too.
+                wait_until(lambda: frozen.append(round_s(self.BOUND)) or
+                           any("send stalled" in e for e in errs),
+                           timeout=60, interval=0, what="the agent to give up the send")
+                for _ in range(5):
+                    frozen.append(round_s(self.BOUND))
+            finally:
+                col.proc.send_signal(signal.SIGCONT)
+            after = round_s(60)
+            p.stdin.close()
+            done = line(60)
+            p.wait(60)
+            self.assertEqual(p.returncode, 0, "".join(errs))
+            got = re.match(r"done allocs (\d+) frees (\d+)", done or "")
+            self.assertTrue(got, done)
+            made = int(got.group(1)) + int(got.group(2))
+            c = col.wait_state(p.pid, "exited", timeout=60)
+            # Slowdown: one bounded wait per stall, not one per event.
+            print("\n  frozen collectord: rounds %s s (bare %.2f s, after %.2f s)"
+                  % (["%.2f" % x for x in frozen], bare, after))
+            self.assertLess(max(frozen), self.BOUND, frozen)
+            # Every event made is applied, dropped, or lost (disconnected);
+            # the program's count leaves out a couple of allocations of
+            # glibc's own (its first thread's), hence the small margin.
+            acc = c["events"] + c["dropped"] + c["lost_events"] + c["after_end"]
+            self.assertGreaterEqual(acc, made, c)
+            self.assertLessEqual(acc - made, 16, (made, c))
+            self.assertGreater(c["dropped"] + c["lost_events"], 0, c)
+        finally:
+            if p and p.poll() is None:
+                p.kill()
+                p.wait()
             if col.proc.poll() is None:
                 col.proc.send_signal(signal.SIGCONT)
             col.close()
