@@ -36,6 +36,8 @@ typedef struct conn_s {
     uint8_t *out;             /* pending output */
     size_t out_len, out_off, out_cap;
     int hello_seen;           /* agent: first frame was a Hello */
+    int stale;                /* agent: its process had already moved to a newer connection:
+                               * its events are counted lost, not applied */
     struct client_s *client;  /* agent: the client this connection feeds */
     void *parked;             /* control: a request waiting for symbolization */
     uint64_t parked_until;    /* ... its deadline (collector clock, ns) */

@@ -77,6 +77,17 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
         *why = "reconnect with another sampling interval than before";
         return -EPROTO;
     }
+    if (cl && h->reconnects < cl->reconnects_seen) {
+        /* A connection the agent left already: it reconnected again since
+         * (collectord was stopped, the connections waited in the backlog)
+         * and a newer one said Hello first. What this one carries is older
+         * than what was applied from the newer one: counted, not applied
+         * (ingest_frame), and the client is left as it is. */
+        c->stale = 1;
+        c->client = cl;
+        cl->stale_conns++; /* not pruned while this points to it */
+        return 0;
+    }
     if (cl) {
         if (cl->conn && cl->conn != c) {
             /* The agent gave up on the old connection (a send that stalled,
@@ -106,6 +117,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     free(cl->python_status);
     cl->python_status = strdup(h->python_status ? h->python_status : "");
     cl->conn = c;
+    cl->reconnects_seen = h->reconnects;
     cl->said_bye = 0;
     cl->said_detach = 0;
     cl->attached = h->attached;
@@ -594,6 +606,28 @@ static void fast_release(void)
     }
 }
 
+/* Events in a batch: one per entry, two per folded pair. */
+static uint64_t batch_events(const Stackwatch__EventBatch *b)
+{
+    uint64_t n = b->n_kind;
+    for (size_t i = 0; i < b->n_fold_count; i++)
+        n += 2 * b->fold_count[i];
+    return n;
+}
+
+/* A stale connection (on_hello): its events count as lost, its Gap (the
+ * losses of the reconnect it began with) counts as usual, the rest is
+ * older than what the client already has and is skipped. */
+static void stale_frame(conn_t *c, const Stackwatch__AgentMsg *m, const Stackwatch__EventBatch *b)
+{
+    if (b)
+        c->client->lost_stale += batch_events(b);
+    else if (m->msg_case == STACKWATCH__AGENT_MSG__MSG_EVENTS)
+        c->client->lost_stale += batch_events(m->events);
+    else if (m->msg_case == STACKWATCH__AGENT_MSG__MSG_GAP && c->frames_in == 2)
+        client_gap(c->client, m->gap->lost_events);
+}
+
 int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
 {
     const char *why = NULL;
@@ -601,7 +635,10 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
     Stackwatch__AgentMsg *m = NULL;
     Stackwatch__EventBatch fast;
     if (c->hello_seen && fast_events(p, len, &fast)) {
-        rc = on_events(c, &fast, &why);
+        if (c->stale)
+            stale_frame(c, NULL, &fast);
+        else
+            rc = on_events(c, &fast, &why);
         fast_release();
         goto out;
     }
@@ -614,6 +651,10 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
     if (!c->hello_seen && m->msg_case != STACKWATCH__AGENT_MSG__MSG_HELLO) {
         why = "first frame is not a hello";
         rc = -EPROTO;
+        goto out;
+    }
+    if (c->stale && m->msg_case != STACKWATCH__AGENT_MSG__MSG_HELLO) {
+        stale_frame(c, m, NULL);
         goto out;
     }
     switch (m->msg_case) {
