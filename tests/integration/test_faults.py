@@ -12,7 +12,8 @@ import subprocess
 import time
 import unittest
 
-from swtest import Collector, finish, markers, prog, stacks_with, wait_until
+from swtest import (Collector, events, finish, frame, markers, pb_field, prog, raw_connect,
+                    stackdefs, stacks_with, wait_until)
 
 
 def exact(stack):
@@ -181,6 +182,65 @@ class FrozenCollectorTest(unittest.TestCase):
                 p.wait()
             if col.proc.poll() is None:
                 col.proc.send_signal(signal.SIGCONT)
+            col.close()
+
+
+class StaleConnectionTest(unittest.TestCase):
+    """Issue 17.3, collectord's side, with a scripted agent: after a stop,
+    collectord finds an agent's connections in its backlog, older ones
+    (which the agent left after a stalled send) and the one it uses now.
+    An older one must neither replace the newer one (before: it closed the
+    agent's live connection) nor have its events applied out of order: they
+    are counted lost. A newer one first applies what the older still
+    holds, then replaces it."""
+    quick = True
+    INSTANCE = 0x57A1E
+
+    def hello(self, reconnects):
+        h = pb_field(1, 0, 1) + pb_field(2, 0, 1) + pb_field(4, 2, b"/fake/exe") + \
+            pb_field(7, 1, self.INSTANCE) + pb_field(11, 0, reconnects)
+        return frame(pb_field(1, 2, h))
+
+    def batch(self, ts, n, base):
+        return events(ts, [(0, base + 0x40 * i, ts + i, 64, 1) for i in range(n)])
+
+    def test_older_connection_counted_newer_drains_older(self):
+        col = Collector()
+        conns = []
+        try:
+            me = os.getpid()
+            sock = os.path.join(col.dir, "agent.sock")
+
+            def client():
+                c = [x for x in col.clients() if x["pid"] == me]
+                return c[0] if c else None
+
+            a = raw_connect(sock)
+            conns.append(a)
+            a.sendall(self.hello(1) + stackdefs(1, 0xABC, [0x400100, 0x401000]) +
+                      self.batch(1000000, 10, 0x10000))
+            wait_until(lambda: (client() or {}).get("events") == 10, what="10 events applied")
+            # An older connection of the same process (reconnects 0).
+            b = raw_connect(sock)
+            conns.append(b)
+            b.sendall(self.hello(0) + self.batch(500000, 5, 0x90000))
+            c = wait_until(lambda: (lambda x: x if x and x["lost_events"] == 5 else None)(client()),
+                           what="the older connection's 5 events counted lost")
+            self.assertEqual((c["events"], c["state"]), (10, "connected"), c)
+            # The live connection still works.
+            a.sendall(self.batch(2000000, 3, 0x20000))
+            wait_until(lambda: (client() or {}).get("events") == 13, what="13 events applied")
+            # A newer one: what the old one holds is applied first.
+            a.sendall(self.batch(3000000, 4, 0x30000))
+            n = raw_connect(sock)
+            conns.append(n)
+            n.sendall(self.hello(2) + self.batch(4000000, 2, 0x40000))
+            c = wait_until(lambda: (lambda x: x if x and x["events"] == 19 else None)(client()),
+                           what="19 events applied")
+            self.assertEqual((c["lost_events"], c["state"], c["late_events"]), (5, "connected", 0), c)
+        finally:
+            for s in conns:
+                s.close()
             col.close()
 
 
