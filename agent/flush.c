@@ -2,7 +2,6 @@
 #include "flush.h"
 #include "creds.h"
 
-#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
@@ -52,6 +51,7 @@
 #define PERIOD_MS 10              /* drain at least this often */
 #define WAIT_STALL_NS (1000ull * 1000000)   /* a full ring the flusher has not touched this long: drop */
 #define WAIT_SEND_STALL_NS (50ull * 1000000) /* ... this long while its send is stalled: drop */
+#define LAST_CHECK_NS (50ull * 1000000)     /* with two threads left: are the others gone? */
 #define STATS_NS (1000ull * 1000000)
 #define BACKOFF_MIN_NS (50ull * 1000000)
 #define BACKOFF_MAX_NS (1000ull * 1000000)
@@ -1239,25 +1239,15 @@ static int task_exit_status(pid_t tid)
     return p ? (atoi(p) >> 8) & 0xff : 0;
 }
 
-/* 1 when every thread of the process but the flusher has exited: then
- * nothing keeps the process alive but us, and without the agent it would
- * have ended. One stat(2) per call while three threads or more exist (the
- * directory's link count is 2 + threads; only the group leader lingers as a
- * zombie, so with three at least one more is alive); with two or fewer, the
- * others' states are read (a leader that exited stays listed as 'Z'). 0 when
- * /proc cannot tell. */
-static int others_gone(void)
+/* Every thread listed in /proc/self/task but the flusher is a zombie or
+ * gone (the link count is only a hint: not every /proc keeps it exact). */
+static int all_others_dead(void)
 {
-    struct stat st;
-    if (stat("/proc/self/task", &st) < 0 || st.st_nlink < 3)
-        return 0;
-    if (st.st_nlink - 2 > 2)
-        return 0;
     int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return 0;
     char buf[1024];
-    int seen_other = 0, alive = 0, ok = 1;
+    int alive = 0, ok = 1;
     for (;;) {
         long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
         if (n < 0)
@@ -1265,14 +1255,13 @@ static int others_gone(void)
         if (n <= 0)
             break;
         for (long off = 0; off < n && !alive;) {
-            struct dirent64 *d = (struct dirent64 *)(buf + off);
-            off += d->d_reclen;
-            if (d->d_name[0] < '0' || d->d_name[0] > '9')
+            const char *name = buf + off + 19; /* struct linux_dirent64: d_name */
+            off += *(const unsigned short *)(buf + off + 16);
+            if (name[0] < '0' || name[0] > '9')
                 continue;
-            pid_t tid = (pid_t)atoi(d->d_name);
+            pid_t tid = (pid_t)atoi(name);
             if ((uint32_t)tid == fl.self_tid)
                 continue;
-            seen_other = 1;
             char c = task_state(tid);
             if (c != 'Z' && c != 'X' && c != 'x')
                 alive = 1; /* running, sleeping, stopped, traced, or unknown */
@@ -1281,7 +1270,36 @@ static int others_gone(void)
             break;
     }
     close(fd);
-    return ok && !alive && seen_other;
+    return ok && !alive;
+}
+
+/* 1 when every thread of the process but the flusher has exited: then
+ * nothing keeps the process alive but us, and without the agent it would
+ * have ended. One stat(2) per call while three threads or more exist (the
+ * directory's link count is 2 + threads; only the group leader lingers as a
+ * zombie, so with three at least one more is alive); with two, the leader's
+ * state is read every LAST_CHECK_NS (one that exited stays listed as 'Z'
+ * until the process ends), and only when it has exited is every thread
+ * looked at. 0 when /proc cannot tell. */
+static int others_gone(void)
+{
+    struct stat st;
+    if (stat("/proc/self/task", &st) < 0 || st.st_nlink < 3)
+        return 0;
+    if (st.st_nlink - 2 > 2)
+        return 0;
+    /* A state read costs tens of us: every LAST_CHECK_NS, not every round. */
+    static uint64_t last_check;
+    uint64_t now = clock_now_ns();
+    if (now - last_check < LAST_CHECK_NS)
+        return 0;
+    last_check = now;
+    /* The group leader (never the flusher: pthread_create made it) is
+     * listed while any thread lives: alive, nobody else needs looking at. */
+    char c = task_state(getpid());
+    if (c != 'Z' && c != 'X' && c != 'x')
+        return 0;
+    return all_others_dead();
 }
 
 /* All the program's threads are gone: the process ends now, as it would
