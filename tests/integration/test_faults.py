@@ -70,9 +70,9 @@ class RestartTest(unittest.TestCase):
                     p.wait()
 
     def test_sigstop_collector_drops_accounted(self):
-        """collectord stopped for 5 s under a busy client: the client stalls
-        at most the documented 1 s per full ring, then drops or discards,
-        and every event is accounted for: applied + dropped + lost."""
+        """collectord stopped for 5 s under a busy client: a full ring waits
+        50 ms at most while the flusher's send is stalled, then drops or
+        discards, and every event is accounted for: applied + dropped + lost."""
         col = Collector(expire=0.3)
         try:
             p = col.start([prog("faults"), "churn"], STACKWATCH_RING=1024)
