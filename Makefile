@@ -58,7 +58,7 @@ AGENT_SRC = $(wildcard agent/*.c)
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_SRC))
 CLI_ONLY_SRC = collector/cli.c collector/cli_render.c collector/cli_report.c collector/cli_pprof.c \
 	collector/cli_html.c collector/cli_py.c collector/cli_diff.c collector/json.c collector/cli_attach.c \
-	collector/inject.c collector/elfsym.c
+	collector/inject.c collector/elfsym.c collector/cli_run.c
 COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
 COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
 CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c \
@@ -391,7 +391,8 @@ endif
 MANPAGES = collectord.8 stackctl.1 stackwatch.7
 INSTALLED = $(BINDIR)/collectord $(BINDIR)/stackctl $(LIBDIR)/libstackagent.so \
 	$(MANDIR)/man8/collectord.8 $(MANDIR)/man1/stackctl.1 $(MANDIR)/man7/stackwatch.7 \
-	$(PYDIR)/stackwatch.py $(UNITDIR)/collectord.service $(COMPDIR)/stackctl
+	$(PYDIR)/stackwatch.py $(PYDIR)/stackwatch_pytest.py $(UNITDIR)/collectord.service \
+	$(COMPDIR)/stackctl
 SUBST = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
 	-e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@UNITDIR@|$(UNITDIR)|g'
 
@@ -407,6 +408,7 @@ install: all
 		chmod 0644 $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp && \
 		mv $(DESTDIR)$(MANDIR)/man$$s/$$m.tmp $(DESTDIR)$(MANDIR)/man$$s/$$m; done
 	install -m 0644 python/stackwatch.py $(DESTDIR)$(PYDIR)/stackwatch.py
+	install -m 0644 python/stackwatch_pytest.py $(DESTDIR)$(PYDIR)/stackwatch_pytest.py
 	$(SUBST) scripts/collectord.service.in > $(DESTDIR)$(UNITDIR)/collectord.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/collectord.service
 	install -m 0644 scripts/stackctl.bash $(DESTDIR)$(COMPDIR)/stackctl

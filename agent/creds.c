@@ -88,6 +88,9 @@ static void mirror_now(void)
     }
 }
 
+/* A flusher that exists but has not run yet (CREDS_FLUSHER_STARTING; a
+ * loaded machine can delay a new thread past the program's first calls)
+ * needs the call as much as a running one: it has not made it either. */
 static int mirror_wanted(void)
 {
     int f = atomic_load(&flusher_tid);

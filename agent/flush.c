@@ -433,6 +433,8 @@ static void count_busy(ring_t *r, void *arg)
 static void handle_scan(const Stackwatch__Command *c)
 {
     static uint64_t pairs[2 * (REGION_MAX + 4)];
+    enum { DEAD_STACKS = 256 };
+    static uint64_t dead[3 * DEAD_STACKS];
     Stackwatch__ScanReply sr = STACKWATCH__SCAN_REPLY__INIT;
     sr.token = c->token;
     switch (c->kind) {
@@ -451,6 +453,7 @@ static void handle_scan(const Stackwatch__Command *c)
     case STACKWATCH__COMMAND__KIND__SCAN_SYNC: {
         sr.phase = 2;
         drain_all(0);
+        tstate_reap(); /* threads gone by now: their stacks are known dead */
         sr.watermark = fl.wm;
         tstate_each_ring(count_busy, &sr.busy_threads);
         size_t n = region_collect(pairs, REGION_MAX);
@@ -462,6 +465,9 @@ static void handle_scan(const Stackwatch__Command *c)
         }
         sr.n_regions = 2 * n;
         sr.regions = pairs;
+        size_t nd = tstate_dead_stacks(dead, DEAD_STACKS);
+        sr.n_dead_stacks = 3 * nd;
+        sr.dead_stacks = dead;
         send_scan_reply(&sr);
         break;
     }
@@ -1427,11 +1433,16 @@ int flush_start(void)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256u << 10);
+    /* From here on the program's capset/PR_SET_KEEPCAPS are mirrored to the
+     * new thread even before it runs and says its tid. */
+    creds_set_flusher(CREDS_FLUSHER_STARTING);
     int rc = pthread_create(&fl.thr, &attr, flush_main, NULL);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0)
+    if (rc != 0) {
+        creds_set_flusher(0);
         return -rc;
+    }
     fl.running = 1;
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -109,6 +110,74 @@ static void unlink_ring(ring_t *victim)
     }
 }
 
+/* Stacks of threads that are gone, as glibc may keep them for reuse (the
+ * flusher's alone: written in tstate_reap, read in tstate_dead_stacks). */
+#define DEAD_MAX 256u
+static uint64_t dead_lo[DEAD_MAX], dead_fhi[DEAD_MAX], dead_hi[DEAD_MAX];
+static uint32_t dead_n;
+
+static void dead_add(const ring_t *r)
+{
+    uint64_t lo, fhi, hi;
+    if (!unwind_state_frames(r->uwt, &lo, &fhi, &hi))
+        return;
+    /* Rings are reaped in no particular order, so an entry never replaces
+     * one that merely overlaps it: collectord keeps only those that match
+     * a mapping as it is at the scan. The same stack again replaces itself. */
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < dead_n; i++) {
+        if (dead_lo[i] == lo && dead_hi[i] == hi)
+            continue;
+        dead_lo[k] = dead_lo[i];
+        dead_fhi[k] = dead_fhi[i];
+        dead_hi[k] = dead_hi[i];
+        k++;
+    }
+    dead_n = k;
+    if (dead_n == DEAD_MAX) {
+        /* Full: the oldest goes. */
+        memmove(dead_lo, dead_lo + 1, (DEAD_MAX - 1) * sizeof *dead_lo);
+        memmove(dead_fhi, dead_fhi + 1, (DEAD_MAX - 1) * sizeof *dead_fhi);
+        memmove(dead_hi, dead_hi + 1, (DEAD_MAX - 1) * sizeof *dead_hi);
+        dead_n--;
+    }
+    dead_lo[dead_n] = lo;
+    dead_fhi[dead_n] = fhi;
+    dead_hi[dead_n] = hi;
+    dead_n++;
+}
+
+typedef struct live_check_s {
+    uint64_t lo, hi;
+    int hit;
+} live_check_t;
+
+static void overlaps_live(ring_t *r, void *arg)
+{
+    live_check_t *c = arg;
+    uint64_t lo, fhi, hi;
+    if (atomic_load_explicit(&r->state, memory_order_acquire) != RING_ORPHAN &&
+        unwind_state_frames(r->uwt, &lo, &fhi, &hi) && lo < c->hi && c->lo < hi)
+        c->hit = 1;
+}
+
+size_t tstate_dead_stacks(uint64_t *triples, size_t max)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < dead_n && n < max; i++) {
+        /* A live thread of ours runs on it again: not dead any more. */
+        live_check_t c = { dead_lo[i], dead_hi[i], 0 };
+        tstate_each_ring(overlaps_live, &c);
+        if (c.hit)
+            continue;
+        triples[3 * n] = dead_lo[i];
+        triples[3 * n + 1] = dead_fhi[i];
+        triples[3 * n + 2] = dead_hi[i];
+        n++;
+    }
+    return n;
+}
+
 int tstate_reap(void)
 {
     int n = 0;
@@ -129,6 +198,7 @@ int tstate_reap(void)
             atomic_fetch_add(&reaped_sc_hits, atomic_load(&r->sc_hits));
             atomic_fetch_add(&reaped_offline, atomic_load(&r->offline));
             atomic_fetch_sub(&ring_bytes, r->map_bytes);
+            dead_add(r);
             ring_destroy(r);
             n++;
         }

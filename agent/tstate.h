@@ -33,6 +33,14 @@ void tstate_each_ring(void (*fn)(ring_t *r, void *arg), void *arg);
  * no longer knows; adds their drop counters to the totals. Returns the count. */
 int tstate_reap(void);
 
+/* Stacks of threads that are gone (glibc may keep them for reuse, stale
+ * words and all): up to max (lo, frames_hi, hi) triples into triples
+ * (3 * max words): the stack [lo, hi), its frames below frames_hi; none a
+ * live traced thread runs on. Entries may overlap (rings are reaped in no
+ * particular order): the reader keeps those that match the memory map.
+ * Returns the triples. Flusher only. */
+size_t tstate_dead_stacks(uint64_t *triples, size_t max);
+
 /* Sum of drops and waits over live and reaped rings; bytes mapped by rings;
  * threads ever registered. */
 uint64_t tstate_dropped(void);

@@ -59,6 +59,7 @@ typedef struct tail_s {
 typedef struct utls_s {
     uint64_t stack_hi;         /* top of this thread's stack, 0 unknown */
     uint64_t stack_lo;         /* its lowest address */
+    uint64_t frames_hi;        /* highest return-address slot seen: its frames lie below */
     int bounds_tried;
     uint32_t next;             /* round-robin tail slot */
     tail_t tails[TAILS];
@@ -125,6 +126,14 @@ int unwind_init(int want, const char *globs)
     fp_globs = globs;
     uint64_t probe = (uint64_t)(uintptr_t)&unwind_init;
     dl_iterate_phdr(find_self, &probe);
+    /* libunwind makes its per-thread cache's pthread key at its first
+     * backtrace: now, while keys are few. Made later (a program that
+     * created 32 keys first), each thread's first backtrace would calloc
+     * glibc's second-level pthread_setspecific array inside the agent,
+     * untracked, and a program's own value stored there (key >= 32) would
+     * sit where no scan looks: its block called lost (issue 19.4a). */
+    void *warm[2];
+    unw_backtrace(warm, 2);
     return self_hi ? 0 : -ENOENT;
 }
 
@@ -436,5 +445,19 @@ int unwind_find_slots(const uint64_t *pcs, int n, uint64_t slot0, uint32_t *off)
         off[k] = (uint32_t)(a - slot0);
         a += 8;
     }
+    if (a - 8 > utp->frames_hi)
+        utp->frames_hi = a - 8;
+    return 1;
+}
+
+int unwind_state_frames(const void *uwt, uint64_t *lo, uint64_t *frames_hi, uint64_t *hi)
+{
+    const utls_t *u = uwt;
+    if (!u || !u->stack_hi || !u->frames_hi || u->frames_hi < u->stack_lo ||
+        u->frames_hi >= u->stack_hi)
+        return 0;
+    *lo = u->stack_lo;
+    *frames_hi = u->frames_hi + 8;
+    *hi = u->stack_hi;
     return 1;
 }

@@ -67,6 +67,13 @@ int unwind_on_stack(uint64_t addr);
  * UNWIND_SCAN_MAX words). */
 int unwind_find_slots(const uint64_t *pcs, int n, uint64_t slot0, uint32_t *off);
 
+/* A thread's stack as its unwinder state (uwt, see unwind_thread_set) saw
+ * it: [lo, hi) the whole stack, [lo, frames_hi) where its frames were (up to
+ * the outermost return address a capture found; the thread's TCB and static
+ * TLS lie above). Returns 1, or 0 when not known. Any thread may call it on
+ * the state of a thread that is gone. */
+int unwind_state_frames(const void *uwt, uint64_t *lo, uint64_t *frames_hi, uint64_t *hi);
+
 /* 1 when every slot0 + off[k] (k >= 1) still holds pcs[k]: the frames
  * outward of a frame at the same place are the same activations as when
  * captured. The slots lie between the caller's frame (slot0, checked with

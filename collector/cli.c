@@ -12,6 +12,7 @@
 #include "cli_html.h"
 #include "cli_render.h"
 #include "cli_report.h"
+#include "cli_run.h"
 #include "rundir.h"
 #include "signame.h"
 #include "version.h"
@@ -37,6 +38,9 @@ static void usage(FILE *f)
             "                                         [--signal SIG] [--count N] [--json]\n"
             "       stackctl [--dir DIR] trigger list [--json]\n"
             "       stackctl [--dir DIR] trigger rm ID\n"
+            "       stackctl [--dir DIR] run [--expire S] [--sample R] [--top N]\n"
+            "                 [--json | --html FILE] [-o FILE] [--agent PATH]\n"
+            "                 [--fail-on leak|growing|unreachable] -- PROGRAM ARGS...\n"
             "       stackctl --version\n"
             "       stackctl [--dir DIR] attach PID [--agent PATH] [--timeout MS]\n"
             "       stackctl [--dir DIR] detach PID [--timeout MS]\n"
@@ -71,7 +75,10 @@ static void usage(FILE *f)
             "  detach PID      stop tracing it; the process runs on\n"
             "  scan PID        reachability: stop the process for a moment, copy its memory,\n"
             "                  find which live blocks no pointer chain reaches (lost)\n"
-            "  --reachability  scan every process of the report first (query leaks)\n");
+            "  --reachability  scan every process of the report first (query leaks)\n"
+            "  run             PROGRAM under the agent (the running collectord, else a\n"
+            "                  private one), its leak report on stderr when it ends;\n"
+            "                  'stackctl run --help' for its options and exit statuses\n");
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
@@ -123,6 +130,8 @@ static int call(const rundir_t *rd, Stackwatch__Request *req, Stackwatch__Reply 
         stackwatch__reply__free_unpacked(*rep, NULL);
         return 1;
     }
+    if ((*rep)->message && *(*rep)->message) /* a note with an answer: a cut reply */
+        fprintf(stderr, "stackctl: note: %s\n", (*rep)->message);
     return 0;
 }
 
@@ -367,6 +376,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *group = argv[optind];
+    if (!strcmp(group, "run")) /* its own options, then the program's (cli_run.c) */
+        return cli_run(dir, argc - optind, argv + optind);
     int one_word = !strcmp(group, "mark") || !strcmp(group, "report") ||
                    !strcmp(group, "snapshot") || !strcmp(group, "diff") ||
                    !strcmp(group, "attach") || !strcmp(group, "detach") ||

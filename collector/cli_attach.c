@@ -256,7 +256,7 @@ static size_t settings(const rundir_t *rd, char *buf, size_t cap)
 
 /* The agent library to load: --agent, $STACKWATCH_AGENT, next to stackctl,
  * or ../lib next to it (an installed layout). */
-static int agent_file(const char *opt, char *out, size_t len, char *err, size_t errlen)
+int cli_agent_file(const char *opt, char *out, size_t len, char *err, size_t errlen)
 {
     char self[PATH_MAX], cand[PATH_MAX + 64];
     const char *env = getenv("STACKWATCH_AGENT");
@@ -394,7 +394,7 @@ int cli_attach(const rundir_t *rd, pid_t pid, const cli_attach_opts_t *o)
     if (preflight(rd, pid))
         return 1;
     char err[1024] = "", agent[PATH_MAX], msg[MSG_LEN] = "";
-    if (agent_file(o->agent, agent, sizeof agent, err, sizeof err) < 0) {
+    if (cli_agent_file(o->agent, agent, sizeof agent, err, sizeof err) < 0) {
         fprintf(stderr, "stackctl: %s\n", err);
         return 1;
     }

@@ -1142,6 +1142,17 @@ static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns)
         /* Reachability, from the process's last scan. */
         fact(f, "unreachable (lost)", s->unreachable);
         fact(f, "reachable", s->reachable);
+        if (cnt(s->unreachable)->count) {
+            fact(f, "lost directly", s->unreachable_direct);
+            fact(f, "lost indirectly", s->unreachable_indirect);
+        }
+        for (size_t k = 0; k < s->n_owners; k++) {
+            /* The owner is a stack of the same process (the row's id). */
+            fprintf(f, "<span>owned by <a href=\"#s%016" PRIx64 "-%u\">CallStack[%016" PRIx64
+                       "]</a></span>",
+                    s->owners[k]->stack, s->pid, s->owners[k]->stack);
+            fact(f, "", s->owners[k]->blocks);
+        }
     }
     fact(f, "expired", s->expired);
     fact(f, "free_expired", s->free_expired);

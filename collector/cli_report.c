@@ -154,6 +154,61 @@ static void text_python(FILE *f, const Stackwatch__StackReport *s)
     }
 }
 
+/* The stack with this id in the report, or NULL. */
+static const Stackwatch__StackReport *stack_in(const Stackwatch__LeakReport *r, uint64_t id)
+{
+    for (size_t i = 0; i < r->n_stacks; i++)
+        if (r->stacks[i]->id == id)
+            return r->stacks[i];
+    return NULL;
+}
+
+/* Where a stack allocates, in a few words: its first named frame, and the
+ * Python line blamed for it where one was captured. */
+static void text_alloc_site(FILE *f, const Stackwatch__StackReport *s)
+{
+    for (size_t k = s->skipped; k < s->n_frames; k++) {
+        const Stackwatch__Frame *fr = s->frames[k];
+        if (empty(fr->function))
+            continue;
+        fprintf(f, " at %s", fr->function);
+        if (!empty(fr->file))
+            fprintf(f, " (%s:%u)", fr->file, fr->line);
+        break;
+    }
+    for (size_t k = 0; k < s->n_python; k++) {
+        const Stackwatch__PyTraceback *t = s->python[k];
+        if (!t->blamed || !t->n_frames)
+            continue;
+        fprintf(f, " ← %s:%u %s", t->frames[0]->file, t->frames[0]->line, t->frames[0]->function);
+        break;
+    }
+}
+
+/* A stack's lost blocks split as valgrind and LSan do: direct, and
+ * indirect with the stacks whose direct blocks own them. */
+static void text_owners(FILE *f, const Stackwatch__LeakReport *r, const Stackwatch__StackReport *s)
+{
+    const Stackwatch__Count *d = cnt(s->unreachable_direct), *in = cnt(s->unreachable_indirect);
+    if (!cnt(s->unreachable)->count)
+        return;
+    fprintf(f, "    lost directly=%s%" PRIu64 " (%" PRIu64 " bytes) indirectly=%s%" PRIu64 " (%" PRIu64
+               " bytes)\n",
+            s->estimate ? "~" : "", d->count, d->bytes, s->estimate ? "~" : "", in->count,
+            in->bytes);
+    for (size_t k = 0; k < s->n_owners; k++) {
+        const Stackwatch__StackOwner *o = s->owners[k];
+        fprintf(f, "      %" PRIu64 " (%" PRIu64 " bytes) owned by CallStack[%016" PRIx64 "]",
+                cnt(o->blocks)->count, cnt(o->blocks)->bytes, o->stack);
+        const Stackwatch__StackReport *os = o->stack == s->id ? s : stack_in(r, o->stack);
+        if (o->stack == s->id)
+            fputs(" (this stack)", f);
+        else if (os)
+            text_alloc_site(f, os);
+        fputc('\n', f);
+    }
+}
+
 void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
 {
     fprintf(f, "stackwatch: %zu process(es), expire %.3fs, sampling %s%s%s\n", r->n_clients,
@@ -196,12 +251,14 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
                         k + 1 < s->n_pids ? "," : "");
             fputc('\n', f);
         }
-        if (s->scanned)
+        if (s->scanned) {
             fprintf(f, "    unreachable=%s%" PRIu64 " (%" PRIu64 " bytes) reachable=%s%" PRIu64
                        " (%" PRIu64 " bytes)  as of the reachability scan\n",
                     s->estimate ? "~" : "", cnt(s->unreachable)->count,
                     cnt(s->unreachable)->bytes, s->estimate ? "~" : "",
                     cnt(s->reachable)->count, cnt(s->reachable)->bytes);
+            text_owners(f, r, s);
+        }
         fprintf(f, "    expired=%" PRIu64 " (%" PRIu64 " bytes), free_expired=%" PRIu64
                    " (%" PRIu64 " bytes)\n",
                 ex->count, ex->bytes, fe->count, fe->bytes);
@@ -259,6 +316,7 @@ static void cli_scan_json_obj(json_t *j, const char *key, const Stackwatch__Scan
     json_count(j, "blocks", r->blocks);
     json_count(j, "reachable", r->reachable);
     json_count(j, "unreachable", r->unreachable);
+    json_count(j, "indirect", r->indirect);
     json_u64(j, "root_bytes", r->root_bytes);
     json_u64(j, "read_bytes", r->read_bytes);
     json_bool(j, "heap_roots", r->heap_roots);
@@ -281,7 +339,9 @@ void cli_scan_text(FILE *f, const Stackwatch__ScanResult *r)
     fprintf(f, "pid %u: scanned %" PRIu64 " live blocks (%" PRIu64 " bytes) in %.1f ms; the "
                "process was paused %.1f ms (%u threads)\n",
             r->pid, b->count, b->bytes, r->duration_us / 1000.0, r->pause_us / 1000.0, r->threads);
-    fprintf(f, "    unreachable (lost): %" PRIu64 " blocks (%" PRIu64 " bytes)\n", u->count, u->bytes);
+    fprintf(f, "    unreachable (lost): %" PRIu64 " blocks (%" PRIu64 " bytes), %" PRIu64
+               " of them (%" PRIu64 " bytes) only through other lost blocks\n",
+            u->count, u->bytes, cnt(r->indirect)->count, cnt(r->indirect)->bytes);
     fprintf(f, "    reachable:          %" PRIu64 " blocks (%" PRIu64 " bytes)\n", re->count,
             re->bytes);
     fprintf(f, "    %.1f MiB copied, %.1f MiB of roots scanned, collectord CPU %.1f ms\n",
@@ -425,9 +485,24 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
         if (s->scanned) {
             json_count(&j, "unreachable", s->unreachable);
             json_count(&j, "reachable", s->reachable);
+            json_count(&j, "unreachable_direct", s->unreachable_direct);
+            json_count(&j, "unreachable_indirect", s->unreachable_indirect);
+            json_arr_begin(&j, "owners");
+            for (size_t k = 0; k < s->n_owners; k++) {
+                char oid[17];
+                snprintf(oid, sizeof oid, "%016" PRIx64, s->owners[k]->stack);
+                json_obj_begin(&j, NULL);
+                json_str(&j, "stack", oid);
+                json_count(&j, "blocks", s->owners[k]->blocks);
+                json_obj_end(&j);
+            }
+            json_arr_end(&j);
         } else {
             json_null(&j, "unreachable");
             json_null(&j, "reachable");
+            json_null(&j, "unreachable_direct");
+            json_null(&j, "unreachable_indirect");
+            json_null(&j, "owners");
         }
         json_str(&j, "state", empty(s->state) ? NULL : s->state);
         json_obj_begin(&j, "freed_live_time_ms");

@@ -48,9 +48,136 @@ client_t *client_find(clients_t *cs, uint32_t pid, uint64_t instance)
     return NULL;
 }
 
-static char *dup_str(const char *s)
+/* s cut to at most max bytes, at a UTF-8 character boundary. */
+static char *dup_cap(const char *s, size_t max)
 {
-    return strdup(s ? s : "");
+    if (!s)
+        s = "";
+    size_t n = strnlen(s, max + 1);
+    if (n > max) {
+        n = max;
+        while (n && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    return strndup(s, n);
+}
+
+/* String bytes count against the process's budget (CPROC_STR_MAX). */
+static int str_fits(const client_t *c, uint64_t add, uint64_t drop)
+{
+    if (!c->proc)
+        return 1;
+    return c->proc->str - drop + add <= CPROC_STR_MAX;
+}
+
+static void str_charge(client_t *c, uint64_t add, uint64_t drop)
+{
+    c->str_bytes = c->str_bytes - drop + add;
+    if (c->proc)
+        c->proc->str = c->proc->str - drop + add;
+}
+
+static uint64_t ident_bytes(const client_t *c)
+{
+    uint64_t n = 0;
+    if (c->exe)
+        n += strlen(c->exe) + 1;
+    if (c->sample)
+        n += strlen(c->sample) + 1;
+    for (uint32_t i = 0; i < c->argc; i++)
+        n += strlen(c->argv[i]) + 1;
+    return n;
+}
+
+cproc_t *cproc_get(clients_t *cs, uint32_t pid, uint64_t start)
+{
+    for (cproc_t *p = cs->procs; p; p = p->next)
+        if (p->pid == pid && p->start == start)
+            return p;
+    cproc_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->pid = pid;
+    p->start = start;
+    p->owner = cs;
+    p->next = cs->procs;
+    cs->procs = p;
+    return p;
+}
+
+void cproc_ref(cproc_t *p)
+{
+    p->refs++;
+}
+
+void cproc_unref(cproc_t *p)
+{
+    if (!p || --p->refs)
+        return;
+    for (cproc_t **pp = &p->owner->procs; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    free(p);
+}
+
+void client_set_proc(client_t *c, cproc_t *p)
+{
+    if (c->proc || !p)
+        return;
+    cproc_ref(p);
+    p->clients++;
+    c->proc = p;
+    p->live += c->live_acct;
+    p->pcs += c->total_pcs;
+    p->str += c->str_bytes;
+    p->stacks += c->nstacks;
+    p->reo += c->reo_acct;
+}
+
+/* The late-event records as the process's limit sees them. */
+static void reo_sync(client_t *c)
+{
+    uint64_t now = c->atab_ok ? c->reo.used : 0;
+    if (c->proc)
+        c->proc->reo = c->proc->reo - c->reo_acct + now;
+    c->reo_acct = now;
+}
+
+/* reo_get within the process's share of records. */
+static reo_rec_t *reo_get_c(client_t *c, uint64_t addr)
+{
+    reo_sync(c);
+    if (c->proc && c->proc->reo >= CLIENT_REO_MAX) {
+        reo_rec_t *r = reo_find(&c->reo, addr);
+        if (r)
+            return r;
+        return NULL;
+    }
+    reo_rec_t *r = reo_get(&c->reo, addr);
+    reo_sync(c);
+    return r;
+}
+
+/* The table's live blocks as the process's limit sees them. */
+static void live_sync(client_t *c)
+{
+    uint64_t now = c->atab_ok ? c->atab.live : 0;
+    if (c->proc)
+        c->proc->live = c->proc->live - c->live_acct + now;
+    c->live_acct = now;
+}
+
+void client_set_status(client_t *c, const char *status)
+{
+    char *ps = dup_cap(status, CLIENT_STR_MAX);
+    if (!ps)
+        return;
+    uint64_t old = c->python_status ? strlen(c->python_status) + 1 : 0;
+    free(c->python_status);
+    c->python_status = ps;
+    str_charge(c, strlen(ps) + 1, old);
 }
 
 int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const char *exe,
@@ -63,6 +190,7 @@ int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const 
     c->parent_instance = parent_instance;
     c->start_realtime_ns = start_realtime_ns;
     c->depth = depth;
+    uint64_t old = ident_bytes(c);
     free(c->exe);
     free(c->sample);
     for (uint32_t i = 0; i < c->argc; i++)
@@ -70,8 +198,9 @@ int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const 
     free(c->argv);
     c->argv = NULL;
     c->argc = 0;
-    c->exe = dup_str(exe);
-    c->sample = dup_str(sample);
+    str_charge(c, 0, old);
+    c->exe = dup_cap(exe, CLIENT_STR_MAX);
+    c->sample = dup_cap(sample, CLIENT_SAMPLE_MAX);
     if (!c->exe || !c->sample)
         return -ENOMEM;
     if (argc > 256)
@@ -80,13 +209,19 @@ int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const 
         c->argv = calloc(argc, sizeof *c->argv);
         if (!c->argv)
             return -ENOMEM;
-        for (size_t i = 0; i < argc; i++) {
-            c->argv[i] = dup_str(argv[i]);
+        /* The command line is cut at CLIENT_ARGV_MAX bytes in all. */
+        size_t left = CLIENT_ARGV_MAX;
+        for (size_t i = 0; i < argc && left; i++) {
+            c->argv[i] = dup_cap(argv[i], left - 1);
             if (!c->argv[i])
                 return -ENOMEM;
+            left -= strlen(c->argv[i]) + 1;
             c->argc++;
         }
     }
+    /* Identity strings are bounded above and always kept (charged even past
+     * the process's budget, which then refuses modules and notes). */
+    str_charge(c, ident_bytes(c), 0);
     return 0;
 }
 
@@ -108,7 +243,13 @@ int client_put_module(client_t *c, uint32_t id, const char *path, uint64_t bias,
         c->mods_cap = ncap;
     }
     cmod_t *m = &c->mods[id];
-    char *np = dup_str(path);
+    char *np = dup_cap(path, CLIENT_STR_MAX);
+    uint64_t add = np ? strlen(np) + 1 : 0, drop = m->path ? strlen(m->path) + 1 : 0;
+    if (np && !str_fits(c, add, drop)) {
+        free(np);
+        c->str_refused++;
+        return -E2BIG;
+    }
     uint64_t *nr = nranges ? malloc(nranges * sizeof *nr) : NULL;
     if (!np || (nranges && !nr)) {
         free(np);
@@ -117,6 +258,7 @@ int client_put_module(client_t *c, uint32_t id, const char *path, uint64_t bias,
     }
     free(m->path);
     free(m->ranges);
+    str_charge(c, add, drop);
     m->path = np;
     m->ranges = nr;
     if (nranges)
@@ -145,6 +287,16 @@ const cmod_t *client_module_at(const client_t *c, uint64_t pc, uint32_t gen)
 }
 
 /* The stack record for an agent index, created on first use. */
+/* Why stack_slot gave NULL. */
+static int slot_err(const client_t *c, uint32_t index)
+{
+    if (index >= CLIENT_MAX_STACKS)
+        return -EINVAL;
+    if (c->proc && c->proc->stacks >= CLIENT_MAX_STACKS)
+        return -E2BIG;
+    return -ENOMEM;
+}
+
 static cstack_t *stack_slot(client_t *c, uint32_t index)
 {
     if (index >= CLIENT_MAX_STACKS)
@@ -152,6 +304,8 @@ static cstack_t *stack_slot(client_t *c, uint32_t index)
     cstack_t *have = cstack_at(c, index);
     if (have)
         return have;
+    if (c->proc && c->proc->stacks >= CLIENT_MAX_STACKS)
+        return NULL; /* the process's instance tokens share the cap */
     uint32_t pi = index >> CLIENT_SPAGE_BITS;
     if (index >= c->stacks_cap) {
         uint32_t npages = c->stacks_cap ? c->stacks_cap >> CLIENT_SPAGE_BITS : 4;
@@ -182,6 +336,8 @@ static cstack_t *stack_slot(client_t *c, uint32_t index)
     s->lt_min = UINT64_MAX;
     s->pos = c->nstacks;
     c->slist[c->nstacks++] = s;
+    if (c->proc)
+        c->proc->stacks++;
     c->spage[pi][index & (CLIENT_SPAGE - 1)] = s;
     return s;
 }
@@ -195,12 +351,13 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
     }
     cstack_t *s = stack_slot(c, index);
     if (!s) {
-        *err = -ENOMEM;
+        *err = slot_err(c, index);
         return NULL;
     }
     if (s->defined && s->id == id)
         return s; /* resent after a reconnect */
-    if (c->total_pcs - s->npcs + npcs > CLIENT_MAX_TOTAL_PCS) {
+    uint64_t held = c->proc ? c->proc->pcs : c->total_pcs;
+    if (held - s->npcs + npcs > CLIENT_MAX_TOTAL_PCS) {
         *err = -E2BIG;
         return NULL;
     }
@@ -212,6 +369,8 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
     if (npcs)
         memcpy(np, pcs, npcs * sizeof *np);
     c->total_pcs = c->total_pcs - s->npcs + npcs;
+    if (c->proc)
+        c->proc->pcs = c->proc->pcs - s->npcs + npcs;
     free(s->pcs);
     sym_release(s->sym);
     s->sym = NULL;
@@ -392,7 +551,7 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
 {
     cstack_t *s = stack_slot(c, stack);
     if (!s)
-        return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ENOMEM;
+        return slot_err(c, stack);
     if (UNLIKELY_FROZEN(c)) {
         c->after_end++; /* the process is ending: its teardown is not its behaviour */
         return 0;
@@ -413,8 +572,9 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
     }
     if (!c->atab_ok)
         return 0; /* ended cleanly: the table is gone, totals only */
-    if (c->atab.live >= c->max_live) {
-        c->table_full++; /* counted, not tracked: the per-client cap */
+    live_sync(c);
+    if ((c->proc ? c->proc->live : c->atab.live) >= c->max_live) {
+        c->table_full++; /* counted, not tracked: the per-process cap */
         return 0;
     }
     c->live_n += wn;
@@ -438,7 +598,7 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
             uint64_t lo = e->ts;
             free_entry(c, e, ts);
             c->implied_frees++;
-            reo_rec_t *t = reo_get(&c->reo, addr);
+            reo_rec_t *t = reo_get_c(c, addr);
             if (t) {
                 t->tomb_lo = lo;
                 t->tomb_hi = ts;
@@ -450,7 +610,7 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
             uint64_t hi = e->ts;
             count_free(c, s, size, ts, hi, fl);
             c->implied_frees++;
-            reo_rec_t *t = reo_get(&c->reo, addr);
+            reo_rec_t *t = reo_get_c(c, addr);
             if (t) {
                 t->tomb_lo = ts;
                 t->tomb_hi = hi;
@@ -465,6 +625,7 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
         c->live_n -= wn;
         c->live_b -= wb;
     }
+    live_sync(c);
     return 0;
 }
 
@@ -491,7 +652,7 @@ int client_fold(client_t *c, uint32_t stack, uint64_t count, uint64_t bytes, uin
         return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ERANGE;
     cstack_t *s = stack_slot(c, stack);
     if (!s)
-        return stack >= CLIENT_MAX_STACKS ? -EINVAL : -ENOMEM;
+        return slot_err(c, stack);
     if (UNLIKELY_FROZEN(c)) {
         c->after_end += 2 * count;
         return 0;
@@ -551,7 +712,7 @@ int client_free(client_t *c, uint64_t addr, uint64_t ts)
             reo_remove(&c->reo, r);
         return 0;
     }
-    r = reo_get(&c->reo, addr);
+    r = reo_get_c(c, addr);
     if (!r) {
         c->unknown_frees++;
         return 0;
@@ -602,6 +763,14 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
         }
     if (c->npytbs >= CLIENT_MAX_PYTB)
         return NULL;
+    uint64_t bytes = nframes * sizeof *frames + (text ? strnlen(text, CLIENT_PYTB_TEXT_MAX) + 1 : 0);
+    for (uint32_t i = 0; i < nframes; i++)
+        bytes += (frames[i].file ? strlen(frames[i].file) : 0) +
+                 (frames[i].function ? strlen(frames[i].function) : 0);
+    if (!str_fits(c, bytes, 0)) {
+        c->str_refused++;
+        return NULL;
+    }
     if (c->npytbs == c->pytbs_cap) {
         uint32_t ncap = c->pytbs_cap ? c->pytbs_cap * 2 : 16;
         pytb_t *nt = realloc(c->pytbs, ncap * sizeof *nt);
@@ -622,6 +791,7 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
         free(tb->frames);
         return NULL;
     }
+    str_charge(c, bytes, 0);
     tb->stack = stack;
     tb->hash = h;
     tb->nframes = nframes;
@@ -649,8 +819,11 @@ cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
     if (have) {
         /* One firing per allocation: a second note can only be a handler's
          * text for a block whose frames we captured. Keep both. */
-        if (!nframes && text && !have->text)
-            have->text = strndup(text, CLIENT_PYTB_TEXT_MAX);
+        if (!nframes && text && !have->text) {
+            size_t tl = strnlen(text, CLIENT_PYTB_TEXT_MAX) + 1;
+            if (str_fits(c, tl, 0) && (have->text = strndup(text, CLIENT_PYTB_TEXT_MAX)))
+                str_charge(c, tl, 0);
+        }
         return s;
     }
     if (!nframes && !text)
@@ -712,6 +885,8 @@ void client_gap(client_t *c, uint64_t lost_events)
 
 void client_age(client_t *c, uint64_t now)
 {
+    live_sync(c); /* frees since its last allocation lower the process's count */
+    reo_sync(c);
     if (c->frozen || !c->atab_ok)
         return;
     atab_age(&c->atab, now);
@@ -721,6 +896,50 @@ void client_age(client_t *c, uint64_t now)
     if (idle > horizon)
         horizon = idle;
     c->unknown_frees += reo_expire(&c->reo, horizon);
+}
+
+/* The last scan's verdict on a block live at the end: it outlives the table. */
+static void end_scanned(const client_t *c, cstack_t *s, const atab_ent_t *e, uint64_t wn,
+                        uint64_t wb)
+{
+    if (!(e->flags & ATAB_F_SCANNED))
+        return;
+    if (e->flags & ATAB_F_UNREACH) {
+        s->end_un_n += wn;
+        s->end_un_b += wb;
+        if (e->flags & ATAB_F_INDIRECT) {
+            s->end_ind_n += wn;
+            s->end_ind_b += wb;
+        }
+    } else {
+        s->end_re_n += wn;
+        s->end_re_b += wb;
+    }
+}
+
+static void end_scanned_ent(void *ctx, atab_ent_t *e)
+{
+    client_t *c = ctx;
+    cstack_t *s = cstack_at(c, e->stack);
+    if (!s)
+        return;
+    uint64_t wn, wb;
+    client_weight(c, e->size, e->flags, &wn, &wb);
+    end_scanned(c, s, e, wn, wb);
+}
+
+void client_end_scanned(client_t *c)
+{
+    if (!c->frozen || !c->atab_ok)
+        return;
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
+        if (s) {
+            s->end_un_n = s->end_un_b = s->end_re_n = s->end_re_b = 0;
+            s->end_ind_n = s->end_ind_b = 0;
+        }
+    }
+    atab_each(&c->atab, end_scanned_ent, c);
 }
 
 static void exit_live(void *ctx, atab_ent_t *e)
@@ -735,6 +954,7 @@ static void exit_live(void *ctx, atab_ent_t *e)
     s->exit_live_b += wb;
     if (!s->oldest_live_ts || e->ts < s->oldest_live_ts)
         s->oldest_live_ts = e->ts;
+    end_scanned(c, s, e, wn, wb);
     if (c->mark_ts && e->ts >= c->mark_ts) {
         /* Since-mark figures outlive the table (a clean exit releases it). */
         s->mend_live_n += wn;
@@ -757,6 +977,8 @@ static void clear_end_figures(client_t *c)
             s->oldest_live_ts = 0;
             s->mend_may_n = s->mend_may_b = s->mend_live_n = s->mend_live_b = 0;
             s->mend_oldest = 0;
+            s->end_un_n = s->end_un_b = s->end_re_n = s->end_re_b = 0;
+            s->end_ind_n = s->end_ind_b = 0;
         }
     }
 }
@@ -792,6 +1014,8 @@ void client_freeze(client_t *c, uint64_t end_ts, int clean)
         reo_free(&c->reo);
         amap_free(&c->noted);
         c->atab_ok = 0;
+        live_sync(c);
+        reo_sync(c);
     }
 }
 
@@ -821,6 +1045,16 @@ void client_destroy(client_t *c)
         atab_free(&c->atab);
         reo_free(&c->reo);
     }
+    if (c->proc) {
+        cproc_t *p = c->proc;
+        p->live -= c->live_acct;
+        p->pcs -= c->total_pcs;
+        p->str -= c->str_bytes;
+        p->stacks -= c->nstacks;
+        p->reo -= c->reo_acct;
+        p->clients--;
+        cproc_unref(p);
+    }
     for (uint32_t i = 0; i < c->nstacks; i++) {
         cstack_t *s = c->slist[i];
         if (!s)
@@ -834,6 +1068,7 @@ void client_destroy(client_t *c)
         free(c->spage[i]);
     free(c->spage);
     free(c->slist);
+    free(c->scan_own);
     free(c->symq);
     free(c->leakq);
     free(c->hotq);

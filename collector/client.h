@@ -19,6 +19,15 @@
 #define CLIENT_MAX_TOTAL_PCS (16u << 20)   /* stack frames held per client (128 MiB) */
 #define CLIENT_MAX_PYTB 4096u              /* distinct Python tracebacks per client */
 #define CLIENT_PYTB_TEXT_MAX 8192u
+/* What one client may make collectord hold in strings (docs/RELIABILITY.md,
+ * "Per-process limits"). Longer strings are cut, not refused. */
+#define CLIENT_STR_MAX 4096u               /* exe, a module path, python status */
+#define CLIENT_SAMPLE_MAX 64u              /* STACKWATCH_SAMPLE as the agent gave it */
+#define CLIENT_ARGV_MAX (64u << 10)        /* the whole command line */
+#define CLIENT_PYSTR_MAX 512u              /* a Python frame's file or function name */
+/* Per traced process (every client record of one verified process): */
+#define CPROC_STR_MAX (4u << 20)           /* strings held: argv, exe, module paths, notes */
+#define CPROC_CONNS_MAX 16u                /* open agent (and, apart, control) connections */
 
 enum { ARM_NONE = 0, ARM_RULE = 1, ARM_PYTHON = 2, ARM_ON_LEAK = 3 };
 
@@ -27,6 +36,26 @@ enum { SYM_NONE = 0, SYM_PENDING = 1, SYM_DONE = 2 };
 
 struct symres_s;
 struct conn_s;
+
+/* One traced process as the kernel names it: its pid and start time, read
+ * from /proc while a pidfd held the process (so never a reused pid's). Its
+ * connections and client records (one per process image, i.e. instance
+ * token) share the per-process limits: --max-live, stack frames, strings. */
+typedef struct cproc_s {
+    uint32_t pid;
+    uint64_t start;          /* starttime (clock ticks since boot); 0: not known */
+    uint32_t refs;           /* connections and client records tied to it */
+    uint32_t conns[3];       /* open connections by CONN_* kind */
+    uint32_t clients;        /* client records tied to it */
+    uint64_t live;           /* tracked live blocks, as its clients last reported them */
+    uint64_t pcs;            /* stack frames held by its clients */
+    uint64_t str;            /* string bytes held by its clients */
+    uint64_t stacks;         /* stacks its clients hold (CLIENT_MAX_STACKS in all) */
+    uint64_t reo;            /* late-event records, as its clients last reported them
+                              * (CLIENT_REO_MAX in all) */
+    struct clients_s *owner; /* the list it is on */
+    struct cproc_s *next;
+} cproc_t;
 struct scan_job_s;
 
 /* A reachability scan's summary (the last one that finished). */
@@ -40,10 +69,22 @@ typedef struct scan_info_s {
     uint64_t blocks_n, blocks_b;    /* live tracked blocks scanned */
     uint64_t reach_n, reach_b;      /* reachable */
     uint64_t unreach_n, unreach_b;  /* unreachable: lost */
+    uint64_t indirect_n, indirect_b; /* of those, lost through other lost blocks only */
     uint64_t root_bytes;    /* scanned as roots */
     uint64_t read_bytes;    /* copied out of the process */
     int heap_roots;         /* heap outside tracked blocks counted as roots */
 } scan_info_t;
+
+/* Who owns a stack's indirectly lost blocks (the last scan): blocks of
+ * stack whose direct owner was allocated at stack owner. Client's stack
+ * indexes. */
+typedef struct scan_own_s {
+    uint32_t stack, owner;
+    uint64_t n, b;
+} scan_own_t;
+
+/* Owner stacks kept per stack (the largest). */
+#define SCAN_OWNERS_MAX 3
 
 enum { SCAN_ST_NONE = 0, SCAN_ST_BEGIN, SCAN_ST_FREEZE, SCAN_ST_SYNC, SCAN_ST_READ };
 
@@ -96,6 +137,9 @@ typedef struct cstack_s {
     uint64_t mend_may_n, mend_may_b;   /* at the end: expired and live, allocated after the mark */
     uint64_t mend_live_n, mend_live_b; /* at the end: live, allocated after the mark */
     uint64_t mend_oldest;              /* at the end: oldest of those (0: none) */
+    uint64_t end_un_n, end_un_b;       /* at the end: live, the last scan found unreachable */
+    uint64_t end_ind_n, end_ind_b;     /* ... of those, lost indirectly */
+    uint64_t end_re_n, end_re_b;       /* at the end: live, the last scan found reachable */
     uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
     uint32_t pos;                   /* its place in the client's slist */
 } cstack_t;
@@ -211,7 +255,14 @@ typedef struct client_s {
     char scan_msg[512];     /* ... and why */
     int scan_ok;            /* scan_last is valid */
     scan_info_t scan_last;  /* the last scan that worked */
+    scan_own_t *scan_own;   /* its owners, by stack then largest first */
+    size_t nscan_own;
     uint64_t rng;           /* for the estimates' rounding */
+    cproc_t *proc;          /* the verified process (NULL: none known, per-client limits) */
+    uint64_t live_acct;     /* atab.live as last added to proc->live */
+    uint64_t reo_acct;      /* reo.used as last added to proc->reo */
+    uint64_t str_bytes;     /* string bytes it holds (charged to proc->str) */
+    uint64_t str_refused;   /* strings (modules, notes) not kept: over the process's budget */
     struct client_s *next;
 } client_t;
 
@@ -233,8 +284,20 @@ typedef struct clients_s {
     uint64_t next_serial;
     uint32_t retain_max;    /* ended clients kept */
     uint64_t retain_ns;     /* ... for at most this long */
-    uint64_t max_live;      /* live blocks tracked per client (0: CLIENT_MAX_LIVE) */
+    uint64_t max_live;      /* live blocks tracked per process (0: CLIENT_MAX_LIVE) */
+    cproc_t *procs;         /* processes with a connection or a client record */
 } clients_t;
+
+/* The process record of (pid, start), created with no reference; NULL on
+ * ENOMEM. Take a reference with cproc_ref, drop it with cproc_unref. */
+cproc_t *cproc_get(clients_t *cs, uint32_t pid, uint64_t start);
+void cproc_ref(cproc_t *p);
+void cproc_unref(cproc_t *p);
+
+/* Ties a new client record to its process (its limits become shared). */
+void client_set_proc(client_t *c, cproc_t *p);
+
+
 
 /* Creates a client record for a new agent connection; NULL on ENOMEM. */
 client_t *client_new(clients_t *cs, uint32_t pid, uint64_t expire_ns, uint64_t now);
@@ -247,7 +310,11 @@ int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const 
                         char **argv, size_t argc, uint64_t instance, uint64_t parent_instance,
                         uint64_t start_realtime_ns, uint32_t depth, const char *sample);
 
-/* Records or updates a module. Returns 0 or -EINVAL/-ENOMEM. */
+/* Sets the Python status text (copied, cut at CLIENT_STR_MAX). */
+void client_set_status(client_t *c, const char *status);
+
+/* Records or updates a module (its path cut at CLIENT_STR_MAX). Returns 0
+ * or -EINVAL/-ENOMEM, or -E2BIG past the process's string budget. */
 int client_put_module(client_t *c, uint32_t id, const char *path, uint64_t bias,
                       const uint64_t *ranges, size_t nranges, const uint8_t *build_id,
                       size_t build_id_len, uint32_t gen_added, uint32_t gen_removed);
@@ -307,6 +374,10 @@ void client_gap(client_t *c, uint64_t lost_events);
  * records that are due. Does nothing once frozen. */
 void client_age(client_t *c, uint64_t now);
 
+/* A scan finished after the process began to end (its table still here):
+ * the end figures take its verdicts. */
+void client_end_scanned(client_t *c);
+
 /* The process ended (or the connection went without Goodbye): ages freeze
  * at end_ts, classes get a last tick there, live blocks become exit_live,
  * since-mark figures are kept per stack. A clean exit releases the table.
@@ -334,7 +405,8 @@ void client_mark(client_t *c, uint64_t now);
 /* Drops ended clients beyond the retention count or age. */
 void clients_prune(clients_t *cs, uint64_t now);
 
-/* Frees a client record entirely (caller unlinked it). */
+/* Frees a client record entirely (caller unlinked it), releasing its
+ * process record's share. */
 void client_destroy(client_t *c);
 
 /* Live-time statistics of a stack's freed blocks, in ms; 0 if none. */

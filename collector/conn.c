@@ -2,6 +2,8 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,36 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
  * what arrives, up to the kind's maximum frame. */
 #define CONN_RD_AGENT (64u << 10)
 #define CONN_RD_CONTROL (4u << 10)
+
+/* The start time of the process behind pidfd (field 22 of /proc/pid/stat),
+ * or 0. Read while the pidfd holds it, and kept only if the process is still
+ * alive after the read: then pid could not have been reused in between. */
+static uint64_t proc_start(pid_t pid, int pidfd)
+{
+    if (pidfd < 0)
+        return 0;
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* comm may hold spaces and parentheses */
+    if (!p)
+        return 0;
+    unsigned long long start = 0;
+    /* after ") ": state(3) then fields 4..21, starttime is 22 */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+               &start) != 1)
+        return 0;
+    if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0)
+        return 0;
+    return start;
+}
 
 conn_t *conn_new(srv_t *srv, int fd, int kind)
 {
@@ -49,8 +81,34 @@ conn_t *conn_new(srv_t *srv, int fd, int kind)
         c->peer_uid = cr.uid;
         /* Taken now, from the kernel's word for the peer: a signal can only
          * ever reach this process, even after it exits and its pid is reused. */
-        if (kind == CONN_AGENT && cr.pid > 0)
+        if (cr.pid > 0)
             c->pidfd = (int)syscall(SYS_pidfd_open, cr.pid, 0);
+    }
+    if (c->peer_pid > 0) {
+        /* Per-process limits: one process, however many connections or
+         * instance tokens it uses, gets CPROC_CONNS_MAX connections of a kind. */
+        cproc_t *p = cproc_get(&srv->clients, (uint32_t)c->peer_pid,
+                               proc_start(c->peer_pid, c->pidfd));
+        if (p && p->conns[kind] >= CPROC_CONNS_MAX) {
+            srv_log_throttled(&srv->log_many, "too many connections from pid %d (%u %s "
+                              "connections open); refusing one", (int)c->peer_pid,
+                              CPROC_CONNS_MAX, kind == CONN_AGENT ? "agent" : "control");
+            if (c->pidfd >= 0)
+                close(c->pidfd);
+            frame_rd_free(&c->rd);
+            free(c);
+            close(fd);
+            return NULL;
+        }
+        if (p) {
+            cproc_ref(p);
+            p->conns[kind]++;
+            c->proc = p;
+        }
+    }
+    if (kind != CONN_AGENT && c->pidfd >= 0) {
+        close(c->pidfd); /* only agents are signalled */
+        c->pidfd = -1;
     }
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
@@ -80,6 +138,10 @@ void conn_close(conn_t *c, const char *reason)
     if (c->pidfd >= 0)
         close(c->pidfd);
     srv_conn_gone(srv, c);
+    if (c->proc) {
+        c->proc->conns[c->kind]--;
+        cproc_unref(c->proc);
+    }
     if (c->prev)
         c->prev->next = c->next;
     else

@@ -43,13 +43,15 @@ typedef struct conn_s {
     uint64_t parked_until;    /* ... its deadline (collector clock, ns) */
     uint64_t parked_tag;      /* ... what it waits for (a scan: the client's scan_seq to reach) */
     uint64_t frames_in;       /* frames received */
+    struct cproc_s *proc;     /* the peer process (per-process limits), NULL if unknown */
     struct conn_s *prev, *next; /* srv's list of connections */
 } conn_t;
 
 /* Wraps an accepted fd and starts its idle timer (srv opts.idle_ns): an
  * agent that sends no Hello in that time, or a control client that sends no
  * whole request, or leaves a reply unread, that long, is closed. Returns NULL
- * on ENOMEM (fd closed). */
+ * on ENOMEM, or when the peer process has CPROC_CONNS_MAX connections of this
+ * kind open already (fd closed). */
 conn_t *conn_new(struct srv_s *srv, int fd, int kind);
 
 /* Stops every watcher, closes, frees. For an agent connection the client is

@@ -93,6 +93,7 @@ static Stackwatch__ScanResult *scan_result(ra_t *ra, const client_t *c)
     r->blocks = count(ra, si->blocks_n, si->blocks_b);
     r->reachable = count(ra, si->reach_n, si->reach_b);
     r->unreachable = count(ra, si->unreach_n, si->unreach_b);
+    r->indirect = count(ra, si->indirect_n, si->indirect_b);
     r->root_bytes = si->root_bytes;
     r->read_bytes = si->read_bytes;
     r->heap_roots = si->heap_roots;
@@ -172,6 +173,7 @@ typedef struct fig_s {
     uint64_t alloc_n, alloc_b, free_n, free_b, live_n, live_b;
     uint64_t exit_n, exit_b, unc_n, unc_b;
     uint64_t un_n, un_b, re_n, re_b;  /* the last scan: unreachable / reachable, still live */
+    uint64_t ind_n, ind_b;            /* ... of unreachable, lost indirectly */
     uint64_t oldest;       /* oldest live block's allocation time, 0 none */
 } fig_t;
 
@@ -196,6 +198,7 @@ typedef struct cand_s {
 typedef struct walk_s {
     uint64_t oldest;                     /* any live block */
     uint64_t un_n, un_b, re_n, re_b;     /* live blocks the last scan found unreachable / reachable */
+    uint64_t ind_n, ind_b;               /* ... of unreachable, lost indirectly */
     uint64_t m_may_n, m_may_b, m_live_n, m_live_b, m_oldest; /* allocated after the mark */
 } walk_t;
 
@@ -221,6 +224,10 @@ static void walk_block(void *ctx, atab_ent_t *e)
         if (e->flags & ATAB_F_UNREACH) {
             w->un_n += wn;
             w->un_b += wb;
+            if (e->flags & ATAB_F_INDIRECT) {
+                w->ind_n += wn;
+                w->ind_b += wb;
+            }
         } else {
             w->re_n += wn;
             w->re_b += wb;
@@ -282,11 +289,21 @@ static void fig_of(fig_t *f, const client_t *c, const cstack_t *s, const walk_t 
     f->exit_b = s->exit_live_b;
     f->unc_n = s->unc_n;
     f->unc_b = s->unc_b;
-    if (w) {
+    if (c->frozen) {
+        /* Ended: the last scan's verdicts on what was live at the end. */
+        f->un_n = s->end_un_n;
+        f->un_b = s->end_un_b;
+        f->re_n = s->end_re_n;
+        f->re_b = s->end_re_b;
+        f->ind_n = s->end_ind_n;
+        f->ind_b = s->end_ind_b;
+    } else if (w) {
         f->un_n = w->un_n;
         f->un_b = w->un_b;
         f->re_n = w->re_n;
         f->re_b = w->re_b;
+        f->ind_n = w->ind_n;
+        f->ind_b = w->ind_b;
     }
     f->oldest = c->frozen ? s->oldest_live_ts : (w ? w->oldest : 0);
 }
@@ -582,6 +599,41 @@ static void fig_of_report(fig_t *f, const Stackwatch__StackReport *r, int as_unc
     }
 }
 
+/* The stacks owning s's indirectly lost blocks, as the last scan found them. */
+static int fill_owners(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
+{
+    /* The client's owner table is sorted by stack index: its run for s. */
+    size_t lo = 0, hi = c->nscan_own;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->scan_own[mid].stack < s->index)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t n = 0;
+    while (lo + n < c->nscan_own && c->scan_own[lo + n].stack == s->index)
+        n++;
+    if (!n)
+        return 0;
+    r->owners = ra_alloc(ra, n * sizeof *r->owners);
+    if (!r->owners)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const scan_own_t *o = &c->scan_own[lo + i];
+        const cstack_t *os = cstack_at(c, o->owner);
+        Stackwatch__StackOwner *x = ra_alloc(ra, sizeof *x);
+        if (!x || !os)
+            return os ? -1 : 0;
+        stackwatch__stack_owner__init(x);
+        x->stack = os->id;
+        if (!(x->blocks = count(ra, o->n, o->b)))
+            return -1;
+        r->owners[r->n_owners++] = x;
+    }
+    return 0;
+}
+
 static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const cand_t *members,
                                              const Stackwatch__QueryLeaks *q, uint64_t now)
 {
@@ -626,10 +678,14 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
         r->truncated = s->truncated;
         r->armed = s->arm_left;
         r->exe_sig = cd->sig;
-        if (c->scan_ok && !c->frozen) {
+        if (c->scan_ok && (!c->frozen || !q->since_mark)) {
             r->scanned = 1;
             r->unreachable = count(ra, f->un_n, f->un_b);
             r->reachable = count(ra, f->re_n, f->re_b);
+            r->unreachable_direct = count(ra, f->un_n - f->ind_n, f->un_b - f->ind_b);
+            r->unreachable_indirect = count(ra, f->ind_n, f->ind_b);
+            if (f->ind_n && fill_owners(ra, c, s, r) < 0)
+                return NULL;
         }
     }
     if (c)
@@ -1091,8 +1147,84 @@ int ctl_store_client(srv_t *s, client_t *c, int snapshot)
 
 /* ---------------------------------------------------------------- requests */
 
+/* Bytes an element of a repeated message field takes in its parent. */
+static size_t elem_size(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    size_t len = 1;
+    for (size_t v = n; v >= 0x80; v >>= 7)
+        len++;
+    return 1 + len + n;
+}
+
+/* Keeps the first elements of list that fit budget; returns their bytes. */
+static size_t keep_fitting(void **list, size_t *n, size_t budget)
+{
+    size_t used = 0, i = 0;
+    for (; i < *n; i++) {
+        size_t e = elem_size(list[i]);
+        if (used + e > budget)
+            break;
+        used += e;
+    }
+    *n = i;
+    return used;
+}
+
+static size_t list_size(void **list, size_t n)
+{
+    size_t t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += elem_size(list[i]);
+    return t;
+}
+
+/* A reply larger than --max-reply is cut, never refused: stacks (ranked
+ * first to last) and processes are kept from the top while they fit, and
+ * the reply's message says what was left out. note is the message's
+ * storage. */
+static void fit_reply(srv_t *s, Stackwatch__Reply *r, char *note, size_t notelen)
+{
+    uint64_t max = s->opts.reply_max ? s->opts.reply_max : SRV_REPLY_MAX;
+    size_t size = protobuf_c_message_get_packed_size(&r->base);
+    if (size <= max)
+        return;
+    size_t room = 512; /* the note */
+    if (r->body_case == STACKWATCH__REPLY__BODY_LEAKS) {
+        Stackwatch__LeakReport *l = r->leaks;
+        size_t nc = l->n_clients, ns = l->n_stacks;
+        size_t cs = list_size((void **)l->clients, nc), ss = list_size((void **)l->stacks, ns);
+        size_t fixed = size - cs - ss + room;
+        size_t budget = max > fixed ? max - fixed : 0;
+        /* The processes get at most half when the stacks need the rest. */
+        size_t cb = cs <= budget / 2 || cs + ss <= budget ? cs : budget / 2;
+        if (cs > cb)
+            cb = keep_fitting((void **)l->clients, &l->n_clients, cb);
+        keep_fitting((void **)l->stacks, &l->n_stacks, budget - cb);
+        snprintf(note, notelen, "reply cut to fit %llu bytes (--max-reply): %zu of %zu stacks "
+                 "and %zu of %zu processes shown (narrow it with --pid, --top or --exe)",
+                 (unsigned long long)max, l->n_stacks, ns, l->n_clients, nc);
+    } else if (r->body_case == STACKWATCH__REPLY__BODY_CLIENTS) {
+        Stackwatch__ClientList *l = r->clients;
+        size_t nc = l->n_clients;
+        size_t cs = list_size((void **)l->clients, nc);
+        size_t fixed = size - cs + room;
+        keep_fitting((void **)l->clients, &l->n_clients, max > fixed ? max - fixed : 0);
+        snprintf(note, notelen, "reply cut to fit %llu bytes (--max-reply): %zu of %zu "
+                 "processes shown", (unsigned long long)max, l->n_clients, nc);
+    } else {
+        return;
+    }
+    if (!r->error)
+        r->message = note;
+    static srv_throttle_t log_cut;
+    srv_log_throttled(&log_cut, "%s", note);
+}
+
 static int send_reply(conn_t *c, Stackwatch__Reply *r)
 {
+    char note[512];
+    fit_reply(c->srv, r, note, sizeof note);
     int rc = conn_send_msg(c, r, FRAME_MAX_CONTROL);
     if (rc < 0) {
         conn_close(c, "cannot send the reply");

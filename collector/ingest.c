@@ -67,6 +67,8 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     uint32_t pid = c->peer_pid > 0 ? (uint32_t)c->peer_pid : h->pid;
     uint64_t now = srv_now();
     client_t *cl = client_find(&s->clients, pid, h->instance);
+    if (cl && cl->proc && c->proc && cl->proc != c->proc)
+        cl = NULL; /* another process of a reused pid: not a reconnect */
     if (cl && !cl->atab_ok) {
         /* It said goodbye, yet speaks again (a hostile or confused agent):
          * the ended record stays as it was; this is a new one. */
@@ -106,6 +108,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
             *why = "out of memory";
             return -ENOMEM;
         }
+        client_set_proc(cl, c->proc);
     }
     if (client_set_identity(cl, h->pid, h->ppid, h->exe, h->argv, h->n_argv, h->instance,
                             h->parent_instance, h->start_realtime_ns, h->depth, h->sample) < 0) {
@@ -114,8 +117,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     }
     cl->python_version = h->python_version;
     cl->sample_bytes = h->sample_bytes; /* per process image (checked above) */
-    free(cl->python_status);
-    cl->python_status = strdup(h->python_status ? h->python_status : "");
+    client_set_status(cl, h->python_status);
     cl->conn = c;
     cl->reconnects_seen = h->reconnects;
     cl->said_bye = 0;
@@ -141,7 +143,9 @@ static int on_modules(conn_t *c, const Stackwatch__ModuleMap *mm, const char **w
                                    m->build_id.data, m->build_id.len, m->gen_added,
                                    m->gen_removed);
         if (rc < 0) {
-            *why = rc == -ENOMEM ? "out of memory" : "bad module record (id or ranges)";
+            *why = rc == -ENOMEM ? "out of memory"
+                   : rc == -E2BIG ? "module paths over the process's string budget"
+                                  : "bad module record (id or ranges)";
             return rc;
         }
     }
@@ -157,7 +161,7 @@ static int on_stacks(conn_t *c, const Stackwatch__StackDefs *sd, const char **wh
                                            d->n_pcs, d->truncated, &err);
         if (!st) {
             *why = err == -ENOMEM ? "out of memory"
-                   : err == -E2BIG ? "too many stack frames for one client"
+                   : err == -E2BIG ? "too many stacks or stack frames for one process"
                                    : "bad stack definition (index or depth)";
             return err;
         }
@@ -171,13 +175,27 @@ static int on_stacks(conn_t *c, const Stackwatch__StackDefs *sd, const char **wh
     return 0;
 }
 
+static const char *intern_cut(const char *s)
+{
+    if (!s || strnlen(s, CLIENT_PYSTR_MAX + 1) <= CLIENT_PYSTR_MAX)
+        return sym_intern(s);
+    char buf[CLIENT_PYSTR_MAX + 1];
+    size_t n = CLIENT_PYSTR_MAX;
+    while (n && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    return sym_intern(buf);
+}
+
 static void on_note(conn_t *c, const Stackwatch__Note *n)
 {
     pyframe_t frames[64];
     uint32_t nf = n->n_python < 64 ? (uint32_t)n->n_python : 64;
     for (uint32_t i = 0; i < nf; i++) {
-        frames[i].file = sym_intern(n->python[i]->file);
-        frames[i].function = sym_intern(n->python[i]->function);
+        /* Names are cut before interning: the intern table is never freed. */
+        frames[i].file = intern_cut(n->python[i]->file);
+        frames[i].function = intern_cut(n->python[i]->function);
         frames[i].line = n->python[i]->line;
     }
     cstack_t *st = client_note(c->client, n->addr, n->ts, n->stack, frames, nf,
@@ -324,7 +342,9 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
             rc = client_free(cl, b->addr[i], ts);
         }
         if (rc < 0) {
-            *why = rc == -ENOMEM ? "out of memory" : "event names a stack index out of range";
+            *why = rc == -ENOMEM ? "out of memory"
+                   : rc == -E2BIG ? "too many stacks for one process"
+                                  : "event names a stack index out of range";
             return rc;
         }
     }
@@ -334,7 +354,8 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
                              b->fold_lt_sum[i], b->fold_lt_min[i], b->fold_lt_max[i],
                              b->ts_base);
         if (rc < 0) {
-            *why = "out of memory"; /* the figures were checked above */
+            /* the figures were checked above */
+            *why = rc == -E2BIG ? "too many stacks for one process" : "out of memory";
             return rc;
         }
         folded += 2 * b->fold_count[i];
@@ -371,13 +392,8 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
         if (!was)
             client_python_attached(cl);
     }
-    if (st->python_status && strcmp(st->python_status, cl->python_status ? cl->python_status : "")) {
-        char *ps = strdup(st->python_status);
-        if (ps) {
-            free(cl->python_status);
-            cl->python_status = ps;
-        }
-    }
+    if (st->python_status && strcmp(st->python_status, cl->python_status ? cl->python_status : ""))
+        client_set_status(cl, st->python_status);
     if (st->armed_sites_full && !cl->a_sites_full)
         srv_log("pid %u samples allocations: more stacks are armed than its agent watches by "
                 "call site (64); the others fire only when sampled",

@@ -33,6 +33,7 @@ static void usage(FILE *f)
             "                        [--wrapper REGEX]... [--debug-dir DIR]\n"
             "                        [--metrics ADDR] [--metrics-top N] [--metrics-clients N]\n"
             "                        [--state-dir DIR|none] [--idle-timeout SECONDS]\n"
+            "                        [--max-reply BYTES]\n"
             "       collectord stop [--dir DIR]\n"
             "       collectord status [--dir DIR]\n"
             "       collectord --version\n"
@@ -54,8 +55,11 @@ static void usage(FILE *f)
             "  --metrics-top N      stacks exported per process, by rank (default 10)\n"
             "  --metrics-clients N  running processes exported (default 64)\n"
             "  --debuginfod         let libdw ask debuginfod servers (DEBUGINFOD_URLS)\n"
-            "  --max-live N         live blocks tracked per process (default 67108864);\n"
-            "                       beyond it allocations are counted, not tracked\n"
+            "  --max-live N         live blocks tracked per process (default 67108864; one\n"
+            "                       process's instance tokens share it); beyond it\n"
+            "                       allocations are counted, not tracked\n"
+            "  --max-reply BYTES    cut a query's reply to stackctl to this size, with a note\n"
+            "                       (default and most 267386880, i.e. 255 MiB; least 65536)\n"
             "  --on-leak SIG        when a stack first becomes may-leak, signal its process\n"
             "                       (if it handles SIG) and arm the stack to raise SIG in the\n"
             "                       thread of its next allocation\n"
@@ -481,6 +485,7 @@ int main(int argc, char **argv)
         { "version", no_argument, 0, 'V' },
         { "test-clock", no_argument, 0, 'K' },
         { "idle-timeout", required_argument, 0, 'I' },
+        { "max-reply", required_argument, 0, 'R' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -531,6 +536,17 @@ int main(int argc, char **argv)
         case 'K':
             opts.test_clock = 1;
             break;
+        case 'R': {
+            char *end;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (*end || v < 65536 || v > SRV_REPLY_MAX || optarg[0] == '-') {
+                fprintf(stderr, "collectord: --max-reply %s: not a size in 65536..%llu bytes\n",
+                        optarg, (unsigned long long)SRV_REPLY_MAX);
+                return 2;
+            }
+            opts.reply_max = v;
+            break;
+        }
         case 'L': {
             char *end;
             unsigned long long v = strtoull(optarg, &end, 10);

@@ -192,6 +192,9 @@ typedef struct mk_s {
     uint8_t *marked;
     uint32_t *stack;    /* blocks to scan */
     size_t top;
+    uint32_t *owner;    /* reach_owners: per block */
+    uint32_t leader;    /* reach_owners: the clique being walked */
+    uint32_t cur;       /* reach_owners: the block being scanned */
 } mk_t;
 
 static inline uint64_t gran_slot(uint64_t key, uint64_t mask)
@@ -294,8 +297,9 @@ static int gran_build(mk_t *m)
     return 0;
 }
 
-/* Scans the aligned words of [lo, hi) in the copy. Returns bytes scanned. */
-static uint64_t scan_range(mk_t *m, uint64_t lo, uint64_t hi)
+/* Calls fn on each aligned word of [lo, hi) in the copy. Returns bytes scanned. */
+static inline __attribute__((always_inline)) uint64_t
+each_word(mk_t *m, uint64_t lo, uint64_t hi, void (*fn)(mk_t *m, uint64_t w))
 {
     lo = (lo + 7) & ~7ull;
     uint64_t done = 0;
@@ -310,13 +314,19 @@ static uint64_t scan_range(mk_t *m, uint64_t lo, uint64_t hi)
         for (uint64_t a = s; a + 8 <= e; a += 8) {
             uint64_t w;
             memcpy(&w, run->data + (a - run->lo), 8);
-            mark_word(m, w);
+            fn(m, w);
         }
         if (e > s)
             done += e - s;
         lo = e;
     }
     return done;
+}
+
+/* Scans the aligned words of [lo, hi) in the copy, marking. Returns bytes scanned. */
+static uint64_t scan_range(mk_t *m, uint64_t lo, uint64_t hi)
+{
+    return each_word(m, lo, hi, mark_word);
 }
 
 int reach_mark(const reach_img_t *img, const reach_blk_t *b, size_t nb, const reach_rng_t *roots,
@@ -344,6 +354,75 @@ int reach_mark(const reach_img_t *img, const reach_blk_t *b, size_t nb, const re
     }
     for (size_t i = 0; i < nb; i++)
         st->marked += marked[i];
+    free(m.stack);
+    free(m.g);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- owners */
+
+#define OWN_UNSEEN UINT32_MAX
+
+/* A lost block's word, while the clique of m->leader is walked. */
+static inline void own_word(mk_t *m, uint64_t w)
+{
+    long k = find_block(m, w);
+    if (k < 0 || (uint32_t)k == m->cur || m->owner[k] == REACH_OWNER_NONE)
+        return;
+    if (m->owner[k] == OWN_UNSEEN) {
+        m->owner[k] = m->leader;
+        m->stack[m->top++] = (uint32_t)k;
+    } else if (m->owner[k] == (uint32_t)k && (uint32_t)k != m->leader) {
+        /* An earlier leader (a direct leak so far): it and what it owns
+         * belong to this one now. Its own blocks were walked already. */
+        m->owner[k] = m->leader;
+    }
+}
+
+int reach_owners(const reach_img_t *img, const reach_blk_t *b, size_t nb, const uint8_t *marked,
+                 uint32_t *owner)
+{
+    size_t lost = 0;
+    for (size_t i = 0; i < nb; i++) {
+        owner[i] = marked[i] ? REACH_OWNER_NONE : OWN_UNSEEN;
+        lost += !marked[i];
+    }
+    if (!lost)
+        return 0;
+    mk_t m = { .img = img, .b = b, .nb = nb, .owner = owner };
+    m.stack = malloc(nb * sizeof *m.stack);
+    if (!m.stack || gran_build(&m) < 0) {
+        free(m.stack);
+        free(m.g);
+        return -ENOMEM;
+    }
+    /* In address order, each lost block not yet owned leads a clique: what
+     * it reaches through lost blocks is indirect, its own. */
+    for (size_t i = 0; i < nb; i++) {
+        if (owner[i] != OWN_UNSEEN)
+            continue;
+        owner[i] = (uint32_t)i;
+        m.leader = (uint32_t)i;
+        m.stack[m.top++] = (uint32_t)i;
+        while (m.top) {
+            m.cur = m.stack[--m.top];
+            each_word(&m, b[m.cur].addr, b[m.cur].addr + b[m.cur].size, own_word);
+        }
+    }
+    /* Leaders absorbed later point at their new leader: follow to the end
+     * (always to a later block, so no cycle), compressing. */
+    for (size_t i = 0; i < nb; i++) {
+        if (owner[i] == REACH_OWNER_NONE)
+            continue;
+        uint32_t r = owner[i];
+        while (owner[r] != r)
+            r = owner[r];
+        for (uint32_t x = (uint32_t)i; owner[x] != r;) {
+            uint32_t nx = owner[x];
+            owner[x] = r;
+            x = nx;
+        }
+    }
     free(m.stack);
     free(m.g);
     return 0;

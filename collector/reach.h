@@ -64,4 +64,18 @@ int reach_mark(const reach_img_t *img, const reach_blk_t *b, size_t nb, const re
                size_t nroots, const uint64_t *vals, size_t nvals, uint8_t *marked,
                reach_stats_t *st);
 
+/* Not lost: reach_owners' owner for a marked block. */
+#define REACH_OWNER_NONE (UINT32_MAX - 1)
+
+/* Who owns the lost blocks (those reach_mark left unmarked), as valgrind
+ * groups them: a lost block no other lost block points to is lost directly
+ * and owns what it reaches through lost blocks (indirectly lost); in a
+ * cycle of lost blocks nothing else points into, the one at the lowest
+ * address is the direct one. Sets owner[i] to the index of the direct
+ * block owning block i (i itself when i is lost directly), or
+ * REACH_OWNER_NONE for a marked block. A block two direct blocks reach
+ * belongs to the first found. Returns 0 or -ENOMEM. */
+int reach_owners(const reach_img_t *img, const reach_blk_t *b, size_t nb, const uint8_t *marked,
+                 uint32_t *owner);
+
 #endif

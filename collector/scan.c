@@ -354,6 +354,31 @@ static int skipped_mapping(const maps_ent_t *e)
            !strncmp(e->path, "/dev/", 5);
 }
 
+/* A dead thread's stack [lo, hi), its frames below fhi: the frames are
+ * left out of the roots (glibc keeps such stacks for reuse, stale words
+ * and all; LSan and valgrind do not scan them either) only while the map
+ * still shows exactly that thread stack: a writable anonymous mapping
+ * [lo, hi) right above a guard page (no access), and no stopped thread's
+ * stack pointer in it; every thread stopped (an unstopped one's stack is
+ * unknown). Its top (the TCB, static TLS) stays a root. */
+static int dead_frames_ok(const maps_t *m, const trc_t *tr, uint64_t lo, uint64_t fhi,
+                          uint64_t hi)
+{
+    const maps_ent_t *e = maps_find(m, lo);
+    const maps_ent_t *g = lo ? maps_find(m, lo - 1) : NULL;
+    if (!e || e->lo != lo || e->hi != hi || fhi <= lo || fhi > hi || skipped_mapping(e) ||
+        e->path[0] || !g || g->hi != lo || (g->prot & (MAPS_R | MAPS_W | MAPS_X)))
+        return 0;
+    for (size_t t = 0; t < tr->n; t++) {
+        if (!tr->t[t].stopped)
+            return 0;
+        uint64_t sp = tr->t[t].regs.rsp;
+        if (sp >= e->lo && sp < e->hi)
+            return 0;
+    }
+    return 1;
+}
+
 /* Marks, for each of the k ranges, whether some block starts in it: one
  * pass over the (unsorted) snapshot; sorting a million blocks would keep
  * the process stopped longer. */
@@ -379,6 +404,7 @@ static void *worker(void *arg)
     reach_rng_t *tmp = NULL, *heap = NULL, *roots = NULL;
     reach_blk_t *blk = NULL;
     uint8_t *marked = NULL;
+    uint32_t *own = NULL;
     uint64_t *vals = NULL;
     int pm = -1, frozen = 0;
     /* Buffers first, while the process runs. */
@@ -441,6 +467,14 @@ static void *worker(void *arg)
     for (size_t i = 0; i < j->nregions; i++)
         if (rv_add(&agent, j->regions[2 * i], j->regions[2 * i + 1]) < 0)
             goto nomem;
+    for (size_t i = 0; i < j->ndead; i++) {
+        const uint64_t *d = &j->regions[2 * j->nregions + 3 * i];
+        if (!dead_frames_ok(&maps, &tr, d[0], d[1], d[2]))
+            continue;
+        if (rv_add(&agent, d[0], d[1]) < 0)
+            goto nomem;
+        j->dead_left_out++;
+    }
     agent.n = reach_rng_normalize(agent.r, agent.n);
     for (size_t i = 0; i < maps.n; i++) {
         const maps_ent_t *e = &maps.e[i];
@@ -564,8 +598,13 @@ static void *worker(void *arg)
     reach_stats_t st;
     if (reach_mark(&im, blk, j->nsnap, roots, nr, vals, nvals, marked, &st) < 0)
         goto nomem;
-    for (size_t i = 0; i < j->nsnap; i++)
+    own = malloc((j->nsnap ? j->nsnap : 1) * sizeof *own);
+    if (!own || reach_owners(&im, blk, j->nsnap, marked, own) < 0)
+        goto nomem;
+    for (size_t i = 0; i < j->nsnap; i++) {
         j->snap[i].reach = marked[i];
+        j->snap[i].owner = marked[i] ? (uint32_t)i : own[i];
+    }
     j->root_bytes = st.root_bytes;
     j->mark_ns = trc_now_ns() - t_mark;
     j->dur_ns = trc_now_ns() - j->t_start;
@@ -591,6 +630,7 @@ out:
     free(roots);
     free(blk);
     free(marked);
+    free(own);
     free(vals);
     return NULL;
 }
@@ -649,13 +689,14 @@ scan_ent_t *scan_job_snap_buf(scan_job_t *j, size_t n)
 }
 
 void scan_job_snapshot(scan_job_t *j, scan_ent_t *snap, size_t n, uint64_t *regions,
-                       size_t nregions)
+                       size_t nregions, size_t ndead)
 {
     pthread_mutex_lock(&j->mu);
     j->snap = snap;
     j->nsnap = n;
     j->regions = regions;
     j->nregions = nregions;
+    j->ndead = ndead;
     j->have_snap = 1;
     pthread_cond_signal(&j->cv);
     pthread_mutex_unlock(&j->mu);

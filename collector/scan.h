@@ -15,6 +15,8 @@ typedef struct scan_ent_s {
     uint64_t ts;        /* allocation time: the same block, not a later one at addr */
     uint32_t stack;     /* the client's stack index */
     uint32_t reach;     /* worker: 1 reachable, 0 not */
+    uint32_t owner;     /* worker, when lost: the snapshot index of the block lost
+                         * directly that owns it (itself when it is that block) */
 } scan_ent_t;
 
 enum { SCAN_RUNNING = 0, SCAN_FROZEN = 1, SCAN_DONE = 2, SCAN_FAILED = 3, SCAN_NEED_TRACER = 4 };
@@ -39,6 +41,8 @@ typedef struct scan_job_s {
     size_t live_hint;           /* live blocks when the scan started */
     uint64_t *regions;          /* the agent's memory: [start, end) pairs */
     size_t nregions;
+    size_t ndead;               /* after them: dead threads' stacks (lo, frames_hi, hi) */
+    uint32_t dead_left_out;     /* of those, left out of the roots */
     /* worker -> loop */
     _Atomic int stage;          /* SCAN_* */
     int err;                    /* -errno when failed */
@@ -80,7 +84,7 @@ scan_ent_t *scan_job_snap_buf(scan_job_t *j, size_t n);
  * and the agent's regions (malloc'd, taken): it copies the memory, lets the
  * process go and marks. */
 void scan_job_snapshot(scan_job_t *j, scan_ent_t *snap, size_t n, uint64_t *regions,
-                       size_t nregions);
+                       size_t nregions, size_t ndead);
 
 /* Asks the worker to let the process go and stop (it ends SCAN_FAILED). */
 void scan_job_abort(scan_job_t *j, const char *why);

@@ -39,6 +39,45 @@ void srv_log(const char *fmt, ...)
     fflush(stderr);
 }
 
+static uint64_t real_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void srv_log_throttled(srv_throttle_t *t, const char *fmt, ...)
+{
+    uint64_t now = real_now();
+    if (t->last_ns && now - t->last_ns < SRV_LOG_EVERY_NS) {
+        t->held++;
+        return;
+    }
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (t->held)
+        srv_log("%s (and %llu more times in the last %.0f s)", msg, (unsigned long long)t->held,
+                (double)(now - t->last_ns) / 1e9);
+    else
+        srv_log("%s", msg);
+    t->last_ns = now;
+    t->held = 0;
+}
+
+void srv_log_flush(srv_throttle_t *t, const char *what)
+{
+    uint64_t now = real_now();
+    if (!t->held || now - t->last_ns < SRV_LOG_EVERY_NS)
+        return;
+    srv_log("%s %llu more times in the last %.0f s", what, (unsigned long long)t->held,
+            (double)(now - t->last_ns) / 1e9);
+    t->last_ns = now;
+    t->held = 0;
+}
+
 /* --test-clock: collectord's "now" is driven by Tick requests (tests),
  * starting where the real clock was; the aging timer is not started. */
 static int virt_clock;
@@ -145,7 +184,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EMFILE || errno == ENFILE) {
                 /* Out of fds: free the spare, accept and close so the peer
                  * sees an immediate EOF instead of hanging in the backlog. */
-                srv_log("out of file descriptors; refusing a connection");
+                srv_log_throttled(&s->log_nofd, "out of file descriptors; refusing a connection");
                 if (s->spare_fd >= 0) {
                     close(s->spare_fd);
                     int tmp = accept(w->fd, NULL, NULL);
@@ -305,6 +344,7 @@ static int by_need(const void *a, const void *b)
 
 #define SCAN_AGENT_NS (5ull * 1000000000)    /* the agent answers a SCAN_* within this */
 #define SCAN_READ_NS (300ull * 1000000000)   /* copy and mark, for the largest process */
+#define SCAN_DEAD_MAX 1024u                  /* dead threads' frames taken from one reply */
 
 static uint64_t loop_cpu_ns(void)
 {
@@ -337,6 +377,86 @@ static void scan_wake(void *arg)
     ev_async_send(s->loop, &s->scan_async);
 }
 
+/* The owners of indirectly lost blocks, gathered over a scan's snapshot. */
+typedef struct owners_s {
+    scan_own_t *v;
+    size_t n, cap;
+    int oom;
+} owners_t;
+
+static void owners_add(owners_t *o, uint32_t stack, uint32_t owner, uint64_t n, uint64_t b)
+{
+    if (o->n && o->v[o->n - 1].stack == stack && o->v[o->n - 1].owner == owner) {
+        o->v[o->n - 1].n += n; /* the common case: a run of one owner's blocks */
+        o->v[o->n - 1].b += b;
+        return;
+    }
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? 2 * o->cap : 256;
+        scan_own_t *v = realloc(o->v, cap * sizeof *v);
+        if (!v) {
+            o->oom = 1;
+            return;
+        }
+        o->v = v;
+        o->cap = cap;
+    }
+    o->v[o->n++] = (scan_own_t){ stack, owner, n, b };
+}
+
+static int own_by_pair(const void *a, const void *b)
+{
+    const scan_own_t *x = a, *y = b;
+    if (x->stack != y->stack)
+        return x->stack < y->stack ? -1 : 1;
+    return x->owner < y->owner ? -1 : x->owner > y->owner;
+}
+
+static int own_by_size(const void *a, const void *b)
+{
+    const scan_own_t *x = a, *y = b;
+    if (x->stack != y->stack)
+        return x->stack < y->stack ? -1 : 1;
+    if (x->b != y->b)
+        return x->b > y->b ? -1 : 1;
+    return x->owner < y->owner ? -1 : x->owner > y->owner;
+}
+
+/* Merges the pairs, keeps the SCAN_OWNERS_MAX largest owners of each stack
+ * as the client's (replacing the last scan's); takes o's memory. */
+static void owners_keep(owners_t *o, client_t *c)
+{
+    free(c->scan_own);
+    c->scan_own = NULL;
+    c->nscan_own = 0;
+    if (o->oom || !o->n) {
+        if (o->oom)
+            srv_log("pid %u: out of memory for the owners of lost blocks", c->pid);
+        free(o->v);
+        return;
+    }
+    qsort(o->v, o->n, sizeof *o->v, own_by_pair);
+    size_t k = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        if (k && o->v[k - 1].stack == o->v[i].stack && o->v[k - 1].owner == o->v[i].owner) {
+            o->v[k - 1].n += o->v[i].n;
+            o->v[k - 1].b += o->v[i].b;
+        } else {
+            o->v[k++] = o->v[i];
+        }
+    }
+    qsort(o->v, k, sizeof *o->v, own_by_size);
+    size_t m = 0, run = 0;
+    for (size_t i = 0; i < k; i++) {
+        run = i && o->v[i].stack == o->v[i - 1].stack ? run + 1 : 0;
+        if (run < SCAN_OWNERS_MAX)
+            o->v[m++] = o->v[i];
+    }
+    scan_own_t *v = realloc(o->v, m * sizeof *v);
+    c->scan_own = v ? v : o->v;
+    c->nscan_own = m;
+}
+
 /* The scan is over, well or not: results into the table, the agent told,
  * waiting requests answered. */
 static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
@@ -346,11 +466,13 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
     if (j && atomic_load(&j->stage) == SCAN_DONE && !err && c->atab_ok) {
         scan_info_t *si = &c->scan_last;
         memset(si, 0, sizeof *si);
+        owners_t ow = { 0 };
         for (size_t i = 0; i < j->nsnap; i++) {
             const scan_ent_t *e = &j->snap[i];
             atab_ent_t *a = atab_find(&c->atab, e->addr);
             uint64_t wn, wb;
             client_weight(c, e->size, a ? a->flags : 0, &wn, &wb);
+            int indirect = !e->reach && e->owner != i && e->owner < j->nsnap;
             si->blocks_n += wn;
             si->blocks_b += wb;
             if (e->reach) {
@@ -360,11 +482,18 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
                 si->unreach_n += wn;
                 si->unreach_b += wb;
             }
+            if (indirect) {
+                si->indirect_n += wn;
+                si->indirect_b += wb;
+                owners_add(&ow, e->stack, j->snap[e->owner].stack, wn, wb);
+            }
             if (!a || a->ts != e->ts)
                 continue; /* freed since (or another block at the address) */
-            a->flags = (a->flags & ~(uint64_t)(ATAB_F_SCANNED | ATAB_F_UNREACH)) |
-                       ATAB_F_SCANNED | (e->reach ? 0 : ATAB_F_UNREACH);
+            a->flags = (a->flags & ~(uint64_t)(ATAB_F_SCANNED | ATAB_F_UNREACH | ATAB_F_INDIRECT)) |
+                       ATAB_F_SCANNED | (e->reach ? 0 : ATAB_F_UNREACH) |
+                       (indirect ? ATAB_F_INDIRECT : 0);
         }
+        owners_keep(&ow, c);
         struct timespec rt;
         clock_gettime(CLOCK_REALTIME, &rt);
         si->time_ms = (uint64_t)rt.tv_sec * 1000u + (uint64_t)rt.tv_nsec / 1000000u;
@@ -376,6 +505,7 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         si->read_bytes = j->read_bytes;
         si->heap_roots = j->heap_roots;
         c->scan_ok = 1;
+        client_end_scanned(c); /* scanned after main returned: the ended report keeps it */
         c->scan_err = 0;
         c->scan_msg[0] = '\0';
         c->scan_loop_ns += loop_cpu_ns() - cpu0;
@@ -459,7 +589,7 @@ static void snap_one(void *ctx, atab_ent_t *e)
 {
     snap_ctx_t *s = ctx;
     if (s->n < s->cap)
-        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0 };
+        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0 };
 }
 
 void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
@@ -479,8 +609,10 @@ void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
          * process's heap as of now. */
         size_t n = c->atab_ok ? c->atab.live : 0;
         snap_ctx_t sc = { scan_job_snap_buf(c->scan, n), 0, n };
-        size_t npairs = r->n_regions / 2;
-        uint64_t *reg = malloc((npairs ? npairs : 1) * 2 * sizeof *reg);
+        size_t npairs = r->n_regions / 2, ndead = r->n_dead_stacks / 3;
+        if (ndead > SCAN_DEAD_MAX)
+            ndead = SCAN_DEAD_MAX;
+        uint64_t *reg = malloc((2 * npairs + 3 * ndead + 2) * sizeof *reg);
         if (!sc.v || !reg) {
             free(reg);
             scan_job_abort(c->scan, "out of memory for the snapshot");
@@ -495,8 +627,16 @@ void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
                 reg[2 * k + 1] = r->regions[2 * i + 1];
                 k++;
             }
+        size_t kd = 0;
+        for (size_t i = 0; i < ndead; i++) {
+            const uint64_t *d = &r->dead_stacks[3 * i];
+            if (d[0] < d[1] && d[1] <= d[2]) {
+                memcpy(&reg[2 * k + 3 * kd], d, 3 * sizeof *d);
+                kd++;
+            }
+        }
         c->scan_busy = r->busy_threads;
-        scan_job_snapshot(c->scan, sc.v, sc.n, reg, k);
+        scan_job_snapshot(c->scan, sc.v, sc.n, reg, k, kd);
         c->scan_state = SCAN_ST_READ;
         c->scan_deadline = srv_now() + SCAN_READ_NS;
         c->scan_loop_ns += loop_cpu_ns() - cpu0;
@@ -835,7 +975,10 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    srv_tick(w->data);
+    srv_t *s = w->data;
+    srv_log_flush(&s->log_nofd, "out of file descriptors: refused a connection");
+    srv_log_flush(&s->log_many, "too many connections from one process: refused one");
+    srv_tick(s);
 }
 
 void srv_clock_advance(srv_t *s, uint64_t ns)

@@ -35,9 +35,22 @@ typedef struct srv_opts_s {
     const char *state_dir;    /* --state-dir, NULL: no store */
     int test_clock;           /* --test-clock: time advances only by Tick requests */
     uint64_t idle_ns;         /* --idle-timeout: no Hello / no whole request / reply unread */
+    uint64_t reply_max;       /* --max-reply: a reply is cut to this many bytes (0: SRV_REPLY_MAX) */
 } srv_opts_t;
 
+/* Largest reply to stackctl: within the frame limit with room to spare. */
+#define SRV_REPLY_MAX ((uint64_t)FRAME_MAX_CONTROL - (1u << 20))
+
 #define SRV_IDLE_NS (10ull * 1000000000) /* --idle-timeout's default */
+
+/* A log line that may repeat fast (a flood of refused connections): one
+ * line, then at most one per SRV_LOG_EVERY_NS with how many were held back. */
+typedef struct srv_throttle_s {
+    uint64_t last_ns;         /* real CLOCK_MONOTONIC of the last line (0: none yet) */
+    uint64_t held;            /* occurrences since, not logged */
+} srv_throttle_t;
+
+#define SRV_LOG_EVERY_NS (10ull * 1000000000)
 
 /* An ended client whose report waits for symbolization before it is stored. */
 typedef struct srv_save_s {
@@ -56,6 +69,8 @@ typedef struct srv_s {
     int agent_fd;             /* listening sockets */
     int control_fd;
     int spare_fd;             /* kept open to accept-and-close under EMFILE */
+    srv_throttle_t log_nofd;  /* "out of file descriptors" */
+    srv_throttle_t log_many;  /* "too many connections from one process" */
     ev_io agent_w, control_w;
     ev_signal sig_int, sig_term, sig_hup;
     ev_timer age_timer;       /* aging, late-event resolution, retention, parked queries */
@@ -79,6 +94,13 @@ typedef struct srv_s {
 
 /* Log line with a timestamp to stderr (the log file when daemonized). */
 void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* srv_log through a throttle: the line is logged when none was in the last
+ * SRV_LOG_EVERY_NS (with ", N more since" when some were held back), else
+ * counted. srv_log_flush logs what a quiet spell left held back. */
+void srv_log_throttled(srv_throttle_t *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void srv_log_flush(srv_throttle_t *t, const char *what);
 
 /* CLOCK_MONOTONIC in ns: the clock agents stamp events with. */
 uint64_t srv_now(void);

@@ -1,21 +1,15 @@
 #!/bin/sh
-# make demo: start collectord in a temporary directory, run a leaking program
-# under the agent, print the leak report, stop the collector.
+# make demo: one command, stackctl run, on a leaking program (a private
+# collectord for the run, the agent preloaded, the leak report at the end),
+# then the same program as a CI gate (--fail-on leak: exit 23).
 set -eu
 BUILD=${1:-build}
 BUILD=$(cd "$BUILD" && pwd)
-DIR=$(mktemp -d /tmp/stackwatch-demo.XXXXXX)
-cleanup() { "$BUILD/collectord" stop --dir "$DIR/run" >/dev/null 2>&1 || true; rm -rf "$DIR"; }
-trap cleanup EXIT INT TERM
 
-echo "== collectord start --dir $DIR/run --expire 1"
-"$BUILD/collectord" start --dir "$DIR/run" --expire 1
+echo "== $BUILD/stackctl run --top 3 -- $BUILD/progs/demo 3"
+"$BUILD/stackctl" run --top 3 -- "$BUILD/progs/demo" 3
 echo
-echo "== LD_PRELOAD=$BUILD/libstackagent.so $BUILD/progs/demo 3"
-STACKWATCH_DIR="$DIR/run" LD_PRELOAD="$BUILD/libstackagent.so" "$BUILD/progs/demo" 3
-echo
-echo "== stackctl query leaks --top 3"
-"$BUILD/stackctl" --dir "$DIR/run" query leaks --top 3
-echo
-echo "== collectord stop"
-"$BUILD/collectord" stop --dir "$DIR/run"
+echo "== stackctl run --fail-on leak --top 1 -- progs/demo 2   (a CI gate)"
+rc=0
+"$BUILD/stackctl" run --fail-on leak --top 1 -- "$BUILD/progs/demo" 2 2>/dev/null || rc=$?
+echo "exit status $rc (23: a leak was found)"

@@ -20,6 +20,9 @@ _stackctl()
         --by)
             COMPREPLY=($(compgen -W "exe" -- "$cur"))
             return ;;
+        --fail-on)
+            COMPREPLY=($(compgen -W "leak growing unreachable" -- "$cur"))
+            return ;;
         --signal)
             COMPREPLY=($(compgen -W "USR1 USR2 HUP INT TERM TRAP" -- "$cur"))
             return ;;
@@ -27,7 +30,8 @@ _stackctl()
             COMPREPLY=($(compgen -W "$(stackctl query clients 2>/dev/null |
                 awk 'NR > 1 && $1 ~ /^[0-9]+$/ { print $1 }')" -- "$cur"))
             return ;;
-        --top|--min-bytes|--exe|--match|--module|--stack|--frame|--min-depth|--count|--timeout)
+        --top|--min-bytes|--exe|--match|--module|--stack|--frame|--min-depth|--count|--timeout|\
+        --expire|--sample)
             return ;;
     esac
 
@@ -37,8 +41,10 @@ _stackctl()
         w=${words[i]}
         case $w in
             --dir|--pid|--top|--min-bytes|--exe|--class|--format|--by|-o|--output|--html|\
-            --match|--module|--stack|--frame|--min-depth|--signal|--count|--agent|--timeout)
+            --match|--module|--stack|--frame|--min-depth|--signal|--count|--agent|--timeout|\
+            --expire|--sample|--fail-on)
                 ((i++)) ;;
+            --) [[ ${cmd[0]} == run ]] && { cmd+=("--"); break; } ;;
             -*) ;;
             *) cmd+=("$w") ;;
         esac
@@ -47,7 +53,7 @@ _stackctl()
     local opts=""
     case "${cmd[0]} ${cmd[1]}" in
         " ")
-            COMPREPLY=($(compgen -W "query mark snapshot diff report trigger attach detach scan --dir --version --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "run query mark snapshot diff report trigger attach detach scan --dir --version --help" -- "$cur"))
             return ;;
         "query ")
             COMPREPLY=($(compgen -W "leaks clients" -- "$cur"))
@@ -80,6 +86,11 @@ _stackctl()
             opts="--timeout --json" ;;
         report*)
             opts="--html --pid --exe --top" ;;
+        "run --")
+            COMPREPLY=($(compgen -c -- "$cur"))
+            return ;;
+        run*)
+            opts="--expire --sample --top --json --html -o --fail-on --agent --" ;;
         diff*)
             if [[ $cur != -* ]]; then
                 COMPREPLY=($(compgen -f -- "$cur"))

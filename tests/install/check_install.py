@@ -77,6 +77,9 @@ def main():
               "man stackctl documents diff")
         check("attach" in r.stdout and "detach" in r.stdout and "reachability" in r.stdout,
               "man stackctl documents attach, detach and scan")
+        check("--fail-on" in r.stdout.replace("\u2010", "-") and "128+N" in r.stdout and
+              "stackwatch_limit_leaks" in r.stdout,
+              "man stackctl documents run, its exit statuses and the pytest plugin")
 
         # The Python helper, where Debian's python3 looks for local installs.
         pyver = run([PY, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
@@ -91,6 +94,22 @@ def main():
               "import stackwatch from the installed file (%s)" % r.stderr.strip()[-200:])
         check(out[1:] == [version], "stackwatch.__version__ %s is collectord's %s" %
               (out[1:], version))
+        # The pytest plugin beside it, loaded by -p stackwatch (Debian's python3-pytest).
+        r = run([PY, "-m", "pytest", "-p", "stackwatch", "--help"],
+                env=dict(os.environ, PYTHONPATH=dest + pydir), cwd="/")
+        check(r.returncode == 0 and "--stackwatch-top" in r.stdout,
+              "pytest -p stackwatch loads the installed plugin (%s)" % r.stderr.strip()[-200:])
+
+        # stackctl run from the installed layout: collectord beside it, the
+        # agent in ../lib, a private collectord for the run.
+        env = dict(os.environ, XDG_RUNTIME_DIR=dest)
+        env.pop("STACKWATCH_DIR", None)
+        env.pop("STACKWATCH_AGENT", None)
+        r = run([os.path.join(root, "bin", "stackctl"), "run", "--", "/bin/true"], env=env,
+                cwd="/")
+        check(r.returncode == 0 and "a private collectord" in r.stderr and
+              "stackwatch: 1 process(es)" in r.stderr,
+              "installed stackctl run finds collectord and the agent (%s)" % r.stderr[-300:])
 
         unit = open(os.path.join(root, "lib", "systemd", "user", "collectord.service")).read()
         check("ExecStart=%s/bin/collectord start --foreground" % PREFIX in unit and
@@ -103,7 +122,7 @@ def main():
                       "printf '%%s\\n' \"${COMPREPLY[@]}\"" %
                       (comp, " ".join("'%s'" % w for w in words), len(words) - 1))
             return run(["bash", "-c", script]).stdout.split()
-        check(complete("stackctl", "") == ["query", "mark", "snapshot", "diff", "report",
+        check(complete("stackctl", "") == ["run", "query", "mark", "snapshot", "diff", "report",
                                            "trigger", "attach", "detach", "scan", "--dir",
                                            "--version", "--help"],
               "completion: commands")
@@ -116,6 +135,8 @@ def main():
               ["text", "json", "folded", "pprof"], "completion: --format values")
         check(complete("stackctl", "trigger", "") == ["add", "list", "rm"],
               "completion: trigger")
+        check(complete("stackctl", "run", "--fail-on", "") == ["leak", "growing", "unreachable"],
+              "completion: run --fail-on")
 
         r = run(["make", "-s", "uninstall", "DESTDIR=" + dest, "PREFIX=" + PREFIX], cwd=ROOT)
         left = [os.path.join(d, f) for d, _, fs in os.walk(dest) for f in fs]

@@ -4,6 +4,7 @@ real programs under the preloaded agent, stackctl queries, polling waits."""
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import struct
@@ -217,6 +218,74 @@ class Collector:
         if bad or self.proc.returncode not in (0,):
             raise AssertionError("collectord exited %s with:\n%s" % (self.proc.returncode, log))
         return log
+
+
+def ask(p, command, timeout=30):
+    """Sends one command line to a started test program (tests/progs) and
+    returns its one-line answer; raises if none comes within timeout."""
+    p.stdin.write(command + "\n")
+    p.stdin.flush()
+    ready, _, _ = select.select([p.stdout], [], [], timeout)
+    if not ready:
+        raise AssertionError("no answer to %r within %.0fs" % (command, timeout))
+    return p.stdout.readline().strip()
+
+
+def ticks(p):
+    """How many times tests/progs/ticker has leaked its tick block so far."""
+    words = ask(p, "count").split()
+    if words[:1] != ["ticks"]:
+        raise AssertionError("ticker answered %r to count" % words)
+    return int(words[1])
+
+
+def wait_ticks(p, n, what="the ticker to run on"):
+    """Waits until the ticker has ticked n more times than now."""
+    first = ticks(p)
+
+    def more():
+        t = ticks(p)
+        return t if t >= first + n else None
+    return wait_until(more, interval=0.02, what=what)
+
+
+def wait_output(p, want, stream="stderr", timeout=30):
+    """Reads a started program's stderr (or stdout) as it comes until want
+    (a text, or a function of everything read so far) is met; returns all
+    read so far. Raw reads, as finish() does: lines an earlier readline()
+    buffered are not seen. What is read is kept in p.seen[stream]: add it to
+    what finish() returns later."""
+    seen = p.__dict__.setdefault("seen", {})
+    seen.setdefault(stream, "")
+    met = want if callable(want) else (lambda text: want in text)
+    fd = getattr(p, stream).fileno()
+    deadline = time.monotonic() + timeout
+    while True:
+        ended = False
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                ended = True
+                break
+            seen[stream] += chunk.decode(errors="replace")
+        if met(seen[stream]):
+            return seen[stream]
+        if ended:
+            raise AssertionError("%s ended before %r (read: %r)" %
+                                 (stream, want, seen[stream][-2000:]))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("timed out after %.1fs waiting for %r on %s (read: %r)" %
+                                 (timeout, want, stream, seen[stream][-2000:]))
+        select.select([fd], [], [], left)
+
+
+def wait_lines(p, pattern, n, stream="stdout", timeout=30):
+    """Waits until a started program has printed n more lines matching
+    pattern (a regex) than it has so far: proof that it ran on that long."""
+    count = lambda text: len(re.findall(pattern, text, re.M))
+    first = count(wait_output(p, lambda text: True, stream))
+    return wait_output(p, lambda text: count(text) >= first + n, stream, timeout)
 
 
 def finish(p, timeout=30):

@@ -7,8 +7,13 @@ ping within a bound, must report the program's leak exactly, and its memory
 (VmRSS) must stay bounded. The figures go to stderr as 'FIGURE ...' lines
 (docs/RELIABILITY.md)."""
 
+import json
 import os
 import random
+import re
+import shutil
+import subprocess
+import tempfile
 import resource
 import socket
 import struct
@@ -195,8 +200,11 @@ class ProtocolAbuseTest(unittest.TestCase):
         liars = []
         for i in range(32):
             s = self.connect(self.agent_sock)
-            s.sendall(hello(instance=0xAC00 + i) + struct.pack("<I", FRAME_MAX_AGENT) +
-                      b"\0" * (256 << 10))
+            try:  # one process gets 16 agent connections: the rest are refused
+                s.sendall(hello(instance=0xAC00 + i) + struct.pack("<I", FRAME_MAX_AGENT) +
+                          b"\0" * (256 << 10))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
             liars.append(s)
         wait_until(lambda: self.col.ctl("query", "clients", "--json").returncode == 0,
                    what="a query while 32 frames are half sent")
@@ -265,24 +273,32 @@ class ProtocolAbuseTest(unittest.TestCase):
         self.col.ctl("trigger", "add", "--stack", "%x" % 0xDEAF, "--pid", str(os.getpid()))
         note_rss()
 
-        # 1000 idle connections: 600 agents that said Hello and stay quiet,
-        # 400 that never say anything (closed after the idle timeout).
+        # 1000 idle connections from this one process: 600 agents that say
+        # Hello and stay quiet, 400 that never say anything. One process keeps
+        # 16 agent connections open (2 are: the slowloris that finished its
+        # Hello and the deaf agent); the rest are refused at once, and the
+        # silent ones it kept are closed after the idle timeout.
         t0 = time.monotonic()
         hellos = []
         for i in range(600):
             s = self.connect(self.agent_sock)
-            s.sendall(hello(instance=0xB0000 + i))
+            try:
+                s.sendall(hello(instance=0xB0000 + i))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
             hellos.append(s)
         bare = [self.connect(self.agent_sock) for _ in range(400)]
         wait_until(lambda: len([c for c in self.col.clients() if c["exe"] == "/fake/exe" and
-                                c["state"] == "connected"]) >= 600,
-                   timeout=60, what="600 idle agents listed")
+                                c["state"] == "connected"]) >= 16,
+                   timeout=60, what="16 idle agents of this process listed")
         with_idle = rss_kib(self.pid)
         note_rss()
-        self.figure("rss with 1000 idle connections (KiB)", with_idle)
+        self.figure("rss with 1000 idle connections of one process (KiB)", with_idle)
         self.figure("1000 connections opened in (s)", round(time.monotonic() - t0, 1))
+        self.assertEqual(len([c for c in self.col.clients() if c["exe"] == "/fake/exe" and
+                              c["state"] == "connected"]), 16)
         self.assertTrue(all(closed_by_peer(s, IDLE * 10 + 30) for s in bare[:20]))
-        for s in hellos[:20]:
+        for s in hellos[:14]:
             s.setblocking(False)
             try:
                 self.assertNotEqual(s.recv(65536), b"")  # its Welcome, not EOF
@@ -322,6 +338,265 @@ class ProtocolAbuseTest(unittest.TestCase):
         self.figure("rss after abuse (KiB)", after)
         self.assertLess(peak[0] - base, 256 * 1024, "collectord grew by more than 256 MiB")
         self.assertTrue(self.col.alive())
+
+
+def module_frame(mid, path):
+    """A ModuleMap frame with one module: id, path, a load bias."""
+    m = pb_field(1, 0, mid) + pb_field(2, 2, path) + pb_field(3, 0, 0x1000)
+    return frame(pb_field(2, 2, pb_field(1, 2, m)))
+
+
+def hello_argv(instance, argv, exe=b"/fake/exe"):
+    h = pb_field(1, 0, 1) + pb_field(2, 0, 1) + pb_field(4, 2, exe) + \
+        b"".join(pb_field(5, 2, a) for a in argv) + pb_field(7, 1, instance)
+    return frame(pb_field(1, 2, h))
+
+
+def dir_bytes(path):
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def until_eof(s, timeout=60):
+    """Reads (and drops) what s receives until the peer closes it."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+
+
+class PerProcessLimitsTest(unittest.TestCase):
+    """Issue 17.4: what one hostile process of our uid can make collectord
+    hold, and whether queries still answer. The figures go to stderr as
+    'FIGURE ...' lines (docs/RELIABILITY.md, "Per-process limits")."""
+
+    @classmethod
+    def setUpClass(cls):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 4096 and hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+    def setUp(self):
+        self.cols = []
+        self.socks = []
+        self.procs = []
+
+    def tearDown(self):
+        for s in self.socks:
+            s.close()
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for c in self.cols:
+            c.close()
+
+    def collector(self, **kw):
+        c = Collector(**kw)
+        self.cols.append(c)
+        return c
+
+    def connect(self, col):
+        s = sw.raw_connect(os.path.join(col.dir, "agent.sock"))
+        self.socks.append(s)
+        return s
+
+    def figure(self, name, value):
+        sys.stderr.write("FIGURE limits %s: %s\n" % (name, value))
+
+    def fakes(self, col):
+        return [c for c in col.clients() if c["exe"] == "/fake/exe"]
+
+    def test_module_paths_bounded(self):
+        # 100 modules with 4 MiB paths on one connection: +404 MiB kept after
+        # it closed, before paths were cut.
+        col = self.collector(extra=["--state-dir", "none"])
+        pid = col.proc.pid
+        base = rss_kib(pid)
+        s = self.connect(col)
+        s.sendall(hello(instance=0xC001))
+        path = b"/" + b"m" * (4 * MiB)
+        sent = 0
+        try:
+            for i in range(100):
+                s.sendall(module_frame(i, path))
+                sent += 1
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        s.shutdown(socket.SHUT_WR)
+        until_eof(s)
+        wait_until(lambda: self.fakes(col) and self.fakes(col)[0]["state"] != "connected",
+                   what="the connection to end")
+        growth = rss_kib(pid) - base
+        self.figure("rss kept after 100 modules with 4 MiB paths (KiB)", growth)
+        self.assertLess(growth, 64 * 1024, "module paths kept (%d sent)" % sent)
+
+    def test_argv_and_store_bounded_and_queries_answer(self):
+        # 100 connections, each a new instance token with a 4 MiB argv: +800
+        # MiB, 257 MB in the store, and "query clients" failing (reply over
+        # 256 MiB), also after a restart, before argv was cut.
+        state = tempfile.mkdtemp(prefix="swlimits-state-")
+        self.addCleanup(shutil.rmtree, state, True)
+        col = self.collector(extra=["--state-dir", state, "--retain", "100"])
+        pid = col.proc.pid
+        base = rss_kib(pid)
+        big = b"a" * (4 * MiB)
+        for i in range(100):
+            s = self.connect(col)
+            try:
+                s.sendall(hello_argv(0xD000 + i, [b"/fake/exe", big]) +
+                          stackdefs(1, 0xD000 + i, [0x4000 + i]) +
+                          events(1000, [(0, 0x10000, 1000, 64, 1)]))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            s.shutdown(socket.SHUT_WR)
+            until_eof(s)
+        wait_until(lambda: len([c for c in self.fakes(col) if c["state"] != "connected"]) >= 100,
+                   timeout=120, what="100 ended fake clients")
+        growth = rss_kib(pid) - base
+        self.figure("rss growth for 100 instance tokens with 4 MiB argv (KiB)", growth)
+        self.assertLess(growth, 64 * 1024)
+        for c in self.fakes(col):
+            self.assertLessEqual(sum(len(a) + 1 for a in c["argv"]), 64 << 10)
+        r = col.ctl("query", "clients", "--json")
+        self.figure("query clients reply (bytes of JSON)", len(r.stdout))
+        col.ctl("query", "leaks", "--json")
+        col.close()
+        self.cols.remove(col)
+        stored = dir_bytes(state)
+        self.figure("store after 100 instance tokens with 4 MiB argv (bytes)", stored)
+        self.assertLess(stored, 32 << 20)
+        # After a restart, the stored reports are served and queries answer.
+        col = self.collector(extra=["--state-dir", state])
+        r = col.ctl("query", "leaks", "--json")
+        self.assertTrue(json.loads(r.stdout)["clients"])
+        col.ctl("query", "clients", "--json")
+
+    def test_max_live_per_process(self):
+        # 6 instance tokens from one process: 6M blocks tracked under
+        # --max-live 1000000, before the cap was per process.
+        col = self.collector(extra=["--state-dir", "none", "--max-live", "1000"])
+        for k in range(6):
+            s = self.connect(col)
+            evs = [(0, 0x100000 * (k + 1) + i * 64, 1000 + i, 32, 1) for i in range(1000)]
+            s.sendall(hello(instance=0xE000 + k) + stackdefs(1, 0xE000 + k, [0x5000]) +
+                      events(1000, evs))
+        fakes = wait_until(lambda: (lambda f: len(f) == 6 and
+                                    all(c["live"]["count"] + c["table_full"] == 1000
+                                        for c in f) and f)(self.fakes(col)),
+                           what="6000 allocations applied")
+        live = sum(c["live"]["count"] for c in fakes)
+        self.figure("blocks tracked for one process with 6 instance tokens, --max-live 1000",
+                    live)
+        self.assertEqual(live, 1000)
+        self.assertEqual(sum(c["table_full"] for c in fakes), 5000)
+
+    def test_replies_cut_with_a_note(self):
+        state = tempfile.mkdtemp(prefix="swlimits-state-")
+        self.addCleanup(shutil.rmtree, state, True)
+        extra = ["--state-dir", state, "--max-reply", "65536"]
+        col = self.collector(expire=0.2, extra=extra)
+        for i in range(15):  # one process keeps 16 agent connections
+            s = self.connect(col)
+            defs = b"".join(stackdefs(j, 0xF0000 + i * 1000 + j, [0x6000 + j, 0x7000 + i])
+                            for j in range(1, 101))
+            evs = [(0, 0x200000 * (i + 1) + j * 64, 1000 + j, 100 + j, j) for j in range(1, 101)]
+            s.sendall(hello_argv(0xF000 + i, [b"/fake/exe", b"x" * 8000]) + defs +
+                      events(1000, evs))
+        # (query clients is cut here too: wait on the note's count)
+        wait_until(lambda: re.search(r"of 1500 stacks and \d+ of 15 processes",
+                                     col.ctl("query", "leaks", "--json", "--all").stderr),
+                   what="15 fake clients with 100 stacks each")
+        def cut(*args):
+            r = col.ctl(*args)
+            return r, json.loads(r.stdout)
+        r, rep = cut("query", "clients", "--json")
+        self.assertIn("reply cut to fit 65536 bytes", r.stderr)
+        self.assertLess(len(rep["clients"]), 15)
+        self.assertGreater(len(rep["clients"]), 0)
+        r, rep = cut("query", "leaks", "--json", "--all")
+        self.assertIn("reply cut to fit 65536 bytes", r.stderr)
+        self.assertGreater(len(rep["stacks"]), 0)
+        self.assertLess(len(rep["stacks"]), 1500)
+        self.figure("query leaks --all under --max-reply 65536: stacks shown of 1500",
+                    len(rep["stacks"]))
+        for s in self.socks:
+            s.close()
+        self.socks = []
+        wait_until(lambda: '"state": "connected"' not in
+                   col.ctl("query", "clients", "--json").stdout, what="the fake clients to end")
+        col.close()
+        self.cols.remove(col)
+        # Reports loaded from the store after a restart are cut the same way.
+        col = self.collector(expire=0.2, extra=extra)
+        r, rep = cut("query", "leaks", "--json", "--all")
+        self.assertIn("reply cut to fit 65536 bytes", r.stderr)
+        self.assertGreater(len(rep["stacks"]), 0)
+
+    def test_connections_per_process_bounded(self):
+        # 5,000 idle connections (with a Hello) from one process locked real
+        # agents out for good; now one process gets CPROC_CONNS_MAX (16).
+        col = self.collector(extra=["--state-dir", "none"], nofile=256)
+        held = []
+        for i in range(300):
+            try:
+                s = self.connect(col)
+                s.sendall(hello(instance=0x1F000 + i))
+                held.append(s)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        open_ = wait_until(lambda: (lambda n: n if n == 16 else None)(
+            len([c for c in self.fakes(col) if c["state"] == "connected"])),
+            what="16 idle agents of one process")
+        self.figure("agent connections one process keeps open", open_)
+        good = col.start([prog("leaks")])
+        self.procs.append(good)
+        wait_until(lambda: col.client(good.pid), what="a real agent to get in")
+        finish(good)
+        log = col.read_log()
+        self.assertIn("too many connections from pid %d" % os.getpid(), log)
+        lines = log.count("too many connections from pid")
+        self.figure("log lines for 284 refused connections", lines)
+        self.assertLessEqual(lines, 3)
+
+    def test_out_of_fds_log_throttled(self):
+        # Many processes' connections exhaust collectord's descriptors: one log
+        # line per interval with a count, not 4,495 lines.
+        col = self.collector(extra=["--state-dir", "none"], nofile=64)
+        path = os.path.join(col.dir, "agent.sock")
+        code = ("import socket,sys\n"
+                "s=[]\n"
+                "for i in range(16):\n"
+                "    c=socket.socket(socket.AF_UNIX); c.connect(sys.argv[1]); s.append(c)\n"
+                "print('ok', flush=True)\n"
+                "sys.stdin.read()\n")
+        for k in range(6):
+            p = subprocess.Popen([sys.executable, "-c", code, path], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+            self.procs.append(p)
+            self.assertEqual(p.stdout.readline().strip(), "ok")
+        refused = 0
+        for i in range(300):
+            s = sw.raw_connect(path)
+            s.settimeout(10)
+            try:
+                if s.recv(16) == b"":
+                    refused += 1
+            except (socket.timeout, ConnectionResetError):
+                pass
+            s.close()
+        self.assertGreater(refused, 100)
+        lines = col.read_log().count("out of file descriptors")
+        self.figure("log lines for %d connections refused out of fds" % refused, lines)
+        self.assertLessEqual(lines, 3)
 
 
 def closed_by_peer_without_reading(s, timeout):

@@ -5,7 +5,6 @@ route of python/stackwatch.py."""
 
 import os
 import re
-import time
 import unittest
 
 import swtest as sw
@@ -198,7 +197,10 @@ class PythonLineTest(unittest.TestCase):
 
         wait_until(lambda: os.path.exists(log) and refused(), timeout=30,
                    what="the agent to refuse the signal")
-        time.sleep(0.3)
+        # It runs on (allocates: events arrive) after the refusal.
+        e0 = self.col.client(p.pid)["events"]
+        wait_until(lambda: p.poll() is not None or self.col.client(p.pid)["events"] > e0 + 500,
+                   what="the program to run on")
         self.assertIsNone(p.poll())
         rc, out, err = finish(p)
         self.assertEqual(rc, 0)

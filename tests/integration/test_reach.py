@@ -7,6 +7,8 @@ process keeps running through repeated scans; errors are clear."""
 import json
 import os
 import re
+import shutil
+import tempfile
 import unittest
 
 import swtest as sw
@@ -125,6 +127,136 @@ class ReachTest(unittest.TestCase):
         p.stdin.close()
         self.assertEqual(p.wait(30), 0)
         self.assertEqual(p.stdout.read().strip(), "done kept=7 errors=0")
+
+    def ended_figures(self, pid):
+        """The ended process's report: the last scan's verdicts are kept
+        (issue 19.4c: they were null once the process had ended)."""
+        rep = self.col.leaks("--pid", str(pid))
+        got = by_line(rep, pid)
+        self.assertEqual(got["lost"]["unreachable"], {"count": 5, "bytes": 5 * 3001})
+        self.assertEqual(got["lost"]["reachable"], {"count": 0, "bytes": 0})
+        self.assertEqual(got["kept"]["reachable"], {"count": 7, "bytes": 7 * 3008})
+        self.assertEqual(got["kept"]["unreachable"], {"count": 0, "bytes": 0})
+        self.assertEqual(got["cycle"]["unreachable"]["count"], 3)
+        # Direct and indirect, and the owner, kept too (issue 19.1).
+        self.assertEqual(got["cycle"]["unreachable_direct"]["count"], 3)
+        self.assertEqual(got["cycle2"]["unreachable_indirect"]["count"], 3)
+        self.assertEqual([o["stack"] for o in got["cycle2"]["owners"]], [got["cycle"]["id"]])
+        text = self.col.ctl("query", "leaks", "--pid", str(pid)).stdout
+        self.assertIn("unreachable=5 (15005 bytes) reachable=0 (0 bytes)", text)
+        self.assertIn("unreachable=0 (0 bytes) reachable=7 (21056 bytes)", text)
+
+    def test_scan_verdicts_kept_after_exit(self):
+        p = self.col.start([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        self.plant(p)
+        self.wait_expired(pid)
+        self.assertEqual(self.scan(pid)["unreachable"]["count"], 11)
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        self.col.wait_state(pid, "exited")
+        self.ended_figures(pid)
+
+    def test_scan_after_main_returned_is_in_the_ended_report(self):
+        hold = os.path.join(self.col.tmp, "hold")
+        p = self.col.start([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        self.plant(p)
+        ask(p, "hold " + hold)
+        self.wait_expired(pid)
+        p.stdin.close()
+        self.assertEqual(p.stdout.readline().strip(), "done kept=7 errors=0")
+        self.assertEqual(p.stdout.readline().strip(), "held")
+        self.col.wait_state(pid, "ending")
+        # Scanned while ending: main has returned, the blocks are live.
+        self.assertEqual(self.scan(pid)["unreachable"]["count"], 11)
+        open(hold, "w").close()
+        self.assertEqual(p.wait(30), 0)
+        self.col.wait_state(pid, "exited")
+        self.ended_figures(pid)
+
+    def test_scan_verdicts_survive_a_restart(self):
+        """Kept in the store: a collectord restarted afterwards reports them."""
+        tmp = tempfile.mkdtemp(prefix="swreach-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        run, state = os.path.join(tmp, "run"), os.path.join(tmp, "state")
+        self.col.close()
+        self.col = Collector(expire=0.5, dirpath=run, extra=["--state-dir", state])
+        p = self.col.start([prog("reach")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        self.plant(p)
+        self.wait_expired(pid)
+        self.assertEqual(self.scan(pid)["unreachable"]["count"], 11)
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        self.col.wait_state(pid, "exited")
+        reports = os.path.join(state, "reports")
+        wait_until(lambda: os.path.isdir(reports) and os.listdir(reports),
+                   what="the report in the store")
+        self.col.close()
+        self.col = Collector(expire=0.5, dirpath=run, extra=["--state-dir", state])
+        self.assertTrue(self.col.client(pid)["restored"])
+        self.ended_figures(pid)
+
+    def test_high_pthread_key_values_are_reachable(self):
+        """A value of a pthread key >= 32 lives in glibc's calloc'd
+        second-level array: reachable, as valgrind and LSan say (issue 19.4a:
+        the agent's own first backtrace made that array untracked when the
+        program had made 32 keys first, and the block was called lost)."""
+        p = self.col.start([prog("tsdkeys")])
+        self.procs.append(p)
+        pid = ready_pid(p)
+        wait_until(lambda: len(by_line(self.col.leaks("--pid", str(pid)), pid,
+                                       "tsdkeys.c")) >= 3,
+                   what="the planted blocks to expire")
+        s = self.scan(pid)
+        self.assertEqual(s["unreachable"], {"count": 1, "bytes": 3012})
+        got = by_line(self.col.leaks("--pid", str(pid)), pid, "tsdkeys.c")
+        self.assertEqual(got["tsd_lost"]["unreachable"], {"count": 1, "bytes": 3012})
+        self.assertEqual(got["tsd_main"]["reachable"], {"count": 1, "bytes": 3010})
+        self.assertEqual(got["tsd_worker"]["reachable"], {"count": 1, "bytes": 3011})
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        self.assertEqual(p.stdout.read().strip(), "done 1")
+
+    def dead_threads_run(self, *args):
+        p = self.col.start([prog("deadthreads"), "100"] + list(args))
+        self.procs.append(p)
+        pid = ready_pid(p)
+        wait_until(lambda: len(by_line(self.col.leaks("--pid", str(pid)), pid,
+                                       "deadthreads.c")) >= 2 + len(args),
+                   what="the planted blocks to expire")
+        s = self.scan(pid)
+        got = by_line(self.col.leaks("--pid", str(pid)), pid, "deadthreads.c")
+        p.stdin.close()
+        self.assertEqual(p.wait(30), 0)
+        return s, got
+
+    def test_blocks_lost_by_threads_that_ended(self):
+        """100 threads each leave the only pointer to a block in their stack
+        and end: valgrind and LSan call all 100 lost; glibc keeps the dead
+        stacks for reuse, and their stale words used to keep 4 of them
+        "reachable" (issue 19.4b). The TCB at a cached stack's top still
+        counts (glibc's own blocks for those threads stay reachable)."""
+        s, got = self.dead_threads_run()
+        self.assertEqual(got["dead"]["unreachable"], {"count": 100, "bytes": 100 * 2001})
+        self.assertEqual(got["kept"]["reachable"], {"count": 1, "bytes": 2002})
+        self.assertEqual(s["unreachable"], {"count": 100, "bytes": 100 * 2001})
+
+    def test_a_thread_on_a_cached_stack_is_a_root_again(self):
+        """A thread started on a cached stack that never allocates (so the
+        agent does not know it) keeps the only pointer to a block: reachable,
+        never lost. (Its live frames may hold a dead thread's words, as they
+        would under valgrind.)"""
+        s, got = self.dead_threads_run("hold")
+        self.assertEqual(got["held"]["reachable"], {"count": 1, "bytes": 2003})
+        self.assertEqual(got["held"]["unreachable"], {"count": 0, "bytes": 0})
+        dead = got["dead"]
+        self.assertEqual(dead["unreachable"]["count"] + dead["reachable"]["count"], 100)
+        self.assertGreaterEqual(dead["unreachable"]["count"], 90)
 
     def test_query_leaks_reachability_scans_first(self):
         p = self.col.start([prog("reach")])

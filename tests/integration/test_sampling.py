@@ -5,10 +5,9 @@ bad values refused, and armed stacks firing at full rate though unsampled."""
 import os
 import re
 import tempfile
-import time
 import unittest
 
-from swtest import Collector, finish, markers, prog, stacks_with, wait_until
+from swtest import Collector, finish, markers, prog, stacks_with, wait_lines, wait_until
 
 SMALL_N, SMALL_SIZE, BIG_N, BIG_SIZE = 200000, 64, 8, 1 << 20
 
@@ -113,8 +112,9 @@ class SampledTriggerTest(unittest.TestCase):
 
             wait_until(lambda: len(re.findall(r"malloc @ ", agent_log())) >= 15, timeout=30,
                        what="fifteen firings")
-            time.sleep(0.3)
+            wait_lines(p, r"^alloc ", 20)  # more from the stack: still fifteen firings
             rc, out, _ = finish(p)
+            out = p.seen["stdout"] + out
             self.assertEqual(rc, 0)
             allocs = re.findall(r"alloc (0x[0-9a-f]+) tid", out)
             fired = re.findall(r"malloc @ (0x[0-9a-f]+)", agent_log())

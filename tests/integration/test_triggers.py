@@ -11,7 +11,7 @@ import time
 import unittest
 
 import swtest as sw
-from swtest import Collector, events, finish, hello, prog, stackdefs, wait_until
+from swtest import Collector, events, finish, hello, prog, stackdefs, wait_lines, wait_until
 
 
 def rules(col):
@@ -51,8 +51,10 @@ class TriggerTest(unittest.TestCase):
         self.assertIn("--match '^trigger_site$'", r.stdout)
         wait_until(lambda: len(re.findall(r"malloc @ ", self.agent_log())) >= 3,
                    what="three firings")
-        time.sleep(0.5)  # more allocations from the stack: still exactly three
+        # Twenty more allocations from the stack: still exactly three.
+        wait_lines(p, r"^alloc ", 20)
         rc, out, err = finish(p)
+        out = p.seen["stdout"] + out
         self.assertEqual(rc, 0)
         allocs = dict(re.findall(r"alloc (0x[0-9a-f]+) tid (\d+)", out))
         freed = set(re.findall(r"freed (0x[0-9a-f]+)", out))
@@ -102,7 +104,8 @@ class TriggerTest(unittest.TestCase):
                      "--count", "2")
         wait_until(lambda: len(re.findall(r"malloc @ ", self.agent_log())) >= 2,
                    what="two firings")
-        time.sleep(0.2)
+        # It allocates on after the firings: the signal did not kill it.
+        wait_lines(p, r"^alloc ", 5)
         self.assertIsNone(p.poll(), "the process was killed")
         rc, out, _ = finish(p)
         self.assertEqual(rc, 0)
@@ -138,7 +141,7 @@ class OnLeakTest(unittest.TestCase):
                        what="the leaking process to be signalled")
             wait_until(lambda: "not signalling pid %d" % bare.pid in col.read_log(),
                        what="the process without handler to be spared")
-            time.sleep(0.5)
+            wait_lines(bare, r"^alloc ", 10)  # it runs on after it was spared
             self.assertIsNone(bare.poll(), "the process without a handler was killed")
             _, out, _ = finish(leaker)
             self.assertGreaterEqual(int(re.search(r"signals (\d+)", out).group(1)), 1)

@@ -8,6 +8,8 @@
  *                 pointers dropped                              (@LEAK cycle)
  *   keep N        N blocks of 3008 bytes on the global list     (@LEAK kept)
  *   spin N        N threads that allocate, check and free until EOF
+ *   hold PATH     after main returns, an atexit handler prints "held" and
+ *                 waits (up to 120 s) for PATH to exist before the process ends
  *
  * At EOF: stops the threads, walks the list and prints
  * "done kept=K errors=E". The stack and registers are scrubbed after each
@@ -32,6 +34,17 @@ static _Atomic int stop;
 static _Atomic long errors;
 static pthread_t threads[64];
 static int nthreads;
+
+static char hold_path[100];
+
+/* Runs after main returned: the process is ending, its blocks still live. */
+static void hold(void)
+{
+    printf("held\n");
+    fflush(stdout);
+    for (int i = 0; i < 12000 && access(hold_path, F_OK) != 0; i++)
+        usleep(10000);
+}
 
 __attribute__((noinline)) void lose_one(uint64_t i)
 {
@@ -98,6 +111,8 @@ static void run(const char *line)
     } else if (sscanf(line, "keep %ld", &n) == 1) {
         for (long i = 0; i < n; i++)
             keep_one();
+    } else if (sscanf(line, "hold %99s", hold_path) == 1) {
+        atexit(hold);
     } else if (sscanf(line, "spin %ld", &n) == 1) {
         for (long i = 0; i < n && nthreads < 64; i++)
             pthread_create(&threads[nthreads++], NULL, spin, (void *)(uintptr_t)(i + 1));

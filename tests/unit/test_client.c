@@ -129,6 +129,103 @@ static void test_identity_argc_capped(void **state)
     assert_int_equal(f->c->argc, 256);
 }
 
+/* Issue 17.4: strings a client sends are cut (at a UTF-8 boundary). */
+static void test_strings_cut(void **state)
+{
+    fix_t *f = *state;
+    client_t *c = f->c;
+    size_t big = 4u << 20;
+    char *s = malloc(big + 1);
+    assert_non_null(s);
+    memset(s, 'a', big);
+    s[big] = 0;
+    char *argv[3] = { s, s, "tail" };
+    assert_int_equal(client_set_identity(c, 1, 1, s, argv, 3, 1, 0, 0, 0, s), 0);
+    assert_int_equal(strlen(c->exe), CLIENT_STR_MAX);
+    assert_int_equal(strlen(c->sample), CLIENT_SAMPLE_MAX);
+    size_t total = 0;
+    for (uint32_t i = 0; i < c->argc; i++)
+        total += strlen(c->argv[i]) + 1;
+    assert_true(total <= CLIENT_ARGV_MAX);
+    assert_int_equal(c->argc, 1);
+    /* "a" then two-byte characters: the cut at 4096 falls inside one. */
+    s[0] = 'a';
+    for (size_t i = 1; i + 1 < big; i += 2) {
+        s[i] = (char)0xC3;
+        s[i + 1] = (char)0xA9;
+    }
+    uint64_t r[2] = { 0x1000, 0x2000 };
+    assert_int_equal(client_put_module(c, 0, s, 0, r, 2, NULL, 0, 1, 0), 0);
+    assert_int_equal(strlen(c->mods[0].path), CLIENT_STR_MAX - 1);
+    client_set_status(c, s);
+    assert_true(strlen(c->python_status) <= CLIENT_STR_MAX);
+    free(s);
+}
+
+/* Issue 17.4: one process's client records (instance tokens) share
+ * --max-live, the stack frames and the string budget. */
+static void test_process_shares_limits(void **state)
+{
+    clients_t *cs = *state;
+    cs->max_live = 10;
+    cproc_t *p = cproc_get(cs, 77, 12345);
+    assert_non_null(p);
+    assert_ptr_equal(cproc_get(cs, 77, 12345), p);
+    cproc_ref(p); /* as a connection does */
+    client_t *a = client_new(cs, 77, E, T0), *b = client_new(cs, 77, E, T0);
+    assert_non_null(a);
+    assert_non_null(b);
+    client_set_proc(a, p);
+    client_set_proc(b, p);
+    uint64_t pcs[2] = { 0x10, 0x20 };
+    int err = 0;
+    assert_non_null(client_define_stack(a, 1, 1, 0, pcs, 2, 0, &err));
+    assert_non_null(client_define_stack(b, 1, 2, 0, pcs, 2, 0, &err));
+    for (uint64_t i = 0; i < 8; i++) {
+        assert_int_equal(client_alloc(a, 0x1000 + i * 16, T0 + i, 8, 1), 0);
+        assert_int_equal(client_alloc(b, 0x9000 + i * 16, T0 + i, 8, 1), 0);
+    }
+    assert_int_equal(a->atab.live + b->atab.live, 10);
+    assert_int_equal(a->table_full + b->table_full, 6);
+    assert_int_equal(p->live, 10);
+    assert_int_equal(p->pcs, 4);
+    /* Module paths: 4 MiB for the whole process, then refused. */
+    char path[CLIENT_STR_MAX + 1];
+    memset(path, 'm', CLIENT_STR_MAX);
+    path[CLIENT_STR_MAX] = 0;
+    uint64_t r[2] = { 0x1000, 0x2000 };
+    uint32_t ok = 0;
+    int rc = 0;
+    for (uint32_t id = 0; id < 2000 && rc == 0; id++) {
+        rc = client_put_module(id & 1 ? a : b, id, path, 0, r, 2, NULL, 0, 1, 0);
+        ok += rc == 0;
+    }
+    assert_int_equal(rc, -E2BIG);
+    assert_true(ok < CPROC_STR_MAX / CLIENT_STR_MAX);
+    assert_true(p->str <= CPROC_STR_MAX);
+    /* Frees are seen by the process's count once synced (aging tick). */
+    assert_int_equal(client_free(a, 0x1000, T0 + 100), 0);
+    client_age(a, T0 + 200);
+    assert_int_equal(p->live, 9);
+    /* Late-event records (frees of blocks not seen yet) too. */
+    for (uint64_t i = 0; i < CLIENT_REO_MAX; i++)
+        assert_int_equal(client_free(a, 0x100000000ull + i * 16, T0 + 300), 0);
+    assert_int_equal(p->reo, CLIENT_REO_MAX);
+    uint64_t unknown = b->unknown_frees;
+    assert_int_equal(client_free(b, 0x900000000ull, T0 + 300), 0);
+    assert_int_equal(b->unknown_frees, unknown + 1); /* counted, not remembered */
+    assert_int_equal(b->reo.used, 0);
+    /* The record goes when its last connection and client do. */
+    destroy_all(cs);
+    assert_ptr_equal(cs->procs, p);
+    assert_int_equal(p->live, 0);
+    assert_int_equal(p->str, 0);
+    assert_int_equal(p->reo, 0);
+    assert_int_equal(p->stacks, 0);
+    cproc_unref(p);
+    assert_null(cs->procs);
+}
+
 /* ------------------------------------------------------------------ alloc/free */
 
 static void test_alloc_free_counts(void **state)
@@ -986,6 +1083,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_new_and_find),
         T(test_identity_argc_capped),
+        T(test_strings_cut),
+        cmocka_unit_test_setup_teardown(test_process_shares_limits, setup_cs, teardown_cs),
         T(test_alloc_free_counts),
         T(test_sampled_weights),
         T(test_fold),

@@ -289,6 +289,87 @@ static void test_heap_areas(void **state)
     assert_true(out[3].lo == oth - 4096 && out[3].hi == oth + 8192);
 }
 
+/* Owners of lost blocks, as valgrind groups them (direct vs indirect). */
+static void test_owners(void **state)
+{
+    (void)state;
+    memset(mem, 0, sizeof mem);
+    /* Blocks (sorted by address), 64 bytes each at BASE + 0x1000 * k:
+     * 0 C: lost, pointed to by B only (its leader is found later: A)
+     * 1 A: lost, points to B (A -> B -> C: A direct, B and C its)
+     * 2 B: lost, points to C
+     * 3 X: lost, points to Y; 4 Y: lost, points to X (a cycle: X direct)
+     * 5 R: reachable from a root, points to 6
+     * 6 S: reachable through R
+     * 7 L: lost alone, points to S (reachable: not owned by L)
+     * 8 M: lost, points into the middle of 1 (A), so A is M's now */
+    reach_blk_t b[9];
+    for (int k = 0; k < 9; k++)
+        b[k] = (reach_blk_t){ BASE + 0x1000u * (k + 1), 64 };
+    put(b[1].addr, b[2].addr);
+    put(b[2].addr + 8, b[0].addr);
+    put(b[3].addr, b[4].addr + 16);
+    put(b[4].addr, b[3].addr);
+    put(b[5].addr, b[6].addr);
+    put(b[7].addr, b[6].addr);
+    put(b[8].addr + 56, b[1].addr + 32);
+    put(b[8].addr, b[8].addr); /* a pointer to itself changes nothing */
+    uint64_t root = b[5].addr;
+    uint8_t mk[9];
+    reach_stats_t st;
+    assert_int_equal(reach_mark(&img, b, 9, NULL, 0, &root, 1, mk, &st), 0);
+    static const uint8_t want_mk[9] = { 0, 0, 0, 0, 0, 1, 1, 0, 0 };
+    assert_memory_equal(mk, want_mk, 9);
+    uint32_t own[9];
+    assert_int_equal(reach_owners(&img, b, 9, mk, own), 0);
+    assert_int_equal(own[0], 8);
+    assert_int_equal(own[1], 8);
+    assert_int_equal(own[2], 8);
+    assert_int_equal(own[3], 3);
+    assert_int_equal(own[4], 3);
+    assert_int_equal(own[5], REACH_OWNER_NONE);
+    assert_int_equal(own[6], REACH_OWNER_NONE);
+    assert_int_equal(own[7], 7);
+    assert_int_equal(own[8], 8);
+    /* Nothing lost: every owner NONE. */
+    memset(mk, 1, 9);
+    assert_int_equal(reach_owners(&img, b, 9, mk, own), 0);
+    for (int k = 0; k < 9; k++)
+        assert_int_equal(own[k], REACH_OWNER_NONE);
+}
+
+/* A long chain of lost blocks: one direct, the rest its, no recursion. */
+static void test_owners_long_chain(void **state)
+{
+    (void)state;
+    size_t n = 100000;
+    uint64_t lo = 0x7f0000000000ull;
+    uint8_t *m = calloc(1, n * 32);
+    assert_non_null(m);
+    reach_blk_t *b = malloc(n * sizeof *b);
+    /* block i points to block i - 1: the last one leads (found last) */
+    for (size_t i = 0; i < n; i++) {
+        b[i] = (reach_blk_t){ lo + i * 32, 24 };
+        if (i) {
+            uint64_t p = lo + (i - 1) * 32;
+            memcpy(m + i * 32, &p, 8);
+        }
+    }
+    reach_run_t run = { lo, lo + n * 32, m };
+    reach_img_t im = { &run, 1 };
+    uint8_t *mk = calloc(1, n);
+    uint32_t *own = malloc(n * sizeof *own);
+    assert_int_equal(reach_owners(&im, b, n, mk, own), 0);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += own[i] != n - 1;
+    assert_int_equal(bad, 0);
+    free(m);
+    free(b);
+    free(mk);
+    free(own);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -300,6 +381,8 @@ int main(void)
         cmocka_unit_test(test_many_blocks),
         cmocka_unit_test(test_large_blocks),
         cmocka_unit_test(test_heap_areas),
+        cmocka_unit_test(test_owners),
+        cmocka_unit_test(test_owners_long_chain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
