@@ -52,6 +52,7 @@
 #define WAIT_STALL_NS (1000ull * 1000000)   /* a full ring the flusher has not touched this long: drop */
 #define WAIT_SEND_STALL_NS (50ull * 1000000) /* ... this long while its send is stalled: drop */
 #define LAST_CHECK_NS (50ull * 1000000)     /* with two threads left: are the others gone? */
+#define PEER_CHECK_NS (20ull * 1000000)     /* a stalled send: is collectord stopped? */
 #define STATS_NS (1000ull * 1000000)
 #define BACKOFF_MIN_NS (50ull * 1000000)
 #define BACKOFF_MAX_NS (1000ull * 1000000)
@@ -142,7 +143,8 @@ static struct flush_s {
     int ptracer_set;              /* SCAN_BEGIN set PR_SET_PTRACER */
     sigset_t app_mask;            /* the starting thread's signal mask (flush_start) */
     const int *nptl_nthreads;     /* glibc's count of live pthreads, NULL if unknown */
-    _Atomic int send_stalled;     /* a send is waiting for collectord to read (producers look) */
+    _Atomic int send_stalled;     /* a send waits on a stopped collectord (producers look) */
+    pid_t peer_pid;               /* collectord's pid (SO_PEERCRED at connect), 0 unknown */
 } fl = { .sock = { .fd = -1 }, .evfd = { .fd = -1 } };
 
 static void *map_scratch(size_t bytes)
@@ -220,6 +222,7 @@ int flush_connect(void)
             int rc = fdguard_take(&fl.sock, fd);
             if (rc < 0)
                 return rc;
+            fl.peer_pid = cr.pid;
             fl.need_hello = 1;
             return 0;
         }
@@ -252,11 +255,31 @@ static void disconnect(const char *why)
         log_msg("lost the collector at %s (%s); not recording until it is back", cfg.sock, why);
 }
 
+/* 1 when the process at the other end of the connection is stopped
+ * (SIGSTOP, a debugger): it reads nothing until it is continued. */
+static int peer_stopped(void)
+{
+    char path[64], buf[512];
+    if (fl.peer_pid <= 0)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)fl.peer_pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t r = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (r <= 0)
+        return 0;
+    buf[r] = '\0';
+    const char *q = strrchr(buf, ')');
+    return q && q[1] == ' ' && (q[2] == 'T' || q[2] == 't');
+}
+
 static int send_all(const uint8_t *p, size_t n)
 {
     if (!fdguard_valid(&fl.sock))
         return -EBADF;
-    uint64_t stall = 0;
+    uint64_t stall = 0, checked = 0;
     while (n > 0) {
         ssize_t w = send(fl.sock.fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w > 0) {
@@ -273,8 +296,13 @@ static int send_all(const uint8_t *p, size_t n)
             uint64_t now = clock_now_ns();
             if (!stall) {
                 stall = now;
-                /* Producers on a full ring now wait WAIT_SEND_STALL_NS at most. */
-                atomic_store_explicit(&fl.send_stalled, 1, memory_order_relaxed);
+                checked = now;
+            }
+            /* A stopped collectord: producers on a full ring now wait
+             * WAIT_SEND_STALL_NS at most (a busy one keeps them lossless). */
+            if (now - checked >= PEER_CHECK_NS) {
+                checked = now;
+                atomic_store_explicit(&fl.send_stalled, peer_stopped(), memory_order_relaxed);
             }
             uint64_t limit = atomic_load(&fl.exit_req) ? 1000000000ull : SEND_STALL_NS;
             if (now - stall > limit) {
@@ -282,7 +310,7 @@ static int send_all(const uint8_t *p, size_t n)
                 return -ETIMEDOUT;
             }
             struct pollfd pfd = { .fd = fl.sock.fd, .events = POLLOUT };
-            poll(&pfd, 1, 100);
+            poll(&pfd, 1, 20);
             creds_apply_pending(); /* a program's capset waits for us meanwhile */
             continue;
         }
@@ -1473,8 +1501,7 @@ void flush_push_slow(ring_t *r, const ev_t *ev)
     /* Lossless while connected and the flusher runs: wait for space (on a
      * loaded machine the flusher may not run for a while), but never past
      * WAIT_STALL_NS, nor past WAIT_SEND_STALL_NS while the flusher itself
-     * waits for collectord to read (stopped, or too slow): then drop and
-     * count. Any progress of the flusher frees a slot and ends the wait. */
+     * waits on a stopped collectord (send_all): then drop and count. Any progress of the flusher frees a slot and ends the wait. */
     uint64_t start = clock_now_ns();
     for (unsigned i = 0;; i++) {
         if (ring_try_push(r, ev)) {
