@@ -31,7 +31,6 @@
 #include "fdguard.h"
 #include "got.h"
 #include "frame.h"
-#include "hook.h"
 #include "intern.h"
 #include "log.h"
 #include "modmap.h"
@@ -1350,7 +1349,10 @@ static int others_gone(void)
  * seccomp strict mode, which can only leave that way). Never returns. */
 static void end_as_last_thread(void)
 {
-    agent_begin_end("last thread exited");
+    /* The end begins (as agent_begin_end, from the flusher). */
+    uint64_t none = 0;
+    if (atomic_compare_exchange_strong(&agent.end_ts, &none, clock_now_ns()))
+        atomic_store(&agent.end_why, "last thread exited");
     atomic_store(&fl.exit_req, 1); /* sends bounded as at exit */
     atomic_store(&agent.recording, 0);
     drain_all(1);
@@ -1365,9 +1367,7 @@ static void end_as_last_thread(void)
                     atomic_load_explicit((_Atomic int *)fl.nptl_nthreads, memory_order_acquire) <= 1;
     if (via_glibc) {
         pthread_sigmask(SIG_SETMASK, &fl.app_mask, NULL);
-        if (hook_real.exit)
-            hook_real.exit(0);
-        exit(0);
+        exit(0); /* the agent's exit: the end is already begun */
     }
     int status = task_exit_status(getpid());
     for (;;)

@@ -17,6 +17,7 @@
 #include "arm.h"
 #include "clock.h"
 #include "config.h"
+#include "creds.h"
 #include "flush.h"
 #include "got.h"
 #include "intern.h"
@@ -914,56 +915,6 @@ EXPORT void exit(int status)
 
 /* ---------------------------------------------------------------- seccomp strict mode */
 
-/* A thread in seccomp strict mode may make four system calls (read, write,
- * _exit, sigreturn); any other one kills it. The agent's slow paths make
- * others (mmap for a ring, nanosleep waiting for space, the fork child's
- * connect), so a thread entering strict mode is left untraced from then
- * on: its guard stays set for good (every hook passes straight through,
- * count nothing), and its ring is orphaned (the flusher unmaps it once the
- * thread is gone, which may be through a bare SYS_exit, without any
- * thread-exit hook). Set before the call: no agent code runs on the thread
- * between the kernel's switch and the return here. The requests come
- * through prctl(PR_SET_SECCOMP) (creds.c), or syscall(2) with SYS_prctl or
- * SYS_seccomp (below); a program making the raw instruction itself is not
- * seen. */
-int hook_strict_begin(void)
-{
-    tstate_t *t = &tstate;
-    int g = t->guard;
-    t->guard = 1;
-    return g;
-}
-
-void hook_strict_end(int g, long rc)
-{
-    tstate_t *t = &tstate;
-    if (rc != 0) {
-        t->guard = g; /* refused: traced as before */
-        return;
-    }
-    if (t->ring)
-        atomic_store_explicit(&t->ring->state, RING_ORPHAN, memory_order_release);
-}
-
-/* The system call itself (x86-64), as glibc's syscall(2) makes it: no
- * lookup, usable before anything is resolved. */
-long hook_raw_syscall6(long n, long a, long b, long c, long d, long e, long f)
-{
-    long rc;
-    register long r10 __asm__("r10") = d;
-    register long r8 __asm__("r8") = e;
-    register long r9 __asm__("r9") = f;
-    __asm__ volatile("syscall"
-                     : "=a"(rc)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    if (rc < 0 && rc > -4096) {
-        errno = (int)-rc;
-        return -1;
-    }
-    return rc;
-}
-
 static int strict_request(long n, long a, long b)
 {
     return (n == SYS_prctl && a == PR_SET_SECCOMP && b == SECCOMP_MODE_STRICT) ||
@@ -978,10 +929,10 @@ EXPORT long syscall(long n, ...)
     long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
     va_end(ap);
     if (!strict_request(n, a, b))
-        return hook_raw_syscall6(n, a, b, c, d, e, f);
-    int g = hook_strict_begin();
-    long rc = hook_raw_syscall6(n, a, b, c, d, e, f);
-    hook_strict_end(g, rc);
+        return creds_raw_syscall6(n, a, b, c, d, e, f);
+    int g = creds_strict_begin();
+    long rc = creds_raw_syscall6(n, a, b, c, d, e, f);
+    creds_strict_end(g, rc);
     return rc;
 }
 

@@ -62,16 +62,6 @@ typedef struct hook_target_s {
     uint64_t real;    /* what the program's references resolve to */
 } hook_target_t;
 
-/* Seccomp strict mode (prctl(PR_SET_SECCOMP), seccomp(2) through
- * syscall(2)): hook_strict_begin before the call sets the thread's guard
- * (returns its previous value), hook_strict_end after it keeps it set for
- * good when the call succeeded (rc 0), else restores it. */
-int hook_strict_begin(void);
-void hook_strict_end(int guard, long rc);
-
-/* The system call n, made directly (x86-64): -1 and errno on failure. */
-long hook_raw_syscall6(long n, long a, long b, long c, long d, long e, long f);
-
 /* The functions attach mode redirects (after hook_resolve_global). Sets *n. */
 const hook_target_t *hook_targets(int *n);
 
