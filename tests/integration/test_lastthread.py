@@ -64,10 +64,13 @@ class LastThreadTest(unittest.TestCase):
                     self.assertEqual(c["state"], "exited", c)
                     self.assertEqual(c["end_reason"], "last thread exited", c)
                     self.assertGreaterEqual(c["total_allocs"], 1000, c)
-            # Traced until it entered strict mode, untraced after (the agent
-            # may make no system call on that thread any more).
+            # Traced until it entered strict mode (1000 allocations and frees),
+            # untraced after (100 more of each: the agent may make no system
+            # call on that thread any more). A sanitizer's runtime may add an
+            # allocation of its own at start-up, never freed.
             strict = by[("strict", "5")][0]
-            self.assertEqual((strict["total_allocs"], strict["total_frees"]), (1000, 1000), strict)
+            self.assertEqual(strict["total_frees"], 1000, strict)
+            self.assertIn(strict["total_allocs"], (1000, 1001), strict)
         finally:
             col.close()
 
