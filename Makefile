@@ -176,6 +176,9 @@ $(BUILD)/progs/ctor_main: tests/progs/ctor_main.c $(BUILD)/progs/libctorleak.so
 $(BUILD)/progs/inline_leak: tests/progs/inline_leak.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -g -O2 -Wall -Wextra -o $@ $<
+$(BUILD)/progs/inline2_leak: tests/progs/inline2_leak.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -g -O2 -Wall -Wextra -o $@ $< -lpthread
 
 # Two same-size libraries for the dlclose/dlopen address-reuse test.
 $(BUILD)/progs/libreuse_a.so $(BUILD)/progs/libreuse_b.so: $(BUILD)/progs/libreuse_%.so: tests/progs/libreuse.c

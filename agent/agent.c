@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -76,19 +77,30 @@ static int tracing(void)
 }
 
 static int fork_locked; /* the prepare handler took the lock */
+static int fork_gate_late;        /* ... while a thread was still inside the agent */
+static _Atomic int fork_gate_logged;
 
 static void fork_prepare(void)
 {
     got_fork_prepare();
     fork_locked = tracing();
-    if (fork_locked)
+    if (fork_locked) {
+        /* No thread inside libunwind when the child is made (tstate.h). A
+         * thread held up longer (stopped in a debugger) is not waited for. */
+        fork_gate_late = tstate_fork_gate_close((uint32_t)syscall(SYS_gettid), 1000) < 0;
         modmap_lock();
+    }
 }
 
 static void fork_parent(void)
 {
-    if (fork_locked)
+    if (fork_locked) {
         modmap_unlock();
+        tstate_fork_gate_open();
+        if (fork_gate_late && !atomic_exchange(&fork_gate_logged, 1))
+            log_msg("fork: a thread stayed inside the agent for 1 s (stopped?); forked "
+                    "anyway (logged once)");
+    }
     got_fork_parent();
 }
 
@@ -98,8 +110,10 @@ static void fork_parent(void)
 static void fork_child(void)
 {
     got_fork_child();
-    if (fork_locked)
+    if (fork_locked) {
         modmap_fork_child();
+        tstate_fork_gate_open();
+    }
     if (!tracing())
         return;
     intern_fork_child();
@@ -137,6 +151,9 @@ _Atomic int agent_init_state;
 
 void agent_new_session(void)
 {
+    /* Attached again after a detach (the same process image): the session
+     * before ended with that detach. */
+    agent.previous_session = agent.mode == AGENT_DETACHED ? agent.instance : 0;
     agent.pid = getpid();
     agent.ppid = getppid();
     agent.instance = new_instance();

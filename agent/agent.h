@@ -28,6 +28,7 @@ typedef struct agent_s {
     pid_t ppid;                   /* parent pid */
     uint64_t instance;            /* random per process image (new in a fork child) */
     uint64_t parent_instance;     /* fork child: the parent's instance */
+    uint64_t previous_session;    /* attached again: the instance of the detached session */
     uint64_t start_realtime_ns;   /* when tracing started in this process */
     char exe[AGENT_EXE_MAX];      /* resolved /proc/self/exe */
     char cmdline[AGENT_CMDLINE_MAX]; /* NUL-separated argv */

@@ -19,6 +19,10 @@
 #include "hook.h"
 #include "log.h"
 #include "tstate.h"
+#include "unwind.h"
+
+/* How long a detach waits for threads inside the agent to leave it. */
+#define QUIESCE_MS 2000
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -83,6 +87,7 @@ EXPORT int stackwatch_attach(const char *list, char *msg, size_t msglen)
         /* Again after a detach: a new session, and the settings given now,
          * but sampling and unwinding stay as the tables were set up. */
         cfg_t before = cfg;
+        log_open(cfg_list_get(list, "STACKWATCH_LOG")); /* closed at the detach */
         cfg_load_list(agent.exe, list);
         if (strcmp(before.sample, cfg.sample) != 0 || before.unwind != cfg.unwind)
             log_msg("attach: sampling and unwinding stay as the first attach set them (%s)",
@@ -132,6 +137,10 @@ EXPORT int stackwatch_attach(const char *list, char *msg, size_t msglen)
 fail:
     if (agent.mode != AGENT_DETACHED)
         agent.mode = first ? AGENT_DORMANT : AGENT_DETACHED;
+    /* Nothing of the agent runs (no flusher, nothing patched): the fds it
+     * opened for this attach go, as at a detach. */
+    flush_close_fds();
+    log_close();
 out:
     t->guard = guard;
     return rc;
@@ -157,12 +166,25 @@ EXPORT int stackwatch_detach(char *msg, size_t msglen)
     /* No new call enters the hooks once the entries are back; calls in
      * flight finish; recording stops before the last drain. */
     int n = got_restore();
-    if (flush_detach() < 0)
+    if (flush_detach() < 0) {
         say(msg, msglen, "detached (%d allocator entries restored); the flusher did not stop "
                          "within its deadline", n);
-    else
+    } else if (flush_quiesce(QUIESCE_MS) < 0) {
+        /* A thread still inside the agent could write to an fd number
+         * the program reuses: the agent's fds stay open. */
+        say(msg, msglen, "detached: %d allocator entries restored, the process runs on "
+                         "untraced; the agent's fds stay open (a thread was still inside it)",
+            n);
+    } else {
+        /* Nothing of the agent runs now: its fds go (the flusher's
+         * eventfd, the log's, libunwind's validation pipe); the next
+         * attach opens what it needs again. */
+        flush_close_fds();
+        unwind_close_fds();
+        log_close();
         say(msg, msglen, "detached: %d allocator entries restored, the process runs on untraced",
             n);
+    }
     agent.started = 0;
     agent.mode = AGENT_DETACHED;
 out:

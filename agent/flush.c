@@ -57,6 +57,8 @@
 #define BACKOFF_MAX_NS (1000ull * 1000000)
 #define SEND_STALL_NS (10000ull * 1000000)  /* a collector that takes nothing this long is gone */
 #define FINAL_WAIT_MS 2000
+/* A detach: sends may stall up to SEND_STALL_NS each; a longer wait leaves the flusher stuck. */
+#define DETACH_WAIT_MS 25000
 #define FOLD_SLOTS (2u * BATCH_MAX)      /* address table, half full at most */
 #define FACC_SLOTS 8192u                 /* stacks with folded pairs per batch */
 #define FACC_PROBES 64u
@@ -303,7 +305,11 @@ static int send_all(const uint8_t *p, size_t n)
                 checked = now;
                 atomic_store_explicit(&fl.send_stalled, peer_stopped(), memory_order_relaxed);
             }
-            uint64_t limit = atomic_load(&fl.exit_req) ? 1000000000ull : SEND_STALL_NS;
+            /* An ending process waits a second at most; a detach (the
+             * process runs on) waits out a stall as a running agent does,
+             * so its Goodbye gets through a busy collector. */
+            uint64_t limit = atomic_load(&fl.exit_req) && !fl.bye_detached ? 1000000000ull
+                                                                          : SEND_STALL_NS;
             if (now - stall > limit) {
                 atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
                 return -ETIMEDOUT;
@@ -366,6 +372,7 @@ static int send_hello(void)
     h.python_status = (char *)py_status();
     h.attached = agent.mode == AGENT_ATTACHED;
     h.flusher_tid = fl.self_tid;
+    h.previous_session = agent.previous_session;
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_HELLO;
     m.hello = &h;
@@ -1486,6 +1493,15 @@ void flush_kick(void)
 
 void flush_push_slow(ring_t *r, const ev_t *ev)
 {
+    /* Not recording (disconnected, ending, detached): the flusher discards,
+     * so no wait and no kick. Looked at after the caller set busy: a detach
+     * that stored 0 and then found this ring not busy knows no kick of it
+     * reaches the eventfd it closes. */
+    if (!atomic_load_explicit(&agent.recording, memory_order_relaxed) || !fl.running) {
+        if (!ring_try_push(r, ev))
+            atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
+        return;
+    }
     /* A drop just happened on this ring and the flusher has freed nothing
      * since: drop at once, without waiting again. A frozen collectord so
      * costs each thread one bounded wait per stall, not one per event. */
@@ -1501,7 +1517,8 @@ void flush_push_slow(ring_t *r, const ev_t *ev)
     /* Lossless while connected and the flusher runs: wait for space (on a
      * loaded machine the flusher may not run for a while), but never past
      * WAIT_STALL_NS, nor past WAIT_SEND_STALL_NS while the flusher itself
-     * waits on a stopped collectord (send_all): then drop and count. Any progress of the flusher frees a slot and ends the wait. */
+     * waits on a stopped collectord (send_all): then drop and count. Any
+     * progress of the flusher frees a slot and ends the wait. */
     uint64_t start = clock_now_ns();
     for (unsigned i = 0;; i++) {
         if (ring_try_push(r, ev)) {
@@ -1532,19 +1549,20 @@ drop:
     atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
 }
 
-void flush_final(void)
+static void final_wait(int ms)
 {
     if (!fl.running || atomic_exchange(&fl.exit_req, 1))
         return;
     flush_kick();
-    /* Bounded by FINAL_WAIT_MS; polled finely, the last drain and the
-     * Goodbye usually take well under a millisecond. */
-    uint64_t until = clock_now_ns() + (uint64_t)FINAL_WAIT_MS * 1000000u;
+    /* Bounded by ms; polled finely, the last drain and the Goodbye
+     * usually take well under a millisecond. */
+    uint64_t until = clock_now_ns() + (uint64_t)ms * 1000000u;
     for (unsigned i = 0; !atomic_load(&fl.exit_done) && clock_now_ns() < until; i++) {
         if (i < 32) {
             sched_yield();
         } else {
-            struct timespec ts = { 0, 50000 };
+            /* Finely for the usual case, coarsely through a long stall. */
+            struct timespec ts = { 0, i < 20000 ? 50000 : 2000000 };
             nanosleep(&ts, NULL);
         }
     }
@@ -1564,12 +1582,17 @@ static void session_reset(void)
 }
 
 
+void flush_final(void)
+{
+    final_wait(FINAL_WAIT_MS);
+}
+
 int flush_detach(void)
 {
     if (!fl.running)
         return 0;
     fl.bye_detached = 1;
-    flush_final();
+    final_wait(DETACH_WAIT_MS);
     if (!atomic_load(&fl.exit_done)) {
         fl.stuck = 1;
         return -ETIMEDOUT;
@@ -1584,6 +1607,40 @@ int flush_detach(void)
     atomic_store(&fl.exit_req, 0);
     atomic_store(&fl.exit_done, 0);
     return 0;
+}
+
+static void count_inside(ring_t *r, void *arg)
+{
+    /* acquire: pairs with the release in ring_inside_end / ring_busy_end. */
+    if (atomic_load_explicit(&r->inside, memory_order_acquire) ||
+        atomic_load_explicit(&r->busy, memory_order_acquire))
+        (*(int *)arg)++;
+}
+
+int flush_quiesce(int timeout_ms)
+{
+    atomic_store(&agent.recording, 0);
+    /* Every thread passes a barrier: one that set inside (or busy) before
+     * it read recording is seen inside below; one that did after reads 0
+     * and backs off. */
+    if (!ring_asym_fence || syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+        atomic_thread_fence(memory_order_seq_cst);
+    uint64_t until = clock_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    for (;;) {
+        int n = 0;
+        tstate_each_ring(count_inside, &n);
+        if (!n)
+            return 0;
+        if (clock_now_ns() >= until)
+            return -EBUSY;
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+void flush_close_fds(void)
+{
+    fdguard_close(&fl.evfd);
 }
 
 int flush_stuck(void)

@@ -38,6 +38,16 @@ int flush_detach(void);
 /* 1 after a detach whose flusher did not stop. */
 int flush_stuck(void);
 
+/* After a detach (the flusher stopped, the GOT restored, recording off):
+ * waits up to timeout_ms until no thread is inside the agent's recording
+ * path (ring_inside_begin) or pushing an event, so none can touch the
+ * agent's fds again. 0, or -EBUSY when one still was at the deadline. */
+int flush_quiesce(int timeout_ms);
+
+/* Closes the flusher's eventfd (flush_start makes a new one). Only after
+ * flush_quiesce returned 0. */
+void flush_close_fds(void);
+
 /* Closes the connection flush_connect opened (attach failed after it). */
 void flush_disconnect(void);
 

@@ -201,6 +201,17 @@ static inline int rec_enter(tstate_t *t, int *saved_errno)
         errno = *saved_errno;
         return 0;
     }
+    ring_t *r = t->ring;
+    if (LIKELY(r != NULL)) {
+        /* Inside from here (a detach waits for it before closing the
+         * agent's fds), then recording is looked at again: stopped in
+         * between, nothing is recorded. */
+        ring_inside_begin(r);
+        if (UNLIKELY(!atomic_load_explicit(&agent.recording, memory_order_relaxed))) {
+            ring_inside_end(r);
+            return 0;
+        }
+    }
     *saved_errno = errno;
     t->guard = 1;
     return 1;
@@ -234,6 +245,8 @@ static inline void count_offline(tstate_t *t)
 
 static inline void rec_leave(tstate_t *t, int saved_errno)
 {
+    if (LIKELY(t->ring != NULL))
+        ring_inside_end(t->ring);
     t->guard = 0;
     errno = saved_errno;
 }
@@ -242,8 +255,15 @@ static inline void rec_leave(tstate_t *t, int saved_errno)
 static inline ring_t *ring_of(tstate_t *t)
 {
     ring_t *r = t->ring;
-    if (UNLIKELY(!r))
+    if (UNLIKELY(!r)) {
         r = tstate_ring(t);
+        /* A first ring: inside from now on, as rec_enter does. */
+        if (r) {
+            ring_inside_begin(r);
+            if (!atomic_load_explicit(&agent.recording, memory_order_relaxed))
+                return NULL;
+        }
+    }
     return r;
 }
 
@@ -306,6 +326,12 @@ static uint32_t capture(ring_t *r, const uint64_t *frame)
                                   memory_order_relaxed); /* single writer */
             return ce->idx;
         }
+    }
+    if (UNLIKELY(atomic_load_explicit(&tstate_fork_gate, memory_order_relaxed)) &&
+        (!r || r->tid != tstate_fork_gate_tid)) {
+        /* Another thread is forking: no libunwind now (see tstate.h). */
+        atomic_fetch_add_explicit(&agent.unwind_failures, 1, memory_order_relaxed);
+        return INTERN_NONE;
     }
     uint64_t pcs[CFG_DEPTH_MAX];
     int truncated = 0;

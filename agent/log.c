@@ -159,6 +159,11 @@ void log_open(const char *spec)
     errno = saved;
 }
 
+void log_close(void)
+{
+    fdguard_close(&log_g);
+}
+
 int log_fd(void)
 {
     return fdguard_valid(&log_g) ? log_g.fd : -1;

@@ -22,4 +22,7 @@ void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The log fd in use (-1: none), for the signal/trigger path. */
 int log_fd(void);
 
+/* Closes the log's fd (a detach; log_open opens it again). */
+void log_close(void);
+
 #endif

@@ -42,6 +42,8 @@ typedef struct ring_s {
     _Atomic uint64_t dropped;            /* events dropped when full; producer writes */
     _Atomic uint64_t waits;              /* times the producer waited for space */
     _Atomic uint32_t busy;               /* 1 from before an event's timestamp until it is pushed */
+    _Atomic uint32_t inside;             /* 1 while the owner records a call (rec_enter..rec_leave):
+                                          * a detach closes the agent's fds only when none is */
     _Atomic uint64_t pending_ts;         /* ts of an event waiting for space (0: none) */
     _Atomic uint64_t n_alloc, b_alloc;   /* every allocation seen, sampled or not */
     _Atomic uint64_t n_free;             /* every free seen */
@@ -95,6 +97,26 @@ static inline void ring_busy_begin(ring_t *r)
     } else {
         atomic_store_explicit(&r->busy, 1, memory_order_seq_cst);
     }
+}
+
+/* Producer: the owner is recording a call from here until ring_inside_end.
+ * Published like busy (a plain store when the reader issues membarrier);
+ * the caller then loads agent.recording and backs off if it is 0, so a
+ * detach that stored 0 and found no ring inside knows none will touch the
+ * agent's fds again. */
+static inline void ring_inside_begin(ring_t *r)
+{
+    if (ring_asym_fence) {
+        atomic_store_explicit(&r->inside, 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst); /* compiler order only */
+    } else {
+        atomic_store_explicit(&r->inside, 1, memory_order_seq_cst);
+    }
+}
+
+static inline void ring_inside_end(ring_t *r)
+{
+    atomic_store_explicit(&r->inside, 0, memory_order_release);
 }
 
 /* Producer: the event is pushed. release: the push is visible first. */

@@ -2,11 +2,13 @@
 #include "tstate.h"
 
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -336,3 +338,42 @@ void tstate_fork_child(void)
     if (key_ok)
         pthread_setspecific(ring_key, NULL);
 }
+
+/* ---------------------------------------------------------------- fork gate */
+
+_Atomic int tstate_fork_gate;
+uint32_t tstate_fork_gate_tid;
+
+static void count_inside_other(ring_t *r, void *arg)
+{
+    /* acquire: pairs with the release in ring_inside_end. */
+    if (r->tid != tstate_fork_gate_tid && atomic_load_explicit(&r->inside, memory_order_acquire))
+        (*(int *)arg)++;
+}
+
+int tstate_fork_gate_close(uint32_t tid, int timeout_ms)
+{
+    tstate_fork_gate_tid = tid;
+    atomic_store(&tstate_fork_gate, 1);
+    /* Every thread passes a barrier: one that set inside before it read the
+     * gate is seen inside below; one that did after sees the gate. */
+    if (!ring_asym_fence || syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+        atomic_thread_fence(memory_order_seq_cst);
+    for (int waited_us = 0;; waited_us += 50) {
+        int n = 0;
+        tstate_each_ring(count_inside_other, &n);
+        if (!n)
+            return 0;
+        if (waited_us >= timeout_ms * 1000)
+            return -EBUSY;
+        struct timespec ts = { 0, 50000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+void tstate_fork_gate_open(void)
+{
+    atomic_store(&tstate_fork_gate, 0);
+    tstate_fork_gate_tid = 0;
+}
+

@@ -66,4 +66,17 @@ void tstate_discard(void);
  * starts over. */
 void tstate_fork_child(void);
 
+/* The fork gate. fork() may not happen while a thread is inside libunwind
+ * (its memory pools' mutexes would stay locked in the child, whose first
+ * unwind then hangs for good). fork's prepare handler closes the gate:
+ * threads recording from then on capture no stack (counted as unwind
+ * failures) unless they are the forking thread, and it waits until no other
+ * thread is inside the recording path (their ring's inside flag), at most
+ * timeout_ms. Returns 0, or -EBUSY when one still was. The parent and child
+ * handlers open it again. */
+extern _Atomic int tstate_fork_gate;
+extern uint32_t tstate_fork_gate_tid;
+int tstate_fork_gate_close(uint32_t tid, int timeout_ms);
+void tstate_fork_gate_open(void);
+
 #endif

@@ -21,6 +21,14 @@ enum { UNWIND_DWARF = 0, UNWIND_FP = 1 };
  * them. Returns 0 or -errno. Constructor only, before modmap_init. */
 int unwind_init(int mode, const char *fp_globs);
 
+/* Closes the pipe libunwind opened to validate addresses (its static
+ * mem_validate_pipe, found in libunwind's initialized data as the one pair
+ * of fds that are the two ends of one O_NONBLOCK|O_CLOEXEC pipe) and sets
+ * the pair to -1: libunwind opens a new pipe when it validates again. For
+ * a detach, when no thread can be inside libunwind. Returns the fds
+ * closed (0 or 2), or -ENOENT when no such pair was found (nothing done). */
+int unwind_close_fds(void);
+
 /* The module map saw a module load / unload (under its lock: one writer). */
 void unwind_module_added(const char *path, int is_exe, uint64_t lo, uint64_t hi);
 void unwind_module_removed(uint64_t lo, uint64_t hi);

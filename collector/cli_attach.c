@@ -338,6 +338,26 @@ static int wait_state(const rundir_t *rd, pid_t pid, const char *want, int ms)
     return 0;
 }
 
+/* After a detach: waits until collectord lists the session as detached.
+ * Any other ended state (the Goodbye was lost) will not turn into it by
+ * waiting: 0 at once then (the next attach names it detached). */
+static int wait_detached(const rundir_t *rd, pid_t pid, int ms)
+{
+    uint64_t until = trc_now_ns() + (uint64_t)ms * 1000000u;
+    char st[32];
+    int att;
+    do {
+        client_state(rd, pid, st, sizeof st, &att);
+        if (!strcmp(st, "detached"))
+            return 1;
+        if (st[0] && strcmp(st, "connected") != 0)
+            return 0;
+        struct timespec ts = { 0, 20000000 };
+        nanosleep(&ts, NULL);
+    } while (trc_now_ns() < until);
+    return 0;
+}
+
 /* Checks that apply to both commands. Returns 0 or 1 (exit status). */
 static int preflight(const rundir_t *rd, pid_t pid)
 {
@@ -573,7 +593,7 @@ int cli_detach(const rundir_t *rd, pid_t pid, const cli_attach_opts_t *o)
         fprintf(stderr, "stackctl: detach %d: %s\n", (int)pid, msg[0] ? msg : strerror(-drc));
         return 1;
     }
-    if (o->wait_ms && !wait_state(rd, pid, "detached", o->wait_ms))
+    if (o->wait_ms && !wait_detached(rd, pid, o->wait_ms))
         fprintf(stderr, "stackctl: warning: collectord does not list pid %d as detached yet\n",
                 (int)pid);
     printf("pid %d: %s\n", (int)pid, msg);

@@ -196,6 +196,10 @@ static void text_owners(FILE *f, const Stackwatch__LeakReport *r, const Stackwat
                " bytes)\n",
             s->estimate ? "~" : "", d->count, d->bytes, s->estimate ? "~" : "", in->count,
             in->bytes);
+    if (cnt(s->owns)->count)
+        fprintf(f, "      owns %s%" PRIu64 " (%" PRIu64 " bytes) lost indirectly at other stacks "
+                   "(ranked with them)\n",
+                s->estimate ? "~" : "", cnt(s->owns)->count, cnt(s->owns)->bytes);
     for (size_t k = 0; k < s->n_owners; k++) {
         const Stackwatch__StackOwner *o = s->owners[k];
         fprintf(f, "      %" PRIu64 " (%" PRIu64 " bytes) owned by CallStack[%016" PRIx64 "]",
@@ -487,6 +491,7 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
             json_count(&j, "reachable", s->reachable);
             json_count(&j, "unreachable_direct", s->unreachable_direct);
             json_count(&j, "unreachable_indirect", s->unreachable_indirect);
+            json_count(&j, "owns", s->owns);
             json_arr_begin(&j, "owners");
             for (size_t k = 0; k < s->n_owners; k++) {
                 char oid[17];
@@ -502,6 +507,7 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
             json_null(&j, "reachable");
             json_null(&j, "unreachable_direct");
             json_null(&j, "unreachable_indirect");
+            json_null(&j, "owns");
             json_null(&j, "owners");
         }
         json_str(&j, "state", empty(s->state) ? NULL : s->state);

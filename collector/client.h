@@ -180,6 +180,8 @@ typedef struct client_s {
     uint32_t depth;
     char *sample;
     int state;              /* CLIENT_* */
+    int successor_seen;     /* attached: the process's next session named this one as
+                             * its previous (it ended with a detach) */
     int said_bye;           /* Goodbye received on the current connection */
     int said_detach;        /* ... and it said "detached" (stackctl detach) */
     int attached;           /* stackctl attach: tracking started at start_realtime_ns */

@@ -14,6 +14,7 @@
 #include "client.h"
 #include "ctl.h"
 #include "ingest.h"
+#include "peer.h"
 #include "srv.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -79,10 +80,11 @@ conn_t *conn_new(srv_t *srv, int fd, int kind)
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0) {
         c->peer_pid = cr.pid;
         c->peer_uid = cr.uid;
-        /* Taken now, from the kernel's word for the peer: a signal can only
+        /* Taken now, from the kernel's word for the peer (SO_PEERPIDFD, or
+         * a pidfd_open verified against the socket): a signal can only
          * ever reach this process, even after it exits and its pid is reused. */
         if (cr.pid > 0)
-            c->pidfd = (int)syscall(SYS_pidfd_open, cr.pid, 0);
+            c->pidfd = peer_pidfd(fd, cr.pid, NULL);
     }
     if (c->peer_pid > 0) {
         /* Per-process limits: one process, however many connections or

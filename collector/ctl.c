@@ -2,6 +2,7 @@
 #include "ctl.h"
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <fnmatch.h>
 #include <stddef.h>
@@ -192,6 +193,7 @@ typedef struct cand_s {
     uint32_t first;        /* by exe: the group's first member in the member list */
     uint32_t nmembers;
     double rank;
+    uint64_t owns_n, owns_b; /* other stacks' blocks its direct lost blocks own (last scan) */
 } cand_t;
 
 /* Per stack of one client, from one walk over its live blocks. */
@@ -320,7 +322,46 @@ static void fig_add(fig_t *a, const fig_t *b)
 
 static double rank_of(const cand_t *cd)
 {
-    return classify_weight(cd->klass) * cd->conf * (double)cd->f.may_b;
+    /* A direct leak ranks with what it drags along (issue 19.5). */
+    return classify_weight(cd->klass) * cd->conf * (double)(cd->f.may_b + cd->owns_b);
+}
+
+/* Rank by cause, over one client's candidates cands[first..n) (built from
+ * its slist, not merged by exe): a stack whose lost blocks are all owned by
+ * another stack's ranks right after its largest owner, so the root comes
+ * first and what it drags along follows. owns_* must be set already. */
+static void rank_by_cause(const client_t *c, cand_t *cands, size_t first, size_t n)
+{
+    if (!c->nscan_own || n <= first)
+        return;
+    int32_t *at = malloc(c->nstacks * sizeof *at); /* slist position -> candidate */
+    if (!at)
+        return;
+    for (uint32_t i = 0; i < c->nstacks; i++)
+        at[i] = -1;
+    for (size_t i = first; i < n; i++)
+        if (cands[i].s && cands[i].s->pos < c->nstacks)
+            at[cands[i].s->pos] = (int32_t)i;
+    /* scan_own is sorted by stack, largest owner first within it. */
+    for (size_t k = 0; k < c->nscan_own; k++) {
+        const scan_own_t *o = &c->scan_own[k];
+        if (k && c->scan_own[k - 1].stack == o->stack)
+            continue; /* not the largest owner */
+        const cstack_t *s = cstack_at(c, o->stack), *os = cstack_at(c, o->owner);
+        if (!s || !os || s == os || s->pos >= c->nstacks || os->pos >= c->nstacks)
+            continue;
+        int32_t ci = at[s->pos], oi = at[os->pos];
+        if (ci < 0 || oi < 0)
+            continue;
+        cand_t *cd = &cands[ci];
+        if (!cd->f.un_n || cd->f.ind_n != cd->f.un_n || cd->owns_n)
+            continue; /* some of it is lost directly, or it owns in turn: its own rank */
+        /* Mostly lost (not a live structure that also lost a few): it
+         * goes where its owner is, just after it. */
+        if (cd->f.un_b * 2 >= cd->f.may_b)
+            cd->rank = nextafter(cands[oi].rank, 0.0);
+    }
+    free(at);
 }
 
 static int by_rank;
@@ -684,6 +725,7 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
             r->reachable = count(ra, f->re_n, f->re_b);
             r->unreachable_direct = count(ra, f->un_n - f->ind_n, f->un_b - f->ind_b);
             r->unreachable_indirect = count(ra, f->ind_n, f->ind_b);
+            r->owns = count(ra, cd->owns_n, cd->owns_b);
             if (f->ind_n && fill_owners(ra, c, s, r) < 0)
                 return NULL;
         }
@@ -816,6 +858,7 @@ static int client_cands(srv_t *srv, client_t *c, const store_rec_t *rec,
     walk_t *w = NULL;
     Stackwatch__StackReport **old = NULL;
     uint8_t *used = NULL;
+    uint64_t *owns = NULL; /* per slist position: blocks it owns, count and bytes */
     size_t nold = 0;
     int rc = -ENOMEM;
     (void)srv;
@@ -829,6 +872,19 @@ static int client_cands(srv_t *srv, client_t *c, const store_rec_t *rec,
         if (nold) {
             memcpy(old, src, nold * sizeof *old);
             qsort(old, nold, sizeof *old, id_cmp);
+        }
+    }
+    size_t first = *ncand;
+    if (c->nscan_own && !q->since_mark && c->nstacks) {
+        owns = calloc(2 * (size_t)c->nstacks, sizeof *owns);
+        if (!owns)
+            goto out;
+        for (size_t k = 0; k < c->nscan_own; k++) {
+            const cstack_t *os = cstack_at(c, c->scan_own[k].owner);
+            if (os && os->pos < c->nstacks && c->scan_own[k].owner != c->scan_own[k].stack) {
+                owns[2 * os->pos] += c->scan_own[k].n;
+                owns[2 * os->pos + 1] += c->scan_own[k].b;
+            }
         }
     }
     if (c->atab_ok && c->nstacks && !c->frozen) {
@@ -861,6 +917,10 @@ static int client_cands(srv_t *srv, client_t *c, const store_rec_t *rec,
             continue;
         if (!wanted(q, klass, &cd, c->frozen))
             continue;
+        if (owns) {
+            cd.owns_n = owns[2 * i];
+            cd.owns_b = owns[2 * i + 1];
+        }
         cd.rank = rank_of(&cd);
         cd.sig = q->by_exe || for_store ? stack_sig(c, s) : 0;
         if (push_cand(cands, ncand, capc, &cd) < 0)
@@ -878,8 +938,10 @@ static int client_cands(srv_t *srv, client_t *c, const store_rec_t *rec,
         if (push_cand(cands, ncand, capc, &cd) < 0)
             goto out;
     }
+    rank_by_cause(c, *cands, first, *ncand);
     rc = 0;
 out:
+    free(owns);
     free(w);
     free(old);
     free(used);

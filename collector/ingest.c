@@ -25,12 +25,27 @@ static int send_welcome(conn_t *c)
 }
 
 /* Another image of the same pid is connecting: the old one exec'd. Its
- * blocks are not leaks of a crash; it ended cleanly. */
-static void mark_exec(srv_t *s, client_t *nc)
+ * blocks are not leaks of a crash; it ended cleanly. Or the same image
+ * attached again (previous: the session it says ended with its detach, 0
+ * if none): that session was detached, even if its Goodbye was lost (a
+ * send stall) or its connection has not ended here yet. */
+static void mark_exec(srv_t *s, client_t *nc, uint64_t previous)
 {
     for (client_t *c = s->clients.head; c; c = c->next) {
         if (c == nc || c->pid != nc->pid || c->instance == nc->instance)
             continue;
+        if (previous && c->instance == previous && c->attached) {
+            if (c->conn) {
+                c->successor_seen = 1; /* detached when its connection ends */
+            } else if (c->state == CLIENT_LOST || c->state == CLIENT_EXITED) {
+                if (c->atab_ok) {
+                    c->frozen = 0;
+                    client_freeze(c, c->end_ts ? c->end_ts : c->max_ts, 1);
+                }
+                c->state = CLIENT_DETACHED;
+            }
+            continue;
+        }
         if (c->conn) {
             c->exec_replaced = 1;
         } else if (c->state == CLIENT_LOST && c->atab_ok) {
@@ -38,6 +53,11 @@ static void mark_exec(srv_t *s, client_t *nc)
             client_freeze(c, c->end_ts ? c->end_ts : c->max_ts, 1);
         }
     }
+}
+
+static uint64_t nc_previous(const Stackwatch__Hello *h)
+{
+    return h->attached ? h->previous_session : 0;
 }
 
 static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
@@ -126,7 +146,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     cl->flusher_tid = h->flusher_tid;
     cl->state = CLIENT_CONNECTED;
     c->client = cl;
-    mark_exec(s, cl);
+    mark_exec(s, cl, nc_previous(h));
     srv_restore_client(s, cl);
     if (send_welcome(c) < 0) {
         *why = "cannot send welcome";

@@ -1056,12 +1056,12 @@ void srv_conn_gone(srv_t *s, conn_t *c)
         srv_log("pid %u: %llu events arrived out of time order", cl->pid,
                 (unsigned long long)cl->late_events);
     srv_scan_abort(s, cl, "the process went away during the scan");
-    int clean = cl->said_bye || cl->exec_replaced;
+    int clean = cl->said_bye || cl->exec_replaced || cl->successor_seen;
     uint64_t now = srv_now();
     uint64_t end = cl->said_bye && cl->max_ts && cl->max_ts <= now ? cl->max_ts : now;
     cl->gone_ts = now;
     client_freeze(cl, end, clean);
-    if (clean && cl->said_detach)
+    if (clean && (cl->said_detach || cl->successor_seen))
         cl->state = CLIENT_DETACHED; /* the process runs on, untraced */
     if (!s->stopping)
         save_queue(s, cl);

@@ -567,6 +567,21 @@ static void resolve_pc_dwarf(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t 
     Dwarf_Die *cu = dwfl_module_addrdie(d->mod, q, &bias);
     Dwarf_Die *scopes = NULL;
     int ns = cu ? dwarf_getscopes(cu, q - bias, &scopes) : 0;
+    if (ns > 0) {
+        /* dwarf_getscopes follows an inlined subroutine to the scopes of its
+         * abstract origin, so it names one inline level only. The concrete
+         * nesting of the innermost scope (as addr2line -i walks it) has every
+         * level: each inlined subroutine inside the one inlining it. */
+        Dwarf_Die inner = scopes[0];
+        free(scopes);
+        scopes = NULL;
+        ns = dwarf_getscopes_die(&inner, &scopes);
+        if (ns <= 0) {
+            free(scopes);
+            scopes = NULL;
+            ns = 0;
+        }
+    }
     Dwarf_Files *files = NULL;
     size_t nfiles = 0;
     if (ns > 0 && dwarf_getsrcfiles(cu, &files, &nfiles) != 0)

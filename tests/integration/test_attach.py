@@ -9,8 +9,10 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -54,6 +56,27 @@ def program_stacks(report, pid, src):
     """Stacks with a frame in the test program's source."""
     return [s for s in report["stacks"] if s["pid"] == pid and
             any((f["file"] or "").endswith(src) for f in s["frames"])]
+
+
+def tracer(pid):
+    """TracerPid of a process's main thread (0: none)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    return 0
+
+
+def fd_set(pid):
+    """{fd: what it names} of a process (/proc/PID/fd)."""
+    out = {}
+    d = "/proc/%d/fd" % pid
+    for n in os.listdir(d):
+        try:
+            out[int(n)] = os.readlink(os.path.join(d, n))
+        except FileNotFoundError:
+            pass
+    return out
 
 
 @unittest.skipIf(SKIP, SKIP)
@@ -173,6 +196,7 @@ class AttachTest(unittest.TestCase):
     def test_eight_threads_ten_attach_detach_rounds(self):
         p = self.plain([prog("attach_threads")])
         pid = ready_pid(p)
+        before = fd_set(pid)
         for i in range(10):
             r = self.col.attach(pid)
             self.assertIn("attached to pid %d" % pid, r.stdout)
@@ -182,6 +206,8 @@ class AttachTest(unittest.TestCase):
             r = self.col.detach(pid)
             self.assertIn("detached", r.stdout)
             self.assertEqual(self.col.client(pid)["state"], "detached")
+            # Eight busy threads: none is inside the agent long, its fds go.
+            self.assertEqual(fd_set(pid), before, "round %d" % i)
         sessions = [c for c in self.col.clients() if c["pid"] == pid]
         self.assertEqual(len(sessions), 10)
         self.assertTrue(all(c["state"] == "detached" and c["attached"] and c["events"] > 0
@@ -189,6 +215,74 @@ class AttachTest(unittest.TestCase):
         rc, out, err = finish(p)
         self.assertEqual(rc, 0, err)
         self.assertEqual(out.strip(), "ok threads=8 errors=0 rounds>0=8")
+
+    def test_detach_leaves_the_fd_set_as_before_attach(self):
+        # Every fd the agent opened (its eventfd, log fd, the unwinder's
+        # pipe, the connection) is closed at detach: /proc/PID/fd after the
+        # detach equals the set before the attach, session after session.
+        p = self.plain([prog("attach_target")])
+        pid = ready_pid(p)
+
+        def fds():
+            return fd_set(pid)
+
+        before = fds()
+        for i in range(3):
+            self.col.attach(pid)
+            ask(p, "leak 5")
+            ask(p, "churn 50")
+            wait_until(lambda: (self.col.client(pid) or {}).get("events", 0) >= 5,
+                       what="events in session %d" % i)
+            self.assertNotEqual(fds(), before)  # the agent's fds while attached
+            self.col.detach(pid)
+            self.assertEqual(self.col.client(pid)["state"], "detached")
+            self.assertEqual(fds(), before, "session %d" % i)
+        rc, out, err = finish(p)
+        self.assertEqual(rc, 0, err)
+
+    def test_detach_under_a_stalling_collector_is_detached_quickly(self):
+        # Two threads churn at full speed; collectord is stopped for a
+        # second (a backlog builds in the socket and the agent's rings),
+        # then again for 2.5 s once stackctl detach holds the process: the
+        # detach's last drain meets a send stall longer than the second an
+        # ending process waits. The process runs on: each session must be
+        # listed as detached (never lost or exited), cycle after cycle, and
+        # stackctl detach must not wait out its 10 s for it.
+        p = self.plain([prog("attach_churn")])
+        pid = ready_pid(p)
+        col = self.col.proc
+        times = []
+        for i in range(3):
+            self.col.attach(pid)
+            wait_until(lambda: (self.col.client(pid) or {}).get("events", 0) > 0,
+                       what="events in session %d" % i)
+            os.kill(col.pid, signal.SIGSTOP)
+            time.sleep(1.0)
+            os.kill(col.pid, signal.SIGCONT)
+            t0 = time.monotonic()
+            d = subprocess.Popen([os.path.join(sw.BUILD, "stackctl"), "--dir", self.col.dir,
+                                  "detach", str(pid)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            try:
+                wait_until(lambda: tracer(pid) != 0, timeout=30, interval=0.0005,
+                           what="stackctl to hold the process")
+                os.kill(col.pid, signal.SIGSTOP)
+                time.sleep(2.5)
+            finally:
+                os.kill(col.pid, signal.SIGCONT)
+            out, err = d.communicate(timeout=120)
+            times.append(round(time.monotonic() - t0, 2))
+            self.assertEqual(d.returncode, 0, err)
+            self.assertIn("detached", out)
+            self.assertNotIn("does not list", err, times)
+            states = [c["state"] for c in self.col.clients() if c["pid"] == pid]
+            self.assertEqual(states, ["detached"] * (i + 1), (states, times))
+        # Each about the 2.5 s stop, far from the 10 s wait of old (the
+        # bound allows for a loaded machine).
+        self.assertLess(max(times), 9.0, times)
+        rc, out, err = finish(p)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), "ok errors=0")
 
     def test_errors(self):
         r = self.col.ctl("attach", "12ab", check=False)
@@ -261,6 +355,62 @@ class AttachTest(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
         p.stdin.close()
         self.assertEqual(p.wait(30), 0)
+
+
+@unittest.skipIf(SKIP, SKIP)
+class LostGoodbyeTest(unittest.TestCase):
+    quick = False
+
+    def test_next_session_marks_the_one_before_detached(self):
+        # collectord stopped longer than the agent waits out a send stall
+        # (10 s): the detach's Goodbye is lost, the session ends "lost".
+        # The process runs on; its next session names that one as its
+        # previous, and collectord lists it as detached (not exited, as if
+        # the process had exec'd).
+        col = Collector(expire=0.5)
+        p = col.start_plain([prog("attach_churn")])
+        try:
+            pid = ready_pid(p)
+            col.attach(pid)
+            wait_until(lambda: (col.client(pid) or {}).get("events", 0) > 0, what="events")
+            # Stopped once stackctl detach has asked collectord whether it
+            # runs and holds the process (ptrace): the detach's last drain
+            # meets a collectord that takes nothing for 11.5 s.
+            # First a backlog: collectord stopped for a second while the
+            # program churns (its socket and the agent's rings fill).
+            os.kill(col.proc.pid, signal.SIGSTOP)
+            time.sleep(1.0)
+            os.kill(col.proc.pid, signal.SIGCONT)
+            d = subprocess.Popen([os.path.join(sw.BUILD, "stackctl"), "--dir", col.dir, "detach",
+                                  str(pid)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+            try:
+                wait_until(lambda: tracer(pid) != 0, timeout=30, interval=0.0005,
+                           what="stackctl to hold the process")
+                os.kill(col.proc.pid, signal.SIGSTOP)
+                time.sleep(11.5)
+            finally:
+                os.kill(col.proc.pid, signal.SIGCONT)
+            out, err = d.communicate(timeout=120)
+            r = subprocess.CompletedProcess(d.args, d.returncode, out, err)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            ended = wait_until(lambda: [c["state"] for c in col.clients() if c["pid"] == pid
+                                        and c["state"] != "connected"],
+                               what="the first session to end")
+            self.assertEqual(ended, ["lost"], (r.stdout, r.stderr))  # the Goodbye was lost
+            col.attach(pid)
+            wait_until(lambda: (col.client(pid) or {}).get("state") == "connected",
+                       what="the second session")
+            states = sorted(c["state"] for c in col.clients() if c["pid"] == pid)
+            self.assertEqual(states, ["connected", "detached"])
+            col.detach(pid)
+            states = [c["state"] for c in col.clients() if c["pid"] == pid]
+            self.assertEqual(states, ["detached", "detached"])
+        finally:
+            rc, out, err = finish(p)
+            col.close()
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), "ok errors=0")
 
 
 @unittest.skipIf(SKIP, SKIP)

@@ -339,6 +339,20 @@ class ProgramsTest(unittest.TestCase):
         finally:
             col.close()
 
+    def test_fork_while_other_threads_unwind(self):
+        """No child hangs on a lock libunwind held in another thread at the
+        fork: the agent's prepare handler waits until no thread is inside
+        its recording path, and stacks wait for the fork (the old agent hung
+        a child in about 1 of 600 forks of this program)."""
+        col = Collector(expire=0.3, extra=("--retain", "20"))
+        try:
+            p = col.start([prog("forkstress"), "600"])
+            out, err = p.communicate(timeout=600)
+            self.assertEqual(out.strip(), "forks 600 hung 0", err)
+            self.assertEqual(p.returncode, 0, err)
+        finally:
+            col.close()
+
     def test_thread_create_exit_10k(self):
         m = markers("faults.c")
         col = Collector(expire=0.3)

@@ -91,7 +91,12 @@ class OracleTest(unittest.TestCase):
                 return out
             wait_until(lambda: len(by_marker(self.col.leaks("--pid", str(pid)))) >= 8,
                        what="the planted blocks to expire")
+            def text_order():  # text and HTML list stacks by rank
+                out = self.col.ctl("query", "leaks", "--pid", str(pid)).stdout
+                return re.findall(r"^CallStack\[([0-9a-f]+)\]", out, re.M)
+            before = text_order()
             scan = json.loads(self.col.ctl("scan", str(pid), "--json").stdout)
+            ranked = text_order()
             rep = self.col.leaks("--pid", str(pid), "--all")
             got = by_marker(rep)
             text = self.col.ctl("query", "leaks", "--pid", str(pid)).stdout
@@ -123,6 +128,18 @@ class OracleTest(unittest.TestCase):
         self.assertEqual(owners("child"), [(got["parent"]["id"], 3)])
         self.assertEqual(owners("conn"), [])
         self.assertEqual(owners("alone"), [])
+        # Rank by cause (issue 19.5): by bytes the buffers (4000) led and the
+        # connections that leak them (384) came 6th; with owners known, a
+        # direct leak ranks with what it drags along and what it owns
+        # follows it at once.
+        ids = {k: got[k]["id"] for k in ("conn", "buf", "ev", "parent", "child")}
+        self.assertLess(before.index(ids["buf"]), before.index(ids["conn"]))
+        self.assertEqual(ranked[0], ids["conn"])
+        self.assertEqual(sorted(ranked[1:3]), sorted([ids["buf"], ids["ev"]]))
+        self.assertEqual(ranked.index(ids["child"]), ranked.index(ids["parent"]) + 1)
+        self.assertEqual(got["conn"]["owns"], {"count": 8, "bytes": 4000 + 4 * 48})
+        self.assertEqual(got["parent"]["owns"], {"count": 3, "bytes": 600})
+        self.assertEqual(got["buf"]["owns"], {"count": 0, "bytes": 0})
         mk = markers("owners.c")
         self.assertIn("4 (4000 bytes) owned by CallStack[%s] at lose_conn "
                       "(tests/progs/owners.c:%d)" % (got["conn"]["id"], mk["conn"]), text)

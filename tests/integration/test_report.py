@@ -7,6 +7,7 @@ filters, folded stacks."""
 import json
 import os
 import re
+import subprocess
 import time
 import unittest
 
@@ -110,6 +111,46 @@ class FidelityTest(unittest.TestCase):
             self.assertEqual(fr[0]["addr"], fr[1]["addr"])  # one pc, two frames
             text = col.ctl("query", "leaks", "--pid", str(p.pid)).stdout
             self.assertIn("make_record()+0 [inline]", text)
+            finish(p)
+        finally:
+            col.close()
+
+    def test_two_inline_levels_match_addr2line(self):
+        # make_record inlined into handle_request inlined into conn_thread:
+        # every level with its own call line, as `addr2line -i` shows it.
+        col = Collector(expire=0.3)
+        try:
+            exe = prog("inline2_leak")
+            p = col.start([exe])
+            self.assertEqual(p.stdout.readline().strip(), "ready")
+            m = markers("inline2_leak.c")
+            r = wait_until(lambda: stacks_with(col.leaks("--pid", str(p.pid)), "make_record"),
+                           what="the twice-inlined leak")
+            fr = r[0]["frames"]
+            group = []
+            for f in fr:
+                group.append(f)
+                if not f["inline"]:
+                    break
+            got = [(f["function"], os.path.basename(f["file"] or ""), f["line"], f["inline"])
+                   for f in group]
+            self.assertEqual({f["addr"] for f in group}, {fr[0]["addr"]})  # one pc
+            # addr2line of the call instruction (the byte before the return address).
+            a2l = subprocess.run(["addr2line", "-i", "-f", "-e", exe,
+                                  "0x%x" % (int(fr[0]["module_offset"], 0) - 1)],
+                                 stdout=subprocess.PIPE, universal_newlines=True, check=True)
+            lines = a2l.stdout.split("\n")
+            want = []
+            for fn, loc in zip(lines[0::2], lines[1::2]):
+                path, _, ln = loc.rpartition(":")
+                want.append((fn, os.path.basename(path), int(ln.split()[0])))
+            self.assertEqual([g[:3] for g in got], want, (got, want))
+            self.assertEqual(want, [("make_record", "inline2_leak.c", m["record_site"]),
+                                    ("handle_request", "inline2_leak.c", m["request_call"]),
+                                    ("conn_thread", "inline2_leak.c", m["conn_call"])])
+            self.assertEqual([g[3] for g in got], [True, True, False])
+            text = col.ctl("query", "leaks", "--pid", str(p.pid)).stdout
+            self.assertIn("handle_request()+0 [inline]", text)
             finish(p)
         finally:
             col.close()
