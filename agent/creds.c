@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <linux/capability.h>
+#include <linux/seccomp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -23,6 +24,8 @@
 #include <unistd.h>
 
 #include "flush.h"
+#include "ring.h"
+#include "tstate.h"
 
 #define EXPORT __attribute__((visibility("default")))
 /* The caller waits this long at most. Giving up means the program's next
@@ -95,6 +98,56 @@ static int mirror_wanted(void)
     return f && f != (int)syscall(SYS_gettid);
 }
 
+/* A thread in seccomp strict mode may make four system calls (read, write,
+ * _exit, sigreturn); any other one kills it. The agent's slow paths make
+ * others (mmap for a ring, nanosleep waiting for space, the fork child's
+ * connect), so a thread entering strict mode is left untraced from then
+ * on: its guard stays set for good (every hook passes straight through,
+ * count nothing), and its ring is orphaned (the flusher unmaps it once the
+ * thread is gone, which may be through a bare SYS_exit, without any
+ * thread-exit hook). Set before the call: no agent code runs on the thread
+ * between the kernel's switch and the return here. The requests come
+ * through prctl(PR_SET_SECCOMP) (below), or syscall(2) with SYS_prctl or
+ * SYS_seccomp (hook.c); a program making the raw instruction itself is not
+ * seen. */
+int creds_strict_begin(void)
+{
+    tstate_t *t = &tstate;
+    int g = t->guard;
+    t->guard = 1;
+    return g;
+}
+
+void creds_strict_end(int g, long rc)
+{
+    tstate_t *t = &tstate;
+    if (rc != 0) {
+        t->guard = g; /* refused: traced as before */
+        return;
+    }
+    if (t->ring)
+        atomic_store_explicit(&t->ring->state, RING_ORPHAN, memory_order_release);
+}
+
+/* The system call itself (x86-64), as glibc's syscall(2) makes it: no
+ * lookup, usable before anything is resolved. */
+long creds_raw_syscall6(long n, long a, long b, long c, long d, long e, long f)
+{
+    long rc;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall"
+                     : "=a"(rc)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    if (rc < 0 && rc > -4096) {
+        errno = (int)-rc;
+        return -1;
+    }
+    return rc;
+}
+
 EXPORT int prctl(int option, ...)
 {
     va_list ap;
@@ -102,6 +155,13 @@ EXPORT int prctl(int option, ...)
     unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
     unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
     va_end(ap);
+    if (option == PR_SET_SECCOMP && a2 == SECCOMP_MODE_STRICT) {
+        /* The thread goes untraced for good (hook.c). */
+        int g = creds_strict_begin();
+        long rc = creds_raw_syscall6(SYS_prctl, option, (long)a2, (long)a3, (long)a4, (long)a5, 0);
+        creds_strict_end(g, rc);
+        return (int)rc;
+    }
     long rc = syscall(SYS_prctl, option, a2, a3, a4, a5);
     if (rc == 0 && option == PR_SET_KEEPCAPS && mirror_wanted()) {
         int e = errno;

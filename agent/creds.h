@@ -12,4 +12,14 @@ void creds_apply_pending(void);
 #define CREDS_FLUSHER_STARTING (-1)
 void creds_set_flusher(int tid);
 
+/* Seccomp strict mode (prctl(PR_SET_SECCOMP), seccomp(2) through
+ * syscall(2)): creds_strict_begin before the call sets the thread's guard
+ * (returns its previous value), creds_strict_end after it keeps it set for
+ * good when the call succeeded (rc 0), else restores it. */
+int creds_strict_begin(void);
+void creds_strict_end(int guard, long rc);
+
+/* The system call n, made directly (x86-64): -1 and errno on failure. */
+long creds_raw_syscall6(long n, long a, long b, long c, long d, long e, long f);
+
 #endif

@@ -2,11 +2,14 @@
 #include "flush.h"
 #include "creds.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -14,6 +17,7 @@
 #include <sys/prctl.h>
 #include <linux/membarrier.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
@@ -45,6 +49,9 @@
 #define OUT_CAP (FRAME_MAX_AGENT + FRAME_HDR)
 #define PERIOD_MS 10              /* drain at least this often */
 #define WAIT_STALL_NS (1000ull * 1000000)   /* a full ring the flusher has not touched this long: drop */
+#define WAIT_SEND_STALL_NS (50ull * 1000000) /* ... this long while its send is stalled: drop */
+#define LAST_CHECK_NS (50ull * 1000000)     /* with two threads left: are the others gone? */
+#define PEER_CHECK_NS (20ull * 1000000)     /* a stalled send: is collectord stopped? */
 #define STATS_NS (1000ull * 1000000)
 #define BACKOFF_MIN_NS (50ull * 1000000)
 #define BACKOFF_MAX_NS (1000ull * 1000000)
@@ -135,6 +142,10 @@ static struct flush_s {
     int bye_detached;             /* the Goodbye says "detached" (stackctl detach) */
     int stuck;                    /* a detach could not stop the flusher */
     int ptracer_set;              /* SCAN_BEGIN set PR_SET_PTRACER */
+    sigset_t app_mask;            /* the starting thread's signal mask (flush_start) */
+    const int *nptl_nthreads;     /* glibc's count of live pthreads, NULL if unknown */
+    _Atomic int send_stalled;     /* a send waits on a stopped collectord (producers look) */
+    pid_t peer_pid;               /* collectord's pid (SO_PEERCRED at connect), 0 unknown */
 } fl = { .sock = { .fd = -1 }, .evfd = { .fd = -1 } };
 
 static void *map_scratch(size_t bytes)
@@ -212,6 +223,7 @@ int flush_connect(void)
             int rc = fdguard_take(&fl.sock, fd);
             if (rc < 0)
                 return rc;
+            fl.peer_pid = cr.pid;
             fl.need_hello = 1;
             return 0;
         }
@@ -244,16 +256,38 @@ static void disconnect(const char *why)
         log_msg("lost the collector at %s (%s); not recording until it is back", cfg.sock, why);
 }
 
+/* 1 when the process at the other end of the connection is stopped
+ * (SIGSTOP, a debugger): it reads nothing until it is continued. */
+static int peer_stopped(void)
+{
+    char path[64], buf[512];
+    if (fl.peer_pid <= 0)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)fl.peer_pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t r = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (r <= 0)
+        return 0;
+    buf[r] = '\0';
+    const char *q = strrchr(buf, ')');
+    return q && q[1] == ' ' && (q[2] == 'T' || q[2] == 't');
+}
+
 static int send_all(const uint8_t *p, size_t n)
 {
     if (!fdguard_valid(&fl.sock))
         return -EBADF;
-    uint64_t stall = 0;
+    uint64_t stall = 0, checked = 0;
     while (n > 0) {
         ssize_t w = send(fl.sock.fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w > 0) {
             p += w;
             n -= (size_t)w;
+            if (stall)
+                atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
             stall = 0;
             continue;
         }
@@ -261,22 +295,36 @@ static int send_all(const uint8_t *p, size_t n)
             continue;
         if (w < 0 && errno == EAGAIN) {
             uint64_t now = clock_now_ns();
-            if (!stall)
+            if (!stall) {
                 stall = now;
+                checked = now;
+            }
+            /* A stopped collectord: producers on a full ring now wait
+             * WAIT_SEND_STALL_NS at most (a busy one keeps them lossless). */
+            if (now - checked >= PEER_CHECK_NS) {
+                checked = now;
+                atomic_store_explicit(&fl.send_stalled, peer_stopped(), memory_order_relaxed);
+            }
             /* An ending process waits a second at most; a detach (the
              * process runs on) waits out a stall as a running agent does,
              * so its Goodbye gets through a busy collector. */
             uint64_t limit = atomic_load(&fl.exit_req) && !fl.bye_detached ? 1000000000ull
                                                                           : SEND_STALL_NS;
-            if (now - stall > limit)
+            if (now - stall > limit) {
+                atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
                 return -ETIMEDOUT;
+            }
             struct pollfd pfd = { .fd = fl.sock.fd, .events = POLLOUT };
-            poll(&pfd, 1, 100);
+            poll(&pfd, 1, 20);
             creds_apply_pending(); /* a program's capset waits for us meanwhile */
             continue;
         }
+        if (stall)
+            atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
         return w < 0 ? -errno : -EPIPE;
     }
+    if (stall)
+        atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
     return 0;
 }
 
@@ -1184,6 +1232,155 @@ static void wait_events(int timeout_ms)
         read_commands();
 }
 
+/* ---------------------------------------------------------------- the last thread */
+
+/* Reads /proc/self/task/<tid>/stat. Returns what follows the name (from
+ * the state letter on), or NULL; ENOENT in *gone. */
+static const char *task_stat(pid_t tid, char *buf, size_t cap, int *gone)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    *gone = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *gone = errno == ENOENT;
+        return NULL;
+    }
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n <= 0)
+        return NULL;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold anything, even ')' */
+    return p && p[1] == ' ' && p[2] ? p + 2 : NULL;
+}
+
+/* The state letter of thread tid of this process ('X' gone, '?' unknown). */
+static char task_state(pid_t tid)
+{
+    char buf[1024];
+    int gone;
+    const char *p = task_stat(tid, buf, sizeof buf, &gone);
+    return p ? p[0] : gone ? 'X' : '?';
+}
+
+/* The status a thread that exited passed to SYS_exit (field 52 of its
+ * stat, in waitpid's form), 0 if unknown. */
+static int task_exit_status(pid_t tid)
+{
+    char buf[1024];
+    int gone;
+    const char *p = task_stat(tid, buf, sizeof buf, &gone);
+    for (int field = 3; p && field < 52; field++) {
+        p = strchr(p, ' ');
+        if (p)
+            p++;
+    }
+    return p ? (atoi(p) >> 8) & 0xff : 0;
+}
+
+/* Every thread listed in /proc/self/task but the flusher is a zombie or
+ * gone (the link count is only a hint: not every /proc keeps it exact). */
+static int all_others_dead(void)
+{
+    int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char buf[1024];
+    int alive = 0, ok = 1;
+    for (;;) {
+        long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
+        if (n < 0)
+            ok = 0;
+        if (n <= 0)
+            break;
+        for (long off = 0; off < n && !alive;) {
+            const char *name = buf + off + 19; /* struct linux_dirent64: d_name */
+            off += *(const unsigned short *)(buf + off + 16);
+            if (name[0] < '0' || name[0] > '9')
+                continue;
+            pid_t tid = (pid_t)atoi(name);
+            if ((uint32_t)tid == fl.self_tid)
+                continue;
+            char c = task_state(tid);
+            if (c != 'Z' && c != 'X' && c != 'x')
+                alive = 1; /* running, sleeping, stopped, traced, or unknown */
+        }
+        if (alive)
+            break;
+    }
+    close(fd);
+    return ok && !alive;
+}
+
+/* 1 when every thread of the process but the flusher has exited: then
+ * nothing keeps the process alive but us, and without the agent it would
+ * have ended. One stat(2) per call while three threads or more exist (the
+ * directory's link count is 2 + threads; only the group leader lingers as a
+ * zombie, so with three at least one more is alive); with two, the leader's
+ * state is read every LAST_CHECK_NS (one that exited stays listed as 'Z'
+ * until the process ends), and only when it has exited is every thread
+ * looked at. 0 when /proc cannot tell. */
+static int others_gone(void)
+{
+    struct stat st;
+    if (stat("/proc/self/task", &st) < 0 || st.st_nlink < 3)
+        return 0;
+    if (st.st_nlink - 2 > 2)
+        return 0;
+    /* A state read costs tens of us: every LAST_CHECK_NS, not every round. */
+    static uint64_t last_check;
+    uint64_t now = clock_now_ns();
+    if (now - last_check < LAST_CHECK_NS)
+        return 0;
+    last_check = now;
+    /* The group leader (never the flusher: pthread_create made it) is
+     * listed while any thread lives: alive, nobody else needs looking at. */
+    char c = task_state(getpid());
+    if (c != 'Z' && c != 'X' && c != 'x')
+        return 0;
+    return all_others_dead();
+}
+
+/* All the program's threads are gone: the process ends now, as it would
+ * have without the flusher. What is pending goes out first (the Ending says
+ * "last thread exited"). Then, if the last of them left through glibc's
+ * thread exit (pthread_exit, or a return from its start routine), glibc
+ * would have seen the thread count reach zero and called exit(0), so we do
+ * (atexit handlers, stdio flushed, with the mask the program started with);
+ * if some exited with a bare SYS_exit (glibc still counts it), the kernel
+ * would have ended the process when the last one went, with that thread's
+ * status: we leave with a bare SYS_exit too, with the status the group
+ * leader exited with (the one thread whose status the kernel keeps; the
+ * last one in the common case of a single-threaded program, such as one in
+ * seccomp strict mode, which can only leave that way). Never returns. */
+static void end_as_last_thread(void)
+{
+    /* The end begins (as agent_begin_end, from the flusher). */
+    uint64_t none = 0;
+    if (atomic_compare_exchange_strong(&agent.end_ts, &none, clock_now_ns()))
+        atomic_store(&agent.end_why, "last thread exited");
+    atomic_store(&fl.exit_req, 1); /* sends bounded as at exit */
+    atomic_store(&agent.recording, 0);
+    drain_all(1);
+    if (fl.sock.fd >= 0) {
+        send_stats();
+        send_bye();
+        linger_close();
+    }
+    fdguard_close(&fl.evfd);
+    atomic_store(&fl.exit_done, 1); /* our destructor's flush_final returns at once */
+    int via_glibc = !fl.nptl_nthreads ||
+                    atomic_load_explicit((_Atomic int *)fl.nptl_nthreads, memory_order_acquire) <= 1;
+    if (via_glibc) {
+        pthread_sigmask(SIG_SETMASK, &fl.app_mask, NULL);
+        exit(0); /* the agent's exit: the end is already begun */
+    }
+    int status = task_exit_status(getpid());
+    for (;;)
+        syscall(SYS_exit, status);
+}
+
 /* The flusher's own stack is the agent's memory (a scan leaves it out). */
 static void stack_register(void)
 {
@@ -1241,6 +1438,8 @@ static void *flush_main(void *arg)
             atomic_store(&fl.exit_done, 1);
             return NULL;
         }
+        if (others_gone())
+            end_as_last_thread();
         drain_all(0);
         if (fl.sock.fd >= 0 && clock_now_ns() - fl.last_stats_ns >= STATS_NS)
             send_stats();
@@ -1256,9 +1455,15 @@ int flush_start(void)
         if (fd >= 0)
             fdguard_take(&fl.evfd, fd);
     }
+    if (!fl.nptl_nthreads) {
+        /* glibc's own count of its threads (GLIBC_PRIVATE; NULL elsewhere):
+         * read only, to end as glibc would when we are the last thread. */
+        fl.nptl_nthreads = dlvsym(RTLD_DEFAULT, "__nptl_nthreads", "GLIBC_PRIVATE");
+    }
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread inherits a full mask */
+    fl.app_mask = old;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -1297,16 +1502,24 @@ void flush_push_slow(ring_t *r, const ev_t *ev)
             atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
         return;
     }
+    /* A drop just happened on this ring and the flusher has freed nothing
+     * since: drop at once, without waiting again. A frozen collectord so
+     * costs each thread one bounded wait per stall, not one per event. */
+    uint64_t tail0 = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    if (r->dropping && tail0 == r->drop_tail)
+        goto drop;
+    r->dropping = 0;
     atomic_fetch_add_explicit(&r->waits, 1, memory_order_relaxed);
     /* release: the flusher may pin its watermark here, not at our last
      * pushed event, so it keeps emitting (and freeing) our ring. */
     atomic_store_explicit(&r->pending_ts, ev->ts, memory_order_release);
     flush_kick();
-    /* Lossless while connected: wait as long as the flusher makes progress
-     * on this ring (on a loaded machine it may not run for a while); drop
-     * only when it has not freed a slot for WAIT_STALL_NS (stuck). */
+    /* Lossless while connected and the flusher runs: wait for space (on a
+     * loaded machine the flusher may not run for a while), but never past
+     * WAIT_STALL_NS, nor past WAIT_SEND_STALL_NS while the flusher itself
+     * waits on a stopped collectord (send_all): then drop and count. Any
+     * progress of the flusher frees a slot and ends the wait. */
     uint64_t start = clock_now_ns();
-    uint64_t seen_tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     for (unsigned i = 0;; i++) {
         if (ring_try_push(r, ev)) {
             atomic_store_explicit(&r->pending_ts, 0, memory_order_relaxed);
@@ -1322,17 +1535,17 @@ void flush_push_slow(ring_t *r, const ev_t *ev)
         } else {
             struct timespec ts = { 0, 50000 };
             nanosleep(&ts, NULL);
-            uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-            uint64_t now = clock_now_ns();
-            if (tail != seen_tail) {
-                seen_tail = tail;
-                start = now;
-            } else if (now - start > WAIT_STALL_NS) {
+            uint64_t waited = clock_now_ns() - start;
+            if (waited > WAIT_STALL_NS ||
+                (waited > WAIT_SEND_STALL_NS &&
+                 atomic_load_explicit(&fl.send_stalled, memory_order_relaxed)))
                 break;
-            }
         }
     }
     atomic_store_explicit(&r->pending_ts, 0, memory_order_relaxed);
+    r->dropping = 1;
+    r->drop_tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+drop:
     atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
 }
 

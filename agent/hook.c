@@ -4,15 +4,20 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
+#include <linux/seccomp.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "agent.h"
 #include "arm.h"
 #include "clock.h"
 #include "config.h"
+#include "creds.h"
 #include "flush.h"
 #include "got.h"
 #include "intern.h"
@@ -215,12 +220,27 @@ static inline int rec_enter(tstate_t *t, int *saved_errno)
 /* rec_enter said no: if only because no collector is connected now (not a
  * reentrant call, not before the start or after the end), the event is
  * counted, so the gap after the reconnect says how much was missed. */
-static inline void count_offline(const tstate_t *t)
+static inline void count_offline(tstate_t *t)
 {
+    if (t->guard || !agent.started || atomic_load_explicit(&agent.end_ts, memory_order_relaxed))
+        return;
     ring_t *r = t->ring;
-    if (UNLIKELY(r != NULL) && !t->guard && agent.started &&
-        !atomic_load_explicit(&agent.end_ts, memory_order_relaxed))
-        ring_count_offline(r);
+    if (UNLIKELY(r == NULL)) {
+        /* A thread whose first event comes while no collector is
+         * connected: its ring (where the count lives) is made now, as it
+         * would be on a recorded first event, else what it does until the
+         * reconnect is missing from every count. */
+        if (t->no_ring)
+            return;
+        int e = errno;
+        t->guard = 1;
+        r = tstate_ring(t);
+        t->guard = 0;
+        errno = e;
+        if (!r)
+            return;
+    }
+    ring_count_offline(r);
 }
 
 static inline void rec_leave(tstate_t *t, int saved_errno)
@@ -917,6 +937,29 @@ EXPORT void exit(int status)
         _exit(status);
     hook_real.exit(status);
     __builtin_unreachable();
+}
+
+/* ---------------------------------------------------------------- seccomp strict mode */
+
+static int strict_request(long n, long a, long b)
+{
+    return (n == SYS_prctl && a == PR_SET_SECCOMP && b == SECCOMP_MODE_STRICT) ||
+           (n == SYS_seccomp && a == SECCOMP_SET_MODE_STRICT);
+}
+
+EXPORT long syscall(long n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    long a = va_arg(ap, long), b = va_arg(ap, long), c = va_arg(ap, long);
+    long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
+    va_end(ap);
+    if (!strict_request(n, a, b))
+        return creds_raw_syscall6(n, a, b, c, d, e, f);
+    int g = creds_strict_begin();
+    long rc = creds_raw_syscall6(n, a, b, c, d, e, f);
+    creds_strict_end(g, rc);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- pthread_getattr_np */

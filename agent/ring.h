@@ -49,6 +49,8 @@ typedef struct ring_s {
     _Atomic uint64_t n_free;             /* every free seen */
     _Atomic uint64_t sc_hits;            /* captures answered by the stack cache */
     _Atomic uint64_t offline;            /* events not recorded: no collector connected */
+    uint64_t drop_tail;                  /* tail when the last drop happened (producer only) */
+    int dropping;                        /* dropped, the flusher has not freed a slot since */
     /* Consumer side. tail is written only by the flusher. */
     _Alignas(64) _Atomic uint64_t tail;  /* next slot to read */
     uint64_t tail_ts;                    /* ts of the event before tail (flusher only) */

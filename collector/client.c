@@ -1156,7 +1156,7 @@ void clients_prune(clients_t *cs, uint64_t now)
     client_t **pp = &cs->head;
     while (*pp) {
         client_t *c = *pp;
-        if (c->conn || c->state == CLIENT_CONNECTED) {
+        if (c->conn || c->stale_conns || c->state == CLIENT_CONNECTED) {
             pp = &c->next;
             continue;
         }
@@ -1183,7 +1183,7 @@ void clients_prune(clients_t *cs, uint64_t now)
     if (sorted) {
         uint32_t n = 0;
         for (client_t *c = cs->head; c; c = c->next)
-            if (!c->conn && c->state != CLIENT_CONNECTED)
+            if (!c->conn && !c->stale_conns && c->state != CLIENT_CONNECTED)
                 ends[n++] = gone_at(c);
         qsort(ends, n, sizeof *ends, u64_cmp);
         cut = ends[drop - 1];
@@ -1197,13 +1197,13 @@ void clients_prune(clients_t *cs, uint64_t now)
      * go). */
     uint32_t ties = 0;
     for (client_t *c = cs->head; c; c = c->next)
-        if (!c->conn && c->state != CLIENT_CONNECTED && (!sorted || gone_at(c) == cut))
+        if (!c->conn && !c->stale_conns && c->state != CLIENT_CONNECTED && (!sorted || gone_at(c) == cut))
             ties++;
     pp = &cs->head;
     while (*pp && drop) {
         client_t *c = *pp;
         int gone = 0;
-        if (!c->conn && c->state != CLIENT_CONNECTED) {
+        if (!c->conn && !c->stale_conns && c->state != CLIENT_CONNECTED) {
             if (sorted && gone_at(c) < cut)
                 gone = 1;
             else if ((!sorted || gone_at(c) == cut) && ties-- <= at_cut)

@@ -231,6 +231,10 @@ typedef struct client_s {
     uint64_t live_n, live_b;
     uint32_t gaps;
     uint64_t lost_events;
+    uint64_t lost_stale;    /* events on connections the agent had already left for a newer
+                             * one (collectord stopped meanwhile): counted, not applied */
+    uint32_t reconnects_seen; /* the highest Hello.reconnects of this process image */
+    uint32_t stale_conns;   /* stale connections pointing here (kept from pruning meanwhile) */
     uint64_t table_full;    /* allocations not tracked: out of memory */
     uint64_t total_pcs;     /* frames held by its stacks */
     uint64_t max_live;      /* cap on tracked live blocks */

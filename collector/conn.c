@@ -313,18 +313,17 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
                                           : "no whole request within the idle timeout");
 }
 
-static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* Reads and dispatches up to budget bytes. Returns 1 when the budget was
+ * used (more may be pending), 0 at EAGAIN or while blocked, -1 when c was
+ * closed (end of stream, error, or by a handler). */
+static int conn_read_some(conn_t *c, size_t budget)
 {
-    (void)loop;
-    (void)revents;
-    conn_t *c = container_of(w, conn_t, rio);
-    size_t budget = CONN_READ_BUDGET;
     while (budget > 0) {
         size_t avail;
         uint8_t *sp = frame_rd_space(&c->rd, &avail);
         if (!sp) {
             conn_close(c, "out of memory for its frames");
-            return;
+            return -1;
         }
         if (avail > budget)
             avail = budget;
@@ -334,20 +333,36 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                 conn_close(c, "connection ended inside a frame");
             else
                 conn_close(c, NULL);
-            return;
+            return -1;
         }
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN)
-                return;
+                return 0;
             conn_close(c, strerror(errno));
-            return;
+            return -1;
         }
         budget -= (size_t)r;
         frame_rd_commit(&c->rd, (size_t)r);
-        if (conn_dispatch(c) < 0 || conn_blocked(c))
-            return;
+        if (conn_dispatch(c) < 0)
+            return -1;
+        if (conn_blocked(c))
+            return 0;
     }
+    return 1;
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_t *c = container_of(w, conn_t, rio);
     /* Budget used: yield; libev calls again while data is pending. */
+    conn_read_some(c, CONN_READ_BUDGET);
+}
+
+int conn_drain(conn_t *c, size_t max)
+{
+    return conn_read_some(c, max) < 0 ? -1 : 0;
 }

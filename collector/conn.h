@@ -15,6 +15,7 @@ enum { CONN_AGENT = 1, CONN_CONTROL = 2 };
 #define CONN_OUT_MAX_AGENT (4u << 20) /* commands queued to a slow agent before giving up on it */
 #define CONN_OUT_MAX_CONTROL (FRAME_MAX_CONTROL + FRAME_HDR) /* one reply (reading stops meanwhile) */
 #define CONN_REQUEST_MAX (1u << 20)   /* largest request frame from stackctl */
+#define CONN_DRAIN_MAX (16u << 20)    /* bytes read from a replaced connection before closing it */
 
 struct srv_s;
 struct client_s;
@@ -35,6 +36,8 @@ typedef struct conn_s {
     uint8_t *out;             /* pending output */
     size_t out_len, out_off, out_cap;
     int hello_seen;           /* agent: first frame was a Hello */
+    int stale;                /* agent: its process had already moved to a newer connection:
+                               * its events are counted lost, not applied */
     struct client_s *client;  /* agent: the client this connection feeds */
     void *parked;             /* control: a request waiting for symbolization */
     uint64_t parked_until;    /* ... its deadline (collector clock, ns) */
@@ -55,6 +58,12 @@ conn_t *conn_new(struct srv_s *srv, int fd, int kind);
  * frozen (exited after Goodbye, else lost). reason goes to the log for
  * abnormal closes (NULL: normal). */
 void conn_close(conn_t *c, const char *reason);
+
+/* Reads and dispatches, without waiting, what the peer wrote and c has not
+ * read yet, up to max bytes (an agent that moved to a new connection: what
+ * it wrote before is applied before what it writes after). Returns 0 with c
+ * still open, -1 when c was closed (its end reached, or an error). */
+int conn_drain(conn_t *c, size_t max);
 
 /* Queues one encoded frame. Returns 0 or -ENOBUFS when the peer does not read
  * (the caller closes it) / -ENOMEM. */

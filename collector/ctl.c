@@ -132,7 +132,8 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->gaps = c->gaps;
     /* The gaps' sum here, or the agent's own total (from before this
      * record existed too, e.g. across a collectord restart): the larger. */
-    ci->lost_events = c->lost_events > c->a_lost_disc ? c->lost_events : c->a_lost_disc;
+    ci->lost_events = (c->lost_events > c->a_lost_disc ? c->lost_events : c->a_lost_disc) +
+                      c->lost_stale;
     ci->stacks = c->nstacks;
     ci->unwind_failures = c->a_unwind_fail;
     ci->intern_full = c->a_intern_full;

@@ -99,11 +99,27 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
         *why = "reconnect with another sampling interval than before";
         return -EPROTO;
     }
+    if (cl && h->reconnects < cl->reconnects_seen) {
+        /* A connection the agent left already: it reconnected again since
+         * (collectord was stopped, the connections waited in the backlog)
+         * and a newer one said Hello first. What this one carries is older
+         * than what was applied from the newer one: counted, not applied
+         * (ingest_frame), and the client is left as it is. */
+        c->stale = 1;
+        c->client = cl;
+        cl->stale_conns++; /* not pruned while this points to it */
+        return 0;
+    }
     if (cl) {
         if (cl->conn && cl->conn != c) {
+            /* The agent gave up on the old connection (a send that stalled,
+             * collectord stopped meanwhile) and counted as sent what it
+             * wrote there: apply that first, then close it. Detached from
+             * the client first, so its end does not end the client. */
             conn_t *old = cl->conn;
             cl->conn = NULL;
-            conn_close(old, "replaced by a new connection of the same process");
+            if (conn_drain(old, CONN_DRAIN_MAX) == 0)
+                conn_close(old, "replaced by a new connection of the same process");
         }
         client_revive(cl);
     } else {
@@ -123,6 +139,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     cl->sample_bytes = h->sample_bytes; /* per process image (checked above) */
     client_set_status(cl, h->python_status);
     cl->conn = c;
+    cl->reconnects_seen = h->reconnects;
     cl->said_bye = 0;
     cl->said_detach = 0;
     cl->attached = h->attached;
@@ -625,6 +642,28 @@ static void fast_release(void)
     }
 }
 
+/* Events in a batch: one per entry, two per folded pair. */
+static uint64_t batch_events(const Stackwatch__EventBatch *b)
+{
+    uint64_t n = b->n_kind;
+    for (size_t i = 0; i < b->n_fold_count; i++)
+        n += 2 * b->fold_count[i];
+    return n;
+}
+
+/* A stale connection (on_hello): its events count as lost, its Gap (the
+ * losses of the reconnect it began with) counts as usual, the rest is
+ * older than what the client already has and is skipped. */
+static void stale_frame(conn_t *c, const Stackwatch__AgentMsg *m, const Stackwatch__EventBatch *b)
+{
+    if (b)
+        c->client->lost_stale += batch_events(b);
+    else if (m->msg_case == STACKWATCH__AGENT_MSG__MSG_EVENTS)
+        c->client->lost_stale += batch_events(m->events);
+    else if (m->msg_case == STACKWATCH__AGENT_MSG__MSG_GAP && c->frames_in == 2)
+        client_gap(c->client, m->gap->lost_events);
+}
+
 int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
 {
     const char *why = NULL;
@@ -632,7 +671,10 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
     Stackwatch__AgentMsg *m = NULL;
     Stackwatch__EventBatch fast;
     if (c->hello_seen && fast_events(p, len, &fast)) {
-        rc = on_events(c, &fast, &why);
+        if (c->stale)
+            stale_frame(c, NULL, &fast);
+        else
+            rc = on_events(c, &fast, &why);
         fast_release();
         goto out;
     }
@@ -645,6 +687,10 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
     if (!c->hello_seen && m->msg_case != STACKWATCH__AGENT_MSG__MSG_HELLO) {
         why = "first frame is not a hello";
         rc = -EPROTO;
+        goto out;
+    }
+    if (c->stale && m->msg_case != STACKWATCH__AGENT_MSG__MSG_HELLO) {
+        stale_frame(c, m, NULL);
         goto out;
     }
     switch (m->msg_case) {

@@ -1196,6 +1196,10 @@ void srv_conn_gone(srv_t *s, conn_t *c)
         return;
     }
     client_t *cl = c->client;
+    if (cl && c->stale) {
+        cl->stale_conns--;
+        return;
+    }
     if (!cl || cl->conn != c)
         return;
     cl->conn = NULL;

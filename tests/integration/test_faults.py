@@ -4,6 +4,7 @@ thread churn, dlopen/dlclose, posix_spawn/vfork, daemons closing every fd, a
 signal handler that mallocs, setuid). No crash, no deadlock, no false leak."""
 
 import os
+import queue
 import re
 import signal
 import threading
@@ -11,8 +12,8 @@ import subprocess
 import time
 import unittest
 
-from swtest import Collector, finish, markers, prog, stacks_with, wait_output, wait_ticks, \
-    wait_until
+from swtest import (Collector, events, finish, frame, markers, pb_field, prog, raw_connect,
+                    stackdefs, stacks_with, wait_output, wait_ticks, wait_until)
 
 
 def exact(stack):
@@ -74,9 +75,9 @@ class RestartTest(unittest.TestCase):
                     p.wait()
 
     def test_sigstop_collector_drops_accounted(self):
-        """collectord stopped for 5 s under a busy client: the client stalls
-        at most the documented 1 s per full ring, then drops or discards,
-        and every event is accounted for: applied + dropped + lost."""
+        """collectord stopped for 5 s under a busy client: a full ring waits
+        50 ms at most while the flusher's send is stalled, then drops or
+        discards, and every event is accounted for: applied + dropped + lost."""
         col = Collector(expire=0.3)
         try:
             p = col.start([prog("faults"), "churn"], STACKWATCH_RING=1024)
@@ -104,6 +105,147 @@ class RestartTest(unittest.TestCase):
         finally:
             if col.proc.poll() is None:
                 col.proc.send_signal(signal.SIGCONT)
+            col.close()
+
+
+class FrozenCollectorTest(unittest.TestCase):
+    """Issue 17.3: collectord stopped (SIGSTOP) under a 2-thread churn. Before,
+    every full ring waited 1 s per event while the flusher's send stalled
+    (a round of 0.6M events took the whole stop: 11 s for a 10 s stop), and
+    events the agent had written before a "send stalled" reconnect were
+    thrown away by collectord (the new connection replaced the old one
+    unread): applied + dropped + lost fell short of the events made."""
+    quick = False
+    ROUND = 300000   # allocations (and frees) per thread per round
+    BOUND = 20.0     # a round under a frozen collectord, seconds (bare: ~0.3 s)
+
+    def test_frozen_collector_bounded_and_accounted(self):
+        col = Collector(expire=0.3)
+        p = None
+        try:
+            p = col.start([prog("stallchurn"), "2", str(self.ROUND)], STACKWATCH_RING=1024)
+            lines, errs = queue.Queue(), []
+            threading.Thread(target=lambda: [lines.put(l) for l in p.stdout], daemon=True).start()
+            threading.Thread(target=lambda: [errs.append(l) for l in p.stderr],
+                             daemon=True).start()
+
+            def line(timeout):
+                try:
+                    return lines.get(timeout=timeout).strip()
+                except queue.Empty:
+                    return None
+
+            def round_s(timeout):
+                p.stdin.write("go\n")
+                p.stdin.flush()
+                got = line(timeout)
+                self.assertIsNotNone(got, "a round did not finish within %.0f s with "
+                                     "collectord stopped" % timeout)
+                return int(got.split()[1]) / 1000.0
+
+            self.assertEqual(line(30), "ready")
+            col.wait_state(p.pid, "connected")
+            bare = round_s(60)
+            col.proc.send_signal(signal.SIGSTOP)
+            try:
+                # First round: the rings fill, the flusher's send stalls.
+                frozen = [round_s(self.BOUND)]
+                # Go on until the agent gives up on the connection ("send
+                # stalled", after 10 s) and then some: it reconnects (the
+                # stopped collectord's backlog takes the connection) and
+                # writes there too.
+                wait_until(lambda: frozen.append(round_s(self.BOUND)) or
+                           any("send stalled" in e for e in errs),
+                           timeout=60, interval=0, what="the agent to give up the send")
+                for _ in range(5):
+                    frozen.append(round_s(self.BOUND))
+            finally:
+                col.proc.send_signal(signal.SIGCONT)
+            after = round_s(60)
+            p.stdin.close()
+            done = line(60)
+            p.wait(60)
+            self.assertEqual(p.returncode, 0, "".join(errs))
+            got = re.match(r"done allocs (\d+) frees (\d+)", done or "")
+            self.assertTrue(got, done)
+            made = int(got.group(1)) + int(got.group(2))
+            c = col.wait_state(p.pid, "exited", timeout=60)
+            # Slowdown: one bounded wait per stall, not one per event.
+            print("\n  frozen collectord: rounds %s s (bare %.2f s, after %.2f s)"
+                  % (["%.2f" % x for x in frozen], bare, after))
+            self.assertLess(max(frozen), self.BOUND, frozen)
+            # Every event made is applied, dropped, or lost (disconnected);
+            # the program's count leaves out a couple of allocations of
+            # glibc's own (its first thread's), hence the small margin.
+            acc = c["events"] + c["dropped"] + c["lost_events"] + c["after_end"]
+            self.assertGreaterEqual(acc, made, c)
+            self.assertLessEqual(acc - made, 16, (made, c))
+            self.assertGreater(c["dropped"] + c["lost_events"], 0, c)
+        finally:
+            if p and p.poll() is None:
+                p.kill()
+                p.wait()
+            if col.proc.poll() is None:
+                col.proc.send_signal(signal.SIGCONT)
+            col.close()
+
+
+class StaleConnectionTest(unittest.TestCase):
+    """Issue 17.3, collectord's side, with a scripted agent: after a stop,
+    collectord finds an agent's connections in its backlog, older ones
+    (which the agent left after a stalled send) and the one it uses now.
+    An older one must neither replace the newer one (before: it closed the
+    agent's live connection) nor have its events applied out of order: they
+    are counted lost. A newer one first applies what the older still
+    holds, then replaces it."""
+    quick = True
+    INSTANCE = 0x57A1E
+
+    def hello(self, reconnects):
+        h = pb_field(1, 0, 1) + pb_field(2, 0, 1) + pb_field(4, 2, b"/fake/exe") + \
+            pb_field(7, 1, self.INSTANCE) + pb_field(11, 0, reconnects)
+        return frame(pb_field(1, 2, h))
+
+    def batch(self, ts, n, base):
+        return events(ts, [(0, base + 0x40 * i, ts + i, 64, 1) for i in range(n)])
+
+    def test_older_connection_counted_newer_drains_older(self):
+        col = Collector()
+        conns = []
+        try:
+            me = os.getpid()
+            sock = os.path.join(col.dir, "agent.sock")
+
+            def client():
+                c = [x for x in col.clients() if x["pid"] == me]
+                return c[0] if c else None
+
+            a = raw_connect(sock)
+            conns.append(a)
+            a.sendall(self.hello(1) + stackdefs(1, 0xABC, [0x400100, 0x401000]) +
+                      self.batch(1000000, 10, 0x10000))
+            wait_until(lambda: (client() or {}).get("events") == 10, what="10 events applied")
+            # An older connection of the same process (reconnects 0).
+            b = raw_connect(sock)
+            conns.append(b)
+            b.sendall(self.hello(0) + self.batch(500000, 5, 0x90000))
+            c = wait_until(lambda: (lambda x: x if x and x["lost_events"] == 5 else None)(client()),
+                           what="the older connection's 5 events counted lost")
+            self.assertEqual((c["events"], c["state"]), (10, "connected"), c)
+            # The live connection still works.
+            a.sendall(self.batch(2000000, 3, 0x20000))
+            wait_until(lambda: (client() or {}).get("events") == 13, what="13 events applied")
+            # A newer one: what the old one holds is applied first.
+            a.sendall(self.batch(3000000, 4, 0x30000))
+            n = raw_connect(sock)
+            conns.append(n)
+            n.sendall(self.hello(2) + self.batch(4000000, 2, 0x40000))
+            c = wait_until(lambda: (lambda x: x if x and x["events"] == 19 else None)(client()),
+                           what="19 events applied")
+            self.assertEqual((c["lost_events"], c["state"], c["late_events"]), (5, "connected", 0), c)
+        finally:
+            for s in conns:
+                s.close()
             col.close()
 
 

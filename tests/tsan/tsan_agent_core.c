@@ -731,9 +731,10 @@ int main(void)
     }
     if (rd_state.stalled && da + df == 0)
         FAIL("the reader stalled %d ms but nothing was dropped", STALL_MS);
-    if (rd_state.have_stats && rd_state.st_waits < da + df)
-        FAIL("Stats.ring_waits %llu < drops %llu", (unsigned long long)rd_state.st_waits,
-             (unsigned long long)(da + df));
+    /* A run of drops begins with a bounded wait; the drops after it, until
+     * the flusher frees a slot, do not wait again (issue 17.3). */
+    if (rd_state.have_stats && da + df > 0 && rd_state.st_waits == 0)
+        FAIL("Stats.ring_waits 0 with %llu drops", (unsigned long long)(da + df));
     if (final_ms >= 2000)
         FAIL("flush_final took %llu ms (its bound is 2000)", (unsigned long long)final_ms);
 
