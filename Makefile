@@ -270,6 +270,13 @@ check: deps
 check-integration: all progs
 	$(PYTHON) tests/integration/run.py --build $(BUILD)
 
+# The oracle comparison (issue 19.4): every program of the suite judged by
+# valgrind at its ready point and by a scan, block by block; the table is
+# printed and written to $(BUILD)/oracle.md. Part of make check too.
+.PHONY: oracle
+oracle: all progs
+	STACKWATCH_ORACLE_OUT=$(BUILD)/oracle.md $(PYTHON) tests/integration/run.py --build $(BUILD) -k OracleSuiteTest -k OracleTest -k RealLeakTest -v
+
 # Real Debian programs bare and under the agent (tests/compat/run.py): the
 # quick ones here, all of them (ls -R /usr, redis-server under
 # redis-benchmark) in `make soak`.
