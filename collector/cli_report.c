@@ -65,6 +65,57 @@ static void text_frame(FILE *f, const Stackwatch__Frame *fr)
     fputc('\n', f);
 }
 
+static void mb(char *buf, size_t n, uint64_t b)
+{
+    snprintf(buf, n, "%.1f MB", b / 1e6);
+}
+
+/* The process's memory beside what is tracked, and where the rest is when
+ * the tracked live bytes explain less than half of the RSS growth: no
+ * silent blind spot (issue 18.4). */
+static void text_memory_account(FILE *f, const Stackwatch__ClientInfo *c)
+{
+    if (!c->rss_bytes)
+        return;
+    char rss[32], grow[32], live[32], heap[32], fre[32], out[32];
+    uint64_t live_b = cnt(c->live)->bytes;
+    uint64_t g = c->rss_bytes > c->rss_start_bytes ? c->rss_bytes - c->rss_start_bytes : 0;
+    mb(rss, sizeof rss, c->rss_bytes);
+    mb(grow, sizeof grow, g);
+    mb(live, sizeof live, live_b);
+    mb(heap, sizeof heap, c->heap_bytes);
+    mb(fre, sizeof fre, c->heap_free_bytes);
+    fprintf(f, "      memory: RSS %s (+%s since tracking began), tracked live %s%s, malloc holds "
+               "%s (%s of it free)\n",
+            rss, grow, c->sample_bytes ? "~" : "", live, heap, fre);
+    if (g < (4u << 20) || 2 * live_b >= g)
+        return;
+    /* Where the growth went: malloc's footprint (live and free-but-held) or
+     * outside malloc. */
+    uint64_t hg = c->heap_bytes > c->heap_start_bytes ? c->heap_bytes - c->heap_start_bytes : 0;
+    uint64_t outside = g > hg ? g - hg : 0;
+    mb(out, sizeof out, outside);
+    fprintf(f, "      note: tracked live bytes explain %.0f%% of the RSS growth:", 100.0 * live_b / g);
+    int any = 0;
+    if (c->heap_free_bytes >= g / 4) {
+        fprintf(f, " malloc holds %s free (fragmentation, or freed memory not returned)", fre);
+        any = 1;
+    }
+    if (outside >= g / 4) {
+        fprintf(f, "%s %s grew outside malloc (anonymous mmap, thread stacks, or an allocator "
+                   "the agent does not trace%s)",
+                any ? ";" : "", out,
+                c->python_version ? "; in this Python process small objects (pymalloc) are not "
+                                    "traced unless STACKWATCH_PYTHON_ALLOCATORS=1"
+                                  : "");
+        any = 1;
+    }
+    if (!any)
+        fprintf(f, " the rest is spread over malloc's live blocks not tracked (sampled, "
+                   "attached later, --max-live) and memory outside it");
+    fputc('\n', f);
+}
+
 static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
 {
     char cmd[512];
@@ -106,6 +157,7 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
     else if (c->restored)
         fputs("\n      from collectord's store (reported before a collectord restart)", f);
     fputc('\n', f);
+    text_memory_account(f, c);
     if (c->scan) {
         const Stackwatch__ScanResult *sr = c->scan;
         char when[64];
@@ -380,6 +432,16 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     char cmd[4096];
     cli_cmdline(cmd, sizeof cmd, c);
     json_obj_begin(j, NULL);
+    json_obj_begin(j, "memory");
+    if (c->rss_bytes) {
+        json_u64(j, "rss_bytes", c->rss_bytes);
+        json_u64(j, "rss_start_bytes", c->rss_start_bytes);
+        json_u64(j, "heap_bytes", c->heap_bytes);
+        json_u64(j, "heap_start_bytes", c->heap_start_bytes);
+        json_u64(j, "heap_free_bytes", c->heap_free_bytes);
+        json_u64(j, "heap_mmap_bytes", c->heap_mmap_bytes);
+    }
+    json_obj_end(j);
     json_u64(j, "pid", c->pid);
     json_u64(j, "ppid", c->ppid);
     json_str(j, "exe", c->exe);

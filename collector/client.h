@@ -275,6 +275,8 @@ typedef struct client_s {
     char scan_msg[512];     /* ... and why */
     int scan_ok;            /* scan_last is valid */
     scan_info_t scan_last;  /* the last scan that worked */
+    uint64_t rss_b, rss_start_b;        /* the memory account (agent's Stats) */
+    uint64_t heap_b, heap_free_b, heap_mmap_b, heap_start_b;
     scan_own_t *scan_own;   /* its owners, by stack then largest first */
     size_t nscan_own;
     scan_path_t *scan_paths; /* why reachable may-leak blocks are kept, by stack */

@@ -160,6 +160,12 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->after_end = c->after_end;
     ci->armed_sites_full = c->a_sites_full;
     ci->attached = c->attached;
+    ci->rss_bytes = c->rss_b;
+    ci->rss_start_bytes = c->rss_start_b;
+    ci->heap_bytes = c->heap_b;
+    ci->heap_free_bytes = c->heap_free_b;
+    ci->heap_mmap_bytes = c->heap_mmap_b;
+    ci->heap_start_bytes = c->heap_start_b;
     if (c->scan_ok && !(ci->scan = scan_result(ra, c)))
         return NULL;
     return ci;

@@ -405,6 +405,16 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     cl->a_sc_hits = st->stack_cache_hits;
     cl->a_firings = st->firings;
     cl->a_notes_dropped = st->notes_dropped;
+    if (st->rss_bytes) {
+        if (!cl->rss_start_b) {
+            cl->rss_start_b = st->rss_bytes;
+            cl->heap_start_b = st->heap_bytes;
+        }
+        cl->rss_b = st->rss_bytes;
+        cl->heap_b = st->heap_bytes;
+        cl->heap_free_b = st->heap_free_bytes;
+        cl->heap_mmap_b = st->heap_mmap_bytes;
+    }
     /* An interpreter the agent found after its hello (dlopen'd libpython). */
     if (st->python_version && st->python_version != cl->python_version) {
         int was = cl->python_version != 0;

@@ -374,6 +374,10 @@ void metrics_render(srv_t *s, const metrics_t *m, int om, mbuf_t *b)
           "allocations counted but not tracked (--max-live reached)" },
         { "stackwatch_client_unexported_stacks", "gauge",
           "stacks with may-leak bytes beyond the exported top N (--metrics-top)" },
+        { "stackwatch_client_rss_bytes", "gauge", "resident set of the process (memory account)" },
+        { "stackwatch_client_heap_bytes", "gauge", "memory malloc holds (arenas and mmap'd chunks)" },
+        { "stackwatch_client_heap_free_bytes", "gauge",
+          "memory malloc holds free (fragmentation, freed memory not returned)" },
     };
     for (size_t k = 0; k < sizeof cf / sizeof cf[0]; k++) {
         family(b, om, cf[k].name, cf[k].type, cf[k].help);
@@ -391,7 +395,10 @@ void metrics_render(srv_t *s, const metrics_t *m, int om, mbuf_t *b)
             case 4: v = c->a_dropped; break;
             case 5: v = c->unknown_frees; break;
             case 6: v = c->table_full; break;
-            default: {
+            case 8: v = c->rss_b; break;
+            case 9: v = c->heap_b; break;
+            case 10: v = c->heap_free_b; break;
+            case 7: {
                 const cstack_t *none[1];
                 top_stacks(c, none, 0, &v);
                 v = v > m->top ? v - m->top : 0;

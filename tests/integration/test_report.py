@@ -334,3 +334,50 @@ class FoldedTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MemoryAccountTest(unittest.TestCase):
+    """The memory account (issue 18.4): RSS, malloc's footprint and its
+    free-but-held memory beside the tracked live bytes, and one line saying
+    where the rest is when the tracked bytes explain under half the growth."""
+    quick = True
+
+    def setUp(self):
+        self.col = Collector(expire=0.5)
+
+    def tearDown(self):
+        self.col.close()
+
+    def run_case(self, cmd, expect):
+        p = self.col.start([prog("memacct")])
+        try:
+            m = re.match(r"ready (\d+)", p.stdout.readline())
+            self.assertTrue(m)
+            pid = int(m.group(1))
+            # A first reading, before the program grows.
+            wait_until(lambda: (self.col.client(pid) or {}).get("memory", {}).get("rss_bytes"),
+                       what="a first memory reading")
+            p.stdin.write(cmd + "\n")
+            p.stdin.flush()
+            self.assertEqual(p.stdout.readline().strip(), "ok")
+            text = wait_until(lambda: (lambda t: t if expect in t else None)(
+                self.col.ctl("query", "leaks", "--pid", str(pid), "--all").stdout),
+                what="the account to say %r" % expect)
+            mem = self.col.client(pid)["memory"]
+            return text, mem
+        finally:
+            p.stdin.close()
+            p.wait(30)
+            p.stdout.close()
+
+    def test_growth_outside_malloc_is_named(self):
+        text, mem = self.run_case("mmap 64", "grew outside malloc")
+        self.assertGreaterEqual(mem["rss_bytes"] - mem["rss_start_bytes"], 60 << 20)
+        self.assertLess(mem["heap_bytes"] - mem["heap_start_bytes"], 8 << 20)
+        self.assertIn("memory: RSS ", text)
+        self.assertIn("note: tracked live bytes explain", text)
+
+    def test_fragmentation_is_named(self):
+        text, mem = self.run_case("frag 64", "free (fragmentation")
+        self.assertGreaterEqual(mem["heap_free_bytes"], 40 << 20)
+        self.assertNotIn("grew outside malloc", text)
