@@ -125,6 +125,13 @@ $(PPROF_O): $(PPROF_C) $(PPROF_H)
 
 $(BUILD)/obj/collector/cli_pprof.o: $(PPROF_H)
 
+# The HTML report's stylesheet and script, edited as files, compiled in.
+HTML_ASSETS_H = $(GEN)/html_assets.h
+$(HTML_ASSETS_H) build/fuzz/gen/html_assets.h: collector/html.css collector/html.js scripts/embed.py
+	@mkdir -p $(dir $@)
+	$(PYTHON) scripts/embed.py $@ html_css collector/html.css html_js collector/html.js
+$(BUILD)/obj/collector/cli_html.o: $(HTML_ASSETS_H)
+
 # ------------------------------------------------------------------ objects
 $(BUILD)/obj/pic/%.o: %.c $(PB_H)
 	@mkdir -p $(dir $@)
@@ -356,7 +363,8 @@ build/fuzz/fuzz_agent_commands: tests/fuzz/fuzz_agent_commands.c build/fuzz/gen/
 CLI_FUZZ_SRC = collector/cli_render.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c \
 	collector/cli_py.c collector/json.c collector/signame.c $(PROTO_SRC)
 build/fuzz/fuzz_cli_replies: tests/fuzz/fuzz_cli_replies.c build/fuzz/gen/proto/stackwatch.pb-c.c \
-		build/fuzz/gen/pprof/profile.pb-c.c $(CLI_FUZZ_SRC) $(wildcard collector/*.h proto/*.h)
+		build/fuzz/gen/pprof/profile.pb-c.c build/fuzz/gen/html_assets.h $(CLI_FUZZ_SRC) \
+		$(wildcard collector/*.h proto/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< build/fuzz/gen/proto/stackwatch.pb-c.c \
 		build/fuzz/gen/pprof/profile.pb-c.c $(CLI_FUZZ_SRC) $(CLI_LIBS)

@@ -290,3 +290,31 @@ class HtmlReportTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class AssetsTest(unittest.TestCase):
+    """The report's script and stylesheet are files of their own
+    (collector/html.js, collector/html.css; issue 21.5), compiled in: the
+    script parses, and the page carries both byte for byte."""
+    quick = True
+
+    ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    @unittest.skipUnless(shutil.which("node"), "node not installed")
+    def test_script_parses(self):
+        r = subprocess.run(["node", "--check", os.path.join(self.ROOT, "collector", "html.js")],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_page_embeds_the_files(self):
+        col = Collector()
+        try:
+            out = os.path.join(col.tmp, "a.html")
+            col.ctl("report", "--html", out)
+            with open(out) as f:
+                page = f.read()
+        finally:
+            col.close()
+        for name in ("html.css", "html.js"):
+            with open(os.path.join(self.ROOT, "collector", name)) as f:
+                self.assertIn(f.read(), page, name)
