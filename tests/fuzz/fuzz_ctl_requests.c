@@ -398,34 +398,6 @@ static void symbolize_all(srv_t *s)
         }
 }
 
-static void age_tick(srv_t *s, uint64_t now)
-{
-    for (client_t *c = s->clients.head; c; c = c->next) {
-        client_age(c, now);
-        client_classify(c, now);
-        for (uint32_t i = 0; i < c->nsymq; i++) {
-            cstack_t *st = cstack_at(c, c->symq[i]);
-            if (st) {
-                st->sym_queued = 0;
-                srv_sym_stack(s, c, st, 0);
-            }
-        }
-        c->nsymq = 0;
-        for (uint32_t i = 0; i < c->nleakq; i++) {
-            cstack_t *st = cstack_at(c, c->leakq[i]);
-            if (st)
-                srv_trig_eval(s, c, st);
-        }
-        c->nleakq = 0;
-        for (uint32_t i = 0; i < c->nhotq; i++) {
-            cstack_t *st = cstack_at(c, c->hotq[i]);
-            if (st)
-                srv_trig_eval(s, c, st);
-        }
-        c->nhotq = 0;
-    }
-    clients_prune(&s->clients, now);
-}
 
 
 /* STACKWATCH_FUZZ_DUMP=DIR: each reply frame goes to DIR/BODY-N, seeds
@@ -556,15 +528,18 @@ static void state_build(state_t *st, unsigned flags)
     if (!s->loop)
         abort();
 
-    /* The clients, over the last 50 ms of the collector's clock. */
-    uint64_t t0 = srv_now() - 50 * MS;
+    /* The clients, over the collector's driven clock (as --test-clock): the
+     * daemon's own aging tick (srv_tick) runs as time is advanced. */
+    if (!srv_clock_is_virtual())
+        srv_clock_virtual();
+    uint64_t t0 = srv_now();
     st->t0 = t0;
     st->agents[0] = connect_agent(s, 0, t0, 1, 0, 0, 0);
     st->agents[1] = connect_agent(s, 1, t0 + MS, 0, 1, 0, 0);
     st->agents[2] = connect_agent(s, 2, t0 + 2 * MS, 0, 0, 1, 1);
     st->agents[3] = connect_agent(s, 3, t0 + 3 * MS, 0, 0, 1, 0);
     for (uint64_t k = 1; k <= 8; k++)
-        age_tick(s, t0 + k * 5 * MS);
+        srv_clock_advance(s, 5 * MS);
     symbolize_all(s);
     if (flags & F_MARK)
         for (client_t *c = s->clients.head; c; c = c->next)
@@ -685,7 +660,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (unsigned seg = 0; seg < nsegs; seg++) {
         run_segment(s, segs[seg].p, segs[seg].n, flags, chunk, keep, &nkeep);
         if (flags & F_AGE)
-            age_tick(s, srv_now() + seg * EXPIRE_NS);
+            srv_clock_advance(s, seg ? EXPIRE_NS : MS);
     }
 
     if (st == &kept) {
