@@ -7,22 +7,4 @@ libev-dev libdw-dev libelf-dev libcmocka-dev python3 python3-numpy python3-pytes
 libclang-rt-14-dev elfutils binutils zlib1g-dev golang-github-google-pprof-dev golang-go
 chromium libffi-dev xz-utils prometheus man-db groff-base mandoc patchelf
 git sqlite3 openssl perl make tar valgrind libevent-dev"
-missing=""
-for p in $PKGS; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing="$missing $p"
-    fi
-done
-if [ -z "$missing" ]; then
-    echo "deps: all packages present"
-    exit 0
-fi
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-        echo "deps: missing:$missing -- run as root or install sudo" >&2; exit 1
-    fi
-fi
-echo "deps: installing$missing"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+exec sh "$(dirname "$0")/apt-install.sh" deps $PKGS
