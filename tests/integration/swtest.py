@@ -26,6 +26,12 @@ def configure(build, agent_build, progs):
     BUILD, AGENT_BUILD, PROGS = build, agent_build, progs
 
 
+def sanitized_collector():
+    """1 when collectord is a sanitizer build (make check-sanitizers): its
+    RSS then holds ASan's quarantine and shadow, not what collectord keeps."""
+    return os.path.basename(os.path.normpath(BUILD)) in ("asan", "ubsan", "tsan")
+
+
 def agent_path():
     return os.path.join(AGENT_BUILD, "libstackagent.so")
 

@@ -437,7 +437,8 @@ class PerProcessLimitsTest(unittest.TestCase):
                    what="the connection to end")
         growth = rss_kib(pid) - base
         self.figure("rss kept after 100 modules with 4 MiB paths (KiB)", growth)
-        self.assertLess(growth, 64 * 1024, "module paths kept (%d sent)" % sent)
+        if not sw.sanitized_collector():  # ASan's quarantine holds what was freed
+            self.assertLess(growth, 64 * 1024, "module paths kept (%d sent)" % sent)
 
     def test_argv_and_store_bounded_and_queries_answer(self):
         # 100 connections, each a new instance token with a 4 MiB argv: +800
@@ -463,7 +464,8 @@ class PerProcessLimitsTest(unittest.TestCase):
                    timeout=120, what="100 ended fake clients")
         growth = rss_kib(pid) - base
         self.figure("rss growth for 100 instance tokens with 4 MiB argv (KiB)", growth)
-        self.assertLess(growth, 64 * 1024)
+        if not sw.sanitized_collector():  # ASan's quarantine holds what was freed
+            self.assertLess(growth, 64 * 1024)
         for c in self.fakes(col):
             self.assertLessEqual(sum(len(a) + 1 for a in c["argv"]), 64 << 10)
         r = col.ctl("query", "clients", "--json")

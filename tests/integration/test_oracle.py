@@ -280,9 +280,10 @@ def ours_by_marker(col, pid, src):
 @unittest.skipIf(SKIP, SKIP)
 class OracleSuiteTest(unittest.TestCase):
     """Lost or reachable, block by block, against valgrind on every program
-    of the suite: >= 95% agreement (goal of issue 19.4), and no block that
-    valgrind keeps (reachable, or possibly lost: an interior pointer, which
-    LeakSanitizer keeps) called lost. Prints the table `make oracle` shows."""
+    of the suite: >= 95% agreement (goal of issue 19.4; valgrind's "possibly
+    lost", an interior pointer, counts as kept, as LeakSanitizer keeps it),
+    and no block that valgrind calls still reachable called lost. Prints the
+    table `make oracle` shows."""
 
     def test_suite_agrees_with_valgrind(self):
         rows, total, agree, false_lost = [], 0, 0, []
@@ -314,7 +315,10 @@ class OracleSuiteTest(unittest.TestCase):
                 ok = min(vg_lost, sw_lost) + min(vg_kept, sw_kept)
                 total += n
                 agree += ok
-                if sw_lost > vg_lost:
+                # valgrind's "possibly lost" (only an interior pointer, which may
+                # be a stale word of that run) is kept by LSan's rule, but not
+                # certainly: calling it lost is a disagreement, not a false lost.
+                if sw_lost > vg_lost + vg["possibly"]:
                     false_lost.append("%s %s: %d lost, valgrind %d" % (name, mark, sw_lost, vg_lost))
                 rows.append("| %s | %s | %d/%d/%d%s | %d/%d/%d | %s |" % (
                     name, mark, vg["direct"], vg["indirect"], vg_kept,
