@@ -646,21 +646,35 @@ static void fig_of_report(fig_t *f, const Stackwatch__StackReport *r, int as_unc
     }
 }
 
-/* The stacks owning s's indirectly lost blocks, as the last scan found them. */
-static int fill_owners(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
+/* The entries of stack in a table sorted by stack index (scan_own_t,
+ * scan_path_t: a uint32_t stack first): sets *first, returns how many. */
+static size_t stack_run(const void *v, size_t n, size_t size, uint32_t stack, size_t *first)
 {
-    /* The client's owner table is sorted by stack index: its run for s. */
-    size_t lo = 0, hi = c->nscan_own;
+    const char *base = v;
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (c->scan_own[mid].stack < s->index)
+        uint32_t at;
+        memcpy(&at, base + mid * size, sizeof at);
+        if (at < stack)
             lo = mid + 1;
         else
             hi = mid;
     }
-    size_t n = 0;
-    while (lo + n < c->nscan_own && c->scan_own[lo + n].stack == s->index)
-        n++;
+    size_t k = 0;
+    for (uint32_t at; lo + k < n; k++) {
+        memcpy(&at, base + (lo + k) * size, sizeof at);
+        if (at != stack)
+            break;
+    }
+    *first = lo;
+    return k;
+}
+
+/* The stacks owning s's indirectly lost blocks, as the last scan found them. */
+static int fill_owners(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
+{
+    size_t lo, n = stack_run(c->scan_own, c->nscan_own, sizeof *c->scan_own, s->index, &lo);
     if (!n)
         return 0;
     r->owners = ra_alloc(ra, n * sizeof *r->owners);
@@ -684,17 +698,7 @@ static int fill_owners(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
 /* Why s's reachable may-leak blocks are kept, as the last scan found. */
 static int fill_paths(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
 {
-    size_t lo = 0, hi = c->nscan_paths;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (c->scan_paths[mid].stack < s->index)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    size_t n = 0;
-    while (lo + n < c->nscan_paths && c->scan_paths[lo + n].stack == s->index)
-        n++;
+    size_t lo, n = stack_run(c->scan_paths, c->nscan_paths, sizeof *c->scan_paths, s->index, &lo);
     if (!n)
         return 0;
     r->kept_by = ra_alloc(ra, n * sizeof *r->kept_by);

@@ -378,6 +378,20 @@ static void scan_wake(void *arg)
     ev_async_send(s->loop, &s->scan_async);
 }
 
+/* Doubles a gathering array (256 entries at first); on failure sets *oom. */
+static int grow(void **v, size_t *cap, size_t size, int *oom)
+{
+    size_t c = *cap ? 2 * *cap : 256;
+    void *nv = realloc(*v, c * size);
+    if (!nv) {
+        *oom = 1;
+        return -1;
+    }
+    *v = nv;
+    *cap = c;
+    return 0;
+}
+
 /* The owners of indirectly lost blocks, gathered over a scan's snapshot. */
 typedef struct owners_s {
     scan_own_t *v;
@@ -392,16 +406,8 @@ static void owners_add(owners_t *o, uint32_t stack, uint32_t owner, uint64_t n, 
         o->v[o->n - 1].b += b;
         return;
     }
-    if (o->n == o->cap) {
-        size_t cap = o->cap ? 2 * o->cap : 256;
-        scan_own_t *v = realloc(o->v, cap * sizeof *v);
-        if (!v) {
-            o->oom = 1;
-            return;
-        }
-        o->v = v;
-        o->cap = cap;
-    }
+    if (o->n == o->cap && grow((void **)&o->v, &o->cap, sizeof *o->v, &o->oom) < 0)
+        return;
     o->v[o->n++] = (scan_own_t){ stack, owner, n, b };
 }
 
@@ -525,16 +531,8 @@ static void paths_add(paths_t *ps, const scan_job_t *j, size_t i, uint64_t n, ui
         ps->v[ps->n - 1].b += b;
         return;
     }
-    if (ps->n == ps->cap) {
-        size_t cap = ps->cap ? 2 * ps->cap : 256;
-        scan_path_t *v = realloc(ps->v, cap * sizeof *v);
-        if (!v) {
-            ps->oom = 1;
-            return;
-        }
-        ps->v = v;
-        ps->cap = cap;
-    }
+    if (ps->n == ps->cap && grow((void **)&ps->v, &ps->cap, sizeof *ps->v, &ps->oom) < 0)
+        return;
     ps->v[ps->n++] = p;
 }
 
