@@ -57,6 +57,18 @@ __attribute__((noinline)) static struct note *add_note(struct note *head, int i)
     return n;
 }
 
+/* Overwrites the stack below the caller and the caller-saved registers. */
+__attribute__((noinline)) static void scrub(void)
+{
+    volatile char buf[16384];
+    memset((char *)buf, 0, sizeof buf);
+    __asm__ volatile("xor %%eax, %%eax\n\txor %%ecx, %%ecx\n\txor %%edx, %%edx\n\t"
+                     "xor %%esi, %%esi\n\txor %%edi, %%edi\n\txor %%r8d, %%r8d\n\t"
+                     "xor %%r9d, %%r9d\n\txor %%r10d, %%r10d\n\txor %%r11d, %%r11d"
+                     ::: "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11",
+                         "memory");
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -66,6 +78,7 @@ int main(void)
     struct note *volatile notes = NULL;
     for (int i = 0; i < 6; i++)
         notes = add_note(notes, i);
+    scrub();
     printf("ready %d\n", (int)getpid());
     char b[64];
     while (read(0, b, sizeof b) > 0)
