@@ -173,7 +173,7 @@ static inline int real_ready(void)
 
 /* Enters the agent on this thread: 0 when the event must not be recorded
  * (reentrant call, not recording). On 1 the guard is set and errno saved. */
-static inline int rec_enter(tstate_t *t, int *saved_errno)
+static inline __attribute__((always_inline)) int rec_enter(tstate_t *t, int *saved_errno)
 {
     if (UNLIKELY(t->guard))
         return 0;
