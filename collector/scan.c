@@ -477,7 +477,6 @@ static void *worker(void *arg)
             continue;
         if (rv_add(&agent, d[0], d[1]) < 0)
             goto nomem;
-        j->dead_left_out++;
     }
     agent.n = reach_rng_normalize(agent.r, agent.n);
     for (size_t i = 0; i < maps.n; i++) {

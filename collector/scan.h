@@ -51,7 +51,6 @@ typedef struct scan_job_s {
     size_t ndead;               /* after them: dead threads' stacks (lo, frames_hi, hi) */
     char **labels;              /* worker: what each root is, in words (malloc'd) */
     size_t nlabels;
-    uint32_t dead_left_out;     /* of those, left out of the roots */
     /* worker -> loop */
     _Atomic int stage;          /* SCAN_* */
     int err;                    /* -errno when failed */

@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "scrub.h"
+
 static void done(struct evhttp_request *req, void *arg)
 {
     (void)req;
@@ -50,18 +52,6 @@ __attribute__((noinline)) static void request_once(int port, int *failed)
     evhttp_make_request(evcon, req, EVHTTP_REQ_GET, "/");
     event_base_dispatch(base);
     event_base_free(base);
-}
-
-/* Overwrites the stack below the caller and the caller-saved registers. */
-__attribute__((noinline)) static void scrub(void)
-{
-    volatile char buf[16384];
-    memset((char *)buf, 0, sizeof buf);
-    __asm__ volatile("xor %%eax, %%eax\n\txor %%ecx, %%ecx\n\txor %%edx, %%edx\n\t"
-                     "xor %%esi, %%esi\n\txor %%edi, %%edi\n\txor %%r8d, %%r8d\n\t"
-                     "xor %%r9d, %%r9d\n\txor %%r10d, %%r10d\n\txor %%r11d, %%r11d"
-                     ::: "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11",
-                         "memory");
 }
 
 int main(int argc, char **argv)

@@ -12,21 +12,13 @@
 #include <unistd.h>
 #include <valgrind/memcheck.h>
 
-__attribute__((noinline)) static void oracle_scrub(void)
-{
-    volatile char buf[16384];
-    memset((char *)buf, 0, sizeof buf);
-    __asm__ volatile("xor %%eax, %%eax\n\txor %%ecx, %%ecx\n\txor %%edx, %%edx\n\t"
-                     "xor %%esi, %%esi\n\txor %%edi, %%edi\n\txor %%r8d, %%r8d\n\t"
-                     "xor %%r9d, %%r9d\n\txor %%r10d, %%r10d\n\txor %%r11d, %%r11d"
-                     ::: "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11",
-                         "memory");
-}
+#include "scrub.h"
+
 
 /* Leak check (valgrind), "ready PID", then waits for EOF on stdin. */
 __attribute__((noinline)) static void ready(void)
 {
-    oracle_scrub();
+    scrub();
     VALGRIND_DO_LEAK_CHECK;
     /* Zeroed: a live frame's uninitialized bytes would hold what deeper
      * frames left there (the agent's among them), stale words that any

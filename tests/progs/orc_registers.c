@@ -16,7 +16,7 @@ static void *worker(void *arg)
 {
     (void)arg;
     void *p = make();
-    oracle_scrub();
+    scrub();
     atomic_store(&spinning, 1);
     /* p lives in r12 only while this loop runs. */
     __asm__ volatile("mov %0, %%r12\n\t"

@@ -12,7 +12,7 @@ static void *worker(void *arg)
 {
     (void)arg;
     void *volatile mine = malloc(2001); /* @LEAK worker_stack */
-    oracle_scrub();
+    scrub();
     pthread_mutex_lock(&mu);
     held = 1;
     pthread_cond_broadcast(&cv);

@@ -17,7 +17,7 @@ static void *worker(void *arg)
     t_ptr = malloc(4001);                        /* @LEAK tls_static */
     pthread_setspecific(keys[1], malloc(4002));  /* @LEAK key_low */
     pthread_setspecific(keys[39], malloc(4003)); /* @LEAK key_high */
-    oracle_scrub();
+    scrub();
     pthread_mutex_lock(&mu);
     set = 1;
     pthread_cond_broadcast(&cv);

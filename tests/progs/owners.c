@@ -18,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "scrub.h"
+
 struct ev {
     void (*cb)(void *);
     void *cb_arg;
@@ -88,18 +90,6 @@ __attribute__((noinline)) static void lose_alone(void)
 {
     char *p = malloc(555); /* @LEAK alone */
     memset(p, 7, 555);
-}
-
-/* Overwrites the stack below the caller and the caller-saved registers. */
-__attribute__((noinline)) static void scrub(void)
-{
-    volatile char buf[16384];
-    memset((char *)buf, 0, sizeof buf);
-    __asm__ volatile("xor %%eax, %%eax\n\txor %%ecx, %%ecx\n\txor %%edx, %%edx\n\t"
-                     "xor %%esi, %%esi\n\txor %%edi, %%edi\n\txor %%r8d, %%r8d\n\t"
-                     "xor %%r9d, %%r9d\n\txor %%r10d, %%r10d\n\txor %%r11d, %%r11d"
-                     ::: "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11",
-                         "memory");
 }
 
 int main(void)

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "scrub.h"
+
 typedef struct node_s {
     struct node_s *next;
     uint64_t seq;
@@ -69,18 +71,6 @@ __attribute__((noinline)) void keep_one(void)
     n->seq = ++kept;
     n->next = head;
     head = n;
-}
-
-/* Overwrites the stack below the caller and the caller-saved registers. */
-__attribute__((noinline)) void scrub(void)
-{
-    volatile char buf[32768];
-    memset((char *)buf, 0, sizeof buf);
-    __asm__ volatile("xor %%eax, %%eax\n\txor %%ecx, %%ecx\n\txor %%edx, %%edx\n\t"
-                     "xor %%esi, %%esi\n\txor %%edi, %%edi\n\txor %%r8d, %%r8d\n\t"
-                     "xor %%r9d, %%r9d\n\txor %%r10d, %%r10d\n\txor %%r11d, %%r11d"
-                     ::: "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11",
-                         "memory");
 }
 
 static void *spin(void *arg)

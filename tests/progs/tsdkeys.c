@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include <valgrind/memcheck.h>
 
+#include "scrub.h"
+
 #define NKEYS 40
 
 static pthread_key_t keys[NKEYS];
@@ -38,18 +40,6 @@ __attribute__((noinline)) static void lose(void)
 {
     char *p = malloc(3012); /* @LEAK tsd_lost */
     memset(p, 3, 3012);
-}
-
-/* Overwrites the stack below the caller and the caller-saved registers. */
-__attribute__((noinline)) static void scrub(void)
-{
-    volatile char buf[16384];
-    memset((char *)buf, 0, sizeof buf);
-    __asm__ volatile("xor %%eax, %%eax\n\txor %%ecx, %%ecx\n\txor %%edx, %%edx\n\t"
-                     "xor %%esi, %%esi\n\txor %%edi, %%edi\n\txor %%r8d, %%r8d\n\t"
-                     "xor %%r9d, %%r9d\n\txor %%r10d, %%r10d\n\txor %%r11d, %%r11d"
-                     ::: "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11",
-                         "memory");
 }
 
 static void *worker(void *arg)
