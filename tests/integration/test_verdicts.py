@@ -168,14 +168,14 @@ class EarlyTest(unittest.TestCase):
 
 
 class WalkthroughTest(unittest.TestCase):
-    """The README's Python walk-through, as pasted into a shell: the script
+    """The Python walk-through of docs/python.md, as pasted into a shell: the script
     runs in the background of sh (its stdin is not a terminal it could stop
     on), queried while it runs and after it ended."""
     quick = False
 
     def test_readme_python_walkthrough(self):
-        readme = open(os.path.join(ROOT, "README.md")).read()
-        block = re.search(r"## Python: the line behind.*?```sh\n(.*?)```", readme, re.S).group(1)
+        readme = open(os.path.join(ROOT, "docs", "python.md")).read()
+        block = re.search(r"# Python: the line behind.*?```sh\n(.*?)```", readme, re.S).group(1)
         self.assertIn("/usr/bin/python3 tests/py/mask_leak.py --seconds", block)
         line = py_marker("mask_leak.py")
         col = Collector(expire=1)
