@@ -180,9 +180,12 @@ int agent_setup(const char *list)
     uint64_t wlo, whi;
     hook_main_wrapper_range(&wlo, &whi);
     unwind_hide_range(wlo, whi);
-    if (sample_init(cfg.sample_bytes) < 0) {
+    uint64_t py_rate = cfg.py_allocators == CFG_PY_SAMPLED ? cfg.py_sample_bytes : 0;
+    if (sample_init(cfg.sample_bytes, py_rate) < 0) {
         log_msg("cannot map the sampled set; recording every allocation");
         memcpy(cfg.sample, "all", 4);
+        if (cfg.py_allocators == CFG_PY_SAMPLED)
+            cfg.py_allocators = CFG_PY_EXACT;
     }
     py_init();
     if (cfg.py_allocators)

@@ -105,7 +105,7 @@ static void sites_track(uint32_t idx, int on)
     while (i < nsite_idx && site_idx[i] != idx)
         i++;
     if (on && i == nsite_idx) {
-        if (!sample_rate)
+        if (!sample_rate && !sample_py_rate)
             return; /* every allocation is recorded: no call site list needed */
         if (nsite_idx == SITES_MAX) {
             /* Counted for collectord (its log and query clients), never

@@ -94,6 +94,12 @@ EXPORT int stackwatch_attach(const char *list, char *msg, size_t msglen)
                     before.sample);
         memcpy(cfg.sample, before.sample, sizeof cfg.sample);
         cfg.sample_bytes = before.sample_bytes;
+        if (before.py_allocators != cfg.py_allocators ||
+            before.py_sample_bytes != cfg.py_sample_bytes)
+            log_msg("attach: STACKWATCH_PYTHON_ALLOCATORS and STACKWATCH_PYTHON_SAMPLE stay as "
+                    "the first attach set them");
+        cfg.py_allocators = before.py_allocators;
+        cfg.py_sample_bytes = before.py_sample_bytes;
         cfg.unwind = before.unwind;
         cfg.fp_modules = before.fp_modules;
         if (!cfg.enabled) {

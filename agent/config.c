@@ -209,6 +209,18 @@ int cfg_parse_sample(const char *s, uint64_t *out)
     return 0;
 }
 
+int cfg_parse_py_allocators(const char *s)
+{
+    if (!s || !*s || !strcmp(s, "sampled"))
+        return CFG_PY_SAMPLED;
+    if (!strcmp(s, "0") || !strcmp(s, "off") || !strcmp(s, "no") || !strcmp(s, "false"))
+        return CFG_PY_OFF;
+    if (!strcmp(s, "exact") || !strcmp(s, "all") || !strcmp(s, "1") || !strcmp(s, "on") ||
+        !strcmp(s, "yes") || !strcmp(s, "true"))
+        return CFG_PY_EXACT;
+    return -EINVAL;
+}
+
 void cfg_load(const char *exe)
 {
     cfg_get = env_get;
@@ -239,8 +251,22 @@ static void cfg_read(const char *exe, int attached)
     if (parse_bool("STACKWATCH_DISABLE", cfg_get("STACKWATCH_DISABLE"), 0))
         cfg.enabled = 0;
     cfg.inherit = parse_bool("STACKWATCH_INHERIT", cfg_get("STACKWATCH_INHERIT"), 1);
-    cfg.py_allocators = parse_bool("STACKWATCH_PYTHON_ALLOCATORS",
-                                   cfg_get("STACKWATCH_PYTHON_ALLOCATORS"), 0);
+    const char *pa = cfg_get("STACKWATCH_PYTHON_ALLOCATORS");
+    cfg.py_allocators = cfg_parse_py_allocators(pa);
+    if (cfg.py_allocators < 0) {
+        log_msg("STACKWATCH_PYTHON_ALLOCATORS=%s: use sampled, exact or 0; using sampled", pa);
+        cfg.py_allocators = CFG_PY_SAMPLED;
+    }
+    cfg.py_sample_bytes = CFG_PY_SAMPLE_DEFAULT;
+    const char *ps = cfg_get("STACKWATCH_PYTHON_SAMPLE");
+    if (ps && *ps) {
+        uint64_t b;
+        if (cfg_parse_sample(ps, &b) < 0)
+            log_msg("STACKWATCH_PYTHON_SAMPLE=%s is not a byte size in 1..1t (like 256k); "
+                    "using %llu", ps, (unsigned long long)CFG_PY_SAMPLE_DEFAULT);
+        else
+            cfg.py_sample_bytes = b;
+    }
     /* Attached, children never get the agent: there is no LD_PRELOAD to strip. */
     if (!cfg.inherit && !attached)
         strip_preload();

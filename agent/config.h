@@ -10,6 +10,14 @@
 #define CFG_RING_DEFAULT 32768u
 #define CFG_RING_MIN 1024u
 #define CFG_RING_MAX (1u << 22)
+/* CPython's small objects in sampled mode: mean bytes between samples. A
+ * 10 MB/min leak is then ~6 samples per default expire time (10 s): the
+ * classifier sees it grow in every window (P(no sample in one) ~ 0.2%)
+ * while the sampled set stays small (live Python heap / 256 KiB blocks). */
+#define CFG_PY_SAMPLE_DEFAULT (256ull << 10)
+
+/* STACKWATCH_PYTHON_ALLOCATORS */
+enum { CFG_PY_OFF = 0, CFG_PY_SAMPLED = 1, CFG_PY_EXACT = 2 };
 
 typedef struct cfg_s {
     char dir[256];          /* runtime directory */
@@ -25,7 +33,8 @@ typedef struct cfg_s {
     uint32_t connect_ms;    /* how long the constructor waits for the collector */
     int unwind;             /* UNWIND_DWARF or UNWIND_FP (STACKWATCH_UNWIND) */
     const char *fp_modules; /* STACKWATCH_FP_MODULES: more frame-pointer candidates */
-    int py_allocators;      /* STACKWATCH_PYTHON_ALLOCATORS: hook CPython's mem/object domains */
+    int py_allocators;      /* STACKWATCH_PYTHON_ALLOCATORS: CFG_PY_* (CPython's mem/object domains) */
+    uint64_t py_sample_bytes; /* STACKWATCH_PYTHON_SAMPLE: their mean in sampled mode */
 } cfg_t;
 
 extern cfg_t cfg;
@@ -57,6 +66,11 @@ int cfg_parse_size(const char *s, uint64_t *out);
 /* Parses STACKWATCH_SAMPLE's size: cfg_parse_size's syntax, an optional
  * trailing b/B/iB, 1 byte .. 1 TiB. Returns 0 or -EINVAL. */
 int cfg_parse_sample(const char *s, uint64_t *out);
+
+/* Parses STACKWATCH_PYTHON_ALLOCATORS: CFG_PY_*, or -EINVAL. Unset or empty
+ * is sampled (the default); 0/off/no/false off; sampled; exact, all, or
+ * 1/on/yes/true (what 1 meant before sampling existed: every object). */
+int cfg_parse_py_allocators(const char *s);
 
 /* Matches exe against a comma-separated list of fnmatch patterns, each tried
  * on the full path and on the basename. Empty or NULL list matches all. */

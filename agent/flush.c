@@ -31,6 +31,7 @@
 #include "config.h"
 #include "fdguard.h"
 #include "got.h"
+#include "hook.h"
 #include "frame.h"
 #include "intern.h"
 #include "log.h"
@@ -367,6 +368,9 @@ static int send_hello(void)
     h.depth = (uint32_t)cfg.depth;
     h.sample = cfg.sample;
     h.sample_bytes = sample_rate;
+    static const char *py_mode[] = { "off", "sampled", "exact" };
+    h.python_allocators = (char *)py_mode[cfg.py_allocators];
+    h.python_sample_bytes = sample_py_rate;
     h.mono_now_ns = clock_now_ns();
     h.reconnects = fl.reconnects;
     h.python_version = py_version();
@@ -1046,15 +1050,17 @@ static uint32_t drain_once(int final)
             goto next;
         }
         uint32_t k = ev_kind(e);
-        /* On the wire: EVENT_ALLOC, EVENT_FREE, EVENT_ALLOC_UNSAMPLED. */
-        fl.kind[m] = k == EV_ALLOC_FORCED ? STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED : k;
+        /* On the wire: EVENT_ALLOC, EVENT_FREE, EVENT_ALLOC_UNSAMPLED, EVENT_ALLOC_PY. */
+        fl.kind[m] = k == EV_ALLOC_FORCED ? STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED
+                     : k == EV_ALLOC_PY   ? STACKWATCH__EVENT_KIND__EVENT_ALLOC_PY
+                                          : k;
         fl.addr[m] = e->addr;
         fl.ts[m] = e->ts;
         fl.tid[m] = ev_tid(e);
         fl.size[m] = e->size;
         fl.stack[m] = e->stack;
         m++;
-        if (k == EV_ALLOC || k == EV_ALLOC_FORCED) {
+        if (k == EV_ALLOC || k == EV_ALLOC_FORCED || k == EV_ALLOC_PY) {
             if (e->stack != INTERN_NONE && intern_take_unsent(e->stack, fl.epoch) &&
                 add_def(e->stack) < 0)
                 break; /* disconnected: counted below */
@@ -1180,6 +1186,7 @@ static void send_stats(void)
     s.stack_cache_hits = tstate_cache_hits();
     s.python_version = py_version();
     s.python_status = (char *)py_status();
+    s.python_hooked = hook_pyalloc_installed();
     memory_account(&s);
     /* Columns, live index, fold slots (two per event) and the encoded frame,
      * as far as batches have used them; the rest is reserved, untouched. */

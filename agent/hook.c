@@ -727,21 +727,111 @@ EXPORT size_t malloc_usable_size(void *p)
 
 /* ---------------------------------------------------------------- CPython's allocator domains */
 
-/* With STACKWATCH_PYTHON_ALLOCATORS=1 the agent chains itself in front of
- * CPython's "mem" and "object" domains (PyMem_Malloc, PyObject_Malloc and
- * friends), whose blocks of 512 bytes or less come from pymalloc's arenas
- * and never reach malloc. The "raw" domain is malloc itself and already
- * seen. The previous allocator runs with this thread's guard set, so a block
- * pymalloc passes on to malloc is recorded once, here, with the PyObject_*
- * call in its stack. Each domain has its own functions (ctx is not relied
- * on: a reader must never pair one domain's ctx with another's function).
- * A block allocated before the hooks and freed after them is an unknown
- * free, counted as such. */
+/* With STACKWATCH_PYTHON_ALLOCATORS (sampled by default, or exact) the agent
+ * chains itself in front of CPython's "mem" and "object" domains (PyMem_Malloc,
+ * PyObject_Malloc and friends), whose blocks of 512 bytes or less come from
+ * pymalloc's arenas and never reach malloc. The "raw" domain is malloc itself
+ * and already seen. Each domain has its own functions (ctx is not relied on:
+ * a reader must never pair one domain's ctx with another's function).
+ *
+ * Exact mode: the previous allocator runs with this thread's guard set, so a
+ * block pymalloc passes on to malloc is recorded once, here, with the
+ * PyObject_* call in its stack; every block is recorded as malloc's are (at
+ * malloc's rate when STACKWATCH_SAMPLE is set). A block allocated before the
+ * hooks and freed after them is an unknown free, counted as such.
+ *
+ * Sampled mode (sample_py_rate > 0): the previous allocator runs unguarded,
+ * so what pymalloc hands on to malloc (blocks over 512 bytes) is recorded by
+ * the malloc hooks, exactly as every malloc block is. Blocks that stay in
+ * pymalloc spend this thread's own byte budget (py_left, independent of
+ * malloc's): an unsampled one costs that decrement; a sampled one goes out as
+ * EV_ALLOC_PY and joins the sampled set. Whether malloc made the block is
+ * seen from this thread's allocation count (the malloc hooks count every
+ * allocation they see: it moved during the call). A free costs the sampled
+ * set's one-byte check unless the block was sampled (only sampled and forced
+ * blocks are in the set; fired blocks are among them). Blocks from before the
+ * hooks are simply not in the set. */
 static py_mem_alloc_t pa_prev[3];
+
+/* Sampled mode: this thread's count of allocations the malloc hooks saw. */
+static inline uint64_t pa_seen(const tstate_t *t)
+{
+    const ring_t *r = t->ring;
+    return r ? atomic_load_explicit(&r->n_alloc, memory_order_relaxed) : 0;
+}
+
+/* Sampled mode, out of line: p (n bytes) was sampled (a sample point fell
+ * in it), or an armed stack may want it. seen: pa_seen before the call. */
+__attribute__((noinline)) static void pa_note_sampled(void *p, size_t n, const uint64_t *frame,
+                                                     int sampled, uint64_t seen)
+{
+    tstate_t *t = &tstate;
+    if (pa_seen(t) != seen)
+        return; /* malloc made it, and its hooks recorded it */
+    int e;
+    if (!rec_enter(t, &e)) {
+        count_offline(t);
+        return;
+    }
+    ring_t *r = ring_of(t);
+    if (r) {
+        int forced = 0;
+        if (!sample_pick(sampled, p, frame, &forced))
+            goto out;
+        uint32_t idx = capture(r, frame);
+        if (UNLIKELY(forced) && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)p)))
+            goto out; /* another stack from the same call site */
+        ring_busy_begin(r);
+        uint64_t ts = emit_alloc(t, r, p, n, idx, forced ? EV_ALLOC_FORCED : EV_ALLOC_PY);
+        ring_busy_end(r);
+        check_armed(t, r, idx, p, n, ts);
+    }
+out:
+    rec_leave(t, e);
+}
+
+/* Sampled mode: after the previous allocator returned p for n bytes. */
+static inline void pa_sampled_alloc(tstate_t *t, void *p, size_t n, const uint64_t *frame,
+                                    uint64_t seen)
+{
+    int sampled = sample_py_take(t, n);
+    if (LIKELY(!sampled) && (LIKELY(!atomic_load_explicit(&arm_active, memory_order_relaxed)) ||
+                             !arm_site(frame[1])))
+        return;
+    if (p && !t->guard)
+        pa_note_sampled(p, n, frame, sampled, seen);
+}
+
+/* Sampled mode, out of line: FREE(p) if p was sampled, stamped before the
+ * block goes back (the address may be reused at once), as free does. */
+__attribute__((noinline)) static void pa_forget_sampled(void *p)
+{
+    tstate_t *t = &tstate;
+    int e;
+    if (!rec_enter(t, &e)) {
+        /* Not recording: forget it all the same (its address is reused). */
+        sample_forget((uint64_t)(uintptr_t)p);
+        return;
+    }
+    ring_t *r = ring_of(t);
+    if (sample_forget((uint64_t)(uintptr_t)p) && r) {
+        ring_busy_begin(r);
+        emit_free(t, r, p, clock_now_ns());
+        ring_busy_end(r);
+    }
+    check_fired(p);
+    rec_leave(t, e);
+}
 
 static void *pa_malloc(int d, size_t n, const uint64_t *frame)
 {
     tstate_t *t = &tstate;
+    if (sample_py_rate) {
+        uint64_t seen = pa_seen(t);
+        void *p = pa_prev[d].malloc(pa_prev[d].ctx, n);
+        pa_sampled_alloc(t, p, n, frame, seen);
+        return p;
+    }
     if (t->guard)
         return pa_prev[d].malloc(pa_prev[d].ctx, n);
     t->guard = 1;
@@ -755,6 +845,12 @@ static void *pa_malloc(int d, size_t n, const uint64_t *frame)
 static void *pa_calloc(int d, size_t k, size_t n, const uint64_t *frame)
 {
     tstate_t *t = &tstate;
+    if (sample_py_rate) {
+        uint64_t seen = pa_seen(t);
+        void *p = pa_prev[d].calloc(pa_prev[d].ctx, k, n);
+        pa_sampled_alloc(t, p, k * n, frame, seen);
+        return p;
+    }
     if (t->guard)
         return pa_prev[d].calloc(pa_prev[d].ctx, k, n);
     t->guard = 1;
@@ -789,6 +885,14 @@ static void pa_note_free(void *p)
 static void pa_free(int d, void *p)
 {
     tstate_t *t = &tstate;
+    if (sample_py_rate) {
+        /* Unguarded: a block malloc made is freed through free's hook. */
+        if (UNLIKELY(p != NULL) && UNLIKELY(!sample_surely_not((uint64_t)(uintptr_t)p)) &&
+            !t->guard)
+            pa_forget_sampled(p);
+        pa_prev[d].free(pa_prev[d].ctx, p);
+        return;
+    }
     if (!p || t->guard) {
         pa_prev[d].free(pa_prev[d].ctx, p);
         return;
@@ -800,13 +904,24 @@ static void pa_free(int d, void *p)
 }
 
 /* As realloc: FREE(old) stamped before the call and ALLOC(new) when it
- * succeeds; nothing when it fails (CPython's realloc(p, 0) allocates). */
+ * succeeds; nothing when it fails (CPython's realloc(p, 0) allocates).
+ * Sampled mode: a sampled old block's FREE goes out before the call (if the
+ * call fails, the block lives on unsampled), the new block is an allocation
+ * of n bytes like any other. */
 static void *pa_realloc(int d, void *old, size_t n, const uint64_t *frame)
 {
     tstate_t *t = &tstate;
     int e;
     if (!old)
         return pa_malloc(d, n, frame); /* realloc(NULL, n) allocates */
+    if (sample_py_rate) {
+        if (UNLIKELY(!sample_surely_not((uint64_t)(uintptr_t)old)) && !t->guard)
+            pa_forget_sampled(old);
+        uint64_t seen = pa_seen(t);
+        void *np = pa_prev[d].realloc(pa_prev[d].ctx, old, n);
+        pa_sampled_alloc(t, np, n, frame, seen);
+        return np;
+    }
     if (!rec_enter(t, &e))
         return pa_prev[d].realloc(pa_prev[d].ctx, old, n);
     /* Guard held: what the previous allocator does is not recorded again.
@@ -884,7 +999,8 @@ static void pyalloc_try_install(void)
         if (!py_version())
             return; /* no interpreter yet (it may be loaded later) */
         atomic_store(&pyalloc_state, 3);
-        log_msg("STACKWATCH_PYTHON_ALLOCATORS: no PyMem_SetAllocator; not hooking");
+        if (!sample_py_rate)
+            log_msg("STACKWATCH_PYTHON_ALLOCATORS: no PyMem_SetAllocator; not hooking");
         return;
     }
     if (!py_holds_gil())
@@ -900,7 +1016,10 @@ static void pyalloc_try_install(void)
     set(PY_MEM_DOMAIN_MEM, &mem);
     set(PY_MEM_DOMAIN_OBJ, &obj);
     atomic_store(&pyalloc_state, 2);
-    log_msg("STACKWATCH_PYTHON_ALLOCATORS: CPython's mem and object domains are traced");
+    /* Sampled (the default) says nothing on the program's stderr: the
+     * report says what is traced (Stats.python_hooked). */
+    if (!sample_py_rate)
+        log_msg("STACKWATCH_PYTHON_ALLOCATORS: CPython's mem and object domains are traced");
 }
 
 /* dlclose: the module map is refreshed before and after, so addresses of an

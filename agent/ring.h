@@ -6,9 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { EV_ALLOC = 0, EV_FREE = 1, EV_NOTE = 2, EV_ALLOC_FORCED = 3 };
+/* EV_ALLOC_PY: a CPython small object sampled at sample_py_rate (sampled
+ * mode of STACKWATCH_PYTHON_ALLOCATORS), weighted with that rate. */
+enum { EV_ALLOC = 0, EV_FREE = 1, EV_NOTE = 2, EV_ALLOC_FORCED = 3, EV_ALLOC_PY = 4 };
 
-#define EV_TID_SHIFT 2
+#define EV_TID_SHIFT 3
 
 /* One allocation event; 32 bytes so two share a cache line. */
 typedef struct ev_s {
@@ -16,12 +18,12 @@ typedef struct ev_s {
     uint64_t addr;     /* block address */
     uint64_t size;     /* EV_ALLOC: requested size; EV_FREE: 0 */
     uint32_t stack;    /* EV_ALLOC: intern index; EV_NOTE: note slot; EV_FREE: 0 */
-    uint32_t kind_tid; /* bits 0-1: EV_*; bits 2-31: kernel tid (pid_max <= 2^22) */
+    uint32_t kind_tid; /* bits 0-2: EV_*; bits 3-31: kernel tid (pid_max <= 2^22) */
 } ev_t;
 
 static inline uint32_t ev_kind(const ev_t *e)
 {
-    return e->kind_tid & 3u;
+    return e->kind_tid & 7u;
 }
 
 static inline uint32_t ev_tid(const ev_t *e)

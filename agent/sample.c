@@ -26,14 +26,15 @@
 #include "region.h"
 
 uint64_t sample_rate;
+uint64_t sample_py_rate;
 sample_bucket_t *sample_set;
 _Atomic uint8_t *sample_occ;
 
 static _Atomic uint64_t overflow, live;
 
-int sample_init(uint64_t rate)
+int sample_init(uint64_t rate, uint64_t py_rate)
 {
-    if (!rate)
+    if (!rate && !py_rate)
         return 0;
     size_t set = (size_t)SAMPLE_BUCKETS * sizeof(sample_bucket_t);
     void *p = mmap(NULL, set + SAMPLE_BUCKETS, PROT_READ | PROT_WRITE,
@@ -44,6 +45,7 @@ int sample_init(uint64_t rate)
     sample_set = p;
     sample_occ = (_Atomic uint8_t *)((char *)p + set);
     sample_rate = rate;
+    sample_py_rate = py_rate;
     return 0;
 }
 
@@ -66,11 +68,11 @@ static uint64_t rng_next(tstate_t *t)
     return x * 0x2545f4914f6cdd1dULL;
 }
 
-static int64_t draw(tstate_t *t)
+static int64_t draw(tstate_t *t, uint64_t rate)
 {
     /* u in (0, 1]: -log(u) is exponential with mean 1. */
     double u = (double)((rng_next(t) >> 11) + 1) * (1.0 / 9007199254740992.0);
-    double d = -log(u) * (double)sample_rate;
+    double d = -log(u) * (double)rate;
     if (d < 1.0)
         d = 1.0;
     if (d > 9.0e18)
@@ -85,11 +87,24 @@ int sample_slow(tstate_t *t)
          * allocation against it like any other. */
         int64_t spent = -t->sample_left; /* what sample_take subtracted */
         t->sample_ready = 1;
-        t->sample_left = draw(t) - spent;
+        t->sample_left = draw(t, sample_rate) - spent;
         if (t->sample_left > 0)
             return 0;
     }
-    t->sample_left = draw(t);
+    t->sample_left = draw(t, sample_rate);
+    return 1;
+}
+
+int sample_py_slow(tstate_t *t)
+{
+    if (!t->py_ready) {
+        int64_t spent = -t->py_left;
+        t->py_ready = 1;
+        t->py_left = draw(t, sample_py_rate) - spent;
+        if (t->py_left > 0)
+            return 0;
+    }
+    t->py_left = draw(t, sample_py_rate);
     return 1;
 }
 

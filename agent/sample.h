@@ -1,4 +1,4 @@
-/* Byte sampling (STACKWATCH_SAMPLE=SIZE): Poisson sampling over allocated bytes, and the set of sampled blocks. */
+/* Byte sampling (STACKWATCH_SAMPLE=SIZE for malloc, STACKWATCH_PYTHON_SAMPLE=SIZE for CPython's small objects): Poisson sampling over allocated bytes, and the set of sampled blocks. */
 #ifndef STACKWATCH_AGENT_SAMPLE_H
 #define STACKWATCH_AGENT_SAMPLE_H
 
@@ -14,10 +14,14 @@
 
 /* Mean bytes between samples; 0 when every allocation is recorded. */
 extern uint64_t sample_rate;
+/* The same for CPython's mem and object domains in sampled mode (their own
+ * per-thread budget, independent of malloc's); 0 when not sampled. */
+extern uint64_t sample_py_rate;
 
-/* Maps the sampled set when rate > 0. Returns 0 or -ENOMEM (then sampling is
- * off: the caller says so and records everything). Constructor only. */
-int sample_init(uint64_t rate);
+/* Maps the sampled set when rate or py_rate > 0 (one set holds both kinds of
+ * sampled blocks: live blocks have distinct addresses). Returns 0 or -ENOMEM
+ * (then neither samples: the caller says so). Constructor only. */
+int sample_init(uint64_t rate, uint64_t py_rate);
 
 /* The next sample point (geometric over bytes, mean sample_rate); returns 1
  * when the allocation that crossed the budget is sampled. A thread's first
@@ -33,6 +37,22 @@ static inline int sample_take(tstate_t *t, uint64_t size)
         return 0;
     return sample_slow(t);
 }
+
+/* The same for CPython's small objects, with their own budget (py_left) and
+ * mean (sample_py_rate). */
+int sample_py_slow(tstate_t *t);
+
+static inline int sample_py_take(tstate_t *t, uint64_t size)
+{
+    t->py_left -= (int64_t)(size < (1ull << 62) ? size : (1ull << 62));
+    if (__builtin_expect(t->py_left > 0, 1))
+        return 0;
+    return sample_py_slow(t);
+}
+
+/* Hook: 1 when addr's bucket holds no sampled block (addr is surely not
+ * sampled): the one-byte load of sample_forget's fast path. */
+static inline int sample_surely_not(uint64_t addr);
 
 /* Hook: remembers a sampled block. 0 when its bucket is full (the sample is
  * dropped and counted: its free could not be recognized). */
@@ -66,6 +86,11 @@ static inline uint32_t sample_bucket_of(uint64_t addr)
 }
 
 int sample_forget_slow(uint64_t addr, uint32_t b);
+
+static inline int sample_surely_not(uint64_t addr)
+{
+    return atomic_load_explicit(&sample_occ[sample_bucket_of(addr)], memory_order_relaxed) == 0;
+}
 
 static inline int sample_forget(uint64_t addr)
 {

@@ -11,10 +11,12 @@ typedef struct tstate_s {
     uint8_t no_ring; /* ring creation failed here: pass through, count once */
     uint8_t sample_ready; /* sample_left was drawn */
     uint8_t in_getattr;   /* inside the program's pthread_getattr_np (hook.c) */
+    uint8_t py_ready;     /* py_left was drawn */
     ring_t *ring;    /* this thread's ring, created on its first event */
     uint32_t tid;    /* kernel tid, cached */
     int64_t sample_left; /* bytes until the next sample point (sample.c) */
     uint64_t rng;        /* xorshift state for the draws, 0 unseeded */
+    int64_t py_left;     /* CPython's small objects: bytes until their next sample point */
 } tstate_t;
 
 extern __thread tstate_t tstate __attribute__((tls_model("initial-exec")));

@@ -24,7 +24,7 @@ static int setup(void **state)
     (void)state;
     static int done;
     if (!done) {
-        assert_int_equal(sample_init(RATE), 0);
+        assert_int_equal(sample_init(RATE, 0), 0);
         done = 1;
     }
     return 0;
