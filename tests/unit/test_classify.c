@@ -10,9 +10,9 @@
 
 #include <cmocka.h>
 
-#include "collector/classify.h"
-#include "collector/sym.h"
-#include "collector/wrap.h"
+#include "collector/collectord/classify.h"
+#include "collector/collectord/sym.h"
+#include "collector/collectord/wrap.h"
 
 #define MS 1000000ull
 #define EXP (300 * MS)

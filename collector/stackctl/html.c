@@ -1,7 +1,7 @@
 /* stackctl report --html: one self-contained page (inline CSS, JS and SVG, no
  * network fetch) with live bytes over time, a flame graph of may-leak bytes and
  * the stacks ranked in a table. */
-#include "cli_html.h"
+#include "html.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli_py.h"
+#include "py.h"
 #include "json.h"
 
 /* Colours of the top stacks' lines in the chart; the table's swatches match.
