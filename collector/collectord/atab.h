@@ -18,6 +18,7 @@ enum {
     ATAB_F_SCANNED = 32,  /* live during the last reachability scan */
     ATAB_F_UNREACH = 64,  /* ... and no chain from a root reached it (lost) */
     ATAB_F_INDIRECT = 128,/* ... only other lost blocks point to it (lost indirectly) */
+    ATAB_F_PY = 256,      /* a CPython small object sampled at the client's python_sample_bytes */
 };
 
 /* One live block. 40 bytes; with the hash slots ~46 bytes per live block. */

@@ -511,10 +511,16 @@ static void bump_ts(client_t *c, uint64_t ts)
 }
 
 /* How many blocks of this size one sample stands for: 1/p, p the chance a
- * sample point falls inside it. Sampled clients only, size > 0. */
-static double inverse_p(const client_t *c, uint64_t size)
+ * sample point falls inside it. rate > 0, size > 0. */
+static double inverse_p(uint64_t rate, uint64_t size)
 {
-    return 1.0 / -expm1(-(double)size / (double)c->sample_bytes);
+    return 1.0 / -expm1(-(double)size / (double)rate);
+}
+
+/* The mean interval a block with these flags was sampled at (0: exact). */
+static inline uint64_t rate_of(const client_t *c, unsigned flags)
+{
+    return (flags & ATAB_F_PY) ? c->py_sample_bytes : c->sample_bytes;
 }
 
 void client_weight(const client_t *c, uint64_t size, unsigned flags, uint64_t *wn, uint64_t *wb)
@@ -523,23 +529,25 @@ void client_weight(const client_t *c, uint64_t size, unsigned flags, uint64_t *w
         *wn = *wb = 0;
         return;
     }
-    if (!c->sample_bytes || !size) {
+    uint64_t rate = rate_of(c, flags);
+    if (!rate || !size) {
         *wn = 1;
         *wb = size;
         return;
     }
-    double w = inverse_p(c, size);
+    double w = inverse_p(rate, size);
     *wn = (uint64_t)w + ((flags & ATAB_F_WUP) ? 1 : 0);
     *wb = (uint64_t)llround((double)size * w);
 }
 
 /* Sampled client: round this block's estimated count up with the
  * probability of its fraction, so that counts stay unbiased in sum. */
-static unsigned round_flag(client_t *c, uint64_t size)
+static unsigned round_flag(client_t *c, uint64_t size, unsigned flags)
 {
-    if (!c->sample_bytes || !size)
+    uint64_t rate = rate_of(c, flags);
+    if (!rate || !size)
         return 0;
-    double w = inverse_p(c, size);
+    double w = inverse_p(rate, size);
     double frac = w - (double)(uint64_t)w;
     c->rng = c->rng * 6364136223846793005ULL + 1442695040888963407ULL;
     double u = (double)(c->rng >> 11) * (1.0 / 9007199254740992.0);
@@ -560,7 +568,9 @@ static int alloc_flags(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, u
     c->allocs++;
     bump_ts(c, ts);
     if (!(fl & ATAB_F_UNSAMPLED))
-        fl |= round_flag(c, size);
+        fl |= round_flag(c, size, fl);
+    if (fl & ATAB_F_PY)
+        s->py_sampled = 1;
     uint64_t wn, wb;
     client_weight(c, size, fl, &wn, &wb);
     s->alloc_n += wn;
@@ -684,7 +694,12 @@ int client_alloc_unsampled(client_t *c, uint64_t addr, uint64_t ts, uint64_t siz
                            uint32_t stack)
 {
     /* Meaningless from a client recording everything: an allocation. */
-    return alloc_flags(c, addr, ts, size, stack, c->sample_bytes ? ATAB_F_UNSAMPLED : 0);
+    return alloc_flags(c, addr, ts, size, stack, client_sampled(c) ? ATAB_F_UNSAMPLED : 0);
+}
+
+int client_alloc_py(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack)
+{
+    return alloc_flags(c, addr, ts, size, stack, c->py_sample_bytes ? ATAB_F_PY : 0);
 }
 
 int client_free(client_t *c, uint64_t addr, uint64_t ts)

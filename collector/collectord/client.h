@@ -159,6 +159,7 @@ typedef struct cstack_s {
     uint64_t end_ind_n, end_ind_b;     /* ... of those, lost indirectly */
     uint64_t end_re_n, end_re_b;       /* at the end: live, the last scan found reachable */
     uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
+    uint8_t py_sampled;             /* has CPython small objects sampled at py_sample_bytes */
     uint32_t pos;                   /* its place in the client's slist */
 } cstack_t;
 
@@ -263,6 +264,9 @@ typedef struct client_s {
     uint64_t a_sc_hits, a_firings, a_notes_dropped, a_sites_full;
     uint32_t rule_armed;    /* stacks armed by trigger rules (for the sampled budget) */
     uint64_t sample_bytes;  /* the agent samples every N bytes on average (0: every block) */
+    uint64_t py_sample_bytes; /* ... CPython's small objects (EVENT_ALLOC_PY), 0: not sampled */
+    char py_allocators[8];  /* STACKWATCH_PYTHON_ALLOCATORS in effect: off, sampled, exact ("") */
+    uint8_t py_hooked;      /* the agent is chained in front of CPython's domains (Stats) */
     struct scan_job_s *scan;/* the reachability scan in progress, if any */
     int scan_state;         /* SCAN_ST_*: what it waits for */
     int scan_allowed;       /* the agent was asked to allow ptrace (SCAN_BEGIN) */
@@ -373,11 +377,29 @@ int client_fold_valid(const client_t *c, uint32_t stack, uint64_t count, uint64_
 int client_alloc_unsampled(client_t *c, uint64_t addr, uint64_t ts, uint64_t size,
                            uint32_t stack);
 
+/* A CPython small object sampled at py_sample_bytes (EVENT_ALLOC_PY):
+ * weighted with that rate. From a client that gave no such rate, a plain
+ * allocation. */
+int client_alloc_py(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack);
+
+/* Some of the client's figures are estimates: malloc or CPython's small
+ * objects are sampled. */
+static inline int client_sampled(const client_t *c)
+{
+    return c->sample_bytes || c->py_sample_bytes;
+}
+
+/* The sampling interval a stack's blocks were weighted with (0: exact). */
+static inline uint64_t client_stack_rate(const client_t *c, const cstack_t *s)
+{
+    return s && s->py_sampled ? c->py_sample_bytes : c->sample_bytes;
+}
+
 /* What a block of size with atab flags counts for in counts and bytes: 1 and
  * size when every allocation is recorded; in a sampled client the estimate
- * 1/p and size/p, p = 1 - exp(-size / sample_bytes) the chance it was
- * sampled (the count rounded down, or up with ATAB_F_WUP); 0 for a block
- * recorded unsampled. */
+ * 1/p and size/p, p = 1 - exp(-size / rate) the chance it was sampled, rate
+ * the client's sample_bytes, or py_sample_bytes for ATAB_F_PY (the count
+ * rounded down, or up with ATAB_F_WUP); 0 for a block recorded unsampled. */
 void client_weight(const client_t *c, uint64_t size, unsigned flags, uint64_t *wn,
                    uint64_t *wb);
 int client_free(client_t *c, uint64_t addr, uint64_t ts);

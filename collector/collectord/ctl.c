@@ -148,6 +148,9 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->notes = c->notes;
     ci->mark_ms = c->mark_ts ? mono_to_ms(c->mark_ts) : 0;
     ci->sample_bytes = c->sample_bytes;
+    ci->python_allocators = (char *)c->py_allocators;
+    ci->python_sample_bytes = c->py_sample_bytes;
+    ci->python_hooked = c->py_hooked;
     ci->total_allocs = c->a_total_allocs;
     ci->total_alloc_bytes = c->a_total_alloc_b;
     ci->total_frees = c->a_total_frees;
@@ -753,8 +756,8 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
         r->id = s->id;
         r->pid = c->pid;
         r->exe = c->exe ? c->exe : (char *)"";
-        r->estimate = c->sample_bytes != 0;
-        r->sample_bytes = c->sample_bytes;
+        r->sample_bytes = client_stack_rate(c, s); /* CPython's small objects: their own */
+        r->estimate = r->sample_bytes != 0;
         r->restored = cd->arch != NULL;
         if (s->lt_n) {
             r->freed_lt_valid = 1;
@@ -951,7 +954,7 @@ static int client_cands(srv_t *srv, client_t *c, const store_rec_t *rec,
         if (!s)
             continue;
         cand_t cd = { .c = c, .s = s, .nmembers = 1, .id = s->id, .pid = c->pid,
-                      .sample_bytes = c->sample_bytes, .klass = s->klass,
+                      .sample_bytes = client_stack_rate(c, s), .klass = s->klass,
                       .conf = s->confidence, .growth = s->growth_per_min };
         fig_of(&cd.f, c, s, w ? &w[i] : NULL, q->since_mark);
         if (nold) {

@@ -78,7 +78,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
         *why = "hello without an instance token";
         return -EPROTO;
     }
-    if (h->sample_bytes > (1ull << 40)) {
+    if (h->sample_bytes > (1ull << 40) || h->python_sample_bytes > (1ull << 40)) {
         *why = "hello with a sampling interval over 1 TiB";
         return -EPROTO;
     }
@@ -94,7 +94,8 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
          * the ended record stays as it was; this is a new one. */
         cl = NULL;
     }
-    if (cl && cl->sample_bytes != h->sample_bytes) {
+    if (cl && (cl->sample_bytes != h->sample_bytes ||
+               cl->py_sample_bytes != h->python_sample_bytes)) {
         /* One process image samples at one rate: its blocks carry weights. */
         *why = "reconnect with another sampling interval than before";
         return -EPROTO;
@@ -137,6 +138,13 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     }
     cl->python_version = h->python_version;
     cl->sample_bytes = h->sample_bytes; /* per process image (checked above) */
+    cl->py_sample_bytes = h->python_sample_bytes;
+    snprintf(cl->py_allocators, sizeof cl->py_allocators, "%s",
+             h->python_allocators && (!strcmp(h->python_allocators, "off") ||
+                                      !strcmp(h->python_allocators, "sampled") ||
+                                      !strcmp(h->python_allocators, "exact"))
+                 ? h->python_allocators
+                 : "");
     client_set_status(cl, h->python_status);
     cl->conn = c;
     cl->reconnects_seen = h->reconnects;
@@ -249,7 +257,8 @@ typedef struct prefetch_s {
 static inline int is_alloc(uint32_t kind)
 {
     return kind == STACKWATCH__EVENT_KIND__EVENT_ALLOC ||
-           kind == STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED;
+           kind == STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED ||
+           kind == STACKWATCH__EVENT_KIND__EVENT_ALLOC_PY;
 }
 
 /* Always inlined, as in atab.h: GCC drops calls to a function that only
@@ -358,6 +367,9 @@ static int on_events(conn_t *c, const Stackwatch__EventBatch *b, const char **wh
         } else if (b->kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED) {
             rc = client_alloc_unsampled(cl, b->addr[i], ts, b->size[ai], b->stack[ai]);
             ai++;
+        } else if (b->kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC_PY) {
+            rc = client_alloc_py(cl, b->addr[i], ts, b->size[ai], b->stack[ai]);
+            ai++;
         } else {
             rc = client_free(cl, b->addr[i], ts);
         }
@@ -405,6 +417,7 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     cl->a_sc_hits = st->stack_cache_hits;
     cl->a_firings = st->firings;
     cl->a_notes_dropped = st->notes_dropped;
+    cl->py_hooked = st->python_hooked;
     if (st->rss_bytes) {
         if (!cl->rss_start_b) {
             cl->rss_start_b = st->rss_bytes;

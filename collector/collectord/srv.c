@@ -316,7 +316,7 @@ void srv_trig_eval(srv_t *s, client_t *c, cstack_t *st)
     trig_rule_t *r = trig_match(&s->trig, c, st);
     if (!r)
         return;
-    if (c->sample_bytes && c->rule_armed >= SRV_SAMPLED_ARM_BUDGET &&
+    if (client_sampled(c) && c->rule_armed >= SRV_SAMPLED_ARM_BUDGET &&
         st->klass != CLASS_LEAK && st->klass != CLASS_GROWING)
         return; /* the agent watches few call sites: leaking stacks get them
                  * (evaluated again when this one is classified a leak) */

@@ -87,7 +87,8 @@ static void text_memory_account(FILE *f, const Stackwatch__ClientInfo *c)
     mb(fre, sizeof fre, c->heap_free_bytes);
     fprintf(f, "      memory: RSS %s (+%s since tracking began), tracked live %s%s, malloc holds "
                "%s (%s of it free)\n",
-            rss, grow, c->sample_bytes ? "~" : "", live, heap, fre);
+            rss, grow, c->sample_bytes || (c->python_hooked && c->python_sample_bytes) ? "~" : "",
+            live, heap, fre);
     if (g < (4u << 20) || 2 * live_b >= g)
         return;
     /* Where the growth went: malloc's footprint (live and free-but-held) or
@@ -105,15 +106,64 @@ static void text_memory_account(FILE *f, const Stackwatch__ClientInfo *c)
         fprintf(f, "%s %s grew outside malloc (anonymous mmap, thread stacks, or an allocator "
                    "the agent does not trace%s)",
                 any ? ";" : "", out,
-                c->python_version ? "; in this Python process small objects (pymalloc) are not "
-                                    "traced unless STACKWATCH_PYTHON_ALLOCATORS=1"
-                                  : "");
+                !c->python_version ? ""
+                : c->python_hooked ? "; in this Python process pymalloc's arenas hold small "
+                                     "objects, sampled, and freed ones pymalloc keeps"
+                : c->python_allocators && !strcmp(c->python_allocators, "off")
+                    ? "; in this Python process small objects (pymalloc) are not traced: "
+                      "STACKWATCH_PYTHON_ALLOCATORS=0"
+                    : "; in this Python process small objects (pymalloc) are not traced: the "
+                      "agent did not hook CPython's allocators");
         any = 1;
     }
     if (!any)
         fprintf(f, " the rest is spread over malloc's live blocks not tracked (sampled, "
                    "attached later, --max-live) and memory outside it");
     fputc('\n', f);
+}
+
+static void size_words(char *buf, size_t n, uint64_t b)
+{
+    if (b >= (1u << 20) && b % (1u << 20) == 0)
+        snprintf(buf, n, "%" PRIu64 " MiB", b >> 20);
+    else if (b >= 1024 && b % 1024 == 0)
+        snprintf(buf, n, "%" PRIu64 " KiB", b >> 10);
+    else
+        snprintf(buf, n, "%" PRIu64 " bytes", b);
+}
+
+/* What the figures of a process rest on, per allocator, in one line:
+ * "malloc: exact; Python small objects: sampled every 256 KiB". */
+void cli_traced_line(char *buf, size_t n, const Stackwatch__ClientInfo *c)
+{
+    char r[32];
+    size_t k;
+    if (c->sample_bytes) {
+        size_words(r, sizeof r, c->sample_bytes);
+        k = (size_t)snprintf(buf, n, "malloc: sampled every %s", r);
+    } else {
+        k = (size_t)snprintf(buf, n, "malloc: exact");
+    }
+    if (k >= n)
+        return;
+    const char *pa = c->python_allocators ? c->python_allocators : "";
+    if (!c->python_version || !*pa)
+        return; /* not a Python process the agent reads (or an older agent) */
+    if (!strcmp(pa, "off")) {
+        snprintf(buf + k, n - k, "; Python small objects: not traced "
+                                 "(STACKWATCH_PYTHON_ALLOCATORS=0)");
+    } else if (!c->python_hooked) {
+        snprintf(buf + k, n - k, "; Python small objects: not traced yet (the agent hooks "
+                                 "CPython's allocators at the first allocation under the GIL)");
+    } else if (!strcmp(pa, "sampled") && c->python_sample_bytes) {
+        size_words(r, sizeof r, c->python_sample_bytes);
+        snprintf(buf + k, n - k, "; Python small objects: sampled every %s", r);
+    } else if (c->sample_bytes) {
+        snprintf(buf + k, n - k, "; Python small objects: as malloc "
+                                 "(STACKWATCH_PYTHON_ALLOCATORS=exact)");
+    } else {
+        snprintf(buf + k, n - k, "; Python small objects: exact");
+    }
 }
 
 static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
@@ -157,6 +207,9 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
     else if (c->restored)
         fputs("\n      from collectord's store (reported before a collectord restart)", f);
     fputc('\n', f);
+    char traced[256];
+    cli_traced_line(traced, sizeof traced, c);
+    fprintf(f, "      traced: %s\n", traced);
     text_memory_account(f, c);
     if (c->scan) {
         const Stackwatch__ScanResult *sr = c->scan;
@@ -467,6 +520,13 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_u64(j, "table_full", c->table_full);
     json_u64(j, "implied_frees", c->implied_frees);
     json_u64(j, "sample_bytes", c->sample_bytes);
+    json_str(j, "python_allocators",
+             c->python_allocators && *c->python_allocators ? c->python_allocators : NULL);
+    json_u64(j, "python_sample_bytes", c->python_sample_bytes);
+    json_bool(j, "python_hooked", c->python_hooked);
+    char traced[256];
+    cli_traced_line(traced, sizeof traced, c);
+    json_str(j, "traced", traced);
     json_u64(j, "total_allocs", c->total_allocs);
     json_u64(j, "total_alloc_bytes", c->total_alloc_bytes);
     json_u64(j, "total_frees", c->total_frees);

@@ -29,4 +29,8 @@ void cli_time(char *buf, size_t cap, uint64_t unix_ms);
 /* "python3 script.py": argv joined by spaces (or exe when argv is empty). */
 void cli_cmdline(char *buf, size_t cap, const Stackwatch__ClientInfo *c);
 
+/* What a process's figures rest on, per allocator, in one line ("malloc:
+ * exact; Python small objects: sampled every 256 KiB"). */
+void cli_traced_line(char *buf, size_t n, const Stackwatch__ClientInfo *c);
+
 #endif
