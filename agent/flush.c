@@ -1473,6 +1473,7 @@ static void *flush_main(void *arg)
         if (others_gone())
             end_as_last_thread();
         drain_all(0);
+        hook_pyalloc_poke();
         if (fl.sock.fd >= 0 && clock_now_ns() - fl.last_stats_ns >= STATS_NS)
             send_stats();
         tstate_reap();

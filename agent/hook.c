@@ -1022,6 +1022,41 @@ static void pyalloc_try_install(void)
         log_msg("STACKWATCH_PYTHON_ALLOCATORS: CPython's mem and object domains are traced");
 }
 
+/* Attached: a program that allocates nothing through malloc under the GIL
+ * would never get the domains hooked (the install runs inside an
+ * allocation). The flusher asks the interpreter to run it in its main thread
+ * with the GIL held (Py_AddPendingCall), one request in flight at a time. */
+static _Atomic int pa_poked;
+
+static int pa_pending(void *arg)
+{
+    (void)arg;
+    tstate_t *t = &tstate;
+    int g = t->guard;
+    t->guard = 1;
+    if (atomic_load(&pyalloc_state) == 1)
+        pyalloc_try_install();
+    t->guard = g;
+    atomic_store(&pa_poked, 0);
+    return 0;
+}
+
+void hook_pyalloc_poke(void)
+{
+    if (agent.mode != AGENT_ATTACHED || atomic_load(&pyalloc_state) != 1 ||
+        atomic_load(&pa_poked))
+        return;
+    int (*add)(int (*)(void *), void *), (*is_init)(void);
+    py_pending_api(&add, &is_init);
+    if (!add || !is_init || !is_init())
+        return;
+    if (agent_py_fin && atomic_load_explicit(agent_py_fin, memory_order_relaxed))
+        return;
+    atomic_store(&pa_poked, 1);
+    if (add(pa_pending, NULL) != 0)
+        atomic_store(&pa_poked, 0); /* its queue is full: again next time */
+}
+
 /* dlclose: the module map is refreshed before and after, so addresses of an
  * unloaded object keep their meaning for stacks captured before (generation).
  * dlopen is deliberately not interposed: glibc resolves RUNPATH and the

@@ -74,6 +74,8 @@ typedef struct py_layout_s {
     const void *rt;          /* &_PyRuntime */
     void (*mem_get)(int, py_mem_alloc_t *); /* PyMem_GetAllocator */
     void (*mem_set)(int, py_mem_alloc_t *); /* PyMem_SetAllocator */
+    int (*pending)(int (*)(void *), void *); /* Py_AddPendingCall */
+    int (*is_init)(void);                     /* Py_IsInitialized */
 } py_layout_t;
 
 static py_layout_t layout_store;
@@ -315,6 +317,10 @@ static const char *layout_debug(py_layout_t *l, const void *rt, uint32_t version
 /* Installs the layout for an interpreter whose symbols are v (Py_Version),
  * rt (_PyRuntime) and code_type (PyCode_Type); sets status either way.
  * Returns 1 when captures are now possible. Not for the malloc path. */
+/* Py_AddPendingCall and Py_IsInitialized of the interpreter being attached
+ * (set by its caller just before attach). */
+static void *attach_pending, *attach_is_init;
+
 static int attach(const unsigned long *v, const void *rt, const void *code_type, void *mem_get,
                   void *mem_set)
 {
@@ -362,6 +368,8 @@ static int attach(const unsigned long *v, const void *rt, const void *code_type,
     l->rt = rt;
     l->mem_get = (void (*)(int, py_mem_alloc_t *))mem_get;
     l->mem_set = (void (*)(int, py_mem_alloc_t *))mem_set;
+    l->pending = (int (*)(int (*)(void *), void *))attach_pending;
+    l->is_init = (int (*)(void))attach_is_init;
     atomic_store_explicit(&active, l, memory_order_release);
     status[0] = '\0';
     return 1;
@@ -374,6 +382,8 @@ void py_init(void)
     void *ct = dlsym(RTLD_DEFAULT, "PyCode_Type");
     if (v || rt)
         atomic_store(&attach_once, 1);
+    attach_pending = dlsym(RTLD_DEFAULT, "Py_AddPendingCall");
+    attach_is_init = dlsym(RTLD_DEFAULT, "Py_IsInitialized");
     attach(v, rt, ct, dlsym(RTLD_DEFAULT, "PyMem_GetAllocator"),
            dlsym(RTLD_DEFAULT, "PyMem_SetAllocator"));
 }
@@ -453,6 +463,8 @@ void py_module_added(const struct dl_phdr_info *info, const char *path)
     if (!v || !rt)
         return;
     atomic_store(&attach_once, 1);
+    attach_pending = (void *)dyn_lookup(info, "Py_AddPendingCall");
+    attach_is_init = (void *)dyn_lookup(info, "Py_IsInitialized");
     if (attach(v, rt, ct, (void *)dyn_lookup(info, "PyMem_GetAllocator"),
                (void *)dyn_lookup(info, "PyMem_SetAllocator")))
         log_msg("Python frames: %s loaded later (CPython %u.%u.%u)", base,
@@ -629,6 +641,13 @@ void py_mem_api(void (**get)(int, py_mem_alloc_t *), void (**set)(int, py_mem_al
     const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);
     *get = l ? l->mem_get : NULL;
     *set = l ? l->mem_set : NULL;
+}
+
+void py_pending_api(int (**pending)(int (*)(void *), void *), int (**is_init)(void))
+{
+    const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);
+    *pending = l ? l->pending : NULL;
+    *is_init = l ? l->is_init : NULL;
 }
 
 int py_holds_gil(void)

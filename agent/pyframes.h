@@ -65,6 +65,11 @@ enum { PY_MEM_DOMAIN_RAW = 0, PY_MEM_DOMAIN_MEM = 1, PY_MEM_DOMAIN_OBJ = 2 };
  * (both NULL without one). */
 void py_mem_api(void (**get)(int, py_mem_alloc_t *), void (**set)(int, py_mem_alloc_t *));
 
+/* The attached interpreter's Py_AddPendingCall (callable from any thread,
+ * without the GIL: the function runs in its main thread, GIL held, at its
+ * next eval-breaker check) and Py_IsInitialized (NULL without one). */
+void py_pending_api(int (**pending)(int (*)(void *), void *), int (**is_init)(void));
+
 /* 1 when the calling thread holds the GIL of the attached interpreter.
  * Reads memory only: safe on the malloc path. */
 int py_holds_gil(void);

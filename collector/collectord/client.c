@@ -699,6 +699,7 @@ int client_alloc_unsampled(client_t *c, uint64_t addr, uint64_t ts, uint64_t siz
 
 int client_alloc_py(client_t *c, uint64_t addr, uint64_t ts, uint64_t size, uint32_t stack)
 {
+    c->py_hooked = 1; /* before its next Stats say so */
     return alloc_flags(c, addr, ts, size, stack, c->py_sample_bytes ? ATAB_F_PY : 0);
 }
 

@@ -417,7 +417,8 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     cl->a_sc_hits = st->stack_cache_hits;
     cl->a_firings = st->firings;
     cl->a_notes_dropped = st->notes_dropped;
-    cl->py_hooked = st->python_hooked;
+    if (st->python_hooked)
+        cl->py_hooked = 1; /* the hooks stay once installed */
     if (st->rss_bytes) {
         if (!cl->rss_start_b) {
             cl->rss_start_b = st->rss_bytes;

@@ -3,8 +3,9 @@ scripts/build-python.sh built into its cache (`make check-pythons` builds
 them; versions not built are skipped, and say so). The same leaking script
 (tests/py/versions_leak.py) through ctypes.PyDLL and through a C extension
 built here, in the main thread and a worker thread, must be blamed on its
-file:line in text, JSON, folded, pprof and HTML; small Python objects with
-STACKWATCH_PYTHON_ALLOCATORS=1; an interpreter loaded by dlopen."""
+file:line in text, JSON, folded, pprof and HTML; small Python objects by
+default (sampled), with STACKWATCH_PYTHON_ALLOCATORS=1 (exact) and unseen
+with =0; an interpreter loaded by dlopen."""
 
 import glob
 import json
@@ -177,9 +178,23 @@ class _VersionBase:
         self.assertTrue(small)
         finish(p)
 
-    def test_small_objects_unseen_without_hooks(self):
+    def test_small_objects_by_default(self):
+        """No option: the domains are hooked and sampled (256 KiB), and the
+        line's small objects are blamed."""
         m = py_markers("small_leak.py")
         p = self.start([self.exe, script("small_leak.py")])
+        r = self.blamed(p, "small_leak.py", "book", m["small_leak"])
+        small = [st for s in r["stacks"] for fr, st in zip(s["python"], s["python_stats"])
+                 if st["blamed"] and fr[0]["function"] == "book" and s["estimate"] and
+                 s["sample_bytes"] == 256 << 10]
+        self.assertTrue(small)
+        c = [c for c in r["clients"] if c["pid"] == p.pid][0]
+        self.assertEqual(c["traced"], "malloc: exact; Python small objects: sampled every 256 KiB")
+        finish(p)
+
+    def test_small_objects_unseen_with_python_allocators_off(self):
+        m = py_markers("small_leak.py")
+        p = self.start([self.exe, script("small_leak.py")], STACKWATCH_PYTHON_ALLOCATORS="0")
         # Wait until the process has a stack that leaked and was captured;
         # none of them may be the small objects of book().
         def captured():
