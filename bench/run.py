@@ -48,12 +48,14 @@ SIZES = {
         "realloc": {"n": 3000000, "short": 150000},
         "numpy": {"n": 1500, "short": 20},
         "short": {"n": 100, "short": 10, "mallocs": 300},
+        "pysmall": {"n": 500000, "short": 20000},
     },
     "quick": {
         "loop": {"n": 200000, "short": 20000},
         "realloc": {"n": 100000, "short": 10000},
         "numpy": {"n": 30, "short": 3},
         "short": {"n": 10, "short": 2, "mallocs": 300},
+        "pysmall": {"n": 50000, "short": 2000},
     },
 }
 
@@ -62,6 +64,7 @@ WORKLOAD_INFO = {
     "realloc": "2 threads, 8 buffers each grown/shrunk through realloc",
     "numpy": "numpy loop (random, arange, dot, concatenate, cumsum, masks) on 1e3..1e5 elements",
     "short": "many short processes in sequence, a few hundred mallocs each",
+    "pysmall": "Python json.loads of small dicts (CPython small objects, pymalloc), 1 in 64 kept",
 }
 
 
@@ -421,8 +424,8 @@ def make_variants(wl, bdir, progs, coll, size):
         prog = os.path.join(progs, wl)
         main = (1, [prog, str(n)])
         shortj = (1, [prog, str(short)])
-    elif wl == "numpy":
-        script = os.path.join(WORKLOADS_DIR, "numpy_loop.py")
+    elif wl in ("numpy", "pysmall"):
+        script = os.path.join(WORKLOADS_DIR, "%s_loop.py" % wl)
         main = (1, [PYTHON, script, str(n)])
         shortj = (1, [PYTHON, script, str(short)])
     else:
@@ -439,6 +442,23 @@ def make_variants(wl, bdir, progs, coll, size):
         return (j[0], list(envs), list(prefix) + j[1])
 
     add("bare", "bare", lambda ob: [job(main)], False)
+    if wl == "pysmall":
+        # CPython's small objects: the default (malloc exact, the mem and
+        # object domains sampled every 256 KiB), every small object
+        # (PYTHON_ALLOCATORS=exact), none (=0: malloc only), heaptrack.
+        add("default", "stackwatch default (malloc exact, Python small objects sampled 256k)",
+            lambda ob: [job(main, sw)], True)
+        add("py-exact", "stackwatch PYTHON_ALLOCATORS=exact (every small object)",
+            lambda ob: [job(main, sw + [("STACKWATCH_PYTHON_ALLOCATORS", "exact")])], True)
+        add("py-off", "stackwatch PYTHON_ALLOCATORS=0 (malloc only)",
+            lambda ob: [job(main, sw + [("STACKWATCH_PYTHON_ALLOCATORS", "0")])], True)
+        if heaptrack:
+            add("heaptrack", "heaptrack -o FILE",
+                lambda ob: [job(main, (), [heaptrack, "-o", ob + ".ht{i}"])], False,
+                cleanup=heaptrack_cleanup)
+        else:
+            skipped.append("heaptrack: not installed (make bench-deps)")
+        return V, skipped
     add("exact", "stackwatch exact (SAMPLE=all)", lambda ob: [job(main, exact)], True)
     if wl == "loop":
         fpj = (1, [os.path.join(progs, "loop-fp"), str(n)])
@@ -626,6 +646,7 @@ def targets(results):
           lambda x: x >= 5, lambda x: "%.2fx" % x, htm / exm if htm and exm else None)
     ratio("loop: sampled (512k) wall <= 1.05x bare", "loop", "sampled", 1.05)
     ratio("numpy: exact wall <= 1.2x bare", "numpy", "exact", 1.2)
+    ratio("pysmall: default wall <= 1.2x bare", "pysmall", "default", 1.2)
     drops = get("loop", "exact-2clients", "dropped_total")
     check("loop: two exact clients at once drop nothing", drops, lambda x: x == 0,
           lambda x: "%d dropped over all runs" % x)
