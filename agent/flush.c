@@ -31,7 +31,6 @@
 #include "config.h"
 #include "fdguard.h"
 #include "got.h"
-#include "hook.h"
 #include "frame.h"
 #include "intern.h"
 #include "log.h"
@@ -1186,7 +1185,7 @@ static void send_stats(void)
     s.stack_cache_hits = tstate_cache_hits();
     s.python_version = py_version();
     s.python_status = (char *)py_status();
-    s.python_hooked = hook_pyalloc_installed();
+    s.python_hooked = atomic_load(&py_domains_hooked);
     memory_account(&s);
     /* Columns, live index, fold slots (two per event) and the encoded frame,
      * as far as batches have used them; the rest is reserved, untouched. */
@@ -1473,7 +1472,9 @@ static void *flush_main(void *arg)
         if (others_gone())
             end_as_last_thread();
         drain_all(0);
-        hook_pyalloc_poke();
+        void (*poke)(void) = atomic_load(&py_domains_poke);
+        if (poke)
+            poke(); /* attached: CPython's domains, until they are hooked */
         if (fl.sock.fd >= 0 && clock_now_ns() - fl.last_stats_ns >= STATS_NS)
             send_stats();
         tstate_reap();

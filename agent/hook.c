@@ -975,9 +975,12 @@ static void *pa_realloc(int d, void *old, size_t n, const uint64_t *frame)
 PA_DOMAIN(PY_MEM_DOMAIN_MEM, mem)
 PA_DOMAIN(PY_MEM_DOMAIN_OBJ, obj)
 
+static void hook_pyalloc_poke(void);
+
 void hook_pyalloc_enable(void)
 {
     atomic_store(&pyalloc_state, 1);
+    atomic_store(&py_domains_poke, hook_pyalloc_poke);
 }
 
 int hook_pyalloc_installed(void)
@@ -1016,6 +1019,7 @@ static void pyalloc_try_install(void)
     set(PY_MEM_DOMAIN_MEM, &mem);
     set(PY_MEM_DOMAIN_OBJ, &obj);
     atomic_store(&pyalloc_state, 2);
+    atomic_store(&py_domains_hooked, 1);
     /* Sampled (the default) says nothing on the program's stderr: the
      * report says what is traced (Stats.python_hooked). */
     if (!sample_py_rate)
@@ -1041,7 +1045,7 @@ static int pa_pending(void *arg)
     return 0;
 }
 
-void hook_pyalloc_poke(void)
+static void hook_pyalloc_poke(void)
 {
     if (agent.mode != AGENT_ATTACHED || atomic_load(&pyalloc_state) != 1 ||
         atomic_load(&pa_poked))

@@ -44,10 +44,6 @@ void hook_pyalloc_enable(void);
 
 /* 1 once the domain hooks are in place. */
 int hook_pyalloc_installed(void);
-
-/* Flusher, attached mode: while the domains are wanted and not hooked yet,
- * asks the interpreter to hook them from its main thread (Py_AddPendingCall). */
-void hook_pyalloc_poke(void);
 /* 1 when the program's malloc is the agent's (LD_PRELOAD), 0 when calls are
  * bound elsewhere (the agent was loaded with dlopen, or the program brings
  * its own allocator). Constructor only (dlsym). */

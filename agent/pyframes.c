@@ -643,6 +643,9 @@ void py_mem_api(void (**get)(int, py_mem_alloc_t *), void (**set)(int, py_mem_al
     *set = l ? l->mem_set : NULL;
 }
 
+_Atomic int py_domains_hooked;
+void (*_Atomic py_domains_poke)(void);
+
 void py_pending_api(int (**pending)(int (*)(void *), void *), int (**is_init)(void))
 {
     const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);

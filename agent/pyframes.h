@@ -70,6 +70,13 @@ void py_mem_api(void (**get)(int, py_mem_alloc_t *), void (**set)(int, py_mem_al
  * next eval-breaker check) and Py_IsInitialized (NULL without one). */
 void py_pending_api(int (**pending)(int (*)(void *), void *), int (**is_init)(void));
 
+/* CPython's allocator domains, as hook.c hooks them (the flusher reads these
+ * without linking hook.c): 1 once the agent is chained in front of them;
+ * the attached-mode request to hook them from the interpreter's main thread
+ * (NULL: nothing to ask). */
+extern _Atomic int py_domains_hooked;
+extern void (*_Atomic py_domains_poke)(void);
+
 /* 1 when the calling thread holds the GIL of the attached interpreter.
  * Reads memory only: safe on the malloc path. */
 int py_holds_gil(void);
