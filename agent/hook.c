@@ -791,16 +791,29 @@ out:
     rec_leave(t, e);
 }
 
-/* Sampled mode: after the previous allocator returned p for n bytes. */
-static inline void pa_sampled_alloc(tstate_t *t, void *p, size_t n, const uint64_t *frame,
-                                    uint64_t seen)
+/* Sampled mode: the decision is taken before the call (a Poisson sample
+ * point falls in the next n bytes or not, whatever the block), so the common
+ * case spends the budget and jumps to the previous allocator. */
+static inline int pa_wants(tstate_t *t, size_t n)
 {
-    int sampled = sample_py_take(t, n);
-    if (LIKELY(!sampled) && (LIKELY(!atomic_load_explicit(&arm_active, memory_order_relaxed)) ||
-                             !arm_site(frame[1])))
-        return;
-    if (p && !t->guard)
-        pa_note_sampled(p, n, frame, sampled, seen);
+    return UNLIKELY(sample_py_take(t, n)) ? 1
+           : UNLIKELY(atomic_load_explicit(&arm_active, memory_order_relaxed)) ? -1
+                                                                                : 0;
+}
+
+/* ... and when a sample point fell in the block (want 1) or a stack is
+ * armed (want -1: its call site may ask for this one), out of line. */
+__attribute__((noinline)) static void *pa_malloc_slow(int d, int zeroed, size_t k, size_t n,
+                                                     const uint64_t *frame, int want)
+{
+    tstate_t *t = &tstate;
+    uint64_t seen = pa_seen(t);
+    void *p = zeroed ? pa_prev[d].calloc(pa_prev[d].ctx, k, n)
+                     : pa_prev[d].malloc(pa_prev[d].ctx, n);
+    size_t size = zeroed ? k * n : n;
+    if (p && !t->guard && (want > 0 || arm_site(frame[1])))
+        pa_note_sampled(p, size, frame, want > 0, seen);
+    return p;
 }
 
 /* Sampled mode, out of line: FREE(p) if p was sampled, stamped before the
@@ -824,15 +837,38 @@ __attribute__((noinline)) static void pa_forget_sampled(void *p)
     rec_leave(t, e);
 }
 
+/* Sampled mode's entries, inlined into each domain's function (below): the
+ * common case is a budget decrement and a jump to the previous allocator. */
+static inline __attribute__((always_inline)) void *pa_s_malloc(int d, size_t n,
+                                                              const uint64_t *frame)
+{
+    int want = pa_wants(&tstate, n);
+    if (LIKELY(!want))
+        return pa_prev[d].malloc(pa_prev[d].ctx, n);
+    return pa_malloc_slow(d, 0, 1, n, frame, want);
+}
+
+static inline __attribute__((always_inline)) void *pa_s_calloc(int d, size_t k, size_t n,
+                                                              const uint64_t *frame)
+{
+    int want = pa_wants(&tstate, k * n);
+    if (LIKELY(!want))
+        return pa_prev[d].calloc(pa_prev[d].ctx, k, n);
+    return pa_malloc_slow(d, 1, k, n, frame, want);
+}
+
+/* Unguarded: a block malloc made is freed through free's hook. */
+static inline __attribute__((always_inline)) void pa_s_free(int d, void *p)
+{
+    if (UNLIKELY(p != NULL) && UNLIKELY(!sample_surely_not((uint64_t)(uintptr_t)p)) &&
+        !tstate.guard)
+        pa_forget_sampled(p);
+    pa_prev[d].free(pa_prev[d].ctx, p);
+}
+
 static void *pa_malloc(int d, size_t n, const uint64_t *frame)
 {
     tstate_t *t = &tstate;
-    if (sample_py_rate) {
-        uint64_t seen = pa_seen(t);
-        void *p = pa_prev[d].malloc(pa_prev[d].ctx, n);
-        pa_sampled_alloc(t, p, n, frame, seen);
-        return p;
-    }
     if (t->guard)
         return pa_prev[d].malloc(pa_prev[d].ctx, n);
     t->guard = 1;
@@ -846,12 +882,6 @@ static void *pa_malloc(int d, size_t n, const uint64_t *frame)
 static void *pa_calloc(int d, size_t k, size_t n, const uint64_t *frame)
 {
     tstate_t *t = &tstate;
-    if (sample_py_rate) {
-        uint64_t seen = pa_seen(t);
-        void *p = pa_prev[d].calloc(pa_prev[d].ctx, k, n);
-        pa_sampled_alloc(t, p, k * n, frame, seen);
-        return p;
-    }
     if (t->guard)
         return pa_prev[d].calloc(pa_prev[d].ctx, k, n);
     t->guard = 1;
@@ -886,14 +916,6 @@ static void pa_note_free(void *p)
 static void pa_free(int d, void *p)
 {
     tstate_t *t = &tstate;
-    if (sample_py_rate) {
-        /* Unguarded: a block malloc made is freed through free's hook. */
-        if (UNLIKELY(p != NULL) && UNLIKELY(!sample_surely_not((uint64_t)(uintptr_t)p)) &&
-            !t->guard)
-            pa_forget_sampled(p);
-        pa_prev[d].free(pa_prev[d].ctx, p);
-        return;
-    }
     if (!p || t->guard) {
         pa_prev[d].free(pa_prev[d].ctx, p);
         return;
@@ -914,13 +936,17 @@ static void *pa_realloc(int d, void *old, size_t n, const uint64_t *frame)
     tstate_t *t = &tstate;
     int e;
     if (!old)
-        return pa_malloc(d, n, frame); /* realloc(NULL, n) allocates */
+        return sample_py_rate ? pa_s_malloc(d, n, frame) : pa_malloc(d, n, frame);
     if (sample_py_rate) {
         if (UNLIKELY(!sample_surely_not((uint64_t)(uintptr_t)old)) && !t->guard)
             pa_forget_sampled(old);
+        int want = pa_wants(t, n);
+        if (LIKELY(!want))
+            return pa_prev[d].realloc(pa_prev[d].ctx, old, n);
         uint64_t seen = pa_seen(t);
         void *np = pa_prev[d].realloc(pa_prev[d].ctx, old, n);
-        pa_sampled_alloc(t, np, n, frame, seen);
+        if (np && !t->guard && (want > 0 || arm_site(frame[1])))
+            pa_note_sampled(np, n, frame, want > 0, seen);
         return np;
     }
     if (!rec_enter(t, &e))
@@ -956,12 +982,14 @@ static void *pa_realloc(int d, void *old, size_t n, const uint64_t *frame)
     static void *pa_##NAME##_malloc(void *ctx, size_t n)                                           \
     {                                                                                              \
         (void)ctx;                                                                                 \
-        return pa_malloc(D, n, CALL_FRAME());                                                      \
+        return sample_py_rate ? pa_s_malloc(D, n, CALL_FRAME())                                    \
+                              : pa_malloc(D, n, CALL_FRAME());                                     \
     }                                                                                              \
     static void *pa_##NAME##_calloc(void *ctx, size_t k, size_t n)                                 \
     {                                                                                              \
         (void)ctx;                                                                                 \
-        return pa_calloc(D, k, n, CALL_FRAME());                                                   \
+        return sample_py_rate ? pa_s_calloc(D, k, n, CALL_FRAME())                                 \
+                              : pa_calloc(D, k, n, CALL_FRAME());                                  \
     }                                                                                              \
     static void *pa_##NAME##_realloc(void *ctx, void *p, size_t n)                                 \
     {                                                                                              \
@@ -971,7 +999,10 @@ static void *pa_realloc(int d, void *old, size_t n, const uint64_t *frame)
     static void pa_##NAME##_free(void *ctx, void *p)                                               \
     {                                                                                              \
         (void)ctx;                                                                                 \
-        pa_free(D, p);                                                                             \
+        if (sample_py_rate)                                                                        \
+            pa_s_free(D, p);                                                                       \
+        else                                                                                       \
+            pa_free(D, p);                                                                         \
     }
 PA_DOMAIN(PY_MEM_DOMAIN_MEM, mem)
 PA_DOMAIN(PY_MEM_DOMAIN_OBJ, obj)

@@ -49,6 +49,7 @@ SIZES = {
         "numpy": {"n": 1500, "short": 20},
         "short": {"n": 100, "short": 10, "mallocs": 300},
         "pysmall": {"n": 500000, "short": 20000},
+        "pyloads": {"n": 500000, "short": 20000},
     },
     "quick": {
         "loop": {"n": 200000, "short": 20000},
@@ -56,6 +57,7 @@ SIZES = {
         "numpy": {"n": 30, "short": 3},
         "short": {"n": 10, "short": 2, "mallocs": 300},
         "pysmall": {"n": 50000, "short": 2000},
+        "pyloads": {"n": 50000, "short": 2000},
     },
 }
 
@@ -64,7 +66,9 @@ WORKLOAD_INFO = {
     "realloc": "2 threads, 8 buffers each grown/shrunk through realloc",
     "numpy": "numpy loop (random, arange, dot, concatenate, cumsum, masks) on 1e3..1e5 elements",
     "short": "many short processes in sequence, a few hundred mallocs each",
-    "pysmall": "Python json.loads of small dicts (CPython small objects, pymalloc), 1 in 64 kept",
+    "pysmall": "Python JSON decoding of small dicts (raw_decode: CPython small objects only), "
+               "1 in 64 kept",
+    "pyloads": "the same with json.loads (its whitespace regex mallocs ~1 KB twice a call)",
 }
 
 
@@ -424,10 +428,11 @@ def make_variants(wl, bdir, progs, coll, size):
         prog = os.path.join(progs, wl)
         main = (1, [prog, str(n)])
         shortj = (1, [prog, str(short)])
-    elif wl in ("numpy", "pysmall"):
-        script = os.path.join(WORKLOADS_DIR, "%s_loop.py" % wl)
-        main = (1, [PYTHON, script, str(n)])
-        shortj = (1, [PYTHON, script, str(short)])
+    elif wl in ("numpy", "pysmall", "pyloads"):
+        script = os.path.join(WORKLOADS_DIR, "%s_loop.py" % ("numpy" if wl == "numpy" else "pysmall"))
+        how = ["loads"] if wl == "pyloads" else []
+        main = (1, [PYTHON, script, str(n)] + how)
+        shortj = (1, [PYTHON, script, str(short)] + how)
     else:
         sp = [os.path.join(progs, "short"), str(size["mallocs"])]
         main = (n, sp)
@@ -442,7 +447,7 @@ def make_variants(wl, bdir, progs, coll, size):
         return (j[0], list(envs), list(prefix) + j[1])
 
     add("bare", "bare", lambda ob: [job(main)], False)
-    if wl == "pysmall":
+    if wl in ("pysmall", "pyloads"):
         # CPython's small objects: the default (malloc exact, the mem and
         # object domains sampled every 256 KiB), every small object
         # (PYTHON_ALLOCATORS=exact), none (=0: malloc only), heaptrack.
@@ -452,11 +457,11 @@ def make_variants(wl, bdir, progs, coll, size):
             lambda ob: [job(main, sw + [("STACKWATCH_PYTHON_ALLOCATORS", "exact")])], True)
         add("py-off", "stackwatch PYTHON_ALLOCATORS=0 (malloc only)",
             lambda ob: [job(main, sw + [("STACKWATCH_PYTHON_ALLOCATORS", "0")])], True)
-        if heaptrack:
+        if heaptrack and wl == "pysmall":
             add("heaptrack", "heaptrack -o FILE",
                 lambda ob: [job(main, (), [heaptrack, "-o", ob + ".ht{i}"])], False,
                 cleanup=heaptrack_cleanup)
-        else:
+        elif wl == "pysmall":
             skipped.append("heaptrack: not installed (make bench-deps)")
         return V, skipped
     add("exact", "stackwatch exact (SAMPLE=all)", lambda ob: [job(main, exact)], True)
@@ -647,6 +652,7 @@ def targets(results):
     ratio("loop: sampled (512k) wall <= 1.05x bare", "loop", "sampled", 1.05)
     ratio("numpy: exact wall <= 1.2x bare", "numpy", "exact", 1.2)
     ratio("pysmall: default wall <= 1.2x bare", "pysmall", "default", 1.2)
+    ratio("pyloads: default wall <= 1.2x bare", "pyloads", "default", 1.2)
     drops = get("loop", "exact-2clients", "dropped_total")
     check("loop: two exact clients at once drop nothing", drops, lambda x: x == 0,
           lambda x: "%d dropped over all runs" % x)
