@@ -85,7 +85,7 @@ TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
 endif
 
 .PHONY: all deps check check-unit check-integration check-compat soak soak-deps check-sanitizers check-fuzz demo pythons check-pythons \
-	progs unit clean install fuzz fuzz-long
+	progs unit clean install fuzz fuzz-long check-layout
 all: $(TARGETS)
 
 # ------------------------------------------------------------------ generated protocol
@@ -268,11 +268,19 @@ deps:
 check: deps
 	$(MAKE) all progs unit
 	$(MAKE) check-unit
+	$(MAKE) check-layout
 	$(MAKE) check-install
 	$(MAKE) check-sanitizers
 	$(MAKE) check-fuzz
 	$(MAKE) check-integration
 	$(MAKE) check-compat
+
+# No import circle between the modules of these folders (x.c with x.h; A
+# depends on B when A's .c or .h includes B's .h): scripts/import_graph.py
+# prints each circle with its include lines. make check-layout LAYOUT_DIRS="..."
+LAYOUT_DIRS ?= agent
+check-layout:
+	$(PYTHON) scripts/import_graph.py $(LAYOUT_DIRS)
 
 check-integration: all progs
 	$(PYTHON) tests/integration/run.py --build $(BUILD)
