@@ -1,12 +1,12 @@
-/* Process-wide agent state: lifecycle flags, identity, counters; constructor, exit and fork. */
+/* The agent's lifecycle: start (constructor, attach), fork, the end of the process. */
 #include "agent.h"
 #include "arm.h"
 #include "note.h"
 #include "pyframes.h"
 #include "sample.h"
+#include "state.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +28,6 @@
 #define INTERN_SLOTS (1u << 17)      /* distinct stacks per process */
 #define INTERN_POOL_PCS (1u << 22)   /* 32 MiB of pcs, reserved, touched on use */
 
-agent_t agent;
-const _Atomic uintptr_t *agent_py_fin;
-
 void agent_begin_end(const char *why)
 {
     if (!agent.enabled || !agent.started)
@@ -51,23 +48,6 @@ static uint64_t new_instance(void)
     if (getrandom(&v, sizeof v, GRND_NONBLOCK) != sizeof v)
         v = clock_realtime_ns() ^ ((uint64_t)getpid() << 32) ^ clock_now_ns();
     return v ? v : 1;
-}
-
-static void read_identity(void)
-{
-    ssize_t n = readlink("/proc/self/exe", agent.exe, sizeof agent.exe - 1);
-    agent.exe[n > 0 ? n : 0] = '\0';
-    agent.cmdline_len = 0;
-    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t r;
-        while (agent.cmdline_len < sizeof agent.cmdline - 1 &&
-               (r = read(fd, agent.cmdline + agent.cmdline_len,
-                         sizeof agent.cmdline - 1 - agent.cmdline_len)) > 0)
-            agent.cmdline_len += (size_t)r;
-        close(fd);
-    }
-    agent.cmdline[agent.cmdline_len] = '\0';
 }
 
 static int tracing(void)
@@ -146,9 +126,6 @@ int agent_child_start(void)
     return atomic_load(&agent.recording);
 }
 
-/* 0 not started, 1 starting, 2 done (whatever came of it). */
-_Atomic int agent_init_state;
-
 void agent_new_session(void)
 {
     /* Attached again after a detach (the same process image): the session
@@ -165,7 +142,7 @@ int agent_setup(const char *list)
 {
     if (agent.set_up)
         return -EALREADY;
-    read_identity();
+    state_read_identity();
     log_open(list ? cfg_list_get(list, "STACKWATCH_LOG") : getenv("STACKWATCH_LOG"));
     if (list)
         cfg_load_list(agent.exe, list);

@@ -9,7 +9,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "agent.h"
 #include "clock.h"
 #include "flush.h"
 #include "intern.h"
@@ -18,6 +17,7 @@
 #include "pyframes.h"
 #include "region.h"
 #include "sample.h"
+#include "state.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define FIRED_SLOTS 4096u

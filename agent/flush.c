@@ -24,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
 #include "arm.h"
 #include "clock.h"
 #include "cmd.h"
@@ -40,6 +39,7 @@
 #include "proto/stackwatch.pb-c.h"
 #include "region.h"
 #include "sample.h"
+#include "state.h"
 #include "tstate.h"
 #include "unwind.h"
 

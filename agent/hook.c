@@ -26,6 +26,7 @@
 #include "pyframes.h"
 #include "ring.h"
 #include "sample.h"
+#include "state.h"
 #include "tstate.h"
 #include "unwind.h"
 

@@ -12,10 +12,7 @@
 
 #include <cmocka.h>
 
-#include "agent/agent.h"
 #include "agent/got.h"
-
-agent_t agent; /* the agent core links against it */
 
 static void *(*real_malloc)(size_t);
 static unsigned long counted;
