@@ -16,6 +16,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "emit.h"
 #include "flush.h"
 #include "got.h"
 #include "hook.h"

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "flush.h"
+#include "emit.h"
 #include "intern.h"
 #include "log.h"
 #include "note.h"

@@ -18,7 +18,7 @@
 #include "clock.h"
 #include "config.h"
 #include "creds.h"
-#include "flush.h"
+#include "emit.h"
 #include "got.h"
 #include "intern.h"
 #include "log.h"

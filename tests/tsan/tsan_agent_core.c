@@ -49,6 +49,7 @@
 
 #include "agent/clock.h"
 #include "agent/config.h"
+#include "agent/emit.h"
 #include "agent/flush.h"
 #include "agent/intern.h"
 #include "agent/log.h"
