@@ -23,6 +23,7 @@
 #include "intern.h"
 #include "log.h"
 #include "modmap.h"
+#include "real.h"
 #include "tstate.h"
 #include "unwind.h"
 

@@ -18,6 +18,7 @@
 #include "got.h"
 #include "hook.h"
 #include "log.h"
+#include "real.h"
 #include "state.h"
 #include "tstate.h"
 #include "unwind.h"

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "modmap.h"
 #include "pyframes.h"
+#include "real.h"
 #include "ring.h"
 #include "sample.h"
 #include "state.h"
@@ -37,138 +38,6 @@
  * caller]; the return address is the allocation's call site, pcs[0] of its
  * stack, and where it is stored keys the stack cache. */
 #define CALL_FRAME() ((const uint64_t *)__builtin_frame_address(0))
-
-hook_real_t hook_real;
-
-/* ---------------------------------------------------------------- bootstrap arena */
-
-/* dlsym allocates (and so does ld.so's error path); while the real functions
- * are unknown those requests are served here. free ignores these addresses,
- * realloc copies them out. Never reused: 256 KiB is far more than dlsym needs. */
-#define ARENA_SIZE (256u << 10)
-#define ARENA_HDR 16u
-
-static _Alignas(64) unsigned char arena[ARENA_SIZE];
-static _Atomic size_t arena_used;
-
-int hook_arena_owns(const void *p)
-{
-    return (const unsigned char *)p >= arena && (const unsigned char *)p < arena + ARENA_SIZE;
-}
-
-static void *arena_alloc(size_t n, size_t align)
-{
-    if (align < ARENA_HDR)
-        align = ARENA_HDR;
-    if (n > ARENA_SIZE || align > 4096)
-        return NULL;
-    size_t need = n + align + ARENA_HDR;
-    size_t off = atomic_fetch_add_explicit(&arena_used, need, memory_order_relaxed);
-    if (off + need > ARENA_SIZE)
-        return NULL;
-    uintptr_t base = (uintptr_t)(arena + off + ARENA_HDR);
-    uintptr_t p = (base + align - 1) & ~(uintptr_t)(align - 1);
-    ((size_t *)p)[-1] = n; /* size for realloc and malloc_usable_size */
-    return (void *)p;
-}
-
-static size_t arena_size(const void *p)
-{
-    return ((const size_t *)p)[-1];
-}
-
-/* ---------------------------------------------------------------- resolution */
-
-static _Atomic int resolve_state; /* 0 not yet, 1 in progress, 2 done */
-
-int hook_resolve(void)
-{
-    int expect = 0;
-    if (!atomic_compare_exchange_strong(&resolve_state, &expect, 1))
-        return expect == 2 ? 0 : -EAGAIN;
-    hook_real_t r;
-    r.malloc = dlsym(RTLD_NEXT, "malloc");
-    r.free = dlsym(RTLD_NEXT, "free");
-    r.calloc = dlsym(RTLD_NEXT, "calloc");
-    r.realloc = dlsym(RTLD_NEXT, "realloc");
-    r.posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
-    r.aligned_alloc = dlsym(RTLD_NEXT, "aligned_alloc");
-    r.memalign = dlsym(RTLD_NEXT, "memalign");
-    r.valloc = dlsym(RTLD_NEXT, "valloc");
-    r.pvalloc = dlsym(RTLD_NEXT, "pvalloc");
-    r.malloc_usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
-    r.dlclose = dlsym(RTLD_NEXT, "dlclose");
-    r.exit = dlsym(RTLD_NEXT, "exit");
-    r.libc_start_main = dlsym(RTLD_NEXT, "__libc_start_main");
-    r.dlopen = dlsym(RTLD_NEXT, "dlopen");
-    r.getattr = dlsym(RTLD_NEXT, "pthread_getattr_np");
-    /* Publish free before malloc: once malloc is non-NULL callers stop using
-     * the arena and will free through free. */
-    hook_real.free = r.free;
-    hook_real.calloc = r.calloc;
-    hook_real.realloc = r.realloc;
-    hook_real.posix_memalign = r.posix_memalign;
-    hook_real.aligned_alloc = r.aligned_alloc;
-    hook_real.memalign = r.memalign;
-    hook_real.valloc = r.valloc;
-    hook_real.pvalloc = r.pvalloc;
-    hook_real.malloc_usable_size = r.malloc_usable_size;
-    hook_real.dlclose = r.dlclose;
-    hook_real.exit = r.exit;
-    hook_real.libc_start_main = r.libc_start_main;
-    hook_real.dlopen = r.dlopen;
-    hook_real.getattr = r.getattr;
-    atomic_thread_fence(memory_order_release);
-    hook_real.malloc = r.malloc;
-    atomic_store(&resolve_state, 2);
-    return r.malloc && r.free ? 0 : -ENOENT;
-}
-
-/* What the program's references to name resolve to: the definition, never
- * the program's own PLT stub (got_definition). */
-static void *global_def(const char *name)
-{
-    return (void *)(uintptr_t)got_definition(name, (uint64_t)(uintptr_t)dlsym(RTLD_DEFAULT, name),
-                                             NULL);
-}
-
-static void *real_reallocarray;
-
-int hook_resolve_global(void)
-{
-    hook_real_t r;
-    r.malloc = global_def("malloc");
-    r.free = global_def("free");
-    r.calloc = global_def("calloc");
-    r.realloc = global_def("realloc");
-    r.posix_memalign = global_def("posix_memalign");
-    r.aligned_alloc = global_def("aligned_alloc");
-    r.memalign = global_def("memalign");
-    r.valloc = global_def("valloc");
-    r.pvalloc = global_def("pvalloc");
-    r.malloc_usable_size = global_def("malloc_usable_size");
-    r.dlclose = global_def("dlclose");
-    r.dlopen = global_def("dlopen");
-    r.exit = global_def("exit");
-    r.libc_start_main = global_def("__libc_start_main");
-    real_reallocarray = global_def("reallocarray");
-    if (!r.malloc || !r.free || !r.calloc || !r.realloc || !r.dlopen)
-        return -ENOENT;
-    /* Nothing calls the interposers before the GOT is patched, which comes
-     * after this: plain stores do. */
-    hook_real = r;
-    atomic_store(&resolve_state, 2);
-    return 0;
-}
-
-/* 1 when the real functions are usable; 0 when the caller must use the arena. */
-static inline int real_ready(void)
-{
-    if (LIKELY(hook_real.malloc != NULL))
-        return 1;
-    hook_resolve();
-    return hook_real.malloc != NULL;
-}
 
 /* ---------------------------------------------------------------- recording */
 
@@ -485,7 +354,7 @@ static inline void note_failed(void)
 EXPORT void *malloc(size_t size)
 {
     if (UNLIKELY(!real_ready()))
-        return arena_alloc(size, 16);
+        return real_arena_alloc(size, 16);
     void *p = hook_real.malloc(size);
     if (LIKELY(p != NULL))
         note_alloc(p, size, CALL_FRAME());
@@ -545,7 +414,7 @@ EXPORT void *calloc(size_t n, size_t size)
         size_t total;
         if (__builtin_mul_overflow(n, size, &total))
             return NULL;
-        return arena_alloc(total, 16); /* static memory: already zero */
+        return real_arena_alloc(total, 16); /* static memory: already zero */
     }
     void *p = hook_real.calloc(n, size);
     if (LIKELY(p != NULL))
@@ -560,9 +429,9 @@ EXPORT void *calloc(size_t n, size_t size)
 static void *do_realloc(void *old, size_t size, const uint64_t *frame)
 {
     if (UNLIKELY(!real_ready())) {
-        void *np = arena_alloc(size, 16);
+        void *np = real_arena_alloc(size, 16);
         if (np && old)
-            memcpy(np, old, arena_size(old) < size ? arena_size(old) : size);
+            memcpy(np, old, real_arena_size(old) < size ? real_arena_size(old) : size);
         return np;
     }
     if (UNLIKELY(old && hook_arena_owns(old))) {
@@ -570,7 +439,7 @@ static void *do_realloc(void *old, size_t size, const uint64_t *frame)
             return NULL;
         void *np = hook_real.malloc(size);
         if (np) {
-            memcpy(np, old, arena_size(old) < size ? arena_size(old) : size);
+            memcpy(np, old, real_arena_size(old) < size ? real_arena_size(old) : size);
             note_alloc(np, size, frame);
         }
         return np;
@@ -653,7 +522,7 @@ EXPORT void *reallocarray(void *old, size_t nmemb, size_t elem)
 EXPORT int posix_memalign(void **out, size_t align, size_t size)
 {
     if (UNLIKELY(!real_ready())) {
-        void *p = arena_alloc(size, align);
+        void *p = real_arena_alloc(size, align);
         if (!p)
             return ENOMEM;
         *out = p;
@@ -670,7 +539,7 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
 EXPORT void *aligned_alloc(size_t align, size_t size)
 {
     if (UNLIKELY(!real_ready()))
-        return arena_alloc(size, align);
+        return real_arena_alloc(size, align);
     void *p = hook_real.aligned_alloc(align, size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
@@ -682,7 +551,7 @@ EXPORT void *aligned_alloc(size_t align, size_t size)
 EXPORT void *memalign(size_t align, size_t size)
 {
     if (UNLIKELY(!real_ready()))
-        return arena_alloc(size, align);
+        return real_arena_alloc(size, align);
     void *p = hook_real.memalign(align, size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
@@ -694,7 +563,7 @@ EXPORT void *memalign(size_t align, size_t size)
 EXPORT void *valloc(size_t size)
 {
     if (UNLIKELY(!real_ready()))
-        return arena_alloc(size, 4096);
+        return real_arena_alloc(size, 4096);
     void *p = hook_real.valloc(size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
@@ -706,7 +575,7 @@ EXPORT void *valloc(size_t size)
 EXPORT void *pvalloc(size_t size)
 {
     if (UNLIKELY(!real_ready()))
-        return arena_alloc(size, 4096);
+        return real_arena_alloc(size, 4096);
     void *p = hook_real.pvalloc(size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
@@ -720,7 +589,7 @@ EXPORT size_t malloc_usable_size(void *p)
     if (!p)
         return 0;
     if (hook_arena_owns(p))
-        return arena_size(p);
+        return real_arena_size(p);
     if (!real_ready() || !hook_real.malloc_usable_size)
         return 0;
     return hook_real.malloc_usable_size(p);
@@ -1209,7 +1078,7 @@ const hook_target_t *hook_targets(int *n)
     T(1, "free", hook_self_free, hook_real.free);
     T(2, "calloc", hook_self_calloc, hook_real.calloc);
     T(3, "realloc", hook_self_realloc, hook_real.realloc);
-    T(4, "reallocarray", hook_self_reallocarray, real_reallocarray);
+    T(4, "reallocarray", hook_self_reallocarray, hook_real.reallocarray);
     T(5, "posix_memalign", hook_self_posix_memalign, hook_real.posix_memalign);
     T(6, "aligned_alloc", hook_self_aligned_alloc, hook_real.aligned_alloc);
     T(7, "memalign", hook_self_memalign, hook_real.memalign);
