@@ -205,7 +205,7 @@ static void agent_init(void)
         return;
     int guard = tstate.guard;
     tstate.guard = 1; /* our own start-up allocations are not the app's */
-    hook_resolve();
+    real_resolve();
     if (!hook_interposing()) {
         /* Loaded with dlopen (stackctl attach calls stackwatch_attach next),
          * or preloaded into a program whose malloc is its own. */

@@ -63,7 +63,7 @@ EXPORT int stackwatch_attach(const char *list, char *msg, size_t msglen)
         rc = -EBUSY;
         goto out;
     }
-    if ((rc = hook_resolve_global()) < 0) {
+    if ((rc = real_resolve_global()) < 0) {
         say(msg, msglen, "malloc, free, calloc, realloc or dlopen not found in the process");
         goto out;
     }

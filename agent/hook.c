@@ -355,7 +355,7 @@ EXPORT void *malloc(size_t size)
 {
     if (UNLIKELY(!real_ready()))
         return real_arena_alloc(size, 16);
-    void *p = hook_real.malloc(size);
+    void *p = real_fn.malloc(size);
     if (LIKELY(p != NULL))
         note_alloc(p, size, CALL_FRAME());
     else
@@ -384,14 +384,14 @@ __attribute__((noinline)) static void free_slow(void *p)
     } else {
         count_offline(t);
     }
-    hook_real.free(p);
+    real_fn.free(p);
 }
 
 EXPORT void free(void *p)
 {
-    if (!p || UNLIKELY(hook_arena_owns(p)))
+    if (!p || UNLIKELY(real_arena_owns(p)))
         return;
-    if (UNLIKELY(!hook_real.free) && !real_ready())
+    if (UNLIKELY(!real_fn.free) && !real_ready())
         return; /* cannot happen for blocks we handed out; never crash */
     tstate_t *t = &tstate;
     ring_t *fr = t->ring;
@@ -402,7 +402,7 @@ EXPORT void free(void *p)
         LIKELY(atomic_load_explicit(&sample_occ[sample_bucket_of((uint64_t)(uintptr_t)p)],
                                     memory_order_relaxed) == 0)) {
         ring_count_free(fr);
-        hook_real.free(p);
+        real_fn.free(p);
         return;
     }
     free_slow(p);
@@ -416,7 +416,7 @@ EXPORT void *calloc(size_t n, size_t size)
             return NULL;
         return real_arena_alloc(total, 16); /* static memory: already zero */
     }
-    void *p = hook_real.calloc(n, size);
+    void *p = real_fn.calloc(n, size);
     if (LIKELY(p != NULL))
         note_alloc(p, n * size, CALL_FRAME());
     else
@@ -434,10 +434,10 @@ static void *do_realloc(void *old, size_t size, const uint64_t *frame)
             memcpy(np, old, real_arena_size(old) < size ? real_arena_size(old) : size);
         return np;
     }
-    if (UNLIKELY(old && hook_arena_owns(old))) {
+    if (UNLIKELY(old && real_arena_owns(old))) {
         if (size == 0)
             return NULL;
-        void *np = hook_real.malloc(size);
+        void *np = real_fn.malloc(size);
         if (np) {
             memcpy(np, old, real_arena_size(old) < size ? real_arena_size(old) : size);
             note_alloc(np, size, frame);
@@ -461,7 +461,7 @@ static void *do_realloc(void *old, size_t size, const uint64_t *frame)
             ts_free = clock_now_ns();
         }
     }
-    void *np = hook_real.realloc(old, size);
+    void *np = real_fn.realloc(old, size);
     if (r) {
         int freed = old && (np || size == 0); /* moved, in place, or realloc(p, 0) */
         if (old && !freed && old_rec && sample_rate)
@@ -528,7 +528,7 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
         *out = p;
         return 0;
     }
-    int rc = hook_real.posix_memalign(out, align, size);
+    int rc = real_fn.posix_memalign(out, align, size);
     if (rc == 0)
         note_alloc(*out, size, CALL_FRAME());
     else
@@ -540,7 +540,7 @@ EXPORT void *aligned_alloc(size_t align, size_t size)
 {
     if (UNLIKELY(!real_ready()))
         return real_arena_alloc(size, align);
-    void *p = hook_real.aligned_alloc(align, size);
+    void *p = real_fn.aligned_alloc(align, size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
     else
@@ -552,7 +552,7 @@ EXPORT void *memalign(size_t align, size_t size)
 {
     if (UNLIKELY(!real_ready()))
         return real_arena_alloc(size, align);
-    void *p = hook_real.memalign(align, size);
+    void *p = real_fn.memalign(align, size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
     else
@@ -564,7 +564,7 @@ EXPORT void *valloc(size_t size)
 {
     if (UNLIKELY(!real_ready()))
         return real_arena_alloc(size, 4096);
-    void *p = hook_real.valloc(size);
+    void *p = real_fn.valloc(size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
     else
@@ -576,7 +576,7 @@ EXPORT void *pvalloc(size_t size)
 {
     if (UNLIKELY(!real_ready()))
         return real_arena_alloc(size, 4096);
-    void *p = hook_real.pvalloc(size);
+    void *p = real_fn.pvalloc(size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
     else
@@ -588,11 +588,11 @@ EXPORT size_t malloc_usable_size(void *p)
 {
     if (!p)
         return 0;
-    if (hook_arena_owns(p))
+    if (real_arena_owns(p))
         return real_arena_size(p);
-    if (!real_ready() || !hook_real.malloc_usable_size)
+    if (!real_ready() || !real_fn.malloc_usable_size)
         return 0;
-    return hook_real.malloc_usable_size(p);
+    return real_fn.malloc_usable_size(p);
 }
 
 /* ---------------------------------------------------------------- CPython's allocator domains */
@@ -779,13 +779,13 @@ static void pyalloc_try_install(void)
  * namespace from dlopen's caller, which would become this library. */
 EXPORT int dlclose(void *handle)
 {
-    if (!real_ready() || !hook_real.dlclose)
+    if (!real_ready() || !real_fn.dlclose)
         return -1;
     tstate_t *t = &tstate;
     int active = agent.started && agent.enabled && !t->guard;
     if (active)
         modmap_before_unload();
-    int rc = hook_real.dlclose(handle);
+    int rc = real_fn.dlclose(handle);
     if (active) {
         int e = errno;
         modmap_after_unload();
@@ -803,9 +803,9 @@ EXPORT int dlclose(void *handle)
 EXPORT void exit(int status)
 {
     agent_begin_end("exit");
-    if (!real_ready() || !hook_real.exit)
+    if (!real_ready() || !real_fn.exit)
         _exit(status);
-    hook_real.exit(status);
+    real_fn.exit(status);
     __builtin_unreachable();
 }
 
@@ -843,7 +843,7 @@ EXPORT long syscall(long n, ...)
  * bounds (they are asked again at the next allocation). */
 EXPORT int pthread_getattr_np(pthread_t th, pthread_attr_t *attr)
 {
-    int (*real)(pthread_t, pthread_attr_t *) = hook_real.getattr;
+    int (*real)(pthread_t, pthread_attr_t *) = real_fn.getattr;
     if (!real) {
         real = (int (*)(pthread_t, pthread_attr_t *))dlsym(RTLD_NEXT, "pthread_getattr_np");
         if (!real)
@@ -884,11 +884,11 @@ EXPORT int __libc_start_main(int (*main_fn)(int, char **, char **), int argc, ch
                              void (*init)(void), void (*fini)(void), void (*rtld_fini)(void),
                              void *stack_end)
 {
-    if (!real_ready() || !hook_real.libc_start_main)
+    if (!real_ready() || !real_fn.libc_start_main)
         _exit(127); /* cannot happen: libc is loaded before any program starts */
     app_main = main_fn;
     int wrap = agent.started && agent.enabled;
-    return hook_real.libc_start_main(wrap ? main_then_end : main_fn, argc, argv, init, fini,
+    return real_fn.libc_start_main(wrap ? main_then_end : main_fn, argc, argv, init, fini,
                                      rtld_fini, stack_end);
 }
 
@@ -1032,7 +1032,7 @@ static void *dlopen_runpath(uint64_t caller, const char *file, int mode)
             path[k++] = '/';
             memcpy(path + k, file, fl + 1);
             if (access(path, F_OK) == 0) {
-                void *h = hook_real.dlopen(path, mode);
+                void *h = real_fn.dlopen(path, mode);
                 if (h)
                     return h;
             }
@@ -1050,7 +1050,7 @@ static void *dlopen_runpath(uint64_t caller, const char *file, int mode)
 __attribute__((noinline)) static void *hook_dlopen(const char *file, int mode)
 {
     uint64_t caller = (uint64_t)(uintptr_t)__builtin_return_address(0);
-    void *h = hook_real.dlopen(file, mode);
+    void *h = real_fn.dlopen(file, mode);
     if (!h && file && !strchr(file, '/')) {
         void *h2 = dlopen_runpath(caller, file, mode);
         if (h2) {
@@ -1074,21 +1074,21 @@ const hook_target_t *hook_targets(int *n)
 {
     static hook_target_t t[15];
 #define T(i, nm, fn, rl) t[i] = (hook_target_t){ nm, (uint64_t)(uintptr_t)(fn), (uint64_t)(uintptr_t)(rl) }
-    T(0, "malloc", hook_self_malloc, hook_real.malloc);
-    T(1, "free", hook_self_free, hook_real.free);
-    T(2, "calloc", hook_self_calloc, hook_real.calloc);
-    T(3, "realloc", hook_self_realloc, hook_real.realloc);
-    T(4, "reallocarray", hook_self_reallocarray, hook_real.reallocarray);
-    T(5, "posix_memalign", hook_self_posix_memalign, hook_real.posix_memalign);
-    T(6, "aligned_alloc", hook_self_aligned_alloc, hook_real.aligned_alloc);
-    T(7, "memalign", hook_self_memalign, hook_real.memalign);
-    T(8, "valloc", hook_self_valloc, hook_real.valloc);
-    T(9, "pvalloc", hook_self_pvalloc, hook_real.pvalloc);
-    T(10, "malloc_usable_size", hook_self_malloc_usable_size, hook_real.malloc_usable_size);
-    T(11, "dlclose", hook_self_dlclose, hook_real.dlclose);
-    T(12, "dlopen", hook_dlopen, hook_real.dlopen);
-    T(13, "exit", hook_self_exit, hook_real.exit); /* the end of the process begins */
-    T(14, "pthread_getattr_np", hook_self_pthread_getattr_np, hook_real.getattr);
+    T(0, "malloc", hook_self_malloc, real_fn.malloc);
+    T(1, "free", hook_self_free, real_fn.free);
+    T(2, "calloc", hook_self_calloc, real_fn.calloc);
+    T(3, "realloc", hook_self_realloc, real_fn.realloc);
+    T(4, "reallocarray", hook_self_reallocarray, real_fn.reallocarray);
+    T(5, "posix_memalign", hook_self_posix_memalign, real_fn.posix_memalign);
+    T(6, "aligned_alloc", hook_self_aligned_alloc, real_fn.aligned_alloc);
+    T(7, "memalign", hook_self_memalign, real_fn.memalign);
+    T(8, "valloc", hook_self_valloc, real_fn.valloc);
+    T(9, "pvalloc", hook_self_pvalloc, real_fn.pvalloc);
+    T(10, "malloc_usable_size", hook_self_malloc_usable_size, real_fn.malloc_usable_size);
+    T(11, "dlclose", hook_self_dlclose, real_fn.dlclose);
+    T(12, "dlopen", hook_dlopen, real_fn.dlopen);
+    T(13, "exit", hook_self_exit, real_fn.exit); /* the end of the process begins */
+    T(14, "pthread_getattr_np", hook_self_pthread_getattr_np, real_fn.getattr);
 #undef T
     *n = 15;
     return t;

@@ -26,7 +26,7 @@ typedef struct hook_target_s {
     uint64_t real;    /* what the program's references resolve to */
 } hook_target_t;
 
-/* The functions attach mode redirects (after hook_resolve_global). Sets *n. */
+/* The functions attach mode redirects (after real_resolve_global). Sets *n. */
 const hook_target_t *hook_targets(int *n);
 
 #endif

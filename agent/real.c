@@ -8,7 +8,7 @@
 
 #include "got.h"
 
-hook_real_t hook_real;
+real_fn_t real_fn;
 
 /* ---------------------------------------------------------------- bootstrap arena */
 
@@ -37,12 +37,12 @@ void *real_arena_alloc(size_t n, size_t align)
 
 static _Atomic int resolve_state; /* 0 not yet, 1 in progress, 2 done */
 
-int hook_resolve(void)
+int real_resolve(void)
 {
     int expect = 0;
     if (!atomic_compare_exchange_strong(&resolve_state, &expect, 1))
         return expect == 2 ? 0 : -EAGAIN;
-    hook_real_t r;
+    real_fn_t r;
     r.malloc = dlsym(RTLD_NEXT, "malloc");
     r.free = dlsym(RTLD_NEXT, "free");
     r.calloc = dlsym(RTLD_NEXT, "calloc");
@@ -60,22 +60,22 @@ int hook_resolve(void)
     r.getattr = dlsym(RTLD_NEXT, "pthread_getattr_np");
     /* Publish free before malloc: once malloc is non-NULL callers stop using
      * the arena and will free through free. */
-    hook_real.free = r.free;
-    hook_real.calloc = r.calloc;
-    hook_real.realloc = r.realloc;
-    hook_real.posix_memalign = r.posix_memalign;
-    hook_real.aligned_alloc = r.aligned_alloc;
-    hook_real.memalign = r.memalign;
-    hook_real.valloc = r.valloc;
-    hook_real.pvalloc = r.pvalloc;
-    hook_real.malloc_usable_size = r.malloc_usable_size;
-    hook_real.dlclose = r.dlclose;
-    hook_real.exit = r.exit;
-    hook_real.libc_start_main = r.libc_start_main;
-    hook_real.dlopen = r.dlopen;
-    hook_real.getattr = r.getattr;
+    real_fn.free = r.free;
+    real_fn.calloc = r.calloc;
+    real_fn.realloc = r.realloc;
+    real_fn.posix_memalign = r.posix_memalign;
+    real_fn.aligned_alloc = r.aligned_alloc;
+    real_fn.memalign = r.memalign;
+    real_fn.valloc = r.valloc;
+    real_fn.pvalloc = r.pvalloc;
+    real_fn.malloc_usable_size = r.malloc_usable_size;
+    real_fn.dlclose = r.dlclose;
+    real_fn.exit = r.exit;
+    real_fn.libc_start_main = r.libc_start_main;
+    real_fn.dlopen = r.dlopen;
+    real_fn.getattr = r.getattr;
     atomic_thread_fence(memory_order_release);
-    hook_real.malloc = r.malloc;
+    real_fn.malloc = r.malloc;
     atomic_store(&resolve_state, 2);
     return r.malloc && r.free ? 0 : -ENOENT;
 }
@@ -88,9 +88,9 @@ static void *global_def(const char *name)
                                              NULL);
 }
 
-int hook_resolve_global(void)
+int real_resolve_global(void)
 {
-    hook_real_t r;
+    real_fn_t r;
     r.malloc = global_def("malloc");
     r.free = global_def("free");
     r.calloc = global_def("calloc");
@@ -110,7 +110,7 @@ int hook_resolve_global(void)
         return -ENOENT;
     /* Nothing calls the interposers before the GOT is patched, which comes
      * after this: plain stores do. */
-    hook_real = r;
+    real_fn = r;
     atomic_store(&resolve_state, 2);
     return 0;
 }

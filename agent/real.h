@@ -11,7 +11,7 @@
  * through the GOT, -fvisibility=hidden notwithstanding). */
 #define REAL_HIDDEN __attribute__((visibility("hidden")))
 
-typedef struct hook_real_s {
+typedef struct real_fn_s {
     void *(*malloc)(size_t);
     void (*free)(void *);
     void *(*calloc)(size_t, size_t);
@@ -28,29 +28,29 @@ typedef struct hook_real_s {
                            void (*)(void), void (*)(void), void *);
     void *(*dlopen)(const char *, int);
     int (*getattr)(pthread_t, pthread_attr_t *); /* pthread_getattr_np */
-    void *(*reallocarray)(void *, size_t, size_t); /* attach mode only (hook_resolve_global) */
-} hook_real_t;
+    void *(*reallocarray)(void *, size_t, size_t); /* attach mode only (real_resolve_global) */
+} real_fn_t;
 
-extern hook_real_t hook_real REAL_HIDDEN;
+extern real_fn_t real_fn REAL_HIDDEN;
 
 /* Resolves the real functions with dlsym(RTLD_NEXT); allocations made during
  * the lookup are served from the bootstrap arena. Returns 0, or -ENOENT if
  * malloc/free could not be found. Idempotent. */
-int hook_resolve(void);
+int real_resolve(void);
 
 /* Attach mode: the real functions become what the program's own references
  * resolve to (dlsym(RTLD_DEFAULT)), whatever the agent's own dependencies
  * say. Returns 0, or -ENOENT without malloc/free. Not for the malloc path. */
-int hook_resolve_global(void);
+int real_resolve_global(void);
 
 /* 1 when the real functions are usable; 0 when the caller must use the
  * arena. Inline: every interposer asks it first. */
 static inline int real_ready(void)
 {
-    if (__builtin_expect(hook_real.malloc != NULL, 1))
+    if (__builtin_expect(real_fn.malloc != NULL, 1))
         return 1;
-    hook_resolve();
-    return hook_real.malloc != NULL;
+    real_resolve();
+    return real_fn.malloc != NULL;
 }
 
 /* ---------------------------------------------------------------- bootstrap arena */
@@ -63,7 +63,7 @@ static inline int real_ready(void)
 extern unsigned char real_arena[REAL_ARENA_SIZE] REAL_HIDDEN;
 
 /* 1 if p was handed out by the bootstrap arena. Inline: free asks it first. */
-static inline int hook_arena_owns(const void *p)
+static inline int real_arena_owns(const void *p)
 {
     return (const unsigned char *)p >= real_arena &&
            (const unsigned char *)p < real_arena + REAL_ARENA_SIZE;
