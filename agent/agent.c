@@ -1,4 +1,4 @@
-/* The agent's lifecycle: start (constructor, attach), fork, the end of the process. */
+/* The agent's lifecycle: start, sessions, fork, the end of the process (exit, main's return). */
 #include "agent.h"
 #include "arm.h"
 #include "note.h"
@@ -19,7 +19,6 @@
 #include "emit.h"
 #include "flush.h"
 #include "got.h"
-#include "hook.h"
 #include "intern.h"
 #include "log.h"
 #include "modmap.h"
@@ -29,6 +28,7 @@
 
 #define INTERN_SLOTS (1u << 17)      /* distinct stacks per process */
 #define INTERN_POOL_PCS (1u << 22)   /* 32 MiB of pcs, reserved, touched on use */
+#define EXPORT __attribute__((visibility("default")))
 
 void agent_begin_end(const char *why)
 {
@@ -43,6 +43,66 @@ void agent_begin_end(const char *why)
     atomic_store(&agent.recording, 0);
     flush_kick();
 }
+
+/* ---------------------------------------------------------------- the end of the process */
+
+/* exit() and a return from main begin the end of the process: atexit
+ * handlers, C++ static destructors and library destructors then free what
+ * the program held, and that is teardown, not behaviour (the report keeps
+ * the verdicts of its last live moment). _exit and abort free nothing. */
+EXPORT void exit(int status)
+{
+    agent_begin_end("exit");
+    if (!real_ready() || !real_fn.exit)
+        _exit(status);
+    real_fn.exit(status);
+    __builtin_unreachable();
+}
+
+/* exit under a name that binds inside the agent: attach mode patches the
+ * program's exit entries to it (hook_targets). */
+extern __typeof(exit) agent_self_exit
+    __attribute__((alias("exit"), copy(exit), visibility("hidden")));
+
+static int (*app_main)(int, char **, char **);
+
+/* The linker's bounds of the section holding main_then_end. */
+extern const char __start_sw_mainwrap[] __attribute__((visibility("hidden")));
+extern const char __stop_sw_mainwrap[] __attribute__((visibility("hidden")));
+
+/* Where the main wrapper's code is (hidden from stacks). */
+static void main_wrapper_range(uint64_t *lo, uint64_t *hi)
+{
+    *lo = (uint64_t)(uintptr_t)__start_sw_mainwrap;
+    *hi = (uint64_t)(uintptr_t)__stop_sw_mainwrap;
+}
+
+/* main as the program wrote it, then the start of its end. This frame sits
+ * between main and libc in every stack of the main thread: the unwinder
+ * drops agent frames wherever they are. */
+__attribute__((noinline, section("sw_mainwrap"))) static int main_then_end(int argc, char **argv,
+                                                                          char **envp)
+{
+    int rc = app_main(argc, argv, envp);
+    agent_begin_end("main returned");
+    return rc;
+}
+
+/* glibc calls main from here (the program's _start calls it through the
+ * PLT); libc's own exit after main is not interposable, so main is wrapped. */
+EXPORT int __libc_start_main(int (*main_fn)(int, char **, char **), int argc, char **argv,
+                             void (*init)(void), void (*fini)(void), void (*rtld_fini)(void),
+                             void *stack_end)
+{
+    if (!real_ready() || !real_fn.libc_start_main)
+        _exit(127); /* cannot happen: libc is loaded before any program starts */
+    app_main = main_fn;
+    int wrap = agent.started && agent.enabled;
+    return real_fn.libc_start_main(wrap ? main_then_end : main_fn, argc, argv, init, fini,
+                                   rtld_fini, stack_end);
+}
+
+/* ---------------------------------------------------------------- start, sessions, fork */
 
 static uint64_t new_instance(void)
 {
@@ -157,15 +217,13 @@ int agent_setup(const char *list)
     if (unwind_init(cfg.unwind, cfg.fp_modules) < 0)
         log_msg("cannot locate the agent's own code; its frames may show in stacks");
     uint64_t wlo, whi;
-    hook_main_wrapper_range(&wlo, &whi);
+    main_wrapper_range(&wlo, &whi);
     unwind_hide_range(wlo, whi);
     if (sample_init(cfg.sample_bytes) < 0) {
         log_msg("cannot map the sampled set; recording every allocation");
         memcpy(cfg.sample, "all", 4);
     }
     py_init();
-    if (cfg.py_allocators)
-        hook_pyalloc_enable();
     /* Its finalizing is the end of the process only when the interpreter is
      * the program: an embedding program may finalize Python and run on. */
     const char *base = strrchr(agent.exe, '/');
@@ -198,15 +256,16 @@ static int named_in_preload(void)
  * the initializers of a program's libraries before the preloaded one's
  * when they do not depend on it). Loaded with dlopen (stackctl attach), it
  * only notes that and waits for stackwatch_attach. */
-static void agent_init(void)
+int agent_init(int interposing)
 {
     int expect = 0;
     if (!atomic_compare_exchange_strong(&agent_init_state, &expect, 1))
-        return;
+        return 0;
+    int set_up = 0;
     int guard = tstate.guard;
     tstate.guard = 1; /* our own start-up allocations are not the app's */
     real_resolve();
-    if (!hook_interposing()) {
+    if (!interposing) {
         /* Loaded with dlopen (stackctl attach calls stackwatch_attach next),
          * or preloaded into a program whose malloc is its own. */
         agent.mode = AGENT_DORMANT;
@@ -221,6 +280,7 @@ static void agent_init(void)
     agent.mode = AGENT_PRELOADED;
     if (agent_setup(NULL) < 0)
         goto out;
+    set_up = 1;
     int rc = flush_connect();
     if (rc < 0 && rc != -EPERM) { /* EPERM: flush_connect said why */
         log_msg("no collector at %s (%s); running untraced, will connect when one starts",
@@ -238,20 +298,7 @@ static void agent_init(void)
 out:
     atomic_store(&agent_init_state, 2);
     tstate.guard = guard;
-}
-
-__attribute__((constructor)) static void agent_start(void)
-{
-    agent_init();
-}
-
-int agent_early_start(void)
-{
-    /* Only the first caller starts it; any other thread meanwhile (none at
-     * process start) records nothing until it is done. */
-    if (atomic_load(&agent_init_state) == 0)
-        agent_init();
-    return atomic_load(&agent.recording);
+    return set_up;
 }
 
 __attribute__((destructor)) static void agent_stop(void)

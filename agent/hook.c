@@ -39,6 +39,39 @@
  * stack, and where it is stored keys the stack cache. */
 #define CALL_FRAME() ((const uint64_t *)__builtin_frame_address(0))
 
+/* ---------------------------------------------------------------- start */
+
+/* Starts the agent (agent_init) unless it started already, telling it
+ * whether the program's malloc is this library's; guard held. */
+static void start(void)
+{
+    if (atomic_load(&agent_init_state) != 0)
+        return;
+    real_resolve();
+    if (agent_init(hook_interposing()) && cfg.py_allocators)
+        hook_pyalloc_enable();
+}
+
+/* The library's constructor. */
+__attribute__((constructor)) static void hook_start(void)
+{
+    int guard = tstate.guard;
+    tstate.guard = 1; /* our own start-up allocations are not the app's */
+    start();
+    tstate.guard = guard;
+}
+
+/* Called from a hook before the agent's constructor ran (another library's
+ * constructor allocating first): starts the agent now, with this thread's
+ * guard set by the caller. Returns 1 if it records. Only the first caller
+ * starts it; any other thread meanwhile (none at process start) records
+ * nothing until it is done. */
+__attribute__((noinline)) static int early_start(void)
+{
+    start();
+    return atomic_load(&agent.recording);
+}
+
 /* ---------------------------------------------------------------- recording */
 
 /* Enters the agent on this thread: 0 when the event must not be recorded
@@ -56,7 +89,7 @@ static inline __attribute__((always_inline)) int rec_enter(tstate_t *t, int *sav
          * constructor ran (a library constructor first): start now. */
         *saved_errno = errno;
         t->guard = 1;
-        int ok = child ? agent_child_start() : agent_early_start();
+        int ok = child ? agent_child_start() : early_start();
         t->guard = 0;
         errno = *saved_errno;
         if (!ok)
@@ -794,21 +827,6 @@ EXPORT int dlclose(void *handle)
     return rc;
 }
 
-/* ---------------------------------------------------------------- the end of the process */
-
-/* exit() and a return from main begin the end of the process: atexit
- * handlers, C++ static destructors and library destructors then free what
- * the program held, and that is teardown, not behaviour (the report keeps
- * the verdicts of its last live moment). _exit and abort free nothing. */
-EXPORT void exit(int status)
-{
-    agent_begin_end("exit");
-    if (!real_ready() || !real_fn.exit)
-        _exit(status);
-    real_fn.exit(status);
-    __builtin_unreachable();
-}
-
 /* ---------------------------------------------------------------- seccomp strict mode */
 
 static int strict_request(long n, long a, long b)
@@ -849,47 +867,10 @@ EXPORT int pthread_getattr_np(pthread_t th, pthread_attr_t *attr)
         if (!real)
             return ENOSYS;
     }
-    tstate.in_getattr++;
+    unwind_in_getattr++;
     int rc = real(th, attr);
-    tstate.in_getattr--;
+    unwind_in_getattr--;
     return rc;
-}
-
-static int (*app_main)(int, char **, char **);
-
-/* The linker's bounds of the section holding main_then_end. */
-extern const char __start_sw_mainwrap[] __attribute__((visibility("hidden")));
-extern const char __stop_sw_mainwrap[] __attribute__((visibility("hidden")));
-
-void hook_main_wrapper_range(uint64_t *lo, uint64_t *hi)
-{
-    *lo = (uint64_t)(uintptr_t)__start_sw_mainwrap;
-    *hi = (uint64_t)(uintptr_t)__stop_sw_mainwrap;
-}
-
-/* main as the program wrote it, then the start of its end. This frame sits
- * between main and libc in every stack of the main thread: the unwinder
- * drops agent frames wherever they are. */
-__attribute__((noinline, section("sw_mainwrap"))) static int main_then_end(int argc, char **argv,
-                                                                          char **envp)
-{
-    int rc = app_main(argc, argv, envp);
-    agent_begin_end("main returned");
-    return rc;
-}
-
-/* glibc calls main from here (the program's _start calls it through the
- * PLT); libc's own exit after main is not interposable, so main is wrapped. */
-EXPORT int __libc_start_main(int (*main_fn)(int, char **, char **), int argc, char **argv,
-                             void (*init)(void), void (*fini)(void), void (*rtld_fini)(void),
-                             void *stack_end)
-{
-    if (!real_ready() || !real_fn.libc_start_main)
-        _exit(127); /* cannot happen: libc is loaded before any program starts */
-    app_main = main_fn;
-    int wrap = agent.started && agent.enabled;
-    return real_fn.libc_start_main(wrap ? main_then_end : main_fn, argc, argv, init, fini,
-                                     rtld_fini, stack_end);
 }
 
 /* ---------------------------------------------------------------- attach mode */
@@ -910,7 +891,6 @@ SELF(valloc);
 SELF(pvalloc);
 SELF(malloc_usable_size);
 SELF(dlclose);
-SELF(exit);
 SELF(pthread_getattr_np);
 
 /* Where the agent and libc are in the link map (load order). */
@@ -1070,10 +1050,10 @@ __attribute__((noinline)) static void *hook_dlopen(const char *file, int mode)
     return h;
 }
 
-const hook_target_t *hook_targets(int *n)
+const got_target_t *hook_targets(int *n)
 {
-    static hook_target_t t[15];
-#define T(i, nm, fn, rl) t[i] = (hook_target_t){ nm, (uint64_t)(uintptr_t)(fn), (uint64_t)(uintptr_t)(rl) }
+    static got_target_t t[15];
+#define T(i, nm, fn, rl) t[i] = (got_target_t){ nm, (uint64_t)(uintptr_t)(fn), (uint64_t)(uintptr_t)(rl) }
     T(0, "malloc", hook_self_malloc, real_fn.malloc);
     T(1, "free", hook_self_free, real_fn.free);
     T(2, "calloc", hook_self_calloc, real_fn.calloc);
@@ -1087,7 +1067,7 @@ const hook_target_t *hook_targets(int *n)
     T(10, "malloc_usable_size", hook_self_malloc_usable_size, real_fn.malloc_usable_size);
     T(11, "dlclose", hook_self_dlclose, real_fn.dlclose);
     T(12, "dlopen", hook_dlopen, real_fn.dlopen);
-    T(13, "exit", hook_self_exit, real_fn.exit); /* the end of the process begins */
+    T(13, "exit", agent_self_exit, real_fn.exit); /* the end of the process begins (agent.c) */
     T(14, "pthread_getattr_np", hook_self_pthread_getattr_np, real_fn.getattr);
 #undef T
     *n = 15;

@@ -34,7 +34,6 @@
 
 #include "config.h"
 #include "log.h"
-#include "tstate.h"
 
 #define TAIL_MAX 48
 #define TAILS 4
@@ -71,6 +70,8 @@ typedef struct utls_s {
  * the pointer is in TLS (see ring.h). NULL until the thread has a ring:
  * then there is no frame-pointer walk and no stack cache, only libunwind. */
 static __thread utls_t *utp __attribute__((tls_model("initial-exec")));
+
+__thread uint32_t unwind_in_getattr __attribute__((tls_model("initial-exec")));
 
 _Static_assert(sizeof(utls_t) <= UNWIND_THREAD_BYTES, "unwinder state too big");
 
@@ -293,7 +294,7 @@ static uint64_t stack_top(void)
         return utp->stack_hi;
     /* Inside the program's own pthread_getattr_np, which holds the lock
      * that ours would take (hook.c): no bounds this time. */
-    if (tstate.in_getattr)
+    if (unwind_in_getattr)
         return 0;
     utp->bounds_tried = 1;
     pthread_attr_t attr;
