@@ -55,6 +55,8 @@ COLL_LIBS = -lev -lprotobuf-c -ldw -lelf -lpthread -lstdc++ -lm
 CLI_LIBS = -lprotobuf-c -lz -lelf
 
 AGENT_SRC = $(wildcard agent/*.c)
+# The agent without its interposers and entry points (hook.c; agent.c's exit and
+# __libc_start_main; attach.c): linked into unit tests, TSan and the agent fuzzer.
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_SRC))
 CLI_ONLY_SRC = collector/cli.c collector/cli_render.c collector/cli_report.c collector/cli_pprof.c \
 	collector/cli_html.c collector/cli_py.c collector/cli_diff.c collector/json.c collector/cli_attach.c \

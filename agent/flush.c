@@ -301,7 +301,8 @@ static int send_all(const uint8_t *p, size_t n)
              * WAIT_SEND_STALL_NS at most (emit.c; a busy one keeps them lossless). */
             if (now - checked >= PEER_CHECK_NS) {
                 checked = now;
-                atomic_store_explicit(&emit_flusher.send_stalled, peer_stopped(), memory_order_relaxed);
+                atomic_store_explicit(&emit_flusher.send_stalled, peer_stopped(),
+                                      memory_order_relaxed);
             }
             /* An ending process waits a second at most; a detach (the
              * process runs on) waits out a stall as a running agent does,

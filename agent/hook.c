@@ -1,4 +1,4 @@
-/* The interposed allocation functions and the real ones behind them. */
+/* The interposers: the malloc family, CPython's allocator domains, the calls around them. */
 #include "hook.h"
 
 #include <dlfcn.h>

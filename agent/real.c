@@ -1,4 +1,4 @@
-/* The real allocator functions behind the interposers, and the bootstrap arena serving calls before they are known. */
+/* The real allocator functions behind the interposers, and the arena serving calls before them. */
 #include "real.h"
 
 #include <dlfcn.h>
