@@ -273,7 +273,7 @@ static int dwarf_capture(uint64_t *out, int depth, int *truncated)
     int i = 0;
     while (i < n && unwind_is_self((uint64_t)(uintptr_t)buf[i]))
         i++;
-    /* Further out, the agent's main wrapper (hook.c) is not the app's. */
+    /* Further out, the agent's main wrapper (agent.c) is not the app's. */
     int kept = 0;
     for (; i < n && kept < depth; i++)
         if (!unwind_is_hidden((uint64_t)(uintptr_t)buf[i]))
@@ -447,7 +447,7 @@ static int fp_capture(uint64_t *out, int depth, int *truncated, int *verify)
             if (n == 1)
                 return -1;
             if (unwind_is_hidden(ra))
-                n--; /* the agent's main wrapper (hook.c): not the app's frame */
+                n--; /* the agent's main wrapper (agent.c): not the app's frame */
             return tail_append(ra, f + 16, nfp, out, n, depth, truncated);
         }
         if (nfp <= f || (nfp & 7) || nfp + 16 > hi) {
