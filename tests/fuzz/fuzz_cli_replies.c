@@ -9,7 +9,7 @@
  * stackctl's real path runs: the bytes go through a pipe into
  * frame_read_one() with FRAME_MAX_CONTROL (as cli_call() reads a reply), the
  * payload is decoded with stackwatch__reply__unpack, the error branch prints
- * what cli.c's call() prints, and cli_render() (collector/cli_render.c, what
+ * what main.c's call() prints, and cli_render() (collector/stackctl/render.c, what
  * stackctl's main calls) checks the body against the request and writes it
  * in the format into memory.
  *
@@ -29,7 +29,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "collector/cli_render.h"
+#include "collector/stackctl/render.h"
 #include "frame.h"
 #include "proto/stackwatch.pb-c.h"
 
@@ -314,7 +314,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!rep)
         return 0;
     if (rep->error) {
-        /* cli.c's call(): the message, else the errno's text. */
+        /* main.c's call(): the message, else the errno's text. */
         fprintf(err_sink, "stackctl: collectord: %s\n",
                 rep->message && *rep->message ? rep->message : strerror(-rep->error));
         stackwatch__reply__free_unpacked(rep, NULL);

@@ -9,10 +9,10 @@
 
 #include <cmocka.h>
 
-#include "collector/client.h"
-#include "collector/metrics.h"
-#include "collector/srv.h"
-#include "collector/sym.h"
+#include "collector/collectord/client.h"
+#include "collector/collectord/metrics.h"
+#include "collector/collectord/srv.h"
+#include "collector/collectord/sym.h"
 
 #define SEC 1000000000ull
 #define T0 (100 * SEC)

@@ -10,7 +10,7 @@
 #include "conn.h"
 #include "metrics.h"
 #include "store.h"
-#include "rundir.h"
+#include "collector/common/rundir.h"
 #include "trig.h"
 
 /* Test clock (collectord start --test-clock): srv_now() then returns a

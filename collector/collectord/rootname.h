@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "procmaps.h"
+#include "collector/common/procmaps.h"
 
 typedef struct rootname_s rootname_t;
 

@@ -1,5 +1,5 @@
 /* stackctl run: one program under the agent, its leak report when it ends, and an exit status a CI job can gate on. */
-#include "cli_run.h"
+#include "run.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,10 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli_attach.h"
-#include "cli_call.h"
-#include "cli_render.h"
-#include "rundir.h"
+#include "attach.h"
+#include "collector/common/cli_call.h"
+#include "render.h"
+#include "collector/common/rundir.h"
 
 #define RUN_QUERY_MS 120000
 #define RUN_START_MS 30000   /* for a private collectord to answer */

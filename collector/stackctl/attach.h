@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "rundir.h"
+#include "collector/common/rundir.h"
 
 typedef struct cli_attach_opts_s {
     const char *agent;     /* libstackagent.so to load (NULL: next to stackctl) */

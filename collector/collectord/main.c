@@ -13,14 +13,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli_call.h"
-#include "rundir.h"
+#include "collector/common/cli_call.h"
+#include "collector/common/rundir.h"
 #include "srv.h"
 #include "sym.h"
 #include "wrap.h"
-#include "signame.h"
+#include "collector/common/signame.h"
 #include "store.h"
-#include "version.h"
+#include "collector/common/version.h"
 
 #define EXIT_NOT_RUNNING 3
 

@@ -19,7 +19,7 @@
 #include "srv.h"
 #include "store.h"
 #include "sym.h"
-#include "version.h"
+#include "collector/common/version.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 

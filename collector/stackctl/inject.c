@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tracee.h"
+#include "collector/common/tracee.h"
 
 #define RED_ZONE 128u
 #define XSTATE_MAX (64u << 10)

@@ -1,5 +1,5 @@
 /* The blamed Python frames of a stack, placed among its C frames, for folded, pprof and HTML. */
-#include "cli_py.h"
+#include "py.h"
 
 #include <inttypes.h>
 #include <stdio.h>

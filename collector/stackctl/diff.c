@@ -1,5 +1,5 @@
 /* stackctl's snapshots and diffs: which stacks grew between two reports (two marks, two pids). */
-#include "cli_diff.h"
+#include "diff.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli_report.h"
+#include "report.h"
 #include "json.h"
 
 /* ---------------------------------------------------------------- snapshot files */

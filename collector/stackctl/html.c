@@ -1,7 +1,7 @@
 /* stackctl report --html: one self-contained page (inline CSS, JS and SVG, no
  * network fetch) with live bytes over time, a flame graph of may-leak bytes and
  * the stacks ranked in a table. */
-#include "cli_html.h"
+#include "html.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli_py.h"
+#include "py.h"
 #include "json.h"
 
 /* Colours of the top stacks' lines in the chart; the table's swatches match.
@@ -193,6 +193,10 @@ static void data_series(json_t *j, const char *key, Stackwatch__Sample *const *p
         json_u64(j, NULL, pts[i]->t_ms);
         json_u64(j, NULL, pts[i]->live_bytes);
         json_u64(j, NULL, stack ? pts[i]->may_leak_bytes : pts[i]->live_count);
+        if (!stack) { /* the memory account: RSS, malloc's memory (0: not known) */
+            json_u64(j, NULL, pts[i]->rss_bytes);
+            json_u64(j, NULL, pts[i]->heap_bytes);
+        }
         json_arr_end(j);
     }
     json_arr_end(j);
@@ -460,7 +464,8 @@ static void html_chart(FILE *f, const Stackwatch__LeakReport *r)
 {
     int any = has_samples(r);
     fprintf(f, "<section id=\"s-chart\">\n<h2>Live bytes over time<small>top %zu stacks by rank "
-               "(solid; click a line for its row) and each process&#39;s total (dashed)</small>",
+               "(solid; click a line for its row), each process&#39;s total (dashed), its RSS "
+               "(dotted) and malloc&#39;s memory (dash-dot)</small>",
             HTML_TOP_LINES);
     if (any)
         fputs("<span class=\"controls\"><button data-scale=\"lin\" class=\"on\">linear</button>"

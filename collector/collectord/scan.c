@@ -34,10 +34,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "procmaps.h"
+#include "collector/common/procmaps.h"
 #include "reach.h"
 #include "rootname.h"
-#include "tracee.h"
+#include "collector/common/tracee.h"
 
 #define PAGE 4096ull
 #define RED_ZONE 128u

@@ -9,21 +9,7 @@
 
 #include <cmocka.h>
 
-/* json.c is stackctl's (CLI_ONLY_SRC in the Makefile), so unit tests do not
- * link it: compile it in here, renamed, which keeps working if the Makefile
- * ever links json.o into the tests too. */
-#define json_init t_json_init
-#define json_obj_begin t_json_obj_begin
-#define json_obj_end t_json_obj_end
-#define json_arr_begin t_json_arr_begin
-#define json_arr_end t_json_arr_end
-#define json_str t_json_str
-#define json_u64 t_json_u64
-#define json_bool t_json_bool
-#define json_null t_json_null
-#define json_hex t_json_hex
-#define json_write_string t_json_write_string
-#include "collector/json.c"
+#include "collector/stackctl/json.h"
 
 /* An in-memory FILE whose contents a test compares. */
 typedef struct mem_s {

@@ -1,14 +1,14 @@
 /* stackctl: a reply from collectord checked against what was asked and written in the format asked for. */
-#include "cli_render.h"
+#include "render.h"
 
 #include <errno.h>
 #include <string.h>
 
 #include <protobuf-c/protobuf-c.h>
 
-#include "cli_html.h"
-#include "cli_pprof.h"
-#include "cli_report.h"
+#include "html.h"
+#include "pprof.h"
+#include "report.h"
 
 /* Replaces control characters (line breaks, escape sequences) in every
  * string of m, sub-messages included, with '?'. */

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "collector/cli_html.h"
+#include "collector/stackctl/html.h"
 
 /* ------------------------------------------------------------------ building reports */
 

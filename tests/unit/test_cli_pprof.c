@@ -12,7 +12,7 @@
 #include <cmocka.h>
 #include <zlib.h>
 
-#include "collector/cli_pprof.h"
+#include "collector/stackctl/pprof.h"
 #include "pprof/profile.pb-c.h"
 
 /* ------------------------------------------------------------------ the report */

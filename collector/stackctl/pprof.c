@@ -1,5 +1,5 @@
 /* stackctl's pprof export: a leak report as a gzip-compressed profile.proto. */
-#include "cli_pprof.h"
+#include "pprof.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "cli_py.h"
+#include "py.h"
 #include "pprof/profile.pb-c.h"
 
 /* Sample values, in this order, in every Sample. */

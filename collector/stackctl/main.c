@@ -6,16 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli_attach.h"
-#include "cli_call.h"
-#include "cli_diff.h"
-#include "cli_html.h"
-#include "cli_render.h"
-#include "cli_report.h"
-#include "cli_run.h"
-#include "rundir.h"
-#include "signame.h"
-#include "version.h"
+#include "attach.h"
+#include "collector/common/cli_call.h"
+#include "diff.h"
+#include "html.h"
+#include "render.h"
+#include "report.h"
+#include "run.h"
+#include "collector/common/rundir.h"
+#include "collector/common/signame.h"
+#include "collector/common/version.h"
 
 #define QUERY_TIMEOUT_MS 120000
 
@@ -376,7 +376,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *group = argv[optind];
-    if (!strcmp(group, "run")) /* its own options, then the program's (cli_run.c) */
+    if (!strcmp(group, "run")) /* its own options, then the program's (run.c) */
         return cli_run(dir, argc - optind, argv + optind);
     int one_word = !strcmp(group, "mark") || !strcmp(group, "report") ||
                    !strcmp(group, "snapshot") || !strcmp(group, "diff") ||

@@ -1,13 +1,13 @@
 /* stackctl's renderings of collectord replies: memleax-shaped text and JSON. */
-#include "cli_report.h"
+#include "report.h"
 
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
 
-#include "cli_py.h"
+#include "py.h"
 #include "json.h"
-#include "signame.h"
+#include "collector/common/signame.h"
 
 static const Stackwatch__Count zero_count = STACKWATCH__COUNT__INIT;
 

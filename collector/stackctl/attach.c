@@ -13,7 +13,7 @@
  * linker's): it cannot be inside malloc with an arena locked. A thread
  * waiting on a futex comes last (it may wait for one lock while holding
  * another). Otherwise the threads run for a moment and are stopped again. */
-#include "cli_attach.h"
+#include "attach.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -27,11 +27,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli_call.h"
+#include "collector/common/cli_call.h"
 #include "elfsym.h"
 #include "inject.h"
-#include "procmaps.h"
-#include "tracee.h"
+#include "collector/common/procmaps.h"
+#include "collector/common/tracee.h"
 
 #define PICK_ROUNDS 60
 #define MSG_LEN 1024
