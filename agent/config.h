@@ -19,6 +19,9 @@
 /* STACKWATCH_PYTHON_ALLOCATORS */
 enum { CFG_PY_OFF = 0, CFG_PY_SAMPLED = 1, CFG_PY_EXACT = 2 };
 
+/* How stacks are captured (STACKWATCH_UNWIND; unwind_init's mode). */
+enum { UNWIND_DWARF = 0, UNWIND_FP = 1 };
+
 typedef struct cfg_s {
     char dir[256];          /* runtime directory */
     char sock[280];         /* dir + "/agent.sock" */
