@@ -1,9 +1,11 @@
-/* The blamed Python frames of a stack, placed among its C frames, for folded, pprof and HTML. */
+/* The blamed Python frames of a stack, placed among its C frames: the merged stack of text and HTML, folded, pprof; a stack's name. */
 #include "py.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "collector/common/cpython.h"
 
 static const char *base_of(const char *p)
 {
@@ -15,15 +17,120 @@ size_t cli_py_anchor(const Stackwatch__StackReport *s)
 {
     for (size_t k = 0; k < s->n_frames; k++) {
         const char *fn = s->frames[k]->function;
-        if (fn && (strncmp(fn, "_PyEval_EvalFrame", 17) == 0 || strcmp(fn, "PyEval_EvalCode") == 0))
+        if (cpython_eval_loop(fn) || (fn && strcmp(fn, "PyEval_EvalCode") == 0))
             return k;
     }
-    for (size_t k = 0; k < s->n_frames; k++) {
-        const char *b = base_of(s->frames[k]->module);
-        if (strncmp(b, "libpython", 9) == 0 || strncmp(b, "python3", 7) == 0)
+    for (size_t k = 0; k < s->n_frames; k++)
+        if (cpython_frame(s->frames[k]->module, NULL))
             return k;
-    }
     return s->n_frames;
+}
+
+int cli_py_interp(const Stackwatch__Frame *fr)
+{
+    return cpython_frame(fr->module, fr->function);
+}
+
+size_t cli_py_entries(const Stackwatch__StackReport *s)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < s->n_frames; k++)
+        n += cpython_eval_loop(s->frames[k]->function) != 0;
+    return n;
+}
+
+/* Frames [k, j) as one fold row, or as themselves when fewer than two. */
+static void fold(size_t k, size_t j, cli_row_fn fn, void *ctx)
+{
+    if (j - k >= 2)
+        fn(ctx, CLI_ROW_FOLD, k, j - k);
+    else
+        for (; k < j; k++)
+            fn(ctx, CLI_ROW_FRAME, k, 1);
+}
+
+void cli_py_rows(const Stackwatch__StackReport *s, int python, int all_frames, cli_row_fn fn,
+                 void *ctx)
+{
+    size_t n = s->n_frames, a = cli_py_anchor(s);
+    int placed = !python;
+    for (size_t k = 0; k < n;) {
+        if (!cli_py_interp(s->frames[k])) {
+            fn(ctx, CLI_ROW_FRAME, k++, 1);
+            continue;
+        }
+        size_t j = k;
+        while (j < n && cli_py_interp(s->frames[j]))
+            j++;
+        int here = k <= a && a < j; /* the run holds the frame the Python frames run under */
+        if (all_frames) {
+            for (; k < j; k++) {
+                if (k == a && !placed) {
+                    fn(ctx, CLI_ROW_PYTHON, k, 0);
+                    placed = 1;
+                }
+                fn(ctx, CLI_ROW_FRAME, k, 1);
+            }
+            continue;
+        }
+        if (k == 0) {
+            /* The stack starts in the interpreter: what it was doing (its
+             * own allocation: unmarshal, a dict resize) is the site, shown
+             * up to the eval loop; the rest of the run folds. */
+            size_t upto = here ? a : j;
+            for (; k < upto; k++)
+                fn(ctx, CLI_ROW_FRAME, k, 1);
+        }
+        if (here && !placed) {
+            fn(ctx, CLI_ROW_PYTHON, k, 0);
+            placed = 1;
+        }
+        fold(k, j, fn, ctx);
+        k = j;
+    }
+    if (s->truncated)
+        fn(ctx, CLI_ROW_CUT, n, 0);
+    if (!placed)
+        fn(ctx, CLI_ROW_PYTHON, n, 0);
+}
+
+const Stackwatch__Frame *cli_stack_site(const Stackwatch__StackReport *s)
+{
+    const Stackwatch__Frame *top = NULL;
+    /* Innermost first: a frame outside the interpreter that has a name or a
+     * module (a stripped extension's module+offset says where), else the
+     * first named frame (the interpreter's own allocation), else one with
+     * a module. */
+    for (size_t k = 0; k < s->n_frames && !top; k++) {
+        const Stackwatch__Frame *fr = s->frames[k];
+        if (!cli_py_interp(fr) && ((fr->function && *fr->function) || (fr->module && *fr->module)))
+            top = fr;
+    }
+    for (size_t k = 0; k < s->n_frames && !top; k++)
+        if (s->frames[k]->function && *s->frames[k]->function)
+            top = s->frames[k];
+    for (size_t k = 0; k < s->n_frames && !top; k++)
+        if (s->frames[k]->module && *s->frames[k]->module)
+            top = s->frames[k];
+    if (!top && s->n_frames)
+        top = s->frames[0];
+    return top;
+}
+
+const char *cli_stack_name(char *buf, size_t cap, const Stackwatch__StackReport *s)
+{
+    const Stackwatch__Frame *top = cli_stack_site(s);
+    if (top)
+        cpython_short_name(buf, cap, top->module, top->function, top->module_offset, top->addr);
+    else
+        snprintf(buf, cap, "(no frames)");
+    const Stackwatch__PyTraceback *tb;
+    if (cap && cli_py_blamed(s, &tb, 1)) {
+        size_t n = strlen(buf);
+        char py[512];
+        snprintf(buf + n, cap - n, " ← %s", cli_py_name(py, sizeof py, tb->frames[0]));
+    }
+    return buf;
 }
 
 size_t cli_py_blamed(const Stackwatch__StackReport *s, const Stackwatch__PyTraceback **out,

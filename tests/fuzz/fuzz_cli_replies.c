@@ -254,7 +254,7 @@ static char *render(Stackwatch__Reply *rep, int want, const char *format, size_t
     FILE *f = open_memstream(&buf, n);
     if (!f)
         abort();
-    *rc = cli_render(f, rep, want, format);
+    *rc = cli_render(f, rep, want, format, 0);
     fclose(f);
     return buf;
 }

@@ -1,0 +1,26 @@
+/* Which frames of a C stack are CPython's own, and a frame's short name: shared by stackctl's reports and collectord's metrics. */
+#ifndef STACKWATCH_COLLECTOR_CPYTHON_H
+#define STACKWATCH_COLLECTOR_CPYTHON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* 1 if a frame is the interpreter's own: its module is libpython* or a
+ * python3* executable (the eval loop, call machinery, start-up), or, in any
+ * module (an embedding program linking libpython statically), its function
+ * is the eval loop (_PyEval_EvalFrame*, PyEval_EvalCode*). module (a path)
+ * and function may be NULL or "". An extension module (numpy's
+ * _multiarray_umath.cpython-311-....so) is not the interpreter. */
+int cpython_frame(const char *module, const char *function);
+
+/* 1 if function is the eval loop that runs Python frames
+ * (_PyEval_EvalFrame*): one per entry into the interpreter from C. */
+int cpython_eval_loop(const char *function);
+
+/* A frame's name in a few characters, for a stack's name: its function,
+ * else its module's base name up to the first '.' and the offset
+ * ("_multiarray_umath+0xde138"), else "0x" and its address. Returns buf. */
+const char *cpython_short_name(char *buf, size_t cap, const char *module, const char *function,
+                               uint64_t module_offset, uint64_t addr);
+
+#endif
