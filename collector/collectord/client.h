@@ -254,6 +254,7 @@ typedef struct client_s {
     uint32_t nhotq, hotq_cap;
     uint64_t may_n, may_b;  /* expired and still live, all stacks */
     series_t series;        /* the process's live and may-leak bytes over time */
+    mem_series_t mseries;   /* ... and its memory account at the same times */
     uint64_t mark_ts;       /* baseline (collector clock), 0 none */
     /* latest agent Stats */
     uint64_t a_dropped, a_failed, a_unwind_fail, a_intern_full, a_events, a_threads;
