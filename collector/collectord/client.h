@@ -278,6 +278,8 @@ typedef struct client_s {
     scan_info_t scan_last;  /* the last scan that worked */
     uint64_t rss_b, rss_start_b;        /* the memory account (agent's Stats) */
     uint64_t heap_b, heap_free_b, heap_mmap_b, heap_start_b;
+    int64_t pyarena_growth_b;           /* pymalloc's arenas: mapped - unmapped since hooked */
+    int pyarena_known;                  /* ... counted by the agent */
     scan_own_t *scan_own;   /* its owners, by stack then largest first */
     size_t nscan_own;
     scan_path_t *scan_paths; /* why reachable may-leak blocks are kept, by stack */

@@ -166,6 +166,8 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->heap_free_bytes = c->heap_free_b;
     ci->heap_mmap_bytes = c->heap_mmap_b;
     ci->heap_start_bytes = c->heap_start_b;
+    ci->pyarena_growth_bytes = c->pyarena_growth_b;
+    ci->pyarena_known = c->pyarena_known;
     if (c->scan_ok && !(ci->scan = scan_result(ra, c)))
         return NULL;
     return ci;
