@@ -263,6 +263,24 @@ static const pytb_t *blamed_tb(const client_t *c, const cstack_t *st)
     return best;
 }
 
+static cpython_fr_t sym_at(const void *ctx, size_t k)
+{
+    const symframe_t *f = (const symframe_t *)ctx + k;
+    return (cpython_fr_t){ f->module, f->function };
+}
+
+typedef struct pc_ctx_s {
+    const client_t *c;
+    const cstack_t *st;
+} pc_ctx_t;
+
+static cpython_fr_t pc_at(const void *ctx, size_t k)
+{
+    const pc_ctx_t *p = ctx;
+    const cmod_t *m = client_module_at(p->c, p->st->pcs[k], p->st->gen);
+    return (cpython_fr_t){ m ? m->path : NULL, NULL };
+}
+
 /* The name the stack goes by (as stackctl's reports name it): its innermost
  * shown frame that says something, not CPython's own (a stripped
  * extension's module+offset counts; a stack all in the interpreter: its
@@ -277,16 +295,8 @@ static void top_frame(const client_t *c, const cstack_t *st, char *fn, size_t fn
     loc[0] = '\0';
     const symres_t *sr = st->sym_state == SYM_DONE ? st->sym : NULL;
     if (sr && sr->n) {
-        uint32_t k0 = st->skip < sr->n ? st->skip : 0, k = sr->n;
-        for (uint32_t i = k0; i < sr->n && k == sr->n; i++)
-            if ((sr->f[i].function || sr->f[i].module) &&
-                !cpython_frame(sr->f[i].module, sr->f[i].function))
-                k = i;
-        for (uint32_t i = k0; i < sr->n && k == sr->n; i++)
-            if (sr->f[i].function)
-                k = i;
-        if (k == sr->n)
-            k = k0;
+        uint32_t k0 = st->skip < sr->n ? st->skip : 0;
+        uint32_t k = k0 + (uint32_t)cpython_site(sr->f + k0, sr->n - k0, sym_at);
         const symframe_t *f = &sr->f[k];
         if (f->file)
             snprintf(loc, loclen, "%s:%u", base_name(f->file), f->line);
@@ -295,18 +305,11 @@ static void top_frame(const client_t *c, const cstack_t *st, char *fn, size_t fn
             cpython_short_name(fn, fnlen, m ? m->path : NULL, f->function,
                                m ? f->addr - m->bias : 0, f->addr);
     } else if (st->npcs) {
-        /* Not symbolized yet: the first pc outside CPython's modules, else
-         * the innermost, as module+offset. */
-        uint32_t k = 0;
-        const cmod_t *m = NULL;
-        for (uint32_t i = 0; i < st->npcs && !m; i++) {
-            m = client_module_at(c, st->pcs[i], st->gen);
-            k = i;
-            if (m && cpython_frame(m->path, NULL))
-                m = NULL;
-        }
-        if (!m)
-            m = client_module_at(c, st->pcs[k = 0], st->gen);
+        /* Not symbolized yet: the same choice by modules alone, as
+         * module+offset. */
+        pc_ctx_t pc = { c, st };
+        uint32_t k = (uint32_t)cpython_site(&pc, st->npcs, pc_at);
+        const cmod_t *m = client_module_at(c, st->pcs[k], st->gen);
         if (m)
             cpython_short_name(fn, fnlen, m->path, NULL, st->pcs[k] - m->bias, st->pcs[k]);
     }

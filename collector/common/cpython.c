@@ -29,6 +29,41 @@ int cpython_frame(const char *module, const char *function)
     return strncmp(b, "python3", 7) == 0 && !strstr(b, ".so");
 }
 
+static int set(const char *s)
+{
+    return s && *s;
+}
+
+size_t cpython_anchor(const void *ctx, size_t n, cpython_at_fn at)
+{
+    for (size_t k = 0; k < n; k++) {
+        const char *fn = at(ctx, k).function;
+        if (cpython_eval_loop(fn) || (fn && strcmp(fn, "PyEval_EvalCode") == 0))
+            return k;
+    }
+    for (size_t k = 0; k < n; k++)
+        if (cpython_frame(at(ctx, k).module, NULL))
+            return k;
+    return n;
+}
+
+size_t cpython_site(const void *ctx, size_t n, cpython_at_fn at)
+{
+    size_t a = cpython_anchor(ctx, n, at);
+    for (size_t k = 0; k < a; k++) {
+        cpython_fr_t f = at(ctx, k);
+        if ((set(f.function) || set(f.module)) && !cpython_frame(f.module, f.function))
+            return k;
+    }
+    for (size_t k = 0; k < n; k++)
+        if (set(at(ctx, k).function))
+            return k;
+    for (size_t k = 0; k < n; k++)
+        if (set(at(ctx, k).module))
+            return k;
+    return 0;
+}
+
 const char *cpython_short_name(char *buf, size_t cap, const char *module, const char *function,
                                uint64_t module_offset, uint64_t addr)
 {

@@ -127,7 +127,8 @@ static const char *frame_name(char *buf, size_t cap, const Stackwatch__Frame *fr
 }
 
 /* When the top frame lies outside the stack's executable (libc's strndup),
- * the first named frame inside it (the program's caller), else NULL. */
+ * the first named frame inside it (the program's caller), else NULL; never
+ * the interpreter's own (a Python program's caller is its Python line). */
 static const Stackwatch__Frame *own_caller(const Stackwatch__StackReport *s,
                                            const Stackwatch__Frame *top)
 {
@@ -135,7 +136,8 @@ static const Stackwatch__Frame *own_caller(const Stackwatch__StackReport *s,
         return NULL;
     for (size_t i = 0; i < s->n_frames; i++) {
         const Stackwatch__Frame *fr = s->frames[i];
-        if (fr != top && !empty(fr->function) && !empty(fr->module) && !strcmp(fr->module, s->exe))
+        if (fr != top && !empty(fr->function) && !empty(fr->module) &&
+            !strcmp(fr->module, s->exe) && !cli_py_interp(fr))
             return fr;
     }
     return NULL;

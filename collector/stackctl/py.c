@@ -13,17 +13,15 @@ static const char *base_of(const char *p)
     return s ? s + 1 : (p ? p : "");
 }
 
+static cpython_fr_t frame_at(const void *ctx, size_t k)
+{
+    const Stackwatch__Frame *fr = ((const Stackwatch__StackReport *)ctx)->frames[k];
+    return (cpython_fr_t){ fr->module, fr->function };
+}
+
 size_t cli_py_anchor(const Stackwatch__StackReport *s)
 {
-    for (size_t k = 0; k < s->n_frames; k++) {
-        const char *fn = s->frames[k]->function;
-        if (cpython_eval_loop(fn) || (fn && strcmp(fn, "PyEval_EvalCode") == 0))
-            return k;
-    }
-    for (size_t k = 0; k < s->n_frames; k++)
-        if (cpython_frame(s->frames[k]->module, NULL))
-            return k;
-    return s->n_frames;
+    return cpython_anchor(s, s->n_frames, frame_at);
 }
 
 int cli_py_interp(const Stackwatch__Frame *fr)
@@ -96,25 +94,7 @@ void cli_py_rows(const Stackwatch__StackReport *s, int python, int all_frames, c
 
 const Stackwatch__Frame *cli_stack_site(const Stackwatch__StackReport *s)
 {
-    const Stackwatch__Frame *top = NULL;
-    /* Innermost first: a frame outside the interpreter that has a name or a
-     * module (a stripped extension's module+offset says where), else the
-     * first named frame (the interpreter's own allocation), else one with
-     * a module. */
-    for (size_t k = 0; k < s->n_frames && !top; k++) {
-        const Stackwatch__Frame *fr = s->frames[k];
-        if (!cli_py_interp(fr) && ((fr->function && *fr->function) || (fr->module && *fr->module)))
-            top = fr;
-    }
-    for (size_t k = 0; k < s->n_frames && !top; k++)
-        if (s->frames[k]->function && *s->frames[k]->function)
-            top = s->frames[k];
-    for (size_t k = 0; k < s->n_frames && !top; k++)
-        if (s->frames[k]->module && *s->frames[k]->module)
-            top = s->frames[k];
-    if (!top && s->n_frames)
-        top = s->frames[0];
-    return top;
+    return s->n_frames ? s->frames[cpython_site(s, s->n_frames, frame_at)] : NULL;
 }
 
 const char *cli_stack_name(char *buf, size_t cap, const Stackwatch__StackReport *s)

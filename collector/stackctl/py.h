@@ -49,11 +49,12 @@ typedef void (*cli_row_fn)(void *ctx, int kind, size_t k, size_t n);
 void cli_py_rows(const Stackwatch__StackReport *s, int python, int all_frames, cli_row_fn fn,
                  void *ctx);
 
-/* The frame a stack is named by: the innermost one that says something,
- * neither the interpreter's own nor without name and module (a stripped
- * extension's module+offset counts); else the first named frame (a stack
- * all in the interpreter), else one with a module; NULL without frames.
- * Allocation wrappers are already cut by collectord (StackReport.skipped). */
+/* The frame a stack is named by (cpython_site): innermost of the frame the
+ * Python frames run under, the first that says something and is not
+ * CPython's own (a stripped extension's module+offset counts); else the
+ * first named frame (the interpreter's own allocation), else one with a
+ * module; NULL without frames. Allocation wrappers are already cut by
+ * collectord (StackReport.skipped). */
 const Stackwatch__Frame *cli_stack_site(const Stackwatch__StackReport *s);
 
 /* The name a stack goes by (HTML "allocated at", the chart's legend):

@@ -285,6 +285,33 @@ static void test_interpreter_own_allocation(void **state)
     assert_string_equal(cli_stack_name(buf, sizeof buf, &t.s), "r_object");
 }
 
+/* The interpreter's own allocation, run from the main script: libc's start
+ * below it is not what the stack is named by, and HTML names no "caller"
+ * of the interpreter's own. */
+static void test_interpreter_own_allocation_named(void **state)
+{
+    (void)state;
+    tstack_t t;
+    tstack_init(&t);
+    add(&t, PYEXE, 0x501e92, "_PyObject_Malloc.lto_priv.0");
+    add(&t, PYEXE, 0x4fad1b, "r_object");
+    add(&t, PYEXE, 0x50306f, "_PyEval_EvalFrameDefault");
+    add(&t, PYEXE, 0x5236bb, "PyEval_EvalCode");
+    add(&t, LIBC, 0x2724a, "__libc_start_call_main");
+    add(&t, PYEXE, 0x627bd1, "_start");
+    char buf[256];
+    assert_string_equal(cli_stack_name(buf, sizeof buf, &t.s), "_PyObject_Malloc.lto_priv.0");
+    char *html = render(&t, HTML, 0);
+    assert_non_null(strstr(html, "\"label\":\"_PyObject_Malloc.lto_priv.0\""));
+    assert_null(strstr(html, "from <span class=\"fn\">"));
+    free(html);
+    /* numpy under the interpreter's inlined allocator: numpy names it. */
+    t.fr[1].module = NUMPY;
+    t.fr[1].function = "";
+    t.fr[1].module_offset = 0xde138;
+    assert_string_equal(cli_stack_name(buf, sizeof buf, &t.s), "_multiarray_umath+0xde138");
+}
+
 /* Two eval loops on the C stack (Python -> numpy -> Python): which Python
  * frame ran under which is not recorded, so the block says whose they are
  * instead of implying an order; each run of interpreter frames folds. */
@@ -406,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_text_all_frames),
         cmocka_unit_test(test_stack_name),
         cmocka_unit_test(test_interpreter_own_allocation),
+        cmocka_unit_test(test_interpreter_own_allocation_named),
         cmocka_unit_test(test_reentry_says_so),
         cmocka_unit_test(test_no_interpreter_frame),
         cmocka_unit_test(test_json_keeps_every_frame),
