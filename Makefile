@@ -62,8 +62,9 @@ AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_
 # One positive list per folder (collector/LAYOUT in README.md): a new file
 # goes into the list of the program it belongs to.
 # What both programs link: the request/reply call, the run directory, signal
-# names, /proc maps, ptrace.
-COMMON_SRC = $(addprefix collector/common/,cli_call.c rundir.c signame.c procmaps.c tracee.c)
+# names, /proc maps, ptrace, which stack frames are CPython's.
+COMMON_SRC = $(addprefix collector/common/,cli_call.c rundir.c signame.c procmaps.c tracee.c \
+	cpython.c)
 # The daemon; main.c apart so unit tests and fuzzers link the rest.
 COLLECTORD_LIB_SRC = $(addprefix collector/collectord/,srv.c conn.c peer.c ingest.c ctl.c \
 	client.c atab.c amap.c reo.c classify.c sym.c wrap.c trig.c store.c metrics.c \
