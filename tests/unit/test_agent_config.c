@@ -20,7 +20,7 @@
 static const char *const env_vars[] = {
     "STACKWATCH_DIR", "STACKWATCH_DEPTH", "STACKWATCH_SAMPLE", "STACKWATCH_RING",
     "STACKWATCH_CONNECT_MS", "STACKWATCH_DISABLE", "STACKWATCH_INHERIT", "STACKWATCH_EXE",
-    "XDG_RUNTIME_DIR", "LD_PRELOAD",
+    "XDG_RUNTIME_DIR", "LD_PRELOAD", "STACKWATCH_PYTHON_ALLOCATORS", "STACKWATCH_PYTHON_SAMPLE",
 };
 
 static char log_path[] = "/tmp/sw_test_config_log.XXXXXX";
@@ -326,6 +326,50 @@ static void test_load_depth(void **state)
     assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 0);
 }
 
+/* CPython's small objects: sampled every 256 KiB by default; 0/sampled/exact
+ * (1 kept as exact); bad values said once, the default used. */
+static void test_load_python_allocators(void **state)
+{
+    (void)state;
+    char logbuf[4096];
+    cfg_load("/usr/bin/app");
+    assert_int_equal(cfg.py_allocators, CFG_PY_SAMPLED);
+    assert_int_equal(cfg.py_sample_bytes, 256 << 10);
+    assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 0);
+    static const struct {
+        const char *s;
+        int v;
+    } good[] = { { "0", CFG_PY_OFF },       { "off", CFG_PY_OFF },      { "no", CFG_PY_OFF },
+                 { "false", CFG_PY_OFF },   { "sampled", CFG_PY_SAMPLED }, { "", CFG_PY_SAMPLED },
+                 { "1", CFG_PY_EXACT },     { "exact", CFG_PY_EXACT },  { "all", CFG_PY_EXACT },
+                 { "yes", CFG_PY_EXACT },   { "on", CFG_PY_EXACT },     { "true", CFG_PY_EXACT } };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        setenv("STACKWATCH_PYTHON_ALLOCATORS", good[i].s, 1);
+        cfg_load("/usr/bin/app");
+        assert_int_equal(cfg.py_allocators, good[i].v);
+        assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 0);
+    }
+    static const char *const bad[] = { "2", "maybe", "Exact", "sample" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("STACKWATCH_PYTHON_ALLOCATORS", bad[i], 1);
+        cfg_load("/usr/bin/app");
+        assert_int_equal(cfg.py_allocators, CFG_PY_SAMPLED);
+        assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 1);
+        assert_non_null(strstr(logbuf, "use sampled, exact or 0; using sampled"));
+    }
+    unsetenv("STACKWATCH_PYTHON_ALLOCATORS");
+    setenv("STACKWATCH_PYTHON_SAMPLE", "64k", 1);
+    cfg_load("/usr/bin/app");
+    assert_int_equal(cfg.py_sample_bytes, 64 << 10);
+    assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 0);
+    setenv("STACKWATCH_PYTHON_SAMPLE", "lots", 1);
+    cfg_load("/usr/bin/app");
+    assert_int_equal(cfg.py_sample_bytes, 256 << 10);
+    assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 1);
+    assert_non_null(strstr(logbuf, "STACKWATCH_PYTHON_SAMPLE=lots is not a byte size"));
+    unsetenv("STACKWATCH_PYTHON_SAMPLE");
+}
+
 static void test_load_ring_and_connect(void **state)
 {
     (void)state;
@@ -579,6 +623,7 @@ int main(void)
         T(test_resolve_dir_exact_fit),
         T(test_load_defaults),
         T(test_load_depth),
+        T(test_load_python_allocators),
         T(test_load_ring_and_connect),
         T(test_load_disable_and_filter),
         T(test_load_bad_dir),

@@ -14,13 +14,14 @@
 #include "agent/sample.h"
 
 #define RATE 4096
+#define PY_RATE (8 * RATE) /* CPython's small objects: their own mean */
 
 static int setup(void **state)
 {
     (void)state;
     static int done;
     if (!done) {
-        assert_int_equal(sample_init(RATE, 0), 0);
+        assert_int_equal(sample_init(RATE, PY_RATE), 0);
         done = 1;
     }
     return 0;
@@ -42,6 +43,25 @@ static void test_sampling_probability(void **state)
         double sd = sqrt(p * (1 - p) / (double)n);
         assert_true(fabs(got - p) < 5 * sd + 5.0 / (double)n); /* p ~ 1: a rare miss */
     }
+}
+
+/* CPython's small objects spend a budget of their own, at their own mean:
+ * interleaved with malloc's draws, each keeps its probability. */
+static void test_python_budget_independent(void **state)
+{
+    (void)state;
+    tstate_t t;
+    memset(&t, 0, sizeof t);
+    uint64_t n = 400000, hit = 0, pyhit = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        hit += (uint64_t)sample_take(&t, 512);
+        pyhit += (uint64_t)sample_py_take(&t, 64);
+    }
+    double p = 1.0 - exp(-512.0 / RATE), q = 1.0 - exp(-64.0 / PY_RATE);
+    assert_true(fabs((double)hit / n - p) < 5 * sqrt(p * (1 - p) / n));
+    assert_true(fabs((double)pyhit / n - q) < 5 * sqrt(q * (1 - q) / n));
+    assert_int_equal(sample_py_rate, PY_RATE);
+    assert_int_equal(sample_rate, RATE);
 }
 
 /* Total sampled bytes estimate: sum of size/p over samples ~ bytes allocated. */
@@ -136,6 +156,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_sampling_probability, setup),
         cmocka_unit_test_setup(test_estimate_unbiased, setup),
+        cmocka_unit_test_setup(test_python_budget_independent, setup),
         cmocka_unit_test_setup(test_set_insert_forget, setup),
         cmocka_unit_test_setup(test_full_bucket, setup),
         cmocka_unit_test_setup(test_threads_distinct, setup),
