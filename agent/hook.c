@@ -696,12 +696,22 @@ out:
 
 /* Sampled mode: the decision is taken before the call (a Poisson sample
  * point falls in the next n bytes or not, whatever the block), so the common
- * case spends the budget and jumps to the previous allocator. */
+ * case spends the budget and jumps to the previous allocator. While a stack
+ * is armed (any stack: malloc's too, for as long as its captures last), one
+ * unsampled small object in 64 looks whether its call site is armed: an
+ * armed small-object stack gets its captures a little later, and every other
+ * small object costs one more increment, not a walk of the armed sites
+ * (measured: 10% of a JSON loop's instructions when every one walked them). */
+#define PA_ARM_EVERY 64u
+
 static inline int pa_wants(tstate_t *t, size_t n)
 {
-    return UNLIKELY(sample_py_take(t, n)) ? 1
-           : UNLIKELY(atomic_load_explicit(&arm_active, memory_order_relaxed)) ? -1
-                                                                                : 0;
+    if (UNLIKELY(sample_py_take(t, n)))
+        return 1;
+    if (UNLIKELY(atomic_load_explicit(&arm_active, memory_order_relaxed)) &&
+        UNLIKELY((++t->py_arm_tick & (PA_ARM_EVERY - 1)) == 0))
+        return -1;
+    return 0;
 }
 
 /* ... and when a sample point fell in the block (want 1) or a stack is

@@ -11,6 +11,7 @@ typedef struct tstate_s {
     uint8_t no_ring; /* ring creation failed here: pass through, count once */
     uint8_t sample_ready; /* sample_left was drawn */
     uint8_t py_ready;     /* py_left was drawn */
+    uint8_t py_arm_tick;  /* counts small objects while a stack is armed (hook.c) */
     ring_t *ring;    /* this thread's ring, created on its first event */
     uint32_t tid;    /* kernel tid, cached */
     int64_t sample_left; /* bytes until the next sample point (sample.c) */
