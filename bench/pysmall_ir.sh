@@ -23,7 +23,7 @@ ir() { # variant n
     exact) agent="$agent STACKWATCH_PYTHON_ALLOCATORS=exact" ;;
     esac
     # shellcheck disable=SC2086
-    env $agent valgrind --tool=callgrind --callgrind-out-file="$TMP/cg" /usr/bin/python3 \
+    env $agent PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file="$TMP/cg" /usr/bin/python3 \
         "$TOP/bench/workloads/pysmall_loop.py" "$n" 2>&1 >/dev/null |
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p' | tail -1
 }
