@@ -41,7 +41,7 @@ def rss_kb(pid, field="VmRSS:"):
     return 0
 
 
-def one(build, prog, n, lost, runs):
+def one(build, prog, n, lost, runs, attach=False):
     tmp = tempfile.mkdtemp(prefix="swbench-scan-")
     d = os.path.join(tmp, "run")
     log = open(os.path.join(tmp, "collectord.log"), "w")
@@ -53,12 +53,25 @@ def one(build, prog, n, lost, runs):
             raise SystemExit("collectord did not start")
         env = dict(os.environ, STACKWATCH_DIR=d,
                    LD_PRELOAD=os.path.join(build, "libstackagent.so"))
-        p = subprocess.Popen([prog, str(n), str(lost)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env=env)
+        ctl = [os.path.join(build, "stackctl"), "--dir", d]
+        if attach:
+            # A service the agent is attached to, its blocks made after.
+            env.pop("LD_PRELOAD")
+            p = subprocess.Popen([prog, str(n), str(lost), "wait"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=env)
+            if not p.stdout.readline().startswith("waiting"):
+                raise SystemExit("workload did not start")
+            subprocess.check_call(ctl + ["attach", str(p.pid), "--agent",
+                                         os.path.join(build, "libstackagent.so")],
+                                  stdout=subprocess.DEVNULL, env=env)
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        else:
+            p = subprocess.Popen([prog, str(n), str(lost)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=env)
         line = p.stdout.readline()
         if not line.startswith("ready"):
             raise SystemExit("workload did not start: %r" % line)
-        ctl = [os.path.join(build, "stackctl"), "--dir", d]
         # Every allocation applied: the client's live count reaches N + LOST + 1.
         want = n + lost + 1
         deadline = time.monotonic() + 300
@@ -117,6 +130,8 @@ def main():
     ap.add_argument("--blocks", default="100000,1000000")
     ap.add_argument("--lost", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--attach", action="store_true",
+                    help="attach to the workload (stackctl attach) instead of preloading")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
@@ -131,7 +146,7 @@ def main():
     except (OSError, subprocess.CalledProcessError):
         out["commit"] = "?"
     for n in [int(x) for x in a.blocks.split(",")]:
-        r = one(build, prog, n, a.lost, a.runs)
+        r = one(build, prog, n, a.lost, a.runs, a.attach)
         out["results"].append(r)
         print("%9d live blocks: pause %7.1f ms (min %.1f, max %.1f), scan %7.1f ms, "
               "collectord CPU %7.1f ms, copied %.1f MiB (target RSS %.0f MiB), "
