@@ -82,11 +82,10 @@ class PySampleTest(unittest.TestCase):
         top = r["stacks"][0]
         self.assertTrue(top["estimate"])
         self.assertEqual(top["sample_bytes"], 256 << 10)
-        # The churn beside it (bounded, freed after about 2.5 expire times)
-        # is not a leak.
-        for s in r["stacks"]:
-            if s["pid"] == p.pid and ext_frames(s, "churn_small"):
-                self.assertNotIn(s["class"], ("leak", "growing"))
+        # The churn beside it (bounded, each block freed after about 2.5
+        # expire times) may look like a leak until its first expired blocks
+        # are freed: test_default_churn_with_bounded_state_is_no_leak waits
+        # for that.
         c = [c for c in r["clients"] if c["pid"] == p.pid][0]
         self.assertEqual(c["python_allocators"], "sampled")
         self.assertEqual(c["python_sample_bytes"], 256 << 10)
