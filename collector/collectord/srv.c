@@ -24,86 +24,6 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
-void srv_log(const char *fmt, ...)
-{
-    char ts[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    localtime_r(&t, &tm);
-    strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", &tm);
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s collectord[%d]: %s\n", ts, (int)getpid(), msg);
-    fflush(stderr);
-}
-
-static uint64_t real_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-void srv_log_throttled(srv_throttle_t *t, const char *fmt, ...)
-{
-    uint64_t now = real_now();
-    if (t->last_ns && now - t->last_ns < SRV_LOG_EVERY_NS) {
-        t->held++;
-        return;
-    }
-    char msg[900];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (t->held)
-        srv_log("%s (and %llu more times in the last %.0f s)", msg, (unsigned long long)t->held,
-                (double)(now - t->last_ns) / 1e9);
-    else
-        srv_log("%s", msg);
-    t->last_ns = now;
-    t->held = 0;
-}
-
-void srv_log_flush(srv_throttle_t *t, const char *what)
-{
-    uint64_t now = real_now();
-    if (!t->held || now - t->last_ns < SRV_LOG_EVERY_NS)
-        return;
-    srv_log("%s %llu more times in the last %.0f s", what, (unsigned long long)t->held,
-            (double)(now - t->last_ns) / 1e9);
-    t->last_ns = now;
-    t->held = 0;
-}
-
-/* --test-clock: collectord's "now" is driven by Tick requests (tests),
- * starting where the real clock was; the aging timer is not started. */
-static int virt_clock;
-static uint64_t virt_now;
-
-void srv_clock_virtual(void)
-{
-    virt_now = srv_now();
-    virt_clock = 1;
-}
-
-int srv_clock_is_virtual(void)
-{
-    return virt_clock;
-}
-
-uint64_t srv_now(void)
-{
-    if (virt_clock)
-        return virt_now;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* ---------------------------------------------------------------- listening */
 
 static int listen_on(const char *path, char *err, size_t errlen)
@@ -1132,7 +1052,7 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void srv_clock_advance(srv_t *s, uint64_t ns)
 {
-    virt_now += ns;
+    srv_clock_forward(ns);
     srv_tick(s);
 }
 
@@ -1248,7 +1168,7 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
         period = 1.0;
     ev_timer_init(&s->age_timer, age_cb, period, period);
     s->age_timer.data = s;
-    if (!virt_clock)
+    if (!srv_clock_is_virtual())
         ev_timer_start(s->loop, &s->age_timer); /* else Tick requests age */
     ev_async_init(&s->sym_async, sym_async_cb);
     s->sym_async.data = s;

@@ -6,20 +6,14 @@
 #include <stdint.h>
 
 #include "client.h"
+#include "clock.h"
+#include "log.h"
 #include "proto/stackwatch.pb-c.h"
 #include "conn.h"
 #include "metrics.h"
 #include "store.h"
 #include "collector/common/rundir.h"
 #include "trig.h"
-
-/* Test clock (collectord start --test-clock): srv_now() then returns a
- * time that only Tick requests advance (srv_clock_advance, which also runs
- * the aging and classification pass); the aging timer does not run. Event
- * times are the agents' own: a test that drives the clock sends its events
- * with the times it chose (a fake agent). */
-void srv_clock_virtual(void);
-int srv_clock_is_virtual(void);
 
 typedef struct srv_opts_s {
     uint64_t expire_ns;       /* --expire */
@@ -42,15 +36,6 @@ typedef struct srv_opts_s {
 #define SRV_REPLY_MAX ((uint64_t)FRAME_MAX_CONTROL - (1u << 20))
 
 #define SRV_IDLE_NS (10ull * 1000000000) /* --idle-timeout's default */
-
-/* A log line that may repeat fast (a flood of refused connections): one
- * line, then at most one per SRV_LOG_EVERY_NS with how many were held back. */
-typedef struct srv_throttle_s {
-    uint64_t last_ns;         /* real CLOCK_MONOTONIC of the last line (0: none yet) */
-    uint64_t held;            /* occurrences since, not logged */
-} srv_throttle_t;
-
-#define SRV_LOG_EVERY_NS (10ull * 1000000000)
 
 /* An ended client whose report waits for symbolization before it is stored. */
 typedef struct srv_save_s {
@@ -91,19 +76,6 @@ typedef struct srv_s {
     uint64_t next_prune;      /* when the store's retention runs next (collector clock) */
     metrics_t metrics;        /* --metrics endpoint (metrics.fd < 0: off) */
 } srv_t;
-
-/* Log line with a timestamp to stderr (the log file when daemonized). */
-void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* srv_log through a throttle: the line is logged when none was in the last
- * SRV_LOG_EVERY_NS (with ", N more since" when some were held back), else
- * counted. srv_log_flush logs what a quiet spell left held back. */
-void srv_log_throttled(srv_throttle_t *t, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-void srv_log_flush(srv_throttle_t *t, const char *what);
-
-/* CLOCK_MONOTONIC in ns: the clock agents stamp events with. */
-uint64_t srv_now(void);
 
 /* Binds both sockets (0600) in rd's directory, removing stale ones. Returns
  * 0 or -errno with a message in err. */
