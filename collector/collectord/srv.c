@@ -122,63 +122,6 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-/* ---------------------------------------------------------------- symbolization */
-
-void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
-{
-    (void)s;
-    if (st->sym_state != SYM_NONE || !st->defined)
-        return;
-    sym_job_t *j = calloc(1, sizeof *j);
-    if (!j)
-        return;
-    j->client_serial = c->serial;
-    j->stack_index = st->index;
-    j->pid = c->state == CLIENT_CONNECTED ? c->pid : 0;
-    j->npcs = st->npcs;
-    j->pcs = malloc((st->npcs ? st->npcs : 1) * sizeof *j->pcs);
-    j->pc_mod = malloc((st->npcs ? st->npcs : 1) * sizeof *j->pc_mod);
-    j->mods = calloc(st->npcs ? st->npcs : 1, sizeof *j->mods);
-    if (!j->pcs || !j->pc_mod || !j->mods)
-        goto fail;
-    for (uint32_t i = 0; i < st->npcs; i++) {
-        j->pcs[i] = st->pcs[i];
-        j->pc_mod[i] = -1;
-        const cmod_t *m = client_module_at(c, st->pcs[i], st->gen);
-        if (!m)
-            continue;
-        uint32_t k;
-        for (k = 0; k < j->nmods; k++)
-            if (strcmp(j->mods[k].path, m->path) == 0 && j->mods[k].bias == m->bias)
-                break;
-        if (k == j->nmods) {
-            sym_mod_t *sm = &j->mods[j->nmods];
-            sm->path = strdup(m->path);
-            if (!sm->path)
-                goto fail;
-            memcpy(sm->build_id, m->build_id, m->build_id_len);
-            sm->build_id_len = m->build_id_len;
-            sm->bias = m->bias;
-            sm->lo = m->nranges ? m->ranges[0] : 0;
-            j->nmods++;
-        }
-        j->pc_mod[i] = (int32_t)k;
-    }
-    st->sym_state = SYM_PENDING;
-    st->sym_urgent = (uint8_t)(urgent != 0);
-    st->sym_tried = srv_now();
-    if (sym_submit(j, urgent) < 0) {
-        /* No worker thread: module+offset frames now, never DWARF on the loop. */
-        st->sym = sym_fallback(j);
-        st->sym_state = st->sym ? SYM_DONE : SYM_NONE;
-        st->skip = 0;
-        sym_job_free(j);
-    }
-    return;
-fail:
-    sym_job_free(j);
-}
-
 /* ---------------------------------------------------------------- arming */
 
 static int send_command(client_t *c, Stackwatch__Command__Kind kind, uint32_t idx, int sig,
@@ -880,14 +823,6 @@ static void rearm_python(srv_t *s, client_t *c)
     }
 }
 
-static client_t *client_by_serial(srv_t *s, uint64_t serial)
-{
-    for (client_t *c = s->clients.head; c; c = c->next)
-        if (c->serial == serial)
-            return c;
-    return NULL;
-}
-
 static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)loop;
@@ -895,7 +830,7 @@ static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
     srv_t *s = w->data;
     sym_job_t *j;
     while ((j = sym_take_done())) {
-        client_t *c = client_by_serial(s, j->client_serial);
+        client_t *c = client_by_serial(&s->clients, j->client_serial);
         cstack_t *st = c ? cstack_at(c, j->stack_index) : NULL;
         if (st && st->sym_state == SYM_PENDING && j->result) {
             sym_release(st->sym);
@@ -977,7 +912,7 @@ static void save_due(srv_t *s, int force)
     uint64_t now = srv_now();
     for (uint32_t i = 0; i < s->nsaves;) {
         srv_save_t *sv = &s->saves[i];
-        client_t *c = client_by_serial(s, sv->serial);
+        client_t *c = client_by_serial(&s->clients, sv->serial);
         if (c && c->state == CLIENT_CONNECTED) {
             /* It came back (a reconnect of the same image): stored when it ends. */
             *sv = s->saves[--s->nsaves];
@@ -1009,7 +944,7 @@ static void save_due(srv_t *s, int force)
         /* A taken-over snapshot whose client is gone from memory is only a file now. */
         for (uint32_t i = 0; i < s->store.n; i++) {
             store_rec_t *r = &s->store.recs[i];
-            if (r->merged_serial && !client_by_serial(s, r->merged_serial)) {
+            if (r->merged_serial && !client_by_serial(&s->clients, r->merged_serial)) {
                 if (r->sp)
                     stackwatch__stored_process__free_unpacked(r->sp, NULL);
                 r->sp = NULL;
