@@ -8,6 +8,7 @@
 #include "client.h"
 #include "clock.h"
 #include "log.h"
+#include "arming.h"
 #include "symq.h"
 #include "proto/stackwatch.pb-c.h"
 #include "conn.h"
@@ -28,31 +29,6 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg);
 
 /* Asks the loop to stop after this iteration (graceful). */
 void srv_stop(srv_t *s);
-
-/* A sampled client's agent watches 64 call sites for armed stacks: past
- * this many rule-armed stacks, only leaking ones are armed. */
-#define SRV_SAMPLED_ARM_BUDGET 48
-
-/* Arms a stack in its (connected) agent: count firings, raising sig (0:
- * none), capturing Python frames where the client has them. kind is ARM_*.
- * Returns 0 or -ENOTCONN/-ENOBUFS. */
-int srv_arm(srv_t *s, client_t *c, cstack_t *st, int kind, uint32_t rule, int sig, uint32_t count);
-
-/* Disarms a stack in its agent (if connected) and forgets why it was armed. */
-void srv_disarm(srv_t *s, client_t *c, cstack_t *st);
-
-/* Arms a stack if a trigger rule matches it (after symbolization or
- * definition). */
-void srv_trig_eval(srv_t *s, client_t *c, cstack_t *st);
-
-/* Evaluates every rule against every stack of connected clients (after a
- * rule was added), queueing symbolization where names are needed. */
-void srv_trig_scan(srv_t *s);
-
-/* Sends sig to the client's process through the pidfd of its live
- * connection, only if the process catches sig (/proc/PID/status SigCgt).
- * Returns 0, -ENOTCONN, -ESRCH (no handler) or -errno. */
-int srv_signal(srv_t *s, client_t *c, int sig);
 
 /* A new client from a hello: if the store kept a snapshot of the same
  * process image (pid + agent instance) before a collectord restart, the
