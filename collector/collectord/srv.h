@@ -8,6 +8,7 @@
 #include "client.h"
 #include "clock.h"
 #include "log.h"
+#include "scans.h"
 #include "arming.h"
 #include "symq.h"
 #include "proto/stackwatch.pb-c.h"
@@ -35,19 +36,6 @@ void srv_stop(srv_t *s);
  * client takes it over (reports merge it, the gap is shown) and its mark is
  * restored. */
 void srv_restore_client(srv_t *s, client_t *c);
-
-/* Starts a reachability scan of a connected client (SCAN_BEGIN to its
- * agent; the rest follows its replies). Returns 0, or -errno with a
- * sentence in err: not connected (-ENOTCONN), an agent without scan support
- * (-ENOTSUP), a scan already running (-EBUSY). */
-int srv_scan_start(srv_t *s, client_t *c, char *err, size_t errlen);
-
-/* The agent answered a SCAN_* command. */
-void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r);
-
-/* Gives up a client's scan (disconnect, shutdown): the worker lets the
- * process go; the scan ends failed. */
-void srv_scan_abort(srv_t *s, client_t *c, const char *why);
 
 /* Called by conn_close: forget the connection. */
 void srv_conn_gone(srv_t *s, conn_t *c);
