@@ -8,6 +8,7 @@
 #include "client.h"
 #include "clock.h"
 #include "log.h"
+#include "saves.h"
 #include "scans.h"
 #include "arming.h"
 #include "symq.h"
@@ -30,12 +31,6 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg);
 
 /* Asks the loop to stop after this iteration (graceful). */
 void srv_stop(srv_t *s);
-
-/* A new client from a hello: if the store kept a snapshot of the same
- * process image (pid + agent instance) before a collectord restart, the
- * client takes it over (reports merge it, the gap is shown) and its mark is
- * restored. */
-void srv_restore_client(srv_t *s, client_t *c);
 
 /* Called by conn_close: forget the connection. */
 void srv_conn_gone(srv_t *s, conn_t *c);
