@@ -172,48 +172,6 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
     srv_tick(s);
 }
 
-void srv_clock_advance(srv_t *s, uint64_t ns)
-{
-    srv_clock_forward(ns);
-    srv_tick(s);
-}
-
-void srv_tick(srv_t *s)
-{
-    uint64_t now = srv_now();
-    srv_save_due(s, 0);
-    for (client_t *c = s->clients.head; c; c = c->next) {
-        client_age(c, now);
-        client_classify(c, now);
-        for (uint32_t i = 0; i < c->nsymq; i++) {
-            cstack_t *st = cstack_at(c, c->symq[i]);
-            if (st) {
-                st->sym_queued = 0;
-                srv_sym_stack(s, c, st, 0);
-            }
-        }
-        c->nsymq = 0;
-        for (uint32_t i = 0; i < c->nleakq; i++) {
-            cstack_t *st = cstack_at(c, c->leakq[i]);
-            if (st)
-                srv_on_first_leak(s, c, st);
-        }
-        c->nleakq = 0;
-        for (uint32_t i = 0; i < c->nhotq; i++) {
-            /* Just became a leak: --leaking rules see it now (or once its
-             * frames are in). */
-            cstack_t *st = cstack_at(c, c->hotq[i]);
-            if (st)
-                srv_trig_eval(s, c, st);
-        }
-        c->nhotq = 0;
-        srv_rearm_python(s, c);
-    }
-    srv_scan_check_deadlines(s, now);
-    clients_prune(&s->clients, now);
-    ctl_retry_parked(s, 1);
-}
-
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;

@@ -8,6 +8,7 @@
 #include "client.h"
 #include "clock.h"
 #include "log.h"
+#include "age.h"
 #include "saves.h"
 #include "scans.h"
 #include "arming.h"
@@ -34,11 +35,5 @@ void srv_stop(srv_t *s);
 
 /* Called by conn_close: forget the connection. */
 void srv_conn_gone(srv_t *s, conn_t *c);
-
-/* One aging and classification pass at srv_now() (the aging timer's). */
-void srv_tick(srv_t *s);
-
-/* Test clock: advances it by ns and runs srv_tick. */
-void srv_clock_advance(srv_t *s, uint64_t ns);
 
 #endif
