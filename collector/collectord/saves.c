@@ -6,7 +6,7 @@
 #include <time.h>
 
 #include "clock.h"
-#include "ctl.h"
+#include "report.h"
 #include "log.h"
 
 #define SAVE_WAIT_NS (30ull * 1000000000) /* longest an ended report waits for symbols */
