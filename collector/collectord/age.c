@@ -3,7 +3,6 @@
 
 #include "arming.h"
 #include "clock.h"
-#include "ctl.h"
 #include "saves.h"
 #include "scans.h"
 #include "symq.h"
@@ -47,5 +46,5 @@ void srv_tick(srv_t *s)
     }
     srv_scan_check_deadlines(s, now);
     clients_prune(&s->clients, now);
-    ctl_retry_parked(s, 1);
+    s->retry_parked |= SRV_RETRY_DEADLINE; /* the loop runs ctl_retry_parked */
 }

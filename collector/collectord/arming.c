@@ -7,9 +7,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "clock.h"
+#include "conn.h"
+#include "frame.h"
 #include "log.h"
 #include "symq.h"
+#include "trig.h"
 
 static int send_command(client_t *c, Stackwatch__Command__Kind kind, uint32_t idx, int sig,
                         uint32_t count, int python, int quiet)

@@ -12,14 +12,19 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "age.h"
+#include "arming.h"
 #include "client.h"
+#include "clock.h"
 #include "frame.h"
+#include "log.h"
 #include "proto/stackwatch.pb-c.h"
-#include "srv.h"
+#include "report.h"
+#include "scans.h"
+#include "state.h"
 #include "sym.h"
 #include "trig.h"
 #include "classify.h"
-#include "report.h"
 #include "store.h"
 
 #define PARK_NS (30ull * 1000000000)   /* longest a report waits for symbolization */
@@ -224,6 +229,7 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             break;
         }
         srv_clock_advance(s, req->tick->advance_ns);
+        ctl_retry_flagged(s); /* as the aging timer: before the answer */
         __attribute__((fallthrough)); /* answered like a ping */
     case STACKWATCH__REQUEST__REQ_PING: {
         Stackwatch__Pong p = STACKWATCH__PONG__INIT;
@@ -379,7 +385,7 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
     case STACKWATCH__REQUEST__REQ_SHUTDOWN:
         srv_log("stop requested over the control socket");
         rc = send_reply(c, &r);
-        srv_stop(s);
+        s->stopping = 1; /* the loop ends after this iteration */
         break;
     default:
         rc = send_error(c, -EINVAL, "unknown request");
@@ -442,4 +448,12 @@ void ctl_forget(conn_t *c)
         stackwatch__request__free_unpacked(c->parked, NULL);
         c->parked = NULL;
     }
+}
+
+void ctl_retry_flagged(srv_t *s)
+{
+    int f = s->retry_parked;
+    s->retry_parked = 0;
+    if (f)
+        ctl_retry_parked(s, !(f & SRV_RETRY_ALL));
 }

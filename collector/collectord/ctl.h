@@ -18,6 +18,10 @@ int ctl_request(conn_t *c, const uint8_t *p, uint32_t len);
  * those whose deadline passed (they get module+offset frames where needed). */
 void ctl_retry_parked(struct srv_s *s, int deadline_only);
 
+/* Runs ctl_retry_parked as s->retry_parked asks (the scans and the aging
+ * tick flag it; they do not call up into ctl.c), and clears it. */
+void ctl_retry_flagged(struct srv_s *s);
+
 /* Releases a parked request of a closing connection. */
 void ctl_forget(conn_t *c);
 

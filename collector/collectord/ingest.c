@@ -7,11 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arming.h"
 #include "client.h"
+#include "clock.h"
 #include "frame.h"
+#include "log.h"
 #include "proto/stackwatch.pb-c.h"
-#include "srv.h"
+#include "saves.h"
+#include "scans.h"
+#include "state.h"
 #include "sym.h"
+#include "symq.h"
 
 static int send_welcome(conn_t *c)
 {
@@ -767,4 +773,30 @@ out:
         return -1;
     }
     return 0;
+}
+
+void ingest_close(conn_t *c)
+{
+    srv_t *s = c->srv;
+    client_t *cl = c->client;
+    if (cl && c->stale) {
+        cl->stale_conns--;
+        return;
+    }
+    if (!cl || cl->conn != c)
+        return;
+    cl->conn = NULL;
+    if (cl->late_events)
+        srv_log("pid %u: %llu events arrived out of time order", cl->pid,
+                (unsigned long long)cl->late_events);
+    srv_scan_abort(s, cl, "the process went away during the scan");
+    int clean = cl->said_bye || cl->exec_replaced || cl->successor_seen;
+    uint64_t now = srv_now();
+    uint64_t end = cl->said_bye && cl->max_ts && cl->max_ts <= now ? cl->max_ts : now;
+    cl->gone_ts = now;
+    client_freeze(cl, end, clean);
+    if (clean && (cl->said_detach || cl->successor_seen))
+        cl->state = CLIENT_DETACHED; /* the process runs on, untraced */
+    if (!s->stopping)
+        srv_save_queue(s, cl);
 }

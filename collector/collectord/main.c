@@ -15,6 +15,9 @@
 
 #include "collector/common/cli_call.h"
 #include "collector/common/rundir.h"
+#include "clock.h"
+#include "log.h"
+#include "metrics.h"
 #include "srv.h"
 #include "sym.h"
 #include "wrap.h"
@@ -221,10 +224,10 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
     memset(&s, 0, sizeof s);
     s.rd = *rd;
     s.opts = *opts;
-    s.metrics.fd = -1;
-    s.metrics.top = opts->metrics_top;
-    s.metrics.max_clients = opts->metrics_clients;
-    if (opts->metrics_addr && metrics_listen(&s.metrics, opts->metrics_addr, err, sizeof err) < 0) {
+    metrics_t metrics = { .fd = -1, .top = opts->metrics_top,
+                          .max_clients = opts->metrics_clients };
+    s.metrics = &metrics;
+    if (opts->metrics_addr && metrics_listen(&metrics, opts->metrics_addr, err, sizeof err) < 0) {
         if (ready >= 0)
             notify(ready, err);
         else
@@ -247,15 +250,15 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
         srv_log("test clock: time advances only by Tick requests");
     }
     srv_log("listening in %s (expire %.3fs)", rd->dir, (double)opts->expire_ns / 1e9);
-    if (s.metrics.fd >= 0) {
-        srv_log("metrics on %s%s/metrics", s.metrics.unix_path[0] ? "unix:" : "http://",
-                s.metrics.bound);
+    if (metrics.fd >= 0) {
+        srv_log("metrics on %s%s/metrics", metrics.unix_path[0] ? "unix:" : "http://",
+                metrics.bound);
         /* Where a port picked by the kernel (:0) can be read back. */
         char path[RUNDIR_MAX + 32];
         snprintf(path, sizeof path, "%s/metrics.addr", rd->dir);
         FILE *f = fopen(path, "we");
         if (f) {
-            fprintf(f, "%s\n", s.metrics.bound);
+            fprintf(f, "%s\n", metrics.bound);
             fclose(f);
         }
     }

@@ -6,8 +6,8 @@
 #include <time.h>
 
 #include "clock.h"
-#include "report.h"
 #include "log.h"
+#include "report.h"
 
 #define SAVE_WAIT_NS (30ull * 1000000000) /* longest an ended report waits for symbols */
 #define SAVE_RETRY_NS (5ull * 1000000000) /* first wait after a failed write */

@@ -9,8 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "clock.h"
-#include "ctl.h"
+#include "conn.h"
+#include "frame.h"
 #include "log.h"
 #include "scan.h"
 
@@ -352,7 +354,7 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_END);
     c->scan_allowed = 0;
     c->scan_seq++;
-    ctl_retry_parked(s, 0);
+    s->retry_parked |= SRV_RETRY_ALL; /* the loop runs ctl_retry_parked */
 }
 
 static int heap_roots(const client_t *c)

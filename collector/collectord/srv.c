@@ -1,4 +1,4 @@
-/* collectord's event loop: listeners, signals, the aging timer, symbolization results. */
+/* collectord's event loop: listening, accepting, signals, the aging timer and the worker threads' wake-ups. */
 #include "srv.h"
 
 #include <errno.h>
@@ -15,10 +15,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "age.h"
+#include "arming.h"
+#include "clock.h"
 #include "ctl.h"
+#include "ingest.h"
+#include "log.h"
+#include "metrics.h"
+#include "saves.h"
 #include "scan.h"
-#include "frame.h"
-#include "proto/stackwatch.pb-c.h"
+#include "scans.h"
 #include "sym.h"
 #include "wrap.h"
 
@@ -118,16 +124,25 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         if (!peer_allowed(s, fd, kind))
             continue;
-        conn_new(s, fd, kind);
+        srv_conn_open(s, fd, kind);
     }
 }
 
+conn_t *srv_conn_open(srv_t *s, int fd, int kind)
+{
+    uint64_t idle = s->opts.idle_ns ? s->opts.idle_ns : SRV_IDLE_NS;
+    if (kind == CONN_AGENT)
+        return conn_new(s, fd, kind, ingest_frame, ingest_close, idle);
+    return conn_new(s, fd, kind, ctl_request, ctl_forget, idle);
+}
 
 static void scan_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)loop;
     (void)revents;
-    srv_scan_progress(w->data);
+    srv_t *s = w->data;
+    srv_scan_progress(s);
+    ctl_retry_flagged(s); /* a scan ended: the requests waiting for it */
 }
 
 static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
@@ -170,6 +185,18 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
     srv_log_flush(&s->log_nofd, "out of file descriptors: refused a connection");
     srv_log_flush(&s->log_many, "too many connections from one process: refused one");
     srv_tick(s);
+    ctl_retry_flagged(s); /* requests whose deadline passed */
+}
+
+/* Before the loop waits: what callbacks flagged and did not act on (they may
+ * not call up into ctl.c or here). */
+static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    srv_t *s = w->data;
+    ctl_retry_flagged(s);
+    if (s->stopping)
+        ev_break(loop, EVBREAK_ALL);
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -184,36 +211,6 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     }
     srv_log("signal %d: stopping", w->signum);
     srv_stop(s);
-}
-
-void srv_conn_gone(srv_t *s, conn_t *c)
-{
-    (void)s;
-    if (c->kind == CONN_CONTROL) {
-        ctl_forget(c);
-        return;
-    }
-    client_t *cl = c->client;
-    if (cl && c->stale) {
-        cl->stale_conns--;
-        return;
-    }
-    if (!cl || cl->conn != c)
-        return;
-    cl->conn = NULL;
-    if (cl->late_events)
-        srv_log("pid %u: %llu events arrived out of time order", cl->pid,
-                (unsigned long long)cl->late_events);
-    srv_scan_abort(s, cl, "the process went away during the scan");
-    int clean = cl->said_bye || cl->exec_replaced || cl->successor_seen;
-    uint64_t now = srv_now();
-    uint64_t end = cl->said_bye && cl->max_ts && cl->max_ts <= now ? cl->max_ts : now;
-    cl->gone_ts = now;
-    client_freeze(cl, end, clean);
-    if (clean && (cl->said_detach || cl->successor_seen))
-        cl->state = CLIENT_DETACHED; /* the process runs on, untraced */
-    if (!s->stopping)
-        srv_save_queue(s, cl);
 }
 
 void srv_stop(srv_t *s)
@@ -256,6 +253,9 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
     ev_async_init(&s->scan_async, scan_async_cb);
     s->scan_async.data = s;
     ev_async_start(s->loop, &s->scan_async);
+    ev_prepare_init(&s->prepare_w, prepare_cb);
+    s->prepare_w.data = s;
+    ev_prepare_start(s->loop, &s->prepare_w);
     s->clients.retain_max = s->opts.retain_max;
     s->clients.retain_ns = s->opts.retain_ns;
     s->clients.max_live = s->opts.max_live;
@@ -264,11 +264,13 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
         srv_log("cannot start the symbolizer thread; reports will show module+offset");
     if (ready)
         ready(arg);
-    metrics_start(&s->metrics, s, s->loop);
+    if (s->metrics)
+        metrics_start(s->metrics, s, s->loop);
     ev_run(s->loop, 0);
     /* Graceful stop: store what is to be kept, close every connection, release the sockets. */
     srv_store_all(s);
-    metrics_stop(&s->metrics);
+    if (s->metrics)
+        metrics_stop(s->metrics);
     while (s->conns)
         conn_close(s->conns, NULL);
     sym_stop();

@@ -1,25 +1,11 @@
-/* collectord's event loop: listeners, signals, the aging timer, symbolization results. */
+/* collectord's event loop: listening, accepting, signals, the aging timer and the worker threads' wake-ups. */
 #ifndef STACKWATCH_COLLECTOR_SRV_H
 #define STACKWATCH_COLLECTOR_SRV_H
 
-#include <ev.h>
-#include <stdint.h>
+#include <stddef.h>
 
-#include "client.h"
-#include "clock.h"
-#include "log.h"
-#include "age.h"
-#include "saves.h"
-#include "scans.h"
-#include "arming.h"
-#include "symq.h"
-#include "proto/stackwatch.pb-c.h"
 #include "conn.h"
-#include "metrics.h"
 #include "state.h"
-#include "store.h"
-#include "collector/common/rundir.h"
-#include "trig.h"
 
 /* Binds both sockets (0600) in rd's directory, removing stale ones. Returns
  * 0 or -errno with a message in err. */
@@ -33,7 +19,9 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg);
 /* Asks the loop to stop after this iteration (graceful). */
 void srv_stop(srv_t *s);
 
-/* Called by conn_close: forget the connection. */
-void srv_conn_gone(srv_t *s, conn_t *c);
+/* Wraps an accepted (or, in tests, any) connected fd as a connection of
+ * kind: an agent's frames go to ingest, a control client's to ctl, with the
+ * idle limit of --idle-timeout. Returns conn_new's answer. */
+conn_t *srv_conn_open(srv_t *s, int fd, int kind);
 
 #endif

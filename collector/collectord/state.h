@@ -6,9 +6,8 @@
 #include <stdint.h>
 
 #include "client.h"
-#include "conn.h"
+#include "frame.h"
 #include "log.h"
-#include "metrics.h"
 #include "store.h"
 #include "collector/common/rundir.h"
 #include "trig.h"
@@ -35,6 +34,9 @@ typedef struct srv_opts_s {
 
 #define SRV_IDLE_NS (10ull * 1000000000) /* --idle-timeout's default */
 
+/* retry_parked: those whose deadline passed; all that can be answered now. */
+enum { SRV_RETRY_DEADLINE = 1, SRV_RETRY_ALL = 2 };
+
 /* An ended client whose report waits for symbolization before it is stored. */
 typedef struct srv_save_s {
     uint64_t serial;          /* the client */
@@ -59,20 +61,24 @@ typedef struct srv_s {
     ev_timer age_timer;       /* aging, late-event resolution, retention, parked queries */
     ev_async sym_async;       /* symbolizer finished jobs */
     ev_async scan_async;      /* a scan worker moved on */
+    ev_prepare prepare_w;     /* before the loop waits: acts on retry_parked and stopping */
     clients_t clients;
     trig_t trig;              /* trigger rules */
-    conn_t *conns;            /* every open connection */
+    struct conn_s *conns;     /* every open connection */
     uint32_t nconns;
     uint64_t frames_total;
     uint64_t events_total;
     uint64_t bad_frames;      /* connections closed for malformed input */
     uint64_t refused;         /* connections refused: another user's peer */
-    int stopping;
+    int stopping;             /* set to stop: the loop ends after this iteration */
+    int retry_parked;         /* SRV_RETRY_*: parked control requests to retry (set by scans
+                               * and the aging tick, which do not call up into ctl.c; the
+                               * loop runs ctl_retry_parked) */
     store_t store;            /* ended processes' reports on disk (store.on: enabled) */
     srv_save_t *saves;        /* clients whose report is to be stored */
     uint32_t nsaves, saves_cap;
     uint64_t next_prune;      /* when the store's retention runs next (collector clock) */
-    metrics_t metrics;        /* --metrics endpoint (metrics.fd < 0: off) */
+    struct metrics_s *metrics; /* --metrics endpoint (NULL, or fd < 0: off) */
 } srv_t;
 
 #endif

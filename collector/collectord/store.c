@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "srv.h"
+#include "log.h"
 
 /* ---------------------------------------------------------------- format */
 

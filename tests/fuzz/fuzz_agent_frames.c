@@ -10,7 +10,7 @@
  *            SEP (at most MAX_SEGS connections; later separators are data)
  *
  * Each segment runs through the real read path: the bytes are written into
- * one end of a socketpair whose other end is a conn_t made by conn_new(), and
+ * one end of a socketpair whose other end is a conn_t made by srv_conn_open(), and
  * the libev loop is run with EVRUN_NOWAIT so conn.c's read callback frames
  * them (frame_rd_*) and hands each frame to ingest_frame(). Afterwards the
  * write side is shut down so the callback sees EOF and closes (freezing the
@@ -42,8 +42,10 @@
 #include <ev.h>
 
 #include "collector/collectord/client.h"
+#include "collector/collectord/clock.h"
 #include "collector/collectord/conn.h"
 #include "collector/collectord/srv.h"
+#include "collector/collectord/symq.h"
 #include "frame.h"
 #include "fuzz_segs.h"
 #include "proto/stackwatch.pb-c.h"
@@ -220,7 +222,7 @@ static int run_segment(srv_t *s, const uint8_t *p, size_t n, unsigned flags, siz
     if (flags & F_NOREAD)
         shutdown(fds[1], SHUT_RD);
     int cfd = fds[0];
-    if (!conn_new(s, cfd, CONN_AGENT)) {
+    if (!srv_conn_open(s, cfd, CONN_AGENT)) {
         close(fds[1]);
         return -1;
     }
