@@ -29,20 +29,36 @@ void series_init(series_t *s, uint64_t interval_ns)
     s->interval_ns = interval_ns ? interval_ns : 1;
 }
 
-void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint64_t may_b)
+static void mem_put(mem_series_t *m, uint32_t i, const mem_point_t *mp)
+{
+    if (!m)
+        return;
+    m->rss_b[i] = mp->rss_b;
+    m->heap_b[i] = mp->heap_b;
+    m->heap_free_b[i] = mp->heap_free_b;
+}
+
+void series_add_mem(series_t *s, mem_series_t *m, uint64_t t, uint64_t live_b, uint64_t live_n,
+                    uint64_t may_b, const mem_point_t *mp)
 {
     if (s->n && t < s->pt[s->n - 1].t + s->interval_ns) {
         /* Same slot: keep its time, take the newest values. */
         s->pt[s->n - 1].live_b = live_b;
         s->pt[s->n - 1].live_n = live_n;
         s->pt[s->n - 1].may_b = may_b;
+        mem_put(m, s->n - 1, mp);
         return;
     }
     if (s->n == SERIES_CAP) {
         /* Halve the resolution: keep every other point (and the newest). */
         uint32_t k = 0;
-        for (uint32_t i = 0; i < SERIES_CAP; i += 2)
-            s->pt[k++] = s->pt[i];
+        for (uint32_t i = 0; i < SERIES_CAP; i += 2, k++) {
+            s->pt[k] = s->pt[i];
+            if (m) {
+                mem_point_t old = { m->rss_b[i], m->heap_b[i], m->heap_free_b[i] };
+                mem_put(m, k, &old);
+            }
+        }
         s->n = k;
         s->interval_ns *= 2;
     }
@@ -50,7 +66,13 @@ void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint6
     s->pt[s->n].live_b = live_b;
     s->pt[s->n].live_n = live_n;
     s->pt[s->n].may_b = may_b;
+    mem_put(m, s->n, mp);
     s->n++;
+}
+
+void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint64_t may_b)
+{
+    series_add_mem(s, NULL, t, live_b, live_n, may_b, NULL);
 }
 
 double series_slope_per_min(const series_t *s, uint64_t since, double *r2)
