@@ -13,37 +13,41 @@ void srv_clock_advance(srv_t *s, uint64_t ns)
     srv_tick(s);
 }
 
+void srv_age_client(srv_t *s, client_t *c, uint64_t now)
+{
+    client_age(c, now);
+    client_classify(c, now);
+    for (uint32_t i = 0; i < c->nsymq; i++) {
+        cstack_t *st = cstack_at(c, c->symq[i]);
+        if (st) {
+            st->sym_queued = 0;
+            srv_sym_stack(s, c, st, 0);
+        }
+    }
+    c->nsymq = 0;
+    for (uint32_t i = 0; i < c->nleakq; i++) {
+        cstack_t *st = cstack_at(c, c->leakq[i]);
+        if (st)
+            srv_on_first_leak(s, c, st);
+    }
+    c->nleakq = 0;
+    for (uint32_t i = 0; i < c->nhotq; i++) {
+        /* Just became a leak: --leaking rules see it now (or once its
+         * frames are in). */
+        cstack_t *st = cstack_at(c, c->hotq[i]);
+        if (st)
+            srv_trig_eval(s, c, st);
+    }
+    c->nhotq = 0;
+    srv_rearm_python(s, c);
+}
+
 void srv_tick(srv_t *s)
 {
     uint64_t now = srv_now();
     srv_save_due(s, 0);
-    for (client_t *c = s->clients.head; c; c = c->next) {
-        client_age(c, now);
-        client_classify(c, now);
-        for (uint32_t i = 0; i < c->nsymq; i++) {
-            cstack_t *st = cstack_at(c, c->symq[i]);
-            if (st) {
-                st->sym_queued = 0;
-                srv_sym_stack(s, c, st, 0);
-            }
-        }
-        c->nsymq = 0;
-        for (uint32_t i = 0; i < c->nleakq; i++) {
-            cstack_t *st = cstack_at(c, c->leakq[i]);
-            if (st)
-                srv_on_first_leak(s, c, st);
-        }
-        c->nleakq = 0;
-        for (uint32_t i = 0; i < c->nhotq; i++) {
-            /* Just became a leak: --leaking rules see it now (or once its
-             * frames are in). */
-            cstack_t *st = cstack_at(c, c->hotq[i]);
-            if (st)
-                srv_trig_eval(s, c, st);
-        }
-        c->nhotq = 0;
-        srv_rearm_python(s, c);
-    }
+    for (client_t *c = s->clients.head; c; c = c->next)
+        srv_age_client(s, c, now);
     srv_scan_check_deadlines(s, now);
     clients_prune(&s->clients, now);
     s->retry_parked |= SRV_RETRY_DEADLINE; /* the loop runs ctl_retry_parked */

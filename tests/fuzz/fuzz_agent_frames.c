@@ -18,7 +18,9 @@
  * to replace; what is still open at the end goes through conn_close(c, NULL).
  *
  * Between chunks (F_CHUNK) and after each segment (F_AGE) the harness runs
- * the aging tick of srv.c's age_cb: client_age, the symbolization queue,
+ * the daemon's aging pass over each client (srv_age_client, what srv_tick
+ * runs per client: aging, classification, the symbolization, first-leak and
+ * rule queues), at a time of the input's choice per client (AGE_*), then
  * clients_prune. The worker thread is not started (it would open files the
  * input names), so srv_sym_stack resolves each queued stack to module+offset
  * frames at once, as collectord does when its worker cannot start.
@@ -41,11 +43,11 @@
 
 #include <ev.h>
 
+#include "collector/collectord/age.h"
 #include "collector/collectord/client.h"
 #include "collector/collectord/clock.h"
 #include "collector/collectord/conn.h"
 #include "collector/collectord/srv.h"
-#include "collector/collectord/symq.h"
 #include "frame.h"
 #include "fuzz_segs.h"
 #include "proto/stackwatch.pb-c.h"
@@ -120,16 +122,9 @@ static void age_tick(srv_t *s, int mode)
             now = c->max_ts + 2 * s->opts.expire_ns + CLIENT_REORDER_NS;
         else if (mode == AGE_FAR)
             now = UINT64_MAX - (uint64_t)(c->serial & 0xff);
-        client_age(c, now);
-        for (uint32_t i = 0; i < c->nsymq; i++) {
-            uint32_t idx = c->symq[i];
-            if (cstack_at(c, idx)) {
-                cstack_at(c, idx)->sym_queued = 0;
-                /* No worker runs here: module+offset frames, synchronously. */
-                srv_sym_stack(s, c, cstack_at(c, idx), 0);
-            }
-        }
-        c->nsymq = 0;
+        /* The daemon's pass over the client (age.c); no worker runs here,
+         * so queued stacks get module+offset frames synchronously. */
+        srv_age_client(s, c, now);
     }
     clients_prune(&s->clients, wall);
 }
