@@ -7,13 +7,13 @@
 #include "scans.h"
 #include "symq.h"
 
-void srv_clock_advance(srv_t *s, uint64_t ns)
+void age_advance(srv_t *s, uint64_t ns)
 {
-    srv_clock_forward(ns);
-    srv_tick(s);
+    clock_forward(ns);
+    age_tick(s);
 }
 
-void srv_age_client(srv_t *s, client_t *c, uint64_t now)
+void age_client(srv_t *s, client_t *c, uint64_t now)
 {
     client_age(c, now);
     client_classify(c, now);
@@ -21,14 +21,14 @@ void srv_age_client(srv_t *s, client_t *c, uint64_t now)
         cstack_t *st = cstack_at(c, c->symq[i]);
         if (st) {
             st->sym_queued = 0;
-            srv_sym_stack(s, c, st, 0);
+            symq_stack(s, c, st, 0);
         }
     }
     c->nsymq = 0;
     for (uint32_t i = 0; i < c->nleakq; i++) {
         cstack_t *st = cstack_at(c, c->leakq[i]);
         if (st)
-            srv_on_first_leak(s, c, st);
+            arming_first_leak(s, c, st);
     }
     c->nleakq = 0;
     for (uint32_t i = 0; i < c->nhotq; i++) {
@@ -36,19 +36,19 @@ void srv_age_client(srv_t *s, client_t *c, uint64_t now)
          * frames are in). */
         cstack_t *st = cstack_at(c, c->hotq[i]);
         if (st)
-            srv_trig_eval(s, c, st);
+            arming_eval(s, c, st);
     }
     c->nhotq = 0;
-    srv_rearm_python(s, c);
+    arming_rearm_python(s, c);
 }
 
-void srv_tick(srv_t *s)
+void age_tick(srv_t *s)
 {
-    uint64_t now = srv_now();
-    srv_save_due(s, 0);
+    uint64_t now = clock_now();
+    saves_due(s, 0);
     for (client_t *c = s->clients.head; c; c = c->next)
-        srv_age_client(s, c, now);
-    srv_scan_check_deadlines(s, now);
+        age_client(s, c, now);
+    scans_check_deadlines(s, now);
     clients_prune(&s->clients, now);
     s->retry_parked |= SRV_RETRY_DEADLINE; /* the loop runs ctl_retry_parked */
 }

@@ -4,14 +4,14 @@
 
 #include "state.h"
 
-/* One aging and classification pass at srv_now() (the aging timer's). */
-void srv_tick(srv_t *s);
+/* One aging and classification pass at clock_now() (the aging timer's). */
+void age_tick(srv_t *s);
 
-/* srv_tick's pass over one client at now: aging, classification, then the
+/* age_tick's pass over one client at now: aging, classification, then the
  * symbolization, first-leak and rule queues it filled, Python re-arming. */
-void srv_age_client(srv_t *s, client_t *c, uint64_t now);
+void age_client(srv_t *s, client_t *c, uint64_t now);
 
-/* Test clock: advances it by ns and runs srv_tick. */
-void srv_clock_advance(srv_t *s, uint64_t ns);
+/* Test clock: advances it by ns and runs age_tick. */
+void age_advance(srv_t *s, uint64_t ns);
 
 #endif

@@ -37,7 +37,8 @@ static int send_command(client_t *c, Stackwatch__Command__Kind kind, uint32_t id
     return rc;
 }
 
-int srv_arm(srv_t *s, client_t *c, cstack_t *st, int kind, uint32_t rule, int sig, uint32_t count)
+int arming_arm(srv_t *s, client_t *c, cstack_t *st, int kind, uint32_t rule, int sig,
+               uint32_t count)
 {
     (void)s;
     /* Automatic Python captures are silent; what the user asked for logs. */
@@ -52,7 +53,7 @@ int srv_arm(srv_t *s, client_t *c, cstack_t *st, int kind, uint32_t rule, int si
     return 0;
 }
 
-void srv_disarm(srv_t *s, client_t *c, cstack_t *st)
+void arming_disarm(srv_t *s, client_t *c, cstack_t *st)
 {
     (void)s;
     if (st->arm_kind == ARM_NONE)
@@ -63,21 +64,21 @@ void srv_disarm(srv_t *s, client_t *c, cstack_t *st)
     st->arm_left = 0;
 }
 
-void srv_trig_eval(srv_t *s, client_t *c, cstack_t *st)
+void arming_eval(srv_t *s, client_t *c, cstack_t *st)
 {
     if (!s->trig.n || !c->conn || !st->defined || st->arm_kind == ARM_RULE || c->ending)
         return;
     trig_rule_t *r = trig_match(&s->trig, c, st);
     if (!r)
         return;
-    if (c->sample_bytes && c->rule_armed >= SRV_SAMPLED_ARM_BUDGET &&
+    if (c->sample_bytes && c->rule_armed >= ARMING_SAMPLED_BUDGET &&
         st->klass != CLASS_LEAK && st->klass != CLASS_GROWING)
         return; /* the agent watches few call sites: leaking stacks get them
                  * (evaluated again when this one is classified a leak) */
-    if (srv_arm(s, c, st, ARM_RULE, r->id, r->sig, r->count) == 0) {
+    if (arming_arm(s, c, st, ARM_RULE, r->id, r->sig, r->count) == 0) {
         r->armed++;
         c->rule_armed++;
-        srv_log("rule %u armed stack %016llx of pid %u (%u firings%s)", r->id,
+        log_msg("rule %u armed stack %016llx of pid %u (%u firings%s)", r->id,
                 (unsigned long long)st->id, c->pid, r->count, r->sig ? ", with a signal" : "");
     }
 }
@@ -95,7 +96,7 @@ static int by_need(const void *a, const void *b)
     return x->index < y->index ? -1 : x->index > y->index;
 }
 
-void srv_trig_scan(srv_t *s)
+void arming_eval_all(srv_t *s)
 {
     int names = trig_needs_symbols(&s->trig);
     for (client_t *c = s->clients.head; c; c = c->next) {
@@ -111,15 +112,15 @@ void srv_trig_scan(srv_t *s)
                 if (order)
                     order[n++] = st;
                 else
-                    srv_sym_stack(s, c, st, 0); /* out of memory: in first-use order */
+                    symq_stack(s, c, st, 0); /* out of memory: in first-use order */
                 continue; /* evaluated when its frames are in */
             }
-            srv_trig_eval(s, c, st);
+            arming_eval(s, c, st);
         }
         if (order) {
             qsort(order, n, sizeof *order, by_need);
             for (uint32_t i = 0; i < n; i++)
-                srv_sym_stack(s, c, order[i], order[i]->exp_n > order[i]->fexp_n);
+                symq_stack(s, c, order[i], order[i]->exp_n > order[i]->fexp_n);
             free(order);
         }
     }
@@ -145,42 +146,42 @@ static int catches(pid_t pid, int sig)
     return yes;
 }
 
-int srv_signal(srv_t *s, client_t *c, int sig)
+int arming_signal(srv_t *s, client_t *c, int sig)
 {
     (void)s;
     conn_t *conn = c->conn;
     if (!conn || conn->pidfd < 0)
         return -ENOTCONN;
     if (!catches(conn->peer_pid, sig)) {
-        srv_log("not signalling pid %d with %d: it has no handler (the default action would "
+        log_msg("not signalling pid %d with %d: it has no handler (the default action would "
                 "end it)", (int)conn->peer_pid, sig);
         return -ESRCH;
     }
     if (syscall(SYS_pidfd_send_signal, conn->pidfd, sig, NULL, 0) < 0) {
         int e = errno;
-        srv_log("pidfd_send_signal to pid %d: %s", (int)conn->peer_pid, strerror(e));
+        log_msg("pidfd_send_signal to pid %d: %s", (int)conn->peer_pid, strerror(e));
         return -e;
     }
-    srv_log("signalled pid %d with %d (a stack became may-leak)", (int)conn->peer_pid, sig);
+    log_msg("signalled pid %d with %d (a stack became may-leak)", (int)conn->peer_pid, sig);
     return 0;
 }
 
 /* A stack's first block just became may-leak: --on-leak signals and arms it;
  * for a Python client it is armed for a few captures of the Python line. */
-void srv_on_first_leak(srv_t *s, client_t *c, cstack_t *st)
+void arming_first_leak(srv_t *s, client_t *c, cstack_t *st)
 {
     /* Rules deferred by the sampled budget see it now (or once its frames
      * are in). */
-    srv_trig_eval(s, c, st);
+    arming_eval(s, c, st);
     if (!c->conn || st->arm_kind == ARM_RULE || c->ending)
         return;
     if (s->opts.on_leak_sig) {
-        srv_signal(s, c, s->opts.on_leak_sig);
-        srv_arm(s, c, st, ARM_ON_LEAK, 0, s->opts.on_leak_sig, 1);
+        arming_signal(s, c, s->opts.on_leak_sig);
+        arming_arm(s, c, st, ARM_ON_LEAK, 0, s->opts.on_leak_sig, 1);
         return;
     }
     if (c->python_version && s->opts.py_captures && st->arm_kind == ARM_NONE) {
-        srv_arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures);
+        arming_arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures);
         st->arm_rounds = 1;
     }
 }
@@ -188,7 +189,7 @@ void srv_on_first_leak(srv_t *s, client_t *c, cstack_t *st)
 /* Automatic Python captures used up, all of their blocks freed, yet the
  * stack keeps leaking: the captures hit harmless lines sharing the C stack.
  * Try again, a few rounds at most. */
-void srv_rearm_python(srv_t *s, client_t *c)
+void arming_rearm_python(srv_t *s, client_t *c)
 {
     if (!c->conn || !c->python_version || !s->opts.py_captures)
         return;
@@ -205,7 +206,7 @@ void srv_rearm_python(srv_t *s, client_t *c)
             waiting = c->pytbs[k].stack == st->index && c->pytbs[k].live_n > 0;
         if (waiting)
             continue;
-        if (srv_arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures) == 0)
+        if (arming_arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures) == 0)
             st->arm_rounds++;
     }
 }

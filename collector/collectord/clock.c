@@ -8,18 +8,18 @@
 static int virt_clock;
 static uint64_t virt_now;
 
-void srv_clock_virtual(void)
+void clock_virtual(void)
 {
-    virt_now = srv_now();
+    virt_now = clock_now();
     virt_clock = 1;
 }
 
-int srv_clock_is_virtual(void)
+int clock_is_virtual(void)
 {
     return virt_clock;
 }
 
-uint64_t srv_now(void)
+uint64_t clock_now(void)
 {
     if (virt_clock)
         return virt_now;
@@ -28,7 +28,7 @@ uint64_t srv_now(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void srv_clock_forward(uint64_t ns)
+void clock_forward(uint64_t ns)
 {
     virt_now += ns;
 }

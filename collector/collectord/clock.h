@@ -4,18 +4,18 @@
 
 #include <stdint.h>
 
-/* Test clock (collectord start --test-clock): srv_now() then returns a
- * time that only Tick requests advance (srv_clock_advance, which also runs
+/* Test clock (collectord start --test-clock): clock_now() then returns a
+ * time that only Tick requests advance (age_advance, which also runs
  * the aging and classification pass); the aging timer does not run. Event
  * times are the agents' own: a test that drives the clock sends its events
  * with the times it chose (a fake agent). */
-void srv_clock_virtual(void);
-int srv_clock_is_virtual(void);
+void clock_virtual(void);
+int clock_is_virtual(void);
 
-/* Test clock: moves it forward by ns (srv_clock_advance's first half). */
-void srv_clock_forward(uint64_t ns);
+/* Test clock: moves it forward by ns (age_advance's first half). */
+void clock_forward(uint64_t ns);
 
 /* CLOCK_MONOTONIC in ns: the clock agents stamp events with. */
-uint64_t srv_now(void);
+uint64_t clock_now(void);
 
 #endif

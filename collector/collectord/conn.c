@@ -95,9 +95,9 @@ conn_t *conn_new(srv_t *srv, int fd, int kind, conn_frame_fn on_frame, conn_clos
         cproc_t *p = cproc_get(&srv->clients, (uint32_t)c->peer_pid,
                                proc_start(c->peer_pid, c->pidfd));
         if (p && p->conns[kind] >= CPROC_CONNS_MAX) {
-            srv_log_throttled(&srv->log_many, "too many connections from pid %d (%u %s "
-                              "connections open); refusing one", (int)c->peer_pid,
-                              CPROC_CONNS_MAX, kind == CONN_AGENT ? "agent" : "control");
+            log_throttled(&srv->log_many, "too many connections from pid %d (%u %s "
+                          "connections open); refusing one", (int)c->peer_pid,
+                          CPROC_CONNS_MAX, kind == CONN_AGENT ? "agent" : "control");
             if (c->pidfd >= 0)
                 close(c->pidfd);
             frame_rd_free(&c->rd);
@@ -134,7 +134,7 @@ void conn_close(conn_t *c, const char *reason)
 {
     srv_t *srv = c->srv;
     if (reason)
-        srv_log("closing %s connection (pid %d): %s", c->kind == CONN_AGENT ? "agent" : "control",
+        log_msg("closing %s connection (pid %d): %s", c->kind == CONN_AGENT ? "agent" : "control",
                 (int)c->peer_pid, reason);
     ev_io_stop(srv->loop, &c->rio);
     ev_io_stop(srv->loop, &c->wio);

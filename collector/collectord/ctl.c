@@ -101,8 +101,8 @@ static void fit_reply(srv_t *s, Stackwatch__Reply *r, char *note, size_t notelen
     }
     if (!r->error)
         r->message = note;
-    static srv_throttle_t log_cut;
-    srv_log_throttled(&log_cut, "%s", note);
+    static log_throttle_t log_cut;
+    log_throttled(&log_cut, "%s", note);
 }
 
 static int send_reply(conn_t *c, Stackwatch__Reply *r)
@@ -184,13 +184,13 @@ static int run_scan(conn_t *c, const Stackwatch__Scan *q, int force, ra_t *ra)
             return send_error(c, -ESRCH, msg) < 0 ? -1 : 1;
         }
         if (cl->scan_state == SCAN_ST_NONE) {
-            int rc = srv_scan_start(s, cl, msg, sizeof msg);
+            int rc = scans_start(s, cl, msg, sizeof msg);
             if (rc < 0)
                 return send_error(c, rc, msg) < 0 ? -1 : 1;
         }
         c->parked_tag = cl->scan_seq + 1;
         uint64_t t = q->timeout_ms ? (uint64_t)q->timeout_ms * 1000000u : SCAN_PARK_NS;
-        c->parked_until = srv_now() + t;
+        c->parked_until = clock_now() + t;
         return 0;
     }
     /* The client may have ended (then it is no longer "connected"). */
@@ -209,7 +209,7 @@ static int run_scan(conn_t *c, const Stackwatch__Scan *q, int force, ra_t *ra)
     }
     Stackwatch__Reply r = STACKWATCH__REPLY__INIT;
     r.body_case = STACKWATCH__REPLY__BODY_SCAN;
-    r.scan = scan_result(ra, cl);
+    r.scan = report_scan_result(ra, cl);
     if (!r.scan)
         return send_error(c, -ENOMEM, "out of memory") < 0 ? -1 : 1;
     return send_reply(c, &r) < 0 ? -1 : 1;
@@ -224,11 +224,11 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
     int rc;
     switch (req->req_case) {
     case STACKWATCH__REQUEST__REQ_TICK:
-        if (!srv_clock_is_virtual()) {
+        if (!clock_is_virtual()) {
             rc = send_error(c, -EPERM, "tick needs collectord start --test-clock");
             break;
         }
-        srv_clock_advance(s, req->tick->advance_ns);
+        age_advance(s, req->tick->advance_ns);
         ctl_retry_flagged(s); /* as the aging timer: before the answer */
         __attribute__((fallthrough)); /* answered like a ping */
     case STACKWATCH__REQUEST__REQ_PING: {
@@ -237,21 +237,21 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
         p.clients = s->clients.count;
         p.expire_ms = (uint32_t)(s->opts.expire_ns / 1000000u);
         p.dir = s->rd.dir;
-        p.mono_ns = srv_now();
+        p.mono_ns = clock_now();
         r.body_case = STACKWATCH__REPLY__BODY_PONG;
         r.pong = &p;
         return send_reply(c, &r) < 0 ? -1 : 1;
     }
     case STACKWATCH__REQUEST__REQ_CLIENTS: {
         Stackwatch__ClientList cl = STACKWATCH__CLIENT_LIST__INIT;
-        uint64_t now = srv_now();
+        uint64_t now = clock_now();
         cl.clients = ra_alloc(&ra, (s->clients.count + 1) * sizeof *cl.clients);
         if (!cl.clients) {
             rc = send_error(c, -ENOMEM, "out of memory");
             break;
         }
         for (client_t *cc = s->clients.head; cc; cc = cc->next)
-            if ((cl.clients[cl.n_clients] = client_info(&ra, cc, now)))
+            if ((cl.clients[cl.n_clients] = report_client_info(&ra, cc, now)))
                 cl.n_clients++;
         r.body_case = STACKWATCH__REPLY__BODY_CLIENTS;
         if (s->store.n) {
@@ -266,7 +266,7 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             cl.clients = all;
             for (uint32_t i = 0; i < s->store.n; i++) {
                 const store_rec_t *rec = &s->store.recs[i];
-                if (!rec_served(rec))
+                if (!report_rec_served(rec))
                     continue;
                 Stackwatch__ClientInfo *ci = ra_alloc(&ra, sizeof *ci);
                 if (!ci)
@@ -285,7 +285,7 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
         break;
     }
     case STACKWATCH__REQUEST__REQ_LEAKS: {
-        int b = build_leaks(s, req->leaks, force, &ra, &r, NULL);
+        int b = report_leaks(s, req->leaks, force, &ra, &r, NULL);
         if (b == 0) {
             ra_free(&ra);
             return 0;
@@ -302,7 +302,7 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
     case STACKWATCH__REQUEST__REQ_MARK: {
         /* Replies with the clients marked. */
         Stackwatch__ClientList cl = STACKWATCH__CLIENT_LIST__INIT;
-        uint64_t now = srv_now();
+        uint64_t now = clock_now();
         cl.clients = ra_alloc(&ra, (s->clients.count + 1) * sizeof *cl.clients);
         if (!cl.clients) {
             rc = send_error(c, -ENOMEM, "out of memory");
@@ -316,17 +316,17 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             if (!cc->conn)
                 continue;
             client_mark(cc, now);
-            if ((cl.clients[cl.n_clients] = client_info(&ra, cc, now)))
+            if ((cl.clients[cl.n_clients] = report_client_info(&ra, cc, now)))
                 cl.n_clients++;
-            ctl_store_client(s, cc, 1); /* the mark survives a collectord restart */
+            report_store_client(s, cc, 1); /* the mark survives a collectord restart */
         }
-        if (req->mark->pid && !known && !pid_alive(req->mark->pid)) {
+        if (req->mark->pid && !known && !report_pid_alive(req->mark->pid)) {
             char msg[160];
             snprintf(msg, sizeof msg, "no process with pid %u is known", req->mark->pid);
             rc = send_error(c, -ESRCH, msg);
             break;
         }
-        srv_log("mark set on %zu client(s)", cl.n_clients);
+        log_msg("mark set on %zu client(s)", cl.n_clients);
         r.body_case = STACKWATCH__REPLY__BODY_CLIENTS;
         r.clients = &cl;
         rc = send_reply(c, &r);
@@ -346,12 +346,12 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             break;
         }
         trig_get(&s->trig, (uint32_t)id)->leaking = q->leaking;
-        srv_log("rule %d added (match '%s', module '%s', stack %016llx, pid %u, signal %d, "
+        log_msg("rule %d added (match '%s', module '%s', stack %016llx, pid %u, signal %d, "
                 "count %u%s)",
                 id, q->match ? q->match : "", q->module ? q->module : "",
                 (unsigned long long)q->stack, q->pid, q->signal, q->count,
                 q->leaking ? ", leaking stacks only" : "");
-        srv_trig_scan(s);
+        arming_eval_all(s);
         rc = send_rules(c, &ra, s, (uint32_t)id);
         break;
     }
@@ -370,10 +370,10 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
             for (uint32_t i = 0; i < cc->nstacks; i++) {
                 cstack_t *st = cc->slist[i];
                 if (st && st->arm_kind == ARM_RULE && st->arm_rule == id)
-                    srv_disarm(s, cc, st);
+                    arming_disarm(s, cc, st);
             }
         trig_rm(&s->trig, id);
-        srv_log("rule %u removed", id);
+        log_msg("rule %u removed", id);
         rc = send_rules(c, &ra, s, 0);
         break;
     }
@@ -383,7 +383,7 @@ static int run_request(conn_t *c, Stackwatch__Request *req, int force)
         return sr;
     }
     case STACKWATCH__REQUEST__REQ_SHUTDOWN:
-        srv_log("stop requested over the control socket");
+        log_msg("stop requested over the control socket");
         rc = send_reply(c, &r);
         s->stopping = 1; /* the loop ends after this iteration */
         break;
@@ -413,7 +413,7 @@ int ctl_request(conn_t *c, const uint8_t *p, uint32_t len)
     if (rc == 0) {
         c->parked = req;
         if (!c->parked_until)
-            c->parked_until = srv_now() + PARK_NS;
+            c->parked_until = clock_now() + PARK_NS;
         return 0;
     }
     stackwatch__request__free_unpacked(req, NULL);
@@ -422,7 +422,7 @@ int ctl_request(conn_t *c, const uint8_t *p, uint32_t len)
 
 void ctl_retry_parked(srv_t *s, int deadline_only)
 {
-    uint64_t now = srv_now();
+    uint64_t now = clock_now();
     conn_t *next;
     for (conn_t *c = s->conns; c; c = next) {
         next = c->next;

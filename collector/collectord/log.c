@@ -6,7 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
-void srv_log(const char *fmt, ...)
+void log_msg(const char *fmt, ...)
 {
     char ts[32];
     time_t t = time(NULL);
@@ -29,10 +29,10 @@ static uint64_t real_now(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void srv_log_throttled(srv_throttle_t *t, const char *fmt, ...)
+void log_throttled(log_throttle_t *t, const char *fmt, ...)
 {
     uint64_t now = real_now();
-    if (t->last_ns && now - t->last_ns < SRV_LOG_EVERY_NS) {
+    if (t->last_ns && now - t->last_ns < LOG_EVERY_NS) {
         t->held++;
         return;
     }
@@ -42,20 +42,20 @@ void srv_log_throttled(srv_throttle_t *t, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (t->held)
-        srv_log("%s (and %llu more times in the last %.0f s)", msg, (unsigned long long)t->held,
+        log_msg("%s (and %llu more times in the last %.0f s)", msg, (unsigned long long)t->held,
                 (double)(now - t->last_ns) / 1e9);
     else
-        srv_log("%s", msg);
+        log_msg("%s", msg);
     t->last_ns = now;
     t->held = 0;
 }
 
-void srv_log_flush(srv_throttle_t *t, const char *what)
+void log_flush(log_throttle_t *t, const char *what)
 {
     uint64_t now = real_now();
-    if (!t->held || now - t->last_ns < SRV_LOG_EVERY_NS)
+    if (!t->held || now - t->last_ns < LOG_EVERY_NS)
         return;
-    srv_log("%s %llu more times in the last %.0f s", what, (unsigned long long)t->held,
+    log_msg("%s %llu more times in the last %.0f s", what, (unsigned long long)t->held,
             (double)(now - t->last_ns) / 1e9);
     t->last_ns = now;
     t->held = 0;

@@ -246,12 +246,12 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
         return 1;
     }
     if (opts->test_clock) {
-        srv_clock_virtual();
-        srv_log("test clock: time advances only by Tick requests");
+        clock_virtual();
+        log_msg("test clock: time advances only by Tick requests");
     }
-    srv_log("listening in %s (expire %.3fs)", rd->dir, (double)opts->expire_ns / 1e9);
+    log_msg("listening in %s (expire %.3fs)", rd->dir, (double)opts->expire_ns / 1e9);
     if (metrics.fd >= 0) {
-        srv_log("metrics on %s%s/metrics", metrics.unix_path[0] ? "unix:" : "http://",
+        log_msg("metrics on %s%s/metrics", metrics.unix_path[0] ? "unix:" : "http://",
                 metrics.bound);
         /* Where a port picked by the kernel (:0) can be read back. */
         char path[RUNDIR_MAX + 32];
@@ -265,14 +265,14 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
     if (opts->state_dir) {
         if (store_open(&s.store, opts->state_dir, opts->retain_max, opts->retain_ns, err,
                        sizeof err) < 0)
-            srv_log("store: %s; ended reports will not survive a restart", err);
+            log_msg("store: %s; ended reports will not survive a restart", err);
         else
-            srv_log("store: %s (%u report(s) read back, %llu set aside)", opts->state_dir,
+            log_msg("store: %s (%u report(s) read back, %llu set aside)", opts->state_dir,
                     store_count(&s.store), (unsigned long long)s.store.set_aside);
     }
     ready_t rt = { ready, rd->dir };
     srv_run(&s, announce, &rt);
-    srv_log("stopped");
+    log_msg("stopped");
     unlink(rd->pidfile);
     close(pidfd);
     return 0;

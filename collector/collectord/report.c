@@ -73,7 +73,7 @@ static Stackwatch__Count *count(ra_t *ra, uint64_t n, uint64_t b)
     return c;
 }
 
-Stackwatch__ScanResult *scan_result(ra_t *ra, const client_t *c)
+Stackwatch__ScanResult *report_scan_result(ra_t *ra, const client_t *c)
 {
     const scan_info_t *si = &c->scan_last;
     Stackwatch__ScanResult *r = ra_alloc(ra, sizeof *r);
@@ -103,7 +103,7 @@ Stackwatch__ScanResult *scan_result(ra_t *ra, const client_t *c)
     return r;
 }
 
-Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t now)
+Stackwatch__ClientInfo *report_client_info(ra_t *ra, const client_t *c, uint64_t now)
 {
     Stackwatch__ClientInfo *ci = ra_alloc(ra, sizeof *ci);
     if (!ci)
@@ -163,7 +163,7 @@ Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t now)
     ci->heap_start_bytes = c->heap_start_b;
     ci->pyarena_growth_bytes = c->pyarena_growth_b;
     ci->pyarena_known = c->pyarena_known;
-    if (c->scan_ok && !(ci->scan = scan_result(ra, c)))
+    if (c->scan_ok && !(ci->scan = report_scan_result(ra, c)))
         return NULL;
     return ci;
 }
@@ -1005,14 +1005,14 @@ out:
 }
 
 /* 1 if a process with this pid exists on the host (traced or not). */
-int pid_alive(uint32_t pid)
+int report_pid_alive(uint32_t pid)
 {
     return pid <= INT32_MAX && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
 }
 
 /* 1 when a stored record is served as a process of its own: read at start
  * and not taken over by a reconnected agent. */
-int rec_served(const store_rec_t *r)
+int report_rec_served(const store_rec_t *r)
 {
     return r->sp && !r->merged_serial;
 }
@@ -1021,10 +1021,10 @@ int rec_served(const store_rec_t *r)
  * when it is complete, 0 when some selected stack is still being symbolized
  * (and force is not set), -ENOMEM, -EINVAL (unknown class) or -ESRCH (--pid
  * names no known process). */
-int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, ra_t *ra,
-                Stackwatch__Reply *reply, client_t *only)
+int report_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, ra_t *ra,
+                 Stackwatch__Reply *reply, client_t *only)
 {
-    uint64_t now = srv_now();
+    uint64_t now = clock_now();
     size_t ncand = 0, capc = 0;
     cand_t *cands = NULL, *members = NULL; /* members: by exe, grouped */
     int rc = -ENOMEM;
@@ -1052,7 +1052,7 @@ int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, ra_t *ra
             continue;
         if ((q->pid && c->pid != q->pid) || !exe_matches(q->exe, c))
             continue;
-        Stackwatch__ClientInfo *ci = client_info(ra, c, now);
+        Stackwatch__ClientInfo *ci = report_client_info(ra, c, now);
         if (!ci)
             goto out;
         const store_rec_t *rec = merged_rec(srv, c);
@@ -1077,7 +1077,7 @@ int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, ra_t *ra
     /* Processes known only from the store (they ended before a restart). */
     for (uint32_t i = 0; i < srv->store.n && !only; i++) {
         const store_rec_t *rec = &srv->store.recs[i];
-        if (!rec_served(rec))
+        if (!report_rec_served(rec))
             continue;
         Stackwatch__ClientInfo *ci = rec->sp->client;
         if (q->pid && ci->pid != q->pid)
@@ -1118,7 +1118,7 @@ int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, ra_t *ra
                 goto out;
         }
     }
-    if (q->pid && lr->n_clients == 0 && !pid_alive(q->pid)) {
+    if (q->pid && lr->n_clients == 0 && !report_pid_alive(q->pid)) {
         rc = -ESRCH; /* a running process may connect any moment: an empty report */
         goto out;
     }
@@ -1166,7 +1166,7 @@ int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, ra_t *ra
             s->sym_state = SYM_NONE;
         }
         if (s->sym_state == SYM_NONE)
-            srv_sym_stack(srv, cands[i].c, s, 1); /* a report waits for it: first */
+            symq_stack(srv, cands[i].c, s, 1); /* a report waits for it: first */
         else if (s->sym_state == SYM_PENDING && !s->sym_urgent)
             s->sym_urgent = (uint8_t)sym_promote(cands[i].c->serial, s->index);
         if (s->sym_state == SYM_PENDING)
@@ -1195,7 +1195,7 @@ out:
 
 /* ---------------------------------------------------------------- the store */
 
-int ctl_client_symbolized(srv_t *s, client_t *c)
+int report_symbolized(srv_t *s, client_t *c)
 {
     int pending = 0;
     for (uint32_t i = 0; i < c->nstacks; i++) {
@@ -1203,13 +1203,13 @@ int ctl_client_symbolized(srv_t *s, client_t *c)
         if (!st || !st->defined)
             continue;
         if (st->sym_state == SYM_NONE)
-            srv_sym_stack(s, c, st, 0); /* behind what reports and rules wait for */
+            symq_stack(s, c, st, 0); /* behind what reports and rules wait for */
         pending |= st->sym_state == SYM_PENDING;
     }
     return !pending;
 }
 
-int ctl_store_client(srv_t *s, client_t *c, int snapshot)
+int report_store_client(srv_t *s, client_t *c, int snapshot)
 {
     if (!s->store.on)
         return -ENOTCONN;
@@ -1220,11 +1220,11 @@ int ctl_store_client(srv_t *s, client_t *c, int snapshot)
     q.series = 1;
     q.by_rank = 0;
     for_store = 1;
-    int rc = build_leaks(s, &q, 1, &ra, &all, c);
+    int rc = report_leaks(s, &q, 1, &ra, &all, c);
     if (rc == 1 && c->mark_ts) {
         q.since_mark = 1;
         q.series = 0;
-        rc = build_leaks(s, &q, 1, &ra, &since, c);
+        rc = report_leaks(s, &q, 1, &ra, &since, c);
     }
     for_store = 0;
     if (rc != 1 || !all.leaks || all.leaks->n_clients != 1) {
@@ -1252,7 +1252,7 @@ int ctl_store_client(srv_t *s, client_t *c, int snapshot)
     clock_gettime(CLOCK_REALTIME, &ts);
     sp.end_realtime_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     if (c->frozen) {
-        uint64_t nowm = srv_now();
+        uint64_t nowm = clock_now();
         uint64_t ago = nowm > c->end_ts ? nowm - c->end_ts : 0;
         sp.end_realtime_ns -= ago < sp.end_realtime_ns ? ago : 0;
     }

@@ -19,7 +19,7 @@ static uint64_t realtime_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void srv_save_queue(srv_t *s, client_t *c)
+void saves_queue(srv_t *s, client_t *c)
 {
     if (!s->store.on)
         return;
@@ -27,23 +27,23 @@ void srv_save_queue(srv_t *s, client_t *c)
         uint32_t ncap = s->saves_cap ? s->saves_cap * 2 : 16;
         srv_save_t *ns = realloc(s->saves, ncap * sizeof *ns);
         if (!ns) {
-            ctl_store_client(s, c, 0); /* now, with the frames as they are */
+            report_store_client(s, c, 0); /* now, with the frames as they are */
             return;
         }
         s->saves = ns;
         s->saves_cap = ncap;
     }
-    s->saves[s->nsaves++] = (srv_save_t){ c->serial, srv_now() + SAVE_WAIT_NS, c->pid, 0 };
-    ctl_client_symbolized(s, c);
+    s->saves[s->nsaves++] = (srv_save_t){ c->serial, clock_now() + SAVE_WAIT_NS, c->pid, 0 };
+    report_symbolized(s, c);
 }
 
 /* Stores the ended reports whose frames are symbolized (all of them with
  * force, or past their deadline). A write that failed for a cause that may
  * pass (ENOSPC, EDQUOT, EIO...) stays queued and is tried again after
  * SAVE_RETRY_NS, doubling up to 32 times that, and at a graceful stop. */
-void srv_save_due(srv_t *s, int force)
+void saves_due(srv_t *s, int force)
 {
-    uint64_t now = srv_now();
+    uint64_t now = clock_now();
     for (uint32_t i = 0; i < s->nsaves;) {
         srv_save_t *sv = &s->saves[i];
         client_t *c = client_by_serial(&s->clients, sv->serial);
@@ -52,25 +52,25 @@ void srv_save_due(srv_t *s, int force)
             *sv = s->saves[--s->nsaves];
             continue;
         }
-        if (c && !force && now < sv->deadline && (sv->failed || !ctl_client_symbolized(s, c))) {
+        if (c && !force && now < sv->deadline && (sv->failed || !report_symbolized(s, c))) {
             i++;
             continue;
         }
-        int rc = c ? ctl_store_client(s, c, 0) : -ESRCH;
+        int rc = c ? report_store_client(s, c, 0) : -ESRCH;
         if (rc < 0 && c && !force && rc != -EFBIG && rc != -ENOTCONN) {
             sv->failed++;
             sv->deadline = now + (SAVE_RETRY_NS << (sv->failed < 6 ? sv->failed - 1 : 5));
             if (sv->failed == 1)
-                srv_log("store: pid %u's report will be written again later (and at a "
+                log_msg("store: pid %u's report will be written again later (and at a "
                         "graceful stop)", sv->pid);
             i++;
             continue;
         }
         if (sv->failed && rc == 0)
-            srv_log("store: pid %u's report written after %u failed attempt(s)", sv->pid,
+            log_msg("store: pid %u's report written after %u failed attempt(s)", sv->pid,
                     sv->failed);
         else if (sv->failed)
-            srv_log("store: pid %u's report is not stored: %s", sv->pid,
+            log_msg("store: pid %u's report is not stored: %s", sv->pid,
                     c ? "the last attempt failed too" : "no longer kept in memory (--retain)");
         *sv = s->saves[--s->nsaves];
     }
@@ -93,20 +93,20 @@ void srv_save_due(srv_t *s, int force)
 /* Before a graceful stop: ended reports waiting for symbols are stored as
  * they are, and every running process gets a snapshot its agent's
  * reconnect will be merged with. */
-void srv_store_all(srv_t *s)
+void saves_store_all(srv_t *s)
 {
     if (!s->store.on)
         return;
-    srv_save_due(s, 1);
+    saves_due(s, 1);
     uint32_t n = 0;
     for (client_t *c = s->clients.head; c; c = c->next)
-        if (c->state == CLIENT_CONNECTED && ctl_store_client(s, c, 1) == 0)
+        if (c->state == CLIENT_CONNECTED && report_store_client(s, c, 1) == 0)
             n++;
     if (n)
-        srv_log("store: kept %u running process(es) for their reconnect", n);
+        log_msg("store: kept %u running process(es) for their reconnect", n);
 }
 
-void srv_restore_client(srv_t *s, client_t *c)
+void saves_restore_client(srv_t *s, client_t *c)
 {
     store_rec_t *r = s->store.on ? store_find_snapshot(&s->store, c->pid, c->instance) : NULL;
     if (!r)
@@ -118,9 +118,9 @@ void srv_restore_client(srv_t *s, client_t *c)
     if (mark_ms && !c->mark_ts) {
         /* The mark in this boot's monotonic clock; before it: the very start. */
         int64_t off = (int64_t)(now / 1000000u) - (int64_t)mark_ms;
-        int64_t mono = (int64_t)srv_now() - off * 1000000;
+        int64_t mono = (int64_t)clock_now() - off * 1000000;
         c->mark_ts = mono > 0 ? (uint64_t)mono : 1;
     }
-    srv_log("pid %u reconnected after a collectord restart: merged with its report of %llu "
+    log_msg("pid %u reconnected after a collectord restart: merged with its report of %llu "
             "ms ago", c->pid, (unsigned long long)r->merged_gap_ms);
 }

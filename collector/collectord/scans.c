@@ -111,7 +111,7 @@ static void owners_keep(owners_t *o, client_t *c)
     c->nscan_own = 0;
     if (o->oom || !o->n) {
         if (o->oom)
-            srv_log("pid %u: out of memory for the owners of lost blocks", c->pid);
+            log_msg("pid %u: out of memory for the owners of lost blocks", c->pid);
         free(o->v);
         return;
     }
@@ -225,7 +225,7 @@ static void paths_keep(paths_t *ps, client_t *c, scan_job_t *j)
     j->nlabels = 0;
     if (ps->oom || !ps->n) {
         if (ps->oom)
-            srv_log("pid %u: out of memory for the retention paths", c->pid);
+            log_msg("pid %u: out of memory for the retention paths", c->pid);
         free(ps->v);
         return;
     }
@@ -328,7 +328,7 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         c->scan_msg[0] = '\0';
         c->scan_loop_ns += loop_cpu_ns() - cpu0;
         si->cpu_us = (j->cpu_ns + c->scan_loop_ns) / 1000u;
-        srv_log("pid %u: scan of %llu live blocks: %llu unreachable (%llu bytes); paused %.1f ms "
+        log_msg("pid %u: scan of %llu live blocks: %llu unreachable (%llu bytes); paused %.1f ms "
                 "(stop %.1f, sync %.1f, copy %.1f of %.1f MiB, %.1f of it reading), marking %.1f ms, "
                 "%.1f ms in all",
                 c->pid, (unsigned long long)si->blocks_n, (unsigned long long)si->unreach_n,
@@ -341,7 +341,7 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
                  msg ? msg : (j && j->msg[0] ? j->msg : !c->atab_ok ? "the process ended "
                                                                      "during the scan"
                                                                    : "the scan failed"));
-        srv_log("pid %u: scan failed: %s", c->pid, c->scan_msg);
+        log_msg("pid %u: scan failed: %s", c->pid, c->scan_msg);
     }
     c->scan_state = SCAN_ST_NONE;
     c->scan = NULL;
@@ -365,7 +365,7 @@ static int heap_roots(const client_t *c)
            c->a_lost_disc || c->a_dropped;
 }
 
-int srv_scan_start(srv_t *s, client_t *c, char *err, size_t errlen)
+int scans_start(srv_t *s, client_t *c, char *err, size_t errlen)
 {
     (void)s;
     if (!c->conn || c->state != CLIENT_CONNECTED) {
@@ -382,7 +382,7 @@ int srv_scan_start(srv_t *s, client_t *c, char *err, size_t errlen)
         return -EBUSY;
     }
     static uint64_t serial;
-    uint64_t tok = (srv_now() << 16) ^ ++serial ^ ((uint64_t)c->pid << 40);
+    uint64_t tok = (clock_now() << 16) ^ ++serial ^ ((uint64_t)c->pid << 40);
     c->scan_token = tok;
     c->scan_loop_ns = 0;
     c->scan_busy = 0;
@@ -397,7 +397,7 @@ int srv_scan_start(srv_t *s, client_t *c, char *err, size_t errlen)
         return -ENOMEM;
     }
     c->scan_state = SCAN_ST_FREEZE;
-    c->scan_deadline = srv_now() + SCAN_AGENT_NS + 10ull * 1000000000;
+    c->scan_deadline = clock_now() + SCAN_AGENT_NS + 10ull * 1000000000;
     return 0;
 }
 
@@ -414,17 +414,17 @@ static void snap_one(void *ctx, atab_ent_t *e)
         s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0, 0, 0 };
 }
 
-void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
+void scans_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
 {
     if (!c || c->scan_state == SCAN_ST_NONE || r->token != c->scan_token)
         return; /* a late answer to a scan given up */
     if (r->phase == 1 && c->scan_state == SCAN_ST_BEGIN) {
         if (r->ptracer < 0)
-            srv_log("pid %u: the agent could not allow the scan (PR_SET_PTRACER: %s)", c->pid,
+            log_msg("pid %u: the agent could not allow the scan (PR_SET_PTRACER: %s)", c->pid,
                     strerror(-r->ptracer));
         scan_job_retry(c->scan);
         c->scan_state = SCAN_ST_FREEZE;
-        c->scan_deadline = srv_now() + SCAN_AGENT_NS + 10ull * 1000000000;
+        c->scan_deadline = clock_now() + SCAN_AGENT_NS + 10ull * 1000000000;
     } else if (r->phase == 2 && c->scan_state == SCAN_ST_SYNC) {
         uint64_t cpu0 = loop_cpu_ns();
         /* Every event of the frozen threads is in: the table is the
@@ -460,12 +460,12 @@ void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
         c->scan_busy = r->busy_threads;
         scan_job_snapshot(c->scan, sc.v, sc.n, reg, k, kd);
         c->scan_state = SCAN_ST_READ;
-        c->scan_deadline = srv_now() + SCAN_READ_NS;
+        c->scan_deadline = clock_now() + SCAN_READ_NS;
         c->scan_loop_ns += loop_cpu_ns() - cpu0;
     }
 }
 
-void srv_scan_abort(srv_t *s, client_t *c, const char *why)
+void scans_abort(srv_t *s, client_t *c, const char *why)
 {
     if (c->scan_state == SCAN_ST_NONE)
         return;
@@ -477,7 +477,7 @@ void srv_scan_abort(srv_t *s, client_t *c, const char *why)
     /* The worker ends SCAN_FAILED and wakes the loop (scan_async_cb). */
 }
 
-void srv_scan_progress(srv_t *s)
+void scans_progress(srv_t *s)
 {
     client_t *next;
     for (client_t *c = s->clients.head; c; c = next) {
@@ -488,11 +488,11 @@ void srv_scan_progress(srv_t *s)
         if (st == SCAN_NEED_TRACER && c->scan_state == SCAN_ST_FREEZE) {
             c->scan_state = SCAN_ST_BEGIN;
             c->scan_allowed = 1;
-            c->scan_deadline = srv_now() + SCAN_AGENT_NS;
+            c->scan_deadline = clock_now() + SCAN_AGENT_NS;
             send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_BEGIN);
         } else if (st == SCAN_FROZEN && c->scan_state == SCAN_ST_FREEZE) {
             c->scan_state = SCAN_ST_SYNC;
-            c->scan_deadline = srv_now() + SCAN_AGENT_NS;
+            c->scan_deadline = clock_now() + SCAN_AGENT_NS;
             if (send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_SYNC) < 0)
                 continue; /* conn_close aborted it */
         } else if (st == SCAN_DONE || st == SCAN_FAILED) {
@@ -502,15 +502,15 @@ void srv_scan_progress(srv_t *s)
 }
 
 /* Age timer: scans whose agent or worker is overdue are given up. */
-void srv_scan_check_deadlines(srv_t *s, uint64_t now)
+void scans_check_deadlines(srv_t *s, uint64_t now)
 {
     for (client_t *c = s->clients.head; c; c = c->next) {
         if (c->scan_state == SCAN_ST_NONE || now < c->scan_deadline)
             continue;
         c->scan_deadline = UINT64_MAX; /* once */
-        srv_scan_abort(s, c, c->scan_state == SCAN_ST_READ
-                                 ? "the scan took too long"
-                                 : "the agent did not answer (its flusher may wait for a lock "
-                                   "that a stopped thread holds)");
+        scans_abort(s, c, c->scan_state == SCAN_ST_READ
+                              ? "the scan took too long"
+                              : "the agent did not answer (its flusher may wait for a lock "
+                                "that a stopped thread holds)");
     }
 }

@@ -9,20 +9,20 @@
  * agent; the rest follows its replies). Returns 0, or -errno with a
  * sentence in err: not connected (-ENOTCONN), an agent without scan support
  * (-ENOTSUP), a scan already running (-EBUSY). */
-int srv_scan_start(srv_t *s, client_t *c, char *err, size_t errlen);
+int scans_start(srv_t *s, client_t *c, char *err, size_t errlen);
 
 /* The agent answered a SCAN_* command. */
-void srv_scan_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r);
+void scans_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r);
 
 /* Gives up a client's scan (disconnect, shutdown): the worker lets the
  * process go; the scan ends failed. */
-void srv_scan_abort(srv_t *s, client_t *c, const char *why);
+void scans_abort(srv_t *s, client_t *c, const char *why);
 
 /* A scan worker moved on (the loop's wake-up from it): the next command to
  * the agent, or the scan's end. */
-void srv_scan_progress(srv_t *s);
+void scans_progress(srv_t *s);
 
 /* The aging tick: scans whose agent or worker is overdue are given up. */
-void srv_scan_check_deadlines(srv_t *s, uint64_t now);
+void scans_check_deadlines(srv_t *s, uint64_t now);
 
 #endif

@@ -40,7 +40,7 @@ static int listen_on(const char *path, char *err, size_t errlen)
         return -EADDRINUSE;
     }
     if (live == 0 && unlink(path) == 0)
-        srv_log("removed stale socket %s", path);
+        log_msg("removed stale socket %s", path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         int e = errno;
@@ -89,7 +89,7 @@ static int peer_allowed(srv_t *s, int fd, int kind)
         return 1;
     s->refused++;
     if (s->refused <= 10 || s->refused % 1000 == 0)
-        srv_log("refused %s connection %llu from uid %d (pid %d): collectord serves uid %u "
+        log_msg("refused %s connection %llu from uid %d (pid %d): collectord serves uid %u "
                 "and root only", kind == CONN_AGENT ? "an agent" : "a control",
                 (unsigned long long)s->refused, len == sizeof cr ? (int)cr.uid : -1,
                 len == sizeof cr ? (int)cr.pid : -1, (unsigned)geteuid());
@@ -111,7 +111,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EMFILE || errno == ENFILE) {
                 /* Out of fds: free the spare, accept and close so the peer
                  * sees an immediate EOF instead of hanging in the backlog. */
-                srv_log_throttled(&s->log_nofd, "out of file descriptors; refusing a connection");
+                log_throttled(&s->log_nofd, "out of file descriptors; refusing a connection");
                 if (s->spare_fd >= 0) {
                     close(s->spare_fd);
                     int tmp = accept(w->fd, NULL, NULL);
@@ -141,7 +141,7 @@ static void scan_async_cb(struct ev_loop *loop, ev_async *w, int revents)
     (void)loop;
     (void)revents;
     srv_t *s = w->data;
-    srv_scan_progress(s);
+    scans_progress(s);
     ctl_retry_flagged(s); /* a scan ended: the requests waiting for it */
 }
 
@@ -160,7 +160,7 @@ static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
             j->result = NULL;
             st->sym_state = SYM_DONE;
             st->skip = (uint16_t)wrap_count(st->sym);
-            srv_trig_eval(s, c, st);
+            arming_eval(s, c, st);
         } else if (st && st->sym_state == SYM_PENDING) {
             st->sym_state = SYM_NONE; /* out of memory: try again at query time */
         }
@@ -182,9 +182,9 @@ static void age_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     srv_t *s = w->data;
-    srv_log_flush(&s->log_nofd, "out of file descriptors: refused a connection");
-    srv_log_flush(&s->log_many, "too many connections from one process: refused one");
-    srv_tick(s);
+    log_flush(&s->log_nofd, "out of file descriptors: refused a connection");
+    log_flush(&s->log_many, "too many connections from one process: refused one");
+    age_tick(s);
     ctl_retry_flagged(s); /* requests whose deadline passed */
 }
 
@@ -205,11 +205,11 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     srv_t *s = w->data;
     if (w->signum == SIGHUP) {
-        srv_log("SIGHUP: %u clients, %llu events so far", s->clients.count,
+        log_msg("SIGHUP: %u clients, %llu events so far", s->clients.count,
                 (unsigned long long)s->events_total);
         return;
     }
-    srv_log("signal %d: stopping", w->signum);
+    log_msg("signal %d: stopping", w->signum);
     srv_stop(s);
 }
 
@@ -245,7 +245,7 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
         period = 1.0;
     ev_timer_init(&s->age_timer, age_cb, period, period);
     s->age_timer.data = s;
-    if (!srv_clock_is_virtual())
+    if (!clock_is_virtual())
         ev_timer_start(s->loop, &s->age_timer); /* else Tick requests age */
     ev_async_init(&s->sym_async, sym_async_cb);
     s->sym_async.data = s;
@@ -261,14 +261,14 @@ int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)
     s->clients.max_live = s->opts.max_live;
     wrap_init();
     if (sym_start(sym_wake, s) < 0)
-        srv_log("cannot start the symbolizer thread; reports will show module+offset");
+        log_msg("cannot start the symbolizer thread; reports will show module+offset");
     if (ready)
         ready(arg);
     if (s->metrics)
         metrics_start(s->metrics, s, s->loop);
     ev_run(s->loop, 0);
     /* Graceful stop: store what is to be kept, close every connection, release the sockets. */
-    srv_store_all(s);
+    saves_store_all(s);
     if (s->metrics)
         metrics_stop(s->metrics);
     while (s->conns)

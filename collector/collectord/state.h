@@ -54,8 +54,8 @@ typedef struct srv_s {
     int agent_fd;             /* listening sockets */
     int control_fd;
     int spare_fd;             /* kept open to accept-and-close under EMFILE */
-    srv_throttle_t log_nofd;  /* "out of file descriptors" */
-    srv_throttle_t log_many;  /* "too many connections from one process" */
+    log_throttle_t log_nofd;  /* "out of file descriptors" */
+    log_throttle_t log_many;  /* "too many connections from one process" */
     ev_io agent_w, control_w;
     ev_signal sig_int, sig_term, sig_hup;
     ev_timer age_timer;       /* aging, late-event resolution, retention, parked queries */

@@ -7,7 +7,7 @@
 #include "clock.h"
 #include "sym.h"
 
-void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
+void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
 {
     (void)s;
     if (st->sym_state != SYM_NONE || !st->defined)
@@ -49,7 +49,7 @@ void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
     }
     st->sym_state = SYM_PENDING;
     st->sym_urgent = (uint8_t)(urgent != 0);
-    st->sym_tried = srv_now();
+    st->sym_tried = clock_now();
     if (sym_submit(j, urgent) < 0) {
         /* No worker thread: module+offset frames now, never DWARF on the loop. */
         st->sym = sym_fallback(j);

@@ -5,6 +5,6 @@
 #include "state.h"
 
 /* Queues symbolization of a stack if not done or pending. */
-void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent);
+void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent);
 
 #endif

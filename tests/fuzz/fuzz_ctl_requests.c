@@ -107,7 +107,7 @@ static void pump(srv_t *s)
  * tick, then the parked requests it flagged (as the loop does). */
 static void tick(srv_t *s, uint64_t ns)
 {
-    srv_clock_advance(s, ns);
+    age_advance(s, ns);
     ctl_retry_flagged(s);
 }
 
@@ -395,7 +395,7 @@ static void symbolize_all(srv_t *s)
             cstack_t *st = c->slist[i];
             if (!st || !st->defined)
                 continue;
-            srv_sym_stack(s, c, st, 0);
+            symq_stack(s, c, st, 0);
             if (st->sym_state != SYM_DONE || !st->sym)
                 continue;
             for (uint32_t k = 0; k < st->sym->n; k++) {
@@ -541,10 +541,10 @@ static void state_build(state_t *st, unsigned flags)
         abort();
 
     /* The clients, over the collector's driven clock (as --test-clock): the
-     * daemon's own aging tick (srv_tick) runs as time is advanced. */
-    if (!srv_clock_is_virtual())
-        srv_clock_virtual();
-    uint64_t t0 = srv_now();
+     * daemon's own aging tick (age_tick) runs as time is advanced. */
+    if (!clock_is_virtual())
+        clock_virtual();
+    uint64_t t0 = clock_now();
     st->t0 = t0;
     st->agents[0] = connect_agent(s, 0, t0, 1, 0, 0, 0);
     st->agents[1] = connect_agent(s, 1, t0 + MS, 0, 1, 0, 0);
