@@ -2,11 +2,6 @@
 #include "ctl.h"
 
 #include <errno.h>
-#include <math.h>
-#include <signal.h>
-#include <fnmatch.h>
-#include <stddef.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +17,7 @@
 #include "report.h"
 #include "scans.h"
 #include "state.h"
-#include "sym.h"
 #include "trig.h"
-#include "classify.h"
 #include "store.h"
 
 #define PARK_NS (30ull * 1000000000)   /* longest a report waits for symbolization */

@@ -3,16 +3,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
-#include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "age.h"
@@ -26,6 +23,7 @@
 #include "scan.h"
 #include "scans.h"
 #include "sym.h"
+#include "symq.h"
 #include "wrap.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -150,22 +148,7 @@ static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
     (void)loop;
     (void)revents;
     srv_t *s = w->data;
-    sym_job_t *j;
-    while ((j = sym_take_done())) {
-        client_t *c = client_by_serial(&s->clients, j->client_serial);
-        cstack_t *st = c ? cstack_at(c, j->stack_index) : NULL;
-        if (st && st->sym_state == SYM_PENDING && j->result) {
-            sym_release(st->sym);
-            st->sym = j->result;
-            j->result = NULL;
-            st->sym_state = SYM_DONE;
-            st->skip = (uint16_t)wrap_count(st->sym);
-            arming_eval(s, c, st);
-        } else if (st && st->sym_state == SYM_PENDING) {
-            st->sym_state = SYM_NONE; /* out of memory: try again at query time */
-        }
-        sym_job_free(j);
-    }
+    symq_take_done(s, arming_eval); /* rules that need names see them now */
     ctl_retry_parked(s, 0);
 }
 

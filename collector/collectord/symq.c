@@ -4,8 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client.h"
 #include "clock.h"
 #include "sym.h"
+#include "wrap.h"
 
 void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
 {
@@ -60,4 +62,24 @@ void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
     return;
 fail:
     sym_job_free(j);
+}
+
+void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t *st))
+{
+    sym_job_t *j;
+    while ((j = sym_take_done())) {
+        client_t *c = client_by_serial(&s->clients, j->client_serial);
+        cstack_t *st = c ? cstack_at(c, j->stack_index) : NULL;
+        if (st && st->sym_state == SYM_PENDING && j->result) {
+            sym_release(st->sym);
+            st->sym = j->result;
+            j->result = NULL;
+            st->sym_state = SYM_DONE;
+            st->skip = (uint16_t)wrap_count(st->sym);
+            symbolized(s, c, st);
+        } else if (st && st->sym_state == SYM_PENDING) {
+            st->sym_state = SYM_NONE; /* out of memory: try again at query time */
+        }
+        sym_job_free(j);
+    }
 }

@@ -7,4 +7,10 @@
 /* Queues symbolization of a stack if not done or pending. */
 void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent);
 
+/* Takes the symbolizer's finished jobs (the loop's wake-up from it) into
+ * their stacks, calling symbolized for each stack whose frames came in
+ * (arming_eval: rules that match names; a callback, as arming.c queues
+ * stacks here). */
+void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t *st));
+
 #endif
