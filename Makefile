@@ -286,7 +286,7 @@ check: deps
 # No import circle between the modules of these folders (x.c with x.h; A
 # depends on B when A's .c or .h includes B's .h): scripts/import_graph.py
 # prints each circle with its include lines. make check-layout LAYOUT_DIRS="..."
-LAYOUT_DIRS ?= agent
+LAYOUT_DIRS ?= agent collector proto
 check-layout:
 	$(PYTHON) scripts/import_graph.py $(LAYOUT_DIRS)
 
