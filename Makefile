@@ -66,7 +66,9 @@ AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_
 COMMON_SRC = $(addprefix collector/common/,cli_call.c rundir.c signame.c procmaps.c tracee.c \
 	cpython.c)
 # The daemon; main.c apart so unit tests and fuzzers link the rest.
-COLLECTORD_LIB_SRC = $(addprefix collector/collectord/,srv.c conn.c peer.c ingest.c ctl.c \
+COLLECTORD_LIB_SRC = $(addprefix collector/collectord/, \
+	srv.c age.c clock.c log.c scans.c arming.c saves.c symq.c \
+	conn.c peer.c ingest.c ctl.c report.c \
 	client.c atab.c amap.c reo.c classify.c sym.c wrap.c trig.c store.c metrics.c \
 	scan.c reach.c rootname.c)
 COLLECTORD_SRC = collector/collectord/main.c $(COLLECTORD_LIB_SRC) $(COMMON_SRC)
@@ -284,7 +286,7 @@ check: deps
 # No import circle between the modules of these folders (x.c with x.h; A
 # depends on B when A's .c or .h includes B's .h): scripts/import_graph.py
 # prints each circle with its include lines. make check-layout LAYOUT_DIRS="..."
-LAYOUT_DIRS ?= agent
+LAYOUT_DIRS ?= agent collector proto
 check-layout:
 	$(PYTHON) scripts/import_graph.py $(LAYOUT_DIRS)
 

@@ -48,6 +48,14 @@ client_t *client_find(clients_t *cs, uint32_t pid, uint64_t instance)
     return NULL;
 }
 
+client_t *client_by_serial(clients_t *cs, uint64_t serial)
+{
+    for (client_t *c = cs->head; c; c = c->next)
+        if (c->serial == serial)
+            return c;
+    return NULL;
+}
+
 /* s cut to at most max bytes, at a UTF-8 character boundary. */
 static char *dup_cap(const char *s, size_t max)
 {

@@ -338,6 +338,9 @@ client_t *client_new(clients_t *cs, uint32_t pid, uint64_t expire_ns, uint64_t n
 /* Finds a client by pid and agent instance (a reconnect), or NULL. */
 client_t *client_find(clients_t *cs, uint32_t pid, uint64_t instance);
 
+/* The client with this serial (kept while in memory), or NULL. */
+client_t *client_by_serial(clients_t *cs, uint64_t serial);
+
 /* Sets identity fields from a Hello (copies strings). Returns 0 or -ENOMEM. */
 int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const char *exe,
                         char **argv, size_t argc, uint64_t instance, uint64_t parent_instance,

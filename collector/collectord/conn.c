@@ -12,10 +12,9 @@
 #include <unistd.h>
 
 #include "client.h"
-#include "ctl.h"
-#include "ingest.h"
+#include "log.h"
 #include "peer.h"
-#include "srv.h"
+#include "state.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
@@ -58,7 +57,8 @@ static uint64_t proc_start(pid_t pid, int pidfd)
     return start;
 }
 
-conn_t *conn_new(srv_t *srv, int fd, int kind)
+conn_t *conn_new(srv_t *srv, int fd, int kind, conn_frame_fn on_frame, conn_close_fn on_close,
+                 uint64_t idle_ns)
 {
     conn_t *c = calloc(1, sizeof *c);
     if (!c) {
@@ -72,6 +72,9 @@ conn_t *conn_new(srv_t *srv, int fd, int kind)
         return NULL;
     }
     c->srv = srv;
+    c->on_frame = on_frame;
+    c->on_close = on_close;
+    c->idle_ns = idle_ns;
     c->fd = fd;
     c->kind = kind;
     struct ucred cr;
@@ -92,9 +95,9 @@ conn_t *conn_new(srv_t *srv, int fd, int kind)
         cproc_t *p = cproc_get(&srv->clients, (uint32_t)c->peer_pid,
                                proc_start(c->peer_pid, c->pidfd));
         if (p && p->conns[kind] >= CPROC_CONNS_MAX) {
-            srv_log_throttled(&srv->log_many, "too many connections from pid %d (%u %s "
-                              "connections open); refusing one", (int)c->peer_pid,
-                              CPROC_CONNS_MAX, kind == CONN_AGENT ? "agent" : "control");
+            log_throttled(&srv->log_many, "too many connections from pid %d (%u %s "
+                          "connections open); refusing one", (int)c->peer_pid,
+                          CPROC_CONNS_MAX, kind == CONN_AGENT ? "agent" : "control");
             if (c->pidfd >= 0)
                 close(c->pidfd);
             frame_rd_free(&c->rd);
@@ -115,7 +118,7 @@ conn_t *conn_new(srv_t *srv, int fd, int kind)
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     ev_io_start(srv->loop, &c->rio);
-    double idle = (double)(srv->opts.idle_ns ? srv->opts.idle_ns : SRV_IDLE_NS) / 1e9;
+    double idle = (double)idle_ns / 1e9;
     ev_timer_init(&c->idle, conn_idle_cb, idle, idle);
     ev_timer_start(srv->loop, &c->idle);
     c->active_ts = ev_now(c->srv->loop);
@@ -131,7 +134,7 @@ void conn_close(conn_t *c, const char *reason)
 {
     srv_t *srv = c->srv;
     if (reason)
-        srv_log("closing %s connection (pid %d): %s", c->kind == CONN_AGENT ? "agent" : "control",
+        log_msg("closing %s connection (pid %d): %s", c->kind == CONN_AGENT ? "agent" : "control",
                 (int)c->peer_pid, reason);
     ev_io_stop(srv->loop, &c->rio);
     ev_io_stop(srv->loop, &c->wio);
@@ -139,7 +142,8 @@ void conn_close(conn_t *c, const char *reason)
     close(c->fd);
     if (c->pidfd >= 0)
         close(c->pidfd);
-    srv_conn_gone(srv, c);
+    if (c->on_close)
+        c->on_close(c);
     if (c->proc) {
         c->proc->conns[c->kind]--;
         cproc_unref(c->proc);
@@ -250,9 +254,7 @@ static int conn_dispatch(conn_t *c)
         c->srv->frames_total++;
         if (c->kind == CONN_CONTROL)
             c->active_ts = ev_now(c->srv->loop);
-        int hr = c->kind == CONN_AGENT ? ingest_frame(c, payload, len)
-                                       : ctl_request(c, payload, len);
-        if (hr < 0)
+        if (c->on_frame(c, payload, len) < 0)
             return -1; /* the handler closed the connection */
     }
     if (rc < 0) {
@@ -289,7 +291,7 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-/* Every opts.idle_ns: an agent still without Hello is closed (then the timer
+/* Every idle_ns: an agent still without Hello is closed (then the timer
  * stops for good at its Hello); a control connection is closed when nothing
  * happened for that long (no whole request, no byte of a pending reply
  * taken) unless a request of it is parked (it has its own deadline). */
@@ -299,7 +301,6 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     conn_t *c = container_of(w, conn_t, idle);
     srv_t *s = c->srv;
-    uint64_t limit = s->opts.idle_ns ? s->opts.idle_ns : SRV_IDLE_NS;
     if (c->kind == CONN_AGENT) {
         if (c->hello_seen)
             ev_timer_stop(s->loop, &c->idle);
@@ -307,7 +308,7 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
             conn_close(c, "no Hello within the idle timeout");
         return;
     }
-    if (c->parked || ev_now(s->loop) - c->active_ts < (double)limit / 1e9)
+    if (c->parked || ev_now(s->loop) - c->active_ts < (double)c->idle_ns / 1e9)
         return;
     conn_close(c, c->out_len > c->out_off ? "its reply stayed unread past the idle timeout"
                                           : "no whole request within the idle timeout");

@@ -19,6 +19,13 @@ enum { CONN_AGENT = 1, CONN_CONTROL = 2 };
 
 struct srv_s;
 struct client_s;
+struct conn_s;
+
+/* A connection's protocol, given by whoever accepted it (conn.c knows none):
+ * on_frame handles one whole frame and returns 0, or -1 when it closed the
+ * connection; on_close is told before a closing connection is freed. */
+typedef int (*conn_frame_fn)(struct conn_s *c, const uint8_t *p, uint32_t len);
+typedef void (*conn_close_fn)(struct conn_s *c);
 
 typedef struct conn_s {
     ev_io rio;                /* readable; a control connection's stops while a reply is unsent */
@@ -27,6 +34,9 @@ typedef struct conn_s {
     ev_tstamp active_ts;      /* control: last whole request or output progress (libev's
                                * clock, real time even under --test-clock) */
     struct srv_s *srv;
+    conn_frame_fn on_frame;   /* agent: ingest_frame; control: ctl_request */
+    conn_close_fn on_close;   /* agent: ingest_close; control: ctl_forget */
+    uint64_t idle_ns;         /* the idle limit (see conn_idle_cb in conn.c) */
     int fd;
     int kind;                 /* CONN_AGENT or CONN_CONTROL */
     pid_t peer_pid;           /* SO_PEERCRED */
@@ -47,16 +57,16 @@ typedef struct conn_s {
     struct conn_s *prev, *next; /* srv's list of connections */
 } conn_t;
 
-/* Wraps an accepted fd and starts its idle timer (srv opts.idle_ns): an
- * agent that sends no Hello in that time, or a control client that sends no
- * whole request, or leaves a reply unread, that long, is closed. Returns NULL
- * on ENOMEM, or when the peer process has CPROC_CONNS_MAX connections of this
- * kind open already (fd closed). */
-conn_t *conn_new(struct srv_s *srv, int fd, int kind);
+/* Wraps an accepted fd, whose frames go to on_frame, and starts its idle
+ * timer (idle_ns): an agent that sends no Hello in that time, or a control
+ * client that sends no whole request, or leaves a reply unread, that long, is
+ * closed. Returns NULL on ENOMEM, or when the peer process has CPROC_CONNS_MAX
+ * connections of this kind open already (fd closed). */
+conn_t *conn_new(struct srv_s *srv, int fd, int kind, conn_frame_fn on_frame,
+                 conn_close_fn on_close, uint64_t idle_ns);
 
-/* Stops every watcher, closes, frees. For an agent connection the client is
- * frozen (exited after Goodbye, else lost). reason goes to the log for
- * abnormal closes (NULL: normal). */
+/* Stops every watcher, tells on_close, closes, frees. reason goes to the log
+ * for abnormal closes (NULL: normal). */
 void conn_close(conn_t *c, const char *reason);
 
 /* Reads and dispatches, without waiting, what the peer wrote and c has not

@@ -18,14 +18,9 @@ int ctl_request(conn_t *c, const uint8_t *p, uint32_t len);
  * those whose deadline passed (they get module+offset frames where needed). */
 void ctl_retry_parked(struct srv_s *s, int deadline_only);
 
-/* Queues symbolization of every stack of c not done yet. Returns 1 when
- * none is pending any more. */
-int ctl_client_symbolized(struct srv_s *s, struct client_s *c);
-
-/* Writes c's report (every stack, series, Python tracebacks, the mark and
- * what it counts since) to the store: snapshot for a process that runs on.
- * Frames are as symbolized by now. Returns 0 or -errno. */
-int ctl_store_client(struct srv_s *s, struct client_s *c, int snapshot);
+/* Runs ctl_retry_parked as s->retry_parked asks (the scans and the aging
+ * tick flag it; they do not call up into ctl.c), and clears it. */
+void ctl_retry_flagged(struct srv_s *s);
 
 /* Releases a parked request of a closing connection. */
 void ctl_forget(conn_t *c);

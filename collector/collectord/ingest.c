@@ -7,11 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arming.h"
 #include "client.h"
+#include "clock.h"
 #include "frame.h"
+#include "log.h"
 #include "proto/stackwatch.pb-c.h"
-#include "srv.h"
+#include "saves.h"
+#include "scans.h"
+#include "state.h"
 #include "sym.h"
+#include "symq.h"
 
 static int send_welcome(conn_t *c)
 {
@@ -85,7 +91,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     c->hello_seen = 1;
     /* SO_PEERCRED is the truth; the claimed pid is only shown. */
     uint32_t pid = c->peer_pid > 0 ? (uint32_t)c->peer_pid : h->pid;
-    uint64_t now = srv_now();
+    uint64_t now = clock_now();
     client_t *cl = client_find(&s->clients, pid, h->instance);
     if (cl && cl->proc && c->proc && cl->proc != c->proc)
         cl = NULL; /* another process of a reused pid: not a reconnect */
@@ -155,7 +161,7 @@ static int on_hello(conn_t *c, const Stackwatch__Hello *h, const char **why)
     cl->state = CLIENT_CONNECTED;
     c->client = cl;
     mark_exec(s, cl, nc_previous(h));
-    srv_restore_client(s, cl);
+    saves_restore_client(s, cl);
     if (send_welcome(c) < 0) {
         *why = "cannot send welcome";
         return -EIO;
@@ -196,8 +202,8 @@ static int on_stacks(conn_t *c, const Stackwatch__StackDefs *sd, const char **wh
         if (c->srv->trig.n) {
             /* Rules match every stack, present and future. */
             if (trig_needs_symbols(&c->srv->trig))
-                srv_sym_stack(c->srv, c->client, st, 0);
-            srv_trig_eval(c->srv, c->client, st);
+                symq_stack(c->srv, c->client, st, 0);
+            arming_eval(c->srv, c->client, st);
         }
     }
     return 0;
@@ -441,7 +447,7 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
     if (st->python_status && strcmp(st->python_status, cl->python_status ? cl->python_status : ""))
         client_set_status(cl, st->python_status);
     if (st->armed_sites_full && !cl->a_sites_full)
-        srv_log("pid %u samples allocations: more stacks are armed than its agent watches by "
+        log_msg("pid %u samples allocations: more stacks are armed than its agent watches by "
                 "call site (64); the others fire only when sampled",
                 cl->pid);
     cl->a_sites_full = st->armed_sites_full;
@@ -752,20 +758,20 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
     case STACKWATCH__AGENT_MSG__MSG_ENDING: {
         /* Verdicts freeze where the process began to end; a time in our
          * future (a confused clock) is taken as now. */
-        uint64_t now = srv_now(), ts = m->ending->ts;
+        uint64_t now = clock_now(), ts = m->ending->ts;
         if (!ts || ts > now)
             ts = now;
         client_ending(c->client, ts, m->ending->why);
         break;
     }
     case STACKWATCH__AGENT_MSG__MSG_SCAN:
-        srv_scan_reply(c->srv, c->client, m->scan);
+        scans_reply(c->srv, c->client, m->scan);
         break;
     case STACKWATCH__AGENT_MSG__MSG_BYE:
         c->client->said_bye = 1;
         c->client->said_detach = m->bye->detached;
         /* Trust the goodbye's time only as far as our own clock. */
-        if (m->bye->ts > c->client->max_ts && m->bye->ts <= srv_now())
+        if (m->bye->ts > c->client->max_ts && m->bye->ts <= clock_now())
             c->client->max_ts = m->bye->ts;
         break;
     default:
@@ -783,4 +789,30 @@ out:
         return -1;
     }
     return 0;
+}
+
+void ingest_close(conn_t *c)
+{
+    srv_t *s = c->srv;
+    client_t *cl = c->client;
+    if (cl && c->stale) {
+        cl->stale_conns--;
+        return;
+    }
+    if (!cl || cl->conn != c)
+        return;
+    cl->conn = NULL;
+    if (cl->late_events)
+        log_msg("pid %u: %llu events arrived out of time order", cl->pid,
+                (unsigned long long)cl->late_events);
+    scans_abort(s, cl, "the process went away during the scan");
+    int clean = cl->said_bye || cl->exec_replaced || cl->successor_seen;
+    uint64_t now = clock_now();
+    uint64_t end = cl->said_bye && cl->max_ts && cl->max_ts <= now ? cl->max_ts : now;
+    cl->gone_ts = now;
+    client_freeze(cl, end, clean);
+    if (clean && (cl->said_detach || cl->successor_seen))
+        cl->state = CLIENT_DETACHED; /* the process runs on, untraced */
+    if (!s->stopping)
+        saves_queue(s, cl);
 }

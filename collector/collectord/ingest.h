@@ -11,4 +11,9 @@
  * otherwise 0. Never trusts a length, index or count the client sends. */
 int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len);
 
+/* An agent connection closes (conn_close's on_close): its client is frozen,
+ * exited after Goodbye, else lost, and its report queued for the store; a
+ * replaced connection only leaves its client. */
+void ingest_close(conn_t *c);
+
 #endif

@@ -15,6 +15,9 @@
 
 #include "collector/common/cli_call.h"
 #include "collector/common/rundir.h"
+#include "clock.h"
+#include "log.h"
+#include "metrics.h"
 #include "srv.h"
 #include "sym.h"
 #include "wrap.h"
@@ -221,10 +224,10 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
     memset(&s, 0, sizeof s);
     s.rd = *rd;
     s.opts = *opts;
-    s.metrics.fd = -1;
-    s.metrics.top = opts->metrics_top;
-    s.metrics.max_clients = opts->metrics_clients;
-    if (opts->metrics_addr && metrics_listen(&s.metrics, opts->metrics_addr, err, sizeof err) < 0) {
+    metrics_t metrics = { .fd = -1, .top = opts->metrics_top,
+                          .max_clients = opts->metrics_clients };
+    s.metrics = &metrics;
+    if (opts->metrics_addr && metrics_listen(&metrics, opts->metrics_addr, err, sizeof err) < 0) {
         if (ready >= 0)
             notify(ready, err);
         else
@@ -243,33 +246,33 @@ static int cmd_start(const rundir_t *rd, srv_opts_t *opts, int foreground)
         return 1;
     }
     if (opts->test_clock) {
-        srv_clock_virtual();
-        srv_log("test clock: time advances only by Tick requests");
+        clock_virtual();
+        log_msg("test clock: time advances only by Tick requests");
     }
-    srv_log("listening in %s (expire %.3fs)", rd->dir, (double)opts->expire_ns / 1e9);
-    if (s.metrics.fd >= 0) {
-        srv_log("metrics on %s%s/metrics", s.metrics.unix_path[0] ? "unix:" : "http://",
-                s.metrics.bound);
+    log_msg("listening in %s (expire %.3fs)", rd->dir, (double)opts->expire_ns / 1e9);
+    if (metrics.fd >= 0) {
+        log_msg("metrics on %s%s/metrics", metrics.unix_path[0] ? "unix:" : "http://",
+                metrics.bound);
         /* Where a port picked by the kernel (:0) can be read back. */
         char path[RUNDIR_MAX + 32];
         snprintf(path, sizeof path, "%s/metrics.addr", rd->dir);
         FILE *f = fopen(path, "we");
         if (f) {
-            fprintf(f, "%s\n", s.metrics.bound);
+            fprintf(f, "%s\n", metrics.bound);
             fclose(f);
         }
     }
     if (opts->state_dir) {
         if (store_open(&s.store, opts->state_dir, opts->retain_max, opts->retain_ns, err,
                        sizeof err) < 0)
-            srv_log("store: %s; ended reports will not survive a restart", err);
+            log_msg("store: %s; ended reports will not survive a restart", err);
         else
-            srv_log("store: %s (%u report(s) read back, %llu set aside)", opts->state_dir,
+            log_msg("store: %s (%u report(s) read back, %llu set aside)", opts->state_dir,
                     store_count(&s.store), (unsigned long long)s.store.set_aside);
     }
     ready_t rt = { ready, rd->dir };
     srv_run(&s, announce, &rt);
-    srv_log("stopped");
+    log_msg("stopped");
     unlink(rd->pidfile);
     close(pidfd);
     return 0;

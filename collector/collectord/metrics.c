@@ -16,7 +16,7 @@
 
 #include "client.h"
 #include "classify.h"
-#include "srv.h"
+#include "state.h"
 #include "store.h"
 #include "sym.h"
 #include "collector/common/cpython.h"

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "srv.h"
+#include "log.h"
 
 /* ---------------------------------------------------------------- format */
 
@@ -209,7 +209,7 @@ static void rec_drop(store_t *st, uint32_t i, int unlink_file)
         char path[STORE_PATH_MAX];
         snprintf(path, sizeof path, "%s/reports/%s", st->dir, r->name);
         if (unlink(path) < 0 && errno != ENOENT)
-            srv_log("store: cannot delete %s: %s", path, strerror(errno));
+            log_msg("store: cannot delete %s: %s", path, strerror(errno));
     }
     if (r->sp)
         stackwatch__stored_process__free_unpacked(r->sp, NULL);
@@ -284,9 +284,9 @@ static void set_aside(store_t *st, const char *path, const char *why)
     char aside[STORE_PATH_MAX + 16];
     snprintf(aside, sizeof aside, "%s.corrupt", path);
     if (rename(path, aside) == 0)
-        srv_log("store: %s: %s; set aside as %s", path, why, aside);
+        log_msg("store: %s: %s; set aside as %s", path, why, aside);
     else
-        srv_log("store: %s: %s; cannot set it aside (%s), ignored", path, why, strerror(errno));
+        log_msg("store: %s: %s; cannot set it aside (%s), ignored", path, why, strerror(errno));
     st->set_aside++;
 }
 
@@ -460,7 +460,7 @@ int store_write(store_t *st, const Stackwatch__StoredProcess *sp)
     size_t len = store_encode(sp, &buf);
     if (!len) {
         st->write_errors++;
-        srv_log("store: the report of pid %u is too large or memory ran out; not stored",
+        log_msg("store: the report of pid %u is too large or memory ran out; not stored",
                 sp->client->pid);
         return -EFBIG;
     }
@@ -521,7 +521,7 @@ int store_write(store_t *st, const Stackwatch__StoredProcess *sp)
 err:
     free(buf);
     st->write_errors++;
-    srv_log("store: cannot write %s: %s", path, strerror(-rc));
+    log_msg("store: cannot write %s: %s", path, strerror(-rc));
     return rc;
 }
 
@@ -544,7 +544,7 @@ void store_prune(store_t *st, uint64_t now)
             char path[STORE_PATH_MAX];
             snprintf(path, sizeof path, "%s/reports/%s", st->dir, r->name);
             if (unlink(path) < 0 && errno != ENOENT)
-                srv_log("store: cannot delete %s: %s", path, strerror(errno));
+                log_msg("store: cannot delete %s: %s", path, strerror(errno));
             if (r->sp)
                 stackwatch__stored_process__free_unpacked(r->sp, NULL);
             continue;

@@ -10,7 +10,7 @@
  *            SEP (at most MAX_SEGS connections; later separators are data)
  *
  * Each segment runs through the real read path: the bytes are written into
- * one end of a socketpair whose other end is a conn_t made by conn_new(), and
+ * one end of a socketpair whose other end is a conn_t made by srv_conn_open(), and
  * the libev loop is run with EVRUN_NOWAIT so conn.c's read callback frames
  * them (frame_rd_*) and hands each frame to ingest_frame(). Afterwards the
  * write side is shut down so the callback sees EOF and closes (freezing the
@@ -18,15 +18,17 @@
  * to replace; what is still open at the end goes through conn_close(c, NULL).
  *
  * Between chunks (F_CHUNK) and after each segment (F_AGE) the harness runs
- * the aging tick of srv.c's age_cb: client_age, the symbolization queue,
+ * the daemon's aging pass over each client (age_client, what age_tick
+ * runs per client: aging, classification, the symbolization, first-leak and
+ * rule queues), at a time of the input's choice per client (AGE_*), then
  * clients_prune. The worker thread is not started (it would open files the
- * input names), so srv_sym_stack resolves each queued stack to module+offset
+ * input names), so symq_stack resolves each queued stack to module+offset
  * frames at once, as collectord does when its worker cannot start.
  *
  * Invariants of the client model are checked at the end (a violation
  * traps).
  *
- * srv_log() writes to stderr; the harness points stderr at /dev/null unless
+ * log_msg() writes to stderr; the harness points stderr at /dev/null unless
  * STACKWATCH_FUZZ_LOG is set. libFuzzer keeps its own copy of the original
  * stream and sanitizers write to fd 2, so their output is unaffected.
  */
@@ -41,7 +43,9 @@
 
 #include <ev.h>
 
+#include "collector/collectord/age.h"
 #include "collector/collectord/client.h"
+#include "collector/collectord/clock.h"
 #include "collector/collectord/conn.h"
 #include "collector/collectord/srv.h"
 #include "frame.h"
@@ -107,27 +111,20 @@ static conn_t *conn_on(srv_t *s, int fd)
     return NULL;
 }
 
-static void age_tick(srv_t *s, int mode)
+static void run_aging(srv_t *s, int mode)
 {
     if (mode == AGE_NONE)
         return;
-    uint64_t wall = srv_now();
+    uint64_t wall = clock_now();
     for (client_t *c = s->clients.head; c; c = c->next) {
         uint64_t now = wall;
         if (mode == AGE_EVENT)
             now = c->max_ts + 2 * s->opts.expire_ns + CLIENT_REORDER_NS;
         else if (mode == AGE_FAR)
             now = UINT64_MAX - (uint64_t)(c->serial & 0xff);
-        client_age(c, now);
-        for (uint32_t i = 0; i < c->nsymq; i++) {
-            uint32_t idx = c->symq[i];
-            if (cstack_at(c, idx)) {
-                cstack_at(c, idx)->sym_queued = 0;
-                /* No worker runs here: module+offset frames, synchronously. */
-                srv_sym_stack(s, c, cstack_at(c, idx), 0);
-            }
-        }
-        c->nsymq = 0;
+        /* The daemon's pass over the client (age.c); no worker runs here,
+         * so queued stacks get module+offset frames synchronously. */
+        age_client(s, c, now);
     }
     clients_prune(&s->clients, wall);
 }
@@ -220,7 +217,7 @@ static int run_segment(srv_t *s, const uint8_t *p, size_t n, unsigned flags, siz
     if (flags & F_NOREAD)
         shutdown(fds[1], SHUT_RD);
     int cfd = fds[0];
-    if (!conn_new(s, cfd, CONN_AGENT)) {
+    if (!srv_conn_open(s, cfd, CONN_AGENT)) {
         close(fds[1]);
         return -1;
     }
@@ -252,7 +249,7 @@ static int run_segment(srv_t *s, const uint8_t *p, size_t n, unsigned flags, siz
             }
             pump(s);
             if (flags & F_CHUNK)
-                age_tick(s, age_mode);
+                run_aging(s, age_mode);
         }
     }
     pump(s);
@@ -267,7 +264,7 @@ static int run_segment(srv_t *s, const uint8_t *p, size_t n, unsigned flags, siz
         }
     }
     if (flags & F_AGE)
-        age_tick(s, age_mode);
+        run_aging(s, age_mode);
     return fds[1];
 }
 
@@ -315,7 +312,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FINDING("client %llu is connected without a connection\n",
                         (unsigned long long)c->serial);
     }
-    age_tick(&srv, age_mode);
+    run_aging(&srv, age_mode);
     for (client_t *c = srv.clients.head; c; c = c->next)
         check_client(c);
     while (srv.clients.head) {

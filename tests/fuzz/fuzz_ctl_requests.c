@@ -9,7 +9,7 @@
  *
  * Each input starts from the same collectord state (built once and kept for
  * inputs that can only read it, see state_t), built through the real
- * agent path (conn_new + ingest via a socketpair, as tests/fuzz/
+ * agent path (srv_conn_open + ingest via a socketpair, as tests/fuzz/
  * fuzz_agent_frames.c does): four clients of which two run one executable
  * (one of them sampled, one a CPython 3.11 with Python notes), one ended
  * with Goodbye and one lost; modules, six stacks each, blocks allocated over
@@ -20,7 +20,7 @@
  * their agents for real (the commands go to the agents' sockets).
  *
  * Then each segment runs through the real read path of a control
- * connection: conn_new(CONN_CONTROL) on a socketpair, the bytes written
+ * connection: srv_conn_open(CONN_CONTROL) on a socketpair, the bytes written
  * (chunked with F_CHUNK), the loop run so conn.c frames them and
  * ctl_request() decodes and runs them (queries, marks, trigger add/list/rm,
  * ping, shutdown). Every reply collectord writes is read back and must be a
@@ -45,9 +45,13 @@
 
 #include <ev.h>
 
+#include "collector/collectord/age.h"
 #include "collector/collectord/client.h"
+#include "collector/collectord/clock.h"
 #include "collector/collectord/conn.h"
+#include "collector/collectord/ctl.h"
 #include "collector/collectord/srv.h"
+#include "collector/collectord/symq.h"
 #include "collector/collectord/sym.h"
 #include "collector/collectord/wrap.h"
 #include "frame.h"
@@ -97,6 +101,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static void pump(srv_t *s)
 {
     ev_run(s->loop, EVRUN_NOWAIT);
+}
+
+/* A Tick request's work: the driven clock's step with the daemon's aging
+ * tick, then the parked requests it flagged (as the loop does). */
+static void tick(srv_t *s, uint64_t ns)
+{
+    age_advance(s, ns);
+    ctl_retry_flagged(s);
 }
 
 /* ---------------------------------------------------------------- the agents' side */
@@ -337,7 +349,7 @@ static int connect_agent(srv_t *s, int who, uint64_t t0, int python, int sampled
         return -1;
     fcntl(fds[0], F_SETFL, O_NONBLOCK);
     fcntl(fds[1], F_SETFL, O_NONBLOCK);
-    conn_t *c = conn_new(s, fds[0], CONN_AGENT);
+    conn_t *c = srv_conn_open(s, fds[0], CONN_AGENT);
     if (!c) {
         close(fds[1]);
         return -1;
@@ -383,7 +395,7 @@ static void symbolize_all(srv_t *s)
             cstack_t *st = c->slist[i];
             if (!st || !st->defined)
                 continue;
-            srv_sym_stack(s, c, st, 0);
+            symq_stack(s, c, st, 0);
             if (st->sym_state != SYM_DONE || !st->sym)
                 continue;
             for (uint32_t k = 0; k < st->sym->n; k++) {
@@ -459,7 +471,7 @@ static void run_segment(srv_t *s, const uint8_t *p, size_t n, unsigned flags, si
     fcntl(fds[0], F_SETFL, O_NONBLOCK);
     fcntl(fds[1], F_SETFL, O_NONBLOCK);
     int cfd = fds[0];
-    if (!conn_new(s, cfd, CONN_CONTROL)) {
+    if (!srv_conn_open(s, cfd, CONN_CONTROL)) {
         close(fds[1]);
         return;
     }
@@ -529,17 +541,17 @@ static void state_build(state_t *st, unsigned flags)
         abort();
 
     /* The clients, over the collector's driven clock (as --test-clock): the
-     * daemon's own aging tick (srv_tick) runs as time is advanced. */
-    if (!srv_clock_is_virtual())
-        srv_clock_virtual();
-    uint64_t t0 = srv_now();
+     * daemon's own aging tick (age_tick) runs as time is advanced. */
+    if (!clock_is_virtual())
+        clock_virtual();
+    uint64_t t0 = clock_now();
     st->t0 = t0;
     st->agents[0] = connect_agent(s, 0, t0, 1, 0, 0, 0);
     st->agents[1] = connect_agent(s, 1, t0 + MS, 0, 1, 0, 0);
     st->agents[2] = connect_agent(s, 2, t0 + 2 * MS, 0, 0, 1, 1);
     st->agents[3] = connect_agent(s, 3, t0 + 3 * MS, 0, 0, 1, 0);
     for (uint64_t k = 1; k <= 8; k++)
-        srv_clock_advance(s, 5 * MS);
+        tick(s, 5 * MS);
     symbolize_all(s);
     if (flags & F_MARK)
         for (client_t *c = s->clients.head; c; c = c->next)
@@ -660,7 +672,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (unsigned seg = 0; seg < nsegs; seg++) {
         run_segment(s, segs[seg].p, segs[seg].n, flags, chunk, keep, &nkeep);
         if (flags & F_AGE)
-            srv_clock_advance(s, seg ? EXPIRE_NS : MS);
+            tick(s, seg ? EXPIRE_NS : MS);
     }
 
     if (st == &kept) {

@@ -302,7 +302,7 @@ class AssetsTest(unittest.TestCase):
 
     @unittest.skipUnless(shutil.which("node"), "node not installed")
     def test_script_parses(self):
-        r = subprocess.run(["node", "--check", os.path.join(self.ROOT, "collector", "html.js")],
+        r = subprocess.run(["node", "--check", os.path.join(self.ROOT, "collector", "stackctl", "html.js")],
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
 
@@ -316,5 +316,5 @@ class AssetsTest(unittest.TestCase):
         finally:
             col.close()
         for name in ("html.css", "html.js"):
-            with open(os.path.join(self.ROOT, "collector", name)) as f:
+            with open(os.path.join(self.ROOT, "collector", "stackctl", name)) as f:
                 self.assertIn(f.read(), page, name)

@@ -11,7 +11,7 @@
 
 #include "collector/collectord/client.h"
 #include "collector/collectord/metrics.h"
-#include "collector/collectord/srv.h"
+#include "collector/collectord/state.h"
 #include "collector/collectord/sym.h"
 
 #define SEC 1000000000ull

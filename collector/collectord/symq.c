@@ -1,0 +1,85 @@
+/* collectord's symbolization queue: stacks to the symbolizer thread (module+offset at once without it). */
+#include "symq.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "clock.h"
+#include "sym.h"
+#include "wrap.h"
+
+void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
+{
+    (void)s;
+    if (st->sym_state != SYM_NONE || !st->defined)
+        return;
+    sym_job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    j->client_serial = c->serial;
+    j->stack_index = st->index;
+    j->pid = c->state == CLIENT_CONNECTED ? c->pid : 0;
+    j->npcs = st->npcs;
+    j->pcs = malloc((st->npcs ? st->npcs : 1) * sizeof *j->pcs);
+    j->pc_mod = malloc((st->npcs ? st->npcs : 1) * sizeof *j->pc_mod);
+    j->mods = calloc(st->npcs ? st->npcs : 1, sizeof *j->mods);
+    if (!j->pcs || !j->pc_mod || !j->mods)
+        goto fail;
+    for (uint32_t i = 0; i < st->npcs; i++) {
+        j->pcs[i] = st->pcs[i];
+        j->pc_mod[i] = -1;
+        const cmod_t *m = client_module_at(c, st->pcs[i], st->gen);
+        if (!m)
+            continue;
+        uint32_t k;
+        for (k = 0; k < j->nmods; k++)
+            if (strcmp(j->mods[k].path, m->path) == 0 && j->mods[k].bias == m->bias)
+                break;
+        if (k == j->nmods) {
+            sym_mod_t *sm = &j->mods[j->nmods];
+            sm->path = strdup(m->path);
+            if (!sm->path)
+                goto fail;
+            memcpy(sm->build_id, m->build_id, m->build_id_len);
+            sm->build_id_len = m->build_id_len;
+            sm->bias = m->bias;
+            sm->lo = m->nranges ? m->ranges[0] : 0;
+            j->nmods++;
+        }
+        j->pc_mod[i] = (int32_t)k;
+    }
+    st->sym_state = SYM_PENDING;
+    st->sym_urgent = (uint8_t)(urgent != 0);
+    st->sym_tried = clock_now();
+    if (sym_submit(j, urgent) < 0) {
+        /* No worker thread: module+offset frames now, never DWARF on the loop. */
+        st->sym = sym_fallback(j);
+        st->sym_state = st->sym ? SYM_DONE : SYM_NONE;
+        st->skip = 0;
+        sym_job_free(j);
+    }
+    return;
+fail:
+    sym_job_free(j);
+}
+
+void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t *st))
+{
+    sym_job_t *j;
+    while ((j = sym_take_done())) {
+        client_t *c = client_by_serial(&s->clients, j->client_serial);
+        cstack_t *st = c ? cstack_at(c, j->stack_index) : NULL;
+        if (st && st->sym_state == SYM_PENDING && j->result) {
+            sym_release(st->sym);
+            st->sym = j->result;
+            j->result = NULL;
+            st->sym_state = SYM_DONE;
+            st->skip = (uint16_t)wrap_count(st->sym);
+            symbolized(s, c, st);
+        } else if (st && st->sym_state == SYM_PENDING) {
+            st->sym_state = SYM_NONE; /* out of memory: try again at query time */
+        }
+        sym_job_free(j);
+    }
+}

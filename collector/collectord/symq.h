@@ -1,0 +1,16 @@
+/* collectord's symbolization queue: stacks to the symbolizer thread (module+offset at once without it). */
+#ifndef STACKWATCH_COLLECTOR_SYMQ_H
+#define STACKWATCH_COLLECTOR_SYMQ_H
+
+#include "state.h"
+
+/* Queues symbolization of a stack if not done or pending. */
+void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent);
+
+/* Takes the symbolizer's finished jobs (the loop's wake-up from it) into
+ * their stacks, calling symbolized for each stack whose frames came in
+ * (arming_eval: rules that match names; a callback, as arming.c queues
+ * stacks here). */
+void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t *st));
+
+#endif
