@@ -55,19 +55,30 @@ COLL_LIBS = -lev -lprotobuf-c -ldw -lelf -lpthread -lstdc++ -lm
 CLI_LIBS = -lprotobuf-c -lz -lelf
 
 AGENT_SRC = $(wildcard agent/*.c)
+# The agent without its interposers and entry points (hook.c; agent.c's exit and
+# __libc_start_main; attach.c): linked into unit tests, TSan and the agent fuzzer.
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_SRC))
-CLI_ONLY_SRC = collector/cli.c collector/cli_render.c collector/cli_report.c collector/cli_pprof.c \
-	collector/cli_html.c collector/cli_py.c collector/cli_diff.c collector/json.c collector/cli_attach.c \
-	collector/inject.c collector/elfsym.c collector/cli_run.c
-COLL_SRC = $(filter-out $(CLI_ONLY_SRC),$(wildcard collector/*.c))
-COLL_LIB_SRC = $(filter-out collector/main.c,$(COLL_SRC))
-CLI_SRC = $(CLI_ONLY_SRC) collector/cli_call.c collector/rundir.c collector/signame.c \
-	collector/procmaps.c collector/tracee.c
+
+# One positive list per folder (collector/LAYOUT in README.md): a new file
+# goes into the list of the program it belongs to.
+# What both programs link: the request/reply call, the run directory, signal
+# names, /proc maps, ptrace, which stack frames are CPython's.
+COMMON_SRC = $(addprefix collector/common/,cli_call.c rundir.c signame.c procmaps.c tracee.c \
+	cpython.c)
+# The daemon; main.c apart so unit tests and fuzzers link the rest.
+COLLECTORD_LIB_SRC = $(addprefix collector/collectord/,srv.c conn.c peer.c ingest.c ctl.c \
+	client.c atab.c amap.c reo.c classify.c sym.c wrap.c trig.c store.c metrics.c \
+	scan.c reach.c rootname.c)
+COLLECTORD_SRC = collector/collectord/main.c $(COLLECTORD_LIB_SRC) $(COMMON_SRC)
+# The CLI; main.c (the subcommand table) apart for unit tests and the reply fuzzer.
+STACKCTL_LIB_SRC = $(addprefix collector/stackctl/,render.c report.c pprof.c html.c py.c \
+	diff.c json.c attach.c inject.c elfsym.c run.c)
+STACKCTL_SRC = collector/stackctl/main.c $(STACKCTL_LIB_SRC) $(COMMON_SRC)
 PROTO_SRC = proto/frame.c
 
 AGENT_OBJ = $(patsubst %.c,$(BUILD)/obj/pic/%.o,$(AGENT_SRC) $(PROTO_SRC)) $(PB_PIC_O)
-COLL_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(COLL_SRC) $(PROTO_SRC)) $(PB_O)
-CLI_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC) $(PROTO_SRC)) $(PB_O)
+COLL_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(COLLECTORD_SRC) $(PROTO_SRC)) $(PB_O)
+CLI_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(STACKCTL_SRC) $(PROTO_SRC)) $(PB_O)
 
 TEST_PROGS_SRC = $(wildcard tests/progs/*.c)
 TEST_PROGS = $(patsubst tests/progs/%.c,$(BUILD)/progs/%,$(filter-out tests/progs/lib%.c,$(TEST_PROGS_SRC))) \
@@ -85,7 +96,7 @@ TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
 endif
 
 .PHONY: all deps check check-unit check-integration check-compat soak soak-deps check-sanitizers check-fuzz demo pythons check-pythons \
-	progs unit clean install fuzz fuzz-long
+	progs unit clean install fuzz fuzz-long check-layout
 all: $(TARGETS)
 
 # ------------------------------------------------------------------ generated protocol
@@ -123,14 +134,14 @@ $(PPROF_O): $(PPROF_C) $(PPROF_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -Wno-unused-parameter -c $< -o $@
 
-$(BUILD)/obj/collector/cli_pprof.o: $(PPROF_H)
+$(BUILD)/obj/collector/stackctl/pprof.o: $(PPROF_H)
 
 # The HTML report's stylesheet and script, edited as files, compiled in.
 HTML_ASSETS_H = $(GEN)/html_assets.h
-$(HTML_ASSETS_H) build/fuzz/gen/html_assets.h: collector/html.css collector/html.js scripts/embed.py
+$(HTML_ASSETS_H) build/fuzz/gen/html_assets.h: collector/stackctl/html.css collector/stackctl/html.js scripts/embed.py
 	@mkdir -p $(dir $@)
-	$(PYTHON) scripts/embed.py $@ html_css collector/html.css html_js collector/html.js
-$(BUILD)/obj/collector/cli_html.o: $(HTML_ASSETS_H)
+	$(PYTHON) scripts/embed.py $@ html_css collector/stackctl/html.css html_js collector/stackctl/html.js
+$(BUILD)/obj/collector/stackctl/html.o: $(HTML_ASSETS_H)
 
 # ------------------------------------------------------------------ objects
 $(BUILD)/obj/pic/%.o: %.c $(PB_H)
@@ -226,10 +237,12 @@ TEST_VARIANTS = $(BUILD)/progs/nofp/libdlleak.so $(BUILD)/progs/libreuse_a.so $(
 progs: $(TEST_PROGS) $(filter-out %/libreuse.so,$(TEST_LIBS)) $(TEST_VARIANTS)
 
 UNIT_AGENT_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(AGENT_CORE_SRC) $(PROTO_SRC)) $(PB_O)
-UNIT_COLL_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(COLL_LIB_SRC) $(PROTO_SRC)) $(PB_O)
+UNIT_COLL_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(COLLECTORD_LIB_SRC) $(COMMON_SRC) $(PROTO_SRC)) $(PB_O)
+UNIT_CLI_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(STACKCTL_LIB_SRC) $(COMMON_SRC) $(PROTO_SRC)) \
+	$(PB_O) $(PPROF_O)
 
-# Unit tests link the module under test; test_agent_* link agent code (no
-# interposition), the rest link collector code.
+# Unit tests link the code of one program: test_agent_* the agent's (no
+# interposition), test_cli_* stackctl's, the rest collectord's.
 $(BUILD)/tests/test_agent_%: tests/unit/test_agent_%.c $(UNIT_AGENT_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ -lcmocka $(AGENT_LIBS)
@@ -238,22 +251,15 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(UNIT_COLL_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ -lcmocka $(COLL_LIBS)
 
-# The HTML report is stackctl's: its test links the renderer and the JSON writer.
-$(BUILD)/tests/test_html: tests/unit/test_html.c $(BUILD)/obj/collector/cli_html.o \
-		$(BUILD)/obj/collector/cli_py.o $(BUILD)/obj/collector/json.o $(PB_O)
+# test_cli_*: stackctl's code (all of it but main.c), one rule for every such test.
+$(BUILD)/tests/test_cli_%: tests/unit/test_cli_%.c $(UNIT_CLI_OBJ) | $(PPROF_H) $(HTML_ASSETS_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(COLL_CFLAGS) -o $@ $^ -lcmocka -lprotobuf-c
+	$(CC) $(COLL_CFLAGS) -o $@ $< $(UNIT_CLI_OBJ) -lcmocka $(CLI_LIBS)
 
 # TSan: the agent's ring, intern table and flusher under real threads.
 $(BUILD)/tests/tsan_agent_core: tests/tsan/tsan_agent_core.c $(UNIT_AGENT_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(COLL_CFLAGS) -o $@ $^ $(AGENT_LIBS)
-
-# cli_pprof.c is stackctl's: its test links it with both generated protocols.
-$(BUILD)/tests/test_pprof: tests/unit/test_pprof.c $(BUILD)/obj/collector/cli_pprof.o \
-		$(BUILD)/obj/collector/cli_py.o $(PPROF_O) $(PB_O) $(PPROF_H)
-	@mkdir -p $(dir $@)
-	$(CC) $(COLL_CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka -lprotobuf-c -lz
 
 unit: $(UNIT_BINS)
 
@@ -268,11 +274,19 @@ deps:
 check: deps
 	$(MAKE) all progs unit
 	$(MAKE) check-unit
+	$(MAKE) check-layout
 	$(MAKE) check-install
 	$(MAKE) check-sanitizers
 	$(MAKE) check-fuzz
 	$(MAKE) check-integration
 	$(MAKE) check-compat
+
+# No import circle between the modules of these folders (x.c with x.h; A
+# depends on B when A's .c or .h includes B's .h): scripts/import_graph.py
+# prints each circle with its include lines. make check-layout LAYOUT_DIRS="..."
+LAYOUT_DIRS ?= agent
+check-layout:
+	$(PYTHON) scripts/import_graph.py $(LAYOUT_DIRS)
 
 check-integration: all progs
 	$(PYTHON) tests/integration/run.py --build $(BUILD)
@@ -335,9 +349,9 @@ build/fuzz/gen/proto/stackwatch.pb-c.c: proto/stackwatch.proto
 
 # The collector's code is compiled once for every fuzzer (objects under
 # build/fuzz/obj), each target links it with its own harness.
-FUZZ_LIB_SRC = build/fuzz/gen/proto/stackwatch.pb-c.c $(COLL_LIB_SRC) $(PROTO_SRC)
+FUZZ_LIB_SRC = build/fuzz/gen/proto/stackwatch.pb-c.c $(COLLECTORD_LIB_SRC) $(COMMON_SRC) $(PROTO_SRC)
 FUZZ_LIB_OBJ = $(patsubst %.c,build/fuzz/obj/%.o,$(FUZZ_LIB_SRC))
-build/fuzz/obj/%.o: %.c build/fuzz/gen/proto/stackwatch.pb-c.c $(wildcard collector/*.h proto/*.h)
+build/fuzz/obj/%.o: %.c build/fuzz/gen/proto/stackwatch.pb-c.c $(wildcard collector/*/*.h proto/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -c -o $@ $<
 
@@ -360,11 +374,10 @@ build/fuzz/fuzz_agent_commands: tests/fuzz/fuzz_agent_commands.c build/fuzz/gen/
 	$(FUZZ_CC) $(FUZZ_FLAGS) -I$(PYTHON_INCLUDE) -DUNW_LOCAL_ONLY -o $@ $< \
 		build/fuzz/gen/proto/stackwatch.pb-c.c $(AGENT_FUZZ_SRC) $(AGENT_LIBS)
 
-CLI_FUZZ_SRC = collector/cli_render.c collector/cli_report.c collector/cli_pprof.c collector/cli_html.c \
-	collector/cli_py.c collector/json.c collector/signame.c $(PROTO_SRC)
+CLI_FUZZ_SRC = $(STACKCTL_LIB_SRC) $(COMMON_SRC) $(PROTO_SRC)
 build/fuzz/fuzz_cli_replies: tests/fuzz/fuzz_cli_replies.c build/fuzz/gen/proto/stackwatch.pb-c.c \
 		build/fuzz/gen/pprof/profile.pb-c.c build/fuzz/gen/html_assets.h $(CLI_FUZZ_SRC) \
-		$(wildcard collector/*.h proto/*.h)
+		$(wildcard collector/*/*.h proto/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< build/fuzz/gen/proto/stackwatch.pb-c.c \
 		build/fuzz/gen/pprof/profile.pb-c.c $(CLI_FUZZ_SRC) $(CLI_LIBS)
@@ -397,7 +410,7 @@ demo: deps
 # make install [PREFIX=/usr/local] [DESTDIR=/staging]: programs, the agent,
 # man pages, the Python helper where Debian's python3 finds it, a systemd
 # user unit and bash completion. make uninstall removes exactly those files.
-VERSION = $(shell sed -n 's/^\#define STACKWATCH_VERSION "\(.*\)"/\1/p' collector/version.h)
+VERSION = $(shell sed -n 's/^\#define STACKWATCH_VERSION "\(.*\)"/\1/p' collector/common/version.h)
 BINDIR = $(PREFIX)/bin
 LIBDIR = $(PREFIX)/lib
 MANDIR = $(PREFIX)/share/man

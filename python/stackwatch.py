@@ -30,7 +30,7 @@ __all__ = ["install", "last_fire"]
 # `pytest -p stackwatch` loads this module as a plugin: its hooks are in
 # stackwatch_pytest.py (installed beside it); nothing else imports it.
 pytest_plugins = ["stackwatch_pytest"]
-__version__ = "0.9.0"  # kept equal to collector/version.h (make check-install compares)
+__version__ = "0.9.0"  # kept equal to collector/common/version.h (make check-install compares)
 
 _lib = None
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes a C header that holds text files as string constants, so assets
-edited as what they are (collector/html.css, collector/html.js) are compiled
+edited as what they are (collector/stackctl/html.css, html.js) are compiled
 into stackctl.
 
   embed.py OUT NAME FILE [NAME FILE ...]

@@ -41,9 +41,9 @@
 
 #include <ev.h>
 
-#include "collector/client.h"
-#include "collector/conn.h"
-#include "collector/srv.h"
+#include "collector/collectord/client.h"
+#include "collector/collectord/conn.h"
+#include "collector/collectord/srv.h"
 #include "frame.h"
 #include "fuzz_segs.h"
 #include "proto/stackwatch.pb-c.h"

@@ -45,11 +45,11 @@
 
 #include <ev.h>
 
-#include "collector/client.h"
-#include "collector/conn.h"
-#include "collector/srv.h"
-#include "collector/sym.h"
-#include "collector/wrap.h"
+#include "collector/collectord/client.h"
+#include "collector/collectord/conn.h"
+#include "collector/collectord/srv.h"
+#include "collector/collectord/sym.h"
+#include "collector/collectord/wrap.h"
 #include "frame.h"
 #include "fuzz_segs.h"
 #include "proto/stackwatch.pb-c.h"

@@ -294,7 +294,7 @@ if __name__ == "__main__":
 
 class AssetsTest(unittest.TestCase):
     """The report's script and stylesheet are files of their own
-    (collector/html.js, collector/html.css; issue 21.5), compiled in: the
+    (collector/stackctl/html.js, html.css; issue 21.5), compiled in: the
     script parses, and the page carries both byte for byte."""
     quick = True
 

@@ -19,7 +19,7 @@ import swtest as sw
 from swtest import ROOT, Collector, finish, wait_until
 from test_html import data_block
 from test_pprof import read_profile
-from test_python import blamed_lines, py_markers, script
+from test_python import blamed_lines, line_index, py_markers, script
 
 
 def interpreters():
@@ -125,7 +125,18 @@ class _VersionBase:
         want = "versions_leak.py:%d grab" % line
         pid = str(p.pid)
         text = self.col.ctl("query", "leaks", "--pid", pid).stdout
-        self.assertIn('File "%s", line %d, in grab' % (script("versions_leak.py"), line), text)
+        # The merged stack: the extension's frames, then the Python lines
+        # (no interpreter frame between), then the interpreter folded.
+        lines = text.splitlines()
+        py0 = line_index(lines, r"^    \[Python\] +%s:%d grab$" % (re.escape(script("versions_leak.py")),
+                                                                 line))
+        self.assertGreater(py0, 0, text)
+        self.assertIn("leakext", lines[py0 - 1], text)
+        self.assertRegex(lines[py0 + 1], r"^    \[Python\] +\S+versions_leak\.py:\d+ backtest$")
+        rest = lines[py0:]
+        fold = line_index(rest, r"^    … \d+ CPython frames$")
+        self.assertGreater(fold, 0, text)
+        self.assertTrue(all(l.startswith("    [Python]") for l in rest[:fold]), text)
         folded = self.col.ctl("query", "leaks", "--pid", pid, "--format", "folded").stdout
         hit = [l for l in folded.splitlines() if want in l]
         self.assertTrue(hit, folded)
@@ -176,6 +187,32 @@ class _VersionBase:
                  st["may_leak"]["count"] and st["may_leak"]["bytes"] / st["may_leak"]["count"] <= 512]
         self.assertTrue(small)
         finish(p)
+
+    def test_pymalloc_arenas_in_the_memory_account(self):
+        """Issue 18.4: pymalloc's arenas are counted (the agent chains in
+        front of CPython's arena allocator), so fragmentation of small
+        objects is named as such in the account, not left unexplained."""
+        p = self.start([self.exe, script("arena_frag.py")], STACKWATCH_PYTHON_ALLOCATORS="1")
+        try:
+            wait_until(lambda: (self.col.client(p.pid) or {}).get("memory", {}).get("rss_bytes"),
+                       what="a first memory reading")
+            p.stdin.write("frag\n")
+            p.stdin.flush()
+            self.assertEqual(p.stdout.readline().strip(), "ok")
+
+            def named():
+                mem = (self.col.client(p.pid) or {}).get("memory", {})
+                if mem.get("pyarena_growth_bytes", 0) < 40 << 20:
+                    return None
+                text = self.col.ctl("query", "leaks", "--pid", str(p.pid), "--all").stdout
+                return (mem, text) if "pymalloc's arenas grew" in text else None
+            mem, text = wait_until(named, timeout=40, what="the arenas named in the account")
+            self.assertIn("note: tracked live bytes explain", text)
+            self.assertNotIn("grew outside malloc", text)
+        finally:
+            p.stdin.close()
+            p.wait(30)
+            p.stdout.close()
 
     def test_small_objects_unseen_without_hooks(self):
         m = py_markers("small_leak.py")

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "collector/amap.h"
+#include "collector/collectord/amap.h"
 
 /* Deterministic generator (xorshift64*) so failures reproduce. */
 static uint64_t rng_state;

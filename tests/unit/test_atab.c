@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "collector/atab.h"
+#include "collector/collectord/atab.h"
 
 #define SEC 1000000000ull
 

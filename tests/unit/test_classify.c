@@ -10,9 +10,9 @@
 
 #include <cmocka.h>
 
-#include "collector/classify.h"
-#include "collector/sym.h"
-#include "collector/wrap.h"
+#include "collector/collectord/classify.h"
+#include "collector/collectord/sym.h"
+#include "collector/collectord/wrap.h"
 
 #define MS 1000000ull
 #define EXP (300 * MS)
@@ -35,6 +35,29 @@ static void test_series_downsamples_and_keeps_order(void **state)
     series_add(&s, s.pt[s.n - 1].t + 1, 5, 6, 7);
     assert_int_equal(s.n, n);
     assert_int_equal(s.pt[s.n - 1].live_b, 5);
+}
+
+/* The memory account's columns thin with the series: each kept point keeps
+ * its own RSS and heap figures. */
+static void test_mem_series_columns_follow_their_points(void **state)
+{
+    (void)state;
+    series_t s;
+    mem_series_t m;
+    memset(&m, 0, sizeof m);
+    series_init(&s, 10 * MS);
+    for (uint64_t i = 0; i < 3 * SERIES_CAP; i++) {
+        mem_point_t mp = { 1000 + i, 2000 + i, 3000 + i };
+        series_add_mem(&s, &m, i * 10 * MS, i * 100, i, 0, &mp);
+    }
+    assert_true(s.n > 1 && s.n <= SERIES_CAP);
+    for (uint32_t k = 0; k < s.n; k++) {
+        uint64_t i = s.pt[k].live_n; /* the point's own index */
+        assert_int_equal(s.pt[k].live_b, i * 100);
+        assert_int_equal(m.rss_b[k], 1000 + i);
+        assert_int_equal(m.heap_b[k], 2000 + i);
+        assert_int_equal(m.heap_free_b[k], 3000 + i);
+    }
 }
 
 static void test_slope(void **state)
@@ -346,6 +369,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_series_downsamples_and_keeps_order),
+        cmocka_unit_test(test_mem_series_columns_follow_their_points),
         cmocka_unit_test(test_slope),
         cmocka_unit_test(test_transient),
         cmocka_unit_test(test_steady_leak_within_two_expires),

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "collector/client.h"
+#include "collector/collectord/client.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull

@@ -1,4 +1,4 @@
-/* Unit tests of the peer pidfd taken at accept (collector/peer.c), both
+/* Unit tests of the peer pidfd taken at accept (collector/collectord/peer.c), both
  * paths: SO_PEERPIDFD, and pidfd_open verified against the socket
  * (STACKWATCH_TEST_NO_PEERPIDFD=1). A live peer gets a pidfd of itself; a
  * peer that ended before the accept, its pid since reused by another
@@ -23,7 +23,7 @@
 
 #include <cmocka.h>
 
-#include "collector/peer.h"
+#include "collector/collectord/peer.h"
 
 static char sock_path[108];
 

@@ -9,8 +9,8 @@
 
 #include <cmocka.h>
 
-#include "collector/client.h"
-#include "collector/sym.h"
+#include "collector/collectord/client.h"
+#include "collector/collectord/sym.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "collector/reach.h"
+#include "collector/collectord/reach.h"
 
 /* A fake address space: one run at BASE, words written by address. */
 #define BASE 0x10000000ull

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "collector/reo.h"
+#include "collector/collectord/reo.h"
 
 static uint64_t rng_state;
 

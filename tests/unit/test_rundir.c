@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "collector/rundir.h"
+#include "collector/common/rundir.h"
 
 /* A scratch directory under /tmp and the environment as it was. */
 typedef struct fix_s {

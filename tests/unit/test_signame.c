@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "collector/signame.h"
+#include "collector/common/signame.h"
 
 static void test_parse_names(void **state)
 {

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "collector/store.h"
+#include "collector/collectord/store.h"
 
 #define SEC 1000000000ull
 

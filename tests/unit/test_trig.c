@@ -10,9 +10,9 @@
 
 #include <cmocka.h>
 
-#include "collector/client.h"
-#include "collector/sym.h"
-#include "collector/trig.h"
+#include "collector/collectord/client.h"
+#include "collector/collectord/sym.h"
+#include "collector/collectord/trig.h"
 
 #define SEC 1000000000ull
 #define T0 (100 * SEC)

@@ -1,0 +1,290 @@
+/* Leak classification: live-bytes time series per stack, windows of the expire time, class and confidence.
+ *
+ * A window is one expire time long. Per stack we remember, per window,
+ * whether more blocks became may-leak (expired and still live) and whether it
+ * allocated at all, plus whether any expired block was ever freed (an
+ * eviction). From that:
+ *  - transient: nothing ever expired;
+ *  - cache: expired blocks get freed later and live bytes stay bounded;
+ *  - growing: expired blocks get freed, yet live bytes trend upward;
+ *  - leak: no expired block was ever freed, more keep expiring while the
+ *    stack keeps allocating;
+ *  - retained: no expired block was ever freed, and none are added (a table
+ *    built at start-up and held).
+ * The whole history counts, not the last few windows: a leak that grew for
+ * a while, paused and grew again (step growth) stays a leak through its
+ * pauses; a single sustained run of growth stays a leak while the pause is
+ * short against it. Retained is for blocks that expired in one go and were
+ * never added to. Once an eviction was seen a stack is never a leak again:
+ * caches whose entries outlive the expire time are the classic false
+ * positive. */
+#include "classify.h"
+
+#include <math.h>
+#include <string.h>
+
+void series_init(series_t *s, uint64_t interval_ns)
+{
+    memset(s, 0, sizeof *s);
+    s->interval_ns = interval_ns ? interval_ns : 1;
+}
+
+static void mem_put(mem_series_t *m, uint32_t i, const mem_point_t *mp)
+{
+    if (!m)
+        return;
+    m->rss_b[i] = mp->rss_b;
+    m->heap_b[i] = mp->heap_b;
+    m->heap_free_b[i] = mp->heap_free_b;
+}
+
+void series_add_mem(series_t *s, mem_series_t *m, uint64_t t, uint64_t live_b, uint64_t live_n,
+                    uint64_t may_b, const mem_point_t *mp)
+{
+    if (s->n && t < s->pt[s->n - 1].t + s->interval_ns) {
+        /* Same slot: keep its time, take the newest values. */
+        s->pt[s->n - 1].live_b = live_b;
+        s->pt[s->n - 1].live_n = live_n;
+        s->pt[s->n - 1].may_b = may_b;
+        mem_put(m, s->n - 1, mp);
+        return;
+    }
+    if (s->n == SERIES_CAP) {
+        /* Halve the resolution: keep every other point (and the newest). */
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < SERIES_CAP; i += 2, k++) {
+            s->pt[k] = s->pt[i];
+            if (m) {
+                mem_point_t old = { m->rss_b[i], m->heap_b[i], m->heap_free_b[i] };
+                mem_put(m, k, &old);
+            }
+        }
+        s->n = k;
+        s->interval_ns *= 2;
+    }
+    s->pt[s->n].t = t;
+    s->pt[s->n].live_b = live_b;
+    s->pt[s->n].live_n = live_n;
+    s->pt[s->n].may_b = may_b;
+    mem_put(m, s->n, mp);
+    s->n++;
+}
+
+void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint64_t may_b)
+{
+    series_add_mem(s, NULL, t, live_b, live_n, may_b, NULL);
+}
+
+double series_slope_per_min(const series_t *s, uint64_t since, double *r2)
+{
+    double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
+    uint64_t t0 = 0;
+    for (uint32_t i = 0; i < s->n; i++) {
+        if (s->pt[i].t < since)
+            continue;
+        if (n == 0)
+            t0 = s->pt[i].t;
+        double x = (double)(s->pt[i].t - t0) / 60e9; /* minutes */
+        double y = (double)s->pt[i].live_b;
+        n++;
+        sx += x;
+        sy += y;
+        sxx += x * x;
+        sxy += x * y;
+        syy += y * y;
+    }
+    if (r2)
+        *r2 = 0;
+    if (n < 3)
+        return 0;
+    double vx = n * sxx - sx * sx, vy = n * syy - sy * sy, cov = n * sxy - sx * sy;
+    if (vx <= 0)
+        return 0;
+    if (r2 && vy > 0)
+        *r2 = cov * cov / (vx * vy);
+    return cov / vx;
+}
+
+void classify_init(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in_t *in)
+{
+    memset(c, 0, sizeof *c);
+    uint64_t step = expire_ns / 4;
+    if (step < 50000000ull)
+        step = 50000000ull;   /* 50 ms */
+    if (step > 5000000000ull)
+        step = 5000000000ull; /* 5 s */
+    series_init(&c->series, step);
+    c->win_start = now;
+    c->win_may_n = in->may_n;
+    c->win_alloc_n = in->alloc_n;
+}
+
+static double cap(double x)
+{
+    return x < 0 ? 0 : x > 0.97 ? 0.97 : x;
+}
+
+/* A growth run ends after this many closed windows without growth. */
+#define EPISODE_GAP 2
+/* A single run of growth of at least SUSTAINED windows, then flat: still a
+ * leak (paused) until it has been flat PAUSE_RATIO times as long as it grew,
+ * and at least PAUSE_MIN windows; then retained. */
+#define SUSTAINED 3
+#define PAUSE_RATIO 10
+#define PAUSE_MIN 4
+
+/* Closes the current window at now. */
+static void close_window(cls_t *c, uint64_t now, const cls_in_t *in)
+{
+    int grew = in->may_n > c->win_may_n;
+    c->windows++;
+    if (grew) {
+        if (!c->first_grow)
+            c->first_grow = c->win_start;
+        if (c->grow_windows == 0 || c->flat_run >= EPISODE_GAP) {
+            c->episodes++; /* a new run of growth */
+            c->ep_windows = 0;
+            c->ep_start = c->win_start;
+        }
+        c->grow_windows++;
+        c->ep_windows++;
+        c->ep_end = now;
+        c->flat_run = 0;
+    } else {
+        c->flat_run++;
+    }
+    if (in->fexp_n > 0)
+        c->evict_windows++;
+    c->win_start = now;
+    c->win_may_n = in->may_n;
+    c->win_alloc_n = in->alloc_n;
+}
+
+/* With evictions: a cache, unless live bytes clearly climb. A cache evicts
+ * because it is full: its filling up before that is not growth, so the
+ * trend counts from the first eviction on, over the whole time since. */
+static verdict_t evicting(cls_t *c, uint64_t now)
+{
+    verdict_t v = { CLASS_CACHE, 0, 0 };
+    if (!c->evict_since)
+        c->evict_since = now;
+    uint64_t since = c->evict_since;
+    double g2 = 0;
+    double slope = series_slope_per_min(&c->series, since, &g2);
+    double mean = 0, cnt = 0;
+    for (uint32_t i = 0; i < c->series.n; i++)
+        if (c->series.pt[i].t >= since) {
+            mean += (double)c->series.pt[i].live_b;
+            cnt++;
+        }
+    mean = cnt ? mean / cnt : 0;
+    double minutes = (double)(now - since) / 60e9;
+    double rise = slope * minutes;
+    v.growth_per_min = slope;
+    if (c->windows >= 2 && g2 > 0.5 && mean > 0 && rise > 0.2 * mean) {
+        v.klass = CLASS_GROWING;
+        v.confidence = cap((0.4 + 0.5 * g2) * (c->windows >= 4 ? 1.0 : 0.85));
+    } else {
+        v.confidence = cap(0.5 + 0.1 * c->evict_windows);
+    }
+    return v;
+}
+
+verdict_t classify_tick(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in_t *in)
+{
+    verdict_t v = { CLASS_TRANSIENT, 0, 0 };
+    if (in->exp_n == 0) {
+        /* Young blocks still live may yet expire: less sure. */
+        v.confidence = in->live_n ? 0.6 : 0.9;
+        return v;
+    }
+    if (!c) {
+        /* Something expired (so never transient), but no state to judge by. */
+        v.klass = in->fexp_n ? CLASS_CACHE : CLASS_RETAINED;
+        v.confidence = 0.3;
+        return v;
+    }
+    series_add(&c->series, now, in->live_b, in->live_n, in->may_b);
+    int alloc_last = 0;
+    if (now - c->win_start >= expire_ns) {
+        alloc_last = in->alloc_n > c->win_alloc_n;
+        close_window(c, now, in);
+    }
+    if (in->fexp_n > 0)
+        return evicting(c, now);
+
+    /* No expired block was ever freed. The whole history counts: growth
+     * over the stack's life (from its first expiry), runs of growth and
+     * pauses between them. */
+    v.growth_per_min = series_slope_per_min(&c->series, 0, NULL);
+    int grew_now = in->may_n > c->win_may_n;
+    int alloc_now = in->alloc_n > c->win_alloc_n || alloc_last;
+    /* Growth in the open window continues the current run. */
+    int cont = grew_now && c->grow_windows && c->flat_run < EPISODE_GAP;
+    uint32_t run_windows = c->ep_windows + (cont ? 1 : 0);
+    uint64_t flat_ns = !grew_now && c->ep_end && now > c->ep_end ? now - c->ep_end : 0;
+    uint64_t span = c->ep_end > c->ep_start ? c->ep_end - c->ep_start : expire_ns;
+    uint64_t pause_max = PAUSE_RATIO * span;
+    if (pause_max < PAUSE_MIN * expire_ns)
+        pause_max = PAUSE_MIN * expire_ns;
+    if (alloc_now && (grew_now || (c->windows && c->flat_run == 0))) {
+        /* Growing now, from blocks it keeps allocating. */
+        v.klass = CLASS_LEAK;
+        v.confidence = 1.0 - pow(0.5, (double)(c->grow_windows + (grew_now ? 1 : 0)));
+        if (in->may_n < 3)
+            v.confidence *= 0.8;
+        v.confidence = cap(v.confidence);
+    } else if (c->episodes >= 2 || (grew_now && c->grow_windows && c->flat_run >= EPISODE_GAP)) {
+        /* Step growth: it grew, stopped, and grew again. A leak through
+         * its pauses. */
+        uint32_t eps = c->episodes + (grew_now && c->flat_run >= EPISODE_GAP ? 1 : 0);
+        v.klass = CLASS_LEAK;
+        v.confidence = cap(0.6 + 0.1 * eps);
+    } else if (run_windows >= SUSTAINED && flat_ns < pause_max) {
+        /* One sustained run of growth, paused: no held table grows for
+         * that long, but we grow less sure as the pause lasts. */
+        v.klass = CLASS_LEAK;
+        v.confidence = cap(0.8 - 0.3 * (double)flat_ns / (double)pause_max);
+    } else if (c->grow_windows > 0 && c->flat_run <= 2 && alloc_now) {
+        /* A slow leak can skip a window. */
+        v.klass = CLASS_LEAK;
+        v.confidence = cap(0.6 / (1.0 + c->flat_run));
+    } else {
+        /* Expired at once and held: allocated in one go (start-up tables,
+         * singletons, lazily built ones), nothing added since. */
+        v.klass = CLASS_RETAINED;
+        v.confidence = cap(c->windows ? 0.4 + 0.15 * c->flat_run : 0.3);
+    }
+    return v;
+}
+
+const char *classify_name(int klass)
+{
+    switch (klass) {
+    case CLASS_TRANSIENT: return "transient";
+    case CLASS_CACHE: return "cache";
+    case CLASS_RETAINED: return "retained";
+    case CLASS_GROWING: return "growing";
+    case CLASS_LEAK: return "leak";
+    default: return "";
+    }
+}
+
+int classify_parse(const char *name)
+{
+    for (int k = CLASS_TRANSIENT; k <= CLASS_LEAK; k++)
+        if (strcmp(name, classify_name(k)) == 0)
+            return k;
+    return -1;
+}
+
+double classify_weight(int klass)
+{
+    switch (klass) {
+    case CLASS_LEAK: return 1.0;
+    case CLASS_GROWING: return 0.8;
+    case CLASS_RETAINED: return 0.2;
+    case CLASS_CACHE: return 0.1;
+    default: return 0.0;
+    }
+}

@@ -1,0 +1,1689 @@
+/* The control socket's requests: ping, clients, leak reports, shutdown. */
+#include "ctl.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <fnmatch.h>
+#include <stddef.h>
+#include <time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "frame.h"
+#include "proto/stackwatch.pb-c.h"
+#include "srv.h"
+#include "sym.h"
+#include "trig.h"
+#include "classify.h"
+#include "store.h"
+
+#define PARK_NS (30ull * 1000000000)   /* longest a report waits for symbolization */
+#define SYM_REDO_NS (1000ull * 1000000) /* a degraded stack is symbolized again at most this often */
+
+/* All memory of one reply, freed at once. */
+typedef struct ra_s {
+    void **blocks;
+    size_t n, cap;
+} ra_t;
+
+static void *ra_alloc(ra_t *ra, size_t size)
+{
+    if (ra->n == ra->cap) {
+        size_t ncap = ra->cap ? ra->cap * 2 : 64;
+        void **nb = realloc(ra->blocks, ncap * sizeof *nb);
+        if (!nb)
+            return NULL;
+        ra->blocks = nb;
+        ra->cap = ncap;
+    }
+    void *p = calloc(1, size ? size : 1);
+    if (p)
+        ra->blocks[ra->n++] = p;
+    return p;
+}
+
+static void ra_free(ra_t *ra)
+{
+    for (size_t i = 0; i < ra->n; i++)
+        free(ra->blocks[i]);
+    free(ra->blocks);
+    ra->blocks = NULL;
+    ra->n = ra->cap = 0;
+}
+
+static uint64_t mono_to_ms(uint64_t mono);
+
+static const char *state_name(int st)
+{
+    switch (st) {
+    case CLIENT_CONNECTED: return "connected";
+    case CLIENT_EXITED: return "exited";
+    case CLIENT_DETACHED: return "detached";
+    default: return "lost";
+    }
+}
+
+static Stackwatch__Count *count(ra_t *ra, uint64_t n, uint64_t b)
+{
+    Stackwatch__Count *c = ra_alloc(ra, sizeof *c);
+    if (!c)
+        return NULL;
+    stackwatch__count__init(c);
+    c->count = n;
+    c->bytes = b;
+    return c;
+}
+
+static Stackwatch__ScanResult *scan_result(ra_t *ra, const client_t *c)
+{
+    const scan_info_t *si = &c->scan_last;
+    Stackwatch__ScanResult *r = ra_alloc(ra, sizeof *r);
+    if (!r)
+        return NULL;
+    stackwatch__scan_result__init(r);
+    r->pid = c->pid;
+    r->time_ms = si->time_ms;
+    r->pause_us = si->pause_us;
+    r->duration_us = si->dur_us;
+    r->cpu_us = si->cpu_us;
+    r->threads = si->threads;
+    r->blocks = count(ra, si->blocks_n, si->blocks_b);
+    r->reachable = count(ra, si->reach_n, si->reach_b);
+    r->unreachable = count(ra, si->unreach_n, si->unreach_b);
+    r->indirect = count(ra, si->indirect_n, si->indirect_b);
+    r->root_bytes = si->root_bytes;
+    r->read_bytes = si->read_bytes;
+    r->heap_roots = si->heap_roots;
+    r->busy_threads = si->busy_threads;
+    r->note = (char *)(si->heap_roots
+                           ? "tracking is incomplete (attached, sampled or events lost): the "
+                             "heap outside tracked blocks counted as roots, so unreachable is "
+                             "a lower bound"
+                           : "roots: registers, stacks, module data, other writable memory; "
+                             "the malloc heap only through chains from them");
+    return r;
+}
+
+static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t now)
+{
+    Stackwatch__ClientInfo *ci = ra_alloc(ra, sizeof *ci);
+    if (!ci)
+        return NULL;
+    stackwatch__client_info__init(ci);
+    ci->pid = c->pid;
+    ci->ppid = c->ppid;
+    ci->exe = c->exe ? c->exe : (char *)"";
+    ci->n_argv = c->argc;
+    ci->argv = c->argv;
+    ci->state = (char *)(c->ending && c->state == CLIENT_CONNECTED ? "ending"
+                                                                  : state_name(c->state));
+    ci->events = c->events;
+    ci->dropped = c->a_dropped;
+    ci->failed_calls = c->a_failed;
+    ci->unknown_frees = c->unknown_frees;
+    ci->live = count(ra, c->live_n, c->live_b);
+    ci->start_realtime_ns = c->start_realtime_ns;
+    uint64_t end = c->frozen ? c->end_ts : now;
+    ci->duration_ms = end > c->first_mono ? (end - c->first_mono) / 1000000u : 0;
+    ci->gaps = c->gaps;
+    /* The gaps' sum here, or the agent's own total (from before this
+     * record existed too, e.g. across a collectord restart): the larger. */
+    ci->lost_events = (c->lost_events > c->a_lost_disc ? c->lost_events : c->a_lost_disc) +
+                      c->lost_stale;
+    ci->stacks = c->nstacks;
+    ci->unwind_failures = c->a_unwind_fail;
+    ci->intern_full = c->a_intern_full;
+    ci->agent_bytes = c->a_ring_bytes + c->a_table_bytes + c->a_sample_set_bytes +
+                      c->a_scratch_bytes;
+    ci->threads = (uint32_t)c->a_threads;
+    ci->late_events = c->late_events;
+    ci->table_full = c->table_full;
+    ci->implied_frees = c->implied_frees;
+    ci->python_version = c->python_version;
+    ci->python_status = c->python_status ? c->python_status : (char *)"";
+    ci->notes = c->notes;
+    ci->mark_ms = c->mark_ts ? mono_to_ms(c->mark_ts) : 0;
+    ci->sample_bytes = c->sample_bytes;
+    ci->total_allocs = c->a_total_allocs;
+    ci->total_alloc_bytes = c->a_total_alloc_b;
+    ci->total_frees = c->a_total_frees;
+    ci->sample_overflow = c->a_sample_overflow;
+    ci->stack_cache_hits = c->a_sc_hits;
+    ci->firings = c->a_firings;
+    ci->notes_dropped = c->a_notes_dropped;
+    ci->max_live = c->max_live;
+    ci->end_reason = (char *)c->end_reason;
+    ci->after_end = c->after_end;
+    ci->armed_sites_full = c->a_sites_full;
+    ci->attached = c->attached;
+    ci->rss_bytes = c->rss_b;
+    ci->rss_start_bytes = c->rss_start_b;
+    ci->heap_bytes = c->heap_b;
+    ci->heap_free_bytes = c->heap_free_b;
+    ci->heap_mmap_bytes = c->heap_mmap_b;
+    ci->heap_start_bytes = c->heap_start_b;
+    ci->pyarena_growth_bytes = c->pyarena_growth_b;
+    ci->pyarena_known = c->pyarena_known;
+    if (c->scan_ok && !(ci->scan = scan_result(ra, c)))
+        return NULL;
+    return ci;
+}
+
+/* ---------------------------------------------------------------- leak selection */
+
+/* What one stack contributes to a report: all time, or since its client's
+ * mark (then only blocks allocated after it count). */
+typedef struct fig_s {
+    uint64_t may_n, may_b, exp_n, exp_b, fexp_n, fexp_b;
+    uint64_t alloc_n, alloc_b, free_n, free_b, live_n, live_b;
+    uint64_t exit_n, exit_b, unc_n, unc_b;
+    uint64_t un_n, un_b, re_n, re_b;  /* the last scan: unreachable / reachable, still live */
+    uint64_t ind_n, ind_b;            /* ... of unreachable, lost indirectly */
+    uint64_t oldest;       /* oldest live block's allocation time, 0 none */
+} fig_t;
+
+typedef struct cand_s {
+    client_t *c;           /* NULL for a stored process's stack */
+    cstack_t *s;           /* NULL for a stack known only from the store */
+    const Stackwatch__StackReport *arch; /* the stored stack (alone, or merged into s) */
+    const Stackwatch__ClientInfo *aci;   /* the stored process, when c is NULL */
+    uint64_t id;           /* stack id */
+    uint32_t pid;
+    uint64_t sample_bytes;
+    int klass;             /* CLASS_* */
+    double conf, growth;
+    fig_t f;               /* this stack's figures (summed over the group, by exe) */
+    uint64_t sig;          /* by exe: executable + frames by module offset */
+    uint32_t first;        /* by exe: the group's first member in the member list */
+    uint32_t nmembers;
+    double rank;
+    uint64_t owns_n, owns_b; /* other stacks' blocks its direct lost blocks own (last scan) */
+} cand_t;
+
+/* Per stack of one client, from one walk over its live blocks. */
+typedef struct walk_s {
+    uint64_t oldest;                     /* any live block */
+    uint64_t un_n, un_b, re_n, re_b;     /* live blocks the last scan found unreachable / reachable */
+    uint64_t ind_n, ind_b;               /* ... of unreachable, lost indirectly */
+    uint64_t m_may_n, m_may_b, m_live_n, m_live_b, m_oldest; /* allocated after the mark */
+} walk_t;
+
+typedef struct walk_ctx_s {
+    walk_t *w;
+    uint32_t cap;
+    uint64_t mark;
+    const client_t *c;
+} walk_ctx_t;
+
+static void walk_block(void *ctx, atab_ent_t *e)
+{
+    walk_ctx_t *o = ctx;
+    const cstack_t *s = cstack_at(o->c, e->stack);
+    if (!s || s->pos >= o->cap)
+        return;
+    walk_t *w = &o->w[s->pos];
+    if (!w->oldest || e->ts < w->oldest)
+        w->oldest = e->ts;
+    if (e->flags & ATAB_F_SCANNED) {
+        uint64_t wn, wb;
+        client_weight(o->c, e->size, e->flags, &wn, &wb);
+        if (e->flags & ATAB_F_UNREACH) {
+            w->un_n += wn;
+            w->un_b += wb;
+            if (e->flags & ATAB_F_INDIRECT) {
+                w->ind_n += wn;
+                w->ind_b += wb;
+            }
+        } else {
+            w->re_n += wn;
+            w->re_b += wb;
+        }
+    }
+    if (o->mark && e->ts >= o->mark) {
+        uint64_t wn, wb;
+        client_weight(o->c, e->size, e->flags, &wn, &wb);
+        w->m_live_n += wn;
+        w->m_live_b += wb;
+        if (e->flags & ATAB_F_EXPIRED) {
+            w->m_may_n += wn;
+            w->m_may_b += wb;
+        }
+        if (!w->m_oldest || e->ts < w->m_oldest)
+            w->m_oldest = e->ts;
+    }
+}
+
+static void fig_of(fig_t *f, const client_t *c, const cstack_t *s, const walk_t *w, int since)
+{
+    memset(f, 0, sizeof *f);
+    if (since) {
+        if (!c->mark_ts)
+            return; /* never marked: nothing counts as after the mark */
+        f->alloc_n = s->alloc_n - s->mark_alloc_n;
+        f->alloc_b = s->alloc_b - s->mark_alloc_b;
+        f->free_n = s->free_n - s->mark_free_n;
+        f->free_b = s->free_b - s->mark_free_b;
+        if (c->frozen) {
+            /* Ended: the figures kept at its end (the table may be gone). */
+            f->may_n = f->exp_n = s->mend_may_n;
+            f->may_b = f->exp_b = s->mend_may_b;
+            f->live_n = f->exit_n = s->mend_live_n;
+            f->live_b = f->exit_b = s->mend_live_b;
+            f->oldest = s->mend_oldest;
+            return;
+        }
+        f->may_n = f->exp_n = w ? w->m_may_n : 0;
+        f->may_b = f->exp_b = w ? w->m_may_b : 0;
+        f->live_n = w ? w->m_live_n : 0;
+        f->live_b = w ? w->m_live_b : 0;
+        f->oldest = w ? w->m_oldest : 0;
+        return;
+    }
+    f->may_n = s->exp_n - s->fexp_n;
+    f->may_b = s->exp_b - s->fexp_b;
+    f->exp_n = s->exp_n;
+    f->exp_b = s->exp_b;
+    f->fexp_n = s->fexp_n;
+    f->fexp_b = s->fexp_b;
+    f->alloc_n = s->alloc_n;
+    f->alloc_b = s->alloc_b;
+    f->free_n = s->free_n;
+    f->free_b = s->free_b;
+    f->live_n = s->alloc_n - s->free_n;
+    f->live_b = s->alloc_b - s->free_b;
+    f->exit_n = s->exit_live_n;
+    f->exit_b = s->exit_live_b;
+    f->unc_n = s->unc_n;
+    f->unc_b = s->unc_b;
+    if (c->frozen) {
+        /* Ended: the last scan's verdicts on what was live at the end. */
+        f->un_n = s->end_un_n;
+        f->un_b = s->end_un_b;
+        f->re_n = s->end_re_n;
+        f->re_b = s->end_re_b;
+        f->ind_n = s->end_ind_n;
+        f->ind_b = s->end_ind_b;
+    } else if (w) {
+        f->un_n = w->un_n;
+        f->un_b = w->un_b;
+        f->re_n = w->re_n;
+        f->re_b = w->re_b;
+        f->ind_n = w->ind_n;
+        f->ind_b = w->ind_b;
+    }
+    f->oldest = c->frozen ? s->oldest_live_ts : (w ? w->oldest : 0);
+}
+
+static void fig_add(fig_t *a, const fig_t *b)
+{
+    uint64_t *x = (uint64_t *)a;
+    const uint64_t *y = (const uint64_t *)b;
+    for (size_t i = 0; i < offsetof(fig_t, oldest) / sizeof(uint64_t); i++)
+        x[i] += y[i];
+    if (b->oldest && (!a->oldest || b->oldest < a->oldest))
+        a->oldest = b->oldest;
+}
+
+static double rank_of(const cand_t *cd)
+{
+    /* A direct leak ranks with what it drags along (issue 19.5). */
+    return classify_weight(cd->klass) * cd->conf * (double)(cd->f.may_b + cd->owns_b);
+}
+
+/* Rank by cause, over one client's candidates cands[first..n) (built from
+ * its slist, not merged by exe): a stack whose lost blocks are all owned by
+ * another stack's ranks right after its largest owner, so the root comes
+ * first and what it drags along follows. owns_* must be set already. */
+static void rank_by_cause(const client_t *c, cand_t *cands, size_t first, size_t n)
+{
+    if (!c->nscan_own || n <= first)
+        return;
+    int32_t *at = malloc(c->nstacks * sizeof *at); /* slist position -> candidate */
+    if (!at)
+        return;
+    for (uint32_t i = 0; i < c->nstacks; i++)
+        at[i] = -1;
+    for (size_t i = first; i < n; i++)
+        if (cands[i].s && cands[i].s->pos < c->nstacks)
+            at[cands[i].s->pos] = (int32_t)i;
+    /* scan_own is sorted by stack, largest owner first within it. */
+    for (size_t k = 0; k < c->nscan_own; k++) {
+        const scan_own_t *o = &c->scan_own[k];
+        if (k && c->scan_own[k - 1].stack == o->stack)
+            continue; /* not the largest owner */
+        const cstack_t *s = cstack_at(c, o->stack), *os = cstack_at(c, o->owner);
+        if (!s || !os || s == os || s->pos >= c->nstacks || os->pos >= c->nstacks)
+            continue;
+        int32_t ci = at[s->pos], oi = at[os->pos];
+        if (ci < 0 || oi < 0)
+            continue;
+        cand_t *cd = &cands[ci];
+        if (!cd->f.un_n || cd->f.ind_n != cd->f.un_n || cd->owns_n)
+            continue; /* some of it is lost directly, or it owns in turn: its own rank */
+        /* Mostly lost (not a live structure that also lost a few): it
+         * goes where its owner is, just after it. */
+        if (cd->f.un_b * 2 >= cd->f.may_b)
+            cd->rank = nextafter(cands[oi].rank, 0.0);
+    }
+    free(at);
+}
+
+static int by_rank;
+static int for_store; /* building a record for the store: exe signatures wanted */
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand_t *ca = a, *cb = b;
+    const fig_t *x = &ca->f, *y = &cb->f;
+    if (by_rank && ca->rank != cb->rank)
+        return ca->rank > cb->rank ? -1 : 1;
+    if (x->may_b != y->may_b)
+        return x->may_b > y->may_b ? -1 : 1;
+    if (x->exit_b != y->exit_b)
+        return x->exit_b > y->exit_b ? -1 : 1;
+    if (x->live_b != y->live_b)
+        return x->live_b > y->live_b ? -1 : 1;
+    if (x->alloc_n != y->alloc_n)
+        return x->alloc_n > y->alloc_n ? -1 : 1;
+    if (ca->id != cb->id)
+        return ca->id < cb->id ? -1 : 1;
+    return ca->pid < cb->pid ? -1 : ca->pid > cb->pid;
+}
+
+static int sig_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const cand_t *)a)->sig, y = ((const cand_t *)b)->sig;
+    return x < y ? -1 : x > y;
+}
+
+static int exe_matches(const char *glob, const client_t *c)
+{
+    if (!glob || !*glob)
+        return 1;
+    const char *exe = c->exe ? c->exe : "";
+    const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
+    return fnmatch(glob, exe, 0) == 0 || fnmatch(glob, base, 0) == 0;
+}
+
+static int wanted(const Stackwatch__QueryLeaks *q, int klass, const cand_t *cd, int ended)
+{
+    const fig_t *f = &cd->f;
+    if (klass > 0 && cd->klass != klass)
+        return 0;
+    if (q->min_bytes && f->may_b < q->min_bytes)
+        return 0;
+    if (q->all)
+        return f->alloc_n > 0 || f->live_n > 0;
+    return f->may_n > 0 || (ended && f->exit_n > 0);
+}
+
+/* A stack's frames as module + offset: the same in every process of one
+ * executable, whatever ASLR did. */
+static uint64_t stack_sig(const client_t *c, const cstack_t *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    const char *exe = c->exe ? c->exe : "";
+    for (const char *p = exe; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (uint32_t i = 0; i < s->npcs; i++) {
+        const cmod_t *m = client_module_at(c, s->pcs[i], s->gen);
+        uint64_t v = s->pcs[i];
+        if (m) {
+            v -= m->bias;
+            for (const char *p = m->path; *p; p++)
+                h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+        }
+        h = (h ^ v) * 1099511628211ULL;
+    }
+    return h;
+}
+
+/* Frames of a stack: symbolized, or module+offset when not (yet). */
+static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
+{
+    const symres_t *sr = s->sym_state == SYM_DONE ? s->sym : NULL;
+    uint32_t skip = sr && s->skip < sr->n ? s->skip : 0;
+    uint32_t n = sr ? sr->n - skip : s->npcs;
+    r->skipped = skip;
+    if (n == 0)
+        return 0;
+    r->frames = ra_alloc(ra, n * sizeof *r->frames);
+    Stackwatch__Frame *fs = ra_alloc(ra, n * sizeof *fs);
+    if (!r->frames || !fs)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        Stackwatch__Frame *f = &fs[i];
+        stackwatch__frame__init(f);
+        uint64_t pc = sr ? sr->f[skip + i].addr : s->pcs[i];
+        f->addr = pc;
+        const cmod_t *m = client_module_at(c, pc, s->gen);
+        if (m) {
+            f->module = m->path;
+            f->module_offset = pc - m->bias;
+            f->build_id.data = (uint8_t *)m->build_id;
+            f->build_id.len = m->build_id_len;
+        }
+        if (sr) {
+            const symframe_t *sf = &sr->f[skip + i];
+            if (sf->module && !m) {
+                f->module = (char *)sf->module;
+            }
+            if (sf->function) {
+                f->function = (char *)sf->function;
+                f->offset = sf->offset;
+            }
+            if (sf->file) {
+                f->file = (char *)sf->file;
+                f->line = sf->line;
+            }
+            f->is_inline = sf->is_inline;
+        }
+        r->frames[i] = f;
+    }
+    r->n_frames = n;
+    return 0;
+}
+
+static const client_t *sort_client;
+
+/* Blamed: blocks that expired and stay live; after the process ended, any
+ * block it still held. A block captured a moment before its free is live
+ * but not blamed. */
+static int tb_blamed(const client_t *c, const pytb_t *t)
+{
+    return t->may_n > 0 || (c->frozen && t->live_n > 0);
+}
+
+/* Blamed first: most may-leak bytes, then live bytes, then captures. */
+static int tb_cmp(const void *a, const void *b)
+{
+    const pytb_t *x = &sort_client->pytbs[*(const uint32_t *)a];
+    const pytb_t *y = &sort_client->pytbs[*(const uint32_t *)b];
+    int bx = tb_blamed(sort_client, x), by = tb_blamed(sort_client, y);
+    if (bx != by)
+        return bx ? -1 : 1;
+    if (x->may_b != y->may_b)
+        return x->may_b > y->may_b ? -1 : 1;
+    if (x->live_b != y->live_b)
+        return x->live_b > y->live_b ? -1 : 1;
+    if (x->live_n != y->live_n)
+        return x->live_n > y->live_n ? -1 : 1;
+    return x->captures > y->captures ? -1 : x->captures < y->captures;
+}
+
+/* Why a stack of a Python client has no blamed Python line, in one word
+ * (StackReport.python_missing); "" when it has one or is not Python.
+ * "pending": tracebacks were captured and some of their blocks are live,
+ * but none has outlived the expire time yet (captures start when a stack
+ * turns may-leak, so its first verdict comes one expire time later). */
+static const char *python_missing(const client_t *c, const cstack_t *s, uint32_t ntb, int blamed,
+                                  int pending)
+{
+    static const char *const words[4] = { "", "gil-released", "no-frame", "unsupported" };
+    if (blamed)
+        return "";
+    if (pending)
+        return "pending";
+    if (!c->python_version)
+        return c->python_status && strncmp(c->python_status, "CPython", 7) == 0 ? "unsupported"
+                                                                                : "";
+    uint32_t best = 0;
+    for (uint32_t k = 1; k < 4; k++)
+        if (s->py_missing[k] > s->py_missing[best])
+            best = k;
+    if (best)
+        return words[best];
+    /* Captures whose blocks were all freed, on a stack with may-leak
+     * blocks: the leaking blocks' line is still to be captured. */
+    return !ntb || s->exp_n > s->fexp_n ? "not-captured" : "";
+}
+
+static int fill_python(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
+{
+    uint32_t n = 0;
+    int blamed = 0, pending = 0;
+    for (uint32_t i = 0; i < c->npytbs; i++)
+        if (c->pytbs[i].stack == s->index) {
+            n++;
+            blamed |= tb_blamed(c, &c->pytbs[i]);
+            pending |= c->pytbs[i].live_n > 0;
+        }
+    r->python_missing = (char *)python_missing(c, s, n, blamed, pending);
+    if (!n)
+        return 0;
+    uint32_t *idx = ra_alloc(ra, n * sizeof *idx);
+    r->python = ra_alloc(ra, n * sizeof *r->python);
+    if (!idx || !r->python)
+        return -ENOMEM;
+    n = 0;
+    for (uint32_t i = 0; i < c->npytbs; i++)
+        if (c->pytbs[i].stack == s->index)
+            idx[n++] = i;
+    sort_client = c;
+    qsort(idx, n, sizeof *idx, tb_cmp);
+    for (uint32_t k = 0; k < n; k++) {
+        const pytb_t *tb = &c->pytbs[idx[k]];
+        Stackwatch__PyTraceback *pt = ra_alloc(ra, sizeof *pt);
+        if (!pt)
+            return -ENOMEM;
+        stackwatch__py_traceback__init(pt);
+        pt->captures = tb->captures;
+        pt->live = count(ra, tb->live_n, tb->live_b);
+        pt->expired = count(ra, tb->exp_n, tb->exp_b);
+        pt->freed = tb->freed;
+        pt->truncated = tb->truncated;
+        pt->may_leak = count(ra, tb->may_n, tb->may_b);
+        pt->blamed = tb_blamed(c, tb);
+        pt->text = tb->text ? tb->text : (char *)"";
+        if (tb->nframes) {
+            pt->frames = ra_alloc(ra, tb->nframes * sizeof *pt->frames);
+            Stackwatch__PyFrame *fs = ra_alloc(ra, tb->nframes * sizeof *fs);
+            if (!pt->frames || !fs)
+                return -ENOMEM;
+            for (uint32_t i = 0; i < tb->nframes; i++) {
+                stackwatch__py_frame__init(&fs[i]);
+                fs[i].file = (char *)(tb->frames[i].file ? tb->frames[i].file : "");
+                fs[i].function = (char *)(tb->frames[i].function ? tb->frames[i].function : "");
+                fs[i].line = tb->frames[i].line;
+                pt->frames[i] = &fs[i];
+            }
+            pt->n_frames = tb->nframes;
+        }
+        r->python[r->n_python++] = pt;
+    }
+    return 0;
+}
+
+/* Wall-clock offset of the collector's monotonic clock, for plot times. */
+static uint64_t mono_to_ms(uint64_t mono)
+{
+    struct timespec rt, mt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    clock_gettime(CLOCK_MONOTONIC, &mt);
+    int64_t off = ((int64_t)rt.tv_sec - (int64_t)mt.tv_sec) * 1000000000ll +
+                  ((int64_t)rt.tv_nsec - (int64_t)mt.tv_nsec);
+    return (uint64_t)((int64_t)mono + off) / 1000000u;
+}
+
+/* m: the process's memory account at the series' times (NULL for a stack). */
+static int fill_series(ra_t *ra, const series_t *sr, const mem_series_t *m,
+                       Stackwatch__Sample ***out, size_t *n)
+{
+    if (!sr || !sr->n)
+        return 0;
+    *out = ra_alloc(ra, sr->n * sizeof **out);
+    Stackwatch__Sample *pts = ra_alloc(ra, sr->n * sizeof *pts);
+    if (!*out || !pts)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < sr->n; i++) {
+        stackwatch__sample__init(&pts[i]);
+        pts[i].t_ms = mono_to_ms(sr->pt[i].t);
+        pts[i].live_bytes = sr->pt[i].live_b;
+        pts[i].live_count = sr->pt[i].live_n;
+        pts[i].may_leak_bytes = sr->pt[i].may_b;
+        if (m) {
+            pts[i].rss_bytes = m->rss_b[i];
+            pts[i].heap_bytes = m->heap_b[i];
+            pts[i].heap_free_bytes = m->heap_free_b[i];
+        }
+        (*out)[i] = &pts[i];
+    }
+    *n = sr->n;
+    return 0;
+}
+
+/* A stored stack's figures; with as_uncertain its live blocks (whose fate
+ * after the collectord restart is unknown) count as uncertain too. */
+static void fig_of_report(fig_t *f, const Stackwatch__StackReport *r, int as_uncertain)
+{
+    memset(f, 0, sizeof *f);
+    f->may_n = r->may_leak->count, f->may_b = r->may_leak->bytes;
+    f->exp_n = r->expired->count, f->exp_b = r->expired->bytes;
+    f->fexp_n = r->free_expired->count, f->fexp_b = r->free_expired->bytes;
+    f->alloc_n = r->alloc->count, f->alloc_b = r->alloc->bytes;
+    f->free_n = r->free->count, f->free_b = r->free->bytes;
+    f->live_n = r->live->count, f->live_b = r->live->bytes;
+    f->exit_n = r->exit_live->count, f->exit_b = r->exit_live->bytes;
+    f->unc_n = r->uncertain->count, f->unc_b = r->uncertain->bytes;
+    if (as_uncertain) {
+        f->unc_n += f->live_n;
+        f->unc_b += f->live_b;
+    }
+}
+
+/* The entries of stack in a table sorted by stack index (scan_own_t,
+ * scan_path_t: a uint32_t stack first): sets *first, returns how many. */
+static size_t stack_run(const void *v, size_t n, size_t size, uint32_t stack, size_t *first)
+{
+    const char *base = v;
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint32_t at;
+        memcpy(&at, base + mid * size, sizeof at);
+        if (at < stack)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t k = 0;
+    for (uint32_t at; lo + k < n; k++) {
+        memcpy(&at, base + (lo + k) * size, sizeof at);
+        if (at != stack)
+            break;
+    }
+    *first = lo;
+    return k;
+}
+
+/* The stacks owning s's indirectly lost blocks, as the last scan found them. */
+static int fill_owners(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
+{
+    size_t lo, n = stack_run(c->scan_own, c->nscan_own, sizeof *c->scan_own, s->index, &lo);
+    if (!n)
+        return 0;
+    r->owners = ra_alloc(ra, n * sizeof *r->owners);
+    if (!r->owners)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const scan_own_t *o = &c->scan_own[lo + i];
+        const cstack_t *os = cstack_at(c, o->owner);
+        Stackwatch__StackOwner *x = ra_alloc(ra, sizeof *x);
+        if (!x || !os)
+            return os ? -1 : 0;
+        stackwatch__stack_owner__init(x);
+        x->stack = os->id;
+        if (!(x->blocks = count(ra, o->n, o->b)))
+            return -1;
+        r->owners[r->n_owners++] = x;
+    }
+    return 0;
+}
+
+/* Why s's reachable may-leak blocks are kept, as the last scan found. */
+static int fill_paths(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
+{
+    size_t lo, n = stack_run(c->scan_paths, c->nscan_paths, sizeof *c->scan_paths, s->index, &lo);
+    if (!n)
+        return 0;
+    r->kept_by = ra_alloc(ra, n * sizeof *r->kept_by);
+    if (!r->kept_by)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const scan_path_t *p = &c->scan_paths[lo + i];
+        Stackwatch__RetentionPath *x = ra_alloc(ra, sizeof *x);
+        if (!x)
+            return -1;
+        stackwatch__retention_path__init(x);
+        x->root = (char *)p->root;
+        x->blocks = p->n;
+        x->sampled = p->of_n;
+        x->cut = p->cut;
+        if (p->nhops && !(x->via = ra_alloc(ra, p->nhops * sizeof *x->via)))
+            return -1;
+        for (uint32_t k = 0; k < p->nhops; k++) {
+            const cstack_t *hs = cstack_at(c, p->hop[k]);
+            x->via[x->n_via++] = hs ? hs->id : 0;
+        }
+        r->kept_by[r->n_kept_by++] = x;
+    }
+    return 0;
+}
+
+static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const cand_t *members,
+                                             const Stackwatch__QueryLeaks *q, uint64_t now)
+{
+    const client_t *c = cd->c;
+    const cstack_t *s = cd->s;
+    const fig_t *f = &cd->f;
+    Stackwatch__StackReport *r = ra_alloc(ra, sizeof *r);
+    if (!r)
+        return NULL;
+    if (!s) {
+        /* Known only from the store: its report as kept, figures as merged. */
+        *r = *cd->arch;
+        r->restored = 1;
+        if (!q->series) {
+            r->n_series = 0;
+            r->series = NULL;
+        }
+        r->n_pids = 0;
+        r->pids = NULL;
+        if (c) {
+            r->pid = c->pid;
+            r->exe = c->exe ? c->exe : (char *)"";
+        }
+    } else {
+        stackwatch__stack_report__init(r);
+        r->id = s->id;
+        r->pid = c->pid;
+        r->exe = c->exe ? c->exe : (char *)"";
+        r->estimate = c->sample_bytes != 0;
+        r->sample_bytes = c->sample_bytes;
+        r->restored = cd->arch != NULL;
+        if (s->lt_n) {
+            r->freed_lt_valid = 1;
+            r->freed_lt_min_ms = s->lt_min / 1000000u;
+            r->freed_lt_max_ms = s->lt_max / 1000000u;
+            r->freed_lt_avg_ms = cstack_lt_avg_ms(s);
+        }
+        uint64_t end = c->frozen ? c->end_ts : now;
+        r->unfreed_max_age_ms = f->oldest && end > f->oldest ? (end - f->oldest) / 1000000u : 0;
+        if (cd->arch && cd->arch->unfreed_max_age_ms > r->unfreed_max_age_ms)
+            r->unfreed_max_age_ms = cd->arch->unfreed_max_age_ms;
+        r->truncated = s->truncated;
+        r->armed = s->arm_left;
+        r->exe_sig = cd->sig;
+        if (c->scan_ok && (!c->frozen || !q->since_mark)) {
+            r->scanned = 1;
+            r->unreachable = count(ra, f->un_n, f->un_b);
+            r->reachable = count(ra, f->re_n, f->re_b);
+            r->unreachable_direct = count(ra, f->un_n - f->ind_n, f->un_b - f->ind_b);
+            r->unreachable_indirect = count(ra, f->ind_n, f->ind_b);
+            r->owns = count(ra, cd->owns_n, cd->owns_b);
+            if (f->ind_n && fill_owners(ra, c, s, r) < 0)
+                return NULL;
+            if (f->re_n && fill_paths(ra, c, s, r) < 0)
+                return NULL;
+        }
+    }
+    if (c)
+        r->state = (char *)state_name(c->state);
+    if (q->by_exe)
+        r->id = cd->sig;
+    r->may_leak = count(ra, f->may_n, f->may_b);
+    r->expired = count(ra, f->exp_n, f->exp_b);
+    r->free_expired = count(ra, f->fexp_n, f->fexp_b);
+    r->alloc = count(ra, f->alloc_n, f->alloc_b);
+    r->free = count(ra, f->free_n, f->free_b);
+    r->live = count(ra, f->live_n, f->live_b);
+    r->exit_live = count(ra, f->exit_n, f->exit_b);
+    r->uncertain = count(ra, f->unc_n, f->unc_b);
+    /* By exe: the most severe class among the members speaks for the group. */
+    int klass = cd->klass;
+    double conf = cd->conf, growth = cd->growth;
+    if (q->by_exe && cd->nmembers > 1) {
+        r->pids = ra_alloc(ra, cd->nmembers * sizeof *r->pids);
+        if (!r->pids)
+            return NULL;
+        r->n_pids = 0;
+        growth = 0;
+        for (uint32_t k = cd->first; k < cd->first + cd->nmembers; k++) {
+            const cand_t *m = &members[k];
+            const fig_t mf = m->f; /* the member's own figures */
+            Stackwatch__PidPart *pp = ra_alloc(ra, sizeof *pp);
+            if (!pp)
+                return NULL;
+            stackwatch__pid_part__init(pp);
+            pp->pid = m->pid;
+            pp->may_leak = count(ra, mf.may_n, mf.may_b);
+            pp->live = count(ra, mf.live_n, mf.live_b);
+            pp->alloc = count(ra, mf.alloc_n, mf.alloc_b);
+            if (m->sample_bytes)
+                r->estimate = 1; /* one sampled member makes the sum an estimate */
+            r->pids[r->n_pids++] = pp;
+            if (classify_weight(m->klass) > classify_weight(klass) ||
+                (m->klass == klass && m->conf > conf)) {
+                klass = m->klass;
+                conf = m->conf;
+            }
+            growth += m->growth;
+        }
+    }
+    r->class_ = (char *)classify_name(klass);
+    r->confidence = conf;
+    r->growth_bytes_per_min = growth;
+    r->rank = cd->rank;
+    if (!s)
+        return r;
+    if (q->since_mark && c->mark_ts)
+        r->mark_ms = mono_to_ms(c->mark_ts);
+    if (q->series && s->cls && fill_series(ra, &s->cls->series, NULL, &r->series, &r->n_series) < 0)
+        return NULL;
+    if (fill_frames(ra, c, s, r) < 0 || fill_python(ra, c, s, r) < 0)
+        return NULL;
+    if (cd->arch && !r->n_frames) {
+        r->n_frames = cd->arch->n_frames;
+        r->frames = cd->arch->frames;
+    }
+    if (cd->arch && cd->arch->n_python) {
+        /* Python tracebacks from before the restart follow the live ones. */
+        size_t n = r->n_python + cd->arch->n_python;
+        Stackwatch__PyTraceback **py = ra_alloc(ra, n * sizeof *py);
+        if (!py)
+            return NULL;
+        for (size_t i = 0; i < r->n_python; i++)
+            py[i] = r->python[i];
+        for (size_t i = 0; i < cd->arch->n_python; i++)
+            py[r->n_python + i] = cd->arch->python[i];
+        r->python = py;
+        r->n_python = n;
+    }
+    return r;
+}
+
+static int push_cand(cand_t **cands, size_t *n, size_t *cap, const cand_t *cd)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        cand_t *nc = realloc(*cands, ncap * sizeof *nc);
+        if (!nc)
+            return -ENOMEM;
+        *cands = nc;
+        *cap = ncap;
+    }
+    (*cands)[(*n)++] = *cd;
+    return 0;
+}
+
+/* The store's record a live client took over after a collectord restart. */
+static const store_rec_t *merged_rec(srv_t *srv, const client_t *c)
+{
+    for (uint32_t i = 0; i < srv->store.n; i++)
+        if (srv->store.recs[i].merged_serial == c->serial && srv->store.recs[i].sp)
+            return &srv->store.recs[i];
+    return NULL;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+    const Stackwatch__StackReport *x = *(Stackwatch__StackReport *const *)a;
+    const Stackwatch__StackReport *y = *(Stackwatch__StackReport *const *)b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void cand_from_report(cand_t *cd, const Stackwatch__StackReport *r, int as_uncertain)
+{
+    cd->arch = r;
+    cd->id = r->id;
+    cd->pid = r->pid;
+    cd->sample_bytes = r->sample_bytes;
+    int k = classify_parse(r->class_);
+    cd->klass = k > 0 ? k : CLASS_NONE;
+    cd->conf = r->confidence;
+    cd->growth = r->growth_bytes_per_min;
+    cd->sig = r->exe_sig;
+    fig_of_report(&cd->f, r, as_uncertain);
+}
+
+/* The client's candidates: its live stacks, merged by id with what a
+ * collectord before a restart knew of it (rec). */
+static int client_cands(srv_t *srv, client_t *c, const store_rec_t *rec,
+                        const Stackwatch__QueryLeaks *q, int klass, cand_t **cands,
+                        size_t *ncand, size_t *capc)
+{
+    walk_t *w = NULL;
+    Stackwatch__StackReport **old = NULL;
+    uint8_t *used = NULL;
+    uint64_t *owns = NULL; /* per slist position: blocks it owns, count and bytes */
+    size_t nold = 0;
+    int rc = -ENOMEM;
+    (void)srv;
+    if (rec) {
+        nold = q->since_mark ? rec->sp->n_since_mark : rec->sp->n_stacks;
+        Stackwatch__StackReport **src = q->since_mark ? rec->sp->since_mark : rec->sp->stacks;
+        old = malloc((nold ? nold : 1) * sizeof *old);
+        used = calloc(nold ? nold : 1, 1);
+        if (!old || !used)
+            goto out;
+        if (nold) {
+            memcpy(old, src, nold * sizeof *old);
+            qsort(old, nold, sizeof *old, id_cmp);
+        }
+    }
+    size_t first = *ncand;
+    if (c->nscan_own && !q->since_mark && c->nstacks) {
+        owns = calloc(2 * (size_t)c->nstacks, sizeof *owns);
+        if (!owns)
+            goto out;
+        for (size_t k = 0; k < c->nscan_own; k++) {
+            const cstack_t *os = cstack_at(c, c->scan_own[k].owner);
+            if (os && os->pos < c->nstacks && c->scan_own[k].owner != c->scan_own[k].stack) {
+                owns[2 * os->pos] += c->scan_own[k].n;
+                owns[2 * os->pos + 1] += c->scan_own[k].b;
+            }
+        }
+    }
+    if (c->atab_ok && c->nstacks && !c->frozen) {
+        w = calloc(c->nstacks, sizeof *w);
+        if (!w)
+            goto out;
+        walk_ctx_t o = { w, c->nstacks, q->since_mark ? c->mark_ts : 0, c };
+        atab_each(&c->atab, walk_block, &o);
+    }
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *s = c->slist[i];
+        if (!s)
+            continue;
+        cand_t cd = { .c = c, .s = s, .nmembers = 1, .id = s->id, .pid = c->pid,
+                      .sample_bytes = c->sample_bytes, .klass = s->klass,
+                      .conf = s->confidence, .growth = s->growth_per_min };
+        fig_of(&cd.f, c, s, w ? &w[i] : NULL, q->since_mark);
+        if (nold) {
+            Stackwatch__StackReport key = { .id = s->id }, *kp = &key;
+            Stackwatch__StackReport **hit = bsearch(&kp, old, nold, sizeof *old, id_cmp);
+            if (hit) {
+                fig_t of;
+                fig_of_report(&of, *hit, 1);
+                fig_add(&cd.f, &of);
+                cd.arch = *hit;
+                used[hit - old] = 1;
+            }
+        }
+        if (!s->defined && s->alloc_n == 0 && !cd.arch)
+            continue;
+        if (!wanted(q, klass, &cd, c->frozen))
+            continue;
+        if (owns) {
+            cd.owns_n = owns[2 * i];
+            cd.owns_b = owns[2 * i + 1];
+        }
+        cd.rank = rank_of(&cd);
+        cd.sig = q->by_exe || for_store ? stack_sig(c, s) : 0;
+        if (push_cand(cands, ncand, capc, &cd) < 0)
+            goto out;
+    }
+    for (size_t i = 0; i < nold; i++) {
+        if (used[i])
+            continue;
+        cand_t cd = { .c = c, .nmembers = 1 };
+        cand_from_report(&cd, old[i], 1);
+        cd.pid = c->pid;
+        if (!wanted(q, klass, &cd, c->frozen))
+            continue;
+        cd.rank = rank_of(&cd);
+        if (push_cand(cands, ncand, capc, &cd) < 0)
+            goto out;
+    }
+    rank_by_cause(c, *cands, first, *ncand);
+    rc = 0;
+out:
+    free(owns);
+    free(w);
+    free(old);
+    free(used);
+    return rc;
+}
+
+/* 1 if a process with this pid exists on the host (traced or not). */
+static int pid_alive(uint32_t pid)
+{
+    return pid <= INT32_MAX && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+/* 1 when a stored record is served as a process of its own: read at start
+ * and not taken over by a reconnected agent. */
+static int rec_served(const store_rec_t *r)
+{
+    return r->sp && !r->merged_serial;
+}
+
+/* Builds the leak report (of one client only, when only is set). Returns 1
+ * when it is complete, 0 when some selected stack is still being symbolized
+ * (and force is not set), -ENOMEM, -EINVAL (unknown class) or -ESRCH (--pid
+ * names no known process). */
+static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, ra_t *ra,
+                       Stackwatch__Reply *reply, client_t *only)
+{
+    uint64_t now = srv_now();
+    size_t ncand = 0, capc = 0;
+    cand_t *cands = NULL, *members = NULL; /* members: by exe, grouped */
+    int rc = -ENOMEM;
+    int klass = q->class_ && *q->class_ ? classify_parse(q->class_) : 0;
+    if (klass < 0)
+        return -EINVAL;
+    Stackwatch__LeakReport *lr = ra_alloc(ra, sizeof *lr);
+    if (!lr)
+        return -ENOMEM;
+    stackwatch__leak_report__init(lr);
+    lr->expire_ms = (uint32_t)(srv->opts.expire_ns / 1000000u);
+    lr->sample = (char *)"all";
+    lr->now_ms = mono_to_ms(now);
+    lr->by_exe = q->by_exe;
+    lr->since_mark = q->since_mark;
+    size_t nclients = 0;
+    for (client_t *c = srv->clients.head; c; c = c->next)
+        nclients++;
+    nclients += srv->store.n;
+    lr->clients = ra_alloc(ra, (nclients ? nclients : 1) * sizeof *lr->clients);
+    if (!lr->clients)
+        goto out;
+    for (client_t *c = srv->clients.head; c; c = c->next) {
+        if (only && c != only)
+            continue;
+        if ((q->pid && c->pid != q->pid) || !exe_matches(q->exe, c))
+            continue;
+        Stackwatch__ClientInfo *ci = client_info(ra, c, now);
+        if (!ci)
+            goto out;
+        const store_rec_t *rec = merged_rec(srv, c);
+        if (rec) {
+            ci->restart_gap_ms = rec->merged_gap_ms;
+            ci->restored = 1;
+        }
+        if (q->series && fill_series(ra, &c->series, &c->mseries, &ci->series, &ci->n_series) < 0)
+            goto out;
+        lr->clients[lr->n_clients++] = ci;
+        if (c->sample_bytes) {
+            /* "512k" as the agent was given it; mixed rates say so. */
+            const char *mine = c->sample && *c->sample ? c->sample : "sampled";
+            if (!strcmp(lr->sample, "all") || !strcmp(lr->sample, mine))
+                lr->sample = (char *)mine;
+            else
+                lr->sample = (char *)"mixed";
+        }
+        if (client_cands(srv, c, rec, q, klass, &cands, &ncand, &capc) < 0)
+            goto out;
+    }
+    /* Processes known only from the store (they ended before a restart). */
+    for (uint32_t i = 0; i < srv->store.n && !only; i++) {
+        const store_rec_t *rec = &srv->store.recs[i];
+        if (!rec_served(rec))
+            continue;
+        Stackwatch__ClientInfo *ci = rec->sp->client;
+        if (q->pid && ci->pid != q->pid)
+            continue;
+        if (q->exe && *q->exe) {
+            const char *base = strrchr(ci->exe, '/') ? strrchr(ci->exe, '/') + 1 : ci->exe;
+            if (fnmatch(q->exe, ci->exe, 0) != 0 && fnmatch(q->exe, base, 0) != 0)
+                continue;
+        }
+        Stackwatch__ClientInfo *cc = ra_alloc(ra, sizeof *cc);
+        if (!cc)
+            goto out;
+        *cc = *ci;
+        cc->restored = 1;
+        if (rec->snapshot)
+            cc->state = (char *)"lost"; /* it ran when collectord stopped and never came back */
+        if (!q->series) {
+            cc->n_series = 0;
+            cc->series = NULL;
+        }
+        lr->clients[lr->n_clients++] = cc;
+        if (cc->sample_bytes) {
+            const char *mine = cc->sample_bytes ? "sampled" : "all";
+            if (strcmp(lr->sample, "all") != 0 && strcmp(lr->sample, mine) != 0)
+                lr->sample = (char *)"mixed";
+            else if (!strcmp(lr->sample, "all"))
+                lr->sample = (char *)mine;
+        }
+        size_t n = q->since_mark ? rec->sp->n_since_mark : rec->sp->n_stacks;
+        Stackwatch__StackReport **src = q->since_mark ? rec->sp->since_mark : rec->sp->stacks;
+        for (size_t k = 0; k < n; k++) {
+            cand_t cd = { .aci = ci, .nmembers = 1 };
+            cand_from_report(&cd, src[k], 0);
+            if (!wanted(q, klass, &cd, 1))
+                continue;
+            cd.rank = rank_of(&cd);
+            if (push_cand(&cands, &ncand, &capc, &cd) < 0)
+                goto out;
+        }
+    }
+    if (q->pid && lr->n_clients == 0 && !pid_alive(q->pid)) {
+        rc = -ESRCH; /* a running process may connect any moment: an empty report */
+        goto out;
+    }
+    if (q->by_exe && ncand > 0) {
+        /* Equal signatures become one group, its lead carrying the sums;
+         * after sorting, a group's members are contiguous. */
+        qsort(cands, ncand, sizeof *cands, sig_cmp);
+        members = cands;
+        cands = malloc(ncand * sizeof *cands);
+        if (!cands) {
+            cands = members;
+            members = NULL;
+            goto out;
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < ncand;) {
+            size_t j = i + 1;
+            while (j < ncand && members[j].sig == members[i].sig)
+                j++;
+            cands[k] = members[i];
+            cands[k].first = (uint32_t)i;
+            cands[k].nmembers = (uint32_t)(j - i);
+            for (size_t m = i + 1; m < j; m++)
+                fig_add(&cands[k].f, &members[m].f);
+            cands[k].rank = rank_of(&cands[k]);
+            k++;
+            i = j;
+        }
+        ncand = k;
+    }
+    by_rank = q->by_rank;
+    if (ncand > 1)
+        qsort(cands, ncand, sizeof *cands, cand_cmp);
+    if (q->top && ncand > q->top)
+        ncand = q->top;
+    int pending = 0;
+    for (size_t i = 0; i < ncand; i++) {
+        cstack_t *s = cands[i].s;
+        if (!s || for_store)
+            continue; /* a store record takes the frames as they are */
+        if (s->sym_state == SYM_DONE && s->sym && s->sym->degraded && !force &&
+            now - s->sym_tried >= SYM_REDO_NS) {
+            /* A module could not be read then (out of fds?): again (at most
+             * once a second), so its frames read as in the stacks that had it. */
+            s->sym_state = SYM_NONE;
+        }
+        if (s->sym_state == SYM_NONE)
+            srv_sym_stack(srv, cands[i].c, s, 1); /* a report waits for it: first */
+        else if (s->sym_state == SYM_PENDING && !s->sym_urgent)
+            s->sym_urgent = (uint8_t)sym_promote(cands[i].c->serial, s->index);
+        if (s->sym_state == SYM_PENDING)
+            pending = 1;
+    }
+    if (pending && !force) {
+        rc = 0;
+        goto out;
+    }
+    lr->stacks = ra_alloc(ra, (ncand ? ncand : 1) * sizeof *lr->stacks);
+    if (!lr->stacks)
+        goto out;
+    for (size_t i = 0; i < ncand; i++) {
+        if (!(lr->stacks[i] = stack_report(ra, &cands[i], members, q, now)))
+            goto out;
+        lr->n_stacks++;
+    }
+    reply->body_case = STACKWATCH__REPLY__BODY_LEAKS;
+    reply->leaks = lr;
+    rc = 1;
+out:
+    free(cands);
+    free(members);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the store */
+
+int ctl_client_symbolized(srv_t *s, client_t *c)
+{
+    int pending = 0;
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        cstack_t *st = c->slist[i];
+        if (!st || !st->defined)
+            continue;
+        if (st->sym_state == SYM_NONE)
+            srv_sym_stack(s, c, st, 0); /* behind what reports and rules wait for */
+        pending |= st->sym_state == SYM_PENDING;
+    }
+    return !pending;
+}
+
+int ctl_store_client(srv_t *s, client_t *c, int snapshot)
+{
+    if (!s->store.on)
+        return -ENOTCONN;
+    ra_t ra = { 0 };
+    Stackwatch__Reply all = STACKWATCH__REPLY__INIT, since = STACKWATCH__REPLY__INIT;
+    Stackwatch__QueryLeaks q = STACKWATCH__QUERY_LEAKS__INIT;
+    q.all = 1;
+    q.series = 1;
+    q.by_rank = 0;
+    for_store = 1;
+    int rc = build_leaks(s, &q, 1, &ra, &all, c);
+    if (rc == 1 && c->mark_ts) {
+        q.since_mark = 1;
+        q.series = 0;
+        rc = build_leaks(s, &q, 1, &ra, &since, c);
+    }
+    for_store = 0;
+    if (rc != 1 || !all.leaks || all.leaks->n_clients != 1) {
+        ra_free(&ra);
+        return rc < 0 ? rc : -ENOMEM;
+    }
+    Stackwatch__StoredProcess sp = STACKWATCH__STORED_PROCESS__INIT;
+    sp.client = all.leaks->clients[0];
+    sp.client->n_series = 0; /* the process series is re-sent below */
+    sp.client->series = NULL;
+    Stackwatch__Sample **pts = NULL;
+    size_t npts = 0;
+    if (fill_series(&ra, &c->series, &c->mseries, &pts, &npts) == 0) {
+        sp.client->series = pts;
+        sp.client->n_series = npts;
+    }
+    sp.n_stacks = all.leaks->n_stacks;
+    sp.stacks = all.leaks->stacks;
+    if (since.leaks) {
+        sp.n_since_mark = since.leaks->n_stacks;
+        sp.since_mark = since.leaks->stacks;
+    }
+    sp.instance = c->instance;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sp.end_realtime_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if (c->frozen) {
+        uint64_t nowm = srv_now();
+        uint64_t ago = nowm > c->end_ts ? nowm - c->end_ts : 0;
+        sp.end_realtime_ns -= ago < sp.end_realtime_ns ? ago : 0;
+    }
+    sp.snapshot = snapshot;
+    sp.expire_ms = (uint32_t)(s->opts.expire_ns / 1000000u);
+    rc = store_write(&s->store, &sp);
+    ra_free(&ra);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+/* Bytes an element of a repeated message field takes in its parent. */
+static size_t elem_size(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    size_t len = 1;
+    for (size_t v = n; v >= 0x80; v >>= 7)
+        len++;
+    return 1 + len + n;
+}
+
+/* Keeps the first elements of list that fit budget; returns their bytes. */
+static size_t keep_fitting(void **list, size_t *n, size_t budget)
+{
+    size_t used = 0, i = 0;
+    for (; i < *n; i++) {
+        size_t e = elem_size(list[i]);
+        if (used + e > budget)
+            break;
+        used += e;
+    }
+    *n = i;
+    return used;
+}
+
+static size_t list_size(void **list, size_t n)
+{
+    size_t t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += elem_size(list[i]);
+    return t;
+}
+
+/* A reply larger than --max-reply is cut, never refused: stacks (ranked
+ * first to last) and processes are kept from the top while they fit, and
+ * the reply's message says what was left out. note is the message's
+ * storage. */
+static void fit_reply(srv_t *s, Stackwatch__Reply *r, char *note, size_t notelen)
+{
+    uint64_t max = s->opts.reply_max ? s->opts.reply_max : SRV_REPLY_MAX;
+    size_t size = protobuf_c_message_get_packed_size(&r->base);
+    if (size <= max)
+        return;
+    size_t room = 512; /* the note */
+    if (r->body_case == STACKWATCH__REPLY__BODY_LEAKS) {
+        Stackwatch__LeakReport *l = r->leaks;
+        size_t nc = l->n_clients, ns = l->n_stacks;
+        size_t cs = list_size((void **)l->clients, nc), ss = list_size((void **)l->stacks, ns);
+        size_t fixed = size - cs - ss + room;
+        size_t budget = max > fixed ? max - fixed : 0;
+        /* The processes get at most half when the stacks need the rest. */
+        size_t cb = cs <= budget / 2 || cs + ss <= budget ? cs : budget / 2;
+        if (cs > cb)
+            cb = keep_fitting((void **)l->clients, &l->n_clients, cb);
+        keep_fitting((void **)l->stacks, &l->n_stacks, budget - cb);
+        snprintf(note, notelen, "reply cut to fit %llu bytes (--max-reply): %zu of %zu stacks "
+                 "and %zu of %zu processes shown (narrow it with --pid, --top or --exe)",
+                 (unsigned long long)max, l->n_stacks, ns, l->n_clients, nc);
+    } else if (r->body_case == STACKWATCH__REPLY__BODY_CLIENTS) {
+        Stackwatch__ClientList *l = r->clients;
+        size_t nc = l->n_clients;
+        size_t cs = list_size((void **)l->clients, nc);
+        size_t fixed = size - cs + room;
+        keep_fitting((void **)l->clients, &l->n_clients, max > fixed ? max - fixed : 0);
+        snprintf(note, notelen, "reply cut to fit %llu bytes (--max-reply): %zu of %zu "
+                 "processes shown", (unsigned long long)max, l->n_clients, nc);
+    } else {
+        return;
+    }
+    if (!r->error)
+        r->message = note;
+    static srv_throttle_t log_cut;
+    srv_log_throttled(&log_cut, "%s", note);
+}
+
+static int send_reply(conn_t *c, Stackwatch__Reply *r)
+{
+    char note[512];
+    fit_reply(c->srv, r, note, sizeof note);
+    int rc = conn_send_msg(c, r, FRAME_MAX_CONTROL);
+    if (rc < 0) {
+        conn_close(c, "cannot send the reply");
+        return -1;
+    }
+    return 0;
+}
+
+static int send_error(conn_t *c, int err, const char *msg)
+{
+    Stackwatch__Reply r = STACKWATCH__REPLY__INIT;
+    r.error = err;
+    r.message = (char *)msg;
+    return send_reply(c, &r);
+}
+
+/* Replies with the rules (only rule `only` if non-zero). */
+static int send_rules(conn_t *c, ra_t *ra, srv_t *s, uint32_t only)
+{
+    Stackwatch__RuleList rl = STACKWATCH__RULE_LIST__INIT;
+    rl.rules = ra_alloc(ra, (s->trig.n + 1) * sizeof *rl.rules);
+    if (!rl.rules)
+        return send_error(c, -ENOMEM, "out of memory");
+    for (trig_rule_t *t = s->trig.rules; t; t = t->next) {
+        if (only && t->id != only)
+            continue;
+        Stackwatch__Rule *r = ra_alloc(ra, sizeof *r);
+        if (!r)
+            return send_error(c, -ENOMEM, "out of memory");
+        stackwatch__rule__init(r);
+        r->id = t->id;
+        r->match = t->match ? t->match : (char *)"";
+        r->module = t->module ? t->module : (char *)"";
+        r->stack = t->stack_id;
+        r->frame = t->frame;
+        r->min_depth = t->min_depth;
+        r->pid = t->pid;
+        r->signal = t->sig;
+        r->count = t->count;
+        r->fired = t->fired;
+        r->armed = t->armed;
+        r->leaking = t->leaking;
+        rl.rules[rl.n_rules++] = r;
+    }
+    Stackwatch__Reply rep = STACKWATCH__REPLY__INIT;
+    rep.body_case = STACKWATCH__REPLY__BODY_RULES;
+    rep.rules = &rl;
+    return send_reply(c, &rep);
+}
+
+/* The newest connected client of pid, or NULL. */
+static client_t *connected_client(srv_t *s, uint32_t pid)
+{
+    for (client_t *c = s->clients.head; c; c = c->next)
+        if (c->pid == pid && c->conn && c->state == CLIENT_CONNECTED)
+            return c;
+    return NULL;
+}
+
+#define SCAN_PARK_NS (600ull * 1000000000)   /* a scan's reply waits at most this */
+
+/* Scan: starts the scan on the first run and parks; answers when the
+ * client's scan count has moved past the one started (conn->parked_tag). */
+static int run_scan(conn_t *c, const Stackwatch__Scan *q, int force, ra_t *ra)
+{
+    srv_t *s = c->srv;
+    char msg[600];
+    client_t *cl = connected_client(s, q->pid);
+    if (!c->parked_tag) {
+        if (!cl) {
+            snprintf(msg, sizeof msg, "pid %u is not a connected client (run it under the agent, "
+                                      "or stackctl attach it first)", q->pid);
+            return send_error(c, -ESRCH, msg) < 0 ? -1 : 1;
+        }
+        if (cl->scan_state == SCAN_ST_NONE) {
+            int rc = srv_scan_start(s, cl, msg, sizeof msg);
+            if (rc < 0)
+                return send_error(c, rc, msg) < 0 ? -1 : 1;
+        }
+        c->parked_tag = cl->scan_seq + 1;
+        uint64_t t = q->timeout_ms ? (uint64_t)q->timeout_ms * 1000000u : SCAN_PARK_NS;
+        c->parked_until = srv_now() + t;
+        return 0;
+    }
+    /* The client may have ended (then it is no longer "connected"). */
+    for (cl = s->clients.head; cl; cl = cl->next)
+        if (cl->pid == q->pid && cl->scan_seq >= c->parked_tag)
+            break;
+    if (!cl) {
+        if (!force)
+            return 0;
+        snprintf(msg, sizeof msg, "the scan of pid %u did not finish in time", q->pid);
+        return send_error(c, -ETIMEDOUT, msg) < 0 ? -1 : 1;
+    }
+    if (cl->scan_err) {
+        snprintf(msg, sizeof msg, "scan of pid %u: %s", q->pid, cl->scan_msg);
+        return send_error(c, cl->scan_err, msg) < 0 ? -1 : 1;
+    }
+    Stackwatch__Reply r = STACKWATCH__REPLY__INIT;
+    r.body_case = STACKWATCH__REPLY__BODY_SCAN;
+    r.scan = scan_result(ra, cl);
+    if (!r.scan)
+        return send_error(c, -ENOMEM, "out of memory") < 0 ? -1 : 1;
+    return send_reply(c, &r) < 0 ? -1 : 1;
+}
+
+/* Runs a request. Returns 1 done, 0 parked, -1 connection closed. */
+static int run_request(conn_t *c, Stackwatch__Request *req, int force)
+{
+    srv_t *s = c->srv;
+    Stackwatch__Reply r = STACKWATCH__REPLY__INIT;
+    ra_t ra = { 0 };
+    int rc;
+    switch (req->req_case) {
+    case STACKWATCH__REQUEST__REQ_TICK:
+        if (!srv_clock_is_virtual()) {
+            rc = send_error(c, -EPERM, "tick needs collectord start --test-clock");
+            break;
+        }
+        srv_clock_advance(s, req->tick->advance_ns);
+        __attribute__((fallthrough)); /* answered like a ping */
+    case STACKWATCH__REQUEST__REQ_PING: {
+        Stackwatch__Pong p = STACKWATCH__PONG__INIT;
+        p.pid = (uint32_t)getpid();
+        p.clients = s->clients.count;
+        p.expire_ms = (uint32_t)(s->opts.expire_ns / 1000000u);
+        p.dir = s->rd.dir;
+        p.mono_ns = srv_now();
+        r.body_case = STACKWATCH__REPLY__BODY_PONG;
+        r.pong = &p;
+        return send_reply(c, &r) < 0 ? -1 : 1;
+    }
+    case STACKWATCH__REQUEST__REQ_CLIENTS: {
+        Stackwatch__ClientList cl = STACKWATCH__CLIENT_LIST__INIT;
+        uint64_t now = srv_now();
+        cl.clients = ra_alloc(&ra, (s->clients.count + 1) * sizeof *cl.clients);
+        if (!cl.clients) {
+            rc = send_error(c, -ENOMEM, "out of memory");
+            break;
+        }
+        for (client_t *cc = s->clients.head; cc; cc = cc->next)
+            if ((cl.clients[cl.n_clients] = client_info(&ra, cc, now)))
+                cl.n_clients++;
+        r.body_case = STACKWATCH__REPLY__BODY_CLIENTS;
+        if (s->store.n) {
+            /* Then the processes known only from the store. */
+            Stackwatch__ClientInfo **all = ra_alloc(&ra, (cl.n_clients + s->store.n) *
+                                                             sizeof *all);
+            if (!all) {
+                rc = send_error(c, -ENOMEM, "out of memory");
+                break;
+            }
+            memcpy(all, cl.clients, cl.n_clients * sizeof *all);
+            cl.clients = all;
+            for (uint32_t i = 0; i < s->store.n; i++) {
+                const store_rec_t *rec = &s->store.recs[i];
+                if (!rec_served(rec))
+                    continue;
+                Stackwatch__ClientInfo *ci = ra_alloc(&ra, sizeof *ci);
+                if (!ci)
+                    break;
+                *ci = *rec->sp->client;
+                ci->restored = 1;
+                ci->n_series = 0;
+                ci->series = NULL;
+                if (rec->snapshot)
+                    ci->state = (char *)"lost";
+                cl.clients[cl.n_clients++] = ci;
+            }
+        }
+        r.clients = &cl;
+        rc = send_reply(c, &r);
+        break;
+    }
+    case STACKWATCH__REQUEST__REQ_LEAKS: {
+        int b = build_leaks(s, req->leaks, force, &ra, &r, NULL);
+        if (b == 0) {
+            ra_free(&ra);
+            return 0;
+        }
+        char msg[160];
+        snprintf(msg, sizeof msg, "no process with pid %u is known (never traced, or ended "
+                 "beyond --retain/--retain-time)", req->leaks->pid);
+        rc = b == -EINVAL  ? send_error(c, b, "unknown class (leak, growing, retained, cache, transient)")
+             : b == -ESRCH ? send_error(c, b, msg)
+             : b < 0       ? send_error(c, b, "out of memory building the report")
+                           : send_reply(c, &r);
+        break;
+    }
+    case STACKWATCH__REQUEST__REQ_MARK: {
+        /* Replies with the clients marked. */
+        Stackwatch__ClientList cl = STACKWATCH__CLIENT_LIST__INIT;
+        uint64_t now = srv_now();
+        cl.clients = ra_alloc(&ra, (s->clients.count + 1) * sizeof *cl.clients);
+        if (!cl.clients) {
+            rc = send_error(c, -ENOMEM, "out of memory");
+            break;
+        }
+        int known = 0;
+        for (client_t *cc = s->clients.head; cc; cc = cc->next) {
+            if (req->mark->pid && cc->pid != req->mark->pid)
+                continue;
+            known = 1;
+            if (!cc->conn)
+                continue;
+            client_mark(cc, now);
+            if ((cl.clients[cl.n_clients] = client_info(&ra, cc, now)))
+                cl.n_clients++;
+            ctl_store_client(s, cc, 1); /* the mark survives a collectord restart */
+        }
+        if (req->mark->pid && !known && !pid_alive(req->mark->pid)) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "no process with pid %u is known", req->mark->pid);
+            rc = send_error(c, -ESRCH, msg);
+            break;
+        }
+        srv_log("mark set on %zu client(s)", cl.n_clients);
+        r.body_case = STACKWATCH__REPLY__BODY_CLIENTS;
+        r.clients = &cl;
+        rc = send_reply(c, &r);
+        break;
+    }
+    case STACKWATCH__REQUEST__REQ_TRIGGER_ADD: {
+        const Stackwatch__Rule *q = req->trigger_add->rule;
+        char err[512] = "";
+        if (!q) {
+            rc = send_error(c, -EINVAL, "trigger add without a rule");
+            break;
+        }
+        int id = trig_add(&s->trig, q->match, q->module, q->stack, q->frame, q->min_depth,
+                          q->pid, q->signal, q->count, err, sizeof err);
+        if (id < 0) {
+            rc = send_error(c, id, err[0] ? err : "cannot add the rule");
+            break;
+        }
+        trig_get(&s->trig, (uint32_t)id)->leaking = q->leaking;
+        srv_log("rule %d added (match '%s', module '%s', stack %016llx, pid %u, signal %d, "
+                "count %u%s)",
+                id, q->match ? q->match : "", q->module ? q->module : "",
+                (unsigned long long)q->stack, q->pid, q->signal, q->count,
+                q->leaking ? ", leaking stacks only" : "");
+        srv_trig_scan(s);
+        rc = send_rules(c, &ra, s, (uint32_t)id);
+        break;
+    }
+    case STACKWATCH__REQUEST__REQ_TRIGGER_LIST:
+        rc = send_rules(c, &ra, s, 0);
+        break;
+    case STACKWATCH__REQUEST__REQ_TRIGGER_RM: {
+        uint32_t id = req->trigger_rm->id;
+        if (!trig_get(&s->trig, id)) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "no rule %u", id);
+            rc = send_error(c, -ENOENT, msg);
+            break;
+        }
+        for (client_t *cc = s->clients.head; cc; cc = cc->next)
+            for (uint32_t i = 0; i < cc->nstacks; i++) {
+                cstack_t *st = cc->slist[i];
+                if (st && st->arm_kind == ARM_RULE && st->arm_rule == id)
+                    srv_disarm(s, cc, st);
+            }
+        trig_rm(&s->trig, id);
+        srv_log("rule %u removed", id);
+        rc = send_rules(c, &ra, s, 0);
+        break;
+    }
+    case STACKWATCH__REQUEST__REQ_SCAN: {
+        int sr = run_scan(c, req->scan, force, &ra);
+        ra_free(&ra);
+        return sr;
+    }
+    case STACKWATCH__REQUEST__REQ_SHUTDOWN:
+        srv_log("stop requested over the control socket");
+        rc = send_reply(c, &r);
+        srv_stop(s);
+        break;
+    default:
+        rc = send_error(c, -EINVAL, "unknown request");
+        break;
+    }
+    ra_free(&ra);
+    return rc < 0 ? -1 : 1;
+}
+
+int ctl_request(conn_t *c, const uint8_t *p, uint32_t len)
+{
+    if (c->parked) {
+        conn_close(c, "request sent while another is pending");
+        return -1;
+    }
+    Stackwatch__Request *req = stackwatch__request__unpack(NULL, len, p);
+    if (!req) {
+        c->srv->bad_frames++;
+        conn_close(c, "malformed request");
+        return -1;
+    }
+    c->parked_tag = 0;
+    c->parked_until = 0;
+    int rc = run_request(c, req, 0);
+    if (rc == 0) {
+        c->parked = req;
+        if (!c->parked_until)
+            c->parked_until = srv_now() + PARK_NS;
+        return 0;
+    }
+    stackwatch__request__free_unpacked(req, NULL);
+    return rc < 0 ? -1 : 0;
+}
+
+void ctl_retry_parked(srv_t *s, int deadline_only)
+{
+    uint64_t now = srv_now();
+    conn_t *next;
+    for (conn_t *c = s->conns; c; c = next) {
+        next = c->next;
+        if (c->kind != CONN_CONTROL || !c->parked)
+            continue;
+        int force = now >= c->parked_until;
+        if (deadline_only && !force)
+            continue;
+        Stackwatch__Request *req = c->parked;
+        c->parked = NULL; /* a close inside run_request must not free it too */
+        int rc = run_request(c, req, force);
+        if (rc == 0) {
+            c->parked = req;
+            continue;
+        }
+        stackwatch__request__free_unpacked(req, NULL);
+    }
+}
+
+void ctl_forget(conn_t *c)
+{
+    if (c->parked) {
+        stackwatch__request__free_unpacked(c->parked, NULL);
+        c->parked = NULL;
+    }
+}

@@ -1,0 +1,761 @@
+/* A reachability scan of one process: freeze it, copy its memory, let it go, mark (a worker thread).
+ *
+ * The worker is the tracer: every ptrace request for a thread must come
+ * from the thread that seized it. It stops the threads, waits for the
+ * collector's snapshot of the live blocks (taken once the agent's flusher,
+ * left running, has sent every event of the stopped threads), copies the
+ * memory that can hold pointers, lets the process go, and only then marks:
+ * the process pauses for the copy, not for the marking.
+ *
+ * What is copied: private writable mappings (module data and bss, the
+ * heap, anonymous mappings, thread stacks from the stack pointer up), less
+ * the agent's own memory (its rings and tables hold block addresses) and
+ * the dead part of each stack below its red zone. Pages never touched are
+ * skipped (/proc/PID/pagemap).
+ *
+ * What is a root: all of that but the malloc heap (see reach_heap_areas)
+ * and the blocks themselves; the registers of every stopped thread. A
+ * block is reachable only through a chain from a root. When the
+ * collector's table cannot hold every live block of the process (attached
+ * later, sampled, events lost), the heap outside tracked blocks is a root
+ * too: an untracked block there may hold the only pointer to a tracked one
+ * (conservative: stale pointers in free chunks can then keep a lost block
+ * "reachable"). */
+#include "scan.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collector/common/procmaps.h"
+#include "reach.h"
+#include "rootname.h"
+#include "collector/common/tracee.h"
+
+#define PAGE 4096ull
+#define RED_ZONE 128u
+#define SNAP_WAIT_S 10            /* the collector answers well within this */
+#define IOV_BATCH 512
+#define PM_CHUNK 65536u           /* pagemap entries read at once */
+#define SMALL_PAGES 16u           /* ranges this small are read without pagemap */
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void set_stage(scan_job_t *j, int st)
+{
+    atomic_store(&j->stage, st);
+    if (j->notify)
+        j->notify(j->notify_arg);
+}
+
+static void fail(scan_job_t *j, int err, const char *msg)
+{
+    char m[sizeof j->msg];
+    snprintf(m, sizeof m, "%s", msg);
+    j->err = err ? err : -EIO;
+    memcpy(j->msg, m, sizeof m);
+    set_stage(j, SCAN_FAILED);
+}
+
+/* A growable array of ranges. */
+typedef struct rv_s {
+    reach_rng_t *r;
+    size_t n, cap;
+} rv_t;
+
+static int rv_add(rv_t *v, uint64_t lo, uint64_t hi)
+{
+    if (hi <= lo)
+        return 0;
+    if (v->n == v->cap) {
+        size_t nc = v->cap ? v->cap * 2 : 64;
+        reach_rng_t *nr = realloc(v->r, nc * sizeof *nr);
+        if (!nr)
+            return -ENOMEM;
+        v->r = nr;
+        v->cap = nc;
+    }
+    v->r[v->n++] = (reach_rng_t){ lo, hi };
+    return 0;
+}
+
+/* The copy being built: runs, then one buffer for all of them. */
+typedef struct img_s {
+    reach_run_t *runs;
+    size_t n, cap;
+    uint64_t bytes;
+    uint8_t *buf;     /* mmap'd, map_len long */
+    uint64_t map_len;
+} img_t;
+
+/* Anonymous memory with its pages faulted in at once: page faults one by
+ * one (inside process_vm_readv, or while filling a snapshot) cost far more
+ * (measured on the test VM: 8 ms against 130 ms for 24 MiB), and the
+ * process waits for the copy. NULL on failure. */
+static void *populated(uint64_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static int img_add(img_t *m, uint64_t lo, uint64_t hi)
+{
+    if (m->n == m->cap) {
+        size_t nc = m->cap ? m->cap * 2 : 256;
+        reach_run_t *nr = realloc(m->runs, nc * sizeof *nr);
+        if (!nr)
+            return -ENOMEM;
+        m->runs = nr;
+        m->cap = nc;
+    }
+    m->runs[m->n++] = (reach_run_t){ lo, hi, NULL };
+    m->bytes += hi - lo;
+    return 0;
+}
+
+/* One buffer for every run: the one prepared before the process was
+ * stopped when it is large enough, else a new one. */
+static int img_alloc(img_t *m)
+{
+    if (!m->bytes)
+        return 0;
+    if (m->bytes > m->map_len) {
+        if (m->buf)
+            munmap(m->buf, m->map_len);
+        m->buf = populated(m->bytes);
+        m->map_len = m->buf ? m->bytes : 0;
+        if (!m->buf)
+            return -ENOMEM;
+    }
+    uint64_t off = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        m->runs[i].data = m->buf + off;
+        off += m->runs[i].hi - m->runs[i].lo;
+    }
+    return 0;
+}
+
+/* MemAvailable from /proc/meminfo, bytes (0: unknown). */
+static uint64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f)
+        return 0;
+    char line[128];
+    uint64_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %" SCNu64 " kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb * 1024;
+}
+
+/* Before the process is stopped: a buffer for about what the copy will
+ * need (pages that exist in its private writable mappings, plus a margin).
+ * Returns 0, or -E2BIG when that is more than half the memory available
+ * (a scan must not take collectord, or the machine, down), -ENOMEM. */
+static int img_prepare(img_t *m, pid_t pid, char *err, size_t errlen)
+{
+    maps_t mp;
+    if (maps_read(&mp, pid) < 0)
+        return 0; /* said when the worker reads it again */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/pagemap", (int)pid);
+    int pm = open(path, O_RDONLY | O_CLOEXEC);
+    uint64_t total = 0;
+    uint64_t *ent = malloc(PM_CHUNK * sizeof *ent);
+    for (size_t i = 0; i < mp.n; i++) {
+        const maps_ent_t *e = &mp.e[i];
+        if ((e->prot & (MAPS_R | MAPS_W)) != (MAPS_R | MAPS_W) || (e->prot & MAPS_SHARED))
+            continue;
+        uint64_t pages = (e->hi - e->lo) / PAGE;
+        for (uint64_t p0 = 0; p0 < pages; p0 += PM_CHUNK) {
+            uint64_t k = pages - p0 < PM_CHUNK ? pages - p0 : PM_CHUNK;
+            if (pm < 0 || !ent || pread(pm, ent, k * 8, (off_t)((e->lo / PAGE + p0) * 8)) !=
+                              (ssize_t)(k * 8)) {
+                total += k * PAGE;
+                continue;
+            }
+            for (uint64_t x = 0; x < k; x++)
+                total += ((ent[x] >> 62) & 3) ? PAGE : 0;
+        }
+    }
+    if (pm >= 0)
+        close(pm);
+    free(ent);
+    maps_free(&mp);
+    total += total / 8 + (4u << 20);
+    uint64_t avail = mem_available();
+    if (avail && total > avail / 2) {
+        snprintf(err, errlen, "the copy would take %.1f GiB, more than half the %.1f GiB of "
+                              "memory available: not scanned",
+                 total / 1073741824.0, avail / 1073741824.0);
+        return -E2BIG;
+    }
+    m->buf = populated(total);
+    m->map_len = m->buf ? total : 0;
+    if (!m->buf) {
+        snprintf(err, errlen, "cannot map %.1f MiB for the copy", total / 1048576.0);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void img_free(img_t *m)
+{
+    if (m->buf)
+        munmap(m->buf, m->map_len);
+    free(m->runs);
+    memset(m, 0, sizeof *m);
+}
+
+/* Runs of [lo, hi) whose pages exist (present or swapped), per pagemap. */
+static int present_runs(int pm, img_t *m, uint64_t lo, uint64_t hi)
+{
+    uint64_t pages = (hi - lo) / PAGE;
+    if (pm < 0 || pages <= SMALL_PAGES)
+        return img_add(m, lo, hi);
+    uint64_t *ent = malloc(PM_CHUNK * sizeof *ent);
+    if (!ent)
+        return img_add(m, lo, hi);
+    uint64_t run_lo = 0;
+    int in = 0;
+    int rc = 0;
+    for (uint64_t p0 = 0; p0 < pages; p0 += PM_CHUNK) {
+        uint64_t k = pages - p0 < PM_CHUNK ? pages - p0 : PM_CHUNK;
+        off_t off = (off_t)(((lo / PAGE) + p0) * 8);
+        ssize_t r = pread(pm, ent, k * 8, off);
+        if (r != (ssize_t)(k * 8)) {
+            /* No pagemap here: read it all. */
+            if (in && img_add(m, run_lo, lo + p0 * PAGE) < 0)
+                rc = -ENOMEM;
+            else
+                rc = img_add(m, lo + p0 * PAGE, hi);
+            free(ent);
+            return rc;
+        }
+        for (uint64_t i = 0; i < k; i++) {
+            int live = (ent[i] >> 62) & 3; /* bit 63 present, bit 62 swapped */
+            uint64_t a = lo + (p0 + i) * PAGE;
+            if (live && !in) {
+                run_lo = a;
+                in = 1;
+            } else if (!live && in) {
+                if (img_add(m, run_lo, a) < 0) {
+                    free(ent);
+                    return -ENOMEM;
+                }
+                in = 0;
+            }
+        }
+    }
+    free(ent);
+    if (in)
+        return img_add(m, run_lo, hi);
+    return 0;
+}
+
+/* Copies the runs out of the process; a run that cannot be read (gone
+ * meanwhile) reads as zeros. */
+static void img_read(pid_t pid, img_t *m)
+{
+    struct iovec l[IOV_BATCH], r[IOV_BATCH];
+    for (size_t i = 0; i < m->n; i += IOV_BATCH) {
+        size_t k = m->n - i < IOV_BATCH ? m->n - i : IOV_BATCH;
+        for (size_t x = 0; x < k; x++) {
+            const reach_run_t *run = &m->runs[i + x];
+            l[x] = (struct iovec){ (void *)run->data, run->hi - run->lo };
+            r[x] = (struct iovec){ (void *)(uintptr_t)run->lo, run->hi - run->lo };
+        }
+        ssize_t got = process_vm_readv(pid, l, k, r, k, 0);
+        if (got == (ssize_t)0 || got < 0)
+            got = 0;
+        /* A short read stops at the first unreadable page: read the rest
+         * run by run, zeroing what fails. */
+        size_t done = 0;
+        for (size_t x = 0; x < k; x++) {
+            size_t len = l[x].iov_len;
+            if ((size_t)got >= done + len) {
+                done += len;
+                continue;
+            }
+            size_t have = (size_t)got > done ? (size_t)got - done : 0;
+            done += len;
+            for (size_t off = have; off < len; off += PAGE) {
+                size_t n = len - off < PAGE ? len - off : PAGE;
+                struct iovec lp = { (char *)l[x].iov_base + off, n },
+                             rp = { (char *)r[x].iov_base + off, n };
+                if (process_vm_readv(pid, &lp, 1, &rp, 1, 0) != (ssize_t)n)
+                    memset(lp.iov_base, 0, n);
+            }
+        }
+    }
+}
+
+/* Sorts the snapshot by address: LSD radix sort on 16-bit digits of
+ * addr / 16 (blocks are 16-byte aligned; user addresses fit 48 bits), a
+ * digit skipped when every block shares it. qsort took ~0.5 s for a million
+ * blocks on the test VM. Returns 0 or -ENOMEM. */
+static int sort_snap(scan_ent_t *a, size_t n)
+{
+    if (n < 2)
+        return 0;
+    scan_ent_t *tmp = malloc(n * sizeof *tmp);
+    uint32_t *cnt = malloc(65536 * sizeof *cnt);
+    if (!tmp || !cnt) {
+        free(tmp);
+        free(cnt);
+        return -ENOMEM;
+    }
+    scan_ent_t *src = a, *dst = tmp;
+    for (int shift = 4; shift < 64; shift += 16) {
+        memset(cnt, 0, 65536 * sizeof *cnt);
+        for (size_t i = 0; i < n; i++)
+            cnt[(src[i].addr >> shift) & 0xffff]++;
+        if (cnt[(src[0].addr >> shift) & 0xffff] == n)
+            continue; /* one digit for all: nothing to do */
+        uint32_t sum = 0;
+        for (size_t d = 0; d < 65536; d++) {
+            uint32_t c = cnt[d];
+            cnt[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[cnt[(src[i].addr >> shift) & 0xffff]++] = src[i];
+        scan_ent_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a)
+        memcpy(a, src, n * sizeof *a);
+    free(tmp);
+    free(cnt);
+    return 0;
+}
+
+static int skipped_mapping(const maps_ent_t *e)
+{
+    if ((e->prot & (MAPS_R | MAPS_W)) != (MAPS_R | MAPS_W) || (e->prot & MAPS_SHARED))
+        return 1;
+    return !strcmp(e->path, "[vvar]") || !strcmp(e->path, "[vsyscall]") ||
+           !strcmp(e->path, "[vdso]") || !strncmp(e->path, "[vvar", 5) ||
+           !strncmp(e->path, "/dev/", 5);
+}
+
+/* A dead thread's stack [lo, hi), its frames below fhi: the frames are
+ * left out of the roots (glibc keeps such stacks for reuse, stale words
+ * and all; LSan and valgrind do not scan them either) only while the map
+ * still shows exactly that thread stack: a writable anonymous mapping
+ * [lo, hi) right above a guard page (no access), and no stopped thread's
+ * stack pointer in it; every thread stopped (an unstopped one's stack is
+ * unknown). Its top (the TCB, static TLS) stays a root. */
+static int dead_frames_ok(const maps_t *m, const trc_t *tr, uint64_t lo, uint64_t fhi,
+                          uint64_t hi)
+{
+    const maps_ent_t *e = maps_find(m, lo);
+    const maps_ent_t *g = lo ? maps_find(m, lo - 1) : NULL;
+    if (!e || e->lo != lo || e->hi != hi || fhi <= lo || fhi > hi || skipped_mapping(e) ||
+        e->path[0] || !g || g->hi != lo || (g->prot & (MAPS_R | MAPS_W | MAPS_X)))
+        return 0;
+    for (size_t t = 0; t < tr->n; t++) {
+        if (!tr->t[t].stopped)
+            return 0;
+        uint64_t sp = tr->t[t].regs.rsp;
+        if (sp >= e->lo && sp < e->hi)
+            return 0;
+    }
+    return 1;
+}
+
+/* Marks, for each of the k ranges, whether some block starts in it: one
+ * pass over the (unsorted) snapshot; sorting a million blocks would keep
+ * the process stopped longer. */
+static void ranges_with_blocks(const scan_ent_t *s, size_t n, const maps_ent_t **r, size_t k,
+                               uint8_t *has)
+{
+    memset(has, 0, k);
+    for (size_t i = 0; i < n; i++)
+        for (size_t x = 0; x < k; x++)
+            if (s[i].addr >= r[x]->lo && s[i].addr < r[x]->hi)
+                has[x] = 1;
+}
+
+static void *worker(void *arg)
+{
+    scan_job_t *j = arg;
+    uint64_t cpu0 = thread_cpu_ns();
+    char err[512];
+    trc_t tr;
+    maps_t maps = { 0 };
+    img_t img = { 0 };
+    rv_t mem = { 0 }, dead = { 0 }, agent = { 0 }, vmas = { 0 }, ext = { 0 };
+    reach_rng_t *tmp = NULL, *heap = NULL, *roots = NULL;
+    reach_blk_t *blk = NULL;
+    uint8_t *marked = NULL;
+    uint32_t *own = NULL, *parent = NULL;
+    uint64_t *via = NULL, *sps = NULL;
+    pid_t *tids = NULL;
+    rootname_t *names = NULL;
+    uint64_t *vals = NULL;
+    int pm = -1, frozen = 0;
+    /* Buffers first, while the process runs. */
+    int rc = img_prepare(&img, j->pid, err, sizeof err);
+    if (rc < 0) {
+        fail(j, rc, err);
+        goto out;
+    }
+    if (j->live_hint) {
+        size_t cap = j->live_hint + j->live_hint / 4 + 1024;
+        j->snap = populated(cap * sizeof *j->snap);
+        j->snap_cap = j->snap ? cap : 0;
+    }
+    rc = trc_freeze(&tr, j->pid, j->skip, 1000, err, sizeof err);
+    if (rc == -EPERM && trc_yama_scope() == 1) {
+        /* Only an ancestor may trace it: ask its agent to allow us. */
+        set_stage(j, SCAN_NEED_TRACER);
+        pthread_mutex_lock(&j->mu);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += SNAP_WAIT_S;
+        while (!j->retry && !j->abort)
+            if (pthread_cond_timedwait(&j->cv, &j->mu, &until) == ETIMEDOUT)
+                break;
+        int again = j->retry && !j->abort;
+        pthread_mutex_unlock(&j->mu);
+        if (again)
+            rc = trc_freeze(&tr, j->pid, j->skip, 1000, err, sizeof err);
+    }
+    if (rc < 0) {
+        fail(j, rc, err);
+        goto out;
+    }
+    frozen = 1;
+    j->threads = (uint32_t)tr.n;
+    uint64_t t_frozen = trc_now_ns();
+    j->stop_ns = t_frozen - tr.stop_ns;
+    set_stage(j, SCAN_FROZEN);
+    pthread_mutex_lock(&j->mu);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += SNAP_WAIT_S;
+    while (!j->have_snap && !j->abort)
+        if (pthread_cond_timedwait(&j->cv, &j->mu, &until) == ETIMEDOUT)
+            break;
+    int go = j->have_snap && !j->abort;
+    pthread_mutex_unlock(&j->mu);
+    if (!go) {
+        fail(j, -ECANCELED, j->abort ? j->msg : "no snapshot of the live blocks came");
+        goto out;
+    }
+    uint64_t t_snap = trc_now_ns();
+    j->sync_ns = t_snap - t_frozen;
+    /* ---- the copy, while the threads are stopped */
+    if ((rc = maps_read(&maps, j->pid)) < 0) {
+        snprintf(err, sizeof err, "cannot read /proc/%d/maps (%s)", (int)j->pid, strerror(-rc));
+        fail(j, rc, err);
+        goto out;
+    }
+    for (size_t i = 0; i < j->nregions; i++)
+        if (rv_add(&agent, j->regions[2 * i], j->regions[2 * i + 1]) < 0)
+            goto nomem;
+    for (size_t i = 0; i < j->ndead; i++) {
+        const uint64_t *d = &j->regions[2 * j->nregions + 3 * i];
+        if (!dead_frames_ok(&maps, &tr, d[0], d[1], d[2]))
+            continue;
+        if (rv_add(&agent, d[0], d[1]) < 0)
+            goto nomem;
+    }
+    agent.n = reach_rng_normalize(agent.r, agent.n);
+    for (size_t i = 0; i < maps.n; i++) {
+        const maps_ent_t *e = &maps.e[i];
+        if (skipped_mapping(e))
+            continue;
+        if (rv_add(&vmas, e->lo, e->hi) < 0 || rv_add(&mem, e->lo, e->hi) < 0)
+            goto nomem;
+    }
+    /* Below each stack pointer (and its red zone) is dead stack, unless the
+     * thread runs on a stack that holds blocks (then it is heap). */
+    const maps_ent_t **sv = malloc((tr.n ? tr.n : 1) * sizeof *sv);
+    uint8_t *has = malloc(tr.n ? tr.n : 1);
+    if (!sv || !has) {
+        free(sv);
+        free(has);
+        goto nomem;
+    }
+    for (size_t t = 0; t < tr.n; t++) {
+        const maps_ent_t *e = tr.t[t].stopped ? maps_find(&maps, tr.t[t].regs.rsp) : NULL;
+        sv[t] = e && !skipped_mapping(e) ? e : &maps.e[0];
+    }
+    ranges_with_blocks(j->snap, j->nsnap, sv, tr.n, has);
+    for (size_t t = 0; t < tr.n; t++) {
+        if (!tr.t[t].stopped || has[t] || sv[t] == &maps.e[0])
+            continue;
+        uint64_t sp = tr.t[t].regs.rsp;
+        uint64_t top = sp > sv[t]->lo + RED_ZONE ? (sp - RED_ZONE) & ~(PAGE - 1) : sv[t]->lo;
+        if (rv_add(&dead, sv[t]->lo, top) < 0) {
+            free(sv);
+            free(has);
+            goto nomem;
+        }
+    }
+    free(sv);
+    free(has);
+    dead.n = reach_rng_normalize(dead.r, dead.n);
+    size_t cap = mem.n + agent.n + dead.n + 1;
+    tmp = malloc(cap * sizeof *tmp);
+    reach_rng_t *tmp2 = malloc(cap * 2 * sizeof *tmp2);
+    if (!tmp || !tmp2) {
+        free(tmp2);
+        goto nomem;
+    }
+    size_t n1 = reach_rng_sub(mem.r, mem.n, agent.r, agent.n, tmp);
+    size_t n2 = reach_rng_sub(tmp, n1, dead.r, dead.n, tmp2);
+    free(mem.r);
+    mem.r = tmp2;
+    mem.n = n2;
+    mem.cap = cap * 2;
+    char pmpath[64];
+    snprintf(pmpath, sizeof pmpath, "/proc/%d/pagemap", (int)j->pid);
+    pm = open(pmpath, O_RDONLY | O_CLOEXEC);
+    for (size_t i = 0; i < mem.n; i++)
+        if (present_runs(pm, &img, mem.r[i].lo & ~(PAGE - 1), (mem.r[i].hi + PAGE - 1) &
+                                                                   ~(PAGE - 1)) < 0)
+            goto nomem;
+    if (img_alloc(&img) < 0)
+        goto nomem;
+    uint64_t t_plan = trc_now_ns();
+    img_read(j->pid, &img);
+    j->read_bytes = img.bytes;
+    j->read_ns = trc_now_ns() - t_plan;
+    /* Registers: values that may point into blocks. */
+    size_t wpr = sizeof(tr.t[0].regs) / 8;
+    vals = malloc((tr.n ? tr.n : 1) * wpr * sizeof *vals);
+    if (!vals)
+        goto nomem;
+    size_t nvals = 0, nthr = 0;
+    tids = malloc((tr.n ? tr.n : 1) * sizeof *tids);
+    sps = malloc((tr.n ? tr.n : 1) * sizeof *sps);
+    if (!tids || !sps)
+        goto nomem;
+    for (size_t t = 0; t < tr.n; t++)
+        if (tr.t[t].stopped) {
+            memcpy(vals + nvals, &tr.t[t].regs, wpr * 8);
+            nvals += wpr;
+            tids[nthr] = tr.t[t].tid; /* for naming roots: register k is thread k / wpr's */
+            sps[nthr++] = tr.t[t].regs.rsp;
+        }
+    trc_release(&tr);
+    frozen = 0;
+    uint64_t t_go = trc_now_ns();
+    j->pause_ns = t_go - tr.stop_ns;
+    j->copy_ns = t_go - t_snap;
+    uint64_t t_mark = t_go;
+    /* ---- marking, the process running again */
+    if (sort_snap(j->snap, j->nsnap) < 0)
+        goto nomem;
+    blk = malloc((j->nsnap ? j->nsnap : 1) * sizeof *blk);
+    marked = malloc(j->nsnap ? j->nsnap : 1);
+    heap = malloc((j->nsnap + 2) * sizeof *heap);
+    if (!blk || !marked || !heap)
+        goto nomem;
+    reach_rng_t brk = { 0, 0 };
+    for (size_t i = 0; i < maps.n; i++)
+        if (!strcmp(maps.e[i].path, "[heap]"))
+            brk = (reach_rng_t){ maps.e[i].lo, maps.e[i].hi };
+    ext.r = malloc((j->nsnap ? j->nsnap : 1) * sizeof *ext.r);
+    if (!ext.r)
+        goto nomem;
+    ext.cap = j->nsnap;
+    for (size_t i = 0; i < j->nsnap; i++) {
+        const scan_ent_t *e = &j->snap[i];
+        blk[i] = (reach_blk_t){ e->addr, e->size };
+        ext.r[i] = (reach_rng_t){ e->addr, e->addr + (e->size ? e->size : 1) };
+    }
+    ext.n = reach_rng_normalize(ext.r, j->nsnap); /* sorted already: one pass */
+    reach_img_t im = { img.runs, img.n };
+    size_t nheap = reach_heap_areas(&im, blk, j->nsnap, brk, vmas.r, vmas.n, heap);
+    nheap = reach_rng_normalize(heap, nheap);
+    size_t rcap = mem.n + nheap + ext.n + 1;
+    roots = malloc(rcap * sizeof *roots);
+    reach_rng_t *r2 = malloc(rcap * sizeof *r2);
+    if (!roots || !r2) {
+        free(r2);
+        goto nomem;
+    }
+    size_t nr = mem.n;
+    memcpy(roots, mem.r, mem.n * sizeof *roots);
+    if (!j->heap_roots) {
+        nr = reach_rng_sub(mem.r, mem.n, heap, nheap, r2);
+        memcpy(roots, r2, nr * sizeof *roots);
+    }
+    nr = reach_rng_sub(roots, nr, ext.r, ext.n, r2);
+    free(roots);
+    roots = r2;
+    reach_stats_t st;
+    parent = malloc((j->nsnap ? j->nsnap : 1) * sizeof *parent);
+    via = malloc((j->nsnap ? j->nsnap : 1) * sizeof *via);
+    if (!parent || !via ||
+        reach_mark_paths(&im, blk, j->nsnap, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
+        goto nomem;
+    /* Why each reachable block is: its parent, or the root named in words. */
+    names = rootname_new(&maps, j->pid, tids, sps, nthr, wpr);
+    if (!names)
+        goto nomem;
+    for (size_t i = 0; i < j->nsnap; i++) {
+        j->snap[i].parent = marked[i] ? parent[i] : SCAN_PARENT_ROOT;
+        j->snap[i].label = UINT32_MAX;
+        if (marked[i] && parent[i] == REACH_PARENT_ROOT) {
+            long l = rootname_label(names, via[i]);
+            if (l < 0)
+                goto nomem;
+            j->snap[i].label = (uint32_t)l;
+        }
+    }
+    j->labels = rootname_take(names, &j->nlabels);
+    own = malloc((j->nsnap ? j->nsnap : 1) * sizeof *own);
+    if (!own || reach_owners(&im, blk, j->nsnap, marked, own) < 0)
+        goto nomem;
+    for (size_t i = 0; i < j->nsnap; i++) {
+        j->snap[i].reach = marked[i];
+        j->snap[i].owner = marked[i] ? (uint32_t)i : own[i];
+    }
+    j->root_bytes = st.root_bytes;
+    j->mark_ns = trc_now_ns() - t_mark;
+    j->dur_ns = trc_now_ns() - j->t_start;
+    j->cpu_ns = thread_cpu_ns() - cpu0;
+    set_stage(j, SCAN_DONE);
+    goto out;
+nomem:
+    fail(j, -ENOMEM, "out of memory copying or marking the process's memory");
+out:
+    if (frozen)
+        trc_release(&tr);
+    if (pm >= 0)
+        close(pm);
+    maps_free(&maps);
+    img_free(&img);
+    free(mem.r);
+    free(dead.r);
+    free(agent.r);
+    free(vmas.r);
+    free(ext.r);
+    free(tmp);
+    free(heap);
+    free(roots);
+    free(blk);
+    free(marked);
+    free(own);
+    free(vals);
+    free(tids);
+    free(sps);
+    free(parent);
+    free(via);
+    rootname_free(names);
+    return NULL;
+}
+
+scan_job_t *scan_job_start(pid_t pid, pid_t skip, int heap_roots, size_t live_hint,
+                           void (*notify)(void *arg), void *arg)
+{
+    scan_job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->live_hint = live_hint;
+    j->pid = pid;
+    j->skip = skip;
+    j->heap_roots = heap_roots;
+    j->notify = notify;
+    j->notify_arg = arg;
+    j->t_start = trc_now_ns();
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    atomic_store(&j->stage, SCAN_RUNNING);
+    if (pthread_create(&j->thr, NULL, worker, j) != 0) {
+        pthread_mutex_destroy(&j->mu);
+        pthread_cond_destroy(&j->cv);
+        free(j);
+        return NULL;
+    }
+    j->started = 1;
+    return j;
+}
+
+void scan_job_retry(scan_job_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    j->retry = 1;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void snap_release(scan_job_t *j)
+{
+    if (j->snap && j->snap_cap)
+        munmap(j->snap, j->snap_cap * sizeof *j->snap);
+    else
+        free(j->snap);
+    j->snap = NULL;
+    j->snap_cap = 0;
+}
+
+scan_ent_t *scan_job_snap_buf(scan_job_t *j, size_t n)
+{
+    if (j->snap && j->snap_cap >= n)
+        return j->snap;
+    snap_release(j);
+    j->snap = malloc((n ? n : 1) * sizeof *j->snap);
+    return j->snap;
+}
+
+void scan_job_snapshot(scan_job_t *j, scan_ent_t *snap, size_t n, uint64_t *regions,
+                       size_t nregions, size_t ndead)
+{
+    pthread_mutex_lock(&j->mu);
+    j->snap = snap;
+    j->nsnap = n;
+    j->regions = regions;
+    j->nregions = nregions;
+    j->ndead = ndead;
+    j->have_snap = 1;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+void scan_job_abort(scan_job_t *j, const char *why)
+{
+    pthread_mutex_lock(&j->mu);
+    if (!j->abort && !j->have_snap)
+        snprintf(j->msg, sizeof j->msg, "%s", why);
+    j->abort = 1;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+void scan_job_free(scan_job_t *j)
+{
+    if (!j)
+        return;
+    if (j->started)
+        pthread_join(j->thr, NULL);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    snap_release(j);
+    free(j->regions);
+    for (size_t i = 0; i < j->nlabels; i++)
+        free(j->labels[i]);
+    free(j->labels);
+    free(j);
+}
