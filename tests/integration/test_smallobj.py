@@ -197,8 +197,8 @@ class _ExtBase:
         churn = sw.stacks_with(rep, "churn", "smallobj.c")
         self.assertEqual([s["class"] for s in churn if s["class"] == "leak"], [])
         text = self.col.ctl("query", "leaks", "--pid", str(p.pid), "--top", "1").stdout
-        self.assertIn('File "%s", line %d, in %s' % (script("smallobj_leak.py"), pyline, pyfunc),
-                      text)
+        self.assertRegex(text, r"\[Python\]\s+%s:%d %s\n" % (re.escape(script("smallobj_leak.py")),
+                                                               pyline, re.escape(pyfunc)))
         rc, out, err = finish(p)
         self.assertEqual(rc, 0, err)
         self.assertIn("done", out)
