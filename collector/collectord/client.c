@@ -70,6 +70,16 @@ static int str_fits(const client_t *c, uint64_t add, uint64_t drop)
     return c->proc->str - drop + add <= CPROC_STR_MAX;
 }
 
+/* Python tracebacks (captured by the thousand while a program imports) stop
+ * short of the budget: module paths, which the agent must be able to send
+ * or lose its connection, keep CPROC_STR_RESERVE. */
+static int str_fits_py(const client_t *c, uint64_t add)
+{
+    if (!c->proc)
+        return 1;
+    return c->proc->str + add <= CPROC_STR_MAX - CPROC_STR_RESERVE;
+}
+
 static void str_charge(client_t *c, uint64_t add, uint64_t drop)
 {
     c->str_bytes = c->str_bytes - drop + add;
@@ -767,7 +777,7 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
     for (uint32_t i = 0; i < nframes; i++)
         bytes += (frames[i].file ? strlen(frames[i].file) : 0) +
                  (frames[i].function ? strlen(frames[i].function) : 0);
-    if (!str_fits(c, bytes, 0)) {
+    if (!str_fits_py(c, bytes)) {
         c->str_refused++;
         return NULL;
     }
@@ -821,7 +831,7 @@ cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
          * text for a block whose frames we captured. Keep both. */
         if (!nframes && text && !have->text) {
             size_t tl = strnlen(text, CLIENT_PYTB_TEXT_MAX) + 1;
-            if (str_fits(c, tl, 0) && (have->text = strndup(text, CLIENT_PYTB_TEXT_MAX)))
+            if (str_fits_py(c, tl) && (have->text = strndup(text, CLIENT_PYTB_TEXT_MAX)))
                 str_charge(c, tl, 0);
         }
         return s;

@@ -27,6 +27,7 @@
 #define CLIENT_PYSTR_MAX 512u              /* a Python frame's file or function name */
 /* Per traced process (every client record of one verified process): */
 #define CPROC_STR_MAX (4u << 20)           /* strings held: argv, exe, module paths, notes */
+#define CPROC_STR_RESERVE (1u << 20)       /* ... of which Python tracebacks leave this much free */
 #define CPROC_CONNS_MAX 16u                /* open agent (and, apart, control) connections */
 
 enum { ARM_NONE = 0, ARM_RULE = 1, ARM_PYTHON = 2, ARM_ON_LEAK = 3 };
