@@ -45,6 +45,8 @@
 #define IOV_BATCH 512
 #define PM_CHUNK 65536u           /* pagemap entries read at once */
 #define SMALL_PAGES 16u           /* ranges this small are read without pagemap */
+#define SCAN_PY_MAX (8u << 20)    /* Python objects marked through, at most */
+#define NOT_TRACKED UINT32_MAX
 
 static uint64_t thread_cpu_ns(void)
 {
@@ -403,7 +405,10 @@ static void *worker(void *arg)
     img_t img = { 0 };
     rv_t mem = { 0 }, dead = { 0 }, agent = { 0 }, vmas = { 0 }, ext = { 0 };
     reach_rng_t *tmp = NULL, *heap = NULL, *roots = NULL;
-    reach_blk_t *blk = NULL;
+    reach_blk_t *blk = NULL, *all = NULL, *pyb = NULL;
+    reach_rng_t *pools = NULL;
+    size_t npools = 0, pcap = 0, npyb = 0, pybcap = 0;
+    uint32_t *tix = NULL;
     uint8_t *marked = NULL;
     uint32_t *own = NULL, *parent = NULL;
     uint64_t *via = NULL, *sps = NULL;
@@ -567,9 +572,8 @@ static void *worker(void *arg)
     if (sort_snap(j->snap, j->nsnap) < 0)
         goto nomem;
     blk = malloc((j->nsnap ? j->nsnap : 1) * sizeof *blk);
-    marked = malloc(j->nsnap ? j->nsnap : 1);
     heap = malloc((j->nsnap + 2) * sizeof *heap);
-    if (!blk || !marked || !heap)
+    if (!blk || !heap)
         goto nomem;
     reach_rng_t brk = { 0, 0 };
     for (size_t i = 0; i < maps.n; i++)
@@ -601,36 +605,102 @@ static void *worker(void *arg)
         nr = reach_rng_sub(mem.r, mem.n, heap, nheap, r2);
         memcpy(roots, r2, nr * sizeof *roots);
     }
+    /* pymalloc's pools (before tracked blocks, some of them Python's, cut
+     * the ranges): their live blocks are nodes like tracked ones, the rest
+     * of them (headers, free blocks) no root. Past SCAN_PY_MAX objects they
+     * stay roots. */
+    int prc = reach_pools(&im, roots, nr, SCAN_PY_MAX, &pools, &npools, &pcap, &pyb, &npyb,
+                          &pybcap);
+    if (prc == -ENOMEM)
+        goto nomem;
+    if (prc < 0)
+        npools = npyb = 0;
     nr = reach_rng_sub(roots, nr, ext.r, ext.n, r2);
     free(roots);
     roots = r2;
-    reach_stats_t st;
-    parent = malloc((j->nsnap ? j->nsnap : 1) * sizeof *parent);
-    via = malloc((j->nsnap ? j->nsnap : 1) * sizeof *via);
-    if (!parent || !via ||
-        reach_mark_paths(&im, blk, j->nsnap, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
+    if (npools) {
+        r2 = malloc((nr + npools + 1) * sizeof *r2);
+        if (!r2)
+            goto nomem;
+        nr = reach_rng_sub(roots, nr, pools, npools, r2);
+        free(roots);
+        roots = r2;
+    }
+    /* Every node: the tracked blocks and the Python objects no tracked
+     * block already is (sampled ones are both), in address order; tix[k]
+     * is node k's snapshot index, or NOT_TRACKED. */
+    size_t nn = 0;
+    all = malloc((j->nsnap + npyb + 1) * sizeof *all);
+    tix = malloc((j->nsnap + npyb + 1) * sizeof *tix);
+    if (!all || !tix)
         goto nomem;
-    /* Why each reachable block is: its parent, or the root named in words. */
+    for (size_t a = 0, b = 0, t = 0; a < j->nsnap || b < npyb;) {
+        if (b < npyb) {
+            while (t < j->nsnap && blk[t].addr + (blk[t].size ? blk[t].size : 1) <= pyb[b].addr)
+                t++;
+            if (t < j->nsnap && blk[t].addr < pyb[b].addr + pyb[b].size) {
+                b++; /* a tracked block */
+                continue;
+            }
+        }
+        if (b >= npyb || (a < j->nsnap && blk[a].addr <= pyb[b].addr)) {
+            all[nn] = blk[a];
+            tix[nn++] = (uint32_t)a++;
+        } else {
+            all[nn] = pyb[b++];
+            tix[nn++] = NOT_TRACKED;
+        }
+    }
+    j->py_objects = nn - j->nsnap;
+    reach_stats_t st;
+    marked = malloc(nn ? nn : 1);
+    parent = malloc((nn ? nn : 1) * sizeof *parent);
+    via = malloc((nn ? nn : 1) * sizeof *via);
+    if (!marked || !parent || !via ||
+        reach_mark_paths(&im, all, nn, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
+        goto nomem;
+    /* Why each reachable block is: its parent, or the root named in words.
+     * A chain through Python objects goes on to the tracked block (or the
+     * root) above them; the root's name then says so. */
     names = rootname_new(&maps, j->pid, tids, sps, nthr, wpr);
     if (!names)
         goto nomem;
-    for (size_t i = 0; i < j->nsnap; i++) {
-        j->snap[i].parent = marked[i] ? parent[i] : SCAN_PARENT_ROOT;
-        j->snap[i].label = UINT32_MAX;
-        if (marked[i] && parent[i] == REACH_PARENT_ROOT) {
-            long l = rootname_label(names, via[i]);
-            if (l < 0)
-                goto nomem;
-            j->snap[i].label = (uint32_t)l;
+    for (size_t k = 0; k < nn; k++) {
+        if (tix[k] == NOT_TRACKED)
+            continue;
+        scan_ent_t *e = &j->snap[tix[k]];
+        e->parent = SCAN_PARENT_ROOT;
+        e->label = UINT32_MAX;
+        if (!marked[k])
+            continue;
+        uint32_t p = parent[k], top = (uint32_t)k;
+        int py = 0;
+        while (p != REACH_PARENT_ROOT && tix[p] == NOT_TRACKED) {
+            py = 1;
+            top = p;
+            p = parent[p];
         }
+        if (p != REACH_PARENT_ROOT) {
+            e->parent = tix[p];
+            continue;
+        }
+        long l = py ? rootname_label_py(names, via[top]) : rootname_label(names, via[top]);
+        if (l < 0)
+            goto nomem;
+        e->label = (uint32_t)l;
     }
     j->labels = rootname_take(names, &j->nlabels);
-    own = malloc((j->nsnap ? j->nsnap : 1) * sizeof *own);
-    if (!own || reach_owners(&im, blk, j->nsnap, marked, own) < 0)
+    own = malloc((nn ? nn : 1) * sizeof *own);
+    if (!own || reach_owners(&im, all, nn, marked, own) < 0)
         goto nomem;
-    for (size_t i = 0; i < j->nsnap; i++) {
-        j->snap[i].reach = marked[i];
-        j->snap[i].owner = marked[i] ? (uint32_t)i : own[i];
+    /* A block owned by a lost Python object (no stack to name) counts as
+     * lost directly. */
+    for (size_t k = 0; k < nn; k++) {
+        if (tix[k] == NOT_TRACKED)
+            continue;
+        scan_ent_t *e = &j->snap[tix[k]];
+        e->reach = marked[k];
+        e->owner = marked[k] ? tix[k] : tix[own[k]] != NOT_TRACKED ? tix[own[k]] : tix[k];
     }
     j->root_bytes = st.root_bytes;
     j->mark_ns = trc_now_ns() - t_mark;
@@ -656,6 +726,10 @@ out:
     free(heap);
     free(roots);
     free(blk);
+    free(all);
+    free(pyb);
+    free(pools);
+    free(tix);
     free(marked);
     free(own);
     free(vals);
