@@ -773,10 +773,8 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
         }
     if (c->npytbs >= CLIENT_MAX_PYTB)
         return NULL;
+    /* The names are interned, shared: charged once, when new (ingest). */
     uint64_t bytes = nframes * sizeof *frames + (text ? strnlen(text, CLIENT_PYTB_TEXT_MAX) + 1 : 0);
-    for (uint32_t i = 0; i < nframes; i++)
-        bytes += (frames[i].file ? strlen(frames[i].file) : 0) +
-                 (frames[i].function ? strlen(frames[i].function) : 0);
     if (!str_fits_py(c, bytes)) {
         c->str_refused++;
         return NULL;
@@ -808,6 +806,19 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
     tb->truncated = truncated != 0;
     *index = c->npytbs++;
     return tb;
+}
+
+int client_pystr_room(client_t *c)
+{
+    if (str_fits_py(c, 0))
+        return 1;
+    c->str_refused++;
+    return 0;
+}
+
+void client_charge_pystr(client_t *c, uint64_t bytes)
+{
+    str_charge(c, bytes, 0);
 }
 
 cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,

@@ -343,6 +343,13 @@ int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const 
 /* Sets the Python status text (copied, cut at CLIENT_STR_MAX). */
 void client_set_status(client_t *c, const char *status);
 
+/* Whether Python names may still be interned for the process (its string
+ * budget short of CPROC_STR_MAX - CPROC_STR_RESERVE); counts a refusal. */
+int client_pystr_room(client_t *c);
+
+/* Charges the bytes of Python names new to the intern table. */
+void client_charge_pystr(client_t *c, uint64_t bytes);
+
 /* Records or updates a module (its path cut at CLIENT_STR_MAX). Returns 0
  * or -EINVAL/-ENOMEM, or -E2BIG past the process's string budget. */
 int client_put_module(client_t *c, uint32_t id, const char *path, uint64_t bias,
