@@ -229,11 +229,20 @@ static const Stackwatch__StackReport *stack_in(const Stackwatch__LeakReport *r, 
     return NULL;
 }
 
-/* Where a stack allocates, in a few words: its first named frame, and the
- * Python line blamed for it where one was captured. */
+/* Where a stack allocates, in a few words: its first named frame (or,
+ * when its first frame is in a stripped module, that module and offset:
+ * a later named frame would be a caller far up), and the Python line
+ * blamed for it where one was captured. */
 static void text_alloc_site(FILE *f, const Stackwatch__StackReport *s)
 {
-    for (size_t k = s->skipped; k < s->n_frames; k++) {
+    const Stackwatch__Frame *top = s->skipped < s->n_frames ? s->frames[s->skipped] : NULL;
+    if (top && empty(top->function) && !empty(top->module)) {
+        fprintf(f, " at %s+0x%" PRIx64,
+                strrchr(top->module, '/') ? strrchr(top->module, '/') + 1 : top->module,
+                top->module_offset);
+        top = NULL;
+    }
+    for (size_t k = s->skipped; top && k < s->n_frames; k++) {
         const Stackwatch__Frame *fr = s->frames[k];
         if (empty(fr->function))
             continue;
