@@ -13,6 +13,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import time
 import unittest
 
 import swtest as sw
@@ -73,8 +75,10 @@ class NumbaGeneratorTest(unittest.TestCase):
                 continue
             top = module_of(s["frames"][0])
             line = blamed_line(s)
-            if top.startswith("_multiarray_umath") and line == ("first_hit", m["mask"]):
-                buf = s
+            if top.startswith("_multiarray_umath") and line == ("first_hit", m["mask"]) and (
+                    not buf or s["alloc"]["bytes"] // max(1, s["alloc"]["count"]) >
+                    buf["alloc"]["bytes"] // max(1, buf["alloc"]["count"])):
+                buf = s  # the data buffers (the ndarray's dims are smaller)
             if top.startswith("_nrt_python") and line == ("first_hit", m["gen"]):
                 nrt = s
         return (buf, nrt) if buf and nrt else None
@@ -84,11 +88,15 @@ class NumbaGeneratorTest(unittest.TestCase):
         p = self.col.start([PY, SCRIPT])
         self.assertEqual(p.stdout.readline().strip(), "ready")
         pid = p.pid
+        t0 = time.monotonic()
         wait_until(lambda: (lambda r: r and r[1]["may_leak"]["count"] >= 100)(
                        self.find(self.col.leaks("--pid", str(pid)), pid)),
                    timeout=90, what="both Python lines and 100 leaked generators")
+        t1 = time.monotonic()
         # The query as a user types it: it scans every process first.
         text = self.col.ctl("query", "leaks", "--reachability").stdout
+        if os.environ.get("SW_TIMING"):
+            sys.stderr.write("waited %.1f s, query %.1f s\n" % (t1 - t0, time.monotonic() - t1))
         rep = self.col.leaks("--pid", str(pid))
         buf, nrt = self.find(rep, pid)
         # The meminfos: lost directly, nothing else points to them (the
@@ -100,7 +108,7 @@ class NumbaGeneratorTest(unittest.TestCase):
         self.assertGreaterEqual(nrt["owns"]["count"], lost)
         # numpy's buffers: every lost one lost indirectly, owned by the
         # meminfos (through the ndarray, a Python object, untracked).
-        self.assertGreaterEqual(buf["unreachable"]["count"], lost - 5)
+        self.assertGreaterEqual(buf["unreachable"]["count"], lost * 9 // 10)
         self.assertEqual(buf["unreachable_direct"]["count"], 0)
         self.assertEqual(buf["unreachable_indirect"], buf["unreachable"])
         self.assertEqual(buf["owners"][0]["stack"], nrt["id"])
@@ -112,8 +120,8 @@ class NumbaGeneratorTest(unittest.TestCase):
         self.assertRegex(block[0], r"lost directly=0 \(0 bytes\) indirectly=%d " %
                          buf["unreachable"]["count"])
         self.assertRegex(block[0], re.escape("owned by CallStack[%s] at _nrt_python" % nrt["id"]) +
-                         r"\S*\+0x[0-9a-f]+ " + re.escape("← %s:%d first_hit" % (SCRIPT, m["gen"])))
-        self.assertIn('File "%s", line %d, in first_hit' % (SCRIPT, m["mask"]), block[0])
+                         r"\S*\+0x[0-9a-f]+ " + re.escape("← numba_gen_leak.py:%d first_hit" % m["gen"]))
+        self.assertRegex(block[0], r"\[Python\]\s+%s:%d first_hit" % (re.escape(SCRIPT), m["mask"]))
         # HTML: the buffers' row links the owner's, which has the line.
         html = os.path.join(self.col.tmp, "r.html")
         self.col.ctl("report", "--html", html, "--pid", str(pid))

@@ -5,7 +5,7 @@ suspended with, so the NRT meminfo made for the argument when the generator
 is created (it holds the subscript's ndarray, a Python object, which holds
 the data buffer) is never freed: the meminfo is lost directly, the ndarray
 and its buffer with it. Compiles the generator (run to completion: no
-leak), prints "ready", then leaks one every 10 ms until stdin reaches EOF.
+leak), prints "ready", then leaks one every 50 ms until stdin reaches EOF.
 usage: numba_gen_leak.py"""
 import select
 import sys
@@ -39,7 +39,7 @@ def main():
     pad = [np.empty(6) for _ in range(PAD)]  # 48-byte buffers, like meminfos
     print("ready", flush=True)
     n = 0
-    while not (select.select([sys.stdin], [], [], 0.01)[0] and not sys.stdin.read(1)):
+    while not (select.select([sys.stdin], [], [], 0.05)[0] and not sys.stdin.read(1)):
         first_hit(chunk, to_keep)
         n += 1
     print("leaked %d (padding %d)" % (n, len(pad)), flush=True)
