@@ -102,15 +102,24 @@ typedef struct img_s {
     uint64_t map_len;
 } img_t;
 
-/* Anonymous memory with its pages faulted in at once: page faults one by
- * one (inside process_vm_readv, or while filling a snapshot) cost far more
- * (measured on the test VM: 8 ms against 130 ms for 24 MiB), and the
- * process waits for the copy. NULL on failure. */
-static void *populated(uint64_t len)
+/* Anonymous memory, len bytes, with the pages of its first hot bytes
+ * faulted in at once: page faults one by one (inside process_vm_readv, or
+ * while filling a snapshot) cost far more (measured on the test VM: 8 ms
+ * against 130 ms for 24 MiB), and the process waits for the copy. The rest
+ * is a margin, faulted in only if used: populated, it stayed in
+ * collectord's peak RSS for nothing (issue 19.6). NULL on failure. */
+static void *populated(uint64_t len, uint64_t hot)
 {
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    hot = (hot < len ? hot : len + PAGE - 1) & ~(PAGE - 1);
+    if (hot && mmap(p, hot, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_POPULATE, -1, 0) == MAP_FAILED) {
+        munmap(p, len);
+        return NULL;
+    }
+    return p;
 }
 
 static int img_add(img_t *m, uint64_t lo, uint64_t hi)
@@ -137,7 +146,7 @@ static int img_alloc(img_t *m)
     if (m->bytes > m->map_len) {
         if (m->buf)
             munmap(m->buf, m->map_len);
-        m->buf = populated(m->bytes);
+        m->buf = populated(m->bytes, m->bytes);
         m->map_len = m->buf ? m->bytes : 0;
         if (!m->buf)
             return -ENOMEM;
@@ -199,6 +208,7 @@ static int img_prepare(img_t *m, pid_t pid, char *err, size_t errlen)
         close(pm);
     free(ent);
     maps_free(&mp);
+    uint64_t hot = total;
     total += total / 8 + (4u << 20);
     uint64_t avail = mem_available();
     if (avail && total > avail / 2) {
@@ -207,7 +217,7 @@ static int img_prepare(img_t *m, pid_t pid, char *err, size_t errlen)
                  total / 1073741824.0, avail / 1073741824.0);
         return -E2BIG;
     }
-    m->buf = populated(total);
+    m->buf = populated(total, hot);
     m->map_len = m->buf ? total : 0;
     if (!m->buf) {
         snprintf(err, errlen, "cannot map %.1f MiB for the copy", total / 1048576.0);
@@ -309,20 +319,31 @@ static void img_read(pid_t pid, img_t *m)
 
 /* Sorts the snapshot by address: LSD radix sort on 16-bit digits of
  * addr / 16 (blocks are 16-byte aligned; user addresses fit 48 bits), a
- * digit skipped when every block shares it. qsort took ~0.5 s for a million
- * blocks on the test VM. Returns 0 or -ENOMEM. */
+ * digit skipped when every block shares it, of (address, index) keys, 16
+ * bytes a block (twice, for the sort); then the entries move in place,
+ * cycle by cycle. Sorting the 48-byte entries themselves needed a second
+ * snapshot, the peak of the scan's memory (issue 19.6). qsort took ~0.5 s
+ * for a million blocks on the test VM. Returns 0 or -ENOMEM. */
+typedef struct sortkey_s {
+    uint64_t addr;
+    uint64_t idx;
+} sortkey_t;
+
 static int sort_snap(scan_ent_t *a, size_t n)
 {
     if (n < 2)
         return 0;
-    scan_ent_t *tmp = malloc(n * sizeof *tmp);
+    sortkey_t *key = reach_scratch(n * sizeof *key), *tmp = reach_scratch(n * sizeof *tmp);
     uint32_t *cnt = malloc(65536 * sizeof *cnt);
-    if (!tmp || !cnt) {
-        free(tmp);
+    if (!key || !tmp || !cnt) {
+        reach_scratch_free(key);
+        reach_scratch_free(tmp);
         free(cnt);
         return -ENOMEM;
     }
-    scan_ent_t *src = a, *dst = tmp;
+    for (size_t i = 0; i < n; i++)
+        key[i] = (sortkey_t){ a[i].addr, i };
+    sortkey_t *src = key, *dst = tmp;
     for (int shift = 4; shift < 64; shift += 16) {
         memset(cnt, 0, 65536 * sizeof *cnt);
         for (size_t i = 0; i < n; i++)
@@ -337,14 +358,29 @@ static int sort_snap(scan_ent_t *a, size_t n)
         }
         for (size_t i = 0; i < n; i++)
             dst[cnt[(src[i].addr >> shift) & 0xffff]++] = src[i];
-        scan_ent_t *t = src;
+        sortkey_t *t = src;
         src = dst;
         dst = t;
     }
-    if (src != a)
-        memcpy(a, src, n * sizeof *a);
-    free(tmp);
     free(cnt);
+    reach_scratch_free(dst);
+    /* src[k].idx: the entry that goes to k. Each cycle of that permutation
+     * moves through one spare entry; a moved position's idx becomes k. */
+    for (size_t i = 0; i < n; i++) {
+        if (src[i].idx == i)
+            continue;
+        scan_ent_t spare = a[i];
+        size_t k = i;
+        while (src[k].idx != i) {
+            size_t from = src[k].idx;
+            a[k] = a[from];
+            src[k].idx = k;
+            k = from;
+        }
+        a[k] = spare;
+        src[k].idx = k;
+    }
+    reach_scratch_free(src);
     return 0;
 }
 
@@ -424,7 +460,7 @@ static void *worker(void *arg)
     }
     if (j->live_hint) {
         size_t cap = j->live_hint + j->live_hint / 4 + 1024;
-        j->snap = populated(cap * sizeof *j->snap);
+        j->snap = populated(cap * sizeof *j->snap, j->live_hint * sizeof *j->snap);
         j->snap_cap = j->snap ? cap : 0;
     }
     rc = trc_freeze(&tr, j->pid, j->skip, 1000, err, sizeof err);
@@ -571,15 +607,15 @@ static void *worker(void *arg)
     /* ---- marking, the process running again */
     if (sort_snap(j->snap, j->nsnap) < 0)
         goto nomem;
-    blk = malloc((j->nsnap ? j->nsnap : 1) * sizeof *blk);
-    heap = malloc((j->nsnap + 2) * sizeof *heap);
+    blk = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *blk);
+    heap = reach_scratch((j->nsnap + 2) * sizeof *heap);
     if (!blk || !heap)
         goto nomem;
     reach_rng_t brk = { 0, 0 };
     for (size_t i = 0; i < maps.n; i++)
         if (!strcmp(maps.e[i].path, "[heap]"))
             brk = (reach_rng_t){ maps.e[i].lo, maps.e[i].hi };
-    ext.r = malloc((j->nsnap ? j->nsnap : 1) * sizeof *ext.r);
+    ext.r = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *ext.r);
     if (!ext.r)
         goto nomem;
     ext.cap = j->nsnap;
@@ -593,10 +629,10 @@ static void *worker(void *arg)
     size_t nheap = reach_heap_areas(&im, blk, j->nsnap, brk, vmas.r, vmas.n, heap);
     nheap = reach_rng_normalize(heap, nheap);
     size_t rcap = mem.n + nheap + ext.n + 1;
-    roots = malloc(rcap * sizeof *roots);
-    reach_rng_t *r2 = malloc(rcap * sizeof *r2);
+    roots = reach_scratch(rcap * sizeof *roots);
+    reach_rng_t *r2 = reach_scratch(rcap * sizeof *r2);
     if (!roots || !r2) {
-        free(r2);
+        reach_scratch_free(r2);
         goto nomem;
     }
     size_t nr = mem.n;
@@ -616,22 +652,31 @@ static void *worker(void *arg)
     if (prc < 0)
         npools = npyb = 0;
     nr = reach_rng_sub(roots, nr, ext.r, ext.n, r2);
-    free(roots);
+    reach_scratch_free(roots);
     roots = r2;
     if (npools) {
-        r2 = malloc((nr + npools + 1) * sizeof *r2);
+        r2 = reach_scratch((nr + npools + 1) * sizeof *r2);
         if (!r2)
             goto nomem;
         nr = reach_rng_sub(roots, nr, pools, npools, r2);
-        free(roots);
+        reach_scratch_free(roots);
         roots = r2;
     }
+    free(pools);
+    pools = NULL;
+    /* What made the roots is not needed again: the peak is the marking's. */
+    reach_scratch_free(ext.r);
+    ext.r = NULL;
+    reach_scratch_free(heap);
+    heap = NULL;
+    free(mem.r);
+    mem.r = NULL;
     /* Every node: the tracked blocks and the Python objects no tracked
      * block already is (sampled ones are both), in address order; tix[k]
      * is node k's snapshot index, or NOT_TRACKED. */
     size_t nn = 0;
-    all = malloc((j->nsnap + npyb + 1) * sizeof *all);
-    tix = malloc((j->nsnap + npyb + 1) * sizeof *tix);
+    all = reach_scratch((j->nsnap + npyb + 1) * sizeof *all);
+    tix = reach_scratch((j->nsnap + npyb + 1) * sizeof *tix);
     if (!all || !tix)
         goto nomem;
     for (size_t a = 0, b = 0, t = 0; a < j->nsnap || b < npyb;) {
@@ -652,10 +697,14 @@ static void *worker(void *arg)
         }
     }
     j->py_objects = nn - j->nsnap;
+    free(pyb);
+    pyb = NULL;
+    reach_scratch_free(blk);
+    blk = NULL;
     reach_stats_t st;
-    marked = malloc(nn ? nn : 1);
-    parent = malloc((nn ? nn : 1) * sizeof *parent);
-    via = malloc((nn ? nn : 1) * sizeof *via);
+    marked = reach_scratch(nn ? nn : 1);
+    parent = reach_scratch((nn ? nn : 1) * sizeof *parent);
+    via = reach_scratch((nn ? nn : 1) * sizeof *via);
     if (!marked || !parent || !via ||
         reach_mark_paths(&im, all, nn, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
         goto nomem;
@@ -690,7 +739,13 @@ static void *worker(void *arg)
         e->label = (uint32_t)l;
     }
     j->labels = rootname_take(names, &j->nlabels);
-    own = malloc((nn ? nn : 1) * sizeof *own);
+    reach_scratch_free(parent);
+    parent = NULL;
+    reach_scratch_free(via);
+    via = NULL;
+    reach_scratch_free(roots);
+    roots = NULL;
+    own = reach_scratch((nn ? nn : 1) * sizeof *own);
     if (!own || reach_owners(&im, all, nn, marked, own) < 0)
         goto nomem;
     /* A block owned by a lost Python object (no stack to name) counts as
@@ -702,6 +757,7 @@ static void *worker(void *arg)
         e->reach = marked[k];
         e->owner = marked[k] ? tix[k] : tix[own[k]] != NOT_TRACKED ? tix[own[k]] : tix[k];
     }
+    img_free(&img); /* the copy goes back before the results are made */
     j->root_bytes = st.root_bytes;
     j->mark_ns = trc_now_ns() - t_mark;
     j->dur_ns = trc_now_ns() - j->t_start;
@@ -721,22 +777,22 @@ out:
     free(dead.r);
     free(agent.r);
     free(vmas.r);
-    free(ext.r);
+    reach_scratch_free(ext.r);
     free(tmp);
-    free(heap);
-    free(roots);
-    free(blk);
-    free(all);
+    reach_scratch_free(heap);
+    reach_scratch_free(roots);
+    reach_scratch_free(blk);
+    reach_scratch_free(all);
+    reach_scratch_free(tix);
     free(pyb);
     free(pools);
-    free(tix);
-    free(marked);
-    free(own);
+    reach_scratch_free(marked);
+    reach_scratch_free(own);
     free(vals);
     free(tids);
     free(sps);
-    free(parent);
-    free(via);
+    reach_scratch_free(parent);
+    reach_scratch_free(via);
     rootname_free(names);
     return NULL;
 }
