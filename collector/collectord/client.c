@@ -78,6 +78,16 @@ static int str_fits(const client_t *c, uint64_t add, uint64_t drop)
     return c->proc->str - drop + add <= CPROC_STR_MAX;
 }
 
+/* Python tracebacks (captured by the thousand while a program imports) stop
+ * short of the budget: module paths, which the agent must be able to send
+ * or lose its connection, keep CPROC_STR_RESERVE. */
+static int str_fits_py(const client_t *c, uint64_t add)
+{
+    if (!c->proc)
+        return 1;
+    return c->proc->str + add <= CPROC_STR_MAX - CPROC_STR_RESERVE;
+}
+
 static void str_charge(client_t *c, uint64_t add, uint64_t drop)
 {
     c->str_bytes = c->str_bytes - drop + add;
@@ -787,11 +797,9 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
         }
     if (c->npytbs >= CLIENT_MAX_PYTB)
         return NULL;
+    /* The names are interned, shared: charged once, when new (ingest). */
     uint64_t bytes = nframes * sizeof *frames + (text ? strnlen(text, CLIENT_PYTB_TEXT_MAX) + 1 : 0);
-    for (uint32_t i = 0; i < nframes; i++)
-        bytes += (frames[i].file ? strlen(frames[i].file) : 0) +
-                 (frames[i].function ? strlen(frames[i].function) : 0);
-    if (!str_fits(c, bytes, 0)) {
+    if (!str_fits_py(c, bytes)) {
         c->str_refused++;
         return NULL;
     }
@@ -824,6 +832,19 @@ static pytb_t *pytb_get(client_t *c, uint32_t stack, const pyframe_t *frames, ui
     return tb;
 }
 
+int client_pystr_room(client_t *c)
+{
+    if (str_fits_py(c, 0))
+        return 1;
+    c->str_refused++;
+    return 0;
+}
+
+void client_charge_pystr(client_t *c, uint64_t bytes)
+{
+    str_charge(c, bytes, 0);
+}
+
 cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
                       const pyframe_t *frames, uint32_t nframes, int truncated, const char *text,
                       uint32_t py_missing)
@@ -845,7 +866,7 @@ cstack_t *client_note(client_t *c, uint64_t addr, uint64_t ts, uint32_t stack,
          * text for a block whose frames we captured. Keep both. */
         if (!nframes && text && !have->text) {
             size_t tl = strnlen(text, CLIENT_PYTB_TEXT_MAX) + 1;
-            if (str_fits(c, tl, 0) && (have->text = strndup(text, CLIENT_PYTB_TEXT_MAX)))
+            if (str_fits_py(c, tl) && (have->text = strndup(text, CLIENT_PYTB_TEXT_MAX)))
                 str_charge(c, tl, 0);
         }
         return s;

@@ -27,6 +27,7 @@
 #define CLIENT_PYSTR_MAX 512u              /* a Python frame's file or function name */
 /* Per traced process (every client record of one verified process): */
 #define CPROC_STR_MAX (4u << 20)           /* strings held: argv, exe, module paths, notes */
+#define CPROC_STR_RESERVE (1u << 20)       /* ... of which Python tracebacks leave this much free */
 #define CPROC_CONNS_MAX 16u                /* open agent (and, apart, control) connections */
 
 enum { ARM_NONE = 0, ARM_RULE = 1, ARM_PYTHON = 2, ARM_ON_LEAK = 3 };
@@ -348,6 +349,13 @@ int client_set_identity(client_t *c, uint32_t claimed_pid, uint32_t ppid, const 
 
 /* Sets the Python status text (copied, cut at CLIENT_STR_MAX). */
 void client_set_status(client_t *c, const char *status);
+
+/* Whether Python names may still be interned for the process (its string
+ * budget short of CPROC_STR_MAX - CPROC_STR_RESERVE); counts a refusal. */
+int client_pystr_room(client_t *c);
+
+/* Charges the bytes of Python names new to the intern table. */
+void client_charge_pystr(client_t *c, uint64_t bytes);
 
 /* Records or updates a module (its path cut at CLIENT_STR_MAX). Returns 0
  * or -EINVAL/-ENOMEM, or -E2BIG past the process's string budget. */

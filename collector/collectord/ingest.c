@@ -209,29 +209,35 @@ static int on_stacks(conn_t *c, const Stackwatch__StackDefs *sd, const char **wh
     return 0;
 }
 
-static const char *intern_cut(const char *s)
+static const char *intern_cut(const char *s, uint64_t *added)
 {
     if (!s || strnlen(s, CLIENT_PYSTR_MAX + 1) <= CLIENT_PYSTR_MAX)
-        return sym_intern(s);
+        return sym_intern_n(s, added);
     char buf[CLIENT_PYSTR_MAX + 1];
     size_t n = CLIENT_PYSTR_MAX;
     while (n && ((unsigned char)s[n] & 0xC0) == 0x80)
         n--;
     memcpy(buf, s, n);
     buf[n] = 0;
-    return sym_intern(buf);
+    return sym_intern_n(buf, added);
 }
 
 static void on_note(conn_t *c, const Stackwatch__Note *n)
 {
     pyframe_t frames[64];
     uint32_t nf = n->n_python < 64 ? (uint32_t)n->n_python : 64;
+    /* Names are cut before interning: the intern table is never freed.
+     * The names new to it count against the process's string budget; when
+     * that is spent the frames are dropped, not interned. */
+    if (nf && !client_pystr_room(c->client))
+        nf = 0;
+    uint64_t added = 0;
     for (uint32_t i = 0; i < nf; i++) {
-        /* Names are cut before interning: the intern table is never freed. */
-        frames[i].file = intern_cut(n->python[i]->file);
-        frames[i].function = intern_cut(n->python[i]->function);
+        frames[i].file = intern_cut(n->python[i]->file, &added);
+        frames[i].function = intern_cut(n->python[i]->function, &added);
         frames[i].line = n->python[i]->line;
     }
+    client_charge_pystr(c->client, added);
     cstack_t *st = client_note(c->client, n->addr, n->ts, n->stack, frames, nf,
                                n->truncated || n->n_python > nf, n->text,
                                (uint32_t)n->py_missing);

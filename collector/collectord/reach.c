@@ -193,6 +193,106 @@ size_t reach_heap_areas(const reach_img_t *img, const reach_blk_t *b, size_t nb,
     return n;
 }
 
+/* ---------------------------------------------------------------- pymalloc */
+
+/* struct pool_header (Objects/obmalloc.c in 3.11, pycore_obmalloc.h from
+ * 3.12): ref.count (uint in a pointer-sized union), freeblock, nextpool,
+ * prevpool, arenaindex, szidx, nextoffset, maxnextoffset; 48 bytes rounded
+ * to the 16-byte alignment. Size class i holds blocks of 16 * (i + 1)
+ * bytes, up to 512. */
+#define POOL_OVERHEAD 48u
+#define POOL_CLASSES 32u
+#define POOL_ALIGN 16u
+#define POOL_BLOCKS_MAX ((REACH_POOL_SIZE - POOL_OVERHEAD) / POOL_ALIGN)
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 256;
+    while (nc < need)
+        nc *= 2;
+    void *np = realloc(*p, nc * elem);
+    if (!np)
+        return -ENOMEM;
+    *p = np;
+    *cap = nc;
+    return 0;
+}
+
+/* The live blocks of the pool at base (a bit per block set in live), or -1
+ * when its header is not pymalloc's. Returns the block size. */
+static long pool_check(const reach_img_t *img, uint64_t base, uint8_t *live, uint32_t *nlive)
+{
+    const uint8_t *h = reach_img_at(img, base, POOL_OVERHEAD);
+    if (!h)
+        return -1;
+    uint32_t count, szidx, next, maxnext;
+    uint64_t freeblock;
+    memcpy(&count, h, 4);
+    memcpy(&freeblock, h + 8, 8);
+    memcpy(&szidx, h + 36, 4);
+    memcpy(&next, h + 40, 4);
+    memcpy(&maxnext, h + 44, 4);
+    if (szidx >= POOL_CLASSES)
+        return -1;
+    uint32_t size = (szidx + 1) * POOL_ALIGN;
+    if (maxnext != REACH_POOL_SIZE - size || next < POOL_OVERHEAD + 2 * size ||
+        next > REACH_POOL_SIZE || (next - POOL_OVERHEAD) % size)
+        return -1;
+    uint32_t carved = (next - POOL_OVERHEAD) / size, nfree = 0;
+    if (count > carved)
+        return -1;
+    memset(live, 1, carved);
+    for (uint64_t f = freeblock; f; nfree++) {
+        if (nfree >= carved || f < base + POOL_OVERHEAD || f >= base + next ||
+            (f - base - POOL_OVERHEAD) % size)
+            return -1;
+        uint32_t k = (uint32_t)((f - base - POOL_OVERHEAD) / size);
+        if (!live[k])
+            return -1; /* a loop */
+        live[k] = 0;
+        const uint8_t *w = reach_img_at(img, f, 8);
+        if (!w)
+            return -1;
+        memcpy(&f, w, 8);
+    }
+    if (carved - nfree != count)
+        return -1;
+    *nlive = carved;
+    return size;
+}
+
+int reach_pools(const reach_img_t *img, const reach_rng_t *r, size_t nr, size_t max_blocks,
+                reach_rng_t **pools, size_t *npools, size_t *pcap, reach_blk_t **blks,
+                size_t *nblks, size_t *bcap)
+{
+    uint8_t live[POOL_BLOCKS_MAX];
+    for (size_t i = 0; i < nr; i++) {
+        uint64_t a = (r[i].lo + REACH_POOL_SIZE - 1) & ~(uint64_t)(REACH_POOL_SIZE - 1);
+        for (; a + REACH_POOL_SIZE <= r[i].hi && a + REACH_POOL_SIZE > a; a += REACH_POOL_SIZE) {
+            uint32_t carved = 0;
+            long size = pool_check(img, a, live, &carved);
+            if (size < 0)
+                continue;
+            if (grow((void **)pools, pcap, *npools + 1, sizeof **pools) < 0)
+                return -ENOMEM;
+            (*pools)[(*npools)++] = (reach_rng_t){ a, a + REACH_POOL_SIZE };
+            for (uint32_t k = 0; k < carved; k++) {
+                if (!live[k])
+                    continue;
+                if (*nblks >= max_blocks)
+                    return -E2BIG;
+                if (grow((void **)blks, bcap, *nblks + 1, sizeof **blks) < 0)
+                    return -ENOMEM;
+                (*blks)[(*nblks)++] =
+                    (reach_blk_t){ a + POOL_OVERHEAD + (uint64_t)k * (uint64_t)size, (uint64_t)size };
+            }
+        }
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- marking */
 
 /* Blocks by 64 KiB granule: a hash of granule number -> the blocks that

@@ -55,6 +55,22 @@ const uint8_t *reach_img_at(const reach_img_t *img, uint64_t addr, size_t len);
 size_t reach_heap_areas(const reach_img_t *img, const reach_blk_t *b, size_t nb,
                         reach_rng_t brk, const reach_rng_t *vmas, size_t nvmas, reach_rng_t *out);
 
+/* CPython's pymalloc (3.11 to 3.14, 64-bit, the default radix-tree build):
+ * small objects live in 16 KiB pools, aligned, each headed by a
+ * pool_header; a pool holds blocks of one size class. */
+#define REACH_POOL_SIZE 16384u
+
+/* The pools of pymalloc in the ranges r (normalized) of the copy, found by
+ * their headers, each checked whole: size class, offsets, a free list of
+ * blocks of the pool that ends, and its length agreeing with the pool's
+ * count of live blocks. Appends each pool's range to *pools and its live
+ * blocks (those carved and not on the free list) to *blks, both in address
+ * order (growable malloc'd arrays: *npools, *nblks counts, *pcap, *bcap
+ * their room). Returns 0, -ENOMEM, or -E2BIG past max_blocks live blocks. */
+int reach_pools(const reach_img_t *img, const reach_rng_t *r, size_t nr, size_t max_blocks,
+                reach_rng_t **pools, size_t *npools, size_t *pcap, reach_blk_t **blks,
+                size_t *nblks, size_t *bcap);
+
 typedef struct reach_stats_s {
     uint64_t root_bytes;     /* bytes of roots scanned */
     uint64_t scanned_bytes;  /* bytes of blocks scanned */

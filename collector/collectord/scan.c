@@ -45,6 +45,8 @@
 #define IOV_BATCH 512
 #define PM_CHUNK 65536u           /* pagemap entries read at once */
 #define SMALL_PAGES 16u           /* ranges this small are read without pagemap */
+#define SCAN_PY_MAX (8u << 20)    /* Python objects marked through, at most */
+#define NOT_TRACKED UINT32_MAX
 
 static uint64_t thread_cpu_ns(void)
 {
@@ -439,7 +441,10 @@ static void *worker(void *arg)
     img_t img = { 0 };
     rv_t mem = { 0 }, dead = { 0 }, agent = { 0 }, vmas = { 0 }, ext = { 0 };
     reach_rng_t *tmp = NULL, *heap = NULL, *roots = NULL;
-    reach_blk_t *blk = NULL;
+    reach_blk_t *blk = NULL, *all = NULL, *pyb = NULL;
+    reach_rng_t *pools = NULL;
+    size_t npools = 0, pcap = 0, npyb = 0, pybcap = 0;
+    uint32_t *tix = NULL;
     uint8_t *marked = NULL;
     uint32_t *own = NULL, *parent = NULL;
     uint64_t *via = NULL, *sps = NULL;
@@ -603,9 +608,8 @@ static void *worker(void *arg)
     if (sort_snap(j->snap, j->nsnap) < 0)
         goto nomem;
     blk = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *blk);
-    marked = reach_scratch(j->nsnap ? j->nsnap : 1);
     heap = reach_scratch((j->nsnap + 2) * sizeof *heap);
-    if (!blk || !marked || !heap)
+    if (!blk || !heap)
         goto nomem;
     reach_rng_t brk = { 0, 0 };
     for (size_t i = 0; i < maps.n; i++)
@@ -637,9 +641,29 @@ static void *worker(void *arg)
         nr = reach_rng_sub(mem.r, mem.n, heap, nheap, r2);
         memcpy(roots, r2, nr * sizeof *roots);
     }
+    /* pymalloc's pools (before tracked blocks, some of them Python's, cut
+     * the ranges): their live blocks are nodes like tracked ones, the rest
+     * of them (headers, free blocks) no root. Past SCAN_PY_MAX objects they
+     * stay roots. */
+    int prc = reach_pools(&im, roots, nr, SCAN_PY_MAX, &pools, &npools, &pcap, &pyb, &npyb,
+                          &pybcap);
+    if (prc == -ENOMEM)
+        goto nomem;
+    if (prc < 0)
+        npools = npyb = 0;
     nr = reach_rng_sub(roots, nr, ext.r, ext.n, r2);
     reach_scratch_free(roots);
     roots = r2;
+    if (npools) {
+        r2 = reach_scratch((nr + npools + 1) * sizeof *r2);
+        if (!r2)
+            goto nomem;
+        nr = reach_rng_sub(roots, nr, pools, npools, r2);
+        reach_scratch_free(roots);
+        roots = r2;
+    }
+    free(pools);
+    pools = NULL;
     /* What made the roots is not needed again: the peak is the marking's. */
     reach_scratch_free(ext.r);
     ext.r = NULL;
@@ -647,25 +671,72 @@ static void *worker(void *arg)
     heap = NULL;
     free(mem.r);
     mem.r = NULL;
-    reach_stats_t st;
-    parent = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *parent);
-    via = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *via);
-    if (!parent || !via ||
-        reach_mark_paths(&im, blk, j->nsnap, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
+    /* Every node: the tracked blocks and the Python objects no tracked
+     * block already is (sampled ones are both), in address order; tix[k]
+     * is node k's snapshot index, or NOT_TRACKED. */
+    size_t nn = 0;
+    all = reach_scratch((j->nsnap + npyb + 1) * sizeof *all);
+    tix = reach_scratch((j->nsnap + npyb + 1) * sizeof *tix);
+    if (!all || !tix)
         goto nomem;
-    /* Why each reachable block is: its parent, or the root named in words. */
+    for (size_t a = 0, b = 0, t = 0; a < j->nsnap || b < npyb;) {
+        if (b < npyb) {
+            while (t < j->nsnap && blk[t].addr + (blk[t].size ? blk[t].size : 1) <= pyb[b].addr)
+                t++;
+            if (t < j->nsnap && blk[t].addr < pyb[b].addr + pyb[b].size) {
+                b++; /* a tracked block */
+                continue;
+            }
+        }
+        if (b >= npyb || (a < j->nsnap && blk[a].addr <= pyb[b].addr)) {
+            all[nn] = blk[a];
+            tix[nn++] = (uint32_t)a++;
+        } else {
+            all[nn] = pyb[b++];
+            tix[nn++] = NOT_TRACKED;
+        }
+    }
+    j->py_objects = nn - j->nsnap;
+    free(pyb);
+    pyb = NULL;
+    reach_scratch_free(blk);
+    blk = NULL;
+    reach_stats_t st;
+    marked = reach_scratch(nn ? nn : 1);
+    parent = reach_scratch((nn ? nn : 1) * sizeof *parent);
+    via = reach_scratch((nn ? nn : 1) * sizeof *via);
+    if (!marked || !parent || !via ||
+        reach_mark_paths(&im, all, nn, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
+        goto nomem;
+    /* Why each reachable block is: its parent, or the root named in words.
+     * A chain through Python objects goes on to the tracked block (or the
+     * root) above them; the root's name then says so. */
     names = rootname_new(&maps, j->pid, tids, sps, nthr, wpr);
     if (!names)
         goto nomem;
-    for (size_t i = 0; i < j->nsnap; i++) {
-        j->snap[i].parent = marked[i] ? parent[i] : SCAN_PARENT_ROOT;
-        j->snap[i].label = UINT32_MAX;
-        if (marked[i] && parent[i] == REACH_PARENT_ROOT) {
-            long l = rootname_label(names, via[i]);
-            if (l < 0)
-                goto nomem;
-            j->snap[i].label = (uint32_t)l;
+    for (size_t k = 0; k < nn; k++) {
+        if (tix[k] == NOT_TRACKED)
+            continue;
+        scan_ent_t *e = &j->snap[tix[k]];
+        e->parent = SCAN_PARENT_ROOT;
+        e->label = UINT32_MAX;
+        if (!marked[k])
+            continue;
+        uint32_t p = parent[k], top = (uint32_t)k;
+        int py = 0;
+        while (p != REACH_PARENT_ROOT && tix[p] == NOT_TRACKED) {
+            py = 1;
+            top = p;
+            p = parent[p];
         }
+        if (p != REACH_PARENT_ROOT) {
+            e->parent = tix[p];
+            continue;
+        }
+        long l = py ? rootname_label_py(names, via[top]) : rootname_label(names, via[top]);
+        if (l < 0)
+            goto nomem;
+        e->label = (uint32_t)l;
     }
     j->labels = rootname_take(names, &j->nlabels);
     reach_scratch_free(parent);
@@ -674,12 +745,17 @@ static void *worker(void *arg)
     via = NULL;
     reach_scratch_free(roots);
     roots = NULL;
-    own = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *own);
-    if (!own || reach_owners(&im, blk, j->nsnap, marked, own) < 0)
+    own = reach_scratch((nn ? nn : 1) * sizeof *own);
+    if (!own || reach_owners(&im, all, nn, marked, own) < 0)
         goto nomem;
-    for (size_t i = 0; i < j->nsnap; i++) {
-        j->snap[i].reach = marked[i];
-        j->snap[i].owner = marked[i] ? (uint32_t)i : own[i];
+    /* A block owned by a lost Python object (no stack to name) counts as
+     * lost directly. */
+    for (size_t k = 0; k < nn; k++) {
+        if (tix[k] == NOT_TRACKED)
+            continue;
+        scan_ent_t *e = &j->snap[tix[k]];
+        e->reach = marked[k];
+        e->owner = marked[k] ? tix[k] : tix[own[k]] != NOT_TRACKED ? tix[own[k]] : tix[k];
     }
     img_free(&img); /* the copy goes back before the results are made */
     j->root_bytes = st.root_bytes;
@@ -706,6 +782,10 @@ out:
     reach_scratch_free(heap);
     reach_scratch_free(roots);
     reach_scratch_free(blk);
+    reach_scratch_free(all);
+    reach_scratch_free(tix);
+    free(pyb);
+    free(pools);
     reach_scratch_free(marked);
     reach_scratch_free(own);
     free(vals);

@@ -40,6 +40,11 @@ static uint64_t str_hash(const char *s)
 
 const char *sym_intern(const char *s)
 {
+    return sym_intern_n(s, NULL);
+}
+
+const char *sym_intern_n(const char *s, uint64_t *added)
+{
     if (!s)
         return NULL;
     uint64_t h = str_hash(s);
@@ -81,6 +86,8 @@ const char *sym_intern(const char *s)
     itab[h & itab_mask] = e;
     itab_used++;
     out = e->s;
+    if (added)
+        *added += len + 1;
 done:
     pthread_mutex_unlock(&intern_lock);
     return out;

@@ -85,4 +85,7 @@ int sym_add_debug_dir(const char *dir);
 /* Interns a string for the daemon's life. Thread-safe. NULL in, NULL out. */
 const char *sym_intern(const char *s);
 
+/* sym_intern that adds to *added the bytes of a string new to the table. */
+const char *sym_intern_n(const char *s, uint64_t *added);
+
 #endif

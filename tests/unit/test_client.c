@@ -226,6 +226,45 @@ static void test_process_shares_limits(void **state)
     assert_null(cs->procs);
 }
 
+/* Python tracebacks (thousands while a program imports) stop short of the
+ * process's string budget: the module paths that follow still fit, or the
+ * agent's connection would be closed for them (python3 -c 'import numba'
+ * lost its connection in a loop). */
+static void test_tracebacks_leave_room_for_modules(void **state)
+{
+    clients_t *cs = *state;
+    cproc_t *p = cproc_get(cs, 78, 12345);
+    assert_non_null(p);
+    cproc_ref(p);
+    client_t *a = client_new(cs, 78, E, T0);
+    assert_non_null(a);
+    client_set_proc(a, p);
+    uint64_t pcs[2] = { 0x10, 0x20 };
+    int err = 0;
+    assert_non_null(client_define_stack(a, 1, 1, 0, pcs, 2, 0, &err));
+    /* Python names new to the intern table, 4 KiB at a time (ingest). */
+    uint64_t refused = a->str_refused;
+    while (client_pystr_room(a))
+        client_charge_pystr(a, 4096);
+    assert_int_equal(a->str_refused, refused + 1);
+    assert_true(p->str <= CPROC_STR_MAX - CPROC_STR_RESERVE + 4096);
+    /* A traceback charges its frames only (the names are shared). */
+    pyframe_t fr[8];
+    for (int i = 0; i < 8; i++)
+        fr[i] = (pyframe_t){ .file = "f.py", .function = "g", .line = (uint32_t)i + 1 };
+    uint64_t before = p->str;
+    client_note(a, 0, T0, 1, fr, 8, 0, NULL, 0);
+    assert_int_equal(p->str, before); /* no room: refused */
+    char path[CLIENT_STR_MAX + 1];
+    memset(path, 'm', CLIENT_STR_MAX);
+    path[CLIENT_STR_MAX] = 0;
+    uint64_t r[2] = { 0x1000, 0x2000 };
+    for (uint32_t id = 0; id < 200; id++)
+        assert_int_equal(client_put_module(a, id, path, 0, r, 2, NULL, 0, 1, 0), 0);
+    destroy_all(cs);
+    cproc_unref(p);
+}
+
 /* ------------------------------------------------------------------ alloc/free */
 
 static void test_alloc_free_counts(void **state)
@@ -1085,6 +1124,8 @@ int main(void)
         T(test_identity_argc_capped),
         T(test_strings_cut),
         cmocka_unit_test_setup_teardown(test_process_shares_limits, setup_cs, teardown_cs),
+        cmocka_unit_test_setup_teardown(test_tracebacks_leave_room_for_modules, setup_cs,
+                                        teardown_cs),
         T(test_alloc_free_counts),
         T(test_sampled_weights),
         T(test_fold),

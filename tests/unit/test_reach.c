@@ -1,4 +1,5 @@
 /* Unit tests of reachability marking: ranges, the copy, chains from roots, cycles, interior pointers, heap areas. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -404,6 +405,57 @@ static void test_paths(void **state)
     assert_true(via[3] == (REACH_VIA_REG | 1));
 }
 
+/* pymalloc pools found by their headers: live blocks are the carved ones
+ * not on the free list; a header that does not check out is no pool. */
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+static void test_pools(void **state)
+{
+    (void)state;
+    const uint64_t lo = 0x7f0000000000ull, P = REACH_POOL_SIZE;
+    static uint8_t m[4 * REACH_POOL_SIZE];
+    memset(m, 0, sizeof m);
+    /* Pool 0: 64-byte blocks (szidx 3), 5 carved, blocks 1 and 3 free. */
+    uint8_t *h = m;
+    put32(h, 3);
+    put64(h + 8, lo + 48 + 64 * 1);
+    put64(m + 48 + 64 * 1, lo + 48 + 64 * 3);
+    put64(m + 48 + 64 * 3, 0);
+    put32(h + 36, 3);
+    put32(h + 40, 48 + 5 * 64);
+    put32(h + 44, (uint32_t)P - 64);
+    /* Pool 1: the same but its count disagrees with its free list. */
+    memcpy(m + P, m, 48);
+    put64(m + P + 8, lo + P + 48 + 64);
+    put64(m + P + 48 + 64, 0);
+    /* Pool 2: a free list that leaves the pool. */
+    memcpy(m + 2 * P, m, 48);
+    put64(m + 2 * P + 8, lo + 48);
+    /* Pool 3: zeros (never used): no pool. */
+    reach_run_t run = { lo, lo + sizeof m, m };
+    reach_img_t im = { &run, 1 };
+    reach_rng_t r = { lo, lo + sizeof m }, *pools = NULL;
+    reach_blk_t *blks = NULL;
+    size_t np = 0, pc = 0, nb = 0, bc = 0;
+    assert_int_equal(reach_pools(&im, &r, 1, 100, &pools, &np, &pc, &blks, &nb, &bc), 0);
+    assert_int_equal(np, 1);
+    assert_true(pools[0].lo == lo && pools[0].hi == lo + P);
+    assert_int_equal(nb, 3);
+    assert_true(blks[0].addr == lo + 48 && blks[0].size == 64);
+    assert_true(blks[1].addr == lo + 48 + 128 && blks[2].addr == lo + 48 + 256);
+    /* Past max_blocks: -E2BIG. */
+    np = nb = 0;
+    assert_int_equal(reach_pools(&im, &r, 1, 2, &pools, &np, &pc, &blks, &nb, &bc), -E2BIG);
+    /* A range that does not hold a whole aligned pool finds none. */
+    np = nb = 0;
+    reach_rng_t part = { lo + 8, lo + P + 8 };
+    assert_int_equal(reach_pools(&im, &part, 1, 100, &pools, &np, &pc, &blks, &nb, &bc), 0);
+    assert_int_equal(np, 0);
+    free(pools);
+    free(blks);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -418,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_owners),
         cmocka_unit_test(test_paths),
         cmocka_unit_test(test_owners_long_chain),
+        cmocka_unit_test(test_pools),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,138 @@
+"""The seed's leak, end to end (issue 19's done-when): Debian's numba, a
+nopython generator fed a boolean-mask subscript (chunk[to_keep]) and never
+run to completion. numba's finalizer decrefs the generator's arguments only,
+so the NRT meminfo made when the generator is created (malloc'd by numba's
+runtime, under the GIL) is never freed and is lost directly; it holds the
+subscript's ndarray (a Python object in pymalloc's pools), which holds the
+data buffer numpy malloc'd. `stackctl query leaks --reachability`, with no
+other option, must show numpy's buffers lost *indirectly*, owned by the
+meminfos' stack, whose Python line is the one that creates the generator.
+Debian's numpy and numba are stripped: frames are module+offset."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import unittest
+
+import swtest as sw
+from swtest import ROOT, Collector, finish, wait_until
+
+PY = "/usr/bin/python3"
+SCRIPT = os.path.join(ROOT, "tests", "py", "numba_gen_leak.py")
+
+
+def py_markers():
+    out = {}
+    with open(SCRIPT) as f:
+        for i, line in enumerate(f, 1):
+            m = re.search(r"@PY (\w+)", line)
+            if m:
+                out[m.group(1)] = i
+    return out
+
+
+def numba_missing():
+    r = subprocess.run([PY, "-c", "import numba"], capture_output=True)
+    return None if r.returncode == 0 else "python3-numba is not installed (scripts/deps.sh)"
+
+
+SKIP = sw.ptrace_skip_reason() or numba_missing()
+
+
+def blamed_line(s):
+    """(function, line) of the innermost frame of the stack's blamed
+    traceback in the script, or None."""
+    for tb, st in zip(s["python"], s["python_stats"]):
+        if st["blamed"] and tb and tb[0]["file"] == SCRIPT:
+            return tb[0]["function"], tb[0]["line"]
+    return None
+
+
+def module_of(f):
+    return os.path.basename(f["module"] or "")
+
+
+@unittest.skipIf(SKIP, SKIP)
+class NumbaGeneratorTest(unittest.TestCase):
+    quick = False
+
+    def setUp(self):
+        self.col = Collector(expire=0.5)
+
+    def tearDown(self):
+        self.col.close()
+
+    def find(self, rep, pid):
+        """(numpy's buffers, NRT's meminfos): stacks of pid by their first
+        frame's module and blamed Python line, once both lines are in."""
+        m = py_markers()
+        buf = nrt = None
+        for s in rep["stacks"]:
+            if s["pid"] != pid or not s["frames"]:
+                continue
+            top = module_of(s["frames"][0])
+            line = blamed_line(s)
+            if top.startswith("_multiarray_umath") and line == ("first_hit", m["mask"]) and (
+                    not buf or s["alloc"]["bytes"] // max(1, s["alloc"]["count"]) >
+                    buf["alloc"]["bytes"] // max(1, buf["alloc"]["count"])):
+                buf = s  # the data buffers (the ndarray's dims are smaller)
+            if top.startswith("_nrt_python") and line == ("first_hit", m["gen"]):
+                nrt = s
+        return (buf, nrt) if buf and nrt else None
+
+    def test_generator_state_owns_the_mask_buffers(self):
+        m = py_markers()
+        p = self.col.start([PY, SCRIPT])
+        self.assertEqual(p.stdout.readline().strip(), "ready")
+        pid = p.pid
+        t0 = time.monotonic()
+        wait_until(lambda: (lambda r: r and r[1]["may_leak"]["count"] >= 100)(
+                       self.find(self.col.leaks("--pid", str(pid)), pid)),
+                   timeout=90, what="both Python lines and 100 leaked generators")
+        t1 = time.monotonic()
+        # The query as a user types it: it scans every process first.
+        text = self.col.ctl("query", "leaks", "--reachability").stdout
+        if os.environ.get("SW_TIMING"):
+            sys.stderr.write("waited %.1f s, query %.1f s\n" % (t1 - t0, time.monotonic() - t1))
+        rep = self.col.leaks("--pid", str(pid))
+        buf, nrt = self.find(rep, pid)
+        # The meminfos: lost directly, nothing else points to them (the
+        # generator object that did is freed), and they own the buffers.
+        lost = nrt["unreachable"]["count"]
+        self.assertGreaterEqual(lost, 50, nrt["unreachable"])
+        self.assertEqual(nrt["unreachable_direct"]["count"], lost)
+        self.assertLessEqual(nrt["reachable"]["count"], lost // 4)  # stale words, a few
+        self.assertGreaterEqual(nrt["owns"]["count"], lost)
+        # numpy's buffers: every lost one lost indirectly, owned by the
+        # meminfos (through the ndarray, a Python object, untracked).
+        self.assertGreaterEqual(buf["unreachable"]["count"], lost * 9 // 10)
+        self.assertEqual(buf["unreachable_direct"]["count"], 0)
+        self.assertEqual(buf["unreachable_indirect"], buf["unreachable"])
+        self.assertEqual(buf["owners"][0]["stack"], nrt["id"])
+        self.assertEqual(buf["owners"][0]["blocks"], buf["unreachable"])
+        self.assertLessEqual(buf["reachable"]["count"], lost // 4)
+        # Text: the owner named by its stripped module and its Python line.
+        block = [b for b in text.split("\n\n") if b.startswith("CallStack[%s]" % buf["id"])]
+        self.assertEqual(len(block), 1, text[:3000])
+        self.assertRegex(block[0], r"lost directly=0 \(0 bytes\) indirectly=%d " %
+                         buf["unreachable"]["count"])
+        self.assertRegex(block[0], re.escape("owned by CallStack[%s] at _nrt_python" % nrt["id"]) +
+                         r"\S*\+0x[0-9a-f]+ " + re.escape("← numba_gen_leak.py:%d first_hit" % m["gen"]))
+        self.assertRegex(block[0], r"\[Python\]\s+%s:%d first_hit" % (re.escape(SCRIPT), m["mask"]))
+        # HTML: the buffers' row links the owner's, which has the line.
+        html = os.path.join(self.col.tmp, "r.html")
+        self.col.ctl("report", "--html", html, "--pid", str(pid))
+        with open(html) as f:
+            h = f.read()
+        self.assertIn('owned by <a href="#s%s-%d">' % (nrt["id"], pid), h)
+        self.assertIn('id="s%s-%d"' % (nrt["id"], pid), h)
+        rc, out, err = finish(p)
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertRegex(out, r"leaked \d+")
+
+
+if __name__ == "__main__":
+    unittest.main()
