@@ -64,7 +64,7 @@ AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_
 COMMON_SRC = $(addprefix collector/common/,cli_call.c rundir.c signame.c procmaps.c tracee.c)
 # The daemon; main.c apart so unit tests and fuzzers link the rest.
 COLLECTORD_LIB_SRC = $(addprefix collector/collectord/,srv.c conn.c peer.c ingest.c ctl.c \
-	client.c atab.c amap.c reo.c classify.c sym.c wrap.c trig.c store.c metrics.c \
+	client.c ftab.c atab.c amap.c reo.c classify.c sym.c wrap.c trig.c store.c metrics.c \
 	scan.c reach.c rootname.c)
 COLLECTORD_SRC = collector/collectord/main.c $(COLLECTORD_LIB_SRC) $(COMMON_SRC)
 # The CLI; main.c (the subcommand table) apart for unit tests and the reply fuzzer.

@@ -255,7 +255,7 @@ static void top_frame(const client_t *c, const cstack_t *st, char *fn, size_t fn
 {
     snprintf(fn, fnlen, "unsymbolized");
     loc[0] = '\0';
-    const symres_t *sr = st->sym_state == SYM_DONE ? st->sym : NULL;
+    const symres_t *sr = cstack_sym(c, st);
     if (sr && sr->n) {
         const symframe_t *f = &sr->f[st->skip < sr->n ? st->skip : 0];
         if (f->file)
@@ -266,10 +266,10 @@ static void top_frame(const client_t *c, const cstack_t *st, char *fn, size_t fn
         }
     }
     if (st->npcs) {
-        const cmod_t *m = client_module_at(c, st->pcs[0], st->gen);
+        uint64_t pc = cstack_pc(c, st, 0);
+        const cmod_t *m = client_module_at(c, pc, st->gen);
         if (m)
-            snprintf(fn, fnlen, "%s+0x%llx", base_name(m->path),
-                     (unsigned long long)(st->pcs[0] - m->bias));
+            snprintf(fn, fnlen, "%s+0x%llx", base_name(m->path), (unsigned long long)(pc - m->bias));
     }
 }
 

@@ -222,9 +222,9 @@ void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
     if (!j->pcs || !j->pc_mod || !j->mods)
         goto fail;
     for (uint32_t i = 0; i < st->npcs; i++) {
-        j->pcs[i] = st->pcs[i];
+        j->pcs[i] = cstack_pc(c, st, i);
         j->pc_mod[i] = -1;
-        const cmod_t *m = client_module_at(c, st->pcs[i], st->gen);
+        const cmod_t *m = client_module_at(c, j->pcs[i], st->gen);
         if (!m)
             continue;
         uint32_t k;
@@ -978,11 +978,8 @@ static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
         client_t *c = client_by_serial(s, j->client_serial);
         cstack_t *st = c ? cstack_at(c, j->stack_index) : NULL;
         if (st && st->sym_state == SYM_PENDING && j->result) {
-            sym_release(st->sym);
-            st->sym = j->result;
-            j->result = NULL;
-            st->sym_state = SYM_DONE;
-            st->skip = (uint16_t)wrap_count(st->sym);
+            client_sym_done(c, st, j);
+            st->skip = (uint16_t)wrap_count(cstack_sym(c, st));
             srv_trig_eval(s, c, st);
         } else if (st && st->sym_state == SYM_PENDING) {
             st->sym_state = SYM_NONE; /* out of memory: try again at query time */

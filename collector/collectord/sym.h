@@ -45,6 +45,8 @@ typedef struct sym_job_s {
     uint32_t nmods;
     sym_mod_t *mods;
     symres_t *result;       /* set by the worker */
+    uint16_t *pc_nf;        /* ... and how many of its frames each pc gave (NULL: not known) */
+    uint8_t *pc_deg;        /* ... and whether that pc's module may resolve later */
 } sym_job_t;
 
 /* Starts the worker. wake(arg) is called from the worker thread whenever
