@@ -1082,7 +1082,7 @@ void client_destroy(client_t *c)
             continue;
         free(s->fids);
         sym_release(s->sym);
-        free(s->cls);
+        classify_free(s->cls);
         free(s);
     }
     for (uint32_t i = 0; i < c->stacks_cap >> CLIENT_SPAGE_BITS; i++)
@@ -1098,6 +1098,7 @@ void client_destroy(client_t *c)
     free(c->symq);
     free(c->leakq);
     free(c->hotq);
+    series_free(&c->series);
     for (uint32_t i = 0; i < c->npytbs; i++) {
         free(c->pytbs[i].frames);
         free(c->pytbs[i].text);
@@ -1339,7 +1340,8 @@ void client_mem(const client_t *c, uint64_t *stack_bytes, uint64_t *block_bytes)
         if (!s)
             continue;
         sb += sizeof *s + hdr + (s->npcs ? s->npcs * sizeof *s->fids + hdr : 0) +
-              symres_bytes(s->sym) + (s->cls ? sizeof *s->cls + hdr : 0);
+              symres_bytes(s->sym) +
+              (s->cls ? sizeof *s->cls + hdr + (s->cls->series.cap ? s->cls->series.cap + hdr : 0) : 0);
     }
     sb += (uint64_t)c->pytbs_cap * sizeof *c->pytbs;
     for (uint32_t i = 0; i < c->npytbs; i++)

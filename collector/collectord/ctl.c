@@ -616,12 +616,14 @@ static int fill_series(ra_t *ra, const series_t *sr, Stackwatch__Sample ***out, 
     Stackwatch__Sample *pts = ra_alloc(ra, sr->n * sizeof *pts);
     if (!*out || !pts)
         return -ENOMEM;
+    spt_t pt[SERIES_CAP];
+    series_decode(sr, pt);
     for (uint32_t i = 0; i < sr->n; i++) {
         stackwatch__sample__init(&pts[i]);
-        pts[i].t_ms = mono_to_ms(sr->pt[i].t);
-        pts[i].live_bytes = sr->pt[i].live_b;
-        pts[i].live_count = sr->pt[i].live_n;
-        pts[i].may_leak_bytes = sr->pt[i].may_b;
+        pts[i].t_ms = mono_to_ms(pt[i].t);
+        pts[i].live_bytes = pt[i].live_b;
+        pts[i].live_count = pt[i].live_n;
+        pts[i].may_leak_bytes = pt[i].may_b;
         (*out)[i] = &pts[i];
     }
     *n = sr->n;
