@@ -218,7 +218,8 @@ void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
     j->npcs = st->npcs;
     j->pcs = malloc((st->npcs ? st->npcs : 1) * sizeof *j->pcs);
     j->pc_mod = malloc((st->npcs ? st->npcs : 1) * sizeof *j->pc_mod);
-    j->mods = calloc(st->npcs ? st->npcs : 1, sizeof *j->mods);
+    uint32_t mods_cap = 4;
+    j->mods = calloc(mods_cap, sizeof *j->mods);
     if (!j->pcs || !j->pc_mod || !j->mods)
         goto fail;
     for (uint32_t i = 0; i < st->npcs; i++) {
@@ -232,6 +233,14 @@ void srv_sym_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
             if (strcmp(j->mods[k].path, m->path) == 0 && j->mods[k].bias == m->bias)
                 break;
         if (k == j->nmods) {
+            if (j->nmods == mods_cap) {
+                sym_mod_t *nm = realloc(j->mods, 2 * mods_cap * sizeof *nm);
+                if (!nm)
+                    goto fail;
+                memset(nm + mods_cap, 0, mods_cap * sizeof *nm);
+                j->mods = nm;
+                mods_cap *= 2;
+            }
             sym_mod_t *sm = &j->mods[j->nmods];
             sm->path = strdup(m->path);
             if (!sm->path)
@@ -968,6 +977,8 @@ static client_t *client_by_serial(srv_t *s, uint64_t serial)
     return NULL;
 }
 
+static void sym_eager(srv_t *s, client_t *c);
+
 static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)loop;
@@ -986,6 +997,10 @@ static void sym_async_cb(struct ev_loop *loop, ev_async *w, int revents)
         }
         sym_job_free(j);
     }
+    if (sym_backlog() < SYM_EAGER_MAX / 2)
+        for (client_t *c = s->clients.head; c; c = c->next)
+            if (c->nsymq)
+                sym_eager(s, c);
     ctl_retry_parked(s, 0);
 }
 
@@ -1133,6 +1148,26 @@ void srv_clock_advance(srv_t *s, uint64_t ns)
     srv_tick(s);
 }
 
+/* Submits the client's stacks that began to expire. Past SYM_EAGER_MAX
+ * jobs in the worker's queue they wait on the client's queue instead (a
+ * job holds a copy of its frames and modules): finished jobs make room. */
+static void sym_eager(srv_t *s, client_t *c)
+{
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < c->nsymq; i++) {
+        cstack_t *st = cstack_at(c, c->symq[i]);
+        if (!st)
+            continue;
+        if (sym_backlog() >= SYM_EAGER_MAX) {
+            c->symq[keep++] = c->symq[i];
+            continue;
+        }
+        st->sym_queued = 0;
+        srv_sym_stack(s, c, st, 0);
+    }
+    c->nsymq = keep;
+}
+
 void srv_tick(srv_t *s)
 {
     uint64_t now = srv_now();
@@ -1140,14 +1175,7 @@ void srv_tick(srv_t *s)
     for (client_t *c = s->clients.head; c; c = c->next) {
         client_age(c, now);
         client_classify(c, now);
-        for (uint32_t i = 0; i < c->nsymq; i++) {
-            cstack_t *st = cstack_at(c, c->symq[i]);
-            if (st) {
-                st->sym_queued = 0;
-                srv_sym_stack(s, c, st, 0);
-            }
-        }
-        c->nsymq = 0;
+        sym_eager(s, c);
         for (uint32_t i = 0; i < c->nleakq; i++) {
             cstack_t *st = cstack_at(c, c->leakq[i]);
             if (st)

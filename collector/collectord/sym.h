@@ -56,6 +56,9 @@ int sym_start(void (*wake)(void *arg), void *arg);
 /* Stops and joins the worker; pending jobs are freed. */
 void sym_stop(void);
 
+/* Eager jobs (stacks that began to expire) in the queue at most. */
+#define SYM_EAGER_MAX 1024u
+
 /* Queues a job (ownership passes to the symbolizer until sym_take_done),
  * urgent ones (a report or a rule waits) before the others. Returns 0, or
  * -ESRCH when no worker runs (the caller keeps the job). */
