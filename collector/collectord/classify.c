@@ -80,13 +80,20 @@ void series_decode(const series_t *s, spt_t *out)
     for (uint32_t i = 0; i + 1 < s->n; i++) {
         uint64_t v;
         p = get_varint(p, &v);
-        prev.t += v * 1000;
-        p = get_varint(p, &v);
-        prev.live_b = unzz(v, prev.live_b);
-        p = get_varint(p, &v);
-        prev.live_n = unzz(v, prev.live_n);
-        p = get_varint(p, &v);
-        prev.may_b = unzz(v, prev.may_b);
+        prev.t += v * SERIES_T_UNIT;
+        uint8_t changed = *p++;
+        if (changed & 1) {
+            p = get_varint(p, &v);
+            prev.live_b = unzz(v, prev.live_b);
+        }
+        if (changed & 2) {
+            p = get_varint(p, &v);
+            prev.live_n = unzz(v, prev.live_n);
+        }
+        if (changed & 4) {
+            p = get_varint(p, &v);
+            prev.may_b = unzz(v, prev.may_b);
+        }
         out[i] = prev;
     }
     if (s->n)
@@ -97,16 +104,27 @@ void series_decode(const series_t *s, spt_t *out)
  * ENOMEM the series forgets its older points: it starts again from pt. */
 static int encode_point(series_t *s, const spt_t *prev, const spt_t *pt)
 {
-    uint8_t tmp[4 * 10], *p = tmp;
-    p = put_varint(p, (pt->t - prev->t) / 1000);
-    p = put_varint(p, zz(pt->live_b, prev->live_b));
-    p = put_varint(p, zz(pt->live_n, prev->live_n));
-    p = put_varint(p, zz(pt->may_b, prev->may_b));
+    /* The time step, a byte saying which values changed, those values. */
+    uint8_t tmp[4 * 10 + 1], *p = tmp;
+    p = put_varint(p, (pt->t - prev->t) / SERIES_T_UNIT);
+    uint8_t *changed = p++;
+    *changed = 0;
+    if (pt->live_b != prev->live_b) {
+        *changed |= 1;
+        p = put_varint(p, zz(pt->live_b, prev->live_b));
+    }
+    if (pt->live_n != prev->live_n) {
+        *changed |= 2;
+        p = put_varint(p, zz(pt->live_n, prev->live_n));
+    }
+    if (pt->may_b != prev->may_b) {
+        *changed |= 4;
+        p = put_varint(p, zz(pt->may_b, prev->may_b));
+    }
     uint32_t add = (uint32_t)(p - tmp);
     if ((uint32_t)s->len + add > s->cap) {
-        uint32_t ncap = s->cap ? s->cap : 32;
-        while (ncap < (uint32_t)s->len + add)
-            ncap *= 2;
+        /* Grown in small steps: a series is read rarely and grows slowly. */
+        uint32_t ncap = ((uint32_t)s->len + add + 31) & ~31u;
         if (ncap > UINT16_MAX)
             return -1;
         uint8_t *nb = realloc(s->buf, ncap);
@@ -144,7 +162,7 @@ static void series_set(series_t *s, const spt_t *pts, uint32_t n)
 
 void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint64_t may_b)
 {
-    t -= t % 1000;
+    t -= t % SERIES_T_UNIT;
     if (s->n && t < s->last.t + s->interval_ns) {
         /* Same slot: keep its time, take the newest values. */
         s->last.live_b = live_b;

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #define SERIES_CAP 64
+#define SERIES_T_UNIT 1000000ull   /* series times are kept to the millisecond */
 
 enum {
     CLASS_NONE = 0,
@@ -17,18 +18,20 @@ enum {
 
 /* One point of a series. */
 typedef struct spt_s {
-    uint64_t t;                    /* CLOCK_MONOTONIC ns (kept to the microsecond) */
+    uint64_t t;                    /* CLOCK_MONOTONIC ns (kept to the millisecond) */
     uint64_t live_b, live_n;       /* live bytes and blocks */
     uint64_t may_b;                /* may-leak bytes */
 } spt_t;
 
 /* A bounded time series: when full, every other point goes and the spacing
  * doubles, so memory stays bounded and old history coarsens. Every stack
- * that expired has one: the points but the newest are kept as varint
- * deltas (a few bytes each, often 5), read with series_decode. */
+ * that expired has one: the points but the newest are kept as deltas (3
+ * bytes a point when the values stay, about 8 when they all change), read
+ * with series_decode. */
 typedef struct series_s {
     uint64_t interval_ns;          /* spacing of kept points */
-    uint8_t *buf;                  /* points 0 .. n-2, encoded */
+    uint8_t *buf;                  /* points 0 .. n-2, encoded: the time step in ms, a byte
+                                    * saying which values changed, their changes (varints) */
     uint32_t n;                    /* points kept */
     uint16_t len, cap;             /* bytes of buf used, allocated */
     spt_t last;                    /* point n-1 */

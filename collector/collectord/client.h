@@ -149,11 +149,13 @@ typedef struct cstack_s {
     uint8_t arm_rounds;             /* automatic Python arming rounds so far */
     uint32_t arm_rule;              /* rule id when ARM_RULE */
     uint32_t arm_left;              /* firings the agent still has (as far as we know) */
+    uint32_t pos;                   /* its place in the client's slist */
     uint64_t arm_may_n;             /* may-leak count when last armed */
     uint64_t fired;                 /* firings reported for it */
     uint32_t py_missing[4];         /* captures without Python frames, by PY_MISSING_* */
     cls_t *cls;                     /* classification state (from its first expiry) */
     uint8_t klass;                  /* CLASS_* as of the last tick */
+    uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
     float confidence;               /* 0..1 */
     double growth_per_min;          /* live bytes per minute */
     uint64_t mark_alloc_n, mark_alloc_b, mark_free_n, mark_free_b; /* counters at the mark */
@@ -163,8 +165,6 @@ typedef struct cstack_s {
     uint64_t end_un_n, end_un_b;       /* at the end: live, the last scan found unreachable */
     uint64_t end_ind_n, end_ind_b;     /* ... of those, lost indirectly */
     uint64_t end_re_n, end_re_b;       /* at the end: live, the last scan found reachable */
-    uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
-    uint32_t pos;                   /* its place in the client's slist */
 } cstack_t;
 
 typedef struct pyframe_s {

@@ -54,7 +54,7 @@ static void test_series_encoding_exact(void **state)
     uint64_t vals[] = { 0, 1, UINT64_MAX, 5, UINT64_MAX / 2, 0, 123456789012345ull, 7 };
     uint64_t t = 5 * 1000000000ull * 3600; /* an hour of monotonic time */
     for (uint32_t i = 0; i < SERIES_CAP; i++) {
-        t += MS + (i % 3) * 1000;
+        t += MS + (i % 3) * MS;
         want[i] = (spt_t){ t, vals[i % 8], vals[(i + 3) % 8], vals[(i + 5) % 8] };
         series_add(&s, want[i].t, want[i].live_b, want[i].live_n, want[i].may_b);
     }
@@ -68,12 +68,18 @@ static void test_series_encoding_exact(void **state)
         assert_int_equal(got[i].may_b, want[i].may_b);
     }
     series_free(&s);
-    /* A flat series: about 5 bytes a point (the time step and three zeros). */
+    /* A flat series: 3 bytes a point (the time step, "nothing changed"). */
     series_init(&s, 5000 * MS);
     for (uint32_t i = 0; i < SERIES_CAP; i++)
         series_add(&s, (uint64_t)i * 5000 * MS, 4096, 2, 4096);
     assert_int_equal(s.n, SERIES_CAP);
-    assert_true(s.len <= 8 * (SERIES_CAP - 1)); /* against 32 bytes a point unencoded */
+    assert_true(s.len <= 3 * (SERIES_CAP - 1) + 8); /* against 32 bytes a point unencoded */
+    assert_true(s.cap <= s.len + 32);
+    /* Times are kept to the millisecond. */
+    series_add(&s, (uint64_t)SERIES_CAP * 5000 * MS + 999999, 1, 1, 1);
+    spt_t last[SERIES_CAP];
+    series_decode(&s, last);
+    assert_int_equal(last[s.n - 1].t, (uint64_t)SERIES_CAP * 5000 * MS);
     series_free(&s);
 }
 
