@@ -36,6 +36,7 @@
 #include "log.h"
 #include "modmap.h"
 #include "note.h"
+#include "pyarena.h"
 #include "pyframes.h"
 #include "proto/stackwatch.pb-c.h"
 #include "region.h"
@@ -1156,6 +1157,8 @@ static void memory_account(Stackwatch__Stats *s)
     s->heap_bytes = mi.arena + mi.hblkhd;
     s->heap_free_bytes = mi.fordblks;
     s->heap_mmap_bytes = mi.hblkhd;
+    s->pyarena_counted =
+        pyarena_totals(&s->pyarena_mapped_bytes, &s->pyarena_unmapped_bytes);
 }
 
 static void send_stats(void)

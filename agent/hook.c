@@ -23,6 +23,7 @@
 #include "intern.h"
 #include "log.h"
 #include "modmap.h"
+#include "pyarena.h"
 #include "pyframes.h"
 #include "ring.h"
 #include "sample.h"
@@ -899,6 +900,7 @@ static void pyalloc_try_install(void)
     py_mem_alloc_t obj = { NULL, pa_obj_malloc, pa_obj_calloc, pa_obj_realloc, pa_obj_free };
     set(PY_MEM_DOMAIN_MEM, &mem);
     set(PY_MEM_DOMAIN_OBJ, &obj);
+    pyarena_install(); /* the memory account's pymalloc arenas */
     atomic_store(&pyalloc_state, 2);
     log_msg("STACKWATCH_PYTHON_ALLOCATORS: CPython's mem and object domains are traced");
 }

@@ -160,7 +160,17 @@ static void series_set(series_t *s, const spt_t *pts, uint32_t n)
     }
 }
 
-void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint64_t may_b)
+static void mem_put(mem_series_t *m, uint32_t i, const mem_point_t *mp)
+{
+    if (!m)
+        return;
+    m->rss_b[i] = mp->rss_b;
+    m->heap_b[i] = mp->heap_b;
+    m->heap_free_b[i] = mp->heap_free_b;
+}
+
+void series_add_mem(series_t *s, mem_series_t *m, uint64_t t, uint64_t live_b, uint64_t live_n,
+                    uint64_t may_b, const mem_point_t *mp)
 {
     t -= t % SERIES_T_UNIT;
     if (s->n && t < s->last.t + s->interval_ns) {
@@ -168,6 +178,7 @@ void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint6
         s->last.live_b = live_b;
         s->last.live_n = live_n;
         s->last.may_b = may_b;
+        mem_put(m, s->n - 1, mp);
         return;
     }
     spt_t pts[SERIES_CAP];
@@ -175,9 +186,19 @@ void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint6
         /* Halve the resolution: keep every other point. */
         series_decode(s, pts);
         uint32_t k = 0;
-        for (uint32_t i = 0; i < SERIES_CAP; i += 2)
-            pts[k++] = pts[i];
+        for (uint32_t i = 0; i < SERIES_CAP; i += 2, k++) {
+            pts[k] = pts[i];
+            if (m) {
+                mem_point_t old = { m->rss_b[i], m->heap_b[i], m->heap_free_b[i] };
+                mem_put(m, k, &old);
+            }
+        }
         series_set(s, pts, k);
+        if (m && s->n == 1 && k > 1) {
+            /* Out of memory: only the newest kept point is left. */
+            mem_point_t keep = { m->rss_b[k - 1], m->heap_b[k - 1], m->heap_free_b[k - 1] };
+            mem_put(m, 0, &keep);
+        }
         s->interval_ns *= 2;
     }
     if (s->n) {
@@ -193,7 +214,13 @@ void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint6
         }
     }
     s->last = (spt_t){ t, live_b, live_n, may_b };
+    mem_put(m, s->n, mp);
     s->n++;
+}
+
+void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint64_t may_b)
+{
+    series_add_mem(s, NULL, t, live_b, live_n, may_b, NULL);
 }
 
 double series_slope_per_min(const series_t *s, uint64_t since, double *r2)

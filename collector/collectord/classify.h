@@ -37,6 +37,18 @@ typedef struct series_s {
     spt_t last;                    /* point n-1 */
 } series_t;
 
+/* A process's memory account beside its series: one column per figure,
+ * kept at the series' times (series_add_mem thins both together). */
+typedef struct mem_series_s {
+    uint64_t rss_b[SERIES_CAP];
+    uint64_t heap_b[SERIES_CAP];
+    uint64_t heap_free_b[SERIES_CAP];
+} mem_series_t;
+
+typedef struct mem_point_s {
+    uint64_t rss_b, heap_b, heap_free_b;
+} mem_point_t;
+
 /* What classification remembers of one stack (allocated once its first
  * block expires; stacks that never expire are transient without state). */
 typedef struct cls_s {
@@ -89,6 +101,9 @@ void classify_free(cls_t *c);
 
 /* Adds a point at t (a point closer than interval to the last one replaces it). */
 void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint64_t may_b);
+/* series_add with the memory account's columns (m NULL: none). */
+void series_add_mem(series_t *s, mem_series_t *m, uint64_t t, uint64_t live_b, uint64_t live_n,
+                    uint64_t may_b, const mem_point_t *mp);
 
 /* Least-squares slope of live bytes over the points with t >= since, in
  * bytes per minute; 0 with fewer than 3 points. */

@@ -1125,7 +1125,8 @@ void client_classify(client_t *c, uint64_t now)
         return; /* classes freeze with the ages */
     if (now > c->last_tick)
         c->last_tick = now;
-    series_add(&c->series, now, c->live_b, c->live_n, c->may_b);
+    mem_point_t mp = { c->rss_b, c->heap_b, c->heap_free_b };
+    series_add_mem(&c->series, &c->mseries, now, c->live_b, c->live_n, c->may_b, &mp);
     for (uint32_t i = 0; i < c->nstacks; i++) {
         cstack_t *s = c->slist[i];
         if (!s || !s->alloc_n)

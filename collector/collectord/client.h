@@ -260,6 +260,7 @@ typedef struct client_s {
     uint32_t nhotq, hotq_cap;
     uint64_t may_n, may_b;  /* expired and still live, all stacks */
     series_t series;        /* the process's live and may-leak bytes over time */
+    mem_series_t mseries;   /* ... and its memory account at the same times */
     uint64_t mark_ts;       /* baseline (collector clock), 0 none */
     /* latest agent Stats */
     uint64_t a_dropped, a_failed, a_unwind_fail, a_intern_full, a_events, a_threads;
@@ -283,6 +284,8 @@ typedef struct client_s {
     scan_info_t scan_last;  /* the last scan that worked */
     uint64_t rss_b, rss_start_b;        /* the memory account (agent's Stats) */
     uint64_t heap_b, heap_free_b, heap_mmap_b, heap_start_b;
+    int64_t pyarena_growth_b;           /* pymalloc's arenas: mapped - unmapped since hooked */
+    int pyarena_known;                  /* ... counted by the agent */
     scan_own_t *scan_own;   /* its owners, by stack then largest first */
     size_t nscan_own;
     scan_path_t *scan_paths; /* why reachable may-leak blocks are kept, by stack */

@@ -166,6 +166,8 @@ static Stackwatch__ClientInfo *client_info(ra_t *ra, const client_t *c, uint64_t
     ci->heap_free_bytes = c->heap_free_b;
     ci->heap_mmap_bytes = c->heap_mmap_b;
     ci->heap_start_bytes = c->heap_start_b;
+    ci->pyarena_growth_bytes = c->pyarena_growth_b;
+    ci->pyarena_known = c->pyarena_known;
     client_mem(c, &ci->collector_stack_bytes, &ci->collector_block_bytes);
     if (c->scan_ok && !(ci->scan = scan_result(ra, c)))
         return NULL;
@@ -608,7 +610,9 @@ static uint64_t mono_to_ms(uint64_t mono)
     return (uint64_t)((int64_t)mono + off) / 1000000u;
 }
 
-static int fill_series(ra_t *ra, const series_t *sr, Stackwatch__Sample ***out, size_t *n)
+/* m: the process's memory account at the series' times (NULL for a stack). */
+static int fill_series(ra_t *ra, const series_t *sr, const mem_series_t *m,
+                       Stackwatch__Sample ***out, size_t *n)
 {
     if (!sr || !sr->n)
         return 0;
@@ -624,6 +628,11 @@ static int fill_series(ra_t *ra, const series_t *sr, Stackwatch__Sample ***out, 
         pts[i].live_bytes = pt[i].live_b;
         pts[i].live_count = pt[i].live_n;
         pts[i].may_leak_bytes = pt[i].may_b;
+        if (m) {
+            pts[i].rss_bytes = m->rss_b[i];
+            pts[i].heap_bytes = m->heap_b[i];
+            pts[i].heap_free_bytes = m->heap_free_b[i];
+        }
         (*out)[i] = &pts[i];
     }
     *n = sr->n;
@@ -836,7 +845,7 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
         return r;
     if (q->since_mark && c->mark_ts)
         r->mark_ms = mono_to_ms(c->mark_ts);
-    if (q->series && s->cls && fill_series(ra, &s->cls->series, &r->series, &r->n_series) < 0)
+    if (q->series && s->cls && fill_series(ra, &s->cls->series, NULL, &r->series, &r->n_series) < 0)
         return NULL;
     if (fill_frames(ra, c, s, r) < 0 || fill_python(ra, c, s, r) < 0)
         return NULL;
@@ -1059,7 +1068,7 @@ static int build_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, r
             ci->restart_gap_ms = rec->merged_gap_ms;
             ci->restored = 1;
         }
-        if (q->series && fill_series(ra, &c->series, &ci->series, &ci->n_series) < 0)
+        if (q->series && fill_series(ra, &c->series, &c->mseries, &ci->series, &ci->n_series) < 0)
             goto out;
         lr->clients[lr->n_clients++] = ci;
         if (c->sample_bytes) {
@@ -1237,7 +1246,7 @@ int ctl_store_client(srv_t *s, client_t *c, int snapshot)
     sp.client->series = NULL;
     Stackwatch__Sample **pts = NULL;
     size_t npts = 0;
-    if (fill_series(&ra, &c->series, &pts, &npts) == 0) {
+    if (fill_series(&ra, &c->series, &c->mseries, &pts, &npts) == 0) {
         sp.client->series = pts;
         sp.client->n_series = npts;
     }

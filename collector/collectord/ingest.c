@@ -414,6 +414,8 @@ static void on_stats(client_t *cl, const Stackwatch__Stats *st)
         cl->heap_b = st->heap_bytes;
         cl->heap_free_b = st->heap_free_bytes;
         cl->heap_mmap_b = st->heap_mmap_bytes;
+        cl->pyarena_known = st->pyarena_counted;
+        cl->pyarena_growth_b = (int64_t)(st->pyarena_mapped_bytes - st->pyarena_unmapped_bytes);
     }
     /* An interpreter the agent found after its hello (dlopen'd libpython). */
     if (st->python_version && st->python_version != cl->python_version) {

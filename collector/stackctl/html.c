@@ -193,6 +193,10 @@ static void data_series(json_t *j, const char *key, Stackwatch__Sample *const *p
         json_u64(j, NULL, pts[i]->t_ms);
         json_u64(j, NULL, pts[i]->live_bytes);
         json_u64(j, NULL, stack ? pts[i]->may_leak_bytes : pts[i]->live_count);
+        if (!stack) { /* the memory account: RSS, malloc's memory (0: not known) */
+            json_u64(j, NULL, pts[i]->rss_bytes);
+            json_u64(j, NULL, pts[i]->heap_bytes);
+        }
         json_arr_end(j);
     }
     json_arr_end(j);
@@ -460,7 +464,8 @@ static void html_chart(FILE *f, const Stackwatch__LeakReport *r)
 {
     int any = has_samples(r);
     fprintf(f, "<section id=\"s-chart\">\n<h2>Live bytes over time<small>top %zu stacks by rank "
-               "(solid; click a line for its row) and each process&#39;s total (dashed)</small>",
+               "(solid; click a line for its row), each process&#39;s total (dashed), its RSS "
+               "(dotted) and malloc&#39;s memory (dash-dot)</small>",
             HTML_TOP_LINES);
     if (any)
         fputs("<span class=\"controls\"><button data-scale=\"lin\" class=\"on\">linear</button>"

@@ -113,6 +113,15 @@
       lines.push({ stack: -1, color: PROC_COLORS[i % PROC_COLORS.length], dash: '6 4',
         name: 'pid ' + c.pid + ' ' + c.exe + ' (process total)', sub: '',
         pts: c.series.map(function (p) { return [p[0], p[1]]; }), off: false });
+      /* The memory account beside it: what the kernel and malloc hold, so a
+       * gap between RSS and the tracked live heap is seen, not hidden. */
+      [[3, 'RSS', '2 3'], [4, 'malloc heap (live + free held)', '10 3 2 3']].forEach(function (a) {
+        const pts = c.series.filter(function (p) { return p[a[0]] > 0; })
+          .map(function (p) { return [p[0], p[a[0]]]; });
+        if (!pts.length) return;
+        lines.push({ stack: -1, color: PROC_COLORS[i % PROC_COLORS.length], dash: a[2],
+          name: 'pid ' + c.pid + ' ' + c.exe + ' ' + a[1], sub: '', pts: pts, off: false });
+      });
     });
     let logScale = false;
     const chartBox = document.getElementById('chart');

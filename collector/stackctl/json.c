@@ -147,6 +147,12 @@ void json_u64(json_t *j, const char *key, uint64_t v)
     fprintf(j->f, "%" PRIu64, v);
 }
 
+void json_i64(json_t *j, const char *key, int64_t v)
+{
+    member(j, key);
+    fprintf(j->f, "%" PRId64, v);
+}
+
 void json_bool(json_t *j, const char *key, int v)
 {
     member(j, key);

@@ -23,6 +23,7 @@ void json_arr_begin(json_t *j, const char *key);
 void json_arr_end(json_t *j);
 void json_str(json_t *j, const char *key, const char *v);   /* NULL writes null */
 void json_u64(json_t *j, const char *key, uint64_t v);
+void json_i64(json_t *j, const char *key, int64_t v);
 void json_bool(json_t *j, const char *key, int v);
 void json_null(json_t *j, const char *key);
 void json_hex(json_t *j, const char *key, uint64_t v, int width); /* "0x..." string */

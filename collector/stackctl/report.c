@@ -94,11 +94,25 @@ static void text_memory_account(FILE *f, const Stackwatch__ClientInfo *c)
      * outside malloc. */
     uint64_t hg = c->heap_bytes > c->heap_start_bytes ? c->heap_bytes - c->heap_start_bytes : 0;
     uint64_t outside = g > hg ? g - hg : 0;
+    /* pymalloc's arenas are mapped outside malloc: name their part. */
+    uint64_t pyar = c->pyarena_known && c->pyarena_growth_bytes > 0
+                        ? (uint64_t)c->pyarena_growth_bytes : 0;
+    if (pyar > outside)
+        pyar = outside;
+    outside -= pyar;
     mb(out, sizeof out, outside);
     fprintf(f, "      note: tracked live bytes explain %.0f%% of the RSS growth:", 100.0 * live_b / g);
     int any = 0;
     if (c->heap_free_bytes >= g / 4) {
         fprintf(f, " malloc holds %s free (fragmentation, or freed memory not returned)", fre);
+        any = 1;
+    }
+    if (pyar >= g / 4) {
+        char pa[32];
+        mb(pa, sizeof pa, pyar);
+        fprintf(f, "%s pymalloc's arenas grew %s (Python small objects: live ones are in the "
+                   "tracked bytes as traced; the rest is free memory CPython keeps)",
+                any ? ";" : "", pa);
         any = 1;
     }
     if (outside >= g / 4) {
@@ -440,6 +454,8 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
         json_u64(j, "heap_start_bytes", c->heap_start_bytes);
         json_u64(j, "heap_free_bytes", c->heap_free_bytes);
         json_u64(j, "heap_mmap_bytes", c->heap_mmap_bytes);
+        if (c->pyarena_known)
+            json_i64(j, "pyarena_growth_bytes", c->pyarena_growth_bytes);
     }
     json_obj_end(j);
     json_u64(j, "pid", c->pid);

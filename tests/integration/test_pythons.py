@@ -177,6 +177,32 @@ class _VersionBase:
         self.assertTrue(small)
         finish(p)
 
+    def test_pymalloc_arenas_in_the_memory_account(self):
+        """Issue 18.4: pymalloc's arenas are counted (the agent chains in
+        front of CPython's arena allocator), so fragmentation of small
+        objects is named as such in the account, not left unexplained."""
+        p = self.start([self.exe, script("arena_frag.py")], STACKWATCH_PYTHON_ALLOCATORS="1")
+        try:
+            wait_until(lambda: (self.col.client(p.pid) or {}).get("memory", {}).get("rss_bytes"),
+                       what="a first memory reading")
+            p.stdin.write("frag\n")
+            p.stdin.flush()
+            self.assertEqual(p.stdout.readline().strip(), "ok")
+
+            def named():
+                mem = (self.col.client(p.pid) or {}).get("memory", {})
+                if mem.get("pyarena_growth_bytes", 0) < 40 << 20:
+                    return None
+                text = self.col.ctl("query", "leaks", "--pid", str(p.pid), "--all").stdout
+                return (mem, text) if "pymalloc's arenas grew" in text else None
+            mem, text = wait_until(named, timeout=40, what="the arenas named in the account")
+            self.assertIn("note: tracked live bytes explain", text)
+            self.assertNotIn("grew outside malloc", text)
+        finally:
+            p.stdin.close()
+            p.wait(30)
+            p.stdout.close()
+
     def test_small_objects_unseen_without_hooks(self):
         m = py_markers("small_leak.py")
         p = self.start([self.exe, script("small_leak.py")])

@@ -348,7 +348,18 @@ class MemoryAccountTest(unittest.TestCase):
     def tearDown(self):
         self.col.close()
 
-    def run_case(self, cmd, expect):
+    def html_process_series(self, pid):
+        """The process's series embedded in the HTML report."""
+        path = os.path.join(self.col.tmp, "account.html")
+        r = self.col.ctl("report", "--html", path, "--pid", str(pid))
+        self.assertIn("wrote " + path, r.stderr)
+        with open(path, encoding="utf-8") as f:
+            m = re.search(r'<script type="application/json" id="sw-data">(.*?)</script>',
+                          f.read(), re.S)
+        procs = [c for c in json.loads(m.group(1))["procs"] if c["pid"] == pid]
+        return procs[0]["series"] if procs else []
+
+    def run_case(self, cmd, expect, html=False):
         p = self.col.start([prog("memacct")])
         try:
             m = re.match(r"ready (\d+)", p.stdout.readline())
@@ -364,6 +375,14 @@ class MemoryAccountTest(unittest.TestCase):
                 self.col.ctl("query", "leaks", "--pid", str(pid), "--all").stdout),
                 what="the account to say %r" % expect)
             mem = self.col.client(pid)["memory"]
+            if html:
+                def grown_series():
+                    pts = self.html_process_series(pid)
+                    rss = [pt[3] for pt in pts if pt[3]]
+                    return pts if rss and max(rss) - min(rss) >= 60 << 20 else None
+                # Until a point of the series (one per tick) holds the grown RSS.
+                self.html_series = wait_until(grown_series,
+                                              what="the RSS growth in the HTML report's series")
             return text, mem
         finally:
             p.stdin.close()
@@ -371,11 +390,22 @@ class MemoryAccountTest(unittest.TestCase):
             p.stdout.close()
 
     def test_growth_outside_malloc_is_named(self):
-        text, mem = self.run_case("mmap 64", "grew outside malloc")
+        text, mem = self.run_case("mmap 64", "grew outside malloc", html=True)
         self.assertGreaterEqual(mem["rss_bytes"] - mem["rss_start_bytes"], 60 << 20)
         self.assertLess(mem["heap_bytes"] - mem["heap_start_bytes"], 8 << 20)
         self.assertIn("memory: RSS ", text)
         self.assertIn("note: tracked live bytes explain", text)
+        # The HTML report plots RSS and malloc's memory beside the live heap:
+        # its process series carry both, and the RSS line shows the growth
+        # the live line does not.
+        pts = self.html_series
+        self.assertTrue(all(len(p) == 5 for p in pts), pts[:3])
+        rss = [p[3] for p in pts if p[3]]
+        self.assertTrue(rss, pts)
+        self.assertGreaterEqual(max(rss) - min(rss), 60 << 20)
+        live = [p[1] for p in pts]
+        self.assertLess(max(live) - min(live), 8 << 20)
+        self.assertTrue(all(p[4] > 0 for p in pts if p[3]), pts)
 
     def test_fragmentation_is_named(self):
         text, mem = self.run_case("frag 64", "free (fragmentation")

@@ -83,6 +83,32 @@ static void test_series_encoding_exact(void **state)
     series_free(&s);
 }
 
+/* The memory account's columns thin with the series: each kept point keeps
+ * its own RSS and heap figures. */
+static void test_mem_series_columns_follow_their_points(void **state)
+{
+    (void)state;
+    series_t s;
+    mem_series_t m;
+    memset(&m, 0, sizeof m);
+    series_init(&s, 10 * MS);
+    for (uint64_t i = 0; i < 3 * SERIES_CAP; i++) {
+        mem_point_t mp = { 1000 + i, 2000 + i, 3000 + i };
+        series_add_mem(&s, &m, i * 10 * MS, i * 100, i, 0, &mp);
+    }
+    assert_true(s.n > 1 && s.n <= SERIES_CAP);
+    spt_t pt[SERIES_CAP];
+    series_decode(&s, pt);
+    for (uint32_t k = 0; k < s.n; k++) {
+        uint64_t i = pt[k].live_n; /* the point's own index */
+        assert_int_equal(pt[k].live_b, i * 100);
+        assert_int_equal(m.rss_b[k], 1000 + i);
+        assert_int_equal(m.heap_b[k], 2000 + i);
+        assert_int_equal(m.heap_free_b[k], 3000 + i);
+    }
+    series_free(&s);
+}
+
 static void test_slope(void **state)
 {
     (void)state;
@@ -413,6 +439,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_series_downsamples_and_keeps_order),
         cmocka_unit_test(test_series_encoding_exact),
+        cmocka_unit_test(test_mem_series_columns_follow_their_points),
         cmocka_unit_test(test_slope),
         cmocka_unit_test_teardown(test_transient, sim_teardown),
         cmocka_unit_test_teardown(test_steady_leak_within_two_expires, sim_teardown),

@@ -238,6 +238,8 @@ static void test_series_and_table(void **state)
     cs.t_ms = 1700000000500ull;
     cs.live_bytes = 777;
     cs.live_count = 7;
+    cs.rss_bytes = 9000; /* the memory account rides along: RSS, malloc's memory */
+    cs.heap_bytes = 8000;
     c.pid = 4242;
     c.exe = "/usr/bin/app";
     c.state = "connected";
@@ -254,7 +256,7 @@ static void test_series_and_table(void **state)
     char *data = data_block(html);
     assert_non_null(strstr(data, "\"series\":[[1700000000000,1024,0],[1700000001000,2048,512],"
                                  "[1700000002000,3072,1024]]"));
-    assert_non_null(strstr(data, "\"series\":[[1700000000500,777,7]]"));
+    assert_non_null(strstr(data, "\"series\":[[1700000000500,777,7,9000,8000]]"));
     assert_non_null(strstr(data, "\"id\":\"0000000000000abc\""));
     assert_non_null(strstr(data, "\"label\":\"__strndup\""));
     assert_non_null(strstr(data, "\"label\":\"app+0x1a2b\""));
