@@ -55,13 +55,16 @@ COLL_LIBS = -lev -lprotobuf-c -ldw -lelf -lpthread -lstdc++ -lm
 CLI_LIBS = -lprotobuf-c -lz -lelf
 
 AGENT_SRC = $(wildcard agent/*.c)
+# The agent without its interposers and entry points (hook.c; agent.c's exit and
+# __libc_start_main; attach.c): linked into unit tests, TSan and the agent fuzzer.
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_SRC))
 
 # One positive list per folder (collector/LAYOUT in README.md): a new file
 # goes into the list of the program it belongs to.
 # What both programs link: the request/reply call, the run directory, signal
-# names, /proc maps, ptrace.
-COMMON_SRC = $(addprefix collector/common/,cli_call.c rundir.c signame.c procmaps.c tracee.c)
+# names, /proc maps, ptrace, which stack frames are CPython's.
+COMMON_SRC = $(addprefix collector/common/,cli_call.c rundir.c signame.c procmaps.c tracee.c \
+	cpython.c)
 # The daemon; main.c apart so unit tests and fuzzers link the rest.
 COLLECTORD_LIB_SRC = $(addprefix collector/collectord/,srv.c conn.c peer.c ingest.c ctl.c \
 	client.c ftab.c atab.c amap.c reo.c classify.c sym.c wrap.c trig.c store.c metrics.c \
@@ -93,7 +96,7 @@ TARGETS = $(BUILD)/libstackagent.so $(BUILD)/collectord $(BUILD)/stackctl
 endif
 
 .PHONY: all deps check check-unit check-integration check-compat soak soak-deps check-sanitizers check-fuzz demo pythons check-pythons \
-	progs unit clean install fuzz fuzz-long
+	progs unit clean install fuzz fuzz-long check-layout
 all: $(TARGETS)
 
 # ------------------------------------------------------------------ generated protocol
@@ -271,11 +274,19 @@ deps:
 check: deps
 	$(MAKE) all progs unit
 	$(MAKE) check-unit
+	$(MAKE) check-layout
 	$(MAKE) check-install
 	$(MAKE) check-sanitizers
 	$(MAKE) check-fuzz
 	$(MAKE) check-integration
 	$(MAKE) check-compat
+
+# No import circle between the modules of these folders (x.c with x.h; A
+# depends on B when A's .c or .h includes B's .h): scripts/import_graph.py
+# prints each circle with its include lines. make check-layout LAYOUT_DIRS="..."
+LAYOUT_DIRS ?= agent
+check-layout:
+	$(PYTHON) scripts/import_graph.py $(LAYOUT_DIRS)
 
 check-integration: all progs
 	$(PYTHON) tests/integration/run.py --build $(BUILD)

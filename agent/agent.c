@@ -1,12 +1,12 @@
-/* Process-wide agent state: lifecycle flags, identity, counters; constructor, exit and fork. */
+/* The agent's lifecycle: start, sessions, fork, the end of the process (exit, main's return). */
 #include "agent.h"
 #include "arm.h"
 #include "note.h"
 #include "pyframes.h"
 #include "sample.h"
+#include "state.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,20 +16,19 @@
 
 #include "clock.h"
 #include "config.h"
+#include "emit.h"
 #include "flush.h"
 #include "got.h"
-#include "hook.h"
 #include "intern.h"
 #include "log.h"
 #include "modmap.h"
+#include "real.h"
 #include "tstate.h"
 #include "unwind.h"
 
 #define INTERN_SLOTS (1u << 17)      /* distinct stacks per process */
 #define INTERN_POOL_PCS (1u << 22)   /* 32 MiB of pcs, reserved, touched on use */
-
-agent_t agent;
-const _Atomic uintptr_t *agent_py_fin;
+#define EXPORT __attribute__((visibility("default")))
 
 void agent_begin_end(const char *why)
 {
@@ -45,29 +44,72 @@ void agent_begin_end(const char *why)
     flush_kick();
 }
 
+/* ---------------------------------------------------------------- the end of the process */
+
+/* exit() and a return from main begin the end of the process: atexit
+ * handlers, C++ static destructors and library destructors then free what
+ * the program held, and that is teardown, not behaviour (the report keeps
+ * the verdicts of its last live moment). _exit and abort free nothing. */
+EXPORT void exit(int status)
+{
+    agent_begin_end("exit");
+    if (!real_ready() || !real_fn.exit)
+        _exit(status);
+    real_fn.exit(status);
+    __builtin_unreachable();
+}
+
+/* exit under a name that binds inside the agent: attach mode patches the
+ * program's exit entries to it (hook_targets). */
+extern __typeof(exit) agent_self_exit
+    __attribute__((alias("exit"), copy(exit), visibility("hidden")));
+
+static int (*app_main)(int, char **, char **);
+
+/* The linker's bounds of the section holding main_then_end. */
+extern const char __start_sw_mainwrap[] __attribute__((visibility("hidden")));
+extern const char __stop_sw_mainwrap[] __attribute__((visibility("hidden")));
+
+/* Where the main wrapper's code is (hidden from stacks). */
+static void main_wrapper_range(uint64_t *lo, uint64_t *hi)
+{
+    *lo = (uint64_t)(uintptr_t)__start_sw_mainwrap;
+    *hi = (uint64_t)(uintptr_t)__stop_sw_mainwrap;
+}
+
+/* main as the program wrote it, then the start of its end. This frame sits
+ * between main and libc in every stack of the main thread: the unwinder
+ * drops agent frames wherever they are. */
+__attribute__((noinline, section("sw_mainwrap"))) static int main_then_end(int argc, char **argv,
+                                                                          char **envp)
+{
+    int rc = app_main(argc, argv, envp);
+    agent_begin_end("main returned");
+    return rc;
+}
+
+/* glibc calls main from here (the program's _start calls it through the
+ * PLT); libc's own exit after main is not interposable, so main is wrapped. */
+EXPORT int __libc_start_main(int (*main_fn)(int, char **, char **), int argc, char **argv,
+                             void (*init)(void), void (*fini)(void), void (*rtld_fini)(void),
+                             void *stack_end)
+{
+    if (!real_ready() || !real_fn.libc_start_main)
+        _exit(127); /* cannot happen: libc is loaded before any program starts */
+    app_main = main_fn;
+    int wrap = agent.started && agent.enabled;
+    return real_fn.libc_start_main(wrap ? main_then_end : main_fn, argc, argv, init, fini,
+                                   rtld_fini, stack_end);
+}
+
+/* ---------------------------------------------------------------- start, sessions, fork */
+
 static uint64_t new_instance(void)
 {
     uint64_t v = 0;
     if (getrandom(&v, sizeof v, GRND_NONBLOCK) != sizeof v)
         v = clock_realtime_ns() ^ ((uint64_t)getpid() << 32) ^ clock_now_ns();
     return v ? v : 1;
-}
-
-static void read_identity(void)
-{
-    ssize_t n = readlink("/proc/self/exe", agent.exe, sizeof agent.exe - 1);
-    agent.exe[n > 0 ? n : 0] = '\0';
-    agent.cmdline_len = 0;
-    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t r;
-        while (agent.cmdline_len < sizeof agent.cmdline - 1 &&
-               (r = read(fd, agent.cmdline + agent.cmdline_len,
-                         sizeof agent.cmdline - 1 - agent.cmdline_len)) > 0)
-            agent.cmdline_len += (size_t)r;
-        close(fd);
-    }
-    agent.cmdline[agent.cmdline_len] = '\0';
 }
 
 static int tracing(void)
@@ -146,9 +188,6 @@ int agent_child_start(void)
     return atomic_load(&agent.recording);
 }
 
-/* 0 not started, 1 starting, 2 done (whatever came of it). */
-_Atomic int agent_init_state;
-
 void agent_new_session(void)
 {
     /* Attached again after a detach (the same process image): the session
@@ -165,7 +204,7 @@ int agent_setup(const char *list)
 {
     if (agent.set_up)
         return -EALREADY;
-    read_identity();
+    state_read_identity();
     log_open(list ? cfg_list_get(list, "STACKWATCH_LOG") : getenv("STACKWATCH_LOG"));
     if (list)
         cfg_load_list(agent.exe, list);
@@ -178,15 +217,13 @@ int agent_setup(const char *list)
     if (unwind_init(cfg.unwind, cfg.fp_modules) < 0)
         log_msg("cannot locate the agent's own code; its frames may show in stacks");
     uint64_t wlo, whi;
-    hook_main_wrapper_range(&wlo, &whi);
+    main_wrapper_range(&wlo, &whi);
     unwind_hide_range(wlo, whi);
     if (sample_init(cfg.sample_bytes) < 0) {
         log_msg("cannot map the sampled set; recording every allocation");
         memcpy(cfg.sample, "all", 4);
     }
     py_init();
-    if (cfg.py_allocators)
-        hook_pyalloc_enable();
     /* Its finalizing is the end of the process only when the interpreter is
      * the program: an embedding program may finalize Python and run on. */
     const char *base = strrchr(agent.exe, '/');
@@ -219,15 +256,16 @@ static int named_in_preload(void)
  * the initializers of a program's libraries before the preloaded one's
  * when they do not depend on it). Loaded with dlopen (stackctl attach), it
  * only notes that and waits for stackwatch_attach. */
-static void agent_init(void)
+int agent_init(int interposing)
 {
     int expect = 0;
     if (!atomic_compare_exchange_strong(&agent_init_state, &expect, 1))
-        return;
+        return 0;
+    int set_up = 0;
     int guard = tstate.guard;
     tstate.guard = 1; /* our own start-up allocations are not the app's */
-    hook_resolve();
-    if (!hook_interposing()) {
+    real_resolve();
+    if (!interposing) {
         /* Loaded with dlopen (stackctl attach calls stackwatch_attach next),
          * or preloaded into a program whose malloc is its own. */
         agent.mode = AGENT_DORMANT;
@@ -242,6 +280,7 @@ static void agent_init(void)
     agent.mode = AGENT_PRELOADED;
     if (agent_setup(NULL) < 0)
         goto out;
+    set_up = 1;
     int rc = flush_connect();
     if (rc < 0 && rc != -EPERM) { /* EPERM: flush_connect said why */
         log_msg("no collector at %s (%s); running untraced, will connect when one starts",
@@ -259,20 +298,7 @@ static void agent_init(void)
 out:
     atomic_store(&agent_init_state, 2);
     tstate.guard = guard;
-}
-
-__attribute__((constructor)) static void agent_start(void)
-{
-    agent_init();
-}
-
-int agent_early_start(void)
-{
-    /* Only the first caller starts it; any other thread meanwhile (none at
-     * process start) records nothing until it is done. */
-    if (atomic_load(&agent_init_state) == 0)
-        agent_init();
-    return atomic_load(&agent.recording);
+    return set_up;
 }
 
 __attribute__((destructor)) static void agent_stop(void)

@@ -1,46 +1,6 @@
-/* Process-wide agent state: lifecycle flags, identity, counters; constructor, exit and fork. */
+/* The agent's lifecycle: start, sessions, fork, the end of the process (exit, main's return). */
 #ifndef STACKWATCH_AGENT_AGENT_H
 #define STACKWATCH_AGENT_AGENT_H
-
-#include <stdatomic.h>
-#include <stdint.h>
-#include <sys/types.h>
-
-#define AGENT_EXE_MAX 4096
-#define AGENT_CMDLINE_MAX 4096
-
-/* How the agent came into the process. */
-enum {
-    AGENT_DORMANT = 0,    /* loaded with dlopen (or not interposing): waits for stackwatch_attach */
-    AGENT_PRELOADED = 1,  /* LD_PRELOAD: the dynamic linker bound the program's calls to it */
-    AGENT_ATTACHED = 2,   /* stackctl attach: the program's GOT entries lead to it */
-    AGENT_DETACHED = 3,   /* stackctl detach: entries restored, flusher stopped */
-};
-
-typedef struct agent_s {
-    _Atomic int recording;        /* connected and started: hooks record events */
-    int mode;                     /* AGENT_*; changes only in the constructor, attach, detach */
-    _Atomic int child_pending;    /* fork child not started yet: 1 pending, 2 starting */
-    int enabled;                  /* config allows tracing this process */
-    int started;                  /* tracing started (constructor or attach finished) */
-    int set_up;                   /* agent_setup succeeded: tables mapped */
-    pid_t pid;                    /* getpid() of this process image */
-    pid_t ppid;                   /* parent pid */
-    uint64_t instance;            /* random per process image (new in a fork child) */
-    uint64_t parent_instance;     /* fork child: the parent's instance */
-    uint64_t previous_session;    /* attached again: the instance of the detached session */
-    uint64_t start_realtime_ns;   /* when tracing started in this process */
-    char exe[AGENT_EXE_MAX];      /* resolved /proc/self/exe */
-    char cmdline[AGENT_CMDLINE_MAX]; /* NUL-separated argv */
-    size_t cmdline_len;           /* bytes used in cmdline */
-    _Atomic uint64_t failed_calls;    /* allocation calls that failed */
-    _Atomic uint64_t unwind_failures; /* stacks not captured */
-    _Atomic uint64_t intern_full;     /* stacks not interned */
-    _Atomic uint64_t end_ts;          /* when the process began to end (0: not yet) */
-    const char *_Atomic end_why;      /* why: "exit", "main returned", "python finalizing" */
-} agent_t;
-
-extern agent_t agent;
 
 /* Everything but the connection and the flusher: identity, settings (from
  * the environment, or from stackctl attach's list when list is not NULL),
@@ -56,13 +16,14 @@ void agent_new_session(void);
  * the child now records. */
 int agent_child_start(void);
 
-/* 0 until the agent started (2: done, 1: starting). */
-extern _Atomic int agent_init_state;
-
-/* Called from a hook before the agent's constructor ran (another library's
- * constructor allocating first): starts the agent now, with this thread's
- * guard set by the caller. Returns 1 if it records. */
-int agent_early_start(void);
+/* Starts the agent, once per process: from the library's constructor, or
+ * from the first allocation of another library's constructor that runs
+ * before it (hook.c calls it for both, with this thread's guard set).
+ * interposing is hook_interposing()'s answer: 0 leaves the agent dormant
+ * (loaded with dlopen, waiting for stackwatch_attach). Sets up, connects and
+ * starts the flusher. Returns 1 when this call set the agent up (the caller
+ * then enables what the settings ask of the interposers), else 0. */
+int agent_init(int interposing);
 
 /* The process begins to end (exit() called, main returned, the interpreter
  * finalizing): from now on it tears itself down, and what it frees is not
@@ -71,8 +32,8 @@ int agent_early_start(void);
  * image; never allocates; safe in the hooks (no lock; one write(2)). */
 void agent_begin_end(const char *why);
 
-/* The interpreter's finalizing word while a known CPython runs (NULL
- * otherwise); the hooks check it. */
-extern const _Atomic uintptr_t *agent_py_fin;
+/* The agent's exit under a name that binds inside it (attach mode's GOT
+ * target for exit; see hook_targets). */
+void agent_self_exit(int status) __attribute__((noreturn, visibility("hidden")));
 
 #endif

@@ -9,15 +9,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "agent.h"
 #include "clock.h"
-#include "flush.h"
+#include "emit.h"
 #include "intern.h"
 #include "log.h"
 #include "note.h"
 #include "pyframes.h"
 #include "region.h"
 #include "sample.h"
+#include "state.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define FIRED_SLOTS 4096u

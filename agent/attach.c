@@ -18,6 +18,8 @@
 #include "got.h"
 #include "hook.h"
 #include "log.h"
+#include "real.h"
+#include "state.h"
 #include "tstate.h"
 #include "unwind.h"
 
@@ -61,7 +63,7 @@ EXPORT int stackwatch_attach(const char *list, char *msg, size_t msglen)
         rc = -EBUSY;
         goto out;
     }
-    if ((rc = hook_resolve_global()) < 0) {
+    if ((rc = real_resolve_global()) < 0) {
         say(msg, msglen, "malloc, free, calloc, realloc or dlopen not found in the process");
         goto out;
     }
@@ -77,8 +79,10 @@ EXPORT int stackwatch_attach(const char *list, char *msg, size_t msglen)
             say(msg, msglen, "cannot map the agent's tables (%s)", strerror(-rc));
             goto out;
         }
+        if (cfg.py_allocators)
+            hook_pyalloc_enable();
         int n;
-        const hook_target_t *tg = hook_targets(&n);
+        const got_target_t *tg = hook_targets(&n);
         if ((rc = got_init(tg, n)) < 0) {
             say(msg, msglen, "cannot map the patch table");
             goto out;
@@ -104,7 +108,7 @@ EXPORT int stackwatch_attach(const char *list, char *msg, size_t msglen)
         }
         agent_new_session();
         int n;
-        const hook_target_t *tg = hook_targets(&n);
+        const got_target_t *tg = hook_targets(&n);
         got_init(tg, n);
         tstate_discard(); /* events a stray call left after the last session */
     }

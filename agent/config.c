@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "unwind.h"
 
 cfg_t cfg;
 

@@ -11,6 +11,9 @@
 #define CFG_RING_MIN 1024u
 #define CFG_RING_MAX (1u << 22)
 
+/* How stacks are captured (STACKWATCH_UNWIND; unwind_init's mode). */
+enum { UNWIND_DWARF = 0, UNWIND_FP = 1 };
+
 typedef struct cfg_s {
     char dir[256];          /* runtime directory */
     char sock[280];         /* dir + "/agent.sock" */

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "flush.h"
+#include "emit.h"
 #include "ring.h"
 #include "tstate.h"
 

@@ -24,11 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
 #include "arm.h"
 #include "clock.h"
 #include "cmd.h"
 #include "config.h"
+#include "emit.h"
 #include "fdguard.h"
 #include "got.h"
 #include "frame.h"
@@ -40,7 +40,9 @@
 #include "pyframes.h"
 #include "proto/stackwatch.pb-c.h"
 #include "region.h"
+#include "ring.h"
 #include "sample.h"
+#include "state.h"
 #include "tstate.h"
 #include "unwind.h"
 
@@ -50,8 +52,6 @@
 #define MODS_MAX 16384u           /* Modules per frame (the whole map fits) */
 #define OUT_CAP (FRAME_MAX_AGENT + FRAME_HDR)
 #define PERIOD_MS 10              /* drain at least this often */
-#define WAIT_STALL_NS (1000ull * 1000000)   /* a full ring the flusher has not touched this long: drop */
-#define WAIT_SEND_STALL_NS (50ull * 1000000) /* ... this long while its send is stalled: drop */
 #define LAST_CHECK_NS (50ull * 1000000)     /* with two threads left: are the others gone? */
 #define PEER_CHECK_NS (20ull * 1000000)     /* a stalled send: is collectord stopped? */
 #define STATS_NS (1000ull * 1000000)
@@ -88,9 +88,7 @@ typedef struct run_s {
 
 static struct flush_s {
     pthread_t thr;                /* the flusher */
-    int running;                  /* thread started in this process image */
     fdguard_t sock;               /* collector connection, -1 when disconnected */
-    fdguard_t evfd;               /* eventfd that wakes the flusher */
     uint32_t epoch;               /* connection epoch: stacks and modules are resent per epoch */
     int need_hello;               /* connected, Hello not sent yet */
     int ever_connected;           /* a connection existed before in this image */
@@ -146,9 +144,8 @@ static struct flush_s {
     int ptracer_set;              /* SCAN_BEGIN set PR_SET_PTRACER */
     sigset_t app_mask;            /* the starting thread's signal mask (flush_start) */
     const int *nptl_nthreads;     /* glibc's count of live pthreads, NULL if unknown */
-    _Atomic int send_stalled;     /* a send waits on a stopped collectord (producers look) */
     pid_t peer_pid;               /* collectord's pid (SO_PEERCRED at connect), 0 unknown */
-} fl = { .sock = { .fd = -1 }, .evfd = { .fd = -1 } };
+} fl = { .sock = { .fd = -1 } };
 
 static void *map_scratch(size_t bytes)
 {
@@ -289,7 +286,7 @@ static int send_all(const uint8_t *p, size_t n)
             p += w;
             n -= (size_t)w;
             if (stall)
-                atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
+                atomic_store_explicit(&emit_flusher.send_stalled, 0, memory_order_relaxed);
             stall = 0;
             continue;
         }
@@ -302,10 +299,11 @@ static int send_all(const uint8_t *p, size_t n)
                 checked = now;
             }
             /* A stopped collectord: producers on a full ring now wait
-             * WAIT_SEND_STALL_NS at most (a busy one keeps them lossless). */
+             * WAIT_SEND_STALL_NS at most (emit.c; a busy one keeps them lossless). */
             if (now - checked >= PEER_CHECK_NS) {
                 checked = now;
-                atomic_store_explicit(&fl.send_stalled, peer_stopped(), memory_order_relaxed);
+                atomic_store_explicit(&emit_flusher.send_stalled, peer_stopped(),
+                                      memory_order_relaxed);
             }
             /* An ending process waits a second at most; a detach (the
              * process runs on) waits out a stall as a running agent does,
@@ -313,7 +311,7 @@ static int send_all(const uint8_t *p, size_t n)
             uint64_t limit = atomic_load(&fl.exit_req) && !fl.bye_detached ? 1000000000ull
                                                                           : SEND_STALL_NS;
             if (now - stall > limit) {
-                atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
+                atomic_store_explicit(&emit_flusher.send_stalled, 0, memory_order_relaxed);
                 return -ETIMEDOUT;
             }
             struct pollfd pfd = { .fd = fl.sock.fd, .events = POLLOUT };
@@ -322,11 +320,11 @@ static int send_all(const uint8_t *p, size_t n)
             continue;
         }
         if (stall)
-            atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
+            atomic_store_explicit(&emit_flusher.send_stalled, 0, memory_order_relaxed);
         return w < 0 ? -errno : -EPIPE;
     }
     if (stall)
-        atomic_store_explicit(&fl.send_stalled, 0, memory_order_relaxed);
+        atomic_store_explicit(&emit_flusher.send_stalled, 0, memory_order_relaxed);
     return 0;
 }
 
@@ -1240,8 +1238,8 @@ static void wait_events(int timeout_ms)
     struct pollfd pfd[2];
     int n = 0;
     int ev_i = -1, sock_i = -1;
-    if (fl.evfd.fd >= 0) {
-        pfd[n] = (struct pollfd){ .fd = fl.evfd.fd, .events = POLLIN };
+    if (emit_flusher.evfd.fd >= 0) {
+        pfd[n] = (struct pollfd){ .fd = emit_flusher.evfd.fd, .events = POLLIN };
         ev_i = n++;
     }
     if (fl.sock.fd >= 0) {
@@ -1253,7 +1251,7 @@ static void wait_events(int timeout_ms)
         return;
     if (ev_i >= 0 && (pfd[ev_i].revents & POLLIN)) {
         uint64_t v;
-        ssize_t r = read(fl.evfd.fd, &v, sizeof v);
+        ssize_t r = read(emit_flusher.evfd.fd, &v, sizeof v);
         (void)r;
     }
     if (sock_i >= 0 && fl.sock.fd >= 0 && (pfd[sock_i].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -1396,7 +1394,7 @@ static void end_as_last_thread(void)
         send_bye();
         linger_close();
     }
-    fdguard_close(&fl.evfd);
+    fdguard_close(&emit_flusher.evfd);
     atomic_store(&fl.exit_done, 1); /* our destructor's flush_final returns at once */
     int via_glibc = !fl.nptl_nthreads ||
                     atomic_load_explicit((_Atomic int *)fl.nptl_nthreads, memory_order_acquire) <= 1;
@@ -1478,10 +1476,10 @@ static void *flush_main(void *arg)
 
 int flush_start(void)
 {
-    if (fl.evfd.fd < 0) {
+    if (emit_flusher.evfd.fd < 0) {
         int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (fd >= 0)
-            fdguard_take(&fl.evfd, fd);
+            fdguard_take(&emit_flusher.evfd, fd);
     }
     if (!fl.nptl_nthreads) {
         /* glibc's own count of its threads (GLIBC_PRIVATE; NULL elsewhere):
@@ -1506,80 +1504,13 @@ int flush_start(void)
         creds_set_flusher(0);
         return -rc;
     }
-    fl.running = 1;
+    emit_flusher.running = 1;
     return 0;
-}
-
-void flush_kick(void)
-{
-    if (fl.evfd.fd < 0)
-        return;
-    uint64_t one = 1;
-    ssize_t w = write(fl.evfd.fd, &one, sizeof one);
-    (void)w;
-}
-
-void flush_push_slow(ring_t *r, const ev_t *ev)
-{
-    /* Not recording (disconnected, ending, detached): the flusher discards,
-     * so no wait and no kick. Looked at after the caller set busy: a detach
-     * that stored 0 and then found this ring not busy knows no kick of it
-     * reaches the eventfd it closes. */
-    if (!atomic_load_explicit(&agent.recording, memory_order_relaxed) || !fl.running) {
-        if (!ring_try_push(r, ev))
-            atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
-        return;
-    }
-    /* A drop just happened on this ring and the flusher has freed nothing
-     * since: drop at once, without waiting again. A frozen collectord so
-     * costs each thread one bounded wait per stall, not one per event. */
-    uint64_t tail0 = atomic_load_explicit(&r->tail, memory_order_relaxed);
-    if (r->dropping && tail0 == r->drop_tail)
-        goto drop;
-    r->dropping = 0;
-    atomic_fetch_add_explicit(&r->waits, 1, memory_order_relaxed);
-    /* release: the flusher may pin its watermark here, not at our last
-     * pushed event, so it keeps emitting (and freeing) our ring. */
-    atomic_store_explicit(&r->pending_ts, ev->ts, memory_order_release);
-    flush_kick();
-    /* Lossless while connected and the flusher runs: wait for space (on a
-     * loaded machine the flusher may not run for a while), but never past
-     * WAIT_STALL_NS, nor past WAIT_SEND_STALL_NS while the flusher itself
-     * waits on a stopped collectord (send_all): then drop and count. Any
-     * progress of the flusher frees a slot and ends the wait. */
-    uint64_t start = clock_now_ns();
-    for (unsigned i = 0;; i++) {
-        if (ring_try_push(r, ev)) {
-            atomic_store_explicit(&r->pending_ts, 0, memory_order_relaxed);
-            return;
-        }
-        /* Disconnected (or exiting): the flusher discards; do not wait for it. */
-        if (!atomic_load_explicit(&agent.recording, memory_order_relaxed) || !fl.running)
-            break;
-        if (i < 64) {
-            __builtin_ia32_pause();
-        } else if (i < 128) {
-            sched_yield();
-        } else {
-            struct timespec ts = { 0, 50000 };
-            nanosleep(&ts, NULL);
-            uint64_t waited = clock_now_ns() - start;
-            if (waited > WAIT_STALL_NS ||
-                (waited > WAIT_SEND_STALL_NS &&
-                 atomic_load_explicit(&fl.send_stalled, memory_order_relaxed)))
-                break;
-        }
-    }
-    atomic_store_explicit(&r->pending_ts, 0, memory_order_relaxed);
-    r->dropping = 1;
-    r->drop_tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-drop:
-    atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
 }
 
 static void final_wait(int ms)
 {
-    if (!fl.running || atomic_exchange(&fl.exit_req, 1))
+    if (!emit_flusher.running || atomic_exchange(&fl.exit_req, 1))
         return;
     flush_kick();
     /* Bounded by ms; polled finely, the last drain and the Goodbye
@@ -1617,7 +1548,7 @@ void flush_final(void)
 
 int flush_detach(void)
 {
-    if (!fl.running)
+    if (!emit_flusher.running)
         return 0;
     fl.bye_detached = 1;
     final_wait(DETACH_WAIT_MS);
@@ -1626,7 +1557,7 @@ int flush_detach(void)
         return -ETIMEDOUT;
     }
     /* Ready for another session (stackwatch_attach again). */
-    fl.running = 0;
+    emit_flusher.running = 0;
     fl.bye_detached = 0;
     session_reset();
     if (fl.rd_ok)
@@ -1668,7 +1599,7 @@ int flush_quiesce(int timeout_ms)
 
 void flush_close_fds(void)
 {
-    fdguard_close(&fl.evfd);
+    fdguard_close(&emit_flusher.evfd);
 }
 
 int flush_stuck(void)
@@ -1691,13 +1622,13 @@ void flush_fork_child(void)
     if (fl.sock.fd >= 0)
         close(fl.sock.fd);
     fl.sock.fd = -1;
-    if (fl.evfd.fd >= 0)
-        close(fl.evfd.fd);
-    fl.evfd.fd = -1;
+    if (emit_flusher.evfd.fd >= 0)
+        close(emit_flusher.evfd.fd);
+    emit_flusher.evfd.fd = -1;
     /* The parent's flusher may have been inside rd's realloc: abandon it. */
     fl.rd_ok = 0;
     fl.rd.buf = NULL;
-    fl.running = 0;
+    emit_flusher.running = 0;
     session_reset();
     atomic_store(&fl.exit_req, 0);
     atomic_store(&fl.exit_done, 0);

@@ -2,10 +2,6 @@
 #ifndef STACKWATCH_AGENT_FLUSH_H
 #define STACKWATCH_AGENT_FLUSH_H
 
-#include <stdint.h>
-
-#include "ring.h"
-
 /* Maps the flusher's buffers. Returns 0 or -ENOMEM. Constructor only. */
 int flush_init(void);
 
@@ -17,13 +13,6 @@ int flush_connect(void);
 /* Starts the flusher thread (all signals blocked, guard set for its life).
  * Returns 0 or -errno. */
 int flush_start(void);
-
-/* Ring full: waits a bounded time for space while connected, then drops and
- * counts. Called from the hook with the guard set. */
-void flush_push_slow(ring_t *r, const ev_t *ev);
-
-/* Wakes the flusher (eventfd write). Async-signal-safe. */
-void flush_kick(void);
 
 /* Exit: asks the flusher for a final drain, Stats and Goodbye, and waits for
  * it a bounded time. Idempotent. */

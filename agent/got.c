@@ -52,7 +52,7 @@ typedef struct got_slot_s {
 } got_slot_t;
 
 static pthread_mutex_t got_lock = PTHREAD_MUTEX_INITIALIZER;
-static const hook_target_t *tg;
+static const got_target_t *tg;
 static int ntg;
 static got_slot_t *slots;        /* GOT_MAX, mmap'd */
 static uint32_t nslots;
@@ -66,7 +66,7 @@ static _Atomic uint64_t failures;
 static uint32_t restored;        /* entries written back by the last restore */
 static int told_full;
 
-int got_init(const hook_target_t *targets, int n)
+int got_init(const got_target_t *targets, int n)
 {
     tg = targets;
     ntg = n;

@@ -4,11 +4,17 @@
 
 #include <stdint.h>
 
-#include "hook.h"
+/* One function the GOT patcher redirects: the name programs call, the
+ * interposer, and the real function behind it (hook_targets lists them). */
+typedef struct got_target_s {
+    const char *name;
+    uint64_t mine;    /* the agent's function */
+    uint64_t real;    /* what the program's references resolve to */
+} got_target_t;
 
 /* Remembers the functions to redirect (kept, not copied) and maps the table
  * of patched entries. Returns 0 or -ENOMEM. */
-int got_init(const hook_target_t *targets, int n);
+int got_init(const got_target_t *targets, int n);
 
 /* The function addr (dlsym(RTLD_DEFAULT, name)) leads to. A non-PIE
  * program that takes a function's address makes its own PLT stub the

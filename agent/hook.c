@@ -1,4 +1,4 @@
-/* The interposed allocation functions and the real ones behind them. */
+/* The interposers: the malloc family, CPython's allocator domains, the calls around them. */
 #include "hook.h"
 
 #include <dlfcn.h>
@@ -18,15 +18,17 @@
 #include "clock.h"
 #include "config.h"
 #include "creds.h"
-#include "flush.h"
+#include "emit.h"
 #include "got.h"
 #include "intern.h"
 #include "log.h"
 #include "modmap.h"
 #include "pyarena.h"
 #include "pyframes.h"
+#include "real.h"
 #include "ring.h"
 #include "sample.h"
+#include "state.h"
 #include "tstate.h"
 #include "unwind.h"
 
@@ -38,136 +40,37 @@
  * stack, and where it is stored keys the stack cache. */
 #define CALL_FRAME() ((const uint64_t *)__builtin_frame_address(0))
 
-hook_real_t hook_real;
+/* ---------------------------------------------------------------- start */
 
-/* ---------------------------------------------------------------- bootstrap arena */
-
-/* dlsym allocates (and so does ld.so's error path); while the real functions
- * are unknown those requests are served here. free ignores these addresses,
- * realloc copies them out. Never reused: 256 KiB is far more than dlsym needs. */
-#define ARENA_SIZE (256u << 10)
-#define ARENA_HDR 16u
-
-static _Alignas(64) unsigned char arena[ARENA_SIZE];
-static _Atomic size_t arena_used;
-
-int hook_arena_owns(const void *p)
+/* Starts the agent (agent_init) unless it started already, telling it
+ * whether the program's malloc is this library's; guard held. */
+static void start(void)
 {
-    return (const unsigned char *)p >= arena && (const unsigned char *)p < arena + ARENA_SIZE;
+    if (atomic_load(&agent_init_state) != 0)
+        return;
+    real_resolve();
+    if (agent_init(hook_interposing()) && cfg.py_allocators)
+        hook_pyalloc_enable();
 }
 
-static void *arena_alloc(size_t n, size_t align)
+/* The library's constructor. */
+__attribute__((constructor)) static void hook_start(void)
 {
-    if (align < ARENA_HDR)
-        align = ARENA_HDR;
-    if (n > ARENA_SIZE || align > 4096)
-        return NULL;
-    size_t need = n + align + ARENA_HDR;
-    size_t off = atomic_fetch_add_explicit(&arena_used, need, memory_order_relaxed);
-    if (off + need > ARENA_SIZE)
-        return NULL;
-    uintptr_t base = (uintptr_t)(arena + off + ARENA_HDR);
-    uintptr_t p = (base + align - 1) & ~(uintptr_t)(align - 1);
-    ((size_t *)p)[-1] = n; /* size for realloc and malloc_usable_size */
-    return (void *)p;
+    int guard = tstate.guard;
+    tstate.guard = 1; /* our own start-up allocations are not the app's */
+    start();
+    tstate.guard = guard;
 }
 
-static size_t arena_size(const void *p)
+/* Called from a hook before the agent's constructor ran (another library's
+ * constructor allocating first): starts the agent now, with this thread's
+ * guard set by the caller. Returns 1 if it records. Only the first caller
+ * starts it; any other thread meanwhile (none at process start) records
+ * nothing until it is done. */
+__attribute__((noinline)) static int early_start(void)
 {
-    return ((const size_t *)p)[-1];
-}
-
-/* ---------------------------------------------------------------- resolution */
-
-static _Atomic int resolve_state; /* 0 not yet, 1 in progress, 2 done */
-
-int hook_resolve(void)
-{
-    int expect = 0;
-    if (!atomic_compare_exchange_strong(&resolve_state, &expect, 1))
-        return expect == 2 ? 0 : -EAGAIN;
-    hook_real_t r;
-    r.malloc = dlsym(RTLD_NEXT, "malloc");
-    r.free = dlsym(RTLD_NEXT, "free");
-    r.calloc = dlsym(RTLD_NEXT, "calloc");
-    r.realloc = dlsym(RTLD_NEXT, "realloc");
-    r.posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
-    r.aligned_alloc = dlsym(RTLD_NEXT, "aligned_alloc");
-    r.memalign = dlsym(RTLD_NEXT, "memalign");
-    r.valloc = dlsym(RTLD_NEXT, "valloc");
-    r.pvalloc = dlsym(RTLD_NEXT, "pvalloc");
-    r.malloc_usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
-    r.dlclose = dlsym(RTLD_NEXT, "dlclose");
-    r.exit = dlsym(RTLD_NEXT, "exit");
-    r.libc_start_main = dlsym(RTLD_NEXT, "__libc_start_main");
-    r.dlopen = dlsym(RTLD_NEXT, "dlopen");
-    r.getattr = dlsym(RTLD_NEXT, "pthread_getattr_np");
-    /* Publish free before malloc: once malloc is non-NULL callers stop using
-     * the arena and will free through free. */
-    hook_real.free = r.free;
-    hook_real.calloc = r.calloc;
-    hook_real.realloc = r.realloc;
-    hook_real.posix_memalign = r.posix_memalign;
-    hook_real.aligned_alloc = r.aligned_alloc;
-    hook_real.memalign = r.memalign;
-    hook_real.valloc = r.valloc;
-    hook_real.pvalloc = r.pvalloc;
-    hook_real.malloc_usable_size = r.malloc_usable_size;
-    hook_real.dlclose = r.dlclose;
-    hook_real.exit = r.exit;
-    hook_real.libc_start_main = r.libc_start_main;
-    hook_real.dlopen = r.dlopen;
-    hook_real.getattr = r.getattr;
-    atomic_thread_fence(memory_order_release);
-    hook_real.malloc = r.malloc;
-    atomic_store(&resolve_state, 2);
-    return r.malloc && r.free ? 0 : -ENOENT;
-}
-
-/* What the program's references to name resolve to: the definition, never
- * the program's own PLT stub (got_definition). */
-static void *global_def(const char *name)
-{
-    return (void *)(uintptr_t)got_definition(name, (uint64_t)(uintptr_t)dlsym(RTLD_DEFAULT, name),
-                                             NULL);
-}
-
-static void *real_reallocarray;
-
-int hook_resolve_global(void)
-{
-    hook_real_t r;
-    r.malloc = global_def("malloc");
-    r.free = global_def("free");
-    r.calloc = global_def("calloc");
-    r.realloc = global_def("realloc");
-    r.posix_memalign = global_def("posix_memalign");
-    r.aligned_alloc = global_def("aligned_alloc");
-    r.memalign = global_def("memalign");
-    r.valloc = global_def("valloc");
-    r.pvalloc = global_def("pvalloc");
-    r.malloc_usable_size = global_def("malloc_usable_size");
-    r.dlclose = global_def("dlclose");
-    r.dlopen = global_def("dlopen");
-    r.exit = global_def("exit");
-    r.libc_start_main = global_def("__libc_start_main");
-    real_reallocarray = global_def("reallocarray");
-    if (!r.malloc || !r.free || !r.calloc || !r.realloc || !r.dlopen)
-        return -ENOENT;
-    /* Nothing calls the interposers before the GOT is patched, which comes
-     * after this: plain stores do. */
-    hook_real = r;
-    atomic_store(&resolve_state, 2);
-    return 0;
-}
-
-/* 1 when the real functions are usable; 0 when the caller must use the arena. */
-static inline int real_ready(void)
-{
-    if (LIKELY(hook_real.malloc != NULL))
-        return 1;
-    hook_resolve();
-    return hook_real.malloc != NULL;
+    start();
+    return atomic_load(&agent.recording);
 }
 
 /* ---------------------------------------------------------------- recording */
@@ -187,7 +90,7 @@ static inline __attribute__((always_inline)) int rec_enter(tstate_t *t, int *sav
          * constructor ran (a library constructor first): start now. */
         *saved_errno = errno;
         t->guard = 1;
-        int ok = child ? agent_child_start() : agent_early_start();
+        int ok = child ? agent_child_start() : early_start();
         t->guard = 0;
         errno = *saved_errno;
         if (!ok)
@@ -485,8 +388,8 @@ static inline void note_failed(void)
 EXPORT void *malloc(size_t size)
 {
     if (UNLIKELY(!real_ready()))
-        return arena_alloc(size, 16);
-    void *p = hook_real.malloc(size);
+        return real_arena_alloc(size, 16);
+    void *p = real_fn.malloc(size);
     if (LIKELY(p != NULL))
         note_alloc(p, size, CALL_FRAME());
     else
@@ -515,14 +418,14 @@ __attribute__((noinline)) static void free_slow(void *p)
     } else {
         count_offline(t);
     }
-    hook_real.free(p);
+    real_fn.free(p);
 }
 
 EXPORT void free(void *p)
 {
-    if (!p || UNLIKELY(hook_arena_owns(p)))
+    if (!p || UNLIKELY(real_arena_owns(p)))
         return;
-    if (UNLIKELY(!hook_real.free) && !real_ready())
+    if (UNLIKELY(!real_fn.free) && !real_ready())
         return; /* cannot happen for blocks we handed out; never crash */
     tstate_t *t = &tstate;
     ring_t *fr = t->ring;
@@ -533,7 +436,7 @@ EXPORT void free(void *p)
         LIKELY(atomic_load_explicit(&sample_occ[sample_bucket_of((uint64_t)(uintptr_t)p)],
                                     memory_order_relaxed) == 0)) {
         ring_count_free(fr);
-        hook_real.free(p);
+        real_fn.free(p);
         return;
     }
     free_slow(p);
@@ -545,9 +448,9 @@ EXPORT void *calloc(size_t n, size_t size)
         size_t total;
         if (__builtin_mul_overflow(n, size, &total))
             return NULL;
-        return arena_alloc(total, 16); /* static memory: already zero */
+        return real_arena_alloc(total, 16); /* static memory: already zero */
     }
-    void *p = hook_real.calloc(n, size);
+    void *p = real_fn.calloc(n, size);
     if (LIKELY(p != NULL))
         note_alloc(p, n * size, CALL_FRAME());
     else
@@ -560,17 +463,17 @@ EXPORT void *calloc(size_t n, size_t size)
 static void *do_realloc(void *old, size_t size, const uint64_t *frame)
 {
     if (UNLIKELY(!real_ready())) {
-        void *np = arena_alloc(size, 16);
+        void *np = real_arena_alloc(size, 16);
         if (np && old)
-            memcpy(np, old, arena_size(old) < size ? arena_size(old) : size);
+            memcpy(np, old, real_arena_size(old) < size ? real_arena_size(old) : size);
         return np;
     }
-    if (UNLIKELY(old && hook_arena_owns(old))) {
+    if (UNLIKELY(old && real_arena_owns(old))) {
         if (size == 0)
             return NULL;
-        void *np = hook_real.malloc(size);
+        void *np = real_fn.malloc(size);
         if (np) {
-            memcpy(np, old, arena_size(old) < size ? arena_size(old) : size);
+            memcpy(np, old, real_arena_size(old) < size ? real_arena_size(old) : size);
             note_alloc(np, size, frame);
         }
         return np;
@@ -592,7 +495,7 @@ static void *do_realloc(void *old, size_t size, const uint64_t *frame)
             ts_free = clock_now_ns();
         }
     }
-    void *np = hook_real.realloc(old, size);
+    void *np = real_fn.realloc(old, size);
     if (r) {
         int freed = old && (np || size == 0); /* moved, in place, or realloc(p, 0) */
         if (old && !freed && old_rec && sample_rate)
@@ -653,13 +556,13 @@ EXPORT void *reallocarray(void *old, size_t nmemb, size_t elem)
 EXPORT int posix_memalign(void **out, size_t align, size_t size)
 {
     if (UNLIKELY(!real_ready())) {
-        void *p = arena_alloc(size, align);
+        void *p = real_arena_alloc(size, align);
         if (!p)
             return ENOMEM;
         *out = p;
         return 0;
     }
-    int rc = hook_real.posix_memalign(out, align, size);
+    int rc = real_fn.posix_memalign(out, align, size);
     if (rc == 0)
         note_alloc(*out, size, CALL_FRAME());
     else
@@ -670,8 +573,8 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
 EXPORT void *aligned_alloc(size_t align, size_t size)
 {
     if (UNLIKELY(!real_ready()))
-        return arena_alloc(size, align);
-    void *p = hook_real.aligned_alloc(align, size);
+        return real_arena_alloc(size, align);
+    void *p = real_fn.aligned_alloc(align, size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
     else
@@ -682,8 +585,8 @@ EXPORT void *aligned_alloc(size_t align, size_t size)
 EXPORT void *memalign(size_t align, size_t size)
 {
     if (UNLIKELY(!real_ready()))
-        return arena_alloc(size, align);
-    void *p = hook_real.memalign(align, size);
+        return real_arena_alloc(size, align);
+    void *p = real_fn.memalign(align, size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
     else
@@ -694,8 +597,8 @@ EXPORT void *memalign(size_t align, size_t size)
 EXPORT void *valloc(size_t size)
 {
     if (UNLIKELY(!real_ready()))
-        return arena_alloc(size, 4096);
-    void *p = hook_real.valloc(size);
+        return real_arena_alloc(size, 4096);
+    void *p = real_fn.valloc(size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
     else
@@ -706,8 +609,8 @@ EXPORT void *valloc(size_t size)
 EXPORT void *pvalloc(size_t size)
 {
     if (UNLIKELY(!real_ready()))
-        return arena_alloc(size, 4096);
-    void *p = hook_real.pvalloc(size);
+        return real_arena_alloc(size, 4096);
+    void *p = real_fn.pvalloc(size);
     if (p)
         note_alloc(p, size, CALL_FRAME());
     else
@@ -719,11 +622,11 @@ EXPORT size_t malloc_usable_size(void *p)
 {
     if (!p)
         return 0;
-    if (hook_arena_owns(p))
-        return arena_size(p);
-    if (!real_ready() || !hook_real.malloc_usable_size)
+    if (real_arena_owns(p))
+        return real_arena_size(p);
+    if (!real_ready() || !real_fn.malloc_usable_size)
         return 0;
-    return hook_real.malloc_usable_size(p);
+    return real_fn.malloc_usable_size(p);
 }
 
 /* ---------------------------------------------------------------- CPython's allocator domains */
@@ -911,34 +814,19 @@ static void pyalloc_try_install(void)
  * namespace from dlopen's caller, which would become this library. */
 EXPORT int dlclose(void *handle)
 {
-    if (!real_ready() || !hook_real.dlclose)
+    if (!real_ready() || !real_fn.dlclose)
         return -1;
     tstate_t *t = &tstate;
     int active = agent.started && agent.enabled && !t->guard;
     if (active)
         modmap_before_unload();
-    int rc = hook_real.dlclose(handle);
+    int rc = real_fn.dlclose(handle);
     if (active) {
         int e = errno;
         modmap_after_unload();
         errno = e;
     }
     return rc;
-}
-
-/* ---------------------------------------------------------------- the end of the process */
-
-/* exit() and a return from main begin the end of the process: atexit
- * handlers, C++ static destructors and library destructors then free what
- * the program held, and that is teardown, not behaviour (the report keeps
- * the verdicts of its last live moment). _exit and abort free nothing. */
-EXPORT void exit(int status)
-{
-    agent_begin_end("exit");
-    if (!real_ready() || !hook_real.exit)
-        _exit(status);
-    hook_real.exit(status);
-    __builtin_unreachable();
 }
 
 /* ---------------------------------------------------------------- seccomp strict mode */
@@ -975,53 +863,16 @@ EXPORT long syscall(long n, ...)
  * bounds (they are asked again at the next allocation). */
 EXPORT int pthread_getattr_np(pthread_t th, pthread_attr_t *attr)
 {
-    int (*real)(pthread_t, pthread_attr_t *) = hook_real.getattr;
+    int (*real)(pthread_t, pthread_attr_t *) = real_fn.getattr;
     if (!real) {
         real = (int (*)(pthread_t, pthread_attr_t *))dlsym(RTLD_NEXT, "pthread_getattr_np");
         if (!real)
             return ENOSYS;
     }
-    tstate.in_getattr++;
+    unwind_in_getattr++;
     int rc = real(th, attr);
-    tstate.in_getattr--;
+    unwind_in_getattr--;
     return rc;
-}
-
-static int (*app_main)(int, char **, char **);
-
-/* The linker's bounds of the section holding main_then_end. */
-extern const char __start_sw_mainwrap[] __attribute__((visibility("hidden")));
-extern const char __stop_sw_mainwrap[] __attribute__((visibility("hidden")));
-
-void hook_main_wrapper_range(uint64_t *lo, uint64_t *hi)
-{
-    *lo = (uint64_t)(uintptr_t)__start_sw_mainwrap;
-    *hi = (uint64_t)(uintptr_t)__stop_sw_mainwrap;
-}
-
-/* main as the program wrote it, then the start of its end. This frame sits
- * between main and libc in every stack of the main thread: the unwinder
- * drops agent frames wherever they are. */
-__attribute__((noinline, section("sw_mainwrap"))) static int main_then_end(int argc, char **argv,
-                                                                          char **envp)
-{
-    int rc = app_main(argc, argv, envp);
-    agent_begin_end("main returned");
-    return rc;
-}
-
-/* glibc calls main from here (the program's _start calls it through the
- * PLT); libc's own exit after main is not interposable, so main is wrapped. */
-EXPORT int __libc_start_main(int (*main_fn)(int, char **, char **), int argc, char **argv,
-                             void (*init)(void), void (*fini)(void), void (*rtld_fini)(void),
-                             void *stack_end)
-{
-    if (!real_ready() || !hook_real.libc_start_main)
-        _exit(127); /* cannot happen: libc is loaded before any program starts */
-    app_main = main_fn;
-    int wrap = agent.started && agent.enabled;
-    return hook_real.libc_start_main(wrap ? main_then_end : main_fn, argc, argv, init, fini,
-                                     rtld_fini, stack_end);
 }
 
 /* ---------------------------------------------------------------- attach mode */
@@ -1042,7 +893,6 @@ SELF(valloc);
 SELF(pvalloc);
 SELF(malloc_usable_size);
 SELF(dlclose);
-SELF(exit);
 SELF(pthread_getattr_np);
 
 /* Where the agent and libc are in the link map (load order). */
@@ -1164,7 +1014,7 @@ static void *dlopen_runpath(uint64_t caller, const char *file, int mode)
             path[k++] = '/';
             memcpy(path + k, file, fl + 1);
             if (access(path, F_OK) == 0) {
-                void *h = hook_real.dlopen(path, mode);
+                void *h = real_fn.dlopen(path, mode);
                 if (h)
                     return h;
             }
@@ -1182,7 +1032,7 @@ static void *dlopen_runpath(uint64_t caller, const char *file, int mode)
 __attribute__((noinline)) static void *hook_dlopen(const char *file, int mode)
 {
     uint64_t caller = (uint64_t)(uintptr_t)__builtin_return_address(0);
-    void *h = hook_real.dlopen(file, mode);
+    void *h = real_fn.dlopen(file, mode);
     if (!h && file && !strchr(file, '/')) {
         void *h2 = dlopen_runpath(caller, file, mode);
         if (h2) {
@@ -1202,25 +1052,25 @@ __attribute__((noinline)) static void *hook_dlopen(const char *file, int mode)
     return h;
 }
 
-const hook_target_t *hook_targets(int *n)
+const got_target_t *hook_targets(int *n)
 {
-    static hook_target_t t[15];
-#define T(i, nm, fn, rl) t[i] = (hook_target_t){ nm, (uint64_t)(uintptr_t)(fn), (uint64_t)(uintptr_t)(rl) }
-    T(0, "malloc", hook_self_malloc, hook_real.malloc);
-    T(1, "free", hook_self_free, hook_real.free);
-    T(2, "calloc", hook_self_calloc, hook_real.calloc);
-    T(3, "realloc", hook_self_realloc, hook_real.realloc);
-    T(4, "reallocarray", hook_self_reallocarray, real_reallocarray);
-    T(5, "posix_memalign", hook_self_posix_memalign, hook_real.posix_memalign);
-    T(6, "aligned_alloc", hook_self_aligned_alloc, hook_real.aligned_alloc);
-    T(7, "memalign", hook_self_memalign, hook_real.memalign);
-    T(8, "valloc", hook_self_valloc, hook_real.valloc);
-    T(9, "pvalloc", hook_self_pvalloc, hook_real.pvalloc);
-    T(10, "malloc_usable_size", hook_self_malloc_usable_size, hook_real.malloc_usable_size);
-    T(11, "dlclose", hook_self_dlclose, hook_real.dlclose);
-    T(12, "dlopen", hook_dlopen, hook_real.dlopen);
-    T(13, "exit", hook_self_exit, hook_real.exit); /* the end of the process begins */
-    T(14, "pthread_getattr_np", hook_self_pthread_getattr_np, hook_real.getattr);
+    static got_target_t t[15];
+#define T(i, nm, fn, rl) t[i] = (got_target_t){ nm, (uint64_t)(uintptr_t)(fn), (uint64_t)(uintptr_t)(rl) }
+    T(0, "malloc", hook_self_malloc, real_fn.malloc);
+    T(1, "free", hook_self_free, real_fn.free);
+    T(2, "calloc", hook_self_calloc, real_fn.calloc);
+    T(3, "realloc", hook_self_realloc, real_fn.realloc);
+    T(4, "reallocarray", hook_self_reallocarray, real_fn.reallocarray);
+    T(5, "posix_memalign", hook_self_posix_memalign, real_fn.posix_memalign);
+    T(6, "aligned_alloc", hook_self_aligned_alloc, real_fn.aligned_alloc);
+    T(7, "memalign", hook_self_memalign, real_fn.memalign);
+    T(8, "valloc", hook_self_valloc, real_fn.valloc);
+    T(9, "pvalloc", hook_self_pvalloc, real_fn.pvalloc);
+    T(10, "malloc_usable_size", hook_self_malloc_usable_size, real_fn.malloc_usable_size);
+    T(11, "dlclose", hook_self_dlclose, real_fn.dlclose);
+    T(12, "dlopen", hook_dlopen, real_fn.dlopen);
+    T(13, "exit", agent_self_exit, real_fn.exit); /* the end of the process begins (agent.c) */
+    T(14, "pthread_getattr_np", hook_self_pthread_getattr_np, real_fn.getattr);
 #undef T
     *n = 15;
     return t;

@@ -10,7 +10,6 @@ typedef struct tstate_s {
     int guard;       /* reentrancy guard: set while the agent works on this thread */
     uint8_t no_ring; /* ring creation failed here: pass through, count once */
     uint8_t sample_ready; /* sample_left was drawn */
-    uint8_t in_getattr;   /* inside the program's pthread_getattr_np (hook.c) */
     ring_t *ring;    /* this thread's ring, created on its first event */
     uint32_t tid;    /* kernel tid, cached */
     int64_t sample_left; /* bytes until the next sample point (sample.c) */

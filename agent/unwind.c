@@ -34,7 +34,6 @@
 
 #include "config.h"
 #include "log.h"
-#include "tstate.h"
 
 #define TAIL_MAX 48
 #define TAILS 4
@@ -71,6 +70,8 @@ typedef struct utls_s {
  * the pointer is in TLS (see ring.h). NULL until the thread has a ring:
  * then there is no frame-pointer walk and no stack cache, only libunwind. */
 static __thread utls_t *utp __attribute__((tls_model("initial-exec")));
+
+__thread uint32_t unwind_in_getattr __attribute__((tls_model("initial-exec")));
 
 _Static_assert(sizeof(utls_t) <= UNWIND_THREAD_BYTES, "unwinder state too big");
 
@@ -272,7 +273,7 @@ static int dwarf_capture(uint64_t *out, int depth, int *truncated)
     int i = 0;
     while (i < n && unwind_is_self((uint64_t)(uintptr_t)buf[i]))
         i++;
-    /* Further out, the agent's main wrapper (hook.c) is not the app's. */
+    /* Further out, the agent's main wrapper (agent.c) is not the app's. */
     int kept = 0;
     for (; i < n && kept < depth; i++)
         if (!unwind_is_hidden((uint64_t)(uintptr_t)buf[i]))
@@ -293,7 +294,7 @@ static uint64_t stack_top(void)
         return utp->stack_hi;
     /* Inside the program's own pthread_getattr_np, which holds the lock
      * that ours would take (hook.c): no bounds this time. */
-    if (tstate.in_getattr)
+    if (unwind_in_getattr)
         return 0;
     utp->bounds_tried = 1;
     pthread_attr_t attr;
@@ -446,7 +447,7 @@ static int fp_capture(uint64_t *out, int depth, int *truncated, int *verify)
             if (n == 1)
                 return -1;
             if (unwind_is_hidden(ra))
-                n--; /* the agent's main wrapper (hook.c): not the app's frame */
+                n--; /* the agent's main wrapper (agent.c): not the app's frame */
             return tail_append(ra, f + 16, nfp, out, n, depth, truncated);
         }
         if (nfp <= f || (nfp & 7) || nfp + 16 > hi) {

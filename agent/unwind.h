@@ -7,15 +7,13 @@
 /* Frames the agent itself may add above the caller (hook + record path). */
 #define UNWIND_SKIP_MAX 12
 
-enum { UNWIND_DWARF = 0, UNWIND_FP = 1 };
-
 /* Modules whose frame pointers may be walked, at most. */
 #define UNWIND_FP_MODULES 16
 /* Captures compared with libunwind before a module's frame pointers are trusted. */
 #define UNWIND_FP_CHECKS 32
 
 /* Sets libunwind's per-thread cache and finds the agent's own address range.
- * mode is UNWIND_DWARF or UNWIND_FP; with UNWIND_FP the main executable and
+ * mode is UNWIND_DWARF or UNWIND_FP (config.h); with UNWIND_FP the main executable and
  * modules whose path matches fp_globs (comma-separated fnmatch, may be NULL;
  * kept, not copied) become frame-pointer candidates as the module map reports
  * them. Returns 0 or -errno. Constructor only, before modmap_init. */
@@ -32,6 +30,11 @@ int unwind_close_fds(void);
 /* The module map saw a module load / unload (under its lock: one writer). */
 void unwind_module_added(const char *path, int is_exe, uint64_t lo, uint64_t hi);
 void unwind_module_removed(uint64_t lo, uint64_t hi);
+
+/* Calls of the program's pthread_getattr_np this thread is inside (hook.c's
+ * interposer counts them): glibc's holds the thread's lock, which asking for
+ * the stack bounds would take again, so captures do without them meanwhile. */
+extern __thread uint32_t unwind_in_getattr __attribute__((tls_model("initial-exec")));
 
 /* Bytes of per-thread unwinder state (the caller provides them, zeroed). */
 #define UNWIND_THREAD_BYTES 4096

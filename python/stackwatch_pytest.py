@@ -68,8 +68,13 @@ def describe(total, left, limit):
             for fr in (tb if isinstance(tb, list) else [])[:3]:
                 lines.append("      %s:%s in %s" % (fr.get("file"), fr.get("line"),
                                                    fr.get("function")))
+        # Its C frames up to the interpreter's eval loop the Python lines run
+        # under (python_at): the C code they called, not CPython's own.
+        frames = st.get("frames") or []
+        if isinstance(st.get("python_at"), int):
+            frames = frames[:st["python_at"]]
         shown = 0
-        for fr in st.get("frames") or []:
+        for fr in frames:
             if shown == 4:
                 break
             if fr.get("function"):

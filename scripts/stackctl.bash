@@ -62,7 +62,7 @@ _stackctl()
             COMPREPLY=($(compgen -W "add list rm" -- "$cur"))
             return ;;
         "query leaks")
-            opts="--pid --exe --top --min-bytes --class --all --by --since-mark --reachability --json --format -o" ;;
+            opts="--pid --exe --top --min-bytes --class --all --by --since-mark --reachability --all-frames --json --format -o" ;;
         "query clients"|"trigger list")
             opts="--json" ;;
         "trigger add")
@@ -85,12 +85,12 @@ _stackctl()
             fi
             opts="--timeout --json" ;;
         report*)
-            opts="--html --pid --exe --top" ;;
+            opts="--html --pid --exe --top --all-frames" ;;
         "run --")
             COMPREPLY=($(compgen -c -- "$cur"))
             return ;;
         run*)
-            opts="--expire --sample --top --json --html -o --fail-on --agent --" ;;
+            opts="--expire --sample --top --json --html -o --fail-on --agent --all-frames --" ;;
         diff*)
             if [[ $cur != -* ]]; then
                 COMPREPLY=($(compgen -f -- "$cur"))

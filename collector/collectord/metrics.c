@@ -19,6 +19,7 @@
 #include "srv.h"
 #include "store.h"
 #include "sym.h"
+#include "collector/common/cpython.h"
 #include "collector/common/version.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -247,9 +248,46 @@ static const char *base_name(const char *p)
     return s ? s + 1 : (p ? p : "");
 }
 
-/* The stack's innermost shown frame: its function when symbolized, else
- * module+offset, else "unsymbolized"; and file:line when known. Never
- * symbolizes: what the symbolizer has finished is used as it is. */
+/* The Python line blamed for st (most may-leak bytes, then live bytes), as
+ * stackctl's reports pick it; NULL when none. */
+static const pytb_t *blamed_tb(const client_t *c, const cstack_t *st)
+{
+    const pytb_t *best = NULL;
+    for (uint32_t i = 0; i < c->npytbs; i++) {
+        const pytb_t *t = &c->pytbs[i];
+        if (t->stack != st->index || !t->nframes || !(t->may_n > 0 || (c->frozen && t->live_n)))
+            continue;
+        if (!best || t->may_b > best->may_b || (t->may_b == best->may_b && t->live_b > best->live_b))
+            best = t;
+    }
+    return best;
+}
+
+static cpython_fr_t sym_at(const void *ctx, size_t k)
+{
+    const symframe_t *f = (const symframe_t *)ctx + k;
+    return (cpython_fr_t){ f->module, f->function };
+}
+
+typedef struct pc_ctx_s {
+    const client_t *c;
+    const cstack_t *st;
+} pc_ctx_t;
+
+static cpython_fr_t pc_at(const void *ctx, size_t k)
+{
+    const pc_ctx_t *p = ctx;
+    const cmod_t *m = client_module_at(p->c, cstack_pc(p->c, p->st, (uint32_t)k), p->st->gen);
+    return (cpython_fr_t){ m ? m->path : NULL, NULL };
+}
+
+/* The name the stack goes by (as stackctl's reports name it): its innermost
+ * shown frame that says something, not CPython's own (a stripped
+ * extension's module+offset counts; a stack all in the interpreter: its
+ * first named frame), then the blamed Python line, "_multiarray_umath+0xde138
+ * ← leaky.py:27 backtest"; "unsymbolized" when nothing is known; and that
+ * frame's file:line when known. Never symbolizes: what the symbolizer has
+ * finished is used as it is. */
 static void top_frame(const client_t *c, const cstack_t *st, char *fn, size_t fnlen, char *loc,
                       size_t loclen)
 {
@@ -257,19 +295,31 @@ static void top_frame(const client_t *c, const cstack_t *st, char *fn, size_t fn
     loc[0] = '\0';
     const symres_t *sr = cstack_sym(c, st);
     if (sr && sr->n) {
-        const symframe_t *f = &sr->f[st->skip < sr->n ? st->skip : 0];
+        uint32_t k0 = st->skip < sr->n ? st->skip : 0;
+        uint32_t k = k0 + (uint32_t)cpython_site(sr->f + k0, sr->n - k0, sym_at);
+        const symframe_t *f = &sr->f[k];
         if (f->file)
             snprintf(loc, loclen, "%s:%u", base_name(f->file), f->line);
-        if (f->function) {
-            snprintf(fn, fnlen, "%s", f->function);
-            return;
-        }
-    }
-    if (st->npcs) {
-        uint64_t pc = cstack_pc(c, st, 0);
-        const cmod_t *m = client_module_at(c, pc, st->gen);
+        const cmod_t *m = f->function ? NULL : client_module_at(c, f->addr, st->gen);
+        if (f->function || m)
+            cpython_short_name(fn, fnlen, m ? m->path : NULL, f->function,
+                               m ? f->addr - m->bias : 0, f->addr);
+    } else if (st->npcs) {
+        /* Not symbolized yet: the same choice by modules alone, as
+         * module+offset. */
+        pc_ctx_t pc = { c, st };
+        uint32_t k = (uint32_t)cpython_site(&pc, st->npcs, pc_at);
+        uint64_t pck = cstack_pc(c, st, k);
+        const cmod_t *m = client_module_at(c, pck, st->gen);
         if (m)
-            snprintf(fn, fnlen, "%s+0x%llx", base_name(m->path), (unsigned long long)(pc - m->bias));
+            cpython_short_name(fn, fnlen, m->path, NULL, pck - m->bias, pck);
+    }
+    const pytb_t *tb = blamed_tb(c, st);
+    if (tb) {
+        size_t n = strlen(fn);
+        const pyframe_t *p = &tb->frames[0];
+        snprintf(fn + n, fnlen - n, " ← %s:%u %s", base_name(p->file), p->line,
+                 p->function && *p->function ? p->function : "?");
     }
 }
 

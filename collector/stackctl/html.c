@@ -12,6 +12,7 @@
 
 #include "py.h"
 #include "json.h"
+#include "collector/common/cpython.h"
 
 /* Colours of the top stacks' lines in the chart; the table's swatches match.
  * The chart draws one line per entry at most. */
@@ -125,17 +126,9 @@ static const char *frame_name(char *buf, size_t cap, const Stackwatch__Frame *fr
     return buf;
 }
 
-/* The first frame with a function name, else the innermost; NULL without frames. */
-static const Stackwatch__Frame *top_frame(const Stackwatch__StackReport *s)
-{
-    for (size_t i = 0; i < s->n_frames; i++)
-        if (!empty(s->frames[i]->function))
-            return s->frames[i];
-    return s->n_frames ? s->frames[0] : NULL;
-}
-
 /* When the top frame lies outside the stack's executable (libc's strndup),
- * the first named frame inside it (the program's caller), else NULL. */
+ * the first named frame inside it (the program's caller), else NULL; never
+ * the interpreter's own (a Python program's caller is its Python line). */
 static const Stackwatch__Frame *own_caller(const Stackwatch__StackReport *s,
                                            const Stackwatch__Frame *top)
 {
@@ -143,7 +136,8 @@ static const Stackwatch__Frame *own_caller(const Stackwatch__StackReport *s,
         return NULL;
     for (size_t i = 0; i < s->n_frames; i++) {
         const Stackwatch__Frame *fr = s->frames[i];
-        if (fr != top && !empty(fr->function) && !empty(fr->module) && !strcmp(fr->module, s->exe))
+        if (fr != top && !empty(fr->function) && !empty(fr->module) &&
+            !strcmp(fr->module, s->exe) && !cli_py_interp(fr))
             return fr;
     }
     return NULL;
@@ -230,7 +224,6 @@ static void data_json(FILE *f, const Stackwatch__LeakReport *r)
     json_arr_begin(&j, "stacks");
     for (size_t i = 0; i < r->n_stacks; i++) {
         const Stackwatch__StackReport *s = r->stacks[i];
-        const Stackwatch__Frame *top = top_frame(s);
         snprintf(buf, sizeof buf, "%016" PRIx64, s->id);
         json_obj_begin(&j, NULL);
         json_str(&j, "id", buf);
@@ -238,12 +231,9 @@ static void data_json(FILE *f, const Stackwatch__LeakReport *r)
         json_str(&j, "exe", base_name(s->exe));
         json_u64(&j, "ml", cnt(s->may_leak)->bytes);
         json_u64(&j, "live", cnt(s->live)->bytes);
-        json_str(&j, "label", top ? frame_name(buf, sizeof buf, top) : "(no frames)");
+        /* The chart's legend: the name the stack goes by (cli_stack_name). */
+        json_str(&j, "label", cli_stack_name(buf, sizeof buf, s));
         const Stackwatch__PyTraceback *tb = blamed_python(s);
-        if (tb)
-            snprintf(buf, sizeof buf, "%s:%u", base_name(tb->frames[0]->file),
-                     tb->frames[0]->line);
-        json_str(&j, "py", tb ? buf : "");
         data_series(&j, "series", s->series, s->n_series, 1);
         /* The blamed Python frames (of the top traceback) go after the
          * interpreter frame they run under, marked by module "[python]". */
@@ -408,15 +398,10 @@ static void html_header(FILE *f, const Stackwatch__LeakReport *r)
         fputs("<div class=\"card\"><b>&ndash;</b><span>stacks not classified yet</span></div>\n",
               f);
     if (r->n_stacks) {
-        const Stackwatch__Frame *top = top_frame(r->stacks[0]);
-        const Stackwatch__PyTraceback *tb = blamed_python(r->stacks[0]);
+        char name[1024];
         fputs("<div class=\"card\"><b class=\"mono\">", f);
-        if (tb)
-            html_escf(f, "%s:%u", base_name(tb->frames[0]->file), tb->frames[0]->line);
-        else
-            html_esc(f, top ? frame_name(a, sizeof a, top) : "(no frames)");
-        fprintf(f, "</b><span>%s the top-ranked stack</span></div>\n",
-                tb ? "Python line behind" : "allocates");
+        html_esc(f, cli_stack_name(name, sizeof name, r->stacks[0]));
+        fputs("</b><span>allocates the top-ranked stack</span></div>\n", f);
     }
     fputs("</div>\n", f);
     if (r->n_clients) {
@@ -536,9 +521,81 @@ static void html_frame_src(FILE *f, const Stackwatch__Frame *fr)
     fputs("</span>", f);
 }
 
-/* The detail row of a stack: its figures, frames and Python stacks, spanning
- * the table's columns. */
-static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns)
+typedef struct html_rows_s {
+    FILE *f;
+    const Stackwatch__StackReport *s;
+    const Stackwatch__PyTraceback *tb; /* merged into the stack, or NULL */
+} html_rows_t;
+
+/* One row of a stack's merged frames (cli_py_rows). */
+static void html_row_cb(void *ctx, int kind, size_t k, size_t n)
+{
+    html_rows_t *h = ctx;
+    FILE *f = h->f;
+    char a[512];
+    switch (kind) {
+    case CLI_ROW_FRAME: {
+        const Stackwatch__Frame *fr = h->s->frames[k];
+        fprintf(f, "<tr><td class=\"muted num\">#%zu</td><td class=\"mono muted\">0x%016" PRIx64
+                   "</td><td class=\"mono\">",
+                k, fr->addr);
+        if (!empty(fr->function)) {
+            fputs("<span class=\"fn\">", f);
+            html_esc(f, fr->function);
+            fprintf(f, "</span>+%" PRIu64, fr->offset);
+        } else {
+            html_esc(f, frame_name(a, sizeof a, fr));
+        }
+        if (fr->is_inline)
+            fputs(" <span class=\"muted\">[inline]</span>", f);
+        fputs("</td><td class=\"mono\">", f);
+        html_frame_src(f, fr);
+        fputs("</td><td class=\"mono muted\" title=\"", f);
+        html_esc(f, fr->module);
+        fputs("\">", f);
+        html_esc(f, base_name(fr->module));
+        fputs("</td></tr>\n", f);
+        break;
+    }
+    case CLI_ROW_FOLD:
+        fprintf(f, "<tr class=\"fold\"><td></td><td colspan=\"4\" class=\"muted\" title=\"frames "
+                   "#%zu to #%zu: the interpreter's own (stackctl report --all-frames shows "
+                   "them)\">&hellip; %zu CPython frames</td></tr>\n",
+                k, k + n - 1, n);
+        break;
+    case CLI_ROW_CUT:
+        fputs("<tr><td></td><td colspan=\"4\" class=\"small muted\">&hellip; truncated at "
+              "STACKWATCH_DEPTH</td></tr>\n", f);
+        break;
+    case CLI_ROW_PYTHON: {
+        for (size_t q = 0; q < h->tb->n_frames; q++) {
+            const Stackwatch__PyFrame *p = h->tb->frames[q];
+            fputs("<tr class=\"pyf\"><td></td><td class=\"mono muted\">[Python]</td><td "
+                  "class=\"mono\"><span class=\"fn\">", f);
+            html_esc(f, empty(p->function) ? "?" : p->function);
+            fputs("</span></td><td class=\"mono\"><span title=\"", f);
+            html_escf(f, "%s:%u", p->file ? p->file : "", p->line);
+            fputs("\">", f);
+            html_escf(f, "%s:%u", base_name(p->file), p->line);
+            fputs("</span></td><td class=\"mono muted\">Python</td></tr>\n", f);
+        }
+        if (h->tb->truncated)
+            fputs("<tr class=\"pyf\"><td></td><td colspan=\"4\" class=\"small muted\">&hellip; "
+                  "(deeper Python frames cut)</td></tr>\n", f);
+        size_t e = cli_py_entries(h->s);
+        if (e > 1)
+            fprintf(f, "<tr class=\"pyf\"><td></td><td colspan=\"4\" class=\"small muted\">the "
+                       "Python frames of all %zu entries into the interpreter on this stack, "
+                       "innermost first</td></tr>\n", e);
+        break;
+    }
+    }
+}
+
+/* The detail row of a stack: its figures, its frames merged with the top
+ * blamed Python traceback, and its Python stacks, spanning the table's
+ * columns. */
+static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns, unsigned flags)
 {
     char a[512];
     fprintf(f, "<tr class=\"detail\"><td colspan=\"%d\">\n<div class=\"facts\">", columns);
@@ -601,55 +658,38 @@ static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns)
     if (s->skipped)
         fprintf(f, "<div class=\"small muted\">%u allocation-wrapper frame%s not shown</div>\n",
                 s->skipped, s->skipped == 1 ? "" : "s");
+    const Stackwatch__PyTraceback *tb = blamed_python(s);
     if (!s->n_frames)
         fputs("<div class=\"muted\">(stack not captured)</div>\n", f);
-    else
+    if (s->n_frames || tb) {
         fputs("<table class=\"frames\">\n", f);
-    for (size_t k = 0; k < s->n_frames; k++) {
-        const Stackwatch__Frame *fr = s->frames[k];
-        fprintf(f, "<tr><td class=\"muted num\">#%zu</td><td class=\"mono muted\">0x%016" PRIx64
-                   "</td><td class=\"mono\">",
-                k, fr->addr);
-        if (!empty(fr->function)) {
-            fputs("<span class=\"fn\">", f);
-            html_esc(f, fr->function);
-            fprintf(f, "</span>+%" PRIu64, fr->offset);
-        } else {
-            html_esc(f, frame_name(a, sizeof a, fr));
-        }
-        if (fr->is_inline)
-            fputs(" <span class=\"muted\">[inline]</span>", f);
-        fputs("</td><td class=\"mono\">", f);
-        html_frame_src(f, fr);
-        fputs("</td><td class=\"mono muted\" title=\"", f);
-        html_esc(f, fr->module);
-        fputs("\">", f);
-        html_esc(f, base_name(fr->module));
-        fputs("</td></tr>\n", f);
-    }
-    if (s->n_frames)
+        html_rows_t hr = { f, s, tb };
+        cli_py_rows(s, tb != NULL, (flags & CLI_ALL_FRAMES) != 0, html_row_cb, &hr);
         fputs("</table>\n", f);
-    if (s->truncated)
+    } else if (s->truncated) {
         fputs("<div class=\"small muted\">&hellip; truncated at STACKWATCH_DEPTH</div>\n", f);
+    }
     for (size_t i = 0; i < s->n_python; i++) {
         const Stackwatch__PyTraceback *t = s->python[i];
-        fprintf(f, "<div class=\"py\"><div class=\"hd\">Python stack: %u capture%s, may-leak "
+        fprintf(f, "<div class=\"py\"><div class=\"hd\">Python stack%s: %u capture%s, may-leak "
                    "%" PRIu64 " (%s), live %" PRIu64 ", freed %" PRIu64 " &middot; ",
-                t->captures, t->captures == 1 ? "" : "s", cnt(t->may_leak)->count,
-                fmt_bytes(a, sizeof a, (double)cnt(t->may_leak)->bytes), cnt(t->live)->count,
-                t->freed);
+                t == tb ? " above" : "", t->captures, t->captures == 1 ? "" : "s",
+                cnt(t->may_leak)->count, fmt_bytes(a, sizeof a, (double)cnt(t->may_leak)->bytes),
+                cnt(t->live)->count, t->freed);
         fprintf(f, "<span class=\"%s\">%s</span>", t->blamed ? "blamed" : "muted",
                 cli_py_verdict(t));
+        if (t == tb && empty(t->text)) { /* its frames are in the stack above */
+            fputs("</div></div>\n", f);
+            continue;
+        }
         fputs("</div><pre>", f);
-        for (size_t k = 0; k < t->n_frames; k++) {
+        for (size_t k = 0; t != tb && k < t->n_frames; k++) {
             const Stackwatch__PyFrame *p = t->frames[k];
-            fputs("File &quot;", f);
-            html_esc(f, p->file);
-            fprintf(f, "&quot;, line %u, in ", p->line);
+            html_escf(f, "%s:%u ", p->file, p->line);
             html_esc(f, p->function);
             fputc('\n', f);
         }
-        if (t->truncated)
+        if (t->truncated && t != tb)
             fputs("&hellip; (deeper Python frames cut)\n", f);
         if (!empty(t->text)) {
             fputs("from the signal handler:\n", f);
@@ -661,20 +701,22 @@ static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns)
     fputs("</td></tr>\n", f);
 }
 
-/* The "allocated at" cell: the top frame (first with a name), the innermost
- * frame when the ones below it have no symbols, and the program's own caller
- * when the top frame lies in a library. */
+/* The "allocated at" cell: the frame the stack is named by (cli_stack_site:
+ * the innermost that says something, not the interpreter's own), the
+ * innermost frame when it calls others, and the program's own caller when
+ * the site lies in a library. */
 static void html_alloc_site(FILE *f, const Stackwatch__StackReport *s)
 {
     char a[512];
-    const Stackwatch__Frame *top = top_frame(s), *own = own_caller(s, top);
+    const Stackwatch__Frame *top = cli_stack_site(s), *own = own_caller(s, top);
     fputs("<td class=\"mono\">", f);
     if (!top) {
         fputs("<span class=\"muted\">(no frames)</span></td>", f);
         return;
     }
     fputs("<span class=\"fn\">", f);
-    html_esc(f, frame_name(a, sizeof a, top));
+    html_esc(f, cpython_short_name(a, sizeof a, top->module, top->function, top->module_offset,
+                                   top->addr));
     fputs("</span> <span class=\"small muted\">", f);
     html_frame_src(f, top);
     fputs("</span>", f);
@@ -685,7 +727,7 @@ static void html_alloc_site(FILE *f, const Stackwatch__StackReport *s)
         frame_name(a, sizeof a, s->frames[0]);
         fputs("<div class=\"small muted hint\" title=\"innermost: ", f);
         html_esc(f, a);
-        fprintf(f, "\">calls %zu frame%s without symbols (", below, below == 1 ? "" : "s");
+        fprintf(f, "\">calls %zu frame%s (", below, below == 1 ? "" : "s");
         html_esc(f, a);
         fputs(")</div>", f);
     }
@@ -774,7 +816,8 @@ static void html_sparkline(FILE *f, const Stackwatch__StackReport *s, size_t i, 
 
 /* A stack's row and its detail row (frames, Python stacks), in one tbody. py: the
  * table has the Python line column. */
-static void html_row(FILE *f, const Stackwatch__StackReport *s, size_t i, int py, span_t span)
+static void html_row(FILE *f, const Stackwatch__StackReport *s, size_t i, int py, span_t span,
+                     unsigned flags)
 {
     char a[64];
     fprintf(f, "<tbody class=\"stack\" id=\"s%016" PRIx64 "-%u\" data-i=\"%zu\">\n"
@@ -839,11 +882,11 @@ static void html_row(FILE *f, const Stackwatch__StackReport *s, size_t i, int py
         fputs("<span class=\"small muted\">none blamed</span>", f);
     }
     fputs(py ? "</td></tr>\n" : "</tr>\n", f);
-    html_detail(f, s, py ? 11 : 10);
+    html_detail(f, s, py ? 11 : 10, flags);
     fputs("</tbody>\n", f);
 }
 
-static void html_table(FILE *f, const Stackwatch__LeakReport *r)
+static void html_table(FILE *f, const Stackwatch__LeakReport *r, unsigned flags)
 {
     fputs("<section id=\"s-table\">\n<h2>Stacks by rank", f);
     if (!r->n_stacks) {
@@ -868,18 +911,18 @@ static void html_table(FILE *f, const Stackwatch__LeakReport *r)
                "</thead>\n",
             py ? "<th>Python line</th>" : "");
     for (size_t i = 0; i < r->n_stacks; i++)
-        html_row(f, r->stacks[i], i, py, span);
+        html_row(f, r->stacks[i], i, py, span, flags);
     fputs("</table></div>\n</section>\n", f);
 }
 
-int cli_report_html(FILE *f, const Stackwatch__LeakReport *r)
+int cli_report_html(FILE *f, const Stackwatch__LeakReport *r, unsigned flags)
 {
     html_head(f, r);
     fputs("<body>\n<main>\n", f);
     html_header(f, r);
     html_chart(f, r);
     html_flame(f, r);
-    html_table(f, r);
+    html_table(f, r, flags);
     fputs("<footer>Made by stackctl report --html. This page is self-contained: it loads "
           "nothing from the network.</footer>\n</main>\n<div id=\"tip\" class=\"tip\" "
           "hidden></div>\n",

@@ -104,7 +104,7 @@
     D.stacks.slice(0, D.palette.length).forEach(function (s, i) {
       if (!s.series.length) return;
       lines.push({ stack: i, color: D.palette[i], dash: null,
-        name: '#' + (i + 1) + ' ' + s.label + (s.py ? ' (' + s.py + ')' : ''),
+        name: '#' + (i + 1) + ' ' + s.label,
         sub: s.id + ' pid ' + s.pid,
         pts: s.series.map(function (p) { return [p[0], p[1]]; }), off: false });
     });

@@ -10,6 +10,7 @@
 #include "collector/common/cli_call.h"
 #include "diff.h"
 #include "html.h"
+#include "py.h"
 #include "render.h"
 #include "report.h"
 #include "run.h"
@@ -24,13 +25,14 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: stackctl [--dir DIR] query leaks [--pid PID] [--exe GLOB] [--top N]\n"
             "                 [--min-bytes B] [--class CLASS] [--all] [--by exe]\n"
-            "                 [--since-mark] [--reachability]\n"
+            "                 [--since-mark] [--reachability] [--all-frames]\n"
             "                 [--json | --format text|json|folded|pprof]\n"
             "                 [-o FILE]\n"
             "       stackctl [--dir DIR] mark [--pid PID] [-o FILE]\n"
             "       stackctl [--dir DIR] snapshot [--pid PID] -o FILE\n"
             "       stackctl [--dir DIR] diff [--top N] [--json] FROM TO\n"
             "       stackctl [--dir DIR] report --html FILE [--pid PID] [--exe GLOB] [--top N]\n"
+            "                 [--all-frames]\n"
             "       stackctl [--dir DIR] query clients [--json]\n"
             "       stackctl [--dir DIR] trigger add (--match REGEX | --module REGEX |\n"
             "                                         --stack ID --pid PID) [--frame N]\n"
@@ -55,6 +57,8 @@ static void usage(FILE *f)
             "  --since-mark    only what was allocated after 'stackctl mark'\n"
             "  --format        text (memleax's shape), json, folded (flamegraph.pl,\n"
             "                  weighted by may-leak bytes) or pprof (gzipped profile.proto)\n"
+            "  --all-frames    text and HTML: every frame of CPython itself, not\n"
+            "                  '… 9 CPython frames' (JSON, folded, pprof have them all)\n"
             "  mark            a baseline: warm up, mark, then query --since-mark;\n"
             "                  -o FILE also writes a snapshot at the mark\n"
             "  snapshot        every stack as it is now, to FILE, for diff\n"
@@ -136,9 +140,10 @@ static int call(const rundir_t *rd, Stackwatch__Request *req, Stackwatch__Reply 
 }
 
 /* Writes the reply in format; an unexpected reply is an error. Frees rep. */
-static int render(Stackwatch__Reply *rep, int want, const char *format, FILE *out)
+static int render(Stackwatch__Reply *rep, int want, const char *format, FILE *out,
+                  unsigned flags)
 {
-    int rc = cli_render(out, rep, want, format);
+    int rc = cli_render(out, rep, want, format, flags);
     stackwatch__reply__free_unpacked(rep, NULL);
     if (rc == -EPROTO) {
         fprintf(stderr, "stackctl: unexpected reply from collectord\n");
@@ -152,7 +157,7 @@ static int print_rules(const rundir_t *rd, Stackwatch__Request *req, int json)
     Stackwatch__Reply *rep = NULL;
     if (call(rd, req, &rep))
         return 1;
-    if (render(rep, CLI_WANT_RULES, json ? "json" : "text", stdout))
+    if (render(rep, CLI_WANT_RULES, json ? "json" : "text", stdout, 0))
         return 1;
     return fflush(stdout) == 0 ? 0 : 1;
 }
@@ -321,6 +326,7 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL;
     int json = 0, all = 0, by_exe = 0, since_mark = 0, leaking = 0, reach = 0;
+    unsigned flags = 0; /* CLI_ALL_FRAMES */
     const char *format = NULL, *outpath = NULL, *klass = NULL, *exe = NULL, *html = NULL;
     uint64_t pid = 0, top = 0, min_bytes = 0, count = 0, min_depth = 0, stack = 0;
     int64_t frame = -1;
@@ -353,6 +359,7 @@ int main(int argc, char **argv)
         { "agent", required_argument, 0, 'A' },
         { "timeout", required_argument, 0, 'T' },
         { "reachability", no_argument, 0, 'R' },
+        { "all-frames", no_argument, 0, 'X' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -457,6 +464,7 @@ int main(int argc, char **argv)
         case 'H': html = optarg; break;
         case 'A': agent = optarg; break;
         case 'R': reach = 1; break;
+        case 'X': flags |= CLI_ALL_FRAMES; break;
         case 'T':
             if (parse_u64("--timeout", optarg, &timeout_ms) < 0 || timeout_ms == 0 ||
                 timeout_ms > 3600000) {
@@ -529,7 +537,7 @@ int main(int argc, char **argv)
         req.mark = &mk;
         if (call(&rd, &req, &rep))
             return 1;
-        if (render(rep, CLI_WANT_MARK, "text", stdout))
+        if (render(rep, CLI_WANT_MARK, "text", stdout, 0))
             return 1;
         if (outpath)
             return cmd_snapshot(&rd, (uint32_t)pid, outpath);
@@ -666,7 +674,7 @@ int main(int argc, char **argv)
             stackwatch__reply__free_unpacked(rep, NULL);
             return 1;
         }
-        int rc = render(rep, CLI_WANT_LEAKS, is_report ? "html" : format, out);
+        int rc = render(rep, CLI_WANT_LEAKS, is_report ? "html" : format, out, flags);
         if ((fflush(out) != 0 || (out != stdout && fclose(out) != 0)) && rc == 0) {
             fprintf(stderr, "stackctl: writing %s: %s\n", path ? path : "stdout", strerror(errno));
             return 1;
@@ -680,7 +688,7 @@ int main(int argc, char **argv)
         req.clients = &q;
         if (call(&rd, &req, &rep))
             return 1;
-        if (render(rep, CLI_WANT_CLIENTS, json ? "json" : "text", stdout))
+        if (render(rep, CLI_WANT_CLIENTS, json ? "json" : "text", stdout, 0))
             return 1;
     } else {
         fprintf(stderr, "stackctl: unknown query '%s' (leaks or clients)\n", what);

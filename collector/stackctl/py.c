@@ -1,9 +1,11 @@
-/* The blamed Python frames of a stack, placed among its C frames, for folded, pprof and HTML. */
+/* The blamed Python frames of a stack, placed among its C frames: the merged stack of text and HTML, folded, pprof; a stack's name. */
 #include "py.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "collector/common/cpython.h"
 
 static const char *base_of(const char *p)
 {
@@ -11,19 +13,104 @@ static const char *base_of(const char *p)
     return s ? s + 1 : (p ? p : "");
 }
 
+static cpython_fr_t frame_at(const void *ctx, size_t k)
+{
+    const Stackwatch__Frame *fr = ((const Stackwatch__StackReport *)ctx)->frames[k];
+    return (cpython_fr_t){ fr->module, fr->function };
+}
+
 size_t cli_py_anchor(const Stackwatch__StackReport *s)
 {
-    for (size_t k = 0; k < s->n_frames; k++) {
-        const char *fn = s->frames[k]->function;
-        if (fn && (strncmp(fn, "_PyEval_EvalFrame", 17) == 0 || strcmp(fn, "PyEval_EvalCode") == 0))
-            return k;
+    return cpython_anchor(s, s->n_frames, frame_at);
+}
+
+int cli_py_interp(const Stackwatch__Frame *fr)
+{
+    return cpython_frame(fr->module, fr->function);
+}
+
+size_t cli_py_entries(const Stackwatch__StackReport *s)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < s->n_frames; k++)
+        n += cpython_eval_loop(s->frames[k]->function) != 0;
+    return n;
+}
+
+/* Frames [k, j) as one fold row, or as themselves when fewer than two. */
+static void fold(size_t k, size_t j, cli_row_fn fn, void *ctx)
+{
+    if (j - k >= 2)
+        fn(ctx, CLI_ROW_FOLD, k, j - k);
+    else
+        for (; k < j; k++)
+            fn(ctx, CLI_ROW_FRAME, k, 1);
+}
+
+void cli_py_rows(const Stackwatch__StackReport *s, int python, int all_frames, cli_row_fn fn,
+                 void *ctx)
+{
+    size_t n = s->n_frames, a = cli_py_anchor(s);
+    int placed = !python;
+    for (size_t k = 0; k < n;) {
+        if (!cli_py_interp(s->frames[k])) {
+            fn(ctx, CLI_ROW_FRAME, k++, 1);
+            continue;
+        }
+        size_t j = k;
+        while (j < n && cli_py_interp(s->frames[j]))
+            j++;
+        int here = k <= a && a < j; /* the run holds the frame the Python frames run under */
+        if (all_frames) {
+            for (; k < j; k++) {
+                if (k == a && !placed) {
+                    fn(ctx, CLI_ROW_PYTHON, k, 0);
+                    placed = 1;
+                }
+                fn(ctx, CLI_ROW_FRAME, k, 1);
+            }
+            continue;
+        }
+        if (k == 0) {
+            /* The stack starts in the interpreter: what it was doing (its
+             * own allocation: unmarshal, a dict resize) is the site, shown
+             * up to the eval loop; the rest of the run folds. */
+            size_t upto = here ? a : j;
+            for (; k < upto; k++)
+                fn(ctx, CLI_ROW_FRAME, k, 1);
+        }
+        if (here && !placed) {
+            fn(ctx, CLI_ROW_PYTHON, k, 0);
+            placed = 1;
+        }
+        fold(k, j, fn, ctx);
+        k = j;
     }
-    for (size_t k = 0; k < s->n_frames; k++) {
-        const char *b = base_of(s->frames[k]->module);
-        if (strncmp(b, "libpython", 9) == 0 || strncmp(b, "python3", 7) == 0)
-            return k;
+    if (s->truncated)
+        fn(ctx, CLI_ROW_CUT, n, 0);
+    if (!placed)
+        fn(ctx, CLI_ROW_PYTHON, n, 0);
+}
+
+const Stackwatch__Frame *cli_stack_site(const Stackwatch__StackReport *s)
+{
+    return s->n_frames ? s->frames[cpython_site(s, s->n_frames, frame_at)] : NULL;
+}
+
+const char *cli_stack_name(char *buf, size_t cap, const Stackwatch__StackReport *s)
+{
+    const Stackwatch__Frame *top = cli_stack_site(s);
+    if (top)
+        cpython_short_name(buf, cap, top->module, top->function, top->module_offset, top->addr);
+    else
+        snprintf(buf, cap, "(no frames)");
+    const Stackwatch__PyTraceback *tb;
+    if (cap && cli_py_blamed(s, &tb, 1)) {
+        size_t n = strlen(buf);
+        char py[512];
+        snprintf(buf + n, cap - n, " ← %s", cli_py_name(py, sizeof py, tb->frames[0]));
     }
-    return s->n_frames;
+    return buf;
 }
 
 size_t cli_py_blamed(const Stackwatch__StackReport *s, const Stackwatch__PyTraceback **out,

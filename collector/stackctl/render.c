@@ -48,7 +48,8 @@ void cli_scrub(ProtobufCMessage *m)
     scrub_at(m, 0);
 }
 
-int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format)
+int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format,
+               unsigned flags)
 {
     int json = format && !strcmp(format, "json");
     /* Text goes to a terminal: what a traced program chose for its names
@@ -61,7 +62,7 @@ int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format)
         if (rep->body_case != STACKWATCH__REPLY__BODY_LEAKS || !rep->leaks)
             return -EPROTO;
         if (!format || !strcmp(format, "text"))
-            cli_leaks_text(out, rep->leaks);
+            cli_leaks_text(out, rep->leaks, flags);
         else if (json)
             cli_leaks_json(out, rep->leaks);
         else if (!strcmp(format, "folded"))
@@ -69,7 +70,7 @@ int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format)
         else if (!strcmp(format, "pprof"))
             return cli_leaks_pprof(out, rep->leaks);
         else if (!strcmp(format, "html"))
-            return cli_report_html(out, rep->leaks);
+            return cli_report_html(out, rep->leaks, flags);
         else
             return -EINVAL;
         return 0;

@@ -19,8 +19,9 @@ enum {
  * replaced with '?' in place. rep->error is the caller's to report first.
  * Returns 0, -EPROTO when the reply's body is not what want asked for,
  * -EINVAL for an unknown format, or the renderer's -errno (pprof, html).
- * Never frees rep. */
-int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format);
+ * flags: CLI_ALL_FRAMES (py.h) for text and HTML. Never frees rep. */
+int cli_render(FILE *out, Stackwatch__Reply *rep, int want, const char *format,
+               unsigned flags);
 
 /* Replaces control characters in every string of m (sub-messages included)
  * with '?': for text meant for a terminal (what a traced program named its

@@ -7,6 +7,7 @@
 
 #include "py.h"
 #include "json.h"
+#include "collector/common/cpython.h"
 #include "collector/common/signame.h"
 
 static const Stackwatch__Count zero_count = STACKWATCH__COUNT__INIT;
@@ -191,21 +192,74 @@ static void text_client_line(FILE *f, const Stackwatch__ClientInfo *c)
     }
 }
 
-/* Python tracebacks of a stack, innermost frame first; blamed ones (blocks
- * still live) come first and say so. */
-static void text_python(FILE *f, const Stackwatch__StackReport *s)
+/* One Python frame of a merged stack, in the column of a C frame's address. */
+static void text_py_frame(FILE *f, const Stackwatch__PyFrame *p)
+{
+    fprintf(f, "    %-18s  %s:%u %s\n", "[Python]", p->file, p->line,
+            empty(p->function) ? "?" : p->function);
+}
+
+typedef struct text_rows_s {
+    FILE *f;
+    const Stackwatch__StackReport *s;
+    const Stackwatch__PyTraceback *tb; /* the one merged into the stack, or NULL */
+} text_rows_t;
+
+static void text_row(void *ctx, int kind, size_t k, size_t n)
+{
+    text_rows_t *t = ctx;
+    switch (kind) {
+    case CLI_ROW_FRAME:
+        text_frame(t->f, t->s->frames[k]);
+        break;
+    case CLI_ROW_FOLD:
+        fprintf(t->f, "    … %zu CPython frames\n", n);
+        break;
+    case CLI_ROW_CUT:
+        fputs("    ... (truncated at STACKWATCH_DEPTH)\n", t->f);
+        break;
+    case CLI_ROW_PYTHON: {
+        for (size_t q = 0; q < t->tb->n_frames; q++)
+            text_py_frame(t->f, t->tb->frames[q]);
+        if (t->tb->truncated)
+            fprintf(t->f, "    %-18s  ... (deeper Python frames cut)\n", "[Python]");
+        /* Which eval loop ran which Python frame is not recorded: with more
+         * than one on the stack, say so rather than imply an order. */
+        size_t e = cli_py_entries(t->s);
+        if (e > 1)
+            fprintf(t->f, "    %-18s  (the Python frames of all %zu entries into the interpreter "
+                          "on this stack, innermost first)\n", "[Python]", e);
+        break;
+    }
+    }
+}
+
+/* The stack, merged with its top blamed Python traceback (tb, or NULL). */
+static void text_stack(FILE *f, const Stackwatch__StackReport *s,
+                       const Stackwatch__PyTraceback *tb, unsigned flags)
+{
+    text_rows_t t = { f, s, tb };
+    if (s->n_frames == 0)
+        fputs("    (stack not captured)\n", f);
+    cli_py_rows(s, tb != NULL, (flags & CLI_ALL_FRAMES) != 0, text_row, &t);
+}
+
+/* The fate of each Python traceback of a stack (blamed ones first); the one
+ * merged into the stack above (merged) without its frames again. */
+static void text_python(FILE *f, const Stackwatch__StackReport *s,
+                        const Stackwatch__PyTraceback *merged)
 {
     for (size_t i = 0; i < s->n_python; i++) {
         const Stackwatch__PyTraceback *t = s->python[i];
         const Stackwatch__Count *live = cnt(t->live), *ml = cnt(t->may_leak);
-        fprintf(f, "    Python stack: %u capture(s): may-leak=%" PRIu64 " (%" PRIu64 " bytes), "
+        fprintf(f, "    Python stack%s: %u capture(s): may-leak=%" PRIu64 " (%" PRIu64 " bytes), "
                    "live=%" PRIu64 ", freed=%" PRIu64 "%s%s%s\n",
-                t->captures, ml->count, ml->bytes, live->count, t->freed,
-                t->blamed ? "  <- " : "  (", cli_py_verdict(t), t->blamed ? "" : ")");
-        for (size_t k = 0; k < t->n_frames; k++)
-            fprintf(f, "      File \"%s\", line %u, in %s\n", t->frames[k]->file,
-                    t->frames[k]->line, t->frames[k]->function);
-        if (t->truncated)
+                t == merged ? " above" : "", t->captures, ml->count, ml->bytes, live->count,
+                t->freed, t->blamed ? "  <- " : "  (", cli_py_verdict(t), t->blamed ? "" : ")");
+        for (size_t k = 0; t != merged && k < t->n_frames; k++)
+            fprintf(f, "      %s:%u %s\n", t->frames[k]->file, t->frames[k]->line,
+                    empty(t->frames[k]->function) ? "?" : t->frames[k]->function);
+        if (t->truncated && t != merged)
             fputs("      ... (deeper Python frames cut)\n", f);
         if (t->text && *t->text) {
             fputs("      from the signal handler:\n", f);
@@ -229,26 +283,21 @@ static const Stackwatch__StackReport *stack_in(const Stackwatch__LeakReport *r, 
     return NULL;
 }
 
-/* Where a stack allocates, in a few words: its first named frame, and the
- * Python line blamed for it where one was captured. */
+/* Where a stack allocates, in a few words: the frame it is named by
+ * (cli_stack_site) and the Python line blamed for it where one was captured. */
 static void text_alloc_site(FILE *f, const Stackwatch__StackReport *s)
 {
-    for (size_t k = s->skipped; k < s->n_frames; k++) {
-        const Stackwatch__Frame *fr = s->frames[k];
-        if (empty(fr->function))
-            continue;
-        fprintf(f, " at %s", fr->function);
+    const Stackwatch__Frame *fr = cli_stack_site(s);
+    char buf[512];
+    if (fr) {
+        fprintf(f, " at %s", cpython_short_name(buf, sizeof buf, fr->module, fr->function,
+                                                fr->module_offset, fr->addr));
         if (!empty(fr->file))
             fprintf(f, " (%s:%u)", fr->file, fr->line);
-        break;
     }
-    for (size_t k = 0; k < s->n_python; k++) {
-        const Stackwatch__PyTraceback *t = s->python[k];
-        if (!t->blamed || !t->n_frames)
-            continue;
-        fprintf(f, " ← %s:%u %s", t->frames[0]->file, t->frames[0]->line, t->frames[0]->function);
-        break;
-    }
+    const Stackwatch__PyTraceback *tb;
+    if (cli_py_blamed(s, &tb, 1))
+        fprintf(f, " ← %s", cli_py_name(buf, sizeof buf, tb->frames[0]));
 }
 
 /* A stack's lost blocks split as valgrind and LSan do: direct, and
@@ -296,7 +345,7 @@ static void text_owners(FILE *f, const Stackwatch__LeakReport *r, const Stackwat
     }
 }
 
-void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
+void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r, unsigned flags)
 {
     fprintf(f, "stackwatch: %zu process(es), expire %.3fs, sampling %s%s%s\n", r->n_clients,
             r->expire_ms / 1000.0, empty(r->sample) ? "all" : r->sample,
@@ -371,13 +420,10 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r)
         if (s->skipped)
             fprintf(f, "    (%u allocation-wrapper frame%s not shown)\n", s->skipped,
                     s->skipped == 1 ? "" : "s");
-        for (size_t k = 0; k < s->n_frames; k++)
-            text_frame(f, s->frames[k]);
-        if (s->n_frames == 0)
-            fputs("    (stack not captured)\n", f);
-        if (s->truncated)
-            fputs("    ... (truncated at STACKWATCH_DEPTH)\n", f);
-        text_python(f, s);
+        const Stackwatch__PyTraceback *tb = NULL;
+        cli_py_blamed(s, &tb, 1);
+        text_stack(f, s, tb, flags);
+        text_python(f, s, tb);
         if (!empty(s->python_missing))
             fprintf(f, "    Python line: none (%s)\n", s->python_missing);
     }
@@ -548,6 +594,9 @@ static void json_frame(json_t *j, const Stackwatch__Frame *fr)
     else
         json_null(j, "line");
     json_bool(j, "inline", fr->is_inline);
+    /* The interpreter's own (libpython, the python3 executable, its eval
+     * loop): the frames text and HTML fold. */
+    json_bool(j, "interpreter", cli_py_interp(fr));
     if (fr->build_id.len) {
         char hex[2 * 32 + 1];
         size_t n = fr->build_id.len > 32 ? 32 : fr->build_id.len;
@@ -686,6 +735,14 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
         for (size_t k = 0; k < s->n_frames; k++)
             json_frame(&j, s->frames[k]);
         json_arr_end(&j);
+        /* Where the Python frames go: they run under frames[python_at] (the
+         * innermost interpreter frame; which eval loop ran which Python
+         * frame is not recorded); null without an interpreter frame. */
+        size_t at = cli_py_anchor(s);
+        if (at < s->n_frames)
+            json_u64(&j, "python_at", at);
+        else
+            json_null(&j, "python_at");
         json_u64(&j, "armed", s->armed);
         /* Why a Python client's stack has no blamed line, in one word. */
         json_str(&j, "python_missing", !empty(s->python_missing) ? s->python_missing : NULL);

@@ -7,7 +7,11 @@
 
 #include "proto/stackwatch.pb-c.h"
 
-void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r);
+/* The text report. flags: CLI_ALL_FRAMES (py.h) shows the interpreter's own
+ * frames instead of folding them. A stack of a Python program is one merged
+ * stack, innermost first: the extension's C frames, the blamed Python
+ * frames, what called the interpreter. */
+void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r, unsigned flags);
 void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r);
 
 /* flamegraph.pl's collapsed stacks, outermost frame first, one line per

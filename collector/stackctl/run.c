@@ -18,6 +18,7 @@
 
 #include "attach.h"
 #include "collector/common/cli_call.h"
+#include "py.h"
 #include "render.h"
 #include "collector/common/rundir.h"
 
@@ -44,7 +45,7 @@ static void run_usage(FILE *f)
 {
     fprintf(f,
             "usage: stackctl [--dir DIR] run [--expire S] [--sample R] [--top N]\n"
-            "                    [--json | --html FILE] [-o FILE] [--agent PATH]\n"
+            "                    [--json | --html FILE] [-o FILE] [--agent PATH] [--all-frames]\n"
             "                    [--fail-on leak|growing|unreachable[,...]] -- PROGRAM ARGS...\n"
             "\n"
             "  Runs PROGRAM with the agent preloaded, using the collectord running in DIR\n"
@@ -56,6 +57,7 @@ static void run_usage(FILE *f)
             "                HTML, all in JSON; 0: all)\n"
             "  --json        the report as JSON; --html FILE: an HTML report to FILE\n"
             "  -o FILE       the report to FILE instead of stderr\n"
+            "  --all-frames  text and HTML: every frame of CPython itself, not folded\n"
             "  --fail-on C   exit 23 when a stack of class C (leak, growing) or an\n"
             "                unreachable block is found (and the program exited 0)\n"
             "  exit status: the program's; 128+N if signal N killed it; 23 (--fail-on);\n"
@@ -502,7 +504,8 @@ static int found_classes(const Stackwatch__LeakReport *lr, size_t n_stacks)
 
 /* The run's report, written as asked. Returns the FAIL_* bits found, or -1
  * (said) when there is no report. */
-static int report(run_t *r, uint32_t top, int json, const char *html, const char *outpath)
+static int report(run_t *r, uint32_t top, int json, const char *html, const char *outpath,
+                  unsigned flags)
 {
     /* The program ended; its children may run on a while. */
     uint64_t until = mono_ms() + RUN_SETTLE_MS;
@@ -564,7 +567,8 @@ static int report(run_t *r, uint32_t top, int json, const char *html, const char
         fflush(stdout);
         if (out == stderr)
             fputc('\n', stderr);
-        if (cli_render(out, rep, CLI_WANT_LEAKS, html ? "html" : json ? "json" : "text") < 0)
+        if (cli_render(out, rep, CLI_WANT_LEAKS, html ? "html" : json ? "json" : "text",
+                       flags) < 0)
             fail = 1;
         if ((fflush(out) != 0 || (out != stderr && out != stdout && fclose(out) != 0)) && !fail) {
             fprintf(stderr, "stackctl: run: writing %s: %s\n", path ? path : "stderr",
@@ -604,6 +608,7 @@ int cli_run(const char *dir, int argc, char **argv)
 {
     const char *expire = NULL, *sample = NULL, *html = NULL, *outpath = NULL, *agent_opt = NULL;
     int json = 0, fail_on = 0, top_given = 0;
+    unsigned flags = 0; /* CLI_ALL_FRAMES */
     uint32_t top = 0;
     static const struct option lopts[] = {
         { "expire", required_argument, 0, 'e' },
@@ -614,6 +619,7 @@ int cli_run(const char *dir, int argc, char **argv)
         { "output", required_argument, 0, 'o' },
         { "fail-on", required_argument, 0, 'F' },
         { "agent", required_argument, 0, 'A' },
+        { "all-frames", no_argument, 0, 'X' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -649,6 +655,7 @@ int cli_run(const char *dir, int argc, char **argv)
         case 'H': html = optarg; break;
         case 'o': outpath = optarg; break;
         case 'A': agent_opt = optarg; break;
+        case 'X': flags |= CLI_ALL_FRAMES; break;
         case 'F':
             if (parse_fail_on(optarg, &fail_on) < 0) {
                 fprintf(stderr, "stackctl: run: --fail-on %s: leak, growing or unreachable "
@@ -724,7 +731,7 @@ int cli_run(const char *dir, int argc, char **argv)
             code = WEXITSTATUS(status);
         else if (WIFSIGNALED(status))
             code = 128 + WTERMSIG(status);
-        found = report(&r, top, json, html, outpath);
+        found = report(&r, top, json, html, outpath, flags);
     }
     stop_private(&r);
     if (status < 0 || code != 0)

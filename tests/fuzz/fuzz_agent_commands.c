@@ -33,7 +33,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "agent/agent.h"
 #include "agent/arm.h"
 #include "agent/cmd.h"
 #include "agent/intern.h"
@@ -49,8 +48,6 @@ enum {
 
 #define SLOTS 1024u
 #define PUMP_MAX 4096
-
-agent_t agent;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

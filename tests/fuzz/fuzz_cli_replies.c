@@ -3,7 +3,8 @@
  * Input layout:
  *
  *   byte 0   bits 0-1: what was asked (CLI_WANT_* - 1: leaks, clients, rules,
- *            mark); bits 2-4: the format (text, json, folded, pprof, html)
+ *            mark); bits 2-4: the format (text, json, folded, pprof, html);
+ *            bit 5: --all-frames (CLI_ALL_FRAMES)
  *   rest     the byte stream collectord sends back on the control socket
  *
  * stackctl's real path runs: the bytes go through a pipe into
@@ -29,6 +30,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "collector/stackctl/py.h"
 #include "collector/stackctl/render.h"
 #include "frame.h"
 #include "proto/stackwatch.pb-c.h"
@@ -248,13 +250,14 @@ static size_t count_ci(const char *buf, size_t n, const char *needle)
 }
 
 /* Renders rep into memory; returns the output (free it) and its size. */
-static char *render(Stackwatch__Reply *rep, int want, const char *format, size_t *n, int *rc)
+static char *render(Stackwatch__Reply *rep, int want, const char *format, unsigned flags,
+                    size_t *n, int *rc)
 {
     char *buf = NULL;
     FILE *f = open_memstream(&buf, n);
     if (!f)
         abort();
-    *rc = cli_render(f, rep, want, format);
+    *rc = cli_render(f, rep, want, format, flags);
     fclose(f);
     return buf;
 }
@@ -276,7 +279,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     rep.leaks = &lr;
     size_t n;
     int rc;
-    char *out = render(&rep, CLI_WANT_LEAKS, "html", &n, &rc);
+    char *out = render(&rep, CLI_WANT_LEAKS, "html", 0, &n, &rc);
     html_scripts = count_ci(out, n, "</script");
     html_comments = count_ci(out, n, "<!--");
     free(out);
@@ -289,6 +292,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     int want = (data[0] & 3) + 1;
     const char *format = formats[(data[0] >> 2) & 7];
+    unsigned flags = data[0] & 0x20 ? CLI_ALL_FRAMES : 0;
     data++;
     size--;
     int p[2];
@@ -321,7 +325,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     size_t n = 0;
-    char *out = render(rep, want, format, &n, &rc);
+    char *out = render(rep, want, format, flags, &n, &rc);
     if (show)
         fprintf(show, "== rc %d, %zu bytes\n%.*s\n", rc, n, (int)n, out);
     if (rc == 0 && want == CLI_WANT_LEAKS) {

@@ -226,6 +226,24 @@ def reply_seeds():
               f_varint(3, 1000) + f_bytes(4, "all") + f_varint(5, 1700000001000))
     for fmt in FORMATS:
         w("leaks_" + fmt, hdr(WANT_LEAKS, fmt), reply(3, report))
+    # A Python program's stack as text and HTML merge it: a stripped
+    # extension, the interpreter entered twice (runs to fold, a re-entry to
+    # say), libc's start; each with and without --all-frames (bit 5).
+    npy = "/usr/lib/python3/dist-packages/numpy/core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so"
+    pyexe = "/usr/bin/python3.11"
+    merged = [frame_msg(0x7f00de138, npy), frame_msg(0x52c000, pyexe, "_PyObject_MakeTpCall"),
+              frame_msg(0x52c441, pyexe, "_PyEval_EvalFrameDefault"),
+              frame_msg(0x7f0118330, npy), frame_msg(0x52c442, pyexe, "_PyEval_EvalFrameDefault"),
+              frame_msg(0x5236bb, pyexe, "PyEval_EvalCode"), frame_msg(0x647d97, pyexe),
+              frame_msg(0x7f2724a, "/lib/x86_64-linux-gnu/libc.so.6", "__libc_start_main"),
+              frame_msg(0x627bd1, pyexe, "_start")]
+    mreport = (msg(1, client_info(9, pyexe, ["python3", "leaky.py"], python=0x030b02f0)) +
+               msg(2, stack_report(0x77, 9, merged, python=py + [pytb([("/srv/h.py", "h", 3)],
+                                                                   blamed=False)])) +
+               msg(2, stack_report(0x78, 9, merged[4:], missing="not-captured")))
+    for fmt in ("text", "html"):
+        w("merged_" + fmt, hdr(WANT_LEAKS, fmt), reply(3, mreport))
+        w("merged_all_" + fmt, bytes([hdr(WANT_LEAKS, fmt)[0] | 0x20]), reply(3, mreport))
     # Names a hostile program can choose (its argv, its own symbols and files).
     evil = [frame_msg(1, "/tmp/</script><script>alert(1)</script>", "f\nnew line;semi colon 12",
                       "<!--x.c", 1),

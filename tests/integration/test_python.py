@@ -9,6 +9,7 @@ import unittest
 
 import swtest as sw
 from swtest import ROOT, Collector, finish, wait_until
+from test_html import data_block
 
 PY = "/usr/bin/python3"
 
@@ -34,6 +35,18 @@ def py_stacks(report, pid):
         if s["pid"] == pid and s["python"]:
             out.append((s, list(zip(s["python"], s["python_stats"]))))
     return out
+
+
+def stack_text(text, sid):
+    """The lines of CallStack[sid] in a text report."""
+    m = re.search(r"^CallStack\[%s\].*?(?=^CallStack\[|\Z)" % sid, text, re.M | re.S)
+    return m.group(0).splitlines() if m else []
+
+
+def line_index(lines, pattern, last=False):
+    """Index of the first (last) line matching pattern; -1 when none."""
+    hits = [i for i, l in enumerate(lines) if re.search(pattern, l)]
+    return (hits[-1] if last else hits[0]) if hits else -1
 
 
 def blamed_lines(report, pid, fname):
@@ -97,9 +110,45 @@ class PythonLineTest(unittest.TestCase):
         self.assertEqual(len(blamed), 1)
         # Innermost first: leaky, then its caller main.
         self.assertEqual([f["function"] for f in blamed[0][:3]], ["leaky", "main", "<module>"])
+        # The text report: one merged stack, innermost first: numpy's
+        # frames, the Python lines in place of the interpreter, one line for
+        # the interpreter's own frames, then libc's start.
         text = self.col.ctl("query", "leaks", "--pid", str(p.pid)).stdout
-        self.assertIn('File "%s", line %d, in leaky' % (script("mask_leak.py"), m["leak"]), text)
-        self.assertIn("Python stack:", text)
+        lines = stack_text(text, s["id"])
+        self.assertTrue(lines, text)
+        blk = "\n".join(lines)
+        np_last = line_index(lines, r"_multiarray_umath", last=True)
+        py0 = line_index(lines, r"^    \[Python\] +%s:%d leaky$" % (re.escape(script("mask_leak.py")),
+                                                                  m["leak"]))
+        py1 = line_index(lines, r"^    \[Python\] +\S+mask_leak\.py:\d+ main$")
+        fold = line_index(lines, r"^    … \d+ CPython frames$")
+        libc = line_index(lines, r"__libc_start_main\(\)")
+        self.assertTrue(0 <= np_last < py0 < py1 < fold < libc, blk)
+        self.assertGreaterEqual(int(re.search(r"… (\d+) CPython", lines[fold]).group(1)), 5)
+        self.assertNotIn("_PyEval_EvalFrameDefault", blk)
+        self.assertNotIn("Py_BytesMain", blk)
+        self.assertRegex(blk, r"\n    Python stack above: \d+ capture\(s\).*<- blamed")
+        # --all-frames: every frame, the Python lines before the eval loop.
+        full = stack_text(self.col.ctl("query", "leaks", "--pid", str(p.pid),
+                                       "--all-frames").stdout, s["id"])
+        ev = line_index(full, r"_PyEval_EvalFrameDefault\(\)")
+        self.assertNotIn("CPython frames", "\n".join(full))
+        self.assertTrue(0 <= line_index(full, r"\[Python\] .*:%d leaky$" % m["leak"]) < ev <
+                        line_index(full, r"Py_BytesMain\(\)"), "\n".join(full))
+        # JSON keeps every frame, and says which are the interpreter's.
+        self.assertIn("_PyEval_EvalFrameDefault", [f["function"] for f in s["frames"]])
+        self.assertTrue(s["frames"][s["python_at"]]["interpreter"])
+        # The name the stack goes by: numpy's module+offset, then the line
+        # (the chart's legend and the top card of the HTML report).
+        name = "_multiarray_umath+%s ← mask_leak.py:%d leaky" % (s["frames"][0]["module_offset"],
+                                                                m["leak"])
+        html = os.path.join(self.col.tmp, "r.html")
+        self.col.ctl("report", "--html", html, "--pid", str(p.pid))
+        with open(html) as f:
+            page = f.read()
+        labels = {x["id"]: x["label"] for x in data_block(page)["stacks"]}
+        self.assertEqual(labels.get(s["id"]), name, labels)
+        self.assertNotIn("_PyEval_EvalFrameDefault", "".join(labels.values()))
         rc, out, err = finish(p)
         self.assertEqual(rc, 0)
         self.assertNotIn("malloc @", err)  # automatic captures are silent

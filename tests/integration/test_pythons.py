@@ -19,7 +19,7 @@ import swtest as sw
 from swtest import ROOT, Collector, finish, wait_until
 from test_html import data_block
 from test_pprof import read_profile
-from test_python import blamed_lines, py_markers, script
+from test_python import blamed_lines, line_index, py_markers, script
 
 
 def interpreters():
@@ -125,7 +125,18 @@ class _VersionBase:
         want = "versions_leak.py:%d grab" % line
         pid = str(p.pid)
         text = self.col.ctl("query", "leaks", "--pid", pid).stdout
-        self.assertIn('File "%s", line %d, in grab' % (script("versions_leak.py"), line), text)
+        # The merged stack: the extension's frames, then the Python lines
+        # (no interpreter frame between), then the interpreter folded.
+        lines = text.splitlines()
+        py0 = line_index(lines, r"^    \[Python\] +%s:%d grab$" % (re.escape(script("versions_leak.py")),
+                                                                 line))
+        self.assertGreater(py0, 0, text)
+        self.assertIn("leakext", lines[py0 - 1], text)
+        self.assertRegex(lines[py0 + 1], r"^    \[Python\] +\S+versions_leak\.py:\d+ backtest$")
+        rest = lines[py0:]
+        fold = line_index(rest, r"^    … \d+ CPython frames$")
+        self.assertGreater(fold, 0, text)
+        self.assertTrue(all(l.startswith("    [Python]") for l in rest[:fold]), text)
         folded = self.col.ctl("query", "leaks", "--pid", pid, "--format", "folded").stdout
         hit = [l for l in folded.splitlines() if want in l]
         self.assertTrue(hit, folded)

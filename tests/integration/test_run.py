@@ -517,7 +517,12 @@ class PytestPluginTest(unittest.TestCase):
             import stackwatch_pytest as p
             st = {"id": "ab12", "python": [[{"file": "t.py", "function": "grow", "line": 7},
                                             {"file": "t.py", "function": "test_x", "line": 9}]],
-                  "frames": [{"function": "malloc_site", "file": "ext.c", "line": 3}]}
+                  "frames": [{"function": "malloc_site", "file": "ext.c", "line": 3},
+                             {"function": "_PyEval_EvalFrameDefault", "module": "/usr/bin/python3.11",
+                              "interpreter": True},
+                             {"function": "Py_RunMain", "module": "/usr/bin/python3.11",
+                              "interpreter": True}],
+                  "python_at": 1}
             print(p.describe(3 << 20, [(3 << 20, 3, st)], 1 << 20))
             print(p.parse_size("1 MB"), p.parse_size("512 KB"), p.parse_size(100))
         """)
@@ -525,7 +530,10 @@ class PytestPluginTest(unittest.TestCase):
                            timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("3.0 MiB in 3 block(s), stack ab12:\n      t.py:7 in grow\n"
-                      "      t.py:9 in test_x\n      malloc_site  ext.c:3", r.stdout)
+                      "      t.py:9 in test_x\n      malloc_site  ext.c:3\n", r.stdout)
+        # Not the interpreter's frames that ran the Python lines.
+        self.assertNotIn("_PyEval_EvalFrameDefault", r.stdout)
+        self.assertNotIn("Py_RunMain", r.stdout)
         self.assertTrue(r.stdout.endswith("1048576 524288 100\n"), r.stdout)
 
     def test_without_the_agent_it_says_so(self):

@@ -195,8 +195,11 @@ class WalkthroughTest(unittest.TestCase):
             self.assertEqual(len(ids), 2, r.stdout)
             self.assertEqual(ids[0], ids[1], r.stdout)
             self.assertEqual(ids[1][1], "leak")
-            self.assertEqual(r.stdout.count('mask_leak.py", line %d, in leaky' % line), 2,
-                             r.stdout)
+            # The line in the merged stack of both, where the doc shows it.
+            self.assertEqual(len(re.findall(r"^    \[Python\] +\S*mask_leak\.py:%d leaky$" % line,
+                                            r.stdout, re.M)), 2, r.stdout)
+            self.assertIn("[Python]            /work/main/tests/py/mask_leak.py:%d leaky" % line,
+                          readme)
             self.assertIn("exited", r.stdout)
         finally:
             col.close()

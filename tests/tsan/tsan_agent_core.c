@@ -47,21 +47,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent/agent.h"
 #include "agent/clock.h"
 #include "agent/config.h"
+#include "agent/emit.h"
 #include "agent/flush.h"
 #include "agent/intern.h"
 #include "agent/log.h"
 #include "agent/modmap.h"
 #include "agent/ring.h"
+#include "agent/state.h"
 #include "agent/tstate.h"
 #include "agent/unwind.h"
 #include "proto/frame.h"
 #include "proto/stackwatch.pb-c.h"
-
-/* agent.c (constructor, fork and exit handling) is not linked: this is its state. */
-agent_t agent;
 
 #define LONG_WORKERS 6           /* threads producing all their events themselves */
 #define UNWINDERS 2              /* of those, the ones that also unwind; they never exit */

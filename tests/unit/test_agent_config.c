@@ -13,12 +13,9 @@
 
 #include <cmocka.h>
 
-#include "agent/agent.h"
 #include "agent/config.h"
 #include "agent/log.h"
-
-/* agent.c (the constructor) is not linked into unit tests; flush.c refers to this. */
-agent_t agent;
+#include "agent/state.h"
 
 static const char *const env_vars[] = {
     "STACKWATCH_DIR", "STACKWATCH_DEPTH", "STACKWATCH_SAMPLE", "STACKWATCH_RING",

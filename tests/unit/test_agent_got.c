@@ -12,10 +12,7 @@
 
 #include <cmocka.h>
 
-#include "agent/agent.h"
 #include "agent/got.h"
-
-agent_t agent; /* the agent core links against it */
 
 static void *(*real_malloc)(size_t);
 static unsigned long counted;
@@ -53,7 +50,7 @@ static int setup(void **state)
     return 0;
 }
 
-static hook_target_t tg[1];
+static got_target_t tg[1];
 
 #ifdef __SANITIZE_ADDRESS__
 #define LIBC_STRDUP_MALLOCS 0
@@ -81,7 +78,7 @@ static void test_patch_restore(void **state)
                                   &imported);
     assert_true(def != 0);
     real_malloc = (void *(*)(size_t))(uintptr_t)def;
-    tg[0] = (hook_target_t){ "malloc", (uint64_t)(uintptr_t)counting_malloc, def };
+    tg[0] = (got_target_t){ "malloc", (uint64_t)(uintptr_t)counting_malloc, def };
     assert_int_equal(got_init(tg, 1), 0);
     free(dl_leak(8)); /* binds the lazy entry before */
     unsigned long before = counted;
@@ -135,7 +132,7 @@ static void test_foreign_entries_left_alone(void **state)
                                   &imported);
     real_malloc = (void *(*)(size_t))(uintptr_t)def;
     /* Pretend the real malloc is something else: no entry holds it. */
-    tg[0] = (hook_target_t){ "malloc", (uint64_t)(uintptr_t)counting_malloc, 0x1000 };
+    tg[0] = (got_target_t){ "malloc", (uint64_t)(uintptr_t)counting_malloc, 0x1000 };
     got_init(tg, 1);
     /* Only entries not bound yet (still on their own PLT stub) can be
      * taken; libdlleak's is bound (setup called it), libc's GLOB_DAT holds

@@ -12,11 +12,7 @@
 
 #include <cmocka.h>
 
-#include "agent/agent.h"
 #include "agent/intern.h"
-
-/* agent.c (the constructor) is not linked into unit tests; flush.c refers to this. */
-agent_t agent;
 
 /* intern.c keeps its pool cursor and stack count across intern_init calls (it
  * is meant to run once per process), so each test runs in a fresh child

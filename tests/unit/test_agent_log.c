@@ -13,11 +13,7 @@
 
 #include <cmocka.h>
 
-#include "agent/agent.h"
 #include "agent/log.h"
-
-/* agent.c (the constructor) is not linked into unit tests; flush.c refers to this. */
-agent_t agent;
 
 /* Formats with log_fmt and with snprintf; they must agree. */
 #define SAME(fmt, ...)                                                  \

@@ -13,11 +13,7 @@
 
 #include <cmocka.h>
 
-#include "agent/agent.h"
 #include "agent/modmap.h"
-
-/* agent.c (the constructor) is not linked into unit tests; flush.c refers to this. */
-agent_t agent;
 
 static char exe[4096];
 

@@ -8,11 +8,7 @@
 
 #include <cmocka.h>
 
-#include "agent/agent.h"
 #include "agent/ring.h"
-
-/* agent.c (the constructor) is not linked into unit tests; flush.c refers to this. */
-agent_t agent;
 
 static ev_t ev_n(uint64_t n)
 {

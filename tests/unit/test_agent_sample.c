@@ -11,11 +11,7 @@
 
 #include <cmocka.h>
 
-#include "agent/agent.h"
 #include "agent/sample.h"
-
-/* agent.c (the constructor) is not linked into unit tests; flush.c refers to this. */
-agent_t agent;
 
 #define RATE 4096
 

@@ -18,12 +18,8 @@
 
 #include <cmocka.h>
 
-#include "agent/agent.h"
 #include "agent/config.h"
 #include "agent/unwind.h"
-
-/* agent.c (the constructor) is not linked into unit tests; flush.c refers to this. */
-agent_t agent;
 
 #define NOINLINE __attribute__((noinline))
 

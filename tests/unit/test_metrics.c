@@ -233,12 +233,88 @@ static void test_render(void **state)
     fixture_free(s);
 }
 
+#define NUMPY "/usr/lib/python3/dist-packages/numpy/core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so"
+#define NP_BIAS 0x7f0000000000ull
+
+/* A Python process's leak in numpy (stripped) under the interpreter: the
+ * stack's frame label is numpy's module+offset and the blamed Python line,
+ * never the eval loop; before symbolization too. */
+static void test_python_stack_name(void **state)
+{
+    (void)state;
+    srv_t *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    client_t *c = client_new(&s->clients, 4243, SEC, T0);
+    assert_non_null(c);
+    char *argv[] = { (char *)"python3" };
+    assert_int_equal(client_set_identity(c, 4243, 1, "/usr/bin/python3.11", argv, 1, 7, 0, 1, 32,
+                                         "all"), 0);
+    c->state = CLIENT_CONNECTED;
+    uint64_t np_r[] = { NP_BIAS, NP_BIAS + 0x400000 }, py_r[] = { 0x400000, 0x800000 };
+    assert_int_equal(client_put_module(c, 1, "/usr/bin/python3.11", 0, py_r, 2, NULL, 0, 0, 0), 0);
+    assert_int_equal(client_put_module(c, 2, NUMPY, NP_BIAS, np_r, 2, NULL, 0, 0, 0), 0);
+    /* numpy, the eval loop, _start; not symbolized yet: by modules. */
+    uint64_t pcs[] = { NP_BIAS + 0xde138, 0x52c441, 0x627bd1 };
+    int err;
+    assert_non_null(client_define_stack(c, 1, 0x5151, 0, pcs, 3, 0, &err));
+    for (uint64_t i = 0; i < 4; i++)
+        assert_int_equal(client_alloc(c, 0x10000 + i * 0x100, T0 + i, 53336, 1), 0);
+    pyframe_t fr[2];
+    memset(fr, 0, sizeof fr);
+    fr[0].file = sym_intern("/srv/app/leaky.py");
+    fr[0].function = sym_intern("backtest");
+    fr[0].line = 27;
+    fr[1].file = sym_intern("/srv/app/leaky.py");
+    fr[1].function = sym_intern("<module>");
+    fr[1].line = 50;
+    assert_non_null(client_note(c, 0x10000, T0, 1, fr, 2, 0, NULL, 0));
+    client_age(c, T0 + 5 * SEC);
+    client_classify(c, T0 + 5 * SEC);
+    metrics_t m = { .fd = -1, .top = 10, .max_clients = 64 };
+    mbuf_t b = { 0 };
+    metrics_render(s, &m, 0, &b);
+    assert_non_null(strstr(b.p, "stack=\"0000000000005151\",frame=\"_multiarray_umath+0xde138 "
+                                "\xe2\x86\x90 leaky.py:27 backtest\",location=\"\""));
+    mbuf_free(&b);
+    /* Symbolized (an allocator of the interpreter's inlined at the
+     * innermost, not a listed wrapper): CPython's frames are skipped. */
+    cstack_t *st = cstack_at(c, 1);
+    symres_t *sr = calloc(1, sizeof *sr + 4 * sizeof(symframe_t));
+    assert_non_null(sr);
+    sr->n = 4;
+    const char *mods[4] = { "/usr/bin/python3.11", NUMPY, "/usr/bin/python3.11",
+                            "/usr/bin/python3.11" };
+    const char *fns[4] = { "_PyObject_Malloc.lto_priv.0", NULL, "_PyEval_EvalFrameDefault",
+                           "_start" };
+    const uint64_t addrs[4] = { 0x501e92, NP_BIAS + 0xde138, 0x52c441, 0x627bd1 };
+    for (int i = 0; i < 4; i++) {
+        sr->f[i].addr = addrs[i];
+        sr->f[i].module = mods[i];
+        sr->f[i].function = fns[i];
+    }
+    st->sym = sr;
+    st->sym_state = SYM_DONE;
+    metrics_render(s, &m, 0, &b);
+    assert_non_null(strstr(b.p, "frame=\"_multiarray_umath+0xde138 \xe2\x86\x90 leaky.py:27 "
+                                "backtest\""));
+    assert_null(strstr(b.p, "_PyEval_EvalFrameDefault"));
+    assert_null(strstr(b.p, "_PyObject_Malloc"));
+    mbuf_free(&b);
+    while (s->clients.head) {
+        client_t *x = s->clients.head;
+        s->clients.head = x->next;
+        client_destroy(x);
+    }
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_requests),
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_render),
+        cmocka_unit_test(test_python_stack_name),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }
