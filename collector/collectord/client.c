@@ -1251,10 +1251,16 @@ void client_sym_done(client_t *c, cstack_t *s, sym_job_t *j)
     const symres_t *r = j->result;
     int split = r && j->pc_nf && j->pc_deg && j->npcs == s->npcs;
     if (split) {
+        /* The job's frames are the stack's (a job made before the stack
+         * was redefined is the stack's own business, as before, never the
+         * table's). */
         uint64_t sum = 0;
-        for (uint32_t i = 0; i < j->npcs; i++)
+        for (uint32_t i = 0; i < j->npcs; i++) {
             sum += j->pc_nf[i];
-        split = sum == r->n;
+            if (!j->pcs || j->pcs[i] != cstack_pc(c, s, i))
+                split = 0;
+        }
+        split = split && sum == r->n;
     }
     uint32_t at = 0;
     for (uint32_t i = 0; split && i < j->npcs; i++) {

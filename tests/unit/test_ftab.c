@@ -110,6 +110,9 @@ static sym_job_t *job_for(const client_t *c, const cstack_t *s, const uint16_t *
     for (uint32_t i = 0; i < s->npcs; i++)
         n += nf[i];
     j->result = calloc(1, sizeof *j->result + n * sizeof(symframe_t));
+    j->pcs = calloc(s->npcs + 1, sizeof *j->pcs);
+    for (uint32_t i = 0; i < s->npcs; i++)
+        j->pcs[i] = cstack_pc(c, s, i);
     j->pc_nf = calloc(s->npcs, sizeof *j->pc_nf);
     j->pc_deg = calloc(s->npcs, 1);
     assert_non_null(j->result);
@@ -209,6 +212,16 @@ static void test_stacks_share_frames_and_symbols(void **state)
     assert_null(j->result);
     assert_ptr_equal(sb->sym, own);
     assert_ptr_equal(cstack_sym(c, sb), own);
+    sym_job_free(j);
+    /* A job made for the stack's old frames (it was redefined meanwhile,
+     * same depth): never the table's; the stack keeps it as its own. */
+    j = job_for(c, sb, nfb, NULL);
+    j->pcs[0] = 0x99;
+    pool = c->ftab.nsym;
+    own = j->result;
+    client_sym_done(c, sb, j);
+    assert_ptr_equal(sb->sym, own);
+    assert_int_equal(c->ftab.nsym, pool);
     sym_job_free(j);
     /* Redefined (a new id at that index): frames and symbols go. */
     cstack_t *sb2 = client_define_stack(c, 1, 9, 1, a, 2, 0, &err);
