@@ -90,7 +90,7 @@ static void *global_def(const char *name)
 
 int real_resolve_global(void)
 {
-    real_fn_t r;
+    real_fn_t r = { 0 };
     r.malloc = global_def("malloc");
     r.free = global_def("free");
     r.calloc = global_def("calloc");
@@ -106,6 +106,7 @@ int real_resolve_global(void)
     r.exit = global_def("exit");
     r.libc_start_main = global_def("__libc_start_main");
     r.reallocarray = global_def("reallocarray");
+    r.getattr = (int (*)(pthread_t, pthread_attr_t *))global_def("pthread_getattr_np");
     if (!r.malloc || !r.free || !r.calloc || !r.realloc || !r.dlopen)
         return -ENOENT;
     /* Nothing calls the interposers before the GOT is patched, which comes

@@ -4,7 +4,8 @@
  * array the global `table` points to (so every one is reachable), each
  * holding a pointer to another block of the table (so marking follows real
  * chains); LOST more blocks whose pointers are dropped. Prints "ready" once
- * built, then blocks in read() until stdin closes. usage: live N LOST */
+ * built, then blocks in read() until stdin closes. With "wait", it waits
+ * for a line on stdin first (to be attached to). usage: live N LOST [wait] */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,14 @@ int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
     size_t lost = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000;
+    if (argc > 3 && !strcmp(argv[3], "wait")) {
+        /* Attached later (run.py --attach): build once told to. */
+        printf("waiting %d\n", (int)getpid());
+        fflush(stdout);
+        char go[64];
+        if (!fgets(go, sizeof go, stdin))
+            return 1;
+    }
     uint64_t x = 88172645463325252ull;
     table = malloc(n * sizeof *table);
     for (size_t i = 0; i < n; i++) {

@@ -9,11 +9,36 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define GRANULE_SHIFT 16
 #define HEAP_MAX (64ull << 20)          /* glibc's HEAP_MAX_SIZE on 64-bit */
 #define CHUNK_MMAPPED 2u
 #define CHUNK_NON_MAIN 4u
+
+#define SCRATCH_HDR 16u
+
+void *reach_scratch(size_t n)
+{
+    size_t len = n + SCRATCH_HDR;
+    if (len < n)
+        return NULL;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    memcpy(p, &len, sizeof len);
+    return (uint8_t *)p + SCRATCH_HDR;
+}
+
+void reach_scratch_free(void *p)
+{
+    if (!p)
+        return;
+    uint8_t *b = (uint8_t *)p - SCRATCH_HDR;
+    size_t len;
+    memcpy(&len, b, sizeof len);
+    munmap(b, len);
+}
 
 static int rng_cmp(const void *a, const void *b)
 {
@@ -284,7 +309,7 @@ static int gran_build(mk_t *m)
     uint64_t slots = 64;
     while (slots < 2 * need)
         slots <<= 1;
-    m->g = calloc(slots, sizeof *m->g);
+    m->g = reach_scratch(slots * sizeof *m->g);
     if (!m->g)
         return -ENOMEM;
     m->gmask = slots - 1;
@@ -355,10 +380,10 @@ int reach_mark_paths(const reach_img_t *img, const reach_blk_t *b, size_t nb,
     if (!nb)
         return 0;
     mk_t m = { .img = img, .b = b, .nb = nb, .marked = marked, .parent = parent, .via = via };
-    m.stack = malloc(nb * sizeof *m.stack);
+    m.stack = reach_scratch(nb * sizeof *m.stack);
     if (!m.stack || gran_build(&m) < 0) {
-        free(m.stack);
-        free(m.g);
+        reach_scratch_free(m.stack);
+        reach_scratch_free(m.g);
         return -ENOMEM;
     }
     m.src = REACH_PARENT_ROOT;
@@ -377,8 +402,8 @@ int reach_mark_paths(const reach_img_t *img, const reach_blk_t *b, size_t nb,
     }
     for (size_t i = 0; i < nb; i++)
         st->marked += marked[i];
-    free(m.stack);
-    free(m.g);
+    reach_scratch_free(m.stack);
+    reach_scratch_free(m.g);
     return 0;
 }
 
@@ -413,10 +438,10 @@ int reach_owners(const reach_img_t *img, const reach_blk_t *b, size_t nb, const 
     if (!lost)
         return 0;
     mk_t m = { .img = img, .b = b, .nb = nb, .owner = owner };
-    m.stack = malloc(nb * sizeof *m.stack);
+    m.stack = reach_scratch(nb * sizeof *m.stack);
     if (!m.stack || gran_build(&m) < 0) {
-        free(m.stack);
-        free(m.g);
+        reach_scratch_free(m.stack);
+        reach_scratch_free(m.g);
         return -ENOMEM;
     }
     /* In address order, each lost block not yet owned leads a clique: what
@@ -446,7 +471,7 @@ int reach_owners(const reach_img_t *img, const reach_blk_t *b, size_t nb, const 
             x = nx;
         }
     }
-    free(m.stack);
-    free(m.g);
+    reach_scratch_free(m.stack);
+    reach_scratch_free(m.g);
     return 0;
 }

@@ -28,6 +28,13 @@ typedef struct reach_blk_s {
     uint64_t addr, size;
 } reach_blk_t;
 
+/* Scratch memory for a scan's per-block arrays: its own mapping (zeroed),
+ * unmapped when freed, so a scan's peak goes back to the system at once
+ * and does not stay in a malloc arena (issue 19.6). NULL on failure;
+ * reach_scratch_free(NULL) does nothing. */
+void *reach_scratch(size_t n);
+void reach_scratch_free(void *p);
+
 /* Sorts and merges ranges in place (empty ones dropped). Returns the count. */
 size_t reach_rng_normalize(reach_rng_t *r, size_t n);
 

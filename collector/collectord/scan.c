@@ -100,15 +100,24 @@ typedef struct img_s {
     uint64_t map_len;
 } img_t;
 
-/* Anonymous memory with its pages faulted in at once: page faults one by
- * one (inside process_vm_readv, or while filling a snapshot) cost far more
- * (measured on the test VM: 8 ms against 130 ms for 24 MiB), and the
- * process waits for the copy. NULL on failure. */
-static void *populated(uint64_t len)
+/* Anonymous memory, len bytes, with the pages of its first hot bytes
+ * faulted in at once: page faults one by one (inside process_vm_readv, or
+ * while filling a snapshot) cost far more (measured on the test VM: 8 ms
+ * against 130 ms for 24 MiB), and the process waits for the copy. The rest
+ * is a margin, faulted in only if used: populated, it stayed in
+ * collectord's peak RSS for nothing (issue 19.6). NULL on failure. */
+static void *populated(uint64_t len, uint64_t hot)
 {
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    hot = (hot < len ? hot : len + PAGE - 1) & ~(PAGE - 1);
+    if (hot && mmap(p, hot, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_POPULATE, -1, 0) == MAP_FAILED) {
+        munmap(p, len);
+        return NULL;
+    }
+    return p;
 }
 
 static int img_add(img_t *m, uint64_t lo, uint64_t hi)
@@ -135,7 +144,7 @@ static int img_alloc(img_t *m)
     if (m->bytes > m->map_len) {
         if (m->buf)
             munmap(m->buf, m->map_len);
-        m->buf = populated(m->bytes);
+        m->buf = populated(m->bytes, m->bytes);
         m->map_len = m->buf ? m->bytes : 0;
         if (!m->buf)
             return -ENOMEM;
@@ -197,6 +206,7 @@ static int img_prepare(img_t *m, pid_t pid, char *err, size_t errlen)
         close(pm);
     free(ent);
     maps_free(&mp);
+    uint64_t hot = total;
     total += total / 8 + (4u << 20);
     uint64_t avail = mem_available();
     if (avail && total > avail / 2) {
@@ -205,7 +215,7 @@ static int img_prepare(img_t *m, pid_t pid, char *err, size_t errlen)
                  total / 1073741824.0, avail / 1073741824.0);
         return -E2BIG;
     }
-    m->buf = populated(total);
+    m->buf = populated(total, hot);
     m->map_len = m->buf ? total : 0;
     if (!m->buf) {
         snprintf(err, errlen, "cannot map %.1f MiB for the copy", total / 1048576.0);
@@ -307,20 +317,31 @@ static void img_read(pid_t pid, img_t *m)
 
 /* Sorts the snapshot by address: LSD radix sort on 16-bit digits of
  * addr / 16 (blocks are 16-byte aligned; user addresses fit 48 bits), a
- * digit skipped when every block shares it. qsort took ~0.5 s for a million
- * blocks on the test VM. Returns 0 or -ENOMEM. */
+ * digit skipped when every block shares it, of (address, index) keys, 16
+ * bytes a block (twice, for the sort); then the entries move in place,
+ * cycle by cycle. Sorting the 48-byte entries themselves needed a second
+ * snapshot, the peak of the scan's memory (issue 19.6). qsort took ~0.5 s
+ * for a million blocks on the test VM. Returns 0 or -ENOMEM. */
+typedef struct sortkey_s {
+    uint64_t addr;
+    uint64_t idx;
+} sortkey_t;
+
 static int sort_snap(scan_ent_t *a, size_t n)
 {
     if (n < 2)
         return 0;
-    scan_ent_t *tmp = malloc(n * sizeof *tmp);
+    sortkey_t *key = reach_scratch(n * sizeof *key), *tmp = reach_scratch(n * sizeof *tmp);
     uint32_t *cnt = malloc(65536 * sizeof *cnt);
-    if (!tmp || !cnt) {
-        free(tmp);
+    if (!key || !tmp || !cnt) {
+        reach_scratch_free(key);
+        reach_scratch_free(tmp);
         free(cnt);
         return -ENOMEM;
     }
-    scan_ent_t *src = a, *dst = tmp;
+    for (size_t i = 0; i < n; i++)
+        key[i] = (sortkey_t){ a[i].addr, i };
+    sortkey_t *src = key, *dst = tmp;
     for (int shift = 4; shift < 64; shift += 16) {
         memset(cnt, 0, 65536 * sizeof *cnt);
         for (size_t i = 0; i < n; i++)
@@ -335,14 +356,29 @@ static int sort_snap(scan_ent_t *a, size_t n)
         }
         for (size_t i = 0; i < n; i++)
             dst[cnt[(src[i].addr >> shift) & 0xffff]++] = src[i];
-        scan_ent_t *t = src;
+        sortkey_t *t = src;
         src = dst;
         dst = t;
     }
-    if (src != a)
-        memcpy(a, src, n * sizeof *a);
-    free(tmp);
     free(cnt);
+    reach_scratch_free(dst);
+    /* src[k].idx: the entry that goes to k. Each cycle of that permutation
+     * moves through one spare entry; a moved position's idx becomes k. */
+    for (size_t i = 0; i < n; i++) {
+        if (src[i].idx == i)
+            continue;
+        scan_ent_t spare = a[i];
+        size_t k = i;
+        while (src[k].idx != i) {
+            size_t from = src[k].idx;
+            a[k] = a[from];
+            src[k].idx = k;
+            k = from;
+        }
+        a[k] = spare;
+        src[k].idx = k;
+    }
+    reach_scratch_free(src);
     return 0;
 }
 
@@ -419,7 +455,7 @@ static void *worker(void *arg)
     }
     if (j->live_hint) {
         size_t cap = j->live_hint + j->live_hint / 4 + 1024;
-        j->snap = populated(cap * sizeof *j->snap);
+        j->snap = populated(cap * sizeof *j->snap, j->live_hint * sizeof *j->snap);
         j->snap_cap = j->snap ? cap : 0;
     }
     rc = trc_freeze(&tr, j->pid, j->skip, 1000, err, sizeof err);
@@ -566,16 +602,16 @@ static void *worker(void *arg)
     /* ---- marking, the process running again */
     if (sort_snap(j->snap, j->nsnap) < 0)
         goto nomem;
-    blk = malloc((j->nsnap ? j->nsnap : 1) * sizeof *blk);
-    marked = malloc(j->nsnap ? j->nsnap : 1);
-    heap = malloc((j->nsnap + 2) * sizeof *heap);
+    blk = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *blk);
+    marked = reach_scratch(j->nsnap ? j->nsnap : 1);
+    heap = reach_scratch((j->nsnap + 2) * sizeof *heap);
     if (!blk || !marked || !heap)
         goto nomem;
     reach_rng_t brk = { 0, 0 };
     for (size_t i = 0; i < maps.n; i++)
         if (!strcmp(maps.e[i].path, "[heap]"))
             brk = (reach_rng_t){ maps.e[i].lo, maps.e[i].hi };
-    ext.r = malloc((j->nsnap ? j->nsnap : 1) * sizeof *ext.r);
+    ext.r = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *ext.r);
     if (!ext.r)
         goto nomem;
     ext.cap = j->nsnap;
@@ -589,10 +625,10 @@ static void *worker(void *arg)
     size_t nheap = reach_heap_areas(&im, blk, j->nsnap, brk, vmas.r, vmas.n, heap);
     nheap = reach_rng_normalize(heap, nheap);
     size_t rcap = mem.n + nheap + ext.n + 1;
-    roots = malloc(rcap * sizeof *roots);
-    reach_rng_t *r2 = malloc(rcap * sizeof *r2);
+    roots = reach_scratch(rcap * sizeof *roots);
+    reach_rng_t *r2 = reach_scratch(rcap * sizeof *r2);
     if (!roots || !r2) {
-        free(r2);
+        reach_scratch_free(r2);
         goto nomem;
     }
     size_t nr = mem.n;
@@ -602,11 +638,18 @@ static void *worker(void *arg)
         memcpy(roots, r2, nr * sizeof *roots);
     }
     nr = reach_rng_sub(roots, nr, ext.r, ext.n, r2);
-    free(roots);
+    reach_scratch_free(roots);
     roots = r2;
+    /* What made the roots is not needed again: the peak is the marking's. */
+    reach_scratch_free(ext.r);
+    ext.r = NULL;
+    reach_scratch_free(heap);
+    heap = NULL;
+    free(mem.r);
+    mem.r = NULL;
     reach_stats_t st;
-    parent = malloc((j->nsnap ? j->nsnap : 1) * sizeof *parent);
-    via = malloc((j->nsnap ? j->nsnap : 1) * sizeof *via);
+    parent = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *parent);
+    via = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *via);
     if (!parent || !via ||
         reach_mark_paths(&im, blk, j->nsnap, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
         goto nomem;
@@ -625,13 +668,20 @@ static void *worker(void *arg)
         }
     }
     j->labels = rootname_take(names, &j->nlabels);
-    own = malloc((j->nsnap ? j->nsnap : 1) * sizeof *own);
+    reach_scratch_free(parent);
+    parent = NULL;
+    reach_scratch_free(via);
+    via = NULL;
+    reach_scratch_free(roots);
+    roots = NULL;
+    own = reach_scratch((j->nsnap ? j->nsnap : 1) * sizeof *own);
     if (!own || reach_owners(&im, blk, j->nsnap, marked, own) < 0)
         goto nomem;
     for (size_t i = 0; i < j->nsnap; i++) {
         j->snap[i].reach = marked[i];
         j->snap[i].owner = marked[i] ? (uint32_t)i : own[i];
     }
+    img_free(&img); /* the copy goes back before the results are made */
     j->root_bytes = st.root_bytes;
     j->mark_ns = trc_now_ns() - t_mark;
     j->dur_ns = trc_now_ns() - j->t_start;
@@ -651,18 +701,18 @@ out:
     free(dead.r);
     free(agent.r);
     free(vmas.r);
-    free(ext.r);
+    reach_scratch_free(ext.r);
     free(tmp);
-    free(heap);
-    free(roots);
-    free(blk);
-    free(marked);
-    free(own);
+    reach_scratch_free(heap);
+    reach_scratch_free(roots);
+    reach_scratch_free(blk);
+    reach_scratch_free(marked);
+    reach_scratch_free(own);
     free(vals);
     free(tids);
     free(sps);
-    free(parent);
-    free(via);
+    reach_scratch_free(parent);
+    reach_scratch_free(via);
     rootname_free(names);
     return NULL;
 }

@@ -102,6 +102,23 @@ class AttachTest(unittest.TestCase):
         self.procs.append(p)
         return p
 
+    def test_pthread_getattr_np_after_attach(self):
+        """Attached, the agent's pthread_getattr_np (it takes the real one's
+        lock with the unwinder's) must reach glibc's: the program's first
+        call after the attach goes through a PLT slot the agent patched.
+        The attach-mode table once left that function unset (stack
+        garbage)."""
+        p = self.plain([prog("attach_target")])
+        pid = ready_pid(p)
+        r = self.col.attach(pid)
+        self.assertIn("attached to pid %d" % pid, r.stdout)
+        p.stdin.write("getattr\n")
+        p.stdin.flush()
+        self.assertRegex(p.stdout.readline(), r"^ok stack [1-9]\d*$")
+        ask(p, "leak 1")  # still running, still traced
+        wait_until(lambda: (self.col.client(pid) or {}).get("live", {}).get("count"),
+                   what="the leak after getattr")
+
     def test_leak_after_attach_at_its_line(self):
         m = markers("attach_target.c")
         p = self.plain([prog("attach_target")])

@@ -7,9 +7,12 @@
  *   churn N       N blocks allocated and freed at once (never a leak)
  *   free-pre      frees the PRE blocks allocated at start
  *   sleep MS      nanosleep (so an attach can find it there)
+ *   getattr       pthread_getattr_np of this thread, first called after the
+ *                 attach (its PLT slot still unbound): "ok stack N" 
  *
  * Exits 0 at EOF, printing "done". The integration tests find "@LEAK name"
  * markers here. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +73,14 @@ int main(void)
             } else if (sscanf(line, "churn %ld", &n) == 1) {
                 for (long i = 0; i < n; i++)
                     churn_once(64 + (size_t)(i % 512));
+            } else if (!strcmp(line, "getattr")) {
+                pthread_attr_t a;
+                size_t sz = 0;
+                if (pthread_getattr_np(pthread_self(), &a) == 0) {
+                    pthread_attr_getstacksize(&a, &sz);
+                    pthread_attr_destroy(&a);
+                }
+                printf("ok stack %zu\n", sz);
             } else if (!strcmp(line, "free-pre")) {
                 for (int i = 0; i < PRE; i++) {
                     free(pre[i]);
@@ -79,7 +90,8 @@ int main(void)
                 struct timespec ts = { n / 1000, (n % 1000) * 1000000L };
                 nanosleep(&ts, NULL);
             }
-            printf("ok\n");
+            if (strcmp(line, "getattr"))
+                printf("ok\n");
             fflush(stdout);
             have -= (size_t)(nl + 1 - line);
             memmove(line, nl + 1, have + 1);
