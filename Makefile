@@ -69,7 +69,7 @@ COMMON_SRC = $(addprefix collector/common/,cli_call.c rundir.c signame.c procmap
 COLLECTORD_LIB_SRC = $(addprefix collector/collectord/, \
 	srv.c age.c clock.c log.c scans.c arming.c saves.c symq.c \
 	conn.c peer.c ingest.c ctl.c report.c \
-	client.c atab.c amap.c reo.c classify.c sym.c wrap.c trig.c store.c metrics.c \
+	client.c ftab.c atab.c amap.c reo.c classify.c sym.c wrap.c trig.c store.c metrics.c \
 	scan.c reach.c rootname.c)
 COLLECTORD_SRC = collector/collectord/main.c $(COLLECTORD_LIB_SRC) $(COMMON_SRC)
 # The CLI; main.c (the subcommand table) apart for unit tests and the reply fuzzer.

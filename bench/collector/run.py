@@ -2,8 +2,8 @@
 """collectord ingest benchmark: events per second per core, memory per live block.
 
   /usr/bin/python3 bench/collector/run.py [--build DIR] [--runs N] [--events N]
-        [--live N] [--stacks N] [--batch N] [--allocs K] [--quick] [--json]
-        [--check]
+        [--live N] [--stacks N] [--batch N] [--allocs K] [--deep-stacks S]
+        [--frames F] [--quick] [--json] [--check]
 
 Each run starts its own collectord in the foreground in a temporary directory
 (`collectord start -f --dir DIR --expire 30`), drives it with build/bench/ingest
@@ -11,9 +11,12 @@ Each run starts its own collectord in the foreground in a temporary directory
 of --runs runs of the rate mode (collectord CPU seconds, utime+stime, for
 --events events after a live set of --live blocks is in place). Memory: the
 median of --runs runs of the mem mode (collectord VmRSS growth per live block
-after --allocs allocations). Targets: >= 5M events/s per core, <= 64 B per
-live block; --check exits 1 when one is missed. Standard library only; see
-bench/collector/README.md.
+after --allocs allocations). Stacks: --deep-stacks distinct stacks of 20-40
+frames drawn from --frames return addresses in real modules, one live block
+each, symbolized; collectord's RSS growth per stack and what it counts it
+holds per stack and per block (query clients). Targets: >= 5M events/s per
+core, <= 64 B per live block, <= 1 KB per distinct stack; --check exits 1
+when one is missed. Standard library only; see bench/collector/README.md.
 """
 
 import argparse
@@ -31,6 +34,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TARGET_RATE = 5e6          # events per CPU-second of collectord
 TARGET_BYTES = 64.0        # bytes of collectord RSS per live block
+TARGET_STACK = 1024.0      # bytes of collectord per distinct stack
+STACK_EXPIRE = 2           # --expire of the stacks runs (their blocks must expire)
+# ELF files whose functions the stacks mode's frames lie in (those present).
+STACK_MODULES = ["collectord", "/lib/x86_64-linux-gnu/libc.so.6",
+                 "/lib/x86_64-linux-gnu/libstdc++.so.6", "/lib/x86_64-linux-gnu/libdw.so.1"]
 START_TIMEOUT = 10.0       # seconds for collectord to say it is running
 RUN_TIMEOUT = 600.0        # seconds for one ingest run
 QUIET_BUSY = 0.3           # CPUs busy with other work below which a run may start
@@ -102,16 +110,29 @@ class Collectord:
             pass
 
 
+def stack_modules(build):
+    mods = []
+    for m in STACK_MODULES:
+        p = m if m.startswith("/") else os.path.join(build, m)
+        if os.path.exists(p):
+            mods += ["--module", p]
+    return mods
+
+
 def run_once(args, mode):
     """One ingest run against a fresh collectord; returns its JSON result."""
     busy = wait_quiet()
-    cd = Collectord(args.build, args.expire)
+    cd = Collectord(args.build, STACK_EXPIRE if mode == "stacks" else args.expire)
     try:
         cmd = [os.path.join(args.build, "bench", "ingest"), "--dir", cd.dir,
-               "--pid", str(cd.pid), "--mode", mode, "--stacks", str(args.stacks),
+               "--pid", str(cd.pid), "--mode", mode,
+               "--stacks", str(args.deep_stacks if mode == "stacks" else args.stacks),
                "--batch", str(args.batch)]
         if mode == "rate":
             cmd += ["--events", str(args.events), "--live", str(args.live)]
+        elif mode == "stacks":
+            cmd += ["--frames", str(args.frames), "--expire-wait", str(STACK_EXPIRE + 1)]
+            cmd += stack_modules(args.build)
         else:
             cmd += ["--allocs", str(args.allocs)]
         out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -154,6 +175,10 @@ def main():
     ap.add_argument("--batch", type=int, default=65536)
     ap.add_argument("--allocs", type=int, default=2000000)
     ap.add_argument("--expire", default="30")
+    ap.add_argument("--deep-stacks", type=int, default=100000,
+                    help="distinct stacks of the stacks runs (0: none)")
+    ap.add_argument("--frames", type=int, default=4000,
+                    help="distinct return addresses the stacks are drawn from")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -161,6 +186,7 @@ def main():
     args.build = os.path.abspath(args.build)
     if args.quick:
         args.events, args.allocs, args.runs = 2000000, 200000, 1
+        args.deep_stacks = min(args.deep_stacks, 20000)
     for f in ("collectord", os.path.join("bench", "ingest")):
         if not os.access(os.path.join(args.build, f), os.X_OK):
             sys.exit("bench/collector: %s/%s is missing: make bench-collector builds it"
@@ -171,9 +197,13 @@ def main():
     mem = [run_once(args, "mem") for _ in range(args.runs)]
     med_rate = statistics.median(r["events_per_cpu_s"] for r in rate)
     med_bytes = statistics.median(r["bytes_per_live"] for r in mem)
-    res = {"machine": info, "rate_runs": rate, "mem_runs": mem,
+    stk = [run_once(args, "stacks") for _ in range(args.runs)] if args.deep_stacks else []
+    med_stack = statistics.median(r["coll_bytes_per_stack"] for r in stk) if stk else 0
+    res = {"machine": info, "rate_runs": rate, "mem_runs": mem, "stack_runs": stk,
            "events_per_cpu_s": med_rate, "bytes_per_live": med_bytes,
-           "rate_ok": med_rate >= TARGET_RATE, "bytes_ok": med_bytes <= TARGET_BYTES}
+           "bytes_per_stack": med_stack,
+           "rate_ok": med_rate >= TARGET_RATE, "bytes_ok": med_bytes <= TARGET_BYTES,
+           "stack_ok": med_stack <= TARGET_STACK}
 
     if args.json:
         print(json.dumps(res, indent=2))
@@ -195,7 +225,18 @@ def main():
                   (r["rss0_kb"], r["rss1_kb"], r["bytes_per_live"]))
         print("  median %.1f B per live block  (target <= %.0f: %s)" %
               (med_bytes, TARGET_BYTES, "ok" if res["bytes_ok"] else "MISSED"))
-    if args.check and not (res["rate_ok"] and res["bytes_ok"]):
+        if stk:
+            print("stacks: %d distinct stacks of 20-40 frames over %d return addresses, "
+                  "symbolized, one live block each" % (args.deep_stacks, args.frames))
+            for r in stk:
+                print("  VmRSS %d -> %d KiB defined -> %d KiB symbolized: %.0f B per stack "
+                      "(%.0f defined only); collectord counts %.0f B per stack, %.1f B per block" %
+                      (r["rss0_kb"], r["rss_defined_kb"], r["rss_symbolized_kb"],
+                       r["bytes_per_stack"], r["bytes_per_stack_defined"],
+                       r["coll_bytes_per_stack"], r["coll_bytes_per_block"]))
+            print("  median %.0f B per stack as counted  (target <= %.0f: %s)" %
+                  (med_stack, TARGET_STACK, "ok" if res["stack_ok"] else "MISSED"))
+    if args.check and not (res["rate_ok"] and res["bytes_ok"] and (res["stack_ok"] or not stk)):
         sys.exit(1)
 
 

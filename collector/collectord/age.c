@@ -17,14 +17,7 @@ void age_client(srv_t *s, client_t *c, uint64_t now)
 {
     client_age(c, now);
     client_classify(c, now);
-    for (uint32_t i = 0; i < c->nsymq; i++) {
-        cstack_t *st = cstack_at(c, c->symq[i]);
-        if (st) {
-            st->sym_queued = 0;
-            symq_stack(s, c, st, 0);
-        }
-    }
-    c->nsymq = 0;
+    symq_eager(s, c);
     for (uint32_t i = 0; i < c->nleakq; i++) {
         cstack_t *st = cstack_at(c, c->leakq[i]);
         if (st)

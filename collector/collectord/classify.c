@@ -21,12 +21,143 @@
 #include "classify.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void series_init(series_t *s, uint64_t interval_ns)
 {
     memset(s, 0, sizeof *s);
     s->interval_ns = interval_ns ? interval_ns : 1;
+}
+
+void series_free(series_t *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+    s->len = s->cap = 0;
+    s->n = 0;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static const uint8_t *get_varint(const uint8_t *p, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned sh = 0;; sh += 7) {
+        uint8_t b = *p++;
+        x |= (uint64_t)(b & 0x7f) << sh;
+        if (!(b & 0x80) || sh >= 63)
+            break;
+    }
+    *v = x;
+    return p;
+}
+
+/* Zigzag of a wrapping difference: exact for any two uint64_t. */
+static uint64_t zz(uint64_t v, uint64_t prev)
+{
+    int64_t d = (int64_t)(v - prev);
+    return ((uint64_t)d << 1) ^ (uint64_t)(d >> 63);
+}
+
+static uint64_t unzz(uint64_t z, uint64_t prev)
+{
+    return prev + ((z >> 1) ^ (uint64_t)-(int64_t)(z & 1));
+}
+
+void series_decode(const series_t *s, spt_t *out)
+{
+    spt_t prev = { 0, 0, 0, 0 };
+    const uint8_t *p = s->buf;
+    for (uint32_t i = 0; i + 1 < s->n; i++) {
+        uint64_t v;
+        p = get_varint(p, &v);
+        prev.t += v * SERIES_T_UNIT;
+        uint8_t changed = *p++;
+        if (changed & 1) {
+            p = get_varint(p, &v);
+            prev.live_b = unzz(v, prev.live_b);
+        }
+        if (changed & 2) {
+            p = get_varint(p, &v);
+            prev.live_n = unzz(v, prev.live_n);
+        }
+        if (changed & 4) {
+            p = get_varint(p, &v);
+            prev.may_b = unzz(v, prev.may_b);
+        }
+        out[i] = prev;
+    }
+    if (s->n)
+        out[s->n - 1] = s->last;
+}
+
+/* Appends pt (after prev, the point before it) to the encoded points. On
+ * ENOMEM the series forgets its older points: it starts again from pt. */
+static int encode_point(series_t *s, const spt_t *prev, const spt_t *pt)
+{
+    /* The time step, a byte saying which values changed, those values. */
+    uint8_t tmp[4 * 10 + 1], *p = tmp;
+    p = put_varint(p, (pt->t - prev->t) / SERIES_T_UNIT);
+    uint8_t *changed = p++;
+    *changed = 0;
+    if (pt->live_b != prev->live_b) {
+        *changed |= 1;
+        p = put_varint(p, zz(pt->live_b, prev->live_b));
+    }
+    if (pt->live_n != prev->live_n) {
+        *changed |= 2;
+        p = put_varint(p, zz(pt->live_n, prev->live_n));
+    }
+    if (pt->may_b != prev->may_b) {
+        *changed |= 4;
+        p = put_varint(p, zz(pt->may_b, prev->may_b));
+    }
+    uint32_t add = (uint32_t)(p - tmp);
+    if ((uint32_t)s->len + add > s->cap) {
+        /* Grown in small steps: a series is read rarely and grows slowly. */
+        uint32_t ncap = ((uint32_t)s->len + add + 31) & ~31u;
+        if (ncap > UINT16_MAX)
+            return -1;
+        uint8_t *nb = realloc(s->buf, ncap);
+        if (!nb)
+            return -1;
+        s->buf = nb;
+        s->cap = (uint16_t)ncap;
+    }
+    memcpy(s->buf + s->len, tmp, add);
+    s->len = (uint16_t)(s->len + add);
+    return 0;
+}
+
+/* Re-encodes pts[0..n) as the whole series. */
+static void series_set(series_t *s, const spt_t *pts, uint32_t n)
+{
+    s->len = 0;
+    s->n = 0;
+    spt_t prev = { 0, 0, 0, 0 };
+    for (uint32_t i = 0; i + 1 < n; i++) {
+        if (encode_point(s, &prev, &pts[i]) < 0) {
+            s->len = 0; /* out of memory: the newest point only */
+            i = n - 1;
+            s->n = 0;
+            break;
+        }
+        prev = pts[i];
+        s->n++;
+    }
+    if (n) {
+        s->last = pts[n - 1];
+        s->n++;
+    }
 }
 
 static void mem_put(mem_series_t *m, uint32_t i, const mem_point_t *mp)
@@ -41,31 +172,48 @@ static void mem_put(mem_series_t *m, uint32_t i, const mem_point_t *mp)
 void series_add_mem(series_t *s, mem_series_t *m, uint64_t t, uint64_t live_b, uint64_t live_n,
                     uint64_t may_b, const mem_point_t *mp)
 {
-    if (s->n && t < s->pt[s->n - 1].t + s->interval_ns) {
+    t -= t % SERIES_T_UNIT;
+    if (s->n && t < s->last.t + s->interval_ns) {
         /* Same slot: keep its time, take the newest values. */
-        s->pt[s->n - 1].live_b = live_b;
-        s->pt[s->n - 1].live_n = live_n;
-        s->pt[s->n - 1].may_b = may_b;
+        s->last.live_b = live_b;
+        s->last.live_n = live_n;
+        s->last.may_b = may_b;
         mem_put(m, s->n - 1, mp);
         return;
     }
+    spt_t pts[SERIES_CAP];
     if (s->n == SERIES_CAP) {
-        /* Halve the resolution: keep every other point (and the newest). */
+        /* Halve the resolution: keep every other point. */
+        series_decode(s, pts);
         uint32_t k = 0;
         for (uint32_t i = 0; i < SERIES_CAP; i += 2, k++) {
-            s->pt[k] = s->pt[i];
+            pts[k] = pts[i];
             if (m) {
                 mem_point_t old = { m->rss_b[i], m->heap_b[i], m->heap_free_b[i] };
                 mem_put(m, k, &old);
             }
         }
-        s->n = k;
+        series_set(s, pts, k);
+        if (m && s->n == 1 && k > 1) {
+            /* Out of memory: only the newest kept point is left. */
+            mem_point_t keep = { m->rss_b[k - 1], m->heap_b[k - 1], m->heap_free_b[k - 1] };
+            mem_put(m, 0, &keep);
+        }
         s->interval_ns *= 2;
     }
-    s->pt[s->n].t = t;
-    s->pt[s->n].live_b = live_b;
-    s->pt[s->n].live_n = live_n;
-    s->pt[s->n].may_b = may_b;
+    if (s->n) {
+        /* The newest point joins the encoded ones (after the one before it). */
+        spt_t prev = { 0, 0, 0, 0 };
+        if (s->n >= 2) {
+            series_decode(s, pts);
+            prev = pts[s->n - 2];
+        }
+        if (encode_point(s, &prev, &s->last) < 0) {
+            s->len = 0; /* out of memory: forget the older points */
+            s->n = 0;
+        }
+    }
+    s->last = (spt_t){ t, live_b, live_n, may_b };
     mem_put(m, s->n, mp);
     s->n++;
 }
@@ -79,13 +227,15 @@ double series_slope_per_min(const series_t *s, uint64_t since, double *r2)
 {
     double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
     uint64_t t0 = 0;
+    spt_t pt[SERIES_CAP];
+    series_decode(s, pt);
     for (uint32_t i = 0; i < s->n; i++) {
-        if (s->pt[i].t < since)
+        if (pt[i].t < since)
             continue;
         if (n == 0)
-            t0 = s->pt[i].t;
-        double x = (double)(s->pt[i].t - t0) / 60e9; /* minutes */
-        double y = (double)s->pt[i].live_b;
+            t0 = pt[i].t;
+        double x = (double)(pt[i].t - t0) / 60e9; /* minutes */
+        double y = (double)pt[i].live_b;
         n++;
         sx += x;
         sy += y;
@@ -117,6 +267,13 @@ void classify_init(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in_t *i
     c->win_start = now;
     c->win_may_n = in->may_n;
     c->win_alloc_n = in->alloc_n;
+}
+
+void classify_free(cls_t *c)
+{
+    if (c)
+        series_free(&c->series);
+    free(c);
 }
 
 static double cap(double x)
@@ -172,9 +329,11 @@ static verdict_t evicting(cls_t *c, uint64_t now)
     double g2 = 0;
     double slope = series_slope_per_min(&c->series, since, &g2);
     double mean = 0, cnt = 0;
+    spt_t pt[SERIES_CAP];
+    series_decode(&c->series, pt);
     for (uint32_t i = 0; i < c->series.n; i++)
-        if (c->series.pt[i].t >= since) {
-            mean += (double)c->series.pt[i].live_b;
+        if (pt[i].t >= since) {
+            mean += (double)pt[i].live_b;
             cnt++;
         }
     mean = cnt ? mean / cnt : 0;

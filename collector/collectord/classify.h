@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #define SERIES_CAP 64
+#define SERIES_T_UNIT 1000000ull   /* series times are kept to the millisecond */
 
 enum {
     CLASS_NONE = 0,
@@ -15,16 +16,25 @@ enum {
     CLASS_LEAK,       /* expired, never freed, and more keep expiring */
 };
 
+/* One point of a series. */
+typedef struct spt_s {
+    uint64_t t;                    /* CLOCK_MONOTONIC ns (kept to the millisecond) */
+    uint64_t live_b, live_n;       /* live bytes and blocks */
+    uint64_t may_b;                /* may-leak bytes */
+} spt_t;
+
 /* A bounded time series: when full, every other point goes and the spacing
- * doubles, so memory stays fixed and old history coarsens. */
+ * doubles, so memory stays bounded and old history coarsens. Every stack
+ * that expired has one: the points but the newest are kept as deltas (3
+ * bytes a point when the values stay, about 8 when they all change), read
+ * with series_decode. */
 typedef struct series_s {
     uint64_t interval_ns;          /* spacing of kept points */
+    uint8_t *buf;                  /* points 0 .. n-2, encoded: the time step in ms, a byte
+                                    * saying which values changed, their changes (varints) */
     uint32_t n;                    /* points kept */
-    struct {
-        uint64_t t;                /* CLOCK_MONOTONIC ns */
-        uint64_t live_b, live_n;   /* live bytes and blocks */
-        uint64_t may_b;            /* may-leak bytes */
-    } pt[SERIES_CAP];
+    uint16_t len, cap;             /* bytes of buf used, allocated */
+    spt_t last;                    /* point n-1 */
 } series_t;
 
 /* A process's memory account beside its series: one column per figure,
@@ -73,6 +83,21 @@ typedef struct cls_in_s {
 } cls_in_t;
 
 void series_init(series_t *s, uint64_t interval_ns);
+
+/* Releases the points (series_init makes it usable again). */
+void series_free(series_t *s);
+
+/* Decodes the s->n points, oldest first, into out[SERIES_CAP]. */
+void series_decode(const series_t *s, spt_t *out);
+
+/* Bytes held outside the struct. */
+static inline uint32_t series_heap_bytes(const series_t *s)
+{
+    return s->cap;
+}
+
+/* Releases a stack's classification state. */
+void classify_free(cls_t *c);
 
 /* Adds a point at t (a point closer than interval to the last one replaces it). */
 void series_add(series_t *s, uint64_t t, uint64_t live_b, uint64_t live_n, uint64_t may_b);

@@ -149,6 +149,7 @@ void client_set_proc(client_t *c, cproc_t *p)
     c->proc = p;
     p->live += c->live_acct;
     p->pcs += c->total_pcs;
+    p->frames += c->ftab.n;
     p->str += c->str_bytes;
     p->stacks += c->nstacks;
     p->reo += c->reo_acct;
@@ -379,21 +380,40 @@ cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t
         *err = -E2BIG;
         return NULL;
     }
-    uint64_t *np = npcs ? malloc(npcs * sizeof *np) : NULL;
+    /* Distinct frames are bounded like frames: a stack redefined again and
+     * again leaves its old frames in the table. */
+    uint64_t fresh = 0;
+    for (size_t i = 0; i < npcs; i++)
+        fresh += ftab_find(&c->ftab, pcs[i], gen) == FTAB_NONE;
+    uint64_t held_f = c->proc ? c->proc->frames : c->ftab.n;
+    if (held_f + fresh > CLIENT_MAX_TOTAL_PCS) {
+        *err = -E2BIG;
+        return NULL;
+    }
+    uint32_t *np = npcs ? malloc(npcs * sizeof *np) : NULL;
     if (npcs && !np) {
         *err = -ENOMEM;
         return NULL;
     }
-    if (npcs)
-        memcpy(np, pcs, npcs * sizeof *np);
+    uint32_t had = c->ftab.n;
+    for (size_t i = 0; i < npcs; i++)
+        np[i] = ftab_get(&c->ftab, pcs[i], gen);
+    if (c->proc)
+        c->proc->frames += c->ftab.n - had;
+    for (size_t i = 0; i < npcs; i++)
+        if (np[i] == FTAB_NONE) {
+            free(np);
+            *err = -ENOMEM;
+            return NULL;
+        }
     c->total_pcs = c->total_pcs - s->npcs + npcs;
     if (c->proc)
         c->proc->pcs = c->proc->pcs - s->npcs + npcs;
-    free(s->pcs);
+    free(s->fids);
     sym_release(s->sym);
     s->sym = NULL;
     s->sym_state = SYM_NONE;
-    s->pcs = np;
+    s->fids = np;
     s->npcs = (uint32_t)npcs;
     s->id = id;
     s->gen = gen;
@@ -1094,6 +1114,7 @@ void client_destroy(client_t *c)
         cproc_t *p = c->proc;
         p->live -= c->live_acct;
         p->pcs -= c->total_pcs;
+        p->frames -= c->ftab.n;
         p->str -= c->str_bytes;
         p->stacks -= c->nstacks;
         p->reo -= c->reo_acct;
@@ -1104,15 +1125,16 @@ void client_destroy(client_t *c)
         cstack_t *s = c->slist[i];
         if (!s)
             continue;
-        free(s->pcs);
+        free(s->fids);
         sym_release(s->sym);
-        free(s->cls);
+        classify_free(s->cls);
         free(s);
     }
     for (uint32_t i = 0; i < c->stacks_cap >> CLIENT_SPAGE_BITS; i++)
         free(c->spage[i]);
     free(c->spage);
     free(c->slist);
+    ftab_free(&c->ftab);
     free(c->scan_own);
     free(c->scan_paths);
     for (size_t i = 0; i < c->nscan_labels; i++)
@@ -1121,6 +1143,7 @@ void client_destroy(client_t *c)
     free(c->symq);
     free(c->leakq);
     free(c->hotq);
+    series_free(&c->series);
     for (uint32_t i = 0; i < c->npytbs; i++) {
         free(c->pytbs[i].frames);
         free(c->pytbs[i].text);
@@ -1264,4 +1287,124 @@ void clients_prune(clients_t *cs, uint64_t now)
         }
         pp = &c->next;
     }
+}
+
+/* ---------------------------------------------------------------- frames and symbols */
+
+void client_sym_done(client_t *c, cstack_t *s, sym_job_t *j)
+{
+    const symres_t *r = j->result;
+    int split = r && j->pc_nf && j->pc_deg && j->npcs == s->npcs;
+    if (split) {
+        /* The job's frames are the stack's (a job made before the stack
+         * was redefined is the stack's own business, as before, never the
+         * table's). */
+        uint64_t sum = 0;
+        for (uint32_t i = 0; i < j->npcs; i++) {
+            sum += j->pc_nf[i];
+            if (!j->pcs || j->pcs[i] != cstack_pc(c, s, i))
+                split = 0;
+        }
+        split = split && sum == r->n;
+    }
+    uint32_t at = 0;
+    for (uint32_t i = 0; split && i < j->npcs; i++) {
+        if (ftab_set_sym(&c->ftab, s->fids[i], &r->f[at], j->pc_nf[i], j->pc_deg[i]) < 0)
+            split = 0;
+        at += j->pc_nf[i];
+    }
+    sym_release(s->sym);
+    s->sym = NULL;
+    if (!split) {
+        s->sym = j->result; /* its own frames, as they came */
+        j->result = NULL;
+    }
+    s->sym_state = SYM_DONE;
+}
+
+/* Loop thread only: cstack_sym's frames. */
+static symres_t *sym_scratch;
+static uint32_t sym_scratch_cap;
+
+const symres_t *cstack_sym(const client_t *c, const cstack_t *s)
+{
+    if (s->sym_state != SYM_DONE)
+        return NULL;
+    if (s->sym)
+        return s->sym;
+    uint64_t n = 0;
+    int degraded = 0;
+    for (uint32_t i = 0; i < s->npcs; i++) {
+        const fent_t *e = &c->ftab.ent[s->fids[i]];
+        if (e->state == FT_SYM_NONE)
+            return NULL; /* not symbolized after all (a job that failed) */
+        n += e->nsym;
+        degraded |= e->state == FT_SYM_DEGRADED;
+    }
+    if (n > sym_scratch_cap || !sym_scratch) {
+        uint64_t ncap = sym_scratch_cap ? sym_scratch_cap : 64;
+        while (ncap < n)
+            ncap *= 2;
+        symres_t *nr = realloc(sym_scratch, sizeof *nr + ncap * sizeof(symframe_t));
+        if (!nr)
+            return NULL;
+        sym_scratch = nr;
+        sym_scratch_cap = (uint32_t)ncap;
+    }
+    symres_t *r = sym_scratch;
+    r->n = (uint32_t)n;
+    r->degraded = (uint8_t)degraded;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < s->npcs; i++) {
+        const fent_t *e = &c->ftab.ent[s->fids[i]];
+        for (uint32_t m = 0; m < e->nsym; m++) {
+            const fsym_t *fs = &c->ftab.sym[e->sym + m];
+            symframe_t *f = &r->f[k++];
+            memset(f, 0, sizeof *f);
+            f->addr = e->pc;
+            f->module = fs->module;
+            f->function = fs->function;
+            f->offset = fs->offset;
+            f->file = fs->file;
+            f->line = fs->line;
+            f->is_inline = fs->is_inline;
+        }
+    }
+    return r;
+}
+
+static size_t symres_bytes(const symres_t *r)
+{
+    return r ? sizeof *r + r->n * sizeof(symframe_t) : 0;
+}
+
+void client_mem(const client_t *c, uint64_t *stack_bytes, uint64_t *block_bytes)
+{
+    /* malloc's own header (a word) per allocation counts too. */
+    const size_t hdr = sizeof(size_t);
+    uint64_t sb = ftab_bytes(&c->ftab) + (uint64_t)c->slist_cap * sizeof *c->slist +
+                  (uint64_t)c->stacks_cap / CLIENT_SPAGE * sizeof *c->spage;
+    for (uint32_t i = 0; i < c->stacks_cap / CLIENT_SPAGE; i++)
+        if (c->spage[i])
+            sb += CLIENT_SPAGE * sizeof **c->spage + hdr;
+    for (uint32_t i = 0; i < c->nstacks; i++) {
+        const cstack_t *s = c->slist[i];
+        if (!s)
+            continue;
+        sb += sizeof *s + hdr + (s->npcs ? s->npcs * sizeof *s->fids + hdr : 0) +
+              symres_bytes(s->sym) +
+              (s->cls ? sizeof *s->cls + hdr + (s->cls->series.cap ? s->cls->series.cap + hdr : 0) : 0);
+    }
+    sb += (uint64_t)c->pytbs_cap * sizeof *c->pytbs;
+    for (uint32_t i = 0; i < c->npytbs; i++)
+        sb += c->pytbs[i].nframes * sizeof(pyframe_t) + hdr +
+              (c->pytbs[i].text ? strlen(c->pytbs[i].text) + 1 + hdr : 0);
+    uint64_t bb = 0;
+    if (c->atab_ok)
+        bb = (uint64_t)c->atab.ents_hw * sizeof(atab_ent_t) +
+             ((uint64_t)c->atab.slot_mask + 1) * sizeof(uint32_t);
+    if (c->noted.slots)
+        bb += ((uint64_t)c->noted.mask + 1) * sizeof(amap_ent_t);
+    *stack_bytes = sb;
+    *block_bytes = bb;
 }

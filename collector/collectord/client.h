@@ -8,6 +8,7 @@
 #include "amap.h"
 #include "atab.h"
 #include "classify.h"
+#include "ftab.h"
 #include "reo.h"
 
 #define CLIENT_MAX_STACKS (1u << 20)   /* agent indexes above this are a protocol error */
@@ -50,6 +51,7 @@ typedef struct cproc_s {
     uint32_t clients;        /* client records tied to it */
     uint64_t live;           /* tracked live blocks, as its clients last reported them */
     uint64_t pcs;            /* stack frames held by its clients */
+    uint64_t frames;         /* distinct frames in its clients' frame tables */
     uint64_t str;            /* string bytes held by its clients */
     uint64_t stacks;         /* stacks its clients hold (CLIENT_MAX_STACKS in all) */
     uint64_t reo;            /* late-event records, as its clients last reported them
@@ -122,7 +124,8 @@ typedef struct cstack_s {
     uint64_t id;            /* fingerprint shown to users */
     uint32_t index;         /* agent's index (events refer to it) */
     uint32_t gen;           /* module-map generation */
-    uint64_t *pcs;          /* return addresses, innermost first */
+    uint32_t *fids;         /* return addresses, innermost first: ids in the client's
+                             * frame table (cstack_pc) */
     uint32_t npcs;
     uint8_t truncated;      /* cut at the agent's depth */
     uint8_t defined;        /* StackDef received (events may name it first) */
@@ -139,17 +142,22 @@ typedef struct cstack_s {
     uint64_t lt_n;                  /* blocks in lt_sum (recorded, not estimated) */
     uint64_t exit_live_n, exit_live_b; /* live when the process ended */
     uint64_t oldest_live_ts;        /* at the end: oldest live block (0: none) */
-    struct symres_s *sym;           /* symbolized frames (owned) */
+    struct symres_s *sym;           /* symbolized frames of its own (owned), when they are not
+                                     * kept in the frame table (no worker, ENOMEM); NULL mostly:
+                                     * read them with cstack_sym */
     uint8_t leak_seen;              /* first may-leak block was queued (leakq) */
     uint8_t arm_kind;               /* ARM_*: why it is armed in the agent */
     uint8_t arm_rounds;             /* automatic Python arming rounds so far */
     uint32_t arm_rule;              /* rule id when ARM_RULE */
     uint32_t arm_left;              /* firings the agent still has (as far as we know) */
+    uint32_t pos;                   /* its place in the client's slist */
     uint64_t arm_may_n;             /* may-leak count when last armed */
     uint64_t fired;                 /* firings reported for it */
     uint32_t py_missing[4];         /* captures without Python frames, by PY_MISSING_* */
     cls_t *cls;                     /* classification state (from its first expiry) */
     uint8_t klass;                  /* CLASS_* as of the last tick */
+    uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
+    uint8_t py_sampled;             /* has CPython small objects sampled at py_sample_bytes */
     float confidence;               /* 0..1 */
     double growth_per_min;          /* live bytes per minute */
     uint64_t mark_alloc_n, mark_alloc_b, mark_free_n, mark_free_b; /* counters at the mark */
@@ -159,9 +167,6 @@ typedef struct cstack_s {
     uint64_t end_un_n, end_un_b;       /* at the end: live, the last scan found unreachable */
     uint64_t end_ind_n, end_ind_b;     /* ... of those, lost indirectly */
     uint64_t end_re_n, end_re_b;       /* at the end: live, the last scan found reachable */
-    uint16_t skip;                  /* leading allocation-wrapper frames (symbolized) */
-    uint8_t py_sampled;             /* has CPython small objects sampled at py_sample_bytes */
-    uint32_t pos;                   /* its place in the client's slist */
 } cstack_t;
 
 typedef struct pyframe_s {
@@ -225,6 +230,7 @@ typedef struct client_s {
     uint32_t stacks_cap;    /* agent indexes below this have a page slot */
     cstack_t **slist;       /* every stack, in order of first use (cstack_t.pos) */
     uint32_t nstacks, slist_cap; /* distinct stacks defined or used */
+    ftab_t ftab;            /* distinct frames of its stacks, with their symbols */
     cmod_t *mods;           /* by agent module id */
     uint32_t mods_cap;
     uint64_t events, allocs, frees;
@@ -312,6 +318,12 @@ static inline cstack_t *cstack_at(const client_t *c, uint32_t i)
     return pg ? pg[i & (CLIENT_SPAGE - 1)] : NULL;
 }
 
+/* Return address i of a stack. */
+static inline uint64_t cstack_pc(const client_t *c, const cstack_t *s, uint32_t i)
+{
+    return c->ftab.ent[s->fids[i]].pc;
+}
+
 typedef struct clients_s {
     client_t *head;         /* newest first */
     uint32_t count;
@@ -367,6 +379,23 @@ int client_put_module(client_t *c, uint32_t id, const char *path, uint64_t bias,
  * (-EINVAL), too many frames in all (-E2BIG) or ENOMEM. A redefinition (after a reconnect) keeps statistics. */
 cstack_t *client_define_stack(client_t *c, uint32_t index, uint64_t id, uint32_t gen,
                               const uint64_t *pcs, size_t npcs, int truncated, int *err);
+
+struct sym_job_s;
+
+/* A finished symbolization job of stack s: its frames go to the frame
+ * table (each pc's once), or, when they cannot (no per-pc split, out of
+ * memory), to the stack itself (s->sym takes j->result). Marks it done. */
+void client_sym_done(client_t *c, cstack_t *s, struct sym_job_s *j);
+
+/* The symbolized frames of a stack (its own, or put together from the
+ * frame table), NULL unless it is SYM_DONE. The frame table's are in a
+ * buffer shared by every call: valid until the next call (loop thread). */
+const struct symres_s *cstack_sym(const client_t *c, const cstack_t *s);
+
+/* What collectord holds for a client, counted: for its stacks (records,
+ * frame ids, frame table, classification state, Python tracebacks) and for
+ * its live blocks (the allocation table and the notes' map). */
+void client_mem(const client_t *c, uint64_t *stack_bytes, uint64_t *block_bytes);
 
 /* Applies one event in the client's event time. Returns 0 or -EINVAL (bad
  * stack index) / -ENOMEM. */

@@ -277,7 +277,7 @@ typedef struct pc_ctx_s {
 static cpython_fr_t pc_at(const void *ctx, size_t k)
 {
     const pc_ctx_t *p = ctx;
-    const cmod_t *m = client_module_at(p->c, p->st->pcs[k], p->st->gen);
+    const cmod_t *m = client_module_at(p->c, cstack_pc(p->c, p->st, (uint32_t)k), p->st->gen);
     return (cpython_fr_t){ m ? m->path : NULL, NULL };
 }
 
@@ -293,7 +293,7 @@ static void top_frame(const client_t *c, const cstack_t *st, char *fn, size_t fn
 {
     snprintf(fn, fnlen, "unsymbolized");
     loc[0] = '\0';
-    const symres_t *sr = st->sym_state == SYM_DONE ? st->sym : NULL;
+    const symres_t *sr = cstack_sym(c, st);
     if (sr && sr->n) {
         uint32_t k0 = st->skip < sr->n ? st->skip : 0;
         uint32_t k = k0 + (uint32_t)cpython_site(sr->f + k0, sr->n - k0, sym_at);
@@ -309,9 +309,10 @@ static void top_frame(const client_t *c, const cstack_t *st, char *fn, size_t fn
          * module+offset. */
         pc_ctx_t pc = { c, st };
         uint32_t k = (uint32_t)cpython_site(&pc, st->npcs, pc_at);
-        const cmod_t *m = client_module_at(c, st->pcs[k], st->gen);
+        uint64_t pck = cstack_pc(c, st, k);
+        const cmod_t *m = client_module_at(c, pck, st->gen);
         if (m)
-            cpython_short_name(fn, fnlen, m->path, NULL, st->pcs[k] - m->bias, st->pcs[k]);
+            cpython_short_name(fn, fnlen, m->path, NULL, pck - m->bias, pck);
     }
     const pytb_t *tb = blamed_tb(c, st);
     if (tb) {

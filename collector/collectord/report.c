@@ -166,6 +166,7 @@ Stackwatch__ClientInfo *report_client_info(ra_t *ra, const client_t *c, uint64_t
     ci->heap_start_bytes = c->heap_start_b;
     ci->pyarena_growth_bytes = c->pyarena_growth_b;
     ci->pyarena_known = c->pyarena_known;
+    client_mem(c, &ci->collector_stack_bytes, &ci->collector_block_bytes);
     if (c->scan_ok && !(ci->scan = report_scan_result(ra, c)))
         return NULL;
     return ci;
@@ -428,8 +429,8 @@ static uint64_t stack_sig(const client_t *c, const cstack_t *s)
     for (const char *p = exe; *p; p++)
         h = (h ^ (unsigned char)*p) * 1099511628211ULL;
     for (uint32_t i = 0; i < s->npcs; i++) {
-        const cmod_t *m = client_module_at(c, s->pcs[i], s->gen);
-        uint64_t v = s->pcs[i];
+        uint64_t v = cstack_pc(c, s, i);
+        const cmod_t *m = client_module_at(c, v, s->gen);
         if (m) {
             v -= m->bias;
             for (const char *p = m->path; *p; p++)
@@ -443,7 +444,7 @@ static uint64_t stack_sig(const client_t *c, const cstack_t *s)
 /* Frames of a stack: symbolized, or module+offset when not (yet). */
 static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
 {
-    const symres_t *sr = s->sym_state == SYM_DONE ? s->sym : NULL;
+    const symres_t *sr = cstack_sym(c, s);
     uint32_t skip = sr && s->skip < sr->n ? s->skip : 0;
     uint32_t n = sr ? sr->n - skip : s->npcs;
     r->skipped = skip;
@@ -456,7 +457,7 @@ static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
     for (uint32_t i = 0; i < n; i++) {
         Stackwatch__Frame *f = &fs[i];
         stackwatch__frame__init(f);
-        uint64_t pc = sr ? sr->f[skip + i].addr : s->pcs[i];
+        uint64_t pc = sr ? sr->f[skip + i].addr : cstack_pc(c, s, i);
         f->addr = pc;
         const cmod_t *m = client_module_at(c, pc, s->gen);
         if (m) {
@@ -617,12 +618,14 @@ static int fill_series(ra_t *ra, const series_t *sr, const mem_series_t *m,
     Stackwatch__Sample *pts = ra_alloc(ra, sr->n * sizeof *pts);
     if (!*out || !pts)
         return -ENOMEM;
+    spt_t pt[SERIES_CAP];
+    series_decode(sr, pt);
     for (uint32_t i = 0; i < sr->n; i++) {
         stackwatch__sample__init(&pts[i]);
-        pts[i].t_ms = mono_to_ms(sr->pt[i].t);
-        pts[i].live_bytes = sr->pt[i].live_b;
-        pts[i].live_count = sr->pt[i].live_n;
-        pts[i].may_leak_bytes = sr->pt[i].may_b;
+        pts[i].t_ms = mono_to_ms(pt[i].t);
+        pts[i].live_bytes = pt[i].live_b;
+        pts[i].live_count = pt[i].live_n;
+        pts[i].may_leak_bytes = pt[i].may_b;
         if (m) {
             pts[i].rss_bytes = m->rss_b[i];
             pts[i].heap_bytes = m->heap_b[i];
@@ -1162,7 +1165,8 @@ int report_leaks(srv_t *srv, const Stackwatch__QueryLeaks *q, int force, ra_t *r
         cstack_t *s = cands[i].s;
         if (!s || for_store)
             continue; /* a store record takes the frames as they are */
-        if (s->sym_state == SYM_DONE && s->sym && s->sym->degraded && !force &&
+        const symres_t *sr = cstack_sym(cands[i].c, s);
+        if (sr && sr->degraded && !force &&
             now - s->sym_tried >= SYM_REDO_NS) {
             /* A module could not be read then (out of fds?): again (at most
              * once a second), so its frames read as in the stacks that had it. */

@@ -630,13 +630,30 @@ void sym_resolve_now(sym_job_t *j)
 {
     fvec_t v = { 0 };
     int degraded = 0;
+    /* What each pc gave, so that its frames can be kept with it (a frame
+     * table shared by the client's stacks). */
+    free(j->pc_nf);
+    free(j->pc_deg);
+    j->pc_nf = malloc((j->npcs ? j->npcs : 1) * sizeof *j->pc_nf);
+    j->pc_deg = malloc(j->npcs ? j->npcs : 1);
     for (uint32_t i = 0; i < j->npcs; i++) {
+        uint32_t first = v.n;
+        int deg = 0;
         if (j->pc_mod[i] >= 0 && (uint32_t)j->pc_mod[i] < j->nmods) {
-            resolve_pc(&v, j->pcs[i], &j->mods[j->pc_mod[i]], j->pid, &degraded);
+            resolve_pc(&v, j->pcs[i], &j->mods[j->pc_mod[i]], j->pid, &deg);
         } else {
             symframe_t *f = fvec_push(&v);
             if (f)
                 f->addr = j->pcs[i];
+        }
+        degraded |= deg;
+        if (j->pc_nf && j->pc_deg) {
+            j->pc_nf[i] = v.n - first > UINT16_MAX ? UINT16_MAX : (uint16_t)(v.n - first);
+            j->pc_deg[i] = (uint8_t)deg;
+            if (v.n - first > UINT16_MAX) {
+                free(j->pc_nf);
+                j->pc_nf = NULL; /* not kept per pc: the stack keeps its own */
+            }
         }
     }
     symres_t *r = calloc(1, sizeof *r + v.n * sizeof(symframe_t));
@@ -834,6 +851,8 @@ void sym_job_free(sym_job_t *j)
     free(j->mods);
     free(j->pcs);
     free(j->pc_mod);
+    free(j->pc_nf);
+    free(j->pc_deg);
     sym_release(j->result);
     free(j);
 }

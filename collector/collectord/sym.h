@@ -45,6 +45,8 @@ typedef struct sym_job_s {
     uint32_t nmods;
     sym_mod_t *mods;
     symres_t *result;       /* set by the worker */
+    uint16_t *pc_nf;        /* ... and how many of its frames each pc gave (NULL: not known) */
+    uint8_t *pc_deg;        /* ... and whether that pc's module may resolve later */
 } sym_job_t;
 
 /* Starts the worker. wake(arg) is called from the worker thread whenever
@@ -53,6 +55,9 @@ int sym_start(void (*wake)(void *arg), void *arg);
 
 /* Stops and joins the worker; pending jobs are freed. */
 void sym_stop(void);
+
+/* Eager jobs (stacks that began to expire) in the queue at most. */
+#define SYM_EAGER_MAX 1024u
 
 /* Queues a job (ownership passes to the symbolizer until sym_take_done),
  * urgent ones (a report or a rule waits) before the others. Returns 0, or

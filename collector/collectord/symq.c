@@ -23,13 +23,14 @@ void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
     j->npcs = st->npcs;
     j->pcs = malloc((st->npcs ? st->npcs : 1) * sizeof *j->pcs);
     j->pc_mod = malloc((st->npcs ? st->npcs : 1) * sizeof *j->pc_mod);
-    j->mods = calloc(st->npcs ? st->npcs : 1, sizeof *j->mods);
+    uint32_t mods_cap = 4;
+    j->mods = calloc(mods_cap, sizeof *j->mods);
     if (!j->pcs || !j->pc_mod || !j->mods)
         goto fail;
     for (uint32_t i = 0; i < st->npcs; i++) {
-        j->pcs[i] = st->pcs[i];
+        j->pcs[i] = cstack_pc(c, st, i);
         j->pc_mod[i] = -1;
-        const cmod_t *m = client_module_at(c, st->pcs[i], st->gen);
+        const cmod_t *m = client_module_at(c, j->pcs[i], st->gen);
         if (!m)
             continue;
         uint32_t k;
@@ -37,6 +38,14 @@ void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
             if (strcmp(j->mods[k].path, m->path) == 0 && j->mods[k].bias == m->bias)
                 break;
         if (k == j->nmods) {
+            if (j->nmods == mods_cap) {
+                sym_mod_t *nm = realloc(j->mods, 2 * mods_cap * sizeof *nm);
+                if (!nm)
+                    goto fail;
+                memset(nm + mods_cap, 0, mods_cap * sizeof *nm);
+                j->mods = nm;
+                mods_cap *= 2;
+            }
             sym_mod_t *sm = &j->mods[j->nmods];
             sm->path = strdup(m->path);
             if (!sm->path)
@@ -71,15 +80,33 @@ void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t
         client_t *c = client_by_serial(&s->clients, j->client_serial);
         cstack_t *st = c ? cstack_at(c, j->stack_index) : NULL;
         if (st && st->sym_state == SYM_PENDING && j->result) {
-            sym_release(st->sym);
-            st->sym = j->result;
-            j->result = NULL;
-            st->sym_state = SYM_DONE;
-            st->skip = (uint16_t)wrap_count(st->sym);
+            client_sym_done(c, st, j);
+            st->skip = (uint16_t)wrap_count(cstack_sym(c, st));
             symbolized(s, c, st);
         } else if (st && st->sym_state == SYM_PENDING) {
             st->sym_state = SYM_NONE; /* out of memory: try again at query time */
         }
         sym_job_free(j);
     }
+    if (sym_backlog() < SYM_EAGER_MAX / 2)
+        for (client_t *c = s->clients.head; c; c = c->next)
+            if (c->nsymq)
+                symq_eager(s, c);
+}
+
+void symq_eager(srv_t *s, client_t *c)
+{
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < c->nsymq; i++) {
+        cstack_t *st = cstack_at(c, c->symq[i]);
+        if (!st)
+            continue;
+        if (sym_backlog() >= SYM_EAGER_MAX) {
+            c->symq[keep++] = c->symq[i];
+            continue;
+        }
+        st->sym_queued = 0;
+        symq_stack(s, c, st, 0);
+    }
+    c->nsymq = keep;
 }

@@ -13,4 +13,9 @@ void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent);
  * stacks here). */
 void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t *st));
 
+/* Submits the client's stacks that began to expire. Past SYM_EAGER_MAX
+ * jobs in the worker's queue they wait on the client's queue instead (a
+ * job holds a copy of its frames and modules): finished jobs make room. */
+void symq_eager(srv_t *s, client_t *c);
+
 #endif

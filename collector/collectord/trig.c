@@ -149,7 +149,7 @@ static int rule_matches(const trig_rule_t *r, const client_t *c, const cstack_t 
     if (!r->match && !r->module)
         return s->npcs >= r->min_depth;
     /* The report's frames: allocation wrappers (s->skip) are not counted. */
-    const symres_t *sr = s->sym_state == SYM_DONE ? s->sym : NULL;
+    const symres_t *sr = cstack_sym(c, s);
     uint32_t skip = sr && s->skip < sr->n ? s->skip : 0;
     if (!sr || sr->n - skip < r->min_depth)
         return 0;

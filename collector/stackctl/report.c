@@ -602,6 +602,14 @@ static void json_client(json_t *j, const Stackwatch__ClientInfo *c)
     json_bool(j, "restored", c->restored);
     json_u64(j, "restart_gap_ms", c->restart_gap_ms);
     json_u64(j, "max_live", c->max_live);
+    /* What collectord holds for it (counted), in all and per stack / live block. */
+    json_u64(j, "collector_stack_bytes", c->collector_stack_bytes);
+    json_u64(j, "collector_block_bytes", c->collector_block_bytes);
+    json_u64(j, "collector_bytes_per_stack",
+             c->stacks ? (c->collector_stack_bytes + c->stacks / 2) / c->stacks : 0);
+    uint64_t nlive = cnt(c->live)->count;
+    json_u64(j, "collector_bytes_per_block",
+             nlive ? (c->collector_block_bytes + nlive / 2) / nlive : 0);
     if (c->python_version) {
         char v[32];
         snprintf(v, sizeof v, "%u.%u.%u", c->python_version >> 24,

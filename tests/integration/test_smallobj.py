@@ -14,11 +14,10 @@ malloc.
   as such in the memory account and is no leak.
 
 SMALLOBJ_ENV is the agent environment all of them run with (but the exact
-counts test, which says exact mode itself). Today CPython's mem and object
-domains are traced only with STACKWATCH_PYTHON_ALLOCATORS=1 (exact); when the
-agent traces them by default (sampled), it becomes {}. Only the exact test
-asserts counts exactly; the others assert stacks, classes, lines, and figures
-within a tolerance that holds for sampled ones."""
+counts test, which says exact mode itself): the defaults, under which
+CPython's mem and object domains are traced, byte-sampled. Only the exact
+test asserts counts exactly; the others assert stacks, classes, lines, and
+figures within a tolerance that holds for sampled ones."""
 
 import os
 import re
@@ -33,7 +32,7 @@ from swtest import ROOT, Collector, finish, prog, wait_until
 from test_python import py_markers, script
 from test_pythons import interpreters
 
-SMALLOBJ_ENV = {"STACKWATCH_PYTHON_ALLOCATORS": "1"}  # -> {} when default tracing lands
+SMALLOBJ_ENV = {}  # the defaults: small objects traced, sampled
 EXACT_ENV = {"STACKWATCH_PYTHON_ALLOCATORS": "1"}  # every small object (exact mode)
 
 EXPIRE = 0.5

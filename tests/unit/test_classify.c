@@ -27,14 +27,60 @@ static void test_series_downsamples_and_keeps_order(void **state)
     assert_true(s.n <= SERIES_CAP);
     assert_true(s.n >= SERIES_CAP / 2);
     assert_true(s.interval_ns > 10 * MS); /* coarser after halvings */
-    for (uint32_t i = 1; i < s.n; i++)
-        assert_true(s.pt[i].t > s.pt[i - 1].t);
-    assert_int_equal(s.pt[s.n - 1].live_b, 999 * 100); /* the newest is kept */
+    spt_t pt[SERIES_CAP];
+    series_decode(&s, pt);
+    for (uint32_t i = 1; i < s.n; i++) {
+        assert_true(pt[i].t > pt[i - 1].t);
+        assert_int_equal(pt[i].live_b, pt[i].live_n * 100); /* values stay with their time */
+    }
+    assert_int_equal(pt[s.n - 1].live_b, 999 * 100); /* the newest is kept */
     /* Closer than the interval: the last point's values are replaced. */
     uint32_t n = s.n;
-    series_add(&s, s.pt[s.n - 1].t + 1, 5, 6, 7);
+    series_add(&s, pt[s.n - 1].t + 1, 5, 6, 7);
     assert_int_equal(s.n, n);
-    assert_int_equal(s.pt[s.n - 1].live_b, 5);
+    series_decode(&s, pt);
+    assert_int_equal(pt[s.n - 1].live_b, 5);
+    series_free(&s);
+}
+
+/* Points are kept as deltas: any values, up and down, come back exactly, in
+ * a few bytes each when they change little. */
+static void test_series_encoding_exact(void **state)
+{
+    (void)state;
+    series_t s;
+    series_init(&s, MS);
+    spt_t want[SERIES_CAP];
+    uint64_t vals[] = { 0, 1, UINT64_MAX, 5, UINT64_MAX / 2, 0, 123456789012345ull, 7 };
+    uint64_t t = 5 * 1000000000ull * 3600; /* an hour of monotonic time */
+    for (uint32_t i = 0; i < SERIES_CAP; i++) {
+        t += MS + (i % 3) * MS;
+        want[i] = (spt_t){ t, vals[i % 8], vals[(i + 3) % 8], vals[(i + 5) % 8] };
+        series_add(&s, want[i].t, want[i].live_b, want[i].live_n, want[i].may_b);
+    }
+    assert_int_equal(s.n, SERIES_CAP);
+    spt_t got[SERIES_CAP];
+    series_decode(&s, got);
+    for (uint32_t i = 0; i < SERIES_CAP; i++) {
+        assert_int_equal(got[i].t, want[i].t);
+        assert_int_equal(got[i].live_b, want[i].live_b);
+        assert_int_equal(got[i].live_n, want[i].live_n);
+        assert_int_equal(got[i].may_b, want[i].may_b);
+    }
+    series_free(&s);
+    /* A flat series: 3 bytes a point (the time step, "nothing changed"). */
+    series_init(&s, 5000 * MS);
+    for (uint32_t i = 0; i < SERIES_CAP; i++)
+        series_add(&s, (uint64_t)i * 5000 * MS, 4096, 2, 4096);
+    assert_int_equal(s.n, SERIES_CAP);
+    assert_true(s.len <= 3 * (SERIES_CAP - 1) + 8); /* against 32 bytes a point unencoded */
+    assert_true(s.cap <= s.len + 32);
+    /* Times are kept to the millisecond. */
+    series_add(&s, (uint64_t)SERIES_CAP * 5000 * MS + 999999, 1, 1, 1);
+    spt_t last[SERIES_CAP];
+    series_decode(&s, last);
+    assert_int_equal(last[s.n - 1].t, (uint64_t)SERIES_CAP * 5000 * MS);
+    series_free(&s);
 }
 
 /* The memory account's columns thin with the series: each kept point keeps
@@ -51,13 +97,16 @@ static void test_mem_series_columns_follow_their_points(void **state)
         series_add_mem(&s, &m, i * 10 * MS, i * 100, i, 0, &mp);
     }
     assert_true(s.n > 1 && s.n <= SERIES_CAP);
+    spt_t pt[SERIES_CAP];
+    series_decode(&s, pt);
     for (uint32_t k = 0; k < s.n; k++) {
-        uint64_t i = s.pt[k].live_n; /* the point's own index */
-        assert_int_equal(s.pt[k].live_b, i * 100);
+        uint64_t i = pt[k].live_n; /* the point's own index */
+        assert_int_equal(pt[k].live_b, i * 100);
         assert_int_equal(m.rss_b[k], 1000 + i);
         assert_int_equal(m.heap_b[k], 2000 + i);
         assert_int_equal(m.heap_free_b[k], 3000 + i);
     }
+    series_free(&s);
 }
 
 static void test_slope(void **state)
@@ -72,12 +121,14 @@ static void test_slope(void **state)
     double slope = series_slope_per_min(&s, 0, &r2);
     assert_true(slope > 599 && slope < 601);
     assert_true(r2 > 0.999);
+    series_free(&s);
     series_t f;
     series_init(&f, MS);
     for (uint64_t i = 0; i < 30; i++)
         series_add(&f, i * 1000 * MS, 5000, 0, 0);
     double flat = series_slope_per_min(&f, 0, NULL);
     assert_true(flat > -1e-6 && flat < 1e-6); /* rounding only */
+    series_free(&f);
 }
 
 /* Simulates a stack tick by tick with the collector's aging period. */
@@ -88,6 +139,18 @@ typedef struct sim_s {
     uint64_t now;
 } sim_t;
 
+/* The series buffer of the test's simulation, as of its last step (the
+ * simulation itself lives on the test's stack): the teardown frees it. */
+static uint8_t *sim_buf;
+
+static int sim_teardown(void **state)
+{
+    (void)state;
+    free(sim_buf);
+    sim_buf = NULL;
+    return 0;
+}
+
 static verdict_t step(sim_t *m)
 {
     m->now += 30 * MS;
@@ -95,7 +158,10 @@ static verdict_t step(sim_t *m)
         classify_init(&m->c, m->now, EXP, &m->in);
         m->inited = 1;
     }
-    return classify_tick(m->inited ? &m->c : NULL, m->now, EXP, &m->in);
+    verdict_t v = classify_tick(m->inited ? &m->c : NULL, m->now, EXP, &m->in);
+    if (m->inited)
+        sim_buf = m->c.series.buf;
+    return v;
 }
 
 static void test_transient(void **state)
@@ -365,23 +431,29 @@ static void test_wrappers(void **state)
     wrap_free();
 }
 
+static int sim_teardown_group(void **state)
+{
+    return sim_teardown(state);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_series_downsamples_and_keeps_order),
+        cmocka_unit_test(test_series_encoding_exact),
         cmocka_unit_test(test_mem_series_columns_follow_their_points),
         cmocka_unit_test(test_slope),
-        cmocka_unit_test(test_transient),
-        cmocka_unit_test(test_steady_leak_within_two_expires),
-        cmocka_unit_test(test_cache_never_leak_after_eviction),
-        cmocka_unit_test(test_growing_with_evictions),
-        cmocka_unit_test(test_retained_startup_table),
-        cmocka_unit_test(test_bursty_leak_stays_leak_through_pauses),
-        cmocka_unit_test(test_slow_leak_is_a_leak),
-        cmocka_unit_test(test_single_run_then_long_pause),
-        cmocka_unit_test(test_transient_only_without_expiry),
+        cmocka_unit_test_teardown(test_transient, sim_teardown),
+        cmocka_unit_test_teardown(test_steady_leak_within_two_expires, sim_teardown),
+        cmocka_unit_test_teardown(test_cache_never_leak_after_eviction, sim_teardown),
+        cmocka_unit_test_teardown(test_growing_with_evictions, sim_teardown),
+        cmocka_unit_test_teardown(test_retained_startup_table, sim_teardown),
+        cmocka_unit_test_teardown(test_bursty_leak_stays_leak_through_pauses, sim_teardown),
+        cmocka_unit_test_teardown(test_slow_leak_is_a_leak, sim_teardown),
+        cmocka_unit_test_teardown(test_single_run_then_long_pause, sim_teardown),
+        cmocka_unit_test_teardown(test_transient_only_without_expiry, sim_teardown),
         cmocka_unit_test(test_names_and_weights),
         cmocka_unit_test(test_wrappers),
     };
-    return cmocka_run_group_tests_name("classify", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("classify", tests, NULL, sim_teardown_group);
 }
