@@ -1049,16 +1049,20 @@ static uint32_t drain_once(int final)
         }
         uint32_t k = ev_kind(e);
         /* On the wire: EVENT_ALLOC, EVENT_FREE, EVENT_ALLOC_UNSAMPLED, EVENT_ALLOC_PY. */
-        fl.kind[m] = k == EV_ALLOC_FORCED ? STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED
-                     : k == EV_ALLOC_PY   ? STACKWATCH__EVENT_KIND__EVENT_ALLOC_PY
-                                          : k;
+        static const uint8_t wire[8] = {
+            [EV_ALLOC] = STACKWATCH__EVENT_KIND__EVENT_ALLOC,
+            [EV_FREE] = STACKWATCH__EVENT_KIND__EVENT_FREE,
+            [EV_ALLOC_FORCED] = STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED,
+            [EV_ALLOC_PY] = STACKWATCH__EVENT_KIND__EVENT_ALLOC_PY,
+        };
+        fl.kind[m] = wire[k];
         fl.addr[m] = e->addr;
         fl.ts[m] = e->ts;
         fl.tid[m] = ev_tid(e);
         fl.size[m] = e->size;
         fl.stack[m] = e->stack;
         m++;
-        if (k == EV_ALLOC || k == EV_ALLOC_FORCED || k == EV_ALLOC_PY) {
+        if ((1u << k) & ((1u << EV_ALLOC) | (1u << EV_ALLOC_FORCED) | (1u << EV_ALLOC_PY))) {
             if (e->stack != INTERN_NONE && intern_take_unsent(e->stack, fl.epoch) &&
                 add_def(e->stack) < 0)
                 break; /* disconnected: counted below */

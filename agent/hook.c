@@ -345,7 +345,10 @@ __attribute__((noinline)) static void note_alloc_slow(void *p, size_t size,
         count_offline(t);
         return;
     }
-    if (UNLIKELY(atomic_load_explicit(&pyalloc_state, memory_order_relaxed) == 1))
+    /* CPython's domains wanted and not hooked yet: only once an interpreter
+     * is there (a C program pays two loads, not the install's attempt). */
+    if (UNLIKELY(atomic_load_explicit(&pyalloc_state, memory_order_relaxed) == 1) &&
+        UNLIKELY(atomic_load_explicit(&py_attached, memory_order_relaxed)))
         pyalloc_try_install();
     ring_t *r = ring_of(t);
     if (r) {

@@ -82,6 +82,7 @@ static py_layout_t layout_store;
 /* Published with release once layout_store is complete; read with acquire
  * by the hooks (py_attach may run on the flusher after start-up). */
 static _Atomic(const py_layout_t *) active;
+_Atomic int py_attached;
 static _Atomic uint32_t attach_once;
 static char status[200];
 
@@ -371,6 +372,7 @@ static int attach(const unsigned long *v, const void *rt, const void *code_type,
     l->pending = (int (*)(int (*)(void *), void *))attach_pending;
     l->is_init = (int (*)(void))attach_is_init;
     atomic_store_explicit(&active, l, memory_order_release);
+    atomic_store_explicit(&py_attached, 1, memory_order_release);
     status[0] = '\0';
     return 1;
 }

@@ -84,6 +84,10 @@ int py_holds_gil(void);
 /* Py_Version of the interpreter captures work for, 0 if none. */
 uint32_t py_version(void);
 
+/* 1 once an interpreter's layout is in use (never goes back): one load, for
+ * the allocation path to skip Python's work in a process without one. */
+extern _Atomic int py_attached;
+
 /* The interpreter's "finalizing" word (non-zero once Py_FinalizeEx began
  * tearing the runtime down), or NULL without a known interpreter. Reading it
  * is one load: safe on the malloc path. */
