@@ -105,7 +105,9 @@ class NumbaGeneratorTest(unittest.TestCase):
         self.assertGreaterEqual(lost, 50, nrt["unreachable"])
         self.assertEqual(nrt["unreachable_direct"]["count"], lost)
         self.assertLessEqual(nrt["reachable"]["count"], lost // 4)  # stale words, a few
-        self.assertGreaterEqual(nrt["owns"]["count"], lost)
+        # Each owns its buffer, but for a few whose buffer a stale word still
+        # reaches (the same tolerance as the buffers' count below).
+        self.assertGreaterEqual(nrt["owns"]["count"], lost * 9 // 10)
         # numpy's buffers: every lost one lost indirectly, owned by the
         # meminfos (through the ndarray, a Python object, untracked).
         self.assertGreaterEqual(buf["unreachable"]["count"], lost * 9 // 10)
