@@ -114,7 +114,11 @@ class NumbaGeneratorTest(unittest.TestCase):
         self.assertEqual(buf["unreachable_direct"]["count"], 0)
         self.assertEqual(buf["unreachable_indirect"], buf["unreachable"])
         self.assertEqual(buf["owners"][0]["stack"], nrt["id"])
-        self.assertEqual(buf["owners"][0]["blocks"], buf["unreachable"])
+        # The meminfos own them, but for a few reached through a sampled
+        # ndarray (small objects are traced by default: a sampled one is a
+        # tracked block, and then it is the buffer's owner).
+        self.assertGreaterEqual(buf["owners"][0]["blocks"]["count"],
+                                buf["unreachable"]["count"] * 9 // 10)
         self.assertLessEqual(buf["reachable"]["count"], lost // 4)
         # Text: the owner named by its stripped module and its Python line.
         block = [b for b in text.split("\n\n") if b.startswith("CallStack[%s]" % buf["id"])]
