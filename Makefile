@@ -59,7 +59,7 @@ AGENT_SRC = $(wildcard agent/*.c)
 # __libc_start_main; attach.c): linked into unit tests, TSan and the agent fuzzer.
 AGENT_CORE_SRC = $(filter-out agent/hook.c agent/agent.c agent/attach.c,$(AGENT_SRC))
 
-# One positive list per folder (collector/LAYOUT in README.md): a new file
+# One positive list per folder (README.md, "Layout"): a new file
 # goes into the list of the program it belongs to.
 # What both programs link: the request/reply call, the run directory, signal
 # names, /proc maps, ptrace, which stack frames are CPython's.
