@@ -931,11 +931,6 @@ void hook_pyalloc_enable(void)
     atomic_store(&py_domains_poke, hook_pyalloc_poke);
 }
 
-int hook_pyalloc_installed(void)
-{
-    return atomic_load(&pyalloc_state) == 2;
-}
-
 /* Guard held, in an allocation: installs the domain hooks once this thread
  * holds the GIL of an interpreter the agent reads (pre-initialization, which
  * resets the allocators, is over then; and no other thread can be inside a
