@@ -452,8 +452,7 @@ EXPORT void free(void *p)
     if (sample_rate && LIKELY(fr && !t->guard) &&
         LIKELY(atomic_load_explicit(&agent.recording, memory_order_relaxed)) &&
         LIKELY(!atomic_load_explicit(&arm_fired_live, memory_order_relaxed)) &&
-        LIKELY(atomic_load_explicit(&sample_occ[sample_bucket_of((uint64_t)(uintptr_t)p)],
-                                    memory_order_relaxed) == 0)) {
+        LIKELY(sample_surely_not((uint64_t)(uintptr_t)p))) {
         ring_count_free(fr);
         real_fn.free(p);
         return;

@@ -94,10 +94,9 @@ static inline int sample_surely_not(uint64_t addr)
 
 static inline int sample_forget(uint64_t addr)
 {
-    uint32_t b = sample_bucket_of(addr);
-    if (__builtin_expect(atomic_load_explicit(&sample_occ[b], memory_order_relaxed) == 0, 1))
+    if (__builtin_expect(sample_surely_not(addr), 1))
         return 0;
-    return sample_forget_slow(addr, b);
+    return sample_forget_slow(addr, sample_bucket_of(addr));
 }
 
 #endif
