@@ -979,8 +979,13 @@ static int pa_pending(void *arg)
 
 static void hook_pyalloc_poke(void)
 {
-    if (agent.mode != AGENT_ATTACHED || atomic_load(&pyalloc_state) != 1 ||
-        atomic_load(&pa_poked))
+    if (agent.mode == AGENT_PRELOADED || atomic_load(&pyalloc_state) != 1) {
+        /* Preloaded (the allocations install it), or installed or given up
+         * for good: the flusher stops asking. */
+        atomic_store(&py_domains_poke, NULL);
+        return;
+    }
+    if (agent.mode != AGENT_ATTACHED || atomic_load(&pa_poked))
         return;
     int (*add)(int (*)(void *), void *), (*is_init)(void);
     py_pending_api(&add, &is_init);
