@@ -781,7 +781,7 @@ static inline __attribute__((always_inline)) void *pa_s_calloc(int d, size_t k, 
 /* Unguarded: a block malloc made is freed through free's hook. */
 static inline __attribute__((always_inline)) void pa_s_free(int d, void *p)
 {
-    if (UNLIKELY(p != NULL) && UNLIKELY(!sample_surely_not((uint64_t)(uintptr_t)p)) &&
+    if (LIKELY(p != NULL) && UNLIKELY(!sample_surely_not((uint64_t)(uintptr_t)p)) &&
         !tstate.guard)
         pa_forget_sampled(p);
     pa_prev[d].free(pa_prev[d].ctx, p);
