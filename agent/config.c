@@ -177,14 +177,23 @@ static void strip_preload(void)
     }
 }
 
-static int parse_bool(const char *name, const char *v, int dflt)
+/* 1 for 1/yes/true/on, 0 for 0/no/false/off, -1 for anything else. */
+static int bool_word(const char *v)
 {
-    if (!v || !*v)
-        return dflt;
     if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on"))
         return 1;
     if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off"))
         return 0;
+    return -1;
+}
+
+static int parse_bool(const char *name, const char *v, int dflt)
+{
+    if (!v || !*v)
+        return dflt;
+    int b = bool_word(v);
+    if (b >= 0)
+        return b;
     log_msg("%s=%s is not a boolean (use 1 or 0); using %d", name, v, dflt);
     return dflt;
 }
@@ -212,12 +221,10 @@ int cfg_parse_py_allocators(const char *s)
 {
     if (!s || !*s || !strcmp(s, "sampled"))
         return CFG_PY_SAMPLED;
-    if (!strcmp(s, "0") || !strcmp(s, "off") || !strcmp(s, "no") || !strcmp(s, "false"))
-        return CFG_PY_OFF;
-    if (!strcmp(s, "exact") || !strcmp(s, "all") || !strcmp(s, "1") || !strcmp(s, "on") ||
-        !strcmp(s, "yes") || !strcmp(s, "true"))
+    if (!strcmp(s, "exact") || !strcmp(s, "all"))
         return CFG_PY_EXACT;
-    return -EINVAL;
+    int b = bool_word(s);
+    return b < 0 ? -EINVAL : b ? CFG_PY_EXACT : CFG_PY_OFF;
 }
 
 void cfg_load(const char *exe)

@@ -310,6 +310,40 @@ static inline int sample_pick(int sampled, void *p, const uint64_t *frame, int *
     return 0;
 }
 
+/* Records an allocation that was picked (sample_pick, or every one when not
+ * sampling): captures its stack, pushes ALLOC of kind (EV_ALLOC_FORCED when
+ * forced) and lets armed stacks fire. A forced one is recorded only if its
+ * own stack is armed. Guard held, r this thread's ring. */
+static inline __attribute__((always_inline)) void
+record_alloc(tstate_t *t, ring_t *r, void *p, size_t size, const uint64_t *frame, int forced,
+             uint32_t kind)
+{
+    uint32_t idx = capture(r, frame);
+    if (UNLIKELY(forced) && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)p)))
+        return; /* another stack from the same call site */
+    ring_busy_begin(r);
+    uint64_t ts = emit_alloc(t, r, p, size, idx, forced ? EV_ALLOC_FORCED : kind);
+    ring_busy_end(r);
+    check_armed(t, r, idx, p, size, ts);
+}
+
+/* FREE(p) if it is recorded (every block, or a sampled one), stamped now,
+ * before the block goes back (the address may be reused at once; the ring
+ * is busy from the stamp on); fired blocks get their line. Guard held. */
+static inline __attribute__((always_inline)) void record_free(tstate_t *t, void *p)
+{
+    ring_t *r = ring_of(t);
+    if (r) {
+        ring_count_free(r);
+        if (!sample_rate || sample_forget((uint64_t)(uintptr_t)p)) {
+            ring_busy_begin(r);
+            emit_free(t, r, p, clock_now_ns());
+            ring_busy_end(r);
+        }
+    }
+    check_fired(p);
+}
+
 /* What the fast path decided for note_alloc_slow. */
 enum { PICK_DECIDE, PICK_SAMPLED, PICK_UNSAMPLED, PICK_DONE };
 
@@ -357,17 +391,9 @@ __attribute__((noinline)) static void note_alloc_slow(void *p, size_t size,
             pick = sample_rate && sample_take(t, size) ? PICK_SAMPLED : PICK_UNSAMPLED;
         }
         int forced = 0;
-        if (sample_rate && !sample_pick(pick == PICK_SAMPLED, p, frame, &forced))
-            goto out;
-        uint32_t idx = capture(r, frame);
-        if (UNLIKELY(forced) && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)p)))
-            goto out; /* another stack from the same call site */
-        ring_busy_begin(r);
-        uint64_t ts = emit_alloc(t, r, p, size, idx, forced ? EV_ALLOC_FORCED : EV_ALLOC);
-        ring_busy_end(r);
-        check_armed(t, r, idx, p, size, ts);
+        if (!sample_rate || sample_pick(pick == PICK_SAMPLED, p, frame, &forced))
+            record_alloc(t, r, p, size, frame, forced, EV_ALLOC);
     }
-out:
     rec_leave(t, e);
 }
 
@@ -406,17 +432,7 @@ __attribute__((noinline)) static void free_slow(void *p)
     tstate_t *t = &tstate;
     int e;
     if (rec_enter(t, &e)) {
-        /* Before the real free: the address may be reused at once. */
-        ring_t *r = ring_of(t);
-        if (r) {
-            ring_count_free(r);
-            if (!sample_rate || sample_forget((uint64_t)(uintptr_t)p)) {
-                ring_busy_begin(r);
-                emit_free(t, r, p, clock_now_ns());
-                ring_busy_end(r);
-            }
-        }
-        check_fired(p);
+        record_free(t, p); /* before the real free */
         rec_leave(t, e);
     } else {
         count_offline(t);
@@ -436,8 +452,7 @@ EXPORT void free(void *p)
     if (sample_rate && LIKELY(fr && !t->guard) &&
         LIKELY(atomic_load_explicit(&agent.recording, memory_order_relaxed)) &&
         LIKELY(!atomic_load_explicit(&arm_fired_live, memory_order_relaxed)) &&
-        LIKELY(atomic_load_explicit(&sample_occ[sample_bucket_of((uint64_t)(uintptr_t)p)],
-                                    memory_order_relaxed) == 0)) {
+        LIKELY(sample_surely_not((uint64_t)(uintptr_t)p))) {
         ring_count_free(fr);
         real_fn.free(p);
         return;
@@ -668,7 +683,8 @@ static inline uint64_t pa_seen(const tstate_t *t)
 }
 
 /* Sampled mode, out of line: p (n bytes) was sampled (a sample point fell
- * in it), or an armed stack may want it. seen: pa_seen before the call. */
+ * in it), or else its call site is armed (the caller looked: arm_site).
+ * seen: pa_seen before the call. */
 __attribute__((noinline)) static void pa_note_sampled(void *p, size_t n, const uint64_t *frame,
                                                      int sampled, uint64_t seen)
 {
@@ -681,19 +697,8 @@ __attribute__((noinline)) static void pa_note_sampled(void *p, size_t n, const u
         return;
     }
     ring_t *r = ring_of(t);
-    if (r) {
-        int forced = 0;
-        if (!sample_pick(sampled, p, frame, &forced))
-            goto out;
-        uint32_t idx = capture(r, frame);
-        if (UNLIKELY(forced) && (!arm_armed(idx) || !sample_insert((uint64_t)(uintptr_t)p)))
-            goto out; /* another stack from the same call site */
-        ring_busy_begin(r);
-        uint64_t ts = emit_alloc(t, r, p, n, idx, forced ? EV_ALLOC_FORCED : EV_ALLOC_PY);
-        ring_busy_end(r);
-        check_armed(t, r, idx, p, n, ts);
-    }
-out:
+    if (r && (!sampled || sample_insert((uint64_t)(uintptr_t)p)))
+        record_alloc(t, r, p, n, frame, !sampled, EV_ALLOC_PY);
     rec_leave(t, e);
 }
 
@@ -776,7 +781,7 @@ static inline __attribute__((always_inline)) void *pa_s_calloc(int d, size_t k, 
 /* Unguarded: a block malloc made is freed through free's hook. */
 static inline __attribute__((always_inline)) void pa_s_free(int d, void *p)
 {
-    if (UNLIKELY(p != NULL) && UNLIKELY(!sample_surely_not((uint64_t)(uintptr_t)p)) &&
+    if (LIKELY(p != NULL) && UNLIKELY(!sample_surely_not((uint64_t)(uintptr_t)p)) &&
         !tstate.guard)
         pa_forget_sampled(p);
     pa_prev[d].free(pa_prev[d].ctx, p);
@@ -808,27 +813,6 @@ static void *pa_calloc(int d, size_t k, size_t n, const uint64_t *frame)
     return p;
 }
 
-/* FREE(p), stamped before the block goes back (the address may be reused
- * at once), as free does; the ring is busy from the stamp on (watermark). */
-static void pa_note_free(void *p)
-{
-    tstate_t *t = &tstate;
-    int e;
-    if (!rec_enter(t, &e))
-        return;
-    ring_t *r = ring_of(t);
-    if (r) {
-        ring_count_free(r);
-        if (!sample_rate || sample_forget((uint64_t)(uintptr_t)p)) {
-            ring_busy_begin(r);
-            emit_free(t, r, p, clock_now_ns());
-            ring_busy_end(r);
-        }
-    }
-    check_fired(p);
-    rec_leave(t, e);
-}
-
 static void pa_free(int d, void *p)
 {
     tstate_t *t = &tstate;
@@ -836,7 +820,11 @@ static void pa_free(int d, void *p)
         pa_prev[d].free(pa_prev[d].ctx, p);
         return;
     }
-    pa_note_free(p);
+    int e;
+    if (rec_enter(t, &e)) {
+        record_free(t, p); /* as free does */
+        rec_leave(t, e);
+    }
     t->guard = 1;
     pa_prev[d].free(pa_prev[d].ctx, p);
     t->guard = 0;
@@ -931,11 +919,6 @@ void hook_pyalloc_enable(void)
     atomic_store(&py_domains_poke, hook_pyalloc_poke);
 }
 
-int hook_pyalloc_installed(void)
-{
-    return atomic_load(&pyalloc_state) == 2;
-}
-
 /* Guard held, in an allocation: installs the domain hooks once this thread
  * holds the GIL of an interpreter the agent reads (pre-initialization, which
  * resets the allocators, is over then; and no other thread can be inside a
@@ -996,8 +979,13 @@ static int pa_pending(void *arg)
 
 static void hook_pyalloc_poke(void)
 {
-    if (agent.mode != AGENT_ATTACHED || atomic_load(&pyalloc_state) != 1 ||
-        atomic_load(&pa_poked))
+    if (agent.mode == AGENT_PRELOADED || atomic_load(&pyalloc_state) != 1) {
+        /* Preloaded (the allocations install it), or installed or given up
+         * for good: the flusher stops asking. */
+        atomic_store(&py_domains_poke, NULL);
+        return;
+    }
+    if (agent.mode != AGENT_ATTACHED || atomic_load(&pa_poked))
         return;
     int (*add)(int (*)(void *), void *), (*is_init)(void);
     py_pending_api(&add, &is_init);

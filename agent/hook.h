@@ -8,8 +8,6 @@
  * domains at the first allocation made under the GIL (constructor). */
 void hook_pyalloc_enable(void);
 
-/* 1 once the domain hooks are in place. */
-int hook_pyalloc_installed(void);
 /* 1 when the program's malloc is the agent's (LD_PRELOAD), 0 when calls are
  * bound elsewhere (the agent was loaded with dlopen, or the program brings
  * its own allocator). Constructor only (dlsym). */

@@ -80,32 +80,30 @@ static int64_t draw(tstate_t *t, uint64_t rate)
     return (int64_t)d;
 }
 
-int sample_slow(tstate_t *t)
+/* A budget (left, drawn once ready) crossed: the next sample point. */
+static int budget_slow(tstate_t *t, int64_t *left, uint8_t *ready, uint64_t rate)
 {
-    if (!t->sample_ready) {
+    if (!*ready) {
         /* First allocation of this thread: draw the budget, then count this
          * allocation against it like any other. */
-        int64_t spent = -t->sample_left; /* what sample_take subtracted */
-        t->sample_ready = 1;
-        t->sample_left = draw(t, sample_rate) - spent;
-        if (t->sample_left > 0)
+        int64_t spent = -*left; /* what the take subtracted */
+        *ready = 1;
+        *left = draw(t, rate) - spent;
+        if (*left > 0)
             return 0;
     }
-    t->sample_left = draw(t, sample_rate);
+    *left = draw(t, rate);
     return 1;
+}
+
+int sample_slow(tstate_t *t)
+{
+    return budget_slow(t, &t->sample_left, &t->sample_ready, sample_rate);
 }
 
 int sample_py_slow(tstate_t *t)
 {
-    if (!t->py_ready) {
-        int64_t spent = -t->py_left;
-        t->py_ready = 1;
-        t->py_left = draw(t, sample_py_rate) - spent;
-        if (t->py_left > 0)
-            return 0;
-    }
-    t->py_left = draw(t, sample_py_rate);
-    return 1;
+    return budget_slow(t, &t->py_left, &t->py_ready, sample_py_rate);
 }
 
 int sample_insert(uint64_t addr)

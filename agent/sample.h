@@ -28,14 +28,18 @@ int sample_init(uint64_t rate, uint64_t py_rate);
  * call draws its first budget and counts the allocation against it. */
 int sample_slow(tstate_t *t);
 
+/* Spends size bytes of a budget; 1 while it lasts (no sample point). */
+static inline int sample_spend(int64_t *left, uint64_t size)
+{
+    *left -= (int64_t)(size < (1ull << 62) ? size : (1ull << 62));
+    return __builtin_expect(*left > 0, 1);
+}
+
 /* Hook: counts size against this thread's byte budget; 1 when this
  * allocation is sampled (a sample point fell inside its bytes). */
 static inline int sample_take(tstate_t *t, uint64_t size)
 {
-    t->sample_left -= (int64_t)(size < (1ull << 62) ? size : (1ull << 62));
-    if (__builtin_expect(t->sample_left > 0, 1))
-        return 0;
-    return sample_slow(t);
+    return sample_spend(&t->sample_left, size) ? 0 : sample_slow(t);
 }
 
 /* The same for CPython's small objects, with their own budget (py_left) and
@@ -44,10 +48,7 @@ int sample_py_slow(tstate_t *t);
 
 static inline int sample_py_take(tstate_t *t, uint64_t size)
 {
-    t->py_left -= (int64_t)(size < (1ull << 62) ? size : (1ull << 62));
-    if (__builtin_expect(t->py_left > 0, 1))
-        return 0;
-    return sample_py_slow(t);
+    return sample_spend(&t->py_left, size) ? 0 : sample_py_slow(t);
 }
 
 /* Hook: 1 when addr's bucket holds no sampled block (addr is surely not
@@ -94,10 +95,9 @@ static inline int sample_surely_not(uint64_t addr)
 
 static inline int sample_forget(uint64_t addr)
 {
-    uint32_t b = sample_bucket_of(addr);
-    if (__builtin_expect(atomic_load_explicit(&sample_occ[b], memory_order_relaxed) == 0, 1))
+    if (__builtin_expect(sample_surely_not(addr), 1))
         return 0;
-    return sample_forget_slow(addr, b);
+    return sample_forget_slow(addr, sample_bucket_of(addr));
 }
 
 #endif
