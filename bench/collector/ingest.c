@@ -239,9 +239,8 @@ static void send_bye(int fd, gen_t *g)
     send_agent(fd, &m, g);
 }
 
-/* What collectord says about this process: events applied and stacks known.
- * Returns 1 when found, 0 when it does not list us yet. */
-static int query_self(uint64_t *events, uint32_t *stacks)
+/* collectord's reply to query clients (dies on any error). */
+static Stackwatch__Reply *query_clients(void)
 {
     int fd = connect_unix(o.dir, "control.sock");
     Stackwatch__QueryClients q = STACKWATCH__QUERY_CLIENTS__INIT;
@@ -263,17 +262,33 @@ static int query_self(uint64_t *events, uint32_t *stacks)
     free(p);
     if (!rep || rep->error || rep->body_case != STACKWATCH__REPLY__BODY_CLIENTS)
         die("bad reply to query clients", 0);
-    int found = 0;
+    return rep;
+}
+
+/* This process, connected, in a query clients reply (the last listed), or NULL. */
+static const Stackwatch__ClientInfo *self_in(const Stackwatch__Reply *rep)
+{
+    const Stackwatch__ClientInfo *self = NULL;
     for (size_t i = 0; i < rep->clients->n_clients; i++) {
         const Stackwatch__ClientInfo *ci = rep->clients->clients[i];
-        if (ci->pid == (uint32_t)getpid() && strcmp(ci->state, "connected") == 0) {
-            *events = ci->events;
-            *stacks = ci->stacks;
-            found = 1;
-        }
+        if (ci->pid == (uint32_t)getpid() && strcmp(ci->state, "connected") == 0)
+            self = ci;
+    }
+    return self;
+}
+
+/* What collectord says about this process: events applied and stacks known.
+ * Returns 1 when found, 0 when it does not list us yet. */
+static int query_self(uint64_t *events, uint32_t *stacks)
+{
+    Stackwatch__Reply *rep = query_clients();
+    const Stackwatch__ClientInfo *ci = self_in(rep);
+    if (ci) {
+        *events = ci->events;
+        *stacks = ci->stacks;
     }
     stackwatch__reply__free_unpacked(rep, NULL);
-    return found;
+    return ci != NULL;
 }
 
 /* What collectord says it holds for us (ClientInfo.collector_*_bytes). */
@@ -284,36 +299,15 @@ typedef struct client_mem_s {
 
 static void query_self_mem(client_mem_t *cm)
 {
-    int fd = connect_unix(o.dir, "control.sock");
-    Stackwatch__QueryClients q = STACKWATCH__QUERY_CLIENTS__INIT;
-    Stackwatch__Request r = STACKWATCH__REQUEST__INIT;
-    r.req_case = STACKWATCH__REQUEST__REQ_CLIENTS;
-    r.clients = &q;
-    uint8_t buf[256];
-    size_t w = frame_encode(&r.base, buf, sizeof buf, FRAME_MAX_CONTROL);
-    int rc = w ? frame_write_all(fd, buf, w) : -EMSGSIZE;
-    if (rc < 0)
-        die("query collectord", -rc);
-    uint8_t *p;
-    uint32_t len;
-    rc = frame_read_one(fd, FRAME_MAX_CONTROL, &p, &len);
-    close(fd);
-    if (rc < 0)
-        die("reply from collectord", -rc);
-    Stackwatch__Reply *rep = stackwatch__reply__unpack(NULL, len, p);
-    free(p);
-    if (!rep || rep->error || rep->body_case != STACKWATCH__REPLY__BODY_CLIENTS)
-        die("bad reply to query clients", 0);
-    for (size_t i = 0; i < rep->clients->n_clients; i++) {
-        const Stackwatch__ClientInfo *ci = rep->clients->clients[i];
-        if (ci->pid == (uint32_t)getpid() && strcmp(ci->state, "connected") == 0) {
-            cm->stack_bytes = ci->collector_stack_bytes;
-            cm->block_bytes = ci->collector_block_bytes;
-            cm->stacks = ci->stacks;
-            cm->live = ci->live ? ci->live->count : 0;
-            cm->per_stack = cm->stacks ? (double)cm->stack_bytes / (double)cm->stacks : 0;
-            cm->per_block = cm->live ? (double)cm->block_bytes / (double)cm->live : 0;
-        }
+    Stackwatch__Reply *rep = query_clients();
+    const Stackwatch__ClientInfo *ci = self_in(rep);
+    if (ci) {
+        cm->stack_bytes = ci->collector_stack_bytes;
+        cm->block_bytes = ci->collector_block_bytes;
+        cm->stacks = ci->stacks;
+        cm->live = ci->live ? ci->live->count : 0;
+        cm->per_stack = cm->stacks ? (double)cm->stack_bytes / (double)cm->stacks : 0;
+        cm->per_block = cm->live ? (double)cm->block_bytes / (double)cm->live : 0;
     }
     stackwatch__reply__free_unpacked(rep, NULL);
 }

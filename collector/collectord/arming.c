@@ -37,7 +37,10 @@ static int send_command(client_t *c, Stackwatch__Command__Kind kind, uint32_t id
     return rc;
 }
 
-int arming_arm(srv_t *s, client_t *c, cstack_t *st, int kind, uint32_t rule, int sig,
+/* Arms a stack in its (connected) agent: count firings, raising sig (0:
+ * none), capturing Python frames where the client has them. kind is ARM_*.
+ * Returns 0 or -ENOTCONN/-ENOBUFS. */
+static int arm(srv_t *s, client_t *c, cstack_t *st, int kind, uint32_t rule, int sig,
                uint32_t count)
 {
     (void)s;
@@ -75,7 +78,7 @@ void arming_eval(srv_t *s, client_t *c, cstack_t *st)
         st->klass != CLASS_LEAK && st->klass != CLASS_GROWING)
         return; /* the agent watches few call sites: leaking stacks get them
                  * (evaluated again when this one is classified a leak) */
-    if (arming_arm(s, c, st, ARM_RULE, r->id, r->sig, r->count) == 0) {
+    if (arm(s, c, st, ARM_RULE, r->id, r->sig, r->count) == 0) {
         r->armed++;
         c->rule_armed++;
         log_msg("rule %u armed stack %016llx of pid %u (%u firings%s)", r->id,
@@ -146,7 +149,10 @@ static int catches(pid_t pid, int sig)
     return yes;
 }
 
-int arming_signal(srv_t *s, client_t *c, int sig)
+/* Sends sig to the client's process through the pidfd of its live
+ * connection, only if the process catches sig (/proc/PID/status SigCgt).
+ * Returns 0, -ENOTCONN, -ESRCH (no handler) or -errno. */
+static int send_signal(srv_t *s, client_t *c, int sig)
 {
     (void)s;
     conn_t *conn = c->conn;
@@ -176,12 +182,12 @@ void arming_first_leak(srv_t *s, client_t *c, cstack_t *st)
     if (!c->conn || st->arm_kind == ARM_RULE || c->ending)
         return;
     if (s->opts.on_leak_sig) {
-        arming_signal(s, c, s->opts.on_leak_sig);
-        arming_arm(s, c, st, ARM_ON_LEAK, 0, s->opts.on_leak_sig, 1);
+        send_signal(s, c, s->opts.on_leak_sig);
+        arm(s, c, st, ARM_ON_LEAK, 0, s->opts.on_leak_sig, 1);
         return;
     }
     if (c->python_version && s->opts.py_captures && st->arm_kind == ARM_NONE) {
-        arming_arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures);
+        arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures);
         st->arm_rounds = 1;
     }
 }
@@ -206,7 +212,7 @@ void arming_rearm_python(srv_t *s, client_t *c)
             waiting = c->pytbs[k].stack == st->index && c->pytbs[k].live_n > 0;
         if (waiting)
             continue;
-        if (arming_arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures) == 0)
+        if (arm(s, c, st, ARM_PYTHON, 0, 0, s->opts.py_captures) == 0)
             st->arm_rounds++;
     }
 }

@@ -8,12 +8,6 @@
  * this many rule-armed stacks, only leaking ones are armed. */
 #define ARMING_SAMPLED_BUDGET 48
 
-/* Arms a stack in its (connected) agent: count firings, raising sig (0:
- * none), capturing Python frames where the client has them. kind is ARM_*.
- * Returns 0 or -ENOTCONN/-ENOBUFS. */
-int arming_arm(srv_t *s, client_t *c, cstack_t *st, int kind, uint32_t rule, int sig,
-               uint32_t count);
-
 /* Disarms a stack in its agent (if connected) and forgets why it was armed. */
 void arming_disarm(srv_t *s, client_t *c, cstack_t *st);
 
@@ -24,11 +18,6 @@ void arming_eval(srv_t *s, client_t *c, cstack_t *st);
 /* Evaluates every rule against every stack of connected clients (after a
  * rule was added), queueing symbolization where names are needed. */
 void arming_eval_all(srv_t *s);
-
-/* Sends sig to the client's process through the pidfd of its live
- * connection, only if the process catches sig (/proc/PID/status SigCgt).
- * Returns 0, -ENOTCONN, -ESRCH (no handler) or -errno. */
-int arming_signal(srv_t *s, client_t *c, int sig);
 
 /* A stack's first block just became may-leak (the aging tick): --on-leak
  * signals and arms it; for a Python client it is armed for a few captures

@@ -90,12 +90,6 @@ void series_free(series_t *s);
 /* Decodes the s->n points, oldest first, into out[SERIES_CAP]. */
 void series_decode(const series_t *s, spt_t *out);
 
-/* Bytes held outside the struct. */
-static inline uint32_t series_heap_bytes(const series_t *s)
-{
-    return s->cap;
-}
-
 /* Releases a stack's classification state. */
 void classify_free(cls_t *c);
 

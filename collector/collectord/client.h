@@ -132,7 +132,7 @@ typedef struct cstack_s {
     uint8_t sym_state;      /* SYM_NONE / PENDING / DONE */
     uint8_t sym_queued;     /* in the client's symq */
     uint8_t sym_urgent;     /* its pending job was moved to the urgent queue */
-    uint64_t sym_tried;     /* when it was last submitted (collector clock) */
+    uint64_t sym_tried;     /* when its frames last came in (collector clock) */
     uint64_t alloc_n, alloc_b;      /* allocations */
     uint64_t free_n, free_b;        /* frees (explicit, matched late, or implied by reuse) */
     uint64_t exp_n, exp_b;          /* blocks that reached the expire age */

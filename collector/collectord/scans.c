@@ -485,7 +485,10 @@ void scans_progress(srv_t *s)
         if (!c->scan)
             continue;
         int st = atomic_load(&c->scan->stage);
-        if (st == SCAN_NEED_TRACER && c->scan_state == SCAN_ST_FREEZE) {
+        if (st == SCAN_NEED_TRACER && c->scan_state == SCAN_ST_FREEZE && !c->scan_allowed) {
+            /* Once: after the agent's answer the stage stays NEED_TRACER
+             * until the worker has stopped the process, and the loop may
+             * wake for another scan meanwhile. */
             c->scan_state = SCAN_ST_BEGIN;
             c->scan_allowed = 1;
             c->scan_deadline = clock_now() + SCAN_AGENT_NS;

@@ -26,8 +26,6 @@
 #include "symq.h"
 #include "wrap.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
-
 /* ---------------------------------------------------------------- listening */
 
 static int listen_on(const char *path, char *err, size_t errlen)
@@ -182,6 +180,13 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
         ev_break(loop, EVBREAK_ALL);
 }
 
+/* Asks the loop to stop after this iteration (graceful). */
+static void srv_stop(srv_t *s)
+{
+    s->stopping = 1;
+    ev_break(s->loop, EVBREAK_ALL);
+}
+
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
@@ -194,12 +199,6 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     }
     log_msg("signal %d: stopping", w->signum);
     srv_stop(s);
-}
-
-void srv_stop(srv_t *s)
-{
-    s->stopping = 1;
-    ev_break(s->loop, EVBREAK_ALL);
 }
 
 int srv_run(srv_t *s, void (*ready)(void *arg), void *arg)

@@ -16,9 +16,6 @@ int srv_listen(srv_t *s, char *err, size_t errlen);
  * announce readiness there, not earlier. Returns 0. */
 int srv_run(srv_t *s, void (*ready)(void *arg), void *arg);
 
-/* Asks the loop to stop after this iteration (graceful). */
-void srv_stop(srv_t *s);
-
 /* Wraps an accepted (or, in tests, any) connected fd as a connection of
  * kind: an agent's frames go to ingest, a control client's to ctl, with the
  * idle limit of --idle-timeout. Returns conn_new's answer. */

@@ -202,9 +202,9 @@ static store_rec_t *rec_add(store_t *st)
     return r;
 }
 
-static void rec_drop(store_t *st, uint32_t i, int unlink_file)
+/* Frees a record's report, deleting its file first if unlink_file. */
+static void rec_release(const store_t *st, store_rec_t *r, int unlink_file)
 {
-    store_rec_t *r = &st->recs[i];
     if (unlink_file) {
         char path[STORE_PATH_MAX];
         snprintf(path, sizeof path, "%s/reports/%s", st->dir, r->name);
@@ -213,6 +213,11 @@ static void rec_drop(store_t *st, uint32_t i, int unlink_file)
     }
     if (r->sp)
         stackwatch__stored_process__free_unpacked(r->sp, NULL);
+}
+
+static void rec_drop(store_t *st, uint32_t i, int unlink_file)
+{
+    rec_release(st, &st->recs[i], unlink_file);
     st->recs[i] = st->recs[--st->n];
 }
 
@@ -541,12 +546,7 @@ void store_prune(store_t *st, uint64_t now)
         int old = st->retain_ns && now > r->end_ns && now - r->end_ns > st->retain_ns;
         /* A snapshot taken over by a live client is rewritten when it ends. */
         if (!r->merged_serial && (kept >= st->retain_max || old)) {
-            char path[STORE_PATH_MAX];
-            snprintf(path, sizeof path, "%s/reports/%s", st->dir, r->name);
-            if (unlink(path) < 0 && errno != ENOENT)
-                log_msg("store: cannot delete %s: %s", path, strerror(errno));
-            if (r->sp)
-                stackwatch__stored_process__free_unpacked(r->sp, NULL);
+            rec_release(st, r, 1);
             continue;
         }
         if (!r->merged_serial)

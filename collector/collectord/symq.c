@@ -60,11 +60,11 @@ void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
     }
     st->sym_state = SYM_PENDING;
     st->sym_urgent = (uint8_t)(urgent != 0);
-    st->sym_tried = clock_now();
     if (sym_submit(j, urgent) < 0) {
         /* No worker thread: module+offset frames now, never DWARF on the loop. */
         st->sym = sym_fallback(j);
         st->sym_state = st->sym ? SYM_DONE : SYM_NONE;
+        st->sym_tried = clock_now();
         st->skip = 0;
         sym_job_free(j);
     }
@@ -81,6 +81,9 @@ void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t
         cstack_t *st = c ? cstack_at(c, j->stack_index) : NULL;
         if (st && st->sym_state == SYM_PENDING && j->result) {
             client_sym_done(c, st, j);
+            /* A degraded stack is asked again a while after this, not after
+             * its submission: a report that waited for a slow job takes it. */
+            st->sym_tried = clock_now();
             st->skip = (uint16_t)wrap_count(cstack_sym(c, st));
             symbolized(s, c, st);
         } else if (st && st->sym_state == SYM_PENDING) {
