@@ -68,16 +68,7 @@ class _VersionBase:
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="swpy-")
-        inc = subprocess.run([cls.exe, "-c", "import sysconfig; print(sysconfig.get_paths()"
-                              "['include'])"], stdout=subprocess.PIPE, text=True).stdout.strip()
-        out = os.path.join(cls.tmp, "leakext.so")
-        # -O0: the extension's frames stay as written.
-        # Debian's pyconfig.h includes <x86_64-linux-gnu/python3.X/pyconfig.h>
-        # from the include directory above.
-        subprocess.run(["cc", "-O0", "-g", "-shared", "-fPIC", "-I" + inc,
-                        "-I" + os.path.dirname(inc),
-                        os.path.join(ROOT, "tests", "py", "ext", "leakext.c"), "-o", out],
-                       check=True)
+        sw.build_ext(cls.exe, os.path.join(ROOT, "tests", "py", "ext", "leakext.c"), cls.tmp)
 
     def setUp(self):
         self.col = Collector(expire=0.5)

@@ -42,13 +42,7 @@ EXT_SRC = os.path.join(ROOT, "tests", "py", "ext", "smallobj.c")
 
 def ext_markers():
     """{name: line} of the '@LEAK name' comments of the extension's source."""
-    out = {}
-    with open(EXT_SRC) as f:
-        for i, line in enumerate(f, 1):
-            m = re.search(r"@LEAK (\w+)", line)
-            if m:
-                out[m.group(1)] = i
-    return out
+    return sw.markers(EXT_SRC)
 
 
 def pid_stacks(report, pid):
@@ -109,15 +103,7 @@ class _ExtBase:
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="swsmall-")
-        inc = subprocess.run([cls.exe, "-c", "import sysconfig; print(sysconfig.get_paths()"
-                              "['include'])"], stdout=subprocess.PIPE, text=True,
-                             check=True).stdout.strip()
-        # -O0: the extension's frames and lines stay as written. Debian's
-        # pyconfig.h includes <x86_64-linux-gnu/python3.X/pyconfig.h> from
-        # the directory above.
-        subprocess.run(["cc", "-O0", "-g", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-                        "-I" + inc, "-I" + os.path.dirname(inc), EXT_SRC,
-                        "-o", os.path.join(cls.tmp, "smallobj.so")], check=True)
+        sw.build_ext(cls.exe, EXT_SRC, cls.tmp, ["-Wall", "-Wextra", "-Werror"])
         # Debian's 3.14 and 3.15 packages, unpacked by build-python.sh, come
         # without byte code (their postinst compiles it), and the test
         # environment says not to write any: every start would compile the
