@@ -143,14 +143,6 @@ static const Stackwatch__Frame *own_caller(const Stackwatch__StackReport *s,
     return NULL;
 }
 
-static const Stackwatch__PyTraceback *blamed_python(const Stackwatch__StackReport *s)
-{
-    for (size_t i = 0; i < s->n_python; i++)
-        if (s->python[i]->blamed && s->python[i]->n_frames)
-            return s->python[i];
-    return NULL;
-}
-
 static int has_samples(const Stackwatch__LeakReport *r)
 {
     for (size_t i = 0; i < r->n_clients; i++)
@@ -233,7 +225,7 @@ static void data_json(FILE *f, const Stackwatch__LeakReport *r)
         json_u64(&j, "live", cnt(s->live)->bytes);
         /* The chart's legend: the name the stack goes by (cli_stack_name). */
         json_str(&j, "label", cli_stack_name(buf, sizeof buf, s));
-        const Stackwatch__PyTraceback *tb = blamed_python(s);
+        const Stackwatch__PyTraceback *tb = cli_py_top(s);
         data_series(&j, "series", s->series, s->n_series, 1);
         /* The blamed Python frames (of the top traceback) go after the
          * interpreter frame they run under, marked by module "[python]". */
@@ -658,7 +650,7 @@ static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns, 
     if (s->skipped)
         fprintf(f, "<div class=\"small muted\">%u allocation-wrapper frame%s not shown</div>\n",
                 s->skipped, s->skipped == 1 ? "" : "s");
-    const Stackwatch__PyTraceback *tb = blamed_python(s);
+    const Stackwatch__PyTraceback *tb = cli_py_top(s);
     if (!s->n_frames)
         fputs("<div class=\"muted\">(stack not captured)</div>\n", f);
     if (s->n_frames || tb) {
@@ -862,7 +854,7 @@ static void html_row(FILE *f, const Stackwatch__StackReport *s, size_t i, int py
         fprintf(f, "<td class=\"num\">%s%s</td>", g > 0 ? "+" : "", fmt_bytes(a, sizeof a, g));
     html_sparkline(f, s, i, span);
     html_alloc_site(f, s);
-    const Stackwatch__PyTraceback *tb = blamed_python(s);
+    const Stackwatch__PyTraceback *tb = cli_py_top(s);
     if (py)
         fputs("<td class=\"mono nowrap\">", f);
     if (tb) {

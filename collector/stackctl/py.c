@@ -104,8 +104,8 @@ const char *cli_stack_name(char *buf, size_t cap, const Stackwatch__StackReport 
         cpython_short_name(buf, cap, top->module, top->function, top->module_offset, top->addr);
     else
         snprintf(buf, cap, "(no frames)");
-    const Stackwatch__PyTraceback *tb;
-    if (cap && cli_py_blamed(s, &tb, 1)) {
+    const Stackwatch__PyTraceback *tb = cli_py_top(s);
+    if (cap && tb) {
         size_t n = strlen(buf);
         char py[512];
         snprintf(buf + n, cap - n, " ← %s", cli_py_name(py, sizeof py, tb->frames[0]));
@@ -121,6 +121,13 @@ size_t cli_py_blamed(const Stackwatch__StackReport *s, const Stackwatch__PyTrace
         if (s->python[i]->blamed && s->python[i]->n_frames)
             out[n++] = s->python[i];
     return n;
+}
+
+const Stackwatch__PyTraceback *cli_py_top(const Stackwatch__StackReport *s)
+{
+    const Stackwatch__PyTraceback *tb = NULL;
+    cli_py_blamed(s, &tb, 1);
+    return tb;
 }
 
 const char *cli_py_verdict(const Stackwatch__PyTraceback *t)

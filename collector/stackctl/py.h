@@ -67,6 +67,10 @@ const char *cli_stack_name(char *buf, size_t cap, const Stackwatch__StackReport 
 size_t cli_py_blamed(const Stackwatch__StackReport *s, const Stackwatch__PyTraceback **out,
                      size_t cap);
 
+/* The top blamed traceback of s that has frames (cli_py_blamed's first), or
+ * NULL: the one merged into the stack in text and HTML. */
+const Stackwatch__PyTraceback *cli_py_top(const Stackwatch__StackReport *s);
+
 /* Part i of total split among tbs[0..n) by their may-leak (else live) bytes;
  * the parts add up to total. */
 uint64_t cli_py_share(uint64_t total, const Stackwatch__PyTraceback *const *tbs, size_t n,

@@ -348,8 +348,8 @@ static void text_alloc_site(FILE *f, const Stackwatch__StackReport *s)
         if (!empty(fr->file))
             fprintf(f, " (%s:%u)", fr->file, fr->line);
     }
-    const Stackwatch__PyTraceback *tb;
-    if (cli_py_blamed(s, &tb, 1))
+    const Stackwatch__PyTraceback *tb = cli_py_top(s);
+    if (tb)
         fprintf(f, " ← %s", cli_py_name(buf, sizeof buf, tb->frames[0]));
 }
 
@@ -473,8 +473,7 @@ void cli_leaks_text(FILE *f, const Stackwatch__LeakReport *r, unsigned flags)
         if (s->skipped)
             fprintf(f, "    (%u allocation-wrapper frame%s not shown)\n", s->skipped,
                     s->skipped == 1 ? "" : "s");
-        const Stackwatch__PyTraceback *tb = NULL;
-        cli_py_blamed(s, &tb, 1);
+        const Stackwatch__PyTraceback *tb = cli_py_top(s);
         text_stack(f, s, tb, flags);
         text_python(f, s, tb);
         if (!empty(s->python_missing))

@@ -85,14 +85,29 @@ def _allow_any_tracer():
 
 
 def markers(src, tag="LEAK"):
-    """{name: line} for '@TAG name' comments in a source file of tests/progs."""
+    """{name: line} for '@TAG name' comments in a source file: a path, or a
+    file name of tests/progs."""
     out = {}
-    path = os.path.join(ROOT, "tests", "progs", src)
+    path = src if os.path.isabs(src) else os.path.join(ROOT, "tests", "progs", src)
     with open(path) as f:
         for i, line in enumerate(f, 1):
             m = re.search(r"@%s (\w+)" % tag, line)
             if m:
                 out[m.group(1)] = i
+    return out
+
+
+def build_ext(exe, src, outdir, cflags=()):
+    """Builds the C extension src (tests/py/ext/NAME.c) for the interpreter
+    exe into outdir/NAME.so; returns its path. -O0: the extension's frames
+    and lines stay as written."""
+    inc = subprocess.run([exe, "-c", "import sysconfig; print(sysconfig.get_paths()['include'])"],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    out = os.path.join(outdir, os.path.splitext(os.path.basename(src))[0] + ".so")
+    # Debian's pyconfig.h includes <x86_64-linux-gnu/python3.X/pyconfig.h>
+    # from the include directory above.
+    subprocess.run(["cc", "-O0", "-g"] + list(cflags) + ["-shared", "-fPIC", "-I" + inc,
+                    "-I" + os.path.dirname(inc), src, "-o", out], check=True)
     return out
 
 

@@ -103,18 +103,23 @@ class AttachTest(unittest.TestCase):
         return p
 
     def test_pthread_getattr_np_after_attach(self):
-        """Attached, the agent's pthread_getattr_np (it takes the real one's
-        lock with the unwinder's) must reach glibc's: the program's first
-        call after the attach goes through a PLT slot the agent patched.
-        The attach-mode table once left that function unset (stack
-        garbage)."""
+        """Attached, the program's pthread_getattr_np is the agent's (it
+        takes the real one's lock with the unwinder's), which reaches
+        glibc's. The program's GOT entry for it (GLOB_DAT: attach_target
+        takes its address) is bound to glibc's at start: the GOT patch
+        replaces an entry only when it holds the real function, so with the
+        real-function table's pthread_getattr_np unset (stack garbage,
+        zero in practice: b171c30's fix) the entry stayed glibc's and the
+        program deadlocked in it (glibc's pthread_getattr_np holds the
+        thread's lock while it reallocs; the hook's first capture on the
+        thread asks for the stack bounds with it): no answer."""
         p = self.plain([prog("attach_target")])
         pid = ready_pid(p)
         r = self.col.attach(pid)
         self.assertIn("attached to pid %d" % pid, r.stdout)
-        p.stdin.write("getattr\n")
-        p.stdin.flush()
-        self.assertRegex(p.stdout.readline(), r"^ok stack [1-9]\d*$")
+        line = sw.ask(p, "getattr")  # bounded: the old code deadlocked
+        self.assertRegex(line, r"^ok stack [1-9]\d* [1-9]\d* via \S+$")
+        self.assertIn("libstackagent", line.split(" via ")[1])
         ask(p, "leak 1")  # still running, still traced
         wait_until(lambda: (self.col.client(pid) or {}).get("live", {}).get("count"),
                    what="the leak after getattr")

@@ -25,13 +25,7 @@ SCRIPT = os.path.join(ROOT, "tests", "py", "numba_gen_leak.py")
 
 
 def py_markers():
-    out = {}
-    with open(SCRIPT) as f:
-        for i, line in enumerate(f, 1):
-            m = re.search(r"@PY (\w+)", line)
-            if m:
-                out[m.group(1)] = i
-    return out
+    return sw.markers(SCRIPT, "PY")
 
 
 def numba_missing():

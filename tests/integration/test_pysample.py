@@ -6,7 +6,6 @@ STACKWATCH_PYTHON_SAMPLE, 256 KiB) while malloc stays exact; the exact mode
 called from a known Python line (tests/py/pysample_leak.py)."""
 
 import os
-import subprocess
 import tempfile
 import unittest
 
@@ -19,11 +18,7 @@ EXT = os.path.join(ROOT, "tests", "py", "ext", "pysampleext.c")
 
 
 def c_marker(name):
-    with open(EXT) as f:
-        for i, line in enumerate(f, 1):
-            if "@C " + name in line:
-                return i
-    raise KeyError(name)
+    return sw.markers(EXT, "C")[name]
 
 
 def ext_frames(stack, func):
@@ -37,11 +32,7 @@ class PySampleTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="swpysample-")
-        inc = subprocess.run([PY, "-c", "import sysconfig; print(sysconfig.get_paths()"
-                              "['include'])"], stdout=subprocess.PIPE, text=True).stdout.strip()
-        subprocess.run(["cc", "-O0", "-g", "-shared", "-fPIC", "-I" + inc,
-                        "-I" + os.path.dirname(inc), EXT,
-                        "-o", os.path.join(cls.tmp, "pysampleext.so")], check=True)
+        sw.build_ext(PY, EXT, cls.tmp)
 
     def setUp(self):
         self.col = Collector(expire=0.5)

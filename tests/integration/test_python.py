@@ -15,13 +15,8 @@ PY = "/usr/bin/python3"
 
 
 def py_markers(name):
-    out = {}
-    with open(os.path.join(ROOT, "tests", "py", name)) as f:
-        for i, line in enumerate(f, 1):
-            m = re.search(r"@PY (\w+)", line)
-            if m:
-                out[m.group(1)] = i
-    return out
+    """{name: line} of the '@PY name' comments of tests/py/NAME."""
+    return sw.markers(script(name), "PY")
 
 
 def script(name):

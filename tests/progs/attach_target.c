@@ -7,11 +7,15 @@
  *   churn N       N blocks allocated and freed at once (never a leak)
  *   free-pre      frees the PRE blocks allocated at start
  *   sleep MS      nanosleep (so an attach can find it there)
- *   getattr       pthread_getattr_np of this thread, first called after the
- *                 attach (its PLT slot still unbound): "ok stack N" 
+ *   getattr       pthread_getattr_np of this thread, called directly, then
+ *                 through &pthread_getattr_np (both through its GOT entry,
+ *                 GLOB_DAT since the address is taken, bound to glibc's at
+ *                 start): "ok stack N M via MODULE", MODULE the object that
+ *                 pointer is in (dladdr)
  *
  * Exits 0 at EOF, printing "done". The integration tests find "@LEAK name"
  * markers here. */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +43,24 @@ __attribute__((noinline)) void leak_after_attach(void)
         kept = realloc(kept, capkept * sizeof *kept); /* @LEAK kept_array */
     }
     kept[nkept++] = p;
+}
+
+/* &pthread_getattr_np, read from the GOT at each call (not hoisted). */
+__attribute__((noinline)) int (*getattr_ptr(void))(pthread_t, pthread_attr_t *)
+{
+    return pthread_getattr_np;
+}
+
+/* fn NULL: a direct call (through the PLT). */
+static size_t stack_size(int (*fn)(pthread_t, pthread_attr_t *))
+{
+    pthread_attr_t a;
+    size_t sz = 0;
+    if ((fn ? fn(pthread_self(), &a) : pthread_getattr_np(pthread_self(), &a)) == 0) {
+        pthread_attr_getstacksize(&a, &sz);
+        pthread_attr_destroy(&a);
+    }
+    return sz;
 }
 
 __attribute__((noinline)) void churn_once(size_t n)
@@ -74,13 +96,11 @@ int main(void)
                 for (long i = 0; i < n; i++)
                     churn_once(64 + (size_t)(i % 512));
             } else if (!strcmp(line, "getattr")) {
-                pthread_attr_t a;
-                size_t sz = 0;
-                if (pthread_getattr_np(pthread_self(), &a) == 0) {
-                    pthread_attr_getstacksize(&a, &sz);
-                    pthread_attr_destroy(&a);
-                }
-                printf("ok stack %zu\n", sz);
+                size_t plt = stack_size(NULL);
+                int (*fn)(pthread_t, pthread_attr_t *) = getattr_ptr();
+                Dl_info di;
+                const char *mod = dladdr((void *)fn, &di) && di.dli_fname ? di.dli_fname : "?";
+                printf("ok stack %zu %zu via %s\n", plt, stack_size(fn), mod);
             } else if (!strcmp(line, "free-pre")) {
                 for (int i = 0; i < PRE; i++) {
                     free(pre[i]);
