@@ -22,6 +22,8 @@ typedef struct scan_ent_s {
                          * SCAN_PARENT_ROOT; then label is its root's index in
                          * the job's labels */
     uint32_t label;
+    uint32_t py;        /* a CPython small object (sampled): in pymalloc's arenas, not
+                         * malloc's heap, which its neighbours' words cannot tell */
 } scan_ent_t;
 
 #define SCAN_PARENT_ROOT UINT32_MAX

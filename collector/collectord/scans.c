@@ -411,7 +411,8 @@ static void snap_one(void *ctx, atab_ent_t *e)
 {
     snap_ctx_t *s = ctx;
     if (s->n < s->cap)
-        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0, 0, 0 };
+        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0, 0, 0,
+                                     (e->flags & ATAB_F_PY) != 0 };
 }
 
 void scans_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
