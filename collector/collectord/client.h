@@ -283,6 +283,8 @@ typedef struct client_s {
     uint32_t scan_busy;     /* from the agent's reply: threads stopped in a hook */
     uint64_t scan_loop_ns;  /* loop CPU it took (snapshot and results) */
     uint64_t scan_seq;      /* scans finished, well or not */
+    uint64_t scan_ask;      /* the agent's ScanAsk token to answer (SCAN_DONE) at the scan's end */
+    int scan_asked;         /* the agent asked once (a second ask is answered at once) */
     int scan_err;           /* the last one's error (0: ok) */
     char scan_msg[512];     /* ... and why */
     int scan_ok;            /* scan_last is valid */

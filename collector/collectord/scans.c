@@ -27,13 +27,13 @@ static uint64_t loop_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int send_scan_cmd(client_t *c, Stackwatch__Command__Kind kind)
+static int send_scan_cmd_token(client_t *c, Stackwatch__Command__Kind kind, uint64_t token)
 {
     if (!c->conn)
         return -ENOTCONN;
     Stackwatch__Command cmd = STACKWATCH__COMMAND__INIT;
     cmd.kind = kind;
-    cmd.token = c->scan_token;
+    cmd.token = token;
     cmd.tracer_pid = (uint32_t)getpid();
     Stackwatch__CollectorMsg m = STACKWATCH__COLLECTOR_MSG__INIT;
     m.msg_case = STACKWATCH__COLLECTOR_MSG__MSG_COMMAND;
@@ -42,6 +42,20 @@ static int send_scan_cmd(client_t *c, Stackwatch__Command__Kind kind)
     if (rc < 0)
         conn_close(c->conn, "cannot queue a command (the agent does not read)");
     return rc;
+}
+
+static int send_scan_cmd(client_t *c, Stackwatch__Command__Kind kind)
+{
+    return send_scan_cmd_token(c, kind, c->scan_token);
+}
+
+/* The agent waits for the scan it asked for: it may go on now. */
+static void answer_ask(client_t *c)
+{
+    uint64_t tok = c->scan_ask;
+    c->scan_ask = 0;
+    if (tok)
+        send_scan_cmd_token(c, STACKWATCH__COMMAND__KIND__SCAN_DONE, tok);
 }
 
 /* Worker thread: wake the loop. */
@@ -354,6 +368,7 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_END);
     c->scan_allowed = 0;
     c->scan_seq++;
+    answer_ask(c);
     s->retry_parked |= SRV_RETRY_ALL; /* the loop runs ctl_retry_parked */
 }
 
@@ -401,6 +416,31 @@ int scans_start(srv_t *s, client_t *c, char *err, size_t errlen)
     return 0;
 }
 
+void scans_ask(srv_t *s, client_t *c, const Stackwatch__ScanAsk *a)
+{
+    if (!c)
+        return;
+    if (c->scan_asked || !a->token) {
+        /* Answered, never scanned again: a client cannot make us scan it
+         * in a loop. */
+        send_scan_cmd_token(c, STACKWATCH__COMMAND__KIND__SCAN_DONE, a->token);
+        return;
+    }
+    c->scan_asked = 1;
+    c->scan_ask = a->token;
+    if (c->scan_state != SCAN_ST_NONE)
+        return; /* the scan running now answers it */
+    char err[256];
+    int rc = scans_start(s, c, err, sizeof err);
+    if (rc < 0) {
+        c->scan_err = rc;
+        snprintf(c->scan_msg, sizeof c->scan_msg, "%s", err);
+        log_msg("pid %u: the scan its agent asked for at its end: %s", c->pid, err);
+        answer_ask(c);
+        return;
+    }
+    log_msg("pid %u: scanning at its end, as its agent asked (STACKWATCH_SCAN_AT_EXIT)", c->pid);
+}
 
 typedef struct snap_ctx_s {
     scan_ent_t *v;
