@@ -150,7 +150,7 @@ static struct flush_s {
     pid_t peer_pid;               /* collectord's pid (SO_PEERCRED at connect), 0 unknown */
 } fl = { .sock = { .fd = -1 } };
 
-enum { ASK_NONE, ASK_WANTED, ASK_SENT, ASK_DONE }; /* fl.ask */
+enum { ASK_NONE, ASK_CLAIMED, ASK_WANTED, ASK_SENT, ASK_DONE }; /* fl.ask */
 
 static void *map_scratch(size_t bytes)
 {
@@ -1718,11 +1718,12 @@ void flush_scan_at_end(const char *why)
     if (!cfg.scan_at_exit || !emit_flusher.running || atomic_load(&fl.exit_req))
         return;
     int none = ASK_NONE;
-    if (!atomic_compare_exchange_strong(&fl.ask, &none, ASK_WANTED)) {
+    if (!atomic_compare_exchange_strong(&fl.ask, &none, ASK_CLAIMED)) {
         ask_wait(); /* another thread asked: the end waits for that scan */
         return;
     }
-    fl.ask_why = why;
+    fl.ask_why = why; /* before the flusher can see WANTED */
+    atomic_store(&fl.ask, ASK_WANTED);
     flush_kick();
     if (ask_wait() < 0)
         log_msg("no scan at the end: the collector did not finish it within %u s "
