@@ -387,6 +387,12 @@ int scans_start(srv_t *s, client_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "pid %u is not connected", c->pid);
         return -ENOTCONN;
     }
+    if (c->pid == (uint32_t)getpid()) {
+        /* ptrace cannot stop its own process (a harness feeding frames
+         * over a socketpair is such a peer). */
+        snprintf(err, errlen, "pid %u is collectord itself", c->pid);
+        return -EPERM;
+    }
     if (!c->flusher_tid) {
         snprintf(err, errlen, "the agent of pid %u does not support scans (an older agent?)",
                  c->pid);
