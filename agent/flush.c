@@ -500,6 +500,7 @@ static void handle_scan(const Stackwatch__Command *c)
         tstate_reap(); /* threads gone by now: their stacks are known dead */
         sr.watermark = fl.wm;
         tstate_each_ring(count_busy, &sr.busy_threads);
+        sr.dropped = tstate_dropped(); /* reaped threads' rings too */
         size_t n = region_collect(pairs, REGION_MAX);
         uint64_t lo, hi;
         if (unwind_self_range(&lo, &hi) == 0) {

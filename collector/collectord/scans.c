@@ -300,6 +300,13 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
             int indirect = !e->reach && e->owner != i && e->owner < j->nsnap;
             si->blocks_n += wn;
             si->blocks_b += wb;
+            if (!e->reach && a && a->ts == e->ts && (a->flags & ATAB_F_UNCERTAIN)) {
+                /* Unreached, but its free may have been lost: not judged. */
+                si->unc_n += wn;
+                si->unc_b += wb;
+                a->flags &= ~(uint64_t)(ATAB_F_SCANNED | ATAB_F_UNREACH | ATAB_F_INDIRECT);
+                continue;
+            }
             if (e->reach) {
                 si->reach_n += wn;
                 si->reach_b += wb;
@@ -342,6 +349,10 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         c->scan_msg[0] = '\0';
         c->scan_loop_ns += loop_cpu_ns() - cpu0;
         si->cpu_us = (j->cpu_ns + c->scan_loop_ns) / 1000u;
+        if (si->unc_n)
+            log_msg("pid %u: %llu unreached blocks (%llu bytes) not judged: their free may "
+                    "have been lost", c->pid, (unsigned long long)si->unc_n,
+                    (unsigned long long)si->unc_b);
         log_msg("pid %u: scan of %llu live blocks: %llu unreachable (%llu bytes); paused %.1f ms "
                 "(stop %.1f, sync %.1f, copy %.1f of %.1f MiB, %.1f of it reading), marking %.1f ms, "
                 "%.1f ms in all",
@@ -474,6 +485,16 @@ void scans_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
         c->scan_deadline = clock_now() + SCAN_AGENT_NS + 10ull * 1000000000;
     } else if (r->phase == 2 && c->scan_state == SCAN_ST_SYNC) {
         uint64_t cpu0 = loop_cpu_ns();
+        if (r->dropped > c->scan_drops) {
+            /* A full ring dropped events since the last scan: a live block
+             * may be one whose free was dropped, freed memory that no
+             * chain reaches. Such blocks are not judged lost. */
+            log_msg("pid %u: %llu events dropped (a full ring) before this scan: blocks "
+                    "allocated before are not judged lost", c->pid,
+                    (unsigned long long)(r->dropped - c->scan_drops));
+            client_all_uncertain(c);
+        }
+        c->scan_drops = r->dropped;
         /* Every event of the frozen threads is in: the table is the
          * process's heap as of now. */
         size_t n = c->atab_ok ? c->atab.live : 0;

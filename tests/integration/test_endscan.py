@@ -290,5 +290,57 @@ class PythonScanDefaultsTest(unittest.TestCase):
             p.stderr.close()
 
 
+@unittest.skipIf(SKIP, SKIP)
+class DroppedEventsScanTest(unittest.TestCase):
+    """Events dropped by a full ring (here: collectord stopped while the
+    program allocates 100,000 blocks and frees them) leave blocks in the
+    table whose free never came: freed memory, which no chain reaches. A
+    scan must not call them lost: they are "not judged" (uncertain), and
+    blocks lost after the drop are judged as any."""
+    quick = False
+
+    def setUp(self):
+        self.col = Collector(expire=0.5)
+        self.stopped = False
+
+    def tearDown(self):
+        if self.stopped:
+            os.kill(self.col.proc.pid, signal.SIGCONT)
+        self.col.close()
+
+    def test_blocks_whose_free_was_dropped_are_not_called_lost(self):
+        p = self.col.start([prog("reach")], STACKWATCH_RING=1024)
+        try:
+            self.assertTrue(p.stdout.readline().startswith("ready"))
+            pid = p.pid
+            self.col.wait_state(pid, "connected")
+            os.kill(self.col.proc.pid, signal.SIGSTOP)
+            self.stopped = True
+            ask(p, "churn 100000", timeout=120)  # the socket, then the ring, fill up
+            os.kill(self.col.proc.pid, signal.SIGCONT)
+            self.stopped = False
+            c = wait_until(lambda: (lambda c: c if c and c["dropped"] > 0 else None)(
+                self.col.client(pid)), 60, what="the agent's dropped events")
+            # The churn's blocks whose free was dropped are in the table.
+            live = sum(s["live"]["count"] for s in self.col.leaks("--pid", str(pid), "--all")["stacks"])
+            self.assertGreater(live, 100)
+            self.col.ctl("scan", str(pid))  # the blocks from before the drops: not judged
+            first = self.col.client(pid)["scan"]
+            self.assertGreater(first["uncertain"]["count"], 0)
+            ask(p, "lose 3")
+            self.col.ctl("scan", str(pid))
+            c = self.col.client(pid)
+            self.assertEqual(c["scan"]["unreachable"]["count"], 3,
+                             "lost beyond the 3 planted: blocks whose free was dropped?")
+            self.assertGreater(c["scan"]["uncertain"]["count"], 0)
+            got = by_marker(self.col.leaks("--pid", str(pid), "--all"), pid)
+            self.assertEqual(got["lost"]["unreachable"]["count"], 3)
+        finally:
+            p.stdin.close()
+            p.wait(60)
+            p.stdout.close()
+            p.stderr.close()
+
+
 if __name__ == "__main__":
     unittest.main()
