@@ -342,5 +342,25 @@ class DroppedEventsScanTest(unittest.TestCase):
             p.stderr.close()
 
 
+class LoaderLockTest(unittest.TestCase):
+    """A thread that holds the loader's lock (inside a dl_iterate_phdr
+    callback) while it allocates must not stall the agent's flusher: its
+    module poll waited on that lock, the rings filled and events were
+    dropped (67,232 of 100,000 in LeakSanitizer's libdl_deadlock test)."""
+    quick = False
+
+    def test_no_event_dropped_while_a_thread_iterates_the_modules(self):
+        col = Collector(expire=0.5)
+        try:
+            r = col.run([prog("dlchurn"), "60"], STACKWATCH_RING=1024, timeout=120)
+            self.assertEqual(r.stdout.strip(), "done 60000", r.stderr)
+            c = wait_until(lambda: (lambda c: c if c and c["state"] == "exited" else None)(
+                col.clients()[0] if col.clients() else None), 60, what="the client's end")
+            self.assertEqual(c["dropped"], 0, "events dropped while the loader's lock was held")
+            self.assertGreaterEqual(c["total_allocs"], 60000)
+        finally:
+            col.close()
+
+
 if __name__ == "__main__":
     unittest.main()
