@@ -50,6 +50,7 @@ SIZES = {
         "short": {"n": 100, "short": 10, "mallocs": 300},
         "pysmall": {"n": 500000, "short": 20000},
         "pyloads": {"n": 500000, "short": 20000},
+        "seed": {"n": 30000, "short": 1000},
     },
     "quick": {
         "loop": {"n": 200000, "short": 20000},
@@ -58,6 +59,7 @@ SIZES = {
         "short": {"n": 10, "short": 2, "mallocs": 300},
         "pysmall": {"n": 50000, "short": 2000},
         "pyloads": {"n": 50000, "short": 2000},
+        "seed": {"n": 2000, "short": 100},
     },
 }
 
@@ -69,6 +71,8 @@ WORKLOAD_INFO = {
     "pysmall": "Python JSON decoding of small dicts (raw_decode: CPython small objects only), "
                "1 in 64 kept",
     "pyloads": "the same with json.loads (its whitespace regex mallocs ~1 KB twice a call)",
+    "seed": "the write-up's shape: chunk[to_keep] and a numba nopython generator per chunk, "
+            "a dict per chunk (numba's import and JIT compile included)",
 }
 
 
@@ -428,8 +432,8 @@ def make_variants(wl, bdir, progs, coll, size):
         prog = os.path.join(progs, wl)
         main = (1, [prog, str(n)])
         shortj = (1, [prog, str(short)])
-    elif wl in ("numpy", "pysmall", "pyloads"):
-        script = os.path.join(WORKLOADS_DIR, "%s_loop.py" % ("numpy" if wl == "numpy" else "pysmall"))
+    elif wl in ("numpy", "pysmall", "pyloads", "seed"):
+        script = os.path.join(WORKLOADS_DIR, "%s_loop.py" % ("pysmall" if wl == "pyloads" else wl))
         how = ["loads"] if wl == "pyloads" else []
         main = (1, [PYTHON, script, str(n)] + how)
         shortj = (1, [PYTHON, script, str(short)] + how)
@@ -447,7 +451,7 @@ def make_variants(wl, bdir, progs, coll, size):
         return (j[0], list(envs), list(prefix) + j[1])
 
     add("bare", "bare", lambda ob: [job(main)], False)
-    if wl in ("pysmall", "pyloads"):
+    if wl in ("pysmall", "pyloads", "seed"):
         # CPython's small objects: the default (malloc exact, the mem and
         # object domains sampled every 256 KiB), every small object
         # (PYTHON_ALLOCATORS=exact), none (=0: malloc only), heaptrack.
@@ -457,14 +461,19 @@ def make_variants(wl, bdir, progs, coll, size):
             lambda ob: [job(main, sw + [("STACKWATCH_PYTHON_ALLOCATORS", "exact")])], True)
         add("py-off", "stackwatch PYTHON_ALLOCATORS=0 (malloc only)",
             lambda ob: [job(main, sw + [("STACKWATCH_PYTHON_ALLOCATORS", "0")])], True)
-        if heaptrack and wl == "pysmall":
+        if heaptrack and wl in ("pysmall", "seed"):
             add("heaptrack", "heaptrack -o FILE",
                 lambda ob: [job(main, (), [heaptrack, "-o", ob + ".ht{i}"])], False,
                 cleanup=heaptrack_cleanup)
-        elif wl == "pysmall":
+        elif wl in ("pysmall", "seed"):
             skipped.append("heaptrack: not installed (make bench-deps)")
         return V, skipped
-    add("exact", "stackwatch exact (SAMPLE=all)", lambda ob: [job(main, exact)], True)
+    add("exact", "stackwatch exact (SAMPLE=all)" if wl != "numpy" else
+        "stackwatch exact malloc (SAMPLE=all: the default settings, small objects sampled)",
+        lambda ob: [job(main, exact)], True)
+    if wl == "numpy":
+        add("py-exact", "stackwatch PYTHON_ALLOCATORS=exact (every small object too)",
+            lambda ob: [job(main, exact + [("STACKWATCH_PYTHON_ALLOCATORS", "exact")])], True)
     if wl == "loop":
         fpj = (1, [os.path.join(progs, "loop-fp"), str(n)])
         add("exact-fp", "exact, UNWIND=fp, on the fp build (ratio to bare-fp)",
@@ -653,6 +662,8 @@ def targets(results):
     ratio("numpy: exact wall <= 1.2x bare", "numpy", "exact", 1.2)
     ratio("pysmall: default wall <= 1.2x bare", "pysmall", "default", 1.2)
     ratio("pyloads: default wall <= 1.2x bare", "pyloads", "default", 1.2)
+    ratio("numpy: default (exact) wall <= 1.1x bare", "numpy", "exact", 1.1)
+    ratio("seed: default wall <= 1.1x bare", "seed", "default", 1.1)
     drops = get("loop", "exact-2clients", "dropped_total")
     check("loop: two exact clients at once drop nothing", drops, lambda x: x == 0,
           lambda x: "%d dropped over all runs" % x)
@@ -766,9 +777,10 @@ def main():
     results = {}
     quiet = Quiet(not args.no_wait_quiet)
     for wl in (args.only or list(WORKLOAD_INFO)):
-        if wl == "numpy" and subprocess.run([PYTHON, "-c", "import numpy"],
-                                            capture_output=True).returncode != 0:
-            log("bench: numpy: skipped, %s has no numpy (apt-get install python3-numpy)" % PYTHON)
+        if wl in ("numpy", "seed") and subprocess.run([PYTHON, "-c", "import numpy"],
+                                                      capture_output=True).returncode != 0:
+            log("bench: %s: skipped, %s has no numpy (apt-get install python3-numpy)" %
+                (wl, PYTHON))
             continue
         log("bench: === %s (%s)" % (wl, WORKLOAD_INFO[wl]))
         results[wl] = run_workload(wl, args, bdir, progs, sizes[wl], quiet)

@@ -267,6 +267,9 @@ void classify_init(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in_t *i
     c->win_start = now;
     c->win_may_n = in->may_n;
     c->win_alloc_n = in->alloc_n;
+    c->t0 = c->grow_t = c->alloc_t = now;
+    c->may_n0 = c->grow_n = in->may_n;
+    c->alloc_n = in->alloc_n;
 }
 
 void classify_free(cls_t *c)
@@ -289,6 +292,39 @@ static double cap(double x)
 #define SUSTAINED 3
 #define PAUSE_RATIO 10
 #define PAUSE_MIN 4
+
+/* Sampled stacks (cls_in_t.rate_b): their counters move one sample at a
+ * time, each standing for rate_b bytes' worth of blocks (a thousand blocks
+ * of 256 bytes at 256 KiB), so a window without a new expired sample, or
+ * without an allocation sample, says little unless samples were expected in
+ * it. A quiet spell of d tells that the stack stopped once a steady stack
+ * would have been that quiet with a chance of at most e^-EVIDENCE: having
+ * grown by k samples in T (from its first expiry to its last growth, at
+ * least an expire time), the chance of no sample in d is (T / (T + d))^k
+ * (the Poisson rate's uncertainty from k samples included), so k ln(1 + d/T)
+ * >= EVIDENCE; or once 2 x EVIDENCE samples were expected at the rate k/T
+ * (a stack that grew by a sample or two, a table built lazily, is told in
+ * bounded time). Until a spell tells, the window stays open (the next sample
+ * still counts as growth in it) and "it still allocates" holds. Exact
+ * stacks: every window without growth, or without allocations, tells. */
+#define EVIDENCE 5.0
+
+/* Whether d ns without a change of a stack's counters says it changed no
+ * more. */
+static int quiet_tells(const cls_t *c, const cls_in_t *in, uint64_t d, uint64_t expire_ns)
+{
+    if (!in->rate_b || c->grow_n <= c->may_n0 || !in->may_n)
+        return 1; /* exact, or no growth since its first expiry: nothing to go by */
+    double span = (double)(c->grow_t - c->t0);
+    if (span < (double)expire_ns)
+        span = (double)expire_ns;
+    /* Samples it grew by: blocks times the chance a block of its mean size
+     * is sampled (one sample per 1/p blocks). */
+    double p = -expm1(-((double)in->may_b / (double)in->may_n) / (double)in->rate_b);
+    double k = (double)(c->grow_n - c->may_n0) * p;
+    double x = (double)d / span;
+    return k * log1p(x) >= EVIDENCE || k * x >= 2 * EVIDENCE;
+}
 
 /* Closes the current window at now. */
 static void close_window(cls_t *c, uint64_t now, const cls_in_t *in)
@@ -364,8 +400,20 @@ verdict_t classify_tick(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in
         return v;
     }
     series_add(&c->series, now, in->live_b, in->live_n, in->may_b);
+    if (in->may_n > c->grow_n) {
+        c->grow_n = in->may_n;
+        c->grow_t = now;
+    }
+    if (in->alloc_n != c->alloc_n) {
+        c->alloc_n = in->alloc_n;
+        c->alloc_t = now;
+    }
     int alloc_last = 0;
-    if (now - c->win_start >= expire_ns) {
+    uint64_t win_age = now - c->win_start;
+    /* A window without growth closes once it tells (sampled stacks:
+     * quiet_tells; with evictions their trend decides, by the expire time). */
+    if (win_age >= expire_ns && (in->may_n > c->win_may_n || in->fexp_n > 0 ||
+                                 quiet_tells(c, in, win_age, expire_ns))) {
         alloc_last = in->alloc_n > c->win_alloc_n;
         close_window(c, now, in);
     }
@@ -377,7 +425,8 @@ verdict_t classify_tick(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in
      * pauses between them. */
     v.growth_per_min = series_slope_per_min(&c->series, 0, NULL);
     int grew_now = in->may_n > c->win_may_n;
-    int alloc_now = in->alloc_n > c->win_alloc_n || alloc_last;
+    int alloc_now = in->alloc_n > c->win_alloc_n || alloc_last ||
+                    !quiet_tells(c, in, now - c->alloc_t, expire_ns);
     /* Growth in the open window continues the current run. */
     int cont = grew_now && c->grow_windows && c->flat_run < EPISODE_GAP;
     uint32_t run_windows = c->ep_windows + (cont ? 1 : 0);

@@ -65,6 +65,11 @@ typedef struct cls_s {
     uint32_t ep_windows;           /* growth windows with allocations in the current run */
     uint64_t ep_start, ep_end;     /* the current run: first window's start, last window's end */
     uint64_t first_grow;           /* start of the first window in which may-leak grew */
+    /* Sampled stacks (cls_in_t.rate_b): how fast they grew, and when the
+     * counters last moved, to tell a quiet spell from a stop. */
+    uint64_t t0, may_n0;           /* the first expiry: when, may-leak blocks then */
+    uint64_t grow_t, grow_n;       /* the last tick at which may-leak grew, its count then */
+    uint64_t alloc_t, alloc_n;     /* the last tick at which allocations grew, their count then */
 } cls_t;
 
 /* The verdict for a stack. */
@@ -80,6 +85,9 @@ typedef struct cls_in_s {
     uint64_t may_n, may_b;         /* expired and live */
     uint64_t live_n, live_b;
     uint64_t alloc_n;
+    uint64_t rate_b;               /* its blocks are sampled every rate_b bytes on average
+                                    * (counts are estimates that move one sample at a
+                                    * time); 0: every block is recorded */
 } cls_in_t;
 
 void series_init(series_t *s, uint64_t interval_ns);

@@ -1182,7 +1182,8 @@ void client_classify(client_t *c, uint64_t now)
         if (!s || !s->alloc_n)
             continue;
         cls_in_t in = { s->exp_n, s->fexp_n, s->exp_n - s->fexp_n, s->exp_b - s->fexp_b,
-                        s->alloc_n - s->free_n, s->alloc_b - s->free_b, s->alloc_n };
+                        s->alloc_n - s->free_n, s->alloc_b - s->free_b, s->alloc_n,
+                        client_stack_rate(c, s) };
         if (s->exp_n && !s->cls && (s->cls = malloc(sizeof *s->cls)))
             classify_init(s->cls, now, c->expire_ns, &in);
         verdict_t v = classify_tick(s->cls, now, c->expire_ns, &in);

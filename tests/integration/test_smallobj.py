@@ -184,13 +184,14 @@ class _ExtBase:
         text = self.col.ctl("query", "leaks", "--pid", str(p.pid), "--top", "1").stdout
         self.assertRegex(text, r"\[Python\]\s+%s:%d %s\n" % (re.escape(script("smallobj_leak.py")),
                                                                pyline, re.escape(pyfunc)))
-        # The leak runs on until its oldest block is 4 expire times old, so
-        # the verdict kept at the end rests on more than its first windows
-        # (CI, 2026-12-07: a worker's leak ended 2 expire times after its
-        # first block was reported as retained; see the stop's note).
-        wait_until(lambda: (lambda t: t and (t[0]["unfreed_max_age_ms"] or 0) >= 4000 * EXPIRE)(
-                       self.check_top(p.pid, func, line, pyfunc, pyline)),
-                   timeout=120, interval=0.1, what="the leak 4 expire times old")
+        # The leak ends as soon as it is found (its first block ~2.5 expire
+        # times old): the verdict kept at the end must still be leak. (CI,
+        # 2026-12-07: 3 of 8 worker-thread leaks ended this way were
+        # `retained` (0.40) after exit: the sampled stack's windows without a
+        # new allocation sample read as "stopped"; the test then let the leak
+        # run 4 expire times, which hid it. Fixed in the classifier, see
+        # tests/unit/test_classify.c; on a loaded 2-vCPU VM 16 of 264 runs of
+        # the main/worker cases failed before, 0 of 204 after.)
         rc, out, err = finish(p)
         self.assertEqual(rc, 0, err)
         self.assertIn("done", out)
