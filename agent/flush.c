@@ -47,6 +47,7 @@
 #include "unwind.h"
 
 #define BATCH_MAX 65536u          /* events per EventBatch frame */
+#define EV_DEAD 7u                /* batch copy only: an event folded away (ring.h kinds are 0-4) */
 #define RUNS_MAX 4096u            /* rings drained per batch */
 #define DEFS_MAX 2048u            /* StackDefs per frame */
 #define MODS_MAX 16384u           /* Modules per frame (the whole map fits) */
@@ -108,9 +109,8 @@ static struct flush_s {
     run_t *runs;                  /* one per non-empty ring */
     uint32_t nruns;               /* runs in runs[] */
     int more;                     /* events before the watermark did not fit the batch */
-    uint32_t *kind, *tid, *stack; /* the batch's events, one entry each */
-    uint64_t *addr, *size, *ts;
-    uint8_t *dead;                /* folded away (alloc/free pair inside the batch) */
+    ev_t *ev;                     /* the batch's events, copied from the rings; a pair
+                                   * folded away has kind EV_DEAD */
     uint32_t *live;               /* indexes of the events not folded away */
     struct fold_slot_s *fslots;   /* address -> its ALLOC in the batch (FOLD_SLOTS) */
     struct fold_acc_s *facc;      /* stack -> folded pairs (FACC_SLOTS) */
@@ -161,13 +161,7 @@ int flush_init(void)
 {
     fl.out = map_scratch(OUT_CAP);
     fl.runs = map_scratch(RUNS_MAX * sizeof(run_t));
-    fl.kind = map_scratch(BATCH_MAX * sizeof(uint32_t));
-    fl.tid = map_scratch(BATCH_MAX * sizeof(uint32_t));
-    fl.stack = map_scratch(BATCH_MAX * sizeof(uint32_t));
-    fl.addr = map_scratch(BATCH_MAX * sizeof(uint64_t));
-    fl.size = map_scratch(BATCH_MAX * sizeof(uint64_t));
-    fl.ts = map_scratch(BATCH_MAX * sizeof(uint64_t));
-    fl.dead = map_scratch(BATCH_MAX);
+    fl.ev = map_scratch(BATCH_MAX * sizeof(ev_t));
     fl.live = map_scratch(BATCH_MAX * sizeof(uint32_t));
     fl.fslots = map_scratch(FOLD_SLOTS * sizeof(fold_slot_t));
     fl.facc = map_scratch(FACC_SLOTS * sizeof(fold_acc_t));
@@ -176,8 +170,7 @@ int flush_init(void)
     fl.col = map_scratch(COL_CAP);
     fl.defs = map_scratch(DEFS_MAX * (sizeof(Stackwatch__StackDef) + sizeof(void *)));
     fl.mods = map_scratch(MODS_MAX * (sizeof(Stackwatch__Module) + sizeof(void *)));
-    if (!fl.out || !fl.runs || !fl.kind || !fl.tid || !fl.stack || !fl.addr ||
-        !fl.size || !fl.ts || !fl.dead || !fl.live || !fl.fslots || !fl.facc || !fl.facc_used ||
+    if (!fl.out || !fl.runs || !fl.ev || !fl.live || !fl.fslots || !fl.facc || !fl.facc_used ||
         !fl.enc || !fl.col || !fl.defs || !fl.mods)
         return -ENOMEM;
     fl.defp = (Stackwatch__StackDef **)(fl.defs + DEFS_MAX);
@@ -816,7 +809,6 @@ static int noted_addr(uint64_t addr)
 static uint32_t fold_batch(uint32_t m)
 {
     fl.nfacc = 0;
-    memset(fl.dead, 0, m);
     uint64_t lim = (uint64_t)fl.cmd.expire_ms * 1000000ull;
     if (!lim || sample_rate || m < 2)
         return 0;
@@ -825,42 +817,44 @@ static uint32_t fold_batch(uint32_t m)
         memset(fl.facc, 0, FACC_SLOTS * sizeof(fold_acc_t));
         fl.fgen = 1;
     }
+    const uint32_t gen = fl.fgen;
+    ev_t *ev = fl.ev;
+    fold_slot_t *fslots = fl.fslots;
     uint32_t folded = 0;
     for (uint32_t i = 0; i < m; i++) {
-        uint64_t a = fl.addr[i];
+        uint64_t a = ev[i].addr;
         uint32_t h = fold_hash(a);
-        fold_slot_t *sl = &fl.fslots[h];
-        while (sl->gen == fl.fgen && sl->addr != a) {
+        fold_slot_t *sl = &fslots[h];
+        while (sl->gen == gen && sl->addr != a) {
             h = (h + 1) & (FOLD_SLOTS - 1);
-            sl = &fl.fslots[h];
+            sl = &fslots[h];
         }
-        int have = sl->gen == fl.fgen;
-        if (fl.kind[i] == STACKWATCH__EVENT_KIND__EVENT_FREE) {
+        int have = sl->gen == gen;
+        uint32_t k = ev_kind(&ev[i]);
+        if (k == EV_FREE) {
             if (!have || sl->pos == UINT32_MAX)
                 continue;
             uint32_t j = sl->pos;
             sl->pos = UINT32_MAX;
-            uint64_t lt = fl.ts[i] - fl.ts[j];
+            uint64_t lt = ev[i].ts - ev[j].ts;
             fold_acc_t *acc;
-            if (lt >= lim || !(acc = facc_get(fl.stack[j])))
+            if (lt >= lim || !(acc = facc_get(ev[j].stack)))
                 continue;
             acc->n++;
-            acc->bytes += fl.size[j];
+            acc->bytes += ev[j].size;
             acc->lt_sum += lt;
             if (lt < acc->lt_min)
                 acc->lt_min = lt;
             if (lt > acc->lt_max)
                 acc->lt_max = lt;
-            fl.dead[i] = fl.dead[j] = 1;
+            ev[i].kind_tid |= EV_DEAD;
+            ev[j].kind_tid |= EV_DEAD;
             folded++;
         } else {
             /* A new block at the address (an unsampled one is never folded). */
             sl->addr = a;
-            sl->gen = fl.fgen;
-            sl->pos = fl.kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC &&
-                              !(fl.nnotes && noted_addr(a))
-                          ? i
-                          : UINT32_MAX;
+            sl->gen = gen;
+            sl->pos = k == EV_ALLOC && !(fl.nnotes && noted_addr(a)) ? i : UINT32_MAX;
         }
     }
     return folded;
@@ -891,29 +885,53 @@ static uint8_t *put_packed(uint8_t *p, uint32_t field, const uint8_t *col, size_
 
 enum { COL_KIND, COL_ADDR, COL_TSD, COL_TID, COL_SIZE, COL_STACK };
 
-/* Encodes one column of the live events (indexes live[0..n)) into fl.col. */
+/* On the wire: EVENT_ALLOC, EVENT_FREE, EVENT_ALLOC_UNSAMPLED, EVENT_ALLOC_PY. */
+static const uint8_t wire_kind[8] = {
+    [EV_ALLOC] = STACKWATCH__EVENT_KIND__EVENT_ALLOC,
+    [EV_FREE] = STACKWATCH__EVENT_KIND__EVENT_FREE,
+    [EV_ALLOC_FORCED] = STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED,
+    [EV_ALLOC_PY] = STACKWATCH__EVENT_KIND__EVENT_ALLOC_PY,
+};
+
+/* Encodes one column of the live events (indexes live[0..n)) into fl.col:
+ * one loop per column, no per-event dispatch. */
 static size_t enc_col(const uint32_t *live, uint32_t n, int which)
 {
+    const ev_t *ev = fl.ev;
     uint8_t *q = fl.col;
-    uint64_t prev = 0;
-    int first = 1;
-    for (uint32_t k = 0; k < n; k++) {
-        uint32_t i = live[k];
-        int alloc = fl.kind[i] != STACKWATCH__EVENT_KIND__EVENT_FREE;
-        switch (which) {
-        case COL_KIND: q = put_varint(q, fl.kind[i]); break;
-        case COL_ADDR: q = put_varint(q, fl.addr[i]); break;
-        case COL_TID: q = put_varint(q, fl.tid[i]); break;
-        case COL_TSD: {
-            int64_t d = first ? 0 : (int64_t)(fl.ts[i] - prev);
-            prev = fl.ts[i];
-            first = 0;
+    switch (which) {
+    case COL_KIND:
+        for (uint32_t k = 0; k < n; k++)
+            *q++ = wire_kind[ev_kind(&ev[live[k]])]; /* < 0x80: one byte */
+        break;
+    case COL_ADDR:
+        for (uint32_t k = 0; k < n; k++)
+            q = put_varint(q, ev[live[k]].addr);
+        break;
+    case COL_TID:
+        for (uint32_t k = 0; k < n; k++)
+            q = put_varint(q, ev_tid(&ev[live[k]]));
+        break;
+    case COL_TSD: {
+        uint64_t prev = n ? ev[live[0]].ts : 0;
+        for (uint32_t k = 0; k < n; k++) {
+            uint64_t ts = ev[live[k]].ts;
+            int64_t d = (int64_t)(ts - prev);
+            prev = ts;
             q = put_varint(q, ((uint64_t)d << 1) ^ (uint64_t)(d >> 63)); /* zigzag */
-            break;
         }
-        case COL_SIZE: if (alloc) q = put_varint(q, fl.size[i]); break;
-        case COL_STACK: if (alloc) q = put_varint(q, fl.stack[i]); break;
-        }
+        break;
+    }
+    case COL_SIZE:
+        for (uint32_t k = 0; k < n; k++)
+            if (ev_kind(&ev[live[k]]) != EV_FREE)
+                q = put_varint(q, ev[live[k]].size);
+        break;
+    case COL_STACK:
+        for (uint32_t k = 0; k < n; k++)
+            if (ev_kind(&ev[live[k]]) != EV_FREE)
+                q = put_varint(q, ev[live[k]].stack);
+        break;
     }
     return (size_t)(q - fl.col);
 }
@@ -943,9 +961,9 @@ static int send_batch(uint32_t m)
     uint32_t *live = fl.live, n = 0;
     for (uint32_t i = 0; i < m; i++) {
         live[n] = i;
-        n += !fl.dead[i];
+        n += ev_kind(&fl.ev[i]) != EV_DEAD;
     }
-    uint64_t base = n ? fl.ts[live[0]] : 0;
+    uint64_t base = n ? fl.ev[live[0]].ts : 0;
     if (base) {
         p = put_varint(p, 1 << 3 | 0);
         p = put_varint(p, base);
@@ -981,6 +999,26 @@ static int send_batch(uint32_t m)
     if (rc < 0)
         disconnect(rc == -ETIMEDOUT ? "send stalled" : strerror(-rc));
     return rc;
+}
+
+/* Stacks whose StackDef went out in this epoch, by index, direct mapped:
+ * most events' stacks are found here without touching the intern table. */
+#define SENT_CACHE 4096u
+static uint32_t sent_cache[SENT_CACHE]; /* index + 1; 0 empty */
+static uint32_t sent_cache_epoch;
+
+/* 1 when idx's StackDef is still to be sent in this epoch (and marks it sent). */
+static inline int def_unsent(uint32_t idx)
+{
+    if (__builtin_expect(sent_cache_epoch != fl.epoch, 0)) {
+        memset(sent_cache, 0, sizeof sent_cache);
+        sent_cache_epoch = fl.epoch;
+    }
+    uint32_t *c = &sent_cache[idx & (SENT_CACHE - 1)];
+    if (*c == idx + 1)
+        return 0;
+    *c = idx + 1;
+    return intern_take_unsent(idx, fl.epoch);
 }
 
 /* Merges the rings' events by time, in place, and sends those stamped before
@@ -1032,46 +1070,62 @@ static uint32_t drain_once(int final)
     fl.refreshed = 0;
     fl.nnotes = 0;
     uint32_t m = 0;
-    while (hn > 0) {
-        run_t *r = &fl.runs[heap[0].run];
-        const ev_t *e = &r->r->slots[r->pos & r->r->mask];
-        if (e->ts >= fl.wm)
+    const uint64_t wm_lim = fl.wm;
+    ev_t *out = fl.ev;
+    int failed = 0;
+    while (hn > 0 && !failed) {
+        if (heap[0].ts >= wm_lim)
             break; /* everything left is at or past the watermark */
         if (m == BATCH_MAX) {
             fl.more = 1;
             break;
         }
-        if (ev_kind(e) == EV_NOTE) {
-            /* Sent after this batch: its allocation is in it or before it. */
-            if (fl.nnotes < NOTE_SLOTS)
-                fl.notes[fl.nnotes++] = e->stack;
-            goto next;
+        run_t *r = &fl.runs[heap[0].run];
+        /* The run at the top is taken for as long as its events come no
+         * later than every other run's next one and before the watermark:
+         * one heap step per switch between rings, not per event. Events of
+         * equal stamps in two rings go in either order, as before. */
+        uint64_t lim = wm_lim;
+        if (hn > 1) {
+            uint64_t o = heap[1].ts;
+            if (hn > 2 && heap[2].ts < o)
+                o = heap[2].ts;
+            if (o < lim)
+                lim = o + 1;
         }
-        uint32_t k = ev_kind(e);
-        /* On the wire: EVENT_ALLOC, EVENT_FREE, EVENT_ALLOC_UNSAMPLED, EVENT_ALLOC_PY. */
-        static const uint8_t wire[8] = {
-            [EV_ALLOC] = STACKWATCH__EVENT_KIND__EVENT_ALLOC,
-            [EV_FREE] = STACKWATCH__EVENT_KIND__EVENT_FREE,
-            [EV_ALLOC_FORCED] = STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED,
-            [EV_ALLOC_PY] = STACKWATCH__EVENT_KIND__EVENT_ALLOC_PY,
-        };
-        fl.kind[m] = wire[k];
-        fl.addr[m] = e->addr;
-        fl.ts[m] = e->ts;
-        fl.tid[m] = ev_tid(e);
-        fl.size[m] = e->size;
-        fl.stack[m] = e->stack;
-        m++;
-        if ((1u << k) & ((1u << EV_ALLOC) | (1u << EV_ALLOC_FORCED) | (1u << EV_ALLOC_PY))) {
-            if (e->stack != INTERN_NONE && intern_take_unsent(e->stack, fl.epoch) &&
-                add_def(e->stack) < 0)
-                break; /* disconnected: counted below */
+        const ev_t *slots = r->r->slots;
+        const uint64_t mask = r->r->mask, end = r->end;
+        uint64_t pos = r->pos;
+        uint32_t room = BATCH_MAX - m;
+        while (pos < end && room > 0) {
+            const ev_t *e = &slots[pos & mask];
+            if (e->ts >= lim)
+                break;
+            uint32_t k = ev_kind(e);
+            if (k == EV_NOTE) {
+                /* Sent after this batch: its allocation is in it or before it. */
+                if (fl.nnotes < NOTE_SLOTS)
+                    fl.notes[fl.nnotes++] = e->stack;
+                pos++;
+                continue;
+            }
+            out[m++] = *e;
+            room--;
+            if ((1u << k) & ((1u << EV_ALLOC) | (1u << EV_ALLOC_FORCED) | (1u << EV_ALLOC_PY))) {
+                if (e->stack != INTERN_NONE && def_unsent(e->stack) && add_def(e->stack) < 0) {
+                    failed = 1; /* disconnected: counted below */
+                    break;
+                }
+            }
+            pos++;
         }
-    next:
-        if (++r->pos == r->end)
+        r->pos = pos;
+        if (failed)
+            break;
+        if (pos == end)
             heap[0] = heap[--hn];
         else
-            heap[0].ts = ev_ts_at(r->r, r->pos);
+            heap[0].ts = ev_ts_at(r->r, pos);
         if (hn > 1)
             heap_down(heap, hn, 0);
     }
