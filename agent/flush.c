@@ -117,6 +117,8 @@ static struct flush_s {
     uint32_t *facc_used;          /* facc entries in use, in order */
     uint32_t nfacc;
     uint32_t fgen;
+    uint32_t fmask;               /* slots of fslots in use for this batch, minus 1 */
+    int fold_on;                  /* this batch folds (fold_begin) */
     uint32_t max_m;               /* largest batch so far (scratch in use) */
     size_t max_frame;             /* largest encoded batch so far */                /* generation stamp of both tables */
     uint8_t *enc;                 /* hand-encoded EventBatch frame */
@@ -766,9 +768,9 @@ static uint64_t watermark(void)
 
 /* ---------------------------------------------------------------- folding */
 
-static uint32_t fold_hash(uint64_t addr)
+static inline uint32_t fold_hash(uint64_t addr, uint32_t fmask)
 {
-    return (uint32_t)((addr * 0x9e3779b97f4a7c15ULL) >> 40) & (FOLD_SLOTS - 1);
+    return (uint32_t)((addr * 0x9e3779b97f4a7c15ULL) >> 40) & fmask;
 }
 
 static fold_acc_t *facc_get(uint32_t stack)
@@ -800,33 +802,51 @@ static int noted_addr(uint64_t addr)
     return 0;
 }
 
-/* Folds the batch's allocations freed within it into per-stack counts: the
- * collector needs no more of them than their number, bytes and lifetimes
- * (what its report shows), so the pair is not sent. Not folded: pairs that
- * lived as long as the expire time (the collector counts those as expired),
- * blocks with a note, unsampled allocations, anything in sampled mode (each
- * block there carries its own weight). Marks fl.dead; returns pairs folded. */
-static uint32_t fold_batch(uint32_t m)
+/* Starts the fold of a batch of cap events: whether it folds at all, a new
+ * generation of both tables, and as many address slots as keep the table
+ * at most half full: a small batch touches a small part of the table (its
+ * cache lines), not all of its FOLD_SLOTS. */
+static void fold_begin(uint32_t cap)
 {
     fl.nfacc = 0;
     uint64_t lim = (uint64_t)fl.cmd.expire_ms * 1000000ull;
-    if (!lim || sample_rate || m < 2)
-        return 0;
+    fl.fold_on = lim && !sample_rate;
+    if (!fl.fold_on)
+        return;
     if (++fl.fgen == 0) {
         memset(fl.fslots, 0, FOLD_SLOTS * sizeof(fold_slot_t));
         memset(fl.facc, 0, FACC_SLOTS * sizeof(fold_acc_t));
         fl.fgen = 1;
     }
-    const uint32_t gen = fl.fgen;
+    uint32_t slots = 1024;
+    while (slots < FOLD_SLOTS && slots < 2 * (uint64_t)cap)
+        slots <<= 1;
+    fl.fmask = slots - 1;
+}
+
+/* Folds the batch's allocations freed within it into per-stack counts: the
+ * collector needs no more of them than their number, bytes and lifetimes
+ * (what its report shows), so the pair is not sent. Not folded: pairs that
+ * lived as long as the expire time (the collector counts those as expired),
+ * blocks with a note, unsampled allocations, anything in sampled mode (each
+ * block there carries its own weight). Marks the pairs EV_DEAD; returns
+ * pairs folded. */
+static uint32_t fold_batch(uint32_t m)
+{
+    fold_begin(m);
+    if (!fl.fold_on || m < 2)
+        return 0;
+    const uint64_t lim = (uint64_t)fl.cmd.expire_ms * 1000000ull;
+    const uint32_t gen = fl.fgen, fmask = fl.fmask;
     ev_t *ev = fl.ev;
     fold_slot_t *fslots = fl.fslots;
     uint32_t folded = 0;
     for (uint32_t i = 0; i < m; i++) {
         uint64_t a = ev[i].addr;
-        uint32_t h = fold_hash(a);
+        uint32_t h = fold_hash(a, fmask);
         fold_slot_t *sl = &fslots[h];
         while (sl->gen == gen && sl->addr != a) {
-            h = (h + 1) & (FOLD_SLOTS - 1);
+            h = (h + 1) & fmask;
             sl = &fslots[h];
         }
         int have = sl->gen == gen;
