@@ -1027,13 +1027,20 @@ static int send_batch(uint32_t m)
 static uint32_t sent_cache[SENT_CACHE]; /* index + 1; 0 empty */
 static uint32_t sent_cache_epoch;
 
-/* 1 when idx's StackDef is still to be sent in this epoch (and marks it sent). */
-static inline int def_unsent(uint32_t idx)
+/* Empties the cache when the epoch changed (once per drain). */
+static inline void def_cache_epoch(void)
 {
     if (__builtin_expect(sent_cache_epoch != fl.epoch, 0)) {
         memset(sent_cache, 0, sizeof sent_cache);
         sent_cache_epoch = fl.epoch;
     }
+}
+
+/* 1 when idx's StackDef is still to be sent in this epoch (and marks it
+ * sent). def_cache_epoch was called in this drain; add_def's disconnect
+ * ends the drain's merge, so the epoch does not change meanwhile. */
+static inline int def_unsent(uint32_t idx)
+{
     uint32_t *c = &sent_cache[idx & (SENT_CACHE - 1)];
     if (*c == idx + 1)
         return 0;
@@ -1091,6 +1098,7 @@ static uint32_t drain_once(int final)
     fl.nnotes = 0;
     uint32_t m = 0;
     const uint64_t wm_lim = fl.wm;
+    def_cache_epoch();
     ev_t *out = fl.ev;
     int failed = 0;
     while (hn > 0 && !failed) {
@@ -1116,8 +1124,9 @@ static uint32_t drain_once(int final)
         const ev_t *slots = r->r->slots;
         const uint64_t mask = r->r->mask, end = r->end;
         uint64_t pos = r->pos;
-        uint32_t room = BATCH_MAX - m;
-        while (pos < end && room > 0) {
+        /* At most the batch's room from this run. */
+        const uint64_t stop = end - pos > BATCH_MAX - m ? pos + (BATCH_MAX - m) : end;
+        while (pos < stop) {
             const ev_t *e = &slots[pos & mask];
             if (e->ts >= lim)
                 break;
@@ -1130,7 +1139,6 @@ static uint32_t drain_once(int final)
                 continue;
             }
             out[m++] = *e;
-            room--;
             if ((1u << k) & ((1u << EV_ALLOC) | (1u << EV_ALLOC_FORCED) | (1u << EV_ALLOC_PY))) {
                 if (e->stack != INTERN_NONE && def_unsent(e->stack) && add_def(e->stack) < 0) {
                     failed = 1; /* disconnected: counted below */
