@@ -1274,10 +1274,11 @@ static void send_stats(void)
     s.python_status = (char *)py_status();
     s.python_hooked = atomic_load(&py_domains_hooked);
     memory_account(&s);
-    /* Columns, live index, fold slots (two per event) and the encoded frame,
-     * as far as batches have used them; the rest is reserved, untouched. */
-    s.scratch_bytes = (uint64_t)fl.max_m * (3 * sizeof(uint32_t) + 3 * sizeof(uint64_t) + 1 +
-                                            sizeof(uint32_t) + 2 * sizeof(fold_slot_t)) +
+    /* The batch's events, live index, fold slots (two per event at most)
+     * and the encoded frame, as far as batches have used them; the rest is
+     * reserved, untouched. */
+    s.scratch_bytes = (uint64_t)fl.max_m * (sizeof(ev_t) + sizeof(uint32_t) +
+                                            2 * sizeof(fold_slot_t)) +
                       2 * fl.max_frame;
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_STATS;
