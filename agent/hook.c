@@ -204,12 +204,11 @@ _Static_assert(SC_ENTRIES * sizeof(sc_ent_t) <= RING_SCACHE_BYTES, "stack cache 
 /* The stack-cache set of a call site and the stack address of its return address. */
 static inline sc_ent_t *sc_set(ring_t *r, uint64_t ra0, uint64_t slot0)
 {
-    uint64_t h = ra0 ^ (slot0 * 0x9e3779b97f4a7c15ULL);
-    h ^= h >> 31;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 29;
-    return &((sc_ent_t *)r->scache)[2 * (h & (SC_SETS - 1))];
+    /* One multiply: its top bits depend on every bit of both keys. */
+    uint64_t h = ((ra0 * 0x9e3779b97f4a7c15ULL) ^ slot0) * 0xbf58476d1ce4e5b9ULL;
+    return &((sc_ent_t *)r->scache)[2 * (h >> (64 - 7))];
 }
+_Static_assert(SC_SETS == 1u << 7, "sc_set takes 7 bits");
 
 /* capture's miss: unwinds, interns, and caches the stack when its return
  * addresses are found on this thread's stack. Out of line: the hit keeps
