@@ -47,6 +47,7 @@
 #include "unwind.h"
 
 #define BATCH_MAX 65536u          /* events per EventBatch frame */
+#define EV_DEAD 7u                /* batch copy only: an event folded away (ring.h kinds are 0-4) */
 #define RUNS_MAX 4096u            /* rings drained per batch */
 #define DEFS_MAX 2048u            /* StackDefs per frame */
 #define MODS_MAX 16384u           /* Modules per frame (the whole map fits) */
@@ -108,15 +109,16 @@ static struct flush_s {
     run_t *runs;                  /* one per non-empty ring */
     uint32_t nruns;               /* runs in runs[] */
     int more;                     /* events before the watermark did not fit the batch */
-    uint32_t *kind, *tid, *stack; /* the batch's events, one entry each */
-    uint64_t *addr, *size, *ts;
-    uint8_t *dead;                /* folded away (alloc/free pair inside the batch) */
+    ev_t *ev;                     /* the batch's events, copied from the rings; a pair
+                                   * folded away has kind EV_DEAD */
     uint32_t *live;               /* indexes of the events not folded away */
     struct fold_slot_s *fslots;   /* address -> its ALLOC in the batch (FOLD_SLOTS) */
     struct fold_acc_s *facc;      /* stack -> folded pairs (FACC_SLOTS) */
     uint32_t *facc_used;          /* facc entries in use, in order */
     uint32_t nfacc;
     uint32_t fgen;
+    uint32_t fmask;               /* slots of fslots in use for this batch, minus 1 */
+    int fold_on;                  /* this batch folds (fold_begin) */
     uint32_t max_m;               /* largest batch so far (scratch in use) */
     size_t max_frame;             /* largest encoded batch so far */                /* generation stamp of both tables */
     uint8_t *enc;                 /* hand-encoded EventBatch frame */
@@ -166,13 +168,7 @@ int flush_init(void)
 {
     fl.out = map_scratch(OUT_CAP);
     fl.runs = map_scratch(RUNS_MAX * sizeof(run_t));
-    fl.kind = map_scratch(BATCH_MAX * sizeof(uint32_t));
-    fl.tid = map_scratch(BATCH_MAX * sizeof(uint32_t));
-    fl.stack = map_scratch(BATCH_MAX * sizeof(uint32_t));
-    fl.addr = map_scratch(BATCH_MAX * sizeof(uint64_t));
-    fl.size = map_scratch(BATCH_MAX * sizeof(uint64_t));
-    fl.ts = map_scratch(BATCH_MAX * sizeof(uint64_t));
-    fl.dead = map_scratch(BATCH_MAX);
+    fl.ev = map_scratch(BATCH_MAX * sizeof(ev_t));
     fl.live = map_scratch(BATCH_MAX * sizeof(uint32_t));
     fl.fslots = map_scratch(FOLD_SLOTS * sizeof(fold_slot_t));
     fl.facc = map_scratch(FACC_SLOTS * sizeof(fold_acc_t));
@@ -181,8 +177,7 @@ int flush_init(void)
     fl.col = map_scratch(COL_CAP);
     fl.defs = map_scratch(DEFS_MAX * (sizeof(Stackwatch__StackDef) + sizeof(void *)));
     fl.mods = map_scratch(MODS_MAX * (sizeof(Stackwatch__Module) + sizeof(void *)));
-    if (!fl.out || !fl.runs || !fl.kind || !fl.tid || !fl.stack || !fl.addr ||
-        !fl.size || !fl.ts || !fl.dead || !fl.live || !fl.fslots || !fl.facc || !fl.facc_used ||
+    if (!fl.out || !fl.runs || !fl.ev || !fl.live || !fl.fslots || !fl.facc || !fl.facc_used ||
         !fl.enc || !fl.col || !fl.defs || !fl.mods)
         return -ENOMEM;
     fl.defp = (Stackwatch__StackDef **)(fl.defs + DEFS_MAX);
@@ -818,9 +813,9 @@ static uint64_t watermark(void)
 
 /* ---------------------------------------------------------------- folding */
 
-static uint32_t fold_hash(uint64_t addr)
+static inline uint32_t fold_hash(uint64_t addr, uint32_t fmask)
 {
-    return (uint32_t)((addr * 0x9e3779b97f4a7c15ULL) >> 40) & (FOLD_SLOTS - 1);
+    return (uint32_t)((addr * 0x9e3779b97f4a7c15ULL) >> 40) & fmask;
 }
 
 static fold_acc_t *facc_get(uint32_t stack)
@@ -852,60 +847,79 @@ static int noted_addr(uint64_t addr)
     return 0;
 }
 
-/* Folds the batch's allocations freed within it into per-stack counts: the
- * collector needs no more of them than their number, bytes and lifetimes
- * (what its report shows), so the pair is not sent. Not folded: pairs that
- * lived as long as the expire time (the collector counts those as expired),
- * blocks with a note, unsampled allocations, anything in sampled mode (each
- * block there carries its own weight). Marks fl.dead; returns pairs folded. */
-static uint32_t fold_batch(uint32_t m)
+/* Starts the fold of a batch of cap events: whether it folds at all, a new
+ * generation of both tables, and as many address slots as keep the table
+ * at most half full: a small batch touches a small part of the table (its
+ * cache lines), not all of its FOLD_SLOTS. */
+static void fold_begin(uint32_t cap)
 {
     fl.nfacc = 0;
-    memset(fl.dead, 0, m);
     uint64_t lim = (uint64_t)fl.cmd.expire_ms * 1000000ull;
-    if (!lim || sample_rate || m < 2)
-        return 0;
+    fl.fold_on = lim && !sample_rate;
+    if (!fl.fold_on)
+        return;
     if (++fl.fgen == 0) {
         memset(fl.fslots, 0, FOLD_SLOTS * sizeof(fold_slot_t));
         memset(fl.facc, 0, FACC_SLOTS * sizeof(fold_acc_t));
         fl.fgen = 1;
     }
+    uint32_t slots = 1024;
+    while (slots < FOLD_SLOTS && slots < 2 * (uint64_t)cap)
+        slots <<= 1;
+    fl.fmask = slots - 1;
+}
+
+/* Folds the batch's allocations freed within it into per-stack counts: the
+ * collector needs no more of them than their number, bytes and lifetimes
+ * (what its report shows), so the pair is not sent. Not folded: pairs that
+ * lived as long as the expire time (the collector counts those as expired),
+ * blocks with a note, unsampled allocations, anything in sampled mode (each
+ * block there carries its own weight). Marks the pairs EV_DEAD; returns
+ * pairs folded. */
+static uint32_t fold_batch(uint32_t m)
+{
+    fold_begin(m);
+    if (!fl.fold_on || m < 2)
+        return 0;
+    const uint64_t lim = (uint64_t)fl.cmd.expire_ms * 1000000ull;
+    const uint32_t gen = fl.fgen, fmask = fl.fmask;
+    ev_t *ev = fl.ev;
+    fold_slot_t *fslots = fl.fslots;
     uint32_t folded = 0;
     for (uint32_t i = 0; i < m; i++) {
-        uint64_t a = fl.addr[i];
-        uint32_t h = fold_hash(a);
-        fold_slot_t *sl = &fl.fslots[h];
-        while (sl->gen == fl.fgen && sl->addr != a) {
-            h = (h + 1) & (FOLD_SLOTS - 1);
-            sl = &fl.fslots[h];
+        uint64_t a = ev[i].addr;
+        uint32_t h = fold_hash(a, fmask);
+        fold_slot_t *sl = &fslots[h];
+        while (sl->gen == gen && sl->addr != a) {
+            h = (h + 1) & fmask;
+            sl = &fslots[h];
         }
-        int have = sl->gen == fl.fgen;
-        if (fl.kind[i] == STACKWATCH__EVENT_KIND__EVENT_FREE) {
+        int have = sl->gen == gen;
+        uint32_t k = ev_kind(&ev[i]);
+        if (k == EV_FREE) {
             if (!have || sl->pos == UINT32_MAX)
                 continue;
             uint32_t j = sl->pos;
             sl->pos = UINT32_MAX;
-            uint64_t lt = fl.ts[i] - fl.ts[j];
+            uint64_t lt = ev[i].ts - ev[j].ts;
             fold_acc_t *acc;
-            if (lt >= lim || !(acc = facc_get(fl.stack[j])))
+            if (lt >= lim || !(acc = facc_get(ev[j].stack)))
                 continue;
             acc->n++;
-            acc->bytes += fl.size[j];
+            acc->bytes += ev[j].size;
             acc->lt_sum += lt;
             if (lt < acc->lt_min)
                 acc->lt_min = lt;
             if (lt > acc->lt_max)
                 acc->lt_max = lt;
-            fl.dead[i] = fl.dead[j] = 1;
+            ev[i].kind_tid |= EV_DEAD;
+            ev[j].kind_tid |= EV_DEAD;
             folded++;
         } else {
             /* A new block at the address (an unsampled one is never folded). */
             sl->addr = a;
-            sl->gen = fl.fgen;
-            sl->pos = fl.kind[i] == STACKWATCH__EVENT_KIND__EVENT_ALLOC &&
-                              !(fl.nnotes && noted_addr(a))
-                          ? i
-                          : UINT32_MAX;
+            sl->gen = gen;
+            sl->pos = k == EV_ALLOC && !(fl.nnotes && noted_addr(a)) ? i : UINT32_MAX;
         }
     }
     return folded;
@@ -936,29 +950,53 @@ static uint8_t *put_packed(uint8_t *p, uint32_t field, const uint8_t *col, size_
 
 enum { COL_KIND, COL_ADDR, COL_TSD, COL_TID, COL_SIZE, COL_STACK };
 
-/* Encodes one column of the live events (indexes live[0..n)) into fl.col. */
+/* On the wire: EVENT_ALLOC, EVENT_FREE, EVENT_ALLOC_UNSAMPLED, EVENT_ALLOC_PY. */
+static const uint8_t wire_kind[8] = {
+    [EV_ALLOC] = STACKWATCH__EVENT_KIND__EVENT_ALLOC,
+    [EV_FREE] = STACKWATCH__EVENT_KIND__EVENT_FREE,
+    [EV_ALLOC_FORCED] = STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED,
+    [EV_ALLOC_PY] = STACKWATCH__EVENT_KIND__EVENT_ALLOC_PY,
+};
+
+/* Encodes one column of the live events (indexes live[0..n)) into fl.col:
+ * one loop per column, no per-event dispatch. */
 static size_t enc_col(const uint32_t *live, uint32_t n, int which)
 {
+    const ev_t *ev = fl.ev;
     uint8_t *q = fl.col;
-    uint64_t prev = 0;
-    int first = 1;
-    for (uint32_t k = 0; k < n; k++) {
-        uint32_t i = live[k];
-        int alloc = fl.kind[i] != STACKWATCH__EVENT_KIND__EVENT_FREE;
-        switch (which) {
-        case COL_KIND: q = put_varint(q, fl.kind[i]); break;
-        case COL_ADDR: q = put_varint(q, fl.addr[i]); break;
-        case COL_TID: q = put_varint(q, fl.tid[i]); break;
-        case COL_TSD: {
-            int64_t d = first ? 0 : (int64_t)(fl.ts[i] - prev);
-            prev = fl.ts[i];
-            first = 0;
+    switch (which) {
+    case COL_KIND:
+        for (uint32_t k = 0; k < n; k++)
+            *q++ = wire_kind[ev_kind(&ev[live[k]])]; /* < 0x80: one byte */
+        break;
+    case COL_ADDR:
+        for (uint32_t k = 0; k < n; k++)
+            q = put_varint(q, ev[live[k]].addr);
+        break;
+    case COL_TID:
+        for (uint32_t k = 0; k < n; k++)
+            q = put_varint(q, ev_tid(&ev[live[k]]));
+        break;
+    case COL_TSD: {
+        uint64_t prev = n ? ev[live[0]].ts : 0;
+        for (uint32_t k = 0; k < n; k++) {
+            uint64_t ts = ev[live[k]].ts;
+            int64_t d = (int64_t)(ts - prev);
+            prev = ts;
             q = put_varint(q, ((uint64_t)d << 1) ^ (uint64_t)(d >> 63)); /* zigzag */
-            break;
         }
-        case COL_SIZE: if (alloc) q = put_varint(q, fl.size[i]); break;
-        case COL_STACK: if (alloc) q = put_varint(q, fl.stack[i]); break;
-        }
+        break;
+    }
+    case COL_SIZE:
+        for (uint32_t k = 0; k < n; k++)
+            if (ev_kind(&ev[live[k]]) != EV_FREE)
+                q = put_varint(q, ev[live[k]].size);
+        break;
+    case COL_STACK:
+        for (uint32_t k = 0; k < n; k++)
+            if (ev_kind(&ev[live[k]]) != EV_FREE)
+                q = put_varint(q, ev[live[k]].stack);
+        break;
     }
     return (size_t)(q - fl.col);
 }
@@ -988,9 +1026,9 @@ static int send_batch(uint32_t m)
     uint32_t *live = fl.live, n = 0;
     for (uint32_t i = 0; i < m; i++) {
         live[n] = i;
-        n += !fl.dead[i];
+        n += ev_kind(&fl.ev[i]) != EV_DEAD;
     }
-    uint64_t base = n ? fl.ts[live[0]] : 0;
+    uint64_t base = n ? fl.ev[live[0]].ts : 0;
     if (base) {
         p = put_varint(p, 1 << 3 | 0);
         p = put_varint(p, base);
@@ -1026,6 +1064,33 @@ static int send_batch(uint32_t m)
     if (rc < 0)
         disconnect(rc == -ETIMEDOUT ? "send stalled" : strerror(-rc));
     return rc;
+}
+
+/* Stacks whose StackDef went out in this epoch, by index, direct mapped:
+ * most events' stacks are found here without touching the intern table. */
+#define SENT_CACHE 4096u
+static uint32_t sent_cache[SENT_CACHE]; /* index + 1; 0 empty */
+static uint32_t sent_cache_epoch;
+
+/* Empties the cache when the epoch changed (once per drain). */
+static inline void def_cache_epoch(void)
+{
+    if (__builtin_expect(sent_cache_epoch != fl.epoch, 0)) {
+        memset(sent_cache, 0, sizeof sent_cache);
+        sent_cache_epoch = fl.epoch;
+    }
+}
+
+/* 1 when idx's StackDef is still to be sent in this epoch (and marks it
+ * sent). def_cache_epoch was called in this drain; add_def's disconnect
+ * ends the drain's merge, so the epoch does not change meanwhile. */
+static inline int def_unsent(uint32_t idx)
+{
+    uint32_t *c = &sent_cache[idx & (SENT_CACHE - 1)];
+    if (*c == idx + 1)
+        return 0;
+    *c = idx + 1;
+    return intern_take_unsent(idx, fl.epoch);
 }
 
 /* Merges the rings' events by time, in place, and sends those stamped before
@@ -1077,46 +1142,63 @@ static uint32_t drain_once(int final)
     fl.refreshed = 0;
     fl.nnotes = 0;
     uint32_t m = 0;
-    while (hn > 0) {
-        run_t *r = &fl.runs[heap[0].run];
-        const ev_t *e = &r->r->slots[r->pos & r->r->mask];
-        if (e->ts >= fl.wm)
+    const uint64_t wm_lim = fl.wm;
+    def_cache_epoch();
+    ev_t *out = fl.ev;
+    int failed = 0;
+    while (hn > 0 && !failed) {
+        if (heap[0].ts >= wm_lim)
             break; /* everything left is at or past the watermark */
         if (m == BATCH_MAX) {
             fl.more = 1;
             break;
         }
-        if (ev_kind(e) == EV_NOTE) {
-            /* Sent after this batch: its allocation is in it or before it. */
-            if (fl.nnotes < NOTE_SLOTS)
-                fl.notes[fl.nnotes++] = e->stack;
-            goto next;
+        run_t *r = &fl.runs[heap[0].run];
+        /* The run at the top is taken for as long as its events come no
+         * later than every other run's next one and before the watermark:
+         * one heap step per switch between rings, not per event. Events of
+         * equal stamps in two rings go in either order, as before. */
+        uint64_t lim = wm_lim;
+        if (hn > 1) {
+            uint64_t o = heap[1].ts;
+            if (hn > 2 && heap[2].ts < o)
+                o = heap[2].ts;
+            if (o < lim)
+                lim = o + 1;
         }
-        uint32_t k = ev_kind(e);
-        /* On the wire: EVENT_ALLOC, EVENT_FREE, EVENT_ALLOC_UNSAMPLED, EVENT_ALLOC_PY. */
-        static const uint8_t wire[8] = {
-            [EV_ALLOC] = STACKWATCH__EVENT_KIND__EVENT_ALLOC,
-            [EV_FREE] = STACKWATCH__EVENT_KIND__EVENT_FREE,
-            [EV_ALLOC_FORCED] = STACKWATCH__EVENT_KIND__EVENT_ALLOC_UNSAMPLED,
-            [EV_ALLOC_PY] = STACKWATCH__EVENT_KIND__EVENT_ALLOC_PY,
-        };
-        fl.kind[m] = wire[k];
-        fl.addr[m] = e->addr;
-        fl.ts[m] = e->ts;
-        fl.tid[m] = ev_tid(e);
-        fl.size[m] = e->size;
-        fl.stack[m] = e->stack;
-        m++;
-        if ((1u << k) & ((1u << EV_ALLOC) | (1u << EV_ALLOC_FORCED) | (1u << EV_ALLOC_PY))) {
-            if (e->stack != INTERN_NONE && intern_take_unsent(e->stack, fl.epoch) &&
-                add_def(e->stack) < 0)
-                break; /* disconnected: counted below */
+        const ev_t *slots = r->r->slots;
+        const uint64_t mask = r->r->mask, end = r->end;
+        uint64_t pos = r->pos;
+        /* At most the batch's room from this run. */
+        const uint64_t stop = end - pos > BATCH_MAX - m ? pos + (BATCH_MAX - m) : end;
+        while (pos < stop) {
+            const ev_t *e = &slots[pos & mask];
+            if (e->ts >= lim)
+                break;
+            uint32_t k = ev_kind(e);
+            if (k == EV_NOTE) {
+                /* Sent after this batch: its allocation is in it or before it. */
+                if (fl.nnotes < NOTE_SLOTS)
+                    fl.notes[fl.nnotes++] = e->stack;
+                pos++;
+                continue;
+            }
+            out[m++] = *e;
+            if ((1u << k) & ((1u << EV_ALLOC) | (1u << EV_ALLOC_FORCED) | (1u << EV_ALLOC_PY))) {
+                if (e->stack != INTERN_NONE && def_unsent(e->stack) && add_def(e->stack) < 0) {
+                    failed = 1; /* disconnected: counted below */
+                    break;
+                }
+            }
+            pos++;
         }
-    next:
-        if (++r->pos == r->end)
+        r->pos = pos;
+        if (failed)
+            break;
+        if (pos == end)
             heap[0] = heap[--hn];
         else
-            heap[0].ts = ev_ts_at(r->r, r->pos);
+            heap[0].ts = ev_ts_at(r->r, pos);
         if (hn > 1)
             heap_down(heap, hn, 0);
     }
@@ -1237,10 +1319,11 @@ static void send_stats(void)
     s.python_status = (char *)py_status();
     s.python_hooked = atomic_load(&py_domains_hooked);
     memory_account(&s);
-    /* Columns, live index, fold slots (two per event) and the encoded frame,
-     * as far as batches have used them; the rest is reserved, untouched. */
-    s.scratch_bytes = (uint64_t)fl.max_m * (3 * sizeof(uint32_t) + 3 * sizeof(uint64_t) + 1 +
-                                            sizeof(uint32_t) + 2 * sizeof(fold_slot_t)) +
+    /* The batch's events, live index, fold slots (two per event at most)
+     * and the encoded frame, as far as batches have used them; the rest is
+     * reserved, untouched. */
+    s.scratch_bytes = (uint64_t)fl.max_m * (sizeof(ev_t) + sizeof(uint32_t) +
+                                            2 * sizeof(fold_slot_t)) +
                       2 * fl.max_frame;
     Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
     m.msg_case = STACKWATCH__AGENT_MSG__MSG_STATS;

@@ -201,19 +201,25 @@ typedef struct sc_ent_s {
 
 _Static_assert(SC_ENTRIES * sizeof(sc_ent_t) <= RING_SCACHE_BYTES, "stack cache too big");
 
-/* Captures the caller's stack and interns it. Guard held, r this thread's
- * ring, frame the interposer's frame record. */
-static uint32_t capture(ring_t *r, const uint64_t *frame)
+/* The stack-cache set of a call site and the stack address of its return address. */
+static inline sc_ent_t *sc_set(ring_t *r, uint64_t ra0, uint64_t slot0)
+{
+    /* One multiply: its top bits depend on every bit of both keys. */
+    uint64_t h = ((ra0 * 0x9e3779b97f4a7c15ULL) ^ slot0) * 0xbf58476d1ce4e5b9ULL;
+    return &((sc_ent_t *)r->scache)[2 * (h >> (64 - 7))];
+}
+_Static_assert(SC_SETS == 1u << 7, "sc_set takes 7 bits");
+
+/* capture's miss: unwinds, interns, and caches the stack when its return
+ * addresses are found on this thread's stack. Out of line: the hit keeps
+ * no big frame and no register saves. */
+__attribute__((noinline)) static uint32_t capture_slow(ring_t *r, const uint64_t *frame,
+                                                       uint32_t gen)
 {
     uint64_t ra0 = frame[1], slot0 = (uint64_t)(uintptr_t)&frame[1];
-    uint32_t gen = modmap_gen();
     sc_ent_t *ce = NULL;
     if (LIKELY(r != NULL) && unwind_on_stack(slot0)) {
-        uint64_t h = ra0 ^ (slot0 * 0x9e3779b97f4a7c15ULL);
-        h ^= h >> 31;
-        h *= 0xbf58476d1ce4e5b9ULL;
-        h ^= h >> 29;
-        sc_ent_t *set = &((sc_ent_t *)r->scache)[2 * (h & (SC_SETS - 1))];
+        sc_ent_t *set = sc_set(r, ra0, slot0);
         /* The thread's allocation count is its clock: evict the older way. */
         uint32_t now = (uint32_t)atomic_load_explicit(&r->n_alloc, memory_order_relaxed);
         if (set[0].ra0 == ra0 && set[0].slot0 == slot0)
@@ -223,13 +229,6 @@ static uint32_t capture(ring_t *r, const uint64_t *frame)
         else
             ce = (int32_t)(set[0].used - set[1].used) <= 0 ? &set[0] : &set[1];
         ce->used = now;
-        if (ce->n && ce->ra0 == ra0 && ce->slot0 == slot0 && ce->gen == gen &&
-            unwind_still(ce->pcs, slot0, ce->off, (int)ce->n)) {
-            atomic_store_explicit(&r->sc_hits,
-                                  atomic_load_explicit(&r->sc_hits, memory_order_relaxed) + 1,
-                                  memory_order_relaxed); /* single writer */
-            return ce->idx;
-        }
     }
     if (UNLIKELY(atomic_load_explicit(&tstate_fork_gate, memory_order_relaxed)) &&
         (!r || r->tid != tstate_fork_gate_tid)) {
@@ -258,6 +257,33 @@ static uint32_t capture(ring_t *r, const uint64_t *frame)
         }
     }
     return idx;
+}
+
+/* Captures the caller's stack and interns it. Guard held, r this thread's
+ * ring, frame the interposer's frame record. A hit in the stack cache needs
+ * no bounds check of slot0: an entry is filled only for a slot0 on this
+ * thread's stack (unwind_find_slots checks it), the cache lives and dies
+ * with the thread's ring, and a thread's stack does not move; so the same
+ * slot0 is on that stack, and so are the slots above it. */
+static inline __attribute__((always_inline)) uint32_t capture(ring_t *r, const uint64_t *frame)
+{
+    uint64_t ra0 = frame[1], slot0 = (uint64_t)(uintptr_t)&frame[1];
+    uint32_t gen = modmap_gen();
+    if (LIKELY(r != NULL)) {
+        sc_ent_t *set = sc_set(r, ra0, slot0), *ce = NULL;
+        if (set[0].ra0 == ra0 && set[0].slot0 == slot0)
+            ce = &set[0];
+        else if (set[1].ra0 == ra0 && set[1].slot0 == slot0)
+            ce = &set[1];
+        if (ce && ce->n && ce->gen == gen && unwind_still(ce->pcs, slot0, ce->off, (int)ce->n)) {
+            ce->used = (uint32_t)atomic_load_explicit(&r->n_alloc, memory_order_relaxed);
+            atomic_store_explicit(&r->sc_hits,
+                                  atomic_load_explicit(&r->sc_hits, memory_order_relaxed) + 1,
+                                  memory_order_relaxed); /* single writer */
+            return ce->idx;
+        }
+    }
+    return capture_slow(r, frame, gen);
 }
 
 /* Pushes ALLOC (kind EV_ALLOC or EV_ALLOC_FORCED) stamped now; returns the

@@ -91,10 +91,25 @@ int unwind_state_frames(const void *uwt, uint64_t *lo, uint64_t *frames_hi, uint
  * unwind_on_stack) and the top of this thread's stack, so they are mapped. */
 static inline int unwind_still(const uint64_t *pcs, uint64_t slot0, const uint32_t *off, int n)
 {
-    for (int k = 1; k < n; k++)
-        if (*(const volatile uint64_t *)(uintptr_t)(slot0 + off[k]) != pcs[k])
+    /* Plain loads: the slots are this thread's live frames, which nothing
+     * in this function writes; the barrier keeps them from being read
+     * before the caller's own stores (or cached across calls). */
+    const unsigned char *base = (const unsigned char *)(uintptr_t)slot0;
+    __asm__ volatile("" ::: "memory");
+#define UNWIND_AT(k) (*(const uint64_t *)(const void *)(base + off[k]))
+    int k = 1;
+    /* Four at a time, one branch each: a hit reads them all anyway. */
+    for (; k + 4 <= n; k += 4) {
+        uint64_t d = (UNWIND_AT(k) ^ pcs[k]) | (UNWIND_AT(k + 1) ^ pcs[k + 1]) |
+                     (UNWIND_AT(k + 2) ^ pcs[k + 2]) | (UNWIND_AT(k + 3) ^ pcs[k + 3]);
+        if (d)
+            return 0;
+    }
+    for (; k < n; k++)
+        if (UNWIND_AT(k) != pcs[k])
             return 0;
     return 1;
+#undef UNWIND_AT
 }
 
 #endif
