@@ -30,11 +30,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "collector/common/procmaps.h"
+#include "pytype.h"
 #include "reach.h"
 #include "rootname.h"
 #include "collector/common/tracee.h"
@@ -47,6 +49,7 @@
 #define SMALL_PAGES 16u           /* ranges this small are read without pagemap */
 #define SCAN_PY_MAX (8u << 20)    /* Python objects marked through, at most */
 #define NOT_TRACKED UINT32_MAX
+#define PYSEGS_MAX 65536u         /* distinct segments of Python objects kept */
 
 static uint64_t thread_cpu_ns(void)
 {
@@ -431,6 +434,105 @@ static void ranges_with_blocks(const scan_ent_t *s, size_t n, const maps_ent_t *
                 has[x] = 1;
 }
 
+/* Read-only memory of the scanned process (a type's name in a module's
+ * .rodata: the copy holds writable memory only), read from the module's
+ * file as mapped: a private file mapping that is not writable, the file
+ * at that path still the mapped inode. The last file opened stays open. */
+typedef struct rofile_s {
+    const maps_t *maps;
+    int fd;
+    const maps_ent_t *at;   /* the mapping fd was opened for */
+} rofile_t;
+
+static size_t ro_read(void *ctx, uint64_t addr, char *buf, size_t len)
+{
+    rofile_t *r = ctx;
+    const maps_ent_t *e = maps_find(r->maps, addr);
+    if (!e || e->path[0] != '/' || (e->prot & (MAPS_W | MAPS_SHARED)) || !(e->prot & MAPS_R))
+        return 0;
+    if (!r->at || strcmp(r->at->path, e->path) || r->at->inode != e->inode) {
+        if (r->fd >= 0)
+            close(r->fd);
+        r->at = NULL;
+        r->fd = open(e->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        struct stat st;
+        if (r->fd < 0)
+            return 0;
+        if (fstat(r->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != e->inode) {
+            close(r->fd);
+            r->fd = -1;
+            return 0;
+        }
+        r->at = e;
+    }
+    if (len > e->hi - addr)
+        len = e->hi - addr;
+    ssize_t got = pread(r->fd, buf, len, (off_t)(e->offset + (addr - e->lo)));
+    return got > 0 ? (size_t)got : 0;
+}
+
+/* Segments of Python objects, interned (open addressing over indices). */
+typedef struct segtab_s {
+    scan_pyseg_t *v;
+    size_t n, cap;
+    uint32_t *slot;         /* index + 1; 0 empty; PYSEGS_MAX * 2 slots */
+} segtab_t;
+
+static uint32_t seg_hash(const scan_pyseg_t *g)
+{
+    const uint8_t *p = (const uint8_t *)g;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < sizeof *g; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+/* The index of segment g (its unused entries zero), SCAN_PYSEG_MANY past
+ * PYSEGS_MAX; -1 on ENOMEM. */
+static long seg_intern(segtab_t *t, const scan_pyseg_t *g)
+{
+    if (!t->slot && !(t->slot = calloc(2 * PYSEGS_MAX, sizeof *t->slot)))
+        return -1;
+    for (uint32_t i = seg_hash(g) & (2 * PYSEGS_MAX - 1);; i = (i + 1) & (2 * PYSEGS_MAX - 1)) {
+        uint32_t k = t->slot[i];
+        if (k && !memcmp(&t->v[k - 1], g, sizeof *g))
+            return (long)(k - 1);
+        if (k)
+            continue;
+        if (t->n == PYSEGS_MAX)
+            return SCAN_PYSEG_MANY;
+        if (t->n == t->cap) {
+            size_t nc = t->cap ? t->cap * 2 : 256;
+            scan_pyseg_t *v = realloc(t->v, nc * sizeof *v);
+            if (!v)
+                return -1;
+            t->v = v;
+            t->cap = nc;
+        }
+        t->v[t->n] = *g;
+        t->slot[i] = (uint32_t)++t->n;
+        return (long)(t->n - 1);
+    }
+}
+
+/* One more Python object on a chain, outward from the block. */
+static void seg_push(scan_pyseg_t *g, pytypes_t *ty, const reach_blk_t *b)
+{
+    if (g->more)
+        return;
+    long t = pytypes_of(ty, b->addr, b->size);
+    uint32_t type = t < 0 ? SCAN_PYTYPE_NONE : (uint32_t)t;
+    uint32_t size = b->size > UINT32_MAX ? UINT32_MAX : (uint32_t)b->size;
+    if (g->n && g->type[g->n - 1] == type && g->size[g->n - 1] == size)
+        return; /* a run of one kind: a linked chain, once */
+    if (g->n == SCAN_PYSEG_OBJS) {
+        g->more = 1;
+        return;
+    }
+    g->type[g->n] = type;
+    g->size[g->n++] = size;
+}
+
 static void *worker(void *arg)
 {
     scan_job_t *j = arg;
@@ -450,6 +552,10 @@ static void *worker(void *arg)
     uint64_t *via = NULL, *sps = NULL;
     pid_t *tids = NULL;
     rootname_t *names = NULL;
+    pytypes_t *types = NULL;
+    segtab_t segs = { 0 };
+    rofile_t rof = { .fd = -1 };
+    uint8_t *pyself = NULL;
     uint64_t *vals = NULL;
     int pm = -1, frozen = 0;
     /* Buffers first, while the process runs. */
@@ -677,13 +783,15 @@ static void *worker(void *arg)
     size_t nn = 0;
     all = reach_scratch((j->nsnap + npyb + 1) * sizeof *all);
     tix = reach_scratch((j->nsnap + npyb + 1) * sizeof *tix);
-    if (!all || !tix)
+    pyself = reach_scratch(j->nsnap + 1); /* a tracked block that is a Python object */
+    if (!all || !tix || !pyself)
         goto nomem;
     for (size_t a = 0, b = 0, t = 0; a < j->nsnap || b < npyb;) {
         if (b < npyb) {
             while (t < j->nsnap && blk[t].addr + (blk[t].size ? blk[t].size : 1) <= pyb[b].addr)
                 t++;
             if (t < j->nsnap && blk[t].addr < pyb[b].addr + pyb[b].size) {
+                pyself[t] = 1;
                 b++; /* a tracked block */
                 continue;
             }
@@ -708,11 +816,12 @@ static void *worker(void *arg)
     if (!marked || !parent || !via ||
         reach_mark_paths(&im, all, nn, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
         goto nomem;
-    /* Why each reachable block is: its parent, or the root named in words.
-     * A chain through Python objects goes on to the tracked block (or the
-     * root) above them; the root's name then says so. */
+    /* Why each reachable block is: its parent, or the root named in words,
+     * and the Python objects in between (their types read from the copy). */
     names = rootname_new(&maps, j->pid, tids, sps, nthr, wpr);
-    if (!names)
+    rof.maps = &maps;
+    types = pytypes_new(&im, ro_read, &rof);
+    if (!names || !types)
         goto nomem;
     for (size_t k = 0; k < nn; k++) {
         if (tix[k] == NOT_TRACKED)
@@ -720,24 +829,41 @@ static void *worker(void *arg)
         scan_ent_t *e = &j->snap[tix[k]];
         e->parent = SCAN_PARENT_ROOT;
         e->label = UINT32_MAX;
+        e->pyseg = SCAN_PYSEG_NONE;
         if (!marked[k])
             continue;
+        scan_pyseg_t sg = { .self = SCAN_PYTYPE_NONE };
+        if (pyself[tix[k]]) {
+            long t = pytypes_of(types, all[k].addr, all[k].size);
+            sg.self = t < 0 ? SCAN_PYTYPE_NONE : (uint32_t)t;
+        }
         uint32_t p = parent[k], top = (uint32_t)k;
-        int py = 0;
         while (p != REACH_PARENT_ROOT && tix[p] == NOT_TRACKED) {
-            py = 1;
+            seg_push(&sg, types, &all[p]);
             top = p;
             p = parent[p];
+        }
+        if (sg.n || sg.self != SCAN_PYTYPE_NONE) {
+            long g = seg_intern(&segs, &sg);
+            if (g < 0)
+                goto nomem;
+            e->pyseg = (uint32_t)g;
         }
         if (p != REACH_PARENT_ROOT) {
             e->parent = tix[p];
             continue;
         }
-        long l = py ? rootname_label_py(names, via[top]) : rootname_label(names, via[top]);
+        long l = rootname_label(names, via[top]);
         if (l < 0)
             goto nomem;
         e->label = (uint32_t)l;
     }
+    j->pytypes = pytypes_take(types, &j->npytypes);
+    j->pysegs = segs.v;
+    j->npysegs = segs.n;
+    segs.v = NULL;
+    reach_scratch_free(pyself);
+    pyself = NULL;
     j->labels = rootname_take(names, &j->nlabels);
     reach_scratch_free(parent);
     parent = NULL;
@@ -794,6 +920,12 @@ out:
     reach_scratch_free(parent);
     reach_scratch_free(via);
     rootname_free(names);
+    pytypes_free(types);
+    free(segs.v);
+    free(segs.slot);
+    if (rof.fd >= 0)
+        close(rof.fd);
+    reach_scratch_free(pyself);
     return NULL;
 }
 
@@ -887,5 +1019,9 @@ void scan_job_free(scan_job_t *j)
     for (size_t i = 0; i < j->nlabels; i++)
         free(j->labels[i]);
     free(j->labels);
+    for (size_t i = 0; i < j->npytypes; i++)
+        free(j->pytypes[i]);
+    free(j->pytypes);
+    free(j->pysegs);
     free(j);
 }

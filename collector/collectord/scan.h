@@ -22,9 +22,29 @@ typedef struct scan_ent_s {
                          * SCAN_PARENT_ROOT; then label is its root's index in
                          * the job's labels */
     uint32_t label;
+    uint32_t pyseg;     /* worker, when reachable: the Python objects between it
+                         * and its parent (or root), an index in the job's
+                         * pysegs, or SCAN_PYSEG_NONE */
 } scan_ent_t;
 
 #define SCAN_PARENT_ROOT UINT32_MAX
+#define SCAN_PYSEG_NONE UINT32_MAX
+#define SCAN_PYSEG_MANY (UINT32_MAX - 1)  /* more distinct chains than kept */
+#define SCAN_PYTYPE_NONE UINT32_MAX       /* a type not read */
+
+/* The Python objects (pymalloc's live blocks) on a block's chain to its
+ * parent: up to SCAN_PYSEG_OBJS of them nearest the block (a run of equal
+ * type and size once), block side first; more: others beyond them. self:
+ * the block's own type when it is a Python object (a traced one). Types
+ * are indices in the job's pytypes. Equal segments share an index. */
+#define SCAN_PYSEG_OBJS 4
+typedef struct scan_pyseg_s {
+    uint32_t self;
+    uint32_t n;
+    uint32_t more;
+    uint32_t type[SCAN_PYSEG_OBJS];
+    uint32_t size[SCAN_PYSEG_OBJS];
+} scan_pyseg_t;
 
 enum { SCAN_RUNNING = 0, SCAN_FROZEN = 1, SCAN_DONE = 2, SCAN_FAILED = 3, SCAN_NEED_TRACER = 4 };
 
@@ -51,6 +71,10 @@ typedef struct scan_job_s {
     size_t ndead;               /* after them: dead threads' stacks (lo, frames_hi, hi) */
     char **labels;              /* worker: what each root is, in words (malloc'd) */
     size_t nlabels;
+    scan_pyseg_t *pysegs;       /* worker: Python objects on chains (malloc'd) */
+    size_t npysegs;
+    char **pytypes;             /* worker: their type names (malloc'd) */
+    size_t npytypes;
     /* worker -> loop */
     _Atomic int stage;          /* SCAN_* */
     int err;                    /* -errno when failed */

@@ -145,24 +145,60 @@ typedef struct paths_s {
     int oom;
 } paths_t;
 
+/* The Python objects of block x's segment, outward (block side first). */
+static uint32_t seg_hops(const scan_job_t *j, size_t x, scan_hop_t *out, uint32_t room)
+{
+    uint32_t g = j->snap[x].pyseg, n = 0;
+    if (g == SCAN_PYSEG_MANY && room) {
+        out[n++] = (scan_hop_t){ SCAN_HOP_PY, SCAN_PYTYPE_NONE, 0 };
+        return n;
+    }
+    if (g >= j->npysegs)
+        return 0;
+    const scan_pyseg_t *s = &j->pysegs[g];
+    for (uint32_t k = 0; k < s->n && n < room; k++)
+        out[n++] = (scan_hop_t){ SCAN_HOP_PY, s->type[k], s->size[k] };
+    if (s->more && n < room)
+        out[n++] = (scan_hop_t){ SCAN_HOP_PY, SCAN_PYTYPE_NONE, 0 };
+    return n;
+}
+
+static uint32_t self_type(const scan_job_t *j, size_t x)
+{
+    uint32_t g = j->snap[x].pyseg;
+    return g < j->npysegs ? j->pysegs[g].self : SCAN_PYTYPE_NONE;
+}
+
+#define CHAIN_MAX 64
+
 static void path_of(const scan_job_t *j, size_t i, scan_path_t *p)
 {
     memset(p, 0, sizeof *p);
     p->stack = j->snap[i].stack;
-    uint32_t chain[64], n = 0, last = p->stack;
+    scan_hop_t chain[CHAIN_MAX];
+    uint32_t n = 0, last = p->stack, blocks = 0;
     size_t x = i;
-    /* Outward from the block; runs of one stack (a list's links) once. */
-    while (j->snap[x].parent != SCAN_PARENT_ROOT && j->snap[x].parent < j->nsnap && n < 64) {
+    /* Outward from the block: the Python objects between each block and
+     * its parent, then the parent; runs of one stack (a list's links)
+     * once. */
+    for (;;) {
+        uint32_t k = seg_hops(j, x, chain + n, CHAIN_MAX - n);
+        n += k;
+        if (j->snap[x].parent == SCAN_PARENT_ROOT || j->snap[x].parent >= j->nsnap ||
+            ++blocks >= CHAIN_MAX || n >= CHAIN_MAX)
+            break;
         x = j->snap[x].parent;
-        if (j->snap[x].stack != last)
-            chain[n++] = last = j->snap[x].stack;
+        if (j->snap[x].stack != last || k) {
+            last = j->snap[x].stack;
+            chain[n++] = (scan_hop_t){ last, self_type(j, x), 0 };
+        }
     }
     uint32_t lab = j->snap[x].parent == SCAN_PARENT_ROOT ? j->snap[x].label : UINT32_MAX;
     p->root = lab < j->nlabels ? j->labels[lab] : "a chain longer than 64 blocks";
     p->cut = n > SCAN_PATH_HOPS;
     p->nhops = n > SCAN_PATH_HOPS ? SCAN_PATH_HOPS : n;
     for (uint32_t k = 0; k < p->nhops; k++)
-        p->hop[k] = chain[n - 1 - k]; /* root side first */
+        p->hop[k] = chain[p->nhops - 1 - k]; /* the block side, root side first */
 }
 
 static int path_same(const scan_path_t *a, const scan_path_t *b)
@@ -223,6 +259,13 @@ static void paths_keep(paths_t *ps, client_t *c, scan_job_t *j)
     c->nscan_labels = j->nlabels;
     j->labels = NULL;
     j->nlabels = 0;
+    for (size_t i = 0; i < c->nscan_pytypes; i++)
+        free(c->scan_pytypes[i]);
+    free(c->scan_pytypes);
+    c->scan_pytypes = j->pytypes;
+    c->nscan_pytypes = j->npytypes;
+    j->pytypes = NULL;
+    j->npytypes = 0;
     if (ps->oom || !ps->n) {
         if (ps->oom)
             log_msg("pid %u: out of memory for the retention paths", c->pid);
@@ -411,7 +454,7 @@ static void snap_one(void *ctx, atab_ent_t *e)
 {
     snap_ctx_t *s = ctx;
     if (s->n < s->cap)
-        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0, 0, 0 };
+        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0, 0, 0, SCAN_PYSEG_NONE };
 }
 
 void scans_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
