@@ -515,7 +515,8 @@ static long seg_intern(segtab_t *t, const scan_pyseg_t *g)
     }
 }
 
-/* One more Python object on a chain, outward from the block. */
+/* One more Python object on a chain, outward from the block. Unused
+ * entries stay zero (segments are compared whole). */
 static void seg_push(scan_pyseg_t *g, pytypes_t *ty, const reach_blk_t *b)
 {
     if (g->more)
@@ -523,6 +524,12 @@ static void seg_push(scan_pyseg_t *g, pytypes_t *ty, const reach_blk_t *b)
     long t = pytypes_of(ty, b->addr, b->size);
     uint32_t type = t < 0 ? SCAN_PYTYPE_NONE : (uint32_t)t;
     uint32_t size = b->size > UINT32_MAX ? UINT32_MAX : (uint32_t)b->size;
+    if (type != SCAN_PYTYPE_NONE && g->n && g->type[g->n - 1] == SCAN_PYTYPE_NONE) {
+        /* The block before it has no type: no object, the storage of this
+         * one (a dict's keys, a list's items) that it points to. */
+        g->n--;
+        g->type[g->n] = g->size[g->n] = 0;
+    }
     if (g->n && g->type[g->n - 1] == type && g->size[g->n - 1] == size)
         return; /* a run of one kind: a linked chain, once */
     if (g->n == SCAN_PYSEG_OBJS) {
@@ -555,7 +562,7 @@ static void *worker(void *arg)
     pytypes_t *types = NULL;
     segtab_t segs = { 0 };
     rofile_t rof = { .fd = -1 };
-    uint8_t *pyself = NULL;
+    uint32_t *ptype = NULL;
     uint64_t *vals = NULL;
     int pm = -1, frozen = 0;
     /* Buffers first, while the process runs. */
@@ -783,15 +790,13 @@ static void *worker(void *arg)
     size_t nn = 0;
     all = reach_scratch((j->nsnap + npyb + 1) * sizeof *all);
     tix = reach_scratch((j->nsnap + npyb + 1) * sizeof *tix);
-    pyself = reach_scratch(j->nsnap + 1); /* a tracked block that is a Python object */
-    if (!all || !tix || !pyself)
+    if (!all || !tix)
         goto nomem;
     for (size_t a = 0, b = 0, t = 0; a < j->nsnap || b < npyb;) {
         if (b < npyb) {
             while (t < j->nsnap && blk[t].addr + (blk[t].size ? blk[t].size : 1) <= pyb[b].addr)
                 t++;
             if (t < j->nsnap && blk[t].addr < pyb[b].addr + pyb[b].size) {
-                pyself[t] = 1;
                 b++; /* a tracked block */
                 continue;
             }
@@ -821,7 +826,10 @@ static void *worker(void *arg)
     names = rootname_new(&maps, j->pid, tids, sps, nthr, wpr);
     rof.maps = &maps;
     types = pytypes_new(&im, ro_read, &rof);
-    if (!names || !types)
+    /* Per tracked block, its type + 1 once read (0: not yet): blocks
+     * that are parents on a chain are looked at, each once. */
+    ptype = reach_scratch((j->nsnap + 1) * sizeof *ptype);
+    if (!names || !types || !ptype)
         goto nomem;
     for (size_t k = 0; k < nn; k++) {
         if (tix[k] == NOT_TRACKED)
@@ -832,18 +840,22 @@ static void *worker(void *arg)
         e->pyseg = SCAN_PYSEG_NONE;
         if (!marked[k])
             continue;
-        scan_pyseg_t sg = { .self = SCAN_PYTYPE_NONE };
-        if (pyself[tix[k]]) {
-            long t = pytypes_of(types, all[k].addr, all[k].size);
-            sg.self = t < 0 ? SCAN_PYTYPE_NONE : (uint32_t)t;
-        }
+        scan_pyseg_t sg = { .ptype = SCAN_PYTYPE_NONE };
         uint32_t p = parent[k], top = (uint32_t)k;
         while (p != REACH_PARENT_ROOT && tix[p] == NOT_TRACKED) {
             seg_push(&sg, types, &all[p]);
             top = p;
             p = parent[p];
         }
-        if (sg.n || sg.self != SCAN_PYTYPE_NONE) {
+        if (p != REACH_PARENT_ROOT) {
+            uint32_t *pt = &ptype[tix[p]];
+            if (!*pt) {
+                long t = pytypes_of(types, all[p].addr, all[p].size);
+                *pt = t < 0 ? SCAN_PYTYPE_NONE : (uint32_t)t + 1;
+            }
+            sg.ptype = *pt == SCAN_PYTYPE_NONE ? SCAN_PYTYPE_NONE : *pt - 1;
+        }
+        if (sg.n || sg.ptype != SCAN_PYTYPE_NONE) {
             long g = seg_intern(&segs, &sg);
             if (g < 0)
                 goto nomem;
@@ -862,8 +874,8 @@ static void *worker(void *arg)
     j->pysegs = segs.v;
     j->npysegs = segs.n;
     segs.v = NULL;
-    reach_scratch_free(pyself);
-    pyself = NULL;
+    reach_scratch_free(ptype);
+    ptype = NULL;
     j->labels = rootname_take(names, &j->nlabels);
     reach_scratch_free(parent);
     parent = NULL;
@@ -925,7 +937,7 @@ out:
     free(segs.slot);
     if (rof.fd >= 0)
         close(rof.fd);
-    reach_scratch_free(pyself);
+    reach_scratch_free(ptype);
     return NULL;
 }
 

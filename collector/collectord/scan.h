@@ -34,12 +34,14 @@ typedef struct scan_ent_s {
 
 /* The Python objects (pymalloc's live blocks) on a block's chain to its
  * parent: up to SCAN_PYSEG_OBJS of them nearest the block (a run of equal
- * type and size once), block side first; more: others beyond them. self:
- * the block's own type when it is a Python object (a traced one). Types
- * are indices in the job's pytypes. Equal segments share an index. */
+ * type and size once; a block without a type right before a typed object,
+ * its storage, left out), block side first; more: others beyond them.
+ * ptype: the type of the parent when that tracked block is a Python object
+ * (a traced one, or a large one malloc'd). Types are indices in the job's
+ * pytypes. Equal segments share an index. */
 #define SCAN_PYSEG_OBJS 4
 typedef struct scan_pyseg_s {
-    uint32_t self;
+    uint32_t ptype;
     uint32_t n;
     uint32_t more;
     uint32_t type[SCAN_PYSEG_OBJS];

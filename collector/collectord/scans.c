@@ -163,10 +163,11 @@ static uint32_t seg_hops(const scan_job_t *j, size_t x, scan_hop_t *out, uint32_
     return n;
 }
 
-static uint32_t self_type(const scan_job_t *j, size_t x)
+/* The type of x's parent when it is a Python object. */
+static uint32_t parent_type(const scan_job_t *j, size_t x)
 {
     uint32_t g = j->snap[x].pyseg;
-    return g < j->npysegs ? j->pysegs[g].self : SCAN_PYTYPE_NONE;
+    return g < j->npysegs ? j->pysegs[g].ptype : SCAN_PYTYPE_NONE;
 }
 
 #define CHAIN_MAX 64
@@ -187,10 +188,11 @@ static void path_of(const scan_job_t *j, size_t i, scan_path_t *p)
         if (j->snap[x].parent == SCAN_PARENT_ROOT || j->snap[x].parent >= j->nsnap ||
             ++blocks >= CHAIN_MAX || n >= CHAIN_MAX)
             break;
+        uint32_t pt = parent_type(j, x);
         x = j->snap[x].parent;
         if (j->snap[x].stack != last || k) {
             last = j->snap[x].stack;
-            chain[n++] = (scan_hop_t){ last, self_type(j, x), 0 };
+            chain[n++] = (scan_hop_t){ last, pt, 0 };
         }
     }
     uint32_t lab = j->snap[x].parent == SCAN_PARENT_ROOT ? j->snap[x].label : UINT32_MAX;

@@ -1,0 +1,42 @@
+"""C memory (malloc through ctypes) kept only through Python objects: a
+module-level dict -> a list -> Holder objects (a ctypes Structure whose one
+field, the block's address, is a raw pointer inside the object). Reachable
+and may-leak: a reachability scan's retention path names the objects'
+types. Runs until stdin reaches EOF."""
+import ctypes
+import sys
+
+libc = ctypes.PyDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+
+
+class Holder(ctypes.Structure):
+    _fields_ = [("p", ctypes.c_void_p)]
+
+
+REGISTRY = {}
+
+
+def grab(n):
+    return libc.malloc(n)  # @PY chain_block
+
+
+def fill(k):
+    held = []
+    for _ in range(k):
+        held.append(Holder(grab(4099)))
+    REGISTRY["held"] = held
+
+
+def scrub():
+    """Overwrites the frame fill() ran in (the interpreter's data stack
+    keeps a dead frame's words): no stale word there points at the list."""
+    a = b = c = d = e = f = g = h = i = j = k = m = n = o = q = r = s = t = u = v = 0
+    return a + b + c + d + e + f + g + h + i + j + k + m + n + o + q + r + s + t + u + v
+
+
+fill(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
+scrub()
+print("ready", flush=True)
+sys.stdin.read()
