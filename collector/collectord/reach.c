@@ -322,6 +322,9 @@ typedef struct mk_s {
     uint32_t src;       /* the block being scanned, or REACH_PARENT_ROOT */
     uint64_t at;        /* the address of the word being looked at */
     size_t head;        /* the queue: m.stack[head..top) */
+    const uint8_t *pyn; /* reach_mark_paths: per block, 1 if a pymalloc block (may be NULL) */
+    reach_defer_t *defer; /* ... words that may be CPython's GC links, followed last */
+    size_t ndefer, dcap;
     uint32_t *owner;    /* reach_owners: per block */
     uint32_t leader;    /* reach_owners: the clique being walked */
     uint32_t cur;       /* reach_owners: the block being scanned */
@@ -379,11 +382,29 @@ static inline long find_block(mk_t *m, uint64_t w)
     return -1;
 }
 
+/* 1 if the word at m->at, pointing at block i's first byte, may be a link
+ * of CPython's GC lists: a pymalloc block's start (its PyGC_Head when it
+ * holds a GC object: a reference points past it, at the object) from a
+ * root (the generations' heads) or from the first 16 bytes of another
+ * pymalloc block (its own PyGC_Head). Every tracked object is on those
+ * lists: followed first, they would make the shortest chain to any Python
+ * object go through them, not through what holds it. */
+static inline int gc_link(const mk_t *m, uint64_t w, long i)
+{
+    return m->pyn[i] && w == m->b[i].addr &&
+           (m->src == REACH_PARENT_ROOT ||
+            (m->pyn[m->src] && m->at - m->b[m->src].addr < 16));
+}
+
 static inline void mark_word(mk_t *m, uint64_t w)
 {
     long i = find_block(m, w);
     if (i < 0 || m->marked[i])
         return;
+    if (m->pyn && m->ndefer < m->dcap && gc_link(m, w, i)) {
+        m->defer[m->ndefer++] = (reach_defer_t){ (uint32_t)i, m->src, m->at };
+        return;
+    }
     m->marked[i] = 1;
     if (m->parent) {
         m->parent[i] = m->src;
@@ -475,15 +496,32 @@ int reach_mark_paths(const reach_img_t *img, const reach_blk_t *b, size_t nb,
                      const reach_rng_t *roots, size_t nroots, const uint64_t *vals, size_t nvals,
                      uint8_t *marked, reach_stats_t *st, uint32_t *parent, uint64_t *via)
 {
+    return reach_mark_py(img, b, nb, roots, nroots, vals, nvals, marked, st, parent, via, NULL,
+                         0);
+}
+
+int reach_mark_py(const reach_img_t *img, const reach_blk_t *b, size_t nb,
+                  const reach_rng_t *roots, size_t nroots, const uint64_t *vals, size_t nvals,
+                  uint8_t *marked, reach_stats_t *st, uint32_t *parent, uint64_t *via,
+                  const uint8_t *pyn, size_t max_defer)
+{
     memset(st, 0, sizeof *st);
     memset(marked, 0, nb);
     if (!nb)
         return 0;
     mk_t m = { .img = img, .b = b, .nb = nb, .marked = marked, .parent = parent, .via = via };
     m.stack = reach_scratch(nb * sizeof *m.stack);
+    if (pyn && parent && max_defer) {
+        /* Room for what the words can defer, at most max_defer; past it
+         * they are followed at once. */
+        m.defer = reach_scratch(max_defer * sizeof *m.defer);
+        m.pyn = m.defer ? pyn : NULL;
+        m.dcap = m.defer ? max_defer : 0;
+    }
     if (!m.stack || gran_build(&m) < 0) {
         reach_scratch_free(m.stack);
         reach_scratch_free(m.g);
+        reach_scratch_free(m.defer);
         return -ENOMEM;
     }
     m.src = REACH_PARENT_ROOT;
@@ -495,15 +533,31 @@ int reach_mark_paths(const reach_img_t *img, const reach_blk_t *b, size_t nb,
         st->root_bytes += scan_range(&m, roots[i].lo, roots[i].hi);
     /* Breadth first (a queue): the first to mark a block is on a shortest
      * chain from a root. */
-    while (m.head < m.top) {
-        uint32_t i = m.stack[m.head++];
-        m.src = i;
-        st->scanned_bytes += scan_range(&m, b[i].addr, b[i].addr + b[i].size);
+    size_t d = 0;
+    for (;;) {
+        while (m.head < m.top) {
+            uint32_t i = m.stack[m.head++];
+            m.src = i;
+            st->scanned_bytes += scan_range(&m, b[i].addr, b[i].addr + b[i].size);
+        }
+        /* What only GC links reach so far: in the order found, each one
+         * not marked since marked from its link, and on. */
+        while (d < m.ndefer && marked[m.defer[d].blk])
+            d++;
+        if (d == m.ndefer)
+            break;
+        const reach_defer_t *x = &m.defer[d++];
+        marked[x->blk] = 1;
+        parent[x->blk] = x->src;
+        via[x->blk] = x->at;
+        m.stack[m.top++] = x->blk;
     }
+    st->deferred = m.ndefer;
     for (size_t i = 0; i < nb; i++)
         st->marked += marked[i];
     reach_scratch_free(m.stack);
     reach_scratch_free(m.g);
+    reach_scratch_free(m.defer);
     return 0;
 }
 

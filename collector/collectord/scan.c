@@ -50,6 +50,7 @@
 #define SCAN_PY_MAX (8u << 20)    /* Python objects marked through, at most */
 #define NOT_TRACKED UINT32_MAX
 #define PYSEGS_MAX 65536u         /* distinct segments of Python objects kept */
+#define GC_LINKS_MAX (1u << 20)   /* possible GC links deferred, at most (16 bytes each) */
 
 static uint64_t thread_cpu_ns(void)
 {
@@ -530,8 +531,6 @@ static void seg_push(scan_pyseg_t *g, pytypes_t *ty, const reach_blk_t *b)
         g->n--;
         g->type[g->n] = g->size[g->n] = 0;
     }
-    if (g->n && g->type[g->n - 1] == type && g->size[g->n - 1] == size)
-        return; /* a run of one kind: a linked chain, once */
     if (g->n == SCAN_PYSEG_OBJS) {
         g->more = 1;
         return;
@@ -563,6 +562,7 @@ static void *worker(void *arg)
     segtab_t segs = { 0 };
     rofile_t rof = { .fd = -1 };
     uint32_t *ptype = NULL;
+    uint8_t *pyt = NULL, *pyn = NULL;
     uint64_t *vals = NULL;
     int pm = -1, frozen = 0;
     /* Buffers first, while the process runs. */
@@ -790,21 +790,26 @@ static void *worker(void *arg)
     size_t nn = 0;
     all = reach_scratch((j->nsnap + npyb + 1) * sizeof *all);
     tix = reach_scratch((j->nsnap + npyb + 1) * sizeof *tix);
-    if (!all || !tix)
+    pyt = reach_scratch(j->nsnap + 1); /* a tracked block in a pool: a traced Python object */
+    pyn = reach_scratch(j->nsnap + npyb + 1); /* a node in a pool */
+    if (!all || !tix || !pyt || !pyn)
         goto nomem;
     for (size_t a = 0, b = 0, t = 0; a < j->nsnap || b < npyb;) {
         if (b < npyb) {
             while (t < j->nsnap && blk[t].addr + (blk[t].size ? blk[t].size : 1) <= pyb[b].addr)
                 t++;
             if (t < j->nsnap && blk[t].addr < pyb[b].addr + pyb[b].size) {
+                pyt[t] = 1;
                 b++; /* a tracked block */
                 continue;
             }
         }
         if (b >= npyb || (a < j->nsnap && blk[a].addr <= pyb[b].addr)) {
+            pyn[nn] = pyt[a];
             all[nn] = blk[a];
             tix[nn++] = (uint32_t)a++;
         } else {
+            pyn[nn] = 1;
             all[nn] = pyb[b++];
             tix[nn++] = NOT_TRACKED;
         }
@@ -819,8 +824,13 @@ static void *worker(void *arg)
     parent = reach_scratch((nn ? nn : 1) * sizeof *parent);
     via = reach_scratch((nn ? nn : 1) * sizeof *via);
     if (!marked || !parent || !via ||
-        reach_mark_paths(&im, all, nn, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
+        reach_mark_py(&im, all, nn, roots, nr, vals, nvals, marked, &st, parent, via, pyn,
+                      npyb ? GC_LINKS_MAX : 0) < 0)
         goto nomem;
+    reach_scratch_free(pyn);
+    pyn = NULL;
+    reach_scratch_free(pyt);
+    pyt = NULL;
     /* Why each reachable block is: its parent, or the root named in words,
      * and the Python objects in between (their types read from the copy). */
     names = rootname_new(&maps, j->pid, tids, sps, nthr, wpr);
@@ -938,6 +948,8 @@ out:
     if (rof.fd >= 0)
         close(rof.fd);
     reach_scratch_free(ptype);
+    reach_scratch_free(pyt);
+    reach_scratch_free(pyn);
     return NULL;
 }
 

@@ -33,9 +33,9 @@ typedef struct scan_ent_s {
 #define SCAN_PYTYPE_NONE UINT32_MAX       /* a type not read */
 
 /* The Python objects (pymalloc's live blocks) on a block's chain to its
- * parent: up to SCAN_PYSEG_OBJS of them nearest the block (a run of equal
- * type and size once; a block without a type right before a typed object,
- * its storage, left out), block side first; more: others beyond them.
+ * parent: up to SCAN_PYSEG_OBJS of them nearest the block (a block
+ * without a type right before a typed object, its storage, left out),
+ * block side first; more: others beyond them.
  * ptype: the type of the parent when that tracked block is a Python object
  * (a traced one, or a large one malloc'd). Types are indices in the job's
  * pytypes. Equal segments share an index. */
