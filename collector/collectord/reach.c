@@ -382,18 +382,26 @@ static inline long find_block(mk_t *m, uint64_t w)
     return -1;
 }
 
-/* 1 if the word at m->at, pointing at block i's first byte, may be a link
- * of CPython's GC lists: a pymalloc block's start (its PyGC_Head when it
- * holds a GC object: a reference points past it, at the object) from a
- * root (the generations' heads) or from the first 16 bytes of another
- * pymalloc block (its own PyGC_Head). Every tracked object is on those
- * lists: followed first, they would make the shortest chain to any Python
- * object go through them, not through what holds it. */
+/* 1 if the word at m->at, pointing into block i, may be a link of
+ * CPython's GC lists: every GC object's PyGC_Head (next, prev; low bits
+ * may be flags) links it to its neighbours, and the generations' heads (in
+ * the runtime's data: a root) to the first and last. The head is a
+ * pymalloc block's first 16 bytes, or the next 16 behind a pre-header (a
+ * managed dict or weakref list, 3.11+). A reference points at the object,
+ * past the head. Followed first, the links would make the shortest chain
+ * to any Python object go through them, not through what holds it. A real
+ * reference taken for a link is followed later all the same. */
 static inline int gc_link(const mk_t *m, uint64_t w, long i)
 {
-    return m->pyn[i] && w == m->b[i].addr &&
-           (m->src == REACH_PARENT_ROOT ||
-            (m->pyn[m->src] && m->at - m->b[m->src].addr < 16));
+    if (!m->pyn[i])
+        return 0;
+    uint64_t t = w - m->b[i].addr;
+    if (m->src == REACH_PARENT_ROOT)
+        return t < 8;
+    if (!m->pyn[m->src])
+        return 0;
+    uint64_t s = m->at - m->b[m->src].addr;
+    return (s < 16 && t < 8) || (s >= 16 && s < 32 && (t < 8 || (t >= 16 && t < 24)));
 }
 
 static inline void mark_word(mk_t *m, uint64_t w)

@@ -106,9 +106,9 @@ typedef struct reach_defer_s {
 } reach_defer_t;
 
 /* reach_mark_paths over blocks some of which are pymalloc's (pyn[i] 1):
- * a word pointing at such a block's first byte from a root or from the
- * first 16 bytes of another such block (where CPython's PyGC_Head links
- * every GC object to the next) is followed only once nothing else is left
+ * a word that may be a link of CPython's GC lists (from a root or from the
+ * PyGC_Head of such a block to where another's head would be: the first
+ * 16 bytes, or the next 16 behind a pre-header) is followed only once nothing else is left
  * to follow, so that a Python object's parent is what refers to it, not
  * its neighbour on the GC's list. The same blocks are marked as by
  * reach_mark_paths; only parents differ. At most max_defer words wait

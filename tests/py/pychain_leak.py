@@ -2,7 +2,10 @@
 module-level dict -> a list -> Holder objects (a ctypes Structure whose one
 field, the block's address, is a raw pointer inside the object). Reachable
 and may-leak: a reachability scan's retention path names the objects'
-types. Runs until stdin reaches EOF."""
+types. The dict and the list are of subclasses (Registry, Items): plain
+ones may come from the interpreter's free lists, whose stale slots (in
+_PyRuntime) then point at them, a root one hop away. Runs until stdin
+reaches EOF."""
 import ctypes
 import sys
 import threading
@@ -16,7 +19,15 @@ class Holder(ctypes.Structure):
     _fields_ = [("p", ctypes.c_void_p)]
 
 
-REGISTRY = {}
+class Registry(dict):
+    pass
+
+
+class Items(list):
+    pass
+
+
+REGISTRY = Registry()
 
 
 def grab(n):
@@ -24,7 +35,7 @@ def grab(n):
 
 
 def fill(k):
-    held = []
+    held = Items()
     for _ in range(k):
         held.append(Holder(grab(4099)))
     REGISTRY["held"] = held
@@ -40,10 +51,14 @@ def scrub():
 # In a thread that ends: the stale words its C frames leave (a pointer to
 # the list's items in a spilled register) go with its stack, which a scan
 # does not read once the thread is gone.
-t = threading.Thread(target=fill, args=(int(sys.argv[1]) if len(sys.argv) > 1 else 20,))
-t.start()
-t.join()
-del t
+n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+if len(sys.argv) > 2 and sys.argv[2] == "main":
+    fill(n)
+else:
+    t = threading.Thread(target=fill, args=(n,))
+    t.start()
+    t.join()
+    del t
 scrub()
 print("ready", flush=True)
 sys.stdin.read()
