@@ -166,9 +166,14 @@ size_t reach_heap_areas(const reach_img_t *img, const reach_blk_t *b, size_t nb,
         uint64_t csize = hdr & ~7ull;
         if (ok && (hdr & CHUNK_MMAPPED) && word_at(img, a - 16, &prev)) {
             /* An mmap'd chunk: its header sits 16 bytes below the block,
-             * prev_size is the chunk's offset in its own mapping. */
-            uint64_t chunk = a - 16, mlo = chunk - prev, mhi = chunk + csize;
-            if (prev < chunk && !(mlo & 4095) && !((mhi - mlo) & 4095) &&
+             * prev_size is the chunk's offset in its own mapping. Its size
+             * reaches the mapping's end (glibc 2.36), or 16 bytes short of
+             * it (2.43, as Debian's 3.14 and 3.15 packages bring it):
+             * rounded up to the page. Else the whole mapping would be
+             * heap: pymalloc's arenas merged into its VMA with it, their
+             * pools not found, every chain through them cut. */
+            uint64_t chunk = a - 16, mlo = chunk - prev, mhi = (chunk + csize + 4095) & ~4095ull;
+            if (prev < chunk && !(mlo & 4095) && mhi - (chunk + csize) <= 16 &&
                 csize >= b[i].size + 16 && vm && mlo >= vm->lo && mhi <= vm->hi) {
                 out[n++] = (reach_rng_t){ mlo, mhi };
                 continue;

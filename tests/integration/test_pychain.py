@@ -80,10 +80,6 @@ class _ChainBase:
 
     def test_untracked_objects_named_by_type(self):
         """Python objects not traced: each hop is the object's type and size."""
-        if self.minor == "3.14":
-            self.skipTest("3.14: the held blocks are called unreachable (18 of 19, also at "
-                          "a350a3d before this change): pools not found there, see "
-                          "docs/reachability.md")
         p = self.start(STACKWATCH_PYTHON_ALLOCATORS="0")
         held, text = self.scanned(p)
         if self.minor == "3.15":

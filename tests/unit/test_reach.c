@@ -288,6 +288,19 @@ static void test_heap_areas(void **state)
     assert_true(out[1].lo == mm_lo && out[1].hi == mm_lo + 8192);
     assert_true(out[2].lo == hb && out[2].hi == hb + 8192); /* its size, not the VMA */
     assert_true(out[3].lo == oth - 4096 && out[3].hi == oth + 8192);
+    /* glibc 2.43's mmap'd chunk: its size 16 bytes short of the mapping's
+     * end; the VMA holds more (pymalloc's arenas merged with it). */
+    v = (8192 - 16) | 2;
+    memcpy(mm + 8, &v, 8);
+    vmas[1].hi = mm_lo + (1u << 20);
+    n = reach_heap_areas(&im, b, 5, brk, vmas, 4, out);
+    assert_int_equal(n, 4);
+    assert_true(out[1].lo == mm_lo && out[1].hi == mm_lo + 8192);
+    /* Short by more than a header: not glibc's, the whole mapping. */
+    v = (8192 - 64) | 2;
+    memcpy(mm + 8, &v, 8);
+    n = reach_heap_areas(&im, b, 5, brk, vmas, 4, out);
+    assert_true(out[1].lo == mm_lo && out[1].hi == mm_lo + (1u << 20));
 }
 
 /* Owners of lost blocks, as valgrind groups them (direct vs indirect). */
