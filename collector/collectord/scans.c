@@ -203,10 +203,37 @@ static void path_of(const scan_job_t *j, size_t i, scan_path_t *p)
         p->hop[k] = chain[p->nhops - 1 - k]; /* the block side, root side first */
 }
 
+/* Hops compare by stack and type; an untyped Python object by its size
+ * too (all it is known by). A typed one's size may differ from object to
+ * object (a var-sized one, 3.14's inline values): chains merge anyway. */
+static int hops_cmp(const scan_hop_t *a, const scan_hop_t *b, uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        if (a[k].stack != b[k].stack)
+            return a[k].stack < b[k].stack ? -1 : 1;
+        if (a[k].type != b[k].type)
+            return a[k].type < b[k].type ? -1 : 1;
+        if (a[k].type == SCAN_PYTYPE_NONE && a[k].size != b[k].size)
+            return a[k].size < b[k].size ? -1 : 1;
+    }
+    return 0;
+}
+
 static int path_same(const scan_path_t *a, const scan_path_t *b)
 {
     return a->stack == b->stack && a->root == b->root && a->nhops == b->nhops &&
-           !memcmp(a->hop, b->hop, a->nhops * sizeof *a->hop);
+           !hops_cmp(a->hop, b->hop, a->nhops);
+}
+
+/* Adds b's blocks to a (the same chain); a typed object's size that
+ * differs becomes 0: it varies. */
+static void path_merge(scan_path_t *a, const scan_path_t *b)
+{
+    a->n += b->n;
+    a->b += b->b;
+    for (uint32_t k = 0; k < a->nhops; k++)
+        if (a->hop[k].size != b->hop[k].size)
+            a->hop[k].size = 0;
 }
 
 static int path_by_key(const void *x, const void *y)
@@ -218,7 +245,7 @@ static int path_by_key(const void *x, const void *y)
         return (uintptr_t)a->root < (uintptr_t)b->root ? -1 : 1;
     if (a->nhops != b->nhops)
         return a->nhops < b->nhops ? -1 : 1;
-    return memcmp(a->hop, b->hop, a->nhops * sizeof *a->hop);
+    return hops_cmp(a->hop, b->hop, a->nhops);
 }
 
 static int path_by_count(const void *x, const void *y)
@@ -238,8 +265,7 @@ static void paths_add(paths_t *ps, const scan_job_t *j, size_t i, uint64_t n, ui
     p.n = n;
     p.b = b;
     if (ps->n && path_same(&ps->v[ps->n - 1], &p)) {
-        ps->v[ps->n - 1].n += n;
-        ps->v[ps->n - 1].b += b;
+        path_merge(&ps->v[ps->n - 1], &p);
         return;
     }
     if (ps->n == ps->cap && grow((void **)&ps->v, &ps->cap, sizeof *ps->v, &ps->oom) < 0)
@@ -278,8 +304,7 @@ static void paths_keep(paths_t *ps, client_t *c, scan_job_t *j)
     size_t k = 0;
     for (size_t i = 0; i < ps->n; i++) {
         if (k && path_same(&ps->v[k - 1], &ps->v[i])) {
-            ps->v[k - 1].n += ps->v[i].n;
-            ps->v[k - 1].b += ps->v[i].b;
+            path_merge(&ps->v[k - 1], &ps->v[i]);
         } else {
             ps->v[k++] = ps->v[i];
         }

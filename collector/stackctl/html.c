@@ -619,13 +619,15 @@ static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns, 
                 fputs(" &rarr; ", f);
                 if (type) {
                     html_esc(f, type);
-                    fputs(" object ", f);
+                    fputs(" object", f);
                 }
                 if (id)
-                    fprintf(f, "<a href=\"#s%016" PRIx64 "-%u\">CallStack[%016" PRIx64 "]</a>",
-                            id, s->pid, id);
+                    fprintf(f, "%s<a href=\"#s%016" PRIx64 "-%u\">CallStack[%016" PRIx64 "]</a>",
+                            type ? " " : "", id, s->pid, id);
+                else if (type && y->bytes)
+                    fprintf(f, " (%" PRIu64 " bytes)", y->bytes);
                 else if (type)
-                    fprintf(f, "(%" PRIu64 " bytes)", y->bytes);
+                    ; /* sizes vary */
                 else if (y->bytes)
                     fprintf(f, "Python object of %" PRIu64 " bytes", y->bytes);
                 else

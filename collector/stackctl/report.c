@@ -369,8 +369,10 @@ static void text_kept_by(FILE *f, const Stackwatch__LeakReport *r, const Stackwa
             uint64_t id = y ? y->stack : p->via[h];
             const char *type = y && !empty(y->type) ? y->type : NULL;
             if (!id) {
-                if (type)
+                if (type && y->bytes)
                     fprintf(f, " -> %s object (%" PRIu64 " bytes)", type, y->bytes);
+                else if (type)
+                    fprintf(f, " -> %s object", type); /* sizes vary */
                 else if (y && y->bytes)
                     fprintf(f, " -> Python object of %" PRIu64 " bytes", y->bytes);
                 else

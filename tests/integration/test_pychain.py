@@ -24,6 +24,13 @@ SIZE = 4099
 SKIP = sw.ptrace_skip_reason()
 
 
+def named(hop):
+    """An untracked typed hop as the text says it."""
+    if hop["bytes"]:
+        return "%s object (%d bytes)" % (hop["type"], hop["bytes"])
+    return "%s object" % hop["type"]
+
+
 class _ChainBase:
     exe = None
     minor = None
@@ -89,7 +96,7 @@ class _ChainBase:
             hops = [h for s in held for k in s["kept_by"] for h in k["hops"]]
             self.assertIn("Holder", [h["type"] for h in hops if h["stack"] is None],
                           [s["kept_by"] for s in held])
-            self.assertIn("-> Holder object (", text)
+            self.assertTrue("-> Holder object" in text)
             return
         # A stale word (a register, the interpreter's data stack or free
         # lists) may keep a block or two by a chain of its own.
@@ -98,18 +105,18 @@ class _ChainBase:
         hops = first["hops"][-2:]
         for h in hops:
             self.assertIsNone(h["stack"], h)
-            self.assertGreaterEqual(h["bytes"], 16, h)
+            # 0: the objects' sizes vary over the blocks (3.14's inline values)
+            self.assertTrue(h["bytes"] == 0 or h["bytes"] >= 16, h)
         self.assertEqual(first["via"], [h["stack"] for h in first["hops"] if h["stack"]])
-        self.assertIn("-> Items object (%d bytes) -> Holder object (%d bytes) -> these blocks "
-                      "(%d of %d sampled)"
-                      % (hops[0]["bytes"], hops[1]["bytes"], first["blocks"], first["sampled"]),
-                      text)
-        self.assertNotIn("-> Python objects -> these blocks", text)
+        want = ("-> %s -> %s -> these blocks (%d of %d sampled)"
+                % (named(hops[0]), named(hops[1]), first["blocks"], first["sampled"]))
+        self.assertTrue(want in text, want)
+        self.assertFalse("-> Python objects -> these blocks" in text)
         html = os.path.join(self.col.tmp, "c.html")
         self.col.ctl("report", "--html", html, "--pid", str(p.pid), "--top", "1000")
         with open(html) as f:
-            self.assertIn("Items object (%d bytes) &rarr; Holder object (%d bytes) &rarr; these "
-                          "blocks" % (hops[0]["bytes"], hops[1]["bytes"]), f.read())
+            want = "%s &rarr; %s &rarr; these blocks" % (named(hops[0]), named(hops[1]))
+            self.assertTrue(want in f.read(), want)
 
     def test_traced_object_named_with_its_stack(self):
         """Exact mode: the Holder objects are tracked blocks: the hop is
@@ -121,7 +128,8 @@ class _ChainBase:
         last = first["hops"][-1]
         self.assertIsNotNone(last["stack"], first)
         self.assertIsNone(last["bytes"])
-        self.assertIn("-> Holder object CallStack[%s]" % last["stack"], text)
+        want = "-> Holder object CallStack[%s]" % last["stack"]
+        self.assertTrue(want in text, want)
 
 
 _skipped = []
