@@ -89,19 +89,13 @@ class _ChainBase:
         """Python objects not traced: each hop is the object's type and size."""
         p = self.start(STACKWATCH_PYTHON_ALLOCATORS="0")
         held, text = self.scanned(p)
-        if self.minor == "3.15":
-            # Stale words (libc's data, the ended thread's stack) keep most
-            # blocks one hop from a root there; the objects that do show
-            # come from 3.15's pools, named by their type.
-            hops = [h for s in held for k in s["kept_by"] for h in k["hops"]]
-            self.assertIn("Holder", [h["type"] for h in hops if h["stack"] is None],
-                          [s["kept_by"] for s in held])
-            self.assertTrue("-> Holder object" in text)
-            return
         # A stale word (a register, the interpreter's data stack or free
-        # lists) may keep a block or two by a chain of its own.
+        # lists) may keep a block or two by a chain of its own. With the C
+        # library Debian's 3.14 and 3.15 packages bring (2.43), the ended
+        # thread's stack stays a root: its stale words keep a few more.
+        want = N - 5 if self.minor in ("3.11", "3.13") else N // 2
         n, first = self.chains(held, ["Items", "Holder"])
-        self.assertGreaterEqual(n, N - 5, [s["kept_by"] for s in held])
+        self.assertGreaterEqual(n, want, [s["kept_by"] for s in held])
         hops = first["hops"][-2:]
         for h in hops:
             self.assertIsNone(h["stack"], h)
