@@ -437,8 +437,9 @@ static void ranges_with_blocks(const scan_ent_t *s, size_t n, const maps_ent_t *
 
 /* Read-only memory of the scanned process (a type's name in a module's
  * .rodata: the copy holds writable memory only), read from the module's
- * file as mapped: a private file mapping that is not writable, the file
- * at that path still the mapped inode. The last file opened stays open. */
+ * file as mapped: a private file mapping that is not writable, not a
+ * device nor deleted, the path not a symlink, the file there a regular
+ * one and still the mapped inode. The last file opened stays open. */
 typedef struct rofile_s {
     const maps_t *maps;
     int fd;
@@ -449,13 +450,15 @@ static size_t ro_read(void *ctx, uint64_t addr, char *buf, size_t len)
 {
     rofile_t *r = ctx;
     const maps_ent_t *e = maps_find(r->maps, addr);
-    if (!e || e->path[0] != '/' || (e->prot & (MAPS_W | MAPS_SHARED)) || !(e->prot & MAPS_R))
+    size_t pl = e ? strlen(e->path) : 0;
+    if (!e || e->path[0] != '/' || (e->prot & (MAPS_W | MAPS_SHARED)) || !(e->prot & MAPS_R) ||
+        !strncmp(e->path, "/dev/", 5) || (pl > 10 && !strcmp(e->path + pl - 10, " (deleted)")))
         return 0;
     if (!r->at || strcmp(r->at->path, e->path) || r->at->inode != e->inode) {
         if (r->fd >= 0)
             close(r->fd);
         r->at = NULL;
-        r->fd = open(e->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        r->fd = open(e->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
         struct stat st;
         if (r->fd < 0)
             return 0;
