@@ -34,6 +34,10 @@ void agent_begin_end(const char *why)
 {
     if (!agent.enabled || !agent.started)
         return;
+    /* Before the end is stamped: what other threads free meanwhile is
+     * still recorded, so the scan sees the heap as it is. */
+    if (!atomic_load(&agent.end_ts))
+        flush_scan_at_end(why);
     uint64_t none = 0, ts = clock_now_ns();
     if (!atomic_compare_exchange_strong(&agent.end_ts, &none, ts))
         return;

@@ -32,7 +32,8 @@ void cmd_handle(const uint8_t *p, uint32_t len, cmd_state_t *st)
                 arm_set(c->stacks[i], c->signal, count, c->python, c->quiet);
         } else if ((c->kind == STACKWATCH__COMMAND__KIND__SCAN_BEGIN ||
                     c->kind == STACKWATCH__COMMAND__KIND__SCAN_SYNC ||
-                    c->kind == STACKWATCH__COMMAND__KIND__SCAN_END) &&
+                    c->kind == STACKWATCH__COMMAND__KIND__SCAN_END ||
+                    c->kind == STACKWATCH__COMMAND__KIND__SCAN_DONE) &&
                    st->on_scan) {
             st->on_scan(c, st->arg);
         }

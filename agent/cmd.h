@@ -11,7 +11,7 @@
 typedef struct cmd_state_s {
     uint32_t expire_ms;   /* from Welcome */
     uint64_t malformed;   /* frames that did not decode (ignored) */
-    /* SCAN_BEGIN, SCAN_SYNC, SCAN_END (the reachability scan): they need the
+    /* SCAN_BEGIN, SCAN_SYNC, SCAN_END, SCAN_DONE (the reachability scan): they need the
      * flusher's drain and connection, so flush.c runs them; NULL: ignored. */
     void (*on_scan)(const Stackwatch__Command *c, void *arg);
     void *arg;            /* for on_scan */

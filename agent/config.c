@@ -263,6 +263,17 @@ static void cfg_read(const char *exe, int attached)
         log_msg("STACKWATCH_PYTHON_ALLOCATORS=%s: use sampled, exact or 0; using sampled", pa);
         cfg.py_allocators = CFG_PY_SAMPLED;
     }
+    cfg.scan_at_exit = parse_bool("STACKWATCH_SCAN_AT_EXIT", cfg_get("STACKWATCH_SCAN_AT_EXIT"), 0);
+    cfg.scan_exit_wait_s = CFG_SCAN_EXIT_WAIT_DEFAULT;
+    const char *sw = cfg_get("STACKWATCH_SCAN_AT_EXIT_WAIT");
+    if (sw && *sw) {
+        uint64_t w;
+        if (cfg_parse_size(sw, &w) < 0 || w < 1 || w > 3600)
+            log_msg("STACKWATCH_SCAN_AT_EXIT_WAIT=%s is not a time in 1..3600 s; using %u", sw,
+                    CFG_SCAN_EXIT_WAIT_DEFAULT);
+        else
+            cfg.scan_exit_wait_s = (uint32_t)w;
+    }
     cfg.py_sample_bytes = CFG_PY_SAMPLE_DEFAULT;
     const char *ps = cfg_get("STACKWATCH_PYTHON_SAMPLE");
     if (ps && *ps) {

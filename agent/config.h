@@ -15,6 +15,7 @@
  * classifier sees it grow in every window (P(no sample in one) ~ 0.2%)
  * while the sampled set stays small (live Python heap / 256 KiB blocks). */
 #define CFG_PY_SAMPLE_DEFAULT (256ull << 10)
+#define CFG_SCAN_EXIT_WAIT_DEFAULT 60u /* seconds the end waits for its scan, at most */
 
 /* STACKWATCH_PYTHON_ALLOCATORS */
 enum { CFG_PY_OFF = 0, CFG_PY_SAMPLED = 1, CFG_PY_EXACT = 2 };
@@ -38,6 +39,8 @@ typedef struct cfg_s {
     const char *fp_modules; /* STACKWATCH_FP_MODULES: more frame-pointer candidates */
     int py_allocators;      /* STACKWATCH_PYTHON_ALLOCATORS: CFG_PY_* (CPython's mem/object domains) */
     uint64_t py_sample_bytes; /* STACKWATCH_PYTHON_SAMPLE: their mean in sampled mode */
+    int scan_at_exit;       /* STACKWATCH_SCAN_AT_EXIT: a reachability scan as the process ends */
+    uint32_t scan_exit_wait_s; /* STACKWATCH_SCAN_AT_EXIT_WAIT: how long the end waits for it */
 } cfg_t;
 
 extern cfg_t cfg;

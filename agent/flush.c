@@ -142,10 +142,15 @@ static struct flush_s {
     int bye_detached;             /* the Goodbye says "detached" (stackctl detach) */
     int stuck;                    /* a detach could not stop the flusher */
     int ptracer_set;              /* SCAN_BEGIN set PR_SET_PTRACER */
+    _Atomic int ask;              /* the scan at the end (ASK_*): asked by an ending thread */
+    uint64_t ask_token;           /* its ScanAsk's token (SCAN_DONE answers it) */
+    const char *ask_why;          /* how the end began */
     sigset_t app_mask;            /* the starting thread's signal mask (flush_start) */
     const int *nptl_nthreads;     /* glibc's count of live pthreads, NULL if unknown */
     pid_t peer_pid;               /* collectord's pid (SO_PEERCRED at connect), 0 unknown */
 } fl = { .sock = { .fd = -1 } };
+
+enum { ASK_NONE, ASK_CLAIMED, ASK_WANTED, ASK_SENT, ASK_DONE }; /* fl.ask */
 
 static void *map_scratch(size_t bytes)
 {
@@ -251,6 +256,8 @@ static void disconnect(const char *why)
     fl.next_try_ns = fl.disc_ts + fl.backoff_ns;
     if (fl.rd_ok)
         fl.rd.start = fl.rd.end = 0;
+    if (atomic_load(&fl.ask) == ASK_SENT)
+        atomic_store(&fl.ask, ASK_DONE); /* its answer cannot come */
     if (!atomic_load(&fl.exit_req))
         log_msg("lost the collector at %s (%s); not recording until it is back", cfg.sock, why);
 }
@@ -493,6 +500,7 @@ static void handle_scan(const Stackwatch__Command *c)
         tstate_reap(); /* threads gone by now: their stacks are known dead */
         sr.watermark = fl.wm;
         tstate_each_ring(count_busy, &sr.busy_threads);
+        sr.dropped = tstate_dropped(); /* reaped threads' rings too */
         size_t n = region_collect(pairs, REGION_MAX);
         uint64_t lo, hi;
         if (unwind_self_range(&lo, &hi) == 0) {
@@ -514,8 +522,45 @@ static void handle_scan(const Stackwatch__Command *c)
             fl.ptracer_set = 0;
         }
         break;
+    case STACKWATCH__COMMAND__KIND__SCAN_DONE:
+        if (c->token == fl.ask_token && atomic_load(&fl.ask) == ASK_SENT)
+            atomic_store(&fl.ask, ASK_DONE); /* the ending thread goes on */
+        break;
     default:
         break;
+    }
+}
+
+/* The scan at the end (STACKWATCH_SCAN_AT_EXIT): an ending thread asked
+ * for it; ask the collector, or give up when it cannot answer. */
+static void ask_scan(void)
+{
+    if (fl.sock.fd < 0 || fl.need_hello) {
+        log_msg("no scan at the end: not connected to the collector");
+        atomic_store(&fl.ask, ASK_DONE);
+        return;
+    }
+    Stackwatch__ScanAsk a = STACKWATCH__SCAN_ASK__INIT;
+    fl.ask_token = (clock_now_ns() << 8) ^ ((uint64_t)getpid() << 40) ^ fl.epoch;
+    if (!fl.ask_token)
+        fl.ask_token = 1;
+    a.token = fl.ask_token;
+    a.why = (char *)(fl.ask_why ? fl.ask_why : "");
+    Stackwatch__AgentMsg m = STACKWATCH__AGENT_MSG__INIT;
+    m.msg_case = STACKWATCH__AGENT_MSG__MSG_SCAN_ASK;
+    m.scan_ask = &a;
+    atomic_store(&fl.ask, ASK_SENT);
+    if (send_msg(&m) < 0)
+        atomic_store(&fl.ask, ASK_DONE); /* disconnected: no answer will come */
+}
+
+/* While the asked scan runs: a collector stopped (SIGSTOP, a debugger)
+ * answers nothing until continued; the end does not wait for it. */
+static void ask_check(void)
+{
+    if (atomic_load(&fl.ask) == ASK_SENT && peer_stopped()) {
+        log_msg("no scan at the end: the collector (pid %d) is stopped", (int)fl.peer_pid);
+        atomic_store(&fl.ask, ASK_DONE);
     }
 }
 
@@ -1474,6 +1519,10 @@ static void *flush_main(void *arg)
             atomic_store(&fl.exit_done, 1);
             return NULL;
         }
+        if (atomic_load(&fl.ask) == ASK_WANTED)
+            ask_scan();
+        else
+            ask_check();
         if (others_gone())
             end_as_last_thread();
         drain_all(0);
@@ -1645,6 +1694,41 @@ void flush_fork_child(void)
     session_reset();
     atomic_store(&fl.exit_req, 0);
     atomic_store(&fl.exit_done, 0);
+    atomic_store(&fl.ask, ASK_NONE);
+}
+
+/* Waits until the asked scan is over, at most cfg.scan_exit_wait_s. */
+static int ask_wait(void)
+{
+    uint64_t until = clock_now_ns() + (uint64_t)cfg.scan_exit_wait_s * 1000000000u;
+    for (unsigned i = 0; atomic_load(&fl.ask) != ASK_DONE; i++) {
+        if (clock_now_ns() >= until)
+            return -ETIMEDOUT;
+        if (i < 16) {
+            sched_yield();
+        } else {
+            struct timespec ts = { 0, 1000000 };
+            nanosleep(&ts, NULL);
+        }
+    }
+    return 0;
+}
+
+void flush_scan_at_end(const char *why)
+{
+    if (!cfg.scan_at_exit || !emit_flusher.running || atomic_load(&fl.exit_req))
+        return;
+    int none = ASK_NONE;
+    if (!atomic_compare_exchange_strong(&fl.ask, &none, ASK_CLAIMED)) {
+        ask_wait(); /* another thread asked: the end waits for that scan */
+        return;
+    }
+    fl.ask_why = why; /* before the flusher can see WANTED */
+    atomic_store(&fl.ask, ASK_WANTED);
+    flush_kick();
+    if (ask_wait() < 0)
+        log_msg("no scan at the end: the collector did not finish it within %u s "
+                "(STACKWATCH_SCAN_AT_EXIT_WAIT)", cfg.scan_exit_wait_s);
 }
 
 void flush_note_unreachable(void)

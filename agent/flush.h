@@ -47,4 +47,11 @@ void flush_note_unreachable(void);
  * never shutting them down) and the thread. */
 void flush_fork_child(void);
 
+/* STACKWATCH_SCAN_AT_EXIT: the process is about to end (exit, main
+ * returned, Python finalizing): asks the collector for a reachability scan
+ * of it now and waits until it is over, at most STACKWATCH_SCAN_AT_EXIT_WAIT
+ * seconds; at once without a collector, or when it is stopped. The first
+ * thread asks; another one ending meanwhile waits for the same scan. */
+void flush_scan_at_end(const char *why);
+
 #endif

@@ -1019,6 +1019,24 @@ EXPORT int dlclose(void *handle)
     return rc;
 }
 
+/* dl_iterate_phdr: counted while it runs (modmap_iterating), so the
+ * flusher's poll of the module list does not wait for the loader's lock
+ * while a caller's callback holds it. Nothing else changes: the callback,
+ * its arguments and the result are the caller's. */
+EXPORT int dl_iterate_phdr(int (*cb)(struct dl_phdr_info *, size_t, void *), void *data)
+{
+    if (!real_ready() || !real_fn.dl_iterate_phdr) {
+        int (*f)(int (*)(struct dl_phdr_info *, size_t, void *), void *) =
+            (int (*)(int (*)(struct dl_phdr_info *, size_t, void *), void *))dlsym(
+                RTLD_NEXT, "dl_iterate_phdr");
+        return f ? f(cb, data) : 0;
+    }
+    atomic_fetch_add_explicit(&modmap_iterating, 1, memory_order_relaxed);
+    int rc = real_fn.dl_iterate_phdr(cb, data);
+    atomic_fetch_sub_explicit(&modmap_iterating, 1, memory_order_relaxed);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- seccomp strict mode */
 
 static int strict_request(long n, long a, long b)

@@ -82,6 +82,7 @@ void modmap_fork_child(void)
 {
     /* The prepare handler held the lock across fork; re-create it. */
     pthread_mutex_init(&mm_lock, NULL);
+    atomic_store(&modmap_iterating, 0); /* only this thread was copied */
 }
 
 static uint32_t str_add(const char *s)
@@ -305,8 +306,12 @@ static int counters_cb(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
+_Atomic int modmap_iterating;
+
 int modmap_changed(void)
 {
+    if (atomic_load_explicit(&modmap_iterating, memory_order_relaxed) > 0)
+        return 0; /* another thread holds the loader's lock: not now */
     unsigned long long a = atomic_load_explicit(&known_adds, memory_order_relaxed);
     unsigned long long d = atomic_load_explicit(&known_subs, memory_order_relaxed);
     unsigned long long c[2] = { a, d };

@@ -53,6 +53,14 @@ int modmap_refresh(void);
  * since the last refresh (dlpi_adds/dlpi_subs)? */
 int modmap_changed(void);
 
+/* Threads inside dl_iterate_phdr now (its interposer counts them): while a
+ * caller's callback runs it holds the loader's lock, which modmap_changed
+ * would wait for (a thread allocating inside such a callback for seconds
+ * stalled the flusher until the rings dropped 67k events: LeakSanitizer's
+ * libdl_deadlock test). modmap_changed then says "no news" and is asked
+ * again later; a stack outside every known module still forces a refresh. */
+extern _Atomic int modmap_iterating;
+
 /* 1 if pc lies in a module valid at generation gen. */
 int modmap_covers(uint64_t pc, uint32_t gen);
 

@@ -58,6 +58,7 @@ int real_resolve(void)
     r.libc_start_main = dlsym(RTLD_NEXT, "__libc_start_main");
     r.dlopen = dlsym(RTLD_NEXT, "dlopen");
     r.getattr = dlsym(RTLD_NEXT, "pthread_getattr_np");
+    r.dl_iterate_phdr = dlsym(RTLD_NEXT, "dl_iterate_phdr");
     /* Publish free before malloc: once malloc is non-NULL callers stop using
      * the arena and will free through free. */
     real_fn.free = r.free;
@@ -74,6 +75,7 @@ int real_resolve(void)
     real_fn.libc_start_main = r.libc_start_main;
     real_fn.dlopen = r.dlopen;
     real_fn.getattr = r.getattr;
+    real_fn.dl_iterate_phdr = r.dl_iterate_phdr;
     atomic_thread_fence(memory_order_release);
     real_fn.malloc = r.malloc;
     atomic_store(&resolve_state, 2);
@@ -107,6 +109,7 @@ int real_resolve_global(void)
     r.libc_start_main = global_def("__libc_start_main");
     r.reallocarray = global_def("reallocarray");
     r.getattr = (int (*)(pthread_t, pthread_attr_t *))global_def("pthread_getattr_np");
+    r.dl_iterate_phdr = dlsym(RTLD_DEFAULT, "dl_iterate_phdr");
     if (!r.malloc || !r.free || !r.calloc || !r.realloc || !r.dlopen)
         return -ENOENT;
     /* Nothing calls the interposers before the GOT is patched, which comes

@@ -2,6 +2,7 @@
 #ifndef STACKWATCH_AGENT_REAL_H
 #define STACKWATCH_AGENT_REAL_H
 
+#include <link.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +30,7 @@ typedef struct real_fn_s {
     void *(*dlopen)(const char *, int);
     int (*getattr)(pthread_t, pthread_attr_t *); /* pthread_getattr_np */
     void *(*reallocarray)(void *, size_t, size_t); /* attach mode only (real_resolve_global) */
+    int (*dl_iterate_phdr)(int (*)(struct dl_phdr_info *, size_t, void *), void *);
 } real_fn_t;
 
 extern real_fn_t real_fn REAL_HIDDEN;

@@ -940,12 +940,17 @@ static void mark_uncertain(void *ctx, atab_ent_t *e)
     }
 }
 
+void client_all_uncertain(client_t *c)
+{
+    if (c->atab_ok)
+        atab_each(&c->atab, mark_uncertain, c);
+}
+
 void client_gap(client_t *c, uint64_t lost_events)
 {
     c->gaps++;
     c->lost_events += lost_events;
-    if (c->atab_ok)
-        atab_each(&c->atab, mark_uncertain, c);
+    client_all_uncertain(c);
 }
 
 void client_age(client_t *c, uint64_t now)

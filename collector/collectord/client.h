@@ -73,6 +73,7 @@ typedef struct scan_info_s {
     uint64_t reach_n, reach_b;      /* reachable */
     uint64_t unreach_n, unreach_b;  /* unreachable: lost */
     uint64_t indirect_n, indirect_b; /* of those, lost through other lost blocks only */
+    uint64_t unc_n, unc_b;  /* not judged: unreached, but its free may have been lost */
     uint64_t root_bytes;    /* scanned as roots */
     uint64_t read_bytes;    /* copied out of the process */
     int heap_roots;         /* heap outside tracked blocks counted as roots */
@@ -292,6 +293,9 @@ typedef struct client_s {
     uint32_t scan_busy;     /* from the agent's reply: threads stopped in a hook */
     uint64_t scan_loop_ns;  /* loop CPU it took (snapshot and results) */
     uint64_t scan_seq;      /* scans finished, well or not */
+    uint64_t scan_drops;    /* the agent's dropped events as of the last scan */
+    uint64_t scan_ask;      /* the agent's ScanAsk token to answer (SCAN_DONE) at the scan's end */
+    int scan_asked;         /* the agent asked once (a second ask is answered at once) */
     int scan_err;           /* the last one's error (0: ok) */
     char scan_msg[512];     /* ... and why */
     int scan_ok;            /* scan_last is valid */
@@ -471,6 +475,10 @@ void client_python_attached(client_t *c);
 
 /* Marks every live block uncertain (events were lost). */
 void client_gap(client_t *c, uint64_t lost_events);
+
+/* Marks every live block uncertain: its free may have been among events
+ * the agent dropped (a full ring). */
+void client_all_uncertain(client_t *c);
 
 /* Ages the client's blocks to now (collector clock) and resolves late-event
  * records that are due. Does nothing once frozen. */

@@ -773,6 +773,9 @@ int ingest_frame(conn_t *c, const uint8_t *p, uint32_t len)
     case STACKWATCH__AGENT_MSG__MSG_SCAN:
         scans_reply(c->srv, c->client, m->scan);
         break;
+    case STACKWATCH__AGENT_MSG__MSG_SCAN_ASK:
+        scans_ask(c->srv, c->client, m->scan_ask);
+        break;
     case STACKWATCH__AGENT_MSG__MSG_BYE:
         c->client->said_bye = 1;
         c->client->said_detach = m->bye->detached;

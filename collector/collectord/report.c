@@ -90,6 +90,7 @@ Stackwatch__ScanResult *report_scan_result(ra_t *ra, const client_t *c)
     r->reachable = count(ra, si->reach_n, si->reach_b);
     r->unreachable = count(ra, si->unreach_n, si->unreach_b);
     r->indirect = count(ra, si->indirect_n, si->indirect_b);
+    r->uncertain = count(ra, si->unc_n, si->unc_b);
     r->root_bytes = si->root_bytes;
     r->read_bytes = si->read_bytes;
     r->heap_roots = si->heap_roots;

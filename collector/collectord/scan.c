@@ -742,7 +742,26 @@ static void *worker(void *arg)
     }
     ext.n = reach_rng_normalize(ext.r, j->nsnap); /* sorted already: one pass */
     reach_img_t im = { img.runs, img.n };
-    size_t nheap = reach_heap_areas(&im, blk, j->nsnap, brk, vmas.r, vmas.n, heap);
+    /* The heap is where malloc's blocks are: a sampled Python object lies
+     * in a pymalloc arena, and the word before it (its neighbour's) read as
+     * a chunk header would make that whole mapping heap, no root and no
+     * pool found in it: every chain through its untracked objects cut. */
+    reach_blk_t *mb = blk;
+    size_t nmb = j->nsnap;
+    for (size_t i = 0; i < j->nsnap && mb == blk; i++)
+        if (j->snap[i].py)
+            mb = reach_scratch(j->nsnap * sizeof *mb);
+    if (!mb)
+        goto nomem;
+    if (mb != blk) {
+        nmb = 0;
+        for (size_t i = 0; i < j->nsnap; i++)
+            if (!j->snap[i].py)
+                mb[nmb++] = blk[i];
+    }
+    size_t nheap = reach_heap_areas(&im, mb, nmb, brk, vmas.r, vmas.n, heap);
+    if (mb != blk)
+        reach_scratch_free(mb);
     nheap = reach_rng_normalize(heap, nheap);
     size_t rcap = mem.n + nheap + ext.n + 1;
     roots = reach_scratch(rcap * sizeof *roots);

@@ -14,7 +14,6 @@ typedef struct scan_ent_s {
     uint64_t size;
     uint64_t ts;        /* allocation time: the same block, not a later one at addr */
     uint32_t stack;     /* the client's stack index */
-    uint32_t reach;     /* worker: 1 reachable, 0 not */
     uint32_t owner;     /* worker, when lost: the snapshot index of the block lost
                          * directly that owns it (itself when it is that block) */
     uint32_t parent;    /* worker, when reachable: the snapshot index of the block
@@ -25,7 +24,12 @@ typedef struct scan_ent_s {
     uint32_t pyseg;     /* worker, when reachable: the Python objects between it
                          * and its parent (or root), an index in the job's
                          * pysegs, or SCAN_PYSEG_NONE */
+    uint8_t reach;      /* worker: 1 reachable, 0 not */
+    uint8_t py;         /* a CPython small object (sampled): in pymalloc's arenas, not
+                         * malloc's heap, which its neighbours' words cannot tell */
 } scan_ent_t;
+
+_Static_assert(sizeof(scan_ent_t) == 48, "48 bytes a live block in a scan's snapshot");
 
 #define SCAN_PARENT_ROOT UINT32_MAX
 #define SCAN_PYSEG_NONE UINT32_MAX

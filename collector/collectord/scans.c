@@ -27,13 +27,13 @@ static uint64_t loop_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int send_scan_cmd(client_t *c, Stackwatch__Command__Kind kind)
+static int send_scan_cmd_token(client_t *c, Stackwatch__Command__Kind kind, uint64_t token)
 {
     if (!c->conn)
         return -ENOTCONN;
     Stackwatch__Command cmd = STACKWATCH__COMMAND__INIT;
     cmd.kind = kind;
-    cmd.token = c->scan_token;
+    cmd.token = token;
     cmd.tracer_pid = (uint32_t)getpid();
     Stackwatch__CollectorMsg m = STACKWATCH__COLLECTOR_MSG__INIT;
     m.msg_case = STACKWATCH__COLLECTOR_MSG__MSG_COMMAND;
@@ -42,6 +42,20 @@ static int send_scan_cmd(client_t *c, Stackwatch__Command__Kind kind)
     if (rc < 0)
         conn_close(c->conn, "cannot queue a command (the agent does not read)");
     return rc;
+}
+
+static int send_scan_cmd(client_t *c, Stackwatch__Command__Kind kind)
+{
+    return send_scan_cmd_token(c, kind, c->scan_token);
+}
+
+/* The agent waits for the scan it asked for: it may go on now. */
+static void answer_ask(client_t *c)
+{
+    uint64_t tok = c->scan_ask;
+    c->scan_ask = 0;
+    if (tok)
+        send_scan_cmd_token(c, STACKWATCH__COMMAND__KIND__SCAN_DONE, tok);
 }
 
 /* Worker thread: wake the loop. */
@@ -356,6 +370,13 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
             int indirect = !e->reach && e->owner != i && e->owner < j->nsnap;
             si->blocks_n += wn;
             si->blocks_b += wb;
+            if (!e->reach && a && a->ts == e->ts && (a->flags & ATAB_F_UNCERTAIN)) {
+                /* Unreached, but its free may have been lost: not judged. */
+                si->unc_n += wn;
+                si->unc_b += wb;
+                a->flags &= ~(uint64_t)(ATAB_F_SCANNED | ATAB_F_UNREACH | ATAB_F_INDIRECT);
+                continue;
+            }
             if (e->reach) {
                 si->reach_n += wn;
                 si->reach_b += wb;
@@ -398,6 +419,10 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         c->scan_msg[0] = '\0';
         c->scan_loop_ns += loop_cpu_ns() - cpu0;
         si->cpu_us = (j->cpu_ns + c->scan_loop_ns) / 1000u;
+        if (si->unc_n)
+            log_msg("pid %u: %llu unreached blocks (%llu bytes) not judged: their free may "
+                    "have been lost", c->pid, (unsigned long long)si->unc_n,
+                    (unsigned long long)si->unc_b);
         log_msg("pid %u: scan of %llu live blocks: %llu unreachable (%llu bytes); paused %.1f ms "
                 "(stop %.1f, sync %.1f, copy %.1f of %.1f MiB, %.1f of it reading), marking %.1f ms, "
                 "%.1f ms in all",
@@ -424,6 +449,7 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         send_scan_cmd(c, STACKWATCH__COMMAND__KIND__SCAN_END);
     c->scan_allowed = 0;
     c->scan_seq++;
+    answer_ask(c);
     s->retry_parked |= SRV_RETRY_ALL; /* the loop runs ctl_retry_parked */
 }
 
@@ -441,6 +467,12 @@ int scans_start(srv_t *s, client_t *c, char *err, size_t errlen)
     if (!c->conn || c->state != CLIENT_CONNECTED) {
         snprintf(err, errlen, "pid %u is not connected", c->pid);
         return -ENOTCONN;
+    }
+    if (c->pid == (uint32_t)getpid()) {
+        /* ptrace cannot stop its own process (a harness feeding frames
+         * over a socketpair is such a peer). */
+        snprintf(err, errlen, "pid %u is collectord itself", c->pid);
+        return -EPERM;
     }
     if (!c->flusher_tid) {
         snprintf(err, errlen, "the agent of pid %u does not support scans (an older agent?)",
@@ -471,6 +503,31 @@ int scans_start(srv_t *s, client_t *c, char *err, size_t errlen)
     return 0;
 }
 
+void scans_ask(srv_t *s, client_t *c, const Stackwatch__ScanAsk *a)
+{
+    if (!c)
+        return;
+    if (c->scan_asked || !a->token) {
+        /* Answered, never scanned again: a client cannot make us scan it
+         * in a loop. */
+        send_scan_cmd_token(c, STACKWATCH__COMMAND__KIND__SCAN_DONE, a->token);
+        return;
+    }
+    c->scan_asked = 1;
+    c->scan_ask = a->token;
+    if (c->scan_state != SCAN_ST_NONE)
+        return; /* the scan running now answers it */
+    char err[256];
+    int rc = scans_start(s, c, err, sizeof err);
+    if (rc < 0) {
+        c->scan_err = rc;
+        snprintf(c->scan_msg, sizeof c->scan_msg, "%s", err);
+        log_msg("pid %u: the scan its agent asked for at its end: %s", c->pid, err);
+        answer_ask(c);
+        return;
+    }
+    log_msg("pid %u: scanning at its end, as its agent asked (STACKWATCH_SCAN_AT_EXIT)", c->pid);
+}
 
 typedef struct snap_ctx_s {
     scan_ent_t *v;
@@ -481,7 +538,9 @@ static void snap_one(void *ctx, atab_ent_t *e)
 {
     snap_ctx_t *s = ctx;
     if (s->n < s->cap)
-        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0, 0, 0, SCAN_PYSEG_NONE };
+        s->v[s->n++] = (scan_ent_t){ .addr = e->addr, .size = e->size, .ts = e->ts,
+                                     .stack = e->stack, .pyseg = SCAN_PYSEG_NONE,
+                                     .py = (e->flags & ATAB_F_PY) != 0 };
 }
 
 void scans_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
@@ -497,6 +556,16 @@ void scans_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)
         c->scan_deadline = clock_now() + SCAN_AGENT_NS + 10ull * 1000000000;
     } else if (r->phase == 2 && c->scan_state == SCAN_ST_SYNC) {
         uint64_t cpu0 = loop_cpu_ns();
+        if (r->dropped > c->scan_drops) {
+            /* A full ring dropped events since the last scan: a live block
+             * may be one whose free was dropped, freed memory that no
+             * chain reaches. Such blocks are not judged lost. */
+            log_msg("pid %u: %llu events dropped (a full ring) before this scan: blocks "
+                    "allocated before are not judged lost", c->pid,
+                    (unsigned long long)(r->dropped - c->scan_drops));
+            client_all_uncertain(c);
+        }
+        c->scan_drops = r->dropped;
         /* Every event of the frozen threads is in: the table is the
          * process's heap as of now. */
         size_t n = c->atab_ok ? c->atab.live : 0;

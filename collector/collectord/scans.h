@@ -11,6 +11,12 @@
  * (-ENOTSUP), a scan already running (-EBUSY). */
 int scans_start(srv_t *s, client_t *c, char *err, size_t errlen);
 
+/* The agent asks for a scan of its process now (STACKWATCH_SCAN_AT_EXIT):
+ * started as stackctl's would be, or joined when one runs; SCAN_DONE with
+ * the ask's token goes back when it ends, or at once when none can be made
+ * or the process asked before (one per process: a scan is costly). */
+void scans_ask(srv_t *s, client_t *c, const Stackwatch__ScanAsk *a);
+
 /* The agent answered a SCAN_* command. */
 void scans_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r);
 

@@ -521,6 +521,7 @@ static void cli_scan_json_obj(json_t *j, const char *key, const Stackwatch__Scan
     json_count(j, "reachable", r->reachable);
     json_count(j, "unreachable", r->unreachable);
     json_count(j, "indirect", r->indirect);
+    json_count(j, "uncertain", r->uncertain);
     json_u64(j, "root_bytes", r->root_bytes);
     json_u64(j, "read_bytes", r->read_bytes);
     json_bool(j, "heap_roots", r->heap_roots);
@@ -548,6 +549,11 @@ void cli_scan_text(FILE *f, const Stackwatch__ScanResult *r)
             u->count, u->bytes, cnt(r->indirect)->count, cnt(r->indirect)->bytes);
     fprintf(f, "    reachable:          %" PRIu64 " blocks (%" PRIu64 " bytes)\n", re->count,
             re->bytes);
+    if (cnt(r->uncertain)->count)
+        fprintf(f, "    not judged:         %" PRIu64 " blocks (%" PRIu64 " bytes): no chain "
+                   "reaches them, but events were lost before (a full ring or a gap), and "
+                   "their free may have been among them\n",
+                cnt(r->uncertain)->count, cnt(r->uncertain)->bytes);
     fprintf(f, "    %.1f MiB copied, %.1f MiB of roots scanned, collectord CPU %.1f ms\n",
             r->read_bytes / 1048576.0, r->root_bytes / 1048576.0, r->cpu_us / 1000.0);
     if (r->busy_threads)

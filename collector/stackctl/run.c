@@ -59,7 +59,9 @@ static void run_usage(FILE *f)
             "  -o FILE       the report to FILE instead of stderr\n"
             "  --all-frames  text and HTML: every frame of CPython itself, not folded\n"
             "  --fail-on C   exit 23 when a stack of class C (leak, growing) or an\n"
-            "                unreachable block is found (and the program exited 0)\n"
+            "                unreachable block is found (and the program exited 0);\n"
+            "                unreachable: each process is scanned as it ends (exit or a\n"
+            "                return from main) and before a terminating signal is passed on\n"
             "  exit status: the program's; 128+N if signal N killed it; 23 (--fail-on);\n"
             "  125 when the run itself failed (with --fail-on: also when nothing was\n"
             "  traced); 126/127 program not executable/not found\n");
@@ -382,6 +384,8 @@ static int run_program(run_t *r, char **argv, const char *agent, const char *sam
         setenv("STACKWATCH_DIR", r->rd.dir, 1);
         if (sample)
             setenv("STACKWATCH_SAMPLE", sample, 1);
+        if (fail_on & FAIL_UNREACHABLE)
+            setenv("STACKWATCH_SCAN_AT_EXIT", "1", 0); /* each process scanned as it ends */
         sigprocmask(SIG_SETMASK, &old, NULL);
         execvp(argv[0], argv);
         int e = errno;

@@ -67,7 +67,8 @@ static void on_scan(const Stackwatch__Command *c, void *arg)
     (void)arg;
     if (c->kind != STACKWATCH__COMMAND__KIND__SCAN_BEGIN &&
         c->kind != STACKWATCH__COMMAND__KIND__SCAN_SYNC &&
-        c->kind != STACKWATCH__COMMAND__KIND__SCAN_END)
+        c->kind != STACKWATCH__COMMAND__KIND__SCAN_END &&
+        c->kind != STACKWATCH__COMMAND__KIND__SCAN_DONE)
         FINDING("on_scan called for command kind %d\n", (int)c->kind);
     scans++;
 }

@@ -206,6 +206,11 @@ def scan_reply(token, phase, watermark=0, regions=(), busy=0, ptracer=0):
     return agent_msg(30, b)
 
 
+def scan_ask(token, why="exit"):
+    """The agent asks for a scan of itself as it ends (STACKWATCH_SCAN_AT_EXIT)."""
+    return agent_msg(31, f_fixed64(1, token) + f_bytes(2, why))
+
+
 # ---------------------------------------------------------------- a plausible process
 
 EXE_BASE = 0x555555554000
@@ -413,6 +418,12 @@ def main():
           scan_reply(7, 1, ptracer=-1) +
           scan_reply(7, 2, T0, [A, A + 64, 5, 3, 0xffffffffffff], busy=2) +
           scan_reply(0, 9) + bye(T0 + 3000 * MS, detached=True))
+
+    # Scans asked at the end: twice (the second answered at once), a zero
+    # token; the peer is the harness itself, which collectord cannot scan.
+    write(outdir, "scan_ask", EXP_1MS | F_AGE, age_event,
+          hello(flusher_tid=4243) + session_body() + scan_ask(9) + scan_ask(9, "main returned") +
+          scan_ask(0) + bye(T0 + 3000 * MS))
 
     # Python notes: a Python client whose noted blocks expire, are freed and reused.
     write(outdir, "python_notes", EXP_1MS | F_AGE, age_event,

@@ -8,6 +8,8 @@
  *                 pointers dropped                              (@LEAK cycle)
  *   keep N        N blocks of 3008 bytes on the global list     (@LEAK kept)
  *   spin N        N threads that allocate, check and free until EOF
+ *   churn N       N blocks of 3005 bytes allocated, then all freed
+ *   exit N        exit(N) now, from the command loop (threads still spinning)
  *   hold PATH     after main returns, an atexit handler prints "held" and
  *                 waits (up to 120 s) for PATH to exist before the process ends
  *
@@ -103,6 +105,16 @@ static void run(const char *line)
             keep_one();
     } else if (sscanf(line, "hold %99s", hold_path) == 1) {
         atexit(hold);
+    } else if (sscanf(line, "churn %ld", &n) == 1 && n > 0) {
+        void **v = malloc((size_t)n * sizeof *v);
+        for (long i = 0; v && i < n; i++)
+            v[i] = malloc(3005);
+        for (long i = 0; v && i < n; i++)
+            free(v[i]);
+        free(v);
+    } else if (sscanf(line, "exit %ld", &n) == 1) {
+        scrub();
+        exit((int)n);
     } else if (sscanf(line, "spin %ld", &n) == 1) {
         for (long i = 0; i < n && nthreads < 64; i++)
             pthread_create(&threads[nthreads++], NULL, spin, (void *)(uintptr_t)(i + 1));

@@ -326,6 +326,38 @@ static void test_load_depth(void **state)
     assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 0);
 }
 
+/* The scan at the end: off by default; a boolean; its wait 1..3600 s,
+ * 60 by default; bad values said once, the default used. */
+static void test_load_scan_at_exit(void **state)
+{
+    (void)state;
+    char logbuf[4096];
+    cfg_load("/usr/bin/app");
+    assert_int_equal(cfg.scan_at_exit, 0);
+    assert_int_equal(cfg.scan_exit_wait_s, 60);
+    assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 0);
+    setenv("STACKWATCH_SCAN_AT_EXIT", "1", 1);
+    setenv("STACKWATCH_SCAN_AT_EXIT_WAIT", "5", 1);
+    cfg_load("/usr/bin/app");
+    assert_int_equal(cfg.scan_at_exit, 1);
+    assert_int_equal(cfg.scan_exit_wait_s, 5);
+    assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 0);
+    setenv("STACKWATCH_SCAN_AT_EXIT", "sometimes", 1);
+    setenv("STACKWATCH_SCAN_AT_EXIT_WAIT", "0", 1);
+    cfg_load("/usr/bin/app");
+    assert_int_equal(cfg.scan_at_exit, 0);
+    assert_int_equal(cfg.scan_exit_wait_s, 60);
+    assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 2);
+    assert_non_null(strstr(logbuf, "STACKWATCH_SCAN_AT_EXIT=sometimes is not a boolean"));
+    assert_non_null(strstr(logbuf, "STACKWATCH_SCAN_AT_EXIT_WAIT=0 is not a time in 1..3600 s"));
+    setenv("STACKWATCH_SCAN_AT_EXIT_WAIT", "3601", 1);
+    cfg_load("/usr/bin/app");
+    assert_int_equal(cfg.scan_exit_wait_s, 60);
+    assert_int_equal(new_log_lines(logbuf, sizeof logbuf), 2); /* the boolean again, and this */
+    unsetenv("STACKWATCH_SCAN_AT_EXIT");
+    unsetenv("STACKWATCH_SCAN_AT_EXIT_WAIT");
+}
+
 /* CPython's small objects: sampled every 256 KiB by default; 0/sampled/exact
  * (1 kept as exact); bad values said once, the default used. */
 static void test_load_python_allocators(void **state)
@@ -624,6 +656,7 @@ int main(void)
         T(test_load_defaults),
         T(test_load_depth),
         T(test_load_python_allocators),
+        T(test_load_scan_at_exit),
         T(test_load_ring_and_connect),
         T(test_load_disable_and_filter),
         T(test_load_bad_dir),

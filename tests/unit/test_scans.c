@@ -1,6 +1,7 @@
 /* Unit tests of the scans' steps on the loop (scans.c), with a scan job whose worker's stages the test sets. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <pthread.h>
@@ -74,10 +75,66 @@ static void test_a_wake_up_between_the_agents_answer_and_the_freeze(void **state
     client_destroy(c);
 }
 
+/* The agent's ask for a scan at its end: one per process. A second ask is
+ * answered at once and starts nothing; an ask that comes while a scan runs
+ * is answered when that scan ends; one that cannot start is answered at
+ * once, its reason kept as the scan's. */
+static void test_the_agents_ask(void **state)
+{
+    (void)state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    client_t *c = client_new(&s.clients, 4243, SEC, 100 * SEC);
+    assert_non_null(c);
+    c->state = CLIENT_CONNECTED;
+    Stackwatch__ScanAsk a = STACKWATCH__SCAN_ASK__INIT;
+    a.token = 5;
+
+    /* A scan runs: the ask waits for its end. */
+    c->scan = fake_job();
+    c->scan_state = SCAN_ST_FREEZE;
+    c->scan_token = 78;
+    c->flusher_tid = 1;
+    scans_ask(&s, c, &a);
+    assert_true(c->scan_asked);
+    assert_int_equal(c->scan_ask, 5);
+    atomic_store(&c->scan->stage, SCAN_FAILED);
+    scans_progress(&s); /* the scan ends (failed): the ask is answered */
+    assert_int_equal(c->scan_state, SCAN_ST_NONE);
+    assert_null(c->scan);
+    assert_int_equal(c->scan_ask, 0);
+    uint64_t seq = c->scan_seq;
+
+    /* Asked again: answered, nothing started. */
+    a.token = 6;
+    scans_ask(&s, c, &a);
+    assert_int_equal(c->scan_ask, 0);
+    assert_int_equal(c->scan_state, SCAN_ST_NONE);
+    assert_int_equal(c->scan_seq, seq);
+
+    /* Another process whose agent cannot be scanned (not connected). */
+    client_t *d = client_new(&s.clients, 4244, SEC, 100 * SEC);
+    assert_non_null(d);
+    d->state = CLIENT_CONNECTED;
+    a.token = 7;
+    scans_ask(&s, d, &a);
+    assert_true(d->scan_asked);
+    assert_int_equal(d->scan_ask, 0);
+    assert_int_equal(d->scan_state, SCAN_ST_NONE);
+    assert_int_equal(d->scan_err, -ENOTCONN);
+    assert_non_null(strstr(d->scan_msg, "not connected"));
+
+    s.clients.head = d->next;
+    client_destroy(d);
+    s.clients.head = c->next;
+    client_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_wake_up_between_the_agents_answer_and_the_freeze),
+        cmocka_unit_test(test_the_agents_ask),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
