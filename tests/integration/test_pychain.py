@@ -112,6 +112,16 @@ class _ChainBase:
             want = "%s &rarr; %s &rarr; these blocks" % (named(hops[0]), named(hops[1]))
             self.assertTrue(want in f.read(), want)
 
+    def test_defaults_name_the_holder(self):
+        """The defaults (small objects sampled): a Holder on the chain is
+        named by its type, traced (with its stack) or not."""
+        p = self.start()
+        held, text = self.scanned(p)
+        n, first = self.chains(held, ["Holder"])
+        self.assertGreaterEqual(n, N - 5 if self.minor in ("3.11", "3.13") else N // 2,
+                                [s["kept_by"] for s in held])
+        self.assertTrue("Holder object" in text)
+
     def test_traced_object_named_with_its_stack(self):
         """Exact mode: the Holder objects are tracked blocks: the hop is
         their stack (ctypes' allocation) and their type."""
