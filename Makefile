@@ -70,7 +70,7 @@ COLLECTORD_LIB_SRC = $(addprefix collector/collectord/, \
 	srv.c age.c clock.c log.c scans.c arming.c saves.c symq.c \
 	conn.c peer.c ingest.c ctl.c report.c \
 	client.c ftab.c atab.c amap.c reo.c classify.c sym.c wrap.c trig.c store.c metrics.c \
-	scan.c reach.c rootname.c)
+	scan.c reach.c rootname.c pytype.c)
 COLLECTORD_SRC = collector/collectord/main.c $(COLLECTORD_LIB_SRC) $(COMMON_SRC)
 # The CLI; main.c (the subcommand table) apart for unit tests and the reply fuzzer.
 STACKCTL_LIB_SRC = $(addprefix collector/stackctl/,render.c report.c pprof.c html.c py.c \

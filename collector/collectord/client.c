@@ -1145,6 +1145,9 @@ void client_destroy(client_t *c)
     for (size_t i = 0; i < c->nscan_labels; i++)
         free(c->scan_labels[i]);
     free(c->scan_labels);
+    for (size_t i = 0; i < c->nscan_pytypes; i++)
+        free(c->scan_pytypes[i]);
+    free(c->scan_pytypes);
     free(c->symq);
     free(c->leakq);
     free(c->hotq);

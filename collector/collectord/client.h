@@ -95,11 +95,20 @@ typedef struct scan_own_s {
  * (root side first; a run of one stack counted once) and the root in words. */
 #define SCAN_PATH_HOPS 8
 #define SCAN_PATHS_MAX 2    /* kept per stack */
+/* A hop: a tracked block (its stack) or an untracked Python object
+ * (stack SCAN_HOP_PY; size 0: several), with its Python type when read
+ * (an index in c->scan_pytypes, or SCAN_PYTYPE_NONE). */
+#define SCAN_HOP_PY UINT32_MAX
+typedef struct scan_hop_s {
+    uint32_t stack;
+    uint32_t type;
+    uint32_t size;
+} scan_hop_t;
 typedef struct scan_path_s {
     uint32_t stack;
     uint32_t nhops;
-    uint32_t hop[SCAN_PATH_HOPS];
-    uint8_t cut;            /* longer than SCAN_PATH_HOPS: the root-side hops shown */
+    scan_hop_t hop[SCAN_PATH_HOPS];
+    uint8_t cut;            /* longer than SCAN_PATH_HOPS: the block-side hops shown */
     const char *root;       /* the scan's label (c->scan_labels) */
     uint64_t n, b;          /* sampled blocks of the stack kept this way */
     uint64_t of_n;          /* blocks of the stack sampled (up to SCAN_PATH_SAMPLES) */
@@ -301,6 +310,8 @@ typedef struct client_s {
     size_t nscan_paths;
     char **scan_labels;     /* the roots those name */
     size_t nscan_labels;
+    char **scan_pytypes;    /* the Python types of their hops */
+    size_t nscan_pytypes;
     uint64_t rng;           /* for the estimates' rounding */
     cproc_t *proc;          /* the verified process (NULL: none known, per-client limits) */
     uint64_t live_acct;     /* atab.live as last added to proc->live */

@@ -166,9 +166,14 @@ size_t reach_heap_areas(const reach_img_t *img, const reach_blk_t *b, size_t nb,
         uint64_t csize = hdr & ~7ull;
         if (ok && (hdr & CHUNK_MMAPPED) && word_at(img, a - 16, &prev)) {
             /* An mmap'd chunk: its header sits 16 bytes below the block,
-             * prev_size is the chunk's offset in its own mapping. */
-            uint64_t chunk = a - 16, mlo = chunk - prev, mhi = chunk + csize;
-            if (prev < chunk && !(mlo & 4095) && !((mhi - mlo) & 4095) &&
+             * prev_size is the chunk's offset in its own mapping. Its size
+             * reaches the mapping's end (glibc 2.36), or 16 bytes short of
+             * it (2.43, as Debian's 3.14 and 3.15 packages bring it):
+             * rounded up to the page. Else the whole mapping would be
+             * heap: pymalloc's arenas merged into its VMA with it, their
+             * pools not found, every chain through them cut. */
+            uint64_t chunk = a - 16, mlo = chunk - prev, mhi = (chunk + csize + 4095) & ~4095ull;
+            if (prev < chunk && !(mlo & 4095) && mhi - (chunk + csize) <= 16 &&
                 csize >= b[i].size + 16 && vm && mlo >= vm->lo && mhi <= vm->hi) {
                 out[n++] = (reach_rng_t){ mlo, mhi };
                 continue;
@@ -322,6 +327,9 @@ typedef struct mk_s {
     uint32_t src;       /* the block being scanned, or REACH_PARENT_ROOT */
     uint64_t at;        /* the address of the word being looked at */
     size_t head;        /* the queue: m.stack[head..top) */
+    const uint8_t *pyn; /* reach_mark_paths: per block, 1 if a pymalloc block (may be NULL) */
+    reach_defer_t *defer; /* ... words that may be CPython's GC links, followed last */
+    size_t ndefer, dcap;
     uint32_t *owner;    /* reach_owners: per block */
     uint32_t leader;    /* reach_owners: the clique being walked */
     uint32_t cur;       /* reach_owners: the block being scanned */
@@ -379,11 +387,37 @@ static inline long find_block(mk_t *m, uint64_t w)
     return -1;
 }
 
+/* 1 if the word at m->at, pointing into block i, may be a link of
+ * CPython's GC lists: every GC object's PyGC_Head (next, prev; low bits
+ * may be flags) links it to its neighbours, and the generations' heads (in
+ * the runtime's data: a root) to the first and last. The head is a
+ * pymalloc block's first 16 bytes, or the next 16 behind a pre-header (a
+ * managed dict or weakref list, 3.11+). A reference points at the object,
+ * past the head. Followed first, the links would make the shortest chain
+ * to any Python object go through them, not through what holds it. A real
+ * reference taken for a link is followed later all the same. */
+static inline int gc_link(const mk_t *m, uint64_t w, long i)
+{
+    if (!m->pyn[i])
+        return 0;
+    uint64_t t = w - m->b[i].addr;
+    if (m->src == REACH_PARENT_ROOT)
+        return t < 8;
+    if (!m->pyn[m->src])
+        return 0;
+    uint64_t s = m->at - m->b[m->src].addr;
+    return (s < 16 && t < 8) || (s >= 16 && s < 32 && (t < 8 || (t >= 16 && t < 24)));
+}
+
 static inline void mark_word(mk_t *m, uint64_t w)
 {
     long i = find_block(m, w);
     if (i < 0 || m->marked[i])
         return;
+    if (m->pyn && m->ndefer < m->dcap && gc_link(m, w, i)) {
+        m->defer[m->ndefer++] = (reach_defer_t){ (uint32_t)i, m->src, m->at };
+        return;
+    }
     m->marked[i] = 1;
     if (m->parent) {
         m->parent[i] = m->src;
@@ -475,15 +509,32 @@ int reach_mark_paths(const reach_img_t *img, const reach_blk_t *b, size_t nb,
                      const reach_rng_t *roots, size_t nroots, const uint64_t *vals, size_t nvals,
                      uint8_t *marked, reach_stats_t *st, uint32_t *parent, uint64_t *via)
 {
+    return reach_mark_py(img, b, nb, roots, nroots, vals, nvals, marked, st, parent, via, NULL,
+                         0);
+}
+
+int reach_mark_py(const reach_img_t *img, const reach_blk_t *b, size_t nb,
+                  const reach_rng_t *roots, size_t nroots, const uint64_t *vals, size_t nvals,
+                  uint8_t *marked, reach_stats_t *st, uint32_t *parent, uint64_t *via,
+                  const uint8_t *pyn, size_t max_defer)
+{
     memset(st, 0, sizeof *st);
     memset(marked, 0, nb);
     if (!nb)
         return 0;
     mk_t m = { .img = img, .b = b, .nb = nb, .marked = marked, .parent = parent, .via = via };
     m.stack = reach_scratch(nb * sizeof *m.stack);
+    if (pyn && parent && max_defer) {
+        /* Room for what the words can defer, at most max_defer; past it
+         * they are followed at once. */
+        m.defer = reach_scratch(max_defer * sizeof *m.defer);
+        m.pyn = m.defer ? pyn : NULL;
+        m.dcap = m.defer ? max_defer : 0;
+    }
     if (!m.stack || gran_build(&m) < 0) {
         reach_scratch_free(m.stack);
         reach_scratch_free(m.g);
+        reach_scratch_free(m.defer);
         return -ENOMEM;
     }
     m.src = REACH_PARENT_ROOT;
@@ -495,15 +546,31 @@ int reach_mark_paths(const reach_img_t *img, const reach_blk_t *b, size_t nb,
         st->root_bytes += scan_range(&m, roots[i].lo, roots[i].hi);
     /* Breadth first (a queue): the first to mark a block is on a shortest
      * chain from a root. */
-    while (m.head < m.top) {
-        uint32_t i = m.stack[m.head++];
-        m.src = i;
-        st->scanned_bytes += scan_range(&m, b[i].addr, b[i].addr + b[i].size);
+    size_t d = 0;
+    for (;;) {
+        while (m.head < m.top) {
+            uint32_t i = m.stack[m.head++];
+            m.src = i;
+            st->scanned_bytes += scan_range(&m, b[i].addr, b[i].addr + b[i].size);
+        }
+        /* What only GC links reach so far: in the order found, each one
+         * not marked since marked from its link, and on. */
+        while (d < m.ndefer && marked[m.defer[d].blk])
+            d++;
+        if (d == m.ndefer)
+            break;
+        const reach_defer_t *x = &m.defer[d++];
+        marked[x->blk] = 1;
+        parent[x->blk] = x->src;
+        via[x->blk] = x->at;
+        m.stack[m.top++] = x->blk;
     }
+    st->deferred = m.ndefer;
     for (size_t i = 0; i < nb; i++)
         st->marked += marked[i];
     reach_scratch_free(m.stack);
     reach_scratch_free(m.g);
+    reach_scratch_free(m.defer);
     return 0;
 }
 

@@ -75,6 +75,7 @@ typedef struct reach_stats_s {
     uint64_t root_bytes;     /* bytes of roots scanned */
     uint64_t scanned_bytes;  /* bytes of blocks scanned */
     uint64_t marked;         /* blocks found reachable */
+    uint64_t deferred;       /* reach_mark_py: words deferred as GC links */
 } reach_stats_t;
 
 /* Marks the blocks reachable from the roots: the words of the root ranges
@@ -97,6 +98,26 @@ int reach_mark(const reach_img_t *img, const reach_blk_t *b, size_t nb, const re
 int reach_mark_paths(const reach_img_t *img, const reach_blk_t *b, size_t nb,
                      const reach_rng_t *roots, size_t nroots, const uint64_t *vals, size_t nvals,
                      uint8_t *marked, reach_stats_t *st, uint32_t *parent, uint64_t *via);
+
+/* A word that may be a GC link, followed after every other (reach_mark_py). */
+typedef struct reach_defer_s {
+    uint32_t blk, src;
+    uint64_t at;
+} reach_defer_t;
+
+/* reach_mark_paths over blocks some of which are pymalloc's (pyn[i] 1):
+ * a word that may be a link of CPython's GC lists (from a root or from the
+ * PyGC_Head of such a block to where another's head would be: the first
+ * 16 bytes, or the next 16 behind a pre-header) is followed only once nothing else is left
+ * to follow, so that a Python object's parent is what refers to it, not
+ * its neighbour on the GC's list. The same blocks are marked as by
+ * reach_mark_paths; only parents differ. At most max_defer words wait
+ * (16 bytes each, mapped for the marking); past that they are followed at
+ * once. */
+int reach_mark_py(const reach_img_t *img, const reach_blk_t *b, size_t nb,
+                  const reach_rng_t *roots, size_t nroots, const uint64_t *vals, size_t nvals,
+                  uint8_t *marked, reach_stats_t *st, uint32_t *parent, uint64_t *via,
+                  const uint8_t *pyn, size_t max_defer);
 
 /* Not lost: reach_owners' owner for a marked block. */
 #define REACH_OWNER_NONE (UINT32_MAX - 1)

@@ -725,11 +725,25 @@ static int fill_paths(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch
         x->blocks = p->n;
         x->sampled = p->of_n;
         x->cut = p->cut;
-        if (p->nhops && !(x->via = ra_alloc(ra, p->nhops * sizeof *x->via)))
+        if (p->nhops && (!(x->via = ra_alloc(ra, p->nhops * sizeof *x->via)) ||
+                         !(x->hops = ra_alloc(ra, p->nhops * sizeof *x->hops))))
             return -1;
         for (uint32_t k = 0; k < p->nhops; k++) {
-            const cstack_t *hs = cstack_at(c, p->hop[k]);
-            x->via[x->n_via++] = hs ? hs->id : 0;
+            const scan_hop_t *h = &p->hop[k];
+            Stackwatch__RetentionHop *y = ra_alloc(ra, sizeof *y);
+            if (!y)
+                return -1;
+            stackwatch__retention_hop__init(y);
+            if (h->stack != SCAN_HOP_PY) {
+                const cstack_t *hs = cstack_at(c, h->stack);
+                y->stack = hs ? hs->id : 0;
+                x->via[x->n_via++] = y->stack;
+            } else {
+                y->bytes = h->size;
+            }
+            if (h->type < c->nscan_pytypes)
+                y->type = c->scan_pytypes[h->type];
+            x->hops[x->n_hops++] = y;
         }
         r->kept_by[r->n_kept_by++] = x;
     }

@@ -288,13 +288,3 @@ void rootname_free(rootname_t *r)
     free(r->labels);
     free(r);
 }
-
-long rootname_label_py(rootname_t *r, uint64_t via)
-{
-    long l = rootname_label(r, via);
-    if (l < 0 || !strcmp(r->labels[l], "other roots"))
-        return l;
-    char buf[600];
-    snprintf(buf, sizeof buf, "%s -> Python objects", r->labels[l]);
-    return add_label(r, buf);
-}

@@ -25,10 +25,6 @@ rootname_t *rootname_new(const maps_t *maps, pid_t pid, const pid_t *tids, const
  * index, or -1 (ENOMEM). Modules' symbol tables are read once each. */
 long rootname_label(rootname_t *r, uint64_t via);
 
-/* rootname_label's label of a root that reaches the block through
- * untracked Python objects (pymalloc's): "g_table in prog -> Python objects". */
-long rootname_label_py(rootname_t *r, uint64_t via);
-
 /* The labels (malloc'd strings in a malloc'd array; the caller frees them)
  * and their count; the namer keeps none. */
 char **rootname_take(rootname_t *r, size_t *n);

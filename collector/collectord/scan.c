@@ -30,11 +30,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "collector/common/procmaps.h"
+#include "pytype.h"
 #include "reach.h"
 #include "rootname.h"
 #include "collector/common/tracee.h"
@@ -47,6 +49,8 @@
 #define SMALL_PAGES 16u           /* ranges this small are read without pagemap */
 #define SCAN_PY_MAX (8u << 20)    /* Python objects marked through, at most */
 #define NOT_TRACKED UINT32_MAX
+#define PYSEGS_MAX 65536u         /* distinct segments of Python objects kept */
+#define GC_LINKS_MAX (1u << 20)   /* possible GC links deferred, at most (16 bytes each) */
 
 static uint64_t thread_cpu_ns(void)
 {
@@ -431,6 +435,113 @@ static void ranges_with_blocks(const scan_ent_t *s, size_t n, const maps_ent_t *
                 has[x] = 1;
 }
 
+/* Read-only memory of the scanned process (a type's name in a module's
+ * .rodata: the copy holds writable memory only), read from the module's
+ * file as mapped: a private file mapping that is not writable, not a
+ * device nor deleted, the path not a symlink, the file there a regular
+ * one and still the mapped inode. The last file opened stays open. */
+typedef struct rofile_s {
+    const maps_t *maps;
+    int fd;
+    const maps_ent_t *at;   /* the mapping fd was opened for */
+} rofile_t;
+
+static size_t ro_read(void *ctx, uint64_t addr, char *buf, size_t len)
+{
+    rofile_t *r = ctx;
+    const maps_ent_t *e = maps_find(r->maps, addr);
+    size_t pl = e ? strlen(e->path) : 0;
+    if (!e || e->path[0] != '/' || (e->prot & (MAPS_W | MAPS_SHARED)) || !(e->prot & MAPS_R) ||
+        !strncmp(e->path, "/dev/", 5) || (pl > 10 && !strcmp(e->path + pl - 10, " (deleted)")))
+        return 0;
+    if (!r->at || strcmp(r->at->path, e->path) || r->at->inode != e->inode) {
+        if (r->fd >= 0)
+            close(r->fd);
+        r->at = NULL;
+        r->fd = open(e->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+        struct stat st;
+        if (r->fd < 0)
+            return 0;
+        if (fstat(r->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != e->inode) {
+            close(r->fd);
+            r->fd = -1;
+            return 0;
+        }
+        r->at = e;
+    }
+    if (len > e->hi - addr)
+        len = e->hi - addr;
+    ssize_t got = pread(r->fd, buf, len, (off_t)(e->offset + (addr - e->lo)));
+    return got > 0 ? (size_t)got : 0;
+}
+
+/* Segments of Python objects, interned (open addressing over indices). */
+typedef struct segtab_s {
+    scan_pyseg_t *v;
+    size_t n, cap;
+    uint32_t *slot;         /* index + 1; 0 empty; PYSEGS_MAX * 2 slots */
+} segtab_t;
+
+static uint32_t seg_hash(const scan_pyseg_t *g)
+{
+    const uint8_t *p = (const uint8_t *)g;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < sizeof *g; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+/* The index of segment g (its unused entries zero), SCAN_PYSEG_MANY past
+ * PYSEGS_MAX; -1 on ENOMEM. */
+static long seg_intern(segtab_t *t, const scan_pyseg_t *g)
+{
+    if (!t->slot && !(t->slot = calloc(2 * PYSEGS_MAX, sizeof *t->slot)))
+        return -1;
+    for (uint32_t i = seg_hash(g) & (2 * PYSEGS_MAX - 1);; i = (i + 1) & (2 * PYSEGS_MAX - 1)) {
+        uint32_t k = t->slot[i];
+        if (k && !memcmp(&t->v[k - 1], g, sizeof *g))
+            return (long)(k - 1);
+        if (k)
+            continue;
+        if (t->n == PYSEGS_MAX)
+            return SCAN_PYSEG_MANY;
+        if (t->n == t->cap) {
+            size_t nc = t->cap ? t->cap * 2 : 256;
+            scan_pyseg_t *v = realloc(t->v, nc * sizeof *v);
+            if (!v)
+                return -1;
+            t->v = v;
+            t->cap = nc;
+        }
+        t->v[t->n] = *g;
+        t->slot[i] = (uint32_t)++t->n;
+        return (long)(t->n - 1);
+    }
+}
+
+/* One more Python object on a chain, outward from the block. Unused
+ * entries stay zero (segments are compared whole). */
+static void seg_push(scan_pyseg_t *g, pytypes_t *ty, const reach_blk_t *b)
+{
+    if (g->more)
+        return;
+    long t = pytypes_of(ty, b->addr, b->size);
+    uint32_t type = t < 0 ? SCAN_PYTYPE_NONE : (uint32_t)t;
+    uint32_t size = b->size > UINT32_MAX ? UINT32_MAX : (uint32_t)b->size;
+    if (type != SCAN_PYTYPE_NONE && g->n && g->type[g->n - 1] == SCAN_PYTYPE_NONE) {
+        /* The block before it has no type: no object, the storage of this
+         * one (a dict's keys, a list's items) that it points to. */
+        g->n--;
+        g->type[g->n] = g->size[g->n] = 0;
+    }
+    if (g->n == SCAN_PYSEG_OBJS) {
+        g->more = 1;
+        return;
+    }
+    g->type[g->n] = type;
+    g->size[g->n++] = size;
+}
+
 static void *worker(void *arg)
 {
     scan_job_t *j = arg;
@@ -450,6 +561,11 @@ static void *worker(void *arg)
     uint64_t *via = NULL, *sps = NULL;
     pid_t *tids = NULL;
     rootname_t *names = NULL;
+    pytypes_t *types = NULL;
+    segtab_t segs = { 0 };
+    rofile_t rof = { .fd = -1 };
+    uint32_t *ptype = NULL;
+    uint8_t *pyt = NULL, *pyn = NULL;
     uint64_t *vals = NULL;
     int pm = -1, frozen = 0;
     /* Buffers first, while the process runs. */
@@ -696,21 +812,26 @@ static void *worker(void *arg)
     size_t nn = 0;
     all = reach_scratch((j->nsnap + npyb + 1) * sizeof *all);
     tix = reach_scratch((j->nsnap + npyb + 1) * sizeof *tix);
-    if (!all || !tix)
+    pyt = reach_scratch(j->nsnap + 1); /* a tracked block in a pool: a traced Python object */
+    pyn = reach_scratch(j->nsnap + npyb + 1); /* a node in a pool */
+    if (!all || !tix || !pyt || !pyn)
         goto nomem;
     for (size_t a = 0, b = 0, t = 0; a < j->nsnap || b < npyb;) {
         if (b < npyb) {
             while (t < j->nsnap && blk[t].addr + (blk[t].size ? blk[t].size : 1) <= pyb[b].addr)
                 t++;
             if (t < j->nsnap && blk[t].addr < pyb[b].addr + pyb[b].size) {
+                pyt[t] = 1;
                 b++; /* a tracked block */
                 continue;
             }
         }
         if (b >= npyb || (a < j->nsnap && blk[a].addr <= pyb[b].addr)) {
+            pyn[nn] = pyt[a];
             all[nn] = blk[a];
             tix[nn++] = (uint32_t)a++;
         } else {
+            pyn[nn] = 1;
             all[nn] = pyb[b++];
             tix[nn++] = NOT_TRACKED;
         }
@@ -725,13 +846,22 @@ static void *worker(void *arg)
     parent = reach_scratch((nn ? nn : 1) * sizeof *parent);
     via = reach_scratch((nn ? nn : 1) * sizeof *via);
     if (!marked || !parent || !via ||
-        reach_mark_paths(&im, all, nn, roots, nr, vals, nvals, marked, &st, parent, via) < 0)
+        reach_mark_py(&im, all, nn, roots, nr, vals, nvals, marked, &st, parent, via, pyn,
+                      npyb ? GC_LINKS_MAX : 0) < 0)
         goto nomem;
-    /* Why each reachable block is: its parent, or the root named in words.
-     * A chain through Python objects goes on to the tracked block (or the
-     * root) above them; the root's name then says so. */
+    reach_scratch_free(pyn);
+    pyn = NULL;
+    reach_scratch_free(pyt);
+    pyt = NULL;
+    /* Why each reachable block is: its parent, or the root named in words,
+     * and the Python objects in between (their types read from the copy). */
     names = rootname_new(&maps, j->pid, tids, sps, nthr, wpr);
-    if (!names)
+    rof.maps = &maps;
+    types = pytypes_new(&im, ro_read, &rof);
+    /* Per tracked block, its type + 1 once read (0: not yet): blocks
+     * that are parents on a chain are looked at, each once. */
+    ptype = reach_scratch((j->nsnap + 1) * sizeof *ptype);
+    if (!names || !types || !ptype)
         goto nomem;
     for (size_t k = 0; k < nn; k++) {
         if (tix[k] == NOT_TRACKED)
@@ -739,24 +869,45 @@ static void *worker(void *arg)
         scan_ent_t *e = &j->snap[tix[k]];
         e->parent = SCAN_PARENT_ROOT;
         e->label = UINT32_MAX;
+        e->pyseg = SCAN_PYSEG_NONE;
         if (!marked[k])
             continue;
+        scan_pyseg_t sg = { .ptype = SCAN_PYTYPE_NONE };
         uint32_t p = parent[k], top = (uint32_t)k;
-        int py = 0;
         while (p != REACH_PARENT_ROOT && tix[p] == NOT_TRACKED) {
-            py = 1;
+            seg_push(&sg, types, &all[p]);
             top = p;
             p = parent[p];
+        }
+        if (p != REACH_PARENT_ROOT) {
+            uint32_t *pt = &ptype[tix[p]];
+            if (!*pt) {
+                long t = pytypes_of(types, all[p].addr, all[p].size);
+                *pt = t < 0 ? SCAN_PYTYPE_NONE : (uint32_t)t + 1;
+            }
+            sg.ptype = *pt == SCAN_PYTYPE_NONE ? SCAN_PYTYPE_NONE : *pt - 1;
+        }
+        if (sg.n || sg.ptype != SCAN_PYTYPE_NONE) {
+            long g = seg_intern(&segs, &sg);
+            if (g < 0)
+                goto nomem;
+            e->pyseg = (uint32_t)g;
         }
         if (p != REACH_PARENT_ROOT) {
             e->parent = tix[p];
             continue;
         }
-        long l = py ? rootname_label_py(names, via[top]) : rootname_label(names, via[top]);
+        long l = rootname_label(names, via[top]);
         if (l < 0)
             goto nomem;
         e->label = (uint32_t)l;
     }
+    j->pytypes = pytypes_take(types, &j->npytypes);
+    j->pysegs = segs.v;
+    j->npysegs = segs.n;
+    segs.v = NULL;
+    reach_scratch_free(ptype);
+    ptype = NULL;
     j->labels = rootname_take(names, &j->nlabels);
     reach_scratch_free(parent);
     parent = NULL;
@@ -813,6 +964,14 @@ out:
     reach_scratch_free(parent);
     reach_scratch_free(via);
     rootname_free(names);
+    pytypes_free(types);
+    free(segs.v);
+    free(segs.slot);
+    if (rof.fd >= 0)
+        close(rof.fd);
+    reach_scratch_free(ptype);
+    reach_scratch_free(pyt);
+    reach_scratch_free(pyn);
     return NULL;
 }
 
@@ -906,5 +1065,9 @@ void scan_job_free(scan_job_t *j)
     for (size_t i = 0; i < j->nlabels; i++)
         free(j->labels[i]);
     free(j->labels);
+    for (size_t i = 0; i < j->npytypes; i++)
+        free(j->pytypes[i]);
+    free(j->pytypes);
+    free(j->pysegs);
     free(j);
 }

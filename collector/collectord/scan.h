@@ -14,7 +14,6 @@ typedef struct scan_ent_s {
     uint64_t size;
     uint64_t ts;        /* allocation time: the same block, not a later one at addr */
     uint32_t stack;     /* the client's stack index */
-    uint32_t reach;     /* worker: 1 reachable, 0 not */
     uint32_t owner;     /* worker, when lost: the snapshot index of the block lost
                          * directly that owns it (itself when it is that block) */
     uint32_t parent;    /* worker, when reachable: the snapshot index of the block
@@ -22,11 +21,36 @@ typedef struct scan_ent_s {
                          * SCAN_PARENT_ROOT; then label is its root's index in
                          * the job's labels */
     uint32_t label;
-    uint32_t py;        /* a CPython small object (sampled): in pymalloc's arenas, not
+    uint32_t pyseg;     /* worker, when reachable: the Python objects between it
+                         * and its parent (or root), an index in the job's
+                         * pysegs, or SCAN_PYSEG_NONE */
+    uint8_t reach;      /* worker: 1 reachable, 0 not */
+    uint8_t py;         /* a CPython small object (sampled): in pymalloc's arenas, not
                          * malloc's heap, which its neighbours' words cannot tell */
 } scan_ent_t;
 
+_Static_assert(sizeof(scan_ent_t) == 48, "48 bytes a live block in a scan's snapshot");
+
 #define SCAN_PARENT_ROOT UINT32_MAX
+#define SCAN_PYSEG_NONE UINT32_MAX
+#define SCAN_PYSEG_MANY (UINT32_MAX - 1)  /* more distinct chains than kept */
+#define SCAN_PYTYPE_NONE UINT32_MAX       /* a type not read */
+
+/* The Python objects (pymalloc's live blocks) on a block's chain to its
+ * parent: up to SCAN_PYSEG_OBJS of them nearest the block (a block
+ * without a type right before a typed object, its storage, left out),
+ * block side first; more: others beyond them.
+ * ptype: the type of the parent when that tracked block is a Python object
+ * (a traced one, or a large one malloc'd). Types are indices in the job's
+ * pytypes. Equal segments share an index. */
+#define SCAN_PYSEG_OBJS 4
+typedef struct scan_pyseg_s {
+    uint32_t ptype;
+    uint32_t n;
+    uint32_t more;
+    uint32_t type[SCAN_PYSEG_OBJS];
+    uint32_t size[SCAN_PYSEG_OBJS];
+} scan_pyseg_t;
 
 enum { SCAN_RUNNING = 0, SCAN_FROZEN = 1, SCAN_DONE = 2, SCAN_FAILED = 3, SCAN_NEED_TRACER = 4 };
 
@@ -53,6 +77,10 @@ typedef struct scan_job_s {
     size_t ndead;               /* after them: dead threads' stacks (lo, frames_hi, hi) */
     char **labels;              /* worker: what each root is, in words (malloc'd) */
     size_t nlabels;
+    scan_pyseg_t *pysegs;       /* worker: Python objects on chains (malloc'd) */
+    size_t npysegs;
+    char **pytypes;             /* worker: their type names (malloc'd) */
+    size_t npytypes;
     /* worker -> loop */
     _Atomic int stage;          /* SCAN_* */
     int err;                    /* -errno when failed */

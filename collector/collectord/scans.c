@@ -159,30 +159,95 @@ typedef struct paths_s {
     int oom;
 } paths_t;
 
+/* The Python objects of block x's segment, outward (block side first). */
+static uint32_t seg_hops(const scan_job_t *j, size_t x, scan_hop_t *out, uint32_t room)
+{
+    uint32_t g = j->snap[x].pyseg, n = 0;
+    if (g == SCAN_PYSEG_MANY && room) {
+        out[n++] = (scan_hop_t){ SCAN_HOP_PY, SCAN_PYTYPE_NONE, 0 };
+        return n;
+    }
+    if (g >= j->npysegs)
+        return 0;
+    const scan_pyseg_t *s = &j->pysegs[g];
+    for (uint32_t k = 0; k < s->n && n < room; k++)
+        out[n++] = (scan_hop_t){ SCAN_HOP_PY, s->type[k], s->size[k] };
+    if (s->more && n < room)
+        out[n++] = (scan_hop_t){ SCAN_HOP_PY, SCAN_PYTYPE_NONE, 0 };
+    return n;
+}
+
+/* The type of x's parent when it is a Python object. */
+static uint32_t parent_type(const scan_job_t *j, size_t x)
+{
+    uint32_t g = j->snap[x].pyseg;
+    return g < j->npysegs ? j->pysegs[g].ptype : SCAN_PYTYPE_NONE;
+}
+
+#define CHAIN_MAX 64
+
 static void path_of(const scan_job_t *j, size_t i, scan_path_t *p)
 {
     memset(p, 0, sizeof *p);
     p->stack = j->snap[i].stack;
-    uint32_t chain[64], n = 0, last = p->stack;
+    scan_hop_t chain[CHAIN_MAX];
+    uint32_t n = 0, last = p->stack, blocks = 0;
     size_t x = i;
-    /* Outward from the block; runs of one stack (a list's links) once. */
-    while (j->snap[x].parent != SCAN_PARENT_ROOT && j->snap[x].parent < j->nsnap && n < 64) {
+    /* Outward from the block: the Python objects between each block and
+     * its parent, then the parent; runs of one stack (a list's links)
+     * once. */
+    for (;;) {
+        uint32_t k = seg_hops(j, x, chain + n, CHAIN_MAX - n);
+        n += k;
+        if (j->snap[x].parent == SCAN_PARENT_ROOT || j->snap[x].parent >= j->nsnap ||
+            ++blocks >= CHAIN_MAX || n >= CHAIN_MAX)
+            break;
+        uint32_t pt = parent_type(j, x);
         x = j->snap[x].parent;
-        if (j->snap[x].stack != last)
-            chain[n++] = last = j->snap[x].stack;
+        if (j->snap[x].stack != last || k) {
+            last = j->snap[x].stack;
+            chain[n++] = (scan_hop_t){ last, pt, 0 };
+        }
     }
     uint32_t lab = j->snap[x].parent == SCAN_PARENT_ROOT ? j->snap[x].label : UINT32_MAX;
     p->root = lab < j->nlabels ? j->labels[lab] : "a chain longer than 64 blocks";
     p->cut = n > SCAN_PATH_HOPS;
     p->nhops = n > SCAN_PATH_HOPS ? SCAN_PATH_HOPS : n;
     for (uint32_t k = 0; k < p->nhops; k++)
-        p->hop[k] = chain[n - 1 - k]; /* root side first */
+        p->hop[k] = chain[p->nhops - 1 - k]; /* the block side, root side first */
+}
+
+/* Hops compare by stack and type; an untyped Python object by its size
+ * too (all it is known by). A typed one's size may differ from object to
+ * object (a var-sized one, 3.14's inline values): chains merge anyway. */
+static int hops_cmp(const scan_hop_t *a, const scan_hop_t *b, uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        if (a[k].stack != b[k].stack)
+            return a[k].stack < b[k].stack ? -1 : 1;
+        if (a[k].type != b[k].type)
+            return a[k].type < b[k].type ? -1 : 1;
+        if (a[k].type == SCAN_PYTYPE_NONE && a[k].size != b[k].size)
+            return a[k].size < b[k].size ? -1 : 1;
+    }
+    return 0;
 }
 
 static int path_same(const scan_path_t *a, const scan_path_t *b)
 {
     return a->stack == b->stack && a->root == b->root && a->nhops == b->nhops &&
-           !memcmp(a->hop, b->hop, a->nhops * sizeof *a->hop);
+           !hops_cmp(a->hop, b->hop, a->nhops);
+}
+
+/* Adds b's blocks to a (the same chain); a typed object's size that
+ * differs becomes 0: it varies. */
+static void path_merge(scan_path_t *a, const scan_path_t *b)
+{
+    a->n += b->n;
+    a->b += b->b;
+    for (uint32_t k = 0; k < a->nhops; k++)
+        if (a->hop[k].size != b->hop[k].size)
+            a->hop[k].size = 0;
 }
 
 static int path_by_key(const void *x, const void *y)
@@ -194,7 +259,7 @@ static int path_by_key(const void *x, const void *y)
         return (uintptr_t)a->root < (uintptr_t)b->root ? -1 : 1;
     if (a->nhops != b->nhops)
         return a->nhops < b->nhops ? -1 : 1;
-    return memcmp(a->hop, b->hop, a->nhops * sizeof *a->hop);
+    return hops_cmp(a->hop, b->hop, a->nhops);
 }
 
 static int path_by_count(const void *x, const void *y)
@@ -214,8 +279,7 @@ static void paths_add(paths_t *ps, const scan_job_t *j, size_t i, uint64_t n, ui
     p.n = n;
     p.b = b;
     if (ps->n && path_same(&ps->v[ps->n - 1], &p)) {
-        ps->v[ps->n - 1].n += n;
-        ps->v[ps->n - 1].b += b;
+        path_merge(&ps->v[ps->n - 1], &p);
         return;
     }
     if (ps->n == ps->cap && grow((void **)&ps->v, &ps->cap, sizeof *ps->v, &ps->oom) < 0)
@@ -237,6 +301,13 @@ static void paths_keep(paths_t *ps, client_t *c, scan_job_t *j)
     c->nscan_labels = j->nlabels;
     j->labels = NULL;
     j->nlabels = 0;
+    for (size_t i = 0; i < c->nscan_pytypes; i++)
+        free(c->scan_pytypes[i]);
+    free(c->scan_pytypes);
+    c->scan_pytypes = j->pytypes;
+    c->nscan_pytypes = j->npytypes;
+    j->pytypes = NULL;
+    j->npytypes = 0;
     if (ps->oom || !ps->n) {
         if (ps->oom)
             log_msg("pid %u: out of memory for the retention paths", c->pid);
@@ -247,8 +318,7 @@ static void paths_keep(paths_t *ps, client_t *c, scan_job_t *j)
     size_t k = 0;
     for (size_t i = 0; i < ps->n; i++) {
         if (k && path_same(&ps->v[k - 1], &ps->v[i])) {
-            ps->v[k - 1].n += ps->v[i].n;
-            ps->v[k - 1].b += ps->v[i].b;
+            path_merge(&ps->v[k - 1], &ps->v[i]);
         } else {
             ps->v[k++] = ps->v[i];
         }
@@ -468,8 +538,9 @@ static void snap_one(void *ctx, atab_ent_t *e)
 {
     snap_ctx_t *s = ctx;
     if (s->n < s->cap)
-        s->v[s->n++] = (scan_ent_t){ e->addr, e->size, e->ts, e->stack, 0, 0, 0, 0,
-                                     (e->flags & ATAB_F_PY) != 0 };
+        s->v[s->n++] = (scan_ent_t){ .addr = e->addr, .size = e->size, .ts = e->ts,
+                                     .stack = e->stack, .pyseg = SCAN_PYSEG_NONE,
+                                     .py = (e->flags & ATAB_F_PY) != 0 };
 }
 
 void scans_reply(srv_t *s, client_t *c, const Stackwatch__ScanReply *r)

@@ -611,9 +611,28 @@ static void html_detail(FILE *f, const Stackwatch__StackReport *s, int columns, 
             fputs("<span>kept by <b>", f);
             html_esc(f, p->root);
             fputs("</b>", f);
-            for (size_t h = 0; h < p->n_via; h++)
-                fprintf(f, " &rarr; <a href=\"#s%016" PRIx64 "-%u\">CallStack[%016" PRIx64 "]</a>",
-                        p->via[h], s->pid, p->via[h]);
+            size_t n = p->n_hops ? p->n_hops : p->n_via;
+            for (size_t h = 0; h < n; h++) {
+                const Stackwatch__RetentionHop *y = p->n_hops ? p->hops[h] : NULL;
+                uint64_t id = y ? y->stack : p->via[h];
+                const char *type = y && y->type && *y->type ? y->type : NULL;
+                fputs(" &rarr; ", f);
+                if (type) {
+                    html_esc(f, type);
+                    fputs(" object", f);
+                }
+                if (id)
+                    fprintf(f, "%s<a href=\"#s%016" PRIx64 "-%u\">CallStack[%016" PRIx64 "]</a>",
+                            type ? " " : "", id, s->pid, id);
+                else if (type && y->bytes)
+                    fprintf(f, " (%" PRIu64 " bytes)", y->bytes);
+                else if (type)
+                    ; /* sizes vary */
+                else if (y->bytes)
+                    fprintf(f, "Python object of %" PRIu64 " bytes", y->bytes);
+                else
+                    fputs("Python objects", f);
+            }
             fprintf(f, " &rarr; these blocks (%" PRIu64 " of %" PRIu64 " sampled)</span>", p->blocks,
                     p->sampled);
         }

@@ -361,9 +361,27 @@ static void text_kept_by(FILE *f, const Stackwatch__LeakReport *r, const Stackwa
     for (size_t k = 0; k < s->n_kept_by; k++) {
         const Stackwatch__RetentionPath *p = s->kept_by[k];
         fprintf(f, "    kept by: %s%s", p->root, p->cut ? " -> ..." : "");
-        for (size_t h = 0; h < p->n_via; h++) {
-            const Stackwatch__StackReport *hs = stack_in(r, p->via[h]);
-            fprintf(f, " -> CallStack[%016" PRIx64 "]", p->via[h]);
+        /* hops: every hop with Python objects; a report without them (an
+         * older collectord's), via's stacks. */
+        size_t n = p->n_hops ? p->n_hops : p->n_via;
+        for (size_t h = 0; h < n; h++) {
+            const Stackwatch__RetentionHop *y = p->n_hops ? p->hops[h] : NULL;
+            uint64_t id = y ? y->stack : p->via[h];
+            const char *type = y && !empty(y->type) ? y->type : NULL;
+            if (!id) {
+                if (type && y->bytes)
+                    fprintf(f, " -> %s object (%" PRIu64 " bytes)", type, y->bytes);
+                else if (type)
+                    fprintf(f, " -> %s object", type); /* sizes vary */
+                else if (y && y->bytes)
+                    fprintf(f, " -> Python object of %" PRIu64 " bytes", y->bytes);
+                else
+                    fputs(" -> Python objects", f);
+                continue;
+            }
+            const Stackwatch__StackReport *hs = stack_in(r, id);
+            fprintf(f, " -> %s%sCallStack[%016" PRIx64 "]", type ? type : "",
+                    type ? " object " : "", id);
             if (hs)
                 text_alloc_site(f, hs);
         }
@@ -725,6 +743,21 @@ void cli_leaks_json(FILE *f, const Stackwatch__LeakReport *r)
                 json_u64(&j, "blocks", p->blocks);
                 json_u64(&j, "sampled", p->sampled);
                 json_bool(&j, "cut", p->cut);
+                json_arr_begin(&j, "hops");
+                for (size_t h = 0; h < p->n_hops; h++) {
+                    const Stackwatch__RetentionHop *y = p->hops[h];
+                    char hid[17];
+                    snprintf(hid, sizeof hid, "%016" PRIx64, y->stack);
+                    json_obj_begin(&j, NULL);
+                    json_str(&j, "stack", y->stack ? hid : NULL);
+                    json_str(&j, "type", empty(y->type) ? NULL : y->type);
+                    if (y->stack)
+                        json_null(&j, "bytes");
+                    else
+                        json_u64(&j, "bytes", y->bytes);
+                    json_obj_end(&j);
+                }
+                json_arr_end(&j);
                 json_obj_end(&j);
             }
             json_arr_end(&j);

@@ -278,10 +278,13 @@ class ReachTest(unittest.TestCase):
                          ("g_sessions in retain", [table, buckets], 40))
         self.assertGreaterEqual(first["blocks"], 38)
         self.assertEqual(got["buckets"]["kept_by"][0]["via"], [table])
+        # Every hop a tracked block here: hops say via's stacks, no type.
+        self.assertEqual(first["hops"], [{"stack": table, "type": None, "bytes": None},
+                                         {"stack": buckets, "type": None, "bytes": None}])
         self.assertEqual(got["table"]["kept_by"][0]["root"], "g_sessions in retain")
         self.assertEqual(got["note"]["kept_by"][0],
                          {"root": "stack of thread %d (main)" % pid, "via": [],
-                          "blocks": 6, "sampled": 6, "cut": False})
+                          "blocks": 6, "sampled": 6, "cut": False, "hops": []})
         text = self.col.ctl("query", "leaks", "--pid", str(pid)).stdout
         m = markers("retain.c")
         self.assertIn("kept by: g_sessions in retain -> CallStack[%s] at make_table "

@@ -288,6 +288,19 @@ static void test_heap_areas(void **state)
     assert_true(out[1].lo == mm_lo && out[1].hi == mm_lo + 8192);
     assert_true(out[2].lo == hb && out[2].hi == hb + 8192); /* its size, not the VMA */
     assert_true(out[3].lo == oth - 4096 && out[3].hi == oth + 8192);
+    /* glibc 2.43's mmap'd chunk: its size 16 bytes short of the mapping's
+     * end; the VMA holds more (pymalloc's arenas merged with it). */
+    v = (8192 - 16) | 2;
+    memcpy(mm + 8, &v, 8);
+    vmas[1].hi = mm_lo + (1u << 20);
+    n = reach_heap_areas(&im, b, 5, brk, vmas, 4, out);
+    assert_int_equal(n, 4);
+    assert_true(out[1].lo == mm_lo && out[1].hi == mm_lo + 8192);
+    /* Short by more than a header: not glibc's, the whole mapping. */
+    v = (8192 - 64) | 2;
+    memcpy(mm + 8, &v, 8);
+    n = reach_heap_areas(&im, b, 5, brk, vmas, 4, out);
+    assert_true(out[1].lo == mm_lo && out[1].hi == mm_lo + (1u << 20));
 }
 
 /* Owners of lost blocks, as valgrind groups them (direct vs indirect). */
@@ -405,6 +418,54 @@ static void test_paths(void **state)
     assert_true(via[3] == (REACH_VIA_REG | 1));
 }
 
+/* CPython's GC links (a pymalloc block's PyGC_Head to another's, a root to
+ * a block's first byte) are followed after every other word: a Python
+ * object's parent is what refers to it. The same blocks are marked. */
+static void test_gc_links_last(void **state)
+{
+    (void)state;
+    memset(mem, 0, sizeof mem);
+    /* P0..P3 pymalloc blocks (64 bytes), T a tracked one. root -> P0's
+     * head (a generation's list); root -> P1+16 (a reference); P0's head
+     * -> P2's head (the list); P1 -> P2+16 at P1+40 (a reference); P2 has
+     * a pre-header: its head at +16, P2+16 -> P3+16 (the list behind a
+     * pre-header); P3 -> T at P3+48. */
+    reach_blk_t b[5];
+    for (int k = 0; k < 5; k++)
+        b[k] = (reach_blk_t){ BASE + 0x1000u * (k + 1), 64 };
+    uint8_t pyn[5] = { 1, 1, 1, 1, 0 };
+    put(BASE, b[0].addr);
+    put(BASE + 8, b[1].addr + 16);
+    put(b[0].addr, b[2].addr);
+    put(b[1].addr + 40, b[2].addr + 16);
+    put(b[2].addr + 16, b[3].addr + 16 + 1); /* low bits: flags */
+    put(b[3].addr + 48, b[4].addr);
+    reach_rng_t roots[] = { { BASE, BASE + 16 } };
+    uint8_t mk[5], mk2[5];
+    uint32_t parent[5], parent2[5];
+    uint64_t via[5], via2[5];
+    reach_stats_t st;
+    assert_int_equal(reach_mark_paths(&img, b, 5, roots, 1, NULL, 0, mk, &st, parent, via), 0);
+    assert_int_equal(parent[2], 0); /* through the list: P0's head, first found */
+    assert_int_equal(reach_mark_py(&img, b, 5, roots, 1, NULL, 0, mk2, &st, parent2, via2, pyn,
+                                   16), 0);
+    assert_memory_equal(mk, mk2, 5);
+    static const uint8_t all[5] = { 1, 1, 1, 1, 1 };
+    assert_memory_equal(mk2, all, 5);
+    assert_int_equal(parent2[2], 1); /* P1 refers to it */
+    assert_true(via2[2] == b[1].addr + 40);
+    assert_int_equal(parent2[0], REACH_PARENT_ROOT); /* only the list reaches P0 */
+    assert_true(via2[0] == BASE);
+    assert_int_equal(parent2[3], 2); /* only the list (behind P2's pre-header) */
+    assert_int_equal(parent2[4], 3);
+    assert_true(st.deferred >= 2);
+    /* No room to wait: links followed at once, as without. */
+    assert_int_equal(reach_mark_py(&img, b, 5, roots, 1, NULL, 0, mk2, &st, parent2, via2, pyn,
+                                   0), 0);
+    assert_memory_equal(mk, mk2, 5);
+    assert_int_equal(parent2[2], 0);
+}
+
 /* pymalloc pools found by their headers: live blocks are the carved ones
  * not on the free list; a header that does not check out is no pool. */
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
@@ -469,6 +530,7 @@ int main(void)
         cmocka_unit_test(test_heap_areas),
         cmocka_unit_test(test_owners),
         cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_gc_links_last),
         cmocka_unit_test(test_owners_long_chain),
         cmocka_unit_test(test_pools),
     };
