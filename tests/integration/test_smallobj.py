@@ -307,13 +307,19 @@ class _ExtBase:
         """SMALLOBJ_ENV (sampled when that is the default): the figures of a
         known leak of ~31 MB in 120000 blocks are near the truth. At one
         sample per 256 KiB that is ~118 samples, a standard error near 9%;
-        40% is more than 4 sigma."""
+        40% is more than 4 sigma for the bytes. The count is heavy-tailed:
+        a sampled block of s bytes stands for 1/(1 - e^(-s/256Ki)) blocks,
+        and one sampled 4-byte block alone for 65,536 (55% of n; blocks of
+        16 bytes or less are sampled in ~12% of runs): CI saw 179,941 once.
+        The count may be off by 40% plus one such sample."""
         n = 120000
         st, truth = self.counted(n, SMALLOBJ_ENV)
         live_b = sum(s["live"]["bytes"] for s in st)
         live_n = sum(s["live"]["count"] for s in st)
         self.assertLess(abs(live_b - truth), 0.4 * truth, (live_b, truth))
-        self.assertLess(abs(live_n - n), 0.4 * n, (live_n, n))
+        rate = 256 << 10
+        one_tiny = 1 / (1 - math.exp(-4 / rate))
+        self.assertLess(abs(live_n - n), 0.4 * n + one_tiny, (live_n, n))
 
     def test_churn_reports_no_leak(self):
         """Bounded state: dicts, tuples, strings made and dropped, interned
