@@ -19,6 +19,7 @@ CPython's mem and object domains are traced, byte-sampled. Only the exact
 test asserts counts exactly; the others assert stacks, classes, lines, and
 figures within a tolerance that holds for sampled ones."""
 
+import math
 import os
 import re
 import subprocess
