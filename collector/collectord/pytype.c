@@ -24,30 +24,21 @@
 #define F_HAVE_GC (1ull << 14)
 #define F_TYPE_SUBCLASS (1ull << 31)
 
-static int word(const reach_img_t *img, uint64_t addr, uint64_t *v)
-{
-    const uint8_t *p = reach_img_at(img, addr, 8);
-    if (!p)
-        return 0;
-    memcpy(v, p, 8);
-    return 1;
-}
-
 /* 1 if t looks like a type object: readable up to its flags, ready, and its
  * metatype a type subclass whose own type is `type` (ob_type's fixed
  * point), at most one metaclass deep. */
 static int is_type(const reach_img_t *img, uint64_t t, uint64_t *flags)
 {
     uint64_t m, mm, mmm, mf;
-    if (!t || (t & 7) || !reach_img_at(img, t, TP_READ) || !word(img, t + TP_FLAGS, flags) ||
-        !(*flags & F_READY) || !word(img, t + OB_TYPE, &m) || (m & 7) ||
-        !reach_img_at(img, m, TP_READ) || !word(img, m + TP_FLAGS, &mf) ||
-        !(mf & F_TYPE_SUBCLASS) || !word(img, m + OB_TYPE, &mm))
+    if (!t || (t & 7) || !reach_img_at(img, t, TP_READ) || !reach_word_at(img, t + TP_FLAGS, flags) ||
+        !(*flags & F_READY) || !reach_word_at(img, t + OB_TYPE, &m) || (m & 7) ||
+        !reach_img_at(img, m, TP_READ) || !reach_word_at(img, m + TP_FLAGS, &mf) ||
+        !(mf & F_TYPE_SUBCLASS) || !reach_word_at(img, m + OB_TYPE, &mm))
         return 0;
     if (mm == m)
         return 1; /* m is `type` */
-    return word(img, mm + OB_TYPE, &mmm) && mmm == mm &&
-           word(img, mm + TP_FLAGS, &mf) && (mf & F_TYPE_SUBCLASS);
+    return reach_word_at(img, mm + OB_TYPE, &mmm) && mmm == mm &&
+           reach_word_at(img, mm + TP_FLAGS, &mf) && (mf & F_TYPE_SUBCLASS);
 }
 
 uint64_t pytype_of(const reach_img_t *img, uint64_t blk, uint64_t size)
@@ -55,11 +46,11 @@ uint64_t pytype_of(const reach_img_t *img, uint64_t blk, uint64_t size)
     static const uint32_t offs[] = { 0, 16, 32 };
     for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
         uint64_t off = offs[i], t, flags, basic;
-        if (off + 16 > size || !word(img, blk + off + OB_TYPE, &t) || !is_type(img, t, &flags))
+        if (off + 16 > size || !reach_word_at(img, blk + off + OB_TYPE, &t) || !is_type(img, t, &flags))
             continue;
         uint64_t want = ((flags & F_HAVE_GC) ? 16u : 0u) +
                         ((flags & (F_MANAGED_DICT | F_MANAGED_WEAKREF)) ? 16u : 0u);
-        if (want != off || !word(img, t + TP_BASICSIZE, &basic) || basic < 16 ||
+        if (want != off || !reach_word_at(img, t + TP_BASICSIZE, &basic) || basic < 16 ||
             basic > size - off)
             continue;
         return t;
@@ -73,7 +64,7 @@ int pytype_name(const reach_img_t *img, uint64_t type, pytype_ro_fn ro, void *ct
     char buf[PYTYPE_READ_MAX];
     uint64_t s;
     out[0] = '\0';
-    if (cap < 8 || !word(img, type + TP_NAME, &s) || !s)
+    if (cap < 8 || !reach_word_at(img, type + TP_NAME, &s) || !s)
         return -1;
     size_t n = 0;
     int nul = 0;

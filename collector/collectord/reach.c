@@ -124,7 +124,7 @@ const uint8_t *reach_img_at(const reach_img_t *img, uint64_t addr, size_t len)
     return img->runs[i].data + (addr - img->runs[i].lo);
 }
 
-static int word_at(const reach_img_t *img, uint64_t addr, uint64_t *v)
+int reach_word_at(const reach_img_t *img, uint64_t addr, uint64_t *v)
 {
     const uint8_t *p = reach_img_at(img, addr, 8);
     if (!p)
@@ -162,9 +162,9 @@ size_t reach_heap_areas(const reach_img_t *img, const reach_blk_t *b, size_t nb,
         const reach_rng_t *vm = vma_of(vmas, nvmas, a);
         if (n && a >= out[n - 1].lo && a < out[n - 1].hi)
             continue; /* in the area just added */
-        int ok = word_at(img, a - 8, &hdr);
+        int ok = reach_word_at(img, a - 8, &hdr);
         uint64_t csize = hdr & ~7ull;
-        if (ok && (hdr & CHUNK_MMAPPED) && word_at(img, a - 16, &prev)) {
+        if (ok && (hdr & CHUNK_MMAPPED) && reach_word_at(img, a - 16, &prev)) {
             /* An mmap'd chunk: its header sits 16 bytes below the block,
              * prev_size is the chunk's offset in its own mapping. Its size
              * reaches the mapping's end (glibc 2.36), or 16 bytes short of
@@ -184,7 +184,7 @@ size_t reach_heap_areas(const reach_img_t *img, const reach_blk_t *b, size_t nb,
             uint64_t hb = a & ~(HEAP_MAX - 1), hsize = 0;
             if (hb == last_hb)
                 continue;
-            if (vm && hb >= vm->lo && word_at(img, hb + 16, &hsize) && hsize <= HEAP_MAX &&
+            if (vm && hb >= vm->lo && reach_word_at(img, hb + 16, &hsize) && hsize <= HEAP_MAX &&
                 hb + hsize > a && hsize >= 4096) {
                 out[n++] = (reach_rng_t){ hb, hb + hsize };
                 last_hb = hb;

@@ -46,6 +46,9 @@ size_t reach_rng_sub(const reach_rng_t *a, size_t na, const reach_rng_t *b, size
 /* The copied bytes at [addr, addr + len) if one run holds them all, else NULL. */
 const uint8_t *reach_img_at(const reach_img_t *img, uint64_t addr, size_t len);
 
+/* The copied 8-byte word at addr into *v: 1, or 0 when the copy lacks it. */
+int reach_word_at(const reach_img_t *img, uint64_t addr, uint64_t *v);
+
 /* The ranges of the malloc heap that hold the blocks (appended to out, room
  * for nb + 1 ranges; returns how many): glibc's main heap (the [heap]
  * mapping, `brk`), the heap of another arena (64 MiB aligned; its size from

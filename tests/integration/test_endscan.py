@@ -20,7 +20,8 @@ import time
 import unittest
 
 import swtest as sw
-from swtest import Collector, ask, markers, prog, wait_until
+from swtest import Collector, ask, prog, wait_until
+from test_reach import by_line as by_marker  # {marker: stack} at reach.c's @LEAK lines
 
 PY = "/usr/bin/python3"
 SKIP = sw.ptrace_skip_reason()
@@ -44,24 +45,6 @@ PY_LOSE = textwrap.dedent("""
     if len(sys.argv) > 1:
         sys.stdin.readline()
 """)
-
-
-def by_marker(report, pid, src="reach.c"):
-    """{marker: stack} for the stacks allocated at reach.c's marked lines."""
-    lines = {v: k for k, v in markers(src).items()}
-    out = {}
-    for s in report["stacks"]:
-        if s["pid"] != pid:
-            continue
-        for f in s["frames"]:
-            if (f["file"] or "").endswith(src) and f["line"] in lines:
-                out[lines[f["line"]]] = s
-                break
-    return out
-
-
-def lost(stacks):
-    return {id(s): s for s in stacks if s["unreachable"]["count"]}
 
 
 @unittest.skipIf(SKIP, SKIP)
