@@ -156,8 +156,9 @@ static void fork_parent(void)
 static void fork_child(void)
 {
     got_fork_child();
+    int loader_held = 0;
     if (fork_locked) {
-        modmap_fork_child();
+        loader_held = modmap_fork_child() < 0;
         tstate_fork_gate_open();
     }
     if (!tracing())
@@ -178,6 +179,18 @@ static void fork_child(void)
     atomic_store(&agent.intern_full, 0);
     atomic_store(&agent.end_ts, 0);
     atomic_store(&agent.child_pending, 1);
+    if (loader_held) {
+        /* Forked while another thread iterated the loaded objects: the
+         * loader's lock stays held in this child, and tracing it (module
+         * polls, the unwinder) would block in it. The child runs untraced,
+         * as it would without the agent; a parent that execs soon after
+         * loses nothing, the exec'd program is traced afresh. */
+        agent.enabled = 0;
+        atomic_store(&agent.recording, 0);
+        atomic_store(&agent.child_pending, 0);
+        log_msg("fork: another thread was inside dl_iterate_phdr at the fork (glibc keeps "
+                "its lock held in the child): pid %d runs untraced", (int)getpid());
+    }
 }
 
 int agent_child_start(void)

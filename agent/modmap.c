@@ -68,6 +68,8 @@ size_t modmap_bytes(void)
     return n;
 }
 
+_Atomic int modmap_iterating;
+
 void modmap_lock(void)
 {
     pthread_mutex_lock(&mm_lock);
@@ -78,11 +80,17 @@ void modmap_unlock(void)
     pthread_mutex_unlock(&mm_lock);
 }
 
-void modmap_fork_child(void)
+int modmap_fork_child(void)
 {
     /* The prepare handler held the lock across fork; re-create it. */
     pthread_mutex_init(&mm_lock, NULL);
-    atomic_store(&modmap_iterating, 0); /* only this thread was copied */
+    /* The count as the fork copied it: a thread that was inside
+     * dl_iterate_phdr then (the agent's own calls are kept out by the map
+     * lock and the GOT lock) held the loader's phdr lock, which the child
+     * inherits held: glibc 2.36 does not reset it, so every dl_iterate_phdr
+     * of the child would block for good. Only this thread was copied. */
+    int held = atomic_exchange(&modmap_iterating, 0) > 0;
+    return held ? -1 : 0;
 }
 
 static uint32_t str_add(const char *s)
@@ -306,7 +314,6 @@ static int counters_cb(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
-_Atomic int modmap_iterating;
 
 int modmap_changed(void)
 {
@@ -315,7 +322,13 @@ int modmap_changed(void)
     unsigned long long a = atomic_load_explicit(&known_adds, memory_order_relaxed);
     unsigned long long d = atomic_load_explicit(&known_subs, memory_order_relaxed);
     unsigned long long c[2] = { a, d };
+    /* Under the map lock, which fork's prepare handler takes: the child of
+     * a fork made while this iterated would inherit the loader's phdr lock
+     * held (glibc 2.36 does not reset it) and block in its next
+     * dl_iterate_phdr for good (see modmap_fork_child). */
+    pthread_mutex_lock(&mm_lock);
     dl_iterate_phdr(counters_cb, c);
+    pthread_mutex_unlock(&mm_lock);
     return c[0] != a || c[1] != d;
 }
 

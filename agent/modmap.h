@@ -75,9 +75,12 @@ void modmap_after_unload(void);
 
 size_t modmap_bytes(void);
 
-/* fork: the prepare handler takes the lock, both others release it. */
+/* fork: the prepare handler takes the lock, both others release it.
+ * modmap_fork_child returns -1 when another thread was inside
+ * dl_iterate_phdr at the fork: the child inherits the loader's phdr lock
+ * held and must never call dl_iterate_phdr (it would block for good). */
 void modmap_lock(void);
 void modmap_unlock(void);
-void modmap_fork_child(void);
+int modmap_fork_child(void);
 
 #endif

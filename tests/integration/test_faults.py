@@ -353,6 +353,57 @@ class ProgramsTest(unittest.TestCase):
         finally:
             col.close()
 
+    def test_fork_while_the_flusher_iterates_the_loaded_objects(self):
+        """glibc 2.36 keeps the loader's phdr lock held in a fork child when
+        a thread was inside dl_iterate_phdr at the fork; the flusher polls
+        the module list that way, so a child forked meanwhile blocked for
+        good in its own flusher's first poll (test_lastthread's forkpexit
+        hung this way in CI). Here the flusher stays 50 ms inside each poll
+        (libslowphdr.so, preloaded in front of the agent) and a thread forks
+        20 times, each time while the flusher is inside: every child ends
+        and is traced (the prepare handler waits for the poll)."""
+        col = Collector()
+        try:
+            env = col.agent_env()
+            env["LD_PRELOAD"] = prog("libslowphdr.so") + ":" + env["LD_PRELOAD"]
+            p = subprocess.Popen([prog("dlfork"), "forks", "20"], env=env, text=True,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            out, err = p.communicate(timeout=600)
+            self.assertEqual(out.splitlines()[-1:], ["forks 20 hung 0"], err)
+            self.assertEqual(p.returncode, 0, err)
+            self.assertNotIn("untraced", err)
+
+            def ended():
+                cs = col.clients()
+                if len(cs) != 21 or any(c["state"] == "connected" for c in cs):
+                    return None
+                return cs
+            cs = wait_until(ended, what="the parent and its 20 children to have ended")
+            kids = [c for c in cs if c["ppid"] == p.pid]
+            self.assertEqual(sorted(c["state"] for c in kids), ["exited"] * 20)
+            self.assertEqual([c["pid"] for c in kids if c["total_allocs"] < 1000], [])
+        finally:
+            col.close()
+
+    def test_fork_while_another_thread_holds_the_loader_lock(self):
+        """A program thread sits inside a dl_iterate_phdr callback while
+        main forks: the child inherits the lock held. It ends as it would
+        without the agent (exit 0, its output), untraced and said so once on
+        stderr: the agent's module poll and unwinder would block in that
+        lock (the old agent hung the child for good)."""
+        col = Collector()
+        try:
+            r = subprocess.run([prog("dlfork"), "held"], env=col.agent_env(), capture_output=True,
+                               text=True, timeout=120, stdin=subprocess.DEVNULL)
+            self.assertEqual((r.returncode, r.stdout), (0, "child\nok\n"), r.stderr)
+            self.assertEqual(r.stderr.count("runs untraced"), 1, r.stderr)
+            wait_until(lambda: len(col.clients()) == 1 and
+                       col.clients()[0]["state"] == "exited", what="the parent to have ended")
+            self.assertEqual(col.clients()[0]["argv"][1:], ["held"])
+        finally:
+            col.close()
+
     def test_thread_create_exit_10k(self):
         m = markers("faults.c")
         col = Collector(expire=0.3)

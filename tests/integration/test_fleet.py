@@ -39,10 +39,15 @@ def http(addr, request, timeout=10):
         while True:
             b = s.recv(65536)
             if not b:
-                return out
+                break
             out += b
     finally:
         s.close()
+    if not out:
+        # Closed without a word: what collectord does to a connection over
+        # its limit (callers that wait for room catch ConnectionError).
+        raise ConnectionAbortedError("closed without a response")
+    return out
 
 
 def parse_response(raw):
