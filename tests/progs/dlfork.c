@@ -9,8 +9,8 @@
  *                      frees 1000 blocks, prints "child", exits 0; the parent
  *                      reaps it (a child not gone within 10 s is killed:
  *                      "hung"), lets the thread go, prints "ok".
- *   dlfork forks N     a worker thread forks N times; each child allocates and frees 1000 blocks
- *                      and exits 0. With libslowphdr.so preloaded in front of
+ *   dlfork forks N     a worker thread forks N times; each child allocates
+ *                      and frees 1000 blocks and exits 0. With libslowphdr.so preloaded in front of
  *                      the agent, each fork waits (at most 5 s) until the
  *                      agent's flusher is inside one of its module polls,
  *                      holding the loader's lock. Prints "forks N hung H".
