@@ -124,6 +124,7 @@ static int tracing(void)
 
 static int fork_locked; /* the prepare handler took the lock */
 static int fork_gate_late;        /* ... while a thread was still inside the agent */
+static int fork_map_locked;       /* ... and the module map's lock */
 static _Atomic int fork_gate_logged;
 
 static void fork_prepare(void)
@@ -134,14 +135,15 @@ static void fork_prepare(void)
         /* No thread inside libunwind when the child is made (tstate.h). A
          * thread held up longer (stopped in a debugger) is not waited for. */
         fork_gate_late = tstate_fork_gate_close((uint32_t)syscall(SYS_gettid), 1000) < 0;
-        modmap_lock();
+        fork_map_locked = modmap_lock(1000) == 0;
     }
 }
 
 static void fork_parent(void)
 {
     if (fork_locked) {
-        modmap_unlock();
+        if (fork_map_locked)
+            modmap_unlock();
         tstate_fork_gate_open();
         if (fork_gate_late && !atomic_exchange(&fork_gate_logged, 1))
             log_msg("fork: a thread stayed inside the agent for 1 s (stopped?); forked "

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MOD_CAP 16384u
@@ -70,9 +71,21 @@ size_t modmap_bytes(void)
 
 _Atomic int modmap_iterating;
 
-void modmap_lock(void)
+int modmap_lock(int timeout_ms)
 {
-    pthread_mutex_lock(&mm_lock);
+    /* Bounded: a program thread that forks from inside a dl_iterate_phdr
+     * callback holds the loader's lock the flusher may be waiting for with
+     * the map lock held. The fork then goes ahead without it (its child
+     * sees the flusher counted inside dl_iterate_phdr: untraced). */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    return pthread_mutex_timedlock(&mm_lock, &until) == 0 ? 0 : -1;
 }
 
 void modmap_unlock(void)

@@ -75,11 +75,13 @@ void modmap_after_unload(void);
 
 size_t modmap_bytes(void);
 
-/* fork: the prepare handler takes the lock, both others release it.
- * modmap_fork_child returns -1 when another thread was inside
- * dl_iterate_phdr at the fork: the child inherits the loader's phdr lock
- * held and must never call dl_iterate_phdr (it would block for good). */
-void modmap_lock(void);
+/* fork: the prepare handler takes the lock (0; -1 when it was not had
+ * within timeout_ms), the parent's handler releases it if taken, the
+ * child's re-creates it. modmap_fork_child returns -1 when another thread
+ * was inside dl_iterate_phdr at the fork: the child inherits the loader's
+ * phdr lock held and must never call dl_iterate_phdr (it would block for
+ * good). */
+int modmap_lock(int timeout_ms);
 void modmap_unlock(void);
 int modmap_fork_child(void);
 
