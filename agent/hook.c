@@ -908,6 +908,52 @@ static void *pa_realloc(int d, void *old, size_t n, const uint64_t *frame)
     return np;
 }
 
+/* Sampled mode: CPython's free lists (tuples, lists, dicts, floats; ints
+ * from 3.14) keep a deallocated object for the type's next one, and the
+ * allocator never hears of it: a sampled object parked there looked live
+ * for good (its stack a leak in a program that churns bounded state: CI's
+ * 3.15 tuples), and the next object of its type, whoever makes it, inherits
+ * the block unseen (a leaked one was blamed on the stack that freed it
+ * last). Each such type's tp_dealloc is wrapped: a sampled object's FREE is
+ * recorded when it is deallocated, before the free list takes it. An
+ * object taken from a free list is still not seen (no allocator call): it
+ * is not sampled, as it was not. Paths that bypass tp_dealloc (the
+ * interpreter's float/int arithmetic from 3.12 on) keep the gap. */
+static py_dealloc_t pa_dealloc_prev[PY_FL_N];
+static size_t pa_dealloc_pre[PY_FL_N]; /* the block starts this far before the object */
+
+#define PA_DEALLOC(I)                                                                              \
+    static void pa_dealloc_##I(void *op)                                                           \
+    {                                                                                              \
+        void *block = (char *)op - pa_dealloc_pre[I];                                              \
+        if (LIKELY(op != NULL) && UNLIKELY(!sample_surely_not((uint64_t)(uintptr_t)block)) &&     \
+            !tstate.guard)                                                                         \
+            pa_forget_sampled(block);                                                              \
+        pa_dealloc_prev[I](op);                                                                    \
+    }
+PA_DEALLOC(0)
+PA_DEALLOC(1)
+PA_DEALLOC(2)
+PA_DEALLOC(3)
+PA_DEALLOC(4)
+
+static void pa_wrap_deallocs(void)
+{
+    static const py_dealloc_t wrappers[PY_FL_N] = { pa_dealloc_0, pa_dealloc_1, pa_dealloc_2,
+                                                    pa_dealloc_3, pa_dealloc_4 };
+    for (int i = 0; i < PY_FL_N; i++) {
+        size_t pre = 0;
+        py_dealloc_t cur = py_dealloc_peek(i, &pre);
+        if (!cur || cur == wrappers[i])
+            continue; /* no such free list, or wrapped already */
+        /* The previous one is in place before any object reaches the
+         * wrapper (the GIL is ours: no other thread deallocates). */
+        pa_dealloc_prev[i] = cur;
+        pa_dealloc_pre[i] = pre;
+        py_dealloc_swap(i, wrappers[i]);
+    }
+}
+
 #define PA_DOMAIN(D, NAME)                                                                         \
     static void *pa_##NAME##_malloc(void *ctx, size_t n)                                           \
     {                                                                                              \
@@ -975,6 +1021,8 @@ static void pyalloc_try_install(void)
     py_mem_alloc_t obj = { NULL, pa_obj_malloc, pa_obj_calloc, pa_obj_realloc, pa_obj_free };
     set(PY_MEM_DOMAIN_MEM, &mem);
     set(PY_MEM_DOMAIN_OBJ, &obj);
+    if (sample_py_rate)
+        pa_wrap_deallocs();
     pyarena_install(); /* the memory account's pymalloc arenas */
     atomic_store(&pyalloc_state, 2);
     atomic_store(&py_domains_hooked, 1);

@@ -76,7 +76,18 @@ typedef struct py_layout_s {
     void (*mem_set)(int, py_mem_alloc_t *); /* PyMem_SetAllocator */
     int (*pending)(int (*)(void *), void *); /* Py_AddPendingCall */
     int (*is_init)(void);                     /* Py_IsInitialized */
+    void *fl_types[PY_FL_N]; /* fl_names' type objects (NULL: none, or no free list) */
 } py_layout_t;
+
+/* The types of py_dealloc_swap, by index; the minor version their free
+ * list came in (ints: 3.14). */
+static const struct {
+    const char *name;
+    unsigned since_minor;
+} fl_names[PY_FL_N] = {
+    { "PyTuple_Type", 11 }, { "PyList_Type", 11 }, { "PyDict_Type", 11 },
+    { "PyFloat_Type", 11 }, { "PyLong_Type", 14 },
+};
 
 static py_layout_t layout_store;
 /* Published with release once layout_store is complete; read with acquire
@@ -322,6 +333,10 @@ static const char *layout_debug(py_layout_t *l, const void *rt, uint32_t version
  * (set by its caller just before attach). */
 static void *attach_pending, *attach_is_init;
 
+/* The free-listed types' objects of the interpreter being attached (set by
+ * its caller just before attach). */
+static void *attach_fl[PY_FL_N];
+
 static int attach(const unsigned long *v, const void *rt, const void *code_type, void *mem_get,
                   void *mem_set)
 {
@@ -371,6 +386,8 @@ static int attach(const unsigned long *v, const void *rt, const void *code_type,
     l->mem_set = (void (*)(int, py_mem_alloc_t *))mem_set;
     l->pending = (int (*)(int (*)(void *), void *))attach_pending;
     l->is_init = (int (*)(void))attach_is_init;
+    for (int i = 0; i < PY_FL_N; i++)
+        l->fl_types[i] = minor >= fl_names[i].since_minor ? attach_fl[i] : NULL;
     atomic_store_explicit(&active, l, memory_order_release);
     atomic_store_explicit(&py_attached, 1, memory_order_release);
     status[0] = '\0';
@@ -386,6 +403,8 @@ void py_init(void)
         atomic_store(&attach_once, 1);
     attach_pending = dlsym(RTLD_DEFAULT, "Py_AddPendingCall");
     attach_is_init = dlsym(RTLD_DEFAULT, "Py_IsInitialized");
+    for (int i = 0; i < PY_FL_N; i++)
+        attach_fl[i] = dlsym(RTLD_DEFAULT, fl_names[i].name);
     attach(v, rt, ct, dlsym(RTLD_DEFAULT, "PyMem_GetAllocator"),
            dlsym(RTLD_DEFAULT, "PyMem_SetAllocator"));
 }
@@ -467,6 +486,8 @@ void py_module_added(const struct dl_phdr_info *info, const char *path)
     atomic_store(&attach_once, 1);
     attach_pending = (void *)dyn_lookup(info, "Py_AddPendingCall");
     attach_is_init = (void *)dyn_lookup(info, "Py_IsInitialized");
+    for (int i = 0; i < PY_FL_N; i++)
+        attach_fl[i] = (void *)dyn_lookup(info, fl_names[i].name);
     if (attach(v, rt, ct, (void *)dyn_lookup(info, "PyMem_GetAllocator"),
                (void *)dyn_lookup(info, "PyMem_SetAllocator")))
         log_msg("Python frames: %s loaded later (CPython %u.%u.%u)", base,
@@ -643,6 +664,34 @@ void py_mem_api(void (**get)(int, py_mem_alloc_t *), void (**set)(int, py_mem_al
     const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);
     *get = l ? l->mem_get : NULL;
     *set = l ? l->mem_set : NULL;
+}
+
+py_dealloc_t py_dealloc_swap(int i, py_dealloc_t fn)
+{
+    const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);
+    if (!l || i < 0 || i >= PY_FL_N || !l->fl_types[i])
+        return NULL;
+    /* PyTypeObject's head is the same from 3.11 to 3.15 (builds with the
+     * GIL): tp_dealloc sits where 3.11's header says. The GIL holder is the
+     * only thread that can be deallocating an object meanwhile. */
+    PyTypeObject *t = l->fl_types[i];
+    py_dealloc_t old = (py_dealloc_t)t->tp_dealloc;
+    if (old)
+        t->tp_dealloc = (destructor)fn;
+    return old;
+}
+
+py_dealloc_t py_dealloc_peek(int i, size_t *pre)
+{
+    const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);
+    if (!l || i < 0 || i >= PY_FL_N || !l->fl_types[i])
+        return NULL;
+    const PyTypeObject *t = l->fl_types[i];
+    /* A GC type's block starts with the collector's PyGC_Head (two words
+     * from 3.11 to 3.15, builds with the GIL); these types have no other
+     * pre-header (no managed dict or weakref slot). */
+    *pre = (t->tp_flags & Py_TPFLAGS_HAVE_GC) ? sizeof(PyGC_Head) : 0;
+    return (py_dealloc_t)t->tp_dealloc;
 }
 
 _Atomic int py_domains_hooked;

@@ -65,6 +65,19 @@ enum { PY_MEM_DOMAIN_RAW = 0, PY_MEM_DOMAIN_MEM = 1, PY_MEM_DOMAIN_OBJ = 2 };
  * (both NULL without one). */
 void py_mem_api(void (**get)(int, py_mem_alloc_t *), void (**set)(int, py_mem_alloc_t *));
 
+/* CPython's types whose objects a free list keeps on dealloc, for the
+ * interpreter's next object of that type (tuple, list, dict, float; int
+ * from 3.14): the allocator never sees them freed. py_dealloc_swap sets
+ * type i's tp_dealloc (0 <= i < PY_FL_N) to fn and returns the one it had,
+ * or NULL (nothing changed) when the type has no free list in this version
+ * or is not found. With the GIL held, once. */
+#define PY_FL_N 5
+typedef void (*py_dealloc_t)(void *op);
+py_dealloc_t py_dealloc_swap(int i, py_dealloc_t fn);
+/* Type i's tp_dealloc now (NULL as above), and in *pre how far before an
+ * object of it its allocated block starts (the GC header). */
+py_dealloc_t py_dealloc_peek(int i, size_t *pre);
+
 /* The attached interpreter's Py_AddPendingCall (callable from any thread,
  * without the GIL: the function runs in its main thread, GIL held, at its
  * next eval-breaker check) and Py_IsInitialized (NULL without one). */

@@ -309,21 +309,26 @@ static double cap(double x)
  * stacks: every window without growth, or without allocations, tells. */
 #define EVIDENCE 5.0
 
-/* A sampled stack is a leak only once it grew by this many samples after
- * its first expiry: a table built once over its first expire times yields
- * a sample or two of such growth with fair odds (CPython's free-listed
- * tuples parked for good, ~0.35 samples expected, were a false leak in CI
- * for the 5-10 s a quiet spell needs to tell); a leak keeps adding them. */
+/* A sampled stack is a leak only once this many of its samples expired: a
+ * table built once over its first expire times, sampled once or twice in
+ * different windows, read as "more keep expiring while it allocates" for
+ * the 5-10 s a quiet spell needs to tell (CI: CPython's free-listed tuples
+ * parked for good, ~0.35 samples expected); a leak keeps adding them. */
 #define LEAK_MIN_SAMPLES 3.0
 
-/* Samples a sampled stack grew by since its first expiry: blocks times the
- * chance a block of its mean size is sampled (one sample per 1/p blocks). */
+/* The chance a block of the stack's mean may-leak size is sampled (one
+ * sample per 1/p blocks). */
+static double sample_p(const cls_in_t *in)
+{
+    return -expm1(-((double)in->may_b / (double)in->may_n) / (double)in->rate_b);
+}
+
+/* Samples a sampled stack grew by since its first expiry. */
 static double grown_samples(const cls_t *c, const cls_in_t *in)
 {
     if (c->grow_n <= c->may_n0 || !in->may_n)
         return 0;
-    double p = -expm1(-((double)in->may_b / (double)in->may_n) / (double)in->rate_b);
-    return (double)(c->grow_n - c->may_n0) * p;
+    return (double)(c->grow_n - c->may_n0) * sample_p(in);
 }
 
 /* Whether d ns without a change of a stack's counters says it changed no
@@ -449,7 +454,7 @@ verdict_t classify_tick(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in
     uint64_t pause_max = PAUSE_RATIO * span;
     if (pause_max < PAUSE_MIN * expire_ns)
         pause_max = PAUSE_MIN * expire_ns;
-    if (in->rate_b && grown_samples(c, in) < LEAK_MIN_SAMPLES) {
+    if (in->rate_b && (double)in->may_n * sample_p(in) < LEAK_MIN_SAMPLES - 0.5) {
         /* Sampled, too little growth yet to tell a leak from a table. */
         v.klass = CLASS_RETAINED;
         v.confidence = cap(c->windows ? 0.3 + 0.1 * c->flat_run : 0.3);

@@ -223,39 +223,45 @@ class _ExtBase:
         self.run_leak("ref", "thread")
 
     def test_reference_leak_through_free_list(self):
-        """KNOWN GAP (issue 18.3, "no false leak from free lists"): the
-        leaked 2-tuples of pair_leak come from CPython's tuple free list,
-        refilled by the 2-tuples churn() frees. The allocator saw the block
-        allocated in churn() and never freed, so the tuple's stack blames
-        churn (smallobj.c's churn line, and its Python line) as a leak,
-        and pair_leak's line appears only on the ints' stack. (Ints have a
-        free list too from 3.14.) Nothing the agent hooks sees an object
-        taken from a free list.
-        This test pins the gap: it passes while churn is blamed, and fails
-        when pair_leak's stack alone is the leak (the gap closed: assert
-        that outcome then) or when neither comes. It was an expectedFailure,
-        under which a timeout or a start-up failure counted as the
-        expected failure too."""
+        """Issue 18.3, "no false leak from free lists": pair_leak's 2-tuples
+        (and, from 3.14, its ints) come from CPython's free lists, refilled
+        by the 2-tuples and ints churn() frees. The allocator never sees an
+        object parked on a free list, so churn's sampled tuple stayed live
+        for good and churn (smallobj.c's churn line, and its Python line)
+        was blamed as the leak. The agent now wraps the free-listed types'
+        tp_dealloc: a sampled object's FREE is recorded as it is
+        deallocated. churn is never blamed, on every interpreter; pair_leak
+        is found through its ints on 3.11 and 3.13 (fresh allocations). On
+        3.14 and 3.15 its ints come from a free list too: an object taken
+        from a free list is never seen (no allocator call), so a leak whose
+        every object is free-listed, beside frees of as many, stays unseen
+        there (a known limit, docs/python.md); churn must still not be
+        blamed for it."""
         cm = ext_markers()
         p, first = self.start(["pair", "main"], SMALLOBJ_ENV)
         self.assertEqual(first, "ready")
+        ints_free_listed = self.minor not in ("3.11", "3.13")
         try:
-            # Either churn's stack becomes a leak (the gap), or pair_leak's
-            # has been a leak for 20 expire times with churn's clean: long
-            # enough for sampled figures too (~5 samples of churn's lost
-            # tuples at one per 256 KiB).
+            # Over 20 expire times of the process's life (its own clock in
+            # the report), churn's stacks never a leak; pair_leak's a leak
+            # for that long where its ints are allocated.
+            def blamed(rep):
+                return [s["id"] for s in sw.stacks_with(rep, "churn", "smallobj.c")
+                        if s["class"] == "leak"]
+
             def outcome():
                 rep = self.col.leaks("--pid", str(p.pid), "--all")
-                if any(s["class"] == "leak" for s in sw.stacks_with(rep, "churn", "smallobj.c")):
-                    return "churn blamed"
+                self.assertEqual(blamed(rep), [], "churn blamed for pair_leak's free-listed "
+                                 "objects")
+                if ints_free_listed:
+                    c = [c for c in rep["clients"] if c["pid"] == p.pid][0]
+                    return rep if c["duration_ms"] >= 20000 * EXPIRE else None
                 pair = sw.stacks_with(rep, "pair_leak", "smallobj.c", cm["pair_leak"])
                 if any(s["class"] == "leak" and (s["unfreed_max_age_ms"] or 0) >=
                        20000 * EXPIRE for s in pair):
-                    return "pair_leak alone"
+                    return rep
                 return None
-            self.assertEqual(wait_until(outcome, timeout=120, what="either outcome"),
-                             "churn blamed", "the free-list gap is closed: make this test "
-                             "assert 'pair_leak alone'")
+            wait_until(outcome, timeout=120, what="20 expire times of pair_leak")
         finally:
             finish(p)
 
