@@ -541,8 +541,12 @@ static void dmod_close(dmod_t *d)
     d->mod = NULL;
 }
 
+/* Modules dropped from the cache (a job's memo of its modules is stale then). */
+static uint64_t drops;
+
 static void dmod_drop(dmod_t *d)
 {
+    drops++;
     dmod_close(d);
     free(d->path);
     fcache_free(&d->fc);
@@ -752,9 +756,8 @@ static const char *die_function(Dwarf_Die *die)
  * physical function at the line of the outermost inlined call site. */
 static void resolve_pc_dwarf(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t *d);
 
-static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid, int *degraded)
+static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t *d, uint32_t pid, int *degraded)
 {
-    dmod_t *d = dmod_get(m);
     stats.pcs++;
     if (d) {
         uint32_t n;
@@ -959,11 +962,26 @@ void sym_resolve_now(sym_job_t *j)
     free(j->pc_deg);
     j->pc_nf = malloc((j->npcs ? j->npcs : 1) * sizeof *j->pc_nf);
     j->pc_deg = malloc(j->npcs ? j->npcs : 1);
+    dmod_t **dm = calloc(j->nmods ? j->nmods : 1, sizeof *dm);
+    uint64_t dm_drops = drops;
     for (uint32_t i = 0; i < j->npcs; i++) {
         uint32_t first = v.n;
         int deg = 0;
         if (j->pc_mod[i] >= 0 && (uint32_t)j->pc_mod[i] < j->nmods) {
-            resolve_pc(&v, j->pcs[i], &j->mods[j->pc_mod[i]], j->pid, &deg);
+            /* The job's modules are looked up once each (not a search of
+             * the cache by path for each pc), again after an eviction. */
+            uint32_t k = (uint32_t)j->pc_mod[i];
+            dmod_t *d = dm ? dm[k] : NULL;
+            if (!d) {
+                d = dmod_get(&j->mods[k]);
+                if (dm && drops != dm_drops) {
+                    memset(dm, 0, j->nmods * sizeof *dm);
+                    dm_drops = drops;
+                }
+                if (dm)
+                    dm[k] = d;
+            }
+            resolve_pc(&v, j->pcs[i], &j->mods[k], d, j->pid, &deg);
         } else {
             symframe_t *f = fvec_push(&v);
             if (f)
@@ -986,6 +1004,7 @@ void sym_resolve_now(sym_job_t *j)
         memcpy(r->f, v.f, v.n * sizeof(symframe_t));
     }
     free(v.f);
+    free(dm);
     j->result = r;
 }
 
