@@ -305,6 +305,19 @@ const cmod_t *client_module_at(const client_t *c, uint64_t pc, uint32_t gen)
     return NULL;
 }
 
+const cmod_t *client_module_near(const client_t *c, uint64_t pc, uint32_t gen, const cmod_t **hint)
+{
+    const cmod_t *m = *hint;
+    if (m && m->path && m->gen_added <= gen && !(m->gen_removed && gen >= m->gen_removed))
+        for (uint32_t r = 0; r < m->nranges; r++)
+            if (pc >= m->ranges[2 * r] && pc < m->ranges[2 * r + 1])
+                return m;
+    m = client_module_at(c, pc, gen);
+    if (m)
+        *hint = m;
+    return m;
+}
+
 /* The stack record for an agent index, created on first use. */
 /* Why stack_slot gave NULL. */
 static int slot_err(const client_t *c, uint32_t index)

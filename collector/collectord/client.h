@@ -506,6 +506,11 @@ void client_revive(client_t *c);
 /* The module valid at generation gen containing pc, or NULL. */
 const cmod_t *client_module_at(const client_t *c, uint64_t pc, uint32_t gen);
 
+/* client_module_at trying *hint first (NULL at first: the module of the
+ * previous pc of a stack, whose pcs come in runs of one module), which it
+ * sets to the module found. */
+const cmod_t *client_module_near(const client_t *c, uint64_t pc, uint32_t gen, const cmod_t **hint);
+
 /* Samples the process and classifies every stack at now (aging tick). */
 void client_classify(client_t *c, uint64_t now);
 

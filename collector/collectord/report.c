@@ -429,9 +429,10 @@ static uint64_t stack_sig(const client_t *c, const cstack_t *s)
     const char *exe = c->exe ? c->exe : "";
     for (const char *p = exe; *p; p++)
         h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    const cmod_t *hint = NULL;
     for (uint32_t i = 0; i < s->npcs; i++) {
         uint64_t v = cstack_pc(c, s, i);
-        const cmod_t *m = client_module_at(c, v, s->gen);
+        const cmod_t *m = client_module_near(c, v, s->gen, &hint);
         if (m) {
             v -= m->bias;
             for (const char *p = m->path; *p; p++)
@@ -455,12 +456,13 @@ static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
     Stackwatch__Frame *fs = ra_alloc(ra, n * sizeof *fs);
     if (!r->frames || !fs)
         return -ENOMEM;
+    const cmod_t *hint = NULL;
     for (uint32_t i = 0; i < n; i++) {
         Stackwatch__Frame *f = &fs[i];
         stackwatch__frame__init(f);
         uint64_t pc = sr ? sr->f[skip + i].addr : cstack_pc(c, s, i);
         f->addr = pc;
-        const cmod_t *m = client_module_at(c, pc, s->gen);
+        const cmod_t *m = client_module_near(c, pc, s->gen, &hint);
         if (m) {
             f->module = m->path;
             f->module_offset = pc - m->bias;

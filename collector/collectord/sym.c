@@ -107,6 +107,39 @@ typedef struct fcache_s {
     uint32_t npool, pool_cap;
 } fcache_t;
 
+/* A module's symbol table sorted by address, so that the symbol of a pc
+ * is found by a binary search: dwfl_module_addrinfo reads every symbol of
+ * the table for each address (elfutils 0.188), and a stripped libLLVM-14
+ * has 45,000 dynamic symbols: ~4 ms a pc on a 2-vCPU VM, a minute of a
+ * core for the 13,000 distinct pcs of a numba process's stacks. The
+ * index gives dwfl_module_addrinfo's answer (same candidates, same
+ * preferences, see sidx_find) and leaves the cases where libdw's answer
+ * depends on the order of the table, or on a symbol without a size, to
+ * libdw. */
+typedef struct sent_s {
+    uint64_t value;        /* address, as dwfl_module_getsym_info gives it */
+    uint64_t size;
+    const char *name;      /* the handle's string table */
+    uint32_t ndx;          /* in the table: ties go to the first, as in libdw */
+    uint8_t bind;          /* preference: global 3, weak 2, local 1, other 0 */
+    uint8_t special;       /* in no section (absolute...): a label of its address only */
+} sent_t;
+
+typedef struct sgroup_s {
+    sent_t *e;             /* by value, then ndx */
+    uint64_t *maxend;      /* maxend[i]: highest value + size of e[0..i] */
+    uint32_t n;
+} sgroup_t;
+
+typedef struct symidx_s {
+    int state;             /* 0: not built, 1: built, -1: cannot (libdw scans) */
+    sgroup_t glob, loc;    /* libdw's two passes: the globals, then the locals */
+    uint64_t *sizeless;    /* values of the symbols without a size, sorted */
+    uint32_t nsizeless;
+} symidx_t;
+
+static sym_stats_t stats;
+
 /* A module: its identity, its resolved frames, and (while it has a place
  * in the budget of open files) its libdw handle. */
 typedef struct dmod_s {
@@ -119,6 +152,7 @@ typedef struct dmod_s {
     const char *why;       /* reason when unusable for good */
     int retry;             /* closed, or failed for a reason that may pass: open again */
     fcache_t fc;           /* kept when the handle is closed */
+    symidx_t si;           /* with the handle: its names are the handle's */
 } dmod_t;
 
 #define CACHE_MAX 1024     /* modules remembered (their frames) */
@@ -292,18 +326,229 @@ static void fcache_put(fcache_t *fc, uint64_t rel, const symframe_t *f, uint32_t
     fc->used++;
 }
 
+/* ---------------------------------------------------------------- symbol index */
+
+static void sidx_free(symidx_t *si)
+{
+    free(si->glob.e);
+    free(si->glob.maxend);
+    free(si->loc.e);
+    free(si->loc.maxend);
+    memset(si, 0, sizeof *si);
+}
+
+static int sent_cmp(const void *a, const void *b)
+{
+    const sent_t *x = a, *y = b;
+    if (x->value != y->value)
+        return x->value < y->value ? -1 : 1;
+    return x->ndx < y->ndx ? -1 : x->ndx > y->ndx;
+}
+
+/* libdw's preference among symbols of one address (its binding_value). */
+static uint8_t bind_pref(unsigned char info)
+{
+    switch (GELF_ST_BIND(info)) {
+    case STB_GLOBAL:
+        return 3;
+    case STB_WEAK:
+        return 2;
+    case STB_LOCAL:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The candidates of table entries [from, to): those libdw's search looks
+ * at (named, defined, not a section, file or TLS symbol). 0 or -1 (ENOMEM). */
+static int sgroup_fill(sgroup_t *g, Dwfl_Module *mod, int from, int to)
+{
+    if (to <= from)
+        return 0;
+    g->e = malloc((size_t)(to - from) * sizeof *g->e);
+    if (!g->e)
+        return -1;
+    for (int i = from; i < to; i++) {
+        GElf_Sym sym;
+        GElf_Addr value = 0;
+        GElf_Word shndx;
+        const char *name = dwfl_module_getsym_info(mod, i, &sym, &value, &shndx, NULL, NULL);
+        stats.index_syms++;
+        if (!name || !name[0] || sym.st_shndx == SHN_UNDEF)
+            continue;
+        int t = GELF_ST_TYPE(sym.st_info);
+        if (t == STT_SECTION || t == STT_FILE || t == STT_TLS)
+            continue;
+        sent_t *e = &g->e[g->n++];
+        e->value = value;
+        e->size = sym.st_size;
+        e->name = name;
+        e->ndx = (uint32_t)i;
+        e->bind = bind_pref(sym.st_info);
+        e->special = shndx >= SHN_LORESERVE && shndx != SHN_XINDEX;
+    }
+    qsort(g->e, g->n, sizeof *g->e, sent_cmp);
+    g->maxend = malloc((g->n ? g->n : 1) * sizeof *g->maxend);
+    if (!g->maxend)
+        return -1;
+    uint64_t m = 0;
+    for (uint32_t i = 0; i < g->n; i++) {
+        uint64_t end = g->e[i].value + g->e[i].size;
+        if (end < g->e[i].value)
+            end = UINT64_MAX; /* a hostile size: still a holder to walk back to */
+        if (end > m)
+            m = end;
+        g->maxend[i] = m;
+    }
+    return 0;
+}
+
+/* Reads the module's symbol table once into the index, in libdw's two
+ * passes: the global symbols ([first_global, n)), then the local ones. */
+static void sidx_build(symidx_t *si, Dwfl_Module *mod)
+{
+    int n = dwfl_module_getsymtab(mod);
+    int fg = dwfl_module_getsymtab_first_global(mod);
+    if (n < 0 || fg < 0) {
+        si->state = -1;
+        return;
+    }
+    if (sgroup_fill(&si->glob, mod, fg == 0 ? 1 : fg, n) < 0 ||
+        (fg > 1 && sgroup_fill(&si->loc, mod, 1, fg) < 0)) {
+        sidx_free(si);
+        si->state = -1; /* out of memory: libdw answers */
+        return;
+    }
+    si->state = 1;
+    stats.index_builds++;
+}
+
+/* The last entry whose value is at most addr, or -1. */
+static long sgroup_last(const sgroup_t *g, uint64_t addr)
+{
+    uint32_t lo = 0, hi = g->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (g->e[mid].value <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return (long)lo - 1;
+}
+
+/* libdw's choice among the symbols with a size that hold addr, entries
+ * [0, p] of g: the closest (highest value); at one value the preferred
+ * binding, then the smallest, then the first in the table. A holder
+ * further away with a binding preferred to that one's makes libdw's
+ * answer depend on the table's order: -1 (libdw answers), as when the
+ * holders are too many to walk. Returns 0 with *best (NULL: none). */
+static int sgroup_holder(const sgroup_t *g, long p, uint64_t addr, const sent_t **best)
+{
+    const sent_t *b = NULL;
+    int below = -1;
+    int steps = 0;
+    for (long i = p; i >= 0 && g->maxend[i] > addr; i--) {
+        if (++steps > 512)
+            return -1;
+        const sent_t *e = &g->e[i];
+        if (!e->size || addr - e->value >= e->size)
+            continue;
+        if (!b || e->value == b->value) {
+            if (!b || e->bind > b->bind ||
+                (e->bind == b->bind && (e->size < b->size || (e->size == b->size && e->ndx < b->ndx))))
+                b = e;
+        } else if (e->bind > below) {
+            below = e->bind;
+        }
+    }
+    if (b && below > b->bind)
+        return -1;
+    *best = b;
+    return 0;
+}
+
+/* Whether a symbol without a size at the highest value at most addr in g
+ * (entries [0, p]) is at or past floor: libdw's fallback to such a symbol
+ * (an assembly label, in addr's section) is left to libdw. One in no
+ * section (a version name, absolute) is a label of its own address only. */
+static int sgroup_sizeless_at(const sgroup_t *g, long p, uint64_t addr, uint64_t floor)
+{
+    if (p < 0 || g->e[p].value < floor)
+        return 0;
+    for (long i = p; i >= 0 && g->e[i].value == g->e[p].value; i--)
+        if (!g->e[i].size && (!g->e[i].special || g->e[i].value == addr))
+            return 1;
+    return 0;
+}
+
+/* dwfl_module_addrinfo's symbol for addr, from the index: returns 1 with
+ * *name (NULL: none) and *off, or 0 when libdw must answer. */
+static int sidx_find(const symidx_t *si, uint64_t addr, const char **name, uint64_t *off)
+{
+    const sent_t *b = NULL;
+    long pg = sgroup_last(&si->glob, addr);
+    if (sgroup_holder(&si->glob, pg, addr, &b) < 0)
+        return 0;
+    if (!b) {
+        /* libdw's min_label: no label below the end of a symbol before it. */
+        uint64_t floor = pg >= 0 ? si->glob.maxend[pg] : 0;
+        if (sgroup_sizeless_at(&si->glob, pg, addr, floor))
+            return 0;
+        long pl = sgroup_last(&si->loc, addr);
+        if (sgroup_holder(&si->loc, pl, addr, &b) < 0)
+            return 0;
+        if (!b && pl >= 0 && sgroup_sizeless_at(&si->loc, pl, addr,
+                                                floor > si->loc.maxend[pl] ? floor : si->loc.maxend[pl]))
+            return 0;
+    }
+    *name = b ? b->name : NULL;
+    *off = b ? addr - b->value : 0;
+    return 1;
+}
+
+/* The module's symbol for a file address and the offset into it, as
+ * dwfl_module_addrinfo gives them. */
+static const char *module_addrname(symidx_t *si, Dwfl_Module *mod, uint64_t q, GElf_Off *off)
+{
+    if (si->state == 0)
+        sidx_build(si, mod);
+    const char *name = NULL;
+    uint64_t o = 0;
+    if (si->state == 1 && sidx_find(si, q, &name, &o)) {
+        stats.indexed++;
+        *off = o;
+        return name;
+    }
+    stats.symscans++;
+    GElf_Sym sym;
+    return dwfl_module_addrinfo(mod, q, off, &sym, NULL, NULL, NULL);
+}
+
+void sym_get_stats(sym_stats_t *out)
+{
+    *out = stats;
+}
+
+
 static void dmod_close(dmod_t *d)
 {
     if (d->dwfl) {
         dwfl_end(d->dwfl);
         nopen--;
     }
+    sidx_free(&d->si);
     d->dwfl = NULL;
     d->mod = NULL;
 }
 
+/* Modules dropped from the cache (a job's memo of its modules is stale then). */
+static uint64_t drops;
+
 static void dmod_drop(dmod_t *d)
 {
+    drops++;
     dmod_close(d);
     free(d->path);
     fcache_free(&d->fc);
@@ -513,13 +758,14 @@ static const char *die_function(Dwarf_Die *die)
  * physical function at the line of the outermost inlined call site. */
 static void resolve_pc_dwarf(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t *d);
 
-static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid, int *degraded)
+static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t *d, uint32_t pid, int *degraded)
 {
-    dmod_t *d = dmod_get(m);
+    stats.pcs++;
     if (d) {
         uint32_t n;
         const symframe_t *cf = fcache_get(&d->fc, pc - m->bias, &n);
         if (cf) {
+            stats.cached++;
             for (uint32_t i = 0; i < n; i++) {
                 symframe_t *f = fvec_push(v);
                 if (!f)
@@ -531,6 +777,7 @@ static void resolve_pc(fvec_t *v, uint64_t pc, const sym_mod_t *m, uint32_t pid,
         }
         if (dmod_open(d, m, pid)) {
             uint32_t first = v->n;
+            stats.looked_up++;
             resolve_pc_dwarf(v, pc, m, d);
             if (v->n > first)
                 fcache_put(&d->fc, pc - m->bias, &v->f[first], v->n - first);
@@ -599,8 +846,7 @@ static void resolve_pc_dwarf(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t 
     Dwarf_Addr rel = pc - m->bias;
     Dwarf_Addr q = rel ? rel - 1 : rel;
     GElf_Off off = 0;
-    GElf_Sym sym;
-    const char *name = dwfl_module_addrinfo(d->mod, q, &off, &sym, NULL, NULL, NULL);
+    const char *name = module_addrname(&d->si, d->mod, q, &off);
     const char *file = NULL;
     uint32_t line = 0;
     Dwfl_Line *dl = dwfl_module_getsrc(d->mod, q);
@@ -666,6 +912,48 @@ static void resolve_pc_dwarf(fvec_t *v, uint64_t pc, const sym_mod_t *m, dmod_t 
     f->line = line;
 }
 
+long sym_index_check(const char *path, const uint64_t *addrs, size_t n, size_t *indexed)
+{
+    *indexed = 0;
+    elf_version(EV_CURRENT);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    Dwfl *dwfl = dwfl_begin(&dwfl_cbs);
+    if (!dwfl) {
+        close(fd);
+        return -1;
+    }
+    dwfl_report_begin(dwfl);
+    Dwfl_Module *mod = dwfl_report_elf(dwfl, path, path, fd, 0, true);
+    dwfl_report_end(dwfl, NULL, NULL);
+    if (!mod) {
+        close(fd);
+        dwfl_end(dwfl);
+        return -1;
+    }
+    symidx_t si = { 0 };
+    sidx_build(&si, mod);
+    long differ = 0;
+    for (size_t i = 0; i < n && si.state == 1; i++) {
+        const char *name = NULL;
+        uint64_t off = 0;
+        if (!sidx_find(&si, addrs[i], &name, &off))
+            continue;
+        ++*indexed;
+        GElf_Off loff = 0;
+        GElf_Sym sym;
+        const char *lname = dwfl_module_addrinfo(mod, addrs[i], &loff, &sym, NULL, NULL, NULL);
+        if (name != lname || (name && off != loff))
+            differ++;
+    }
+    if (si.state != 1)
+        differ = -1;
+    sidx_free(&si);
+    dwfl_end(dwfl);
+    return differ;
+}
+
 void sym_resolve_now(sym_job_t *j)
 {
     fvec_t v = { 0 };
@@ -676,11 +964,26 @@ void sym_resolve_now(sym_job_t *j)
     free(j->pc_deg);
     j->pc_nf = malloc((j->npcs ? j->npcs : 1) * sizeof *j->pc_nf);
     j->pc_deg = malloc(j->npcs ? j->npcs : 1);
+    dmod_t **dm = calloc(j->nmods ? j->nmods : 1, sizeof *dm);
+    uint64_t dm_drops = drops;
     for (uint32_t i = 0; i < j->npcs; i++) {
         uint32_t first = v.n;
         int deg = 0;
         if (j->pc_mod[i] >= 0 && (uint32_t)j->pc_mod[i] < j->nmods) {
-            resolve_pc(&v, j->pcs[i], &j->mods[j->pc_mod[i]], j->pid, &deg);
+            /* The job's modules are looked up once each (not a search of
+             * the cache by path for each pc), again after an eviction. */
+            uint32_t k = (uint32_t)j->pc_mod[i];
+            dmod_t *d = dm ? dm[k] : NULL;
+            if (!d) {
+                d = dmod_get(&j->mods[k]);
+                if (dm && drops != dm_drops) {
+                    memset(dm, 0, j->nmods * sizeof *dm);
+                    dm_drops = drops;
+                }
+                if (dm)
+                    dm[k] = d;
+            }
+            resolve_pc(&v, j->pcs[i], &j->mods[k], d, j->pid, &deg);
         } else {
             symframe_t *f = fvec_push(&v);
             if (f)
@@ -703,6 +1006,7 @@ void sym_resolve_now(sym_job_t *j)
         memcpy(r->f, v.f, v.n * sizeof(symframe_t));
     }
     free(v.f);
+    free(dm);
     j->result = r;
 }
 

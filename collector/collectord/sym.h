@@ -77,6 +77,27 @@ size_t sym_backlog(void);
 /* Frames without DWARF: module + offset for each pc. Never fails except ENOMEM (NULL). */
 symres_t *sym_fallback(const sym_job_t *j);
 
+/* The symbolizer's work since it started, for tests and measurements
+ * (the worker's counters: read them when it is idle). */
+typedef struct sym_stats_s {
+    uint64_t pcs;           /* pcs in a module, in resolved jobs */
+    uint64_t cached;        /* ... answered from the module's frames cache */
+    uint64_t looked_up;     /* ... looked up in an open module (symbol, line, scopes) */
+    uint64_t symscans;      /* dwfl_module_addrinfo calls: each reads the whole symbol table */
+    uint64_t indexed;       /* symbols found in a module's address-sorted index */
+    uint64_t index_builds;  /* indexes built (once a module is opened) */
+    uint64_t index_syms;    /* symbols those indexes read */
+} sym_stats_t;
+
+void sym_get_stats(sym_stats_t *out);
+
+/* Compares the symbol (name, offset) the index finds with the one
+ * dwfl_module_addrinfo finds for each of the n file addresses of the
+ * module at path (tests). Returns the addresses whose answers differ, or
+ * -1 when the module cannot be read; *indexed counts those the index
+ * answered itself. */
+long sym_index_check(const char *path, const uint64_t *addrs, size_t n, size_t *indexed);
+
 /* Resolves a job synchronously in the calling thread (tests, fuzzers). */
 void sym_resolve_now(sym_job_t *j);
 

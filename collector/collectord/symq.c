@@ -27,12 +27,20 @@ void symq_stack(srv_t *s, client_t *c, cstack_t *st, int urgent)
     j->mods = calloc(mods_cap, sizeof *j->mods);
     if (!j->pcs || !j->pc_mod || !j->mods)
         goto fail;
+    /* The module of the previous pc first: a stack's pcs come in runs of
+     * one module (a numba process's stacks: 30 pcs in ~150 modules). */
+    const cmod_t *hint = NULL;
     for (uint32_t i = 0; i < st->npcs; i++) {
         j->pcs[i] = cstack_pc(c, st, i);
         j->pc_mod[i] = -1;
-        const cmod_t *m = client_module_at(c, j->pcs[i], st->gen);
+        const cmod_t *last = hint;
+        const cmod_t *m = client_module_near(c, j->pcs[i], st->gen, &hint);
         if (!m)
             continue;
+        if (m == last && i > 0 && j->pc_mod[i - 1] >= 0) {
+            j->pc_mod[i] = j->pc_mod[i - 1];
+            continue;
+        }
         uint32_t k;
         for (k = 0; k < j->nmods; k++)
             if (strcmp(j->mods[k].path, m->path) == 0 && j->mods[k].bias == m->bias)

@@ -939,6 +939,35 @@ static void test_put_module_rejects(void **state)
     assert_null(client_module_at(c, 0x1800, 1));
 }
 
+/* client_module_near: the previous pc's module first, but only where
+ * client_module_at would find it (its ranges, its generations). */
+static void test_module_near_follows_the_hint_only_where_it_holds(void **state)
+{
+    fix_t *f = *state;
+    client_t *c = f->c;
+    uint64_t ra[] = { 0x1000, 0x2000 }, rb[] = { 0x1000, 0x3000 }, rc[] = { 0x8000, 0x9000 };
+    assert_int_equal(client_put_module(c, 1, "/lib/a.so", 0, ra, 2, NULL, 0, 2, 5), 0);
+    assert_int_equal(client_put_module(c, 2, "/lib/b.so", 0, rb, 2, NULL, 0, 5, 0), 0);
+    assert_int_equal(client_put_module(c, 3, "/lib/c.so", 0, rc, 2, NULL, 0, 1, 0), 0);
+    const cmod_t *hint = NULL;
+    assert_ptr_equal(client_module_near(c, 0x1800, 3, &hint), &c->mods[1]);
+    assert_ptr_equal(hint, &c->mods[1]);
+    assert_ptr_equal(client_module_near(c, 0x1900, 3, &hint), &c->mods[1]);
+    /* Not in the hint's ranges: found, and the hint follows. */
+    assert_ptr_equal(client_module_near(c, 0x8100, 3, &hint), &c->mods[3]);
+    assert_ptr_equal(hint, &c->mods[3]);
+    /* Nowhere: NULL, the hint stays. */
+    assert_null(client_module_near(c, 0x7000, 3, &hint));
+    assert_ptr_equal(hint, &c->mods[3]);
+    /* The hint's range but a generation it was gone in: the module then. */
+    hint = &c->mods[1];
+    assert_ptr_equal(client_module_near(c, 0x1800, 5, &hint), &c->mods[2]);
+    hint = &c->mods[2];
+    assert_ptr_equal(client_module_near(c, 0x1800, 3, &hint), &c->mods[1]);
+    hint = &c->mods[2];
+    assert_null(client_module_near(c, 0x2800, 4, &hint));
+}
+
 static void test_put_module_and_lookup(void **state)
 {
     fix_t *f = *state;
@@ -1148,6 +1177,7 @@ int main(void)
         T(test_freeze_lost_and_revive),
         T(test_define_stack),
         T(test_put_module_rejects),
+        T(test_module_near_follows_the_hint_only_where_it_holds),
         T(test_put_module_and_lookup),
         cmocka_unit_test_setup_teardown(test_prune_count, setup_cs, teardown_cs),
         cmocka_unit_test_setup_teardown(test_prune_keeps_latest_ended, setup_cs, teardown_cs),
