@@ -47,7 +47,6 @@
 #include "unwind.h"
 
 #define BATCH_MAX 65536u          /* events per EventBatch frame */
-#define EV_DEAD 7u                /* batch copy only: an event folded away (ring.h kinds are 0-4) */
 #define RUNS_MAX 4096u            /* rings drained per batch */
 #define DEFS_MAX 2048u            /* StackDefs per frame */
 #define MODS_MAX 16384u           /* Modules per frame (the whole map fits) */
@@ -109,9 +108,8 @@ static struct flush_s {
     run_t *runs;                  /* one per non-empty ring */
     uint32_t nruns;               /* runs in runs[] */
     int more;                     /* events before the watermark did not fit the batch */
-    ev_t *ev;                     /* the batch's events, copied from the rings; a pair
-                                   * folded away has kind EV_DEAD */
-    uint32_t *live;               /* indexes of the events not folded away */
+    ev_t *ev;                     /* the batch's events, copied from the rings */
+    uint32_t *live;               /* indexes of the events not folded away (fold_batch) */
     struct fold_slot_s *fslots;   /* address -> its ALLOC in the batch (FOLD_SLOTS) */
     struct fold_acc_s *facc;      /* stack -> folded pairs (FACC_SLOTS) */
     uint32_t *facc_used;          /* facc entries in use, in order */
@@ -874,18 +872,26 @@ static void fold_begin(uint32_t cap)
  * (what its report shows), so the pair is not sent. Not folded: pairs that
  * lived as long as the expire time (the collector counts those as expired),
  * blocks with a note, unsampled allocations, anything in sampled mode (each
- * block there carries its own weight). Marks the pairs EV_DEAD; returns
- * pairs folded. */
+ * block there carries its own weight). Lists the indexes of the events that
+ * are sent, in batch order, in fl.live; returns their number. */
 static uint32_t fold_batch(uint32_t m)
 {
+    uint32_t *live = fl.live;
     fold_begin(m);
-    if (!fl.fold_on || m < 2)
-        return 0;
+    if (!fl.fold_on || m < 2) {
+        for (uint32_t i = 0; i < m; i++)
+            live[i] = i;
+        return m;
+    }
     const uint64_t lim = (uint64_t)fl.cmd.expire_ms * 1000000ull;
     const uint32_t gen = fl.fgen, fmask = fl.fmask;
-    ev_t *ev = fl.ev;
+    const ev_t *ev = fl.ev;
     fold_slot_t *fslots = fl.fslots;
-    uint32_t folded = 0;
+    /* live[0..n) is built as the fold goes: every event but a folded FREE
+     * is appended; an ALLOC's slot keeps its place there (pos), and a fold
+     * writes UINT32_MAX over it. One pass over the n entries then drops
+     * those: with most pairs folded, n is about half the batch. */
+    uint32_t n = 0;
     for (uint32_t i = 0; i < m; i++) {
         uint64_t a = ev[i].addr;
         uint32_t h = fold_hash(a, fmask);
@@ -894,35 +900,40 @@ static uint32_t fold_batch(uint32_t m)
             h = (h + 1) & fmask;
             sl = &fslots[h];
         }
-        int have = sl->gen == gen;
         uint32_t k = ev_kind(&ev[i]);
         if (k == EV_FREE) {
-            if (!have || sl->pos == UINT32_MAX)
-                continue;
-            uint32_t j = sl->pos;
-            sl->pos = UINT32_MAX;
-            uint64_t lt = ev[i].ts - ev[j].ts;
-            fold_acc_t *acc;
-            if (lt >= lim || !(acc = facc_get(ev[j].stack)))
-                continue;
-            acc->n++;
-            acc->bytes += ev[j].size;
-            acc->lt_sum += lt;
-            if (lt < acc->lt_min)
-                acc->lt_min = lt;
-            if (lt > acc->lt_max)
-                acc->lt_max = lt;
-            ev[i].kind_tid |= EV_DEAD;
-            ev[j].kind_tid |= EV_DEAD;
-            folded++;
+            if (sl->gen == gen && sl->pos != UINT32_MAX) {
+                uint32_t lp = sl->pos, j = live[lp];
+                sl->pos = UINT32_MAX;
+                uint64_t lt = ev[i].ts - ev[j].ts;
+                fold_acc_t *acc;
+                if (lt < lim && (acc = facc_get(ev[j].stack))) {
+                    acc->n++;
+                    acc->bytes += ev[j].size;
+                    acc->lt_sum += lt;
+                    if (lt < acc->lt_min)
+                        acc->lt_min = lt;
+                    if (lt > acc->lt_max)
+                        acc->lt_max = lt;
+                    live[lp] = UINT32_MAX; /* the ALLOC goes, and this FREE */
+                    continue;
+                }
+            }
         } else {
             /* A new block at the address (an unsampled one is never folded). */
             sl->addr = a;
             sl->gen = gen;
-            sl->pos = k == EV_ALLOC && !(fl.nnotes && noted_addr(a)) ? i : UINT32_MAX;
+            sl->pos = k == EV_ALLOC && !(fl.nnotes && noted_addr(a)) ? n : UINT32_MAX;
         }
+        live[n++] = i;
     }
-    return folded;
+    uint32_t w = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t x = live[k];
+        live[w] = x;
+        w += x != UINT32_MAX;
+    }
+    return w;
 }
 
 /* ---------------------------------------------------------------- encoding */
@@ -1016,18 +1027,15 @@ static size_t enc_fold_col(int which)
     return (size_t)(q - fl.col);
 }
 
-/* Sends the batch as one EventBatch frame, encoded by hand in one pass per
- * column (the same bytes protobuf-c would write, without its size pass and
- * per-field dispatch): columnar, packed varints, timestamps as zigzag
- * deltas from the first live event's. */
-static int send_batch(uint32_t m)
+/* Sends the batch's n events listed in fl.live (fold_batch) as one
+ * EventBatch frame, encoded by hand in one pass per column (the same bytes
+ * protobuf-c would write, without its size pass and per-field dispatch):
+ * columnar, packed varints, timestamps as zigzag deltas from the first live
+ * event's. */
+static int send_batch(uint32_t n)
 {
     uint8_t *body = fl.enc + ENC_PREFIX, *p = body;
-    uint32_t *live = fl.live, n = 0;
-    for (uint32_t i = 0; i < m; i++) {
-        live[n] = i;
-        n += ev_kind(&fl.ev[i]) != EV_DEAD;
-    }
+    const uint32_t *live = fl.live;
     uint64_t base = n ? fl.ev[live[0]].ts : 0;
     if (base) {
         p = put_varint(p, 1 << 3 | 0);
@@ -1171,26 +1179,40 @@ static uint32_t drain_once(int final)
         uint64_t pos = r->pos;
         /* At most the batch's room from this run. */
         const uint64_t stop = end - pos > BATCH_MAX - m ? pos + (BATCH_MAX - m) : end;
+        /* Walked by pointer over the contiguous spans (a run wraps the ring
+         * at most once): no index masking per event. */
         while (pos < stop) {
-            const ev_t *e = &slots[pos & mask];
-            if (e->ts >= lim)
-                break;
-            uint32_t k = ev_kind(e);
-            if (k == EV_NOTE) {
-                /* Sent after this batch: its allocation is in it or before it. */
-                if (fl.nnotes < NOTE_SLOTS)
-                    fl.notes[fl.nnotes++] = e->stack;
-                pos++;
-                continue;
-            }
-            out[m++] = *e;
-            if ((1u << k) & ((1u << EV_ALLOC) | (1u << EV_ALLOC_FORCED) | (1u << EV_ALLOC_PY))) {
-                if (e->stack != INTERN_NONE && def_unsent(e->stack) && add_def(e->stack) < 0) {
+            const ev_t *e = &slots[pos & mask], *e0 = e;
+            uint64_t span = mask + 1 - (pos & mask);
+            if (span > stop - pos)
+                span = stop - pos;
+            const ev_t *const e_end = e + span;
+            ev_t *o = out + m;
+            int cut = 0;
+            for (; e < e_end; e++) {
+                if (e->ts >= lim) {
+                    cut = 1;
+                    break;
+                }
+                uint32_t k = ev_kind(e);
+                if (k == EV_NOTE) {
+                    /* Sent after this batch: its allocation is in it or before it. */
+                    if (fl.nnotes < NOTE_SLOTS)
+                        fl.notes[fl.nnotes++] = e->stack;
+                    continue;
+                }
+                *o++ = *e;
+                if (((1u << k) &
+                     ((1u << EV_ALLOC) | (1u << EV_ALLOC_FORCED) | (1u << EV_ALLOC_PY))) &&
+                    e->stack != INTERN_NONE && def_unsent(e->stack) && add_def(e->stack) < 0) {
                     failed = 1; /* disconnected: counted below */
                     break;
                 }
             }
-            pos++;
+            m = (uint32_t)(o - out);
+            pos += (uint64_t)(e - e0);
+            if (cut || failed)
+                break;
         }
         r->pos = pos;
         if (failed)
@@ -1219,8 +1241,7 @@ static uint32_t drain_once(int final)
         goto failed;
     if (m > fl.max_m)
         fl.max_m = m;
-    fold_batch(m);
-    if (send_batch(m) < 0)
+    if (send_batch(fold_batch(m)) < 0)
         goto failed;
     for (uint32_t i = 0; i < fl.nnotes; i++) {
         note_t *nt = note_at(fl.notes[i]);
