@@ -93,7 +93,7 @@ void ring_destroy(ring_t *r);
  * here), else by a full fence. */
 static inline void ring_busy_begin(ring_t *r)
 {
-    if (ring_asym_fence) {
+    if (__builtin_expect(ring_asym_fence, 1)) { /* Linux >= 4.14: the straight line */
         atomic_store_explicit(&r->busy, 1, memory_order_relaxed);
         atomic_signal_fence(memory_order_seq_cst); /* compiler order only */
     } else {
@@ -108,7 +108,7 @@ static inline void ring_busy_begin(ring_t *r)
  * agent's fds again. */
 static inline void ring_inside_begin(ring_t *r)
 {
-    if (ring_asym_fence) {
+    if (__builtin_expect(ring_asym_fence, 1)) {
         atomic_store_explicit(&r->inside, 1, memory_order_relaxed);
         atomic_signal_fence(memory_order_seq_cst); /* compiler order only */
     } else {
