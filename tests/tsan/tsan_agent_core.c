@@ -798,7 +798,9 @@ int main(void)
         check_eq("Stats.events", rd_state.st_events, ra + rf - da - df);
         check_eq("Stats.threads", rd_state.st_threads, expect_threads);
     }
-    if (rd_state.stalled && da + df == 0)
+    /* Folded, the stream is a fraction of the events: the socket's buffer
+     * may absorb the stall, so the flusher need not block. */
+    if (rd_state.stalled && da + df == 0 && !fold_ms)
         FAIL("the reader stalled %d ms but nothing was dropped", STALL_MS);
     /* A run of drops begins with a bounded wait; the drops after it, until
      * the flusher frees a slot, do not wait again (issue 17.3). */
