@@ -171,13 +171,6 @@ static inline ring_t *ring_of(tstate_t *t)
     return r;
 }
 
-static inline void push(ring_t *r, const ev_t *ev)
-{
-    if (LIKELY(ring_try_push(r, ev)))
-        return;
-    flush_push_slow(r, ev);
-}
-
 /* ---------------------------------------------------------------- stack cache */
 
 /* Per thread (in its ring's mapping): captured stacks by call site and the
@@ -291,10 +284,22 @@ static inline __attribute__((always_inline)) uint32_t capture(ring_t *r, const u
 static inline uint64_t emit_alloc(tstate_t *t, ring_t *r, void *p, size_t size, uint32_t idx,
                                   uint32_t kind)
 {
-    ev_t ev = { .ts = clock_now_ns(), .addr = (uint64_t)(uintptr_t)p, .size = size,
-                .stack = idx, .kind_tid = kind | (t->tid << EV_TID_SHIFT) };
-    push(r, &ev);
-    return ev.ts;
+    uint64_t ts = clock_now_ns(), h;
+    ev_t *s = ring_reserve(r, &h);
+    if (LIKELY(s != NULL)) {
+        /* Written in place (push's copy through the stack costs more). */
+        s->ts = ts;
+        s->addr = (uint64_t)(uintptr_t)p;
+        s->size = size;
+        s->stack = idx;
+        s->kind_tid = kind | (t->tid << EV_TID_SHIFT);
+        ring_publish(r, h);
+    } else {
+        ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = size, .stack = idx,
+                    .kind_tid = kind | (t->tid << EV_TID_SHIFT) };
+        flush_push_slow(r, &ev);
+    }
+    return ts;
 }
 
 /* After an ALLOC is out: armed stacks fire (rare; one relaxed load when none). */
@@ -314,9 +319,20 @@ static inline void check_fired(void *p)
 
 static inline void emit_free(tstate_t *t, ring_t *r, void *p, uint64_t ts)
 {
-    ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = 0, .stack = 0,
-                .kind_tid = EV_FREE | (t->tid << EV_TID_SHIFT) };
-    push(r, &ev);
+    uint64_t h;
+    ev_t *s = ring_reserve(r, &h);
+    if (LIKELY(s != NULL)) {
+        s->ts = ts;
+        s->addr = (uint64_t)(uintptr_t)p;
+        s->size = 0;
+        s->stack = 0;
+        s->kind_tid = EV_FREE | (t->tid << EV_TID_SHIFT);
+        ring_publish(r, h);
+    } else {
+        ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = 0, .stack = 0,
+                    .kind_tid = EV_FREE | (t->tid << EV_TID_SHIFT) };
+        flush_push_slow(r, &ev);
+    }
 }
 
 /* Sampled mode: whether an allocation is recorded, given whether a sample

@@ -144,6 +144,30 @@ static inline int ring_try_push(ring_t *r, const ev_t *ev)
     return 1;
 }
 
+/* Producer: ring_try_push in two steps, for an event written in place (no
+ * copy through the stack): the slot of the next event and its index *h,
+ * or NULL when the ring is full (then push a copy: ring_try_push or
+ * flush_push_slow). */
+static inline ev_t *ring_reserve(ring_t *r, uint64_t *h)
+{
+    uint64_t i = atomic_load_explicit(&r->head, memory_order_relaxed);
+    if (i - r->tail_cache > r->mask) {
+        /* acquire: the consumer finished reading the slots before this tail. */
+        r->tail_cache = atomic_load_explicit(&r->tail, memory_order_acquire);
+        if (i - r->tail_cache > r->mask)
+            return NULL;
+    }
+    *h = i;
+    return &r->slots[i & r->mask];
+}
+
+/* Producer: the event written at ring_reserve's slot h is pushed. release:
+ * its contents are visible before the new head. */
+static inline void ring_publish(ring_t *r, uint64_t h)
+{
+    atomic_store_explicit(&r->head, h + 1, memory_order_release);
+}
+
 /* Producer: exact totals (single writer: load and store, no locked RMW). */
 static inline void ring_count_alloc(ring_t *r, uint64_t size)
 {
