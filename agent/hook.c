@@ -75,6 +75,18 @@ __attribute__((noinline)) static int early_start(void)
 
 /* ---------------------------------------------------------------- recording */
 
+/* errno's address on this thread, fixed for the thread's life (a thread
+ * reusing a dead one's TLS starts from zeroed TLS, or the same block):
+ * kept, so a recorded call saves and restores errno with plain loads and
+ * stores instead of two calls of __errno_location. */
+static inline int *errno_of(tstate_t *t)
+{
+    int *p = t->errp;
+    if (UNLIKELY(p == NULL))
+        p = t->errp = &errno;
+    return p;
+}
+
 /* Enters the agent on this thread: 0 when the event must not be recorded
  * (reentrant call, not recording). On 1 the guard is set and errno saved. */
 static inline __attribute__((always_inline)) int rec_enter(tstate_t *t, int *saved_errno)
@@ -116,7 +128,7 @@ static inline __attribute__((always_inline)) int rec_enter(tstate_t *t, int *sav
             return 0;
         }
     }
-    *saved_errno = errno;
+    *saved_errno = *errno_of(t);
     t->guard = 1;
     return 1;
 }
@@ -152,7 +164,7 @@ static inline void rec_leave(tstate_t *t, int saved_errno)
     if (LIKELY(t->ring != NULL))
         ring_inside_end(t->ring);
     t->guard = 0;
-    errno = saved_errno;
+    *errno_of(t) = saved_errno;
 }
 
 /* This thread's ring, created on first use; NULL if it cannot be. */
