@@ -346,6 +346,7 @@ check-sanitizers:
 	$(MAKE) SANITIZER=undefined all progs
 	$(MAKE) SANITIZER=thread all
 	build/tsan/tests/tsan_agent_core
+	TSAN_AGENT_FOLD_MS=1000 build/tsan/tests/tsan_agent_core
 	build/tsan/tests/test_agent_ring
 	$(PYTHON) tests/integration/run.py --build build/ubsan --agent-build build/ubsan \
 		--quick

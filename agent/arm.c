@@ -41,6 +41,7 @@ typedef struct fired_s {
 
 _Atomic uint32_t arm_active;
 _Atomic uint32_t arm_fired_live;
+_Atomic uint64_t arm_notes_pushed;
 
 static armed_t *armed;
 static uint32_t nslots;
@@ -232,8 +233,14 @@ static void push_note(tstate_t *t, ring_t *r, note_t *n, uint32_t slot)
     ring_busy_begin(r);
     ev_t ev = { .ts = clock_now_ns(), .addr = n->addr, .size = 0, .stack = slot,
                 .kind_tid = EV_NOTE | (t->tid << EV_TID_SHIFT) };
-    if (!ring_try_push(r, &ev))
+    /* Counted before the push releases the ring's head (arm.h). */
+    atomic_fetch_add_explicit(&arm_notes_pushed, 1, memory_order_relaxed);
+    if (!ring_try_push(r, &ev)) {
+        uint64_t d0 = atomic_load_explicit(&r->dropped, memory_order_relaxed);
         flush_push_slow(r, &ev);
+        if (atomic_load_explicit(&r->dropped, memory_order_relaxed) != d0)
+            atomic_fetch_sub_explicit(&arm_notes_pushed, 1, memory_order_relaxed);
+    }
     ring_busy_end(r);
 }
 

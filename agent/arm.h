@@ -14,6 +14,12 @@
 extern _Atomic uint32_t arm_active;
 extern _Atomic uint32_t arm_fired_live;
 
+/* Notes pushed into the rings, ever (a dropped one taken back): counted
+ * before the push, so a flusher that read a ring's head and then finds
+ * this equal to the notes it consumed knows no note is among the events
+ * it read (it then folds while merging, see flush.c). */
+extern _Atomic uint64_t arm_notes_pushed;
+
 /* Maps the table (one entry per intern slot). Returns 0 or -ENOMEM. */
 int arm_init(uint32_t slots);
 

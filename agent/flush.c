@@ -47,7 +47,6 @@
 #include "unwind.h"
 
 #define BATCH_MAX 65536u          /* events per EventBatch frame */
-#define EV_DEAD 7u                /* batch copy only: an event folded away (ring.h kinds are 0-4) */
 #define RUNS_MAX 4096u            /* rings drained per batch */
 #define DEFS_MAX 2048u            /* StackDefs per frame */
 #define MODS_MAX 16384u           /* Modules per frame (the whole map fits) */
@@ -109,9 +108,8 @@ static struct flush_s {
     run_t *runs;                  /* one per non-empty ring */
     uint32_t nruns;               /* runs in runs[] */
     int more;                     /* events before the watermark did not fit the batch */
-    ev_t *ev;                     /* the batch's events, copied from the rings; a pair
-                                   * folded away has kind EV_DEAD */
-    uint32_t *live;               /* indexes of the events not folded away */
+    ev_t *ev;                     /* the batch's events, copied from the rings */
+    uint32_t *live;               /* indexes of the events not folded away (fold_batch) */
     struct fold_slot_s *fslots;   /* address -> its ALLOC in the batch (FOLD_SLOTS) */
     struct fold_acc_s *facc;      /* stack -> folded pairs (FACC_SLOTS) */
     uint32_t *facc_used;          /* facc entries in use, in order */
@@ -132,6 +130,8 @@ static struct flush_s {
     uint32_t nmods;
     uint32_t notes[NOTE_SLOTS];   /* note slots met in the batch being built */
     uint32_t nnotes;
+    uint64_t notes_consumed;      /* EV_NOTEs taken off the rings, ever (arm_notes_pushed) */
+    int merge_fold_off;           /* a note was met where none could be: no folding while merging */
     uint64_t last_stats_ns;       /* last Stats sent */
     cmd_state_t cmd;              /* what collectord's frames said (Welcome's expire) */
     int end_cap;                  /* this drain stops at agent.end_ts (Ending not sent yet) */
@@ -869,60 +869,98 @@ static void fold_begin(uint32_t cap)
     fl.fmask = slots - 1;
 }
 
+/* The fold of one FREE at ev_free whose ALLOC (in the batch, stack
+ * ev_alloc->stack) is still foldable: a pair that lived less than lim goes
+ * into its stack's counts and returns 1; else 0 (both events travel). */
+static inline int fold_pair(const ev_t *ev_alloc, const ev_t *ev_free, uint64_t lim)
+{
+    uint64_t lt = ev_free->ts - ev_alloc->ts;
+    fold_acc_t *acc;
+    if (lt >= lim || !(acc = facc_get(ev_alloc->stack)))
+        return 0;
+    acc->n++;
+    acc->bytes += ev_alloc->size;
+    acc->lt_sum += lt;
+    if (lt < acc->lt_min)
+        acc->lt_min = lt;
+    if (lt > acc->lt_max)
+        acc->lt_max = lt;
+    return 1;
+}
+
+/* The fold slot of address a (its own, or the empty one it would take). */
+static inline fold_slot_t *fold_slot(uint64_t a, uint32_t gen, uint32_t fmask)
+{
+    uint32_t h = fold_hash(a, fmask);
+    fold_slot_t *sl = &fl.fslots[h];
+    while (sl->gen == gen && sl->addr != a) {
+        h = (h + 1) & fmask;
+        sl = &fl.fslots[h];
+    }
+    return sl;
+}
+
+/* Drops the entries struck out (UINT32_MAX) of fl.live[0..n); returns
+ * those left. */
+static uint32_t live_compact(uint32_t n)
+{
+    uint32_t *live = fl.live, w = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t x = live[k];
+        live[w] = x;
+        w += x != UINT32_MAX;
+    }
+    return w;
+}
+
 /* Folds the batch's allocations freed within it into per-stack counts: the
  * collector needs no more of them than their number, bytes and lifetimes
  * (what its report shows), so the pair is not sent. Not folded: pairs that
  * lived as long as the expire time (the collector counts those as expired),
  * blocks with a note, unsampled allocations, anything in sampled mode (each
- * block there carries its own weight). Marks the pairs EV_DEAD; returns
- * pairs folded. */
+ * block there carries its own weight). Lists the indexes of the events that
+ * are sent, in batch order, in fl.live; returns their number. The batch
+ * was merged without folding (merge_runs with fold 0): when no note can be
+ * among its events, merge_runs folds as it merges instead, the same way. */
 static uint32_t fold_batch(uint32_t m)
 {
+    uint32_t *live = fl.live;
     fold_begin(m);
-    if (!fl.fold_on || m < 2)
-        return 0;
+    if (!fl.fold_on || m < 2) {
+        for (uint32_t i = 0; i < m; i++)
+            live[i] = i;
+        return m;
+    }
     const uint64_t lim = (uint64_t)fl.cmd.expire_ms * 1000000ull;
     const uint32_t gen = fl.fgen, fmask = fl.fmask;
-    ev_t *ev = fl.ev;
-    fold_slot_t *fslots = fl.fslots;
-    uint32_t folded = 0;
+    const ev_t *ev = fl.ev;
+    /* live[0..n) is built as the fold goes: every event but a folded FREE
+     * is appended; an ALLOC's slot keeps its place there (pos), and a fold
+     * writes UINT32_MAX over it. One pass over the n entries then drops
+     * those: with most pairs folded, n is about half the batch. */
+    uint32_t n = 0;
     for (uint32_t i = 0; i < m; i++) {
         uint64_t a = ev[i].addr;
-        uint32_t h = fold_hash(a, fmask);
-        fold_slot_t *sl = &fslots[h];
-        while (sl->gen == gen && sl->addr != a) {
-            h = (h + 1) & fmask;
-            sl = &fslots[h];
-        }
-        int have = sl->gen == gen;
+        fold_slot_t *sl = fold_slot(a, gen, fmask);
         uint32_t k = ev_kind(&ev[i]);
         if (k == EV_FREE) {
-            if (!have || sl->pos == UINT32_MAX)
-                continue;
-            uint32_t j = sl->pos;
-            sl->pos = UINT32_MAX;
-            uint64_t lt = ev[i].ts - ev[j].ts;
-            fold_acc_t *acc;
-            if (lt >= lim || !(acc = facc_get(ev[j].stack)))
-                continue;
-            acc->n++;
-            acc->bytes += ev[j].size;
-            acc->lt_sum += lt;
-            if (lt < acc->lt_min)
-                acc->lt_min = lt;
-            if (lt > acc->lt_max)
-                acc->lt_max = lt;
-            ev[i].kind_tid |= EV_DEAD;
-            ev[j].kind_tid |= EV_DEAD;
-            folded++;
+            if (sl->gen == gen && sl->pos != UINT32_MAX) {
+                uint32_t lp = sl->pos;
+                sl->pos = UINT32_MAX;
+                if (fold_pair(&ev[live[lp]], &ev[i], lim)) {
+                    live[lp] = UINT32_MAX; /* the ALLOC goes, and this FREE */
+                    continue;
+                }
+            }
         } else {
             /* A new block at the address (an unsampled one is never folded). */
             sl->addr = a;
             sl->gen = gen;
-            sl->pos = k == EV_ALLOC && !(fl.nnotes && noted_addr(a)) ? i : UINT32_MAX;
+            sl->pos = k == EV_ALLOC && !(fl.nnotes && noted_addr(a)) ? n : UINT32_MAX;
         }
+        live[n++] = i;
     }
-    return folded;
+    return live_compact(n);
 }
 
 /* ---------------------------------------------------------------- encoding */
@@ -1016,18 +1054,15 @@ static size_t enc_fold_col(int which)
     return (size_t)(q - fl.col);
 }
 
-/* Sends the batch as one EventBatch frame, encoded by hand in one pass per
- * column (the same bytes protobuf-c would write, without its size pass and
- * per-field dispatch): columnar, packed varints, timestamps as zigzag
- * deltas from the first live event's. */
-static int send_batch(uint32_t m)
+/* Sends the batch's n events listed in fl.live (fold_batch) as one
+ * EventBatch frame, encoded by hand in one pass per column (the same bytes
+ * protobuf-c would write, without its size pass and per-field dispatch):
+ * columnar, packed varints, timestamps as zigzag deltas from the first live
+ * event's. */
+static int send_batch(uint32_t n)
 {
     uint8_t *body = fl.enc + ENC_PREFIX, *p = body;
-    uint32_t *live = fl.live, n = 0;
-    for (uint32_t i = 0; i < m; i++) {
-        live[n] = i;
-        n += ev_kind(&fl.ev[i]) != EV_DEAD;
-    }
+    const uint32_t *live = fl.live;
     uint64_t base = n ? fl.ev[live[0]].ts : 0;
     if (base) {
         p = put_varint(p, 1 << 3 | 0);
@@ -1093,6 +1128,179 @@ static inline int def_unsent(uint32_t idx)
     return intern_take_unsent(idx, fl.epoch);
 }
 
+enum { MERGE_DONE, MERGE_FAILED, MERGE_NOTE };
+
+static hent_t merge_heap[RUNS_MAX];
+
+/* A merge's output so far: next copy in fl.ev, entries of fl.live,
+ * folded FREEs (not copied), notes taken, MERGE_* outcome. */
+typedef struct merge_out_s {
+    ev_t *o;
+    uint32_t nlive, skipped;
+    uint64_t notes;
+    int rc;
+} merge_out_t;
+
+/* Takes the events [e, e_end) of one run (contiguous in its ring) while
+ * they are stamped before lim, into st (see merge_runs). Returns where it
+ * stopped: e_end, the first event at or past lim, the event whose StackDef
+ * could not be queued (copied, st->rc MERGE_FAILED), or the note met while
+ * folding (MERGE_NOTE). */
+static inline __attribute__((always_inline)) const ev_t *
+span_take(const int fold, merge_out_t *st, const ev_t *e, const ev_t *const e_end, uint64_t lim)
+{
+    ev_t *o = st->o, *const out = fl.ev;
+    uint32_t *const live = fl.live;
+    uint32_t nlive = st->nlive, skipped = st->skipped;
+    const uint64_t flim = (uint64_t)fl.cmd.expire_ms * 1000000ull;
+    const uint32_t gen = fl.fgen, fmask = fl.fmask;
+    for (; e < e_end; e++) {
+        if (e->ts >= lim)
+            break;
+        uint32_t k = ev_kind(e);
+        if (k == EV_NOTE) {
+            if (fold) {
+                st->rc = MERGE_NOTE;
+                break;
+            }
+            /* Sent after this batch: its allocation is in it or before it. */
+            if (fl.nnotes < NOTE_SLOTS)
+                fl.notes[fl.nnotes++] = e->stack;
+            st->notes++;
+            continue;
+        }
+        if (fold) {
+            /* fold_batch's loop, on the event in the ring (no note in the
+             * batch: no noted address). */
+            uint64_t a = e->addr;
+            fold_slot_t *sl = fold_slot(a, gen, fmask);
+            if (k == EV_FREE) {
+                if (sl->gen == gen && sl->pos != UINT32_MAX) {
+                    uint32_t lp = sl->pos;
+                    sl->pos = UINT32_MAX;
+                    if (fold_pair(&out[live[lp]], e, flim)) {
+                        live[lp] = UINT32_MAX;
+                        skipped++;
+                        continue;
+                    }
+                }
+            } else {
+                sl->addr = a;
+                sl->gen = gen;
+                sl->pos = k == EV_ALLOC ? nlive : UINT32_MAX;
+            }
+            live[nlive++] = (uint32_t)(o - out);
+        }
+        *o++ = *e;
+        if (((1u << k) & ((1u << EV_ALLOC) | (1u << EV_ALLOC_FORCED) | (1u << EV_ALLOC_PY))) &&
+            e->stack != INTERN_NONE && def_unsent(e->stack) && add_def(e->stack) < 0) {
+            st->rc = MERGE_FAILED; /* disconnected: counted by the caller */
+            break;
+        }
+    }
+    st->o = o;
+    st->nlive = nlive;
+    st->skipped = skipped;
+    return e;
+}
+
+/* Out of line, one per mode: the loop gets the registers to itself. */
+__attribute__((noinline)) static const ev_t *span_fold(merge_out_t *st, const ev_t *e,
+                                                      const ev_t *e_end, uint64_t lim)
+{
+    return span_take(1, st, e, e_end, lim);
+}
+
+__attribute__((noinline)) static const ev_t *span_plain(merge_out_t *st, const ev_t *e,
+                                                       const ev_t *e_end, uint64_t lim)
+{
+    return span_take(0, st, e, e_end, lim);
+}
+
+/* Merges the runs' events by time into fl.ev, those stamped before the
+ * watermark, up to BATCH_MAX; notes go to fl.notes. *m: events taken
+ * (notes apart), *notes: notes taken; runs' pos say how far each went.
+ * Without fold, fl.ev holds the *m events (*nlive = *m). With fold (fold_begin
+ * done, no note among the runs) the batch is folded as fold_batch would:
+ * a FREE that folds is not copied, fl.live[0..*nlive) lists the copies, a
+ * folded ALLOC's entry struck out (live_compact drops them). MERGE_NOTE:
+ * fold set and a note met after all (the runs must be merged again);
+ * MERGE_FAILED: disconnected while queueing a StackDef. */
+static int merge_runs(const int fold, uint32_t *pm, uint32_t *pnlive, uint64_t *pnotes)
+{
+    hent_t *heap = merge_heap;
+    uint32_t hn = fl.nruns;
+    for (uint32_t i = 0; i < hn; i++) {
+        heap[i].run = i;
+        heap[i].ts = run_ts(i);
+    }
+    for (uint32_t i = hn / 2; i-- > 0;)
+        heap_down(heap, hn, i);
+    fl.nnotes = 0;
+    fl.more = 0;
+    const uint64_t wm_lim = fl.wm;
+    merge_out_t st = { .o = fl.ev, .rc = MERGE_DONE };
+    uint32_t m = 0; /* taken: copied or folded */
+    while (hn > 0) {
+        if (heap[0].ts >= wm_lim)
+            break; /* everything left is at or past the watermark */
+        if (m == BATCH_MAX) {
+            fl.more = 1;
+            break;
+        }
+        run_t *r = &fl.runs[heap[0].run];
+        /* The run at the top is taken for as long as its events come no
+         * later than every other run's next one and before the watermark:
+         * one heap step per switch between rings, not per event. Events of
+         * equal stamps in two rings go in either order, as before. */
+        uint64_t lim = wm_lim;
+        if (hn > 1) {
+            uint64_t o = heap[1].ts;
+            if (hn > 2 && heap[2].ts < o)
+                o = heap[2].ts;
+            if (o < lim)
+                lim = o + 1;
+        }
+        const ev_t *slots = r->r->slots;
+        const uint64_t mask = r->r->mask, end = r->end;
+        uint64_t pos = r->pos;
+        /* At most the batch's room from this run. */
+        const uint64_t stop = end - pos > BATCH_MAX - m ? pos + (BATCH_MAX - m) : end;
+        /* Walked by pointer over the contiguous spans (a run wraps the ring
+         * at most once): no index masking per event. */
+        while (pos < stop) {
+            const ev_t *e0 = &slots[pos & mask];
+            uint64_t span = mask + 1 - (pos & mask);
+            if (span > stop - pos)
+                span = stop - pos;
+            const ev_t *e_end = e0 + span;
+            uint64_t m0 = (uint64_t)(st.o - fl.ev) + st.skipped;
+            const ev_t *e = fold ? span_fold(&st, e0, e_end, lim)
+                                 : span_plain(&st, e0, e_end, lim);
+            if (st.rc == MERGE_NOTE)
+                return MERGE_NOTE;
+            /* A StackDef that failed leaves its event copied but not passed. */
+            m += (uint32_t)((uint64_t)(st.o - fl.ev) + st.skipped - m0);
+            pos += (uint64_t)(e - e0);
+            if (e != e_end || st.rc != MERGE_DONE)
+                break;
+        }
+        r->pos = pos;
+        if (st.rc != MERGE_DONE)
+            break;
+        if (pos == end)
+            heap[0] = heap[--hn];
+        else
+            heap[0].ts = ev_ts_at(r->r, pos);
+        if (hn > 1)
+            heap_down(heap, hn, 0);
+    }
+    *pm = m;
+    *pnlive = fold ? st.nlive : (uint32_t)(st.o - fl.ev);
+    *pnotes = st.notes;
+    return st.rc;
+}
+
 /* Merges the rings' events by time, in place, and sends those stamped before
  * the watermark, up to BATCH_MAX; only what is sent is consumed, the rest
  * waits in its ring. The stream leaving the agent is thus in global time
@@ -1119,7 +1327,10 @@ static uint32_t drain_once(int final)
             run_t *rn = &fl.runs[i];
             for (uint64_t k = rn->start; k < rn->end; k++) {
                 const ev_t *e = &rn->r->slots[k & rn->r->mask];
-                note_t *nt = ev_kind(e) == EV_NOTE ? note_at(e->stack) : NULL;
+                if (ev_kind(e) != EV_NOTE)
+                    continue;
+                fl.notes_consumed++;
+                note_t *nt = note_at(e->stack);
                 if (nt)
                     note_release(nt);
             }
@@ -1130,82 +1341,37 @@ static uint32_t drain_once(int final)
         fl.lost_total += n;
         return n;
     }
-    static hent_t heap[RUNS_MAX];
-    uint32_t hn = fl.nruns;
-    for (uint32_t i = 0; i < hn; i++) {
-        heap[i].run = i;
-        heap[i].ts = run_ts(i);
-    }
-    for (uint32_t i = hn / 2; i-- > 0;)
-        heap_down(heap, hn, i);
     fl.ndefs = 0;
     fl.refreshed = 0;
-    fl.nnotes = 0;
-    uint32_t m = 0;
-    const uint64_t wm_lim = fl.wm;
     def_cache_epoch();
-    ev_t *out = fl.ev;
-    int failed = 0;
-    while (hn > 0 && !failed) {
-        if (heap[0].ts >= wm_lim)
-            break; /* everything left is at or past the watermark */
-        if (m == BATCH_MAX) {
-            fl.more = 1;
-            break;
-        }
-        run_t *r = &fl.runs[heap[0].run];
-        /* The run at the top is taken for as long as its events come no
-         * later than every other run's next one and before the watermark:
-         * one heap step per switch between rings, not per event. Events of
-         * equal stamps in two rings go in either order, as before. */
-        uint64_t lim = wm_lim;
-        if (hn > 1) {
-            uint64_t o = heap[1].ts;
-            if (hn > 2 && heap[2].ts < o)
-                o = heap[2].ts;
-            if (o < lim)
-                lim = o + 1;
-        }
-        const ev_t *slots = r->r->slots;
-        const uint64_t mask = r->r->mask, end = r->end;
-        uint64_t pos = r->pos;
-        /* At most the batch's room from this run. */
-        const uint64_t stop = end - pos > BATCH_MAX - m ? pos + (BATCH_MAX - m) : end;
-        while (pos < stop) {
-            const ev_t *e = &slots[pos & mask];
-            if (e->ts >= lim)
-                break;
-            uint32_t k = ev_kind(e);
-            if (k == EV_NOTE) {
-                /* Sent after this batch: its allocation is in it or before it. */
-                if (fl.nnotes < NOTE_SLOTS)
-                    fl.notes[fl.nnotes++] = e->stack;
-                pos++;
-                continue;
-            }
-            out[m++] = *e;
-            if ((1u << k) & ((1u << EV_ALLOC) | (1u << EV_ALLOC_FORCED) | (1u << EV_ALLOC_PY))) {
-                if (e->stack != INTERN_NONE && def_unsent(e->stack) && add_def(e->stack) < 0) {
-                    failed = 1; /* disconnected: counted below */
-                    break;
-                }
-            }
-            pos++;
-        }
-        r->pos = pos;
-        if (failed)
-            break;
-        if (pos == end)
-            heap[0] = heap[--hn];
-        else
-            heap[0].ts = ev_ts_at(r->r, pos);
-        if (hn > 1)
-            heap_down(heap, hn, 0);
+    /* No note among the runs (the notes pushed, counted before each push
+     * released its ring's head, are all consumed; the heads were read
+     * above): the fold needs no note, so it is done while merging. */
+    uint64_t avail = 0;
+    for (uint32_t i = 0; i < fl.nruns && avail < BATCH_MAX; i++)
+        avail += fl.runs[i].end - fl.runs[i].start;
+    fold_begin(avail < BATCH_MAX ? (uint32_t)avail : BATCH_MAX);
+    int fold = fl.fold_on && !fl.merge_fold_off &&
+               atomic_load_explicit(&arm_notes_pushed, memory_order_relaxed) == fl.notes_consumed;
+    uint32_t m = 0, nlive = 0;
+    uint64_t notes = 0;
+    int rc = fold ? merge_runs(1, &m, &nlive, &notes) : merge_runs(0, &m, &nlive, &notes);
+    if (__builtin_expect(rc == MERGE_NOTE, 0)) {
+        /* Cannot happen but for miscounted notes (a fork child's copy of
+         * a drain): nothing was consumed, merge again without folding. */
+        fl.merge_fold_off = 1;
+        fold = 0;
+        for (uint32_t i = 0; i < fl.nruns; i++)
+            fl.runs[i].pos = fl.runs[i].start;
+        rc = merge_runs(0, &m, &nlive, &notes);
     }
     /* Free the slots read; the producers may reuse them from here on. */
     for (uint32_t i = 0; i < fl.nruns; i++)
         if (fl.runs[i].pos != fl.runs[i].start)
             ring_consume(fl.runs[i].r, fl.runs[i].pos - fl.runs[i].start);
+    fl.notes_consumed += notes;
+    if (rc == MERGE_FAILED)
+        goto failed; /* disconnected */
     if (m == 0) {
         for (uint32_t i = 0; i < fl.nnotes; i++) {
             note_t *nt = note_at(fl.notes[i]);
@@ -1219,8 +1385,7 @@ static uint32_t drain_once(int final)
         goto failed;
     if (m > fl.max_m)
         fl.max_m = m;
-    fold_batch(m);
-    if (send_batch(m) < 0)
+    if (send_batch(fold ? live_compact(nlive) : fold_batch(nlive)) < 0)
         goto failed;
     for (uint32_t i = 0; i < fl.nnotes; i++) {
         note_t *nt = note_at(fl.notes[i]);

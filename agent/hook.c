@@ -75,6 +75,18 @@ __attribute__((noinline)) static int early_start(void)
 
 /* ---------------------------------------------------------------- recording */
 
+/* errno's address on this thread, fixed for the thread's life (a thread
+ * reusing a dead one's TLS starts from zeroed TLS, or the same block):
+ * kept, so a recorded call saves and restores errno with plain loads and
+ * stores instead of two calls of __errno_location. */
+static inline int *errno_of(tstate_t *t)
+{
+    int *p = t->errp;
+    if (UNLIKELY(p == NULL))
+        p = t->errp = &errno;
+    return p;
+}
+
 /* Enters the agent on this thread: 0 when the event must not be recorded
  * (reentrant call, not recording). On 1 the guard is set and errno saved. */
 static inline __attribute__((always_inline)) int rec_enter(tstate_t *t, int *saved_errno)
@@ -116,7 +128,7 @@ static inline __attribute__((always_inline)) int rec_enter(tstate_t *t, int *sav
             return 0;
         }
     }
-    *saved_errno = errno;
+    *saved_errno = *errno_of(t);
     t->guard = 1;
     return 1;
 }
@@ -152,7 +164,7 @@ static inline void rec_leave(tstate_t *t, int saved_errno)
     if (LIKELY(t->ring != NULL))
         ring_inside_end(t->ring);
     t->guard = 0;
-    errno = saved_errno;
+    *errno_of(t) = saved_errno;
 }
 
 /* This thread's ring, created on first use; NULL if it cannot be. */
@@ -169,13 +181,6 @@ static inline ring_t *ring_of(tstate_t *t)
         }
     }
     return r;
-}
-
-static inline void push(ring_t *r, const ev_t *ev)
-{
-    if (LIKELY(ring_try_push(r, ev)))
-        return;
-    flush_push_slow(r, ev);
 }
 
 /* ---------------------------------------------------------------- stack cache */
@@ -291,10 +296,22 @@ static inline __attribute__((always_inline)) uint32_t capture(ring_t *r, const u
 static inline uint64_t emit_alloc(tstate_t *t, ring_t *r, void *p, size_t size, uint32_t idx,
                                   uint32_t kind)
 {
-    ev_t ev = { .ts = clock_now_ns(), .addr = (uint64_t)(uintptr_t)p, .size = size,
-                .stack = idx, .kind_tid = kind | (t->tid << EV_TID_SHIFT) };
-    push(r, &ev);
-    return ev.ts;
+    uint64_t ts = clock_now_ns(), h;
+    ev_t *s = ring_reserve(r, &h);
+    if (LIKELY(s != NULL)) {
+        /* Written in place (push's copy through the stack costs more). */
+        s->ts = ts;
+        s->addr = (uint64_t)(uintptr_t)p;
+        s->size = size;
+        s->stack = idx;
+        s->kind_tid = kind | (t->tid << EV_TID_SHIFT);
+        ring_publish(r, h);
+    } else {
+        ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = size, .stack = idx,
+                    .kind_tid = kind | (t->tid << EV_TID_SHIFT) };
+        flush_push_slow(r, &ev);
+    }
+    return ts;
 }
 
 /* After an ALLOC is out: armed stacks fire (rare; one relaxed load when none). */
@@ -314,9 +331,20 @@ static inline void check_fired(void *p)
 
 static inline void emit_free(tstate_t *t, ring_t *r, void *p, uint64_t ts)
 {
-    ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = 0, .stack = 0,
-                .kind_tid = EV_FREE | (t->tid << EV_TID_SHIFT) };
-    push(r, &ev);
+    uint64_t h;
+    ev_t *s = ring_reserve(r, &h);
+    if (LIKELY(s != NULL)) {
+        s->ts = ts;
+        s->addr = (uint64_t)(uintptr_t)p;
+        s->size = 0;
+        s->stack = 0;
+        s->kind_tid = EV_FREE | (t->tid << EV_TID_SHIFT);
+        ring_publish(r, h);
+    } else {
+        ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = 0, .stack = 0,
+                    .kind_tid = EV_FREE | (t->tid << EV_TID_SHIFT) };
+        flush_push_slow(r, &ev);
+    }
 }
 
 /* Sampled mode: whether an allocation is recorded, given whether a sample

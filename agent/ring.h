@@ -93,7 +93,7 @@ void ring_destroy(ring_t *r);
  * here), else by a full fence. */
 static inline void ring_busy_begin(ring_t *r)
 {
-    if (ring_asym_fence) {
+    if (__builtin_expect(ring_asym_fence, 1)) { /* Linux >= 4.14: the straight line */
         atomic_store_explicit(&r->busy, 1, memory_order_relaxed);
         atomic_signal_fence(memory_order_seq_cst); /* compiler order only */
     } else {
@@ -108,7 +108,7 @@ static inline void ring_busy_begin(ring_t *r)
  * agent's fds again. */
 static inline void ring_inside_begin(ring_t *r)
 {
-    if (ring_asym_fence) {
+    if (__builtin_expect(ring_asym_fence, 1)) {
         atomic_store_explicit(&r->inside, 1, memory_order_relaxed);
         atomic_signal_fence(memory_order_seq_cst); /* compiler order only */
     } else {
@@ -142,6 +142,30 @@ static inline int ring_try_push(ring_t *r, const ev_t *ev)
     /* release: the slot's contents are visible before the new head. */
     atomic_store_explicit(&r->head, h + 1, memory_order_release);
     return 1;
+}
+
+/* Producer: ring_try_push in two steps, for an event written in place (no
+ * copy through the stack): the slot of the next event and its index *h,
+ * or NULL when the ring is full (then push a copy: ring_try_push or
+ * flush_push_slow). */
+static inline ev_t *ring_reserve(ring_t *r, uint64_t *h)
+{
+    uint64_t i = atomic_load_explicit(&r->head, memory_order_relaxed);
+    if (i - r->tail_cache > r->mask) {
+        /* acquire: the consumer finished reading the slots before this tail. */
+        r->tail_cache = atomic_load_explicit(&r->tail, memory_order_acquire);
+        if (i - r->tail_cache > r->mask)
+            return NULL;
+    }
+    *h = i;
+    return &r->slots[i & r->mask];
+}
+
+/* Producer: the event written at ring_reserve's slot h is pushed. release:
+ * its contents are visible before the new head. */
+static inline void ring_publish(ring_t *r, uint64_t h)
+{
+    atomic_store_explicit(&r->head, h + 1, memory_order_release);
 }
 
 /* Producer: exact totals (single writer: load and store, no locked RMW). */

@@ -17,6 +17,7 @@ typedef struct tstate_s {
     int64_t sample_left; /* bytes until the next sample point (sample.c) */
     uint64_t rng;        /* xorshift state for the draws, 0 unseeded */
     int64_t py_left;     /* CPython's small objects: bytes until their next sample point */
+    int *errp;           /* &errno on this thread (hook.c's errno_of), NULL until first used */
 } tstate_t;
 
 extern __thread tstate_t tstate __attribute__((tls_model("initial-exec")));

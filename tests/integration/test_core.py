@@ -369,6 +369,8 @@ class SemanticsTest(unittest.TestCase):
             self.assertEqual(ready[0], "ready")
             self.assertEqual(ready[2], "failures=5")
             self.assertEqual(ready[3], "zero=null")
+            # Two threads' errno, each kept through 80,000 traced calls.
+            self.assertEqual(ready[4], "errno_changed=0")
             m = markers("semantics.c", "ALLOC")
 
             def sites():

@@ -1,6 +1,7 @@
 /* The rows of DESIGN.md's event table, one marked call each. Waits for stdin EOF. */
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,51 @@ __attribute__((noinline)) void sem_malloc_zero(void)
     keep[8] = malloc(0); /* @ALLOC malloc_zero */
 }
 
+/* errno across traced calls: each of two threads keeps its own value
+ * through malloc/free/calloc/realloc (the agent saves and restores the
+ * calling thread's errno, by an address it keeps per thread). */
+#define ERRNO_ROUNDS 20000
+static pthread_barrier_t errno_go;
+
+static void *errno_worker(void *arg)
+{
+    int mine = (int)(uintptr_t)arg;
+    uintptr_t bad = 0;
+    pthread_barrier_wait(&errno_go);
+    for (int i = 0; i < ERRNO_ROUNDS; i++) {
+        errno = mine;
+        void *p = malloc(16 + (size_t)(i & 255));
+        bad += errno != mine;
+        errno = mine + 1;
+        void *q = calloc(2, 24);
+        bad += errno != mine + 1;
+        errno = mine + 2;
+        p = realloc(p, 600);
+        bad += errno != mine + 2;
+        errno = mine + 3;
+        free(p);
+        free(q);
+        bad += errno != mine + 3;
+    }
+    return (void *)bad;
+}
+
+__attribute__((noinline)) int sem_errno(void)
+{
+    pthread_t t[2];
+    uintptr_t bad = 0;
+    pthread_barrier_init(&errno_go, NULL, 2);
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, errno_worker, (void *)(uintptr_t)(1000 * (i + 1)));
+    for (int i = 0; i < 2; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        bad += (uintptr_t)r;
+    }
+    pthread_barrier_destroy(&errno_go);
+    return (int)bad;
+}
+
 int main(void)
 {
     sem_realloc_null();
@@ -77,8 +123,9 @@ int main(void)
     sem_failures();
     sem_free_null();
     sem_malloc_zero();
-    printf("ready inplace=%d failures=%d zero=%s\n", (int)(uintptr_t)keep[4],
-           (int)(uintptr_t)keep[7], keep[5] ? "non-null" : "null");
+    int errno_bad = sem_errno();
+    printf("ready inplace=%d failures=%d zero=%s errno_changed=%d\n", (int)(uintptr_t)keep[4],
+           (int)(uintptr_t)keep[7], keep[5] ? "non-null" : "null", errno_bad);
     fflush(stdout);
     char buf[64];
     while (read(0, buf, sizeof buf) > 0)

@@ -16,8 +16,19 @@
  * stack index was defined by an earlier StackDefs (once), whose pcs hash to
  * its id and lie in modules sent earlier; per thread, events arrive in order;
  * across all threads and batches, events arrive in time order (watermark);
- * allocs received + dropped == allocs recorded, the same for frees; drops
- * match tstate_dropped() and the final Stats; orphaned rings are reaped.
+ * allocs received + dropped == allocs recorded, the same for frees and for
+ * the allocations' bytes; a FREE arrives only after its own ALLOC (or with
+ * that ALLOC dropped); drops match tstate_dropped() and the final Stats;
+ * orphaned rings are reaped.
+ *
+ * With TSAN_AGENT_FOLD_MS=N the stand-in welcomes the agent with an expire
+ * time of N ms, so the flusher folds pairs freed within a batch (every
+ * producer frees each block right after allocating it): folded pairs count
+ * as received allocs and frees with their bytes, each fold entry's stack
+ * was defined, its lifetimes lie below N ms and are consistent (min <= max,
+ * count x min <= sum <= count x max), and some pairs must have folded;
+ * halfway, one producer pushes a note the agent did not count
+ * (inject_note), which the flusher must take in its stride.
  *
  * Threads that call unwind_capture (the UNWINDERS first long workers) never
  * exit; they park until the process ends. Debian 12's libunwind 1.6.2 frees
@@ -29,7 +40,8 @@
  * threads exit and have their rings orphaned and reaped.
  *
  * Environment: TSAN_AGENT_ITERS (events per producer, default 200000),
- * TSAN_AGENT_NO_DLCLOSE=1 (no dlopen/dlclose thread).
+ * TSAN_AGENT_NO_DLCLOSE=1 (no dlopen/dlclose thread), TSAN_AGENT_FOLD_MS
+ * (the expire time sent in a Welcome; default 0: no Welcome, no folding).
  * Exit status 0 on success, 1 on a failed check (TSan itself exits 66 when it
  * reports a race). */
 #include <dlfcn.h>
@@ -78,6 +90,7 @@
 #define STALL_MS 1600            /* ...for this long, once: past the producers' 1 s no-progress limit */
 
 static uint64_t iters = 200000;
+static uint32_t fold_ms; /* TSAN_AGENT_FOLD_MS */
 
 #define FAIL(...)                                          \
     do {                                                   \
@@ -93,6 +106,7 @@ static _Atomic int failed; /* set by any thread */
 /* What the producers did; summed from every producer at its end. */
 static _Atomic uint64_t rec_alloc, rec_free;      /* events recorded (pushed or dropped) */
 static _Atomic uint64_t drop_alloc, drop_free;    /* of those, dropped on a full ring */
+static _Atomic uint64_t rec_bytes, drop_bytes;    /* the recorded / dropped ALLOCs' sizes */
 static _Atomic uint64_t skipped;                  /* not recorded: guard or recording off */
 static _Atomic uint64_t no_ring, intern_none, unwind_fail, unwound;
 static _Atomic uint32_t next_prod_id = LONG_WORKERS + 1;
@@ -105,7 +119,7 @@ typedef struct prod_s {
     uint32_t id;          /* producer id, encoded in every address */
     int unwind;           /* use unwind_capture for some stacks */
     uint64_t first, end;  /* iteration range */
-    uint64_t ra, rf, da, df, sk, nr, in, uf, uw;
+    uint64_t ra, rf, da, df, sk, nr, in, uf, uw, rb, db;
 } prod_t;
 
 static uint32_t synth_stack(uint64_t *pcs, uint32_t flavour, uint32_t v, int *truncated)
@@ -166,20 +180,53 @@ static __attribute__((noinline)) void record(prod_t *p, uint32_t kind, uint64_t 
     ev.kind_tid = kind | (t->tid << EV_TID_SHIFT);
     ring_busy_begin(r); /* as hook.c: busy from before the timestamp until pushed */
     ev.ts = clock_now_ns();
-    if (kind == EV_ALLOC)
+    if (kind == EV_ALLOC) {
         p->ra++;
-    else
+        p->rb += ev.size;
+    } else {
         p->rf++;
+    }
     if (!ring_try_push(r, &ev)) {
         /* Only this thread writes r->dropped: before/after tells whether this event went. */
         uint64_t d0 = atomic_load_explicit(&r->dropped, memory_order_relaxed);
         flush_push_slow(r, &ev);
         if (atomic_load_explicit(&r->dropped, memory_order_relaxed) != d0) {
-            if (kind == EV_ALLOC)
+            if (kind == EV_ALLOC) {
                 p->da++;
-            else
+                p->db += ev.size;
+            } else {
                 p->df++;
+            }
         }
+    }
+    ring_busy_end(r);
+    t->guard = 0;
+}
+
+static _Atomic uint64_t notes_injected;
+
+/* A note the agent did not count (arm_notes_pushed untouched), naming no
+ * note slot: the flusher, folding while it merges since no note is
+ * counted, meets it, merges that batch again without folding and folds
+ * after merging from then on; every count must still hold. Pushed as
+ * record() pushes, waiting (not dropping) while the ring is full. */
+static void inject_note(uint64_t addr)
+{
+    tstate_t *t = &tstate;
+    ring_t *r = t->ring;
+    if (t->guard || !r)
+        return;
+    t->guard = 1;
+    ring_busy_begin(r);
+    ev_t ev = { .ts = clock_now_ns(), .addr = addr, .stack = UINT32_MAX,
+                .kind_tid = EV_NOTE | (t->tid << EV_TID_SHIFT) };
+    for (int k = 0; k < 5000; k++) {
+        if (ring_try_push(r, &ev)) {
+            atomic_fetch_add(&notes_injected, 1);
+            break;
+        }
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
     }
     ring_busy_end(r);
     t->guard = 0;
@@ -187,12 +234,17 @@ static __attribute__((noinline)) void record(prod_t *p, uint32_t kind, uint64_t 
 
 static void produce(prod_t *p)
 {
-    for (uint64_t i = p->first; i < p->end; i++)
+    for (uint64_t i = p->first; i < p->end; i++) {
+        if (fold_ms && p->id == LONG_WORKERS && i == p->first + (p->end - p->first) / 2)
+            inject_note(ev_addr(p->id, i / 2));
         record(p, (i & 1) ? EV_FREE : EV_ALLOC, ev_addr(p->id, i / 2), i);
+    }
     atomic_fetch_add(&rec_alloc, p->ra);
     atomic_fetch_add(&rec_free, p->rf);
     atomic_fetch_add(&drop_alloc, p->da);
     atomic_fetch_add(&drop_free, p->df);
+    atomic_fetch_add(&rec_bytes, p->rb);
+    atomic_fetch_add(&drop_bytes, p->db);
     atomic_fetch_add(&skipped, p->sk);
     atomic_fetch_add(&no_ring, p->nr);
     atomic_fetch_add(&intern_none, p->in);
@@ -305,6 +357,7 @@ static struct reader_s {
     uint64_t msgs, allocs, frees, stack0, undefined, dup_defs, bad_defs, bad_cover;
     uint64_t order_errors, ts_errors, size_errors, tid_errors, shape_errors, decode_errors;
     uint64_t gaps, after_bye, defs, batches, module_msgs;
+    uint64_t bytes, folded, fold_entries, fold_errors, free_unpaired;
     int first_hello, bye, hello_ok, stalled;
     int have_stats;
     uint64_t st_dropped, st_events, st_threads, st_waits, st_unwind, st_intern;
@@ -403,6 +456,7 @@ static void on_events(const Stackwatch__EventBatch *b)
                 rd_state.undefined++;
             if (b->size[ai] != ev_size(addr))
                 rd_state.size_errors++;
+            rd_state.bytes += b->size[ai];
             ai++;
             rd_state.allocs++;
         } else if (is_free) {
@@ -417,6 +471,10 @@ static void on_events(const Stackwatch__EventBatch *b)
         }
         /* One producer is one ring: its events come in order, across batches too. */
         int64_t seq = (int64_t)(pair * 2 + (uint64_t)is_free);
+        /* Its own ALLOC came just before, unless that was dropped (folded
+         * pairs travel as neither). */
+        if (is_free && rd_state.last_seq[id] != seq - 1)
+            rd_state.free_unpaired++;
         if (seq <= rd_state.last_seq[id])
             rd_state.order_errors++;
         rd_state.last_seq[id] = seq;
@@ -434,6 +492,27 @@ static void on_events(const Stackwatch__EventBatch *b)
     }
     if (ai != b->n_size)
         rd_state.shape_errors++;
+    size_t nf = b->n_fold_stack;
+    if (b->n_fold_count != nf || b->n_fold_bytes != nf || b->n_fold_lt_sum != nf ||
+        b->n_fold_lt_min != nf || b->n_fold_lt_max != nf) {
+        rd_state.shape_errors++;
+        return;
+    }
+    for (size_t k = 0; k < nf; k++) {
+        uint32_t st = b->fold_stack[k];
+        uint64_t c = b->fold_count[k], mn = b->fold_lt_min[k], mx = b->fold_lt_max[k];
+        unsigned __int128 sum = b->fold_lt_sum[k];
+        rd_state.fold_entries++;
+        if (st == INTERN_NONE || st >= INTERN_SLOTS || !rd_state.defined[st])
+            rd_state.undefined++;
+        if (c == 0 || mn > mx || mx >= (uint64_t)fold_ms * 1000000u ||
+            sum < (unsigned __int128)c * mn || sum > (unsigned __int128)c * mx)
+            rd_state.fold_errors++;
+        rd_state.allocs += c;
+        rd_state.frees += c;
+        rd_state.folded += c;
+        rd_state.bytes += b->fold_bytes[k];
+    }
 }
 
 static void on_msg(const uint8_t *p, uint32_t len)
@@ -500,6 +579,19 @@ static void *reader_main(void *arg)
     }
     for (int i = 0; i < PROD_MAX; i++)
         rd_state.last_seq[i] = -1;
+    if (fold_ms) {
+        /* As collectord greets: the expire time turns the fold on. */
+        Stackwatch__Welcome w = STACKWATCH__WELCOME__INIT;
+        w.version = PROTO_VERSION;
+        w.expire_ms = fold_ms;
+        Stackwatch__CollectorMsg cm = STACKWATCH__COLLECTOR_MSG__INIT;
+        cm.msg_case = STACKWATCH__COLLECTOR_MSG__MSG_WELCOME;
+        cm.welcome = &w;
+        uint8_t buf[64];
+        size_t len = frame_encode(&cm.base, buf, sizeof buf, FRAME_MAX_COMMAND);
+        if (len == 0 || frame_write_all(fd, buf, len) < 0)
+            FAIL("sending the Welcome");
+    }
     frame_rd_t rd;
     if (frame_rd_init(&rd, 1u << 16, FRAME_MAX_AGENT) < 0) {
         FAIL("frame_rd_init");
@@ -571,6 +663,9 @@ int main(void)
     if (e && *e)
         iters = strtoull(e, NULL, 10);
     iters &= ~1ull; /* ALLOC/FREE pairs */
+    e = getenv("TSAN_AGENT_FOLD_MS");
+    if (e && *e)
+        fold_ms = (uint32_t)strtoul(e, NULL, 10);
     alarm(WATCHDOG_S); /* a hang fails the test (SIGALRM's default action) */
 
     anchors[0] = (uint64_t)(uintptr_t)&record;
@@ -695,8 +790,21 @@ int main(void)
     check_eq("producing threads", threads, expect_threads);
     check_eq("allocs received + dropped", rd_state.allocs + da, ra);
     check_eq("frees received + dropped", rd_state.frees + df, rf);
+    check_eq("bytes received + dropped", rd_state.bytes + atomic_load(&drop_bytes),
+             atomic_load(&rec_bytes));
+    if (rd_state.free_unpaired > da)
+        FAIL("%llu FREEs arrived without their ALLOC, only %llu ALLOCs dropped",
+             (unsigned long long)rd_state.free_unpaired, (unsigned long long)da);
+    check_eq("fold entries with bad lifetimes", rd_state.fold_errors, 0);
+    if (fold_ms && rd_state.folded == 0)
+        FAIL("TSAN_AGENT_FOLD_MS=%u but no pair was folded", fold_ms);
+    if (!fold_ms && rd_state.folded)
+        FAIL("%llu pairs folded without an expire time", (unsigned long long)rd_state.folded);
     check_eq("tstate_dropped()", tstate_dropped(), da + df);
-    check_eq("tstate_events()", tstate_events(), ra + rf - da - df);
+    uint64_t ni = atomic_load(&notes_injected);
+    check_eq("tstate_events()", tstate_events(), ra + rf - da - df + ni);
+    if (fold_ms && ni != 1)
+        FAIL("the uncounted note was not pushed");
     check_eq("tstate_threads()", tstate_threads(), expect_threads);
     check_eq("ring bytes after reaping", ring_bytes_left, parked_bytes);
     if (max_live >= expect_threads / 2)
@@ -724,10 +832,12 @@ int main(void)
         FAIL("no Stats message");
     } else {
         check_eq("Stats.dropped", rd_state.st_dropped, da + df);
-        check_eq("Stats.events", rd_state.st_events, ra + rf - da - df);
+        check_eq("Stats.events", rd_state.st_events, ra + rf - da - df + ni);
         check_eq("Stats.threads", rd_state.st_threads, expect_threads);
     }
-    if (rd_state.stalled && da + df == 0)
+    /* Folded, the stream is a fraction of the events: the socket's buffer
+     * may absorb the stall, so the flusher need not block. */
+    if (rd_state.stalled && da + df == 0 && !fold_ms)
         FAIL("the reader stalled %d ms but nothing was dropped", STALL_MS);
     /* A run of drops begins with a bounded wait; the drops after it, until
      * the flusher frees a slot, do not wait again (issue 17.3). */
@@ -738,7 +848,8 @@ int main(void)
 
     fprintf(stderr,
             "tsan_agent_core: %s: %llu producers x %llu events (%llu threads), "
-            "allocs %llu+%llu dropped, frees %llu+%llu dropped, ring waits %llu, "
+            "allocs %llu+%llu dropped, frees %llu+%llu dropped, folded pairs %llu "
+            "(%llu entries, expire %u ms), ring waits %llu, "
             "stacks %llu (%llu unwound captures, %llu failed), batches %llu, "
             "module msgs %llu, dl cycles %d%s, reader stall %s, max live rings %llu, final %llu ms, "
             "produce %.1f s, total %.1f s\n",
@@ -746,7 +857,8 @@ int main(void)
             (unsigned long long)iters, (unsigned long long)threads,
             (unsigned long long)rd_state.allocs, (unsigned long long)da,
             (unsigned long long)rd_state.frees, (unsigned long long)df,
-            (unsigned long long)rd_state.st_waits, (unsigned long long)rd_state.defs,
+            (unsigned long long)rd_state.folded, (unsigned long long)rd_state.fold_entries,
+            fold_ms, (unsigned long long)rd_state.st_waits, (unsigned long long)rd_state.defs,
             (unsigned long long)atomic_load(&unwound),
             (unsigned long long)atomic_load(&unwind_fail),
             (unsigned long long)rd_state.batches, (unsigned long long)rd_state.module_msgs,

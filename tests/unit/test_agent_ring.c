@@ -102,6 +102,50 @@ static void test_push_until_full(void **state)
     ring_destroy(r);
 }
 
+/* ring_reserve / ring_publish: the same ring as ring_try_push, the event
+ * written in place. */
+static void test_reserve_until_full(void **state)
+{
+    (void)state;
+    enum { CAP = 8 };
+    ring_t *r = ring_create(CAP, 1);
+    assert_non_null(r);
+    for (uint64_t i = 0; i < CAP; i++) {
+        uint64_t h = 99;
+        ev_t *s = ring_reserve(r, &h);
+        assert_non_null(s);
+        assert_int_equal(h, i);
+        assert_int_equal(ring_count(r), i); /* not pushed before ring_publish */
+        *s = ev_n(i);
+        ring_publish(r, h);
+        assert_int_equal(ring_count(r), i + 1);
+    }
+    /* Full: no slot, head unchanged. */
+    uint64_t h = 99;
+    assert_null(ring_reserve(r, &h));
+    assert_int_equal(h, 99);
+    assert_int_equal(atomic_load(&r->head), CAP);
+
+    const ev_t *a, *b;
+    size_t na, nb;
+    assert_int_equal(ring_peek(r, &a, &na, &b, &nb), CAP);
+    for (uint64_t i = 0; i < CAP; i++) {
+        ev_t want = ev_n(i);
+        assert_memory_equal(&a[i], &want, sizeof want);
+    }
+    /* One slot freed: one reserve fits (the first slot again), then none. */
+    ring_consume(r, 1);
+    ev_t *s = ring_reserve(r, &h);
+    assert_ptr_equal(s, &r->slots[0]);
+    assert_int_equal(h, CAP);
+    *s = ev_n(CAP);
+    ring_publish(r, h);
+    assert_null(ring_reserve(r, &h));
+    ev_t e = ev_n(0);
+    assert_int_equal(ring_try_push(r, &e), 0);
+    ring_destroy(r);
+}
+
 static void test_peek_spans_wrap(void **state)
 {
     (void)state;
@@ -202,16 +246,25 @@ static void *spsc_producer(void *arg)
     spsc_t *s = arg;
     for (uint64_t i = 0; i < SPSC_EVENTS;) {
         ev_t e = ev_n(i);
-        if (ring_try_push(s->r, &e))
+        /* Every other event written in place (hook.c's way). */
+        uint64_t h;
+        ev_t *slot = (i & 1) ? ring_reserve(s->r, &h) : NULL;
+        if (slot) {
+            *slot = e;
+            ring_publish(s->r, h);
             i++;
-        else
+        } else if (!(i & 1) && ring_try_push(s->r, &e)) {
+            i++;
+        } else {
             s->fails++;
+        }
     }
     return NULL;
 }
 
-/* Producer and consumer on two threads: every event arrives once, in order,
- * with its contents intact, across many wraps of a small ring. */
+/* Producer (ring_try_push and ring_reserve/ring_publish in turn) and
+ * consumer on two threads: every event arrives once, in order, with its
+ * contents intact, across many wraps of a small ring. */
 static void test_spsc_threads(void **state)
 {
     (void)state;
@@ -329,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_create_rejects_bad_capacity),
         cmocka_unit_test(test_create_fields),
         cmocka_unit_test(test_push_until_full),
+        cmocka_unit_test(test_reserve_until_full),
         cmocka_unit_test(test_peek_spans_wrap),
         cmocka_unit_test(test_peek_empty_at_wrap),
         cmocka_unit_test(test_spsc_threads),
