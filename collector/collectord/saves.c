@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "log.h"
 #include "report.h"
+#include "symq.h"
 
 #define SAVE_WAIT_NS (30ull * 1000000000) /* longest an ended report waits for symbols */
 #define SAVE_RETRY_NS (5ull * 1000000000) /* first wait after a failed write */
@@ -44,6 +45,7 @@ void saves_queue(srv_t *s, client_t *c)
 void saves_due(srv_t *s, int force)
 {
     uint64_t now = clock_now();
+    int stored = 0;
     for (uint32_t i = 0; i < s->nsaves;) {
         srv_save_t *sv = &s->saves[i];
         client_t *c = client_by_serial(&s->clients, sv->serial);
@@ -73,7 +75,10 @@ void saves_due(srv_t *s, int force)
             log_msg("store: pid %u's report is not stored: %s", sv->pid,
                     c ? "the last attempt failed too" : "no longer kept in memory (--retain)");
         *sv = s->saves[--s->nsaves];
+        stored = 1;
     }
+    if (stored && !force)
+        symq_sweep(s);
     if (s->store.on && now >= s->next_prune) {
         /* A taken-over snapshot whose client is gone from memory is only a file now. */
         for (uint32_t i = 0; i < s->store.n; i++) {

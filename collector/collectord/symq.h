@@ -18,4 +18,8 @@ void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t
  * job holds a copy of its frames and modules): finished jobs make room. */
 void symq_eager(srv_t *s, client_t *c);
 
+/* Asks the symbolizer to close the libdw handles of modules that no
+ * connected process maps (after an ended process is stored). */
+void symq_sweep(srv_t *s);
+
 #endif
