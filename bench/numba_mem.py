@@ -92,6 +92,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--idle", type=float, default=30)
     ap.add_argument("--no-gdb", action="store_true")
+    ap.add_argument("--no-store", action="store_true", help="collectord --state-dir none")
     ap.add_argument("--heaptrack", metavar="OUT", help="heaptrack collectord from 'before' on")
     ap.add_argument("--trim", action="store_true", help="then malloc_trim(0) through gdb")
     ap.add_argument("--log", action="store_true", help="print the end of collectord's log")
@@ -101,7 +102,7 @@ def main():
     gdb = not a.no_gdb
     import tempfile
     state = tempfile.mkdtemp(prefix="numba-mem-state-")
-    col = sw.Collector(expire=0.5, extra=("--state-dir", state))
+    col = sw.Collector(expire=0.5, extra=("--state-dir", "none" if a.no_store else state))
     rows = []
     try:
         pid = col.proc.pid
@@ -127,7 +128,7 @@ def main():
         print("%-14s VmRSS=%d" % ("during (max)", peak), flush=True)
         point(col, "exit", gdb, rows)
         t0 = time.monotonic()
-        while not [f for f in os.listdir(state) if not f.startswith(".")] and \
+        while not a.no_store and not [f for f in os.listdir(state) if not f.startswith(".")] and \
                 time.monotonic() - t0 < 300:
             time.sleep(0.2)
         wait_idle(pid)

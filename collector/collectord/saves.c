@@ -22,8 +22,12 @@ static uint64_t realtime_ns(void)
 
 void saves_queue(srv_t *s, client_t *c)
 {
-    if (!s->store.on)
+    if (!s->store.on) {
+        /* No save to wait for: the modules are swept once its jobs are done. */
+        s->sweep_due = 1;
+        symq_sweep_when_idle(s);
         return;
+    }
     if (s->nsaves == s->saves_cap) {
         uint32_t ncap = s->saves_cap ? s->saves_cap * 2 : 16;
         srv_save_t *ns = realloc(s->saves, ncap * sizeof *ns);

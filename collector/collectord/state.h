@@ -77,6 +77,8 @@ typedef struct srv_s {
     store_t store;            /* ended processes' reports on disk (store.on: enabled) */
     srv_save_t *saves;        /* clients whose report is to be stored */
     uint32_t nsaves, saves_cap;
+    int sweep_due;            /* a process ended without a save: close unused libdw
+                               * handles once the symbolizer is idle (symq_sweep) */
     uint64_t next_prune;      /* when the store's retention runs next (collector clock) */
     struct metrics_s *metrics; /* --metrics endpoint (NULL, or fd < 0: off) */
 } srv_t;

@@ -99,6 +99,7 @@ void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t
         }
         sym_job_free(j);
     }
+    symq_sweep_when_idle(s);
     if (sym_backlog() < SYM_EAGER_MAX / 2)
         for (client_t *c = s->clients.head; c; c = c->next)
             if (c->nsymq)
@@ -168,4 +169,15 @@ void symq_sweep(srv_t *s)
         return;
 fail:
     sym_job_free(j);
+}
+
+void symq_sweep_when_idle(srv_t *s)
+{
+    if (!s->sweep_due || sym_backlog())
+        return;
+    for (client_t *c = s->clients.head; c; c = c->next)
+        if (c->nsymq)
+            return;
+    s->sweep_due = 0;
+    symq_sweep(s);
 }

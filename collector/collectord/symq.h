@@ -22,4 +22,8 @@ void symq_eager(srv_t *s, client_t *c);
  * connected process maps (after an ended process is stored). */
 void symq_sweep(srv_t *s);
 
+/* symq_sweep if a process ended without a save (s->sweep_due) and no job is
+ * queued or waiting: its eager jobs are done. */
+void symq_sweep_when_idle(srv_t *s);
+
 #endif
