@@ -24,8 +24,9 @@ void saves_queue(srv_t *s, client_t *c)
 {
     if (!s->store.on) {
         /* No save to wait for: the modules are swept once its jobs are done. */
-        s->sweep_due = 1;
-        symq_sweep_when_idle(s);
+        if (!s->sweep_due)
+            s->sweep_due = 2;
+        symq_sweep_due(s);
         return;
     }
     if (s->nsaves == s->saves_cap) {
@@ -82,7 +83,8 @@ void saves_due(srv_t *s, int force)
         stored = 1;
     }
     if (stored && !force)
-        symq_sweep(s);
+        s->sweep_due = 1;
+    symq_sweep_due(s);
     if (s->store.on && now >= s->next_prune) {
         /* A taken-over snapshot whose client is gone from memory is only a file now. */
         for (uint32_t i = 0; i < s->store.n; i++) {

@@ -99,7 +99,7 @@ void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t
         }
         sym_job_free(j);
     }
-    symq_sweep_when_idle(s);
+    symq_sweep_due(s);
     if (sym_backlog() < SYM_EAGER_MAX / 2)
         for (client_t *c = s->clients.head; c; c = c->next)
             if (c->nsymq)
@@ -171,13 +171,23 @@ fail:
     sym_job_free(j);
 }
 
-void symq_sweep_when_idle(srv_t *s)
+void symq_sweep_due(srv_t *s)
 {
-    if (!s->sweep_due || sym_backlog())
+    if (!s->sweep_due || s->stopping)
         return;
-    for (client_t *c = s->clients.head; c; c = c->next)
-        if (c->nsymq)
+    if (s->sweep_due == 2) {
+        if (sym_backlog())
             return;
+        for (client_t *c = s->clients.head; c; c = c->next)
+            if (c->nsymq)
+                return;
+    }
+    /* At most one a second: the keep list is every connected process's
+     * modules, and short processes may end by the hundred. */
+    uint64_t now = clock_now();
+    if (s->sweep_ts && now - s->sweep_ts < SYMQ_SWEEP_MIN_NS)
+        return;
     s->sweep_due = 0;
+    s->sweep_ts = now;
     symq_sweep(s);
 }

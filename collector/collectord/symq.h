@@ -22,8 +22,13 @@ void symq_eager(srv_t *s, client_t *c);
  * connected process maps (after an ended process is stored). */
 void symq_sweep(srv_t *s);
 
-/* symq_sweep if a process ended without a save (s->sweep_due) and no job is
- * queued or waiting: its eager jobs are done. */
-void symq_sweep_when_idle(srv_t *s);
+#define SYMQ_SWEEP_MIN_NS (1000ull * 1000000) /* between two sweeps at least */
+
+/* symq_sweep when s->sweep_due says so: after a save at once (queued behind
+ * the jobs before it), after a process ended without a save once no job is
+ * queued or waiting (its eager jobs are done); at most one a
+ * SYMQ_SWEEP_MIN_NS, else at a later call (the aging tick's saves_due, a
+ * finished job). */
+void symq_sweep_due(srv_t *s);
 
 #endif
