@@ -5,6 +5,7 @@
 #include <math.h>
 #include <signal.h>
 #include <fnmatch.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <time.h>
 #include <stdio.h>
@@ -36,8 +37,10 @@ void *ra_alloc(ra_t *ra, size_t size)
         ra->cap = ncap;
     }
     void *p = calloc(1, size ? size : 1);
-    if (p)
+    if (p) {
         ra->blocks[ra->n++] = p;
+        ra->bytes += size;
+    }
     return p;
 }
 
@@ -46,8 +49,12 @@ void ra_free(ra_t *ra)
     for (size_t i = 0; i < ra->n; i++)
         free(ra->blocks[i]);
     free(ra->blocks);
+    int trim = ra->bytes + ra->cap * sizeof *ra->blocks >= RA_TRIM_BYTES;
     ra->blocks = NULL;
     ra->n = ra->cap = 0;
+    ra->bytes = 0;
+    if (trim)
+        malloc_trim(0);
 }
 
 static uint64_t mono_to_ms(uint64_t mono);

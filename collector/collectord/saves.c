@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "log.h"
 #include "report.h"
+#include "symq.h"
 
 #define SAVE_WAIT_NS (30ull * 1000000000) /* longest an ended report waits for symbols */
 #define SAVE_RETRY_NS (5ull * 1000000000) /* first wait after a failed write */
@@ -21,8 +22,13 @@ static uint64_t realtime_ns(void)
 
 void saves_queue(srv_t *s, client_t *c)
 {
-    if (!s->store.on)
+    if (!s->store.on) {
+        /* No save to wait for: the modules are swept once its jobs are done. */
+        if (!s->sweep_due)
+            s->sweep_due = 2;
+        symq_sweep_due(s);
         return;
+    }
     if (s->nsaves == s->saves_cap) {
         uint32_t ncap = s->saves_cap ? s->saves_cap * 2 : 16;
         srv_save_t *ns = realloc(s->saves, ncap * sizeof *ns);
@@ -44,6 +50,7 @@ void saves_queue(srv_t *s, client_t *c)
 void saves_due(srv_t *s, int force)
 {
     uint64_t now = clock_now();
+    int stored = 0;
     for (uint32_t i = 0; i < s->nsaves;) {
         srv_save_t *sv = &s->saves[i];
         client_t *c = client_by_serial(&s->clients, sv->serial);
@@ -73,7 +80,11 @@ void saves_due(srv_t *s, int force)
             log_msg("store: pid %u's report is not stored: %s", sv->pid,
                     c ? "the last attempt failed too" : "no longer kept in memory (--retain)");
         *sv = s->saves[--s->nsaves];
+        stored = 1;
     }
+    if (stored && !force)
+        s->sweep_due = 1;
+    symq_sweep_due(s);
     if (s->store.on && now >= s->next_prune) {
         /* A taken-over snapshot whose client is gone from memory is only a file now. */
         for (uint32_t i = 0; i < s->store.n; i++) {

@@ -77,6 +77,10 @@ typedef struct srv_s {
     store_t store;            /* ended processes' reports on disk (store.on: enabled) */
     srv_save_t *saves;        /* clients whose report is to be stored */
     uint32_t nsaves, saves_cap;
+    int sweep_due;            /* close unused libdw handles (symq_sweep_due): 1 after
+                               * a save, 2 when a process ended without one (once the
+                               * symbolizer is idle) */
+    uint64_t sweep_ts;        /* the last sweep (collector clock) */
     uint64_t next_prune;      /* when the store's retention runs next (collector clock) */
     struct metrics_s *metrics; /* --metrics endpoint (NULL, or fd < 0: off) */
 } srv_t;

@@ -7,6 +7,7 @@
 #include <dwarf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <stdio.h>
@@ -529,6 +530,7 @@ static const char *module_addrname(symidx_t *si, Dwfl_Module *mod, uint64_t q, G
 void sym_get_stats(sym_stats_t *out)
 {
     *out = stats;
+    out->open_now = nopen;
 }
 
 
@@ -666,6 +668,32 @@ static int dmod_open(dmod_t *d, const sym_mod_t *m, uint32_t pid)
     d->mod = mod;
     nopen++;
     return 1;
+}
+
+size_t sym_sweep_now(const sym_mod_t *keep, uint32_t nkeep)
+{
+    size_t closed = 0;
+    for (size_t i = 0; i < ncache; i++) {
+        dmod_t *d = &cache[i];
+        if (!d->dwfl)
+            continue;
+        int kept = 0;
+        for (uint32_t k = 0; k < nkeep && !kept; k++)
+            kept = keep[k].path && keep[k].build_id_len == d->build_id_len &&
+                   memcmp(keep[k].build_id, d->build_id, d->build_id_len) == 0 &&
+                   strcmp(keep[k].path, d->path) == 0;
+        if (kept)
+            continue;
+        dmod_close(d);
+        d->retry = 1; /* its frames stay; reopened when a new pc needs it */
+        closed++;
+    }
+    stats.swept += closed;
+    /* libdw's and libelf's data of a big module (libLLVM: tens of MB)
+     * were freed into this thread's arena: back to the system. */
+    if (closed)
+        malloc_trim(0);
+    return closed;
 }
 
 /* ---------------------------------------------------------------- resolution */
@@ -1046,7 +1074,10 @@ static void *worker_main(void *arg)
         }
         pthread_mutex_unlock(&q_lock);
         j->next = NULL;
-        sym_resolve_now(j);
+        if (j->sweep)
+            sym_sweep_now(j->mods, j->nmods);
+        else
+            sym_resolve_now(j);
         pthread_mutex_lock(&q_lock);
         if (done_tail)
             done_tail->next = j;

@@ -47,6 +47,7 @@ typedef struct sym_job_s {
     symres_t *result;       /* set by the worker */
     uint16_t *pc_nf;        /* ... and how many of its frames each pc gave (NULL: not known) */
     uint8_t *pc_deg;        /* ... and whether that pc's module may resolve later */
+    uint8_t sweep;          /* not a stack: close the handles of modules not in mods */
 } sym_job_t;
 
 /* Starts the worker. wake(arg) is called from the worker thread whenever
@@ -87,6 +88,8 @@ typedef struct sym_stats_s {
     uint64_t indexed;       /* symbols found in a module's address-sorted index */
     uint64_t index_builds;  /* indexes built (once a module is opened) */
     uint64_t index_syms;    /* symbols those indexes read */
+    uint64_t open_now;      /* libdw handles open */
+    uint64_t swept;         /* handles closed by sweeps */
 } sym_stats_t;
 
 void sym_get_stats(sym_stats_t *out);
@@ -98,6 +101,12 @@ void sym_get_stats(sym_stats_t *out);
  * answered itself. */
 long sym_index_check(const char *path, const uint64_t *addrs, size_t n, size_t *indexed);
 
+/* Closes the libdw handles (and their symbol indexes) of the modules that
+ * are none of keep[0..nkeep) (same path and build-id); their resolved
+ * frames stay cached and a later pc opens them again. Then hands malloc's
+ * free pages back to the system. A job with sweep set does this in the
+ * worker (queued after the jobs before it). Returns the handles closed. */
+size_t sym_sweep_now(const sym_mod_t *keep, uint32_t nkeep);
 /* Resolves a job synchronously in the calling thread (tests, fuzzers). */
 void sym_resolve_now(sym_job_t *j);
 

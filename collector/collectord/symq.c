@@ -99,6 +99,7 @@ void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t
         }
         sym_job_free(j);
     }
+    symq_sweep_due(s);
     if (sym_backlog() < SYM_EAGER_MAX / 2)
         for (client_t *c = s->clients.head; c; c = c->next)
             if (c->nsymq)
@@ -120,4 +121,73 @@ void symq_eager(srv_t *s, client_t *c)
         symq_stack(s, c, st, 0);
     }
     c->nsymq = keep;
+}
+
+/* After an ended process's report is stored: the modules no connected
+ * process maps lose their libdw handles (a numba process leaves ~85 MB of
+ * libdw's and libelf's data for libLLVM and 55 more modules, issue 20.2).
+ * Their frames stay cached; the worker does it after the jobs queued before. */
+void symq_sweep(srv_t *s)
+{
+    sym_job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    j->sweep = 1;
+    uint32_t cap = 0;
+    for (client_t *c = s->clients.head; c; c = c->next) {
+        if (c->state != CLIENT_CONNECTED)
+            continue;
+        for (uint32_t i = 0; i < c->mods_cap; i++) {
+            const cmod_t *m = &c->mods[i];
+            if (!m->path)
+                continue;
+            uint32_t k = 0;
+            while (k < j->nmods && !(j->mods[k].build_id_len == m->build_id_len &&
+                                     memcmp(j->mods[k].build_id, m->build_id, m->build_id_len) == 0 &&
+                                     strcmp(j->mods[k].path, m->path) == 0))
+                k++;
+            if (k < j->nmods)
+                continue;
+            if (j->nmods == cap) {
+                uint32_t ncap = cap ? cap * 2 : 64;
+                sym_mod_t *nm = realloc(j->mods, ncap * sizeof *nm);
+                if (!nm)
+                    goto fail; /* nothing closed rather than one needed */
+                j->mods = nm;
+                cap = ncap;
+            }
+            sym_mod_t *sm = &j->mods[j->nmods];
+            memset(sm, 0, sizeof *sm);
+            if (!(sm->path = strdup(m->path)))
+                goto fail;
+            memcpy(sm->build_id, m->build_id, m->build_id_len);
+            sm->build_id_len = m->build_id_len;
+            j->nmods++;
+        }
+    }
+    if (sym_submit(j, 0) == 0)
+        return;
+fail:
+    sym_job_free(j);
+}
+
+void symq_sweep_due(srv_t *s)
+{
+    if (!s->sweep_due || s->stopping)
+        return;
+    if (s->sweep_due == 2) {
+        if (sym_backlog())
+            return;
+        for (client_t *c = s->clients.head; c; c = c->next)
+            if (c->nsymq)
+                return;
+    }
+    /* At most one a second: the keep list is every connected process's
+     * modules, and short processes may end by the hundred. */
+    uint64_t now = clock_now();
+    if (s->sweep_ts && now - s->sweep_ts < SYMQ_SWEEP_MIN_NS)
+        return;
+    s->sweep_due = 0;
+    s->sweep_ts = now;
+    symq_sweep(s);
 }

@@ -18,4 +18,17 @@ void symq_take_done(srv_t *s, void (*symbolized)(srv_t *s, client_t *c, cstack_t
  * job holds a copy of its frames and modules): finished jobs make room. */
 void symq_eager(srv_t *s, client_t *c);
 
+/* Asks the symbolizer to close the libdw handles of modules that no
+ * connected process maps (after an ended process is stored). */
+void symq_sweep(srv_t *s);
+
+#define SYMQ_SWEEP_MIN_NS (1000ull * 1000000) /* between two sweeps at least */
+
+/* symq_sweep when s->sweep_due says so: after a save at once (queued behind
+ * the jobs before it), after a process ended without a save once no job is
+ * queued or waiting (its eager jobs are done); at most one a
+ * SYMQ_SWEEP_MIN_NS, else at a later call (the aging tick's saves_due, a
+ * finished job). */
+void symq_sweep_due(srv_t *s);
+
 #endif

@@ -200,12 +200,77 @@ static void test_frames_keep_function_and_line(void **state)
     sym_job_free(j);
 }
 
+/* Issue 20.2: a sweep closes the libdw handles of the modules no process
+ * still maps (a numba process leaves ~85 MB of libdw's and libelf's data
+ * open for libLLVM and 55 more), keeps the ones named, and keeps every
+ * module's resolved frames: a pc seen before is answered from the cache
+ * without opening the module, a new one opens it again and resolves as
+ * before. */
+static void test_sweep_closes_handles_not_kept(void **state)
+{
+    (void)state;
+    static mods_t ms;
+    ms.n = 0;
+    dl_iterate_phdr(collect, &ms);
+    const lmod_t *self = &ms.m[0];
+    const lmod_t *libc = find_mod(&ms, "/libc.so");
+    assert_non_null(libc);
+    uint64_t cpc = libc->bias + libc->lo[0] + 1 + (libc->hi[0] - libc->lo[0]) / 3;
+    uint64_t spc = (uint64_t)(uintptr_t)&probe_fn + 2;
+    sym_job_t *j = job_for(libc, &cpc, 1);
+    sym_resolve_now(j);
+    sym_job_free(j);
+    j = job_for(self, &spc, 1);
+    sym_resolve_now(j);
+    assert_non_null(j->result);
+    const char *fn = j->result->f[j->result->n - 1].function;
+    assert_non_null(fn);
+    sym_job_free(j);
+
+    sym_stats_t s0, s1, s2, s3;
+    sym_get_stats(&s0);
+    assert_true(s0.open_now >= 2);
+    sym_mod_t keep = { .path = (char *)libc->path };
+    size_t closed = sym_sweep_now(&keep, 1);
+    sym_get_stats(&s1);
+    assert_int_equal(closed, s0.open_now - 1);
+    assert_int_equal(s1.open_now, 1); /* libc's */
+    assert_int_equal(s1.swept - s0.swept, closed);
+
+    /* The same pc: its frames from the cache, the module stays closed. */
+    j = job_for(self, &spc, 1);
+    sym_resolve_now(j);
+    assert_non_null(j->result);
+    assert_string_equal(j->result->f[j->result->n - 1].function, fn);
+    sym_job_free(j);
+    sym_get_stats(&s2);
+    assert_int_equal(s2.cached - s1.cached, 1);
+    assert_int_equal(s2.open_now, 1);
+
+    /* A new pc of the closed module opens it again. */
+    uint64_t spc2 = spc + 1;
+    j = job_for(self, &spc2, 1);
+    sym_resolve_now(j);
+    assert_non_null(j->result);
+    assert_string_equal(j->result->f[j->result->n - 1].function, "probe_fn");
+    sym_job_free(j);
+    sym_get_stats(&s3);
+    assert_int_equal(s3.open_now, 2);
+    assert_int_equal(s3.looked_up - s2.looked_up, 1);
+
+    /* Nothing kept: nothing stays open. */
+    sym_sweep_now(NULL, 0);
+    sym_get_stats(&s3);
+    assert_int_equal(s3.open_now, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_index_answers_as_libdw),
         cmocka_unit_test(test_distinct_pcs_read_the_symbol_table_once),
         cmocka_unit_test(test_frames_keep_function_and_line),
+        cmocka_unit_test(test_sweep_closes_handles_not_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
