@@ -291,26 +291,34 @@ static inline __attribute__((always_inline)) uint32_t capture(ring_t *r, const u
     return capture_slow(r, frame, gen);
 }
 
+/* Pushes one event, written in place in its ring slot (a copy through the
+ * stack costs more); a full ring takes a copy through the slow path. */
+static inline __attribute__((always_inline)) void emit_ev(ring_t *r, uint64_t ts, uint64_t addr,
+                                                         uint64_t size, uint32_t stack,
+                                                         uint32_t kind_tid)
+{
+    uint64_t h;
+    ev_t *s = ring_reserve(r, &h);
+    if (LIKELY(s != NULL)) {
+        s->ts = ts;
+        s->addr = addr;
+        s->size = size;
+        s->stack = stack;
+        s->kind_tid = kind_tid;
+        ring_publish(r, h);
+    } else {
+        ev_t ev = { .ts = ts, .addr = addr, .size = size, .stack = stack, .kind_tid = kind_tid };
+        flush_push_slow(r, &ev);
+    }
+}
+
 /* Pushes ALLOC (kind EV_ALLOC or EV_ALLOC_FORCED) stamped now; returns the
  * stamp. Guard held, ring busy. */
 static inline uint64_t emit_alloc(tstate_t *t, ring_t *r, void *p, size_t size, uint32_t idx,
                                   uint32_t kind)
 {
-    uint64_t ts = clock_now_ns(), h;
-    ev_t *s = ring_reserve(r, &h);
-    if (LIKELY(s != NULL)) {
-        /* Written in place (push's copy through the stack costs more). */
-        s->ts = ts;
-        s->addr = (uint64_t)(uintptr_t)p;
-        s->size = size;
-        s->stack = idx;
-        s->kind_tid = kind | (t->tid << EV_TID_SHIFT);
-        ring_publish(r, h);
-    } else {
-        ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = size, .stack = idx,
-                    .kind_tid = kind | (t->tid << EV_TID_SHIFT) };
-        flush_push_slow(r, &ev);
-    }
+    uint64_t ts = clock_now_ns();
+    emit_ev(r, ts, (uint64_t)(uintptr_t)p, size, idx, kind | (t->tid << EV_TID_SHIFT));
     return ts;
 }
 
@@ -331,20 +339,7 @@ static inline void check_fired(void *p)
 
 static inline void emit_free(tstate_t *t, ring_t *r, void *p, uint64_t ts)
 {
-    uint64_t h;
-    ev_t *s = ring_reserve(r, &h);
-    if (LIKELY(s != NULL)) {
-        s->ts = ts;
-        s->addr = (uint64_t)(uintptr_t)p;
-        s->size = 0;
-        s->stack = 0;
-        s->kind_tid = EV_FREE | (t->tid << EV_TID_SHIFT);
-        ring_publish(r, h);
-    } else {
-        ev_t ev = { .ts = ts, .addr = (uint64_t)(uintptr_t)p, .size = 0, .stack = 0,
-                    .kind_tid = EV_FREE | (t->tid << EV_TID_SHIFT) };
-        flush_push_slow(r, &ev);
-    }
+    emit_ev(r, ts, (uint64_t)(uintptr_t)p, 0, 0, EV_FREE | (t->tid << EV_TID_SHIFT));
 }
 
 /* Sampled mode: whether an allocation is recorded, given whether a sample
@@ -978,7 +973,7 @@ static void pa_wrap_deallocs(void)
          * wrapper (the GIL is ours: no other thread deallocates). */
         pa_dealloc_prev[i] = cur;
         pa_dealloc_pre[i] = pre;
-        py_dealloc_swap(i, wrappers[i]);
+        py_dealloc_set(i, wrappers[i]);
     }
 }
 

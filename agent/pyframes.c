@@ -79,7 +79,7 @@ typedef struct py_layout_s {
     void *fl_types[PY_FL_N]; /* fl_names' type objects (NULL: none, or no free list) */
 } py_layout_t;
 
-/* The types of py_dealloc_swap, by index; the minor version their free
+/* The types of py_dealloc_peek/_set, by index; the minor version their free
  * list came in (ints: 3.14). */
 static const struct {
     const char *name;
@@ -666,19 +666,15 @@ void py_mem_api(void (**get)(int, py_mem_alloc_t *), void (**set)(int, py_mem_al
     *set = l ? l->mem_set : NULL;
 }
 
-py_dealloc_t py_dealloc_swap(int i, py_dealloc_t fn)
+void py_dealloc_set(int i, py_dealloc_t fn)
 {
     const py_layout_t *l = atomic_load_explicit(&active, memory_order_acquire);
     if (!l || i < 0 || i >= PY_FL_N || !l->fl_types[i])
-        return NULL;
+        return;
     /* PyTypeObject's head is the same from 3.11 to 3.15 (builds with the
      * GIL): tp_dealloc sits where 3.11's header says. The GIL holder is the
      * only thread that can be deallocating an object meanwhile. */
-    PyTypeObject *t = l->fl_types[i];
-    py_dealloc_t old = (py_dealloc_t)t->tp_dealloc;
-    if (old)
-        t->tp_dealloc = (destructor)fn;
-    return old;
+    ((PyTypeObject *)l->fl_types[i])->tp_dealloc = (destructor)fn;
 }
 
 py_dealloc_t py_dealloc_peek(int i, size_t *pre)

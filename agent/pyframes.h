@@ -67,16 +67,15 @@ void py_mem_api(void (**get)(int, py_mem_alloc_t *), void (**set)(int, py_mem_al
 
 /* CPython's types whose objects a free list keeps on dealloc, for the
  * interpreter's next object of that type (tuple, list, dict, float; int
- * from 3.14): the allocator never sees them freed. py_dealloc_swap sets
- * type i's tp_dealloc (0 <= i < PY_FL_N) to fn and returns the one it had,
- * or NULL (nothing changed) when the type has no free list in this version
- * or is not found. With the GIL held, once. */
+ * from 3.14): the allocator never sees them freed. py_dealloc_peek gives
+ * type i's tp_dealloc (0 <= i < PY_FL_N; NULL when the type has no free
+ * list in this version or is not found) and in *pre how far before an
+ * object of it its allocated block starts (the GC header);
+ * py_dealloc_set replaces it. With the GIL held. */
 #define PY_FL_N 5
 typedef void (*py_dealloc_t)(void *op);
-py_dealloc_t py_dealloc_swap(int i, py_dealloc_t fn);
-/* Type i's tp_dealloc now (NULL as above), and in *pre how far before an
- * object of it its allocated block starts (the GC header). */
 py_dealloc_t py_dealloc_peek(int i, size_t *pre);
+void py_dealloc_set(int i, py_dealloc_t fn);
 
 /* The attached interpreter's Py_AddPendingCall (callable from any thread,
  * without the GIL: the function runs in its main thread, GIL held, at its
