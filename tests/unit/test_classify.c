@@ -374,28 +374,54 @@ static void test_single_run_then_long_pause(void **state)
 #define RATE (256 * 1024ull)
 #define SZ 256ull
 
+/* Samples of a simulated sampled stack: when each was born, and how many
+ * of them have expired. */
+typedef struct samples_s {
+    uint64_t born[4096];
+    int nborn, nexp;
+    uint64_t w; /* blocks a sample of SZ bytes stands for */
+} samples_t;
+
+static void samples_init(sim_t *m, samples_t *q)
+{
+    q->nborn = q->nexp = 0;
+    q->w = (uint64_t)llround(1.0 / -expm1(-(double)SZ / (double)RATE));
+    m->in.rate_b = RATE;
+}
+
+/* A sample is allocated at the next tick. */
+static void sample_born(sim_t *m, samples_t *q)
+{
+    if (q->nborn >= 4096)
+        return;
+    q->born[q->nborn++] = m->now + 30 * MS;
+    m->in.alloc_n += q->w;
+    m->in.live_n += q->w;
+    m->in.live_b += q->w * SZ;
+}
+
+/* The samples an expire time old by the next tick expire. */
+static void samples_expire(sim_t *m, samples_t *q)
+{
+    while (q->nexp < q->nborn && q->born[q->nexp] + EXP <= m->now + 30 * MS) {
+        q->nexp++;
+        m->in.exp_n += q->w;
+        m->in.may_n += q->w;
+        m->in.may_b += q->w * SZ;
+    }
+}
+
 static void run_sampled(sim_t *m, phase_fn on, double per_tick, uint64_t seed, int ticks,
                         verdict_t *out)
 {
-    static uint64_t born[4096];
-    int nborn = 0, nexp = 0;
-    uint64_t w = (uint64_t)llround(1.0 / -expm1(-(double)SZ / (double)RATE));
-    m->in.rate_b = RATE;
+    static samples_t q;
+    samples_init(m, &q);
     for (int t = 0; t < ticks; t++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
         double u = (double)(seed >> 11) * (1.0 / 9007199254740992.0);
-        if (on(t) && u < per_tick && nborn < 4096) {
-            born[nborn++] = m->now + 30 * MS;
-            m->in.alloc_n += w;
-            m->in.live_n += w;
-            m->in.live_b += w * SZ;
-        }
-        while (nexp < nborn && born[nexp] + EXP <= m->now + 30 * MS) {
-            nexp++;
-            m->in.exp_n += w;
-            m->in.may_n += w;
-            m->in.may_b += w * SZ;
-        }
+        if (on(t) && u < per_tick)
+            sample_born(m, &q);
+        samples_expire(m, &q);
         out[t] = step(m);
         if (getenv("CLS_DEBUG"))
             fprintf(stderr, "t=%d alloc=%lu may=%lu class=%d conf=%.2f win=%u flat=%u\n", t,
@@ -491,27 +517,16 @@ static void test_sampled_stop_becomes_retained(void **state)
     }
 }
 
-/* Samples at the given ticks only (each standing for W blocks of SZ). */
+/* Samples at the given ticks only. */
 static void run_samples_at(sim_t *m, const int *at, int nat, int ticks, verdict_t *out)
 {
-    uint64_t w = (uint64_t)llround(1.0 / -expm1(-(double)SZ / (double)RATE));
-    uint64_t born[16];
-    int nborn = 0, nexp = 0;
-    m->in.rate_b = RATE;
+    static samples_t q;
+    samples_init(m, &q);
     for (int t = 0; t < ticks; t++) {
         for (int i = 0; i < nat; i++)
-            if (at[i] == t && nborn < 16) {
-                born[nborn++] = m->now + 30 * MS;
-                m->in.alloc_n += w;
-                m->in.live_n += w;
-                m->in.live_b += w * SZ;
-            }
-        while (nexp < nborn && born[nexp] + EXP <= m->now + 30 * MS) {
-            nexp++;
-            m->in.exp_n += w;
-            m->in.may_n += w;
-            m->in.may_b += w * SZ;
-        }
+            if (at[i] == t)
+                sample_born(m, &q);
+        samples_expire(m, &q);
         out[t] = step(m);
     }
 }
