@@ -158,14 +158,19 @@ class CollectordMemoryTest(unittest.TestCase):
 
     BOUND_KIB = 128 * 1024
 
+    def run_workload(self, col):
+        """Runs the numba workload under col; its ended client."""
+        r = col.run([PY, WORKLOAD], timeout=900)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        c = wait_until(lambda: [x for x in col.clients() if x["state"] != "connected"],
+                       timeout=60, what="the numba process to end")[0]
+        self.assertGreater(c["stacks"], 10000)
+        return c
+
     def test_rss_comes_back_after_a_big_process_is_saved(self):
         col = Collector(expire=0.5)
         try:
-            r = col.run([PY, WORKLOAD], timeout=900)
-            self.assertEqual(r.returncode, 0, r.stderr[-2000:])
-            c = wait_until(lambda: [x for x in col.clients() if x["state"] != "connected"],
-                           timeout=60, what="the numba process to end")[0]
-            self.assertGreater(c["stacks"], 10000)
+            c = self.run_workload(col)
             pid = col.proc.pid
             reports = os.path.join(col.dir, "state", "reports")
 
@@ -200,11 +205,7 @@ class CollectordMemoryTest(unittest.TestCase):
         once the symbolizer has nothing queued (147 MB before, 52 MB now)."""
         col = Collector(expire=0.5, extra=("--state-dir", "none"))
         try:
-            r = col.run([PY, WORKLOAD], timeout=900)
-            self.assertEqual(r.returncode, 0, r.stderr[-2000:])
-            c = wait_until(lambda: [x for x in col.clients() if x["state"] != "connected"],
-                           timeout=60, what="the numba process to end")[0]
-            self.assertGreater(c["stacks"], 10000)
+            c = self.run_workload(col)
             self.wait_rss(col.proc.pid, "after the process ended")
             # The ended process can still be queried (its frames stayed cached).
             col.ctl("query", "leaks", "--pid", str(c["pid"]))
