@@ -67,6 +67,43 @@ def tracer(pid):
     return 0
 
 
+def proc_state(pid):
+    """The state letter of /proc/PID/stat ("" once the process is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def socket_inodes(pid):
+    out = set()
+    for what in fd_set(pid).values():
+        m = re.match(r"socket:\[(\d+)\]", what)
+        if m:
+            out.add(m.group(1))
+    return out
+
+
+def send_blocked(pid, peer):
+    """Whether a Unix socket of pid connected to one of peer's holds at
+    least half its send buffer unread (the kernel's writable mark: a send
+    waits until the peer reads), from ss's socket memory figures."""
+    mine, theirs = socket_inodes(pid), socket_inodes(peer)
+    out = subprocess.run(["ss", "-xnm"], stdout=subprocess.PIPE, text=True, check=True).stdout
+    rows = out.splitlines()
+    for i, row in enumerate(rows):
+        f = row.split()
+        if len(f) < 8 or f[0] != "u_str":
+            continue
+        if f[5] not in mine or f[7] not in theirs:
+            continue
+        m = re.search(r"skmem:\(\S*?\bt(\d+),tb(\d+)", " ".join(rows[i:i + 2]))
+        if m and 2 * int(m.group(1)) >= int(m.group(2)):
+            return True
+    return False
+
+
 def fd_set(pid):
     """{fd: what it names} of a process (/proc/PID/fd)."""
     out = {}
@@ -395,24 +432,27 @@ class LostGoodbyeTest(unittest.TestCase):
             pid = ready_pid(p)
             col.attach(pid)
             wait_until(lambda: (col.client(pid) or {}).get("events", 0) > 0, what="events")
-            # Stopped once stackctl detach has asked collectord whether it
-            # runs and holds the process (ptrace): the detach's last drain
-            # meets a collectord that takes nothing for 11.5 s.
-            # First a backlog: collectord stopped for a second while the
-            # program churns (its socket and the agent's rings fill).
-            os.kill(col.proc.pid, signal.SIGSTOP)
-            time.sleep(1.0)
-            os.kill(col.proc.pid, signal.SIGCONT)
+            # stackctl detach asks collectord whether it runs first, then
+            # seizes the process: libseizestop.so stops it in between.
+            env = dict(os.environ, LD_PRELOAD=prog("libseizestop.so"))
             d = subprocess.Popen([os.path.join(sw.BUILD, "stackctl"), "--dir", col.dir, "detach",
                                   str(pid)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
+                                 text=True, env=env)
             try:
-                wait_until(lambda: tracer(pid) != 0, timeout=30, interval=0.0005,
-                           what="stackctl to hold the process")
+                wait_until(lambda: proc_state(d.pid) == "T", what="stackctl to stop at its seize")
+                self.assertEqual(tracer(pid), 0)
+                # collectord stopped; the churn fills the agent's socket:
+                # the detach's last drain and its Goodbye cannot get out.
                 os.kill(col.proc.pid, signal.SIGSTOP)
-                time.sleep(11.5)
+                wait_until(lambda: send_blocked(pid, col.proc.pid),
+                           what="the agent's socket to collectord to fill")
+                os.kill(d.pid, signal.SIGCONT)
+                wait_until(lambda: tracer(pid) != 0 or d.poll() is not None,
+                           what="stackctl to seize the process")
+                time.sleep(11.5)  # past the agent's send stall (10 s)
             finally:
                 os.kill(col.proc.pid, signal.SIGCONT)
+                os.kill(d.pid, signal.SIGCONT)
             out, err = d.communicate(timeout=120)
             r = subprocess.CompletedProcess(d.args, d.returncode, out, err)
             self.assertEqual(r.returncode, 0, r.stderr)
