@@ -316,6 +316,15 @@ static double cap(double x)
  * parked for good, ~0.35 samples expected); a leak keeps adding them. */
 #define LEAK_MIN_SAMPLES 3.0
 
+/* The last verdict, at the process's end: a program stops allocating some
+ * time before its end is seen (a loop told to stop, threads joined, atexit
+ * handlers, a Python program until its interpreter finalizes), and a leak
+ * stops with it. A stack that was a leak within this many expire times of
+ * the end stays one when the end alone would make it retained (CI: a
+ * sampled leak found, the program told to quit, its last verdict retained
+ * (0.40) since no sample came in the last half second). */
+#define ENDING_GRACE 2
+
 /* The chance a block of the stack's mean may-leak size is sampled (one
  * sample per 1/p blocks). */
 static double sample_p(const cls_in_t *in)
@@ -485,6 +494,13 @@ verdict_t classify_tick(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in
          * singletons, lazily built ones), nothing added since. */
         v.klass = CLASS_RETAINED;
         v.confidence = cap(c->windows ? 0.4 + 0.15 * c->flat_run : 0.3);
+    }
+    if (v.klass == CLASS_LEAK) {
+        c->leak_t = now;
+    } else if (in->ending && v.klass == CLASS_RETAINED && c->leak_t &&
+               now - c->leak_t <= ENDING_GRACE * expire_ns) {
+        v.klass = CLASS_LEAK; /* it stopped as the process ended */
+        v.confidence = 0.6;
     }
     return v;
 }

@@ -70,6 +70,7 @@ typedef struct cls_s {
     uint64_t t0, may_n0;           /* the first expiry: when, may-leak blocks then */
     uint64_t grow_t, grow_n;       /* the last tick at which may-leak grew, its count then */
     uint64_t alloc_t, alloc_n;     /* the last tick at which allocations grew, their count then */
+    uint64_t leak_t;               /* the last tick whose verdict was leak (0: none) */
 } cls_t;
 
 /* The verdict for a stack. */
@@ -88,6 +89,7 @@ typedef struct cls_in_s {
     uint64_t rate_b;               /* its blocks are sampled every rate_b bytes on average
                                     * (counts are estimates that move one sample at a
                                     * time); 0: every block is recorded */
+    int ending;                    /* the process's last verdict: it began to end now */
 } cls_in_t;
 
 void series_init(series_t *s, uint64_t interval_ns);

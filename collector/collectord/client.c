@@ -1066,6 +1066,8 @@ static void clear_end_figures(client_t *c)
     }
 }
 
+static void classify_all(client_t *c, uint64_t now, int ending);
+
 /* Freezes ages and classes at end_ts (once). */
 static void freeze_at(client_t *c, uint64_t end_ts)
 {
@@ -1079,7 +1081,7 @@ static void freeze_at(client_t *c, uint64_t end_ts)
     /* A last verdict with what expired by the end: a stack whose blocks
      * expired after the last tick is not left "transient". Never at a time
      * before a tick already taken (the end can be stamped before it). */
-    client_classify(c, end_ts > c->last_tick ? end_ts : c->last_tick);
+    classify_all(c, end_ts > c->last_tick ? end_ts : c->last_tick, 1);
     c->frozen = 1;
 }
 
@@ -1185,7 +1187,7 @@ void client_destroy(client_t *c)
     free(c);
 }
 
-void client_classify(client_t *c, uint64_t now)
+static void classify_all(client_t *c, uint64_t now, int ending)
 {
     if (c->frozen)
         return; /* classes freeze with the ages */
@@ -1199,7 +1201,7 @@ void client_classify(client_t *c, uint64_t now)
             continue;
         cls_in_t in = { s->exp_n, s->fexp_n, s->exp_n - s->fexp_n, s->exp_b - s->fexp_b,
                         s->alloc_n - s->free_n, s->alloc_b - s->free_b, s->alloc_n,
-                        client_stack_rate(c, s) };
+                        client_stack_rate(c, s), ending };
         if (s->exp_n && !s->cls && (s->cls = malloc(sizeof *s->cls)))
             classify_init(s->cls, now, c->expire_ns, &in);
         verdict_t v = classify_tick(s->cls, now, c->expire_ns, &in);
@@ -1210,6 +1212,11 @@ void client_classify(client_t *c, uint64_t now)
         s->confidence = (float)v.confidence;
         s->growth_per_min = v.growth_per_min;
     }
+}
+
+void client_classify(client_t *c, uint64_t now)
+{
+    classify_all(c, now, 0);
 }
 
 void client_mark(client_t *c, uint64_t now)

@@ -570,6 +570,64 @@ static void test_sampled_thin_growth_is_no_leak(void **state)
     sim_buf = NULL;
 }
 
+static int on_until_25(int t)
+{
+    return t < 25;
+}
+
+/* The last verdict, at the process's end. CI (test_smallobj, 3.11): a
+ * sampled leak (about 6 samples an expire time) was found, the program was
+ * told to quit at once, and the verdict kept at its end was retained
+ * (0.40): no sample had come in the last half second, which reads as "it
+ * stopped allocating". Here each run stops its leak at the tick it is first
+ * found and ends q ticks later: a leak whose allocations stop within two
+ * expire times of the end is one at the end. One whose verdict turned
+ * retained well before the end keeps that. */
+static void test_leak_stopped_by_the_end_stays_leak(void **state)
+{
+    (void)state;
+    static samples_t q;
+    int ended = 0;
+    for (uint64_t seed = 1; seed <= 100; seed++) {
+        for (int wait = 0; wait <= 18; wait += 2) { /* ticks from the stop to the end */
+            sim_t m = { .now = 1000 * MS };
+            samples_init(&m, &q);
+            uint64_t r = seed * 7919;
+            int stop = -1;
+            for (int t = 0; t < 400 && (stop < 0 || t < stop + wait); t++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                double u = (double)(r >> 11) * (1.0 / 9007199254740992.0);
+                if (stop < 0 && u < 0.6)
+                    sample_born(&m, &q);
+                samples_expire(&m, &q);
+                if (step(&m).klass == CLASS_LEAK && stop < 0)
+                    stop = t + 1;
+            }
+            assert_true(stop > 0);
+            samples_expire(&m, &q);
+            m.in.ending = 1;
+            assert_int_equal(step(&m).klass, CLASS_LEAK);
+            ended++;
+            free(m.c.series.buf);
+            sim_buf = NULL;
+        }
+    }
+    assert_int_equal(ended, 1000);
+    /* Stopped long before the end (its pause long against its run):
+     * retained, the end changes nothing. */
+    static verdict_t v[700];
+    for (uint64_t seed = 1; seed <= 20; seed++) {
+        sim_t m = { .now = 1000 * MS };
+        run_sampled(&m, on_until_25, 0.5, seed * 7919, 700, v);
+        m.in.ending = 1;
+        verdict_t end = step(&m);
+        assert_int_equal(v[699].klass, CLASS_RETAINED);
+        assert_int_equal(end.klass, CLASS_RETAINED);
+        free(m.c.series.buf);
+        sim_buf = NULL;
+    }
+}
+
 /* Nothing expired, ever: transient; something expired: never transient,
  * even without classification state. */
 static void test_transient_only_without_expiry(void **state)
@@ -659,6 +717,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sampled_steady_leak_stays_leak, sim_teardown),
         cmocka_unit_test_teardown(test_sampled_stop_becomes_retained, sim_teardown),
         cmocka_unit_test_teardown(test_sampled_thin_growth_is_no_leak, sim_teardown),
+        cmocka_unit_test_teardown(test_leak_stopped_by_the_end_stays_leak, sim_teardown),
         cmocka_unit_test_teardown(test_transient_only_without_expiry, sim_teardown),
         cmocka_unit_test(test_names_and_weights),
         cmocka_unit_test(test_wrappers),
