@@ -187,6 +187,11 @@ $(BUILD)/progs/fake_python: tests/progs/fake_python.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PROG_CFLAGS) -rdynamic -o $@ $<
 
+# Not position-independent: its data's words read as heap addresses.
+$(BUILD)/progs/pristine: tests/progs/pristine.c tests/progs/scrub.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -fno-pie -no-pie -o $@ $<
+
 # Linked against a library whose constructor leaks before the agent starts.
 $(BUILD)/progs/ctor_main: tests/progs/ctor_main.c $(BUILD)/progs/libctorleak.so
 	@mkdir -p $(dir $@)

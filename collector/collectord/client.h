@@ -76,6 +76,7 @@ typedef struct scan_info_s {
     uint64_t unc_n, unc_b;  /* not judged: unreached, but its free may have been lost */
     uint64_t root_bytes;    /* scanned as roots */
     uint64_t read_bytes;    /* copied out of the process */
+    uint64_t pristine_bytes; /* module data as its file holds it: no roots */
     int heap_roots;         /* heap outside tracked blocks counted as roots */
 } scan_info_t;
 

@@ -133,6 +133,49 @@ int reach_word_at(const reach_img_t *img, uint64_t addr, uint64_t *v)
     return 1;
 }
 
+static int rng_push(reach_rng_t **out, size_t *n, size_t *cap, uint64_t lo, uint64_t hi)
+{
+    if (*n && (*out)[*n - 1].hi == lo) {
+        (*out)[*n - 1].hi = hi;
+        return 0;
+    }
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 256;
+        reach_rng_t *p = realloc(*out, nc * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        *out = p;
+        *cap = nc;
+    }
+    (*out)[(*n)++] = (reach_rng_t){ lo, hi };
+    return 0;
+}
+
+int reach_rng_changed(const reach_img_t *img, uint64_t lo, uint64_t hi, const uint8_t *orig,
+                      reach_rng_t **out, size_t *n, size_t *cap)
+{
+    uint64_t a = lo;
+    while (a < hi) {
+        /* One run at a time: the copy holds whole pages or none. */
+        int in;
+        size_t i = run_find(img, a, &in);
+        uint64_t end;
+        if (!in) {
+            end = i < img->n && img->runs[i].lo < hi ? img->runs[i].lo : hi;
+            a = end; /* not copied: zeros */
+            continue;
+        }
+        end = img->runs[i].hi < hi ? img->runs[i].hi : hi;
+        const uint8_t *cp = img->runs[i].data + (a - img->runs[i].lo);
+        const uint8_t *op = orig + (a - lo);
+        for (uint64_t w = a; w + 8 <= end; w += 8, cp += 8, op += 8)
+            if (memcmp(cp, op, 8) != 0 && rng_push(out, n, cap, w, w + 8) < 0)
+                return -ENOMEM;
+        a = end;
+    }
+    return 0;
+}
+
 static const reach_rng_t *vma_of(const reach_rng_t *v, size_t n, uint64_t addr)
 {
     size_t lo = 0, hi = n;

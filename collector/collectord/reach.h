@@ -49,6 +49,17 @@ const uint8_t *reach_img_at(const reach_img_t *img, uint64_t addr, size_t len);
 /* The copied 8-byte word at addr into *v: 1, or 0 when the copy lacks it. */
 int reach_word_at(const reach_img_t *img, uint64_t addr, uint64_t *v);
 
+/* The words of [lo, hi) (8-byte aligned bounds) whose copy differs from
+ * orig, the hi - lo bytes the range held when it was loaded (its file's),
+ * appended to *out as merged ranges (a growable malloc'd array: *n ranges,
+ * room for *cap). A word the copy lacks reads as zero and is left out. A
+ * word a module's data still holds from its file was never stored by the
+ * program: never a pointer to a block (a non-PIE executable's initialized
+ * data, CPython's deep-frozen byte code, reads as heap addresses). Returns
+ * 0 or -ENOMEM. */
+int reach_rng_changed(const reach_img_t *img, uint64_t lo, uint64_t hi, const uint8_t *orig,
+                      reach_rng_t **out, size_t *n, size_t *cap);
+
 /* The ranges of the malloc heap that hold the blocks (appended to out, room
  * for nb + 1 ranges; returns how many): glibc's main heap (the [heap]
  * mapping, `brk`), the heap of another arena (64 MiB aligned; its size from

@@ -100,6 +100,7 @@ Stackwatch__ScanResult *report_scan_result(ra_t *ra, const client_t *c)
     r->uncertain = count(ra, si->unc_n, si->unc_b);
     r->root_bytes = si->root_bytes;
     r->read_bytes = si->read_bytes;
+    r->pristine_bytes = si->pristine_bytes;
     r->heap_roots = si->heap_roots;
     r->busy_threads = si->busy_threads;
     r->note = (char *)(si->heap_roots

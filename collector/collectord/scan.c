@@ -397,6 +397,102 @@ static int skipped_mapping(const maps_ent_t *e)
            !strncmp(e->path, "/dev/", 5);
 }
 
+/* Module data words the program never stored are no roots
+ * (reach_rng_changed): each root range's part in a private writable
+ * mapping of a file is compared with the file, read at the mapping's
+ * offset, when the file is still the one mapped (its inode); past
+ * PRISTINE_MAX bytes read, or when a file cannot be read, a part stays
+ * whole. Returns the new roots (reach_scratch) and sets *nr and *skipped
+ * (bytes left out), or NULL when out of memory. */
+#define PRISTINE_MAX (64ull << 20)
+#define PRISTINE_CHUNK (1u << 20)
+
+static reach_rng_t *drop_pristine(const maps_t *maps, const reach_img_t *im,
+                                  const reach_rng_t *roots, size_t *nr, uint64_t *skipped)
+{
+    reach_rng_t *out = NULL;
+    size_t n = 0, cap = 0;
+    uint8_t *buf = malloc(PRISTINE_CHUNK);
+    uint64_t budget = PRISTINE_MAX, kept = 0, in = 0;
+    int fd = -1;
+    const maps_ent_t *open_e = NULL;
+    if (!buf)
+        return NULL;
+    for (size_t r = 0; r < *nr; r++) {
+        uint64_t a = (roots[r].lo + 7) & ~7ull, hi = roots[r].hi & ~7ull;
+        in += hi > a ? hi - a : 0;
+        while (a < hi) {
+            const maps_ent_t *e = maps_find(maps, a);
+            uint64_t end = hi;
+            if (e && e->hi < end)
+                end = e->hi;
+            else if (!e) {
+                /* Up to the next mapping: the roots came from mappings. */
+                for (size_t k = 0; k < maps->n; k++)
+                    if (maps->e[k].lo > a && maps->e[k].lo < end) {
+                        end = maps->e[k].lo;
+                        break;
+                    }
+            }
+            if (end - a > PRISTINE_CHUNK)
+                end = a + PRISTINE_CHUNK;
+            int file = e && e->path[0] == '/' && (e->prot & MAPS_W) && !(e->prot & MAPS_SHARED) &&
+                       budget >= end - a;
+            if (file && e != open_e) {
+                if (fd >= 0)
+                    close(fd);
+                struct stat st;
+                fd = open(e->path, O_RDONLY | O_CLOEXEC);
+                if (fd >= 0 && (fstat(fd, &st) != 0 || (uint64_t)st.st_ino != e->inode)) {
+                    close(fd);
+                    fd = -1;
+                }
+                open_e = e;
+            }
+            if (file && fd >= 0) {
+                size_t len = (size_t)(end - a);
+                ssize_t got = pread(fd, buf, len, (off_t)(e->offset + (a - e->lo)));
+                if (got < 0)
+                    got = 0;
+                memset(buf + got, 0, len - (size_t)got); /* past the file's end: zeros */
+                budget -= len;
+                if (reach_rng_changed(im, a, end, buf, &out, &n, &cap) < 0)
+                    goto nomem;
+            } else {
+                reach_rng_t *p = out;
+                if (n == cap && !(p = realloc(out, (cap = cap ? cap * 2 : 256) * sizeof *p)))
+                    goto nomem;
+                out = p;
+                out[n++] = (reach_rng_t){ a, end };
+            }
+            a = end;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    n = reach_rng_normalize(out, n);
+    reach_rng_t *res = reach_scratch((n ? n : 1) * sizeof *res);
+    if (!res) {
+        free(out);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        kept += out[i].hi - out[i].lo;
+    if (n)
+        memcpy(res, out, n * sizeof *res);
+    free(out);
+    *nr = n;
+    *skipped = in > kept ? in - kept : 0;
+    return res;
+nomem:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    free(out);
+    return NULL;
+}
+
 /* A dead thread's stack [lo, hi), its frames below fhi: the frames are
  * left out of the roots (glibc keeps such stacks for reuse, stale words
  * and all; LSan and valgrind do not scan them either) only while the map
@@ -799,6 +895,11 @@ static void *worker(void *arg)
     }
     free(pools);
     pools = NULL;
+    r2 = drop_pristine(&maps, &im, roots, &nr, &j->pristine_bytes);
+    if (!r2)
+        goto nomem;
+    reach_scratch_free(roots);
+    roots = r2;
     /* What made the roots is not needed again: the peak is the marking's. */
     reach_scratch_free(ext.r);
     ext.r = NULL;

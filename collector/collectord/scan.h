@@ -96,6 +96,7 @@ typedef struct scan_job_s {
     uint64_t dur_ns;            /* the worker's whole run */
     uint64_t cpu_ns;            /* the worker's CPU time */
     uint64_t read_bytes;        /* copied out of the process */
+    uint64_t pristine_bytes;    /* module data still as its file holds it: no roots */
     uint64_t root_bytes;        /* scanned as roots */
     uint64_t py_objects;        /* pymalloc's live blocks marked through, untracked */
 } scan_job_t;

@@ -412,6 +412,7 @@ static void scan_finish(srv_t *s, client_t *c, int err, const char *msg)
         si->busy_threads = c->scan_busy;
         si->root_bytes = j->root_bytes;
         si->read_bytes = j->read_bytes;
+        si->pristine_bytes = j->pristine_bytes;
         si->heap_roots = j->heap_roots;
         c->scan_ok = 1;
         client_end_scanned(c); /* scanned after main returned: the ended report keeps it */

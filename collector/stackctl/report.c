@@ -524,6 +524,7 @@ static void cli_scan_json_obj(json_t *j, const char *key, const Stackwatch__Scan
     json_count(j, "uncertain", r->uncertain);
     json_u64(j, "root_bytes", r->root_bytes);
     json_u64(j, "read_bytes", r->read_bytes);
+    json_u64(j, "pristine_bytes", r->pristine_bytes);
     json_bool(j, "heap_roots", r->heap_roots);
     json_u64(j, "busy_threads", r->busy_threads);
     json_str(j, "note", empty(r->note) ? NULL : r->note);
@@ -554,8 +555,10 @@ void cli_scan_text(FILE *f, const Stackwatch__ScanResult *r)
                    "reaches them, but events were lost before (a full ring or a gap), and "
                    "their free may have been among them\n",
                 cnt(r->uncertain)->count, cnt(r->uncertain)->bytes);
-    fprintf(f, "    %.1f MiB copied, %.1f MiB of roots scanned, collectord CPU %.1f ms\n",
-            r->read_bytes / 1048576.0, r->root_bytes / 1048576.0, r->cpu_us / 1000.0);
+    fprintf(f, "    %.1f MiB copied, %.1f MiB of roots scanned (%.1f MiB of module data left "
+               "out: as loaded, never stored to), collectord CPU %.1f ms\n",
+            r->read_bytes / 1048576.0, r->root_bytes / 1048576.0,
+            r->pristine_bytes / 1048576.0, r->cpu_us / 1000.0);
     if (r->busy_threads)
         fprintf(f, "    %u thread(s) were stopped inside an allocation (its block may be "
                    "missing)\n", r->busy_threads);

@@ -78,6 +78,43 @@ static void blocks(reach_blk_t *b)
     b[11].size = 0; /* malloc(0) */
 }
 
+/* Words still as loaded leave the roots: only the changed ones stay, merged
+ * into ranges, across two runs and a hole the copy lacks. */
+static void test_changed_words(void **state)
+{
+    (void)state;
+    static uint64_t a[512], b[512], orig[1536];
+    for (int i = 0; i < 1536; i++)
+        orig[i] = 0x7740f73ull + (uint64_t)i; /* byte code that reads as addresses */
+    memcpy(a, orig, sizeof a);
+    memcpy(b, orig + 1024, sizeof b);
+    a[3] = 0x55550000; /* stored by the program */
+    a[4] = 0x55550010;
+    a[511] = 1;
+    b[0] = 2; /* adjacent across the hole: not merged */
+    b[100] = orig[1024 + 100]; /* stored, the same value: as loaded */
+    reach_run_t runs[] = { { 0x10000, 0x11000, (const uint8_t *)a },
+                           { 0x12000, 0x13000, (const uint8_t *)b } };
+    reach_img_t im = { runs, 2 };
+    reach_rng_t *out = NULL;
+    size_t n = 0, cap = 0;
+    assert_int_equal(reach_rng_changed(&im, 0x10000, 0x13000, (const uint8_t *)orig, &out, &n,
+                                       &cap), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(out[0].lo, 0x10000 + 3 * 8);
+    assert_int_equal(out[0].hi, 0x10000 + 5 * 8);
+    assert_int_equal(out[1].lo, 0x10000 + 511 * 8);
+    assert_int_equal(out[1].hi, 0x11000);
+    assert_int_equal(out[2].lo, 0x12000);
+    assert_int_equal(out[2].hi, 0x12008);
+    /* A range starting inside the second run. */
+    n = 0;
+    assert_int_equal(reach_rng_changed(&im, 0x12000, 0x12010, (const uint8_t *)(orig + 1024),
+                                       &out, &n, &cap), 0);
+    assert_int_equal(n, 1);
+    free(out);
+}
+
 static void test_chains_cycles_interior(void **state)
 {
     (void)state;
@@ -522,6 +559,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_img_at),
+        cmocka_unit_test(test_changed_words),
         cmocka_unit_test(test_chains_cycles_interior),
         cmocka_unit_test(test_no_roots_nothing_marked),
         cmocka_unit_test(test_holes),
