@@ -223,7 +223,12 @@ class Collector:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(15)
+                # Its stop saves every ended process's report to the store,
+                # symbolized: seconds of libdw work for a big Python process,
+                # several times that on a loaded machine (a 3.15 interpreter
+                # with its DWARF went past 15 s with four CPUs' worth of work
+                # on two).
+                self.proc.wait(90)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
