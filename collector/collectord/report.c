@@ -452,6 +452,87 @@ static uint64_t stack_sig(const client_t *c, const cstack_t *s)
 }
 
 /* Frames of a stack: symbolized, or module+offset when not (yet). */
+/* The store's frame table while a record is built (for_store): each
+ * distinct frame once (its strings are collectord's own, compared by
+ * address), by index in the order first met; stacks refer to it
+ * (StackReport.frame_refs). A numba process's 1.6 M frames are ~16,000
+ * distinct ones: the record went past the store's 256 MiB limit with a
+ * Frame per frame, and built 220 MB of them first. */
+typedef struct fint_s {
+    Stackwatch__Frame **v; /* by index */
+    uint32_t n, cap;
+    uint32_t *slot;        /* index + 1; 0 empty */
+    uint32_t mask;
+} fint_t;
+static fint_t fint;
+
+static uint64_t frame_hash(const Stackwatch__Frame *f)
+{
+    uint64_t h = f->addr * 0x9e3779b97f4a7c15ull;
+    h ^= (uint64_t)(uintptr_t)f->function * 0xbf58476d1ce4e5b9ull;
+    h ^= (uint64_t)(uintptr_t)f->file * 0x94d049bb133111ebull;
+    h ^= (uint64_t)(uintptr_t)f->module + ((uint64_t)f->line << 32) + f->is_inline;
+    return h ^ (h >> 29);
+}
+
+static int frame_same(const Stackwatch__Frame *a, const Stackwatch__Frame *b)
+{
+    return a->addr == b->addr && a->module == b->module && a->function == b->function &&
+           a->offset == b->offset && a->file == b->file && a->line == b->line &&
+           a->is_inline == b->is_inline && a->build_id.data == b->build_id.data &&
+           a->build_id.len == b->build_id.len && a->module_offset == b->module_offset;
+}
+
+static int fint_grow(void)
+{
+    uint32_t ncap = fint.cap ? fint.cap * 2 : 4096;
+    Stackwatch__Frame **v = realloc(fint.v, ncap * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    fint.v = v;
+    uint32_t nslots = ncap * 2;
+    uint32_t *slot = calloc(nslots, sizeof *slot);
+    if (!slot)
+        return -ENOMEM;
+    fint.cap = ncap;
+    fint.mask = nslots - 1;
+    free(fint.slot);
+    fint.slot = slot;
+    for (uint32_t i = 0; i < fint.n; i++) {
+        uint32_t h = (uint32_t)frame_hash(fint.v[i]) & fint.mask;
+        while (fint.slot[h])
+            h = (h + 1) & fint.mask;
+        fint.slot[h] = i + 1;
+    }
+    return 0;
+}
+
+/* The index of a frame equal to *f in the table (a copy made in ra if
+ * new), or -ENOMEM. */
+static long fint_get(ra_t *ra, const Stackwatch__Frame *f)
+{
+    if (fint.n == fint.cap && fint_grow() < 0)
+        return -ENOMEM;
+    uint32_t h = (uint32_t)frame_hash(f) & fint.mask;
+    for (; fint.slot[h]; h = (h + 1) & fint.mask)
+        if (frame_same(fint.v[fint.slot[h] - 1], f))
+            return fint.slot[h] - 1;
+    Stackwatch__Frame *nf = ra_alloc(ra, sizeof *nf);
+    if (!nf)
+        return -ENOMEM;
+    *nf = *f;
+    fint.v[fint.n] = nf;
+    fint.slot[h] = ++fint.n;
+    return fint.n - 1;
+}
+
+static void fint_free(void)
+{
+    free(fint.v);
+    free(fint.slot);
+    memset(&fint, 0, sizeof fint);
+}
+
 static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
 {
     const symres_t *sr = cstack_sym(c, s);
@@ -461,12 +542,14 @@ static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
     if (n == 0)
         return 0;
     r->frames = ra_alloc(ra, n * sizeof *r->frames);
-    Stackwatch__Frame *fs = ra_alloc(ra, n * sizeof *fs);
+    Stackwatch__Frame one, *fs = for_store ? &one : ra_alloc(ra, n * sizeof *fs);
+    if (for_store && !(r->frame_refs = ra_alloc(ra, n * sizeof *r->frame_refs)))
+        return -ENOMEM;
     if (!r->frames || !fs)
         return -ENOMEM;
     const cmod_t *hint = NULL;
     for (uint32_t i = 0; i < n; i++) {
-        Stackwatch__Frame *f = &fs[i];
+        Stackwatch__Frame *f = for_store ? &one : &fs[i];
         stackwatch__frame__init(f);
         uint64_t pc = sr ? sr->f[skip + i].addr : cstack_pc(c, s, i);
         f->addr = pc;
@@ -492,9 +575,17 @@ static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
             }
             f->is_inline = sf->is_inline;
         }
+        if (for_store) {
+            long k = fint_get(ra, f);
+            if (k < 0)
+                return (int)k;
+            r->frame_refs[i] = (uint32_t)k;
+            f = fint.v[k];
+        }
         r->frames[i] = f;
     }
     r->n_frames = n;
+    r->n_frame_refs = for_store ? n : 0;
     return 0;
 }
 
@@ -1241,6 +1332,17 @@ int report_symbolized(srv_t *s, client_t *c)
     return !pending;
 }
 
+/* Stacks whose frames are all in the store's table: the record carries
+ * their references only (frames left to the arena). */
+static void sp_frames_by_ref(Stackwatch__StackReport **st, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (st[i]->n_frame_refs && st[i]->n_frame_refs == st[i]->n_frames)
+            st[i]->n_frames = 0;
+        else
+            st[i]->n_frame_refs = 0;
+}
+
 int report_store_client(srv_t *s, client_t *c, int snapshot)
 {
     if (!s->store.on)
@@ -1252,6 +1354,7 @@ int report_store_client(srv_t *s, client_t *c, int snapshot)
     q.series = 1;
     q.by_rank = 0;
     for_store = 1;
+    fint_free();
     int rc = report_leaks(s, &q, 1, &ra, &all, c);
     if (rc == 1 && c->mark_ts) {
         q.since_mark = 1;
@@ -1260,9 +1363,14 @@ int report_store_client(srv_t *s, client_t *c, int snapshot)
     }
     for_store = 0;
     if (rc != 1 || !all.leaks || all.leaks->n_clients != 1) {
+        fint_free();
         ra_free(&ra);
         return rc < 0 ? rc : -ENOMEM;
     }
+    /* The frames go by reference into the record's table. */
+    sp_frames_by_ref(all.leaks->stacks, all.leaks->n_stacks);
+    if (since.leaks)
+        sp_frames_by_ref(since.leaks->stacks, since.leaks->n_stacks);
     Stackwatch__StoredProcess sp = STACKWATCH__STORED_PROCESS__INIT;
     sp.client = all.leaks->clients[0];
     sp.client->n_series = 0; /* the process series is re-sent below */
@@ -1290,7 +1398,10 @@ int report_store_client(srv_t *s, client_t *c, int snapshot)
     }
     sp.snapshot = snapshot;
     sp.expire_ms = (uint32_t)(s->opts.expire_ns / 1000000u);
+    sp.frame_table = fint.v;
+    sp.n_frame_table = fint.n;
     rc = store_write(&s->store, &sp);
+    fint_free();
     ra_free(&ra);
     return rc;
 }

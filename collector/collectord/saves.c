@@ -90,8 +90,7 @@ void saves_due(srv_t *s, int force)
         for (uint32_t i = 0; i < s->store.n; i++) {
             store_rec_t *r = &s->store.recs[i];
             if (r->merged_serial && !client_by_serial(&s->clients, r->merged_serial)) {
-                if (r->sp)
-                    stackwatch__stored_process__free_unpacked(r->sp, NULL);
+                store_sp_free(r->sp);
                 r->sp = NULL;
                 r->merged_serial = 0;
             }

@@ -77,6 +77,64 @@ static int counts_ok(const Stackwatch__StackReport *s)
     return 1;
 }
 
+/* A stack's frames by reference (frame_refs): each in the table. A record
+ * re-encoded after a decode carries both, as many of each (the frames
+ * then win). */
+static int refs_ok(const Stackwatch__StoredProcess *sp, const Stackwatch__StackReport *s)
+{
+    if (!s->n_frame_refs)
+        return 1;
+    if (s->n_frames && s->n_frames != s->n_frame_refs)
+        return 0;
+    for (size_t i = 0; i < s->n_frame_refs; i++)
+        if (s->frame_refs[i] >= sp->n_frame_table || !sp->frame_table[s->frame_refs[i]])
+            return 0;
+    return 1;
+}
+
+/* Gives each stack stored by reference its frames (pointers into the
+ * record's table, in an array of ours: store_sp_free takes it back). */
+static int refs_expand(Stackwatch__StoredProcess *sp, Stackwatch__StackReport **st, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        Stackwatch__StackReport *s = st[i];
+        if (!s->n_frame_refs || s->n_frames)
+            continue;
+        Stackwatch__Frame **f = malloc(s->n_frame_refs * sizeof *f);
+        if (!f)
+            return -ENOMEM;
+        for (size_t k = 0; k < s->n_frame_refs; k++)
+            f[k] = sp->frame_table[s->frame_refs[k]];
+        s->frames = f;
+        s->n_frames = s->n_frame_refs;
+    }
+    return 0;
+}
+
+/* Our arrays only: an expanded stack's first frame is the table's own
+ * (frames decoded with the record are allocations of their own). */
+static void refs_unexpand(const Stackwatch__StoredProcess *sp, Stackwatch__StackReport **st,
+                          size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (st[i]->n_frame_refs && st[i]->n_frames && st[i]->frames &&
+            st[i]->frame_refs[0] < sp->n_frame_table &&
+            st[i]->frames[0] == sp->frame_table[st[i]->frame_refs[0]]) {
+            free(st[i]->frames);
+            st[i]->frames = NULL;
+            st[i]->n_frames = 0;
+        }
+}
+
+void store_sp_free(Stackwatch__StoredProcess *sp)
+{
+    if (!sp)
+        return;
+    refs_unexpand(sp, sp->stacks, sp->n_stacks);
+    refs_unexpand(sp, sp->since_mark, sp->n_since_mark);
+    stackwatch__stored_process__free_unpacked(sp, NULL);
+}
+
 Stackwatch__StoredProcess *store_decode(const uint8_t *buf, size_t len, const char **why)
 {
     if (len < STORE_HDR) {
@@ -113,6 +171,21 @@ Stackwatch__StoredProcess *store_decode(const uint8_t *buf, size_t len, const ch
     if (!ok) {
         stackwatch__stored_process__free_unpacked(sp, NULL);
         *why = "record lacks required fields";
+        return NULL;
+    }
+    for (size_t i = 0; ok && i < sp->n_stacks; i++)
+        ok = refs_ok(sp, sp->stacks[i]);
+    for (size_t i = 0; ok && i < sp->n_since_mark; i++)
+        ok = refs_ok(sp, sp->since_mark[i]);
+    if (!ok) {
+        stackwatch__stored_process__free_unpacked(sp, NULL);
+        *why = "a stack's frame reference is out of the record's table";
+        return NULL;
+    }
+    if (refs_expand(sp, sp->stacks, sp->n_stacks) < 0 ||
+        refs_expand(sp, sp->since_mark, sp->n_since_mark) < 0) {
+        store_sp_free(sp);
+        *why = "out of memory";
         return NULL;
     }
     return sp;
@@ -212,7 +285,7 @@ static void rec_release(const store_t *st, store_rec_t *r, int unlink_file)
             log_msg("store: cannot delete %s: %s", path, strerror(errno));
     }
     if (r->sp)
-        stackwatch__stored_process__free_unpacked(r->sp, NULL);
+        store_sp_free(r->sp);
 }
 
 static void rec_drop(store_t *st, uint32_t i, int unlink_file)
@@ -318,7 +391,7 @@ static int load_one(store_t *st, const char *name)
     store_rec_t *old = rec_find(st, sp->client->pid, sp->instance);
     if (old) { /* two files of one process image: keep the later */
         if (old->end_ns >= sp->end_realtime_ns) {
-            stackwatch__stored_process__free_unpacked(sp, NULL);
+            store_sp_free(sp);
             unlink(path);
             return 0;
         }
@@ -326,7 +399,7 @@ static int load_one(store_t *st, const char *name)
     }
     store_rec_t *r = rec_add(st);
     if (!r) {
-        stackwatch__stored_process__free_unpacked(sp, NULL);
+        store_sp_free(sp);
         return -ENOMEM;
     }
     r->pid = sp->client->pid;
@@ -511,7 +584,7 @@ int store_write(store_t *st, const Stackwatch__StoredProcess *sp)
         return 0;
     }
     if (r->sp) {
-        stackwatch__stored_process__free_unpacked(r->sp, NULL);
+        store_sp_free(r->sp);
         r->sp = NULL;
     }
     r->pid = sp->client->pid;

@@ -77,6 +77,10 @@ size_t store_encode(const Stackwatch__StoredProcess *sp, uint8_t **out);
  * field the reports read). Returns the message or NULL with *why set. */
 Stackwatch__StoredProcess *store_decode(const uint8_t *buf, size_t len, const char **why);
 
+/* Frees a record store_decode made (its stacks' frames by reference
+ * included); NULL is a no-op. */
+void store_sp_free(Stackwatch__StoredProcess *sp);
+
 /* CRC-32 (IEEE, as zlib's crc32). */
 uint32_t store_crc32(const uint8_t *p, size_t n);
 

@@ -59,10 +59,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             Stackwatch__StoredProcess *sp2 = store_decode(again, alen, &why);
             if (!sp2 || sp2->n_stacks != sp->n_stacks)
                 __builtin_trap();
-            stackwatch__stored_process__free_unpacked(sp2, NULL);
+            store_sp_free(sp2);
             free(again);
         }
-        stackwatch__stored_process__free_unpacked(sp, NULL);
+        store_sp_free(sp);
         (void)sum;
     }
     free(buf);

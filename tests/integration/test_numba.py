@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -168,25 +169,44 @@ class CollectordMemoryTest(unittest.TestCase):
         return c
 
     def test_rss_comes_back_after_a_big_process_is_saved(self):
-        col = Collector(expire=0.5)
+        # Its report is stored (it was refused before: over the store's
+        # 256 MiB with a Frame per frame; frames by reference now), and a
+        # collectord started again on the same directory serves it.
+        base = tempfile.mkdtemp(prefix="swnumba-")
+        rundir = os.path.join(base, "run")
+        col = Collector(expire=0.5, dirpath=rundir)
         try:
             c = self.run_workload(col)
             pid = col.proc.pid
             reports = os.path.join(col.dir, "state", "reports")
 
             def saved():
-                # Stored, or refused (too large for the store: this one is).
                 names = os.listdir(reports) if os.path.isdir(reports) else []
-                return any(n.startswith("p%d-" % c["pid"]) and n.endswith(".swr")
-                           for n in names) or \
-                    "report of pid %d " % c["pid"] in col.read_log()
+                got = [n for n in names if n.startswith("p%d-" % c["pid"]) and
+                       n.endswith(".swr")]
+                self.assertNotIn("report of pid %d is too large" % c["pid"], col.read_log())
+                return got and os.path.join(reports, got[0])
 
-            wait_until(saved, timeout=600, interval=0.5, what="the ended process's save")
+            path = wait_until(saved, timeout=600, interval=0.5, what="the ended process's save")
+            sys.stderr.write("FIGURE numba process (%d stacks): its stored report %.1f MB\n" %
+                    (c["stacks"], os.path.getsize(path) / 1e6))
             self.wait_rss(pid, "after the process is saved")
             # The ended process is still there to query.
             self.assertEqual(len([x for x in col.clients() if x["pid"] == c["pid"]]), 1)
+            col.close()
+            col = Collector(expire=0.5, dirpath=rundir)
+            rep = col.leaks("--pid", str(c["pid"]), "--top", "5")
+            self.assertTrue(rep["stacks"], rep)
+            for st in rep["stacks"]:
+                self.assertTrue(st["restored"], st)
+                self.assertTrue(st["frames"], st)
+            # Functions come back (numba's own frames have names in libLLVM's
+            # dynamic symbols or libc's; stripped modules give offsets).
+            self.assertTrue(any(f["function"] for st in rep["stacks"] for f in st["frames"]),
+                            rep["stacks"][0]["frames"])
         finally:
             col.close()
+            subprocess.run(["rm", "-rf", base])
 
     def wait_rss(self, pid, when):
         """VmRSS under the bound within 120 s (not under a sanitizer: its

@@ -116,7 +116,64 @@ static void test_roundtrip(void **state)
     assert_string_equal(sp->stacks[0]->frames[0]->function, "leak_here");
     assert_int_equal(sp->stacks[0]->frames[0]->line, 42);
     assert_string_equal(sp->stacks[0]->class_, "leak");
-    stackwatch__stored_process__free_unpacked(sp, NULL);
+    store_sp_free(sp);
+    free(buf);
+}
+
+/* Frames by reference into the record's table: expanded on decode (each
+ * stack's frames are the table's), re-encoding a decoded record gives one
+ * accepted again, and a reference out of the table is refused. */
+static void test_frames_by_reference(void **state)
+{
+    (void)state;
+    rec_t r;
+    rec_init(&r, 78, 0x99, 5 * SEC);
+    Stackwatch__Frame t0 = r.fr, t1 = r.fr;
+    t1.function = (char *)"caller";
+    t1.line = 7;
+    Stackwatch__Frame *table[] = { &t0, &t1 };
+    uint32_t refs[] = { 0, 1, 1, 0 };
+    r.sp.frame_table = table;
+    r.sp.n_frame_table = 2;
+    r.st.n_frames = 0;
+    r.st.frame_refs = refs;
+    r.st.n_frame_refs = 4;
+    uint8_t *buf = NULL;
+    size_t len = store_encode(&r.sp, &buf);
+    assert_true(len > STORE_HDR);
+    const char *why = NULL;
+    Stackwatch__StoredProcess *sp = store_decode(buf, len, &why);
+    assert_non_null(sp);
+    const Stackwatch__StackReport *s = sp->stacks[0];
+    assert_int_equal(s->n_frames, 4);
+    assert_string_equal(s->frames[0]->function, "leak_here");
+    assert_string_equal(s->frames[1]->function, "caller");
+    assert_int_equal(s->frames[2]->line, 7);
+    assert_ptr_equal(s->frames[1], s->frames[2]); /* one frame, twice */
+    assert_ptr_equal(s->frames[0], sp->frame_table[0]);
+    /* Decoded, encoded again: frames and references both; accepted. */
+    uint8_t *again = NULL;
+    size_t alen = store_encode(sp, &again);
+    assert_true(alen > STORE_HDR);
+    Stackwatch__StoredProcess *sp2 = store_decode(again, alen, &why);
+    assert_non_null(sp2);
+    assert_int_equal(sp2->stacks[0]->n_frames, 4);
+    assert_string_equal(sp2->stacks[0]->frames[3]->function, "leak_here");
+    store_sp_free(sp2);
+    free(again);
+    store_sp_free(sp);
+    free(buf);
+    /* A reference past the table. */
+    refs[2] = 2;
+    len = store_encode(&r.sp, &buf);
+    assert_null(store_decode(buf, len, &why));
+    assert_non_null(strstr(why, "frame reference"));
+    free(buf);
+    /* As many frames as references, or none. */
+    refs[2] = 1;
+    r.st.n_frames = 1;
+    len = store_encode(&r.sp, &buf);
+    assert_null(store_decode(buf, len, &why));
     free(buf);
 }
 
@@ -402,6 +459,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32_is_zlibs),
         cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_frames_by_reference),
         cmocka_unit_test(test_damage_is_refused),
         cmocka_unit_test_setup_teardown(test_write_read_set_aside, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_retention, dir_setup, dir_teardown),
