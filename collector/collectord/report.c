@@ -533,6 +533,27 @@ static void fint_free(void)
     memset(&fint, 0, sizeof fint);
 }
 
+/* A store record's stack with frames of its own (from an earlier record):
+ * its references into this record's table too. */
+static int frames_by_ref(ra_t *ra, Stackwatch__StackReport *r)
+{
+    if (!for_store || !r->n_frames)
+        return 0;
+    Stackwatch__Frame **fs = ra_alloc(ra, r->n_frames * sizeof *fs);
+    if (!(r->frame_refs = ra_alloc(ra, r->n_frames * sizeof *r->frame_refs)) || !fs)
+        return -ENOMEM;
+    for (size_t i = 0; i < r->n_frames; i++) {
+        long k = fint_get(ra, r->frames[i]);
+        if (k < 0)
+            return (int)k;
+        r->frame_refs[i] = (uint32_t)k;
+        fs[i] = fint.v[k];
+    }
+    r->frames = fs;
+    r->n_frame_refs = r->n_frames;
+    return 0;
+}
+
 static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatch__StackReport *r)
 {
     const symres_t *sr = cstack_sym(c, s);
@@ -861,8 +882,14 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
     if (!r)
         return NULL;
     if (!s) {
-        /* Known only from the store: its report as kept, figures as merged. */
+        /* Known only from the store: its report as kept, figures as merged
+         * (its frames as decoded; references into the old record's table
+         * mean nothing in this one). */
         *r = *cd->arch;
+        r->n_frame_refs = 0;
+        r->frame_refs = NULL;
+        if (frames_by_ref(ra, r) < 0)
+            return NULL;
         r->restored = 1;
         if (!q->series) {
             r->n_series = 0;
@@ -966,6 +993,8 @@ static Stackwatch__StackReport *stack_report(ra_t *ra, const cand_t *cd, const c
     if (cd->arch && !r->n_frames) {
         r->n_frames = cd->arch->n_frames;
         r->frames = cd->arch->frames;
+        if (frames_by_ref(ra, r) < 0)
+            return NULL;
     }
     if (cd->arch && cd->arch->n_python) {
         /* Python tracebacks from before the restart follow the live ones. */
