@@ -381,10 +381,31 @@ static void close_window(cls_t *c, uint64_t now, const cls_in_t *in)
     c->win_alloc_n = in->alloc_n;
 }
 
+/* A climb of rise bytes in a sampled stack's live bytes stands out of its
+ * sampling's noise: its mean stands for GROW_MIN_MEAN samples at least (a
+ * few samples' counts wander by their own size over a few lifetimes), and
+ * the climb is GROW_MIN_SAMPLES samples' worth and twice their Poisson
+ * deviation. Exact stacks: any climb counts. */
+#define GROW_MIN_SAMPLES 3.0
+#define GROW_MIN_MEAN 8.0
+
+static int rise_tells(const cls_in_t *in, double rise, double mean)
+{
+    if (!in->rate_b || !in->live_n || !in->live_b)
+        return 1;
+    double size = (double)in->live_b / (double)in->live_n;
+    double per = size / -expm1(-size / (double)in->rate_b); /* bytes a sample stands for */
+    double k = rise / per, n = mean / per;
+    return n >= GROW_MIN_MEAN && k >= GROW_MIN_SAMPLES && k >= 2.0 * sqrt(n);
+}
+
 /* With evictions: a cache, unless live bytes clearly climb. A cache evicts
  * because it is full: its filling up before that is not growth, so the
- * trend counts from the first eviction on, over the whole time since. */
-static verdict_t evicting(cls_t *c, uint64_t now)
+ * trend counts from the first eviction on, over the whole time since.
+ * Sampled stacks: CI called a churned table of ~2.5 samples growing (one
+ * sample more moves its bytes by a third): the climb must stand out of the
+ * sampling noise (rise_tells). */
+static verdict_t evicting(cls_t *c, uint64_t now, const cls_in_t *in)
 {
     verdict_t v = { CLASS_CACHE, 0, 0 };
     if (!c->evict_since)
@@ -404,7 +425,8 @@ static verdict_t evicting(cls_t *c, uint64_t now)
     double minutes = (double)(now - since) / 60e9;
     double rise = slope * minutes;
     v.growth_per_min = slope;
-    if (c->windows >= 2 && g2 > 0.5 && mean > 0 && rise > 0.2 * mean) {
+    if (c->windows >= 2 && g2 > 0.5 && mean > 0 && rise > 0.2 * mean &&
+        rise_tells(in, rise, mean)) {
         v.klass = CLASS_GROWING;
         v.confidence = cap((0.4 + 0.5 * g2) * (c->windows >= 4 ? 1.0 : 0.85));
     } else {
@@ -446,7 +468,7 @@ verdict_t classify_tick(cls_t *c, uint64_t now, uint64_t expire_ns, const cls_in
         close_window(c, now, in);
     }
     if (in->fexp_n > 0)
-        return evicting(c, now);
+        return evicting(c, now, in);
 
     /* No expired block was ever freed. The whole history counts: growth
      * over the stack's life (from its first expiry), runs of growth and
