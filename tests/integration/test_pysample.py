@@ -130,7 +130,10 @@ class PySampleTest(unittest.TestCase):
                 return None
             seen, last[0] = last[0], s["live"]
             return (r, s) if seen == s["live"] else None
-        r, s = wait_until(settled, timeout=60, what="the counted blocks")
+        # Each --all query of an exact Python process symbolizes thousands
+        # of stacks first (up to 30 s on a loaded machine): two of them in a
+        # row took past 60 s with two CPU hogs and a CI run beside.
+        r, s = wait_until(settled, timeout=240, what="the counted blocks")
         return p, total, r, s
 
     def test_exact_mode_counts_every_block(self):
