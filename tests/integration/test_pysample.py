@@ -130,9 +130,9 @@ class PySampleTest(unittest.TestCase):
                 return None
             seen, last[0] = last[0], s["live"]
             return (r, s) if seen == s["live"] else None
-        # Each --all query of an exact Python process symbolizes thousands
-        # of stacks first (up to 30 s on a loaded machine): two of them in a
-        # row took past 60 s with two CPU hogs and a CI run beside.
+        # Each --all query of an exact Python process waits for thousands
+        # of stacks to be symbolized: the wait went past 60 s once with two
+        # CPU hogs and a CI run beside it (cause not measured further).
         r, s = wait_until(settled, timeout=240, what="the counted blocks")
         return p, total, r, s
 
