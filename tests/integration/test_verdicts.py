@@ -378,7 +378,7 @@ class SymbolsAndTriggersTest(unittest.TestCase):
                 try:
                     return col.leaks("--all")
                 except AssertionError as e:
-                    if "Broken pipe" in str(e) or "closed the connection" in str(e):
+                    if "Broken pipe" in str(e) or "Connection reset" in str(e):
                         return None
                     raise
             rep = wait_until(query_all, timeout=60, what="stackctl to get in")
