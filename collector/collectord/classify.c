@@ -325,11 +325,17 @@ static double cap(double x)
  * (0.40) since no sample came in the last half second). */
 #define ENDING_GRACE 2
 
-/* The chance a block of the stack's mean may-leak size is sampled (one
- * sample per 1/p blocks). */
+/* The chance a block of size bytes is sampled at rate_b (one sample per
+ * 1/p blocks). */
+static double sample_p_of(double size, uint64_t rate_b)
+{
+    return -expm1(-size / (double)rate_b);
+}
+
+/* The chance a block of the stack's mean may-leak size is sampled. */
 static double sample_p(const cls_in_t *in)
 {
-    return -expm1(-((double)in->may_b / (double)in->may_n) / (double)in->rate_b);
+    return sample_p_of((double)in->may_b / (double)in->may_n, in->rate_b);
 }
 
 /* Samples a sampled stack grew by since its first expiry. */
@@ -394,7 +400,7 @@ static int rise_tells(const cls_in_t *in, double rise, double mean)
     if (!in->rate_b || !in->live_n || !in->live_b)
         return 1;
     double size = (double)in->live_b / (double)in->live_n;
-    double per = size / -expm1(-size / (double)in->rate_b); /* bytes a sample stands for */
+    double per = size / sample_p_of(size, in->rate_b); /* bytes a sample stands for */
     double k = rise / per, n = mean / per;
     return n >= GROW_MIN_MEAN && k >= GROW_MIN_SAMPLES && k >= 2.0 * sqrt(n);
 }

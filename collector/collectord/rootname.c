@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "reach.h"
@@ -72,13 +73,20 @@ static int sym_cmp(const void *a, const void *b)
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-/* Reads a module's loads and data symbols (.symtab, else .dynsym). */
+/* Reads a module's loads and data symbols (.symtab, else .dynsym): a
+ * regular file at its path (the process's path, read in collectord's mount
+ * namespace: a FIFO there would hold the scan's worker for good). */
 static void mod_read(mod_t *m)
 {
     m->ok = 1;
-    int fd = open(m->path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    int fd = open(m->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
     if (fd < 0)
         return;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return;
+    }
     elf_version(EV_CURRENT);
     Elf *e = elf_begin(fd, ELF_C_READ, NULL);
     GElf_Ehdr eh;

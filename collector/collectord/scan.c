@@ -397,102 +397,6 @@ static int skipped_mapping(const maps_ent_t *e)
            !strncmp(e->path, "/dev/", 5);
 }
 
-/* Module data words the program never stored are no roots
- * (reach_rng_changed): each root range's part in a private writable
- * mapping of a file is compared with the file, read at the mapping's
- * offset, when the file is still the one mapped (its inode); past
- * PRISTINE_MAX bytes read, or when a file cannot be read, a part stays
- * whole. Returns the new roots (reach_scratch) and sets *nr and *skipped
- * (bytes left out), or NULL when out of memory. */
-#define PRISTINE_MAX (64ull << 20)
-#define PRISTINE_CHUNK (1u << 20)
-
-static reach_rng_t *drop_pristine(const maps_t *maps, const reach_img_t *im,
-                                  const reach_rng_t *roots, size_t *nr, uint64_t *skipped)
-{
-    reach_rng_t *out = NULL;
-    size_t n = 0, cap = 0;
-    uint8_t *buf = malloc(PRISTINE_CHUNK);
-    uint64_t budget = PRISTINE_MAX, kept = 0, in = 0;
-    int fd = -1;
-    const maps_ent_t *open_e = NULL;
-    if (!buf)
-        return NULL;
-    for (size_t r = 0; r < *nr; r++) {
-        uint64_t a = (roots[r].lo + 7) & ~7ull, hi = roots[r].hi & ~7ull;
-        in += hi > a ? hi - a : 0;
-        while (a < hi) {
-            const maps_ent_t *e = maps_find(maps, a);
-            uint64_t end = hi;
-            if (e && e->hi < end)
-                end = e->hi;
-            else if (!e) {
-                /* Up to the next mapping: the roots came from mappings. */
-                for (size_t k = 0; k < maps->n; k++)
-                    if (maps->e[k].lo > a && maps->e[k].lo < end) {
-                        end = maps->e[k].lo;
-                        break;
-                    }
-            }
-            if (end - a > PRISTINE_CHUNK)
-                end = a + PRISTINE_CHUNK;
-            int file = e && e->path[0] == '/' && (e->prot & MAPS_W) && !(e->prot & MAPS_SHARED) &&
-                       budget >= end - a;
-            if (file && e != open_e) {
-                if (fd >= 0)
-                    close(fd);
-                struct stat st;
-                fd = open(e->path, O_RDONLY | O_CLOEXEC);
-                if (fd >= 0 && (fstat(fd, &st) != 0 || (uint64_t)st.st_ino != e->inode)) {
-                    close(fd);
-                    fd = -1;
-                }
-                open_e = e;
-            }
-            if (file && fd >= 0) {
-                size_t len = (size_t)(end - a);
-                ssize_t got = pread(fd, buf, len, (off_t)(e->offset + (a - e->lo)));
-                if (got < 0)
-                    got = 0;
-                memset(buf + got, 0, len - (size_t)got); /* past the file's end: zeros */
-                budget -= len;
-                if (reach_rng_changed(im, a, end, buf, &out, &n, &cap) < 0)
-                    goto nomem;
-            } else {
-                reach_rng_t *p = out;
-                if (n == cap && !(p = realloc(out, (cap = cap ? cap * 2 : 256) * sizeof *p)))
-                    goto nomem;
-                out = p;
-                out[n++] = (reach_rng_t){ a, end };
-            }
-            a = end;
-        }
-    }
-    if (fd >= 0)
-        close(fd);
-    free(buf);
-    n = reach_rng_normalize(out, n);
-    reach_rng_t *res = reach_scratch((n ? n : 1) * sizeof *res);
-    if (!res) {
-        free(out);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++)
-        kept += out[i].hi - out[i].lo;
-    if (n)
-        memcpy(res, out, n * sizeof *res);
-    free(out);
-    *nr = n;
-    *skipped = in > kept ? in - kept : 0;
-    return res;
-nomem:
-    if (fd >= 0)
-        close(fd);
-    free(buf);
-    free(out);
-    return NULL;
-}
-
 /* A dead thread's stack [lo, hi), its frames below fhi: the frames are
  * left out of the roots (glibc keeps such stacks for reuse, stale words
  * and all; LSan and valgrind do not scan them either) only while the map
@@ -531,44 +435,142 @@ static void ranges_with_blocks(const scan_ent_t *s, size_t n, const maps_ent_t *
                 has[x] = 1;
 }
 
-/* Read-only memory of the scanned process (a type's name in a module's
- * .rodata: the copy holds writable memory only), read from the module's
- * file as mapped: a private file mapping that is not writable, not a
- * device nor deleted, the path not a symlink, the file there a regular
- * one and still the mapped inode. The last file opened stays open. */
+/* A module's file as the process maps it at e, opened on r (the last file
+ * opened stays open): not a device nor deleted, the path not a symlink,
+ * the file there a regular one (a FIFO put at the path would block the
+ * worker) and still the mapped inode. Returns the fd or -1. */
 typedef struct rofile_s {
     const maps_t *maps;
     int fd;
     const maps_ent_t *at;   /* the mapping fd was opened for */
 } rofile_t;
 
+static int map_file_fd(rofile_t *r, const maps_ent_t *e)
+{
+    size_t pl = strlen(e->path);
+    if (e->path[0] != '/' || !strncmp(e->path, "/dev/", 5) ||
+        (pl > 10 && !strcmp(e->path + pl - 10, " (deleted)")))
+        return -1;
+    if (r->at && !strcmp(r->at->path, e->path) && r->at->inode == e->inode)
+        return r->fd;
+    if (r->fd >= 0)
+        close(r->fd);
+    r->at = NULL;
+    r->fd = open(e->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+    struct stat st;
+    if (r->fd < 0)
+        return -1;
+    if (fstat(r->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != e->inode) {
+        close(r->fd);
+        r->fd = -1;
+        return -1;
+    }
+    r->at = e;
+    return r->fd;
+}
+
+/* Read-only memory of the scanned process (a type's name in a module's
+ * .rodata: the copy holds writable memory only), read from the module's
+ * file as mapped (map_file_fd): a private file mapping that is not
+ * writable. */
 static size_t ro_read(void *ctx, uint64_t addr, char *buf, size_t len)
 {
     rofile_t *r = ctx;
     const maps_ent_t *e = maps_find(r->maps, addr);
-    size_t pl = e ? strlen(e->path) : 0;
-    if (!e || e->path[0] != '/' || (e->prot & (MAPS_W | MAPS_SHARED)) || !(e->prot & MAPS_R) ||
-        !strncmp(e->path, "/dev/", 5) || (pl > 10 && !strcmp(e->path + pl - 10, " (deleted)")))
+    if (!e || (e->prot & (MAPS_W | MAPS_SHARED)) || !(e->prot & MAPS_R))
         return 0;
-    if (!r->at || strcmp(r->at->path, e->path) || r->at->inode != e->inode) {
-        if (r->fd >= 0)
-            close(r->fd);
-        r->at = NULL;
-        r->fd = open(e->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
-        struct stat st;
-        if (r->fd < 0)
-            return 0;
-        if (fstat(r->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != e->inode) {
-            close(r->fd);
-            r->fd = -1;
-            return 0;
-        }
-        r->at = e;
-    }
+    int fd = map_file_fd(r, e);
+    if (fd < 0)
+        return 0;
     if (len > e->hi - addr)
         len = e->hi - addr;
-    ssize_t got = pread(r->fd, buf, len, (off_t)(e->offset + (addr - e->lo)));
+    ssize_t got = pread(fd, buf, len, (off_t)(e->offset + (addr - e->lo)));
     return got > 0 ? (size_t)got : 0;
+}
+
+/* Module data words the program never stored are no roots
+ * (reach_rng_changed): each root range's part in a private writable
+ * mapping of a file is compared with the file, read at the mapping's
+ * offset, when the file is still the one mapped (map_file_fd); past
+ * PRISTINE_MAX bytes read, or when a file cannot be read, a part stays
+ * whole. Returns the new roots (reach_scratch) and sets *nr and *skipped
+ * (bytes left out), or NULL when out of memory. */
+#define PRISTINE_MAX (64ull << 20)
+#define PRISTINE_CHUNK (1u << 20)
+
+static reach_rng_t *drop_pristine(const maps_t *maps, const reach_img_t *im,
+                                  const reach_rng_t *roots, size_t *nr, uint64_t *skipped)
+{
+    reach_rng_t *out = NULL;
+    size_t n = 0, cap = 0;
+    uint8_t *buf = malloc(PRISTINE_CHUNK);
+    uint64_t budget = PRISTINE_MAX, kept = 0, in = 0;
+    rofile_t rf = { .maps = maps, .fd = -1 };
+    if (!buf)
+        return NULL;
+    for (size_t r = 0; r < *nr; r++) {
+        uint64_t a = (roots[r].lo + 7) & ~7ull, hi = roots[r].hi & ~7ull;
+        in += hi > a ? hi - a : 0;
+        while (a < hi) {
+            const maps_ent_t *e = maps_find(maps, a);
+            uint64_t end = hi;
+            if (e && e->hi < end)
+                end = e->hi;
+            else if (!e) {
+                /* Up to the next mapping: the roots came from mappings. */
+                for (size_t k = 0; k < maps->n; k++)
+                    if (maps->e[k].lo > a && maps->e[k].lo < end) {
+                        end = maps->e[k].lo;
+                        break;
+                    }
+            }
+            if (end - a > PRISTINE_CHUNK)
+                end = a + PRISTINE_CHUNK;
+            int fd = e && (e->prot & MAPS_W) && !(e->prot & MAPS_SHARED) && budget >= end - a
+                         ? map_file_fd(&rf, e)
+                         : -1;
+            if (fd >= 0) {
+                size_t len = (size_t)(end - a);
+                ssize_t got = pread(fd, buf, len, (off_t)(e->offset + (a - e->lo)));
+                if (got < 0)
+                    got = 0;
+                memset(buf + got, 0, len - (size_t)got); /* past the file's end: zeros */
+                budget -= len;
+                if (reach_rng_changed(im, a, end, buf, &out, &n, &cap) < 0)
+                    goto nomem;
+            } else {
+                reach_rng_t *p = out;
+                if (n == cap && !(p = realloc(out, (cap = cap ? cap * 2 : 256) * sizeof *p)))
+                    goto nomem;
+                out = p;
+                out[n++] = (reach_rng_t){ a, end };
+            }
+            a = end;
+        }
+    }
+    if (rf.fd >= 0)
+        close(rf.fd);
+    free(buf);
+    n = reach_rng_normalize(out, n);
+    reach_rng_t *res = reach_scratch((n ? n : 1) * sizeof *res);
+    if (!res) {
+        free(out);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        kept += out[i].hi - out[i].lo;
+    if (n)
+        memcpy(res, out, n * sizeof *res);
+    free(out);
+    *nr = n;
+    *skipped = in > kept ? in - kept : 0;
+    return res;
+nomem:
+    if (rf.fd >= 0)
+        close(rf.fd);
+    free(buf);
+    free(out);
+    return NULL;
 }
 
 /* Segments of Python objects, interned (open addressing over indices). */

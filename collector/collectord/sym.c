@@ -10,6 +10,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,7 +224,15 @@ static int open_module(const sym_mod_t *m, uint32_t pid)
             fclose(f);
         }
     }
-    return open(m->path, O_RDONLY | O_CLOEXEC);
+    /* A regular file only: a FIFO at the path (the process's path, opened in
+     * collectord's mount namespace) would hold the symbolizer for good. */
+    int fd = open(m->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 static int build_id_matches(int fd, const sym_mod_t *m)

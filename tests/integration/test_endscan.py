@@ -157,6 +157,48 @@ class EndScanRunTest(unittest.TestCase):
         self.assertGreaterEqual(c["scan"]["pristine_bytes"], 256 * 1024)
 
 @unittest.skipIf(SKIP, SKIP)
+class PristineFileTest(unittest.TestCase):
+    """The pristine-data filter reads the files a process maps by their
+    path, as collectord sees it."""
+
+    def test_a_fifo_at_a_mapped_path_does_not_hold_the_scan(self):
+        # The program runs from a tmpfs mounted in a mount namespace of its
+        # own; in collectord's, its path names a FIFO. The scan reads no
+        # file there (it waited on the FIFO for good: opened without
+        # O_NONBLOCK, checked for a regular file only after).
+        tmp = tempfile.mkdtemp(prefix="swfifo-")
+        m = os.path.join(tmp, "m")
+        os.mkdir(m)
+        col = Collector()
+        p = None
+        try:
+            p = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                 'mount -t tmpfs none "$1" && cp "$2" "$1/p" && exec env LD_PRELOAD="$3" "$1/p" 5',
+                 "sh", m, prog("pristine"), sw.agent_path()],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env=col.env)
+            self.assertIn("lost 5", p.stdout.readline())
+            os.mkfifo(os.path.join(m, "p"), 0o600)
+            r = subprocess.run([os.path.join(sw.BUILD, "stackctl"), "--dir", col.dir, "scan",
+                                str(p.pid), "--json"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertGreaterEqual(json.loads(r.stdout)["blocks"]["count"], 5, r.stdout)
+        finally:
+            if os.path.exists(os.path.join(m, "p")):
+                try:  # a scan waiting on the FIFO: let it go
+                    os.close(os.open(os.path.join(m, "p"), os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:
+                    pass
+            if p:
+                p.stdin.close()
+                p.wait(60)
+            col.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@unittest.skipIf(SKIP, SKIP)
 class EndScanAgentTest(unittest.TestCase):
     """The agent's side: the end waits for the scan, and only as long as a
     collector can answer."""
