@@ -397,8 +397,10 @@ static void close_window(cls_t *c, uint64_t now, const cls_in_t *in)
 
 static int rise_tells(const cls_in_t *in, double rise, double mean)
 {
-    if (!in->rate_b || !in->live_n || !in->live_b)
+    if (!in->rate_b)
         return 1;
+    if (!in->live_n || !in->live_b)
+        return 0; /* no live sample now: not climbing now */
     double size = (double)in->live_b / (double)in->live_n;
     double per = size / sample_p_of(size, in->rate_b); /* bytes a sample stands for */
     double k = rise / per, n = mean / per;

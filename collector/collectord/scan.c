@@ -490,13 +490,28 @@ static size_t ro_read(void *ctx, uint64_t addr, char *buf, size_t len)
 
 /* Module data words the program never stored are no roots
  * (reach_rng_changed): each root range's part in a private writable
- * mapping of a file is compared with the file, read at the mapping's
+ * mapping of a loaded module's file (module_mapping) is compared with the file, read at the mapping's
  * offset, when the file is still the one mapped (map_file_fd); past
  * PRISTINE_MAX bytes read, or when a file cannot be read, a part stays
  * whole. Returns the new roots (reach_scratch) and sets *nr and *skipped
  * (bytes left out), or NULL when out of memory. */
 #define PRISTINE_MAX (64ull << 20)
 #define PRISTINE_CHUNK (1u << 20)
+
+/* Whether e's file is a loaded module: the process also maps it
+ * executable (same path and inode). A data file a program maps privately
+ * and writable may hold, from its file, pointers the program wrote there
+ * before mapping it back: its words stay roots. */
+static int module_mapping(const maps_t *maps, const maps_ent_t *e)
+{
+    if (e->path[0] != '/')
+        return 0;
+    for (size_t k = 0; k < maps->n; k++)
+        if ((maps->e[k].prot & MAPS_X) && maps->e[k].inode == e->inode &&
+            !strcmp(maps->e[k].path, e->path))
+            return 1;
+    return 0;
+}
 
 static reach_rng_t *drop_pristine(const maps_t *maps, const reach_img_t *im,
                                   const reach_rng_t *roots, size_t *nr, uint64_t *skipped)
@@ -526,7 +541,8 @@ static reach_rng_t *drop_pristine(const maps_t *maps, const reach_img_t *im,
             }
             if (end - a > PRISTINE_CHUNK)
                 end = a + PRISTINE_CHUNK;
-            int fd = e && (e->prot & MAPS_W) && !(e->prot & MAPS_SHARED) && budget >= end - a
+            int fd = e && (e->prot & MAPS_W) && !(e->prot & MAPS_SHARED) && budget >= end - a &&
+                             module_mapping(maps, e)
                          ? map_file_fd(&rf, e)
                          : -1;
             if (fd >= 0) {

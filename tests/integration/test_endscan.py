@@ -156,6 +156,23 @@ class EndScanRunTest(unittest.TestCase):
         # Its table (256 KiB, as loaded) was left out of the roots.
         self.assertGreaterEqual(c["scan"]["pristine_bytes"], 256 * 1024)
 
+    def test_pointers_in_a_mapped_data_file_keep_their_blocks(self):
+        # A data file holding block addresses (written before it was mapped
+        # back privately and writable): its words equal its file's, yet
+        # they are the blocks' only pointers. Only a loaded module's data
+        # is left out as "as loaded": these blocks are reachable.
+        path = os.path.join(self.tmp, "pointers.bin")
+        r, rep = self.run_json(["--fail-on", "unreachable"],
+                               [prog("pristine"), "6", path], input="")
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        self.assertIn("kept 6", r.stdout)
+        c = rep["clients"][0]
+        filed = [s for s in rep["stacks"] if s["pid"] == c["pid"] and
+                 any(f["function"] == "file_them" for f in s["frames"])]
+        self.assertEqual(len(filed), 1, [s["frames"][:3] for s in rep["stacks"]])
+        self.assertEqual(filed[0]["reachable"]["count"], 6)
+        self.assertEqual(filed[0]["unreachable"]["count"], 0)
+
 @unittest.skipIf(SKIP, SKIP)
 class PristineFileTest(unittest.TestCase):
     """The pristine-data filter reads the files a process maps by their

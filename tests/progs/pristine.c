@@ -6,10 +6,18 @@
  * prints "lost N covered C" (C: how many of them a table word points
  * into), and ends with status 0 at EOF on stdin.
  *
- *   pristine N                                                (@LEAK lost) */
+ *   pristine N                                                (@LEAK lost)
+ *
+ * "pristine N PATH": instead, N blocks whose only pointers are in a data
+ * file: written to PATH, which is then mapped back privately and writable
+ * (and kept): from the file, never stored through the mapping, yet real
+ * pointers. They are reachable; prints "kept N".                (@LEAK filed) */
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "scrub.h"
 
@@ -42,9 +50,38 @@ __attribute__((noinline)) static int lose_one(void)
     return p && covered((uintptr_t)p);
 }
 
+static void *mapped;
+
+__attribute__((noinline)) static int file_them(long n, const char *path)
+{
+    uint64_t *v = calloc((size_t)n, sizeof *v);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (!v || fd < 0)
+        return -1;
+    for (long i = 0; i < n; i++)
+        v[i] = (uint64_t)(uintptr_t)malloc(4096); /* @LEAK filed */
+    size_t len = (size_t)n * sizeof *v;
+    if (write(fd, v, len) != (ssize_t)len)
+        return -1;
+    free(v);
+    mapped = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    close(fd);
+    return mapped == MAP_FAILED ? -1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 5, c = 0;
+    if (argc > 2) {
+        if (file_them(n, argv[2]) < 0)
+            return 1;
+        scrub();
+        printf("kept %ld\n", n);
+        fflush(stdout);
+        while (getchar() != EOF)
+            ;
+        return 0;
+    }
     for (long i = 0; i < n; i++)
         c += lose_one();
     scrub();
