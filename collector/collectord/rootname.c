@@ -9,10 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "reach.h"
+#include "collector/common/procmaps.h"
 
 #define MODS_MAX 32         /* modules whose symbols are kept */
 #define LABELS_MAX 65536    /* distinct labels; beyond, "other roots" */
@@ -79,14 +79,9 @@ static int sym_cmp(const void *a, const void *b)
 static void mod_read(mod_t *m)
 {
     m->ok = 1;
-    struct stat st;
-    int fd = open(m->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+    int fd = maps_open_file(m->path, 1, 0);
     if (fd < 0)
         return;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return;
-    }
     elf_version(EV_CURRENT);
     Elf *e = elf_begin(fd, ELF_C_READ, NULL);
     GElf_Ehdr eh;

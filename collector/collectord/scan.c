@@ -456,15 +456,9 @@ static int map_file_fd(rofile_t *r, const maps_ent_t *e)
     if (r->fd >= 0)
         close(r->fd);
     r->at = NULL;
-    r->fd = open(e->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
-    struct stat st;
+    r->fd = maps_open_file(e->path, 1, e->inode);
     if (r->fd < 0)
         return -1;
-    if (fstat(r->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != e->inode) {
-        close(r->fd);
-        r->fd = -1;
-        return -1;
-    }
     r->at = e;
     return r->fd;
 }

@@ -1,5 +1,6 @@
 /* Symbolization with libdw in a worker thread: function+offset, file:line, module for each pc. */
 #include "sym.h"
+#include "collector/common/procmaps.h"
 
 #include <elfutils/libdw.h>
 #include <elfutils/libdwelf.h>
@@ -10,7 +11,6 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,15 +224,9 @@ static int open_module(const sym_mod_t *m, uint32_t pid)
             fclose(f);
         }
     }
-    /* A regular file only: a FIFO at the path (the process's path, opened in
-     * collectord's mount namespace) would hold the symbolizer for good. */
-    int fd = open(m->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    struct stat st;
-    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    /* A regular file only (a FIFO at the path would hold the symbolizer);
+     * symlinks followed: the agent names modules by links too. */
+    return maps_open_file(m->path, 0, 0);
 }
 
 static int build_id_matches(int fd, const sym_mod_t *m)

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int maps_read(maps_t *m, pid_t pid)
 {
@@ -84,6 +87,18 @@ const maps_ent_t *maps_find(const maps_t *m, uint64_t addr)
             return &m->e[mid];
     }
     return NULL;
+}
+
+int maps_open_file(const char *path, int nofollow, uint64_t inode)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (nofollow ? O_NOFOLLOW : 0));
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+                    (inode && (uint64_t)st.st_ino != inode))) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 int maps_bias(const maps_t *m, const char *path, uint64_t off, uint64_t vaddr, uint64_t *bias)

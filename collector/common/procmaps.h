@@ -35,4 +35,11 @@ const maps_ent_t *maps_find(const maps_t *m, uint64_t addr);
  * or -ENOENT if the file is not mapped. */
 int maps_bias(const maps_t *m, const char *path, uint64_t off, uint64_t vaddr, uint64_t *bias);
 
+/* Opens a file a process maps, by the path its map shows (read in our own
+ * mount namespace): read-only, never blocking in open (a FIFO put at the
+ * path would hold the caller for good), a regular file only, not through
+ * a symlink when nofollow, and the mapped inode unless inode is 0. Returns
+ * the fd or -1. */
+int maps_open_file(const char *path, int nofollow, uint64_t inode);
+
 #endif
