@@ -133,7 +133,7 @@ int reach_word_at(const reach_img_t *img, uint64_t addr, uint64_t *v)
     return 1;
 }
 
-static int rng_push(reach_rng_t **out, size_t *n, size_t *cap, uint64_t lo, uint64_t hi)
+int reach_rng_push(reach_rng_t **out, size_t *n, size_t *cap, uint64_t lo, uint64_t hi)
 {
     if (*n && (*out)[*n - 1].hi == lo) {
         (*out)[*n - 1].hi = hi;
@@ -169,7 +169,7 @@ int reach_rng_changed(const reach_img_t *img, uint64_t lo, uint64_t hi, const ui
         const uint8_t *cp = img->runs[i].data + (a - img->runs[i].lo);
         const uint8_t *op = orig + (a - lo);
         for (uint64_t w = a; w + 8 <= end; w += 8, cp += 8, op += 8)
-            if (memcmp(cp, op, 8) != 0 && rng_push(out, n, cap, w, w + 8) < 0)
+            if (memcmp(cp, op, 8) != 0 && reach_rng_push(out, n, cap, w, w + 8) < 0)
                 return -ENOMEM;
         a = end;
     }

@@ -49,6 +49,10 @@ const uint8_t *reach_img_at(const reach_img_t *img, uint64_t addr, size_t len);
 /* The copied 8-byte word at addr into *v: 1, or 0 when the copy lacks it. */
 int reach_word_at(const reach_img_t *img, uint64_t addr, uint64_t *v);
 
+/* Appends [lo, hi) to the growable malloc'd array *out (*n ranges, room
+ * for *cap), merged with the last range when they touch. 0 or -ENOMEM. */
+int reach_rng_push(reach_rng_t **out, size_t *n, size_t *cap, uint64_t lo, uint64_t hi);
+
 /* The words of [lo, hi) (8-byte aligned bounds) whose copy differs from
  * orig, the hi - lo bytes the range held when it was loaded (its file's),
  * appended to *out as merged ranges (a growable malloc'd array: *n ranges,

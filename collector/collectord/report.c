@@ -533,23 +533,31 @@ static void fint_free(void)
     memset(&fint, 0, sizeof fint);
 }
 
+/* Frame i of r is f, by its entry in the store's table (for_store; r's
+ * frames and frame_refs arrays allocated). */
+static int ref_frame(ra_t *ra, Stackwatch__StackReport *r, size_t i, const Stackwatch__Frame *f)
+{
+    long k = fint_get(ra, f);
+    if (k < 0)
+        return (int)k;
+    r->frame_refs[i] = (uint32_t)k;
+    r->frames[i] = fint.v[k];
+    return 0;
+}
+
 /* A store record's stack with frames of its own (from an earlier record):
  * its references into this record's table too. */
 static int frames_by_ref(ra_t *ra, Stackwatch__StackReport *r)
 {
     if (!for_store || !r->n_frames)
         return 0;
-    Stackwatch__Frame **fs = ra_alloc(ra, r->n_frames * sizeof *fs);
-    if (!(r->frame_refs = ra_alloc(ra, r->n_frames * sizeof *r->frame_refs)) || !fs)
+    Stackwatch__Frame **old = r->frames;
+    r->frames = ra_alloc(ra, r->n_frames * sizeof *r->frames);
+    if (!(r->frame_refs = ra_alloc(ra, r->n_frames * sizeof *r->frame_refs)) || !r->frames)
         return -ENOMEM;
-    for (size_t i = 0; i < r->n_frames; i++) {
-        long k = fint_get(ra, r->frames[i]);
-        if (k < 0)
-            return (int)k;
-        r->frame_refs[i] = (uint32_t)k;
-        fs[i] = fint.v[k];
-    }
-    r->frames = fs;
+    for (size_t i = 0; i < r->n_frames; i++)
+        if (ref_frame(ra, r, i, old[i]) < 0)
+            return -ENOMEM;
     r->n_frame_refs = r->n_frames;
     return 0;
 }
@@ -597,13 +605,11 @@ static int fill_frames(ra_t *ra, const client_t *c, const cstack_t *s, Stackwatc
             f->is_inline = sf->is_inline;
         }
         if (for_store) {
-            long k = fint_get(ra, f);
-            if (k < 0)
-                return (int)k;
-            r->frame_refs[i] = (uint32_t)k;
-            f = fint.v[k];
+            if (ref_frame(ra, r, i, f) < 0)
+                return -ENOMEM;
+        } else {
+            r->frames[i] = f;
         }
-        r->frames[i] = f;
     }
     r->n_frames = n;
     r->n_frame_refs = for_store ? n : 0;
@@ -1361,15 +1367,14 @@ int report_symbolized(srv_t *s, client_t *c)
     return !pending;
 }
 
-/* Stacks whose frames are all in the store's table: the record carries
- * their references only (frames left to the arena). */
+/* Stacks with references into the store's table (every frame of a
+ * store record has one: fill_frames, frames_by_ref): the record carries
+ * the references only (frames left to the arena). */
 static void sp_frames_by_ref(Stackwatch__StackReport **st, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (st[i]->n_frame_refs && st[i]->n_frame_refs == st[i]->n_frames)
+        if (st[i]->n_frame_refs)
             st[i]->n_frames = 0;
-        else
-            st[i]->n_frame_refs = 0;
 }
 
 int report_store_client(srv_t *s, client_t *c, int snapshot)

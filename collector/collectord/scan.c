@@ -548,12 +548,8 @@ static reach_rng_t *drop_pristine(const maps_t *maps, const reach_img_t *im,
                 budget -= len;
                 if (reach_rng_changed(im, a, end, buf, &out, &n, &cap) < 0)
                     goto nomem;
-            } else {
-                reach_rng_t *p = out;
-                if (n == cap && !(p = realloc(out, (cap = cap ? cap * 2 : 256) * sizeof *p)))
-                    goto nomem;
-                out = p;
-                out[n++] = (reach_rng_t){ a, end };
+            } else if (reach_rng_push(&out, &n, &cap, a, end) < 0) {
+                goto nomem;
             }
             a = end;
         }
